@@ -1,0 +1,85 @@
+"""Settings, read once per container from the environment.
+
+The template sets these variables on each function; the embedded local stack sets the same
+names with local values (endpoints, DNS server, ports, CA bundle). Nothing else differs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# Retry schedule in seconds (issue 3): 1, 5, 15, 30 min, then 1, 2, 4 h, then every 4 h.
+DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
+DEFAULT_MAX_LIFETIME = 2 * 24 * 3600  # two days, like SES's and Postfix's order of magnitude
+SQS_MAX_RETENTION = 14 * 24 * 3600
+
+
+def _schedule(raw: str | None) -> tuple[int, ...]:
+    if not raw:
+        return DEFAULT_RETRY_SCHEDULE
+    return tuple(int(float(x)) for x in raw.split(",") if x.strip())
+
+
+def _hostport(raw: str | None, default_port: int) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for item in (raw or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        out.append((host or item, int(port) if port else default_port))
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    messages_table: str = "outpost-messages"
+    suppressions_table: str = "outpost-suppressions"
+    api_keys_table: str = "outpost-api-keys"
+    domains_table: str = "outpost-domains"
+    bucket: str = "outpost-mail"
+    send_queue_url: str = ""
+    ehlo_hostname: str = "localhost"
+    bounce_domain: str = "bounces.localhost"
+    secret_prefix: str = "outpost/"
+    verp_secret_id: str = "outpost/verp-key"
+    dns_servers: list[tuple[str, int]] = field(default_factory=list)
+    smtp_port: int = 25
+    ca_bundle: str | None = None
+    retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    max_lifetime: int = DEFAULT_MAX_LIFETIME
+    ipv6: bool = False
+    inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
+    retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            messages_table=e.get("OUTPOST_MESSAGES_TABLE", d.messages_table),
+            suppressions_table=e.get("OUTPOST_SUPPRESSIONS_TABLE", d.suppressions_table),
+            api_keys_table=e.get("OUTPOST_API_KEYS_TABLE", d.api_keys_table),
+            domains_table=e.get("OUTPOST_DOMAINS_TABLE", d.domains_table),
+            bucket=e.get("OUTPOST_BUCKET", d.bucket),
+            send_queue_url=e.get("OUTPOST_SEND_QUEUE_URL", d.send_queue_url),
+            ehlo_hostname=e.get("OUTPOST_EHLO_HOSTNAME", d.ehlo_hostname),
+            bounce_domain=e.get("OUTPOST_BOUNCE_DOMAIN", d.bounce_domain),
+            secret_prefix=e.get("OUTPOST_SECRET_PREFIX", d.secret_prefix),
+            verp_secret_id=e.get("OUTPOST_VERP_SECRET_ID", d.verp_secret_id),
+            dns_servers=_hostport(e.get("OUTPOST_DNS_SERVERS"), 53),
+            smtp_port=int(e.get("OUTPOST_SMTP_PORT", d.smtp_port)),
+            ca_bundle=e.get("OUTPOST_CA_BUNDLE") or None,
+            retry_schedule=_schedule(e.get("OUTPOST_RETRY_SCHEDULE")),
+            max_lifetime=int(e.get("OUTPOST_MAX_LIFETIME", d.max_lifetime)),
+            ipv6=e.get("OUTPOST_IPV6", "").lower() in ("1", "true", "yes"),
+            retention_days=int(e.get("OUTPOST_RETENTION_DAYS", d.retention_days)),
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The container's settings, read once."""
+    return Settings.from_env()
