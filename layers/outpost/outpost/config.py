@@ -53,6 +53,7 @@ class Settings:
     ipv6: bool = False
     inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
     retention_days: int = 30
+    inbound_ses_prefix: str = "inbound/ses/"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -76,6 +77,7 @@ class Settings:
             max_lifetime=int(e.get("OUTPOST_MAX_LIFETIME", d.max_lifetime)),
             ipv6=e.get("OUTPOST_IPV6", "").lower() in ("1", "true", "yes"),
             retention_days=int(e.get("OUTPOST_RETENTION_DAYS", d.retention_days)),
+            inbound_ses_prefix=e.get("OUTPOST_INBOUND_SES_PREFIX", d.inbound_ses_prefix),
         )
 
 

@@ -1,0 +1,14 @@
+"""Send API: API Gateway REST proxy events -> routes in outpost.api (validate, store, enqueue, query)."""
+
+from aws_lambda_powertools.logging import correlation_paths
+
+from outpost.bootstrap import api_app
+from outpost.telemetry import logger, metrics
+
+app = api_app()
+
+
+@logger().inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics().m.log_metrics
+def lambda_handler(event, context):
+    return app.resolve(event, context)

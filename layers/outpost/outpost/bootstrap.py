@@ -1,0 +1,142 @@
+"""The one place that builds real clients: boto3, the DNS resolver, the SMTP connector, DKIM.
+
+Each builder runs once per container (cached), so a warm invocation pays for none of it.
+Endpoints come from the environment (boto3 honours AWS_ENDPOINT_URL), which is how the embedded
+local stack points the same code at moto, its DNS server and its MX hosts.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+from .config import settings
+
+
+@cache
+def aws(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+    return boto3.session.Session().client(service, config=cfg)
+
+
+@cache
+def message_store() -> Any:
+    from .store import MessageStore
+
+    s = settings()
+    return MessageStore(aws("dynamodb"), s.messages_table, aws("s3"), s.bucket,
+                        inline_limit=s.inline_body_limit, retention_days=s.retention_days)
+
+
+@cache
+def suppression_store() -> Any:
+    from .store import SuppressionStore
+
+    return SuppressionStore(aws("dynamodb"), settings().suppressions_table)
+
+
+@cache
+def domains_table() -> Any:
+    from .store import KeyValueTable
+
+    return KeyValueTable(aws("dynamodb"), settings().domains_table, "domain")
+
+
+@cache
+def api_keys_table() -> Any:
+    from .store import KeyValueTable
+
+    return KeyValueTable(aws("dynamodb"), settings().api_keys_table, "key_hash")
+
+
+@cache
+def job_queue() -> Any:
+    from .store import JobQueue
+
+    return JobQueue(aws("sqs"), settings().send_queue_url)
+
+
+@cache
+def secrets() -> Any:
+    from .store import SecretStore
+
+    return SecretStore(aws("secretsmanager"))
+
+
+@cache
+def verp_key() -> bytes:
+    value = secrets().get_json(settings().verp_secret_id)
+    if not value:
+        raise RuntimeError(f"the return-path key secret {settings().verp_secret_id!r} is missing")
+    raw = value.get("value") or value.get("key") or next(iter(value.values()))
+    return str(raw).encode()
+
+
+def dkim_secret_id(domain: str) -> str:
+    return f"{settings().secret_prefix}dkim/{domain.lower()}"
+
+
+_signers: dict[str, tuple[float, Any]] = {}
+SIGNER_TTL = 600.0  # reload keys every 10 minutes so a rotation reaches warm containers
+
+
+def signer_for(domain: str) -> Any:
+    """The domain's DKIM signer, or None if it has no key. Keys are parsed once per container."""
+    from .signing import Signer, keys_from_secret
+
+    hit = _signers.get(domain)
+    if hit and time.monotonic() - hit[0] < SIGNER_TTL:
+        return hit[1]
+    value = secrets().get_json(dkim_secret_id(domain))
+    keys = keys_from_secret(value) if value else []
+    signer = Signer(keys) if keys else None
+    _signers[domain] = (time.monotonic(), signer)
+    return signer
+
+
+@cache
+def delivery_service() -> Any:
+    from .bounces.verp import make_return_path
+    from .delivery.service import DeliveryService
+    from .delivery.transport import SmtpConnector
+    from .mx import MxResolver
+    from .telemetry import metrics
+
+    s = settings()
+    resolver = MxResolver(s.dns_servers, ipv6=s.ipv6)
+    key = verp_key()
+    return DeliveryService(
+        settings=s, store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+        resolve_mx=resolver.resolve,
+        connector=SmtpConnector(s.ehlo_hostname, port=s.smtp_port, ca_bundle=s.ca_bundle),
+        signer_for=signer_for,
+        return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
+        count=metrics().count)
+
+
+@cache
+def api_app() -> Any:
+    from .api.auth import KeyRing
+    from .api.routes import build_app
+    from .api.service import QueryService, SendService
+
+    return build_app(
+        keys=KeyRing(api_keys_table()),
+        sender=SendService(store=message_store(), suppressions=suppression_store(),
+                           queue=job_queue(), domains=domains_table()),
+        queries=QueryService(store=message_store(), suppressions=suppression_store()))
+
+
+@cache
+def bounce_service() -> Any:
+    from .bounces.service import BounceService
+    from .telemetry import metrics
+
+    s = settings()
+    return BounceService(store=message_store(), suppressions=suppression_store(), s3=aws("s3"),
+                         bucket=s.bucket, verp_key=verp_key(), bounce_domain=s.bounce_domain,
+                         count=metrics().count)

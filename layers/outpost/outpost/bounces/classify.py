@@ -1,0 +1,327 @@
+"""Classify one failed recipient: (kind, reason) from a status code and a diagnostic text.
+
+Shared by the bounce processor (DSNs) and by the sender (synchronous SMTP rejections), so
+it is pure and cheap: all patterns are compiled once at import.
+
+The vocabulary and the decision order follow Sisimai 4.25 (``Sisimai::Reason``), the
+reference bounce analyser, so that our suppression decisions can be compared with it:
+
+* ``kind`` is about the *address*: "hard" means the address itself is bad (userunknown,
+  hostunknown, hasmoved, and notaccept on a 5xx); "soft" means it may work later or after a
+  fix on the sender's side (mailboxfull, blocked, filtered, expired...); "unknown" is for
+  things that are not failures at all (delivered, feedback, vacation).
+* The RFC 3463 status gives a first guess (``STATUS_REASON``); phrases in the diagnostic
+  refine it, because many MTAs send generic codes such as 5.0.0 or 5.7.1 for everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from outpost.bounces import _phrases
+
+__all__ = ["classify", "kind_for_reason", "reply_code_from_text", "status_from_text"]
+
+# RFC 3463 / RFC 5248 enhanced status codes -> reason (Sisimai::SMTP::Status).
+STATUS_REASON: dict[str, str] = {
+    "2.1.5": "delivered",
+    "4.1.6": "hasmoved", "4.1.7": "rejected", "4.1.8": "rejected", "4.1.9": "systemerror",
+    "4.2.1": "suspend", "4.2.2": "mailboxfull", "4.2.3": "exceedlimit", "4.2.4": "filtered",
+    "4.3.1": "systemfull", "4.3.2": "notaccept", "4.3.3": "systemerror",
+    "4.3.5": "systemerror", "4.4.1": "expired", "4.4.2": "networkerror",
+    "4.4.4": "networkerror", "4.4.5": "systemfull", "4.4.6": "networkerror",
+    "4.4.7": "expired", "4.5.3": "systemerror", "4.5.5": "systemerror",
+    "4.6.0": "contenterror", "4.6.2": "contenterror", "4.6.5": "contenterror",
+    "4.7.1": "blocked", "4.7.2": "blocked", "4.7.5": "securityerror",
+    "4.7.6": "securityerror", "4.7.7": "securityerror", "4.7.12": "securityerror",
+    "4.7.15": "securityerror", "4.7.16": "mesgtoobig", "4.7.24": "securityerror",
+    "4.7.25": "blocked",
+    "5.1.0": "userunknown", "5.1.1": "userunknown", "5.1.2": "hostunknown",
+    "5.1.3": "userunknown", "5.1.4": "filtered", "5.1.6": "hasmoved", "5.1.7": "rejected",
+    "5.1.8": "rejected", "5.1.9": "systemerror", "5.1.10": "notaccept",
+    "5.2.0": "filtered", "5.2.1": "filtered", "5.2.2": "mailboxfull",
+    "5.2.3": "exceedlimit", "5.2.4": "filtered",
+    "5.3.0": "systemerror", "5.3.1": "systemfull", "5.3.2": "notaccept",
+    "5.3.3": "systemerror", "5.3.4": "mesgtoobig", "5.3.5": "systemerror",
+    "5.4.0": "networkerror", "5.4.3": "systemerror", "5.4.4": "hostunknown",
+    "5.5.3": "toomanyconn", "5.5.4": "systemerror", "5.5.5": "systemerror",
+    "5.5.6": "securityerror",
+    "5.6.0": "contenterror", "5.6.1": "contenterror", "5.6.2": "contenterror",
+    "5.6.3": "contenterror", "5.6.5": "contenterror", "5.6.6": "contenterror",
+    "5.6.7": "contenterror", "5.6.8": "contenterror", "5.6.9": "contenterror",
+    "5.7.0": "securityerror", "5.7.1": "securityerror", "5.7.2": "securityerror",
+    "5.7.3": "securityerror", "5.7.4": "securityerror", "5.7.5": "securityerror",
+    "5.7.6": "securityerror", "5.7.7": "securityerror", "5.7.8": "securityerror",
+    "5.7.9": "securityerror", "5.7.10": "securityerror", "5.7.11": "securityerror",
+    "5.7.13": "suspend", "5.7.14": "securityerror", "5.7.15": "securityerror",
+    "5.7.16": "mesgtoobig", "5.7.17": "hasmoved", "5.7.18": "hasmoved",
+    "5.7.19": "securityerror", "5.7.20": "securityerror", "5.7.21": "securityerror",
+    "5.7.22": "securityerror", "5.7.23": "securityerror", "5.7.24": "securityerror",
+    "5.7.25": "blocked", "5.7.26": "securityerror", "5.7.27": "notaccept",
+}
+
+HARD_REASONS = frozenset({"hasmoved", "hostunknown", "userunknown"})
+NOT_FAILURES = frozenset({"delivered", "feedback", "vacation"})
+# Reasons worth a second look at the text (Sisimai::Reason->retry): they are what a
+# generic status code maps to, so a phrase may say something more precise.
+_RETRY = frozenset(
+    {"undefined", "onhold", "systemerror", "securityerror", "networkerror", "hostunknown",
+     "userunknown"}
+)
+
+# --- status and reply-code extraction ---------------------------------------------------
+# RFC 3463 section 2: class "." subject "." detail; a code embedded in an IP address or a
+# version number ("5.1.1.2") is not a status.  Order: "#5.1.1" (Exchange), "550-5.1.1" /
+# "550 5.1.1" (RFC 2034 style reply), then any bare code.
+_STATUS_RES = (
+    re.compile(r" ?\(#([45]\.\d\.\d{1,3})\)? ?"),
+    re.compile(r"\b\d{3}[ -]#?([45]\.\d\.\d{1,3})\b"),
+    re.compile(r"\b([45]\.\d\.\d{1,3})\b"),
+    re.compile(r"\b(2\.[0-7]\.[0-7])\b"),
+)
+_IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+_REPLY_RE = re.compile(r"\b([45][0-5][0-9])\b")
+_REPLY_OK_RE = re.compile(r"\b(25[0-3])\b")
+
+
+def status_from_text(text: str) -> str | None:
+    """Extract an RFC 3463 enhanced status code ("5.1.1") from a diagnostic, or None."""
+    if not text:
+        return None
+    for rx in _STATUS_RES:
+        for m in rx.finditer(text):
+            code = m.group(1)
+            # Reject a match that is really part of a longer dotted number (IP, version).
+            s, e = m.span(1)
+            if (e < len(text) and text[e] == "." and text[e + 1 : e + 2].isdigit()) or (
+                s > 0 and text[s - 1] == "." and text[s - 2 : s - 1].isdigit()
+            ):
+                continue
+            return code
+    return None
+
+
+def reply_code_from_text(text: str) -> int | None:
+    """Extract a basic SMTP reply code (RFC 5321 section 4.2) from a diagnostic, or None."""
+    if not text or "x-unix;" in text.lower():
+        return None
+    text = _IPV4.sub("***", text)
+    m = _REPLY_RE.search(text) or _REPLY_OK_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+# --- phrase matchers ---------------------------------------------------------------------
+def _matcher(name: str) -> Callable[[str], bool]:
+    index = _phrases.INDEX.get(name, ())
+    regex = re.compile(_phrases.REGEX[name], re.X) if name in _phrases.REGEX else None
+    isnot = _phrases.ISNOT.get(name, ())
+
+    def match(text: str) -> bool:
+        if isnot and any(p in text for p in isnot):
+            return False
+        if any(p in text for p in index):
+            return True
+        return bool(regex and regex.search(text))
+
+    return match
+
+
+_ALL = (
+    "blocked contenterror exceedlimit expired filtered hasmoved hostunknown mailboxfull "
+    "mailererror mesgtoobig networkerror norelaying notaccept policyviolation rejected "
+    "securityerror spamdetected suspend systemerror systemfull toomanyconn userunknown "
+    "vacation virusdetected"
+).split()
+MATCH: dict[str, Callable[[str], bool]] = {n: _matcher(n) for n in _ALL}
+
+# Sisimai::Reason ClassOrder: [0] status+text checks, [1] text-only fallback.
+_ORDER0 = (
+    "mailboxfull mesgtoobig exceedlimit suspend hasmoved norelaying userunknown filtered "
+    "rejected hostunknown spamdetected toomanyconn blocked"
+).split()
+_ORDER1 = (
+    "mailboxfull spamdetected policyviolation virusdetected norelaying securityerror "
+    "systemerror networkerror suspend expired contenterror systemfull notaccept mailererror"
+).split()
+_USERUNKNOWN_VETO = ("norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept")
+_EARLY_COMMANDS = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
+
+
+def _true(name: str, status: str, temp: str, diag: str, cmd: str, reply: str) -> bool:
+    """One ``Sisimai::Reason::*->true``: does this reason fit the status, text and command?"""
+    m = MATCH
+    if name == "mailboxfull":
+        return bool(status) and (temp == "mailboxfull" or m["mailboxfull"](diag))
+    if name == "mesgtoobig":
+        if temp == "mesgtoobig":
+            return True
+        if temp == "exceedlimit" or status == "5.2.3":
+            return False
+        return m["mesgtoobig"](diag)
+    if name == "exceedlimit":
+        return bool(status) and (temp == "exceedlimit" or m["exceedlimit"](diag))
+    if name == "suspend":
+        return bool(status) and m["suspend"](diag)
+    if name == "hasmoved":
+        return m["hasmoved"](diag)
+    if name == "norelaying":
+        return cmd not in ("CONN", "EHLO", "HELO") and m["norelaying"](diag)
+    if name == "userunknown":
+        if temp == "suspend":
+            return False
+        if temp == "userunknown":
+            return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
+        # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
+        # content filter in disguise (Sisimai's rule), which "filtered" below catches.
+        return cmd == "RCPT" and m["userunknown"](diag)
+    if name == "filtered":
+        if temp == "suspend":
+            return False
+        if temp == "filtered":
+            return m["userunknown"](diag) or m["filtered"](diag)
+        if cmd in _EARLY_COMMANDS:
+            return False
+        return m["filtered"](diag) or m["userunknown"](diag)
+    if name == "rejected":
+        t = temp or "undefined"
+        if t == "rejected":
+            return True
+        if cmd == "MAIL":
+            return m["rejected"](diag)
+        if cmd == "DATA":
+            return t != "userunknown" and m["rejected"](diag)
+        if t in ("onhold", "undefined", "securityerror", "systemerror"):
+            return m["rejected"](diag)
+        return False
+    if name == "hostunknown":
+        if temp == "hostunknown":
+            return not m["networkerror"](diag)
+        return m["hostunknown"](diag)
+    if name == "spamdetected":
+        if not status:
+            return False
+        if temp == "spamdetected":
+            return True
+        return cmd not in _EARLY_COMMANDS and m["spamdetected"](diag)
+    if name == "toomanyconn":
+        return temp == "toomanyconn" or m["toomanyconn"](diag)
+    if name == "blocked":
+        return temp == "blocked" or m["blocked"](diag)
+    return False
+
+
+def _another(status: str, temp: str, diag: str, action: str, cmd: str, reply: str,
+             dtype: str) -> str:
+    """Fallback when no status+text rule fired (Sisimai::Reason->anotherone)."""
+    reason = temp
+    if not (reason == "" or reason == "expired" or reason in _RETRY or dtype != "SMTP"):
+        return reason
+    for name in _ORDER1:
+        if MATCH[name](diag):
+            return name
+    if _BLOCK_WORDS.search(diag):
+        # A plain "blocked" / blocklist reply: the sending site is refused (soft), which is
+        # more precise than the "securityerror" a generic 5.7.x would give below.
+        return "blocked"
+    head = status[:3]
+    if head in ("4.6", "5.6"):
+        return "contenterror"
+    if head in ("4.7", "5.7"):
+        return "securityerror"
+    if dtype in ("X-UNIX", "X-POSTFIX"):
+        return "mailererror"
+    if re.fullmatch(r"[45]0[0-7]", reply):
+        return "syntaxerror"
+    if action in ("delayed", "expired"):
+        return "expired"
+    if cmd in ("EHLO", "HELO"):
+        return "blocked"
+    return reason if reason not in _RETRY else ""
+
+
+_WS = re.compile(r"\s+")
+_BLOCK_WORDS = re.compile(r"\bblock(?:ed|listed)\b|\bblacklisted\b|\bdnsbl\b|\brbl\b")
+
+
+def reason_for(status: str | None, diagnostic: str | None, action: str | None = None,
+               reply_code: int | None = None, command: str | None = None,
+               diagnostic_type: str | None = None) -> str:
+    """The Sisimai reason name for one recipient (see module docstring)."""
+    st = status or ""
+    if st.startswith("2."):
+        return "delivered"
+    diag = _WS.sub(" ", (diagnostic or "").lower())
+    cmd = (command or "").upper()
+    reply = str(reply_code) if reply_code else ""
+    dtype = (diagnostic_type or "SMTP").upper()
+    act = (action or "").lower()
+    temp = STATUS_REASON.get(st, "")
+    if dtype == "SMTP":
+        for name in _ORDER0:
+            if _true(name, st, temp, diag, cmd, reply):
+                return name
+    reason = _another(st, temp, diag, act, cmd, reply, dtype)
+    if reason and reason != "undefined":
+        return reason
+    if act in ("delayed", "expired"):
+        return "expired"
+    if MATCH["vacation"](diag):
+        return "vacation"
+    if diag.strip():
+        return "onhold"
+    return "undefined"
+
+
+def kind_for_reason(reason: str, status: str | None = None, reply_code: int | None = None) -> str:
+    """hard | soft | unknown for a reason (Sisimai::SMTP::Error->soft_or_hard)."""
+    if reason in NOT_FAILURES:
+        return "unknown"
+    if reason in HARD_REASONS:
+        return "hard"
+    if reason == "notaccept":
+        # RFC 7505 null MX is permanent (hard); a 4xx "not accepting" is a busy site (soft).
+        first = (status or "")[:1] or (str(reply_code)[:1] if reply_code else "")
+        return "soft" if first == "4" else "hard"
+    return "soft"
+
+
+def classify(status: str | None, diagnostic: str | None, action: str | None = None,
+             reply_code: int | None = None, *, command: str | None = None,
+             diagnostic_type: str | None = None) -> tuple[str, str]:
+    """Return ``(kind, reason)`` for one failed recipient or one SMTP reply.
+
+    ``status`` is the RFC 3463 code if known; when it is missing or generic (x.0.0) the
+    code found in ``diagnostic`` is used instead (RFC 3463 section 3.1: x.0.0 says nothing).
+    ``command`` is the SMTP command the reply answered (MAIL, RCPT, DATA...), if known.
+    """
+    st = status or ""
+    if diagnostic and (not st or st.endswith(".0.0") or st not in STATUS_REASON):
+        found = status_from_text(diagnostic)
+        if found and (not st or found[0] == st[0] or st.endswith(".0.0")):
+            if found not in ("4.0.0", "5.0.0") or not st:
+                st = found
+    if reply_code is None and diagnostic:
+        reply_code = reply_code_from_text(diagnostic)
+    if not command and diagnostic:
+        command = command_from_text(diagnostic)
+    reason = reason_for(st or None, diagnostic, action, reply_code, command, diagnostic_type)
+    return kind_for_reason(reason, st or None, reply_code), reason
+
+
+_COMMAND_RES = (
+    re.compile(r"in reply to (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b", re.I),
+    re.compile(r"\b(?:after|in response to) (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO)\b", re.I),
+    re.compile(r"\b(RCPT|MAIL) (?:TO|FROM)\b", re.I),
+    re.compile(r"does not like (recipient)\b", re.I),
+)
+
+
+def command_from_text(text: str) -> str | None:
+    """The SMTP command a diagnostic says it answered ("in reply to RCPT TO command")."""
+    for rx in _COMMAND_RES:
+        m = rx.search(text)
+        if m:
+            cmd = m.group(1).upper()
+            return "RCPT" if cmd == "RECIPIENT" else cmd
+    return None

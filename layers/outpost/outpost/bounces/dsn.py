@@ -1,0 +1,657 @@
+"""Parse one inbound bounce message into a BounceReport.
+
+Order of evidence:
+1. RFC 5965 feedback reports (ARF) are complaints, not bounces (reason "feedback").
+2. RFC 3464 delivery-status fields (message/delivery-status, RFC 6533
+   message/global-delivery-status, or the same fields under a wrong content type).
+3. The human-readable text, through the family table (families.py / textscan.py).
+4. RFC 3834 auto-replies (Auto-Submitted, vacation notices): not bounces (reason
+   "vacation", kind "unknown"): they must never suppress anyone.
+
+``parse_bounce`` never raises: whatever goes wrong, the answer is a report of kind "none".
+"""
+
+from __future__ import annotations
+
+import email
+import email.errors
+import email.message
+import email.parser
+import email.policy
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from email.header import decode_header, make_header
+from email.message import Message
+
+from outpost.bounces.classify import (
+    classify,
+    command_from_text,
+    reply_code_from_text,
+    status_from_text,
+)
+from outpost.bounces.families import FAMILIES, POWERMTA_CATEGORY, VENDOR_PHRASES
+from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
+from outpost.bounces.textscan import diagnostic_for, scan_text
+
+__all__ = ["parse_bounce"]
+
+MAX_BYTES = 20 * 1024 * 1024  # a bounce larger than this is not worth parsing whole
+
+_ADDR_RE = re.compile(r"[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]:]+[A-Za-z0-9\]]")
+_QUOTED_ADDR_RE = re.compile(r'("(?:[^"\\\r\n]|\\.)+")@([A-Za-z0-9.\-]+[A-Za-z0-9]|\[[0-9A-Fa-f.:]+\])')
+_FIELD_RE = re.compile(
+    r"^(Reporting-MTA|Original-Envelope-Id|Arrival-Date|Received-From-MTA|X-Postfix-Sender"
+    r"|Final-Recipient|Original-Recipient|X-Actual-Recipient|Action|Status|Remote-MTA"
+    r"|Diagnostic-Code|Last-Attempt-Date|Will-Retry-Until|X-Postfix-Queue-ID"
+    r"|X-PowerMTA-BounceCategory)\s*:\s?(.*)$",
+    re.I | re.M,
+)
+_STATUS_CODE = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+_PER_RECIPIENT = frozenset(
+    {"final-recipient", "original-recipient", "x-actual-recipient", "action", "status",
+     "remote-mta", "diagnostic-code", "last-attempt-date", "will-retry-until",
+     "x-powermta-bouncecategory"}
+)
+_DS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_ORIG_TYPES = frozenset(
+    {"message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers",
+     "message/partial", "message/rfc822-headers"}
+)
+_WS = re.compile(r"\s+")
+_TAGS = re.compile(r"<[^>]+>")
+_NOT_BOUNCE_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+# RFC 3834 section 5 and the common vendor headers for auto-replies.
+_AUTOREPLY_HEADERS = (
+    ("auto-submitted", re.compile(r"^auto-(?:generated|replied|notified)", re.I)),
+    ("x-auto-response-suppress", re.compile(r"oof|autoreply", re.I)),
+    ("x-apple-action", re.compile(r"^vacation$", re.I)),
+    ("precedence", re.compile(r"^auto_reply$", re.I)),
+    ("x-autoreply", re.compile(r".")),
+    ("x-autorespond", re.compile(r".")),
+    ("subject", re.compile(
+        r"^(?:auto:|auto[ ]response:|automatic[ ]reply:|out[ ]of[ ](?:the[ ])*office:"
+        r"|auto(?:matic)?[- ]?reply\b|abwesenheitsnotiz|r[ée]ponse automatique)", re.I)),
+)
+# Bounces from these senders are never auto-replies even with an Auto-Submitted header.
+_DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", re.I)
+_DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
+
+
+def _decode_header(value: object) -> str:
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value))))
+    except Exception:
+        return str(value)
+
+
+def _normalize(raw: bytes) -> bytes:
+    # CRLF, LF and bare CR line endings all become LF (the corpus has all three).
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    # mbox framing: a leading "From " line is not a header.
+    if raw.startswith(b"From "):
+        nl = raw.find(b"\n")
+        raw = raw[nl + 1 :] if nl >= 0 else b""
+    return raw.lstrip(b"\n")
+
+
+def _part_text(part: Message) -> str:
+    """The decoded text of a leaf part (charset and transfer encoding applied)."""
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        inner = part.get_payload()
+        if isinstance(inner, list):
+            return "\n\n".join(_msg_text(p) for p in inner if isinstance(p, Message))
+        return str(inner or "")
+    if not isinstance(payload, bytes):
+        return str(payload)
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload.decode(charset, errors="replace")
+    except LookupError:
+        text = payload.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _report_text(part: Message) -> str:
+    """Text of a message/delivery-status-like part.  The email package parses these into
+    sub-messages with 8-bit bytes smuggled as surrogates; RFC 6533 fields are UTF-8, so
+    re-serialise the bytes and decode them as UTF-8."""
+    inner = part.get_payload()
+    if not isinstance(inner, list):
+        return _part_text(part)
+    chunks: list[str] = []
+    for sub in inner:
+        if not isinstance(sub, Message):
+            continue
+        try:
+            chunks.append(sub.as_bytes().decode("utf-8", errors="replace"))
+        except Exception:
+            chunks.append(_msg_text(sub))
+    return "\n\n".join(chunks)
+
+
+def _msg_text(msg: Message) -> str:
+    """Header block + body of a sub-message (used for message/delivery-status blocks)."""
+    head = "\n".join(f"{k}: {v}" for k, v in msg.items())
+    body = msg.get_payload()
+    if isinstance(body, list):
+        return head + "\n\n" + "\n\n".join(_msg_text(p) for p in body if isinstance(p, Message))
+    return head + ("\n\n" + str(body) if body else "")
+
+
+def _clean_addr(value: str) -> str:
+    """'rfc822; <User@Example.COM>' -> 'User@example.com' (Sisimai lowercases the domain)."""
+    v = value.strip()
+    if ";" in v:
+        v = v.split(";", 1)[1]
+    q = _QUOTED_ADDR_RE.search(v)
+    if q:
+        # A quoted local part ("john..doe"@example.com, RFC 5321 section 4.1.2) keeps its
+        # quotes: without them it is not the same address.
+        return f"{q.group(1)}@{q.group(2).lower()}"
+    m = _ADDR_RE.search(v)
+    if not m:
+        return ""
+    addr = m.group(0).strip(".<>'\"")
+    local, _, domain = addr.rpartition("@")
+    if not local or not domain:
+        return ""
+    return f"{local}@{domain.lower()}"
+
+
+def _fields(text: str) -> list[tuple[str, str]]:
+    """RFC 3464 fields (with folded continuation lines) in order of appearance."""
+    out: list[tuple[str, str]] = []
+    lines = text.split("\n")
+    i = 0
+    n = len(lines)
+    while i < n:
+        m = _FIELD_RE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        name, value = m.group(1).lower(), m.group(2).strip()
+        i += 1
+        while i < n and lines[i][:1] in (" ", "\t") and lines[i].strip():
+            value += " " + lines[i].strip()
+            i += 1
+        out.append((name, value))
+    return out
+
+
+class _Rcpt:
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+
+def _group_recipients(fields: Iterable[tuple[str, str]]) -> tuple[dict[str, str], list[_Rcpt]]:
+    """Split fields into per-message ones and per-recipient groups.
+
+    RFC 3464 separates recipient blocks with blank lines; real reports often do not, so
+    a new recipient starts whenever a per-recipient field repeats, or an
+    Original-Recipient / Final-Recipient follows a completed Final-Recipient.
+    """
+    msg: dict[str, str] = {}
+    rcpts: list[_Rcpt] = []
+    cur: _Rcpt | None = None
+    for name, value in fields:
+        if name not in _PER_RECIPIENT:
+            msg.setdefault(name, value)
+            continue
+        new = cur is None or name in cur.fields
+        if (cur is not None and name == "original-recipient"
+                and "final-recipient" in cur.fields and "status" in cur.fields):
+            # The previous entry is complete (it has an address and a verdict); an
+            # Original-Recipient after a verdict-only block (Action, Status first, as Sun's
+            # Messaging Server writes them) still belongs to it.
+            new = True
+        if new:
+            cur = _Rcpt()
+            rcpts.append(cur)
+        assert cur is not None
+        cur.fields[name] = value
+    return msg, [r for r in rcpts if "final-recipient" in r.fields
+                 or "original-recipient" in r.fields]
+
+
+def _diag_type_and_text(value: str) -> tuple[str, str]:
+    """'smtp; 550 5.1.1 ...' -> ('SMTP', '550 5.1.1 ...') (RFC 3464 section 2.3.6)."""
+    m = re.match(r"\s*([A-Za-z][A-Za-z0-9\-]*)\s*;\s*(.*)$", value, re.S)
+    if m:
+        return m.group(1).upper(), _WS.sub(" ", m.group(2)).strip()
+    return "SMTP", _WS.sub(" ", value).strip()
+
+
+def _status_field(value: str) -> str | None:
+    m = _STATUS_CODE.search(value or "")
+    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
+
+
+def _final_status(status: str | None, diagnostic: str) -> str | None:
+    """The RFC 3463 code to report: a specific code in the reply text is more precise than
+    a generic Status field (many MTAs put 5.0.0 there); no field -> the text's code."""
+    found = status_from_text(diagnostic) if diagnostic else None
+    if found and re.fullmatch(r"[45]\.[1-9]\.[1-9]\d*", found):
+        if not status or status[0] == found[0] or status.endswith(".0.0"):
+            return found
+    if status:
+        return status
+    return found
+
+
+def _recipient(address: str, status: str | None, diagnostic: str, action: str | None,
+               *, diag_type: str = "SMTP", remote_mta: str | None = None,
+               original: str | None = None, last_attempt: str | None = None,
+               hint: str | None = None, command: str | None = None) -> BounceRecipient:
+    diagnostic = diagnostic.strip()
+    if diagnostic:
+        for rx, reason_name in VENDOR_PHRASES:
+            if rx.search(diagnostic):
+                hint = reason_name
+                break
+    status = _final_status(status, diagnostic)
+    reply = reply_code_from_text(diagnostic) if diagnostic else None
+    if reply is not None and status and str(reply)[0] != status[0]:
+        reply = None
+    if command is None and diagnostic:
+        command = command_from_text(diagnostic)
+    kind, reason = classify(status, diagnostic or None, action, reply, command=command,
+                            diagnostic_type=diag_type)
+    if hint and reason in ("undefined", "onhold", "systemerror", "securityerror",
+                           "networkerror", "userunknown", "hostunknown", "filtered",
+                           "rejected", "expired", "blocked", "suspend"):
+        from outpost.bounces.classify import kind_for_reason
+
+        reason, kind = hint, kind_for_reason(hint, status, reply)
+    if action is None and status:
+        action = "delayed" if reason == "expired" and status.startswith("4") else "failed"
+    return BounceRecipient(
+        address=address, action=action, status=status, kind=kind, reason=reason,
+        diagnostic=diagnostic or None, reply_code=reply, remote_mta=remote_mta,
+        original_recipient=original, last_attempt=last_attempt,
+    )
+
+
+def _original_headers(part: Message) -> tuple[tuple[str, str], ...]:
+    ctype = part.get_content_type()
+    if ctype in ("text/rfc822-headers", "message/global-headers", "message/rfc822-headers") or (
+        not part.is_multipart() and not isinstance(part.get_payload(), list)
+    ):
+        text = _part_text(part)
+        hp = email.parser.HeaderParser(policy=email.policy.compat32)
+        inner = hp.parsestr(text.lstrip("\n"))
+        return tuple((k, _decode_header(v)) for k, v in inner.items())
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return tuple((k, _decode_header(v)) for k, v in payload[0].items())
+    return ()
+
+
+_INLINE_ORIG = re.compile(
+    r"^(?:Return-Path|Received|From|To|Subject|Date|Message-I[Dd]):[^\n]*\n"
+    r"(?:(?:[A-Za-z][A-Za-z0-9\-]*:[^\n]*|[ \t][^\n]*)\n)+",
+    re.M,
+)
+
+
+def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
+    """Headers of an original message quoted inline in a text bounce."""
+    from outpost.bounces.textscan import cut_original
+
+    cut = len(cut_original(text))
+    if cut >= len(text):
+        return ()
+    m = _INLINE_ORIG.search(text, cut)
+    if not m or m.start() - cut > 400:
+        return ()
+    hp = email.parser.HeaderParser(policy=email.policy.compat32)
+    inner = hp.parsestr(m.group(0))
+    return tuple((k, _decode_header(v)) for k, v in inner.items())
+
+
+def _message_id(headers: Iterable[tuple[str, str]]) -> str | None:
+    for k, v in headers:
+        if k.lower() == "message-id":
+            m = re.search(r"<([^<>\s]+)>", v)
+            return m.group(1) if m else (v.strip() or None)
+    return None
+
+
+def _to_addresses(msg: Message) -> tuple[str, ...]:
+    out: list[str] = []
+    for h in ("to", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to"):
+        for v in msg.get_all(h) or []:
+            for a in _ADDR_RE.findall(_decode_header(v)):
+                a = a.strip(".<>'\"")
+                if a not in out:
+                    out.append(a)
+    return tuple(out)
+
+
+def _is_autoreply(msg: Message, subject: str, sender: str) -> bool:
+    if _DAEMON_FROM.search(sender) or _DAEMON_SUBJECT.search(subject):
+        return False
+    for name, rx in _AUTOREPLY_HEADERS:
+        value = subject if name == "subject" else msg.get(name)
+        if value and rx.search(str(value).strip()):
+            return True
+    return False
+
+
+_BOUNDARY_LINE = re.compile(rb"^--([^\s\"]{6,70}?)(--)?[ \t]*$", re.M)
+
+
+def _repair_boundary(data: bytes, msg: Message) -> Message:
+    """A multipart whose declared boundary never occurs in the body (the header was
+    rewritten after the body was built, as some relays and list managers do): use the
+    delimiter the body really has (RFC 2046 section 5.1.1: "--" boundary on its own line,
+    seen at least twice or closed with a trailing "--")."""
+    old = msg.get_boundary()
+    end = data.find(b"\n\n")
+    if not old or end < 0:
+        return msg
+    seen: dict[bytes, int] = {}
+    for m in _BOUNDARY_LINE.finditer(data, end):
+        b = m.group(1)
+        seen[b] = seen.get(b, 0) + (2 if m.group(2) else 1)
+        if seen[b] >= 2:
+            head = data[:end].replace(old.encode("utf-8", "replace"), b, 1)
+            fixed = email.message_from_bytes(head + data[end:], policy=email.policy.compat32)
+            return fixed if fixed.is_multipart() and fixed.get_payload() else msg
+    return msg
+
+
+def parse_bounce(raw: bytes) -> BounceReport:
+    """Parse one message (RFC 5322 bytes).  Never raises; unreadable input -> kind "none"."""
+    try:
+        return _parse(raw)
+    except Exception:  # a parser must not take the bounce processor down (STYLE: Postal)
+        return NOT_A_BOUNCE
+
+
+def _parse(raw: bytes) -> BounceReport:
+    if not raw:
+        return NOT_A_BOUNCE
+    if len(raw) > MAX_BYTES:
+        raw = raw[:MAX_BYTES]
+    data = _normalize(raw)
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    if msg.defects and any(
+            isinstance(d, email.errors.StartBoundaryNotFoundDefect) for d in msg.defects):
+        msg = _repair_boundary(data, msg)
+    subject = _decode_header(msg.get("subject"))
+    sender = _decode_header(msg.get("from"))
+    to_addrs = _to_addresses(msg)
+
+    ds_texts: list[str] = []
+    human: list[str] = []
+    html: list[str] = []
+    feedback: list[str] = []
+    orig_headers: tuple[tuple[str, str], ...] = ()
+    skip: set[int] = set()
+    for part in msg.walk():
+        if id(part) in skip:
+            continue
+        ctype = part.get_content_type()
+        if ctype in _ORIG_TYPES:
+            if not orig_headers:
+                orig_headers = _original_headers(part)
+            for sub in part.walk():
+                if sub is not part:
+                    skip.add(id(sub))
+            continue
+        if ctype in _DS_TYPES or ctype == "message/feedback-report":
+            (ds_texts if ctype in _DS_TYPES else feedback).append(_report_text(part))
+            for sub in part.walk():
+                if sub is not part:
+                    skip.add(id(sub))
+            continue
+        if part.is_multipart():
+            continue
+        if ctype == "text/html":
+            html.append(_TAGS.sub(" ", _part_text(part)))
+        elif ctype.startswith("text/") or ctype == "message/delivery-status" or not ctype:
+            human.append(_part_text(part))
+        elif part.get_content_maintype() in ("message",):
+            human.append(_part_text(part))
+    text = "\n\n".join(human) if human else "\n\n".join(html)
+    if not orig_headers:
+        orig_headers = _inline_original(text)
+    base = BounceReport(
+        kind="none", recipients=(), original_headers=orig_headers,
+        original_message_id=_message_id(orig_headers), to_addresses=to_addrs,
+    )
+
+    # 0. Amazon SES notifications mailed by SNS: JSON, not MIME reports.
+    if text.lstrip().startswith("{"):
+        ses = _ses(text, base)
+        if ses is not None:
+            return ses
+
+    # 1. RFC 5965 feedback report: the complained-about recipient.
+    if (feedback or "feedback-report" in (msg.get("content-type") or "").lower()
+            or (_JMRP_FROM.search(sender) and _JMRP_SUBJECT.search(subject))):
+        return _feedback(feedback, text, orig_headers, base)
+
+    # 2. RFC 3464 fields: in the delivery-status part, or (wrong content type) anywhere in
+    # the human-readable text before the original message.
+    from outpost.bounces.textscan import cut_original
+
+    fields: list[tuple[str, str]] = []
+    for t in ds_texts:
+        fields.extend(_fields(t))
+    family = "rfc3464"
+    if not any(n in ("final-recipient", "original-recipient") for n, _ in fields):
+        fields = _fields(cut_original(text))
+        family = "rfc3464"
+    msg_fields, rcpts = _group_recipients(fields)
+    return_path = _decode_header(msg.get("return-path"))
+    probe = f"From: {sender}\nSubject: {subject}\nReturn-Path: {return_path}\n{text[:4000]}"
+    recipients: list[BounceRecipient] = []
+    text_family = None
+    if rcpts and any(("status" in r.fields or "action" in r.fields) for r in rcpts):
+        fam, hits = scan_text(probe, text)
+        # Some MTAs put their internal mailbox in Final-Recipient; the family row says so.
+        prefer_original = any(f.prefer_original and f.detect.search(probe) for f in FAMILIES)
+        hit_diag = {h.address.lower(): h.diagnostic for h in hits}
+        hint_map = {h.address.lower(): _family_hint(fam, h.diagnostic) for h in hits}
+        seen: set[str] = set()
+        for r in rcpts:
+            f = r.fields
+            addr = _clean_addr(f.get("final-recipient", ""))
+            orig = _clean_addr(f.get("original-recipient", ""))
+            if orig and (not addr or prefer_original):
+                # e.g. "user@ims-ms-daemon": an internal mailbox name, not an address
+                # anyone sent to; the Original-Recipient is the one the sender knows.
+                addr = orig
+            if not addr or addr.lower() in seen:
+                continue
+            action = (f.get("action") or "").strip().lower().split(" ")[0] or None
+            status = _status_field(f.get("status", ""))
+            if action in _NOT_BOUNCE_ACTIONS or (status or "").startswith("2."):
+                continue
+            diag_type, diag = _diag_type_and_text(f.get("diagnostic-code", ""))
+            if not diag:
+                diag = hit_diag.get(addr.lower()) or diagnostic_for(addr, text)
+                if not diag and f.get("status", "").strip() and not _STATUS_CODE.fullmatch(
+                        f.get("status", "").strip()):
+                    diag = f.get("status", "").strip()
+            if diag_type == "X-POSTFIX":
+                # Postfix's own verdicts (e.g. "unknown user") read like SMTP replies.
+                diag_type = "SMTP"
+            hit = hit_diag.get(addr.lower(), "")
+            command = command_from_text(diag) or (command_from_text(hit) if hit else None)
+            seen.add(addr.lower())
+            recipients.append(_recipient(
+                addr, status, diag, action, diag_type=diag_type,
+                remote_mta=_after_semicolon(f.get("remote-mta")),
+                original=_clean_addr(f.get("original-recipient", "")) or None,
+                last_attempt=f.get("last-attempt-date") or None,
+                hint=POWERMTA_CATEGORY.get(f.get("x-powermta-bouncecategory", "").strip())
+                or hint_map.get(addr.lower()), command=command,
+            ))
+        if recipients or rcpts:
+            if not recipients:
+                return replace(base, kind="none", recipients=(), family=family)
+            return replace(
+                base, kind="dsn", recipients=tuple(recipients), family=family,
+                reporting_mta=_after_semicolon(msg_fields.get("reporting-mta")),
+                envelope_id=msg_fields.get("original-envelope-id") or None,
+                arrival_date=msg_fields.get("arrival-date") or None,
+            )
+
+    # 4 (checked before the text scan: a vacation notice reads like a bounce sometimes).
+    if _is_autoreply(msg, subject, sender):
+        addr = _clean_addr(sender) or _clean_addr(_decode_header(msg.get("return-path")))
+        if not addr:
+            return replace(base, kind="autoreply", recipients=(), family="rfc3834")
+        body = _WS.sub(" ", cut_original(text))[:300].strip()
+        rcpt = BounceRecipient(address=addr, action=None, status=None, kind="unknown",
+                               reason="vacation", diagnostic=body or subject or None)
+        return replace(base, kind="autoreply", recipients=(rcpt,), family="rfc3834")
+
+    # 3. Human-readable text through the family table.
+    exclude = frozenset(a.lower() for a in _addresses_in(sender))
+    fam, hits = scan_text(probe, text, exclude)
+    if fam is not None:
+        text_family = fam.name
+    # A text bounce says whether it is final or a warning only in words (RFC 3464's
+    # Action field is what it lacks): warnings mean "delayed", anything else "failed".
+    warning = _DELAY_WORDS.search(f"{subject}\n{cut_original(text)[:3000]}")
+    action = "delayed" if warning else "failed"
+    for h in hits:
+        addr = _clean_addr(h.address)
+        if not addr:
+            continue
+        hint = _family_hint(fam, h.diagnostic)
+        recipients.append(_recipient(addr, None, h.diagnostic, action, hint=hint))
+    if recipients:
+        return replace(base, kind="dsn", recipients=tuple(recipients), family=text_family)
+    if ds_texts:
+        # A delivery-status report that names nobody (Postfix writes one when the
+        # per-recipient records are lost: "Delivery report unavailable"): the To: of the
+        # returned original is the only recipient evidence left (Sisimai does the same).
+        tos = [a for k, v in orig_headers if k.lower() == "to" for a in _addresses_in(v)]
+        if len(tos) == 1 and _clean_addr(tos[0]):
+            diag = _WS.sub(" ", cut_original(text)).strip()[:500]
+            rcpt = _recipient(_clean_addr(tos[0]), None, "", "failed")
+            return replace(base, kind="dsn", recipients=(replace(rcpt, diagnostic=diag or None),),
+                           family="rfc3464")
+    return replace(base, kind="none", recipients=())
+
+
+_DELAY_WORDS = re.compile(
+    r"\bdelayed\b|has not yet been delivered|not been delivered yet|still being retried"
+    r"|will (?:continue|keep) (?:trying|to try)|Delivery Status Notification \(Delay\)"
+    r"|^Subject: Warning|this is a warning message only|will retry", re.I | re.M)
+
+
+def _family_hint(fam: object, diagnostic: str) -> str | None:
+    reasons = getattr(fam, "reasons", ())
+    for rx, reason in reasons:
+        if rx.search(diagnostic or ""):
+            return str(reason)
+    return None
+
+
+def _addresses_in(value: str) -> list[str]:
+    return [a.strip(".<>'\"") for a in _ADDR_RE.findall(value or "")]
+
+
+def _after_semicolon(value: str | None) -> str | None:
+    if not value:
+        return None
+    v = value.split(";", 1)[1] if ";" in value else value
+    return v.strip().strip("[]") or None
+
+
+def _ses(text: str, base: BounceReport) -> BounceReport | None:
+    from outpost.bounces.ses import ses_entries, ses_message_id, ses_payload
+
+    payload = ses_payload(text)
+    if payload is None:
+        return None
+    kind, entries = ses_entries(payload)
+    base = replace(base, original_message_id=ses_message_id(payload) or base.original_message_id)
+    rcpts: list[BounceRecipient] = []
+    for e in entries:
+        addr = _clean_addr(e["address"])
+        if not addr:
+            continue
+        if kind == "feedback":
+            rcpts.append(BounceRecipient(address=addr, action=None, status=None, kind="unknown",
+                                         reason="feedback", diagnostic=e["feedback_type"]))
+            continue
+        dtype, diag = _diag_type_and_text(e["diagnostic"])
+        rcpts.append(_recipient(
+            addr, _status_field(str(e["status"] or "")), diag,
+            (str(e["action"]).lower() if e["action"] else None), diag_type=dtype,
+            remote_mta=_after_semicolon(e["remote_mta"]), last_attempt=e["last_attempt"],
+            hint=e["hint"]))
+    if not rcpts:
+        return replace(base, kind="none", recipients=(), family="amazonses")
+    return replace(base, kind=kind, recipients=tuple(rcpts), family="amazonses")
+
+
+# Complaint reports that are not ARF: Microsoft JMRP (Hotmail/Outlook.com) and Amazon SES
+# mail a multipart/mixed "complaint about message from <IP>" with the original attached.
+_JMRP_FROM = re.compile(r"\b(?:staff@hotmail\.com|complaints@email-abuse\.amazonses\.com)\b",
+                        re.I)
+_JMRP_SUBJECT = re.compile(r"complaint about message from ", re.I)
+
+
+def _feedback(parts: list[str], text: str, orig: tuple[tuple[str, str], ...],
+              base: BounceReport) -> BounceReport:
+    """RFC 5965: one "feedback" entry per complained-about recipient."""
+    addrs: list[str] = []
+    fields: dict[str, str] = {}
+    for p in parts:
+        for line in p.split("\n"):
+            m = re.match(r"^([A-Za-z\-]+):\s*(.*)$", line)
+            if m:
+                k = m.group(1).lower()
+                fields.setdefault(k, m.group(2).strip())
+                if k in ("original-rcpt-to", "removal-recipient"):
+                    a = _clean_addr(m.group(2))
+                    if a and a not in addrs:
+                        addrs.append(a)
+    if not addrs:
+        # Microsoft's JMRP complaints (not ARF): the original recipient in a header of
+        # the returned message.
+        for k, v in orig:
+            if k.lower() == "x-hmxmroriginalrecipient" and _clean_addr(v):
+                addrs.append(_clean_addr(v))
+                break
+    if not addrs:
+        for k, v in orig:
+            if k.lower() == "to":
+                addrs.extend(_clean_addr(a) for a in _addresses_in(v) if _clean_addr(a))
+                break
+    if not addrs:
+        # Hotmail-style complaints carry the original's recipient in the text only.
+        for a in _addresses_in(cut_text_for_feedback(text)):
+            ca = _clean_addr(a)
+            if ca and ca not in addrs:
+                addrs.append(ca)
+                break
+    ftype = fields.get("feedback-type", "abuse")
+    rcpts = tuple(
+        BounceRecipient(address=a, action=None, status=None, kind="unknown", reason="feedback",
+                        diagnostic=ftype)
+        for a in addrs
+    )
+    return replace(base, kind="feedback", recipients=rcpts, family="arf",
+                   reporting_mta=_after_semicolon(fields.get("reporting-mta")))
+
+
+def cut_text_for_feedback(text: str) -> str:
+    m = re.search(r"^(?:To|X-Original-To):\s*(.*)$", text, re.M)
+    return m.group(1) if m else ""

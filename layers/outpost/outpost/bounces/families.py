@@ -1,0 +1,377 @@
+"""The table of plain-text bounce formats, one row per MTA family.
+
+Most MTAs today send RFC 3464 reports (dsn.py reads those).  Many still send, or used to
+send, human-readable text only; for those we need the family's own wording to find the
+recipient and the SMTP reply.  Each row is data, not code: a ``detect`` pattern over the
+bounce's From/Subject and the start of its body, optional ``begin``/``end`` markers that
+bound the error section, and ``rcpt`` patterns that find a failed recipient on a line
+(named groups ``addr`` and optionally ``diag``).  Lines that follow a recipient line, up to
+a blank line or the next recipient, are its diagnostic.  ``reasons`` maps family-specific
+phrases to a reason where the family's wording is known to be unambiguous.
+
+The engine that applies the table is ``textscan.scan_text``.  Rows are tried in order; the
+``generic`` row at the end catches the common shapes that many small MTAs share.  The
+phrases were taken from real bounces (see tests/golden/bounces/SOURCES.md) and from the
+wording documented in Sisimai's Lhost modules (BSD-2-Clause).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_F = re.I | re.M
+
+# An address as MTAs print it in bounces: no spaces, one @, a dotted domain or literal.
+# Atomic group: a pattern that follows must not steal the domain's last label ("ex.com.").
+ADDR = (r"(?>[^\s<>()\[\]\"',;:@=]+@(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?"
+        r"|\[[0-9.:a-fA-F]+\]))")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    detect: re.Pattern[str]
+    rcpt: tuple[re.Pattern[str], ...]
+    begin: re.Pattern[str] | None = None
+    end: re.Pattern[str] | None = None
+    reasons: tuple[tuple[re.Pattern[str], str], ...] = ()
+    # Do lines after a recipient line belong to its diagnostic?
+    continuation: bool = True
+    # Is the diagnostic text the whole error section rather than the lines per recipient?
+    section_diagnostic: bool = False
+    # Is the diagnostic always the whole error section (one explanation for everyone)?
+    whole_section: bool = False
+    # Lines to ignore altogether (MIME debris, banners) before looking for an address.
+    skip: re.Pattern[str] | None = None
+    # Does the family's RFC 3464 part name an internal mailbox in Final-Recipient, so that
+    # Original-Recipient (RFC 3464 section 2.3.1: as the sender gave it) is the address?
+    prefer_original: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _r(p: str) -> re.Pattern[str]:
+    return re.compile(p, _F)
+
+
+def _rc(*ps: str) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p.replace("ADDR", ADDR), _F) for p in ps)
+
+
+# Where the copy of the original message starts, in the wording of many MTAs.
+ORIGINAL_MARKERS = _r(
+    r"^(?:"
+    r"-+ ?(?:Below this line is a copy of the message|This is a copy of the message"
+    r"|Original message follows|Original message|The header of the original message is following"
+    r"|Original Message|original message|Message header follows|Returned message"
+    r"|Unsent Message below|Unsent message follows|Message text follows"
+    r"|Transcript of session follows)"
+    r"|(?:Original message|Message headers|Message header|Original message header) follows"
+    r"|\s*-+\s*(?:Original|Unsent) message(?: header)?(?: follows)?\s*-+"
+    r"|Content-Type: (?:message/rfc822|text/rfc822-headers|message/global)"
+    r"|\s*------ This is a copy of the message"
+    r"|The (?:original|first \d+ lines of the) message"
+    r"|Message headers follow"
+    r"|--- The header of the original message is following"
+    r"|-+ ?Original message -+"
+    r"|-------original message"
+    r"|-{2,} ?(?:Original|Returned) (?:message|mail)"
+    r")"
+)
+
+FAMILIES: tuple[Family, ...] = (
+    # qmail (qmail-send) and the many qmail-derived MTAs (netqmail, vpopmail, Yahoo's old
+    # MTA, "Message from yahoo.com."): "<rcpt@domain>:" then the reply lines.
+    Family(
+        name="qmail",
+        detect=_r(
+            r"^Hi\. This is the qmail|qmail-send program|^Message from \S+\.\s*$"
+            r"|wasn't able to deliver your message to the following addresses"
+            r"|^Unable to deliver message to the following address"
+            r"|could not be delivered\. This\s+is a permanent error"
+            r"|Your mail message to the following address\(es\) could not be delivered"
+        ),
+        begin=_r(
+            r"following addresses|following address\(es\)|^Message from \S+\.\s*$"
+            r"|could not be delivered"
+        ),
+        end=_r(r"^--- (?:Below this line|Original message|Enclosed is a copy)|^--- "),
+        rcpt=_rc(r"^<(?P<addr>ADDR)>:\s*(?P<diag>.*)$"),
+        reasons=(
+            (_r(r"mailfolder is full|mailbox is full|over quota|quota exceeded"), "mailboxfull"),
+            (_r(r"sorry, no mailbox here by that name|no mailbox here|doesn't have a \S+ account"
+                r"|this user doesn't have|invalid address|user unknown|no such user"),
+             "userunknown"),
+            (_r(r"this account has been (?:temporarily )?suspended|account is disabled"
+                r"|account is (?:inactive|locked|suspended)"), "suspend"),
+            (_r(r"Sorry, I couldn't find any host (?:named|by that name)"
+                r"|Sorry, I couldn't find a mail exchanger or IP address"), "hostunknown"),
+            (_r(r"I'm not going to try again; this message has been in the queue too long"),
+             "expired"),
+            (_r(r"Sorry, I wasn't able to establish an SMTP connection|Connected to \S+ but "
+                r"(?:sender was rejected|greeting failed)"), "networkerror"),
+            (_r(r"Sorry\. Although I'm listed as a best-preference MX"), "systemerror"),
+        ),
+    ),
+    # Exim: "A message that you sent could not be delivered to all of its recipients.
+    # The following address(es) failed:" then indented "  rcpt@domain" and reply lines.
+    Family(
+        name="exim",
+        detect=_r(
+            r"This message was created automatically by mail delivery software"
+            r"|^Subject: (?:Mail delivery failed|Warning: message \S+ delayed)"
+            r"|could not be delivered to (?:all|one or more) of its\s+recipients"
+            r"|following address\(es\) (?:failed|deferred)"
+            r"|has not yet been delivered to all of its recipients"
+        ),
+        begin=_r(
+            r"address\(es\) (?:failed|deferred)|could not be delivered to|has not yet been "
+            r"delivered|failed because it has not been collected|^\s*The following address"
+            r"|could not be delivered"
+        ),
+        end=_r(r"^-+ This is a copy of|^-+ The header of the original|^\s*-+ ?This is a copy"
+               r"|^-+ Original message|^-+ The body of the message"),
+        rcpt=_rc(
+            r"^ {1,3}(?:<)?(?P<addr>ADDR)(?:>)?(?: <[^>]*>)?:?\s*(?P<diag>.*)$",
+            r"^(?P<addr>ADDR)\s*$",
+            r"^(?:<)?(?P<addr>ADDR)(?:>)?:\s*(?P<diag>.*)$",
+            r"addressed to '(?P<addr>ADDR)'(?P<diag>.*)$",
+            r"^\s*(?:pipe|save) to \S+\s+generated by (?P<addr>ADDR)\s*$",
+        ),
+        reasons=(
+            (_r(r"retry time not reached for any host after a long failure period"
+                r"|retry timeout exceeded|has not been collected after"), "expired"),
+            (_r(r"unrouteable (?:mail )?(?:domain|address)|all relevant MX records point to "
+                r"non-existent hosts|all host address lookups failed permanently"),
+             "hostunknown"),
+            (_r(r"mailbox is full|quota exceeded|over quota"), "mailboxfull"),
+        ),
+    ),
+    # Postfix plain-text notices (old versions sent no DSN part): "<rcpt>: host ... said:".
+    Family(
+        name="postfix",
+        detect=_r(r"^This is the mail system at host|The Postfix program|^Subject: Undelivered Mail"
+                  r"|^From:.*\(Mail Delivery System\)"),
+        begin=_r(r"I'm sorry to have to inform you|could not be delivered to one or more"
+                 r"|^This is the mail system at host|The Postfix program"),
+        end=_r(r"^Content-Description: (?:Undelivered Message|Delivery report|Notification)"
+               r"|^Reporting-MTA:|^Final-Recipient:|^--- Delivery report"),
+        rcpt=_rc(
+            r"^<(?P<addr>ADDR)>(?: \(expanded from <[^>]*>\))?:\s*(?P<diag>.*)$",
+            r"^(?P<addr>ADDR)(?: \(expanded from [^)]*\))?:\s*(?P<diag>.*)$",
+        ),
+    ),
+    # Lotus Notes / Domino: "was not delivered to:\n\n  rcpt\n\nbecause:\n\n  reason".
+    Family(
+        name="notes",
+        detect=_r(r"was not delivered to:|^Subject: DELIVERY (?:FAILURE|REPORT)"
+                  r"|Domino Directory"),
+        begin=_r(r"was not delivered to:"),
+        rcpt=_rc(r"^\s+(?P<addr>ADDR)\s*$"),
+        section_diagnostic=True,
+        reasons=((_r(r"not listed in (?:Domino|public Name & Address) Directory"
+                     r"|user not listed"), "userunknown"),),
+    ),
+    # Sun Java System / Oracle Communications Messaging Server: "This report relates to a
+    # message you sent", then "Recipient address:" (its internal mailbox, e.g.
+    # "user@ims-ms-daemon") and "Original address:" (what the sender wrote) per recipient.
+    # Its RFC 3464 part has the same pair as Final-Recipient / Original-recipient.
+    Family(
+        name="messagingserver",
+        detect=_r(r"^This report relates to a message you sent with the following header"),
+        begin=_r(r"^Your message cannot be delivered to the following recipients"
+                 r"|^Your message is being delayed"),
+        rcpt=_rc(r"^\s+Original address:\s*(?P<addr>ADDR)\s*$"),
+        prefer_original=True,
+    ),
+    # Microsoft Exchange 5.5/2000/2003 and other X.400-flavoured gateways:
+    # "did not reach the following recipient(s):" then "rcpt on <date>" and the reason.
+    Family(
+        name="exchange",
+        detect=_r(r"did not reach the following recipient|MSEXCH:"
+                  r"|could not be delivered to the following recipient"),
+        begin=_r(r"did not reach the following recipient|following recipient"),
+        rcpt=_rc(
+            r"^\s*(?P<addr>ADDR) on \w{3}, .*$",
+            r"SMTP=(?P<addr>ADDR);?\s+on\s.*$",
+            r"^\s*(?P<addr>ADDR)\s+on\s+\d.*$",
+            r"^\s*(?:<)?(?P<addr>ADDR)(?:>)?\s*$",
+        ),
+        reasons=(
+            (_r(r"\(000C05A6\)|recipient name is not recognized|unknown recipient"), "userunknown"),
+            (_r(r"\(000B09AA\)|\(000B099C\)|recipient's mailbox is full|mailbox full"),
+             "mailboxfull"),
+            (_r(r"\(0006D\d{3}\)|message has been rejected|access denied"), "filtered"),
+        ),
+    ),
+    # Ipswitch IMail / SMTP32: "Unknown user: rcpt" / "RCPT TO generated following response".
+    Family(
+        name="imailserver",
+        detect=_r(r"^(?:Unknown user|Body of message generated response|RCPT TO generated"
+                  r"|Delivery failed \d+ attempts|Original message follows\.)"
+                  r"|^X-Mailer: <SMTP32|^Subject: Undeliverable Mail\s*$"),
+        rcpt=_rc(
+            r"^(?P<diag>(?:Unknown user|User mailbox exceeds allowed size|Mail server temporarily "
+            r"rejected message|Mail server permanently rejected message|Delivery failed "
+            r"\d+ attempts|Host unknown|Unknown host|No mailbox for|Connection timed out|"
+            r"Unable to deliver|Could not deliver mail to)[^:]*):\s*<?(?P<addr>ADDR)>?\s*$",
+            r"^(?P<diag>.*?):\s*<?(?P<addr>ADDR)>?\s*$",
+        ),
+        reasons=(
+            (_r(r"^Unknown user|Invalid final delivery userid"), "userunknown"),
+            (_r(r"^User mailbox exceeds allowed size"), "mailboxfull"),
+            (_r(r"^Delivery failed \d+ attempts"), "expired"),
+            (_r(r"^(?:Host unknown|Unknown host)"), "hostunknown"),
+        ),
+    ),
+    # Gmail's old plain-text DSN: "Delivery to the following recipient failed permanently:".
+    Family(
+        name="gmail",
+        detect=_r(r"Delivery to the following recipients? (?:failed|has been delayed)"
+                  r"|^This is an automatically generated Delivery Status Notification"),
+        begin=_r(r"Delivery to the following recipients?|^This is an automatically generated"),
+        end=_r(r"^\s*-+ Original message -+|^\s*-+ Message truncated"),
+        rcpt=_rc(r"^\s+(?P<addr>ADDR)\s*$"),
+        section_diagnostic=True,
+        reasons=(
+            (_r(r"The email account that you tried to reach does not exist"), "userunknown"),
+            (_r(r"over (?:its|their) storage allowance|mailbox is full|OverQuota"), "mailboxfull"),
+            (_r(r"The email account that you tried to reach is disabled"), "suspend"),
+            (_r(r"delivery to the following recipient has been delayed"
+                r"|Delivery to the following recipients? failed temporarily"), "expired"),
+            (_r(r"DNS Error: Domain name not found|The domain \S+ couldn't be found"),
+             "hostunknown"),
+        ),
+    ),
+    # DragonFly Mail Agent (dma): "There was an error delivering your mail to <rcpt>."
+    Family(
+        name="dragonfly",
+        detect=_r(r"^This is the DragonFly Mail Agent|There was an error delivering your mail to"),
+        end=_r(r"^Message headers follow\.|^Original message follows"),
+        rcpt=_rc(r"There was an error delivering your mail to <(?P<addr>ADDR)>\.?\s*(?P<diag>.*)$"),
+        section_diagnostic=True,
+        reasons=(
+            (_r(r"Name or service not known|no MX records? found|unknown host|NXDOMAIN"),
+             "hostunknown"),
+            (_r(r"unable to connect|no working MX|temporary failure|Connection refused"),
+             "networkerror"),
+        ),
+    ),
+    # m-FILTER (Japanese appliance): the address on the line after a Japanese banner.
+    Family(
+        name="mfilter",
+        detect=_r(r"m-FILTER"),
+        end=_r(r"^-------original (?:message|mail info)"),
+        rcpt=_rc(r"^(?P<addr>ADDR)\s*$"),
+        section_diagnostic=True,
+    ),
+    # Yahoo!, AOL and other webmail "Sorry, we were unable to deliver your message" texts.
+    Family(
+        name="webmail",
+        detect=_r(r"Sorry, we were unable to deliver your message to the following address"
+                  r"|This is an automatically generated message from .*Mail Delivery"
+                  r"|The following message to <"),
+        rcpt=_rc(r"^<(?P<addr>ADDR)>:?\s*(?P<diag>.*)$",
+                 r"The following message to <(?P<addr>ADDR)> was undeliverable\.?(?P<diag>.*)$"),
+        end=_r(r"^-+ ?(?:Original message|Forwarded message)"),
+    ),
+    # Everything else with a recognisable bounce wording: the generic shapes many small
+    # MTAs and appliances (InterScan, MDaemon, MXLogic, Novell GroupWise...) share.
+    Family(
+        name="generic",
+        detect=_r(
+            r"^Subject:.*(?:undeliver|not (?:be )?delivered"
+            r"|delivery (?:failure|failed|problem|status)"
+            r"|returned mail|failure notice|mail error|delivery notification|failed mail"
+            r"|non[- ]?delivery|mail delivery|rejected|nicht zustellbar|delivery report)"
+            r"|^From:.*(?:mailer-daemon|postmaster|mail delivery|mail administrator|MDaemon)"
+            r"|could not be delivered|delivery (?:has )?failed|undeliverable"
+            r"|permanent (?:fatal )?error"
+        ),
+        rcpt=_rc(
+            r"^\s*<(?P<addr>ADDR)>\s*[:.]?\s*(?P<diag>.*)$",
+            r"^\s*(?P<addr>ADDR)\s*(?::|\.\.\.|--|-)\s*(?P<diag>.*)$",
+            r"^\s*(?:Recipient|To|Address|Failed address|Invalid recipient|Unknown user"
+            r"|Rcpt|Destinataire|Addressee|original recipient|Recipient address)s?:?\s*"
+            r"(?:\"[^\"]*\"\s*)?<?(?P<addr>ADDR)>?[ .,:]*(?P<diag>.*)$",
+            r"^\s*(?P<addr>ADDR)\s*$",
+            r"^\s*[*\-]\s+<?(?P<addr>ADDR)>?\s*$",
+            r"(?:recipients?|address(?:es)?)\b[^:\n]{0,60}:\s*<?(?P<addr>ADDR)>?[.,;]?\s*(?P<diag>.*)$",
+            r"(?:message to|mail to|delivery to|addressed to|recipient) <?'?(?P<addr>ADDR)'?>?"
+            r"(?: (?:failed|could not|was not|cannot|has)| ?[:,.]|\s*$)(?P<diag>.*)$",
+        ),
+    ),
+    # Last resort, for bounces no row above explains: Sisimai's RFC 3464 "fallback body
+    # parser" (Sisimai::RFC3464, BODY_PARSER_FOR_FALLBACK) ported as a row.  Only when the
+    # message comes from a mailer daemon (From, Subject, or a null Return-Path), every line
+    # up to the copy of the original is read, and a line that starts with an address, or
+    # names one after a phrase MTAs use ("Your message to", "unknown user:", "RCPT TO:"),
+    # gives a recipient.  The whole error section is the diagnostic.
+    Family(
+        name="fallback",
+        detect=_r(
+            r"^From:.*\b(?:postmaster|mailer-daemon|root)@"
+            r"|^Subject:.*(?:delivery (?:failed|failure|report)|failure notice"
+            r"|mail (?:delivery|error)|non-delivery|returned mail|undeliverable mail|warning: )"
+            r"|^Return-Path:\s*(?:<>|.*mailer-daemon)"
+        ),
+        end=_r(
+            r"^(?:content-type:\s*(?:message/rfc822|text/rfc822-headers|message/delivery-status)"
+            r"|return-path:\s*<.+>\s*$|\*\*\* .+ .+ \*\*\*|here is a copy of the first part "
+            r"of the message|the non-delivered message is attached to this message\."
+            r"|received:|received-from-mta:|reporting-mta:|a copy of the original message "
+            r"below this line:)"
+            r"|attachment is a copy of the message|below is a copy of the original message:"
+            r"|below this line is a copy of the message|message contains .+ file attachments"
+            r"|message text follows: |original message follows|the attachment contains the "
+            r"original mail headers|the first \d+ lines |unsent message below"
+            r"|your message reads \(in part\):"
+        ),
+        skip=_r(
+            r"^-+=|^\s*$|^\s*--|^\s+=\d+|^hi !|^\*"
+            r"|content-(?:description|disposition|transfer-encoding|type): "
+            r"|(?:name|charset)=|--$|: --------"
+        ),
+        rcpt=(re.compile(
+            r"(?:^\s*|^\".+\"\s*|^[ \t]*recipient:[ \t]*|^ *address: |addressed to "
+            r"|could not be delivered to: |delivered to +|delivery failed: "
+            r"|did not reach the following recipient: |error-for: +|failed recipient: "
+            r"|failed to deliver to |intended recipient: |mailbox is full: |rcpt to:"
+            r"|smtp server <.+> rejected recipient |the following recipients returned "
+            r"permanent errors: |the following message to |unknown user: |undeliverable to "
+            r"|undeliverable address: *|you sent mail to |your message to )"
+            r"['\"]?<?(?P<addr>[^\s@=<>]+@[-.0-9a-z]+\.[0-9a-z]+)>?['\"]?", re.I),),
+        continuation=False,
+        whole_section=True,
+    ),
+)
+
+BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
+
+
+# Vendor wordings that name the reason unambiguously, whatever the family or status code
+# says (many of these MTAs send the generic 5.0.0).  Checked before the generic rules.
+VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Google
+    (_r(r"because the address couldn't be found|The email account that you tried to "
+        r"reach does not exist"), "userunknown"),
+    (_r(r"The email account that you tried to reach is (?:disabled|inactive)"), "suspend"),
+    (_r(r"is over (?:its|the) storage (?:allowance|quota)|inbox is out of storage space"),
+     "mailboxfull"),
+    # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise
+    (_r(r"not listed in (?:Domino|public Name & Address) Directory|Invalid final delivery "
+        r"userid|No such user found in the GroupWise"), "userunknown"),
+    # Tencent QQ (Sisimai::Rhost::TencentQQ wording)
+    (_r(r"(?:ip|domain|sender|connection) frequency limited"), "toomanyconn"),
+)
+
+# PowerMTA's own verdict (X-PowerMTA-BounceCategory, in its DSN part) -> reason.
+POWERMTA_CATEGORY: dict[str, str] = {
+    "bad-mailbox": "userunknown", "bad-domain": "hostunknown", "inactive-mailbox": "suspend",
+    "quota-issues": "mailboxfull", "message-expired": "expired", "no-answer-from-host":
+    "expired", "routing-errors": "systemerror", "spam-related": "spamdetected",
+    "policy-related": "policyviolation", "relaying-issues": "norelaying",
+    "content-related": "contenterror", "virus-related": "virusdetected",
+    "bad-connection": "networkerror", "protocol-errors": "systemerror",
+    "message-too-large": "mesgtoobig", "invalid-sender": "rejected",
+}

@@ -1,0 +1,186 @@
+"""Inbound mail at the bounce domain -> parse -> match -> record, suppress. Never drops one.
+
+Matching, strongest first:
+1. the return-path token (VERP) in the envelope recipient or the bounce's To: header. A token
+   whose HMAC does not verify is recorded as `unverified` and suppresses nobody;
+2. the DSN's Original-Envelope-Id (we send ENVID = message id, RFC 3461);
+3. the Message-ID of the original, from the headers the DSN includes.
+What matches nothing is recorded as `unmatched`, what is not a report as `unparsed`, both with
+the S3 key of the raw mail, and counted in a metric. Recording is idempotent: a redelivered DSN
+(same bytes) writes nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..ids import is_message_id
+from ..models import RecipientState
+from ..store import MessageStore, StoredMessage, SuppressionStore, _iso
+from .report import BounceRecipient, BounceReport
+from .verp import ReturnPath, read_return_path
+
+log = logging.getLogger("outpost.bounces")
+_MSGID = re.compile(r"<?([0-9a-hjkmnp-tv-z]{26})@", re.I)
+
+
+class BounceService:
+    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, s3: Any, bucket: str,
+                 verp_key: bytes, bounce_domain: str, clock: Callable[[], float] = time.time,
+                 count: Callable[[str, int], None] = lambda name, n: None,
+                 parse: Callable[[bytes], BounceReport] | None = None) -> None:
+        self.store, self.suppressions, self.s3, self.bucket = store, suppressions, s3, bucket
+        self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
+        if parse is None:
+            from .dsn import parse_bounce as parse
+        self.parse = parse
+
+    # ---- events -------------------------------------------------------------------------------
+    def handle_event(self, event: dict, ses_prefix: str = "inbound/ses/") -> list[dict]:
+        """An SES receipt-rule event or an S3 ObjectCreated event -> one result per mail."""
+        from urllib.parse import unquote_plus
+
+        results = []
+        for record in event.get("Records", []):
+            if record.get("eventSource") == "aws:ses":
+                ses = record["ses"]
+                key = f"{ses_prefix}{ses['mail']['messageId']}"
+                rcpts = ses.get("receipt", {}).get("recipients") or ses["mail"].get("destination") or []
+                results.append(self.process(key, rcpts))
+            elif record.get("eventSource") == "aws:s3":
+                key = unquote_plus(record["s3"]["object"]["key"])
+                results.append(self.process(key, ()))
+            else:
+                log.warning("ignored an event record of unknown source",
+                            extra={"event_source": record.get("eventSource")})
+        return results
+
+    def process(self, key: str, envelope_recipients: Iterable[str]) -> dict:
+        try:
+            raw = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            log.warning("inbound object is gone", extra={"s3_key": key})
+            self.count("InboundMissing", 1)
+            return {"s3_key": key, "result": "missing"}
+        return self.process_raw(key, raw, list(envelope_recipients))
+
+    def process_raw(self, key: str, raw: bytes, envelope_recipients: list[str]) -> dict:
+        now = self.clock()
+        report = self.parse(raw)
+        bounce_id = hashlib.sha256(raw).hexdigest()[:20]
+        rp = self._return_path(envelope_recipients, report)
+        base = {"s3_key": key, "received_at": _iso(now), "family": report.family,
+                "report_kind": report.kind, "envelope_recipients": envelope_recipients[:5]}
+
+        if report.kind == "autoreply":
+            self._orphan(key, "autoreply", base, now)
+            return {"s3_key": key, "result": "autoreply"}
+        if report.kind == "none" or not report.recipients:
+            self._orphan(key, "unparsed", base, now)
+            return {"s3_key": key, "result": "unparsed"}
+        if rp is not None and not rp.verified:
+            # Right shape, wrong MAC: forged or mangled. Keep it, act on nothing.
+            self._orphan(key, "unverified", dict(base, token=rp.address,
+                         recipients=[r.address for r in report.recipients]), now)
+            return {"s3_key": key, "result": "unverified"}
+
+        message_id = rp.message_id if rp else self._message_id(report)
+        stored = self.store.load(message_id) if message_id else None
+        if stored is None:
+            self._orphan(key, "unmatched", dict(base, recipients=[r.address for r in report.recipients],
+                                                 envelope_id=report.envelope_id), now)
+            return {"s3_key": key, "result": "unmatched"}
+
+        recorded = []
+        for stored_rcpt, bounce_rcpt in self._pairs(stored, report, rp):
+            if stored_rcpt is None:
+                self._orphan(f"{key}#{bounce_rcpt.address}", "unmatched",
+                             dict(base, recipients=[bounce_rcpt.address], message_id=message_id), now)
+                continue
+            recorded.append(self._record(key, bounce_id, report, stored.meta["message_id"],
+                                         stored_rcpt, bounce_rcpt, rp is not None, now))
+        return {"s3_key": key, "result": "matched", "message_id": message_id, "recipients": recorded}
+
+    # ---- matching -----------------------------------------------------------------------------
+    def _return_path(self, envelope: list[str], report: BounceReport) -> ReturnPath | None:
+        for text in [*envelope, *report.to_addresses]:
+            rp = read_return_path(self.verp_key, text, self.bounce_domain)
+            if rp is not None:
+                return rp
+        return None
+
+    @staticmethod
+    def _message_id(report: BounceReport) -> str | None:
+        envid = (report.envelope_id or "").strip().lower()
+        if is_message_id(envid):
+            return envid
+        candidates = [report.original_message_id or ""]
+        candidates += [v for k, v in report.original_headers if k.lower() == "message-id"]
+        for c in candidates:
+            m = _MSGID.search(c or "")
+            if m and is_message_id(m.group(1).lower()):
+                return m.group(1).lower()
+        return None
+
+    @staticmethod
+    def _pairs(stored: StoredMessage, report: BounceReport, rp: ReturnPath | None
+               ) -> list[tuple[dict | None, BounceRecipient]]:
+        by_addr = {r["address"].lower(): r for r in stored.recipients}
+        out: list[tuple[dict | None, BounceRecipient]] = []
+        if rp is not None:
+            target = next((r for r in stored.recipients if r["index"] == rp.recipient_index), None)
+            if target is None:
+                return [(None, b) for b in report.recipients]
+            same = [b for b in report.recipients if b.address.lower() == target["address"].lower()
+                    or (b.original_recipient or "").lower().endswith(target["address"].lower())]
+            # The token names the recipient even when a forwarder rewrote the address.
+            chosen = same or ([report.recipients[0]] if len(report.recipients) == 1 else [])
+            return [(target, b) for b in chosen] or [(None, b) for b in report.recipients]
+        for b in report.recipients:
+            orcpt = (b.original_recipient or "").split(";")[-1].strip().lower()
+            out.append((by_addr.get(b.address.lower()) or by_addr.get(orcpt), b))
+        return out
+
+    # ---- recording ----------------------------------------------------------------------------
+    def _record(self, key: str, bounce_id: str, report: BounceReport, message_id: str, rcpt: dict,
+                b: BounceRecipient, verified: bool, now: float) -> dict:
+        complaint = report.kind == "feedback"
+        action = (b.action or ("failed" if not complaint else None))
+        kind = "complaint" if complaint else {"delayed": "delay", "failed": "bounce"}.get(action or "", "notice")
+        record = {
+            "address": rcpt["address"], "type": kind, "action": b.action, "status": b.status,
+            "kind": b.kind, "reason": b.reason, "diagnostic": b.diagnostic,
+            "reporting_mta": report.reporting_mta, "remote_mta": b.remote_mta,
+            "received_at": _iso(now), "s3_key": key, "family": report.family,
+            "verified": verified, "bounce_id": bounce_id,
+        }
+        new = self.store.put_bounce(message_id, rcpt["index"], bounce_id, record, now)
+        if new:
+            self.count({"complaint": "Complaint", "bounce": "Bounce", "delay": "DelayNotice"}.get(kind, "Notice"), 1)
+        # State and suppression are idempotent themselves, so they run even when the record
+        # existed: a crash between the two writes is healed by the redelivery.
+        if kind in ("complaint", "bounce"):
+            state = RecipientState.COMPLAINED if complaint else RecipientState.BOUNCED
+            summary = {k: record[k] for k in ("type", "status", "kind", "reason", "diagnostic",
+                                               "reporting_mta", "remote_mta", "s3_key") if record.get(k)}
+            summary["source"] = "dsn" if not complaint else "feedback"
+            summary["at"] = record["received_at"]
+            self.store.mark_bounced(message_id, rcpt["index"], state, now, summary)
+            if complaint or b.kind == "hard":
+                self.suppressions.add(rcpt["address"], {
+                    "reason": "complaint" if complaint else b.reason, "kind": "complaint" if complaint else b.kind,
+                    "source": "complaint" if complaint else "bounce", "message_id": message_id,
+                    "status": b.status, "diagnostic": b.diagnostic, "s3_key": key}, now)
+        return {"address": rcpt["address"], "type": kind, "status": b.status, "kind": b.kind,
+                "reason": b.reason, "new": new}
+
+    def _orphan(self, key: str, kind: str, record: dict, now: float) -> None:
+        if self.store.put_orphan(key, kind, record, now):
+            self.count({"unparsed": "BounceUnparsed", "unmatched": "BounceUnmatched",
+                        "unverified": "BounceUnverified", "autoreply": "AutoReply"}[kind], 1)
+        log.info("inbound mail kept as %s", kind, extra={"s3_key": key})

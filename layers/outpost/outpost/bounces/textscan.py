@@ -1,0 +1,141 @@
+"""Apply the family table (families.py) to the human-readable text of a bounce.
+
+Returns, per failed recipient found in the text, the address and the text that explains
+the failure.  Used alone for bounces that carry no RFC 3464 part, and to fill in the
+diagnostic of RFC 3464 entries that have no Diagnostic-Code field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS, Family
+
+_WS = re.compile(r"\s+")
+# Addresses that are never the failed recipient: the bouncing system itself.
+_SYSTEM_LOCALPARTS = re.compile(
+    r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|root|abuse|noreply|no-reply)@", re.I
+)
+
+
+@dataclass(frozen=True)
+class TextHit:
+    address: str
+    diagnostic: str
+    family: str
+
+
+def cut_original(text: str, fam: Family | None = None) -> str:
+    """The part of ``text`` before the copy of the original message."""
+    ends = [ORIGINAL_MARKERS.search(text)]
+    if fam is not None and fam.end is not None:
+        ends.append(fam.end.search(text))
+    cut = min((m.start() for m in ends if m), default=len(text))
+    return text[:cut]
+
+
+def detect_family(probe: str) -> Family | None:
+    for fam in FAMILIES:
+        if fam.detect.search(probe):
+            return fam
+    return None
+
+
+def _join(lines: list[str]) -> str:
+    return _WS.sub(" ", " ".join(s.strip() for s in lines)).strip()
+
+
+def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> list[TextHit]:
+    """Find recipients in ``text`` with one family's patterns."""
+    section = cut_original(text, fam)
+    if fam.begin is not None:
+        m = fam.begin.search(section)
+        if m:
+            # Keep the line the marker is on: some MTAs put the address on it.
+            start = section.rfind("\n", 0, m.start()) + 1
+            section = section[start:]
+    lines = section.split("\n")
+    if fam.skip is not None:
+        lines = [ln for ln in lines if not fam.skip.search(ln)]
+    hits: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for line in lines:
+        matched = None
+        if len(line) < 1000:
+            for rx in fam.rcpt:
+                m = rx.search(line)
+                if m:
+                    addr = m.group("addr").strip(".")
+                    if _SYSTEM_LOCALPARTS.match(addr) or addr.lower() in exclude:
+                        continue
+                    matched = m
+                    break
+        if matched is not None and current is not None and hits and (
+                hits[-1][0].lower() == matched.group("addr").strip(".").lower()):
+            matched = None  # the address repeated inside its own explanation
+        if matched is not None:
+            addr = matched.group("addr").strip(".")
+            diag = matched.groupdict().get("diag") or ""
+            current = [diag] if diag.strip() else []
+            hits.append((addr, current))
+            continue
+        if current is None:
+            continue
+        if not line.strip():
+            # A blank line right after the address line may precede its explanation
+            # (Exim, Yahoo); a second one ends the entry.
+            if current and current[-1] != "":
+                current.append("")
+            elif not current:
+                current.append("")
+            else:
+                current = None
+            continue
+        if fam.continuation:
+            current.append(line)
+    out: list[TextHit] = []
+    seen: set[str] = set()
+    whole = _join(lines) if (fam.section_diagnostic or fam.whole_section) else ""
+    for addr, diag_lines in hits:
+        key = addr.lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        diag = _join([s for s in diag_lines if s])
+        if fam.whole_section or (fam.section_diagnostic and not diag):
+            diag = whole
+        out.append(TextHit(addr, diag, fam.name))
+    return out
+
+
+def scan_text(probe: str, text: str, exclude: frozenset[str] = frozenset()
+              ) -> tuple[Family | None, list[TextHit]]:
+    """Detect the family from ``probe`` (headers + start of body) and scan ``text``."""
+    for fam in FAMILIES:
+        if not fam.detect.search(probe):
+            continue
+        hits = scan_with(fam, text, exclude)
+        if hits:
+            return fam, hits
+    return None, []
+
+
+def diagnostic_for(address: str, text: str) -> str:
+    """The text near a mention of ``address`` in a human-readable part (for DSN entries
+    without a Diagnostic-Code field): the lines from the mention to the next blank line."""
+    section = cut_original(text)
+    low = section.lower()
+    i = low.find(address.lower())
+    if i < 0:
+        return ""
+    start = section.rfind("\n", 0, i) + 1
+    end = section.find("\n\n", i)
+    if end < 0:
+        end = len(section)
+    chunk = section[start:end]
+    # Include the explanation after a "<addr>:" line followed by indented reply lines.
+    if chunk.strip().endswith(":") and end < len(section):
+        nxt = section.find("\n\n", end + 2)
+        chunk += " " + section[end:nxt if nxt > 0 else len(section)]
+    return _join(chunk.split("\n"))[:2000]

@@ -1,0 +1,32 @@
+"""The retry schedule: a pure function of the attempt number (KumoMTA style).
+
+Default delays after attempt n (1-based): 1, 5, 15, 30 minutes, then 1, 2, 4 hours, then every
+4 hours, each with +/-10% jitter so that a burst of deferrals does not come back as a burst.
+A recipient still open past its message's lifetime (default 2 days) ends `expired` (4.4.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..config import DEFAULT_RETRY_SCHEDULE
+
+JITTER = 0.10
+
+
+def delay_for_attempt(n: int, schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE,
+                      jitter: float = 0.5) -> float:
+    """Seconds to wait after failed attempt `n`. `jitter` in [0, 1) comes from the caller's RNG
+    (0.5 means none), so the function stays pure and testable."""
+    if n < 1:
+        raise ValueError("attempts are numbered from 1")
+    base = schedule[min(n, len(schedule)) - 1]
+    return base * (1 + JITTER * (2 * jitter - 1))
+
+
+def next_attempt_at(now: float, n: int, deliver_until: float,
+                    schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE,
+                    jitter: float = 0.5) -> float | None:
+    """When to try again after attempt `n`, or None when that would be past the lifetime."""
+    at = now + delay_for_attempt(n, schedule, jitter)
+    return at if at < deliver_until else None

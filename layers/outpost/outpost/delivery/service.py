@@ -1,0 +1,345 @@
+"""Deliver queued messages: SQS batch -> per-recipient SMTP transactions -> recorded outcomes.
+
+A delivery is a sequence of small named steps (Postal): hop (wait out a long delay), load,
+expire, suppress, claim, sign, route, transact, record, reschedule.
+
+Nothing is lost:
+- each recipient moves only by conditional writes (store.py): open -> leased -> final, so a
+  redelivered or duplicated job never sends to a recipient that is already final;
+- a job fails (stays on the queue, then the DLQ) only when recording itself failed;
+- work the invocation has no time left for is released and queued again at once.
+The one unavoidable window: a crash after the remote server's 250 but before the record is
+written. The lease then expires, SQS redelivers, and that recipient gets the message twice.
+
+Batches run in one event loop, which owns an SMTP session pool for the whole batch, so
+messages to the same domain reuse connections (RSET between transactions) and are closed with
+QUIT at the end. That is why this is not Powertools' process_partial_response: the pool must
+outlive each record's handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..addresses import parse_address
+from ..config import Settings
+from ..errors import DnsError
+from ..mime import build_message
+from ..models import OPEN_STATES, QueueJob, RecipientState, SendRequest
+from ..mx import MxHost
+from ..store import JobQueue, MessageStore, SuppressionStore, _iso
+from .backoff import next_attempt_at
+from .transport import ReplyError, SmtpConnector, SmtpSession, TlsMode, remote_queue_id
+from .trouble import Outcome, PolicyFailure, Scope, SmtpReply, Verdict, judge
+
+log = logging.getLogger("outpost.sender")
+
+LEASE_MARGIN = 30.0  # seconds a lease outlives the invocation's deadline
+
+
+@dataclass
+class _Rcpt:
+    index: int
+    address: str
+    smtp_addr: str
+    domain: str
+    attempts: int
+    utf8: bool
+
+
+@dataclass
+class _Result:
+    verdict: Verdict | None  # None: not attempted (no time left)
+    attempt: dict | None = None
+
+
+@dataclass
+class SessionPool:
+    """Idle sessions per (domain, TLS mode), shared by the jobs of one batch."""
+
+    idle: dict[tuple[str, str], list[SmtpSession]] = field(default_factory=dict)
+
+    def take(self, key: tuple[str, str]) -> SmtpSession | None:
+        sessions = self.idle.get(key) or []
+        while sessions:
+            s = sessions.pop()
+            if s.smtp.is_connected:
+                return s
+        return None
+
+    def give(self, key: tuple[str, str], s: SmtpSession) -> None:
+        if s.smtp.is_connected:
+            self.idle.setdefault(key, []).append(s)
+
+    async def close(self) -> None:
+        sessions = [s for group in self.idle.values() for s in group]
+        self.idle.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+class DeliveryService:
+    def __init__(self, *, settings: Settings, store: MessageStore, suppressions: SuppressionStore,
+                 queue: JobQueue, resolve_mx: Callable[[str], list[MxHost]],
+                 connector: SmtpConnector, signer_for: Callable[[str], Any],
+                 return_path: Callable[[str, int], str],
+                 clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
+                 count: Callable[[str, int], None] = lambda name, n: None) -> None:
+        self.settings, self.store, self.suppressions, self.queue = settings, store, suppressions, queue
+        self.resolve_mx, self.connector, self.signer_for = resolve_mx, connector, signer_for
+        self.return_path, self.clock, self.rng, self.count = return_path, clock, rng, count
+
+    # ---- the SQS batch --------------------------------------------------------------------
+    def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
+        """Lambda SQS event -> {"batchItemFailures": [...]} (ReportBatchItemFailures)."""
+        deadline = self.clock() + remaining_ms() / 1000.0 - 5.0
+        records = event.get("Records", [])
+        failed = asyncio.run(self._run_batch(records, deadline))
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+
+    async def _run_batch(self, records: list[dict], deadline: float) -> list[str]:
+        pool = SessionPool()
+        try:
+            outcomes = await asyncio.gather(
+                *(self._run_record(r, pool, deadline) for r in records), return_exceptions=True)
+        finally:
+            await pool.close()
+        failed = []
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("job failed; left on the queue", exc_info=outcome,
+                          extra={"sqs_message_id": record.get("messageId")})
+                self.count("JobFailed", 1)
+                failed.append(record["messageId"])
+        return failed
+
+    async def _run_record(self, record: dict, pool: SessionPool, deadline: float) -> None:
+        try:
+            job = QueueJob.model_validate_json(record["body"])
+        except ValidationError:
+            # Not a job we wrote: fail it so that it ends in the DLQ, where it can be read.
+            raise ValueError(f"unreadable job body: {record.get('body', '')[:200]!r}") from None
+        await self.deliver(job, pool, deadline)
+
+    # ---- one job ----------------------------------------------------------------------------
+    async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float) -> None:
+        now = self.clock()
+        if job.not_before and job.not_before > now + 1:
+            # SQS delays stop at 15 minutes; longer waits hop through the queue.
+            await asyncio.to_thread(self.queue.send, job, job.not_before - now)
+            return
+        stored = await asyncio.to_thread(self.store.load, job.message_id)
+        if stored is None:
+            log.warning("job for an unknown message dropped", extra={"message_id": job.message_id})
+            self.count("UnknownMessage", 1)
+            return
+        meta = stored.meta
+        open_rcpts = [r for r in stored.recipients if r["state"] in {s.value for s in OPEN_STATES}]
+        if not open_rcpts:
+            return
+        mid = job.message_id
+        lease = max(0.0, deadline - now) + LEASE_MARGIN
+        claimed = [r for r in open_rcpts if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease)]
+        if not claimed:
+            return
+
+        # Step: expire what outlived the message's lifetime (RFC 3463 4.4.7).
+        if now >= meta["deliver_until"]:
+            for r in claimed:
+                await asyncio.to_thread(self._expire, mid, r, now)
+            return
+
+        # Step: suppression list (checked at send time too: it may have changed since).
+        suppressed = await asyncio.to_thread(self.suppressions.suppressed, [r["address"] for r in claimed])
+        active: list[dict] = []
+        for r in claimed:
+            if r["address"].lower() in suppressed:
+                await asyncio.to_thread(self.store.finish_attempt, mid, r["index"], RecipientState.SUPPRESSED,
+                                        now, None, {"last": {"status": "5.7.1", "text": "address is on the suppression list"}})
+                self.count("Suppressed", 1)
+            else:
+                active.append(r)
+        if not active:
+            return
+
+        spec = await asyncio.to_thread(self.store.load_spec, meta)
+        req = SendRequest.model_validate(spec)
+        data, utf8_headers = build_message(req, mid, meta.get("created_ts"))
+        sender_domain = parse_address(req.from_).ascii_domain
+        signer = await asyncio.to_thread(self.signer_for, sender_domain)
+        results: dict[int, _Result] = {}
+        rcpts = []
+        for r in active:
+            a = parse_address(r["address"])
+            rcpts.append(_Rcpt(r["index"], r["address"], a.smtp_addr, a.ascii_domain,
+                               len(r.get("attempts") or []), a.needs_smtputf8 or utf8_headers))
+        if signer is None:
+            v = Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.7.0",
+                        f"no DKIM key is configured for {sender_domain}; not sending unsigned mail")
+            log.error("no DKIM key", extra={"message_id": mid, "domain": sender_domain})
+            results = {r.index: _Result(v, self._attempt(v, None, None, None)) for r in rcpts}
+        else:
+            signed = signer.sign(data) + data
+            tls_mode: TlsMode = "required" if req.tls == "required" else "opportunistic"
+            groups: dict[str, list[_Rcpt]] = {}
+            for r in rcpts:
+                groups.setdefault(r.domain, []).append(r)
+            parts = await asyncio.gather(*(
+                self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline)
+                for domain, group in groups.items()))
+            for part in parts:
+                results.update(part)
+
+        await asyncio.to_thread(self._record, job, meta, {r.index: r for r in rcpts}, results)
+
+    # ---- one domain -------------------------------------------------------------------------
+    async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: bytes,
+                              tls_mode: TlsMode, pool: SessionPool, deadline: float) -> dict[int, _Result]:
+        results: dict[int, _Result] = {}
+        try:
+            hosts = await asyncio.to_thread(self.resolve_mx, domain)
+        except DnsError as exc:
+            v = judge(exc)
+            return {r.index: _Result(v, self._attempt(v, None, None, None)) for r in rcpts}
+        key = (domain, tls_mode)
+        session: SmtpSession | None = None
+        try:
+            for r in rcpts:
+                if self.clock() + self.connector.timeouts.transaction_budget > deadline:
+                    results[r.index] = _Result(None)
+                    continue
+                if session is None:
+                    session = pool.take(key)
+                if session is None:
+                    session, failure = await self._open(hosts, tls_mode)
+                    if session is None:
+                        assert failure is not None
+                        v, host, ip = failure
+                        # Every MX failed at host level: a transient failure for the recipient.
+                        v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, v.text, v.code, v.command)
+                        for rest in rcpts:
+                            if rest.index not in results:
+                                results[rest.index] = _Result(v, self._attempt(v, host, ip, None))
+                        break
+                verdict, remote = await self._transact(session, mid, r, data)
+                results[r.index] = _Result(verdict, self._attempt(verdict, session.mx_name, session.ip,
+                                                                   session.tls, remote))
+                if verdict.scope is Scope.HOST or not session.smtp.is_connected:
+                    await session.close()
+                    session = None
+        finally:
+            if session is not None:
+                pool.give(key, session)
+        return results
+
+    async def _open(self, hosts: list[MxHost], tls_mode: TlsMode
+                    ) -> tuple[SmtpSession | None, tuple[Verdict, str, str] | None]:
+        """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1)."""
+        last: tuple[Verdict, str, str] | None = None
+        for host in hosts:
+            for ip in host.addresses:
+                try:
+                    return await self.connector.open(host.name, ip, tls_mode), None
+                except ReplyError as exc:
+                    last = (judge(exc.reply), host.name, ip)
+                except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+                    last = (judge(exc), host.name, ip)
+                log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
+                                                   "detail": last[0].text})
+        return None, last
+
+    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: bytes
+                        ) -> tuple[Verdict, str | None]:
+        try:
+            reply = await session.send(self.return_path(mid, r.index), r.smtp_addr, data,
+                                       envid=mid, utf8=r.utf8)
+            return judge(reply), remote_queue_id(reply.text)
+        except ReplyError as exc:
+            return judge(exc.reply), None
+        except PolicyFailure as exc:
+            return judge(exc), None
+        except Exception as exc:  # noqa: BLE001
+            v = judge(exc)
+            if v.scope is Scope.MESSAGE:
+                log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
+            session.smtp.close()
+            # Mid-transaction trouble: we cannot know whether the server kept the message;
+            # defer this recipient rather than retry it on another host at once.
+            return Verdict(Outcome.TRANSIENT, Scope.HOST, v.status, v.text, v.code, v.command), None
+
+    def _attempt(self, v: Verdict, mx: str | None, ip: str | None, tls: Any,
+                 remote_id: str | None = None) -> dict:
+        return {k: val for k, val in {
+            "at": _iso(self.clock()), "mx": mx, "ip": ip,
+            "tls": tls.as_dict() if tls is not None else None,
+            "command": v.command, "code": v.code, "status": v.status, "text": v.text[:1000],
+            "outcome": v.outcome.value, "remote_id": remote_id}.items() if val is not None}
+
+    # ---- record outcomes ----------------------------------------------------------------------
+    def _record(self, job: QueueJob, meta: dict, rcpts: dict[int, _Rcpt], results: dict[int, _Result]) -> None:
+        mid = job.message_id
+        now = self.clock()
+        next_times: list[float] = []
+        requeue_now = False
+        for index, res in results.items():
+            r = rcpts[index]
+            v = res.verdict
+            if v is None:
+                self.store.release(mid, index)
+                requeue_now = True
+                continue
+            last = v.as_dict()
+            if v.outcome is Outcome.DELIVERED:
+                self.store.finish_attempt(mid, index, RecipientState.DELIVERED, now, res.attempt,
+                                          {"last": last, "remote_id": (res.attempt or {}).get("remote_id"),
+                                           "next_attempt_at": None})
+                self.count("Delivered", 1)
+            elif v.outcome is Outcome.PERMANENT:
+                bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
+                          "diagnostic": v.diagnostic, "source": "smtp", "at": _iso(now),
+                          "remote_mta": (res.attempt or {}).get("mx")}
+                moved = self.store.finish_attempt(mid, index, RecipientState.BOUNCED, now, res.attempt,
+                                                  {"last": last, "bounce": bounce, "next_attempt_at": None})
+                self.count("Bounced", 1)
+                if moved and v.kind == "hard":
+                    self.suppressions.add(r.address, {
+                        "reason": v.reason, "kind": v.kind, "source": "bounce", "message_id": mid,
+                        "status": v.status, "diagnostic": v.diagnostic}, now)
+            else:
+                at = next_attempt_at(now, r.attempts + 1, meta["deliver_until"],
+                                     self.settings.retry_schedule, self.rng())
+                if at is None:
+                    expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
+                    self.store.finish_attempt(mid, index, RecipientState.EXPIRED, now, res.attempt,
+                                              {"last": expired, "next_attempt_at": None})
+                    self.count("Expired", 1)
+                else:
+                    self.store.finish_attempt(mid, index, RecipientState.DEFERRED, now, res.attempt,
+                                              {"last": last, "next_attempt_at": at})
+                    next_times.append(at)
+                    self.count("Deferred", 1)
+        if requeue_now:
+            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt), 0)
+        if next_times:
+            at = min(next_times)
+            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt + 1, not_before=at), at - now)
+
+    def _expire(self, mid: str, r: dict, now: float) -> None:
+        prev = (r.get("last") or {})
+        last = dict(prev, status="4.4.7",
+                    text=f"message expired; last reply: {prev.get('code', '')} {prev.get('text', 'none')}".strip())
+        self.store.finish_attempt(mid, r["index"], RecipientState.EXPIRED, now, None,
+                                  {"last": last, "next_attempt_at": None})
+        self.count("Expired", 1)
+
+
+def job_body(message_id: str) -> str:
+    return json.dumps({"v": 1, "message_id": message_id, "attempt": 1})

@@ -1,0 +1,228 @@
+"""SMTP sessions with an MX host (aiosmtplib): connect, EHLO, STARTTLS, transactions, RSET.
+
+Stage timeouts are shorter than RFC 5321 §4.5.3.2's (5 min greeting, 10 min end of data)
+because a Lambda invocation lasts minutes, not hours; a slow MX is a host failure and the next
+MX is tried. Defaults: connect+greeting 15 s, each command 20 s, end of data 60 s; so one
+transaction needs at most 2 minutes, and the sender (300 s timeout) starts none after that.
+
+TLS modes:
+- opportunistic (default): STARTTLS whenever offered. The certificate is verified against the
+  trust store and the MX name; if it does not verify, we reconnect and use TLS without
+  verification (recorded as verified=False), as Postfix's "may" level does. A failed handshake
+  falls back to plaintext on a fresh connection, as Postfix does, so a broken TLS stack on the
+  only MX does not stop mail for good.
+- required (per message, `"tls": "required"`): TLS must be negotiated; never plaintext.
+- verify (MTA-STS enforce): TLS with a certificate valid for the MX name, or no delivery.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiosmtplib
+
+from .trouble import PolicyFailure, Scope, SmtpReply
+
+TlsMode = Literal["opportunistic", "required", "verify"]
+_QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*<?([\w.@-]+)>?", re.I)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0  # TCP connect and the 220 greeting
+    command: float = 20.0  # EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
+    end_of_data: float = 60.0
+
+    @property
+    def transaction_budget(self) -> float:
+        """The longest one transaction may take: no new one starts with less time than this."""
+        return 3 * self.command + self.end_of_data
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    version: str | None = None
+    cipher: str | None = None
+    verified: bool = False
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
+
+
+class ReplyError(Exception):
+    """A negative reply at a named stage; the verdict comes from trouble.judge(reply)."""
+
+    def __init__(self, reply: SmtpReply) -> None:
+        super().__init__(f"{reply.command}: {reply.code} {reply.text}")
+        self.reply = reply
+
+
+def remote_queue_id(text: str) -> str | None:
+    """The receiving server's queue id from its 250 text, when it says one (Postfix, Exim...)."""
+    m = _QUEUE_ID.search(text)
+    return m.group(1) if m else None
+
+
+def _xtext(value: str) -> str:
+    """RFC 3461 §4 xtext for ORCPT."""
+    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value)
+
+
+@dataclass
+class SmtpSession:
+    smtp: aiosmtplib.SMTP
+    mx_name: str
+    ip: str
+    tls: TlsInfo | None
+    timeouts: Timeouts
+    transactions: int = 0
+    dirty: bool = False
+    log: list[str] = field(default_factory=list)
+
+    def supports(self, ext: str) -> bool:
+        return self.smtp.supports_extension(ext)
+
+    @property
+    def size_limit(self) -> int | None:
+        raw = self.smtp.esmtp_extensions.get("size", "")
+        return int(raw) if raw.strip().isdigit() and int(raw) > 0 else None
+
+    async def send(self, sender: str, rcpt: str, data: bytes, *, envid: str | None = None,
+                   utf8: bool = False) -> SmtpReply:
+        """One transaction for one recipient. Returns the end-of-data reply (2xx).
+
+        Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try, or the
+        transport's exception (disconnect, timeout) for the caller to judge.
+        """
+        t = self.timeouts
+        if self.dirty:
+            await self.smtp.rset(timeout=t.command)
+            self.dirty = False
+        mail_opts: list[str] = []
+        rcpt_opts: list[str] = []
+        limit = self.size_limit if self.supports("size") else None
+        if limit is not None and len(data) > limit:
+            # RFC 1870 §6: do not send what the server already said it will refuse.
+            raise PolicyFailure(f"message of {len(data)} bytes exceeds the server's SIZE {limit}",
+                                status="5.3.4", scope=Scope.MESSAGE, command="MAIL")
+        if self.supports("size"):
+            mail_opts.append(f"SIZE={len(data)}")
+        if utf8:
+            if not self.supports("smtputf8"):
+                raise PolicyFailure("the address needs SMTPUTF8, which the server does not offer",
+                                    status="5.6.7", scope=Scope.RECIPIENT, command="MAIL")
+            mail_opts.append("SMTPUTF8")
+            if self.supports("8bitmime"):
+                mail_opts.append("BODY=8BITMIME")
+        if self.supports("dsn"):
+            # RFC 3461: ask for failure and delay reports with our id, headers only.
+            mail_opts.append("RET=HDRS")
+            if envid:
+                mail_opts.append(f"ENVID={_xtext(envid)}")
+            rcpt_opts.append("NOTIFY=FAILURE,DELAY")
+            if rcpt.isascii():
+                rcpt_opts.append(f"ORCPT=rfc822;{_xtext(rcpt)}")
+        self.dirty = True
+        stage = "MAIL"
+        try:
+            await self.smtp.mail(sender, options=mail_opts, timeout=t.command)
+            stage = "RCPT"
+            await self.smtp.rcpt(rcpt, options=rcpt_opts, timeout=t.command)
+            stage = "DATA"
+            reply = await self.smtp.data(data, timeout=t.end_of_data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:  # pragma: no cover - one rcpt per transaction
+            first = exc.recipients[0]
+            raise ReplyError(SmtpReply(first.code, first.message, "RCPT")) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == -1:
+                raise
+            raise ReplyError(SmtpReply(exc.code, exc.message, stage)) from None
+        self.transactions += 1
+        self.dirty = False
+        return SmtpReply(reply.code, reply.message, "EOD")
+
+    async def close(self) -> None:
+        try:
+            if self.smtp.is_connected:
+                await self.smtp.quit(timeout=5)
+        except Exception:  # noqa: BLE001 - closing is best effort
+            self.smtp.close()
+
+
+class SmtpConnector:
+    """Opens sessions. Built once per container in bootstrap with the EHLO name and trust store."""
+
+    def __init__(self, ehlo_hostname: str, *, port: int = 25, ca_bundle: str | None = None,
+                 timeouts: Timeouts | None = None) -> None:
+        self.ehlo_hostname = ehlo_hostname
+        self.port = port
+        self.timeouts = timeouts or Timeouts()
+        self._verify = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+        self._verify.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._any = ssl.create_default_context()
+        self._any.check_hostname = False
+        self._any.verify_mode = ssl.CERT_NONE
+
+    async def _connect(self, ip: str) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(hostname=ip, port=self.port, local_hostname=self.ehlo_hostname,
+                               timeout=self.timeouts.command, start_tls=False, use_tls=False,
+                               validate_certs=False)
+        try:
+            await smtp.connect(timeout=self.timeouts.connect)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            raise ReplyError(SmtpReply(exc.code, exc.message, "CONNECT")) from None
+        await self._ehlo(smtp)
+        return smtp
+
+    async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            await smtp.ehlo(timeout=self.timeouts.command)
+        except aiosmtplib.SMTPHeloError as exc:
+            if exc.code == 421:
+                raise ReplyError(SmtpReply(exc.code, exc.message, "EHLO")) from None
+            try:
+                await smtp.helo(timeout=self.timeouts.command)
+            except aiosmtplib.SMTPHeloError as exc2:
+                raise ReplyError(SmtpReply(exc2.code, exc2.message, "EHLO")) from None
+
+    async def _starttls(self, smtp: aiosmtplib.SMTP, mx_name: str, ctx: ssl.SSLContext) -> TlsInfo:
+        try:
+            await smtp.starttls(server_hostname=mx_name, tls_context=ctx, timeout=self.timeouts.command)
+        except aiosmtplib.SMTPResponseException as exc:
+            raise ReplyError(SmtpReply(exc.code, exc.message, "STARTTLS")) from None
+        obj = smtp.get_transport_info("ssl_object")
+        await self._ehlo(smtp)  # RFC 3207 §4.2: forget what was said before TLS
+        cipher = obj.cipher() if obj else None
+        return TlsInfo(obj.version() if obj else None, cipher[0] if cipher else None, ctx is self._verify)
+
+    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic") -> SmtpSession:
+        smtp = await self._connect(ip)
+        tls: TlsInfo | None = None
+        try:
+            if smtp.supports_extension("starttls"):
+                try:
+                    tls = await self._starttls(smtp, mx_name, self._verify)
+                except ssl.SSLCertVerificationError as exc:
+                    smtp.close()
+                    if tls_mode == "verify":
+                        raise PolicyFailure(f"certificate of {mx_name} did not verify: {exc.verify_message}",
+                                            status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
+                    smtp = await self._connect(ip)
+                    tls = await self._starttls(smtp, mx_name, self._any)
+                except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                    smtp.close()
+                    if tls_mode != "opportunistic":
+                        raise PolicyFailure(f"TLS handshake with {mx_name} failed: {exc}", status="4.7.5",
+                                            scope=Scope.HOST, command="STARTTLS") from None
+                    smtp = await self._connect(ip)  # Postfix "may": plaintext after a failed handshake
+                    tls = None
+            if tls is None and tls_mode != "opportunistic":
+                raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
+                                    status="4.7.10", scope=Scope.HOST, command="STARTTLS")
+        except BaseException:
+            smtp.close()
+            raise
+        return SmtpSession(smtp, mx_name, ip, tls, self.timeouts)

@@ -1,0 +1,198 @@
+"""pydantic models at the edges: the send API's request body and the queue's job body.
+
+Inside the library, state travels as plain dicts (DynamoDB items) and frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .addresses import AddressError, parse_address
+from .config import SQS_MAX_RETENTION, DEFAULT_MAX_LIFETIME
+
+MAX_RECIPIENTS = 50
+MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES's limit for the whole message
+
+# Headers Outpost writes itself; a caller may not set them (issue 5).
+OWNED_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "dkim-signature",
+    "return-path", "received", "mime-version", "sender",
+}
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
+
+
+class RecipientState(StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
+    COMPLAINED = "complained"
+
+
+OPEN_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
+FINAL_STATES = tuple(s for s in RecipientState if s not in OPEN_STATES)
+
+
+def _address(value: Any) -> str:
+    """Validate an address (with optional display name) and keep it as the caller wrote it."""
+    try:
+        parse_address(value)
+    except AddressError as exc:
+        raise ValueError(f"invalid address: {exc}") from None
+    return str(value).strip()
+
+
+def _one_or_many(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+AddressStr = Annotated[str, BeforeValidator(_address)]
+AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    filename: str = Field(min_length=1, max_length=255)
+    content: str = Field(description="base64-encoded bytes")
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content_id: str | None = Field(default=None, max_length=255, description="for inline images (cid:)")
+
+    @field_validator("filename", "content_id")
+    @classmethod
+    def _no_breaks(cls, v: str | None) -> str | None:
+        if v is not None and any(c in v for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL (header injection)")
+        return v
+
+    @field_validator("content")
+    @classmethod
+    def _base64(cls, v: str) -> str:
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content is not valid base64") from None
+        return v
+
+
+class SendRequest(BaseModel):
+    """`POST /v1/messages` body."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    from_: AddressStr = Field(alias="from", description='"Name <user@your-domain>" or "user@your-domain"')
+    to: AddressList = Field(default_factory=list)
+    cc: AddressList = Field(default_factory=list)
+    bcc: AddressList = Field(default_factory=list)
+    reply_to: AddressList = Field(default_factory=list)
+    subject: str = Field(max_length=998)
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=100)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    tls: Literal["opportunistic", "required"] = "opportunistic"
+    expires_in: int = Field(
+        default=DEFAULT_MAX_LIFETIME, ge=60, le=SQS_MAX_RETENTION,
+        description="seconds to keep retrying before a recipient ends `expired`",
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        if any(c in v for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL (header injection)")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in OWNED_HEADERS or name.lower().startswith("content-"):
+                raise ValueError(f"header {name!r} is set by Outpost and cannot be overridden")
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r} contains a line break or NUL (header injection)")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if len(k) > 128 or len(val) > 256:
+                raise ValueError("tag names are at most 128 and values 256 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _whole(self) -> SendRequest:
+        if self.text is None and self.html is None:
+            raise ValueError("at least one of text or html is required")
+        n = len(self.to) + len(self.cc) + len(self.bcc)
+        if n == 0:
+            raise ValueError("at least one recipient (to, cc or bcc) is required")
+        if n > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in all, got {n}")
+        return self
+
+    def recipients(self) -> list[tuple[str, str]]:
+        """(address, field) for each envelope recipient, de-duplicated, in order."""
+        seen: set[str] = set()
+        out: list[tuple[str, str]] = []
+        for field, values in (("to", self.to), ("cc", self.cc), ("bcc", self.bcc)):
+            for v in values:
+                addr = parse_address(v).addr
+                if addr.lower() not in seen:
+                    seen.add(addr.lower())
+                    out.append((addr, field))
+        return out
+
+
+class QueueJob(BaseModel):
+    """The SQS message body: a pointer to a stored message, never the message itself.
+
+    The message and its per-recipient state live in DynamoDB (and S3 for large bodies), so a
+    job of a few dozen bytes stays far below SQS's 256 KiB/1 MiB limits whatever the mail's size.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = 1
+    message_id: str
+    attempt: int = 1
+    not_before: float | None = None  # epoch seconds; SQS delays cap at 15 min, so long waits hop
+
+
+def error_field(exc: ValidationError) -> tuple[str | None, str]:
+    """The first error of a pydantic ValidationError as (field path, message)."""
+    err = exc.errors()[0]
+    parts: list[str] = []
+    for p in err.get("loc", ()):
+        if isinstance(p, int):
+            parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+        elif str(p).startswith("function-"):
+            continue
+        else:
+            parts.append("from" if p == "from_" else str(p))
+    msg = err.get("msg", "invalid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return (".".join(parts) or None), msg

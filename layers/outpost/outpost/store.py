@@ -1,0 +1,353 @@
+"""DynamoDB, S3, SQS and Secrets Manager adapters: the only code that speaks their APIs.
+
+Services receive these objects (built in bootstrap.py); unit tests may pass fakes with the same
+methods. Every state transition of a recipient is a conditional write, so two copies of a job
+(SQS redelivery, a crash and retry) can never both move the same recipient.
+
+MessagesTable layout (single-table; every access is a key or index lookup):
+  pk=MSG#<id>  sk=META                  the message: sender, subject, request spec or S3 pointer
+  pk=MSG#<id>  sk=RCPT#<nnn>            one recipient: state, attempts[], last reply, bounce
+  pk=MSG#<id>  sk=BOUNCE#<nnn>#<hash>   one bounce report for that recipient (idempotent)
+  pk=INBOUND#<s3 key> sk=UNMATCHED|UNPARSED   inbound mail that matched nothing (kept, counted)
+  gsi1: gsi1pk=RCPT#<address>  gsi1sk=<created>#<id>     messages to a recipient
+  gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
+  expires_at: TTL (retention)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .models import OPEN_STATES, QueueJob, RecipientState
+
+_OPEN = [s.value for s in OPEN_STATES]
+
+
+def _to_ddb(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _to_ddb(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_ddb(v) for v in value]
+    return value
+
+
+def _from_ddb(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_ddb(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_from_ddb(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_from_ddb(v) for v in value)
+    return value
+
+
+class _Codec:
+    def __init__(self) -> None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        self._s = TypeSerializer()
+        self._d = TypeDeserializer()
+
+    def item(self, d: Mapping[str, Any]) -> dict:
+        return {k: self._s.serialize(_to_ddb(v)) for k, v in d.items() if v is not None}
+
+    def value(self, v: Any) -> dict:
+        return self._s.serialize(_to_ddb(v))
+
+    def plain(self, item: Mapping[str, Any]) -> dict:
+        return {k: _from_ddb(self._d.deserialize(v)) for k, v in item.items()}
+
+
+_codec: _Codec | None = None
+
+
+def codec() -> _Codec:
+    global _codec
+    if _codec is None:
+        _codec = _Codec()
+    return _codec
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def rcpt_sk(index: int) -> str:
+    return f"RCPT#{index:03d}"
+
+
+@dataclass
+class StoredMessage:
+    meta: dict
+    recipients: list[dict] = field(default_factory=list)
+    bounces: list[dict] = field(default_factory=list)
+
+
+class MessageStore:
+    def __init__(self, ddb: Any, table: str, s3: Any, bucket: str, *,
+                 inline_limit: int = 200_000, retention_days: int = 30) -> None:
+        self.ddb, self.table, self.s3, self.bucket = ddb, table, s3, bucket
+        self.inline_limit, self.retention = inline_limit, retention_days * 86400
+
+    # ---- creation -------------------------------------------------------------------------
+    def create(self, meta: dict, recipients: list[dict], spec: dict, now: float) -> None:
+        """Store a new message and its recipients atomically (one transaction, <= 51 items)."""
+        c = codec()
+        message_id = meta["message_id"]
+        body = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode()
+        expires = int(now + self.retention)
+        meta = dict(meta, pk=f"MSG#{message_id}", sk="META", expires_at=expires,
+                    created_at=_iso(now), created_ts=now)
+        if len(body) > self.inline_limit:
+            key = f"bodies/{message_id}.json"
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+            meta["spec_key"] = key
+        else:
+            meta["spec"] = body.decode()
+        items = [meta]
+        for r in recipients:
+            addr = r["address"].lower()
+            items.append(dict(r, pk=f"MSG#{message_id}", sk=rcpt_sk(r["index"]), expires_at=expires,
+                              created_at=_iso(now), updated_at=_iso(now), attempts=[],
+                              gsi1pk=f"RCPT#{addr}", gsi1sk=f"{_iso(now)}#{message_id}"))
+        self.ddb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": self.table, "Item": c.item(it),
+                     "ConditionExpression": "attribute_not_exists(pk)"}} for it in items])
+
+    # ---- reads ----------------------------------------------------------------------------
+    def load(self, message_id: str) -> StoredMessage | None:
+        c = codec()
+        items: list[dict] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": f"MSG#{message_id}"}}, "ConsistentRead": True}
+        while True:
+            page = self.ddb.query(**kwargs)
+            items.extend(c.plain(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        meta = next((i for i in items if i["sk"] == "META"), None)
+        if meta is None:
+            return None
+        return StoredMessage(
+            meta=meta,
+            recipients=sorted((i for i in items if i["sk"].startswith("RCPT#")), key=lambda i: i["index"]),
+            bounces=[i for i in items if i["sk"].startswith("BOUNCE#")])
+
+    def load_spec(self, meta: dict) -> dict:
+        if "spec" in meta:
+            return json.loads(meta["spec"])
+        obj = self.s3.get_object(Bucket=self.bucket, Key=meta["spec_key"])
+        return json.loads(obj["Body"].read())
+
+    # ---- recipient transitions (all conditional) ------------------------------------------
+    def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
+        """Lease an open recipient for one attempt; False if it is final or leased elsewhere."""
+        return self._update(
+            message_id, index, "SET lease_until = :l",
+            "#st IN (:o0, :o1) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            {":l": now + lease_seconds, ":now": now, ":o0": _OPEN[0], ":o1": _OPEN[1]})
+
+    def release(self, message_id: str, index: int) -> None:
+        self._update(message_id, index, "REMOVE lease_until", "attribute_exists(pk)", {})
+
+    def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
+                       attempt: dict | None, fields: Mapping[str, Any] | None = None) -> bool:
+        """Record an attempt and move an open recipient to `state`. False if it was already final."""
+        sets = ["#st = :s", "updated_at = :u"]
+        values: dict[str, Any] = {":s": state.value, ":u": _iso(now), ":o0": _OPEN[0], ":o1": _OPEN[1]}
+        names: dict[str, str] = {}
+        if attempt is not None:
+            sets.append("attempts = list_append(if_not_exists(attempts, :empty), :a)")
+            values[":a"] = [attempt]
+            values[":empty"] = []
+        removes = ["lease_until"]
+        for i, (k, v) in enumerate((fields or {}).items()):
+            names[f"#f{i}"] = k  # field names may be reserved words ("last")
+            if v is None:
+                removes.append(f"#f{i}")
+            else:
+                sets.append(f"#f{i} = :f{i}")
+                values[f":f{i}"] = v
+        expr = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
+        return self._update(message_id, index, expr, "#st IN (:o0, :o1)", values, names)
+
+    def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
+                     bounce: dict) -> bool:
+        """An asynchronous bounce or complaint: allowed from open or delivered, once."""
+        return self._update(
+            message_id, index,
+            "SET #st = :s, updated_at = :u, bounce = :b REMOVE lease_until, next_attempt_at",
+            "attribute_exists(pk) AND #st IN (:o0, :o1, :d)",
+            {":s": state.value, ":u": _iso(now), ":b": bounce, ":o0": _OPEN[0], ":o1": _OPEN[1],
+             ":d": RecipientState.DELIVERED.value})
+
+    def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
+                names: dict[str, str] | None = None) -> bool:
+        c = codec()
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": rcpt_sk(index)}},
+            "UpdateExpression": expr, "ConditionExpression": cond,
+        }
+        names = dict(names or {})
+        if "#st" in expr or "#st" in cond:
+            names["#st"] = "state"
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if values:
+            kwargs["ExpressionAttributeValues"] = {k: c.value(v) for k, v in values.items()}
+        try:
+            self.ddb.update_item(**kwargs)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    # ---- bounces and orphans --------------------------------------------------------------
+    def put_bounce(self, message_id: str, index: int, bounce_id: str, record: dict, now: float) -> bool:
+        """Store a bounce report once (idempotent on the report's id). False if already there."""
+        item = dict(record, pk=f"MSG#{message_id}", sk=f"BOUNCE#{index:03d}#{bounce_id}",
+                    expires_at=int(now + self.retention),
+                    gsi2pk=f"BOUNCE#{record['address'].lower()}", gsi2sk=f"{_iso(now)}#{message_id}")
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def put_orphan(self, s3_key: str, kind: str, record: dict, now: float) -> bool:
+        item = dict(record, pk=f"INBOUND#{s3_key}", sk=kind.upper(), s3_key=s3_key,
+                    expires_at=int(now + self.retention), gsi2pk=kind.upper(), gsi2sk=_iso(now))
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def orphans(self, kind: str, limit: int = 100) -> list[dict]:
+        page = self.ddb.query(TableName=self.table, IndexName="gsi2",
+                              KeyConditionExpression="gsi2pk = :p",
+                              ExpressionAttributeValues={":p": {"S": kind.upper()}}, Limit=limit)
+        return [codec().plain(i) for i in page.get("Items", [])]
+
+
+class SuppressionStore:
+    def __init__(self, ddb: Any, table: str) -> None:
+        self.ddb, self.table = ddb, table
+
+    def get(self, address: str) -> dict | None:
+        r = self.ddb.get_item(TableName=self.table, Key={"address": {"S": address.lower()}},
+                              ConsistentRead=True)
+        return codec().plain(r["Item"]) if "Item" in r else None
+
+    def suppressed(self, addresses: Iterable[str]) -> set[str]:
+        """Which of these (lowercased) addresses are suppressed: one BatchGetItem per 100."""
+        wanted = sorted({a.lower() for a in addresses})
+        found: set[str] = set()
+        for i in range(0, len(wanted), 100):
+            keys = [{"address": {"S": a}} for a in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ProjectionExpression": "address"}}
+            while request:
+                r = self.ddb.batch_get_item(RequestItems=request)
+                found.update(it["address"]["S"] for it in r["Responses"].get(self.table, []))
+                request = r.get("UnprocessedKeys") or {}
+        return found
+
+    def add(self, address: str, record: dict, now: float) -> bool:
+        """Add a suppression; an existing one is kept (first reason wins). True if new."""
+        item = dict(record, address=address.lower(), created_at=_iso(now))
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(address)")
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def remove(self, address: str) -> bool:
+        r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": address.lower()}},
+                                 ReturnValues="ALL_OLD")
+        return "Attributes" in r
+
+
+class KeyValueTable:
+    """A small hash-keyed table (API keys, domains)."""
+
+    def __init__(self, ddb: Any, table: str, key: str) -> None:
+        self.ddb, self.table, self.key = ddb, table, key
+
+    def get(self, value: str) -> dict | None:
+        r = self.ddb.get_item(TableName=self.table, Key={self.key: {"S": value}})
+        return codec().plain(r["Item"]) if "Item" in r else None
+
+    def put(self, item: dict) -> None:
+        self.ddb.put_item(TableName=self.table, Item=codec().item(item))
+
+    def touch(self, value: str, attribute: str, when: str) -> None:
+        self.ddb.update_item(TableName=self.table, Key={self.key: {"S": value}},
+                             UpdateExpression=f"SET {attribute} = :w",
+                             ExpressionAttributeValues={":w": {"S": when}})
+
+    def scan_all(self) -> list[dict]:
+        """Small admin tables only (keys, domains): listed by the admin CLI, never on a hot path."""
+        out: list[dict] = []
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            r = self.ddb.scan(**kwargs)
+            out.extend(codec().plain(i) for i in r.get("Items", []))
+            if "LastEvaluatedKey" not in r:
+                return out
+            kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+
+class JobQueue:
+    MAX_DELAY = 900  # SQS's DelaySeconds limit
+
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs, self.url = sqs, url
+
+    def send(self, job: QueueJob, delay: float = 0) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=job.model_dump_json(exclude_none=True),
+                              DelaySeconds=max(0, min(self.MAX_DELAY, int(delay))))
+
+
+class SecretStore:
+    """Secrets Manager reads, cached for the life of the container (keys load once)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._cache: dict[str, Any] = {}
+
+    def get_json(self, secret_id: str) -> dict | None:
+        if secret_id not in self._cache:
+            try:
+                r = self.client.get_secret_value(SecretId=secret_id)
+            except self.client.exceptions.ResourceNotFoundException:
+                return None
+            raw = r.get("SecretString") or r["SecretBinary"].decode()
+            try:
+                self._cache[secret_id] = json.loads(raw)
+            except ValueError:
+                self._cache[secret_id] = {"value": raw}
+        return self._cache[secret_id]
+
+    def put_json(self, secret_id: str, value: dict) -> None:
+        raw = json.dumps(value)
+        try:
+            self.client.put_secret_value(SecretId=secret_id, SecretString=raw)
+        except self.client.exceptions.ResourceNotFoundException:
+            self.client.create_secret(Name=secret_id, SecretString=raw)
+        self._cache[secret_id] = value

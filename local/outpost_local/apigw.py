@@ -1,0 +1,121 @@
+"""`sam local start-api` without Docker: HTTP on loopback -> API Gateway REST proxy event -> handler.
+
+The event is the shape API Gateway sends for the template's `/{proxy+}` ANY route (payload
+format 1.0), and the handler's answer is turned back into HTTP the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from .runtime import LocalFunction
+
+log = logging.getLogger("outpost_local.api")
+MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation limit
+STAGE = "prod"
+
+
+def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str) -> dict:
+    url = urlsplit(raw_path)
+    query = parse_qs(url.query, keep_blank_values=True)
+    multi_headers: dict[str, list[str]] = {}
+    for k, v in headers.items():
+        multi_headers.setdefault(k, []).append(v)
+    try:
+        text, is_b64 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, is_b64 = base64.b64encode(body).decode(), True
+    now = time.time()
+    return {
+        "resource": "/{proxy+}",
+        "path": url.path,
+        "httpMethod": method,
+        "headers": dict(headers) or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": url.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "local", "resourcePath": "/{proxy+}", "httpMethod": method,
+            "extendedRequestId": str(uuid.uuid4()), "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "path": f"/{STAGE}{url.path}", "accountId": "123456789012", "protocol": "HTTP/1.1",
+            "stage": STAGE, "domainPrefix": "localhost", "requestTimeEpoch": int(now * 1000),
+            "requestId": str(uuid.uuid4()), "domainName": "localhost", "apiId": "local",
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent"),
+                         "accessKey": None, "accountId": None, "caller": None, "user": None,
+                         "userArn": None, "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
+                         "cognitoAuthenticationType": None, "cognitoAuthenticationProvider": None},
+        },
+        "body": text if body else None,
+        "isBase64Encoded": is_b64,
+    }
+
+
+class ApiServer:
+    def __init__(self, function: LocalFunction, host: str = "127.0.0.1", port: int = 3000) -> None:
+        self.function = function
+        fn = function
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug(fmt, *args)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_PAYLOAD:
+                    self._reply(413, {"Content-Type": "application/json"},
+                                json.dumps({"error": {"code": "payload_too_large",
+                                                      "message": "request body over 6 MB", "field": "body"}}).encode())
+                    return
+                body = self.rfile.read(length) if length else b""
+                event = proxy_event(self.command, self.path, dict(self.headers.items()), body,
+                                    self.client_address[0])
+                try:
+                    res = fn.invoke(event)
+                except Exception:  # noqa: BLE001 - API Gateway answers 502 for a crashed function
+                    log.exception("send API function crashed")
+                    self._reply(502, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}')
+                    return
+                headers = dict(res.get("headers") or {})
+                for k, vs in (res.get("multiValueHeaders") or {}).items():
+                    headers[k] = ", ".join(vs)
+                raw = res.get("body") or ""
+                data = base64.b64decode(raw) if res.get("isBase64Encoded") else raw.encode()
+                self._reply(int(res.get("statusCode", 200)), headers, data)
+
+            def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() != "content-length":
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,146 @@
+"""`make demo`: send a few messages through the HTTP API on the local stack and print what
+happened to each recipient. Exits 0 only if every outcome is the one expected.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from .stack import SENDING_DOMAIN, LocalStack, StackConfig
+
+FINAL = {"delivered", "bounced", "expired", "suppressed", "complained"}
+
+
+def http(stack: LocalStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(stack.api.url + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def send(stack: LocalStack, to: list[str], subject: str) -> str:
+    status, body = http(stack, "POST", "/v1/messages", {
+        "from": f"Outpost Demo <hello@{SENDING_DOMAIN}>", "to": to, "subject": subject,
+        "text": f"{subject}\n\nSent by `make demo` through the embedded local stack.",
+        "html": f"<p>{subject}</p><p>Sent by <code>make demo</code>.</p>"})
+    if status != 202:
+        raise SystemExit(f"POST /v1/messages answered {status}: {body}")
+    return body["id"]
+
+
+def wait(stack: LocalStack, message_id: str, until: Any, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = http(stack, "GET", f"/v1/messages/{message_id}")
+        if status == 200 and until(body):
+            return body
+        if time.monotonic() > deadline:
+            return body
+        time.sleep(0.3)
+
+
+def all_final(body: dict) -> bool:
+    return all(r["state"] in FINAL for r in body["recipients"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    def _term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)  # so the stack (Postfix, moto) is always stopped
+    print("Starting the embedded local stack (moto, DNS, MX hosts, API on :3000)...", flush=True)
+    with LocalStack(StackConfig()) as stack:
+        print(f"  API {stack.api.url}   SMTP port {stack.smtp_port}   DNS {stack.dns.host}:{stack.dns.port}")
+        for d, mx in stack.mx.items():
+            print(f"  MX {d:<18} {mx.ip:<11} {mx.kind}")
+        cases: list[tuple[str, str, str]] = []  # (message id, address, expected)
+        expect: dict[str, str] = {
+            "alice@accept.test": "delivered",
+            "nobody@reject.test": "bounced",
+            "alice@reject.test": "delivered",
+            "bob@greylist.test": "delivered",
+            "carol@bounce-later.test": "bounced",
+        }
+        if "postfix.test" in stack.mx:
+            expect.update({"alice@postfix.test": "delivered", "ghost@postfix.test": "bounced"})
+        m1 = send(stack, ["alice@accept.test"], "Your receipt #1001")
+        m2 = send(stack, ["nobody@reject.test", "alice@reject.test"], "Password reset")
+        m3 = send(stack, ["bob@greylist.test"], "Alert: disk 91% full")
+        m4 = send(stack, ["carol@bounce-later.test"], "Welcome aboard")
+        ids = [m1, m2, m3, m4]
+        if "postfix.test" in stack.mx:
+            ids.append(send(stack, ["alice@postfix.test", "ghost@postfix.test"], "Via Postfix"))
+        results: dict[str, dict] = {}
+        for mid in ids:
+            until = all_final
+            if mid == m4:  # delivered first; the DSN arrives later and turns it into a bounce
+                def until(b: dict) -> bool:
+                    return all(r["state"] == "bounced" for r in b["recipients"])
+            body = wait(stack, mid, until, 90)
+            for r in body["recipients"]:
+                results[r["address"]] = dict(r, message_id=mid)
+        # A second message to the hard-bounced address is suppressed at the API.
+        status, again = http(stack, "POST", "/v1/messages", {
+            "from": f"hello@{SENDING_DOMAIN}", "to": "nobody@reject.test", "subject": "Again", "text": "x"})
+        expect["nobody@reject.test (again)"] = "suppressed"
+        results["nobody@reject.test (again)"] = {"state": again["recipients"][0]["status"] if status == 202 else f"HTTP {status}",
+                                                 "attempts": [], "message_id": again.get("id", "")}
+        _, supp = http(stack, "GET", "/v1/suppressions/nobody@reject.test")
+
+        print("\nPer-recipient outcomes (GET /v1/messages/{id}):")
+        ok = True
+        for addr, want in expect.items():
+            r = results.get(addr, {"state": "missing", "attempts": []})
+            got = r["state"]
+            attempts = r.get("attempts") or []
+            path = " -> ".join(f"{a.get('code') or ''} {a.get('status', '')}".strip() for a in attempts) or "-"
+            extra = ""
+            if r.get("bounce"):
+                b = r["bounce"]
+                extra = f"  [{b.get('source', '')} {b.get('status', '')} {b.get('kind', '')}/{b.get('reason', '')}]"
+            tls = next((a["tls"] for a in reversed(attempts) if a.get("tls")), None)
+            tls_s = f"  TLS {tls['version']} verified={tls['verified']}" if tls else ""
+            mark = "ok " if got == want else "BAD"
+            ok &= got == want
+            print(f"  {mark} {addr:<28} {got:<10} (expected {want:<9}) attempts: {path}{extra}{tls_s}")
+        print(f"\nGET /v1/suppressions/nobody@reject.test -> {json.dumps(supp)}")
+        dkim = _verify_dkim(stack)
+        print(f"DKIM at the receiving MX (dkimpy, keys from the local DNS): {dkim}")
+        ok &= dkim.startswith("pass")
+        print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
+        return 0 if ok else 1
+
+
+def _verify_dkim(stack: LocalStack) -> str:
+    import dkim
+
+    server = stack.mx["accept.test"].server
+    if not server.received:
+        return "no message received"
+    raw = server.received[0].data
+    resolver = stack.dns.resolver()
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        ans = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(b"".join(r.strings) for r in ans)
+
+    results = []
+    n = raw.count(b"DKIM-Signature:")
+    for i in range(n):
+        results.append(dkim.verify(raw, dnsfunc=dnsfunc) if i == 0 else dkim.DKIM(raw).verify(idx=i, dnsfunc=dnsfunc))
+    return ("pass" if results and all(results) else "FAIL") + f" ({n} signatures)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`make dev`: keep the local stack running and print how to talk to it with curl."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from .stack import SENDING_DOMAIN, LocalStack, StackConfig
+
+
+def main(verbose: bool = False) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalStack(StackConfig(quiet=not verbose)) as stack:
+        print(f"""Outpost local stack is up.
+
+  API          {stack.api.url}
+  API key      {stack.api_key}   (scope: admin)
+  AWS endpoint {stack.env['AWS_ENDPOINT_URL']}   (moto: aws --endpoint-url ... works)
+  DNS          {stack.dns.host}:{stack.dns.port}   (dig @{stack.dns.host} -p {stack.dns.port} MX accept.test)
+  SMTP port    {stack.smtp_port}
+  MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}
+
+Try:
+  curl -s {stack.api.url}/v1/messages -H 'Authorization: Bearer {stack.api_key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"from":"hello@{SENDING_DOMAIN}","to":"alice@accept.test","subject":"Hi","text":"Hello"}}'
+  curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
+
+Ctrl-C stops it.""", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0

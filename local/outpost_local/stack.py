@@ -1,0 +1,307 @@
+"""The embedded local stack: Outpost end to end on loopback, no AWS account, no Docker.
+
+  moto (server mode)  the AWS APIs; the template's queues/tables/bucket/secrets created from it
+  DnsServer           authoritative DNS for the test zones (MX, A, PTR, TXT: DKIM, SPF, DMARC)
+  TestPki             a test CA; every MX presents a certificate the sender verifies
+  MX hosts            accept / reject unknown users (550 5.1.1) / greylist (451 4.7.1) /
+                      accept then send a DSN later / Postfix (when installed and root)
+  InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
+  ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
+  SqsPoller           the sender's SQS event source mapping
+
+The handlers are the template's own files, loaded with the environment the template gives
+them; only endpoints, the DNS server, the SMTP port, the CA bundle and the retry schedule are
+local. As root the MX hosts listen on port 25; otherwise on 2525 (OUTPOST_SMTP_PORT tells the
+sender), each on its own 127.0.0.x address.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("outpost_local")
+
+SENDING_DOMAIN = "outpost.test"
+BOUNCE_DOMAIN = "bounces.outpost.test"
+EHLO_HOSTNAME = "mta.outpost.test"
+STACK_NAME = "outpost"
+
+
+@dataclass
+class StackConfig:
+    ip_prefix: str = "127.0.0"  # .1: API, moto, DNS, sender; .2 and up: MX hosts
+    api_port: int = 3000
+    moto_port: int = 4566
+    dns_port: int = 5353
+    smtp_port: int | None = None  # None: 25 as root, else 2525
+    retry_schedule: str = "2,4,8,15,30"  # seconds: fast enough for a demo; AWS uses the default
+    max_lifetime: int | None = None
+    postfix: bool | None = None  # None: when installed and running as root
+    state_dir: Path | None = None
+    quiet: bool = True
+
+    def ip(self, n: int) -> str:
+        return f"{self.ip_prefix}.{n}"
+
+
+@dataclass
+class MxSpec:
+    domain: str
+    ip: str
+    kind: str
+    server: Any = None
+
+
+@dataclass
+class LocalStack:
+    config: StackConfig = field(default_factory=StackConfig)
+
+    def __post_init__(self) -> None:
+        self.components: list[Any] = []
+        self.mx: dict[str, MxSpec] = {}
+        self.api_key: str = ""
+        self.env: dict[str, str] = {}
+        self._moto: subprocess.Popen | None = None
+        self._tmp: str | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for c in reversed(self.components):
+            try:
+                c.stop()
+            except Exception:  # noqa: BLE001 - stop everything we can
+                log.exception("stopping %r", c)
+        self.components.clear()
+        if self._moto is not None:
+            self._moto.terminate()
+            try:
+                self._moto.wait(10)
+            except subprocess.TimeoutExpired:
+                self._moto.kill()
+            self._moto = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _start(self) -> None:
+        cfg = self.config
+        if cfg.state_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="outpost-local-")
+            cfg.state_dir = Path(self._tmp)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        root = os.geteuid() == 0
+        smtp_port = cfg.smtp_port if cfg.smtp_port is not None else (25 if root else 2525)
+        if smtp_port == 0:
+            smtp_port = _free_port(cfg.ip(2))
+        self.smtp_port = smtp_port
+        host = cfg.ip(1)
+
+        # AWS APIs
+        moto_port = cfg.moto_port or _free_port(host)
+        self._moto = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(moto_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(host, moto_port, 30, self._moto)
+        aws_env = {"AWS_ENDPOINT_URL": f"http://{host}:{moto_port}", "AWS_ACCESS_KEY_ID": "testing",
+                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_REGION": "us-east-1"}
+        os.environ.update(aws_env)
+
+        import boto3
+
+        from .provision import provision
+
+        self.stack = provision(boto3.Session(), stack_name=STACK_NAME, parameters={
+            "SendingHostname": EHLO_HOSTNAME, "BounceDomain": BOUNCE_DOMAIN})
+
+        # DNS and PKI
+        from .dns import DnsServer
+        from .pki import TestPki
+
+        self.dns = DnsServer(host, cfg.dns_port)
+        self.dns.start()
+        self.components.append(self.dns)
+        self.pki = TestPki(cfg.state_dir / "pki")
+
+        self.env = dict(self.stack.env())
+        self.env.update(aws_env)
+        self.env.update({
+            "OUTPOST_DNS_SERVERS": f"{host}:{self.dns.port}",
+            "OUTPOST_SMTP_PORT": str(smtp_port),
+            "OUTPOST_CA_BUNDLE": str(self.pki.ca_bundle),
+            "OUTPOST_RETRY_SCHEDULE": cfg.retry_schedule,
+            "POWERTOOLS_DEV": "false",
+        })
+        if cfg.max_lifetime:
+            self.env["OUTPOST_MAX_LIFETIME"] = str(cfg.max_lifetime)
+        if cfg.quiet:
+            self.env["LOG_LEVEL"] = "WARNING"
+            self.env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            self.env["POWERTOOLS_METRICS_DISABLED"] = "true"
+        os.environ.update(self.env)
+
+        self._publish_sender_dns(host)
+        self._setup_domain()
+        self._start_functions()
+        self._start_mx_hosts(root)
+        self._start_inbound()
+        self._start_api_and_poller(host)
+        from outpost.api.auth import KeyRing
+        from outpost.bootstrap import api_keys_table
+
+        self.api_key, _ = KeyRing(api_keys_table()).create("local admin", ["admin"])
+
+    # ---- pieces -------------------------------------------------------------------------------
+    def _publish_sender_dns(self, host: str) -> None:
+        d = self.dns
+        d.add(EHLO_HOSTNAME, "A", host)
+        rev = ".".join(reversed(host.split("."))) + ".in-addr.arpa"
+        d.add(rev, "PTR", EHLO_HOSTNAME)
+        d.add(SENDING_DOMAIN, "TXT", f"v=spf1 ip4:{host} -all")
+        d.add(f"_dmarc.{SENDING_DOMAIN}", "TXT", f"v=DMARC1; p=reject; rua=mailto:dmarc@{SENDING_DOMAIN}")
+
+    def _setup_domain(self) -> None:
+        """A verified sending domain: DKIM keys (RSA + Ed25519) in Secrets Manager and in DNS."""
+        from outpost.bootstrap import dkim_secret_id, domains_table, secrets
+        from outpost.signing import dns_name, dns_txt_value, generate_key, secret_from_keys
+
+        selector = time.strftime("s%Y%m%d")
+        keys = [generate_key(SENDING_DOMAIN, selector, "rsa-sha256"),
+                generate_key(SENDING_DOMAIN, selector + "e", "ed25519-sha256")]
+        secrets().put_json(dkim_secret_id(SENDING_DOMAIN), secret_from_keys(SENDING_DOMAIN, keys))
+        for k in keys:
+            self.dns.add(dns_name(k), "TXT", dns_txt_value(k))
+        domains_table().put({"domain": SENDING_DOMAIN, "verified": True, "selectors": [k.selector for k in keys],
+                             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        self.dkim_keys = keys
+
+    def _start_functions(self) -> None:
+        from .runtime import LocalFunction
+
+        self.functions = {k: LocalFunction(f) for k, f in self.stack.functions.items()}
+
+    def _add_mx(self, domain: str, n: int, kind: str, behaviour: Any) -> None:
+        from .mx import MxServer
+
+        ip = self.config.ip(n)
+        name = f"mx.{domain}"
+        self.dns.add(domain, "MX", (10, name))
+        self.dns.add(name, "A", ip)
+        server = MxServer(ip, self.smtp_port, behaviour, self.pki.server_context(name), hostname=name)
+        server.start()
+        self.components.append(server)
+        self.mx[domain] = MxSpec(domain, ip, kind, server)
+
+    def _start_mx_hosts(self, root: bool) -> None:
+        from .mx import Accept, AcceptThenBounce, Greylist, RejectUnknown, resolve_via_dns
+
+        self._add_mx("accept.test", 2, "accepts everything", Accept())
+        self._add_mx("reject.test", 3, "rejects unknown users (550 5.1.1); knows alice",
+                     RejectUnknown({"alice"}))
+        self._add_mx("greylist.test", 4, "greylists the first attempt (451 4.7.1)", Greylist())
+        resolve = resolve_via_dns(self.dns.resolver(), self.smtp_port)
+        self._add_mx("bounce-later.test", 5, "accepts, then sends a DSN (5.1.1) to the return path",
+                     AcceptThenBounce(resolve=resolve, reporting_mta="mx.bounce-later.test",
+                                      status="5.1.1",
+                                      diagnostic="smtp; 550 5.1.1 <addr>: Recipient address rejected: mailbox unavailable",
+                                      tls_context=self.pki.client_context()))
+        want_postfix = self.config.postfix
+        from .postfix import postfix_available
+
+        if want_postfix is None:
+            want_postfix = root and postfix_available() is None
+        if want_postfix:
+            self._start_postfix()
+
+    def _start_postfix(self) -> None:
+        from .postfix import PostfixInstance
+
+        ip = self.config.ip(7)
+        domain = "postfix.test"
+        name = f"mx.{domain}"
+        pf = PostfixInstance(self.config.state_dir / "postfix", ip, self.smtp_port, domain, {"alice", "bob"},
+                             self.pki.cert_files(name), hostname=name)
+        pf.start()
+        self.components.append(pf)
+        self.dns.add(domain, "MX", (10, name))
+        self.dns.add(name, "A", ip)
+        self.mx[domain] = MxSpec(domain, ip, "Postfix from Debian: knows alice and bob", pf)
+
+    def _start_inbound(self) -> None:
+        from .inbound import InboundListener
+
+        ip = self.config.ip(6)
+        name = f"inbound.{BOUNCE_DOMAIN}"
+        self.dns.add(BOUNCE_DOMAIN, "MX", (10, name))
+        self.dns.add(name, "A", ip)
+        self.inbound = InboundListener(
+            host=ip, port=self.smtp_port, domain=BOUNCE_DOMAIN, s3=_client("s3"),
+            bucket=self.env["OUTPOST_BUCKET"], prefix=os.environ.get("OUTPOST_INBOUND_SES_PREFIX", "inbound/ses/"),
+            function=self.functions["BounceProcessorFunction"], tls_context=self.pki.server_context(name))
+        self.inbound.start()
+        self.components.append(self.inbound)
+
+    def _start_api_and_poller(self, host: str) -> None:
+        from .apigw import ApiServer
+        from .poller import SqsPoller
+
+        self.api = ApiServer(self.functions["SendApiFunction"], host, self.config.api_port)
+        self.api.start()
+        self.components.append(self.api)
+        sender = self.stack.functions["SenderFunction"]
+        ev = next(e for e in sender.events.values() if e["Type"] == "SQS")["Properties"]
+        self.poller = SqsPoller(_client("sqs"), self.stack.physical["SendQueue"],
+                                self.stack.attributes[("SendQueue", "Arn")], self.functions["SenderFunction"],
+                                batch_size=int(ev.get("BatchSize", 10)),
+                                window=float(ev.get("MaximumBatchingWindowInSeconds", 0)))
+        self.poller.start()
+        self.components.append(self.poller)
+
+
+def _client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {host}:{port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")

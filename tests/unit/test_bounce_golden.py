@@ -1,0 +1,59 @@
+"""Golden tests: real bounces from each supported MTA family (tests/golden/bounces/<family>/),
+each ``name.eml`` beside the ``name.json`` it must parse to.  Origins: SOURCES.md there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from outpost.bounces import parse_bounce
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bounces"
+CASES = sorted(GOLDEN.glob("*/*.eml"))
+FIELDS = ("address", "status", "action", "kind", "reason", "reply_code")
+
+
+def _view(raw: bytes) -> dict:
+    rep = parse_bounce(raw)
+    return {
+        "kind": rep.kind,
+        "family": rep.family,
+        "recipients": [{f: getattr(r, f) for f in FIELDS} for r in rep.recipients],
+    }
+
+
+def test_every_family_has_a_sample() -> None:
+    families = {p.parent.name for p in CASES}
+    for fam in ("rfc3464", "postfix", "exim", "qmail", "exchange", "notes", "imailserver",
+                "gmail", "mfilter", "webmail", "generic", "arf", "rfc3834", "dragonfly"):
+        assert fam in families, fam
+    for p in CASES:
+        assert p.with_suffix(".json").exists(), p
+
+
+@pytest.mark.parametrize("eml", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
+def test_golden(eml: Path) -> None:
+    expected = json.loads(eml.with_suffix(".json").read_text())
+    assert _view(eml.read_bytes()) == expected
+
+
+@pytest.mark.parametrize("eml", CASES, ids=[f"{p.parent.name}/{p.stem}" for p in CASES])
+def test_line_endings_do_not_matter(eml: Path) -> None:
+    # RFC 5322 says CRLF; real bounces arrive with LF, CRLF or bare CR (old Mac MTAs).
+    raw = eml.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    lf = _view(raw)
+    assert _view(raw.replace(b"\n", b"\r\n")) == lf
+    assert _view(raw.replace(b"\n", b"\r")) == lf
+
+
+def test_report_carries_the_original_message() -> None:
+    rep = parse_bounce((GOLDEN / "rfc3464" / "rhost-tencent-01.eml").read_bytes())
+    assert rep.reporting_mta == "mail.example.net"
+    assert rep.arrival_date and rep.arrival_date.startswith("Thu,")
+    names = [k.lower() for k, _ in rep.original_headers]
+    assert "received" in names and "from" in names
+    assert rep.to_addresses  # the bounce's own To:, where a VERP token would be
+    r = rep.recipients[0]
+    assert r.remote_mta == "mx3.qq.com"
+    assert r.original_recipient == "nekochan@qq.example.cn"
