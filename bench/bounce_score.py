@@ -16,6 +16,7 @@ Counting rules (stated so the figures can be judged):
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,10 +38,13 @@ def sisimai_throughput(paths: list[str]) -> tuple[float, int] | str:
     probe = subprocess.run(["perl", "-MSisimai", "-e", "1"], capture_output=True)
     if probe.returncode != 0:
         return "perl Sisimai (libsisimai-perl) not installed"
+    # Best of 3 passes, like ours, so that one noisy pass does not decide the comparison.
     script = (
-        "use Sisimai; use Time::HiRes qw(time); my @f = <STDIN>; chomp @f; my $n = 0;"
-        "my $t = time; for my $p (@f) { my $v = Sisimai->make($p); $n += scalar @{ $v || [] } }"
-        "printf \"%.6f %d\\n\", time - $t, $n;"
+        "use Sisimai; use Time::HiRes qw(time); my @f = <STDIN>; chomp @f; my ($best, $n);"
+        "for my $pass (1..3) { $n = 0; my $t = time;"
+        " for my $p (@f) { my $v = Sisimai->make($p); $n += scalar @{ $v || [] } }"
+        " my $d = time - $t; $best = $d if !defined $best || $d < $best }"
+        "printf \"%.6f %d\\n\", $best, $n;"
     )
     r = subprocess.run(["taskset", "-c", "0", "perl", "-e", script] if shutil.which("taskset")
                        else ["perl", "-e", script], input="\n".join(paths) + "\n",
@@ -59,7 +63,13 @@ def main(argv: list[str]) -> int:
     paths = [str(corpus / r["path"]) for r in rows]
     raws = [Path(p).read_bytes() for p in paths]
 
-    # Throughput: parse everything (best of 3 passes, one core, files already in memory).
+    # Throughput: parse everything (best of 3 passes, files already in memory), pinned to
+    # the same core as the Sisimai run below so both see the same machine.
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {0})
+        except OSError:
+            pass
     best = float("inf")
     reports = []
     for _ in range(3):
@@ -119,15 +129,15 @@ def main(argv: list[str]) -> int:
     print(f"reason agreement      {pct(reason_ok, match_n)}")
     print(f"extra recipients in files Sisimai did not recognise: {extra_n}")
     print(f"throughput (ours)     {len(raws) / best:8.0f} msg/s  "
-          f"({best * 1000:.0f} ms for {len(raws)} files, best of 3, one process)")
+          f"({best * 1000:.0f} ms for {len(raws)} files, best of 3, one core)")
     s = sisimai_throughput(paths)
     if isinstance(s, str):
         print(f"throughput (Sisimai)  skipped: {s}")
     else:
         secs, n = s
         print(f"throughput (Sisimai)  {len(paths) / secs:8.0f} msg/s  "
-              f"({secs * 1000:.0f} ms for {len(paths)} files, {n} results, Debian "
-              f"libsisimai-perl, one core)")
+              f"({secs * 1000:.0f} ms for {len(paths)} files, best of 3, {n} results, Debian "
+              f"libsisimai-perl, same core)")
     return 0
 
 

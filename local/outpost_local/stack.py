@@ -163,6 +163,9 @@ class LocalStack:
             self.env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
             self.env["POWERTOOLS_METRICS_DISABLED"] = "true"
         os.environ.update(self.env)
+        from outpost.bootstrap import reset
+
+        reset()  # a previous stack in this process may have cached clients and settings
 
         self._publish_sender_dns(host)
         self._setup_domain()

@@ -119,10 +119,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def function_env(template: dict[str, Any], logical_id: str, provisioned: dict[str, str]) -> dict[str, str]:
-    """The function's variables as the template defines them, intrinsics filled from the env file."""
+def function_env(
+    template: dict[str, Any], logical_id: str, provisioned: dict[str, str]
+) -> dict[str, str]:
+    """The function's variables per the template, intrinsics filled from the env file."""
     merged: dict[str, Any] = {}
-    merged.update(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    merged.update(
+        template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    )
     props = template["Resources"][logical_id]["Properties"]
     merged.update(props.get("Environment", {}).get("Variables", {}))
     out: dict[str, str] = {}
@@ -135,7 +139,9 @@ def function_env(template: dict[str, Any], logical_id: str, provisioned: dict[st
         else:
             unresolved.append(key)
     if unresolved:
-        raise SystemExit(f"{logical_id}: the env file has no value for {', '.join(sorted(unresolved))}")
+        raise SystemExit(
+            f"{logical_id}: the env file has no value for {', '.join(sorted(unresolved))}"
+        )
     # The env file wins for everything else it sets too (endpoints, DNS server, ports).
     out.update(provisioned)
     return out
@@ -150,8 +156,18 @@ def free_port() -> int:
 class Emulator:
     """One function under the RIE: a process group we own, stopped by its own id."""
 
-    def __init__(self, *, rie: Path, python: Path, build_dir: Path, template: dict[str, Any],
-                 logical_id: str, provisioned: dict[str, str], endpoint: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        rie: Path,
+        python: Path,
+        build_dir: Path,
+        template: dict[str, Any],
+        logical_id: str,
+        provisioned: dict[str, str],
+        endpoint: str,
+        log_path: Path,
+    ) -> None:
         props = template["Resources"][logical_id]["Properties"]
         globals_fn = template.get("Globals", {}).get("Function", {})
         task_root = build_dir / props["CodeUri"]
@@ -182,11 +198,21 @@ class Emulator:
         self._log = log_path.open("wb")
         try:
             self.proc = subprocess.Popen(
-                [str(rie),
-                 "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-                 "--runtime-api-address", f"127.0.0.1:{free_port()}",
-                 str(python), "-m", "awslambdaric", handler],
-                cwd=task_root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                [
+                    str(rie),
+                    "--runtime-interface-emulator-address",
+                    f"127.0.0.1:{self.port}",
+                    "--runtime-api-address",
+                    f"127.0.0.1:{free_port()}",
+                    str(python),
+                    "-m",
+                    "awslambdaric",
+                    handler,
+                ],
+                cwd=task_root,
+                env=env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError:
@@ -213,11 +239,20 @@ class Emulator:
     def invoke(self, event: dict[str, Any], timeout: float) -> Any:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations",
-            data=json.dumps(event).encode(), method="POST",
+            data=json.dumps(event).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read() or b"null")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            # The emulator answers 502 when the runtime dies, with the error document as body.
+            body = exc.read()
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise RuntimeError(f"emulator answered {exc.code}: {body[:300]!r}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -244,9 +279,15 @@ def run(args: argparse.Namespace) -> int:
                 emu = emulators.get(case.function)
                 if emu is None:
                     emu = emulators[case.function] = Emulator(
-                        rie=args.rie, python=args.python, build_dir=build_dir, template=template,
-                        logical_id=case.function, provisioned=provisioned, endpoint=args.endpoint,
-                        log_path=args.log_dir / f"{case.function}.log")
+                        rie=args.rie,
+                        python=args.python,
+                        build_dir=build_dir,
+                        template=template,
+                        logical_id=case.function,
+                        provisioned=provisioned,
+                        endpoint=args.endpoint,
+                        log_path=args.log_dir / f"{case.function}.log",
+                    )
                 event = json.loads((EVENTS / case.event).read_text())
                 if case.rewrite:
                     event = case.rewrite(event, provisioned)
@@ -276,7 +317,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-dir", type=Path, required=True)
     parser.add_argument("--env-file", type=Path, required=True)
-    parser.add_argument("--python", type=Path, required=True, help="python3.12 with awslambdaric and boto3")
+    parser.add_argument(
+        "--python", type=Path, required=True, help="python3.12 with awslambdaric and boto3"
+    )
     parser.add_argument("--rie", type=Path, required=True)
     parser.add_argument("--endpoint", required=True, help="AWS endpoint (moto server)")
     parser.add_argument("--log-dir", type=Path, default=Path(".aws-sam"))

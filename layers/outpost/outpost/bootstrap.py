@@ -105,17 +105,22 @@ def delivery_service() -> Any:
     from .delivery.transport import SmtpConnector
     from .mx import MxResolver
     from .telemetry import metrics
+    from .tls_policy import HttpsPolicyFetcher, MtaSts
 
     s = settings()
     resolver = MxResolver(s.dns_servers, ipv6=s.ipv6)
     key = verp_key()
+    # MTA-STS policies are fetched with the same trust store as MX certificates, and the
+    # policy host is resolved through the same DNS servers (the local stack's, in tests).
+    mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(
+        lambda name: list(resolver.addresses(name)), ca_bundle=s.ca_bundle))
     return DeliveryService(
         settings=s, store=message_store(), suppressions=suppression_store(), queue=job_queue(),
         resolve_mx=resolver.resolve,
         connector=SmtpConnector(s.ehlo_hostname, port=s.smtp_port, ca_bundle=s.ca_bundle),
         signer_for=signer_for,
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
-        count=metrics().count)
+        count=metrics().count, tls_policy_for=mta_sts)
 
 
 @cache
@@ -140,3 +145,14 @@ def bounce_service() -> Any:
     return BounceService(store=message_store(), suppressions=suppression_store(), s3=aws("s3"),
                          bucket=s.bucket, verp_key=verp_key(), bounce_domain=s.bounce_domain,
                          count=metrics().count)
+
+
+def reset() -> None:
+    """Forget every cached client and setting (a new local stack in the same process, tests)."""
+    from . import config
+
+    config.settings.cache_clear()
+    for fn in (aws, message_store, suppression_store, domains_table, api_keys_table, job_queue,
+               secrets, verp_key, delivery_service, api_app, bounce_service):
+        fn.cache_clear()
+    _signers.clear()

@@ -33,6 +33,17 @@ def _hostport(raw: str | None, default_port: int) -> list[tuple[str, int]]:
     return out
 
 
+def _ip(raw: str | None) -> str | None:
+    """An IP address, or None: the template passes "" (or an unresolved placeholder locally)
+    when the stack does not own the sender's network, and SPF must never list garbage."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address((raw or "").strip()))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Settings:
     messages_table: str = "outpost-messages"
@@ -54,6 +65,13 @@ class Settings:
     inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
     retention_days: int = 30
     inbound_ses_prefix: str = "inbound/ses/"
+    # ---- send API (issue 5) ----
+    idempotency_table: str = "outpost-idempotency"
+    sender_ip: str | None = None  # the sender's public (Elastic) IP, for the SPF record we suggest
+    region: str = "us-east-1"  # for the bounce domain's SES inbound MX
+    api_rate: float = 20.0  # requests per second per API key (token bucket, per container)
+    api_burst: int = 40  # bucket size per API key
+    dkim_grace_days: int = 7  # a rotated-out DKIM key stays published and loadable this long
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -78,6 +96,12 @@ class Settings:
             ipv6=e.get("OUTPOST_IPV6", "").lower() in ("1", "true", "yes"),
             retention_days=int(e.get("OUTPOST_RETENTION_DAYS", d.retention_days)),
             inbound_ses_prefix=e.get("OUTPOST_INBOUND_SES_PREFIX", d.inbound_ses_prefix),
+            idempotency_table=e.get("OUTPOST_IDEMPOTENCY_TABLE", d.idempotency_table),
+            sender_ip=_ip(e.get("OUTPOST_SENDER_IP")),
+            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or d.region,
+            api_rate=float(e.get("OUTPOST_API_RATE", d.api_rate)),
+            api_burst=int(e.get("OUTPOST_API_BURST", d.api_burst)),
+            dkim_grace_days=int(e.get("OUTPOST_DKIM_GRACE_DAYS", d.dkim_grace_days)),
         )
 
 

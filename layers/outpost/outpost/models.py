@@ -153,6 +153,18 @@ class SendRequest(BaseModel):
             raise ValueError(f"at most {MAX_RECIPIENTS} recipients in all, got {n}")
         return self
 
+    def encoded_size(self) -> int:
+        """An upper estimate of the MIME message's size in bytes, for the 40 MB limit.
+
+        Bodies go out quoted-printable or base64 (at most 4/3 of their UTF-8 size, plus a
+        CRLF every 76 characters); attachments arrive base64 already and keep that size.
+        """
+        body = sum(len(b.encode("utf-8")) for b in (self.text, self.html) if b)
+        attached = sum(len(a.content) for a in self.attachments)
+        heads = sum(len(k) + len(v.encode("utf-8")) + 4 for k, v in self.headers.items())
+        addresses = sum(len(a) + 2 for a in (*self.to, *self.cc, *self.reply_to, self.from_))
+        return (body * 4 // 3 + attached) * 78 // 76 + heads + addresses + len(self.subject) * 2 + 2048
+
     def recipients(self) -> list[tuple[str, str]]:
         """(address, field) for each envelope recipient, de-duplicated, in order."""
         seen: set[str] = set()
@@ -196,3 +208,203 @@ def error_field(exc: ValidationError) -> tuple[str | None, str]:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return (".".join(parts) or None), msg
+
+
+# ---------------------------------------------------------------------------------------------
+# API bodies besides SendRequest, and the responses (they make the OpenAPI document's schemas;
+# Powertools validates every response against its route's return type).
+# ---------------------------------------------------------------------------------------------
+MAX_BATCH = 500
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+class RecipientStatus(BaseModel):
+    address: str
+    status: Literal["queued", "suppressed"]
+
+
+class SendResponse(BaseModel):
+    """202: accepted. Suppressed recipients are not sent to; the others are queued."""
+
+    id: str
+    recipients: list[RecipientStatus]
+
+
+class BatchRequest(BaseModel):
+    """`POST /v1/messages/batch`: each message is validated and answered on its own, so one bad
+    message does not reject the others (items are checked against SendRequest one by one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description="up to 500 bodies, each as for POST /v1/messages")
+
+
+class BatchResult(BaseModel):
+    index: int
+    status: int = Field(description="202 accepted, or the status the single send would have had")
+    id: str | None = None
+    recipients: list[RecipientStatus] | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchResult]
+
+
+class Attempt(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    at: str | None = None
+    mx: str | None = None
+    tls: Any = None
+    reply: Any = None
+
+
+class RecipientView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    address: str
+    field: str | None = None
+    state: str
+    updated_at: str | None = None
+    next_attempt_at: str | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    last: dict[str, Any] | None = None
+    bounce: dict[str, Any] | None = None
+    bounces: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class MessageView(BaseModel):
+    id: str
+    from_: str = Field(alias="from")
+    subject: str
+    created_at: str
+    expires_at: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    tls: str | None = None
+    status: str
+    recipients: list[RecipientView]
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class MessageListItem(BaseModel):
+    """One recipient of one message (a message to three recipients is three items)."""
+
+    id: str
+    recipient: str
+    status: str
+    created_at: str
+    updated_at: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    subject: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class MessageList(BaseModel):
+    items: list[MessageListItem]
+    next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page")
+
+
+class BounceView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message_id: str
+    address: str
+    type: str
+    kind: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    diagnostic: str | None = None
+    reporting_mta: str | None = None
+    remote_mta: str | None = None
+    received_at: str
+
+
+class BounceList(BaseModel):
+    items: list[BounceView]
+    next_cursor: str | None = None
+
+
+class SuppressionView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    address: str
+    source: str | None = None
+    reason: str | None = None
+    kind: str | None = None
+    message_id: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    created_at: str | None = None
+    added_by: str | None = None
+    history: list[dict[str, Any]] | None = None
+
+
+class SuppressionList(BaseModel):
+    items: list[SuppressionView]
+    next_cursor: str | None = None
+
+
+class SuppressionPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="manual", min_length=1, max_length=256)
+
+    @field_validator("reason")
+    @classmethod
+    def _no_breaks(cls, v: str) -> str:
+        if any(c in v for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL")
+        return v
+
+
+class SuppressionRemoved(BaseModel):
+    address: str
+    removed_at: str
+    removed_by: str
+
+
+class DomainCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str = Field(min_length=3, max_length=253, description="the domain you send from")
+    mta_sts: bool = Field(default=False, description="also suggest an MTA-STS policy (RFC 8461)")
+
+
+class DnsRecord(BaseModel):
+    purpose: str = Field(description="dkim, spf, dmarc, bounce_mx, mta_sts")
+    type: str
+    name: str
+    value: str
+    required: bool = True
+    status: Literal["verified", "missing", "wrong", "unchecked", "retiring"] = "unchecked"
+    found: list[str] = Field(default_factory=list, description="what DNS answered")
+    note: str | None = None
+
+
+class DomainView(BaseModel):
+    domain: str
+    verified: bool = Field(description="DKIM verified: sending from this domain is allowed")
+    created_at: str | None = None
+    verified_at: str | None = None
+    selectors: list[str] = Field(default_factory=list)
+    pending_selectors: list[str] = Field(default_factory=list)
+    records: list[DnsRecord]
+    mta_sts_policy: str | None = None

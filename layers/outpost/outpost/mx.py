@@ -5,7 +5,13 @@
 - A null MX (`0 .`) is a permanent failure, 5.1.10.
 - NXDOMAIN is permanent (5.1.2); SERVFAIL, timeouts and unreachable servers are transient (4.4.3).
 - IPv4 by default; IPv6 only when enabled (Gmail rejects IPv6 senders without reverse DNS).
-- Answers are cached in the container for their TTL (dnspython's Cache honours it).
+  With IPv6 on, each host's IPv4 addresses are still tried before its IPv6 ones.
+- Answers are cached in the container for their TTL (dnspython's Cache honours it), so a
+  batch of messages to one domain asks DNS once.
+- At most 5 MX hosts per attempt (Postfix's smtp_mx_session_limit order of magnitude).
+
+The resolver also answers the TXT lookups of MTA-STS (`txt`) and the address lookup of the
+policy host (`addresses`), with the same cache and the same servers.
 """
 
 from __future__ import annotations
@@ -62,6 +68,16 @@ class MxResolver:
                            permanent=False, status="4.4.3") from None
         except dns.exception.DNSException as exc:
             raise DnsError(f"{name} {rtype}: {exc}", permanent=False, status="4.4.3") from None
+
+    def txt(self, name: str) -> list[str]:
+        """TXT strings at `name` ([] for NXDOMAIN or NODATA); DnsError when DNS fails."""
+        try:
+            answers = self._query(name, "TXT")
+        except DnsError as exc:
+            if exc.permanent:
+                return []
+            raise
+        return [b"".join(a.strings).decode("utf-8", "replace") for a in answers or ()]
 
     def addresses(self, host: str) -> tuple[str, ...]:
         out: list[str] = []

@@ -87,6 +87,53 @@ def rcpt_sk(index: int) -> str:
     return f"RCPT#{index:03d}"
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of an index query: plain items and the key to continue from (None: the end)."""
+
+    items: list[dict]
+    last_key: dict[str, str] | None
+
+
+def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
+               sk_from: tuple[str, str] | None = None, limit: int = 50,
+               start_key: dict[str, str] | None = None, newest_first: bool = True,
+               filters: Mapping[str, Any] | None = None) -> Page:
+    """Query one partition (of the table or a GSI), newest first, from `start_key`.
+
+    `filters` are attribute == value conditions applied after the key lookup (DynamoDB reads,
+    then drops, what does not match: a FilterExpression, never a Scan). A page may hold fewer
+    than `limit` items and still have a `last_key`; callers loop until they have enough.
+    """
+    c = codec()
+    names = {"#pk": pk[0]}
+    values: dict[str, Any] = {":pk": c.value(pk[1])}
+    cond = "#pk = :pk"
+    if sk_from is not None:
+        names["#sk"] = sk_from[0]
+        values[":sk"] = c.value(sk_from[1])
+        cond += " AND #sk >= :sk"
+    kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": cond,
+                              "ScanIndexForward": not newest_first, "Limit": limit}
+    if index:
+        kwargs["IndexName"] = index
+    parts = []
+    for i, (k, v) in enumerate((filters or {}).items()):
+        names[f"#f{i}"] = k
+        values[f":f{i}"] = c.value(v)
+        parts.append(f"#f{i} = :f{i}")
+    if parts:
+        kwargs["FilterExpression"] = " AND ".join(parts)
+    kwargs["ExpressionAttributeNames"] = names
+    kwargs["ExpressionAttributeValues"] = values
+    if start_key:
+        kwargs["ExclusiveStartKey"] = {k: {"S": v} for k, v in start_key.items()}
+    r = ddb.query(**kwargs)
+    last = r.get("LastEvaluatedKey")
+    return Page([c.plain(i) for i in r.get("Items", [])],
+                {k: v["S"] for k, v in last.items()} if last else None)
+
+
 @dataclass
 class StoredMessage:
     meta: dict
@@ -244,6 +291,29 @@ class MessageStore:
                               ExpressionAttributeValues={":p": {"S": kind.upper()}}, Limit=limit)
         return [codec().plain(i) for i in page.get("Items", [])]
 
+    # ---- API reads and the audit log (issue 5) --------------------------------------------
+    def page(self, *, index: str | None, pk: tuple[str, str], sk_from: tuple[str, str] | None = None,
+             limit: int = 50, start_key: dict[str, str] | None = None,
+             filters: Mapping[str, Any] | None = None) -> Page:
+        return query_page(self.ddb, self.table, index=index, pk=pk, sk_from=sk_from, limit=limit,
+                          start_key=start_key, filters=filters)
+
+    def put_event(self, partition: str, record: dict, now: float) -> None:
+        """Append an audit event (e.g. a suppression removed: who and when) under `partition`.
+
+        Audit events carry no `expires_at`: they outlive message retention on purpose.
+        """
+        import secrets as _secrets
+
+        item = dict(record, pk=partition, sk=f"EVENT#{_iso(now)}#{_secrets.token_hex(4)}", at=_iso(now))
+        self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                          ConditionExpression="attribute_not_exists(pk)")
+
+    def events(self, partition: str, limit: int = 20) -> list[dict]:
+        """The newest audit events of `partition`."""
+        return query_page(self.ddb, self.table, index=None, pk=("pk", partition),
+                          sk_from=("sk", "EVENT#"), limit=limit).items
+
 
 class SuppressionStore:
     def __init__(self, ddb: Any, table: str) -> None:
@@ -282,6 +352,14 @@ class SuppressionStore:
                                  ReturnValues="ALL_OLD")
         return "Attributes" in r
 
+    def page(self, *, source: str, since: str | None = None, limit: int = 50,
+             start_key: dict[str, str] | None = None) -> Page:
+        """Suppressions from one source (bounce, complaint, manual), newest first: the
+        `by_source` index (source / created_at), so listing never scans the table."""
+        return query_page(self.ddb, self.table, index="by_source", pk=("source", source),
+                          sk_from=("created_at", since) if since else None, limit=limit,
+                          start_key=start_key)
+
 
 class KeyValueTable:
     """A small hash-keyed table (API keys, domains)."""
@@ -312,6 +390,39 @@ class KeyValueTable:
                 return out
             kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
+    def update(self, value: str, fields: Mapping[str, Any], *, condition_exists: bool = True) -> dict:
+        """Set attributes of an existing item (None removes one); returns the new item."""
+        c = codec()
+        names: dict[str, str] = {"#k": self.key}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for i, (k, v) in enumerate(fields.items()):
+            names[f"#a{i}"] = k
+            if v is None:
+                removes.append(f"#a{i}")
+            else:
+                sets.append(f"#a{i} = :a{i}")
+                values[f":a{i}"] = c.value(v)
+        expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {self.key: {"S": value}},
+                                  "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
+                                  "ReturnValues": "ALL_NEW"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if condition_exists:
+            kwargs["ConditionExpression"] = "attribute_exists(#k)"
+        return c.plain(self.ddb.update_item(**kwargs)["Attributes"])
+
+    def put_new(self, item: dict) -> bool:
+        """Put an item only if its key is free. False if it already exists."""
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(#k)",
+                              ExpressionAttributeNames={"#k": self.key})
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
 
 class JobQueue:
     MAX_DELAY = 900  # SQS's DelaySeconds limit
@@ -322,6 +433,17 @@ class JobQueue:
     def send(self, job: QueueJob, delay: float = 0) -> None:
         self.sqs.send_message(QueueUrl=self.url, MessageBody=job.model_dump_json(exclude_none=True),
                               DelaySeconds=max(0, min(self.MAX_DELAY, int(delay))))
+
+    def send_many(self, jobs: list[QueueJob]) -> list[str]:
+        """Enqueue jobs ten per SendMessageBatch call; returns the message ids that failed."""
+        failed: list[str] = []
+        for i in range(0, len(jobs), 10):
+            chunk = jobs[i:i + 10]
+            r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)}
+                for n, j in enumerate(chunk)])
+            failed.extend(chunk[int(f["Id"])].message_id for f in r.get("Failed", []))
+        return failed
 
 
 class SecretStore:

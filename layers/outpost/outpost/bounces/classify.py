@@ -76,7 +76,7 @@ _RETRY = frozenset(
 # "550 5.1.1" (RFC 2034 style reply), then any bare code.
 _STATUS_RES = (
     re.compile(r" ?\(#([45]\.\d\.\d{1,3})\)? ?"),
-    re.compile(r"\b\d{3}[ -]#?([45]\.\d\.\d{1,3})\b"),
+    re.compile(r"\b\d{3}[ -]['\"]?#?([45]\.\d\.\d{1,3})\b"),
     re.compile(r"\b([45]\.\d\.\d{1,3})\b"),
     re.compile(r"\b(2\.[0-7]\.[0-7])\b"),
 )

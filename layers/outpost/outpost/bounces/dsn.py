@@ -74,6 +74,7 @@ _AUTOREPLY_HEADERS = (
         r"|auto(?:matic)?[- ]?reply\b|abwesenheitsnotiz|r[ée]ponse automatique)", re.I)),
 )
 # Bounces from these senders are never auto-replies even with an Auto-Submitted header.
+_PROBE_HEADERS = ("X-SES-Outgoing", "X-Mailer", "X-Failed-Recipients")
 _DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", re.I)
 _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 
@@ -81,6 +82,8 @@ _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 def _decode_header(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, str) and "=?" not in value:
+        return value  # no RFC 2047 encoded-words: nothing to decode (the common case)
     try:
         return str(make_header(decode_header(str(value))))
     except Exception:
@@ -129,10 +132,13 @@ def _report_text(part: Message) -> str:
     for sub in inner:
         if not isinstance(sub, Message):
             continue
-        try:
-            chunks.append(sub.as_bytes().decode("utf-8", errors="replace"))
-        except Exception:
-            chunks.append(_msg_text(sub))
+        # Header lines as received (compat32 keeps folds and smuggles 8-bit octets as
+        # surrogates; they go back to bytes and are read as UTF-8).  Cheaper than as_bytes(),
+        # which re-folds every header.
+        head = "\n".join(f"{k}: {v}" for k, v in sub.items())
+        body = sub.get_payload()
+        block = head + ("\n\n" + body if isinstance(body, str) and body else "")
+        chunks.append(block.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     return "\n\n".join(chunks)
 
 
@@ -239,7 +245,7 @@ def _final_status(status: str | None, diagnostic: str) -> str | None:
     """The RFC 3463 code to report: a specific code in the reply text is more precise than
     a generic Status field (many MTAs put 5.0.0 there); no field -> the text's code."""
     found = status_from_text(diagnostic) if diagnostic else None
-    if found and re.fullmatch(r"[45]\.[1-9]\.[1-9]\d*", found):
+    if found and not found.endswith(".0.0"):
         if not status or status[0] == found[0] or status.endswith(".0.0"):
             return found
     if status:
@@ -418,7 +424,8 @@ def _parse(raw: bytes) -> BounceReport:
             continue
         if ctype == "text/html":
             html.append(_TAGS.sub(" ", _part_text(part)))
-        elif ctype.startswith("text/") or ctype == "message/delivery-status" or not ctype:
+        elif (ctype.startswith("text/") or ctype == "message/delivery-status" or not ctype
+              or ctype.startswith("multipart/")):  # a multipart whose boundary never occurs
             human.append(_part_text(part))
         elif part.get_content_maintype() in ("message",):
             human.append(_part_text(part))
@@ -454,7 +461,10 @@ def _parse(raw: bytes) -> BounceReport:
         family = "rfc3464"
     msg_fields, rcpts = _group_recipients(fields)
     return_path = _decode_header(msg.get("return-path"))
-    probe = f"From: {sender}\nSubject: {subject}\nReturn-Path: {return_path}\n{text[:4000]}"
+    # Header lines some family rows key on (the MTA's own fingerprint headers).
+    marks = "".join(f"{h}: {msg.get(h)}\n" for h in _PROBE_HEADERS if msg.get(h) is not None)
+    probe = (f"From: {sender}\nSubject: {subject}\nReturn-Path: {return_path}\n{marks}"
+             f"{text[:4000]}")
     recipients: list[BounceRecipient] = []
     text_family = None
     if rcpts and any(("status" in r.fields or "action" in r.fields) for r in rcpts):
@@ -463,6 +473,10 @@ def _parse(raw: bytes) -> BounceReport:
         prefer_original = any(f.prefer_original and f.detect.search(probe) for f in FAMILIES)
         hit_diag = {h.address.lower(): h.diagnostic for h in hits}
         hint_map = {h.address.lower(): _family_hint(fam, h.diagnostic) for h in hits}
+        # The family that wrote the report, even when its text names nobody: its own
+        # phrases still say what a diagnostic means (e.g. SES inbound's wording).
+        detected = fam or next((f for f in FAMILIES if f.reasons and f.detect.search(probe)),
+                               None)
         seen: set[str] = set()
         for r in rcpts:
             f = r.fields
@@ -496,7 +510,9 @@ def _parse(raw: bytes) -> BounceReport:
                 original=_clean_addr(f.get("original-recipient", "")) or None,
                 last_attempt=f.get("last-attempt-date") or None,
                 hint=POWERMTA_CATEGORY.get(f.get("x-powermta-bouncecategory", "").strip())
-                or hint_map.get(addr.lower()), command=command,
+                or hint_map.get(addr.lower())
+                or (_family_hint(detected, diag) if detected is not None else None),
+                command=command,
             ))
         if recipients or rcpts:
             if not recipients:

@@ -47,6 +47,9 @@ class Family:
     # Does the family's RFC 3464 part name an internal mailbox in Final-Recipient, so that
     # Original-Recipient (RFC 3464 section 2.3.1: as the sender gave it) is the address?
     prefer_original: bool = False
+    # May a postmaster@ / root@ address be the failed recipient?  Only where the row's
+    # section holds nothing but recipients (elsewhere such addresses are the bouncer's own).
+    system_addresses: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -64,17 +67,21 @@ ORIGINAL_MARKERS = _r(
     r"-+ ?(?:Below this line is a copy of the message|This is a copy of the message"
     r"|Original message follows|Original message|The header of the original message is following"
     r"|Original Message|original message|Message header follows|Returned message"
-    r"|Unsent Message below|Unsent message follows|Message text follows"
-    r"|Transcript of session follows)"
+    r"|Unsent Message below|Unsent message follows|Message text follows)"
     r"|(?:Original message|Message headers|Message header|Original message header) follows"
     r"|\s*-+\s*(?:Original|Unsent) message(?: header)?(?: follows)?\s*-+"
     r"|Content-Type: (?:message/rfc822|text/rfc822-headers|message/global)"
     r"|\s*------ This is a copy of the message"
-    r"|The (?:original|first \d+ lines of the) message"
+    r"|The (?:original|first \d+ lines of the) message(?! was received at)"
     r"|Message headers follow"
     r"|--- The header of the original message is following"
     r"|-+ ?Original message -+"
     r"|-------original message"
+    r"|Here is a copy of the first part of the message|-+ ?START OF RETURNED MESSAGE ?-+"
+    r"|The non-delivered message is attached to this message"
+    r"|.{0,40}(?:Below is a copy of the original message:|attachment is a copy of the message"
+    r"|A copy of the original message below this line:|Your message reads \(in part\):"
+    r"|The attachment contains the original mail headers)"
     r"|-{2,} ?(?:Original|Returned) (?:message|mail)"
     r")"
 )
@@ -99,9 +106,11 @@ FAMILIES: tuple[Family, ...] = (
         rcpt=_rc(r"^<(?P<addr>ADDR)>:\s*(?P<diag>.*)$"),
         reasons=(
             (_r(r"mailfolder is full|mailbox is full|over quota|quota exceeded"), "mailboxfull"),
-            (_r(r"sorry, no mailbox here by that name|no mailbox here|doesn't have a \S+ account"
-                r"|this user doesn't have|invalid address|user unknown|no such user"),
-             "userunknown"),
+            # qmail-local / qmail-remote's own words (Sisimai::Lhost::qmail).  Other
+            # "no such user" texts in qmail-style bounces carry no SMTP command, so the
+            # classifier's rule for them applies (after DATA such replies are often filters).
+            (_r(r"no mailbox here by that name|does not like recipient\."), "userunknown"),
+            (_r(r"disk quota exceeded"), "mailboxfull"),
             (_r(r"this account has been (?:temporarily )?suspended|account is disabled"
                 r"|account is (?:inactive|locked|suspended)"), "suspend"),
             (_r(r"Sorry, I couldn't find any host (?:named|by that name)"
@@ -172,6 +181,21 @@ FAMILIES: tuple[Family, ...] = (
         reasons=((_r(r"not listed in (?:Domino|public Name & Address) Directory"
                      r"|user not listed"), "userunknown"),),
     ),
+    # Amazon SES inbound (receiving) rule actions that bounce: an RFC 3464 report from
+    # "MAILER-DAEMON@...amazonses.com" marked X-SES-Outgoing; its templates' wording says
+    # more than the status code (Sisimai::Lhost::ReceivingSES).
+    Family(
+        name="receivingses",
+        detect=_r(r"^X-SES-Outgoing:"),
+        begin=_r(r"^This message could not be delivered\."),
+        rcpt=(),
+        reasons=(
+            (_r(r"Mailbox does not exist"), "filtered"),
+            (_r(r"Message too large"), "mesgtoobig"),
+            (_r(r"Mailbox full"), "mailboxfull"),
+            (_r(r"Message content rejected"), "contenterror"),
+        ),
+    ),
     # Sun Java System / Oracle Communications Messaging Server: "This report relates to a
     # message you sent", then "Recipient address:" (its internal mailbox, e.g.
     # "user@ims-ms-daemon") and "Original address:" (what the sender wrote) per recipient.
@@ -215,7 +239,9 @@ FAMILIES: tuple[Family, ...] = (
             r"rejected message|Mail server permanently rejected message|Delivery failed "
             r"\d+ attempts|Host unknown|Unknown host|No mailbox for|Connection timed out|"
             r"Unable to deliver|Could not deliver mail to)[^:]*):\s*<?(?P<addr>ADDR)>?\s*$",
-            r"^(?P<diag>.*?):\s*<?(?P<addr>ADDR)>?\s*$",
+            r"^undeliverable\s+to\s+<?(?P<addr>ADDR)>?\s*$",
+            # Not the quoted header block ("To: ...", "CC: ...") IMail prints above.
+            r"^(?!(?:To|CC|Bcc|From|Date|Subject|Reply-To)\s*:)(?P<diag>.*?):\s*<?(?P<addr>ADDR)>?\s*$",
         ),
         reasons=(
             (_r(r"^Unknown user|Invalid final delivery userid"), "userunknown"),
@@ -264,6 +290,22 @@ FAMILIES: tuple[Family, ...] = (
         end=_r(r"^-------original (?:message|mail info)"),
         rcpt=_rc(r"^(?P<addr>ADDR)\s*$"),
         section_diagnostic=True,
+    ),
+    # NEC's BIGLOBE and the Japanese cable ISPs on its platform: "----- The following
+    # addresses had delivery problems -----", one address per line, then "----- Non-delivered
+    # information -----" and the reason (Sisimai::Lhost::Biglobe).
+    Family(
+        name="biglobe",
+        detect=_r(r"^From:.*postmaster@(?:biglobe|inacatv|tmtv|ttv)\.ne\.jp"),
+        begin=_r(r"^ *----- The following addresses had delivery problems -----"),
+        rcpt=_rc(r"^(?P<addr>ADDR)\s*$"),
+        whole_section=True,
+        system_addresses=True,
+        reasons=(
+            (_r(r"Mail Delivery Failed\.\.\. User unknown"), "filtered"),
+            (_r(r"The number of messages in recipient's mailbox exceeded the local limit"),
+             "mailboxfull"),
+        ),
     ),
     # Yahoo!, AOL and other webmail "Sorry, we were unable to deliver your message" texts.
     Family(

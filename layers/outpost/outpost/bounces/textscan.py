@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS, Family
 
@@ -28,11 +29,19 @@ class TextHit:
 
 def cut_original(text: str, fam: Family | None = None) -> str:
     """The part of ``text`` before the copy of the original message."""
-    ends = [ORIGINAL_MARKERS.search(text)]
+    cut = _marker_at(text)
     if fam is not None and fam.end is not None:
-        ends.append(fam.end.search(text))
-    cut = min((m.start() for m in ends if m), default=len(text))
+        m = fam.end.search(text, 0, cut)
+        if m:
+            cut = m.start()
     return text[:cut]
+
+
+@lru_cache(maxsize=8)
+def _marker_at(text: str) -> int:
+    # The same text is cut several times per message (once per family tried).
+    m = ORIGINAL_MARKERS.search(text)
+    return m.start() if m else len(text)
 
 
 def detect_family(probe: str) -> Family | None:
@@ -67,7 +76,8 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
                 m = rx.search(line)
                 if m:
                     addr = m.group("addr").strip(".")
-                    if _SYSTEM_LOCALPARTS.match(addr) or addr.lower() in exclude:
+                    if addr.lower() in exclude or (
+                            not fam.system_addresses and _SYSTEM_LOCALPARTS.match(addr)):
                         continue
                     matched = m
                     break

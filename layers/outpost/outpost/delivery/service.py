@@ -37,8 +37,9 @@ from ..mime import build_message
 from ..models import OPEN_STATES, QueueJob, RecipientState, SendRequest
 from ..mx import MxHost
 from ..store import JobQueue, MessageStore, SuppressionStore, _iso
+from ..tls_policy import TlsPolicy, no_policy
 from .backoff import next_attempt_at
-from .transport import ReplyError, SmtpConnector, SmtpSession, TlsMode, remote_queue_id
+from .transport import ReplyError, SmtpConnector, SmtpSession, StaleSession, TlsMode, remote_queue_id
 from .trouble import Outcome, PolicyFailure, Scope, SmtpReply, Verdict, judge
 
 log = logging.getLogger("outpost.sender")
@@ -92,10 +93,12 @@ class DeliveryService:
                  connector: SmtpConnector, signer_for: Callable[[str], Any],
                  return_path: Callable[[str, int], str],
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
-                 count: Callable[[str, int], None] = lambda name, n: None) -> None:
+                 count: Callable[[str, int], None] = lambda name, n: None,
+                 tls_policy_for: Callable[[str], TlsPolicy] = no_policy) -> None:
         self.settings, self.store, self.suppressions, self.queue = settings, store, suppressions, queue
         self.resolve_mx, self.connector, self.signer_for = resolve_mx, connector, signer_for
         self.return_path, self.clock, self.rng, self.count = return_path, clock, rng, count
+        self.tls_policy_for = tls_policy_for
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -190,8 +193,8 @@ class DeliveryService:
             signed = signer.sign(data) + data
             tls_mode: TlsMode = "required" if req.tls == "required" else "opportunistic"
             groups: dict[str, list[_Rcpt]] = {}
-            for r in rcpts:
-                groups.setdefault(r.domain, []).append(r)
+            for rc in rcpts:
+                groups.setdefault(rc.domain, []).append(rc)
             parts = await asyncio.gather(*(
                 self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline)
                 for domain, group in groups.items()))
@@ -209,6 +212,21 @@ class DeliveryService:
         except DnsError as exc:
             v = judge(exc)
             return {r.index: _Result(v, self._attempt(v, None, None, None)) for r in rcpts}
+
+        # Step: TLS policy (MTA-STS, RFC 8461 §5). enforce: only the policy's MX hosts, only
+        # over TLS with a certificate valid for the MX name ("verify"), else defer; testing:
+        # deliver as usual and record what enforce would have refused (§5, "testing" mode).
+        policy = await asyncio.to_thread(self._tls_policy, domain)
+        sts = policy.as_dict() if (policy.policy is not None or policy.error) else None
+        if policy.policy is not None and policy.mode == "enforce":
+            allowed = [h for h in hosts if policy.policy.allows(h.name)]
+            if not allowed:
+                v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.7.5",
+                            f"no MX host of {domain} ({', '.join(h.name for h in hosts)}) matches its "
+                            f"MTA-STS policy (mx: {', '.join(policy.policy.mx)})", command="MTA-STS")
+                return {r.index: _Result(v, self._attempt(v, None, None, None, sts=sts)) for r in rcpts}
+            hosts, tls_mode = allowed, "verify"
+
         key = (domain, tls_mode)
         session: SmtpSession | None = None
         try:
@@ -216,22 +234,33 @@ class DeliveryService:
                 if self.clock() + self.connector.timeouts.transaction_budget > deadline:
                     results[r.index] = _Result(None)
                     continue
-                if session is None:
-                    session = pool.take(key)
-                if session is None:
-                    session, failure = await self._open(hosts, tls_mode)
+                outcome: tuple[Verdict, str | None] | None = None
+                for _ in range(2):  # a second time only when a pooled session turned out stale
                     if session is None:
-                        assert failure is not None
-                        v, host, ip = failure
-                        # Every MX failed at host level: a transient failure for the recipient.
-                        v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, v.text, v.code, v.command)
-                        for rest in rcpts:
-                            if rest.index not in results:
-                                results[rest.index] = _Result(v, self._attempt(v, host, ip, None))
+                        session = pool.take(key)
+                    if session is None:
+                        session, failure = await self._open(hosts, tls_mode)
+                        if session is None:
+                            assert failure is not None
+                            v, host, ip = failure
+                            # Every MX failed at host level: a transient failure for the recipient.
+                            v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, v.text, v.code, v.command)
+                            for rest in rcpts:
+                                if rest.index not in results:
+                                    results[rest.index] = _Result(v, self._attempt(v, host, ip, None, sts=sts))
+                            return results
+                    try:
+                        outcome = await self._transact(session, mid, r, data)
                         break
-                verdict, remote = await self._transact(session, mid, r, data)
+                    except StaleSession as exc:
+                        log.info("reused connection was stale; reconnecting",
+                                 extra={"mx": session.mx_name, "detail": str(exc)})
+                        session = None
+                assert outcome is not None and session is not None
+                verdict, remote = outcome
+                note = self._sts_note(policy, session, sts)
                 results[r.index] = _Result(verdict, self._attempt(verdict, session.mx_name, session.ip,
-                                                                   session.tls, remote))
+                                                                   session.tls, remote, sts=note))
                 if verdict.scope is Scope.HOST or not session.smtp.is_connected:
                     await session.close()
                     session = None
@@ -239,6 +268,27 @@ class DeliveryService:
             if session is not None:
                 pool.give(key, session)
         return results
+
+    def _tls_policy(self, domain: str) -> TlsPolicy:
+        try:
+            return self.tls_policy_for(domain)
+        except Exception as exc:  # noqa: BLE001 - MtaSts never raises; a custom policy might
+            log.exception("TLS policy lookup failed", extra={"recipient_domain": domain})
+            return TlsPolicy(domain, None, f"policy lookup failed: {exc}")
+
+    @staticmethod
+    def _sts_note(policy: TlsPolicy, session: SmtpSession, sts: dict | None) -> dict | None:
+        """In testing mode, what enforce would have refused (RFC 8461 §5: report, deliver)."""
+        if sts is None or policy.policy is None or policy.mode != "testing":
+            return sts
+        problems = []
+        if not policy.policy.allows(session.mx_name):
+            problems.append(f"MX {session.mx_name} does not match the policy")
+        if session.tls is None:
+            problems.append("no TLS")
+        elif not session.tls.verified:
+            problems.append("certificate did not verify")
+        return dict(sts, violation="; ".join(problems)) if problems else sts
 
     async def _open(self, hosts: list[MxHost], tls_mode: TlsMode
                     ) -> tuple[SmtpSession | None, tuple[Verdict, str, str] | None]:
@@ -252,6 +302,10 @@ class DeliveryService:
                     last = (judge(exc.reply), host.name, ip)
                 except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
                     last = (judge(exc), host.name, ip)
+                    if last[0].scope is Scope.MESSAGE:
+                        # Postal: unanticipated means transient, but it must be seen.
+                        log.exception("unexpected error opening an SMTP session",
+                                      extra={"mx": host.name, "ip": ip})
                 log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
                                                    "detail": last[0].text})
         return None, last
@@ -262,6 +316,8 @@ class DeliveryService:
             reply = await session.send(self.return_path(mid, r.index), r.smtp_addr, data,
                                        envid=mid, utf8=r.utf8)
             return judge(reply), remote_queue_id(reply.text)
+        except StaleSession:
+            raise
         except ReplyError as exc:
             return judge(exc.reply), None
         except PolicyFailure as exc:
@@ -276,12 +332,15 @@ class DeliveryService:
             return Verdict(Outcome.TRANSIENT, Scope.HOST, v.status, v.text, v.code, v.command), None
 
     def _attempt(self, v: Verdict, mx: str | None, ip: str | None, tls: Any,
-                 remote_id: str | None = None) -> dict:
+                 remote_id: str | None = None, *, sts: dict | None = None) -> dict:
+        """One attempt record: time, MX host, IP, TLS details, the command that failed, the
+        reply code, the enhanced status and the text (issue 3), plus the MTA-STS policy used."""
         return {k: val for k, val in {
             "at": _iso(self.clock()), "mx": mx, "ip": ip,
             "tls": tls.as_dict() if tls is not None else None,
             "command": v.command, "code": v.code, "status": v.status, "text": v.text[:1000],
-            "outcome": v.outcome.value, "remote_id": remote_id}.items() if val is not None}
+            "outcome": v.outcome.value, "remote_id": remote_id, "kind": v.kind, "reason": v.reason,
+            "mta_sts": sts}.items() if val is not None}
 
     # ---- record outcomes ----------------------------------------------------------------------
     def _record(self, job: QueueJob, meta: dict, rcpts: dict[int, _Rcpt], results: dict[int, _Result]) -> None:

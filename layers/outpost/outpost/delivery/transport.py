@@ -4,6 +4,14 @@ Stage timeouts are shorter than RFC 5321 §4.5.3.2's (5 min greeting, 10 min end
 because a Lambda invocation lasts minutes, not hours; a slow MX is a host failure and the next
 MX is tried. Defaults: connect+greeting 15 s, each command 20 s, end of data 60 s; so one
 transaction needs at most 2 minutes, and the sender (300 s timeout) starts none after that.
+(aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
+the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
+the attempt record names the command that was interrupted.
+
+A reused connection gets RSET before its next transaction (RFC 5321 §4.1.1.5). Besides
+clearing any half-done transaction, the RSET probes the connection, as Postfix does before it
+reuses a cached session: a server that dropped an idle connection costs a reconnect
+(`StaleSession`), not the recipient an attempt.
 
 TLS modes:
 - opportunistic (default): STARTTLS whenever offered. The certificate is verified against the
@@ -23,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
-from .trouble import PolicyFailure, Scope, SmtpReply
+from .trouble import PolicyFailure, Scope, SmtpReply, StageError
 
 TlsMode = Literal["opportunistic", "required", "verify"]
+_DOT = re.compile(rb"(?m)^\.")
 _QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*<?([\w.@-]+)>?", re.I)
 
 
@@ -60,6 +70,15 @@ class ReplyError(Exception):
         self.reply = reply
 
 
+class StaleSession(Exception):
+    """A pooled connection failed its RSET probe: open a new one; no recipient is charged."""
+
+
+# Failures below SMTP: the socket, TLS, a timeout, a lost connection.
+_WIRE_ERRORS = (OSError, EOFError, TimeoutError, aiosmtplib.SMTPServerDisconnected,
+                aiosmtplib.SMTPTimeoutError)
+
+
 def remote_queue_id(text: str) -> str | None:
     """The receiving server's queue id from its 250 text, when it says one (Postfix, Exim...)."""
     m = _QUEUE_ID.search(text)
@@ -90,17 +109,31 @@ class SmtpSession:
         raw = self.smtp.esmtp_extensions.get("size", "")
         return int(raw) if raw.strip().isdigit() and int(raw) > 0 else None
 
+    @property
+    def reused(self) -> bool:
+        return self.transactions > 0 or self.dirty
+
+    async def rset(self) -> None:
+        """RSET before reusing the connection; StaleSession when it is no longer usable."""
+        try:
+            reply = await self.smtp.rset(timeout=self.timeouts.command)
+        except (aiosmtplib.SMTPResponseException, *_WIRE_ERRORS) as exc:
+            self.smtp.close()
+            raise StaleSession(f"RSET on a reused connection to {self.mx_name} failed: {exc}") from None
+        self.log.append(f"RSET {reply.code}")
+        self.dirty = False
+
     async def send(self, sender: str, rcpt: str, data: bytes, *, envid: str | None = None,
                    utf8: bool = False) -> SmtpReply:
         """One transaction for one recipient. Returns the end-of-data reply (2xx).
 
-        Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try, or the
-        transport's exception (disconnect, timeout) for the caller to judge.
+        Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try,
+        StageError for a failure below SMTP (disconnect, timeout), or StaleSession when the
+        RSET that precedes a reused transaction fails.
         """
         t = self.timeouts
-        if self.dirty:
-            await self.smtp.rset(timeout=t.command)
-            self.dirty = False
+        if self.reused:
+            await self.rset()
         mail_opts: list[str] = []
         rcpt_opts: list[str] = []
         limit = self.size_limit if self.supports("size") else None
@@ -112,11 +145,17 @@ class SmtpSession:
             mail_opts.append(f"SIZE={len(data)}")
         if utf8:
             if not self.supports("smtputf8"):
+                # RFC 6531 §3.2 / RFC 6532: no downgrade for internationalised addresses.
                 raise PolicyFailure("the address needs SMTPUTF8, which the server does not offer",
                                     status="5.6.7", scope=Scope.RECIPIENT, command="MAIL")
             mail_opts.append("SMTPUTF8")
-            if self.supports("8bitmime"):
-                mail_opts.append("BODY=8BITMIME")
+        if not data.isascii():
+            # RFC 6152: 8-bit content needs BODY=8BITMIME (mime.py keeps bodies 7-bit, so this
+            # only happens with SMTPUTF8 headers, which imply 8BITMIME, RFC 6531 §3.1).
+            if not self.supports("8bitmime"):
+                raise PolicyFailure("8-bit content and the server does not offer 8BITMIME",
+                                    status="5.6.3", scope=Scope.MESSAGE, command="MAIL")
+            mail_opts.append("BODY=8BITMIME")
         if self.supports("dsn"):
             # RFC 3461: ask for failure and delay reports with our id, headers only.
             mail_opts.append("RET=HDRS")
@@ -132,17 +171,45 @@ class SmtpSession:
             stage = "RCPT"
             await self.smtp.rcpt(rcpt, options=rcpt_opts, timeout=t.command)
             stage = "DATA"
-            reply = await self.smtp.data(data, timeout=t.end_of_data)
+            start = await self.smtp.execute_command(b"DATA", timeout=t.command)
+            if start.code != 354:
+                raise ReplyError(SmtpReply(start.code, start.message, "DATA"))
+            stage = "EOD"
+            reply = await self._content(data, t.end_of_data)
+            if reply.code // 100 != 2:
+                raise ReplyError(SmtpReply(reply.code, reply.message, "EOD"))
         except aiosmtplib.SMTPRecipientsRefused as exc:  # pragma: no cover - one rcpt per transaction
             first = exc.recipients[0]
             raise ReplyError(SmtpReply(first.code, first.message, "RCPT")) from None
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == -1:
-                raise
+                raise StageError(stage, exc) from exc
             raise ReplyError(SmtpReply(exc.code, exc.message, stage)) from None
+        except _WIRE_ERRORS as exc:
+            self.smtp.close()
+            raise StageError(stage, exc) from exc
         self.transactions += 1
         self.dirty = False
         return SmtpReply(reply.code, reply.message, "EOD")
+
+    async def _content(self, data: bytes, timeout: float) -> aiosmtplib.SMTPResponse:
+        """Send the content after the 354 and wait for the end-of-data reply.
+
+        aiosmtplib's data() sends DATA and the content under one timeout and one error type;
+        doing the second half here keeps the DATA reply and the end-of-data reply apart (a
+        refusal of the content is not a refusal of the DATA command) and gives each its own
+        timeout. Dot-stuffing per RFC 5321 §4.5.2.
+        """
+        proto = self.smtp.protocol
+        if proto is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost before the content")
+        payload = _DOT.sub(b"..", normalize_message_line_endings(data))
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        # write() then read_response() with no await between them: the reply cannot arrive
+        # before the protocol expects it.
+        proto.write(payload + b".\r\n")
+        return await proto.read_response(timeout=timeout)
 
     async def close(self) -> None:
         try:
@@ -171,10 +238,22 @@ class SmtpConnector:
                                timeout=self.timeouts.command, start_tls=False, use_tls=False,
                                validate_certs=False)
         try:
+            # The connect timeout covers the TCP handshake and the 220 greeting.
             await smtp.connect(timeout=self.timeouts.connect)
         except aiosmtplib.SMTPConnectResponseError as exc:
+            smtp.close()
             raise ReplyError(SmtpReply(exc.code, exc.message, "CONNECT")) from None
-        await self._ehlo(smtp)
+        except _WIRE_ERRORS as exc:
+            smtp.close()
+            raise StageError("CONNECT", exc) from exc
+        try:
+            await self._ehlo(smtp)
+        except _WIRE_ERRORS as exc:
+            smtp.close()
+            raise StageError("EHLO", exc) from exc
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
@@ -220,8 +299,15 @@ class SmtpConnector:
                     smtp = await self._connect(ip)  # Postfix "may": plaintext after a failed handshake
                     tls = None
             if tls is None and tls_mode != "opportunistic":
+                # "No plaintext, ever": RFC 3207 §4 leaves it to the client to refuse.
                 raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
                                     status="4.7.10", scope=Scope.HOST, command="STARTTLS")
+        except (ReplyError, PolicyFailure, StageError):
+            smtp.close()
+            raise
+        except _WIRE_ERRORS as exc:  # e.g. no reply to STARTTLS in time
+            smtp.close()
+            raise StageError("STARTTLS", exc) from exc
         except BaseException:
             smtp.close()
             raise

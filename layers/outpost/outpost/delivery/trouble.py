@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ..errors import DnsError
@@ -82,21 +82,40 @@ class Verdict:
             "reason": self.reason}.items() if v is not None}
 
 
-def _classify(status: str, diagnostic: str, code: int | None) -> tuple[str, str]:
+# Our stage names -> the classifier's (Sisimai's): "EOD" is the reply to the message content.
+_CLASSIFIER_COMMAND = {"EOD": "DATA", "CONNECT": "CONN"}
+
+
+def _classify(status: str, diagnostic: str, code: int | None, command: str | None) -> tuple[str, str]:
     from ..bounces.classify import classify
 
-    return classify(status, diagnostic, "failed", code)
+    # The command matters: "user unknown" text is a hard failure only as a reply to RCPT;
+    # after DATA it is usually a content filter in disguise (Sisimai's rule).
+    cmd = _CLASSIFIER_COMMAND.get(command or "", command)
+    return classify(status, diagnostic, "failed", code, command=cmd)
 
 
 def _permanent(scope: Scope, status: str, text: str, code: int | None, command: str | None) -> Verdict:
-    kind, reason = _classify(status, f"{code} {text}" if code else text, code)
+    kind, reason = _classify(status, f"{code} {text}" if code else text, code, command)
     return Verdict(Outcome.PERMANENT, scope, status, text, code, command, kind, reason)
+
+
+class StageError(Exception):
+    """A failure below SMTP (timeout, disconnect, TLS) at a named stage, so that the verdict
+    and the attempt record say which command it interrupted."""
+
+    def __init__(self, command: str, cause: BaseException) -> None:
+        super().__init__(f"{command}: {type(cause).__name__}: {cause}")
+        self.command, self.cause = command, cause
 
 
 def judge(event: SmtpReply | BaseException) -> Verdict:
     """Turn a reply, a DNS answer or an exception into a verdict. Never raises."""
     if isinstance(event, SmtpReply):
         return _judge_reply(event)
+    if isinstance(event, StageError):
+        v = judge(event.cause)
+        return replace(v, command=event.command)
     if isinstance(event, DnsError):
         if event.permanent:
             return _permanent(Scope.MESSAGE, event.status, str(event), None, "DNS")
@@ -109,6 +128,7 @@ def judge(event: SmtpReply | BaseException) -> Verdict:
     if isinstance(event, ssl.SSLError | ssl.CertificateError):
         return Verdict(Outcome.TRANSIENT, Scope.HOST, "4.7.5", f"TLS failure: {event}", command="STARTTLS")
     if isinstance(event, TimeoutError | asyncio.TimeoutError):
+        # RFC 3463: 4.4.2 "bad connection"; the stage timeouts are in transport.Timeouts.
         return Verdict(Outcome.TRANSIENT, Scope.HOST, "4.4.2", f"timeout: {event or 'no answer'}")
     if isinstance(event, ConnectionRefusedError):
         return Verdict(Outcome.TRANSIENT, Scope.HOST, "4.4.1", f"connection refused: {event}", command="CONNECT")

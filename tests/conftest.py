@@ -1,0 +1,77 @@
+"""Shared fixtures: a whole local stack on its own loopback addresses and free ports."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+
+
+def load_event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+class Api:
+    """A tiny HTTP client for the local stack's API (real HTTP over loopback)."""
+
+    def __init__(self, base: str, key: str) -> None:
+        self.base, self.key = base, key
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             key: str | None = "default", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        h = {"Content-Type": "application/json", **(headers or {})}
+        token = self.key if key == "default" else key
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                return e.code, json.loads(text) if text else None
+            except ValueError:
+                return e.code, text.decode(errors="replace")
+
+    def wait_for(self, message_id: str, done: Callable[[dict], bool], timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            status, body = self.call("GET", f"/v1/messages/{message_id}")
+            assert status == 200, body
+            if done(body):
+                return body
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting on {message_id}: {json.dumps(body, indent=1)}")
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[Any]:
+    """One embedded local stack for the session: moto, DNS, test CA, MX hosts (and Postfix as
+    root), the inbound listener, the API and the SQS poller, all on 127.0.2.x and free ports."""
+    from outpost_local.stack import LocalStack, StackConfig
+
+    stack = LocalStack(StackConfig(ip_prefix="127.0.2", api_port=0, moto_port=0, dns_port=0,
+                                   smtp_port=0, retry_schedule="1,2,4,8"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def api(local_stack: Any) -> Api:
+    return Api(local_stack.api.url, local_stack.api_key)
