@@ -1,0 +1,136 @@
+"""The bounce processor's Lambda path on real AWS APIs (moto's server): a DSN stored in S3 and
+announced by the S3 or SES event Lambda really receives (samples in events/) becomes DynamoDB
+records and, for hard bounces and complaints, a suppression. Nothing is dropped: what cannot be
+parsed, matched or trusted is recorded with its S3 key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import secrets
+import time
+
+import boto3
+import pytest
+from outpost.bootstrap import message_store, suppression_store
+from outpost_local.mx import build_dsn
+from outpost_local.stack import SENDING_DOMAIN
+
+from tests.conftest import load_event
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _sent_and_received(api, local_stack, local: str):
+    addr = f"{local}@accept.test"
+    status, res = api.call("POST", "/v1/messages", {
+        "from": f"shop@{SENDING_DOMAIN}", "to": addr, "subject": f"hello {local}", "text": "hi"})
+    assert status == 202, res
+    api.wait_for(res["id"], lambda b: b["recipients"][0]["state"] == "delivered")
+    server = local_stack.mx["accept.test"].server
+    received = next(r for r in reversed(server.received) if addr in r.rcpt_tos)
+    return res["id"], addr, received
+
+
+def _s3_event(local_stack, key: str) -> dict:
+    event = load_event("s3_inbound.json")
+    rec = event["Records"][0]["s3"]
+    rec["bucket"]["name"] = local_stack.env["OUTPOST_BUCKET"]
+    rec["bucket"]["arn"] = f"arn:aws:s3:::{local_stack.env['OUTPOST_BUCKET']}"
+    rec["object"]["key"] = key.replace("@", "%40")  # S3 URL-encodes keys in events
+    return event
+
+
+def _deliver_to_s3(local_stack, raw: bytes) -> str:
+    key = f"inbound/s3/{time.strftime('%Y/%m/%d')}/{secrets.token_hex(8)}@x.eml"
+    boto3.client("s3").put_object(Bucket=local_stack.env["OUTPOST_BUCKET"], Key=key, Body=raw)
+    return key
+
+
+def _invoke(local_stack, event: dict) -> dict:
+    return local_stack.functions["BounceProcessorFunction"].invoke(event)
+
+
+def test_dsn_from_s3_event_is_recorded_once_and_soft_bounce_does_not_suppress(api, local_stack):
+    mid, addr, received = _sent_and_received(api, local_stack, "fullbox")
+    dsn = build_dsn(received, addr, reporting_mta="mx.accept.test", status="5.2.2",
+                    diagnostic="smtp; 552 5.2.2 <addr>: Mailbox full")
+    key = _deliver_to_s3(local_stack, dsn)
+    first = _invoke(local_stack, _s3_event(local_stack, key))
+    assert first["results"][0]["result"] == "matched"
+    assert first["results"][0]["recipients"][0]["new"] is True
+    again = _invoke(local_stack, _s3_event(local_stack, key))  # S3 redelivers: recorded once
+    assert again["results"][0]["recipients"][0]["new"] is False
+    stored = message_store().load(mid)
+    assert len(stored.bounces) == 1
+    b = stored.bounces[0]
+    assert (b["status"], b["kind"], b["reason"], b["s3_key"]) == ("5.2.2", "soft", "mailboxfull", key)
+    assert stored.recipients[0]["state"] == "bounced"
+    assert suppression_store().get(addr) is None  # soft: may work later
+
+
+def test_ses_receipt_event_hard_bounce_suppresses(api, local_stack):
+    mid, addr, received = _sent_and_received(api, local_stack, "gone")
+    dsn = build_dsn(received, addr, reporting_mta="mx.accept.test", status="5.1.1")
+    ses_id = secrets.token_hex(20)
+    boto3.client("s3").put_object(Bucket=local_stack.env["OUTPOST_BUCKET"], Key=f"inbound/ses/{ses_id}", Body=dsn)
+    event = load_event("ses_receipt.json")
+    event["Records"][0]["ses"]["mail"]["messageId"] = ses_id
+    event["Records"][0]["ses"]["receipt"]["recipients"] = [received.mail_from]
+    out = _invoke(local_stack, event)
+    assert out["results"][0]["result"] == "matched"
+    supp = suppression_store().get(addr)
+    assert supp and supp["reason"] == "userunknown" and supp["message_id"] == mid
+
+
+def test_forged_return_path_is_recorded_unverified_and_suppresses_nobody(api, local_stack):
+    mid, addr, received = _sent_and_received(api, local_stack, "victim")
+    local, _, domain = received.mail_from.rpartition("@")
+    head, _, mac = local.rpartition("-")
+    forged_mac = "".join("a" if c != "a" else "b" for c in mac)
+    forged = dataclasses.replace(received, mail_from=f"{head}-{forged_mac}@{domain}")
+    dsn = build_dsn(forged, addr, status="5.1.1")
+    # No ENVID or original headers to fall back on: the token is all there is.
+    dsn = dsn.replace(f"Original-Envelope-Id: {mid}\r\n".encode(), b"")
+    key = _deliver_to_s3(local_stack, dsn)
+    out = _invoke(local_stack, _s3_event(local_stack, key))
+    assert out["results"][0]["result"] == "unverified"
+    assert suppression_store().get(addr) is None
+    assert message_store().load(mid).recipients[0]["state"] == "delivered"
+    assert any(o["s3_key"] == key for o in message_store().orphans("unverified"))
+
+
+def test_unmatched_and_unparsed_mail_is_kept_with_its_s3_key(local_stack):
+    stranger = (b"From: MAILER-DAEMON@elsewhere.test\r\nTo: someone@bounces.outpost.test\r\n"
+                b"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+                b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+                b"--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+                b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; elsewhere.test\r\n\r\n"
+                b"Final-Recipient: rfc822; who@elsewhere.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n")
+    key = _deliver_to_s3(local_stack, stranger)
+    assert _invoke(local_stack, _s3_event(local_stack, key))["results"][0]["result"] == "unmatched"
+    assert any(o["s3_key"] == key for o in message_store().orphans("unmatched"))
+
+    spam = b"From: promo@spam.test\r\nTo: x@bounces.outpost.test\r\nSubject: Buy now\r\n\r\nCheap!\r\n"
+    key2 = _deliver_to_s3(local_stack, spam)
+    assert _invoke(local_stack, _s3_event(local_stack, key2))["results"][0]["result"] == "unparsed"
+    assert any(o["s3_key"] == key2 for o in message_store().orphans("unparsed"))
+
+
+def test_delayed_dsn_is_a_deferral_not_a_bounce(api, local_stack):
+    mid, addr, received = _sent_and_received(api, local_stack, "slowpoke")
+    dsn = build_dsn(received, addr, status="4.4.7", action="delayed",
+                    diagnostic="smtp; 451 4.4.1 <addr>: connection timed out")
+    key = _deliver_to_s3(local_stack, dsn)
+    out = _invoke(local_stack, _s3_event(local_stack, key))
+    assert out["results"][0]["recipients"][0]["type"] == "delay"
+    stored = message_store().load(mid)
+    assert stored.recipients[0]["state"] == "delivered"
+    assert stored.bounces[0]["type"] == "delay"
+    assert suppression_store().get(addr) is None
+
+
+def test_missing_object_is_reported_not_raised(local_stack):
+    event = _s3_event(local_stack, "inbound/s3/nothing-here.eml")
+    assert _invoke(local_stack, copy.deepcopy(event))["results"][0]["result"] == "missing"
