@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     prov = sub.add_parser("provision", help="create the template's resources in an AWS endpoint")
     prov.add_argument("--endpoint", required=True)
     prov.add_argument("--env-out", help="write the functions' environment as KEY=VALUE lines")
+    prov.add_argument("--sam-env-json", help="write {Function: {KEY: VALUE}} for `sam local --env-vars`")
     prov.add_argument("--parameter", action="append", default=[], help="Name=Value")
     args = p.parse_args(argv)
     if args.cmd == "demo":
@@ -40,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     params.setdefault("BounceDomain", "bounces.outpost.test")
     stack = provision(boto3.Session(), parameters=params)
     lines = [f"{k}={v}" for k, v in sorted(stack.env().items())]
+    if args.sam_env_json:
+        import json
+
+        with open(args.sam_env_json, "w") as f:
+            json.dump({k: fn.environment for k, fn in stack.functions.items()}, f, indent=2)
     if args.env_out:
         with open(args.env_out, "w") as f:
             f.write("\n".join(lines) + "\n")
-    else:
+    elif not args.sam_env_json:
         print("\n".join(lines))
     return 0
 
