@@ -108,6 +108,10 @@ class LocalStack:
             self._tmp = None
 
     def _start(self) -> None:
+        import warnings
+
+        # Powertools warns when an invocation published no metric (every GET): noise locally.
+        warnings.filterwarnings("ignore", "No application metrics to publish")
         cfg = self.config
         if cfg.state_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="outpost-local-")

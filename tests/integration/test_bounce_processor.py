@@ -134,3 +134,27 @@ def test_delayed_dsn_is_a_deferral_not_a_bounce(api, local_stack):
 def test_missing_object_is_reported_not_raised(local_stack):
     event = _s3_event(local_stack, "inbound/s3/nothing-here.eml")
     assert _invoke(local_stack, copy.deepcopy(event))["results"][0]["result"] == "missing"
+
+
+def test_feedback_report_is_a_complaint_that_suppresses(api, local_stack):
+    mid, addr, received = _sent_and_received(api, local_stack, "annoyed")
+    original = received.data.replace(b"\r\n", b"\n").decode().replace("\n", "\r\n")
+    arf = (
+        "From: feedback@mailbox-provider.test\r\n"
+        "To: abuse@bounces.outpost.test\r\n"
+        "Subject: FW: complaint\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r\n\r\n'
+        "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--arf\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: SomeProvider/1.0\r\nVersion: 1\r\n"
+        f"Original-Rcpt-To: <{addr}>\r\nReported-Domain: {SENDING_DOMAIN}\r\n\r\n"
+        "--arf\r\nContent-Type: message/rfc822\r\n\r\n" + original + "\r\n--arf--\r\n"
+    ).encode()
+    key = _deliver_to_s3(local_stack, arf)
+    out = _invoke(local_stack, _s3_event(local_stack, key))
+    assert out["results"][0]["result"] == "matched", out
+    assert out["results"][0]["recipients"][0]["type"] == "complaint"
+    assert message_store().load(mid).recipients[0]["state"] == "complained"
+    supp = suppression_store().get(addr)
+    assert supp and supp["source"] == "complaint"
