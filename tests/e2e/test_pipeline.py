@@ -50,8 +50,7 @@ def test_post_returns_202_with_id_and_queued_recipients(api):
     res = _send(api, ["eve@accept.test", "Frank <frank@accept.test>"])
     assert len(res["id"]) == 26
     assert res["recipients"] == [{"address": "eve@accept.test", "status": "queued"},
-                                 {"address": "Frank <frank@accept.test>", "status": "queued"}] or \
-        [r["status"] for r in res["recipients"]] == ["queued", "queued"]
+                                 {"address": "frank@accept.test", "status": "queued"}]
 
 
 def test_delivered_over_verified_starttls_with_verp_return_path(delivered, local_stack):
@@ -86,8 +85,7 @@ def test_dkim_verifies_with_perl_mail_dkim(delivered, local_stack):
 @pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")
 def test_dkim_verifies_with_opendkim_both_algorithms(delivered, local_stack):
     results = opendkim_results(local_stack.dns.host, local_stack.dns.port, delivered[2].data)
-    assert [r["result"] for r in results] == ["pass", "pass"]
-    assert {r.get("a") for r in results} >= {"rsa-sha256", "ed25519-sha256"} or len(results) == 2
+    assert {r["a"]: r["result"] for r in results} == {"rsa-sha256": "pass", "ed25519-sha256": "pass"}
 
 
 def test_550_user_unknown_bounces_hard_and_suppresses(api):
