@@ -45,7 +45,8 @@ def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: bytes
         "stageVariables": None,
         "requestContext": {
             "resourceId": "local", "resourcePath": "/{proxy+}", "httpMethod": method,
-            "extendedRequestId": str(uuid.uuid4()), "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
             "path": f"/{STAGE}{url.path}", "accountId": "123456789012", "protocol": "HTTP/1.1",
             "stage": STAGE, "domainPrefix": "localhost", "requestTimeEpoch": int(now * 1000),
             "requestId": str(uuid.uuid4()), "domainName": "localhost", "apiId": "local",

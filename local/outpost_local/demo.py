@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  API {stack.api.url}   SMTP port {stack.smtp_port}   DNS {stack.dns.host}:{stack.dns.port}")
         for d, mx in stack.mx.items():
             print(f"  MX {d:<18} {mx.ip:<11} {mx.kind}")
-        cases: list[tuple[str, str, str]] = []  # (message id, address, expected)
         expect: dict[str, str] = {
             "alice@accept.test": "delivered",
             "nobody@reject.test": "bounced",
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         status, again = http(stack, "POST", "/v1/messages", {
             "from": f"hello@{SENDING_DOMAIN}", "to": "nobody@reject.test", "subject": "Again", "text": "x"})
         expect["nobody@reject.test (again)"] = "suppressed"
-        results["nobody@reject.test (again)"] = {"state": again["recipients"][0]["status"] if status == 202 else f"HTTP {status}",
-                                                 "attempts": [], "message_id": again.get("id", "")}
+        state = again["recipients"][0]["status"] if status == 202 else f"HTTP {status}"
+        results["nobody@reject.test (again)"] = {"state": state, "attempts": [], "message_id": again.get("id", "")}
         _, supp = http(stack, "GET", "/v1/suppressions/nobody@reject.test")
 
         print("\nPer-recipient outcomes (GET /v1/messages/{id}):")

@@ -80,7 +80,8 @@ class InboundListener:
         self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}{mid}", Body=raw)
         with self._lock:
             self.received += 1
-        event = ses_event(mid, mail_from, rcpts, raw, "arn:aws:lambda:us-east-1:123456789012:function:BounceProcessorFunction")
+        arn = "arn:aws:lambda:us-east-1:123456789012:function:BounceProcessorFunction"
+        event = ses_event(mid, mail_from, rcpts, raw, arn)
         self._pool.submit(self._invoke, event)  # InvocationType Event: SES does not wait
 
     def _invoke(self, event: dict) -> None:

@@ -57,7 +57,8 @@ class SqsPoller:
         deadline = time.monotonic() + self.window
         while len(messages) < self.batch_size and not self._stop.is_set():
             wait = max(0, int(round(deadline - time.monotonic())))
-            r = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+            r = self.sqs.receive_message(QueueUrl=self.url,
+                                         MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
                                          WaitTimeSeconds=min(wait, 1), AttributeNames=["All"],
                                          MessageAttributeNames=["All"])
             got = r.get("Messages", [])

@@ -234,7 +234,7 @@ class LocalStack:
         self._add_mx("bounce-later.test", 5, "accepts, then sends a DSN (5.1.1) to the return path",
                      AcceptThenBounce(resolve=resolve, reporting_mta="mx.bounce-later.test",
                                       status="5.1.1",
-                                      diagnostic="smtp; 550 5.1.1 <addr>: Recipient address rejected: mailbox unavailable",
+                                      diagnostic="smtp; 550 5.1.1 <addr>: mailbox unavailable",
                                       tls_context=self.pki.client_context()))
         want_postfix = self.config.postfix
         from .postfix import postfix_available

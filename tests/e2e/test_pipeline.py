@@ -9,8 +9,9 @@ from Debian (when running as root), and the handlers loaded from the template's 
 from __future__ import annotations
 
 import pytest
-from outpost.bounces.verp import read_return_path
+
 from outpost.bootstrap import verp_key
+from outpost.bounces.verp import read_return_path
 from outpost_local.stack import BOUNCE_DOMAIN, EHLO_HOSTNAME, SENDING_DOMAIN
 from outpost_local.verify import (
     dkimpy_results,
@@ -151,7 +152,8 @@ def test_postfix_as_independent_mx(api, local_stack):
     ({"to": "a@accept.test", "subject": "x", "text": "y"}, 422, "from"),
     ({"from": f"a@{SENDING_DOMAIN}", "to": "not-an-address", "subject": "x", "text": "y"}, 422, "to[0]"),
     ({"from": f"a@{SENDING_DOMAIN}", "to": "a@accept.test", "subject": "x"}, 422, None),
-    ({"from": f"a@{SENDING_DOMAIN}", "to": "a@accept.test", "subject": "x\r\nBcc: evil@x.test", "text": "y"}, 422, "subject"),
+    ({"from": f"a@{SENDING_DOMAIN}", "to": "a@accept.test", "subject": "x\r\nBcc: evil@x.test", "text": "y"},
+     422, "subject"),
     ({"from": "a@unknown-sender.test", "to": "a@accept.test", "subject": "x", "text": "y"}, 403, "from"),
 ])
 def test_bad_input_gets_a_4xx_naming_the_field(api, body, status, field):

@@ -13,10 +13,10 @@ import time
 
 import boto3
 import pytest
+
 from outpost.bootstrap import message_store, suppression_store
 from outpost_local.mx import build_dsn
 from outpost_local.stack import SENDING_DOMAIN
-
 from tests.conftest import load_event
 
 pytestmark = pytest.mark.timeout(120)

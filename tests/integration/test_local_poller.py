@@ -10,6 +10,7 @@ import time
 
 import boto3
 import pytest
+
 from outpost_local.poller import SqsPoller
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ def aws(service: str) -> Any:
     from botocore.config import Config
 
     cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
-    return boto3.session.Session().client(service, config=cfg)
+    return boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
 
 
 @cache

@@ -63,7 +63,7 @@ class _Codec:
         return {k: self._s.serialize(_to_ddb(v)) for k, v in d.items() if v is not None}
 
     def value(self, v: Any) -> dict:
-        return self._s.serialize(_to_ddb(v))
+        return dict(self._s.serialize(_to_ddb(v)))
 
     def plain(self, item: Mapping[str, Any]) -> dict:
         return {k: _from_ddb(self._d.deserialize(v)) for k, v in item.items()}
@@ -465,6 +465,12 @@ class SecretStore:
             except ValueError:
                 self._cache[secret_id] = {"value": raw}
         return self._cache[secret_id]
+
+    def read_json(self, secret_id: str) -> dict | None:
+        """An uncached read, for read-modify-write (DKIM rotation): another container may have
+        changed the secret since this one cached it."""
+        self._cache.pop(secret_id, None)
+        return self.get_json(secret_id)
 
     def put_json(self, secret_id: str, value: dict) -> None:
         raw = json.dumps(value)

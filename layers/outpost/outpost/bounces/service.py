@@ -37,7 +37,9 @@ class BounceService:
         self.store, self.suppressions, self.s3, self.bucket = store, suppressions, s3, bucket
         self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
         if parse is None:
-            from .dsn import parse_bounce as parse
+            from .dsn import parse_bounce
+
+            parse = parse_bounce
         self.parse = parse
 
     # ---- events -------------------------------------------------------------------------------
