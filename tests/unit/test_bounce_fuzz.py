@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from outpost.bounces import BounceReport, parse_bounce
 
 GOLDEN = sorted((Path(__file__).resolve().parent.parent / "golden" / "bounces").glob("*/*.eml"))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from outpost.bounces import parse_bounce
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bounces"
@@ -26,7 +27,9 @@ def _view(raw: bytes) -> dict:
 def test_every_family_has_a_sample() -> None:
     families = {p.parent.name for p in CASES}
     for fam in ("rfc3464", "postfix", "exim", "qmail", "exchange", "notes", "imailserver",
-                "gmail", "mfilter", "webmail", "generic", "arf", "rfc3834", "dragonfly"):
+                "gmail", "mfilter", "webmail", "generic", "arf", "rfc3834", "dragonfly",
+                "fallback", "messagingserver", "receivingses", "biglobe", "amazonses",
+                "postfix-generated", "mda", "vendor"):
         assert fam in families, fam
     for p in CASES:
         assert p.with_suffix(".json").exists(), p

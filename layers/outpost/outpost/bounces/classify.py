@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from outpost.bounces import _phrases
+from outpost.bounces import _phrases, _vendor
 
 __all__ = ["classify", "kind_for_reason", "reply_code_from_text", "status_from_text"]
 
@@ -224,6 +224,10 @@ def _another(status: str, temp: str, diag: str, action: str, cmd: str, reply: st
         # A plain "blocked" / blocklist reply: the sending site is refused (soft), which is
         # more precise than the "securityerror" a generic 5.7.x would give below.
         return "blocked"
+    if reason:
+        # No phrase said otherwise: the status code's own meaning stands (Sisimai's
+        # "last(TRY_TO_MATCH) if $reasontext"), e.g. 5.2.2 with "x-unix; input/output error".
+        return reason
     head = status[:3]
     if head in ("4.6", "5.6"):
         return "contenterror"
@@ -306,6 +310,10 @@ def classify(status: str | None, diagnostic: str | None, action: str | None = No
     if not command and diagnostic:
         command = command_from_text(diagnostic)
     reason = reason_for(st or None, diagnostic, action, reply_code, command, diagnostic_type)
+    if reason in _vendor.OVERRIDABLE:
+        # A vendor's own wording or code ("... IB607", "RESOLVER.ADR.RecipientNotFound")
+        # says more than a generic status code.
+        reason = _vendor.vendor_reason(diagnostic or "") or reason
     return kind_for_reason(reason, st or None, reply_code), reason
 
 

@@ -1,10 +1,16 @@
 """Parse one inbound bounce message into a BounceReport.
 
 Order of evidence:
-1. RFC 5965 feedback reports (ARF) are complaints, not bounces (reason "feedback").
+0. Amazon SES event notifications mailed by SNS (JSON, see ses.py).
+1. RFC 5965 feedback reports (ARF), and Microsoft's JMRP complaints, are complaints, not
+   bounces (reason "feedback").
 2. RFC 3464 delivery-status fields (message/delivery-status, RFC 6533
    message/global-delivery-status, or the same fields under a wrong content type).
-3. The human-readable text, through the family table (families.py / textscan.py).
+3. The human-readable text, through the family table (families.py / textscan.py); its
+   last row is Sisimai's fallback body parser.  A report that names nobody falls back to
+   the To: of the returned original.  A local delivery agent's own verdict
+   ("mail.local: unknown user", families.MDA_AGENTS) and vendor wordings or codes
+   (_vendor.py) refine the reason a status code gives.
 4. RFC 3834 auto-replies (Auto-Submitted, vacation notices): not bounces (reason
    "vacation", kind "unknown"): they must never suppress anyone.
 
@@ -24,15 +30,17 @@ from dataclasses import replace
 from email.header import decode_header, make_header
 from email.message import Message
 
+from outpost.bounces._prefilter import Prefiltered
+from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
     classify,
     command_from_text,
     reply_code_from_text,
     status_from_text,
 )
-from outpost.bounces.families import FAMILIES, POWERMTA_CATEGORY, VENDOR_PHRASES
+from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
 from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
-from outpost.bounces.textscan import diagnostic_for, scan_text
+from outpost.bounces.textscan import TextHit, diagnostic_for, families_detected, scan_text
 
 __all__ = ["parse_bounce"]
 
@@ -135,10 +143,12 @@ def _report_text(part: Message) -> str:
         # Header lines as received (compat32 keeps folds and smuggles 8-bit octets as
         # surrogates; they go back to bytes and are read as UTF-8).  Cheaper than as_bytes(),
         # which re-folds every header.
-        head = "\n".join(f"{k}: {v}" for k, v in sub.items())
-        body = sub.get_payload()
-        block = head + ("\n\n" + body if isinstance(body, str) and body else "")
-        chunks.append(block.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        head = "\n".join(f"{k}: {v}" for k, v in sub.raw_items())
+        head = head.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        body = sub.get_payload(decode=True) if not sub.is_multipart() else None
+        if isinstance(body, bytes) and body:
+            head += "\n\n" + body.decode("utf-8", "replace")
+        chunks.append(head)
     return "\n\n".join(chunks)
 
 
@@ -259,10 +269,7 @@ def _recipient(address: str, status: str | None, diagnostic: str, action: str | 
                hint: str | None = None, command: str | None = None) -> BounceRecipient:
     diagnostic = diagnostic.strip()
     if diagnostic:
-        for rx, reason_name in VENDOR_PHRASES:
-            if rx.search(diagnostic):
-                hint = reason_name
-                break
+        hint = vendor_reason(diagnostic) or hint
     status = _final_status(status, diagnostic)
     reply = reply_code_from_text(diagnostic) if diagnostic else None
     if reply is not None and status and str(reply)[0] != status[0]:
@@ -271,9 +278,7 @@ def _recipient(address: str, status: str | None, diagnostic: str, action: str | 
         command = command_from_text(diagnostic)
     kind, reason = classify(status, diagnostic or None, action, reply, command=command,
                             diagnostic_type=diag_type)
-    if hint and reason in ("undefined", "onhold", "systemerror", "securityerror",
-                           "networkerror", "userunknown", "hostunknown", "filtered",
-                           "rejected", "expired", "blocked", "suspend"):
+    if hint and reason in OVERRIDABLE:
         from outpost.bounces.classify import kind_for_reason
 
         reason, kind = hint, kind_for_reason(hint, status, reply)
@@ -467,16 +472,21 @@ def _parse(raw: bytes) -> BounceReport:
              f"{text[:4000]}")
     recipients: list[BounceRecipient] = []
     text_family = None
+    mda = _mda_verdict(sender, cut_original(text))
     if rcpts and any(("status" in r.fields or "action" in r.fields) for r in rcpts):
-        fam, hits = scan_text(probe, text)
+        # The human-readable part is read only when some entry has no Diagnostic-Code
+        # (it then supplies the explanation); otherwise the report says it all.
+        fam: Family | None = None
+        hits: list[TextHit] = []
+        if not all(r.fields.get("diagnostic-code", "").strip() for r in rcpts):
+            fam, hits = scan_text(probe, text)
         # Some MTAs put their internal mailbox in Final-Recipient; the family row says so.
-        prefer_original = any(f.prefer_original and f.detect.search(probe) for f in FAMILIES)
+        prefer_original = any(f.prefer_original for f in families_detected(probe))
         hit_diag = {h.address.lower(): h.diagnostic for h in hits}
         hint_map = {h.address.lower(): _family_hint(fam, h.diagnostic) for h in hits}
         # The family that wrote the report, even when its text names nobody: its own
         # phrases still say what a diagnostic means (e.g. SES inbound's wording).
-        detected = fam or next((f for f in FAMILIES if f.reasons and f.detect.search(probe)),
-                               None)
+        detected = fam or next((f for f in families_detected(probe) if f.reasons), None)
         seen: set[str] = set()
         for r in rcpts:
             f = r.fields
@@ -501,15 +511,21 @@ def _parse(raw: bytes) -> BounceReport:
             if diag_type == "X-POSTFIX":
                 # Postfix's own verdicts (e.g. "unknown user") read like SMTP replies.
                 diag_type = "SMTP"
-            hit = hit_diag.get(addr.lower(), "")
-            command = command_from_text(diag) or (command_from_text(hit) if hit else None)
+            command = command_from_text(diag)
+            if command is None:
+                # Postfix says which command the reply answered only in its text part
+                # ("... (in reply to RCPT TO command)").
+                hit = hit_diag.get(addr.lower())
+                command = command_from_text(hit) if hit else (
+                    None if hits else _command_near(addr, cut_original(text)))
             seen.add(addr.lower())
             recipients.append(_recipient(
                 addr, status, diag, action, diag_type=diag_type,
                 remote_mta=_after_semicolon(f.get("remote-mta")),
                 original=_clean_addr(f.get("original-recipient", "")) or None,
                 last_attempt=f.get("last-attempt-date") or None,
-                hint=POWERMTA_CATEGORY.get(f.get("x-powermta-bouncecategory", "").strip())
+                hint=mda or POWERMTA_CATEGORY.get(
+                    f.get("x-powermta-bouncecategory", "").strip())
                 or hint_map.get(addr.lower())
                 or (_family_hint(detected, diag) if detected is not None else None),
                 command=command,
@@ -547,7 +563,7 @@ def _parse(raw: bytes) -> BounceReport:
         addr = _clean_addr(h.address)
         if not addr:
             continue
-        hint = _family_hint(fam, h.diagnostic)
+        hint = mda or _family_hint(fam, h.diagnostic)
         recipients.append(_recipient(addr, None, h.diagnostic, action, hint=hint))
     if recipients:
         return replace(base, kind="dsn", recipients=tuple(recipients), family=text_family)
@@ -564,10 +580,49 @@ def _parse(raw: bytes) -> BounceReport:
     return replace(base, kind="none", recipients=())
 
 
-_DELAY_WORDS = re.compile(
+_DELAY_WORDS = Prefiltered(re.compile(
     r"\bdelayed\b|has not yet been delivered|not been delivered yet|still being retried"
     r"|will (?:continue|keep) (?:trying|to try)|Delivery Status Notification \(Delay\)"
-    r"|^Subject: Warning|this is a warning message only|will retry", re.I | re.M)
+    r"|^Subject: Warning|this is a warning message only|will retry", re.I | re.M))
+
+
+_MDA_FROM = re.compile(r"^\W*(?:mail delivery subsystem|mailer-daemon|postmaster)", re.I)
+
+
+def _mda_verdict(sender: str, text: str) -> str | None:
+    """The reason a local delivery agent gave in the bounce text (families.MDA_AGENTS):
+    the paragraph from the agent's line to the next blank line is read."""
+    if not _MDA_FROM.search(sender) or not any(
+            k in text for k in ("mail.local: ", "procmail: ", "maildrop: ", "vdeliver",
+                                "automatically rejected:")):
+        return None
+    for _name, intro, reasons in MDA_AGENTS:
+        m = intro.search(text)
+        if not m:
+            continue
+        end = text.find("\n\n", m.start())
+        para = text[m.start():end if end >= 0 else len(text)].lower()
+        for reason, phrases in reasons:
+            if any(p in para for p in phrases):
+                return reason
+        return None
+    return None
+
+
+def _command_near(addr: str, text: str) -> str | None:
+    """The SMTP command named in a paragraph of ``text`` that mentions ``addr`` (Postfix's
+    "(in reply to RCPT TO command)", a Sendmail transcript's ">>> RCPT TO:<addr>")."""
+    low = text.lower()
+    needle = addr.lower()
+    i = low.find(needle)
+    while i >= 0:
+        start = low.rfind("\n\n", 0, i) + 1
+        end = low.find("\n\n", i)
+        cmd = command_from_text(text[start:end if end >= 0 else len(text)])
+        if cmd:
+            return cmd
+        i = low.find(needle, i + len(needle))
+    return None
 
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:

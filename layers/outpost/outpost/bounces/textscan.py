@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from outpost.bounces._prefilter import Prefiltered
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS, Family
 
 _WS = re.compile(r"\s+")
@@ -44,10 +45,19 @@ def _marker_at(text: str) -> int:
     return m.start() if m else len(text)
 
 
+_DETECT = tuple((fam, Prefiltered(fam.detect)) for fam in FAMILIES)
+
+
+@lru_cache(maxsize=4)
+def families_detected(probe: str) -> tuple[Family, ...]:
+    """The rows whose ``detect`` pattern matches ``probe``, in table order."""
+    low = probe.lower()
+    return tuple(fam for fam, rx in _DETECT if rx.search(probe, low))
+
+
 def detect_family(probe: str) -> Family | None:
-    for fam in FAMILIES:
-        if fam.detect.search(probe):
-            return fam
+    found = families_detected(probe)
+    return found[0] if found else None
     return None
 
 
@@ -71,7 +81,7 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
     current: list[str] | None = None
     for line in lines:
         matched = None
-        if len(line) < 1000:
+        if len(line) < 1000 and "@" in line:  # every rcpt pattern needs an address
             for rx in fam.rcpt:
                 m = rx.search(line)
                 if m:
@@ -122,9 +132,7 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
 def scan_text(probe: str, text: str, exclude: frozenset[str] = frozenset()
               ) -> tuple[Family | None, list[TextHit]]:
     """Detect the family from ``probe`` (headers + start of body) and scan ``text``."""
-    for fam in FAMILIES:
-        if not fam.detect.search(probe):
-            continue
+    for fam in families_detected(probe):
         hits = scan_with(fam, text, exclude)
         if hits:
             return fam, hits

@@ -1,0 +1,140 @@
+"""Cheap literal pre-checks for the big case-insensitive alternations of the family table.
+
+Python's ``re`` tries every alternative of an ``re.I`` pattern at every position of the
+text, which makes the family ``detect`` patterns the hottest code of the parser.  Each
+alternative of such a pattern contains a literal run that any match must contain (e.g.
+"qmail-send program"); if none of those runs occurs in the lower-cased text, the pattern
+cannot match and is not run.  The runs are derived from the pattern itself at import time
+(so the table stays the single source of truth), conservatively: only characters at group
+depth 0 that no quantifier makes optional, ASCII only; a pattern for which some alternative
+has no run of at least ``MIN`` characters gets no pre-check at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+MIN = 4
+_LITERAL = re.compile(r"[A-Za-z0-9 ,'!@#%&=_<>/-]")
+
+
+def _split_top(pattern: str) -> list[str] | None:
+    """The top-level alternatives of a pattern (None if it has inline flags we don't model)."""
+    out: list[str] = []
+    depth = 0
+    cur: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            cur.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] == "^":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            cur.append(pattern[i : j + 1])
+            i = j + 1
+            continue
+        if c == "(":
+            if pattern.startswith("(?", i) and not pattern.startswith(("(?:", "(?P<", "(?=",
+                                                                      "(?!", "(?<", "(?>"), i):
+                return None  # inline flags: leave the pattern alone
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def _longest_run(alt: str) -> str:
+    """The longest literal run of one alternative that every match must contain."""
+    best = ""
+    run: list[str] = []
+    tokens: list[tuple[str, bool]] = []  # (text, is_literal_char)
+    i = 0
+    depth = 0
+    while i < len(alt):
+        c = alt[i]
+        if c == "\\":
+            nxt = alt[i + 1 : i + 2]
+            # An escaped punctuation character is that character; \s, \d, \b... are not.
+            tokens.append((nxt, depth == 0 and bool(nxt) and not nxt.isalnum()))
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            while j < len(alt) and alt[j] != "]":
+                j += 2 if alt[j] == "\\" else 1
+            tokens.append(("", False))
+            i = j + 1
+            continue
+        if c == "(":
+            depth += 1
+            tokens.append(("", False))
+        elif c == ")":
+            depth -= 1
+            tokens.append(("", False))
+        elif c in "?*{":
+            # The previous item is optional (or the group is): drop it from the run.
+            if tokens:
+                tokens[-1] = ("", False)
+            tokens.append(("", False))
+        elif c == "+":
+            tokens.append(("", False))  # "x+" still contains one x, but keep it simple
+        else:
+            tokens.append((c, depth == 0 and bool(_LITERAL.fullmatch(c))))
+        i += 1
+    for text, lit in tokens:
+        if lit and text.isascii():
+            run.append(text)
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    if len(run) > len(best):
+        best = "".join(run)
+    return best.strip()
+
+
+def needles(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Lower-case literals one of which occurs in any text the pattern matches, or None."""
+    alts = _split_top(pattern.pattern)
+    if not alts:
+        return None
+    out: list[str] = []
+    for alt in alts:
+        run = _longest_run(alt)
+        if len(run) < MIN:
+            return None
+        out.append(run.lower())
+    return tuple(dict.fromkeys(out))
+
+
+class Prefiltered:
+    """``pattern.search`` behind a literal pre-check on the lower-cased text."""
+
+    __slots__ = ("pattern", "needles")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.needles = needles(pattern) if pattern.flags & re.I else None
+
+    def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
+        if self.needles is not None:
+            low = text.lower() if low is None else low
+            if not any(n in low for n in self.needles):
+                return None
+        return self.pattern.search(text)

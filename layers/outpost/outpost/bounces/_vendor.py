@@ -1,0 +1,72 @@
+"""Vendor wordings and reply codes that name a bounce reason unambiguously.
+
+Used by classify() (so the sender's reading of a synchronous SMTP reply agrees with the bounce
+processor's reading of the same reply in a DSN) and by the DSN parser.  Sources: the vendors'
+published reply texts, as collected in Sisimai's Rhost modules (BSD-2-Clause).
+"""
+
+from __future__ import annotations
+
+import re
+
+_F = re.I | re.M
+
+
+def _r(p: str) -> re.Pattern[str]:
+    return re.compile(p, _F)
+
+
+# Vendor wordings that name the reason unambiguously, whatever the family or status code
+# says (many of these MTAs send the generic 5.0.0).  Checked before the generic rules.
+VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Google
+    (_r(r"because the address couldn't be found|The email account that you tried to "
+        r"reach does not exist"), "userunknown"),
+    (_r(r"The email account that you tried to reach is (?:disabled|inactive)"), "suspend"),
+    (_r(r"is over (?:its|the) storage (?:allowance|quota)|inbox is out of storage space"),
+     "mailboxfull"),
+    # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise
+    (_r(r"not listed in (?:Domino|public Name & Address) Directory|Invalid final delivery "
+        r"userid|No such user found in the GroupWise"), "userunknown"),
+    # Microsoft Exchange Online's resolver verdicts (Sisimai::Rhost::ExchangeOnline)
+    (_r(r"RESOLVER\.ADR\.(?:RecipientNotFound|ExRecipNotFound)"), "userunknown"),
+    # Tencent QQ (Sisimai::Rhost::TencentQQ wording)
+    (_r(r"(?:ip|domain|sender|connection) frequency limited"), "toomanyconn"),
+)
+
+# Vendor reply codes printed inside the SMTP reply text: (pattern with one group, code ->
+# reason).  GoDaddy (secureserver.net) ends each refusal with an "IBnnn" code documented by
+# GoDaddy (table as in Sisimai::Rhost::GoDaddy); the code is more precise than the status.
+VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
+    (re.compile(r"\s(IB\d{3})\b"), {
+        "IB103": "blocked", "IB104": "blocked", "IB105": "blocked", "IB106": "blocked",
+        "IB007": "toomanyconn", "IB101": "expired", "IB108": "blocked", "IB110": "blocked",
+        "IB111": "blocked", "IB112": "blocked", "IB113": "blocked", "IB212": "spamdetected",
+        "IB401": "securityerror", "IB501": "rejected", "IB502": "rejected",
+        "IB504": "toomanyconn", "IB506": "rejected", "IB508": "rejected",
+        "IB510": "toomanyconn", "IB607": "toomanyconn", "IB705": "virusdetected",
+    }),
+)
+
+
+# Reasons a vendor verdict may replace: what generic status codes and phrases map to.
+OVERRIDABLE = frozenset({
+    "undefined", "onhold", "systemerror", "securityerror", "networkerror", "userunknown",
+    "hostunknown", "filtered", "rejected", "expired", "blocked", "suspend",
+})
+
+
+def vendor_reason(diagnostic: str) -> str | None:
+    """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None."""
+    if not diagnostic:
+        return None
+    found = None
+    for rx, reason in VENDOR_PHRASES:
+        if rx.search(diagnostic):
+            found = reason
+            break
+    for crx, codes in VENDOR_CODES:
+        m = crx.search(diagnostic)
+        if m and m.group(1) in codes:
+            return codes[m.group(1)]
+    return found

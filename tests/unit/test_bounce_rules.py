@@ -1,0 +1,173 @@
+"""Rules added to reach Sisimai-level agreement, each on a small hand-written message that
+shows the shape it handles (real samples of each are in tests/golden/bounces)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from outpost.bounces import classify, parse_bounce, status_from_text
+from outpost.bounces._prefilter import Prefiltered, needles
+from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bounces"
+
+DSN_BODY = (
+    "--REAL\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n"
+    "--REAL\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+    "Final-Recipient: rfc822; nobody@example.com\nAction: failed\nStatus: 5.1.1\n"
+    "Diagnostic-Code: smtp; 550 5.1.1 <nobody@example.com>: user unknown\n\n--REAL--\n"
+)
+
+
+def _msg(headers: str, body: str) -> bytes:
+    return (headers + "\n" + body).encode()
+
+
+def test_multipart_whose_declared_boundary_never_occurs_is_repaired() -> None:
+    raw = _msg("From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n"
+               "MIME-Version: 1.0\nContent-Type: multipart/report; "
+               "report-type=delivery-status; boundary=\"WRONG\"\n", DSN_BODY)
+    rep = parse_bounce(raw)
+    assert [(r.address, r.status, r.kind) for r in rep.recipients] == [
+        ("nobody@example.com", "5.1.1", "hard")]
+
+
+def test_sendmail_text_with_the_report_inline_and_no_mime_parts() -> None:
+    # A multipart/report whose parts were flattened: the fields are in the text, after
+    # "The original message was received at" (which is not the copy of the original).
+    body = ("The original message was received at Thu, 29 Apr 2000 23:34:45 +0900\n"
+            "from [192.0.2.230]\n\n   ----- The following addresses had permanent fatal "
+            "errors -----\n<kijitora@example.net>\n\n   ----- Transcript of session follows "
+            "-----\nmail.local: unknown user: kijitora\n554 <kijitora@example.net>... Service "
+            "unavailable\n\nReporting-MTA: dns; mx.example.net\n\nFinal-Recipient: RFC822; "
+            "<kijitora@example.net>\nAction: failed\nStatus: 5.5.0\n")
+    raw = _msg("From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\n"
+               "Subject: Returned mail: Service unavailable\nMIME-Version: 1.0\n"
+               "Content-Type: multipart/report; report-type=delivery-status;\n"
+               "    boundary=\"gone\"\n", body)
+    [r] = parse_bounce(raw).recipients
+    assert (r.address, r.status) == ("kijitora@example.net", "5.5.0")
+
+
+def test_quoted_local_part_keeps_its_quotes() -> None:
+    body = DSN_BODY.replace("nobody@example.com", '"john..doe"@Example.COM')
+    raw = _msg("From: MAILER-DAEMON@mx.example.net\nMIME-Version: 1.0\n"
+               "Content-Type: multipart/report; boundary=\"REAL\"\n", body)
+    assert [r.address for r in parse_bounce(raw).recipients] == ['"john..doe"@example.com']
+
+
+def test_amazon_ses_notification_raw_and_sns_wrapped() -> None:
+    payload = {
+        "notificationType": "Bounce",
+        "bounce": {"bounceType": "Transient", "bounceSubType": "MailboxFull",
+                   "reportingMTA": "dsn; a1-2.smtp-out.amazonses.com",
+                   "bouncedRecipients": [{"emailAddress": "full@example.org",
+                                          "action": "failed", "status": "5.2.2",
+                                          "diagnosticCode": "smtp; 552 5.2.2 over quota"}]},
+        "mail": {"messageId": "0100-abc"},
+    }
+    head = "From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\n"
+    for body in (json.dumps(payload),
+                 json.dumps({"Type": "Notification", "Message": json.dumps(payload)})):
+        rep = parse_bounce(_msg(head, body + "\n\n--\nIf you wish to stop receiving...\n"))
+        assert rep.family == "amazonses" and rep.original_message_id == "0100-abc"
+        [r] = rep.recipients
+        assert (r.address, r.status, r.kind, r.reason, r.remote_mta) == (
+            "full@example.org", "5.2.2", "soft", "mailboxfull", "a1-2.smtp-out.amazonses.com")
+    complaint = {"notificationType": "Complaint",
+                 "complaint": {"complainedRecipients": [{"emailAddress": "c@example.org"}],
+                               "complaintFeedbackType": "abuse"}}
+    rep = parse_bounce(_msg(head, json.dumps(complaint)))
+    assert rep.kind == "feedback" and [(r.address, r.reason) for r in rep.recipients] == [
+        ("c@example.org", "feedback")]
+    delivery = {"notificationType": "Delivery", "delivery": {"recipients": ["ok@example.org"]}}
+    assert parse_bounce(_msg(head, json.dumps(delivery))).recipients == ()
+
+
+def test_microsoft_jmrp_complaint_is_feedback() -> None:
+    raw = _msg("From: staff@hotmail.com\nSubject: complaint about message from 192.0.2.1\n"
+               "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"J\"\n",
+               "--J\nContent-Type: message/rfc822\n\nX-HmXmrOriginalRecipient: "
+               "victim@example.com\nTo: victim@example.com\nFrom: app@example.org\n"
+               "Subject: hi\n\nbody\n--J--\n")
+    rep = parse_bounce(raw)
+    assert rep.kind == "feedback"
+    assert [(r.address, r.kind, r.reason) for r in rep.recipients] == [
+        ("victim@example.com", "unknown", "feedback")]
+
+
+def test_fallback_row_reads_plain_daemon_text() -> None:
+    raw = _msg("From: MAILER-DAEMON@isp.example.net\nSubject: Returned mail: see below\n",
+               "User's mailbox is full: <someone@example.net>\nUnable to deliver mail.\n")
+    [r] = parse_bounce(raw).recipients
+    assert (r.address, r.kind, r.reason) == ("someone@example.net", "soft", "mailboxfull")
+    # Not from a mailer daemon: not read as a bounce.
+    assert parse_bounce(_msg("From: friend@example.org\nSubject: hello\n",
+                             "User's mailbox is full: <someone@example.net>\n")).recipients == ()
+
+
+def test_status_after_a_quoted_reply_code_wins_over_a_leading_one() -> None:
+    # Amazon SES: its own summary first, then the remote server's reply in quotes.
+    diag = "5.1.0 - Unknown address error 550-'5.7.1 <x@example.com>... Access denied'"
+    assert status_from_text(diag) == "5.7.1"
+
+
+def test_status_meaning_stands_for_non_smtp_diagnostics() -> None:
+    # Postfix virtual(8): "Status: 5.2.2" with "Diagnostic-Code: x-unix; input/output error".
+    assert classify("5.2.2", "input/output error", "failed", diagnostic_type="X-UNIX") == (
+        "soft", "mailboxfull")
+    assert classify(None, "mail.local: unknown user", "failed", diagnostic_type="X-UNIX")[1] \
+        == "mailererror"
+
+
+def test_vendor_codes_and_wordings_beat_generic_status_codes() -> None:
+    # GoDaddy's "IBnnn" codes and Exchange Online's resolver verdicts: the same answer for a
+    # synchronous reply (the sender) as for the DSN that carries it.
+    assert classify("5.1.1", "550 5.1.1 <k@example.com> - 192.0.2.1 has sent to too many "
+                    "recipients this hour. IB607 <http://x.co/rlbounce>") == ("soft", "toomanyconn")
+    assert classify("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not "
+                    "found by SMTP address lookup") == ("hard", "userunknown")
+
+
+def test_local_delivery_agent_verdict_is_used() -> None:
+    # Sendmail wrapped mail.local's "unknown user" in a generic 5.5.0 report.
+    body = ("   ----- The following addresses had permanent fatal errors -----\n"
+            "<bob@example.net>\n\n   ----- Transcript of session follows -----\n"
+            "mail.local: unknown user: bob\n554 <bob@example.net>... Service unavailable\n")
+    raw = _msg("From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>\n"
+               "Subject: Returned mail: Service unavailable\n", body)
+    [r] = parse_bounce(raw).recipients
+    assert (r.address, r.kind, r.reason) == ("bob@example.net", "hard", "userunknown")
+
+
+def test_userunknown_text_without_rcpt_is_filtered_as_sisimai_does() -> None:
+    # After DATA a "no such user" is often a content filter in disguise (Sisimai's rule).
+    assert classify(None, "This user doesn't have a example.com account") == (
+        "soft", "filtered")
+    assert classify("5.1.1", "550 5.1.1 user unknown", command="RCPT") == (
+        "hard", "userunknown")
+
+
+@pytest.mark.parametrize("pattern", [f.detect for f in FAMILIES]
+                         + [f.end for f in FAMILIES if f.end is not None] + [ORIGINAL_MARKERS],
+                         ids=lambda p: p.pattern[:30])
+def test_prefilter_never_hides_a_match(pattern) -> None:
+    pre = Prefiltered(pattern)
+    for eml in sorted(GOLDEN.glob("*/*.eml")):
+        text = eml.read_bytes().decode("utf-8", "replace")
+        for chunk in (text, text.upper(), text.lower()):
+            assert bool(pre.search(chunk)) == bool(pattern.search(chunk)), eml
+
+
+def test_needles_are_literal_runs_every_match_contains() -> None:
+    import re
+
+    rx = re.compile(r"^Hi\. This is the qmail|could not be delivered\. This\s+is a"
+                    r"|foo(?:bar)?bazz|x?yzzyq", re.I)
+    # Escaped punctuation is literal; \s, optional items and groups end a run.
+    assert needles(rx) == ("hi. this is the qmail", "could not be delivered. this", "bazz",
+                           "yzzyq")
+    assert needles(re.compile(r"a|bcdef", re.I)) is None  # "a" is too short to pre-check
