@@ -158,6 +158,7 @@ class LocalStack:
             "OUTPOST_SMTP_PORT": str(smtp_port),
             "OUTPOST_CA_BUNDLE": str(self.pki.ca_bundle),
             "OUTPOST_RETRY_SCHEDULE": cfg.retry_schedule,
+            "OUTPOST_SENDER_IP": host,  # what SPF must list: the local "Elastic IP"
             "POWERTOOLS_DEV": "false",
         })
         if cfg.max_lifetime:

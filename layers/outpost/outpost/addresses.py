@@ -55,6 +55,13 @@ def to_ascii_domain(domain: str) -> str:
         raise AddressError(f"invalid internationalised domain {domain!r}") from exc
 
 
+def check_domain(domain: str) -> str:
+    """A valid domain name (IDN allowed), lowercased, Unicode form. Raises AddressError."""
+    if not isinstance(domain, str) or any(c in domain for c in "\r\n\0 @"):
+        raise AddressError("not a domain name")
+    return _check_domain(domain)
+
+
 def _check_domain(domain: str) -> str:
     domain = domain.rstrip(".").lower()
     if not domain or len(domain) > 253:

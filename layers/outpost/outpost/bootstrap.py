@@ -91,7 +91,7 @@ def signer_for(domain: str) -> Any:
     hit = _signers.get(domain)
     if hit and time.monotonic() - hit[0] < SIGNER_TTL:
         return hit[1]
-    value = secrets().get_json(dkim_secret_id(domain))
+    value = secrets().read_json(dkim_secret_id(domain))  # uncached: rotations must reach warm containers
     keys = keys_from_secret(value) if value else []
     signer = Signer(keys) if keys else None
     _signers[domain] = (time.monotonic(), signer)
@@ -124,16 +124,38 @@ def delivery_service() -> Any:
 
 
 @cache
+def idempotency_store() -> Any:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    # The template's IdempotencyTable: key `id`, TTL attribute `expiration` (Powertools' names).
+    return DynamoDBPersistenceLayer(table_name=settings().idempotency_table, boto3_client=aws("dynamodb"))
+
+
+@cache
+def domain_service() -> Any:
+    from .api.domains import DomainService, dns_lookup
+
+    s = settings()
+    return DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
+                         lookup=dns_lookup(s.dns_servers), sender_ip=s.sender_ip,
+                         bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days)
+
+
+@cache
 def api_app() -> Any:
-    from .api.auth import KeyRing
+    """The send API (routes + services), built once per container."""
+    from .api.auth import KeyRing, TokenBuckets
     from .api.routes import build_app
     from .api.service import QueryService, SendService
 
+    s = settings()
     return build_app(
-        keys=KeyRing(api_keys_table()),
-        sender=SendService(store=message_store(), suppressions=suppression_store(),
-                           queue=job_queue(), domains=domains_table()),
-        queries=QueryService(store=message_store(), suppressions=suppression_store()))
+        keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
+        sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+                           domains=domains_table(), idempotency=idempotency_store()),
+        queries=QueryService(store=message_store(), suppressions=suppression_store(),
+                             retention_days=s.retention_days),
+        domains=domain_service())
 
 
 @cache
@@ -153,6 +175,7 @@ def reset() -> None:
 
     config.settings.cache_clear()
     for fn in (aws, message_store, suppression_store, domains_table, api_keys_table, job_queue,
-               secrets, verp_key, delivery_service, api_app, bounce_service):
+               secrets, verp_key, delivery_service, api_app, bounce_service, idempotency_store,
+               domain_service):
         fn.cache_clear()
     _signers.clear()

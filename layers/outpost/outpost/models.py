@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from .addresses import AddressError, parse_address
-from .config import SQS_MAX_RETENTION, DEFAULT_MAX_LIFETIME
+from .config import DEFAULT_MAX_LIFETIME, SQS_MAX_RETENTION
 
 MAX_RECIPIENTS = 50
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES's limit for the whole message

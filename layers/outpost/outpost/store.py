@@ -11,7 +11,11 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   pk=INBOUND#<s3 key> sk=UNMATCHED|UNPARSED   inbound mail that matched nothing (kept, counted)
   gsi1: gsi1pk=RCPT#<address>  gsi1sk=<created>#<id>     messages to a recipient
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
+  pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
+  gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
+  gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   expires_at: TTL (retention)
+SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
 """
 
 from __future__ import annotations

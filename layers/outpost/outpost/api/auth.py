@@ -1,23 +1,42 @@
-"""API keys: bearer tokens, stored only as a SHA-256 hash, each with scopes.
+"""API keys: bearer tokens, stored only as a SHA-256 hash, each with scopes; per-key throttling.
 
 A key looks like `op_<43 url-safe base64 chars>` (256 random bits); the hash is enough to find
 it, and a leaked table does not leak keys. Scopes: send, read, admin (admin implies the rest).
+`key_id` (the first 12 hex digits of the hash) names a key in lists and logs; revoking sets
+`revoked_at`, so the key's record (and when it was last used) stays for audit.
+
+Throttling is a token bucket per key, kept in the container's memory: cheap (no extra
+DynamoDB write per request) but per container, so N warm containers allow up to N times the
+rate. The stage's own throttle in template.yaml (OutpostApi MethodSettings) is the global cap;
+this one stops one key from taking all of it. A key may carry its own `rate`/`burst`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import Forbidden, Unauthorized
+from ..errors import ApiError, Forbidden, NotFound, Unauthorized
 from ..store import KeyValueTable, _iso
 
 SCOPES = ("send", "read", "admin")
 TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one key
+_CACHE_SECONDS = 30.0  # a revoked key stops working in every container within this
+
+
+class Throttled(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, field="Authorization")
+        self.retry_after = retry_after
 
 
 def new_key() -> str:
@@ -35,35 +54,91 @@ class Principal:
     scopes: frozenset[str]
 
 
-class KeyRing:
-    def __init__(self, table: KeyValueTable, clock: Callable[[], float] = time.time) -> None:
-        self.table, self.clock = table, clock
-        self._touched: dict[str, float] = {}
+class TokenBuckets:
+    """One token bucket per key: `rate` tokens a second, at most `burst` saved up."""
 
-    def create(self, name: str, scopes: list[str]) -> tuple[str, dict]:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._state: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: str, rate: float | None = None, burst: int | None = None) -> float:
+        """Take one token; 0.0 if granted, else the seconds until one is available."""
+        rate = rate or self.rate
+        burst = burst or self.burst
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._state.get(key, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - at) * rate)
+            if tokens >= 1.0:
+                self._state[key] = (tokens - 1.0, now)
+                return 0.0
+            self._state[key] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
+class KeyRing:
+    def __init__(self, table: KeyValueTable, clock: Callable[[], float] = time.time,
+                 buckets: TokenBuckets | None = None) -> None:
+        self.table, self.clock, self.buckets = table, clock, buckets
+        self._touched: dict[str, float] = {}
+        self._items: dict[str, tuple[float, dict | None]] = {}
+
+    # ---- admin (the CLI; never on a request path) -------------------------------------------
+    def create(self, name: str, scopes: list[str], *, rate: float | None = None,
+               burst: int | None = None) -> tuple[str, dict]:
         bad = [s for s in scopes if s not in SCOPES]
         if bad or not scopes:
             raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
         key = new_key()
         h = key_hash(key)
         item = {"key_hash": h, "key_id": h[:12], "name": name, "scopes": sorted(set(scopes)),
-                "created_at": _iso(self.clock())}
+                "created_at": _iso(self.clock()), "rate": rate, "burst": burst}
         self.table.put(item)
-        return key, item
+        return key, {k: v for k, v in item.items() if v is not None}
 
+    def list(self) -> list[dict]:
+        """Every key (without its hash), oldest first. A Scan: the keys table is tiny."""
+        items = sorted(self.table.scan_all(), key=lambda i: i.get("created_at", ""))
+        return [{k: v for k, v in i.items() if k != "key_hash"} for i in items]
+
+    def revoke(self, key_id: str) -> dict:
+        matches = [i for i in self.table.scan_all() if i.get("key_id") == key_id]
+        if not matches:
+            raise NotFound(f"no API key {key_id!r}", field="key_id")
+        item = self.table.update(matches[0]["key_hash"], {"revoked_at": _iso(self.clock())})
+        return {k: v for k, v in item.items() if k != "key_hash"}
+
+    # ---- the request path --------------------------------------------------------------------
     def authenticate(self, authorization: str | None, scope: str) -> Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
         key = authorization[7:].strip()
         h = key_hash(key)
-        item = self.table.get(h)
+        item = self._lookup(h)
         if item is None or item.get("revoked_at") or not hmac.compare_digest(item["key_hash"], h):
             raise Unauthorized("invalid or revoked API key", field="Authorization")
         scopes = frozenset(item.get("scopes") or [])
         if scope not in scopes and "admin" not in scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope", field="Authorization")
+        if self.buckets is not None:
+            wait = self.buckets.take(h, item.get("rate"), item.get("burst"))
+            if wait > 0:
+                raise Throttled("too many requests for this API key; retry later", math.ceil(wait))
         now = self.clock()
         if now - self._touched.get(h, 0.0) > TOUCH_EVERY:
             self._touched[h] = now
             self.table.touch(h, "last_used_at", _iso(now))
         return Principal(item.get("key_id", h[:12]), item.get("name", ""), scopes)
+
+    def _lookup(self, h: str) -> dict | None:
+        """The key's record, cached briefly: a warm request then costs no read for auth."""
+        now = time.monotonic()
+        hit = self._items.get(h)
+        if hit is not None and now - hit[0] < _CACHE_SECONDS:
+            return hit[1]
+        item = self.table.get(h)
+        if len(self._items) > 1000:
+            self._items.clear()
+        self._items[h] = (now, item)
+        return item

@@ -2,24 +2,61 @@
 
 Every error has one JSON shape, `{"error": {"code", "message", "field"}}`, and no input can
 produce a 500: validation errors are 422 naming the field, malformed JSON is 400, unknown
-routes 404, and anything unexpected is logged and answered 503 (retryable) without a trace.
+routes 404, throttling 429 with Retry-After, and anything unexpected is logged and answered 503
+(retryable) without a trace. The OpenAPI document (/openapi.json) is generated from the same
+pydantic models that validate requests and responses (models.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from ..errors import ApiError
-from ..models import SendRequest
-from .auth import KeyRing
+from ..errors import ApiError, ValidationFailed
+from ..models import (
+    BatchRequest,
+    BatchResponse,
+    BounceList,
+    DomainCreate,
+    DomainView,
+    ErrorResponse,
+    MessageList,
+    MessageView,
+    SendRequest,
+    SendResponse,
+    SuppressionList,
+    SuppressionPut,
+    SuppressionRemoved,
+    SuppressionView,
+)
+from .auth import KeyRing, Principal, Throttled
 from .service import QueryService, SendService
 
 log = logging.getLogger("outpost.api")
+
+_ERR = {"application/json": {"model": ErrorResponse}}
+_RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+
+
+def _errors(*codes: int, ok: int = 200, ok_text: str = "OK") -> dict[int, Any]:
+    text = {400: "Malformed request (e.g. the body is not JSON, a bad cursor)",
+            401: "Missing, invalid or revoked API key", 403: "The key lacks the scope, or the "
+            "sender domain is not verified", 404: "Not found", 409: "Conflict",
+            413: "The message is over 40 MB", 422: "Validation failed (the field is named)",
+            429: "Too many requests for this key", 503: "Temporarily unavailable; retry"}
+    out: dict[int, Any] = {ok: {"description": ok_text}}
+    for c in (400, 401, 422, 429, 503, *codes):
+        out[c] = {"description": text[c], "content": _ERR}
+        if c in (429, 503):
+            out[c]["headers"] = _RETRY
+    return out
 
 
 def _error(status: int, code: str, message: str, field: str | None = None,
@@ -31,7 +68,7 @@ def _error(status: int, code: str, message: str, field: str | None = None,
 def _field_of(loc: tuple[Any, ...]) -> str | None:
     parts: list[str] = []
     for p in loc:
-        if p == "body" and not parts:
+        if p in ("body", "query", "path", "header") and not parts:
             continue
         if isinstance(p, int):
             if parts:
@@ -43,12 +80,32 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService) -> APIGatewayRestResolver:
+Limit = Annotated[int, Query(ge=1, le=100, description="page size")]
+CursorQ = Annotated[str | None, Query(max_length=2048, description="next_cursor of the previous page")]
+Since = Annotated[datetime | None, Query(description="ISO 8601; only items at or after this time")]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                        pattern=r"^[\x21-\x7e]+$",
+                                        description="repeat a request safely for 24 h")]
+States = Literal["queued", "deferred", "delivered", "bounced", "expired", "suppressed", "complained"]
+Kinds = Literal["hard", "soft", "undetermined", "complaint", "delay"]
+Sources = Literal["bounce", "complaint", "manual"]
+
+
+def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
+              domains: Any = None) -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True)
 
-    def auth(scope: str) -> None:
-        keys.authenticate(app.current_event.headers.get("Authorization")
-                          or app.current_event.headers.get("authorization"), scope)
+    def auth(scope: str) -> Principal:
+        h = app.current_event.headers or {}
+        return keys.authenticate(h.get("Authorization") or h.get("authorization"), scope)
+
+    @app.exception_handler(Throttled)
+    def _throttled(exc: Throttled) -> Response:
+        return _error(429, exc.code, exc.message, exc.field, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(ValidationFailed)
+    def _failed(exc: ValidationFailed) -> Response:
+        return _error(400 if exc.field == "cursor" else 422, exc.code, exc.message, exc.field)
 
     @app.exception_handler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -67,6 +124,11 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService) -> A
             msg = f"{field} is required"
         return _error(422, "validation_error", msg, field)
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response:
+        # API Gateway base64-encodes a body that is not UTF-8; JSON must be UTF-8 (RFC 8259 §8.1).
+        return _error(400, "invalid_json", "the request body is not UTF-8 JSON", "body")
+
     @app.not_found
     def _not_found(exc: Exception) -> Response:
         return _error(404, "not_found", "no such route")
@@ -77,24 +139,110 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService) -> A
         return _error(503, "temporarily_unavailable", "the request could not be completed; retry",
                       headers={"Retry-After": "1"})
 
-    @app.post("/v1/messages", summary="Send a message", status_code=202)
-    def send_message(body: Annotated[SendRequest, Body()]) -> Response[dict]:
-        auth("send")
-        return Response(status_code=202, content_type="application/json", body=sender.send(body))
+    # ---- sending ------------------------------------------------------------------------------
+    @app.post("/v1/messages", summary="Send a message", status_code=202,
+              responses=_errors(403, 409, 413, 400, ok=202, ok_text="Accepted: queued or suppressed"))
+    def send_message(body: Annotated[SendRequest, Body()],
+                     idempotency_key: IdemKey = None) -> Response[SendResponse]:
+        principal = auth("send")
+        sender.register_context(app.lambda_context)
+        out, replayed = sender.send(body, principal=principal, idempotency_key=idempotency_key,
+                                    raw=app.current_event.json_body)
+        return Response(status_code=202, content_type="application/json", body=SendResponse(**out),
+                        headers={"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.get("/v1/messages/<message_id>", summary="A message with each recipient's state and attempts")
-    def get_message(message_id: Annotated[str, Path()]) -> dict:
-        auth("read")
-        return queries.message(message_id)
+    @app.post("/v1/messages/batch", summary="Send up to 500 messages, each answered on its own",
+              responses=_errors(409, 400))
+    def send_batch(body: Annotated[BatchRequest, Body()],
+                   idempotency_key: IdemKey = None) -> Response[BatchResponse]:
+        principal = auth("send")
+        sender.register_context(app.lambda_context)
+        out, replayed = sender.send_batch(body.messages, principal=principal,
+                                          idempotency_key=idempotency_key)
+        return Response(status_code=200, content_type="application/json", body=BatchResponse(**out),
+                        headers={"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.get("/v1/suppressions/<address>", summary="Whether an address is suppressed, and why")
-    def get_suppression(address: Annotated[str, Path()]) -> dict:
+    # ---- querying -----------------------------------------------------------------------------
+    @app.get("/v1/messages", summary="Messages by recipient, status and time (per recipient)",
+             responses=_errors(400, 403))
+    def list_messages(recipient: Annotated[str | None, Query(max_length=320)] = None,
+                      status: Annotated[States | None, Query()] = None,
+                      since: Since = None, limit: Limit = 50, cursor: CursorQ = None) -> MessageList:
         auth("read")
-        return queries.suppression(address)
+        return MessageList.model_validate(queries.messages(
+            recipient=recipient, status=status, since=since, limit=limit, cursor=cursor))
+
+    @app.get("/v1/messages/<message_id>", summary="A message with each recipient's state and attempts",
+             responses=_errors(403, 404))
+    def get_message(message_id: Annotated[str, Path()]) -> MessageView:
+        auth("read")
+        return MessageView.model_validate(queries.message(message_id))
+
+    @app.get("/v1/bounces", summary="Bounces and complaints by recipient, kind and time",
+             responses=_errors(400, 403))
+    def list_bounces(recipient: Annotated[str | None, Query(max_length=320)] = None,
+                     kind: Annotated[Kinds | None, Query()] = None,
+                     since: Since = None, limit: Limit = 50, cursor: CursorQ = None) -> BounceList:
+        auth("read")
+        return BounceList.model_validate(queries.bounces(
+            recipient=recipient, kind=kind, since=since, limit=limit, cursor=cursor))
+
+    @app.get("/v1/suppressions", summary="The suppression list, by source and time",
+             responses=_errors(400, 403))
+    def list_suppressions(source: Annotated[Sources | None, Query()] = None, since: Since = None,
+                          limit: Limit = 50, cursor: CursorQ = None) -> SuppressionList:
+        auth("read")
+        return SuppressionList.model_validate(queries.suppression_list(
+            source=source, since=since, limit=limit, cursor=cursor))
+
+    @app.get("/v1/suppressions/<address>", summary="Whether an address is suppressed, why, and its history",
+             responses=_errors(403, 404))
+    def get_suppression(address: Annotated[str, Path()]) -> SuppressionView:
+        auth("read")
+        return SuppressionView.model_validate(queries.suppression(unquote(address)))
+
+    @app.put("/v1/suppressions/<address>", summary="Suppress an address by hand",
+             responses={**_errors(403, ok=200, ok_text="Already suppressed"),
+                        201: {"description": "Suppressed now"}})
+    def put_suppression(address: Annotated[str, Path()],
+                        body: Annotated[SuppressionPut | None, Body()] = None) -> Response[SuppressionView]:
+        principal = auth("send")
+        item, new = queries.suppress(unquote(address), (body or SuppressionPut()).reason, principal)
+        return Response(status_code=201 if new else 200, content_type="application/json",
+                        body=SuppressionView(**item))
+
+    @app.delete("/v1/suppressions/<address>", summary="Remove a suppression (admin; recorded)",
+                responses=_errors(403, 404))
+    def delete_suppression(address: Annotated[str, Path()]) -> SuppressionRemoved:
+        principal = auth("admin")
+        return SuppressionRemoved.model_validate(queries.unsuppress(unquote(address), principal))
+
+    # ---- domains ------------------------------------------------------------------------------
+    if domains is not None:
+        @app.post("/v1/domains", summary="Add a sending domain: DKIM keys and the DNS records to publish",
+                  status_code=201, responses=_errors(403, 409, ok=201, ok_text="Created"))
+        def create_domain(body: Annotated[DomainCreate, Body()]) -> Response[DomainView]:
+            auth("admin")
+            return Response(status_code=201, content_type="application/json",
+                            body=domains.create(body.domain, mta_sts=body.mta_sts))
+
+        @app.get("/v1/domains/<domain>", summary="Check the domain's records live in DNS",
+                 responses=_errors(403, 404))
+        def get_domain(domain: Annotated[str, Path()]) -> DomainView:
+            auth("read")
+            return DomainView.model_validate(domains.check(unquote(domain)))
+
+        @app.post("/v1/domains/<domain>/rotate", summary="Rotate the DKIM keys (new selectors)",
+                  responses=_errors(403, 404, 409))
+        def rotate_domain(domain: Annotated[str, Path()]) -> DomainView:
+            auth("admin")
+            return DomainView.model_validate(domains.rotate(unquote(domain)))
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
-        return app.get_openapi_schema(title="Outpost", version="1").model_dump(
-            mode="json", by_alias=True, exclude_none=True)
+        return app.get_openapi_schema(
+            title="Outpost", version="1", description="Serverless transactional email",
+            security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},
+            security=[{"bearer": []}]).model_dump(mode="json", by_alias=True, exclude_none=True)
 
     return app

@@ -2,52 +2,192 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from ..addresses import normalise, parse_address
-from ..errors import Forbidden, NotFound, ValidationFailed
+from ..errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from ..ids import is_message_id, new_message_id
-from ..models import QueueJob, RecipientState, SendRequest
-from ..store import JobQueue, KeyValueTable, MessageStore, SuppressionStore, _iso
+from ..models import (
+    MAX_MESSAGE_BYTES,
+    QueueJob,
+    RecipientState,
+    SendRequest,
+    error_field,
+)
+from ..store import JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
+from .auth import Principal
+from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso
+
+IDEMPOTENCY_TTL = 24 * 3600
+BATCH_WORKERS = 16
+BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
+SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
 
 
 class SendService:
+    """POST /v1/messages and /v1/messages/batch: check, store, enqueue.
+
+    `idempotency` is a Powertools persistence layer (DynamoDB in production); with it, a
+    request that carries an Idempotency-Key runs at most once per (API key, Idempotency-Key)
+    for 24 h, and a replay with a different body is a 409.
+    """
+
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
-                 domains: KeyValueTable, clock: Callable[[], float] = time.time) -> None:
+                 domains: KeyValueTable, clock: Callable[[], float] = time.time,
+                 idempotency: Any = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         self.clock = clock
+        self._replayed = threading.local()
+        self._once: Callable[..., dict] | None = None
+        if idempotency is not None:
+            from aws_lambda_powertools.utilities.idempotency import (
+                IdempotencyConfig,
+                idempotent_function,
+            )
 
-    def send(self, req: SendRequest) -> dict:
+            self.idempotency_config = IdempotencyConfig(
+                event_key_jmespath="[key_id, idempotency_key, operation]",
+                payload_validation_jmespath="body",
+                expires_after_seconds=IDEMPOTENCY_TTL,
+                response_hook=self._mark_replayed)  # type: ignore[arg-type]
+            self._once = idempotent_function(
+                data_keyword_argument="request", persistence_store=idempotency,
+                config=self.idempotency_config)(self._run)
+
+    # ---- entry points ---------------------------------------------------------------------------
+    def send(self, body: SendRequest, *, principal: Principal | None = None,
+             idempotency_key: str | None = None, raw: Any = None) -> tuple[dict, bool]:
+        """(response, replayed). `raw` is the parsed JSON body, hashed for the 409 check."""
+        return self._maybe_once("send", principal, idempotency_key,
+                                raw if raw is not None else body.model_dump(mode="json", by_alias=True),
+                                lambda: self.send_one(body))
+
+    def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
+                   idempotency_key: str | None = None) -> tuple[dict, bool]:
+        return self._maybe_once("batch", principal, idempotency_key, messages,
+                                lambda: self._batch(messages))
+
+    # ---- idempotency ----------------------------------------------------------------------------
+    def register_context(self, context: Any) -> None:
+        """Powertools expires an in-progress record when the invocation's time runs out."""
+        if self._once is not None and context is not None:
+            self.idempotency_config.register_lambda_context(context)
+
+    def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
+                    body: Any, work: Callable[[], dict]) -> tuple[dict, bool]:
+        if key is None or self._once is None:
+            return work(), False
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        self._replayed.flag = False
+        self._work = work  # read by _run in this thread
+        try:
+            out = self._once(request={"key_id": principal.key_id if principal else "",
+                                      "idempotency_key": key, "operation": operation, "body": body})
+        except IdempotencyValidationError:
+            raise Conflict("this Idempotency-Key was used with a different request body",
+                           field="Idempotency-Key") from None
+        except IdempotencyAlreadyInProgressError:
+            raise Conflict("a request with this Idempotency-Key is still in progress; retry",
+                           field="Idempotency-Key") from None
+        return out, bool(getattr(self._replayed, "flag", False))
+
+    def _run(self, request: dict) -> dict:
+        return self._work()
+
+    def _mark_replayed(self, response: Any, record: Any) -> Any:
+        self._replayed.flag = True
+        return response
+
+    # ---- the work -------------------------------------------------------------------------------
+    def _sender_domain(self, req: SendRequest) -> str:
         sender = parse_address(req.from_)
-        domain = self.domains.get(sender.domain)
+        domain = self.domains.get(sender.ascii_domain)
         if domain is None or not domain.get("verified"):
             # No open relay: only domains whose DKIM key is published and verified may send.
             raise Forbidden(f"the sender domain {sender.domain!r} is not a verified Outpost domain",
                             field="from")
+        return sender.domain
+
+    def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
+        size = req.encoded_size()
+        if size > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
+                                  f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
+        from_domain = self._sender_domain(req)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
         suppressed = self.suppressions.suppressed(a for a, _ in rcpts)
+        created = _iso(now)
         recipients = []
         for i, (addr, kind) in enumerate(rcpts):
             state = RecipientState.SUPPRESSED if addr.lower() in suppressed else RecipientState.QUEUED
-            recipients.append({"index": i, "address": addr, "field": kind, "state": state.value})
-        meta = {"message_id": message_id, "from": req.from_, "from_domain": sender.domain,
+            # gsi3 lists every recipient by day (GET /v1/messages without a recipient); the
+            # from/subject copies let a list page be answered from the index alone.
+            recipients.append({"index": i, "address": addr, "field": kind, "state": state.value,
+                               "from": req.from_, "subject": req.subject[:200],
+                               "gsi3pk": f"DAY#{created[:10]}", "gsi3sk": f"{created}#{message_id}#{i:03d}"})
+        meta = {"message_id": message_id, "from": req.from_, "from_domain": from_domain,
                 "subject": req.subject, "tags": req.tags, "tls": req.tls,
                 "deliver_until": now + req.expires_in, "recipient_count": len(recipients)}
         spec = req.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, spec, now)
-        if any(r["state"] == RecipientState.QUEUED.value for r in recipients):
+        if enqueue and any(r["state"] == RecipientState.QUEUED.value for r in recipients):
             self.queue.send(QueueJob(message_id=message_id))
         return {"id": message_id,
                 "recipients": [{"address": r["address"], "status": r["state"]} for r in recipients]}
 
+    def _batch(self, messages: list[dict[str, Any]]) -> dict:
+        def one(i: int, body: Any) -> dict:
+            try:
+                req = SendRequest.model_validate(body)
+            except ValidationError as exc:
+                field, msg = error_field(exc)
+                return {"index": i, "status": 422,
+                        "error": {"code": "validation_error", "message": msg,
+                                  "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
+            try:
+                out = self.send_one(req, enqueue=False)
+            except ApiError as exc:
+                return {"index": i, "status": exc.status,
+                        "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
+            return {"index": i, "status": 202, **out}
+
+        with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
+            results = list(pool.map(one, range(len(messages)), messages))
+        jobs = [QueueJob(message_id=r["id"]) for r in results
+                if r["status"] == 202 and any(x["status"] == "queued" for x in r["recipients"])]
+        failed = set(self.queue.send_many(jobs))
+        for r in results:
+            if r.get("id") in failed:  # stored but not queued: say so rather than lose it silently
+                r.update(status=503, error={"code": "temporarily_unavailable",
+                                            "message": "stored but not queued; retry this message",
+                                            "field": None})
+        accepted = sum(1 for r in results if r["status"] == 202)
+        return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+
 
 class QueryService:
-    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore) -> None:
-        self.store, self.suppressions = store, suppressions
+    """The read side, and the suppression list's manual edits. Only key and index lookups."""
 
+    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore,
+                 clock: Callable[[], float] = time.time, retention_days: int = 30) -> None:
+        self.store, self.suppressions, self.clock = store, suppressions, clock
+        self.retention_days = retention_days
+
+    # ---- one message --------------------------------------------------------------------------
     def message(self, message_id: str) -> dict:
         if not is_message_id(message_id):
             raise NotFound(f"no message {message_id!r}", field="id")
@@ -72,24 +212,176 @@ class QueryService:
                 "tags": m.get("tags") or {}, "tls": m.get("tls"),
                 "status": _summary(states), "recipients": recipients}
 
+    # ---- lists ----------------------------------------------------------------------------------
+    def messages(self, *, recipient: str | None, status: str | None, since: datetime | None,
+                 limit: int, cursor: str | None) -> dict:
+        filters = {"state": status} if status else None
+        since_iso = iso(since)
+        if recipient:
+            pk = f"RCPT#{_address_key(recipient)}"
+            cur = decode_cursor(cursor, parts=["r"])
+            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+                index="gsi1", pk=("gsi1pk", pk), sk_from=("gsi1sk", since_iso) if since_iso else None,
+                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk), filters=filters),
+                ("pk", "sk", "gsi1pk", "gsi1sk"), bool(filters))
+        else:
+            days = self._days(since)
+            cur = decode_cursor(cursor, parts=days)
+            items, nxt = self._walk(days, cur, limit, lambda part, start, n: self.store.page(
+                index="gsi3", pk=("gsi3pk", f"DAY#{part}"),
+                sk_from=("gsi3sk", since_iso) if since_iso else None, limit=n,
+                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}"), filters=filters),
+                ("pk", "sk", "gsi3pk", "gsi3sk"), bool(filters))
+        out = []
+        for i in items:
+            mid = i["pk"].split("#", 1)[1]
+            out.append({"id": mid, "recipient": i["address"], "status": i["state"],
+                        "created_at": i.get("created_at"), "updated_at": i.get("updated_at"),
+                        "from": i.get("from"), "subject": i.get("subject")})
+        return {"items": out, "next_cursor": encode_cursor(nxt)}
+
+    def bounces(self, *, recipient: str | None, kind: str | None, since: datetime | None,
+                limit: int, cursor: str | None) -> dict:
+        since_iso = iso(since)
+        # kind: hard / soft / undetermined narrow the 'bounce' type; complaint and delay are types.
+        if kind in ("complaint", "delay"):
+            types, filters = [kind], None
+        elif kind:
+            types, filters = ["bounce"], {"kind": kind}
+        else:
+            types, filters = list(BOUNCE_TYPES), None
+        if recipient:
+            pk = f"BOUNCE#{_address_key(recipient)}"
+            if kind in ("complaint", "delay"):
+                filters = {"type": kind}
+            elif kind:
+                filters = {"type": "bounce", "kind": kind}
+            cur = decode_cursor(cursor, parts=["r"])
+            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+                index="gsi2", pk=("gsi2pk", pk), sk_from=("gsi2sk", since_iso) if since_iso else None,
+                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk), filters=filters),
+                ("pk", "sk", "gsi2pk", "gsi2sk"), bool(filters))
+        else:
+            cur = decode_cursor(cursor, parts=types)
+            items, nxt = self._walk(types, cur, limit, lambda part, start, n: self.store.page(
+                index="gsi4", pk=("type", part), sk_from=("received_at", since_iso) if since_iso else None,
+                limit=n, start_key=check_key(Cursor(part, start), "type", part), filters=filters),
+                ("pk", "sk", "type", "received_at"), bool(filters))
+        out = []
+        for b in items:
+            view = _public(b, _BOUNCE_FIELDS)
+            view["message_id"] = b["pk"].split("#", 1)[1]
+            view.setdefault("received_at", b.get("gsi2sk", "")[:24])
+            out.append(view)
+        return {"items": out, "next_cursor": encode_cursor(nxt)}
+
+    def suppression_list(self, *, source: str | None, since: datetime | None, limit: int,
+                         cursor: str | None) -> dict:
+        sources = [source] if source else list(SUPPRESSION_SOURCES)
+        since_iso = iso(since)
+        cur = decode_cursor(cursor, parts=sources)
+        items, nxt = self._walk(sources, cur, limit, lambda part, start, n: self.suppressions.page(
+            source=part, since=since_iso, limit=n,
+            start_key=check_key(Cursor(part, start), "source", part)),
+            ("address", "source", "created_at"))
+        return {"items": [_public(i, _SUPPRESSION_FIELDS) for i in items],
+                "next_cursor": encode_cursor(nxt)}
+
+    def _walk(self, parts: list[str], cursor: Cursor | None, limit: int,
+              fetch: Callable[[str, dict[str, str] | None, int], Page], key_attrs: tuple[str, ...],
+              filtered: bool = False) -> tuple[list[dict], Cursor | None]:
+        """Fill a page from consecutive partitions; the cursor says where to go on.
+
+        Unfiltered reads ask for exactly what is missing. Filtered reads ask for more (the
+        filter drops items after the read) and, if they overshoot, resume after the last item
+        kept: its key attributes make the next ExclusiveStartKey.
+        """
+        start = parts.index(cursor.part) if cursor else 0
+        key = cursor.key if cursor else None
+        items: list[dict] = []
+        for n in range(start, len(parts)):
+            part = parts[n]
+            while True:
+                want = limit - len(items)
+                page = fetch(part, key, max(want, 25) if filtered else want)
+                items.extend(page.items)
+                key = page.last_key
+                if len(items) >= limit:
+                    if len(items) > limit:
+                        items = items[:limit]
+                        key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
+                    if key is not None:
+                        return items, Cursor(part, key)
+                    return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
+                if key is None:
+                    break
+        return items, None
+
+    def _days(self, since: datetime | None) -> list[str]:
+        """The day partitions of a listing, newest first, back to `since` or the retention."""
+        now = self.clock()
+        oldest = now - self.retention_days * 86400
+        if since is not None:
+            oldest = max(oldest, since.timestamp() if since.tzinfo else
+                         since.replace(tzinfo=UTC).timestamp())
+        first = time.strftime("%Y-%m-%d", time.gmtime(min(oldest, now)))
+        days, t = [], now
+        while (day := time.strftime("%Y-%m-%d", time.gmtime(t))) >= first:
+            days.append(day)
+            t -= 86400
+        return days
+
+    # ---- suppressions ---------------------------------------------------------------------------
     def suppression(self, address: str) -> dict:
-        try:
-            key = normalise(address)
-        except ValueError as exc:
-            raise ValidationFailed(f"invalid address: {exc}", field="address") from None
+        key = _address_key(address)
         item = self.suppressions.get(key)
         if item is None:
             raise NotFound(f"{key} is not suppressed", field="address")
-        return _public(item, ("address", "reason", "kind", "source", "message_id", "status",
-                              "diagnostic", "created_at"))
+        out = _public(item, _SUPPRESSION_FIELDS)
+        out["history"] = [_public(e, ("action", "at", "by", "reason")) for e in
+                          self.store.events(f"SUPPRESSION#{key}")]
+        return out
+
+    def suppress(self, address: str, reason: str, principal: Principal) -> tuple[dict, bool]:
+        key = _address_key(address)
+        now = self.clock()
+        by = f"{principal.name} ({principal.key_id})"
+        new = self.suppressions.add(key, {"reason": reason, "kind": "manual", "source": "manual",
+                                          "added_by": by}, now)
+        if new:
+            self.store.put_event(f"SUPPRESSION#{key}", {"action": "added", "by": by, "reason": reason}, now)
+        item = self.suppressions.get(key) or {"address": key}
+        return _public(item, _SUPPRESSION_FIELDS), new
+
+    def unsuppress(self, address: str, principal: Principal) -> dict:
+        key = _address_key(address)
+        now = self.clock()
+        previous = self.suppressions.get(key)
+        if previous is None or not self.suppressions.remove(key):
+            raise NotFound(f"{key} is not suppressed", field="address")
+        by = f"{principal.name} ({principal.key_id})"
+        # Who and when: the suppression item is gone, so the audit event keeps what it was.
+        self.store.put_event(f"SUPPRESSION#{key}", {
+            "action": "removed", "by": by, "reason": previous.get("reason"),
+            "previous": _public(previous, _SUPPRESSION_FIELDS)}, now)
+        return {"address": key, "removed_at": _iso(now), "removed_by": by}
 
 
-_BOUNCE_FIELDS = ("address", "action", "status", "kind", "reason", "diagnostic", "reporting_mta",
-                  "remote_mta", "received_at", "s3_key", "type", "verified")
+_BOUNCE_FIELDS = ("address", "type", "action", "status", "kind", "reason", "diagnostic",
+                  "reporting_mta", "remote_mta", "received_at", "s3_key", "verified")
+_SUPPRESSION_FIELDS = ("address", "source", "reason", "kind", "message_id", "status", "diagnostic",
+                       "created_at", "added_by")
+
+
+def _address_key(address: str) -> str:
+    try:
+        return normalise(address)
+    except ValueError as exc:
+        raise ValidationFailed(f"invalid address: {exc}", field="address") from None
 
 
 def _public(item: dict, fields: tuple[str, ...]) -> dict:
-    return {k: item[k] for k in fields if k in item}
+    return {k: item[k] for k in fields if k in item and item[k] is not None}
 
 
 def _summary(states: set[str]) -> str:

@@ -1,0 +1,330 @@
+"""Sending domains: DKIM keys in Secrets Manager, the DNS records to publish, live checks,
+and key rotation.
+
+`POST /v1/domains` makes an RSA-2048 and an Ed25519 key (RFC 8463 §6: sign with both) under
+dated selectors and answers the records to publish. `GET /v1/domains/{domain}` looks each
+record up in DNS and reports it verified, missing or wrong with what DNS holds; the domain may
+send once every current DKIM record verifies (no open relay). Rotation (RFC 6376 §3.6.1 lets a
+domain publish many selectors): new keys wait in the secret's `pending` list, which the signer
+ignores, until their records verify; then they sign, and the old keys are kept `retire_at` a
+grace period (messages in flight and forwarded copies still verify against the old record),
+after which they are retired (`retired_at`, ignored by keys_from_secret) and their records
+may be deleted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..addresses import AddressError, check_domain, to_ascii_domain
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..store import KeyValueTable, SecretStore, _iso
+
+Lookup = Callable[[str, str], list[str]]  # (name, "TXT" | "MX") -> answers; [] if none
+
+
+class DnsUnavailable(Exception):
+    """A lookup failed for a reason other than 'no such record' (timeout, SERVFAIL)."""
+
+
+class DomainService:
+    def __init__(self, *, table: KeyValueTable, secrets: SecretStore, secret_id: Callable[[str], str],
+                 lookup: Lookup, sender_ip: str | None, bounce_domain: str, region: str,
+                 grace_days: int = 7, clock: Callable[[], float] = time.time) -> None:
+        self.table, self.secrets, self.secret_id, self.lookup = table, secrets, secret_id, lookup
+        self.sender_ip, self.bounce_domain, self.region = sender_ip, bounce_domain, region
+        self.grace, self.clock = grace_days * 86400, clock
+
+    # ---- commands -------------------------------------------------------------------------------
+    def create(self, domain: str, *, mta_sts: bool = False) -> dict:
+        name = _domain(domain)
+        now = self.clock()
+        if self.table.get(name) is not None:
+            raise Conflict(f"{name} is already an Outpost domain (rotate its keys with "
+                           f"POST /v1/domains/{name}/rotate)", field="domain")
+        keys = _new_keys(name, now, taken=set())
+        secret = {"domain": name, "keys": [_entry(k, now) for k in keys], "pending": []}
+        self.secrets.put_json(self.secret_id(name), secret)
+        item = {"domain": name, "verified": False, "created_at": _iso(now),
+                "selectors": [k.selector for k in keys], "mta_sts": mta_sts}
+        if not self.table.put_new(item):
+            raise Conflict(f"{name} is already an Outpost domain", field="domain")
+        return self.check(name)
+
+    def rotate(self, domain: str) -> dict:
+        name = _domain(domain)
+        self._item(name)
+        secret = self._secret(name)
+        if secret.get("pending"):
+            raise Conflict("a rotation is already waiting for its DNS records; publish them and "
+                           f"GET /v1/domains/{name}", field="domain")
+        now = self.clock()
+        taken = {e["selector"] for e in secret["keys"]}
+        secret["pending"] = [_entry(k, now) for k in _new_keys(name, now, taken)]
+        self.secrets.put_json(self.secret_id(name), secret)
+        item = self.table.update(name, {"pending_selectors": [e["selector"] for e in secret["pending"]]})
+        return self.check(name, item=item)
+
+    def check(self, domain: str, *, item: dict | None = None) -> dict:
+        """Look every record up, move the rotation along, and record `verified`."""
+        from ..signing import dns_txt_value, keys_from_secret
+
+        name = _domain(domain)
+        item = item or self._item(name)
+        secret = self._secret(name)
+        now = self.clock()
+        records: list[dict] = []
+        ascii_name = to_ascii_domain(name)
+
+        # The rotation moves first (pending keys whose records verify start signing; old keys
+        # past their grace period retire), so the answer describes the state after this call.
+        pending_records = []
+        for k in keys_from_secret({"domain": ascii_name, "keys": secret.get("pending") or []}):
+            rec = self._dkim_record(k.selector, ascii_name, dns_txt_value(k))
+            rec["note"] = "new key (rotation): publish it next to the current one"
+            pending_records.append(rec)
+        pending_ok = bool(pending_records) and all(r["status"] == "verified" for r in pending_records)
+        changed = self._advance(secret, now, promote=pending_ok)
+        if pending_ok:
+            pending_records = []
+
+        retiring = {e["selector"]: e.get("retire_at") for e in secret["keys"]
+                    if e.get("retire_at") and not e.get("retired_at")}
+        current_ok = True
+        for k in keys_from_secret({"domain": ascii_name, "keys": secret["keys"]}):
+            rec = self._dkim_record(k.selector, ascii_name, dns_txt_value(k))
+            if k.selector in retiring:
+                rec["status"] = "retiring" if rec["status"] == "verified" else rec["status"]
+                rec["required"] = False
+                rec["note"] = f"old key, signing stopped; keep published until {_iso(retiring[k.selector])}"
+            elif rec["status"] != "verified":
+                current_ok = False
+            records.append(rec)
+        records.extend(pending_records)
+        records.append(self._spf(ascii_name))
+        records.append(self._dmarc(ascii_name))
+        records.append(self._bounce_mx())
+        policy = None
+        if item.get("mta_sts"):
+            rec, policy = self._mta_sts(ascii_name, now)
+            records.append(rec)
+
+        if changed:
+            self.secrets.put_json(self.secret_id(name), secret)
+        updates: dict[str, Any] = {}
+        if current_ok and not item.get("verified"):
+            updates.update(verified=True, verified_at=_iso(now))
+        if changed:
+            updates.update(selectors=[e["selector"] for e in secret["keys"] if not e.get("retired_at")],
+                           pending_selectors=None if not secret.get("pending") else
+                           [e["selector"] for e in secret["pending"]])
+        if updates:
+            item = self.table.update(name, updates)
+        return {"domain": name, "verified": bool(item.get("verified")),
+                "created_at": item.get("created_at"), "verified_at": item.get("verified_at"),
+                "selectors": item.get("selectors") or [],
+                "pending_selectors": item.get("pending_selectors") or [],
+                "records": records, "mta_sts_policy": policy}
+
+    # ---- rotation -------------------------------------------------------------------------------
+    def _advance(self, secret: dict, now: float, *, promote: bool) -> bool:
+        changed = False
+        if promote and secret.get("pending"):
+            for e in secret["keys"]:
+                if not e.get("retired_at") and not e.get("retire_at"):
+                    e["retire_at"] = now + self.grace
+            for e in secret["pending"]:
+                e["created_at"] = _iso_full(now)  # newest first: the new keys sign from now on
+            secret["keys"] = secret["pending"] + secret["keys"]
+            secret["pending"] = []
+            changed = True
+        for e in secret["keys"]:
+            if e.get("retire_at") and not e.get("retired_at") and e["retire_at"] <= now:
+                e["retired_at"] = _iso_full(now)
+                changed = True
+        return changed
+
+    # ---- records --------------------------------------------------------------------------------
+    def _answers(self, name: str, rtype: str) -> tuple[list[str] | None, str | None]:
+        try:
+            return self.lookup(name, rtype), None
+        except DnsUnavailable as exc:
+            return None, f"DNS lookup failed: {exc}"
+
+    def _dkim_record(self, selector: str, domain: str, value: str) -> dict:
+        name = f"{selector}._domainkey.{domain}"
+        rec = {"purpose": "dkim", "type": "TXT", "name": name, "value": value, "required": True}
+        found, err = self._answers(name, "TXT")
+        if found is None:
+            return dict(rec, status="unchecked", note=err)
+        want = _tag(value, "p")
+        if any(_tag(f, "p") == want for f in found):
+            return dict(rec, status="verified", found=found)
+        return dict(rec, status="wrong" if found else "missing", found=found)
+
+    def _spf(self, domain: str) -> dict:
+        if self.sender_ip is None:
+            return {"purpose": "spf", "type": "TXT", "name": domain, "value": "v=spf1 ~all",
+                    "required": False, "status": "unchecked",
+                    "note": "the sender's IP is unknown (set OUTPOST_SENDER_IP / SenderPublicIp)"}
+        ip = ipaddress.ip_address(self.sender_ip)
+        mech = f"ip{ip.version}:{ip}"
+        rec = {"purpose": "spf", "type": "TXT", "name": domain, "value": f"v=spf1 {mech} ~all",
+               "required": False,
+               "note": f"already have SPF? add {mech} to it: a domain may have one SPF record only"}
+        found, err = self._answers(domain, "TXT")
+        if found is None:
+            return dict(rec, status="unchecked", note=err)
+        spf = [f for f in found if f.lower().startswith("v=spf1")]
+        if not spf:
+            return dict(rec, status="missing", found=spf)
+        if len(spf) == 1 and _spf_allows(spf[0], ip):
+            return dict(rec, status="verified", found=spf)
+        return dict(rec, status="wrong", found=spf)  # RFC 7208 §4.5: two records is permerror
+
+    def _dmarc(self, domain: str) -> dict:
+        name = f"_dmarc.{domain}"
+        rec = {"purpose": "dmarc", "type": "TXT", "name": name, "required": False,
+               "value": f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}; adkim=r; aspf=r",
+               "note": "a suggestion: start with p=none, read the reports, then quarantine/reject"}
+        found, err = self._answers(name, "TXT")
+        if found is None:
+            return dict(rec, status="unchecked", note=err)
+        dmarc = [f for f in found if f.replace(" ", "").upper().startswith("V=DMARC1")]
+        return dict(rec, status="verified" if dmarc else "missing", found=dmarc)
+
+    def _bounce_mx(self) -> dict:
+        target = f"inbound-smtp.{self.region}.amazonaws.com"
+        name = to_ascii_domain(self.bounce_domain)
+        rec = {"purpose": "bounce_mx", "type": "MX", "name": name, "value": f"10 {target}",
+               "required": False,
+               "note": "once per installation: bounces come back to this domain through SES receiving"}
+        found, err = self._answers(name, "MX")
+        if found is None:
+            return dict(rec, status="unchecked", note=err)
+        hosts = {f.split()[-1].rstrip(".").lower() for f in found if f.split()}
+        status = "verified" if target in hosts else ("wrong" if found else "missing")
+        return dict(rec, status=status, found=found)
+
+    def _mta_sts(self, domain: str, now: float) -> tuple[dict, str]:
+        name = f"_mta-sts.{domain}"
+        rec = {"purpose": "mta_sts", "type": "TXT", "name": name, "required": False,
+               "value": f"v=STSv1; id={time.strftime('%Y%m%d%H%M%S', time.gmtime(now))}",
+               "note": f"serve mta_sts_policy at https://mta-sts.{domain}/.well-known/mta-sts.txt "
+                       "(RFC 8461); it protects mail *to* your domain"}
+        mx, _ = self._answers(domain, "MX")
+        hosts = sorted({m.split()[-1].rstrip(".") for m in (mx or []) if m.split()}) or [f"mx.{domain}"]
+        policy = "version: STSv1\nmode: testing\n" + "".join(f"mx: {h}\n" for h in hosts) + "max_age: 604800\n"
+        found, err = self._answers(name, "TXT")
+        if found is None:
+            return dict(rec, status="unchecked", note=err), policy
+        sts = [f for f in found if f.replace(" ", "").startswith("v=STSv1")]
+        return dict(rec, status="verified" if sts else "missing", found=sts), policy
+
+    # ---- storage --------------------------------------------------------------------------------
+    def _item(self, name: str) -> dict:
+        item = self.table.get(name)
+        if item is None:
+            raise NotFound(f"{name} is not an Outpost domain", field="domain")
+        return item
+
+    def _secret(self, name: str) -> dict:
+        secret = self.secrets.read_json(self.secret_id(name))
+        if not secret or "keys" not in secret:
+            raise NotFound(f"{name} has no DKIM keys", field="domain")
+        secret.setdefault("pending", [])
+        return secret
+
+
+def _domain(domain: str) -> str:
+    """The domain's key everywhere (table, secret, DKIM d=): its lowercase A-label form."""
+    try:
+        return to_ascii_domain(check_domain(domain))
+    except AddressError as exc:
+        raise ValidationFailed(f"invalid domain: {exc}", field="domain") from None
+
+
+def _new_keys(domain: str, now: float, taken: set[str]) -> list[Any]:
+    from ..signing import ED25519, RSA, generate_key
+
+    day = time.strftime("%Y%m%d", time.gmtime(now))
+    n = 1
+    while True:
+        suffix = "" if n == 1 else str(n)
+        sel_rsa, sel_ed = f"o{day}r{suffix}", f"o{day}e{suffix}"
+        if sel_rsa not in taken and sel_ed not in taken:
+            break
+        n += 1
+    return [generate_key(domain, sel_rsa, RSA), generate_key(domain, sel_ed, ED25519)]
+
+
+def _entry(key: Any, now: float) -> dict:
+    return {"selector": key.selector, "algorithm": key.algorithm,
+            "private_key": key.private_key_pem.decode("ascii"), "created_at": _iso_full(now),
+            "retired_at": None}
+
+
+def _iso_full(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _tag(record: str, tag: str) -> str | None:
+    """A tag's value in a `k=v; k=v` record (RFC 6376 §3.2), whitespace removed."""
+    for part in record.split(";"):
+        k, sep, v = part.partition("=")
+        if sep and k.strip() == tag:
+            return "".join(v.split())
+    return None
+
+
+def _spf_allows(record: str, ip: Any) -> bool:
+    for term in record.split()[1:]:
+        term = term.lstrip("+")
+        if term.lower().startswith(("ip4:", "ip6:")):
+            try:
+                if ip in ipaddress.ip_network(term[4:], strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def dns_lookup(nameservers: list[tuple[str, int]], timeout: float = 3.0) -> Lookup:
+    """A live lookup with dnspython (through `nameservers`, or the system's)."""
+    import dns.exception
+    import dns.nameserver
+    import dns.resolver
+
+    if nameservers:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.lifetime = timeout
+    resolver.cache = None  # a user fixing a record wants the new answer, not ours from a minute ago
+
+    def lookup(name: str, rtype: str) -> list[str]:
+        try:
+            answer = resolver.resolve(name, rtype, raise_on_no_answer=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers) as exc:
+            if isinstance(exc, dns.resolver.NXDOMAIN):
+                return []
+            raise DnsUnavailable(str(exc)) from None
+        except dns.exception.DNSException as exc:
+            raise DnsUnavailable(type(exc).__name__) from None
+        out = []
+        for r in answer:
+            if rtype == "TXT":
+                out.append(b"".join(r.strings).decode("utf-8", "replace"))
+            elif rtype == "MX":
+                out.append(f"{r.preference} {str(r.exchange).rstrip('.')}")
+            else:
+                out.append(r.to_text())
+        return out
+
+    return lookup
