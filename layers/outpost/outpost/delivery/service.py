@@ -40,7 +40,7 @@ from ..store import JobQueue, MessageStore, SuppressionStore, _iso
 from ..tls_policy import TlsPolicy, no_policy
 from .backoff import next_attempt_at
 from .transport import ReplyError, SmtpConnector, SmtpSession, StaleSession, TlsMode, remote_queue_id
-from .trouble import Outcome, PolicyFailure, Scope, SmtpReply, Verdict, judge
+from .trouble import Outcome, PolicyFailure, Scope, Verdict, judge
 
 log = logging.getLogger("outpost.sender")
 
@@ -165,8 +165,9 @@ class DeliveryService:
         active: list[dict] = []
         for r in claimed:
             if r["address"].lower() in suppressed:
+                last = {"status": "5.7.1", "text": "address is on the suppression list"}
                 await asyncio.to_thread(self.store.finish_attempt, mid, r["index"], RecipientState.SUPPRESSED,
-                                        now, None, {"last": {"status": "5.7.1", "text": "address is on the suppression list"}})
+                                        now, None, {"last": last})
                 self.count("Suppressed", 1)
             else:
                 active.append(r)

@@ -167,9 +167,11 @@ class SmtpSession:
         self.dirty = True
         stage = "MAIL"
         try:
-            await self.smtp.mail(sender, options=mail_opts, timeout=t.command)
+            # RFC 6531 §3.3: with SMTPUTF8 the envelope addresses travel as UTF-8.
+            encoding = "utf-8" if utf8 else "ascii"
+            await self.smtp.mail(sender, options=mail_opts, encoding=encoding, timeout=t.command)
             stage = "RCPT"
-            await self.smtp.rcpt(rcpt, options=rcpt_opts, timeout=t.command)
+            await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=t.command)
             stage = "DATA"
             start = await self.smtp.execute_command(b"DATA", timeout=t.command)
             if start.code != 354:

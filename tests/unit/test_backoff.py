@@ -1,0 +1,53 @@
+"""The retry schedule is a pure function of the attempt number (issue 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpost.config import DEFAULT_MAX_LIFETIME, DEFAULT_RETRY_SCHEDULE
+from outpost.delivery.backoff import delay_for_attempt, next_attempt_at
+
+MIN, HOUR = 60, 3600
+
+
+def test_default_schedule_1_5_15_30_min_1_2_4_h_then_every_4_h() -> None:
+    delays = [delay_for_attempt(n) for n in range(1, 12)]
+    assert delays == [1 * MIN, 5 * MIN, 15 * MIN, 30 * MIN, 1 * HOUR, 2 * HOUR, 4 * HOUR,
+                      4 * HOUR, 4 * HOUR, 4 * HOUR, 4 * HOUR]
+    assert DEFAULT_RETRY_SCHEDULE == (60, 300, 900, 1800, 3600, 7200, 14400)
+
+
+def test_jitter_is_plus_or_minus_ten_percent_from_the_callers_rng() -> None:
+    assert delay_for_attempt(1, jitter=0.0) == pytest.approx(54)
+    assert delay_for_attempt(1, jitter=0.5) == pytest.approx(60)
+    assert delay_for_attempt(1, jitter=0.999999) == pytest.approx(66, abs=1e-3)
+    assert delay_for_attempt(9, jitter=0.0) == pytest.approx(4 * HOUR * 0.9)
+
+
+def test_attempts_are_numbered_from_one() -> None:
+    with pytest.raises(ValueError):
+        delay_for_attempt(0)
+
+
+def test_a_custom_schedule_repeats_its_last_step() -> None:
+    assert [delay_for_attempt(n, (2, 4, 8)) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 8, 8]
+
+
+def test_next_attempt_inside_the_lifetime() -> None:
+    assert next_attempt_at(1000.0, 1, deliver_until=2000.0) == pytest.approx(1060)
+
+
+def test_no_next_attempt_past_the_lifetime() -> None:
+    # 4 h after this attempt would be past the lifetime: the recipient expires now (4.4.7).
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR - 1) is None
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR) is None
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR + 1) == pytest.approx(1000 + 4 * HOUR)
+
+
+def test_the_default_lifetime_is_two_days_and_holds_about_seventeen_attempts() -> None:
+    assert DEFAULT_MAX_LIFETIME == 2 * 86400
+    now, n = 0.0, 1
+    while (at := next_attempt_at(now, n, DEFAULT_MAX_LIFETIME)) is not None:
+        now, n = at, n + 1
+    # 7 h 51 min for the first seven delays, then every 4 h until 48 h: 7 + 10 delays.
+    assert n == 18 and now == pytest.approx(28260 + 10 * 4 * HOUR)

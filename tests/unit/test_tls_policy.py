@@ -1,0 +1,123 @@
+"""MTA-STS parsing, matching and caching (RFC 8461), with fake DNS and fetch functions.
+The HTTPS fetch itself runs against a real policy server in test_sender_mta_sts.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpost.tls_policy import MtaSts, StsPolicyError, mx_matches, parse_policy, parse_sts_txt
+
+POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n"
+
+
+def test_parse_policy() -> None:
+    p = parse_policy(POLICY, "abc", fetched_at=100.0)
+    assert (p.id, p.mode, p.mx, p.max_age, p.expires_at()) == (
+        "abc", "enforce", ("mail.example.com", "*.example.net"), 86400, 86500.0)
+
+
+@pytest.mark.parametrize("text", [
+    "version: STSv2\nmode: enforce\nmx: a.b\nmax_age: 1\n",
+    "version: STSv1\nmode: strict\nmx: a.b\nmax_age: 1\n",
+    "version: STSv1\nmode: enforce\nmx: a.b\n",
+    "version: STSv1\nmode: enforce\nmax_age: 10\n",
+    "version: STSv1\nmode: enforce\nmx: a.b\nmax_age: -1\n",
+])
+def test_invalid_policies(text: str) -> None:
+    with pytest.raises(StsPolicyError):
+        parse_policy(text, "x")
+
+
+def test_max_age_is_capped_at_one_year() -> None:
+    assert parse_policy("version: STSv1\nmode: testing\nmx: a.b\nmax_age: 99999999\n", "x").max_age == 31557600
+
+
+def test_mx_patterns() -> None:
+    assert mx_matches("mail.example.com", "MAIL.example.com.")
+    assert mx_matches("*.example.net", "mx1.example.net")
+    assert not mx_matches("*.example.net", "example.net")
+    assert not mx_matches("*.example.net", "a.b.example.net")  # one label only (§4.1)
+    assert not mx_matches("mail.example.com", "mail.example.com.evil.test")
+
+
+def test_sts_txt_record() -> None:
+    assert parse_sts_txt(["v=spf1 -all", "v=STSv1; id=20240101T000000"]) == "20240101T000000"
+    for bad in ([], ["v=STSv1; id="], ["v=STSv1;"], ["v=STSv1; id=a", "v=STSv1; id=b"], ["v=STSv1; id=a-b"]):
+        with pytest.raises(StsPolicyError):
+            parse_sts_txt(bad)
+
+
+class World:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.txt: dict[str, list[str]] = {}
+        self.policies: dict[str, str] = {}
+        self.fetches = 0
+        self.dns_down = False
+
+    def lookup(self, name: str) -> list[str]:
+        if self.dns_down:
+            raise OSError("SERVFAIL")
+        return self.txt.get(name, [])
+
+    def fetch(self, domain: str) -> str:
+        self.fetches += 1
+        if domain not in self.policies:
+            raise StsPolicyError("HTTP 404")
+        return self.policies[domain]
+
+    def sts(self) -> MtaSts:
+        return MtaSts(txt=self.lookup, fetch=self.fetch, clock=lambda: self.now)
+
+
+def test_no_record_no_policy_no_fetch() -> None:
+    w = World()
+    p = w.sts()("example.com")
+    assert p.mode == "none" and p.policy is None and p.error is None and w.fetches == 0
+
+
+def test_cached_by_id_until_max_age() -> None:
+    w = World()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    w.policies["example.com"] = POLICY
+    sts = w.sts()
+    assert sts("example.com").mode == "enforce" and w.fetches == 1
+    assert sts("example.com").policy.id == "one" and w.fetches == 1  # type: ignore[union-attr]
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    assert sts("example.com").policy.id == "two" and w.fetches == 2  # type: ignore[union-attr]
+    w.now += 86400
+    sts("example.com")
+    assert w.fetches == 3  # expired: fetched again
+
+
+def test_a_cached_policy_survives_dns_and_https_failures() -> None:
+    w = World()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    w.policies["example.com"] = POLICY
+    sts = w.sts()
+    sts("example.com")
+    w.dns_down = True
+    p = sts("example.com")
+    assert p.mode == "enforce" and p.error and "TXT lookup failed" in p.error
+    w.dns_down = False
+    w.txt.clear()  # record removed (or stripped by an attacker)
+    assert sts("example.com").mode == "enforce"
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=new"]
+    w.policies.clear()  # new id, but the fetch fails: keep the cached policy (§5.1)
+    assert sts("example.com").policy.id == "one"  # type: ignore[union-attr]
+
+
+def test_without_a_cache_a_failed_fetch_means_no_policy_with_the_reason() -> None:
+    w = World()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    p = w.sts()("example.com")
+    assert p.mode == "none" and p.error and "HTTP 404" in p.error
+
+
+def test_mode_none_disables_the_policy() -> None:
+    w = World()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=off"]
+    w.policies["example.com"] = "version: STSv1\nmode: none\nmax_age: 600\n"
+    sts = w.sts()
+    assert sts("example.com").policy is None
+    assert sts("example.com").policy is None and w.fetches == 1
