@@ -35,6 +35,13 @@ OWNED_HEADERS = {
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
 
 
+class _Model(BaseModel):
+    """Every edge model builds its validator on first use, not at import: a function pays only
+    for the models it touches (the sender uses two of the API's twenty) on a cold start."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class RecipientState(StrEnum):
     QUEUED = "queued"
     DEFERRED = "deferred"
@@ -68,7 +75,7 @@ AddressStr = Annotated[str, BeforeValidator(_address)]
 AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
 
-class Attachment(BaseModel):
+class Attachment(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     filename: str = Field(min_length=1, max_length=255)
@@ -93,7 +100,7 @@ class Attachment(BaseModel):
         return v
 
 
-class SendRequest(BaseModel):
+class SendRequest(_Model):
     """`POST /v1/messages` body."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -178,7 +185,7 @@ class SendRequest(BaseModel):
         return out
 
 
-class QueueJob(BaseModel):
+class QueueJob(_Model):
     """The SQS message body: a pointer to a stored message, never the message itself.
 
     The message and its per-recipient state live in DynamoDB (and S3 for large bodies), so a
@@ -217,31 +224,31 @@ def error_field(exc: ValidationError) -> tuple[str | None, str]:
 MAX_BATCH = 500
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(_Model):
     code: str
     message: str
     field: str | None = None
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Model):
     """The one error shape of the API."""
 
     error: ErrorDetail
 
 
-class RecipientStatus(BaseModel):
+class RecipientStatus(_Model):
     address: str
     status: Literal["queued", "suppressed"]
 
 
-class SendResponse(BaseModel):
+class SendResponse(_Model):
     """202: accepted. Suppressed recipients are not sent to; the others are queued."""
 
     id: str
     recipients: list[RecipientStatus]
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(_Model):
     """`POST /v1/messages/batch`: each message is validated and answered on its own, so one bad
     message does not reject the others (items are checked against SendRequest one by one)."""
 
@@ -252,7 +259,7 @@ class BatchRequest(BaseModel):
         description="up to 500 bodies, each as for POST /v1/messages")
 
 
-class BatchResult(BaseModel):
+class BatchResult(_Model):
     index: int
     status: int = Field(description="202 accepted, or the status the single send would have had")
     id: str | None = None
@@ -260,13 +267,13 @@ class BatchResult(BaseModel):
     error: ErrorDetail | None = None
 
 
-class BatchResponse(BaseModel):
+class BatchResponse(_Model):
     accepted: int
     rejected: int
     results: list[BatchResult]
 
 
-class Attempt(BaseModel):
+class Attempt(_Model):
     model_config = ConfigDict(extra="allow")
 
     at: str | None = None
@@ -275,7 +282,7 @@ class Attempt(BaseModel):
     reply: Any = None
 
 
-class RecipientView(BaseModel):
+class RecipientView(_Model):
     model_config = ConfigDict(extra="allow")
 
     address: str
@@ -289,7 +296,7 @@ class RecipientView(BaseModel):
     bounces: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class MessageView(BaseModel):
+class MessageView(_Model):
     id: str
     from_: str = Field(alias="from")
     subject: str
@@ -303,7 +310,7 @@ class MessageView(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class MessageListItem(BaseModel):
+class MessageListItem(_Model):
     """One recipient of one message (a message to three recipients is three items)."""
 
     id: str
@@ -317,12 +324,12 @@ class MessageListItem(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class MessageList(BaseModel):
+class MessageList(_Model):
     items: list[MessageListItem]
     next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page")
 
 
-class BounceView(BaseModel):
+class BounceView(_Model):
     model_config = ConfigDict(extra="allow")
 
     message_id: str
@@ -337,12 +344,12 @@ class BounceView(BaseModel):
     received_at: str
 
 
-class BounceList(BaseModel):
+class BounceList(_Model):
     items: list[BounceView]
     next_cursor: str | None = None
 
 
-class SuppressionView(BaseModel):
+class SuppressionView(_Model):
     model_config = ConfigDict(extra="allow")
 
     address: str
@@ -357,12 +364,12 @@ class SuppressionView(BaseModel):
     history: list[dict[str, Any]] | None = None
 
 
-class SuppressionList(BaseModel):
+class SuppressionList(_Model):
     items: list[SuppressionView]
     next_cursor: str | None = None
 
 
-class SuppressionPut(BaseModel):
+class SuppressionPut(_Model):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(default="manual", min_length=1, max_length=256)
@@ -375,20 +382,20 @@ class SuppressionPut(BaseModel):
         return v
 
 
-class SuppressionRemoved(BaseModel):
+class SuppressionRemoved(_Model):
     address: str
     removed_at: str
     removed_by: str
 
 
-class DomainCreate(BaseModel):
+class DomainCreate(_Model):
     model_config = ConfigDict(extra="forbid")
 
     domain: str = Field(min_length=3, max_length=253, description="the domain you send from")
     mta_sts: bool = Field(default=False, description="also suggest an MTA-STS policy (RFC 8461)")
 
 
-class DnsRecord(BaseModel):
+class DnsRecord(_Model):
     purpose: str = Field(description="dkim, spf, dmarc, bounce_mx, mta_sts")
     type: str
     name: str
@@ -399,7 +406,7 @@ class DnsRecord(BaseModel):
     note: str | None = None
 
 
-class DomainView(BaseModel):
+class DomainView(_Model):
     domain: str
     verified: bool = Field(description="DKIM verified: sending from this domain is allowed")
     created_at: str | None = None
