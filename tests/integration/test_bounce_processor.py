@@ -138,7 +138,8 @@ def test_missing_object_is_reported_not_raised(local_stack):
 
 def test_feedback_report_is_a_complaint_that_suppresses(api, local_stack):
     mid, addr, received = _sent_and_received(api, local_stack, "annoyed")
-    original = received.data.replace(b"\r\n", b"\n").decode().replace("\n", "\r\n")
+    # A feedback loop quotes the original as delivered: the final MTA added its Return-Path.
+    original = f"Return-Path: <{received.mail_from}>\r\n" + received.data.decode()
     arf = (
         "From: feedback@mailbox-provider.test\r\n"
         "To: abuse@bounces.outpost.test\r\n"
@@ -158,3 +159,31 @@ def test_feedback_report_is_a_complaint_that_suppresses(api, local_stack):
     assert message_store().load(mid).recipients[0]["state"] == "complained"
     supp = suppression_store().get(addr)
     assert supp and supp["source"] == "complaint"
+
+
+def test_report_matched_only_by_message_id_acts_on_nobody(api, local_stack):
+    """Every recipient sees the message id (Message-ID header), so one recipient could forge a
+    DSN against another: without our verified token it is recorded, and changes nothing."""
+    status, res = api.call("POST", "/v1/messages", {
+        "from": f"shop@{SENDING_DOMAIN}", "to": ["mallory@accept.test", "victim2@accept.test"],
+        "subject": "to two", "text": "hi"})
+    assert status == 202
+    mid = res["id"]
+    api.wait_for(mid, lambda b: all(r["state"] == "delivered" for r in b["recipients"]))
+    forged = (
+        "From: MAILER-DAEMON@accept.test\r\nTo: abuse@bounces.outpost.test\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; accept.test\r\nOriginal-Envelope-Id: {mid}\r\n\r\n"
+        "Final-Recipient: rfc822; victim2@accept.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n--b--\r\n").encode()
+    key = _deliver_to_s3(local_stack, forged)
+    out = _invoke(local_stack, _s3_event(local_stack, key))
+    assert out["results"][0]["result"] == "matched"
+    stored = message_store().load(mid)
+    by = {r["address"]: r for r in stored.recipients}
+    assert by["victim2@accept.test"]["state"] == "delivered"
+    assert suppression_store().get("victim2@accept.test") is None
+    assert [b["verified"] for b in stored.bounces] == [False]

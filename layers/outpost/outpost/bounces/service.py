@@ -1,10 +1,15 @@
 """Inbound mail at the bounce domain -> parse -> match -> record, suppress. Never drops one.
 
 Matching, strongest first:
-1. the return-path token (VERP) in the envelope recipient or the bounce's To: header. A token
+1. the return-path token (VERP) in the envelope recipient, the bounce's To: header, or the
+   Return-Path of the original it quotes (feedback loops send the whole original). A token
    whose HMAC does not verify is recorded as `unverified` and suppresses nobody;
 2. the DSN's Original-Envelope-Id (we send ENVID = message id, RFC 3461);
 3. the Message-ID of the original, from the headers the DSN includes.
+Only a verified token may change a recipient's state or suppress an address. The message id in
+ENVID or Message-ID is seen by every recipient of the message, so a report matched that way
+alone could be forged by one recipient against another: it is recorded (visible under the
+message, `verified: false`) and acts on nothing.
 What matches nothing is recorded as `unmatched`, what is not a report as `unparsed`, both with
 the S3 key of the raw mail, and counted in a metric. Recording is idempotent: a redelivered DSN
 (same bytes) writes nothing new.
@@ -105,16 +110,20 @@ class BounceService:
                              dict(base, recipients=[bounce_rcpt.address], message_id=message_id), now)
                 continue
             recorded.append(self._record(key, bounce_id, report, stored.meta["message_id"],
-                                         stored_rcpt, bounce_rcpt, rp is not None, now))
+                                         stored_rcpt, bounce_rcpt, rp is not None and rp.verified, now))
         return {"s3_key": key, "result": "matched", "message_id": message_id, "recipients": recorded}
 
     # ---- matching -----------------------------------------------------------------------------
     def _return_path(self, envelope: list[str], report: BounceReport) -> ReturnPath | None:
-        for text in [*envelope, *report.to_addresses]:
+        """The first verified token, else the first token seen (to record it as unverified)."""
+        quoted = [v for k, v in report.original_headers if k.lower() in ("return-path", "x-original-return-path")]
+        first: ReturnPath | None = None
+        for text in [*envelope, *report.to_addresses, *quoted]:
             rp = read_return_path(self.verp_key, text, self.bounce_domain)
-            if rp is not None:
+            if rp is not None and rp.verified:
                 return rp
-        return None
+            first = first or rp
+        return first
 
     @staticmethod
     def _message_id(report: BounceReport) -> str | None:
@@ -165,8 +174,9 @@ class BounceService:
         if new:
             self.count({"complaint": "Complaint", "bounce": "Bounce", "delay": "DelayNotice"}.get(kind, "Notice"), 1)
         # State and suppression are idempotent themselves, so they run even when the record
-        # existed: a crash between the two writes is healed by the redelivery.
-        if kind in ("complaint", "bounce"):
+        # existed: a crash between the two writes is healed by the redelivery. Only a report
+        # carrying our verified token may act (see the module docstring).
+        if kind in ("complaint", "bounce") and verified:
             state = RecipientState.COMPLAINED if complaint else RecipientState.BOUNCED
             summary = {k: record[k] for k in ("type", "status", "kind", "reason", "diagnostic",
                                                "reporting_mta", "remote_mta", "s3_key") if record.get(k)}

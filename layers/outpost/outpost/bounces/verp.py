@@ -35,11 +35,16 @@ def make_return_path(key: bytes, message_id: str, index: int, bounce_domain: str
 
 
 def read_return_path(key: bytes, text: str, bounce_domain: str | None = None) -> ReturnPath | None:
-    """Find a return-path token in an address or a block of text and check its MAC."""
+    """Find a return-path token in an address or a block of text and check its MAC: the first
+    token that verifies, else the first one seen (so that a forgery can be recorded as such)."""
+    first: ReturnPath | None = None
     for m in _TOKEN.finditer(text or ""):
         message_id, index, mac, domain = m.group(1).lower(), int(m.group(2)), m.group(3).lower(), m.group(4).lower()
         if bounce_domain and domain.rstrip(".") != bounce_domain.lower():
             continue
         ok = hmac.compare_digest(mac, _mac(key, message_id, index))
-        return ReturnPath(message_id, index, ok, m.group(0).lower())
-    return None
+        found = ReturnPath(message_id, index, ok, m.group(0).lower())
+        if ok:
+            return found
+        first = first or found
+    return first
