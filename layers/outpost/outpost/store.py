@@ -197,6 +197,15 @@ class MessageStore:
             recipients=sorted((i for i in items if i["sk"].startswith("RCPT#")), key=lambda i: i["index"]),
             bounces=[i for i in items if i["sk"].startswith("BOUNCE#")])
 
+    def discard(self, message_id: str, recipient_count: int) -> None:
+        """Delete a message that was stored but could not be queued (the caller got an error)."""
+        keys = [{"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": sk}}
+                for sk in ["META", *(rcpt_sk(i) for i in range(recipient_count))]]
+        for i in range(0, len(keys), 25):
+            request = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
+            while request:
+                request = self.ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
     def load_spec(self, meta: dict) -> dict:
         if "spec" in meta:
             return json.loads(meta["spec"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ IDEMPOTENCY_TTL = 24 * 3600
 BATCH_WORKERS = 16
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
+
+log = logging.getLogger("outpost.api")
 
 
 class SendService:
@@ -90,7 +93,7 @@ class SendService:
         )
 
         self._replayed.flag = False
-        self._work = work  # read by _run in this thread
+        self._replayed.work = work  # read by _run in this same thread (batches run on a pool)
         try:
             out = self._once(request={"key_id": principal.key_id if principal else "",
                                       "idempotency_key": key, "operation": operation, "body": body})
@@ -103,7 +106,7 @@ class SendService:
         return out, bool(getattr(self._replayed, "flag", False))
 
     def _run(self, request: dict) -> dict:
-        return self._work()
+        return self._replayed.work()
 
     def _mark_replayed(self, response: Any, record: Any) -> Any:
         self._replayed.flag = True
@@ -145,7 +148,13 @@ class SendService:
         # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, spec, now)
         if enqueue and any(r["state"] == RecipientState.QUEUED.value for r in recipients):
-            self.queue.send(QueueJob(message_id=message_id))
+            try:
+                self.queue.send(QueueJob(message_id=message_id))
+            except Exception:
+                # Not queued means not accepted: take the message back so that no recipient is
+                # left open with no job to move it, and let the caller retry (503).
+                self.store.discard(message_id, len(recipients))
+                raise
         return {"id": message_id,
                 "recipients": [{"address": r["address"], "status": r["state"]} for r in recipients]}
 
@@ -163,17 +172,31 @@ class SendService:
             except ApiError as exc:
                 return {"index": i, "status": exc.status,
                         "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
-            return {"index": i, "status": 202, **out}
+            except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
+                log.exception("batch item failed", extra={"index": i})
+                return {"index": i, "status": 503,
+                        "error": {"code": "temporarily_unavailable",
+                                  "message": "the message could not be stored; retry it", "field": None}}
+            return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
             results = list(pool.map(one, range(len(messages)), messages))
         jobs = [QueueJob(message_id=r["id"]) for r in results
                 if r["status"] == 202 and any(x["status"] == "queued" for x in r["recipients"])]
-        failed = set(self.queue.send_many(jobs))
+        try:
+            failed = set(self.queue.send_many(jobs))
+        except Exception:  # noqa: BLE001
+            log.exception("batch enqueue failed")
+            failed = {j.message_id for j in jobs}
         for r in results:
-            if r.get("id") in failed:  # stored but not queued: say so rather than lose it silently
+            count = r.pop("_count", 0)
+            if r.get("id") in failed:
+                # Stored but not queued: take it back (no recipient left open without a job)
+                # and tell the caller to retry this one.
+                self.store.discard(r.pop("id"), count)
+                r.pop("recipients", None)
                 r.update(status=503, error={"code": "temporarily_unavailable",
-                                            "message": "stored but not queued; retry this message",
+                                            "message": "the message could not be queued; retry it",
                                             "field": None})
         accepted = sum(1 for r in results if r["status"] == 202)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
