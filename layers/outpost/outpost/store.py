@@ -87,6 +87,17 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
+def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
+    """A conditional PutItem: True if written, False if an item with that key already exists.
+    The one idempotent write behind bounce records, orphans, suppressions and new keys."""
+    try:
+        ddb.put_item(TableName=table, Item=codec().item(item),
+                     ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": key})
+        return True
+    except ddb.exceptions.ConditionalCheckFailedException:
+        return False
+
+
 def rcpt_sk(index: int) -> str:
     return f"RCPT#{index:03d}"
 
@@ -281,22 +292,12 @@ class MessageStore:
         item = dict(record, pk=f"MSG#{message_id}", sk=f"BOUNCE#{index:03d}#{bounce_id}",
                     expires_at=int(now + self.retention),
                     gsi2pk=f"BOUNCE#{record['address'].lower()}", gsi2sk=f"{_iso(now)}#{message_id}")
-        try:
-            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
-                              ConditionExpression="attribute_not_exists(pk)")
-            return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        return put_if_absent(self.ddb, self.table, item, "pk")
 
     def put_orphan(self, s3_key: str, kind: str, record: dict, now: float) -> bool:
         item = dict(record, pk=f"INBOUND#{s3_key}", sk=kind.upper(), s3_key=s3_key,
                     expires_at=int(now + self.retention), gsi2pk=kind.upper(), gsi2sk=_iso(now))
-        try:
-            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
-                              ConditionExpression="attribute_not_exists(pk)")
-            return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        return put_if_absent(self.ddb, self.table, item, "pk")
 
     def orphans(self, kind: str, limit: int = 100) -> list[dict]:
         page = self.ddb.query(TableName=self.table, IndexName="gsi2",
@@ -353,12 +354,7 @@ class SuppressionStore:
     def add(self, address: str, record: dict, now: float) -> bool:
         """Add a suppression; an existing one is kept (first reason wins). True if new."""
         item = dict(record, address=address.lower(), created_at=_iso(now))
-        try:
-            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
-                              ConditionExpression="attribute_not_exists(address)")
-            return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        return put_if_absent(self.ddb, self.table, item, "address")
 
     def remove(self, address: str) -> bool:
         r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": address.lower()}},
@@ -428,13 +424,7 @@ class KeyValueTable:
 
     def put_new(self, item: dict) -> bool:
         """Put an item only if its key is free. False if it already exists."""
-        try:
-            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
-                              ConditionExpression="attribute_not_exists(#k)",
-                              ExpressionAttributeNames={"#k": self.key})
-            return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        return put_if_absent(self.ddb, self.table, item, self.key)
 
 
 class JobQueue:
