@@ -37,7 +37,8 @@ pytestmark = pytest.mark.timeout(90)
 def test_retry_schedule_then_expiry_with_the_last_reply(rig: Rig) -> None:
     rig.mx("later.test", 2, AlwaysDefer())
     # 16 h: the whole schedule (1, 5, 15, 30 min, 1, 2, 4 h: attempts up to 7 h 51 min), then
-    # every 4 h (11 h 51, 15 h 51); the next step (19 h 51) is past the lifetime.
+    # every 4 h (11 h 51, 15 h 51); the next step (19 h 51) would be past the lifetime, so the
+    # last attempt is a second before it ends (9 min - 1 s later); then expired.
     mid = rig.send("rae@later.test", expires_in=16 * 3600)
     rig.run(mid)
     delays = []
@@ -51,7 +52,7 @@ def test_retry_schedule_then_expiry_with_the_last_reply(rig: Rig) -> None:
     assert r["state"] == "expired"
     assert r["last"]["status"] == "4.4.7"
     assert "451 4.3.0 Temporary local problem" in r["last"]["text"]
-    assert delays == pytest.approx([60, 300, 900, 1800, 3600, 7200, 14400, 14400, 14400])
+    assert delays == pytest.approx([60, 300, 900, 1800, 3600, 7200, 14400, 14400, 14400, 539], abs=0.01)
     assert len(r["attempts"]) == len(delays) + 1
     assert r["attempts"][-1]["status"] == "4.3.0"  # the attempt keeps the real reply
 
@@ -77,10 +78,13 @@ def test_per_message_lifetime_expires_at_the_failed_attempt(rig: Rig) -> None:
     mid = rig.send("tom@short.test", expires_in=120)
     rig.run(mid)
     assert rig.rcpt(mid)["state"] == "deferred"  # next at +60 s, within the 120 s lifetime
-    rig.retry()  # fails again; +300 s would be past the lifetime
+    rig.retry()  # fails again; +300 s would be past the lifetime: the last try at +119 s
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and r["next_attempt_at"] == pytest.approx(T0 + 119)
+    rig.retry()  # fails at the end of the lifetime
     r = rig.rcpt(mid)
     assert r["state"] == "expired" and r["last"]["status"] == "4.4.7"
-    assert "451 4.3.0" in r["last"]["text"] and len(r["attempts"]) == 2
+    assert "451 4.3.0" in r["last"]["text"] and len(r["attempts"]) == 3
 
 
 def test_a_job_arriving_after_the_lifetime_expires_without_connecting(rig: Rig) -> None:

@@ -37,17 +37,24 @@ def test_next_attempt_inside_the_lifetime() -> None:
     assert next_attempt_at(1000.0, 1, deliver_until=2000.0) == pytest.approx(1060)
 
 
-def test_no_next_attempt_past_the_lifetime() -> None:
-    # 4 h after this attempt would be past the lifetime: the recipient expires now (4.4.7).
-    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR - 1) is None
-    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR) is None
-    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR + 1) == pytest.approx(1000 + 4 * HOUR)
+def test_the_last_attempt_is_at_the_end_of_the_lifetime() -> None:
+    # 3 h left and a 4 h step: one more attempt just before the lifetime ends, not expiry now.
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 3 * HOUR) == pytest.approx(1000 + 3 * HOUR - 1)
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR) == pytest.approx(1000 + 4 * HOUR - 1)
+    assert next_attempt_at(1000.0, 7, deliver_until=1000.0 + 4 * HOUR + 2) == pytest.approx(1000 + 4 * HOUR)
 
 
-def test_the_default_lifetime_is_two_days_and_holds_about_seventeen_attempts() -> None:
+def test_no_next_attempt_once_the_lifetime_is_over() -> None:
+    assert next_attempt_at(1999.0, 3, deliver_until=2000.0) is None  # the capped last attempt
+    assert next_attempt_at(2500.0, 3, deliver_until=2000.0) is None
+    assert next_attempt_at(1998.5, 3, deliver_until=2000.0) == pytest.approx(1999.0)
+
+
+def test_the_default_lifetime_is_two_days_and_holds_about_eighteen_attempts() -> None:
     assert DEFAULT_MAX_LIFETIME == 2 * 86400
     now, n = 0.0, 1
     while (at := next_attempt_at(now, n, DEFAULT_MAX_LIFETIME)) is not None:
         now, n = at, n + 1
-    # 7 h 51 min for the first seven delays, then every 4 h until 48 h: 7 + 10 delays.
-    assert n == 18 and now == pytest.approx(28260 + 10 * 4 * HOUR)
+    # 7 h 51 min for the first seven delays, then every 4 h up to 47 h 51 min, then one last
+    # attempt a second before the 48 h lifetime ends: 7 + 10 + 1 delays.
+    assert n == 19 and now == pytest.approx(DEFAULT_MAX_LIFETIME - 1)

@@ -2,7 +2,9 @@
 
 Default delays after attempt n (1-based): 1, 5, 15, 30 minutes, then 1, 2, 4 hours, then every
 4 hours, each with +/-10% jitter so that a burst of deferrals does not come back as a burst.
-A recipient still open past its message's lifetime (default 2 days) ends `expired` (4.4.7).
+Retries go on until the message's lifetime (default 2 days) ends: when the next step would
+pass it, the last attempt is made just before the end (a recipient with 3 h left and a 4 h
+step still gets one more try); a recipient still open after that ends `expired` (4.4.7).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ def delay_for_attempt(n: int, schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE,
 def next_attempt_at(now: float, n: int, deliver_until: float,
                     schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE,
                     jitter: float = 0.5) -> float | None:
-    """When to try again after attempt `n`, or None when that would be past the lifetime."""
-    at = now + delay_for_attempt(n, schedule, jitter)
-    return at if at < deliver_until else None
+    """When to try again after attempt `n`: the schedule's step, capped at one second before
+    `deliver_until`; None only when the lifetime is over (the recipient expires, 4.4.7)."""
+    last = deliver_until - 1
+    if now >= last:
+        return None
+    return min(now + delay_for_attempt(n, schedule, jitter), last)

@@ -1,12 +1,20 @@
 """Deliver queued messages: SQS batch -> per-recipient SMTP transactions -> recorded outcomes.
 
 A delivery is a sequence of small named steps (Postal): hop (wait out a long delay), load,
-expire, suppress, claim, sign, route, transact, record, reschedule.
+pick what is due, claim, expire, suppress, prepare (spec, MIME, DKIM), route, transact and
+record (per recipient), reschedule (per job).
 
-Nothing is lost:
+Nothing is lost, and every recipient reaches a final state:
 - each recipient moves only by conditional writes (store.py): open -> leased -> final, so a
   redelivered or duplicated job never sends to a recipient that is already final;
-- a job fails (stays on the queue, then the DLQ) only when recording itself failed;
+- each outcome is written right after its transaction, so a run killed by the Lambda timeout,
+  or an exception in another domain, keeps every reply already received;
+- whatever fails while preparing the message (unreadable spec, MIME, signer) or outside a
+  transaction is judged like any reply (trouble.judge: unanticipated means transient), so
+  those recipients defer and finally expire (4.4.7) instead of stranding behind a job in the
+  DLQ; a job fails (stays on the queue, then the DLQ) only when the store itself failed;
+- a recipient is not retried before its next_attempt_at (a duplicate job skips it), but a job
+  for that time is queued, so no open recipient is ever left without a future job;
 - work the invocation has no time left for is released and queued again at once.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written. The lease then expires, SQS redelivers, and that recipient gets the message twice.
@@ -20,11 +28,10 @@ outlive each record's handler.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +66,23 @@ class _Rcpt:
 
 @dataclass
 class _Result:
-    verdict: Verdict | None  # None: not attempted (no time left)
+    verdict: Verdict
     attempt: dict | None = None
+
+
+@dataclass
+class _JobRun:
+    """What one run of a job learnt, for the job-level step at its end (_reschedule)."""
+
+    job: QueueJob
+    rcpts: list[_Rcpt] = field(default_factory=list)  # claimed and about to be attempted
+    recorded: set[int] = field(default_factory=set)
+    next_times: list[float] = field(default_factory=list)  # of the recipients deferred now
+    later: list[float] = field(default_factory=list)  # of open recipients skipped as not due
+
+
+class _RecordFailed(Exception):
+    """Writing an outcome to the store failed (the store's exception is the cause)."""
 
 
 @dataclass
@@ -145,12 +167,34 @@ class DeliveryService:
             self.count("UnknownMessage", 1)
             return
         meta = stored.meta
-        open_rcpts = [r for r in stored.recipients if r["state"] in {s.value for s in OPEN_STATES}]
-        if not open_rcpts:
+        lifetime_over = now >= meta["deliver_until"]
+        due: list[dict] = []
+        later: list[float] = []  # next_attempt_at of open recipients not due yet
+        for r in stored.recipients:
+            if r["state"] not in {s.value for s in OPEN_STATES}:
+                continue
+            at = r.get("next_attempt_at")
+            if at is not None and float(at) > now + 1 and not lifetime_over:
+                # A duplicate or requeued job: not before its time (the schedule is per recipient).
+                later.append(float(at))
+            else:
+                due.append(r)
+        run = _JobRun(job)
+        run.later = later
+        try:
+            await self._deliver_due(run, meta, due, now, pool, deadline)
+        finally:
+            # Even when the job fails: whoever it left open must keep a future job.
+            await asyncio.to_thread(self._reschedule, run)
+
+    async def _deliver_due(self, run: _JobRun, meta: dict, due: list[dict], now: float,
+                           pool: SessionPool, deadline: float) -> None:
+        mid = run.job.message_id
+        if not due:
             return
-        mid = job.message_id
         lease = max(0.0, deadline - now) + LEASE_MARGIN
-        claimed = [r for r in open_rcpts if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease)]
+        # A recipient leased elsewhere is that invocation's: it records and reschedules it.
+        claimed = [r for r in due if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease)]
         if not claimed:
             return
 
@@ -174,45 +218,114 @@ class DeliveryService:
         if not active:
             return
 
-        spec = await asyncio.to_thread(self.store.load_spec, meta)
-        req = SendRequest.model_validate(spec)
-        data, utf8_headers = build_message(req, mid, meta.get("created_ts"))
-        sender_domain = parse_address(req.from_).ascii_domain
-        signer = await asyncio.to_thread(self.signer_for, sender_domain)
-        results: dict[int, _Result] = {}
-        rcpts = []
-        for r in active:
-            a = parse_address(r["address"])
-            rcpts.append(_Rcpt(r["index"], r["address"], a.smtp_addr, a.ascii_domain,
-                               len(r.get("attempts") or []), a.needs_smtputf8 or utf8_headers))
+        async def record(rc: _Rcpt, res: _Result) -> None:
+            """Record one recipient's outcome now, not at the end of the job: a run killed by
+            the Lambda timeout keeps every reply already received."""
+            try:
+                at = await asyncio.to_thread(self._record_one, mid, meta, rc, res)
+            except Exception as exc:
+                raise _RecordFailed(f"recording recipient {rc.index} failed: {exc}") from exc
+            run.recorded.add(rc.index)
+            if at is not None:
+                run.next_times.append(at)
+
+        rcpts: list[_Rcpt] = []
+        try:
+            # Step: prepare (spec, message, signature). Whatever fails here fails for every
+            # recipient alike, and becomes a verdict like any other (Postal: unanticipated
+            # means transient), so a poisoned job defers, then expires: it never leaves its
+            # recipients open behind a job in the DLQ.
+            for r in active:
+                a = parse_address(r["address"])
+                rcpts.append(_Rcpt(r["index"], r["address"], a.smtp_addr, a.ascii_domain,
+                                   len(r.get("attempts") or []), a.needs_smtputf8))
+            spec = await asyncio.to_thread(self.store.load_spec, meta)
+            req = SendRequest.model_validate(spec)
+            data, utf8_headers = build_message(req, mid, meta.get("created_ts"))
+            sender_domain = parse_address(req.from_).ascii_domain
+            signer = await asyncio.to_thread(self.signer_for, sender_domain)
+            signed = signer.sign(data) + data if signer is not None else b""
+        except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+            log.error("could not prepare the message", exc_info=exc, extra={"message_id": mid})
+            v = judge(exc)
+            run.rcpts = rcpts = [_Rcpt(r["index"], r["address"], r["address"], "", len(r.get("attempts") or []),
+                                       False) for r in active]
+            for rc in rcpts:
+                await record(rc, _Result(v, self._attempt(v, None, None, None)))
+            return
+        run.rcpts = rcpts
         if signer is None:
             v = Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.7.0",
                         f"no DKIM key is configured for {sender_domain}; not sending unsigned mail")
             log.error("no DKIM key", extra={"message_id": mid, "domain": sender_domain})
-            results = {r.index: _Result(v, self._attempt(v, None, None, None)) for r in rcpts}
-        else:
-            signed = signer.sign(data) + data
-            tls_mode: TlsMode = "required" if req.tls == "required" else "opportunistic"
-            groups: dict[str, list[_Rcpt]] = {}
             for rc in rcpts:
-                groups.setdefault(rc.domain, []).append(rc)
-            parts = await asyncio.gather(*(
-                self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline)
-                for domain, group in groups.items()))
-            for part in parts:
-                results.update(part)
+                await record(rc, _Result(v, self._attempt(v, None, None, None)))
+            return
 
-        await asyncio.to_thread(self._record, job, meta, {r.index: r for r in rcpts}, results)
+        tls_mode: TlsMode = "required" if req.tls == "required" else "opportunistic"
+        groups: dict[str, list[_Rcpt]] = {}
+        for rc in rcpts:
+            rc.utf8 = rc.utf8 or utf8_headers
+            groups.setdefault(rc.domain, []).append(rc)
+        parts = await asyncio.gather(*(
+            self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline, record)
+            for domain, group in groups.items()), return_exceptions=True)
+        for (domain, group), part in zip(groups.items(), parts, strict=True):
+            if not isinstance(part, BaseException):
+                continue
+            if not isinstance(part, Exception):
+                raise part  # cancellation and the like: not ours to judge
+            pending = [rc for rc in group if rc.index not in run.recorded]
+            if isinstance(part, _RecordFailed):
+                # The store refused a write: the rest of this domain is released below and
+                # queued again at once (nothing about them was learnt that could be kept).
+                log.error("recording an outcome failed", exc_info=part,
+                          extra={"message_id": mid, "recipient_domain": domain})
+                continue
+            # A bug outside the SMTP transaction: a transient verdict (Postal), recorded like
+            # any other, so it backs off and eventually expires instead of looping at once.
+            log.error("unexpected error delivering to a domain", exc_info=part,
+                      extra={"message_id": mid, "recipient_domain": domain})
+            v = judge(part)
+            for rc in pending:
+                try:
+                    await record(rc, _Result(v, self._attempt(v, None, None, None)))
+                except _RecordFailed:
+                    log.exception("recording an outcome failed", extra={"message_id": mid})
+                    break
+
+    def _reschedule(self, run: _JobRun) -> None:
+        """The job-level step: release what this run claimed but did not record (no time left,
+        a failed write) and queue it again at once; queue one job for the earliest next attempt
+        of everyone still open, so that no open recipient is left without a future job."""
+        job, mid = run.job, run.job.message_id
+        now = self.clock()
+        unrecorded = [rc for rc in run.rcpts if rc.index not in run.recorded]
+        for rc in unrecorded:
+            self.store.release(mid, rc.index)
+        if unrecorded:
+            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt), 0)
+        times = run.next_times + run.later
+        if times:
+            at = min(times)
+            # attempt counts this message's delivery runs; a job only for recipients not yet
+            # due is the same run, moved to its time.
+            attempt = job.attempt + 1 if run.next_times else job.attempt
+            self.queue.send(QueueJob(message_id=mid, attempt=attempt, not_before=at), at - now)
 
     # ---- one domain -------------------------------------------------------------------------
     async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: bytes,
-                              tls_mode: TlsMode, pool: SessionPool, deadline: float) -> dict[int, _Result]:
-        results: dict[int, _Result] = {}
+                              tls_mode: TlsMode, pool: SessionPool, deadline: float,
+                              record: Callable[[_Rcpt, _Result], Awaitable[None]]) -> None:
+        """Deliver to one domain's recipients, recording each outcome as soon as it is known.
+        A recipient left unrecorded (no time left) is released and requeued by the caller."""
         try:
             hosts = await asyncio.to_thread(self.resolve_mx, domain)
         except DnsError as exc:
             v = judge(exc)
-            return {r.index: _Result(v, self._attempt(v, None, None, None)) for r in rcpts}
+            for r in rcpts:
+                await record(r, _Result(v, self._attempt(v, None, None, None)))
+            return
 
         # Step: TLS policy (MTA-STS, RFC 8461 §5). enforce: only the policy's MX hosts, only
         # over TLS with a certificate valid for the MX name ("verify"), else defer; testing:
@@ -225,31 +338,34 @@ class DeliveryService:
                 v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.7.5",
                             f"no MX host of {domain} ({', '.join(h.name for h in hosts)}) matches its "
                             f"MTA-STS policy (mx: {', '.join(policy.policy.mx)})", command="MTA-STS")
-                return {r.index: _Result(v, self._attempt(v, None, None, None, sts=sts)) for r in rcpts}
+                for r in rcpts:
+                    await record(r, _Result(v, self._attempt(v, None, None, None, sts=sts)))
+                return
             hosts, tls_mode = allowed, "verify"
 
         key = (domain, tls_mode)
         session: SmtpSession | None = None
         try:
-            for r in rcpts:
+            for n, r in enumerate(rcpts):
                 if self.clock() + self.connector.timeouts.transaction_budget > deadline:
-                    results[r.index] = _Result(None)
-                    continue
+                    continue  # no time left: released and requeued by the caller
                 outcome: tuple[Verdict, str | None] | None = None
-                for _ in range(2):  # a second time only when a pooled session turned out stale
-                    if session is None:
+                for fresh in (False, True):
+                    # The second pass only after a pooled session turned out stale: a fresh
+                    # one, never another pooled one that may be just as stale.
+                    if session is None and not fresh:
                         session = pool.take(key)
                     if session is None:
-                        session, failure = await self._open(hosts, tls_mode)
+                        session, failure = await self._open(hosts, tls_mode, deadline)
                         if session is None:
-                            assert failure is not None
+                            if failure is None:
+                                return  # no time left to connect: released and requeued
                             v, host, ip = failure
                             # Every MX failed at host level: a transient failure for the recipient.
                             v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, v.text, v.code, v.command)
-                            for rest in rcpts:
-                                if rest.index not in results:
-                                    results[rest.index] = _Result(v, self._attempt(v, host, ip, None, sts=sts))
-                            return results
+                            for rest in rcpts[n:]:
+                                await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
+                            return
                     try:
                         outcome = await self._transact(session, mid, r, data)
                         break
@@ -257,18 +373,18 @@ class DeliveryService:
                         log.info("reused connection was stale; reconnecting",
                                  extra={"mx": session.mx_name, "detail": str(exc)})
                         session = None
-                assert outcome is not None and session is not None
+                if outcome is None or session is None:  # pragma: no cover - a fresh session has no RSET
+                    raise RuntimeError("a fresh SMTP session reported itself stale")
                 verdict, remote = outcome
                 note = self._sts_note(policy, session, sts)
-                results[r.index] = _Result(verdict, self._attempt(verdict, session.mx_name, session.ip,
-                                                                   session.tls, remote, sts=note))
+                attempt = self._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
                 if verdict.scope is Scope.HOST or not session.smtp.is_connected:
                     await session.close()
                     session = None
+                await record(r, _Result(verdict, attempt))
         finally:
             if session is not None:
                 pool.give(key, session)
-        return results
 
     def _tls_policy(self, domain: str) -> TlsPolicy:
         try:
@@ -291,12 +407,21 @@ class DeliveryService:
             problems.append("certificate did not verify")
         return dict(sts, violation="; ".join(problems)) if problems else sts
 
-    async def _open(self, hosts: list[MxHost], tls_mode: TlsMode
+    async def _open(self, hosts: list[MxHost], tls_mode: TlsMode, deadline: float
                     ) -> tuple[SmtpSession | None, tuple[Verdict, str, str] | None]:
-        """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1)."""
+        """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1).
+
+        (None, None) when there is no time left to try the next address: no host has failed
+        for the recipient then, so it is not charged an attempt.
+        """
+        t = self.connector.timeouts
         last: tuple[Verdict, str, str] | None = None
         for host in hosts:
             for ip in host.addresses:
+                # Connect, EHLO, STARTTLS, EHLO again: no connect that cannot finish in time.
+                if self.clock() + t.connect + 3 * t.command > deadline:
+                    log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
+                    return None, None
                 try:
                     return await self.connector.open(host.name, ip, tls_mode), None
                 except ReplyError as exc:
@@ -344,53 +469,43 @@ class DeliveryService:
             "mta_sts": sts}.items() if val is not None}
 
     # ---- record outcomes ----------------------------------------------------------------------
-    def _record(self, job: QueueJob, meta: dict, rcpts: dict[int, _Rcpt], results: dict[int, _Result]) -> None:
-        mid = job.message_id
+    def _record_one(self, mid: str, meta: dict, r: _Rcpt, res: _Result) -> float | None:
+        """Record one recipient's verdict; returns its next attempt time when deferred."""
         now = self.clock()
-        next_times: list[float] = []
-        requeue_now = False
-        for index, res in results.items():
-            r = rcpts[index]
-            v = res.verdict
-            if v is None:
-                self.store.release(mid, index)
-                requeue_now = True
-                continue
-            last = v.as_dict()
-            if v.outcome is Outcome.DELIVERED:
-                self.store.finish_attempt(mid, index, RecipientState.DELIVERED, now, res.attempt,
-                                          {"last": last, "remote_id": (res.attempt or {}).get("remote_id"),
-                                           "next_attempt_at": None})
-                self.count("Delivered", 1)
-            elif v.outcome is Outcome.PERMANENT:
-                bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
-                          "diagnostic": v.diagnostic, "source": "smtp", "at": _iso(now),
-                          "remote_mta": (res.attempt or {}).get("mx")}
-                moved = self.store.finish_attempt(mid, index, RecipientState.BOUNCED, now, res.attempt,
-                                                  {"last": last, "bounce": bounce, "next_attempt_at": None})
-                self.count("Bounced", 1)
-                if moved and v.kind == "hard":
-                    self.suppressions.add(r.address, {
-                        "reason": v.reason, "kind": v.kind, "source": "bounce", "message_id": mid,
-                        "status": v.status, "diagnostic": v.diagnostic}, now)
-            else:
-                at = next_attempt_at(now, r.attempts + 1, meta["deliver_until"],
-                                     self.settings.retry_schedule, self.rng())
-                if at is None:
-                    expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
-                    self.store.finish_attempt(mid, index, RecipientState.EXPIRED, now, res.attempt,
-                                              {"last": expired, "next_attempt_at": None})
-                    self.count("Expired", 1)
-                else:
-                    self.store.finish_attempt(mid, index, RecipientState.DEFERRED, now, res.attempt,
-                                              {"last": last, "next_attempt_at": at})
-                    next_times.append(at)
-                    self.count("Deferred", 1)
-        if requeue_now:
-            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt), 0)
-        if next_times:
-            at = min(next_times)
-            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt + 1, not_before=at), at - now)
+        v = res.verdict
+        last = v.as_dict()
+        if v.outcome is Outcome.DELIVERED:
+            self.store.finish_attempt(mid, r.index, RecipientState.DELIVERED, now, res.attempt,
+                                      {"last": last, "remote_id": (res.attempt or {}).get("remote_id"),
+                                       "next_attempt_at": None})
+            self.count("Delivered", 1)
+            return None
+        if v.outcome is Outcome.PERMANENT:
+            if v.kind == "hard":
+                # Suppress first (add is idempotent): once the recipient is final, a retry of
+                # this job would never come back to write it.
+                self.suppressions.add(r.address, {
+                    "reason": v.reason, "kind": v.kind, "source": "bounce", "message_id": mid,
+                    "status": v.status, "diagnostic": v.diagnostic}, now)
+            bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
+                      "diagnostic": v.diagnostic, "source": "smtp", "at": _iso(now),
+                      "remote_mta": (res.attempt or {}).get("mx")}
+            self.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, res.attempt,
+                                      {"last": last, "bounce": bounce, "next_attempt_at": None})
+            self.count("Bounced", 1)
+            return None
+        at = next_attempt_at(now, r.attempts + 1, meta["deliver_until"],
+                             self.settings.retry_schedule, self.rng())
+        if at is None:
+            expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
+            self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, res.attempt,
+                                      {"last": expired, "next_attempt_at": None})
+            self.count("Expired", 1)
+            return None
+        moved = self.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, res.attempt,
+                                          {"last": last, "next_attempt_at": at})
+        self.count("Deferred", 1)
+        return at if moved else None
 
     def _expire(self, mid: str, r: dict, now: float) -> None:
         prev = (r.get("last") or {})
@@ -399,7 +514,3 @@ class DeliveryService:
         self.store.finish_attempt(mid, r["index"], RecipientState.EXPIRED, now, None,
                                   {"last": last, "next_attempt_at": None})
         self.count("Expired", 1)
-
-
-def job_body(message_id: str) -> str:
-    return json.dumps({"v": 1, "message_id": message_id, "attempt": 1})

@@ -3,7 +3,8 @@
 Stage timeouts are shorter than RFC 5321 §4.5.3.2's (5 min greeting, 10 min end of data)
 because a Lambda invocation lasts minutes, not hours; a slow MX is a host failure and the next
 MX is tried. Defaults: connect+greeting 15 s, each command 20 s, end of data 60 s; so one
-transaction needs at most 2 minutes, and the sender (300 s timeout) starts none after that.
+transaction (RSET, MAIL, RCPT, DATA, end of data) needs at most 2 min 20 s, and the sender
+(300 s timeout) starts none it has no time left for.
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
 the attempt record names the command that was interrupted.
@@ -18,7 +19,8 @@ TLS modes:
   trust store and the MX name; if it does not verify, we reconnect and use TLS without
   verification (recorded as verified=False), as Postfix's "may" level does. A failed handshake
   falls back to plaintext on a fresh connection, as Postfix does, so a broken TLS stack on the
-  only MX does not stop mail for good.
+  only MX does not stop mail for good. A refused STARTTLS (e.g. "454 4.7.0 TLS not
+  available", RFC 3207 §4 leaves the choice to the client) also continues in plaintext.
 - required (per message, `"tls": "required"`): TLS must be negotiated; never plaintext.
 - verify (MTA-STS enforce): TLS with a certificate valid for the MX name, or no delivery.
 """
@@ -49,7 +51,7 @@ class Timeouts:
     @property
     def transaction_budget(self) -> float:
         """The longest one transaction may take: no new one starts with less time than this."""
-        return 3 * self.command + self.end_of_data
+        return 4 * self.command + self.end_of_data  # RSET (a reused session), MAIL, RCPT, DATA
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,17 @@ class SmtpConnector:
             if smtp.supports_extension("starttls"):
                 try:
                     tls = await self._starttls(smtp, mx_name, self._verify)
+                except ReplyError as exc:
+                    if exc.reply.command != "STARTTLS":
+                        raise  # EHLO refused after the handshake: a host failure
+                    smtp.close()
+                    if tls_mode != "opportunistic":
+                        raise PolicyFailure(f"{mx_name} refused STARTTLS: {exc.reply.code} {exc.reply.text}",
+                                            status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
+                    # Postfix "may": plaintext. A fresh connection, not the refused one: after a
+                    # 421 the server is gone, and a clean session costs one connect at most.
+                    smtp = await self._connect(ip)
+                    tls = None
                 except ssl.SSLCertVerificationError as exc:
                     smtp.close()
                     if tls_mode == "verify":
