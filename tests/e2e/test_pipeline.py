@@ -170,3 +170,11 @@ def test_auth_is_required(api):
     assert code == 401 and res["error"]["code"] == "unauthorized"
     code, res = api.call("GET", "/v1/messages/01m8dxc76k8mg2gevvnf5wrjsz", key="op_wrong")
     assert code == 401
+
+
+def test_anonymous_callers_are_refused_before_validation(api):
+    # Without a key, an invalid body is not validated (no schema details leak): 401 first.
+    code, res = api.call("POST", "/v1/messages", {"to": "x"}, key=None)
+    assert code == 401 and res["error"]["field"] == "Authorization"
+    code, res = api.call("POST", "/v1/messages/batch", {"messages": [{}] * 600}, key="op_nope")
+    assert code == 401

@@ -14,7 +14,6 @@ this one stops one key from taking all of it. A key may carry its own `rate`/`bu
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import secrets
 import threading
@@ -110,14 +109,19 @@ class KeyRing:
         return {k: v for k, v in item.items() if k != "key_hash"}
 
     # ---- the request path --------------------------------------------------------------------
-    def authenticate(self, authorization: str | None, scope: str) -> Principal:
+    def identify(self, authorization: str | None) -> dict:
+        """The key's record, or Unauthorized (401). No scope check, no throttling."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
-        key = authorization[7:].strip()
-        h = key_hash(key)
+        h = key_hash(authorization[7:].strip())
         item = self._lookup(h)
-        if item is None or item.get("revoked_at") or not hmac.compare_digest(item["key_hash"], h):
+        if item is None or item.get("revoked_at"):
             raise Unauthorized("invalid or revoked API key", field="Authorization")
+        return item
+
+    def authenticate(self, authorization: str | None, scope: str) -> Principal:
+        item = self.identify(authorization)
+        h = item["key_hash"]
         scopes = frozenset(item.get("scopes") or [])
         if scope not in scopes and "admin" not in scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope", field="Authorization")

@@ -9,6 +9,7 @@ pydantic models that validate requests and responses (models.py).
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from ..errors import ApiError, ValidationFailed
+from ..errors import ApiError, Unauthorized, ValidationFailed
 from ..models import (
     BatchRequest,
     BatchResponse,
@@ -245,4 +246,19 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},
             security=[{"bearer": []}]).model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    # Powertools validates a request before any route code runs; authenticate first, so that
+    # an anonymous caller learns nothing about the schema and cannot make us validate 500 items.
+    resolve = app.resolve
+
+    def authenticated_resolve(event: dict, context: Any) -> dict:
+        if str(event.get("path") or "").startswith("/v1/"):
+            h = event.get("headers") or {}
+            try:
+                keys.identify(h.get("Authorization") or h.get("authorization"))
+            except Unauthorized as exc:
+                return {"statusCode": 401, "headers": {"Content-Type": "application/json"},
+                        "body": json.dumps(exc.body()), "isBase64Encoded": False}
+        return resolve(event, context)
+
+    app.resolve = authenticated_resolve  # type: ignore[method-assign]
     return app
