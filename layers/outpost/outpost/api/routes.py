@@ -260,5 +260,5 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
                         "body": json.dumps(exc.body()), "isBase64Encoded": False}
         return resolve(event, context)
 
-    app.resolve = authenticated_resolve  # type: ignore[method-assign]
+    app.resolve = authenticated_resolve  # type: ignore[method-assign,assignment]
     return app
