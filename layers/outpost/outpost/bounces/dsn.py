@@ -255,8 +255,17 @@ def _final_status(status: str | None, diagnostic: str) -> str | None:
     """The RFC 3463 code to report: a specific code in the reply text is more precise than
     a generic Status field (many MTAs put 5.0.0 there); no field -> the text's code."""
     found = status_from_text(diagnostic) if diagnostic else None
+    if status and status[1:] == ".4.7":
+        # X.4.7 "delivery time expired" is the reporting MTA's own verdict (Sendmail's
+        # queue return); the diagnostic is only the last attempt's reply (RFC 3463 §3.5).
+        return status
     if found and not found.endswith(".0.0"):
-        if not status or status[0] == found[0] or status.endswith(".0.0"):
+        if not status or status[0] == found[0]:
+            return found
+        # A generic Status of the other class: the text's code refines it only when the
+        # classes agree. Exim's expiry bounce says "Status: 5.0.0" beside the last 451 4.3.0
+        # reply: the message failed for good, so 4.3.0 would contradict Action: failed.
+        if status.endswith(".0.0") and not (status[0] == "5" and found[0] == "4"):
             return found
     if status:
         return status
