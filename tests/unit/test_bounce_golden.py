@@ -30,7 +30,7 @@ def test_every_family_has_a_sample() -> None:
                 "gmail", "mfilter", "webmail", "generic", "arf", "rfc3834", "dragonfly",
                 "fallback", "messagingserver", "receivingses", "biglobe", "amazonses",
                 "postfix-generated", "mda", "vendor", "exim-generated", "sendmail-generated",
-                "opensmtpd-generated", "courier-generated"):
+                "opensmtpd-generated", "courier-generated", "office365"):
         assert fam in families, fam
     for p in CASES:
         assert p.with_suffix(".json").exists(), p
