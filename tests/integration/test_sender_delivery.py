@@ -1,7 +1,7 @@
 """The sender against scripted MX hosts: one transaction per recipient, extensions, TLS,
 every kind of reply and DNS answer, judged by the one failure policy (issue 3).
 
-The rig (test_sender_rig.py): moto, a real DNS server, aiosmtpd MX hosts with real STARTTLS.
+The rig (sender_rig.py): moto, a real DNS server, aiosmtpd MX hosts with real STARTTLS.
 """
 
 from __future__ import annotations
@@ -10,20 +10,7 @@ import random
 import time
 
 import pytest
-from test_sender_rig import (  # noqa: F401 - fixtures  # noqa: F401
-    BOUNCE_DOMAIN,
-    PREFIX,
-    T0,
-    VERP_KEY,
-    AdvanceClockOnAccept,
-    AlwaysDefer,
-    Rig,
-    aws_fixture,
-    commands,
-    pki_fixture,
-    rig_fixture,
-    signer_fixture,
-)
+from sender_rig import BOUNCE_DOMAIN, PREFIX, T0, VERP_KEY, Rig, commands
 
 from outpost.bounces.verp import make_return_path
 from outpost.delivery.transport import Timeouts

@@ -5,20 +5,7 @@ hosts with good and wrong certificates.
 from __future__ import annotations
 
 import pytest
-from test_sender_rig import (  # noqa: F401 - fixtures  # noqa: F401
-    BOUNCE_DOMAIN,
-    PREFIX,
-    T0,
-    VERP_KEY,
-    AdvanceClockOnAccept,
-    AlwaysDefer,
-    Rig,
-    aws_fixture,
-    commands,
-    pki_fixture,
-    rig_fixture,
-    signer_fixture,
-)
+from sender_rig import Rig, commands
 
 pytestmark = pytest.mark.timeout(90)
 

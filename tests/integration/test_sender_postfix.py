@@ -7,20 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_sender_rig import (  # noqa: F401 - fixtures  # noqa: F401
-    BOUNCE_DOMAIN,
-    PREFIX,
-    T0,
-    VERP_KEY,
-    AdvanceClockOnAccept,
-    AlwaysDefer,
-    Rig,
-    aws_fixture,
-    commands,
-    pki_fixture,
-    rig_fixture,
-    signer_fixture,
-)
+from sender_rig import PREFIX, Rig
 
 from outpost_local.mx import (
     GreetingReply,

@@ -8,20 +8,7 @@ import threading
 import time
 
 import pytest
-from test_sender_rig import (  # noqa: F401 - fixtures  # noqa: F401
-    BOUNCE_DOMAIN,
-    PREFIX,
-    T0,
-    VERP_KEY,
-    AdvanceClockOnAccept,
-    AlwaysDefer,
-    Rig,
-    aws_fixture,
-    commands,
-    pki_fixture,
-    rig_fixture,
-    signer_fixture,
-)
+from sender_rig import T0, AdvanceClockOnAccept, AlwaysDefer, Rig, commands
 
 from outpost.models import QueueJob
 from outpost_local.mx import (

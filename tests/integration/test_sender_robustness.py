@@ -1,6 +1,6 @@
 """The sender never loses an outcome and never strands a recipient (issue 3 review).
 
-Real servers on loopback (the rig in test_sender_rig.py); only the clock is controlled.
+Real servers on loopback (the rig in sender_rig.py); only the clock is controlled.
 - outcomes are recorded per recipient, right after its transaction, so a run killed mid-job
   (Lambda timeout) or an exception in one domain keeps the 250s already received;
 - a job whose preparation fails (spec, message, signer) defers every recipient, which then
@@ -18,16 +18,7 @@ import logging
 from typing import Any
 
 import pytest
-from test_sender_rig import (  # noqa: F401 - fixtures
-    PREFIX,
-    T0,
-    AlwaysDefer,
-    Rig,
-    aws_fixture,
-    pki_fixture,
-    rig_fixture,
-    signer_fixture,
-)
+from sender_rig import PREFIX, T0, AlwaysDefer, Rig
 
 from outpost.delivery.service import SessionPool
 from outpost.delivery.transport import Timeouts
