@@ -42,16 +42,21 @@ class DomainService:
     def create(self, domain: str, *, mta_sts: bool = False) -> dict:
         name = _domain(domain)
         now = self.clock()
-        if self.table.get(name) is not None:
+        existing = self.table.get(name)
+        if existing is not None and self.secrets.read_json(self.secret_id(name)) is not None:
             raise Conflict(f"{name} is already an Outpost domain (rotate its keys with "
                            f"POST /v1/domains/{name}/rotate)", field="domain")
         keys = _new_keys(name, now, taken=set())
-        secret = {"domain": name, "keys": [_entry(k, now) for k in keys], "pending": []}
-        self.secrets.put_json(self.secret_id(name), secret)
         item = {"domain": name, "verified": False, "created_at": _iso(now),
                 "selectors": [k.selector for k in keys], "mta_sts": mta_sts}
-        if not self.table.put_new(item):
+        # Claim the name first: of two concurrent creates only the winner writes keys, so the
+        # records a caller is told to publish are the ones that will sign.
+        if existing is not None:  # an earlier create stopped before its keys were stored: finish it
+            self.table.put(item)
+        elif not self.table.put_new(item):
             raise Conflict(f"{name} is already an Outpost domain", field="domain")
+        secret = {"domain": name, "keys": [_entry(k, now) for k in keys], "pending": []}
+        self.secrets.put_json(self.secret_id(name), secret)
         return self.check(name)
 
     def rotate(self, domain: str) -> dict:
