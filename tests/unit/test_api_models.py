@@ -194,6 +194,25 @@ def test_domain_records_verify_rotate_and_retire():
     assert not set(r["selectors"]) & first
 
 
+def test_domain_create_claims_the_name_first_and_can_be_finished():
+    from outpost.errors import Conflict
+
+    secrets, table = FakeSecrets(), FakeTable("domain")
+    svc = DomainService(table=table, secrets=secrets, secret_id=lambda d: f"dkim/{d}",
+                        lookup=lambda n, t: [], sender_ip="192.0.2.7", bounce_domain="b.example.net",
+                        region="eu-west-1")
+    # Another create won the name and has not stored its keys yet (or stopped before it did).
+    table.put({"domain": "example.com", "verified": False, "selectors": ["other"]})
+    assert "dkim/example.com" not in secrets.data
+    d = svc.create("example.com")  # finishes: keys stored, the item names their selectors
+    stored = {e["selector"] for e in secrets.data["dkim/example.com"]["keys"]}
+    assert set(table.get("example.com")["selectors"]) == stored == {
+        r["name"].split("._domainkey.")[0] for r in d["records"] if r["purpose"] == "dkim"}
+    with pytest.raises(Conflict):  # once keys exist, a second create is refused and changes nothing
+        svc.create("example.com")
+    assert {e["selector"] for e in secrets.data["dkim/example.com"]["keys"]} == stored
+
+
 def test_error_shape_from_the_routes_with_fakes():
     from outpost.api.routes import build_app
     from outpost.api.service import QueryService, SendService
