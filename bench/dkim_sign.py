@@ -25,6 +25,7 @@ from typing import Any
 import dkim
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, utils
+
 from outpost import signing
 from outpost.signing import Signer, generate_key
 

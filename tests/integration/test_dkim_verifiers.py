@@ -14,15 +14,16 @@ used, so OpenDKIM does its own DNS lookups and TXT parsing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from dnslib import RCODE, DNSRecord
+
 from outpost.signing import DkimKey, Signer, dns_name, dns_txt_strings, generate_key
 from outpost_local.dns import DnsServer
-from outpost_local.verify import have_mail_dkim, have_opendkim, mail_dkim as _mail_dkim
-from outpost_local.verify import opendkim_results
+from outpost_local.verify import have_mail_dkim, have_opendkim, opendkim_results
+from outpost_local.verify import mail_dkim as _mail_dkim
 
 DOMAIN = "outpost-test.example"
 

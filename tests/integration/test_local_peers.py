@@ -24,6 +24,7 @@ import dns.query
 import dns.rcode
 import dns.resolver
 import pytest
+
 from outpost_local.dns import DnsServer
 from outpost_local.mx import (
     AcceptThenBounce,

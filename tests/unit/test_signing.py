@@ -13,6 +13,7 @@ import pytest
 from dkim.util import parse_tag_value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from outpost.signing import (
     DkimKey,
     DkimKeyError,

@@ -103,7 +103,8 @@ def parse_address(value: str, *, allow_name: bool = True) -> Address:
             raise AddressError("invalid characters in the local part")
     else:
         # RFC 6531: UTF-8 atext; still no specials, spaces or controls.
-        if any(c in ' ()<>[]:;@\\,"' or ord(c) < 32 for c in local) or ".." in local or local.startswith(".") or local.endswith("."):
+        specials = any(c in ' ()<>[]:;@\\,"' or ord(c) < 32 for c in local)
+        if specials or ".." in local or local.startswith(".") or local.endswith("."):
             raise AddressError("invalid characters in the local part")
     try:
         domain = _check_domain(domain)
