@@ -1,11 +1,14 @@
-"""MTA-STS parsing, matching and caching (RFC 8461), with fake DNS and fetch functions.
-The HTTPS fetch itself runs against a real policy server in test_sender_mta_sts.py."""
+"""MTA-STS parsing, matching and caching (RFC 8461), with fake DNS and fetch functions and an
+in-memory persistent store. The HTTPS fetch and the DynamoDB store run against real servers
+in test_sender_mta_sts.py."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from outpost.tls_policy import MtaSts, StsPolicyError, mx_matches, parse_policy, parse_sts_txt
+from outpost.tls_policy import MtaSts, StsPolicy, StsPolicyError, mx_matches, parse_policy, parse_sts_txt
 
 POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n"
 
@@ -47,6 +50,27 @@ def test_sts_txt_record() -> None:
             parse_sts_txt(bad)
 
 
+class MemoryStore:
+    """The persistent cache level in memory (PolicyStore's contract: get/put by domain)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, StsPolicy] = {}
+        self.gets = self.puts = 0
+        self.down = False
+
+    def get(self, domain: str) -> StsPolicy | None:
+        self.gets += 1
+        if self.down:
+            raise ConnectionError("DynamoDB unreachable")
+        return self.items.get(domain)
+
+    def put(self, domain: str, policy: StsPolicy) -> None:
+        self.puts += 1
+        if self.down:
+            raise ConnectionError("DynamoDB unreachable")
+        self.items[domain] = policy
+
+
 class World:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -66,8 +90,8 @@ class World:
             raise StsPolicyError("HTTP 404")
         return self.policies[domain]
 
-    def sts(self) -> MtaSts:
-        return MtaSts(txt=self.lookup, fetch=self.fetch, clock=lambda: self.now)
+    def sts(self, store: MemoryStore | None = None) -> MtaSts:
+        return MtaSts(txt=self.lookup, fetch=self.fetch, clock=lambda: self.now, store=store)
 
 
 def test_no_record_no_policy_no_fetch() -> None:
@@ -121,3 +145,102 @@ def test_mode_none_disables_the_policy() -> None:
     sts = w.sts()
     assert sts("example.com").policy is None
     assert sts("example.com").policy is None and w.fetches == 1
+
+
+# -- the persistent level (a fresh MtaSts is a cold Lambda container) ----------------------------
+
+
+def _published(w: World) -> None:
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    w.policies["example.com"] = POLICY
+
+
+def test_a_fetched_policy_is_written_through_to_the_store() -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    assert w.sts(store)("Example.COM.").mode == "enforce"
+    stored = store.items["example.com"]
+    assert (stored.id, stored.mode, stored.mx, stored.max_age, stored.fetched_at) == (
+        "one", "enforce", ("mail.example.com", "*.example.net"), 86400, 1000.0)
+
+
+@pytest.mark.parametrize("attack", ["dns_down", "txt_removed", "fetch_blocked"])
+def test_a_cold_container_enforces_the_persisted_policy_under_attack(attack: str) -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    w.sts(store)("example.com")  # container 1 fetched the policy
+    w.now += 3600
+    if attack == "dns_down":
+        w.dns_down = True
+    elif attack == "txt_removed":
+        w.txt.clear()
+    else:  # a new id is published but the policy host is unreachable
+        w.txt["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+        w.policies.clear()
+    cold = w.sts(store)  # container 2: nothing in memory
+    p = cold("example.com")
+    assert p.mode == "enforce" and p.policy is not None and p.policy.id == "one"
+    assert p.policy.allows("mx1.example.net") and not p.policy.allows("mx.evil.test")
+    assert w.fetches == (2 if attack == "fetch_blocked" else 1)
+    # Without the store, the same cold container would have switched enforcement off.
+    assert w.sts()("example.com").mode == "none"
+
+
+def test_a_cold_container_reuses_the_persisted_policy_without_fetching() -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    w.sts(store)("example.com")
+    cold = w.sts(store)
+    assert cold("example.com").policy.id == "one" and w.fetches == 1  # type: ignore[union-attr]
+    assert cold("example.com").mode == "enforce" and store.gets == 2  # the second call: memory
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=two"]  # a changed id still refetches
+    assert w.sts(store)("example.com").policy.id == "two" and w.fetches == 2  # type: ignore[union-attr]
+    assert store.items["example.com"].id == "two"
+
+
+def test_an_expired_persisted_policy_is_ignored() -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    w.sts(store)("example.com")
+    w.now += 86400  # max_age ran out; DynamoDB's TTL deletion may not have happened yet
+    w.dns_down = True
+    p = w.sts(store)("example.com")
+    assert p.mode == "none" and p.error and "TXT lookup failed" in p.error
+    w.dns_down = False
+    assert w.sts(store)("example.com").mode == "enforce" and w.fetches == 2  # fetched afresh
+    assert store.items["example.com"].fetched_at == w.now
+
+
+def test_a_persisted_mode_none_policy_stays_off_without_fetching() -> None:
+    w, store = World(), MemoryStore()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=off"]
+    w.policies["example.com"] = "version: STSv1\nmode: none\nmax_age: 600\n"
+    w.sts(store)("example.com")
+    p = w.sts(store)("example.com")
+    assert p.policy is None and p.error is None and w.fetches == 1
+
+
+def test_a_failing_store_degrades_to_the_container_cache(caplog: pytest.LogCaptureFixture) -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    store.down = True
+    sts = w.sts(store)
+    with caplog.at_level(logging.WARNING, logger="outpost.sender"):
+        assert sts("example.com").mode == "enforce"  # read and write both failed: still fetched
+    assert store.items == {} and w.fetches == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "MTA-STS policy store read failed; using the container cache only",
+        "MTA-STS policy store write failed; cached in this container only"]
+    assert all(getattr(r, "recipient_domain", None) == "example.com" for r in caplog.records)
+    w.dns_down = True  # the in-container cache still protects this container
+    assert sts("example.com").policy.id == "one"  # type: ignore[union-attr]
+    assert w.sts(store)("example.com").mode == "none"  # a cold one, with the store down: as before
+
+
+def test_a_store_error_on_a_cold_container_with_dns_up_fetches() -> None:
+    w, store = World(), MemoryStore()
+    _published(w)
+    w.sts(store)("example.com")
+    store.down = True
+    p = w.sts(store)("example.com")
+    assert p.mode == "enforce" and p.error is None and w.fetches == 2

@@ -104,6 +104,7 @@ def delivery_service() -> Any:
     from .delivery.service import DeliveryService
     from .delivery.transport import SmtpConnector
     from .mx import MxResolver
+    from .store import PolicyStore
     from .telemetry import metrics
     from .tls_policy import HttpsPolicyFetcher, MtaSts
 
@@ -112,8 +113,10 @@ def delivery_service() -> Any:
     key = verp_key()
     # MTA-STS policies are fetched with the same trust store as MX certificates, and the
     # policy host is resolved through the same DNS servers (the local stack's, in tests).
+    # Policies persist in MessagesTable so a cold container still enforces (RFC 8461 §5.1).
     mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(
-        lambda name: list(resolver.addresses(name)), ca_bundle=s.ca_bundle))
+        lambda name: list(resolver.addresses(name)), ca_bundle=s.ca_bundle),
+        store=PolicyStore(aws("dynamodb"), s.messages_table))
     return DeliveryService(
         settings=s, store=message_store(), suppressions=suppression_store(), queue=job_queue(),
         resolve_mx=resolver.resolve,

@@ -12,6 +12,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi1: gsi1pk=RCPT#<address>  gsi1sk=<created>#<id>     messages to a recipient
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
   pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
+  pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   expires_at: TTL (retention)
@@ -28,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from .models import OPEN_STATES, QueueJob, RecipientState
+from .tls_policy import StsPolicy
 
 _OPEN = [s.value for s in OPEN_STATES]
 
@@ -482,3 +484,47 @@ class SecretStore:
         except self.client.exceptions.ResourceNotFoundException:
             self.client.create_secret(Name=secret_id, SecretString=raw)
         self._cache[secret_id] = value
+
+
+class PolicyStore:
+    """MTA-STS policies (RFC 8461) shared by every sender container: the persistent level of
+    tls_policy.MtaSts's cache (its `PolicyCache`). One item per domain, pk=STS#<domain>
+    sk=POLICY; `expires_at` (the table's TTL attribute) is fetched_at + max_age, so DynamoDB
+    removes a policy once no sender may use it any more (§5.1: a policy is valid for max_age)."""
+
+    SK = "POLICY"
+
+    def __init__(self, ddb: Any, table: str) -> None:
+        self.ddb, self.table = ddb, table
+
+    def _key(self, domain: str) -> dict:
+        return {"pk": {"S": f"STS#{domain.lower().rstrip('.')}"}, "sk": {"S": self.SK}}
+
+    def get(self, domain: str) -> StsPolicy | None:
+        """The stored policy, expired or not (TTL deletion lags; the caller checks expiry).
+        A malformed item raises ValueError rather than passing for a policy."""
+        r = self.ddb.get_item(TableName=self.table, Key=self._key(domain))
+        if "Item" not in r:
+            return None
+        it = codec().plain(r["Item"])
+        try:
+            mode = it["mode"]
+            if mode not in ("enforce", "testing", "none"):
+                raise ValueError(f"invalid mode {mode!r}")
+            return StsPolicy(str(it["id"]), mode, tuple(str(m) for m in it.get("mx") or ()),
+                             int(it["max_age"]), float(it["fetched_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed MTA-STS policy item for {domain}: {exc}") from None
+
+    def put(self, domain: str, policy: StsPolicy) -> None:
+        """Write a freshly fetched policy. A conditional write: a policy fetched later by
+        another container is never replaced by an older one."""
+        item = {"pk": f"STS#{domain.lower().rstrip('.')}", "sk": self.SK, "id": policy.id,
+                "mode": policy.mode, "mx": list(policy.mx), "max_age": policy.max_age,
+                "fetched_at": policy.fetched_at, "expires_at": int(policy.expires_at()) + 1}
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(pk) OR fetched_at <= :f",
+                              ExpressionAttributeValues={":f": codec().value(policy.fetched_at)})
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            pass  # a newer policy is already stored

@@ -8,11 +8,19 @@ Lookup (RFC 8461 §3.1, §3.3, §5.1):
 3. Parse it (§3.2): version STSv1, mode enforce|testing|none, mx patterns (`*.example.com`
    matches one leftmost label), max_age in seconds (at most 31557600).
 
-A policy is cached in the container by domain until max_age runs out; a changed TXT id
-refreshes it. If the TXT lookup or the fetch fails and a cached policy is still valid, the
-cached one is used (§5.1: an attacker who blocks DNS or HTTPS must not switch enforcement
-off); with nothing cached, delivery goes on as if the domain had no policy, and the
-failure is reported for the attempt record.
+A policy is cached by domain until max_age runs out; a changed TXT id refreshes it. If the
+TXT lookup or the fetch fails and a cached policy is still valid, the cached one is used
+(§5.1: an attacker who blocks DNS or HTTPS must not switch enforcement off); with nothing
+cached, delivery goes on as if the domain had no policy, and the failure is reported for the
+attempt record.
+
+The cache has two levels. The first is the container's memory. A Lambda container lives
+minutes, and §5.1's protection is only as long as the cache, so the second level is a
+persistent `PolicyCache` (DynamoDB, store.PolicyStore) shared by every container: on a
+first-level miss it is read before the network, a freshly fetched policy is written through,
+and an attacker facing a cold container still meets the policy another container fetched.
+The persistent level is an optimisation of a safety property, never a dependency: when it
+fails, the error is logged and the container's own cache decides, as it did without it.
 
 The DNS lookup and the HTTPS fetch are passed in, so tests run a local DNS server and a local
 HTTPS policy server with a test CA; `HttpsPolicyFetcher` connects to the address the
@@ -22,17 +30,19 @@ injected resolver gives for `mta-sts.<domain>` while verifying the certificate f
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 __all__ = [
     "HttpsPolicyFetcher",
     "MtaSts",
+    "PolicyCache",
     "StsPolicy",
     "StsPolicyError",
     "TlsPolicy",
@@ -46,6 +56,8 @@ MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: at most one year
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 §3.3: senders may limit the body to 64 KiB
 FETCH_TIMEOUT = 10.0  # RFC 8461 §3.3 suggests "a reasonable timeout"; a Lambda cannot wait 60 s
 WELL_KNOWN = "/.well-known/mta-sts.txt"
+
+log = logging.getLogger("outpost.sender")
 
 
 class StsPolicyError(Exception):
@@ -213,17 +225,28 @@ class _PinnedHttps(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
+class PolicyCache(Protocol):
+    """The persistent (cross-container) level of the policy cache. Either method may raise;
+    MtaSts logs the error and carries on with its in-container cache."""
+
+    def get(self, domain: str) -> StsPolicy | None: ...
+
+    def put(self, domain: str, policy: StsPolicy) -> None: ...
+
+
 @dataclass
 class MtaSts:
-    """The container's MTA-STS view: `policy_for(domain)` -> TlsPolicy. Never raises.
+    """The sender's MTA-STS view: `policy_for(domain)` -> TlsPolicy. Never raises.
 
     `txt(name)` returns the TXT strings at a name ([] when there is none) and raises for a
-    lookup failure; `fetch(domain)` returns the policy text or raises StsPolicyError.
+    lookup failure; `fetch(domain)` returns the policy text or raises StsPolicyError;
+    `store`, if given, is the persistent cache level shared by all containers.
     """
 
     txt: Callable[[str], list[str]]
     fetch: Callable[[str], str]
     clock: Callable[[], float] = time.time
+    store: PolicyCache | None = None
     _cache: dict[str, StsPolicy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -236,11 +259,39 @@ class MtaSts:
             if p is not None and p.expires_at() <= now:
                 del self._cache[domain]
                 p = None
-            return p
+        return p if p is not None else self._load(domain, now)
+
+    def _load(self, domain: str, now: float) -> StsPolicy | None:
+        """The persisted policy, if the store has one that is still valid. DynamoDB's TTL
+        deletes expired items only eventually (within days), so expiry is checked here."""
+        if self.store is None:
+            return None
+        try:
+            p = self.store.get(domain)
+        except Exception as exc:  # noqa: BLE001 - the store is an optimisation, never a dependency
+            log.warning("MTA-STS policy store read failed; using the container cache only",
+                        extra={"recipient_domain": domain, "error": f"{type(exc).__name__}: {exc}"})
+            return None
+        if p is None or p.expires_at() <= now:
+            return None
+        with self._lock:
+            self._cache[domain] = p
+        return p
+
+    def _save(self, domain: str, policy: StsPolicy) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.put(domain, policy)
+        except Exception as exc:  # noqa: BLE001 - the policy is still cached in the container
+            log.warning("MTA-STS policy store write failed; cached in this container only",
+                        extra={"recipient_domain": domain, "error": f"{type(exc).__name__}: {exc}"})
 
     def policy_for(self, domain: str) -> TlsPolicy:
         domain = domain.lower().rstrip(".")
         now = self.clock()
+        # A container-cache miss reads the persistent store before any network lookup, so a
+        # cold container facing a blocked TXT lookup or policy host still knows the policy.
         cached = self._cached(domain, now)
         try:
             records = self.txt(f"_mta-sts.{domain}")
@@ -263,6 +314,7 @@ class MtaSts:
             return self._fallback(domain, cached, f"policy fetch failed: {exc}")
         with self._lock:
             self._cache[domain] = policy
+        self._save(domain, policy)
         return TlsPolicy(domain, policy if policy.mode != "none" else None)
 
     def _fallback(self, domain: str, cached: StsPolicy | None, error: str) -> TlsPolicy:
