@@ -13,7 +13,7 @@ from outpost.api.auth import KeyRing, TokenBuckets, key_hash
 from outpost.api.domains import DomainService
 from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor
 from outpost.errors import ValidationFailed
-from outpost.models import MAX_MESSAGE_BYTES, SendRequest
+from outpost.models import MAX_MESSAGE_BYTES, SendRequest, error_field
 
 BASE = {"from": "Shop <shop@example.com>", "to": ["a@example.org"], "subject": "s", "text": "t"}
 
@@ -247,3 +247,58 @@ def test_error_shape_from_the_routes_with_fakes():
     for (status, body), want_status, code in cases:
         assert (status, body["error"]["code"]) == (want_status, code), body
         assert set(body["error"]) == {"code", "message", "field"}
+
+
+# ---- attachments: inline content or an upload ---------------------------------------------------
+UPLOAD = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("attachment", [
+    {"filename": "a.bin"},  # neither
+    {"filename": "a.bin", "content": "AA==", "upload_id": UPLOAD},  # both
+])
+def test_an_attachment_has_exactly_one_of_content_or_upload_id(attachment):
+    with pytest.raises(ValidationError, match="exactly one of content or upload_id") as e:
+        req(attachments=[{"filename": "ok.txt", "content": "AA=="}, attachment])
+    assert error_field(e.value)[0] == "attachments[1]"
+
+
+def test_upload_ids_are_checked_and_counted_base64_inflated():
+    with pytest.raises(ValidationError) as e:
+        req(attachments=[{"filename": "a", "upload_id": "../bodies/x"}])
+    assert error_field(e.value)[0] == "attachments[0].upload_id"
+    r = req(attachments=[{"filename": "a", "upload_id": UPLOAD}])
+    assert r.attachments[0].content is None
+    # 30 MB raw is 40 MB in base64: over the limit although the request body is tiny.
+    assert r.encoded_size(30 * 1024 * 1024) > MAX_MESSAGE_BYTES
+    assert r.encoded_size(3 * 1024 * 1024) - r.encoded_size() >= 4 * 1024 * 1024
+
+
+def test_attachment_shape_and_upload_errors_from_the_routes():
+    from outpost.api.routes import build_app
+    from outpost.api.service import QueryService, SendService
+
+    keys = FakeTable("key_hash")
+    keys.put({"key_hash": key_hash("op_send"), "key_id": "abc", "scopes": ["send"], "name": "t"})
+    app = build_app(keys=KeyRing(keys), sender=SendService(store=None, suppressions=None, queue=None,
+                                                          domains=FakeTable("domain")),
+                    queries=QueryService(store=None, suppressions=None))
+
+    def post(path, body):
+        ev = {"httpMethod": "POST", "path": path, "resource": "/{proxy+}",
+              "headers": {"Authorization": "Bearer op_send", "Content-Type": "application/json"},
+              "body": json.dumps(body), "isBase64Encoded": False, "requestContext": {"stage": "prod"},
+              "queryStringParameters": None, "multiValueQueryStringParameters": None}
+        res = app.resolve(ev, None)
+        return res["statusCode"], json.loads(res["body"])["error"]
+
+    for attachment in ({"filename": "a"}, {"filename": "a", "content": "AA==", "upload_id": UPLOAD}):
+        status, err = post("/v1/messages", {**BASE, "attachments": [attachment]})
+        assert (status, err["field"]) == (422, "attachments[0]"), err
+        assert "exactly one of content or upload_id" in err["message"]
+    status, err = post("/v1/uploads", {"filename": "a.bin", "size": MAX_MESSAGE_BYTES + 1})
+    assert (status, err["code"], err["field"]) == (413, "payload_too_large", "size"), err
+    status, err = post("/v1/uploads", {"filename": "a\r\nb", "size": 10})
+    assert (status, err["field"]) == (422, "filename"), err
+    status, err = post("/v1/uploads", {"filename": "a", "size": 0})
+    assert (status, err["field"]) == (422, "size"), err

@@ -19,7 +19,10 @@ def aws(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10)
+    # SigV4 for S3 explicitly: boto3 would presign upload URLs with SigV2 on the global endpoint
+    # (deprecated, and refused in newer regions); v4 also signs the upload's Content-Length.
+    cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
+                 signature_version="s3v4" if service == "s3" else None)
     return boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
 
 
@@ -123,7 +126,7 @@ def delivery_service() -> Any:
         connector=SmtpConnector(s.ehlo_hostname, port=s.smtp_port, ca_bundle=s.ca_bundle),
         signer_for=signer_for,
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
-        count=metrics().count, tls_policy_for=mta_sts)
+        count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload)
 
 
 @cache
@@ -155,7 +158,8 @@ def api_app() -> Any:
     return build_app(
         keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
-                           domains=domains_table(), idempotency=idempotency_store()),
+                           domains=domains_table(), idempotency=idempotency_store(),
+                           s3=aws("s3"), bucket=s.bucket),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service())

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from email import policy
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import formatdate
 
 from .addresses import Address, parse_address
-from .models import SendRequest
+from .models import Attachment, SendRequest
+
+FetchUpload = Callable[[str], bytes]
 
 
 def _header_address(a: Address, utf8: bool) -> HeaderAddress:
@@ -27,8 +30,21 @@ def message_id_header(message_id: str, domain: str) -> str:
     return f"<{message_id}@{domain}>"
 
 
-def build_message(req: SendRequest, message_id: str, created: float | None = None) -> tuple[bytes, bool]:
-    """The message bytes (CRLF line endings) and whether it needs SMTPUTF8."""
+def _attachment_bytes(a: Attachment, fetch_upload: FetchUpload | None) -> bytes:
+    if a.content is not None:
+        return base64.b64decode(a.content)
+    if fetch_upload is None or a.upload_id is None:
+        raise ValueError(f"attachment {a.filename!r} is an upload and no upload store was given")
+    return fetch_upload(a.upload_id)
+
+
+def build_message(req: SendRequest, message_id: str, created: float | None = None, *,
+                  fetch_upload: FetchUpload | None = None) -> tuple[bytes, bool]:
+    """The message bytes (CRLF line endings) and whether it needs SMTPUTF8.
+
+    `fetch_upload(upload_id)` returns an uploaded attachment's bytes (S3 in production); it
+    is only called for attachments sent by upload_id.
+    """
     addrs = {name: [parse_address(v) for v in getattr(req, name)] for name in ("to", "cc", "reply_to")}
     sender = parse_address(req.from_)
     everyone = [sender, *addrs["to"], *addrs["cc"], *addrs["reply_to"]]
@@ -66,7 +82,7 @@ def build_message(req: SendRequest, message_id: str, created: float | None = Non
         target.make_related() if target is msg else None
         for a in inline:
             maintype, subtype = a.content_type.split("/", 1)
-            data = base64.b64decode(a.content)
+            data = _attachment_bytes(a, fetch_upload)
             if target is msg:
                 msg.add_related(data, maintype=maintype, subtype=subtype, filename=a.filename,
                                 cid=f"<{a.content_id}>", disposition="inline")
@@ -75,7 +91,7 @@ def build_message(req: SendRequest, message_id: str, created: float | None = Non
                                    cid=f"<{a.content_id}>", disposition="inline")
     for a in regular:
         maintype, subtype = a.content_type.split("/", 1)
-        msg.add_attachment(base64.b64decode(a.content), maintype=maintype, subtype=subtype,
+        msg.add_attachment(_attachment_bytes(a, fetch_upload), maintype=maintype, subtype=subtype,
                            filename=a.filename)
     for part in msg.walk():
         if part is not msg:

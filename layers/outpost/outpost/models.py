@@ -75,11 +75,23 @@ AddressStr = Annotated[str, BeforeValidator(_address)]
 AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
 
+UPLOAD_ID = r"^[0-9a-f]{32}$"
+
+
 class Attachment(_Model):
+    """An attachment: its bytes inline (`content`, base64) or uploaded first (`upload_id`).
+
+    Inline bytes share the request body with everything else, and API Gateway -> Lambda caps a
+    request at 6 MB; an upload (POST /v1/uploads, then PUT to S3) lets the whole message reach
+    the 40 MB limit.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     filename: str = Field(min_length=1, max_length=255)
-    content: str = Field(description="base64-encoded bytes")
+    content: str | None = Field(default=None, description="base64-encoded bytes (or use upload_id)")
+    upload_id: str | None = Field(default=None, pattern=UPLOAD_ID,
+                                  description="from POST /v1/uploads, once the bytes are PUT there")
     content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
     content_id: str | None = Field(default=None, max_length=255, description="for inline images (cid:)")
 
@@ -92,12 +104,20 @@ class Attachment(_Model):
 
     @field_validator("content")
     @classmethod
-    def _base64(cls, v: str) -> str:
+    def _base64(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("content is not valid base64") from None
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Attachment:
+        if (self.content is None) == (self.upload_id is None):
+            raise ValueError("exactly one of content or upload_id is required")
+        return self
 
 
 class SendRequest(_Model):
@@ -160,14 +180,17 @@ class SendRequest(_Model):
             raise ValueError(f"at most {MAX_RECIPIENTS} recipients in all, got {n}")
         return self
 
-    def encoded_size(self) -> int:
+    def encoded_size(self, uploaded: int = 0) -> int:
         """An upper estimate of the MIME message's size in bytes, for the 40 MB limit.
 
         Bodies go out quoted-printable or base64 (at most 4/3 of their UTF-8 size, plus a
-        CRLF every 76 characters); attachments arrive base64 already and keep that size.
+        CRLF every 76 characters); inline attachments arrive base64 already and keep that size.
+        `uploaded` is the raw size of the uploaded attachments (one count per use), which go
+        out base64 as well: 4 characters per 3 bytes.
         """
         body = sum(len(b.encode("utf-8")) for b in (self.text, self.html) if b)
-        attached = sum(len(a.content) for a in self.attachments)
+        attached = sum(len(a.content) for a in self.attachments if a.content is not None)
+        attached += (uploaded + 2) // 3 * 4
         heads = sum(len(k) + len(v.encode("utf-8")) + 4 for k, v in self.headers.items())
         addresses = sum(len(a) + 2 for a in (*self.to, *self.cc, *self.reply_to, self.from_))
         return (body * 4 // 3 + attached) * 78 // 76 + heads + addresses + len(self.subject) * 2 + 2048
@@ -386,6 +409,34 @@ class SuppressionRemoved(_Model):
     address: str
     removed_at: str
     removed_by: str
+
+
+class UploadRequest(_Model):
+    """`POST /v1/uploads`: announce an attachment to be PUT to S3 (bodies over API Gateway's 6 MB)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    size: int = Field(ge=1, description=f"exact size in bytes; at most {MAX_MESSAGE_BYTES} (40 MB, "
+                                        "and the whole message must fit too)")
+
+    @field_validator("filename")
+    @classmethod
+    def _no_breaks(cls, v: str) -> str:
+        if any(c in v for c in "\r\n\0"):
+            raise ValueError("contains a line break or NUL (header injection)")
+        return v
+
+
+class UploadResponse(_Model):
+    """201: PUT the bytes to `url` with exactly these headers, then send with the upload_id."""
+
+    upload_id: str
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="send exactly these (they are signed)")
+    expires_in: int = Field(description="seconds the URL stays valid")
 
 
 class DomainCreate(_Model):

@@ -225,6 +225,11 @@ class MessageStore:
         obj = self.s3.get_object(Bucket=self.bucket, Key=meta["spec_key"])
         return json.loads(obj["Body"].read())
 
+    def load_upload(self, upload_id: str) -> bytes:
+        """An attachment uploaded through POST /v1/uploads (a presigned PUT to uploads/<id>)."""
+        obj = self.s3.get_object(Bucket=self.bucket, Key=f"uploads/{upload_id}")
+        return bytes(obj["Body"].read())
+
     # ---- recipient transitions (all conditional) ------------------------------------------
     def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
         """Lease an open recipient for one attempt; False if it is final or leased elsewhere."""

@@ -36,6 +36,8 @@ from ..models import (
     SuppressionPut,
     SuppressionRemoved,
     SuppressionView,
+    UploadRequest,
+    UploadResponse,
 )
 from .auth import KeyRing, Principal, Throttled
 from .service import QueryService, SendService
@@ -162,6 +164,14 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
                                           idempotency_key=idempotency_key)
         return Response(status_code=200, content_type="application/json", body=BatchResponse(**out),
                         headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+    @app.post("/v1/uploads", summary="A presigned URL to PUT one large attachment to (then send "
+              "with its upload_id)", status_code=201,
+              responses=_errors(403, 413, ok=201, ok_text="Created: PUT the bytes to `url`"))
+    def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[UploadResponse]:
+        auth("send")
+        return Response(status_code=201, content_type="application/json",
+                        body=UploadResponse(**sender.create_upload(body)))
 
     # ---- querying -----------------------------------------------------------------------------
     @app.get("/v1/messages", summary="Messages by recipient, status and time (per recipient)",

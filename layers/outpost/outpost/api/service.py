@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ..models import (
     QueueJob,
     RecipientState,
     SendRequest,
+    UploadRequest,
     error_field,
 )
 from ..store import JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
@@ -27,6 +29,7 @@ from .auth import Principal
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso
 
 IDEMPOTENCY_TTL = 24 * 3600
+UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 BATCH_WORKERS = 16
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
@@ -44,9 +47,12 @@ class SendService:
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
-                 idempotency: Any = None) -> None:
+                 idempotency: Any = None, s3: Any = None, bucket: str | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         self.clock = clock
+        # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
+        self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
+        self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
         self._replayed = threading.local()
         self._once: Callable[..., dict] | None = None
         if idempotency is not None:
@@ -122,8 +128,49 @@ class SendService:
                             field="from")
         return sender.domain
 
+    def create_upload(self, req: UploadRequest) -> dict:
+        """A presigned S3 PUT for one attachment: the bytes bypass API Gateway's 6 MB limit.
+
+        Content-Type and Content-Length are signed (SigV4), so S3 refuses a PUT of any other
+        size than the one declared; the send still checks the stored size (HEAD).
+        """
+        if req.size > MAX_MESSAGE_BYTES:
+            raise PayloadTooLarge(f"an upload of {req.size} bytes cannot fit in a message; the limit "
+                                  f"is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
+        upload_id = secrets.token_hex(16)  # unguessable: the id is what a send refers to
+        headers = {"Content-Type": req.content_type, "Content-Length": str(req.size)}
+        url = self.s3.generate_presigned_url(
+            "put_object", ExpiresIn=UPLOAD_URL_TTL, HttpMethod="PUT",
+            Params={"Bucket": self.bucket, "Key": f"uploads/{upload_id}",
+                    "ContentType": req.content_type, "ContentLength": req.size})
+        return {"upload_id": upload_id, "url": url, "method": "PUT", "headers": headers,
+                "expires_in": UPLOAD_URL_TTL}
+
+    def _uploaded_size(self, req: SendRequest) -> int:
+        """The raw bytes of the uploaded attachments (HEAD each); a missing one is a 422."""
+        from botocore.exceptions import ClientError
+
+        sizes: dict[str, int] = {}
+        total = 0
+        for i, a in enumerate(req.attachments):
+            if a.upload_id is None:
+                continue
+            if a.upload_id not in sizes:
+                try:
+                    head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{a.upload_id}")
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code", ""))
+                    if code in ("404", "NoSuchKey", "NotFound"):
+                        raise ValidationFailed(
+                            f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
+                            "expire)", field=f"attachments[{i}].upload_id") from None
+                    raise
+                sizes[a.upload_id] = int(head["ContentLength"])
+            total += sizes[a.upload_id]  # attached twice goes out twice
+        return total
+
     def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
-        size = req.encoded_size()
+        size = req.encoded_size(self._uploaded_size(req))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")

@@ -116,11 +116,13 @@ class DeliveryService:
                  return_path: Callable[[str, int], str],
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  count: Callable[[str, int], None] = lambda name, n: None,
-                 tls_policy_for: Callable[[str], TlsPolicy] = no_policy) -> None:
+                 tls_policy_for: Callable[[str], TlsPolicy] = no_policy,
+                 fetch_upload: Callable[[str], bytes] | None = None) -> None:
         self.settings, self.store, self.suppressions, self.queue = settings, store, suppressions, queue
         self.resolve_mx, self.connector, self.signer_for = resolve_mx, connector, signer_for
         self.return_path, self.clock, self.rng, self.count = return_path, clock, rng, count
         self.tls_policy_for = tls_policy_for
+        self.fetch_upload = fetch_upload  # uploaded attachments' bytes (S3 uploads/<id>)
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -241,7 +243,9 @@ class DeliveryService:
                                    len(r.get("attempts") or []), a.needs_smtputf8))
             spec = await asyncio.to_thread(self.store.load_spec, meta)
             req = SendRequest.model_validate(spec)
-            data, utf8_headers = build_message(req, mid, meta.get("created_ts"))
+            # A thread: uploaded attachments are read from S3 while the message is built.
+            data, utf8_headers = await asyncio.to_thread(
+                build_message, req, mid, meta.get("created_ts"), fetch_upload=self.fetch_upload)
             sender_domain = parse_address(req.from_).ascii_domain
             signer = await asyncio.to_thread(self.signer_for, sender_domain)
             signed = signer.sign(data) + data if signer is not None else b""
