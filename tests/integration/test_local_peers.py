@@ -72,21 +72,6 @@ def dns_server() -> Iterator[DnsServer]:
         yield server
 
 
-@pytest.fixture
-def mx_factory() -> Iterator[Callable[..., MxServer]]:
-    started: list[MxServer] = []
-
-    def make(*args: Any, **kwargs: Any) -> MxServer:
-        server = MxServer(*args, **kwargs)
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 

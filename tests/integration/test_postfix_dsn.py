@@ -22,7 +22,7 @@ import os
 import pwd
 import smtplib
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +87,6 @@ def _check_against_golden(name: str, dsn: bytes) -> dict[str, Any]:
     assert view == json.loads(js.read_text())
     assert _view(eml.read_bytes()) == view
     return view
-
-
-@pytest.fixture
-def mx_factory() -> Iterator[Callable[..., MxServer]]:
-    started: list[MxServer] = []
-
-    def make(*args: Any, **kwargs: Any) -> MxServer:
-        server = MxServer(*args, **kwargs)
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
 
 
 def test_relay_turns_a_rcpt_550_into_a_dsn(

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -71,6 +72,14 @@ def _one_or_many(value: Any) -> Any:
     return value
 
 
+def _one_line(v: str) -> str:
+    """Anything that ends up in a header: no CR, LF or NUL (header injection)."""
+    if any(c in v for c in "\r\n\0"):
+        raise ValueError("contains a line break or NUL (header injection)")
+    return v
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
 AddressStr = Annotated[str, BeforeValidator(_address)]
 AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
@@ -88,19 +97,12 @@ class Attachment(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    filename: str = Field(min_length=1, max_length=255)
+    filename: OneLine = Field(min_length=1, max_length=255)
     content: str | None = Field(default=None, description="base64-encoded bytes (or use upload_id)")
     upload_id: str | None = Field(default=None, pattern=UPLOAD_ID,
                                   description="from POST /v1/uploads, once the bytes are PUT there")
     content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
-    content_id: str | None = Field(default=None, max_length=255, description="for inline images (cid:)")
-
-    @field_validator("filename", "content_id")
-    @classmethod
-    def _no_breaks(cls, v: str | None) -> str | None:
-        if v is not None and any(c in v for c in "\r\n\0"):
-            raise ValueError("contains a line break or NUL (header injection)")
-        return v
+    content_id: OneLine | None = Field(default=None, max_length=255, description="for inline images (cid:)")
 
     @field_validator("content")
     @classmethod
@@ -130,7 +132,7 @@ class SendRequest(_Model):
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
     reply_to: AddressList = Field(default_factory=list)
-    subject: str = Field(max_length=998)
+    subject: OneLine = Field(max_length=998)
     text: str | None = None
     html: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -141,13 +143,6 @@ class SendRequest(_Model):
         default=DEFAULT_MAX_LIFETIME, ge=60, le=SQS_MAX_RETENTION,
         description="seconds to keep retrying before a recipient ends `expired`",
     )
-
-    @field_validator("subject")
-    @classmethod
-    def _subject(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\0"):
-            raise ValueError("contains a line break or NUL (header injection)")
-        return v
 
     @field_validator("headers")
     @classmethod
@@ -395,14 +390,8 @@ class SuppressionList(_Model):
 class SuppressionPut(_Model):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="manual", min_length=1, max_length=256)
+    reason: OneLine = Field(default="manual", min_length=1, max_length=256)
 
-    @field_validator("reason")
-    @classmethod
-    def _no_breaks(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\0"):
-            raise ValueError("contains a line break or NUL")
-        return v
 
 
 class SuppressionRemoved(_Model):
@@ -416,17 +405,11 @@ class UploadRequest(_Model):
 
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(min_length=1, max_length=255)
+    filename: OneLine = Field(min_length=1, max_length=255)
     content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
     size: int = Field(ge=1, description=f"exact size in bytes; at most {MAX_MESSAGE_BYTES} (40 MB, "
                                         "and the whole message must fit too)")
 
-    @field_validator("filename")
-    @classmethod
-    def _no_breaks(cls, v: str) -> str:
-        if any(c in v for c in "\r\n\0"):
-            raise ValueError("contains a line break or NUL (header injection)")
-        return v
 
 
 class UploadResponse(_Model):
