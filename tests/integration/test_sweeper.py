@@ -16,6 +16,7 @@ import pytest
 
 from outpost.api.service import SendService
 from outpost.bootstrap import aws, domains_table, job_queue, message_store, suppression_store
+from outpost.errors import ValidationFailed
 from outpost.models import SendRequest
 from outpost.store import TTL_MARGIN, JobQueue, MessageStore, rcpt_sk
 from outpost.sweeper import SWEEP_GRACE, Sweeper
@@ -107,3 +108,21 @@ def test_records_outlive_the_delivery_deadline_whatever_the_retention(local_stac
     # A long retention still wins over a short lifetime.
     long_retention = MessageStore(None, "t", None, "b", retention_days=30)
     assert long_retention.expires_for(now, now + 60) == math.ceil(now + 30 * 86400)
+
+
+def test_an_upload_the_lifecycle_deletes_before_the_deadline_is_refused(local_stack):
+    # uploads/ expire RetentionDays after they were PUT; a message that may still be retried
+    # after that would find its attachment gone. Real S3 (moto) LastModified, a clock 20 days on.
+    upload_id = f"{int(time.time() * 1000):032d}"
+    aws("s3").put_object(Bucket=message_store().bucket, Key=f"uploads/{upload_id}", Body=b"PK\x03\x04")
+    later = time.time() + 20 * 86400
+    svc = SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+                      domains=domains_table(), clock=lambda: later, retention_days=30)
+    base = {"from": f"shop@{SENDING_DOMAIN}", "to": "late-upload@accept.test", "subject": "x", "text": "y",
+            "attachments": [{"filename": "a.zip", "upload_id": upload_id}]}
+    with pytest.raises(ValidationFailed, match="deleted before this message's delivery deadline") as err:
+        svc.send_one(SendRequest.model_validate(dict(base, expires_in=14 * 86400)), enqueue=False)
+    assert err.value.field == "attachments[0].upload_id"
+    # Kept 30 days, 20 gone: a message due within the remaining 10 (minus the margin) is fine.
+    ok = svc.send_one(SendRequest.model_validate(dict(base, expires_in=3 * 86400)), enqueue=False)
+    assert ok["recipients"][0]["status"] == "queued"
