@@ -74,22 +74,31 @@ def test_the_sweeper_queues_one_job_per_overdue_message_and_leaves_the_rest(loca
     now = time.time()
     overdue = _store_without_queueing("swept-2@accept.test", cc=["swept-3@accept.test"])
     fresh = _store_without_queueing("swept-4@accept.test")
+    crashed = _store_without_queueing("swept-5@accept.test")  # leased, then the invocation died
+    leased = _store_without_queueing("swept-6@accept.test")  # leased by a run still going
     # The probe's clock runs ahead, so the stack's own background sweeps (real time) do not
     # touch these messages, and `fresh` is made fresh by postponing it to the probe's now.
     later = now + SWEEP_GRACE + 300
     assert message_store().postpone_due(fresh, 0, float(_item(fresh, rcpt_sk(0))["due_at"]["N"]), later)
+    assert message_store().claim(crashed, 0, now, 60)  # lease over at now + 60: overdue later
+    assert message_store().claim(leased, 0, now, SWEEP_GRACE + 600)  # still leased at `later`
     sweeper = Sweeper(store=message_store(), queue=JobQueue(sqs, url), clock=lambda: later)
+    ours = (overdue, fresh, crashed, leased)
+
+    def drain() -> list[str]:
+        got: list[str] = []
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                           VisibilityTimeout=300).get("Messages", []):
+            got += [json.loads(m["Body"])["message_id"] for m in batch]
+        return got
 
     first = sweeper.sweep()
-    jobs = [json.loads(m["Body"]) for m in sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
-    mine = [j for j in jobs if j["message_id"] in (overdue, fresh)]
-    assert [j["message_id"] for j in mine] == [overdue]  # one job for its two recipients
-    assert first.failed == 0 and first.overdue >= 2
+    mine = sorted(m for m in drain() if m in ours)
+    assert mine == sorted([overdue, crashed])  # one job per message, not per recipient
+    assert first.failed == 0 and first.overdue >= 3
 
     second = sweeper.sweep()  # within the grace period of the first: nothing queued again
-    again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-    assert not [m for m in again if json.loads(m["Body"])["message_id"] in (overdue, fresh)]
+    assert not [m for m in drain() if m in ours]
     assert second.failed == 0
 
 
