@@ -299,6 +299,9 @@ class LocalStack:
                 if ev.get("Type") != "Schedule":
                     continue
                 arn = f"arn:aws:events:us-east-1:123456789012:rule/{STACK_NAME}-{logical}{name}"
+                # Cold-start it now, with this stack's environment: a first run on the timer
+                # could happen while another stack in the same process (tests) has the env.
+                self.functions[logical].load()
                 sched = Scheduler(self.functions[logical], arn, self.config.schedule_interval)
                 sched.start()
                 self.components.append(sched)

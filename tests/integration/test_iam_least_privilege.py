@@ -18,7 +18,7 @@ import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from outpost.api.auth import KeyRing
-from outpost.bootstrap import api_keys_table, aws, message_store
+from outpost.bootstrap import api_keys_table, message_store
 from outpost.store import rcpt_sk
 from outpost_local.mx import build_dsn
 from outpost_local.stack import SENDING_DOMAIN
@@ -70,14 +70,21 @@ def _allowed(grants: set[Grant], call: Grant) -> bool:
 
 @contextmanager
 def recording(local_stack: Any) -> Iterator[set[Grant]]:
-    """DynamoDB calls made by this thread through the library's client: (table, index, op)."""
+    """DynamoDB calls made by this thread through any boto3 client (the handlers keep the
+    clients they were built with): (table, index, op). The calls still go to the server."""
+    from botocore.client import BaseClient
+
     names = {v: k for k, v in local_stack.stack.physical.items()}
     calls: set[Grant] = set()
     me = threading.get_ident()
+    real = BaseClient._make_api_call
 
-    def hook(model: Any, params: dict, **_: Any) -> None:
-        if threading.get_ident() != me:
-            return  # the poller, the scheduler, the API server's threads
+    def make_api_call(client: Any, operation: str, params: dict) -> Any:
+        if threading.get_ident() == me and client.meta.service_model.service_name == "dynamodb":
+            record(client.meta.service_model.operation_model(operation), params)
+        return real(client, operation, params)
+
+    def record(model: Any, params: dict) -> None:
         op = model.name
         if op == "TransactWriteItems":  # authorised per contained write
             for item in params["TransactItems"]:
@@ -90,12 +97,11 @@ def recording(local_stack: Any) -> Iterator[set[Grant]]:
         else:
             calls.add((names[params["TableName"]], params.get("IndexName"), op))
 
-    events = aws("dynamodb").meta.events
-    events.register("provide-client-params.dynamodb.*", hook)
+    BaseClient._make_api_call = make_api_call  # type: ignore[method-assign]
     try:
         yield calls
     finally:
-        events.unregister("provide-client-params.dynamodb.*", hook)
+        BaseClient._make_api_call = real  # type: ignore[method-assign]
 
 
 def test_bounce_processor_uses_exactly_its_narrowed_grants(api, local_stack):
