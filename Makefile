@@ -5,15 +5,32 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test dev install lint bench sam-check clean
+.PHONY: demo test dev install lint bench sam-check clean lock
 
-$(VENV)/.installed: pyproject.toml
+# The dev environment comes from the hash-locked requirements-dev.txt (every package pinned and
+# checked against its hashes), then the project itself without resolving anything else.
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve both locks (after changing pyproject.toml or layers/outpost/requirements.in, or to
+# take updates): the dev environment for Python 3.11+, then the Lambda layer for python3.12 on
+# arm64 and x86_64 (--universal keeps every platform's wheels' hashes), held to the dev lock's
+# versions so the tests run what the layer ships. uv is a build tool, not a dependency.
+UV := $(VENV)/bin/uv
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install -q uv
+	$(UV) pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" -o requirements-dev.txt $(LOCK_ARGS)
+	$(UV) pip compile layers/outpost/requirements.in --universal --python-version 3.12 \
+		--generate-hashes --custom-compile-command "make lock" -c requirements-dev.txt \
+		-o layers/outpost/requirements.txt $(LOCK_ARGS)
 
 demo: install
 	$(PY) -m outpost_local demo

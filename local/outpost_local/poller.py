@@ -88,3 +88,42 @@ class SqsPoller:
             except Exception:  # noqa: BLE001 - the mapping keeps polling, as Lambda's does
                 log.exception("poller error")
                 self._stop.wait(1.0)
+
+
+def scheduled_event(rule_arn: str, region: str = "us-east-1") -> dict:
+    """The event EventBridge sends a function on a schedule (events/schedule.json's shape)."""
+    import uuid
+
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": rule_arn.split(":")[4] if rule_arn.count(":") >= 5 else "",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "region": region,
+            "resources": [rule_arn], "detail": {}}
+
+
+class Scheduler:
+    """A Schedule event source, emulated: invoke the function every `interval` seconds (the
+    local stack runs schedules more often than the template's rate, so `make dev` shows them)."""
+
+    def __init__(self, function: LocalFunction, rule_arn: str, interval: float) -> None:
+        self.function, self.rule_arn, self.interval = function, rule_arn, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"schedule-{function.fn.logical_id}", daemon=True)
+        self.invocations = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def run_once(self) -> Any:
+        self.invocations += 1
+        return self.function.invoke(scheduled_event(self.rule_arn))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
+                log.exception("scheduled invocation of %s failed", self.function.fn.logical_id)

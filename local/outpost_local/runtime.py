@@ -62,6 +62,11 @@ class LocalFunction:
             self._module = module
         return self._module
 
+    def load(self) -> None:
+        """Import the handler now (a cold start ahead of the first event)."""
+        with self._lock:
+            self._load()
+
     def invoke(self, event: dict) -> Any:
         with self._lock:
             module = self._load()

@@ -46,6 +46,7 @@ class StackConfig:
     smtp_port: int | None = None  # None: 25 as root, else 2525
     retry_schedule: str = "2,4,8,15,30"  # seconds: fast enough for a demo; AWS uses the default
     max_lifetime: int | None = None
+    schedule_interval: float = 60.0  # seconds between runs of each Schedule-triggered function
     postfix: bool | None = None  # None: when installed and running as root
     state_dir: Path | None = None
     quiet: bool = True
@@ -288,6 +289,23 @@ class LocalStack:
                                 window=float(ev.get("MaximumBatchingWindowInSeconds", 0)))
         self.poller.start()
         self.components.append(self.poller)
+        # Schedule events (the sweeper): run them here too, so `make dev` keeps the invariant
+        # "every open recipient has a future job" the way the deployed stack does.
+        from .poller import Scheduler
+
+        self.schedulers: dict[str, Scheduler] = {}
+        for logical, fn in self.stack.functions.items():
+            for name, ev in fn.events.items():
+                if ev.get("Type") != "Schedule":
+                    continue
+                arn = f"arn:aws:events:us-east-1:123456789012:rule/{STACK_NAME}-{logical}{name}"
+                # Cold-start it now, with this stack's environment: a first run on the timer
+                # could happen while another stack in the same process (tests) has the env.
+                self.functions[logical].load()
+                sched = Scheduler(self.functions[logical], arn, self.config.schedule_interval)
+                sched.start()
+                self.components.append(sched)
+                self.schedulers[logical] = sched
 
 
 def _client(service: str) -> Any:

@@ -84,6 +84,14 @@ def _handled(answer: Any) -> str | None:
     return _lambda_error(answer)
 
 
+def _swept_nothing(answer: Any) -> str | None:
+    if err := _lambda_error(answer):
+        return err
+    if answer != {"overdue": 0, "messages": 0, "failed": 0}:
+        return f"expected an empty sweep, got {str(answer)[:300]}"
+    return None
+
+
 def _into_local_bucket(event: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """Point the sample S3 event at the provisioned bucket (and a key that is not there)."""
     for record in event["Records"]:
@@ -104,6 +112,8 @@ CASES = [
     Case("BounceProcessorFunction", "s3_inbound.json", _handled, _into_local_bucket),
     # SES receipt for a message SES never stored in inbound/ses/.
     Case("BounceProcessorFunction", "ses_receipt.json", _handled),
+    # The scheduled sweep on an empty table: queries the due index, queues nothing.
+    Case("SweeperFunction", "schedule.json", _swept_nothing),
 ]
 
 

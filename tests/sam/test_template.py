@@ -115,3 +115,160 @@ def test_functions_get_the_settings_they_read(template: dict[str, Any]) -> None:
     assert required <= set(env)
     for name in required:  # and each of them is one Settings.from_env actually reads
         assert Settings.from_env({name: "7"}) != Settings.from_env({}), name
+
+
+# ---- issue 8: the template's own hardening ------------------------------------------------
+
+def _param(template: dict[str, Any], name: str) -> dict[str, Any]:
+    return template["Parameters"][name]
+
+
+def _statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    return [s for p in props(template, function)["Policies"] if isinstance(p, dict) and "Statement" in p
+            for s in p["Statement"]]
+
+
+def _sam_policies(template: dict[str, Any], function: str) -> list[str]:
+    return [next(iter(p)) for p in props(template, function)["Policies"]
+            if isinstance(p, dict) and "Statement" not in p] + [
+        p for p in props(template, function)["Policies"] if isinstance(p, str)]
+
+
+def _granted(template: dict[str, Any], function: str, resource: Any) -> set[str]:
+    return {a for s in _statements(template, function) if s["Resource"] == resource
+            for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
+def test_vpc_cidr_accepts_exactly_the_prefixes_its_subnets_fit_in() -> None:
+    # `!Cidr [VpcCidr, count, bits]` carves `count` subnets of 2**bits addresses; the VPC must
+    # hold them all (prefix <= 32 - bits - log2(count)), and AWS allows VPCs from /16 to /28.
+    import ipaddress
+    import math
+    import re
+
+    t = yaml_parse((ROOT / "template.yaml").read_text())
+    pattern = re.compile(_param(t, "VpcCidr")["AllowedPattern"])
+    selects = [r["Properties"]["CidrBlock"]["Fn::Select"] for r in t["Resources"].values()
+               if r["Type"] == "AWS::EC2::Subnet"]
+    cidrs = [sel[1]["Fn::Cidr"] for sel in selects]
+    assert cidrs and all(c[0] == {"Ref": "VpcCidr"} and c[1:] == cidrs[0][1:] for c in cidrs)
+    count, bits = int(cidrs[0][1]), int(cidrs[0][2])
+    assert max(int(sel[0]) for sel in selects) < count
+    widest_allowed = 32 - bits - math.ceil(math.log2(count))
+    for prefix in range(0, 33):
+        cidr = f"10.42.0.0/{prefix}"
+        fits = 16 <= prefix <= widest_allowed and len(list(
+            ipaddress.ip_network(cidr).subnets(new_prefix=32 - bits))) >= count
+        assert bool(pattern.fullmatch(cidr)) == fits, cidr
+    assert widest_allowed == 22 and pattern.fullmatch("10.42.0.0/22") and not pattern.fullmatch("10.42.0.0/23")
+    for bad in ("300.1.1.0/16", "10.42.0/16", "10.42.0.0.0/16", "10.42.0.0/16 ", "a.b.c.d/16"):
+        assert not pattern.fullmatch(bad), bad
+    assert pattern.fullmatch(_param(t, "VpcCidr")["Default"])
+
+
+def test_bounce_processor_has_reserved_concurrency_by_default(template: dict[str, Any]) -> None:
+    p = _param(template, "BounceProcessorConcurrency")
+    assert p["Default"] == 5 and p["MinValue"] == 0
+    reserved = props(template, "BounceProcessorFunction")["ReservedConcurrentExecutions"]
+    assert reserved == {"Fn::If": ["ReserveBounceConcurrency", {"Ref": "BounceProcessorConcurrency"},
+                                   {"Ref": "AWS::NoValue"}]}
+    cond = template["Conditions"]["ReserveBounceConcurrency"]
+    assert cond == {"Fn::Not": [{"Fn::Equals": [{"Ref": "BounceProcessorConcurrency"}, "0"]}]}
+
+
+def test_retention_outlives_the_longest_message_lifetime(template: dict[str, Any]) -> None:
+    from outpost.store import TTL_MARGIN
+
+    p = _param(template, "RetentionDays")
+    # A message may be retried for SQS_MAX_RETENTION (expires_in's maximum); its records, body
+    # and uploads must outlive that (the store adds TTL_MARGIN past the deadline).
+    assert p["MinValue"] * 86400 >= SQS_MAX_RETENTION + TTL_MARGIN
+    assert p["Default"] >= p["MinValue"]
+    rules = {r["Id"]: r for r in props(template, "MailBucket")["LifecycleConfiguration"]["Rules"]}
+    for rule in ("ExpireBodies", "ExpireUploads"):
+        assert rules[rule]["ExpirationInDays"] == {"Ref": "RetentionDays"}
+
+
+def test_a_per_ip_waf_rate_limit_guards_the_api_stage(template: dict[str, Any]) -> None:
+    p = _param(template, "ApiRateLimitPerIp")
+    assert p["Default"] >= 10 and p["MinValue"] == 0
+    acl = template["Resources"]["ApiWebAcl"]
+    assert acl["Condition"] == "EnableWaf"
+    assert template["Conditions"]["EnableWaf"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiRateLimitPerIp"}, "0"]}]}
+    (rule,) = acl["Properties"]["Rules"]
+    rate = rule["Statement"]["RateBasedStatement"]
+    assert rate["AggregateKeyType"] == "IP" and rate["Limit"] == {"Ref": "ApiRateLimitPerIp"}
+    block = rule["Action"]["Block"]["CustomResponse"]
+    assert block["ResponseCode"] == 429
+    import json
+
+    body = acl["Properties"]["CustomResponseBodies"][block["CustomResponseBodyKey"]]
+    assert set(json.loads(body["Content"])["error"]) == {"code", "message", "field"}  # the API's shape
+    assoc = template["Resources"]["ApiWebAclAssociation"]
+    assert assoc["Condition"] == "EnableWaf"
+    assert assoc["Properties"]["WebACLArn"] == {"Fn::GetAtt": ["ApiWebAcl", "Arn"]}
+    arn = assoc["Properties"]["ResourceArn"]["Fn::Sub"]
+    assert "/restapis/${OutpostApi}/stages/${OutpostApi.Stage}" in arn
+    # WAF refuses limits below 10: the template refuses them first.
+    rule_assert = template["Rules"]["ApiRateLimitIsAWafLimit"]["Assertions"][0]["Assert"]
+    assert rule_assert["Fn::Not"][0]["Fn::Contains"][0] == [str(n) for n in range(1, 10)]
+
+
+def test_api_reads_and_stamps_keys_only(template: dict[str, Any]) -> None:
+    # auth.KeyRing.authenticate/identify: GetItem, and UpdateItem for last_used_at. Creating
+    # and revoking keys is the admin CLI's (operator credentials), never the API's.
+    arn = {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}
+    assert _granted(template, "SendApiFunction", arn) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    for p in props(template, "SendApiFunction")["Policies"]:
+        if isinstance(p, dict) and "Statement" not in p:
+            assert next(iter(p.values())) != {"TableName": {"Ref": "ApiKeysTable"}}, p
+
+
+def test_api_lists_only_the_uploads_prefix(template: dict[str, Any]) -> None:
+    lists = [s for s in _statements(template, "SendApiFunction")
+             if "s3:ListBucket" in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert lists and all(s["Condition"] == {"StringLike": {"s3:prefix": "uploads/*"}} for s in lists)
+
+
+def test_bounce_processor_writes_messages_narrowly(template: dict[str, Any]) -> None:
+    # bounces/service.py: store.load (Query), put_bounce / put_orphan (conditional PutItem),
+    # mark_bounced (UpdateItem). No SAM CRUD template (that adds DeleteItem, Scan, BatchWrite).
+    assert "DynamoDBCrudPolicy" not in _sam_policies(template, "BounceProcessorFunction")
+    arn = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
+    assert _granted(template, "BounceProcessorFunction", arn) == {
+        "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+
+def test_sweeper_runs_on_a_schedule_over_the_due_index(template: dict[str, Any]) -> None:
+    fn = props(template, "SweeperFunction")
+    (event,) = fn["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
+    # The index the store's overdue() queries, with the key names the store writes.
+    table = props(template, "MessagesTable")
+    gsi = next(g for g in table["GlobalSecondaryIndexes"] if g["IndexName"] == "gsi5")
+    assert [k["AttributeName"] for k in gsi["KeySchema"]] == ["due_shard", "due_at"]
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert types["due_shard"] == "S" and types["due_at"] == "N"
+    assert _granted(template, "SweeperFunction", {"Fn::Sub": "${MessagesTable.Arn}/index/gsi5"}) == {
+        "dynamodb:Query"}
+    assert _granted(template, "SweeperFunction", {"Fn::GetAtt": ["MessagesTable", "Arn"]}) == {
+        "dynamodb:UpdateItem"}
+    assert fn["Timeout"] * 2 < 300  # a sweep ends well before the next one starts
+    from outpost.sweeper import SWEEP_GRACE
+
+    assert SWEEP_GRACE >= 300  # longer than the schedule: a job queued by a sweep gets a chance
+
+
+def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
+    alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
+               if a["Namespace"] == "AWS/SQS"}
+    assert watched == {"SendDeadLetterQueue", "BounceFailureQueue"}
+    for a in alarms.values():
+        if a["Namespace"] == "AWS/SQS":
+            assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"
+            assert a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold"
+        assert a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    sub = template["Resources"]["AlarmEmailSubscription"]
+    assert sub["Condition"] == "HasAlarmEmail" and sub["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}

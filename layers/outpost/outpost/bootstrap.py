@@ -130,6 +130,15 @@ def delivery_service() -> Any:
 
 
 @cache
+def sweeper() -> Any:
+    from .sweeper import Sweeper
+    from .telemetry import metrics
+
+    return Sweeper(store=message_store(), queue=job_queue(), grace=settings().sweep_grace,
+                   count=metrics().count)
+
+
+@cache
 def idempotency_store() -> Any:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
@@ -159,7 +168,7 @@ def api_app() -> Any:
         keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
-                           s3=aws("s3"), bucket=s.bucket),
+                           s3=aws("s3"), bucket=s.bucket, retention_days=s.retention_days),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service())
@@ -183,6 +192,6 @@ def reset() -> None:
     config.settings.cache_clear()
     for fn in (aws, message_store, suppression_store, domains_table, api_keys_table, job_queue,
                secrets, verp_key, delivery_service, api_app, bounce_service, idempotency_store,
-               domain_service):
+               domain_service, sweeper):
         fn.cache_clear()
     _signers.clear()

@@ -72,6 +72,7 @@ class Settings:
     api_rate: float = 20.0  # requests per second per API key (token bucket, per container)
     api_burst: int = 40  # bucket size per API key
     dkim_grace_days: int = 7  # a rotated-out DKIM key stays published and loadable this long
+    sweep_grace: int = 900  # seconds an open recipient may be overdue before the sweeper requeues it
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +103,7 @@ class Settings:
             api_rate=float(e.get("OUTPOST_API_RATE", d.api_rate)),
             api_burst=int(e.get("OUTPOST_API_BURST", d.api_burst)),
             dkim_grace_days=int(e.get("OUTPOST_DKIM_GRACE_DAYS", d.dkim_grace_days)),
+            sweep_grace=int(e.get("OUTPOST_SWEEP_GRACE", d.sweep_grace)),
         )
 
 

@@ -65,3 +65,8 @@ class DnsError(OutpostError):
 
 class StateConflict(OutpostError):
     """A conditional write lost: somebody else moved the record first."""
+
+
+class StoreBusyError(OutpostError):
+    """DynamoDB kept answering part of a batch request with UnprocessedItems/UnprocessedKeys
+    (throttling) after the store's backoff: the caller's request did not complete."""

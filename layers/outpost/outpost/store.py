@@ -15,23 +15,84 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
-  expires_at: TTL (retention)
+  gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
+        have it (queued: created; deferred: its next attempt; leased: the lease's end); it is
+        removed when the recipient becomes final. The sweeper's index of overdue work.
+  expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .errors import StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .tls_policy import StsPolicy
 
 _OPEN = [s.value for s in OPEN_STATES]
+
+# A message's records outlive its delivery deadline by at least this much, whatever the
+# retention: a recipient still being retried (or swept, or bounced a little late) must find
+# its message. RetentionDays in the template is at least the longest lifetime plus this.
+TTL_MARGIN = 86400
+
+# The sweeper's index (gsi5) spreads open recipients over this many partitions, so that no
+# single partition takes every recipient write.
+DUE_SHARDS = 8
+
+# UnprocessedItems / UnprocessedKeys: DynamoDB's advice is to retry with exponential backoff
+# (a batch comes back unprocessed when the table is throttled; retrying at once only adds load).
+BATCH_ATTEMPTS = 8
+BATCH_BACKOFF_BASE = 0.05  # seconds: 0.05, 0.1, 0.2, ... capped, with full jitter
+BATCH_BACKOFF_CAP = 5.0
+
+
+def batch_backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry `attempt` (1-based) of an unprocessed batch remainder:
+    exponential, capped, with full jitter (a pure function; randomness passed in)."""
+    return rng() * min(BATCH_BACKOFF_CAP, BATCH_BACKOFF_BASE * 2 ** (attempt - 1))
+
+
+def retry_unprocessed(call: Callable[[dict], dict], request: dict, remainder_key: str, *,
+                      sleep: Callable[[float], None] = time.sleep,
+                      rng: Callable[[], float] = random.random,
+                      attempts: int = BATCH_ATTEMPTS) -> list[dict]:
+    """Run a batch request (BatchWriteItem/BatchGetItem) until DynamoDB has processed all of
+    it, backing off between rounds; returns every response. Raises StoreBusyError when part
+    of it is still unprocessed after `attempts` calls."""
+    responses = []
+    for attempt in range(1, attempts + 1):
+        r = call(request)
+        responses.append(r)
+        request = r.get(remainder_key) or {}
+        if not request:
+            return responses
+        if attempt < attempts:
+            sleep(batch_backoff(attempt, rng))
+    left = sum(len(v.get("Keys", v) if isinstance(v, dict) else v) for v in request.values())
+    raise StoreBusyError(f"{left} item(s) still unprocessed after {attempts} attempts ({remainder_key})")
+
+
+def due_shard(message_id: str) -> str:
+    return f"DUE#{zlib.crc32(message_id.encode()) % DUE_SHARDS}"
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """An open recipient whose next job should have run by now (the sweeper's question)."""
+
+    message_id: str
+    index: int
+    due_at: float
 
 
 def _to_ddb(value: Any) -> Any:
@@ -160,9 +221,20 @@ class StoredMessage:
 
 class MessageStore:
     def __init__(self, ddb: Any, table: str, s3: Any, bucket: str, *,
-                 inline_limit: int = 200_000, retention_days: int = 30) -> None:
+                 inline_limit: int = 200_000, retention_days: int = 30,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.ddb, self.table, self.s3, self.bucket = ddb, table, s3, bucket
         self.inline_limit, self.retention = inline_limit, retention_days * 86400
+        self.sleep = sleep
+
+    def expires_for(self, now: float, deliver_until: float | None) -> int:
+        """The TTL (`expires_at`) of a message's items: the retention, but never before the
+        delivery deadline plus TTL_MARGIN (issue 8: a 1-day retention deleted messages that
+        were still being retried)."""
+        ttl = now + self.retention
+        if deliver_until is not None:
+            ttl = max(ttl, float(deliver_until) + TTL_MARGIN)
+        return math.ceil(ttl)
 
     # ---- creation -------------------------------------------------------------------------
     def create(self, meta: dict, recipients: list[dict], spec: dict, now: float) -> None:
@@ -170,7 +242,7 @@ class MessageStore:
         c = codec()
         message_id = meta["message_id"]
         body = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode()
-        expires = int(now + self.retention)
+        expires = self.expires_for(now, meta.get("deliver_until"))
         meta = dict(meta, pk=f"MSG#{message_id}", sk="META", expires_at=expires,
                     created_at=_iso(now), created_ts=now)
         if len(body) > self.inline_limit:
@@ -182,9 +254,14 @@ class MessageStore:
         items = [meta]
         for r in recipients:
             addr = r["address"].lower()
-            items.append(dict(r, pk=f"MSG#{message_id}", sk=rcpt_sk(r["index"]), expires_at=expires,
-                              created_at=_iso(now), updated_at=_iso(now), attempts=[],
-                              gsi1pk=f"RCPT#{addr}", gsi1sk=f"{_iso(now)}#{message_id}"))
+            item = dict(r, pk=f"MSG#{message_id}", sk=rcpt_sk(r["index"]), expires_at=expires,
+                        created_at=_iso(now), updated_at=_iso(now), attempts=[],
+                        gsi1pk=f"RCPT#{addr}", gsi1sk=f"{_iso(now)}#{message_id}")
+            if r.get("state") in _OPEN:
+                # Due at once: if no job ever comes (the enqueue after this write failed or
+                # never ran), the sweeper finds it here.
+                item.update(due_shard=due_shard(message_id), due_at=now)
+            items.append(item)
         self.ddb.transact_write_items(TransactItems=[
             {"Put": {"TableName": self.table, "Item": c.item(it),
                      "ConditionExpression": "attribute_not_exists(pk)"}} for it in items])
@@ -216,8 +293,8 @@ class MessageStore:
                 for sk in ["META", *(rcpt_sk(i) for i in range(recipient_count))]]
         for i in range(0, len(keys), 25):
             request = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
-            while request:
-                request = self.ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+            retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), request,
+                              "UnprocessedItems", sleep=self.sleep)
 
     def load_spec(self, meta: dict) -> dict:
         if "spec" in meta:
@@ -233,10 +310,13 @@ class MessageStore:
     # ---- recipient transitions (all conditional) ------------------------------------------
     def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
         """Lease an open recipient for one attempt; False if it is final or leased elsewhere."""
+        # While leased, the recipient is due again when the lease ends: a crashed invocation
+        # leaves it for the sweeper, not for ever.
         return self._update(
-            message_id, index, "SET lease_until = :l",
+            message_id, index, "SET lease_until = :l, due_at = :l, due_shard = :ds",
             "#st IN (:o0, :o1) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
-            {":l": now + lease_seconds, ":now": now, ":o0": _OPEN[0], ":o1": _OPEN[1]})
+            {":l": now + lease_seconds, ":now": now, ":o0": _OPEN[0], ":o1": _OPEN[1],
+             ":ds": due_shard(message_id)})
 
     def release(self, message_id: str, index: int) -> None:
         self._update(message_id, index, "REMOVE lease_until", "attribute_exists(pk)", {})
@@ -252,6 +332,14 @@ class MessageStore:
             values[":a"] = [attempt]
             values[":empty"] = []
         removes = ["lease_until"]
+        if state in OPEN_STATES:
+            # Still open: due at its next attempt (the sweeper's index), or now if unknown.
+            nxt = (fields or {}).get("next_attempt_at")
+            sets += ["due_at = :due", "due_shard = :ds"]
+            values[":due"] = float(nxt) if nxt is not None else now
+            values[":ds"] = due_shard(message_id)
+        else:
+            removes += ["due_at", "due_shard"]  # final: out of the sweeper's index
         for i, (k, v) in enumerate((fields or {}).items()):
             names[f"#f{i}"] = k  # field names may be reserved words ("last")
             if v is None:
@@ -267,7 +355,7 @@ class MessageStore:
         """An asynchronous bounce or complaint: allowed from open or delivered, once."""
         return self._update(
             message_id, index,
-            "SET #st = :s, updated_at = :u, bounce = :b REMOVE lease_until, next_attempt_at",
+            "SET #st = :s, updated_at = :u, bounce = :b REMOVE lease_until, next_attempt_at, due_at, due_shard",
             "attribute_exists(pk) AND #st IN (:o0, :o1, :d)",
             {":s": state.value, ":u": _iso(now), ":b": bounce, ":o0": _OPEN[0], ":o1": _OPEN[1],
              ":d": RecipientState.DELIVERED.value})
@@ -292,6 +380,36 @@ class MessageStore:
             return True
         except self.ddb.exceptions.ConditionalCheckFailedException:
             return False
+
+    # ---- the sweeper (issue 8, item 11) ----------------------------------------------------
+    def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
+        """Open recipients due before `before` (their job should have run by then), oldest
+        first, at most `limit` per shard: a key lookup on the sparse due index (gsi5)."""
+        out: list[Overdue] = []
+        for n in range(DUE_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table, "IndexName": "gsi5",
+                "KeyConditionExpression": "due_shard = :s AND due_at < :b",
+                "ExpressionAttributeValues": {":s": {"S": f"DUE#{n}"}, ":b": {"N": repr(float(before))}},
+                "Limit": min(limit, 1000)}
+            got = 0
+            while got < limit:
+                page = self.ddb.query(**kwargs)
+                for it in page.get("Items", []):
+                    out.append(Overdue(it["pk"]["S"].removeprefix("MSG#"),
+                                       int(it["sk"]["S"].removeprefix("RCPT#")), float(it["due_at"]["N"])))
+                    got += 1
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out
+
+    def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool:
+        """Move an overdue recipient's due time to `until` (a job was just queued for it), only
+        if nothing moved it since it was read. False if it changed (claimed, finished, ...)."""
+        return self._update(message_id, index, "SET due_at = :u",
+                            "#st IN (:o0, :o1) AND due_at = :d",
+                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1]})
 
     # ---- bounces and orphans --------------------------------------------------------------
     def put_bounce(self, message_id: str, index: int, bounce_id: str, record: dict, now: float) -> bool:
@@ -337,8 +455,8 @@ class MessageStore:
 
 
 class SuppressionStore:
-    def __init__(self, ddb: Any, table: str) -> None:
-        self.ddb, self.table = ddb, table
+    def __init__(self, ddb: Any, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ddb, self.table, self.sleep = ddb, table, sleep
 
     def get(self, address: str) -> dict | None:
         r = self.ddb.get_item(TableName=self.table, Key={"address": {"S": address.lower()}},
@@ -352,10 +470,9 @@ class SuppressionStore:
         for i in range(0, len(wanted), 100):
             keys = [{"address": {"S": a}} for a in wanted[i:i + 100]]
             request = {self.table: {"Keys": keys, "ProjectionExpression": "address"}}
-            while request:
-                r = self.ddb.batch_get_item(RequestItems=request)
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
                 found.update(it["address"]["S"] for it in r["Responses"].get(self.table, []))
-                request = r.get("UnprocessedKeys") or {}
         return found
 
     def add(self, address: str, record: dict, now: float) -> bool:

@@ -24,7 +24,7 @@ from ..models import (
     UploadRequest,
     error_field,
 )
-from ..store import JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
+from ..store import TTL_MARGIN, JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
 from .auth import Principal
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso
 
@@ -47,9 +47,11 @@ class SendService:
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
-                 idempotency: Any = None, s3: Any = None, bucket: str | None = None) -> None:
+                 idempotency: Any = None, s3: Any = None, bucket: str | None = None,
+                 retention_days: int | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         self.clock = clock
+        self.retention_days = retention_days  # the bucket's lifecycle for uploads/ (None: unknown)
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
         self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
         self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
@@ -166,8 +168,22 @@ class SendService:
                             "expire)", field=f"attachments[{i}].upload_id") from None
                     raise
                 sizes[a.upload_id] = int(head["ContentLength"])
+                self._check_upload_outlives(req, a.upload_id, head.get("LastModified"), i)
             total += sizes[a.upload_id]  # attached twice goes out twice
         return total
+
+    def _check_upload_outlives(self, req: SendRequest, upload_id: str, modified: Any, i: int) -> None:
+        """The bucket's lifecycle deletes uploads/ RetentionDays after their upload: one the
+        message may still need at its delivery deadline (plus the store's margin) is refused
+        now rather than found missing on a retry (issue 8, item 10)."""
+        if self.retention_days is None or modified is None:
+            return
+        deleted_at = modified.timestamp() + self.retention_days * 86400
+        if deleted_at < self.clock() + req.expires_in + TTL_MARGIN:
+            raise ValidationFailed(
+                f"upload {upload_id!r} is deleted before this message's delivery deadline "
+                f"(uploads are kept {self.retention_days} days): upload it again, or send with a "
+                "shorter expires_in", field=f"attachments[{i}].upload_id")
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
         size = req.encoded_size(self._uploaded_size(req))

@@ -1,0 +1,158 @@
+"""Issue 8, item 27: each function's role grants what its code calls, and (where narrowed) no
+more. The DynamoDB calls a function really makes are recorded from the boto3 client while
+its handler runs in this thread on the local stack, then checked against template.yaml's
+policies (SAM policy templates expanded as SAM does)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from samtranslator.yaml_helper import yaml_parse
+
+from outpost.api.auth import KeyRing
+from outpost.bootstrap import api_keys_table, message_store
+from outpost.store import rcpt_sk
+from outpost_local.mx import build_dsn
+from outpost_local.stack import SENDING_DOMAIN
+from tests.conftest import load_event
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+# SAM's policy templates, as SAM expands them (table ARN and table/index/*).
+SAM_DYNAMO = {
+    "DynamoDBCrudPolicy": {"GetItem", "DeleteItem", "PutItem", "Scan", "Query", "UpdateItem",
+                           "BatchWriteItem", "BatchGetItem", "DescribeTable", "ConditionCheckItem"},
+    "DynamoDBReadPolicy": {"GetItem", "Scan", "Query", "BatchGetItem", "DescribeTable"},
+}
+Grant = tuple[str, str | None, str]  # (logical table, index or "*" or None for the table, action)
+
+
+def _grants(function: str) -> set[Grant]:
+    t = yaml_parse((ROOT / "template.yaml").read_text())
+    out: set[Grant] = set()
+    for p in t["Resources"][function]["Properties"]["Policies"]:
+        if not isinstance(p, dict):
+            continue
+        if "Statement" not in p:
+            (name, args), = p.items()
+            if name in SAM_DYNAMO:
+                table = args["TableName"]["Ref"]
+                out |= {(table, idx, a) for a in SAM_DYNAMO[name] for idx in (None, "*")}
+            continue
+        for s in p["Statement"]:
+            actions = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+            res = s["Resource"]
+            for r in res if isinstance(res, list) else [res]:
+                if isinstance(r, dict) and "Fn::GetAtt" in r and r["Fn::GetAtt"][1] == "Arn":
+                    table, idx = r["Fn::GetAtt"][0], None
+                elif isinstance(r, dict) and isinstance(r.get("Fn::Sub"), str) and "/index/" in r["Fn::Sub"]:
+                    head, idx = r["Fn::Sub"].split("/index/")
+                    table = head.removeprefix("${").removesuffix(".Arn}")
+                else:
+                    continue
+                out |= {(table, idx, a.removeprefix("dynamodb:")) for a in actions if a.startswith("dynamodb:")}
+    return out
+
+
+def _allowed(grants: set[Grant], call: Grant) -> bool:
+    table, idx, action = call
+    return (table, idx, action) in grants or (idx is not None and (table, "*", action) in grants)
+
+
+@contextmanager
+def recording(local_stack: Any) -> Iterator[set[Grant]]:
+    """DynamoDB calls made by this thread through any boto3 client (the handlers keep the
+    clients they were built with): (table, index, op). The calls still go to the server."""
+    from botocore.client import BaseClient
+
+    names = {v: k for k, v in local_stack.stack.physical.items()}
+    calls: set[Grant] = set()
+    me = threading.get_ident()
+    real = BaseClient._make_api_call
+
+    def make_api_call(client: Any, operation: str, params: dict) -> Any:
+        if threading.get_ident() == me and client.meta.service_model.service_name == "dynamodb":
+            record(client.meta.service_model.operation_model(operation), params)
+        return real(client, operation, params)
+
+    def record(model: Any, params: dict) -> None:
+        op = model.name
+        if op == "TransactWriteItems":  # authorised per contained write
+            for item in params["TransactItems"]:
+                (kind, body), = item.items()
+                calls.add((names[body["TableName"]], None, {"Put": "PutItem", "Update": "UpdateItem",
+                                                             "Delete": "DeleteItem",
+                                                             "ConditionCheck": "ConditionCheckItem"}[kind]))
+        elif "RequestItems" in params:
+            calls.update((names[t], None, op) for t in params["RequestItems"])
+        else:
+            calls.add((names[params["TableName"]], params.get("IndexName"), op))
+
+    BaseClient._make_api_call = make_api_call  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        BaseClient._make_api_call = real  # type: ignore[method-assign]
+
+
+def test_bounce_processor_uses_exactly_its_narrowed_grants(api, local_stack):
+    addr = f"iam-{secrets.token_hex(3)}@accept.test"
+    status, res = api.call("POST", "/v1/messages", {"from": f"shop@{SENDING_DOMAIN}", "to": addr,
+                                                    "subject": "iam", "text": "hi"})
+    assert status == 202, res
+    api.wait_for(res["id"], lambda b: b["recipients"][0]["state"] == "delivered")
+    received = next(r for r in reversed(local_stack.mx["accept.test"].server.received) if addr in r.rcpt_tos)
+    key = f"inbound/s3/{secrets.token_hex(8)}.eml"
+    boto3.client("s3").put_object(Bucket=local_stack.env["OUTPOST_BUCKET"], Key=key,
+                                  Body=build_dsn(received, addr, reporting_mta="mx.accept.test", status="5.1.1"))
+    event = load_event("s3_inbound.json")
+    event["Records"][0]["s3"]["bucket"]["name"] = local_stack.env["OUTPOST_BUCKET"]
+    event["Records"][0]["s3"]["object"]["key"] = key
+    with recording(local_stack) as calls:
+        out = local_stack.functions["BounceProcessorFunction"].invoke(event)
+    assert out["results"][0]["result"] == "matched", out
+    grants = _grants("BounceProcessorFunction")
+    assert calls and all(_allowed(grants, c) for c in calls), calls - grants
+    used_on_messages = {c for c in calls if c[0] == "MessagesTable"}
+    assert used_on_messages == {g for g in grants if g[0] == "MessagesTable"}  # nothing unused
+
+
+def test_sweeper_uses_exactly_its_grants(local_stack):
+    from outpost.api.service import SendService
+    from outpost.bootstrap import domains_table, job_queue, suppression_store
+    from outpost.models import SendRequest
+
+    at = time.time() - 3600
+    svc = SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+                      domains=domains_table(), clock=lambda: at)
+    mid = svc.send_one(SendRequest.model_validate({"from": f"shop@{SENDING_DOMAIN}", "to": "iam-sweep@accept.test",
+                                                   "subject": "x", "text": "y"}), enqueue=False)["id"]
+    assert message_store().load(mid).recipients[0]["sk"] == rcpt_sk(0)
+    with recording(local_stack) as calls:
+        local_stack.functions["SweeperFunction"].invoke(load_event("schedule.json"))
+    grants = _grants("SweeperFunction")
+    assert calls == grants, (calls, grants)  # Query on gsi5, UpdateItem: both used, nothing else
+
+
+def test_api_only_reads_and_stamps_keys(local_stack):
+    key, _ = KeyRing(api_keys_table()).create("iam probe", ["admin"])  # fresh: its first use stamps it
+    event = load_event("api_list_messages.json")
+    event["headers"] = dict(event.get("headers") or {}, Authorization=f"Bearer {key}")
+    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    with recording(local_stack) as calls:
+        out = local_stack.functions["SendApiFunction"].invoke(event)
+    assert out["statusCode"] == 200, out
+    grants = _grants("SendApiFunction")
+    assert all(_allowed(grants, c) for c in calls), {c for c in calls if not _allowed(grants, c)}
+    on_keys = {c for c in calls if c[0] == "ApiKeysTable"}
+    assert on_keys == {("ApiKeysTable", None, "GetItem"), ("ApiKeysTable", None, "UpdateItem")}
+    assert {g for g in grants if g[0] == "ApiKeysTable"} == on_keys
