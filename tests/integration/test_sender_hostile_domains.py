@@ -71,6 +71,66 @@ class DripProxy:
         self.sock.close()
 
 
+class DripPolicyHost:
+    """An HTTPS policy host that completes the TLS handshake at once, then sends its HTTP
+    answer one byte every `interval` seconds (the issue's case: each read returns within the
+    per-read timeout, so only a total deadline stops it)."""
+
+    def __init__(self, rig: Rig, interval: float, body: str = ENFORCE) -> None:
+        data = body.encode()
+        self.answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                       % len(data)) + data
+        self.interval = interval
+        self.sent = 0
+        self.closed = threading.Event()
+        self.connections = 0
+        self.ctx = rig.pki.server_context("mta-sts.sts.test")
+        self.srv = socket.create_server((HUB, 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+                for i in range(len(self.answer)):
+                    tls.sendall(self.answer[i:i + 1])
+                    self.sent += 1
+                    time.sleep(self.interval)
+        except OSError:
+            pass
+        finally:
+            self.closed.set()
+
+    def stop(self) -> None:
+        self.srv.close()
+
+
+# 2 s at these rates ends in the status line, in the headers, in the body: never a policy.
+@pytest.mark.parametrize("interval", [0.25, 0.066, 0.018])
+def test_a_policy_host_dripping_its_answer_after_the_handshake_is_cut(rig: Rig, interval: float) -> None:
+    rig.sts("sts.test", ENFORCE)
+    host = DripPolicyHost(rig, interval)  # 124 bytes; at 0.3 s a byte the old fetch took 37 s
+    rig.servers.append(host)
+    sts = _mta_sts(rig, host.port, deadline=2.0)
+    start = time.monotonic()
+    p = sts("sts.test")
+    elapsed = time.monotonic() - start
+    assert 1.8 <= elapsed < 2.8, elapsed
+    assert p.policy is None and p.error and "deadline exceeded" in p.error
+    assert host.closed.wait(5) and host.sent < len(host.answer)
+    assert sts("sts.test").policy is None and host.connections == 1  # negative cache
+
+
 def _mta_sts(rig: Rig, port: int, **kw: Any) -> MtaSts:
     fetch = HttpsPolicyFetcher(rig.resolver.addresses, ca_bundle=str(rig.pki.ca_bundle), port=port)
     return MtaSts(txt=rig.resolver.txt, fetch=fetch, clock=rig.clock, **kw)

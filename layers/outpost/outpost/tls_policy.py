@@ -245,6 +245,8 @@ class HttpsPolicyFetcher:
                     raise StsPolicyError(f"{url}: policy larger than 64 KiB")
                 return body.decode("utf-8", "replace")
             except StsPolicyError:
+                if conn.cut:  # a status or header cut short by the watchdog is no evidence
+                    raise StsPolicyError(f"{url}: deadline exceeded, fetch cut") from None
                 raise
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 if conn.cut:
