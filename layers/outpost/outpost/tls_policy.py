@@ -457,6 +457,6 @@ class MtaSts:
         return TlsPolicy(domain, None, error)
 
 
-def no_policy(domain: str) -> TlsPolicy:
+def no_policy(domain: str, budget: float | None = None) -> TlsPolicy:
     """The TLS policy of a world without MTA-STS (the default when nothing is injected)."""
     return TlsPolicy(domain)
