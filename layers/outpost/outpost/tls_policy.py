@@ -245,11 +245,11 @@ class HttpsPolicyFetcher:
                     raise StsPolicyError(f"{url}: policy larger than 64 KiB")
                 return body.decode("utf-8", "replace")
             except StsPolicyError:
-                if conn.cut:  # a status or header cut short by the watchdog is no evidence
+                if conn.expired:  # a status or header cut short by the watchdog is no evidence
                     raise StsPolicyError(f"{url}: deadline exceeded, fetch cut") from None
                 raise
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                if conn.cut:
+                if conn.expired:
                     raise StsPolicyError(f"{url}: deadline exceeded, fetch cut") from None
                 last = exc
             finally:
@@ -277,6 +277,12 @@ class _PinnedHttps(http.client.HTTPSConnection):
         self._done = False
         self.cut = False
         self._watchdog: threading.Timer | None = None
+
+    @property
+    def expired(self) -> bool:
+        """Cut by the watchdog, or so close to the deadline that the socket's own timeout
+        (set to what was left) fired first: either way the deadline ended the fetch."""
+        return self.cut or time.monotonic() >= self._deadline - 0.1
 
     def _left(self) -> float:
         left = self._deadline - time.monotonic()

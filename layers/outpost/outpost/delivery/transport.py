@@ -326,15 +326,21 @@ class SmtpConnector:
         """After a failed handshake: once more with TLS 1.0+ at security level 0, then
         (opportunistic only) plaintext, each on a fresh connection."""
         smtp = await self._reconnect(ip, end, "a permissive TLS retry")
-        if smtp.supports_extension("starttls"):
-            try:
+        if not smtp.supports_extension("starttls") and tls_mode == "opportunistic":
+            return smtp, None  # no longer offered: this connection is the plaintext one
+        try:
+            if smtp.supports_extension("starttls"):
                 return smtp, await self._starttls(smtp, mx_name, self._legacy)
-            except ReplyError as exc:
-                if exc.reply.command != "STARTTLS":
-                    raise
-                first = exc
-            except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                first = exc
+        except ReplyError as exc:
+            if exc.reply.command != "STARTTLS":
+                smtp.close()
+                raise
+            first = exc
+        except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            first = exc
+        except BaseException:
+            smtp.close()  # the caller only knows the first connection
+            raise
         smtp.close()
         if tls_mode != "opportunistic":
             raise PolicyFailure(f"TLS handshake with {mx_name} failed: {first}", status="4.7.5",
