@@ -125,7 +125,7 @@ def test_a_policy_host_dripping_its_answer_after_the_handshake_is_cut(rig: Rig, 
     start = time.monotonic()
     p = sts("sts.test")
     elapsed = time.monotonic() - start
-    assert 1.8 <= elapsed < 2.8, elapsed
+    assert 1.8 <= elapsed < 4.0, elapsed  # 2 s deadline plus slack for a loaded machine
     assert p.policy is None and p.error and "deadline exceeded" in p.error
     assert host.closed.wait(5) and host.sent < len(host.answer)
     assert sts("sts.test").policy is None and host.connections == 1  # negative cache
@@ -149,7 +149,7 @@ def test_a_drip_feeding_policy_host_is_cut_at_the_deadline(rig: Rig, interval: f
     p = sts("sts.test")
     elapsed = time.monotonic() - start
     # Unbounded, the handshake and the reply (some 2 KB) would take 100 s at 0.05 s a byte.
-    assert 1.8 <= elapsed < 2.8, elapsed
+    assert 1.8 <= elapsed < 4.0, elapsed  # 2 s deadline plus slack for a loaded machine
     assert p.policy is None and p.error and "deadline exceeded" in p.error
     assert proxy.closed.wait(5)  # the connection was really shut, not left dripping
     # Negative cache: the next lookups within 10 minutes touch no network and return at once.
@@ -158,7 +158,7 @@ def test_a_drip_feeding_policy_host_is_cut_at_the_deadline(rig: Rig, interval: f
     for _ in range(20):
         again = sts("sts.test")
         assert again.policy is None and again.error and "not retried until" in again.error
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 1.0
     assert proxy.connections == 1
     assert sum(1 for q in rig.dns.queries if q.name.startswith("_mta-sts.sts.test")) == txt_queries
     # When it runs out, the lookup is tried again (and cut again).
@@ -188,13 +188,15 @@ def test_the_deadline_is_met_through_delivery(rig: Rig) -> None:
     proxy = DripProxy((HUB, policy_server.port), 0.2)
     rig.servers.append(proxy)
     rig.build(_mta_sts(rig, proxy.port, deadline=2.0))
-    for expected in (2.8, 1.0):
+    took = []
+    for _ in range(2):
         start = time.monotonic()
         mid = rig.send("una@sts.test")
         rig.run(mid)
-        assert time.monotonic() - start < expected
+        took.append(time.monotonic() - start)
         r = rig.rcpt(mid)
         assert r["state"] == "delivered" and "deadline exceeded" in r["attempts"][0]["mta_sts"]["error"]
+    assert 2.0 <= took[0] < 6.0 and took[1] < took[0] - 1.5, took  # the second skipped the lookup
     assert len(mx.wait_for(2)) == 2 and proxy.connections == 1
 
 
@@ -248,7 +250,7 @@ def test_policies_over_64_kib_are_refused_without_reading_them(rig: Rig, size: i
     tracemalloc.stop()
     sent = host.finish()
     assert p.policy is None and p.error and "larger than 64 KiB" in p.error
-    assert elapsed < 1.0 and peak < 1 << 20, (elapsed, peak)
+    assert elapsed < 2.0 and peak < 1 << 20, (elapsed, peak)
     if size > 1 << 20:
         assert sent < size // 2  # the sender stopped reading; the rest was never taken
 

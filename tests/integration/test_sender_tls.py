@@ -123,7 +123,7 @@ def test_no_fallback_reconnect_starts_past_the_callers_budget(rig: Rig) -> None:
     start = time.monotonic()
     with pytest.raises(StageError) as exc:
         asyncio.run(connector.open("mx2.badtls.test", f"{PREFIX}.2", budget=4.5))
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 3.5  # well short of a reconnect's 4 s
     # The first handshake failed after 0.6 s; 3.9 s were left, a reconnect needs 4.
     assert len(mx.replies("CONNECT")) == 1
     assert "no time left for a permissive TLS retry" in str(exc.value)
