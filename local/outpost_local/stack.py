@@ -160,6 +160,7 @@ class LocalStack:
             "OUTPOST_CA_BUNDLE": str(self.pki.ca_bundle),
             "OUTPOST_RETRY_SCHEDULE": cfg.retry_schedule,
             "OUTPOST_SENDER_IP": host,  # what SPF must list: the local "Elastic IP"
+            "OUTPOST_ALLOW_PRIVATE_MX": "true",  # the local MX and policy hosts live on 127.0.0.0/8
             "POWERTOOLS_DEV": "false",
         })
         if cfg.max_lifetime:

@@ -223,7 +223,8 @@ class Rig:
         self.dns.start()
         self.servers.append(self.dns)
         self.smtp_port = _free_port(f"{PREFIX}.2")
-        self.resolver = MxResolver([(HUB, self.dns.port)], timeout=1.0)
+        # The local stack's setting (OUTPOST_ALLOW_PRIVATE_MX): every peer here is on loopback.
+        self.resolver = MxResolver([(HUB, self.dns.port)], timeout=1.0, allow_private=True)
         self.policy_server: PolicyServer | None = None
         self.mta_sts: MtaSts | None = None
         self.build()

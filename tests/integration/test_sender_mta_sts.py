@@ -118,7 +118,7 @@ def test_mta_sts_a_cold_container_enforces_the_policy_persisted_in_dynamodb(rig:
     def container() -> MtaSts:
         """What bootstrap.delivery_service() builds in a new Lambda container: fresh DNS cache,
         fresh in-memory policy cache, the shared table. Installs it as the rig's service."""
-        rig.resolver = MxResolver([(HUB, rig.dns.port)], timeout=1.0)
+        rig.resolver = MxResolver([(HUB, rig.dns.port)], timeout=1.0, allow_private=True)
         fetch = HttpsPolicyFetcher(lambda n: list(rig.resolver.addresses(n)),
                                    ca_bundle=str(rig.pki.ca_bundle), port=rig.policy_server.port)  # type: ignore[union-attr]
         sts = MtaSts(txt=rig.resolver.txt, fetch=fetch, clock=rig.clock,
@@ -157,7 +157,7 @@ def test_mta_sts_a_cold_container_enforces_the_policy_persisted_in_dynamodb(rig:
     assert server.fetches == ["mta-sts.other.test"]  # nothing was fetched: the store answered
 
     # The control: a cold container without the persistent level hands the mail to the attacker.
-    rig.resolver = MxResolver([(HUB, rig.dns.port)], timeout=1.0)
+    rig.resolver = MxResolver([(HUB, rig.dns.port)], timeout=1.0, allow_private=True)
     assert rig.policy_server is not None
     rig.build(MtaSts(txt=rig.resolver.txt, clock=rig.clock, fetch=HttpsPolicyFetcher(
         lambda n: list(rig.resolver.addresses(n)), ca_bundle=str(rig.pki.ca_bundle),

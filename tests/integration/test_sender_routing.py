@@ -24,6 +24,7 @@ def dns() -> Iterator[DnsServer]:
 
 
 def _resolver(dns: DnsServer, **kw: object) -> MxResolver:
+    kw.setdefault("allow_private", True)  # the peers here are on loopback, as in the local stack
     return MxResolver([(dns.host, dns.port)], timeout=0.5, **kw)  # type: ignore[arg-type]
 
 
@@ -119,3 +120,91 @@ def test_txt_lookup_for_mta_sts(dns: DnsServer) -> None:
     dns.set_servfail("_mta-sts.broken.test")
     with pytest.raises(DnsError):
         r.txt("_mta-sts.broken.test")
+
+
+# == issue 8: the address cap (smtp_mx_address_limit) and non-public addresses ===================
+
+
+def test_at_most_five_addresses_over_all_hosts(dns: DnsServer) -> None:
+    # A hostile domain: 8 MX hosts with 6 addresses each would be 48 connection attempts.
+    for i in range(8):
+        dns.add("wide.test", "MX", (i, f"mx{i}.wide.test"))
+        for j in range(6):
+            dns.add(f"mx{i}.wide.test", "A", f"127.0.6.{i * 10 + j}")
+    hosts = _resolver(dns).resolve("wide.test")
+    assert [h.name for h in hosts] == ["mx0.wide.test"]
+    assert sum(len(h.addresses) for h in hosts) == 5
+    assert set(hosts[0].addresses) <= {f"127.0.6.{j}" for j in range(6)}
+    # The budget spent, no further host is even looked up.
+    assert not any(q.name.startswith("mx1.wide.test") for q in dns.queries)
+    # Configurable (OUTPOST_MX_ADDRESS_LIMIT), and spread over hosts in preference order.
+    for i in range(2):
+        dns.add("two.test", "MX", (i, f"mx{i}.two.test"))
+        dns.add(f"mx{i}.two.test", "A", f"127.0.7.{i}")
+    hosts = _resolver(dns, max_addresses=2).resolve("two.test")
+    assert [(h.name, h.addresses) for h in hosts] == [("mx0.two.test", ("127.0.7.0",)),
+                                                      ("mx1.two.test", ("127.0.7.1",))]
+    many = _resolver(dns, max_addresses=3).resolve("wide.test")
+    assert [len(h.addresses) for h in many] == [3]
+
+
+def test_the_cap_spreads_over_a_hosts_addresses(dns: DnsServer) -> None:
+    dns.add("rr.test", "MX", (10, "mx.rr.test"))
+    for j in range(10):
+        dns.add("mx.rr.test", "A", f"127.0.8.{j}")
+    r = _resolver(dns, max_addresses=1)
+    seen = {r.resolve("rr.test")[0].addresses[0] for _ in range(200)}
+    assert len(seen) >= 8  # smtp_randomize_addresses: the cap does not always pick the same one
+
+
+REFUSED = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1",
+           "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255"]
+
+
+def test_non_public_mx_addresses_are_refused_by_default(dns: DnsServer) -> None:
+    for i, ip in enumerate(REFUSED):
+        dns.add(f"evil{i}.test", "MX", (10, f"mx.evil{i}.test"))
+        dns.add(f"mx.evil{i}.test", "A", ip)
+    strict = MxResolver([(dns.host, dns.port)], timeout=0.5)  # the AWS default
+    for i, ip in enumerate(REFUSED):
+        with pytest.raises(DnsError) as exc:
+            strict.resolve(f"evil{i}.test")
+        assert exc.value.permanent and exc.value.status == "5.4.4", ip
+        assert ip in str(exc.value)
+    # Implicit MX on a private address: the same.
+    dns.add("bare.test", "A", "10.1.2.3")
+    with pytest.raises(DnsError) as bare:
+        strict.resolve("bare.test")
+    assert bare.value.status == "5.4.4"
+    # The local stack allows them (OUTPOST_ALLOW_PRIVATE_MX).
+    assert _resolver(dns).resolve("evil3.test")[0].addresses == ("127.0.0.1",)
+
+
+def test_private_addresses_are_dropped_and_public_ones_kept(dns: DnsServer) -> None:
+    dns.add("mixed.test", "MX", (10, "inside.mixed.test"))
+    dns.add("mixed.test", "MX", (20, "outside.mixed.test"))
+    dns.add("inside.mixed.test", "A", "10.0.0.5")
+    dns.add("outside.mixed.test", "A", "192.168.0.9")
+    dns.add("outside.mixed.test", "A", "8.8.4.4")
+    strict = MxResolver([(dns.host, dns.port)], timeout=0.5)
+    [h] = strict.resolve("mixed.test")
+    assert (h.name, h.addresses) == ("outside.mixed.test", ("8.8.4.4",))
+    # A refused host next to one whose lookup failed: the failure may pass, so transient.
+    dns.add("half.test", "MX", (10, "inside.half.test"))
+    dns.add("half.test", "MX", (20, "broken.half.test"))
+    dns.add("inside.half.test", "A", "127.0.0.1")
+    dns.set_servfail("broken.half.test")
+    with pytest.raises(DnsError) as exc:
+        strict.resolve("half.test")
+    assert not exc.value.permanent and exc.value.status == "4.4.3"
+
+
+def test_ipv6_forms_of_non_public_addresses_are_refused() -> None:
+    from outpost.mx import is_public
+
+    for ip in ["::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "::ffff:10.0.0.1",
+               "::ffff:127.0.0.1", "2002:a00:1::1", "64:ff9b::a9fe:a9fe", "2001:db8::1",
+               "2001:0:4136:e378:8000:63bf:f5ff:fffe", "not an address"]:
+        assert not is_public(ip), ip
+    for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]:
+        assert is_public(ip), ip

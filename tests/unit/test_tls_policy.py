@@ -4,6 +4,7 @@ in test_sender_mta_sts.py."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -244,3 +245,70 @@ def test_a_store_error_on_a_cold_container_with_dns_up_fetches() -> None:
     store.down = True
     p = w.sts(store)("example.com")
     assert p.mode == "enforce" and p.error is None and w.fetches == 2
+
+
+# -- issue 8 item 5: negative caching and the lookup deadline -------------------------------------
+
+
+class CountingWorld(World):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    def lookup(self, name: str) -> list[str]:
+        self.lookups += 1
+        return super().lookup(name)
+
+
+@pytest.mark.parametrize("failure", ["fetch", "dns"])
+def test_a_failed_lookup_is_remembered_for_the_negative_ttl(failure: str) -> None:
+    w = CountingWorld()
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=one"]
+    if failure == "dns":
+        w.dns_down = True
+    sts = MtaSts(txt=w.lookup, fetch=w.fetch, clock=lambda: w.now, negative_ttl=600)
+    first = sts("example.com")
+    assert first.policy is None and first.error
+    calls = (w.lookups, w.fetches)
+    for _ in range(50):  # every job in the next 10 minutes: no DNS, no HTTPS
+        w.now += 10
+        p = sts("example.com")
+        assert p.policy is None and p.error and "not retried until" in p.error
+    assert (w.lookups, w.fetches) == calls
+    # Fixed meanwhile, and the window over: looked up again, and a success clears the failure.
+    w.dns_down = False
+    w.policies["example.com"] = POLICY
+    w.now += 101
+    assert sts("example.com").mode == "enforce" and w.lookups == calls[0] + 1
+    assert sts("example.com").mode == "enforce" and sts._failed == {}
+
+
+def test_during_the_negative_window_a_cached_policy_still_applies() -> None:
+    w = CountingWorld()
+    _published(w)
+    sts = MtaSts(txt=w.lookup, fetch=w.fetch, clock=lambda: w.now)
+    sts("example.com")
+    w.txt["_mta-sts.example.com"] = ["v=STSv1; id=two"]
+    w.policies.clear()  # the new policy cannot be fetched: keep enforcing the cached one
+    assert sts("example.com").policy.id == "one" and w.fetches == 2  # type: ignore[union-attr]
+    for _ in range(5):
+        p = sts("example.com")
+        assert p.policy is not None and p.policy.id == "one" and p.mode == "enforce"
+    assert w.fetches == 2 and w.lookups == 2  # no refetch of the new id inside the window
+
+
+def test_the_deadline_reaches_the_lookups() -> None:
+    seen: dict[str, float] = {}
+    ticks = itertools.chain([100.0, 100.5], itertools.repeat(101.0))
+
+    def txt(name: str, lifetime: float | None = None) -> list[str]:
+        seen["lifetime"] = lifetime or -1
+        return ["v=STSv1; id=one"]
+
+    def fetch(domain: str, deadline: float | None = None) -> str:
+        seen["deadline"] = deadline or -1
+        return POLICY
+
+    sts = MtaSts(txt=txt, fetch=fetch, deadline=10.0, monotonic=lambda: next(ticks))
+    assert sts.policy_for("example.com", budget=4.0).mode == "enforce"
+    assert seen == {"lifetime": 3.5, "deadline": 104.0}  # min(10, budget 4) from t=100

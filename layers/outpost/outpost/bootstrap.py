@@ -112,14 +112,15 @@ def delivery_service() -> Any:
     from .tls_policy import HttpsPolicyFetcher, MtaSts
 
     s = settings()
-    resolver = MxResolver(s.dns_servers, ipv6=s.ipv6)
+    resolver = MxResolver(s.dns_servers, ipv6=s.ipv6, allow_private=s.allow_private_mx,
+                          max_addresses=s.mx_address_limit)
     key = verp_key()
     # MTA-STS policies are fetched with the same trust store as MX certificates, and the
     # policy host is resolved through the same DNS servers (the local stack's, in tests).
     # Policies persist in MessagesTable so a cold container still enforces (RFC 8461 §5.1).
-    mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(
-        lambda name: list(resolver.addresses(name)), ca_bundle=s.ca_bundle),
-        store=PolicyStore(aws("dynamodb"), s.messages_table))
+    mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(resolver.addresses, ca_bundle=s.ca_bundle),
+                     store=PolicyStore(aws("dynamodb"), s.messages_table),
+                     deadline=s.mta_sts_deadline, negative_ttl=s.mta_sts_negative_ttl)
     return DeliveryService(
         settings=s, store=message_store(), suppressions=suppression_store(), queue=job_queue(),
         resolve_mx=resolver.resolve,

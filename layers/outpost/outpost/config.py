@@ -73,6 +73,13 @@ class Settings:
     api_burst: int = 40  # bucket size per API key
     dkim_grace_days: int = 7  # a rotated-out DKIM key stays published and loadable this long
     sweep_grace: int = 900  # seconds an open recipient may be overdue before the sweeper requeues it
+    # ---- hostile recipient domains (issue 8) ----
+    # MX and mta-sts hosts on private, loopback, link-local... addresses are refused; only the
+    # local stack (its MX hosts live on 127.0.0.0/8) sets OUTPOST_ALLOW_PRIVATE_MX=true.
+    allow_private_mx: bool = False
+    mx_address_limit: int = 5  # addresses tried per attempt over all MX hosts (smtp_mx_address_limit)
+    mta_sts_deadline: float = 10.0  # seconds for one MTA-STS lookup, TXT and HTTPS together
+    mta_sts_negative_ttl: float = 600.0  # a failed lookup means "no policy" this long (RFC 8461 §3.3, §5)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -104,6 +111,10 @@ class Settings:
             api_burst=int(e.get("OUTPOST_API_BURST", d.api_burst)),
             dkim_grace_days=int(e.get("OUTPOST_DKIM_GRACE_DAYS", d.dkim_grace_days)),
             sweep_grace=int(e.get("OUTPOST_SWEEP_GRACE", d.sweep_grace)),
+            allow_private_mx=e.get("OUTPOST_ALLOW_PRIVATE_MX", "").lower() in ("1", "true", "yes"),
+            mx_address_limit=int(e.get("OUTPOST_MX_ADDRESS_LIMIT", d.mx_address_limit)),
+            mta_sts_deadline=float(e.get("OUTPOST_MTA_STS_DEADLINE", d.mta_sts_deadline)),
+            mta_sts_negative_ttl=float(e.get("OUTPOST_MTA_STS_NEGATIVE_TTL", d.mta_sts_negative_ttl)),
         )
 
 

@@ -138,7 +138,12 @@ class SendRequest(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
-    tls: Literal["opportunistic", "required"] = "opportunistic"
+    tls: Literal["opportunistic", "required", "verified"] = Field(
+        default="opportunistic",
+        description="opportunistic: STARTTLS when offered, else plaintext; required: never "
+                    "plaintext, any certificate; verified: TLS 1.2+ with a certificate valid "
+                    "for the MX name, else deferred (4.7.5)",
+    )
     expires_in: int = Field(
         default=DEFAULT_MAX_LIFETIME, ge=60, le=SQS_MAX_RETENTION,
         description="seconds to keep retrying before a recipient ends `expired`",

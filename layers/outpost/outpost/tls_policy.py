@@ -22,6 +22,19 @@ and an attacker facing a cold container still meets the policy another container
 The persistent level is an optimisation of a safety property, never a dependency: when it
 fails, the error is logged and the container's own cache decides, as it did without it.
 
+Hostile policy hosts (issue 8 item 5). One lookup, TXT and HTTPS together, has a total
+deadline (`deadline`, 10 s by default, shortened by a caller's `budget`): the TXT and address
+lookups get what is left as their DNS lifetime, and a watchdog shuts the HTTPS socket down when
+it runs out, so a host that drips one byte every few seconds (each read well inside the
+per-read timeout) is cut at the deadline, handshake and body alike. The body is capped at
+64 KiB (§3.3), refused from its Content-Length when it says more. A failed lookup with no
+valid cached policy means "no policy" (§3.3), and it is remembered for `negative_ttl`
+(10 minutes): meanwhile the domain gets the cached policy or none without any network
+lookup, so a hostile or broken domain costs one deadline per container per window, not one
+per job. (Kept in the container only: a persisted failure could race another container's
+fresh policy, and a cold container paying one lookup is cheap.) A lookup cut short by the
+caller's budget, not by the domain, is not remembered.
+
 The DNS lookup and the HTTPS fetch are passed in, so tests run a local DNS server and a local
 HTTPS policy server with a test CA; `HttpsPolicyFetcher` connects to the address the
 injected resolver gives for `mta-sts.<domain>` while verifying the certificate for that name.
@@ -30,6 +43,7 @@ injected resolver gives for `mta-sts.<domain>` while verifying the certificate f
 from __future__ import annotations
 
 import http.client
+import inspect
 import logging
 import socket
 import ssl
@@ -37,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "HttpsPolicyFetcher",
@@ -54,7 +68,9 @@ __all__ = [
 Mode = Literal["enforce", "testing", "none"]
 MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: at most one year
 MAX_POLICY_BYTES = 64 * 1024  # RFC 8461 §3.3: senders may limit the body to 64 KiB
-FETCH_TIMEOUT = 10.0  # RFC 8461 §3.3 suggests "a reasonable timeout"; a Lambda cannot wait 60 s
+FETCH_TIMEOUT = 10.0  # per read; RFC 8461 §3.3 suggests "a reasonable timeout"; a Lambda cannot wait 60 s
+LOOKUP_DEADLINE = 10.0  # one whole lookup: TXT, address and HTTPS together
+NEGATIVE_TTL = 600.0  # a failed lookup means "no policy" for this long (no refetch meanwhile)
 WELL_KNOWN = "/.well-known/mta-sts.txt"
 
 log = logging.getLogger("outpost.sender")
@@ -167,62 +183,147 @@ def parse_policy(text: str, policy_id: str, fetched_at: float = 0.0) -> StsPolic
     return StsPolicy(policy_id, mode, tuple(mx), max_age, fetched_at)  # type: ignore[arg-type]
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether an injected callable takes the keyword `name` (a deadline-aware lookup), so
+    plain `f(name)` callables keep working."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class HttpsPolicyFetcher:
     """GET the policy over HTTPS (urllib's http.client), resolving the policy host through the
-    injected `resolve_a(name) -> [ip, ...]`, verifying the certificate for the name itself."""
+    injected `resolve_a(name) -> [ip, ...]`, verifying the certificate for the name itself.
 
-    def __init__(self, resolve_a: Callable[[str], list[str]], *, ca_bundle: str | None = None,
+    `deadline` (a time.monotonic() value) bounds the whole fetch: the address lookup (when
+    `resolve_a` takes a `lifetime`), every connect, the handshake and every read."""
+
+    def __init__(self, resolve_a: Callable[..., Any], *, ca_bundle: str | None = None,
                  port: int = 443, timeout: float = FETCH_TIMEOUT) -> None:
         self.resolve_a = resolve_a
+        self._resolve_takes_lifetime = _accepts(resolve_a, "lifetime")
         self.port = port
         self.timeout = timeout
         self.context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
 
-    def __call__(self, domain: str) -> str:
+    def __call__(self, domain: str, deadline: float | None = None) -> str:
         host = f"mta-sts.{domain}"
+        url = f"https://{host}{WELL_KNOWN}"
+        end = time.monotonic() + LOOKUP_DEADLINE if deadline is None else deadline
         try:
-            addresses = self.resolve_a(host)
+            left = end - time.monotonic()
+            addresses = (self.resolve_a(host, lifetime=left) if self._resolve_takes_lifetime
+                         else self.resolve_a(host))
         except Exception as exc:  # noqa: BLE001 - any resolution failure means no fetch
             raise StsPolicyError(f"{host}: address lookup failed: {exc}") from None
         if not addresses:
             raise StsPolicyError(f"{host} has no address")
         last: Exception | None = None
         for ip in addresses:
-            conn = _PinnedHttps(host, ip, self.port, self.context, self.timeout)
+            if time.monotonic() >= end:
+                break
+            conn = _PinnedHttps(host, ip, self.port, self.context, self.timeout, end)
             try:
                 conn.request("GET", WELL_KNOWN, headers={"Host": host, "User-Agent": "Outpost MTA-STS"})
                 resp = conn.getresponse()
                 # §3.3: redirects MUST NOT be followed; anything but 200 is no policy.
                 if resp.status != 200:
-                    raise StsPolicyError(f"https://{host}{WELL_KNOWN}: HTTP {resp.status}")
+                    raise StsPolicyError(f"{url}: HTTP {resp.status}")
                 ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
                 if ctype != "text/plain":
-                    raise StsPolicyError(f"https://{host}{WELL_KNOWN}: media type {ctype!r}, not text/plain")
+                    raise StsPolicyError(f"{url}: media type {ctype!r}, not text/plain")
+                if resp.length is not None and resp.length > MAX_POLICY_BYTES:
+                    raise StsPolicyError(f"{url}: policy of {resp.length} bytes, larger than 64 KiB")
                 body = resp.read(MAX_POLICY_BYTES + 1)
+                if conn.cut:
+                    # The watchdog shut the socket: what was read may be a truncated policy.
+                    raise StsPolicyError(f"{url}: deadline exceeded, fetch cut")
                 if len(body) > MAX_POLICY_BYTES:
-                    raise StsPolicyError(f"https://{host}{WELL_KNOWN}: policy larger than 64 KiB")
+                    raise StsPolicyError(f"{url}: policy larger than 64 KiB")
                 return body.decode("utf-8", "replace")
             except StsPolicyError:
+                if conn.expired:  # a status or header cut short by the watchdog is no evidence
+                    raise StsPolicyError(f"{url}: deadline exceeded, fetch cut") from None
                 raise
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                if conn.expired:
+                    raise StsPolicyError(f"{url}: deadline exceeded, fetch cut") from None
                 last = exc
             finally:
                 conn.close()
-        raise StsPolicyError(f"https://{host}{WELL_KNOWN}: {type(last).__name__}: {last}")
+        if last is None:
+            raise StsPolicyError(f"{url}: deadline exceeded before connecting")
+        raise StsPolicyError(f"{url}: {type(last).__name__}: {last}")
 
 
 class _PinnedHttps(http.client.HTTPSConnection):
-    """An HTTPS connection to a given IP whose TLS handshake names (SNI) and verifies `host`."""
+    """An HTTPS connection to a given IP whose TLS handshake names (SNI) and verifies `host`.
 
-    def __init__(self, host: str, ip: str, port: int, context: ssl.SSLContext, timeout: float) -> None:
+    A watchdog timer shuts the socket down at `deadline`: a per-read timeout alone lets a
+    server that sends one byte every few seconds hold the connection for hours."""
+
+    def __init__(self, host: str, ip: str, port: int, context: ssl.SSLContext, timeout: float,
+                 deadline: float) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
+        self._read_timeout = timeout
         self._ip = ip
         self._context = context
+        self._deadline = deadline
+        self._live: socket.socket | None = None
+        self._guard = threading.Lock()
+        self._done = False
+        self.cut = False
+        self._watchdog: threading.Timer | None = None
+
+    @property
+    def expired(self) -> bool:
+        """Cut by the watchdog, or so close to the deadline that the socket's own timeout
+        (set to what was left) fired first: either way the deadline ended the fetch."""
+        return self.cut or time.monotonic() >= self._deadline - 0.1
+
+    def _left(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self.cut = True
+            raise TimeoutError("MTA-STS lookup deadline exceeded")
+        return left
+
+    def _cut(self) -> None:
+        with self._guard:
+            if self._done or self._live is None:
+                return
+            self.cut = True
+            try:
+                # socket.socket's own shutdown, not SSLSocket's (which drops its SSL state):
+                # a blocked read in another thread returns at once.
+                socket.socket.shutdown(self._live, socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        sock = socket.create_connection((self._ip, self.port), min(self._read_timeout, self._left()))
+        with self._guard:
+            self._live = sock
+        self._watchdog = threading.Timer(self._left(), self._cut)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+        with self._guard:
+            self._live = tls
+        self.sock = tls
+        if self.cut:  # the watchdog fired on the raw socket between the two assignments
+            raise TimeoutError("MTA-STS lookup deadline exceeded")
+        tls.do_handshake()
+
+    def close(self) -> None:
+        with self._guard:
+            self._done = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        super().close()
 
 
 class PolicyCache(Protocol):
@@ -243,15 +344,23 @@ class MtaSts:
     `store`, if given, is the persistent cache level shared by all containers.
     """
 
-    txt: Callable[[str], list[str]]
-    fetch: Callable[[str], str]
+    txt: Callable[..., list[str]]
+    fetch: Callable[..., str]
     clock: Callable[[], float] = time.time
     store: PolicyCache | None = None
+    deadline: float = LOOKUP_DEADLINE  # seconds for one lookup, TXT and HTTPS together
+    negative_ttl: float = NEGATIVE_TTL  # how long a failed lookup is remembered
+    monotonic: Callable[[], float] = time.monotonic  # measures the deadline (clock may be fake)
     _cache: dict[str, StsPolicy] = field(default_factory=dict)
+    _failed: dict[str, tuple[float, str]] = field(default_factory=dict)  # domain -> (until, error)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, domain: str) -> TlsPolicy:
-        return self.policy_for(domain)
+    def __post_init__(self) -> None:
+        self._txt_takes_lifetime = _accepts(self.txt, "lifetime")
+        self._fetch_takes_deadline = _accepts(self.fetch, "deadline")
+
+    def __call__(self, domain: str, budget: float | None = None) -> TlsPolicy:
+        return self.policy_for(domain, budget)
 
     def _cached(self, domain: str, now: float) -> StsPolicy | None:
         with self._lock:
@@ -287,16 +396,32 @@ class MtaSts:
             log.warning("MTA-STS policy store write failed; cached in this container only",
                         extra={"recipient_domain": domain, "error": f"{type(exc).__name__}: {exc}"})
 
-    def policy_for(self, domain: str) -> TlsPolicy:
+    def policy_for(self, domain: str, budget: float | None = None) -> TlsPolicy:
+        """The policy for `domain`, within `deadline` seconds, or `budget` if that is less
+        (the caller's time left for this lookup)."""
         domain = domain.lower().rstrip(".")
+        limit = self.deadline if budget is None else max(0.0, min(self.deadline, budget))
+        end = self.monotonic() + limit
         now = self.clock()
         # A container-cache miss reads the persistent store before any network lookup, so a
         # cold container facing a blocked TXT lookup or policy host still knows the policy.
         cached = self._cached(domain, now)
+        with self._lock:
+            failed = self._failed.get(domain)
+            if failed is not None and failed[0] <= now:
+                del self._failed[domain]
+                failed = None
+        if failed is not None:
+            # Negative cache: a recent lookup failed; no network until it runs out.
+            return self._fallback(domain, cached, f"{failed[1]} (not retried until {failed[0]:.0f})")
         try:
-            records = self.txt(f"_mta-sts.{domain}")
+            if limit <= 0:
+                raise TimeoutError("no time left for the lookup")
+            name = f"_mta-sts.{domain}"
+            records = (self.txt(name, lifetime=end - self.monotonic()) if self._txt_takes_lifetime
+                       else self.txt(name))
         except Exception as exc:  # noqa: BLE001 - a DNS failure must not switch a policy off
-            return self._fallback(domain, cached, f"TXT lookup failed: {exc}")
+            return self._failure(domain, cached, f"TXT lookup failed: {exc}", end, limit)
         if not records and cached is None:
             return TlsPolicy(domain)
         try:
@@ -309,13 +434,28 @@ class MtaSts:
         if cached is not None and cached.id == pid:
             return TlsPolicy(domain, cached if cached.mode != "none" else None)
         try:
-            policy = parse_policy(self.fetch(domain), pid, now)
+            if self.monotonic() >= end:
+                raise StsPolicyError("deadline exceeded before the policy fetch")
+            text = self.fetch(domain, deadline=end) if self._fetch_takes_deadline else self.fetch(domain)
+            policy = parse_policy(text, pid, now)
         except Exception as exc:  # noqa: BLE001 - StsPolicyError, or anything the fetch raised
-            return self._fallback(domain, cached, f"policy fetch failed: {exc}")
+            return self._failure(domain, cached, f"policy fetch failed: {exc}", end, limit)
         with self._lock:
             self._cache[domain] = policy
+            self._failed.pop(domain, None)
         self._save(domain, policy)
         return TlsPolicy(domain, policy if policy.mode != "none" else None)
+
+    def _failure(self, domain: str, cached: StsPolicy | None, error: str, end: float,
+                 limit: float) -> TlsPolicy:
+        """A failed lookup: remembered for negative_ttl unless only the caller's short budget
+        (not the domain) made it fail; then the cached policy, or none."""
+        if not (limit < self.deadline and self.monotonic() >= end - 0.05):
+            with self._lock:
+                self._failed[domain] = (self.clock() + self.negative_ttl, error)
+        log.info("MTA-STS lookup failed", extra={"recipient_domain": domain, "error": error,
+                                                  "cached_policy": cached is not None})
+        return self._fallback(domain, cached, error)
 
     def _fallback(self, domain: str, cached: StsPolicy | None, error: str) -> TlsPolicy:
         if cached is not None:
@@ -323,6 +463,6 @@ class MtaSts:
         return TlsPolicy(domain, None, error)
 
 
-def no_policy(domain: str) -> TlsPolicy:
+def no_policy(domain: str, budget: float | None = None) -> TlsPolicy:
     """The TLS policy of a world without MTA-STS (the default when nothing is injected)."""
     return TlsPolicy(domain)

@@ -266,7 +266,8 @@ class DeliveryService:
                 await record(rc, _Result(v, self._attempt(v, None, None, None)))
             return
 
-        tls_mode: TlsMode = "required" if req.tls == "required" else "opportunistic"
+        tls_mode: TlsMode = ("verify" if req.tls == "verified" else
+                             "required" if req.tls == "required" else "opportunistic")
         groups: dict[str, list[_Rcpt]] = {}
         for rc in rcpts:
             rc.utf8 = rc.utf8 or utf8_headers

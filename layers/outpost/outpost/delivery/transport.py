@@ -18,17 +18,29 @@ TLS modes:
 - opportunistic (default): STARTTLS whenever offered. The certificate is verified against the
   trust store and the MX name; if it does not verify, we reconnect and use TLS without
   verification (recorded as verified=False), as Postfix's "may" level does. A failed handshake
-  falls back to plaintext on a fresh connection, as Postfix does, so a broken TLS stack on the
-  only MX does not stop mail for good. A refused STARTTLS (e.g. "454 4.7.0 TLS not
-  available", RFC 3207 §4 leaves the choice to the client) also continues in plaintext.
-- required (per message, `"tls": "required"`): TLS must be negotiated; never plaintext.
-- verify (MTA-STS enforce): TLS with a certificate valid for the MX name, or no delivery.
+  is retried once on a fresh connection with a permissive context (TLS 1.0 and 1.1 allowed,
+  OpenSSL security level 0, no verification): Postfix's "may" level still encrypts with a
+  server stuck on TLS 1.0, where our TLS 1.2 minimum would fail (issue 8 item 20). Only if that
+  fails too do we fall back to plaintext on a fresh connection, as Postfix does, so a broken
+  TLS stack on the only MX does not stop mail for good. A refused STARTTLS (e.g. "454 4.7.0 TLS
+  not available", RFC 3207 §4 leaves the choice to the client) also continues in plaintext.
+- required (per message, `"tls": "required"`): TLS must be negotiated, with the same
+  permissive retry (Postfix's "encrypt" accepts TLS 1.0+ too); never plaintext. The
+  certificate is not required to verify (recorded verified=false).
+- verify (per message, `"tls": "verified"`, and MTA-STS enforce): TLS 1.2 or later with a
+  certificate valid for the MX name (trust store, RFC 6125 name check), or no delivery: 4.7.5,
+  transient at host scope, so the next MX is tried and the recipient is deferred.
+
+Every fallback is a full reconnect. `open(..., budget=s)` starts none that cannot finish
+(connect, EHLO, STARTTLS, EHLO) within `budget` seconds of the call: the caller's deadline.
 """
 
 from __future__ import annotations
 
 import re
 import ssl
+import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -223,6 +235,23 @@ class SmtpSession:
             self.smtp.close()
 
 
+def legacy_tls_context() -> ssl.SSLContext:
+    """TLS 1.0 and later, every cipher OpenSSL still has (security level 0), no verification:
+    the last try before plaintext with a server that cannot do TLS 1.2 (Postfix "may" uses the
+    library's defaults, which on most MTAs still include TLS 1.0). OpenSSL 3 refuses TLS 1.0
+    and 1.1 at its default security level 1 for lack of a SHA-1-free signature algorithm, so
+    level 0 is needed on our side; a server that only speaks SSLv3 still fails (no OpenSSL 3
+    build offers it) and gets plaintext."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1 is deprecated
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
 class SmtpConnector:
     """Opens sessions. Built once per container in bootstrap with the EHLO name and trust store."""
 
@@ -236,6 +265,17 @@ class SmtpConnector:
         self._any = ssl.create_default_context()
         self._any.check_hostname = False
         self._any.verify_mode = ssl.CERT_NONE
+        self._legacy = legacy_tls_context()
+
+    def _fits(self, end: float | None, what: str) -> None:
+        """Refuse to start a (re)connect that cannot finish before the caller's deadline."""
+        t = self.timeouts
+        if end is not None and time.monotonic() + t.connect + 3 * t.command > end:
+            raise StageError("STARTTLS", TimeoutError(f"no time left for {what}"))
+
+    async def _reconnect(self, ip: str, end: float | None, what: str) -> aiosmtplib.SMTP:
+        self._fits(end, what)
+        return await self._connect(ip)
 
     async def _connect(self, ip: str) -> aiosmtplib.SMTP:
         smtp = aiosmtplib.SMTP(hostname=ip, port=self.port, local_hostname=self.ehlo_hostname,
@@ -281,7 +321,37 @@ class SmtpConnector:
         cipher = obj.cipher() if obj else None
         return TlsInfo(obj.version() if obj else None, cipher[0] if cipher else None, ctx is self._verify)
 
-    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic") -> SmtpSession:
+    async def _legacy_starttls(self, smtp: aiosmtplib.SMTP, mx_name: str, tls_mode: TlsMode, ip: str,
+                               end: float | None, first: BaseException) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
+        """After a failed handshake: once more with TLS 1.0+ at security level 0, then
+        (opportunistic only) plaintext, each on a fresh connection."""
+        smtp = await self._reconnect(ip, end, "a permissive TLS retry")
+        if not smtp.supports_extension("starttls") and tls_mode == "opportunistic":
+            return smtp, None  # no longer offered: this connection is the plaintext one
+        try:
+            if smtp.supports_extension("starttls"):
+                return smtp, await self._starttls(smtp, mx_name, self._legacy)
+        except ReplyError as exc:
+            if exc.reply.command != "STARTTLS":
+                smtp.close()
+                raise
+            first = exc
+        except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            first = exc
+        except BaseException:
+            smtp.close()  # the caller only knows the first connection
+            raise
+        smtp.close()
+        if tls_mode != "opportunistic":
+            raise PolicyFailure(f"TLS handshake with {mx_name} failed: {first}", status="4.7.5",
+                                scope=Scope.HOST, command="STARTTLS") from None
+        # Postfix "may": plaintext after a failed handshake.
+        return await self._reconnect(ip, end, "a plaintext retry"), None
+
+    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic", *,
+                   budget: float | None = None) -> SmtpSession:
+        end = None if budget is None else time.monotonic() + budget
+        self._fits(end, "a connection")
         smtp = await self._connect(ip)
         tls: TlsInfo | None = None
         try:
@@ -297,22 +367,22 @@ class SmtpConnector:
                                             status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
                     # Postfix "may": plaintext. A fresh connection, not the refused one: after a
                     # 421 the server is gone, and a clean session costs one connect at most.
-                    smtp = await self._connect(ip)
+                    smtp = await self._reconnect(ip, end, "a plaintext retry")
                     tls = None
                 except ssl.SSLCertVerificationError as exc:
                     smtp.close()
                     if tls_mode == "verify":
                         raise PolicyFailure(f"certificate of {mx_name} did not verify: {exc.verify_message}",
                                             status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
-                    smtp = await self._connect(ip)
+                    smtp = await self._reconnect(ip, end, "an unverified TLS retry")
                     tls = await self._starttls(smtp, mx_name, self._any)
                 except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
                     smtp.close()
-                    if tls_mode != "opportunistic":
+                    if tls_mode == "verify":
+                        # No permissive retry: a verified delivery needs TLS 1.2+ and a valid name.
                         raise PolicyFailure(f"TLS handshake with {mx_name} failed: {exc}", status="4.7.5",
                                             scope=Scope.HOST, command="STARTTLS") from None
-                    smtp = await self._connect(ip)  # Postfix "may": plaintext after a failed handshake
-                    tls = None
+                    smtp, tls = await self._legacy_starttls(smtp, mx_name, tls_mode, ip, end, exc)
             if tls is None and tls_mode != "opportunistic":
                 # "No plaintext, ever": RFC 3207 §4 leaves it to the client to refuse.
                 raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
