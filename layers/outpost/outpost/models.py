@@ -112,7 +112,10 @@ def _unicode(v: str | None) -> str | None:
     return v
 
 
-OneLine = Annotated[str, AfterValidator(_one_line)]
+# The same rule for the OpenAPI document (an ECMA-262 pattern; lone surrogates cannot be written
+# in a JSON Schema pattern and are refused by _one_line all the same).
+ONE_LINE_PATTERN = "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"
+OneLine = Annotated[str, AfterValidator(_one_line), Field(json_schema_extra={"pattern": ONE_LINE_PATTERN})]
 AddressStr = Annotated[str, BeforeValidator(_address)]
 AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
@@ -168,7 +171,12 @@ class SendRequest(_Model):
     subject: OneLine = Field(max_length=998)
     text: Annotated[str | None, AfterValidator(_unicode)] = None
     html: Annotated[str | None, AfterValidator(_unicode)] = None
-    headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS)
+    headers: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_HEADERS,
+        json_schema_extra={"propertyNames": {"pattern": f"^[!-9;-~]{{1,{MAX_HEADER_NAME}}}$"},
+                           "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE,
+                                                    "pattern": ONE_LINE_PATTERN}},
+        description="extra header fields; Outpost's own (From, To, Subject, Content-*, ...) are refused")
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
     tls: Literal["opportunistic", "required"] = "opportunistic"
