@@ -38,7 +38,7 @@ def built(message_id: str) -> bytes:
     store = message_store()
     stored = store.load(message_id)
     assert stored is not None
-    req = SendRequest.model_validate(store.load_spec(stored.meta))
+    req = SendRequest.from_stored(store.load_spec(stored.meta))
     data, _ = build_message(req, message_id, stored.meta.get("created_ts"))
     return data
 

@@ -11,8 +11,11 @@ import email
 import email.policy
 
 import pytest
+from pydantic import ValidationError
+from sender_rig import SENDER_DOMAIN as SENDER
 from sender_rig import Rig, commands
 
+from outpost.models import SendRequest
 from outpost.signing import dns_name, dns_txt_strings
 from outpost_local.verify import have_opendkim, opendkim_results
 
@@ -102,3 +105,21 @@ def test_the_suppression_store_keys_every_spelling_of_a_mailbox_alike(rig: Rig) 
         "bob@faß.de", '"bob"@xn--fa-hia.de'}
     assert (rig.suppressions.get("bob@xn--fa-hia.de") or {}).get("address") == "bob@faß.de"
     assert rig.suppressions.remove('"bob"@faß.de') and rig.suppressions.get("bob@faß.de") is None
+
+
+def test_a_message_accepted_before_the_caps_still_goes_out(rig: Rig) -> None:
+    # A request stored before the header, display-name and Reply-To caps existed is read back
+    # with SendRequest.from_stored: the caps are the API's promise for new requests, not a
+    # reason to let a message in flight expire. Injection rules still apply (unit tests).
+    mx = rig.mx("ok.test", 2)
+    body = {"from": f"App <app@{SENDER}>", "to": [f'"{"N" * 300}" <bob@ok.test>'],
+            "subject": "stored earlier", "text": "hi",
+            "reply_to": [f"r{i}@{SENDER}" for i in range(12)],
+            "headers": {"X-" + "a" * 90: "v" * 1500}}
+    with pytest.raises(ValidationError):
+        SendRequest.model_validate(body)  # refused today, at the API
+    mid = str(rig.api.send_one(SendRequest.from_stored(body))["id"])  # as accepted then
+    rig.run(mid)
+    assert rig.rcpt(mid)["state"] == "delivered", rig.rcpt(mid).get("last")
+    [got] = mx.wait_for(1)
+    assert len(got.message["Reply-To"].addresses) == 12

@@ -17,9 +17,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from email import policy
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate
 
 from .addresses import Address, parse_address
@@ -29,6 +29,33 @@ from .models import Attachment, SendRequest
 FetchUpload = Callable[[str], bytes]
 
 MAX_LINE = 998  # RFC 5322 §2.1.1, CRLF excluded
+
+
+class _Folding(EmailPolicy):
+    """policy.SMTP / SMTPUTF8, minus a CPython folding bug: an address list whose display name
+    holds a word longer than the line can be folded with an empty line in it
+    ("To: =?utf-8?q?...?= <a@x>,\r\n\r\n xxxx... <b@x>"), and an empty line ends the header
+    section at the receiver: every field after it becomes body. A folded field never needs a
+    line that is empty or only white space (RFC 5322 §3.2.2 forbids one), so those go; the
+    CRLFs removed are the ones unfolding removes anyway, so the value does not change."""
+
+    def fold(self, name: str, value: str) -> str:
+        return _drop_blank_lines(super().fold(name, value), self.linesep)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        sep = self.linesep.encode("ascii")
+        folded = super().fold_binary(name, value)
+        lines = folded.split(sep)
+        return sep.join(line for line in lines[:-1] if line.strip(b" \t")) + sep + lines[-1]
+
+
+def _drop_blank_lines(folded: str, linesep: str) -> str:
+    lines = folded.split(linesep)
+    return linesep.join(line for line in lines[:-1] if line.strip(" \t")) + linesep + lines[-1]
+
+
+_SMTP = _Folding(linesep="\r\n")
+_SMTPUTF8 = _Folding(linesep="\r\n", utf8=True)
 
 
 def _header_address(a: Address, utf8: bool) -> HeaderAddress:
@@ -119,7 +146,7 @@ def _compose(req: SendRequest, message_id: str, created: float | None, *,
     addrs = {name: [parse_address(v) for v in getattr(req, name)] for name in ("to", "cc", "reply_to")}
     sender = parse_address(req.from_)
     utf8 = headers_need_smtputf8(req)
-    pol = policy.SMTPUTF8 if utf8 else policy.SMTP
+    pol = _SMTPUTF8 if utf8 else _SMTP
 
     msg = EmailMessage(policy=pol)
     _set(msg, "from", "From", _header_address(sender, utf8))

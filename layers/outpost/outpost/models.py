@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,15 +73,27 @@ OPEN_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
 FINAL_STATES = tuple(s for s in RecipientState if s not in OPEN_STATES)
 
 
-def _address(value: Any) -> str:
+# Validation context for a request read back from the store (`SendRequest.from_stored`): the
+# size caps are the API's promise for new requests and are not applied to requests accepted
+# before a cap existed (a message in flight must still build); the rules without which a
+# message cannot be built or would be injected apply always.
+STORED: dict[str, Any] = {"stored": True}
+
+
+def _at_edge(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+def _address(value: Any, info: ValidationInfo) -> str:
     """Validate an address (with optional display name) and keep it as the caller wrote it."""
-    if isinstance(value, str) and len(value) > MAX_ADDRESS:
+    edge = _at_edge(info)
+    if edge and isinstance(value, str) and len(value) > MAX_ADDRESS:
         raise ValueError(f"invalid address: longer than {MAX_ADDRESS} characters")
     try:
         parsed = parse_address(value)
     except AddressError as exc:
         raise ValueError(f"invalid address: {exc}") from None
-    if len(parsed.display_name) > MAX_DISPLAY_NAME:
+    if edge and len(parsed.display_name) > MAX_DISPLAY_NAME:
         raise ValueError(f"invalid address: the display name is longer than {MAX_DISPLAY_NAME} "
                          "characters")
     return str(value).strip()
@@ -167,13 +180,14 @@ class SendRequest(_Model):
     to: AddressList = Field(default_factory=list)
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
-    reply_to: AddressList = Field(default_factory=list, max_length=MAX_REPLY_TO)
+    reply_to: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": MAX_REPLY_TO})
     subject: OneLine = Field(max_length=998)
     text: Annotated[str | None, AfterValidator(_unicode)] = None
     html: Annotated[str | None, AfterValidator(_unicode)] = None
     headers: dict[str, str] = Field(
-        default_factory=dict, max_length=MAX_HEADERS,
-        json_schema_extra={"propertyNames": {"pattern": f"^[!-9;-~]{{1,{MAX_HEADER_NAME}}}$"},
+        default_factory=dict,
+        json_schema_extra={"maxProperties": MAX_HEADERS,
+                           "propertyNames": {"pattern": f"^[!-9;-~]{{1,{MAX_HEADER_NAME}}}$"},
                            "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE,
                                                     "pattern": ONE_LINE_PATTERN}},
         description="extra header fields; Outpost's own (From, To, Subject, Content-*, ...) are refused")
@@ -187,9 +201,12 @@ class SendRequest(_Model):
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+    def _headers(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        edge = _at_edge(info)
+        if edge and len(v) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} header fields")
         for name, value in v.items():
-            if len(name) > MAX_HEADER_NAME:
+            if edge and len(name) > MAX_HEADER_NAME:
                 raise ValueError(f"header name {name[:MAX_HEADER_NAME]!r}... is longer than "
                                  f"{MAX_HEADER_NAME} characters")
             if not _HEADER_NAME.fullmatch(name):
@@ -200,9 +217,22 @@ class SendRequest(_Model):
             trouble = line_trouble(value)
             if trouble is not None:
                 raise ValueError(f"header {name!r} {trouble}")
-            if len(value) > MAX_HEADER_VALUE:
+            if edge and len(value) > MAX_HEADER_VALUE:
                 raise ValueError(f"header {name!r} is longer than {MAX_HEADER_VALUE} characters")
         return v
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if _at_edge(info) and len(v) > MAX_REPLY_TO:
+            raise ValueError(f"at most {MAX_REPLY_TO} reply_to addresses")
+        return v
+
+    @classmethod
+    def from_stored(cls, spec: dict[str, Any]) -> SendRequest:
+        """A request read back from the store: the rules that make a message buildable and
+        uninjectable, not the size caps added after it may have been accepted (see STORED)."""
+        return cls.model_validate(spec, context=STORED)
 
     @field_validator("tags")
     @classmethod
