@@ -64,6 +64,18 @@ def test_a_header_name_is_at_most_76_characters() -> None:
     assert refused_field(headers={name + "a": "v"}) == "headers"
 
 
+@pytest.mark.parametrize("headers,extra", [
+    ({"Reply-To": "a@example.com"}, {"reply_to": ["b@example.com"]}),
+    ({"In-Reply-To": "<a@x>", "in-reply-to": "<b@x>"}, {}),
+    ({"References": "<a@x>", "REFERENCES": "<b@x>"}, {}),
+])
+def test_a_field_rfc_5322_allows_once_is_not_given_twice(headers: dict, extra: dict) -> None:
+    assert refused_field(headers=headers, **extra) == "headers"
+    one = dict(list(headers.items())[:1])
+    data, _ = build_message(req(headers=one), "m1", 0)
+    assert [k.lower() for k, _ in header_fields(data)].count(next(iter(one)).lower()) == 1
+
+
 @pytest.mark.parametrize("size", [999, 10_000, 1_000_000])
 def test_a_header_value_is_at_most_998_characters(size: int) -> None:
     t = time.perf_counter()

@@ -34,6 +34,8 @@ OWNED_HEADERS = {
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "dkim-signature",
     "return-path", "received", "mime-version", "sender",
 }
+# Custom fields RFC 5322 §3.6 allows once per message (the others it limits are owned).
+ONE_INSTANCE_HEADERS = {"reply-to", "in-reply-to", "references"}
 # RFC 5322 §3.6.8 ftext: printable ASCII except ':'. Always fullmatch(): `$` would also match
 # before a trailing newline, and "X-Evil\n" would end the header section at the receiver.
 _HEADER_NAME = re.compile(r"[!-9;-~]+")
@@ -205,7 +207,12 @@ class SendRequest(_Model):
         edge = _at_edge(info)
         if edge and len(v) > MAX_HEADERS:
             raise ValueError(f"at most {MAX_HEADERS} header fields")
+        seen: set[str] = {"reply-to"} if info.data.get("reply_to") else set()
         for name, value in v.items():
+            if edge and name.lower() in ONE_INSTANCE_HEADERS & seen:
+                raise ValueError(f"header {name!r} would appear twice (with another spelling or "
+                                 "with reply_to); RFC 5322 §3.6 allows one")
+            seen.add(name.lower())
             if edge and len(name) > MAX_HEADER_NAME:
                 raise ValueError(f"header name {name[:MAX_HEADER_NAME]!r}... is longer than "
                                  f"{MAX_HEADER_NAME} characters")
