@@ -99,6 +99,8 @@ def test_one_suppression_per_mailbox_whatever_the_spelling(stack) -> None:
     assert call(stack, "GET", "/v1/suppressions/" + quote("BOB@xn--fa-hia.de"))[0] == 200
     assert call(stack, "DELETE", "/v1/suppressions/" + quote('"bob"@faß.de'))[0] == 200
     assert call(stack, "GET", "/v1/suppressions/" + quote("bob@faß.de"))[0] == 404
+    status, _, out = call(stack, "PUT", "/v1/suppressions/" + quote("bob@a\u200db.test"))
+    assert status == 422 and out["error"]["field"] == "address", out
 
 
 SUBJECTS = st.lists(st.sampled_from(["a", " ", "\t", "é", "中", "=?", "?=", ":", "\x0b", "\x85",
