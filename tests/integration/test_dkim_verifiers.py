@@ -217,3 +217,52 @@ def test_opendkim_unknown_selector_is_not_a_pass(dns: DnsServer, tmp_path: Path)
     results = opendkim(dns, _write(tmp_path, signed), tmp_path)
     assert results and all(r["result"] != "pass" for r in results), results
     assert "notpublished._domainkey." + DOMAIN in _queried(dns)
+
+
+# --------------------------------------------------------------------------- over-signing
+
+# Fields added to a signed message in transit (RFC 6376 §8.15): a Reply-To it did not have,
+# a second Subject above the signed one (clients show the topmost; verifiers take instances
+# bottom-up, §5.4.2), a Cc it did not have. MESSAGE has no Reply-To and no Cc.
+ALTERATIONS = [
+    pytest.param(lambda m: b"Reply-To: attacker@evil.example\r\n" + m, id="prepended-reply-to"),
+    pytest.param(lambda m: b"Subject: Urgent: confirm your password\r\n" + m, id="second-subject"),
+    pytest.param(
+        lambda m: m.replace(b"\r\n\r\n", b"\r\nCc: attacker@evil.example\r\n\r\n", 1), id="added-cc"
+    ),
+]
+
+
+def _above_signatures(signed: bytes, tamper: Callable[[bytes], bytes]) -> bytes:
+    """Apply `tamper` to the message under the DKIM-Signature fields (as a relay would)."""
+    start = signed.index(b"From: ")
+    return signed[:start] + tamper(signed[start:])
+
+
+@needs_perl
+@pytest.mark.parametrize("tamper", ALTERATIONS)
+def test_mail_dkim_fails_an_added_field(
+    dns: DnsServer, signed: bytes, tmp_path: Path, tamper: Callable[[bytes], bytes]
+) -> None:
+    sigs, overall = mail_dkim(dns, _write(tmp_path, signed))
+    assert [s.result for s in sigs if s.algorithm == "rsa-sha256"] == ["pass"]  # intact
+    sigs, overall = mail_dkim(dns, _write(tmp_path, _above_signatures(signed, tamper)))
+    assert [s.result for s in sigs if s.algorithm == "rsa-sha256"] == ["fail"], sigs
+    assert overall != "pass"
+
+
+@needs_opendkim
+@pytest.mark.parametrize("tamper", ALTERATIONS)
+def test_opendkim_fails_an_added_field(
+    dns: DnsServer, signed: bytes, tmp_path: Path, tamper: Callable[[bytes], bytes]
+) -> None:
+    intact = opendkim(dns, _write(tmp_path, signed), tmp_path)
+    assert {r["a"]: r["result"] for r in intact} == {
+        "rsa-sha256": "pass",
+        "ed25519-sha256": "pass",
+    }, intact
+    results = opendkim(dns, _write(tmp_path, _above_signatures(signed, tamper)), tmp_path)
+    assert {r["a"]: r["result"] for r in results} == {
+        "rsa-sha256": "fail",
+        "ed25519-sha256": "fail",
+    }, results

@@ -212,28 +212,62 @@ def test_relaxed_body_examples() -> None:
 
 def test_header_list_and_tags(signer: Signer) -> None:
     for tags in signature_tags(signer.sign(FULL)):
+        # Over-signed (RFC 6376 §8.15): one entry more than present for what a reader sees.
         assert h_list(tags) == [
-            b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
-            b"mime-version", b"content-type", b"list-unsubscribe", b"list-unsubscribe-post",
-            b"from",
+            b"from", b"from", b"to", b"to", b"cc", b"cc", b"subject", b"subject",
+            b"date", b"date", b"message-id", b"message-id", b"reply-to", b"reply-to",
+            b"mime-version", b"mime-version", b"content-type", b"content-type",
+            b"list-unsubscribe", b"list-unsubscribe-post",
         ]  # fmt: skip
-        assert h_list(tags).count(b"from") == 2  # over-signed: one From more than present
         assert tags[b"c"] == b"relaxed/relaxed"
         assert b"l" not in tags  # never a body length limit (RFC 6376 §8.2)
         assert tags[b"t"] == str(NOW).encode()
         assert b"x-outpost-id" not in h_list(tags)
 
 
-def test_missing_optional_headers_are_left_out(signer: Signer, zone: dict[str, bytes]) -> None:
+def test_absent_cc_and_reply_to_are_signed_as_null(signer: Signer, zone: dict[str, bytes]) -> None:
+    # Absent Cc and Reply-To (and the other over-signed fields) are listed once: they match a
+    # null field, so adding one in transit breaks the signature (RFC 6376 §5.4.2, §8.15).
+    # Absent List-Unsubscribe is not: a list may add it without breaking the signature.
     header = signer.sign(MINIMAL)
     for tags in signature_tags(header):
-        assert h_list(tags) == [b"from", b"to", b"subject", b"from"]
+        assert h_list(tags) == [
+            b"from", b"from", b"to", b"to", b"cc", b"subject", b"subject", b"date",
+            b"message-id", b"reply-to", b"mime-version", b"content-type",
+        ]  # fmt: skip
     assert verify(header + MINIMAL, zone, 0)
+
+
+# What a forwarder or attacker can add above a signed message. Verifiers take instances
+# bottom-up (RFC 6376 §5.4.2), and mail clients show the topmost: each must break it.
+ADDITIONS = [
+    b"Reply-To: attacker@evil.example\r\n",
+    b"Subject: Urgent: confirm your password\r\n",
+    b"Cc: attacker@evil.example\r\n",
+    b"To: attacker@evil.example\r\n",
+    b"From: attacker@evil.example\r\n",
+    b"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n",
+    b"Message-ID: <other@evil.example>\r\n",
+    b"Content-Type: text/html\r\n",
+    b"MIME-Version: 1.0\r\n",
+]
+
+
+@pytest.mark.parametrize("added", ADDITIONS, ids=lambda a: a.split(b":")[0].decode())
+@pytest.mark.parametrize("message", [MINIMAL, FULL], ids=["minimal", "full"])
+def test_an_added_field_breaks_the_signature(
+    signer: Signer, zone: dict[str, bytes], message: bytes, added: bytes
+) -> None:
+    signed = signer.sign(message)
+    assert verify(signed + message, zone, 0) and verify(signed + message, zone, 1)
+    for position in (0, message.index(b"\r\n\r\n") + 2):  # on top, or at the bottom
+        altered = signed + message[:position] + added + message[position:]
+        assert not verify(altered, zone, 0) and not verify(altered, zone, 1), (position, added)
 
 
 def test_repeated_header_signed_once_per_instance(signer: Signer) -> None:
     message = MINIMAL.replace(b"To: someone@example.org\r\n", b"To: a@x.org\r\nTo: b@x.org\r\n")
-    assert h_list(signature_tags(signer.sign(message))[0]).count(b"to") == 2
+    assert h_list(signature_tags(signer.sign(message))[0]).count(b"to") == 3  # 2 + over-signed
 
 
 def test_never_signs_bcc_or_trace_fields(signer: Signer) -> None:

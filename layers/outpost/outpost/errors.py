@@ -54,6 +54,15 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class MessageBuildError(OutpostError, ValueError):
+    """A send request cannot become a message (mime.py); `field` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 class DnsError(OutpostError):
     """A DNS lookup failed. `permanent` for NXDOMAIN / null MX, transient otherwise."""
 

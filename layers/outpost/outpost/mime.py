@@ -1,24 +1,61 @@
 """Build the RFC 5322 / MIME message from a stored send request.
 
 Always 7-bit clean on the wire (quoted-printable or base64 bodies) so that 8BITMIME is never
-needed; UTF-8 headers (RFC 6532) only when an address has a non-ASCII local part, which then
-also needs SMTPUTF8 from the receiving server.
+needed; UTF-8 headers (RFC 6532) only when an address *written in the headers* has a non-ASCII
+local part, which then also needs SMTPUTF8 from the receiving server. Bcc is never written, so
+a Bcc recipient's UTF-8 address needs SMTPUTF8 for its own transaction only: the sender asks
+for it per recipient, from that recipient's envelope address or `build_message`'s flag.
+
+`check_message` runs the same code on a request with empty bodies and attachments: the API
+calls it, so that whatever it accepts also builds when the sender builds it.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
-from email import policy
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
+from email.policy import EmailPolicy
 from email.utils import formatdate
 
 from .addresses import Address, parse_address
+from .errors import MessageBuildError
 from .models import Attachment, SendRequest
 
 FetchUpload = Callable[[str], bytes]
+
+MAX_LINE = 998  # RFC 5322 §2.1.1, CRLF excluded
+
+
+class _Folding(EmailPolicy):
+    """policy.SMTP / SMTPUTF8, minus a CPython folding bug: an address list whose display name
+    holds a word longer than the line can be folded with an empty line in it
+    ("To: =?utf-8?q?...?= <a@x>,\r\n\r\n xxxx... <b@x>"), and an empty line ends the header
+    section at the receiver: every field after it becomes body. A folded field never needs a
+    line that is empty or only white space (RFC 5322 §3.2.2 forbids one), so those go; the
+    CRLFs removed are the ones unfolding removes anyway, so the value does not change."""
+
+    def fold(self, name: str, value: str) -> str:
+        return _drop_blank_lines(super().fold(name, value), self.linesep)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        sep = self.linesep.encode("ascii")
+        folded = super().fold_binary(name, value)
+        lines = folded.split(sep)
+        return sep.join(line for line in lines[:-1] if line.strip(b" \t")) + sep + lines[-1]
+
+
+def _drop_blank_lines(folded: str, linesep: str) -> str:
+    lines = folded.split(linesep)
+    return linesep.join(line for line in lines[:-1] if line.strip(" \t")) + linesep + lines[-1]
+
+
+_SMTP = _Folding(linesep="\r\n")
+_SMTPUTF8 = _Folding(linesep="\r\n", utf8=True)
 
 
 def _header_address(a: Address, utf8: bool) -> HeaderAddress:
@@ -38,33 +75,95 @@ def _attachment_bytes(a: Attachment, fetch_upload: FetchUpload | None) -> bytes:
     return fetch_upload(a.upload_id)
 
 
+def headers_need_smtputf8(req: SendRequest) -> bool:
+    """Whether the headers as sent need SMTPUTF8: an address written in them (From, To, Cc,
+    Reply-To; never Bcc, which is not sent) has a non-ASCII local part (RFC 6531 §3.2, RFC 6532).
+    A non-ASCII domain alone is written as its A-label; a non-ASCII subject or header value as
+    RFC 2047 encoded words."""
+    written = [req.from_, *req.to, *req.cc, *req.reply_to]
+    return any(parse_address(v).needs_smtputf8 for v in written)
+
+
 def build_message(req: SendRequest, message_id: str, created: float | None = None, *,
                   fetch_upload: FetchUpload | None = None) -> tuple[bytes, bool]:
-    """The message bytes (CRLF line endings) and whether it needs SMTPUTF8.
+    """The message bytes (CRLF line endings) and whether its headers need SMTPUTF8.
 
     `fetch_upload(upload_id)` returns an uploaded attachment's bytes (S3 in production); it
     is only called for attachments sent by upload_id.
     """
+    return _compose(req, message_id, created, fetch_upload=fetch_upload, skeleton=False)
+
+
+def check_message(req: SendRequest) -> None:
+    """Build `req`'s message with empty bodies and attachments (the same code as the sender's
+    build, minus the bytes) and check what a receiver will see: every header line within
+    RFC 5322's 998 characters, and exactly the header fields that were set (nothing a value
+    could smuggle in). Raises MessageBuildError naming the field at fault."""
+    data, _ = _compose(req, "check", 0.0, fetch_upload=None, skeleton=True)
+    # Bodies are empty here: every line is a header line or a boundary.
+    for line in data.split(b"\r\n"):
+        if len(line) > MAX_LINE:
+            raise MessageBuildError(_field_of(line.split(b":", 1)[0].decode("ascii", "replace")),
+                                    f"a header line would be longer than {MAX_LINE} characters")
+    head = data.split(b"\r\n\r\n", 1)[0]
+    got = Counter(line.split(b":", 1)[0].decode("ascii", "replace").lower()
+                  for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t"))
+    wanted = Counter(["from", "subject", "date", "message-id", "mime-version", "content-type"])
+    wanted.update(f for f, v in (("to", req.to), ("cc", req.cc), ("reply-to", req.reply_to)) if v)
+    wanted.update(n.lower() for n in req.headers)
+    got.pop("content-transfer-encoding", None)  # on the top level of a single part only
+    for name in sorted(set(got) | set(wanted)):
+        if got[name] != wanted[name]:
+            raise MessageBuildError(_field_of(name), f"the {name!r} header field would come out "
+                                    f"{got[name]} times instead of {wanted[name]}")
+
+
+_FIELDS = {"from": "from", "to": "to", "cc": "cc", "reply-to": "reply_to", "subject": "subject"}
+
+
+def _field_of(header: str) -> str:
+    return _FIELDS.get(header.lower(), f"headers.{header}")
+
+
+@contextmanager
+def _blame(field: str) -> Iterator[None]:
+    """Turn the email package's refusal into a MessageBuildError naming the request field."""
+    try:
+        yield
+    except (ValueError, TypeError, IndexError, UnicodeError) as exc:
+        if isinstance(exc, MessageBuildError):
+            raise
+        raise MessageBuildError(field, f"cannot be written as a header: {exc}") from None
+
+
+def _set(msg: EmailMessage, field: str, name: str, value: object) -> None:
+    with _blame(field):
+        msg[name] = value
+
+
+def _compose(req: SendRequest, message_id: str, created: float | None, *,
+             fetch_upload: FetchUpload | None, skeleton: bool) -> tuple[bytes, bool]:
     addrs = {name: [parse_address(v) for v in getattr(req, name)] for name in ("to", "cc", "reply_to")}
     sender = parse_address(req.from_)
-    everyone = [sender, *addrs["to"], *addrs["cc"], *addrs["reply_to"]]
-    everyone += [parse_address(v) for v in req.bcc]
-    utf8 = any(a.needs_smtputf8 for a in everyone)
-    pol = policy.SMTPUTF8 if utf8 else policy.SMTP
+    utf8 = headers_need_smtputf8(req)
+    pol = _SMTPUTF8 if utf8 else _SMTP
 
     msg = EmailMessage(policy=pol)
-    msg["From"] = _header_address(sender, utf8)
-    if addrs["to"]:
-        msg["To"] = [_header_address(a, utf8) for a in addrs["to"]]
-    if addrs["cc"]:
-        msg["Cc"] = [_header_address(a, utf8) for a in addrs["cc"]]
-    if addrs["reply_to"]:
-        msg["Reply-To"] = [_header_address(a, utf8) for a in addrs["reply_to"]]
-    msg["Subject"] = req.subject
+    _set(msg, "from", "From", _header_address(sender, utf8))
+    for field, name in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
+        if addrs[field]:
+            _set(msg, field, name, [_header_address(a, utf8) for a in addrs[field]])
+    _set(msg, "subject", "Subject", req.subject)
     msg["Date"] = formatdate(created if created is not None else time.time(), usegmt=True)
     msg["Message-ID"] = message_id_header(message_id, sender.ascii_domain)
     for name, value in req.headers.items():
-        msg[name] = value
+        _set(msg, f"headers.{name}", name, value)
+    if skeleton:
+        req = req.model_copy(update={
+            "text": None if req.text is None else "",
+            "html": None if req.html is None else "",
+            "attachments": [a.model_copy(update={"content": "", "upload_id": None})
+                            for a in req.attachments]})
 
     if req.text is not None and req.html is not None:
         msg.set_content(req.text, cte=_cte(req.text))
@@ -74,25 +173,23 @@ def build_message(req: SendRequest, message_id: str, created: float | None = Non
     else:
         msg.set_content(req.text or "", cte=_cte(req.text or ""))
 
-    inline = [a for a in req.attachments if a.content_id]
-    regular = [a for a in req.attachments if not a.content_id]
+    inline = [(i, a) for i, a in enumerate(req.attachments) if a.content_id]
+    regular = [(i, a) for i, a in enumerate(req.attachments) if not a.content_id]
     if inline:
         html_part = next((p for p in msg.walk() if p.get_content_type() == "text/html"), None)
         target = html_part if html_part is not None else msg
         target.make_related() if target is msg else None
-        for a in inline:
+        for i, a in inline:
             maintype, subtype = a.content_type.split("/", 1)
             data = _attachment_bytes(a, fetch_upload)
-            if target is msg:
-                msg.add_related(data, maintype=maintype, subtype=subtype, filename=a.filename,
-                                cid=f"<{a.content_id}>", disposition="inline")
-            else:
+            with _blame(f"attachments[{i}]"):
                 target.add_related(data, maintype=maintype, subtype=subtype, filename=a.filename,
                                    cid=f"<{a.content_id}>", disposition="inline")
-    for a in regular:
+    for i, a in regular:
         maintype, subtype = a.content_type.split("/", 1)
-        msg.add_attachment(_attachment_bytes(a, fetch_upload), maintype=maintype, subtype=subtype,
-                           filename=a.filename)
+        data = _attachment_bytes(a, fetch_upload)
+        with _blame(f"attachments[{i}]"):
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=a.filename)
     for part in msg.walk():
         if part is not msg:
             del part["MIME-Version"]  # only the top level carries it (RFC 2045 §4)

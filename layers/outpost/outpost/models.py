@@ -18,11 +18,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .addresses import AddressError, parse_address
+from .addresses import AddressError, line_trouble, parse_address
 from .config import DEFAULT_MAX_LIFETIME, SQS_MAX_RETENTION
 
 MAX_RECIPIENTS = 50
@@ -33,7 +34,24 @@ OWNED_HEADERS = {
     "from", "to", "cc", "bcc", "subject", "date", "message-id", "dkim-signature",
     "return-path", "received", "mime-version", "sender",
 }
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
+# Custom fields RFC 5322 §3.6 allows once per message (the others it limits are owned).
+ONE_INSTANCE_HEADERS = {"reply-to", "in-reply-to", "references"}
+# RFC 5322 §3.6.8 ftext: printable ASCII except ':'. Always fullmatch(): `$` would also match
+# before a trailing newline, and "X-Evil\n" would end the header section at the receiver.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+# A field name cannot be folded: "Name: " must fit the 78-character line RFC 5322 §2.1.1 asks for
+# (the hard limit, 998, leaves no room for the value).
+MAX_HEADER_NAME = 76
+# One unfolded line's worth (RFC 5322 §2.1.1). Python's email package folds a value into
+# encoded words at about 15 us per non-ASCII character, so the cap also bounds the cost of
+# building (and of checking, in the API) every header.
+MAX_HEADER_VALUE = 998
+MAX_HEADERS = 50
+# Display names go out as RFC 2047 encoded words, which Python's email package folds at about
+# 0.2 ms per non-ASCII character: 50 recipients with 900-character names took 11 s to build.
+MAX_DISPLAY_NAME = 128
+MAX_REPLY_TO = 10
+MAX_ADDRESS = 1024  # checked before parsing: a name, quotes, an address
 
 
 class _Model(BaseModel):
@@ -57,12 +75,29 @@ OPEN_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
 FINAL_STATES = tuple(s for s in RecipientState if s not in OPEN_STATES)
 
 
-def _address(value: Any) -> str:
+# Validation context for a request read back from the store (`SendRequest.from_stored`): the
+# size caps are the API's promise for new requests and are not applied to requests accepted
+# before a cap existed (a message in flight must still build); the rules without which a
+# message cannot be built or would be injected apply always.
+STORED: dict[str, Any] = {"stored": True}
+
+
+def _at_edge(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+def _address(value: Any, info: ValidationInfo) -> str:
     """Validate an address (with optional display name) and keep it as the caller wrote it."""
+    edge = _at_edge(info)
+    if edge and isinstance(value, str) and len(value) > MAX_ADDRESS:
+        raise ValueError(f"invalid address: longer than {MAX_ADDRESS} characters")
     try:
-        parse_address(value)
+        parsed = parse_address(value)
     except AddressError as exc:
         raise ValueError(f"invalid address: {exc}") from None
+    if edge and len(parsed.display_name) > MAX_DISPLAY_NAME:
+        raise ValueError(f"invalid address: the display name is longer than {MAX_DISPLAY_NAME} "
+                         "characters")
     return str(value).strip()
 
 
@@ -73,13 +108,29 @@ def _one_or_many(value: Any) -> Any:
 
 
 def _one_line(v: str) -> str:
-    """Anything that ends up in a header: no CR, LF or NUL (header injection)."""
-    if any(c in v for c in "\r\n\0"):
-        raise ValueError("contains a line break or NUL (header injection)")
+    """Anything that ends up in a header: no line break of any kind Python's email package
+    knows (header injection), no control character, no lone surrogate."""
+    trouble = line_trouble(v)
+    if trouble is not None:
+        raise ValueError(trouble)
     return v
 
 
-OneLine = Annotated[str, AfterValidator(_one_line)]
+def _unicode(v: str | None) -> str | None:
+    """A body must be encodable as UTF-8: JSON can carry a lone surrogate, which cannot."""
+    if v is not None:
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"contains a lone surrogate at position {exc.start}, which is not "
+                             "valid Unicode") from None
+    return v
+
+
+# The same rule for the OpenAPI document (an ECMA-262 pattern; lone surrogates cannot be written
+# in a JSON Schema pattern and are refused by _one_line all the same).
+ONE_LINE_PATTERN = "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"
+OneLine = Annotated[str, AfterValidator(_one_line), Field(json_schema_extra={"pattern": ONE_LINE_PATTERN})]
 AddressStr = Annotated[str, BeforeValidator(_address)]
 AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
@@ -131,11 +182,17 @@ class SendRequest(_Model):
     to: AddressList = Field(default_factory=list)
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
-    reply_to: AddressList = Field(default_factory=list)
+    reply_to: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": MAX_REPLY_TO})
     subject: OneLine = Field(max_length=998)
-    text: str | None = None
-    html: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    text: Annotated[str | None, AfterValidator(_unicode)] = None
+    html: Annotated[str | None, AfterValidator(_unicode)] = None
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={"maxProperties": MAX_HEADERS,
+                           "propertyNames": {"pattern": f"^[!-9;-~]{{1,{MAX_HEADER_NAME}}}$"},
+                           "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE,
+                                                    "pattern": ONE_LINE_PATTERN}},
+        description="extra header fields; Outpost's own (From, To, Subject, Content-*, ...) are refused")
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
     tls: Literal["opportunistic", "required", "verified"] = Field(
@@ -151,15 +208,43 @@ class SendRequest(_Model):
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+    def _headers(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        edge = _at_edge(info)
+        if edge and len(v) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} header fields")
+        seen: set[str] = {"reply-to"} if info.data.get("reply_to") else set()
         for name, value in v.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"invalid header name {name!r}")
+            if edge and name.lower() in ONE_INSTANCE_HEADERS & seen:
+                raise ValueError(f"header {name!r} would appear twice (with another spelling or "
+                                 "with reply_to); RFC 5322 §3.6 allows one")
+            seen.add(name.lower())
+            if edge and len(name) > MAX_HEADER_NAME:
+                raise ValueError(f"header name {name[:MAX_HEADER_NAME]!r}... is longer than "
+                                 f"{MAX_HEADER_NAME} characters")
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}: printable ASCII except ':' "
+                                 "(RFC 5322 §3.6.8)")
             if name.lower() in OWNED_HEADERS or name.lower().startswith("content-"):
                 raise ValueError(f"header {name!r} is set by Outpost and cannot be overridden")
-            if any(c in value for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} contains a line break or NUL (header injection)")
+            trouble = line_trouble(value)
+            if trouble is not None:
+                raise ValueError(f"header {name!r} {trouble}")
+            if edge and len(value) > MAX_HEADER_VALUE:
+                raise ValueError(f"header {name!r} is longer than {MAX_HEADER_VALUE} characters")
         return v
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if _at_edge(info) and len(v) > MAX_REPLY_TO:
+            raise ValueError(f"at most {MAX_REPLY_TO} reply_to addresses")
+        return v
+
+    @classmethod
+    def from_stored(cls, spec: dict[str, Any]) -> SendRequest:
+        """A request read back from the store: the rules that make a message buildable and
+        uninjectable, not the size caps added after it may have been accepted (see STORED)."""
+        return cls.model_validate(spec, context=STORED)
 
     @field_validator("tags")
     @classmethod

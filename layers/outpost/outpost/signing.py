@@ -51,10 +51,10 @@ RSA = "rsa-sha256"
 ED25519 = "ed25519-sha256"
 ALGORITHMS: tuple[str, ...] = (RSA, ED25519)
 
-#: Header fields signed when present, in ``h=`` order. Each occurrence is signed once
-#: (RFC 6376 §5.4.2: instances are taken bottom-up). Bcc, Received, Return-Path are
-#: never signed (RFC 6376 §5.4.1). List-Unsubscribe and List-Unsubscribe-Post MUST be
-#: covered when present (RFC 8058 §4).
+#: Header fields signed, in ``h=`` order: each occurrence once (RFC 6376 §5.4.2: instances
+#: are taken bottom-up), plus one more for those in OVERSIGNED_HEADERS. Bcc, Received,
+#: Return-Path are never signed (RFC 6376 §5.4.1). List-Unsubscribe and
+#: List-Unsubscribe-Post MUST be covered when present (RFC 8058 §4).
 SIGNED_HEADERS: tuple[str, ...] = (
     "from",
     "to",
@@ -69,9 +69,22 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "list-unsubscribe-post",
 )
 
-#: Signed once more than they occur ("over-signing", RFC 6376 §8.15): the extra entry
-#: matches a null header, so a second From added in transit breaks the signature.
-OVERSIGNED_HEADERS: tuple[str, ...] = ("from",)
+#: Signed once more than they occur ("over-signing", RFC 6376 §8.15; §5.4.2: a name listed
+#: more often than it occurs matches a null field). Whoever adds one of these above the
+#: signed ones (verifiers take instances bottom-up, and mail clients show the topmost), or
+#: adds a Cc or Reply-To the message did not have, breaks the signature. These are the
+#: fields a reader sees or a client acts on; Cc and Reply-To are signed even when absent.
+OVERSIGNED_HEADERS: tuple[str, ...] = (
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "reply-to",
+    "message-id",
+    "content-type",
+    "mime-version",
+)
 
 _RSA_MIN_BITS = 1024  # RFC 8301 §3.2: signers MUST use at least 1024 bits
 _RSA_BITS = 2048
@@ -274,14 +287,13 @@ class Signer:
             raise DkimSigningError(str(exc)) from exc
 
         present = [name.lower() for name, _ in headers]
+        if b"from" not in present:
+            raise DkimSigningError("the message has no From field (RFC 6376 §5.4)")
         include = [
             name.encode("ascii")
             for name in SIGNED_HEADERS
-            for _ in range(present.count(name.encode("ascii")))
+            for _ in range(present.count(name.encode("ascii")) + (name in OVERSIGNED_HEADERS))
         ]
-        if b"from" not in include:
-            raise DkimSigningError("the message has no From field (RFC 6376 §5.4)")
-        include += [name.encode("ascii") for name in OVERSIGNED_HEADERS]
 
         # Relaxed body (RFC 6376 §3.4.4), hashed once: both algorithms use SHA-256.
         # The whole body is signed; never l= (RFC 6376 §8.2: it lets anyone append).

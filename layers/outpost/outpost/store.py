@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from .addresses import suppression_key
 from .errors import StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .tls_policy import StsPolicy
@@ -455,17 +456,26 @@ class MessageStore:
 
 
 class SuppressionStore:
+    """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
+    or U-label domain, quoted or unquoted local part, any case) is one item."""
+
     def __init__(self, ddb: Any, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.ddb, self.table, self.sleep = ddb, table, sleep
 
     def get(self, address: str) -> dict | None:
-        r = self.ddb.get_item(TableName=self.table, Key={"address": {"S": address.lower()}},
+        r = self.ddb.get_item(TableName=self.table, Key={"address": {"S": suppression_key(address)}},
                               ConsistentRead=True)
         return codec().plain(r["Item"]) if "Item" in r else None
 
     def suppressed(self, addresses: Iterable[str]) -> set[str]:
-        """Which of these (lowercased) addresses are suppressed: one BatchGetItem per 100."""
-        wanted = sorted({a.lower() for a in addresses})
+        """Which of these addresses are suppressed, each as given but lowercased: one
+        BatchGetItem per 100 keys."""
+        given = {a.lower(): suppression_key(a) for a in addresses}
+        found = self._found(set(given.values()))
+        return {a for a, key in given.items() if key in found}
+
+    def _found(self, wanted_keys: set[str]) -> set[str]:
+        wanted = sorted(wanted_keys)
         found: set[str] = set()
         for i in range(0, len(wanted), 100):
             keys = [{"address": {"S": a}} for a in wanted[i:i + 100]]
@@ -477,11 +487,11 @@ class SuppressionStore:
 
     def add(self, address: str, record: dict, now: float) -> bool:
         """Add a suppression; an existing one is kept (first reason wins). True if new."""
-        item = dict(record, address=address.lower(), created_at=_iso(now))
+        item = dict(record, address=suppression_key(address), created_at=_iso(now))
         return put_if_absent(self.ddb, self.table, item, "address")
 
     def remove(self, address: str) -> bool:
-        r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": address.lower()}},
+        r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": suppression_key(address)}},
                                  ReturnValues="ALL_OLD")
         return "Attributes" in r
 

@@ -14,8 +14,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..addresses import normalise, parse_address
-from ..errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge, ValidationFailed
+from ..errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    MessageBuildError,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 from ..ids import is_message_id, new_message_id
+from ..mime import check_message
 from ..models import (
     MAX_MESSAGE_BYTES,
     QueueJob,
@@ -186,6 +195,7 @@ class SendService:
                 "shorter expires_in", field=f"attachments[{i}].upload_id")
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
+        _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
@@ -233,7 +243,9 @@ class SendService:
             try:
                 out = self.send_one(req, enqueue=False)
             except ApiError as exc:
-                return {"index": i, "status": exc.status,
+                # As the single send answers it (routes.py): a ValidationFailed is a 422.
+                status = 422 if isinstance(exc, ValidationFailed) and exc.field != "cursor" else exc.status
+                return {"index": i, "status": status,
                         "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
             except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
                 log.exception("batch item failed", extra={"index": i})
@@ -457,6 +469,18 @@ _BOUNCE_FIELDS = ("address", "type", "action", "status", "kind", "reason", "diag
                   "reporting_mta", "remote_mta", "received_at", "s3_key", "verified")
 _SUPPRESSION_FIELDS = ("address", "source", "reason", "kind", "message_id", "status", "diagnostic",
                        "created_at", "added_by")
+
+
+def _check_builds(req: SendRequest) -> None:
+    """Refuse now (422) what the sender could not build later: it would retry for the message's
+    whole lifetime and end `expired`. The same code as the sender's build (mime.py)."""
+    try:
+        check_message(req)
+    except MessageBuildError as exc:
+        raise ValidationFailed(exc.message, field=exc.field) from None
+    except Exception as exc:  # noqa: BLE001 - deterministic for this request: retrying cannot help
+        log.warning("a request does not build", exc_info=exc)
+        raise ValidationFailed(f"the message cannot be built: {exc}", field=None) from None
 
 
 def _address_key(address: str) -> str:

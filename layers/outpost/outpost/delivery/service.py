@@ -242,7 +242,7 @@ class DeliveryService:
                 rcpts.append(_Rcpt(r["index"], r["address"], a.smtp_addr, a.ascii_domain,
                                    len(r.get("attempts") or []), a.needs_smtputf8))
             spec = await asyncio.to_thread(self.store.load_spec, meta)
-            req = SendRequest.model_validate(spec)
+            req = SendRequest.from_stored(spec)  # not the caps added since it was accepted
             # A thread: uploaded attachments are read from S3 while the message is built.
             data, utf8_headers = await asyncio.to_thread(
                 build_message, req, mid, meta.get("created_ts"), fetch_upload=self.fetch_upload)
