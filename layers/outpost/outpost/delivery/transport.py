@@ -1,10 +1,13 @@
 """SMTP sessions with an MX host (aiosmtplib): connect, EHLO, STARTTLS, transactions, RSET.
 
-Stage timeouts are shorter than RFC 5321 §4.5.3.2's (5 min greeting, 10 min end of data)
-because a Lambda invocation lasts minutes, not hours; a slow MX is a host failure and the next
-MX is tried. Defaults: connect+greeting 15 s, each command 20 s, end of data 60 s; so one
-transaction (RSET, MAIL, RCPT, DATA, end of data) needs at most 2 min 20 s, and the sender
-(300 s timeout) starts none it has no time left for.
+Stage timeouts: connect+greeting 15 s and each command 20 s are shorter than RFC 5321
+§4.5.3.2's (5 min) because a Lambda invocation lasts minutes, not hours; a slow MX is a host
+failure and the next MX is tried. The reply to the final dot is different: the server may
+already have taken the message, so giving up early is how duplicates happen (RFC 1047). The
+end-of-data wait is RFC 5321 §4.5.3.2.6's 10 minutes, cut to what the invocation has left
+(the sender passes `eod_timeout`), and no transaction starts without at least
+`end_of_data_min` (2 min) for it: so one transaction (RSET, MAIL, RCPT, DATA, end of data)
+needs 3 min 20 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
 the attempt record names the command that was interrupted.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,12 +50,19 @@ _QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*<?([\w.@-]+)>?", re.I)
 class Timeouts:
     connect: float = 15.0  # TCP connect and the 220 greeting
     command: float = 20.0  # EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
-    end_of_data: float = 60.0
+    end_of_data: float = 600.0  # RFC 5321 §4.5.3.2.6: the longest wait for the final reply
+    end_of_data_min: float = 120.0  # no transaction starts unless it can wait this long for it
 
     @property
     def transaction_budget(self) -> float:
-        """The longest one transaction may take: no new one starts with less time than this."""
-        return 4 * self.command + self.end_of_data  # RSET (a reused session), MAIL, RCPT, DATA
+        """The time one transaction needs: no new one starts with less time than this left."""
+        # RSET (a reused session), MAIL, RCPT, DATA, then the end-of-data reply.
+        return 4 * self.command + min(self.end_of_data, self.end_of_data_min)
+
+    @property
+    def session_budget(self) -> float:
+        """The time one connection needs to open: connect, EHLO, STARTTLS, EHLO again."""
+        return self.connect + 3 * self.command
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,11 @@ class ReplyError(Exception):
 
 class StaleSession(Exception):
     """A pooled connection failed its RSET probe: open a new one; no recipient is charged."""
+
+
+class NoTimeLeft(Exception):
+    """Opening a session would need another connection (a TLS fallback) the invocation has no
+    time left for: nothing failed, no recipient is charged, the caller releases the work."""
 
 
 # Failures below SMTP: the socket, TLS, a timeout, a lost connection.
@@ -126,8 +142,12 @@ class SmtpSession:
         self.dirty = False
 
     async def send(self, sender: str, rcpt: str, data: bytes, *, envid: str | None = None,
-                   utf8: bool = False) -> SmtpReply:
+                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
         """One transaction for one recipient. Returns the end-of-data reply (2xx).
+
+        The reply to the final dot is awaited for `timeouts.end_of_data`, or for `time_left()`
+        (seconds, read after the 354) when that is shorter: the sender passes what its
+        invocation has left once the outcome is recorded.
 
         Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try,
         StageError for a failure below SMTP (disconnect, timeout), or StaleSession when the
@@ -179,7 +199,8 @@ class SmtpSession:
             if start.code != 354:
                 raise ReplyError(SmtpReply(start.code, start.message, "DATA"))
             stage = "EOD"
-            reply = await self._content(data, t.end_of_data)
+            wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
+            reply = await self._content(data, wait)
             if reply.code // 100 != 2:
                 raise ReplyError(SmtpReply(reply.code, reply.message, "EOD"))
         except aiosmtplib.SMTPRecipientsRefused as exc:  # pragma: no cover - one rcpt per transaction
@@ -281,7 +302,17 @@ class SmtpConnector:
         cipher = obj.cipher() if obj else None
         return TlsInfo(obj.version() if obj else None, cipher[0] if cipher else None, ctx is self._verify)
 
-    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic") -> SmtpSession:
+    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic", *,
+                   time_left: Callable[[], float] | None = None) -> SmtpSession:
+        """Open a session. `time_left()` (seconds) is checked before each fallback reconnect
+        (certificate, refused STARTTLS, failed handshake): NoTimeLeft rather than a connection
+        the invocation cannot finish."""
+
+        async def reconnect() -> aiosmtplib.SMTP:
+            if time_left is not None and time_left() < self.timeouts.session_budget:
+                raise NoTimeLeft(f"no time left to reconnect to {mx_name} ({ip})")
+            return await self._connect(ip)
+
         smtp = await self._connect(ip)
         tls: TlsInfo | None = None
         try:
@@ -297,27 +328,27 @@ class SmtpConnector:
                                             status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
                     # Postfix "may": plaintext. A fresh connection, not the refused one: after a
                     # 421 the server is gone, and a clean session costs one connect at most.
-                    smtp = await self._connect(ip)
+                    smtp = await reconnect()
                     tls = None
                 except ssl.SSLCertVerificationError as exc:
                     smtp.close()
                     if tls_mode == "verify":
                         raise PolicyFailure(f"certificate of {mx_name} did not verify: {exc.verify_message}",
                                             status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
-                    smtp = await self._connect(ip)
+                    smtp = await reconnect()
                     tls = await self._starttls(smtp, mx_name, self._any)
                 except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
                     smtp.close()
                     if tls_mode != "opportunistic":
                         raise PolicyFailure(f"TLS handshake with {mx_name} failed: {exc}", status="4.7.5",
                                             scope=Scope.HOST, command="STARTTLS") from None
-                    smtp = await self._connect(ip)  # Postfix "may": plaintext after a failed handshake
+                    smtp = await reconnect()  # Postfix "may": plaintext after a failed handshake
                     tls = None
             if tls is None and tls_mode != "opportunistic":
                 # "No plaintext, ever": RFC 3207 §4 leaves it to the client to refuse.
                 raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
                                     status="4.7.10", scope=Scope.HOST, command="STARTTLS")
-        except (ReplyError, PolicyFailure, StageError):
+        except (ReplyError, PolicyFailure, StageError, NoTimeLeft):
             smtp.close()
             raise
         except _WIRE_ERRORS as exc:  # e.g. no reply to STARTTLS in time
