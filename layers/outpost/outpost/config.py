@@ -60,7 +60,10 @@ class Settings:
     smtp_port: int = 25
     ca_bundle: str | None = None
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
-    max_lifetime: int = DEFAULT_MAX_LIFETIME
+    # OUTPOST_MAX_LIFETIME (seconds), like Postfix's maximal_queue_lifetime: when set, both the
+    # lifetime of a message that names none and the cap on `expires_in`; unset, a message lives
+    # DEFAULT_MAX_LIFETIME unless it asks for up to 14 days (SQS retention).
+    max_lifetime: int | None = None
     ipv6: bool = False
     inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
     retention_days: int = 30
@@ -92,7 +95,7 @@ class Settings:
             smtp_port=int(e.get("OUTPOST_SMTP_PORT", d.smtp_port)),
             ca_bundle=e.get("OUTPOST_CA_BUNDLE") or None,
             retry_schedule=_schedule(e.get("OUTPOST_RETRY_SCHEDULE")),
-            max_lifetime=int(e.get("OUTPOST_MAX_LIFETIME", d.max_lifetime)),
+            max_lifetime=int(e["OUTPOST_MAX_LIFETIME"]) if e.get("OUTPOST_MAX_LIFETIME") else None,
             ipv6=e.get("OUTPOST_IPV6", "").lower() in ("1", "true", "yes"),
             retention_days=int(e.get("OUTPOST_RETENTION_DAYS", d.retention_days)),
             inbound_ses_prefix=e.get("OUTPOST_INBOUND_SES_PREFIX", d.inbound_ses_prefix),

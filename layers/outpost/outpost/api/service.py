@@ -47,8 +47,12 @@ class SendService:
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
-                 idempotency: Any = None, s3: Any = None, bucket: str | None = None) -> None:
+                 idempotency: Any = None, s3: Any = None, bucket: str | None = None,
+                 max_lifetime: int | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
+        # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
+        # names none, and the cap of one that asks for more.
+        self.max_lifetime = max_lifetime
         self.clock = clock
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
         self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
@@ -169,6 +173,12 @@ class SendService:
             total += sizes[a.upload_id]  # attached twice goes out twice
         return total
 
+    def _lifetime(self, req: SendRequest) -> int:
+        if self.max_lifetime is None:
+            return req.expires_in
+        asked = req.expires_in if "expires_in" in req.model_fields_set else self.max_lifetime
+        return min(asked, self.max_lifetime)
+
     def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
         size = req.encoded_size(self._uploaded_size(req))
         if size > MAX_MESSAGE_BYTES:
@@ -190,7 +200,7 @@ class SendService:
                                "gsi3pk": f"DAY#{created[:10]}", "gsi3sk": f"{created}#{message_id}#{i:03d}"})
         meta = {"message_id": message_id, "from": req.from_, "from_domain": from_domain,
                 "subject": req.subject, "tags": req.tags, "tls": req.tls,
-                "deliver_until": now + req.expires_in, "recipient_count": len(recipients)}
+                "deliver_until": now + self._lifetime(req), "recipient_count": len(recipients)}
         spec = req.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, spec, now)

@@ -210,7 +210,7 @@ class DeliveryService:
         OUTPOST_MAX_LIFETIME from its creation (Postfix maximal_queue_lifetime)."""
         until = float(meta["deliver_until"])
         created = meta.get("created_ts")
-        if created is not None:
+        if created is not None and self.settings.max_lifetime is not None:
             until = min(until, float(created) + self.settings.max_lifetime)
         return until
 

@@ -1,0 +1,377 @@
+"""The sender under failing writes, duplicate jobs and hostile recipient domains (issue 8).
+
+Real servers on loopback (the rig in sender_rig.py): moto for DynamoDB/SQS/S3, a real DNS
+server, aiosmtpd MX hosts, TCP listeners that never speak; only the clock is controlled.
+- item 9: a 2xx whose record fails is never released: the write is retried in process, and
+  if the store still refuses, the lease is kept and the 2xx is carried to the next job;
+- item 12: one job per message is current; duplicates are dropped instead of doubling;
+- item 5: an MTA-STS lookup that stalls or eats the invocation is a recorded, backed-off
+  attempt, never a release with delay 0;
+- item 6: at most 5 addresses and 2 sessions per attempt and domain; no fallback reconnect
+  without time for it;
+- item 14b: the reply to the final dot is awaited as long as the invocation allows;
+- OUTPOST_MAX_LIFETIME caps every message's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from sender_rig import HUB, PREFIX, T0, AlwaysDefer, Rig, commands
+
+from outpost.delivery.transport import Timeouts
+from outpost.models import RecipientState
+from outpost.store import MessageStore
+from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
+from outpost_local.mx import Behaviour, MxSmtp, RcptReply, Slow
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def _no_wait(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def _throttled() -> ClientError:
+    return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                  "Message": "Rate of requests exceeds the allowed throughput"}}, "UpdateItem")
+
+
+class FlakyStore(MessageStore):
+    """The real store (moto); `finish_attempt` raises DynamoDB throttling `fail` more times."""
+
+    fail = 0
+    calls = 0
+
+    def finish_attempt(self, *args: Any, **kwargs: Any) -> bool:
+        self.calls += 1
+        if self.fail > 0:
+            self.fail -= 1
+            raise _throttled()
+        return super().finish_attempt(*args, **kwargs)
+
+
+def _flaky(rig: Rig, fail: int) -> FlakyStore:
+    store = FlakyStore.__new__(FlakyStore)
+    store.__dict__.update(rig.store.__dict__)
+    store.fail = fail
+    rig.service.store = store
+    rig.service.sleep = _no_wait
+    return store
+
+
+class Blackhole:
+    """A TCP listener that accepts and never says anything (no greeting): a blackholed MX."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.sock = socket.create_server((ip, port))
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def stop(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def _blackhole_mx(rig: Rig, domain: str, n: int, pref: int) -> Blackhole:
+    hole = Blackhole(f"{PREFIX}.{n}", rig.smtp_port)
+    rig.servers.append(hole)
+    name = f"mx{n}.{domain}"
+    rig.dns.add(domain, "MX", (pref, name))
+    rig.dns.add(name, "A", f"{PREFIX}.{n}")
+    return hole
+
+
+# == item 9: a 2xx is never released ===========================================================
+
+
+def test_a_failed_record_after_250_is_retried_in_process(rig: Rig) -> None:
+    mx = rig.mx("flaky.test", 2)
+    mid = rig.send("amy@flaky.test")
+    store = _flaky(rig, fail=3)  # throttled three times (after boto3's own retries), then fine
+    rig.run(mid)
+    r = rig.rcpt(mid)
+    assert r["state"] == "delivered" and len(r["attempts"]) == 1 and "lease_until" not in r
+    assert store.calls == 4
+    assert len(mx.wait_for(1)) == 1
+    for job, _ in rig.queue.sent[1:]:  # nothing was requeued that could send again
+        rig.run_jobs([job])
+    time.sleep(0.2)
+    assert len(mx.received) == 1 and len(commands(mx, "MAIL")) == 1
+
+
+def test_a_250_the_store_keeps_refusing_is_carried_never_sent_twice(rig: Rig) -> None:
+    mx = rig.mx("flaky.test", 2)
+    mid = rig.send("bob@flaky.test", "cy@flaky.test")
+    store = _flaky(rig, fail=10_000)  # refused for the whole run
+    sent_before = len(rig.queue.sent)
+    assert rig.run(mid) == {"batchItemFailures": []}
+    assert len(mx.wait_for(2)) == 2
+    for r in rig.rcpts(mid):  # not recorded, but still leased: nobody may claim it
+        assert r["state"] == "queued" and float(r["lease_until"]) > rig.clock() + 300
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert delay >= 325  # at least the lease (295 s of invocation + 30 s margin)
+    assert sorted(d["index"] for d in job.delivered or []) == [0, 1]
+    assert job.token == rig.current_token(mid)
+    # SQS redelivers the first job (its run looked failed to an observer): a stale duplicate.
+    rig.run(mid, token=None)
+    rig.clock.advance(400)  # even once the lease has run out
+    rig.run(mid, token=None)
+    store.fail = 0  # the store recovers
+    rig.retry()  # the carried job records both 250s first
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered", "delivered"]
+    assert all(len(r["attempts"]) == 1 for r in rig.rcpts(mid))
+    time.sleep(0.2)
+    assert len(mx.received) == 2 and len(commands(mx, "MAIL")) == 2  # one transaction each
+
+
+# == item 12: duplicate jobs die ===============================================================
+
+
+def test_duplicate_jobs_of_a_deferred_recipient_die_at_the_next_round(rig: Rig) -> None:
+    mx = rig.mx("dup.test", 2, AlwaysDefer())
+    mid = rig.send("dee@dup.test")
+    first, _ = rig.queue.sent[-1]
+    assert first.token is None  # the API's job
+    # SQS delivers the API's job twice (at-least-once), to two invocations one after the other.
+    round_jobs = [first, first]
+    per_round = []
+    for _ in range(5):
+        before = len(rig.queue.sent)
+        for job in round_jobs:
+            rig.run_jobs([job])
+        round_jobs = [j for j, _ in rig.queue.sent[before:]]
+        per_round.append(len(round_jobs))
+        if round_jobs:
+            rig.clock.advance(max(j.not_before or 0 for j in round_jobs) - rig.clock() + 0.001)
+    assert per_round == [1, 1, 1, 1, 1]  # not 2 every round
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and len(r["attempts"]) == 5  # one attempt per round
+    assert len(commands(mx, "RCPT")) == 5
+    assert round_jobs[0].token == rig.current_token(mid)  # the one job left is the current one
+
+
+def test_a_job_redelivered_after_a_crash_before_it_became_current_still_runs(rig: Rig) -> None:
+    rig.mx("crash.test", 2, RcptReply(451, "4.3.0 try later", times=1))
+    mid = rig.send("eli@crash.test")
+    api_job, _ = rig.queue.sent[-1]
+    real = rig.store.replace_job
+
+    def crash(*args: Any) -> bool:
+        raise RuntimeError("killed after queueing the next job")
+
+    rig.service.store.replace_job = crash  # type: ignore[method-assign]
+    assert rig.run_jobs([api_job]) == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    orphan, _ = rig.queue.sent[-1]
+    assert rig.current_token(mid) is None  # the crash left the API's job current
+    rig.service.store.replace_job = real  # type: ignore[method-assign]
+    rig.clock.advance(61)
+    rig.run_jobs([api_job])  # SQS redelivers the failed job: still current, so it runs
+    assert rig.rcpt(mid)["state"] == "delivered"
+    before = len(rig.queue.sent)
+    rig.run_jobs([orphan])  # the job queued before the crash is stale: dropped
+    assert len(rig.queue.sent) == before and len(rig.rcpt(mid)["attempts"]) == 2
+
+
+# == item 5: the MTA-STS lookup counts against the budget ======================================
+
+
+def _stalling_sts(rig: Rig, domain: str, fetch: Any) -> None:
+    rig.dns.add(f"_mta-sts.{domain}", "TXT", "v=STSv1; id=1", ttl=0)
+    rig.dns.add(f"mta-sts.{domain}", "A", HUB)
+    rig.build(MtaSts(txt=rig.resolver.txt, fetch=fetch, clock=rig.clock))
+
+
+def test_a_stalling_policy_host_is_a_recorded_backed_off_attempt(rig: Rig) -> None:
+    mx = rig.mx("drip.test", 2)
+    hole = Blackhole(HUB, 0)  # accepts the HTTPS connection, never completes the handshake
+    rig.servers.append(hole)
+    fetch = HttpsPolicyFetcher(lambda n: list(rig.resolver.addresses(n)), port=hole.sock.getsockname()[1],
+                               timeout=4)
+    _stalling_sts(rig, "drip.test", fetch)
+    rig.service.policy_wait = 1.0
+    mid = rig.send("fay@drip.test")
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run(mid)
+    assert time.monotonic() - started < 3
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and len(r["attempts"]) == 1 and "lease_until" not in r
+    assert (r["last"]["command"], r["last"]["status"]) == ("MTA-STS", "4.4.3")
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert delay == pytest.approx(60) and job.releases == 0
+    assert mx.replies("CONNECT") == []
+
+
+def test_a_policy_lookup_that_eats_the_invocation_never_loops(rig: Rig) -> None:
+    """Before: every recipient released and requeued with delay 0, no attempt: a hot loop."""
+    mx = rig.mx("slowsts.test", 2)
+
+    def slow_fetch(domain: str) -> str:
+        rig.clock.advance(290)  # the lookup takes the whole invocation
+        raise OSError("timed out")
+
+    _stalling_sts(rig, "slowsts.test", slow_fetch)
+    mid = rig.send("gus@slowsts.test", expires_in=3600)
+    runs = 0
+    while rig.rcpt(mid)["state"] == "queued" or rig.rcpt(mid)["state"] == "deferred":
+        job, delay = rig.queue.sent[-1]
+        if runs:
+            assert delay > 0
+        rig.retry() if runs else rig.run(mid)
+        runs += 1
+        assert runs < 20
+    r = rig.rcpt(mid)
+    assert r["state"] == "expired" and all(a["status"] == "4.4.3" for a in r["attempts"])
+    assert mx.replies("CONNECT") == []
+
+
+# == item 6: bounded per domain ================================================================
+
+
+def test_a_blackholed_domain_tries_at_most_five_addresses(rig: Rig) -> None:
+    rig.timeouts = Timeouts(connect=1, command=1, end_of_data=2)
+    rig.build()
+    holes = [_blackhole_mx(rig, "void.test", n, pref=10 * n) for n in range(2, 9)]  # 7 addresses
+    mid = rig.send("hal@void.test")
+    started = time.monotonic()
+    rig.run(mid)
+    elapsed = time.monotonic() - started
+    time.sleep(0.1)
+    assert sum(len(h.accepted) for h in holes) == 5  # smtp_mx_address_limit
+    assert [len(h.accepted) for h in holes[5:]] == [0, 0]
+    assert elapsed < 5 * 1 + 2  # five connect timeouts, not seven
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and r["last"]["command"] == "CONNECT"
+
+
+class CloseAtRcpt(Behaviour):
+    """Every RCPT gets 421 and the connection closes (a server shedding load)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str | None:
+        return "421 4.3.2 Too busy, closing connection"
+
+
+def test_at_most_two_sessions_per_attempt_and_domain(rig: Rig) -> None:
+    mx = rig.mx("busy.test", 2, CloseAtRcpt())
+    mid = rig.send(*[f"u{i}@busy.test" for i in range(5)])
+    rig.run(mid)
+    assert len(mx.replies("CONNECT")) == 2  # smtp_mx_session_limit
+    rs = rig.rcpts(mid)
+    assert {r["state"] for r in rs} == {"deferred"} and all(len(r["attempts"]) == 1 for r in rs)
+    assert all("session limit" in r["last"]["text"] for r in rs[2:])
+
+
+class AdvanceClockOnGreeting(Behaviour):
+    def __init__(self, rig: Rig, seconds: float) -> None:
+        self.rig, self.seconds = rig, seconds
+
+    def greeting(self, server: MxSmtp) -> str | None:
+        self.rig.clock.advance(self.seconds)
+        return None
+
+
+def test_no_tls_fallback_reconnect_without_time_for_it(rig: Rig) -> None:
+    # Budgets (rig timeouts 3/3/5): a session 12 s, a transaction 17 s, its record 10 s.
+    # Deadline T0+55; the greeting takes 20 s, so the certificate fallback (a reconnect) would
+    # start at T0+20 with 8 s left after a transaction: it must not.
+    mx = rig.mx("untrusted.test", 2, AdvanceClockOnGreeting(rig, 20), tls="untrusted")
+    mid = rig.send("ida@untrusted.test")
+    sent_before = len(rig.queue.sent)
+    rig.run(mid, remaining_ms=60_000)
+    assert len(mx.replies("CONNECT")) == 1
+    r = rig.rcpt(mid)
+    assert r["state"] == "queued" and not r["attempts"] and "lease_until" not in r
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert delay == 10 and job.releases == 1
+
+
+# == item 14b: the end of data =================================================================
+
+
+@pytest.mark.timeout(200)
+def test_a_slow_scanning_mx_answering_after_90_s_gets_one_copy(rig: Rig) -> None:
+    rig.timeouts = Timeouts(connect=3, command=3)  # the production end-of-data limits
+    rig.build()
+    mx = rig.mx("scan.test", 2, Slow("END_OF_DATA", 90), timeout=300)  # the server side waits too
+    mid = rig.send("jo@scan.test")
+    started = time.monotonic()
+    rig.run(mid)
+    assert time.monotonic() - started >= 90
+    r = rig.rcpt(mid)
+    assert r["state"] == "delivered" and len(r["attempts"]) == 1
+    for job, _ in rig.queue.sent[1:]:
+        rig.run_jobs([job])
+    assert len(mx.received) == 1 and len(commands(mx, "MAIL")) == 1
+
+
+def test_no_transaction_starts_without_time_to_wait_for_the_end_of_data(rig: Rig) -> None:
+    rig.timeouts = Timeouts(connect=3, command=3)  # a transaction needs 4*3 + 120 s, +10 to record
+    rig.build()
+    mx = rig.mx("late.test", 2)
+    mid = rig.send("kim@late.test")
+    rig.run(mid, remaining_ms=150_000)  # 145 s: not enough for a session and a transaction
+    assert mx.replies("CONNECT") == [] and rig.rcpt(mid)["state"] == "queued"
+    rig.retry()
+    assert rig.rcpt(mid)["state"] == "delivered"
+
+
+def test_an_unanswered_end_of_data_is_deferred_with_a_note(rig: Rig) -> None:
+    rig.timeouts = Timeouts(connect=1, command=1, end_of_data=1)
+    rig.build()
+    rig.mx("mute.test", 2, Slow("END_OF_DATA", 3))
+    mid = rig.send("lee@mute.test")
+    rig.run(mid)
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and r["last"]["command"] == "EOD"
+    assert "may have accepted the message" in r["last"]["text"]
+
+
+# == OUTPOST_MAX_LIFETIME ======================================================================
+
+
+def test_the_operator_lifetime_caps_every_message(rig: Rig) -> None:
+    rig.settings = dataclasses.replace(rig.settings, max_lifetime=600)
+    rig.build()
+    rig.mx("cap.test", 2, AlwaysDefer())
+    mid = rig.send("max@cap.test", expires_in=86400)  # stored with a day (an API without the cap)
+    rig.run(mid)
+    assert rig.rcpt(mid)["next_attempt_at"] == pytest.approx(T0 + 60)
+    for _ in range(10):
+        if rig.rcpt(mid)["state"] != "deferred":
+            break
+        rig.retry()
+    r = rig.rcpt(mid)
+    assert r["state"] == RecipientState.EXPIRED.value and r["last"]["status"] == "4.4.7"
+    assert rig.clock() <= T0 + 600
+
+
+def test_the_api_applies_the_operator_lifetime(rig: Rig) -> None:
+    rig.api.max_lifetime = 3600
+    mid = rig.send("ned@cap.test")  # no expires_in
+    stored = rig.store.load(mid)
+    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 3600)
+    mid = rig.send("ned@cap.test", expires_in=86400)
+    stored = rig.store.load(mid)
+    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 3600)
+    mid = rig.send("ned@cap.test", expires_in=600)  # shorter than the cap: as asked
+    stored = rig.store.load(mid)
+    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 600)
