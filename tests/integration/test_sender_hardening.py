@@ -329,14 +329,40 @@ def test_a_slow_scanning_mx_answering_after_90_s_gets_one_copy(rig: Rig) -> None
 
 
 def test_no_transaction_starts_without_time_to_wait_for_the_end_of_data(rig: Rig) -> None:
-    rig.timeouts = Timeouts(connect=3, command=3)  # a transaction needs 4*3 + 120 s, +10 to record
+    rig.timeouts = Timeouts(connect=3, command=3)  # a transaction needs 4*3 + 100 s, +10 to record
     rig.build()
     mx = rig.mx("late.test", 2)
     mid = rig.send("kim@late.test")
-    rig.run(mid, remaining_ms=150_000)  # 145 s: not enough for a session and a transaction
+    rig.run(mid, remaining_ms=120_000)  # 115 s: not enough for a connect and a transaction
     assert mx.replies("CONNECT") == [] and rig.rcpt(mid)["state"] == "queued"
     rig.retry()
     assert rig.rcpt(mid)["state"] == "delivered"
+
+
+class AdvanceClockAtData(Behaviour):
+    """The first 354 comes after `seconds` of the fake clock (a slow server)."""
+
+    def __init__(self, rig: Rig, seconds: float) -> None:
+        self.rig, self.seconds = rig, seconds
+
+    async def before_reply(self, stage: str, server: MxSmtp) -> None:
+        if stage == "DATA" and self.seconds:
+            self.rig.clock.advance(self.seconds)
+            self.seconds = 0
+
+
+def test_no_final_dot_without_time_to_hear_the_reply(rig: Rig) -> None:
+    rig.timeouts = Timeouts(connect=3, command=3)
+    rig.build()
+    mx = rig.mx("dot.test", 2, AdvanceClockAtData(rig, 200))
+    mid = rig.send("lou@dot.test")
+    rig.run(mid)  # 295 s; after the 354 only 85 s are left (less 10 to record): no dot
+    time.sleep(0.2)
+    assert len(commands(mx, "DATA")) == 1 and mx.received == []
+    r = rig.rcpt(mid)
+    assert r["state"] == "queued" and not r["attempts"] and "lease_until" not in r
+    rig.retry()  # a fresh invocation: delivered, once
+    assert rig.rcpt(mid)["state"] == "delivered" and len(mx.wait_for(1)) == 1
 
 
 def test_an_unanswered_end_of_data_is_deferred_with_a_note(rig: Rig) -> None:

@@ -28,7 +28,8 @@ Nothing is lost, and every recipient reaches a final state:
   counted, and queued again after `delay_for_release` (never 0: a release records nothing, so
   at once would be a hot loop, issue 8 item 5);
 - no transaction starts without `transaction_budget` + RECORD_MARGIN left, no connection
-  without that plus `session_budget`; the MTA-STS lookup counts against the same time;
+  without that plus a connect timeout, and the transport sends no final dot without
+  `end_of_data_min` left to hear the reply; the MTA-STS lookup counts against the same time;
 - per attempt and domain, at most MX_ADDRESS_LIMIT addresses are tried and MX_SESSION_LIMIT
   sessions opened (Postfix's smtp_mx_address_limit=5, smtp_mx_session_limit=2), so a dead or
   blackholed domain costs at most 5 connect timeouts;
@@ -461,9 +462,11 @@ class DeliveryService:
 
     # ---- one domain -------------------------------------------------------------------------
     def _needs(self, *, session: bool) -> float:
-        """Seconds one more transaction needs (plus opening a session, when it needs one)."""
+        """Seconds one more transaction needs (plus a connect, when it needs a new session).
+        Only the connect is counted for a session: a slow EHLO or STARTTLS is caught by the
+        check before the transaction, and the transport checks again before the final dot."""
         t = self.connector.timeouts
-        return t.transaction_budget + RECORD_MARGIN + (t.session_budget if session else 0.0)
+        return t.transaction_budget + RECORD_MARGIN + (t.connect if session else 0.0)
 
     async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: bytes,
                               tls_mode: TlsMode, pool: SessionPool, deadline: float,
@@ -543,10 +546,19 @@ class DeliveryService:
                     try:
                         outcome = await self._transact(session, mid, r, data, deadline)
                         break
+                    except NoTimeLeft:
+                        # Abandoned before the final dot (the connection is closed): nothing was
+                        # delivered, the recipient is released with the rest.
+                        log.info("no time left for the end of data; released", extra={"message_id": mid})
+                        await session.close()
+                        session = None
+                        break
                     except StaleSession as exc:
                         log.info("reused connection was stale; reconnecting",
                                  extra={"mx": session.mx_name, "detail": str(exc)})
                         session = None
+                if outcome is None and session is None:
+                    continue  # abandoned for lack of time
                 if outcome is None or session is None:  # pragma: no cover - a fresh session has no RSET
                     raise RuntimeError("a fresh SMTP session reported itself stale")
                 verdict, remote = outcome
@@ -657,7 +669,7 @@ class DeliveryService:
                                        envid=mid, utf8=r.utf8,
                                        time_left=lambda: deadline - self.clock() - RECORD_MARGIN)
             return judge(reply), remote_queue_id(reply.text)
-        except StaleSession:
+        except (StaleSession, NoTimeLeft):
             raise
         except ReplyError as exc:
             return judge(exc.reply), None

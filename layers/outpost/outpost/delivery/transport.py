@@ -5,9 +5,11 @@ Stage timeouts: connect+greeting 15 s and each command 20 s are shorter than RFC
 failure and the next MX is tried. The reply to the final dot is different: the server may
 already have taken the message, so giving up early is how duplicates happen (RFC 1047). The
 end-of-data wait is RFC 5321 §4.5.3.2.6's 10 minutes, cut to what the invocation has left
-(the sender passes `eod_timeout`), and no transaction starts without at least
-`end_of_data_min` (2 min) for it: so one transaction (RSET, MAIL, RCPT, DATA, end of data)
-needs 3 min 20 s of the sender's 300 s before it may start (`transaction_budget`).
+(the sender passes `time_left`), and the final dot is never sent without at least
+`end_of_data_min` (100 s) to wait for its reply: after the 354, a transaction with less time
+left is abandoned by closing the connection without the dot, which the server discards
+(NoTimeLeft; no duplicate can come of it). One transaction (RSET, MAIL, RCPT, DATA, end of
+data) needs 3 min 10 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
 the attempt record names the command that was interrupted.
@@ -51,7 +53,7 @@ class Timeouts:
     connect: float = 15.0  # TCP connect and the 220 greeting
     command: float = 20.0  # EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
     end_of_data: float = 600.0  # RFC 5321 §4.5.3.2.6: the longest wait for the final reply
-    end_of_data_min: float = 120.0  # no transaction starts unless it can wait this long for it
+    end_of_data_min: float = 100.0  # no final dot is sent unless it can wait this long for the reply
 
     @property
     def transaction_budget(self) -> float:
@@ -200,6 +202,11 @@ class SmtpSession:
                 raise ReplyError(SmtpReply(start.code, start.message, "DATA"))
             stage = "EOD"
             wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
+            if wait < min(t.end_of_data, t.end_of_data_min):
+                # Sending the dot now could leave the server's 250 unheard (a duplicate on
+                # retry, RFC 1047); without the dot it discards the message (RFC 5321 §4.1.1.4).
+                self.smtp.close()
+                raise NoTimeLeft(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot")
             reply = await self._content(data, wait)
             if reply.code // 100 != 2:
                 raise ReplyError(SmtpReply(reply.code, reply.message, "EOD"))
