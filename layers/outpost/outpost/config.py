@@ -44,6 +44,14 @@ def _ip(raw: str | None) -> str | None:
         return None
 
 
+def _memory_budget(e: dict[str, str] | os._Environ[str]) -> int | None:
+    raw = e.get("OUTPOST_SENDER_MEMORY_BUDGET")
+    if raw:
+        return int(raw)
+    mb = e.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return int(int(mb) * 1024 * 1024 * 0.6) if mb else None
+
+
 @dataclass(frozen=True)
 class Settings:
     messages_table: str = "outpost-messages"
@@ -75,6 +83,9 @@ class Settings:
     api_rate: float = 20.0  # requests per second per API key (token bucket, per container)
     api_burst: int = 40  # bucket size per API key
     dkim_grace_days: int = 7  # a rotated-out DKIM key stays published and loadable this long
+    # Bytes of memory the sender lets one invocation's messages cost at once (issue 8 item 13);
+    # None: no limit. Default: 60% of the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
+    sender_memory_budget: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -105,6 +116,7 @@ class Settings:
             api_rate=float(e.get("OUTPOST_API_RATE", d.api_rate)),
             api_burst=int(e.get("OUTPOST_API_BURST", d.api_burst)),
             dkim_grace_days=int(e.get("OUTPOST_DKIM_GRACE_DAYS", d.dkim_grace_days)),
+            sender_memory_budget=_memory_budget(e),
         )
 
 

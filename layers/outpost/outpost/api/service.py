@@ -200,7 +200,8 @@ class SendService:
                                "gsi3pk": f"DAY#{created[:10]}", "gsi3sk": f"{created}#{message_id}#{i:03d}"})
         meta = {"message_id": message_id, "from": req.from_, "from_domain": from_domain,
                 "subject": req.subject, "tags": req.tags, "tls": req.tls,
-                "deliver_until": now + self._lifetime(req), "recipient_count": len(recipients)}
+                "deliver_until": now + self._lifetime(req), "recipient_count": len(recipients),
+                "size": size}  # the sender admits large messages by a memory budget
         spec = req.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, spec, now)

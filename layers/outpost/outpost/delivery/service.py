@@ -125,6 +125,35 @@ class _RecordFailed(Exception):
     """Writing an outcome to the store failed (the store's exception is the cause)."""
 
 
+class MemoryBudget:
+    """Bytes the messages of one batch may cost at once (issue 8 item 13). A job waits for
+    room, and gives up (released, no attempt counted) when waiting longer would leave no time
+    to deliver; the first job always fits, so a message larger than the budget still goes."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.used = limit, 0
+        self._room = asyncio.Condition()
+
+    async def take(self, cost: int, wait: float) -> bool:
+        if self.limit is None:
+            return True
+        async with self._room:
+            try:
+                await asyncio.wait_for(self._room.wait_for(
+                    lambda: self.used == 0 or self.used + cost <= (self.limit or 0)), max(0.0, wait))
+            except TimeoutError:
+                return False
+            self.used += cost
+            return True
+
+    async def give(self, cost: int) -> None:
+        if self.limit is None:
+            return
+        async with self._room:
+            self.used -= cost
+            self._room.notify_all()
+
+
 @dataclass
 class SessionPool:
     """Idle sessions per (domain, TLS mode), shared by the jobs of one batch."""
@@ -183,9 +212,10 @@ class DeliveryService:
 
     async def _run_batch(self, records: list[dict], deadline: float) -> list[str]:
         pool = SessionPool()
+        budget = MemoryBudget(self.settings.sender_memory_budget)
         try:
             outcomes = await asyncio.gather(
-                *(self._run_record(r, pool, deadline) for r in records), return_exceptions=True)
+                *(self._run_record(r, pool, deadline, budget) for r in records), return_exceptions=True)
         finally:
             await pool.close()
         failed = []
@@ -197,13 +227,14 @@ class DeliveryService:
                 failed.append(record["messageId"])
         return failed
 
-    async def _run_record(self, record: dict, pool: SessionPool, deadline: float) -> None:
+    async def _run_record(self, record: dict, pool: SessionPool, deadline: float,
+                          budget: MemoryBudget | None = None) -> None:
         try:
             job = QueueJob.model_validate_json(record["body"])
         except ValidationError:
             # Not a job we wrote: fail it so that it ends in the DLQ, where it can be read.
             raise ValueError(f"unreadable job body: {record.get('body', '')[:200]!r}") from None
-        await self.deliver(job, pool, deadline)
+        await self.deliver(job, pool, deadline, budget)
 
     # ---- one job ----------------------------------------------------------------------------
     def lifetime_end(self, meta: dict) -> float:
@@ -215,7 +246,8 @@ class DeliveryService:
             until = min(until, float(created) + self.settings.max_lifetime)
         return until
 
-    async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float) -> None:
+    async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float,
+                      budget: MemoryBudget | None = None) -> None:
         run = _JobRun(job)
         if job.delivered:
             # 2xx replies the previous run could not record: facts, recorded before anything
@@ -260,11 +292,35 @@ class DeliveryService:
                 run.later.append(float(at))
             else:
                 due.append(r)
+        cost = self._memory_cost(meta) if due else 0
+        if budget is not None and cost:
+            wait = deadline - self.clock() - self._needs(session=True)
+            if not await budget.take(cost, wait):
+                # No room before it is too late to deliver: released, no attempt counted.
+                log.info("memory budget full; job released", extra={"message_id": job.message_id,
+                                                                     "cost": cost})
+                self.count("MemoryBudgetRelease", 1)
+                run.released_early = True
+                await asyncio.to_thread(self._reschedule, run)
+                return
+            now = self.clock()  # the wait for room may have taken a while
         try:
             await self._deliver_due(run, dict(meta, deliver_until=until), due, now, pool, deadline)
         finally:
+            if budget is not None and cost:
+                await budget.give(cost)
             # Even when the job fails: whoever it left open must keep a future job.
             await asyncio.to_thread(self._reschedule, run)
+
+    MEMORY_FACTOR = 6  # peak bytes per byte of message (bench/sender_memory.py: 5.6-5.8)
+    UNKNOWN_SIZE = 40_000_000  # a message stored without its size (before issue 8) in S3
+
+    def _memory_cost(self, meta: dict) -> int:
+        """What building, signing and sending this message may cost in memory, at peak."""
+        size = meta.get("size")
+        if size is None:
+            size = len(meta["spec"]) if "spec" in meta else self.UNKNOWN_SIZE
+        return int(size) * self.MEMORY_FACTOR
 
     async def _record_carried(self, run: _JobRun) -> None:
         mid = run.job.message_id
@@ -374,7 +430,8 @@ class DeliveryService:
                 build_message, req, mid, meta.get("created_ts"), fetch_upload=self.fetch_upload)
             sender_domain = parse_address(req.from_).ascii_domain
             signer = await asyncio.to_thread(self.signer_for, sender_domain)
-            signed = signer.sign(data) + data if signer is not None else b""
+            # The signature and the message travel as two parts: no copy of a large message.
+            signed = (signer.sign(data), data) if signer is not None else (b"",)
         except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             log.error("could not prepare the message", exc_info=exc, extra={"message_id": mid})
             v = judge(exc)
@@ -468,7 +525,7 @@ class DeliveryService:
         t = self.connector.timeouts
         return t.transaction_budget + RECORD_MARGIN + (t.connect if session else 0.0)
 
-    async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: bytes,
+    async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: tuple[bytes, ...],
                               tls_mode: TlsMode, pool: SessionPool, deadline: float,
                               record: Callable[[_Rcpt, _Result], Awaitable[None]]) -> None:
         """Deliver to one domain's recipients, recording each outcome as soon as it is known.
@@ -660,7 +717,7 @@ class DeliveryService:
                                                    "detail": last[0].text})
         return None, last
 
-    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: bytes, deadline: float
+    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float
                         ) -> tuple[Verdict, str | None]:
         try:
             # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
@@ -681,7 +738,7 @@ class DeliveryService:
                 log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
             session.smtp.close()
             text = v.text
-            if v.command == "EOD":
+            if v.command == "EOD" and session.dot_sent:
                 # The documented window: the content was sent and no reply came; the server may
                 # have kept it (RFC 1047), so a retry may deliver a second copy.
                 self.count("EndOfDataUnanswered", 1)
