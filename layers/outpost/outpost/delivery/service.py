@@ -11,13 +11,16 @@ Nothing is lost, and every recipient reaches a final state:
   or an exception in another domain, keeps every reply already received;
 - a recipient that got a 2xx is never released: its write is retried in process with backoff;
   if the store still refuses, the lease is kept and the 2xx travels in the next job
-  (`QueueJob.delivered`), which records it before anything else and never sends it again;
+  (`QueueJob.delivered`, queued after a release delay, well within the lease), which records
+  it before anything else, even if it has become stale, and carries it on while the store
+  keeps failing; only a store that fails for longer than the lease reopens the crash window;
 - whatever fails while preparing the message (unreadable spec, MIME, signer) or outside a
   transaction is judged like any reply (trouble.judge: unanticipated means transient), so
   those recipients defer and finally expire (4.4.7) instead of stranding behind a job in the
   DLQ; a job fails (stays on the queue, then the DLQ) only when the store itself failed;
 - one job per message is current: its token is stored on the message (store.replace_job) and
-  a job with another token is a stale duplicate, dropped. Each run that leaves a recipient
+  a job with another token is a stale duplicate, dropped (a job with no token, from the API or
+  the sweeper, always runs and its successor takes over). Each run that leaves a recipient
   open queues exactly one job (at the earliest time anyone open is due: deferred ones at their
   next_attempt_at, ones leased by another invocation when that lease ends, released ones after
   a release delay) *before* making it current, so the current token always names a job that
@@ -119,6 +122,7 @@ class _JobRun:
     held: dict[int, float] = field(default_factory=dict)
     carried: list[dict] = field(default_factory=list)
     released_early: bool = False  # released without an attempt (no time, no memory budget)
+    observed: str | None = None  # the message's current job token when this run loaded it
 
 
 class _RecordFailed(Exception):
@@ -248,7 +252,7 @@ class DeliveryService:
 
     async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float,
                       budget: MemoryBudget | None = None) -> None:
-        run = _JobRun(job)
+        run = _JobRun(job, observed=job.token)
         if job.delivered:
             # 2xx replies the previous run could not record: facts, recorded before anything
             # else (even for a stale job), and never sent again.
@@ -265,10 +269,15 @@ class DeliveryService:
             self.count("UnknownMessage", 1)
             return
         meta = stored.meta
-        if job.token != meta.get("job_token"):
+        run.observed = meta.get("job_token")
+        if job.token is not None and job.token != run.observed:
             # Another job is the message's current one (issue 8 item 12): this is a duplicate
             # (SQS at-least-once, a requeue whose run was redelivered). The current job covers
-            # every open recipient, so dropping this one loses nothing.
+            # every open recipient, so dropping this one loses nothing. A job without a token
+            # (the API's, the sweeper's, one queued before tokens existed) is never dropped:
+            # it may be the only job left (the current one died in the DLQ); it runs, and its
+            # successor takes over from the current job, so the number of live jobs never grows.
+            run.observed = job.token  # its requeue (carrying 2xx replies) must not take over
             if run.carried:
                 await asyncio.to_thread(self._reschedule, run)  # keep what still has to be recorded
             log.info("stale job dropped", extra={"message_id": job.message_id, "token": job.token,
@@ -499,18 +508,17 @@ class DeliveryService:
             times.append(now + delay_for_release(releases))
         if not times:
             return
+        # A 2xx not recorded is carried by this job, which comes after a release delay, while
+        # the kept lease still stops any other job from sending to the recipient: the carried
+        # reply is recorded before anyone may claim it again (a lease lasts 5 minutes).
         at = min(times)
-        if run.held:
-            # A 2xx not recorded: its lease is kept, and the next job does not come before it
-            # ends (it records the carried reply first in any case).
-            at = max(at, max(run.held.values()))
         # attempt counts this message's delivery runs; a job only for recipients not yet
         # due is the same run, moved to its time.
         attempt = job.attempt + 1 if run.next_times else job.attempt
         token = secrets.token_hex(8)
         self.queue.send(QueueJob(message_id=mid, attempt=attempt, not_before=at, token=token,
                                  releases=releases, delivered=run.carried or None), max(0.0, at - now))
-        if not self.store.replace_job(mid, token, job.token):
+        if not self.store.replace_job(mid, token, run.observed):
             # Another run made its job current first; that job covers every open recipient
             # (it comes back when our leases end at the latest), and ours will be dropped.
             log.info("another job became current; this run's job will be dropped",
