@@ -546,3 +546,25 @@ def test_a_job_with_no_room_in_the_budget_in_time_is_released_without_an_attempt
     assert delay == 10 and job.releases == 1
     rig.retry()
     assert rig.rcpt(waited)["state"] == "delivered" and len(mx.received) == 2
+
+
+# == head-of-line blocking =====================================================================
+
+
+def test_a_slow_domain_gets_a_time_slice_not_the_whole_batch(rig: Rig) -> None:
+    from sender_rig import AdvanceClockOnAccept
+
+    slow = rig.mx("slow.test", 2, AdvanceClockOnAccept(rig.clock, 40))  # 40 s per message
+    fast = rig.mx("fast.test", 3)
+    mid = rig.send(*[f"s{i}@slow.test" for i in range(4)], "f@fast.test")
+    sent_before = len(rig.queue.sent)
+    rig.run(mid)
+    states = [r["state"] for r in rig.rcpts(mid)]
+    # s0 at T0, s1 at T0+40 (within the 60 s slice), s2 would start at T0+80: released.
+    assert states == ["delivered", "delivered", "queued", "queued", "delivered"]
+    assert all(not r["attempts"] and "lease_until" not in r for r in rig.rcpts(mid)[2:4])
+    assert len(fast.wait_for(1)) == 1 and len(slow.received) == 2
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert delay == 10 and job.releases == 1
+    rig.retry()
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 5 and len(slow.received) == 4

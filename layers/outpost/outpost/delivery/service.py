@@ -35,7 +35,9 @@ Nothing is lost, and every recipient reaches a final state:
   `end_of_data_min` left to hear the reply; the MTA-STS lookup counts against the same time;
 - per attempt and domain, at most MX_ADDRESS_LIMIT addresses are tried and MX_SESSION_LIMIT
   sessions opened (Postfix's smtp_mx_address_limit=5, smtp_mx_session_limit=2), so a dead or
-  blackholed domain costs at most 5 connect timeouts;
+  blackholed domain costs at most 5 connect timeouts; and no new transaction to one domain
+  starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
+  the batch, and every other domain's mail, for its whole queue;
 - the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written (and, documented, an end-of-data reply that never comes: the server may have taken the
@@ -205,6 +207,11 @@ class DeliveryService:
 
     MX_ADDRESS_LIMIT = 5  # Postfix smtp_mx_address_limit: addresses tried per attempt and domain
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
+    # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
+    # slow receiver would set the pace of everyone's mail. One domain's recipients get this many
+    # seconds of a job (starting a new transaction); the rest are released, after a release
+    # delay, to another invocation (the slow domain gets a turn, it does not get the batch).
+    DOMAIN_SLICE = 60.0
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -576,10 +583,17 @@ class DeliveryService:
         session: SmtpSession | None = None
         opened = 0  # sessions opened in this attempt (MX_SESSION_LIMIT)
         last_failure: tuple[Verdict, str | None, str | None] | None = None
+        slice_end = self.clock() + self.DOMAIN_SLICE
         try:
             for n, r in enumerate(rcpts):
                 if self.clock() + self._needs(session=False) > deadline:
                     continue  # no time left: released and requeued by the caller
+                if n and self.clock() > slice_end:
+                    # This domain has had its slice of the job: the rest go back to the queue.
+                    self.count("DomainSliceRelease", len(rcpts) - n)
+                    log.info("domain time slice used; the rest released",
+                             extra={"message_id": mid, "recipient_domain": domain, "released": len(rcpts) - n})
+                    return
                 outcome: tuple[Verdict, str | None] | None = None
                 for fresh in (False, True):
                     # The second pass only after a pooled session turned out stale: a fresh
