@@ -203,7 +203,7 @@ class DeliveryService:
         self.policy_wait, self.sleep = policy_wait, sleep
         # MTA-STS lookups run in their own threads: one that stalls past `policy_wait` is left
         # behind, and must not hold up asyncio.run()'s shutdown of the default executor.
-        self._policy_threads = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="mta-sts")
+        self._policy_threads = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mta-sts")
 
     MX_ADDRESS_LIMIT = 5  # Postfix smtp_mx_address_limit: addresses tried per attempt and domain
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
