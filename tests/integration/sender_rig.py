@@ -288,9 +288,16 @@ class Rig:
         out = self.api.send_one(req) if hasattr(self.api, "send_one") else self.api.send(req)
         return str(out["id"])
 
+    def current_token(self, mid: str) -> str | None:
+        stored = self.store.load(mid)
+        return None if stored is None else stored.meta.get("job_token")
+
     def run(self, mid: str, *, attempt: int = 1, not_before: float | None = None,
-            remaining_ms: int = 300_000) -> dict:
-        job = QueueJob(message_id=mid, attempt=attempt, not_before=not_before)
+            remaining_ms: int = 300_000, token: str | None | object = "current") -> dict:
+        """Run the message's current job (the token stored on the message), or a job with
+        `token` (None: the API's first job) to play a stale duplicate."""
+        tok = self.current_token(mid) if token == "current" else token
+        job = QueueJob(message_id=mid, attempt=attempt, not_before=not_before, token=tok)  # type: ignore[arg-type]
         return self.run_jobs([job], remaining_ms=remaining_ms)
 
     def run_jobs(self, jobs: list[QueueJob], *, remaining_ms: int = 300_000) -> dict:

@@ -128,7 +128,7 @@ def test_no_connect_is_started_without_time_for_it(rig: Rig) -> None:
     r = rig.rcpt(mid)
     assert r["state"] == "queued" and not r.get("attempts") and "lease_until" not in r
     [(job, delay)] = rig.queue.sent[sent_before:]
-    assert delay == 0 and job.not_before is None
+    assert delay == 10 and job.releases == 1  # a release delay, never 0
 
 
 # == (5) a poisoned job ========================================================================

@@ -58,3 +58,13 @@ def test_the_default_lifetime_is_two_days_and_holds_about_eighteen_attempts() ->
     # 7 h 51 min for the first seven delays, then every 4 h up to 47 h 51 min, then one last
     # attempt a second before the 48 h lifetime ends: 7 + 10 + 1 delays.
     assert n == 19 and now == pytest.approx(DEFAULT_MAX_LIFETIME - 1)
+
+
+def test_a_release_is_never_retried_at_once_and_backs_off() -> None:
+    from outpost.delivery.backoff import delay_for_release
+
+    delays = [delay_for_release(n) for n in range(1, 9)]
+    assert delays == [10, 30, 60, 120, 300, 900, 900, 900]  # capped at SQS's longest delay
+    assert min(delays) > 0
+    with pytest.raises(ValueError):
+        delay_for_release(0)

@@ -169,7 +169,8 @@ def api_app() -> Any:
         keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
-                           s3=aws("s3"), bucket=s.bucket, retention_days=s.retention_days),
+                           s3=aws("s3"), bucket=s.bucket, retention_days=s.retention_days,
+                           max_lifetime=s.max_lifetime),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service())

@@ -44,6 +44,14 @@ def _ip(raw: str | None) -> str | None:
         return None
 
 
+def _memory_budget(e: dict[str, str] | os._Environ[str]) -> int | None:
+    raw = e.get("OUTPOST_SENDER_MEMORY_BUDGET")
+    if raw:
+        return int(raw)
+    mb = e.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    return int(int(mb) * 1024 * 1024 * 0.6) if mb else None
+
+
 @dataclass(frozen=True)
 class Settings:
     messages_table: str = "outpost-messages"
@@ -60,7 +68,10 @@ class Settings:
     smtp_port: int = 25
     ca_bundle: str | None = None
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
-    max_lifetime: int = DEFAULT_MAX_LIFETIME
+    # OUTPOST_MAX_LIFETIME (seconds), like Postfix's maximal_queue_lifetime: when set, both the
+    # lifetime of a message that names none and the cap on `expires_in`; unset, a message lives
+    # DEFAULT_MAX_LIFETIME unless it asks for up to 14 days (SQS retention).
+    max_lifetime: int | None = None
     ipv6: bool = False
     inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
     retention_days: int = 30
@@ -80,6 +91,9 @@ class Settings:
     mx_address_limit: int = 5  # addresses tried per attempt over all MX hosts (smtp_mx_address_limit)
     mta_sts_deadline: float = 10.0  # seconds for one MTA-STS lookup, TXT and HTTPS together
     mta_sts_negative_ttl: float = 600.0  # a failed lookup means "no policy" this long (RFC 8461 §3.3, §5)
+    # Bytes of memory the sender lets one invocation's messages cost at once (issue 8 item 13);
+    # None: no limit. Default: 60% of the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
+    sender_memory_budget: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -100,7 +114,7 @@ class Settings:
             smtp_port=int(e.get("OUTPOST_SMTP_PORT", d.smtp_port)),
             ca_bundle=e.get("OUTPOST_CA_BUNDLE") or None,
             retry_schedule=_schedule(e.get("OUTPOST_RETRY_SCHEDULE")),
-            max_lifetime=int(e.get("OUTPOST_MAX_LIFETIME", d.max_lifetime)),
+            max_lifetime=int(e["OUTPOST_MAX_LIFETIME"]) if e.get("OUTPOST_MAX_LIFETIME") else None,
             ipv6=e.get("OUTPOST_IPV6", "").lower() in ("1", "true", "yes"),
             retention_days=int(e.get("OUTPOST_RETENTION_DAYS", d.retention_days)),
             inbound_ses_prefix=e.get("OUTPOST_INBOUND_SES_PREFIX", d.inbound_ses_prefix),
@@ -115,6 +129,7 @@ class Settings:
             mx_address_limit=int(e.get("OUTPOST_MX_ADDRESS_LIMIT", d.mx_address_limit)),
             mta_sts_deadline=float(e.get("OUTPOST_MTA_STS_DEADLINE", d.mta_sts_deadline)),
             mta_sts_negative_ttl=float(e.get("OUTPOST_MTA_STS_NEGATIVE_TTL", d.mta_sts_negative_ttl)),
+            sender_memory_budget=_memory_budget(e),
         )
 
 

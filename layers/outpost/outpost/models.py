@@ -306,6 +306,14 @@ class QueueJob(_Model):
     message_id: str
     attempt: int = 1
     not_before: float | None = None  # epoch seconds; SQS delays cap at 15 min, so long waits hop
+    # The sender's bookkeeping (delivery/service.py). `token` names the message's current job:
+    # a job whose token is not the one stored on the message is a stale duplicate and is
+    # dropped (None: the first job, queued by the API before any token was stored).
+    token: str | None = None
+    releases: int = 0  # consecutive runs that released recipients without an attempt
+    # 2xx replies the previous run could not record (the store failed): recorded first, and
+    # never sent again (issue 8 item 9). [{"index": n, "attempt": {...}}]
+    delivered: list[dict] | None = None
 
 
 def error_field(exc: ValidationError) -> tuple[str | None, str]:

@@ -351,6 +351,26 @@ class MessageStore:
         expr = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
         return self._update(message_id, index, expr, "#st IN (:o0, :o1)", values, names)
 
+    def replace_job(self, message_id: str, token: str, expected: str | None) -> bool:
+        """Make `token` the message's current job, if `expected` still is (None: no job token
+        stored yet, i.e. the API's first job). False if another job became current meanwhile.
+        The sender queues the job before calling this, so the current token always names a
+        job that is queued or running."""
+        c = codec()
+        key = {"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": "META"}}
+        if expected is None:
+            cond = "attribute_exists(pk) AND attribute_not_exists(job_token)"
+            values = {":t": c.value(token)}
+        else:
+            cond = "job_token = :e"
+            values = {":t": c.value(token), ":e": c.value(expected)}
+        try:
+            self.ddb.update_item(TableName=self.table, Key=key, UpdateExpression="SET job_token = :t",
+                                 ConditionExpression=cond, ExpressionAttributeValues=values)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
     def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
                      bounce: dict) -> bool:
         """An asynchronous bounce or complaint: allowed from open or delivered, once."""

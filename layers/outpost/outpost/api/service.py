@@ -57,8 +57,11 @@ class SendService:
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, s3: Any = None, bucket: str | None = None,
-                 retention_days: int | None = None) -> None:
+                 retention_days: int | None = None, max_lifetime: int | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
+        # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
+        # names none, and the cap of one that asks for more.
+        self.max_lifetime = max_lifetime
         self.clock = clock
         self.retention_days = retention_days  # the bucket's lifecycle for uploads/ (None: unknown)
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
@@ -188,11 +191,17 @@ class SendService:
         if self.retention_days is None or modified is None:
             return
         deleted_at = modified.timestamp() + self.retention_days * 86400
-        if deleted_at < self.clock() + req.expires_in + TTL_MARGIN:
+        if deleted_at < self.clock() + self._lifetime(req) + TTL_MARGIN:
             raise ValidationFailed(
                 f"upload {upload_id!r} is deleted before this message's delivery deadline "
                 f"(uploads are kept {self.retention_days} days): upload it again, or send with a "
                 "shorter expires_in", field=f"attachments[{i}].upload_id")
+
+    def _lifetime(self, req: SendRequest) -> int:
+        if self.max_lifetime is None:
+            return req.expires_in
+        asked = req.expires_in if "expires_in" in req.model_fields_set else self.max_lifetime
+        return min(asked, self.max_lifetime)
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
         _check_builds(req)
@@ -216,7 +225,8 @@ class SendService:
                                "gsi3pk": f"DAY#{created[:10]}", "gsi3sk": f"{created}#{message_id}#{i:03d}"})
         meta = {"message_id": message_id, "from": req.from_, "from_domain": from_domain,
                 "subject": req.subject, "tags": req.tags, "tls": req.tls,
-                "deliver_until": now + req.expires_in, "recipient_count": len(recipients)}
+                "deliver_until": now + self._lifetime(req), "recipient_count": len(recipients),
+                "size": size}  # the sender admits large messages by a memory budget
         spec = req.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, spec, now)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ..config import DEFAULT_RETRY_SCHEDULE
 
 JITTER = 0.10
+RELEASE_DELAYS = (10, 30, 60, 120, 300, 900)  # seconds; see delay_for_release
 
 
 def delay_for_attempt(n: int, schedule: Sequence[int] = DEFAULT_RETRY_SCHEDULE,
@@ -35,3 +36,16 @@ def next_attempt_at(now: float, n: int, deliver_until: float,
     if now >= last:
         return None
     return min(now + delay_for_attempt(n, schedule, jitter), last)
+
+
+def delay_for_release(n: int) -> float:
+    """Seconds before recipients released without an attempt (no time left in the invocation,
+    a memory budget, a failed write) are tried again, after the `n`th such run in a row.
+
+    Never 0: a release records nothing, so a job that releases at once, every time, would
+    loop until the message expires (issue 8 item 5). Short at first (the next invocation has
+    a fresh budget), growing so that whatever keeps eating the time stops costing a full
+    invocation every few seconds."""
+    if n < 1:
+        raise ValueError("releases are numbered from 1")
+    return float(RELEASE_DELAYS[min(n, len(RELEASE_DELAYS)) - 1])

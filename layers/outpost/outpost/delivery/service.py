@@ -1,35 +1,62 @@
 """Deliver queued messages: SQS batch -> per-recipient SMTP transactions -> recorded outcomes.
 
-A delivery is a sequence of small named steps (Postal): hop (wait out a long delay), load,
-pick what is due, claim, expire, suppress, prepare (spec, MIME, DKIM), route, transact and
-record (per recipient), reschedule (per job).
+A delivery is a sequence of small named steps (Postal): record carried 2xx replies, hop (wait
+out a long delay), load, drop a stale job, pick what is due, claim, expire, suppress, prepare
+(spec, MIME, DKIM), route, TLS policy, transact and record (per recipient), reschedule (per job).
 
 Nothing is lost, and every recipient reaches a final state:
 - each recipient moves only by conditional writes (store.py): open -> leased -> final, so a
   redelivered or duplicated job never sends to a recipient that is already final;
 - each outcome is written right after its transaction, so a run killed by the Lambda timeout,
   or an exception in another domain, keeps every reply already received;
+- a recipient that got a 2xx is never released: its write is retried in process with backoff;
+  if the store still refuses, the lease is kept and the 2xx travels in the next job
+  (`QueueJob.delivered`, queued after a release delay, well within the lease), which records
+  it before anything else, even if it has become stale, and carries it on while the store
+  keeps failing; only a store that fails for longer than the lease reopens the crash window;
 - whatever fails while preparing the message (unreadable spec, MIME, signer) or outside a
   transaction is judged like any reply (trouble.judge: unanticipated means transient), so
   those recipients defer and finally expire (4.4.7) instead of stranding behind a job in the
   DLQ; a job fails (stays on the queue, then the DLQ) only when the store itself failed;
-- a recipient is not retried before its next_attempt_at (a duplicate job skips it), but a job
-  for that time is queued, so no open recipient is ever left without a future job;
-- work the invocation has no time left for is released and queued again at once.
+- one job per message is current: its token is stored on the message (store.replace_job) and
+  a job with another token is a stale duplicate, dropped (a job with no token, from the API or
+  the sweeper, always runs and its successor takes over). Each run that leaves a recipient
+  open queues exactly one job (at the earliest time anyone open is due: deferred ones at their
+  next_attempt_at, ones leased by another invocation when that lease ends, released ones after
+  a release delay) *before* making it current, so the current token always names a job that
+  is queued or running: no open recipient is ever left without a future job, and duplicates
+  die at the next reschedule instead of doubling every round;
+- a recipient is not retried before its next_attempt_at;
+- work the invocation has no time left for (or no memory budget) is released with no attempt
+  counted, and queued again after `delay_for_release` (never 0: a release records nothing, so
+  at once would be a hot loop, issue 8 item 5);
+- no transaction starts without `transaction_budget` + RECORD_MARGIN left, no connection
+  without that plus a connect timeout, and the transport sends no final dot without
+  `end_of_data_min` left to hear the reply; the MTA-STS lookup counts against the same time;
+- per attempt and domain, at most settings.mx_address_limit addresses are tried and MX_SESSION_LIMIT
+  sessions opened (Postfix's smtp_mx_address_limit=5, smtp_mx_session_limit=2), so a dead or
+  blackholed domain costs at most 5 connect timeouts; and no new transaction to one domain
+  starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
+  the batch, and every other domain's mail, for its whole queue;
+- the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
-written. The lease then expires, SQS redelivers, and that recipient gets the message twice.
+written (and, documented, an end-of-data reply that never comes: the server may have taken the
+message, RFC 1047; we wait up to 10 minutes or what the invocation has left, then defer with a
+note). The lease then expires, SQS redelivers, and that recipient gets the message twice.
 
 Batches run in one event loop, which owns an SMTP session pool for the whole batch, so
 messages to the same domain reuse connections (RSET between transactions) and are closed with
 QUIT at the end. That is why this is not Powertools' process_partial_response: the pool must
 outlive each record's handler.
 """
-
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,13 +72,27 @@ from ..models import OPEN_STATES, QueueJob, RecipientState, SendRequest
 from ..mx import MxHost
 from ..store import JobQueue, MessageStore, SuppressionStore, _iso
 from ..tls_policy import TlsPolicy, no_policy
-from .backoff import next_attempt_at
-from .transport import ReplyError, SmtpConnector, SmtpSession, StaleSession, TlsMode, remote_queue_id
+from .backoff import delay_for_release, next_attempt_at
+from .transport import (
+    NoTimeLeft,
+    ReplyError,
+    SmtpConnector,
+    SmtpSession,
+    StaleSession,
+    TlsMode,
+    remote_queue_id,
+)
 from .trouble import Outcome, PolicyFailure, Scope, Verdict, judge
 
 log = logging.getLogger("outpost.sender")
 
 LEASE_MARGIN = 30.0  # seconds a lease outlives the invocation's deadline
+RECORD_MARGIN = 10.0  # seconds kept after a transaction to record its outcome (with retries)
+# In-process retries of an outcome's write (seconds between tries): a 2xx gets the long list,
+# since giving up on it means carrying it to the next job; anything else the short one.
+WRITE_RETRIES_2XX = (0.1, 0.3, 1.0, 2.0, 4.0)
+WRITE_RETRIES = (0.1, 0.3)
+POLICY_WAIT = 30.0  # the longest the sender waits for an MTA-STS lookup, whatever tls_policy does
 
 
 @dataclass
@@ -79,10 +120,44 @@ class _JobRun:
     recorded: set[int] = field(default_factory=set)
     next_times: list[float] = field(default_factory=list)  # of the recipients deferred now
     later: list[float] = field(default_factory=list)  # of open recipients skipped as not due
+    # 2xx replies the store refused to record: kept leased until these times, and carried.
+    held: dict[int, float] = field(default_factory=dict)
+    carried: list[dict] = field(default_factory=list)
+    released_early: bool = False  # released without an attempt (no time, no memory budget)
+    observed: str | None = None  # the message's current job token when this run loaded it
 
 
 class _RecordFailed(Exception):
     """Writing an outcome to the store failed (the store's exception is the cause)."""
+
+
+class MemoryBudget:
+    """Bytes the messages of one batch may cost at once (issue 8 item 13). A job waits for
+    room, and gives up (released, no attempt counted) when waiting longer would leave no time
+    to deliver; the first job always fits, so a message larger than the budget still goes."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.used = limit, 0
+        self._room = asyncio.Condition()
+
+    async def take(self, cost: int, wait: float) -> bool:
+        if self.limit is None:
+            return True
+        async with self._room:
+            try:
+                await asyncio.wait_for(self._room.wait_for(
+                    lambda: self.used == 0 or self.used + cost <= (self.limit or 0)), max(0.0, wait))
+            except TimeoutError:
+                return False
+            self.used += cost
+            return True
+
+    async def give(self, cost: int) -> None:
+        if self.limit is None:
+            return
+        async with self._room:
+            self.used -= cost
+            self._room.notify_all()
 
 
 @dataclass
@@ -117,12 +192,25 @@ class DeliveryService:
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  count: Callable[[str, int], None] = lambda name, n: None,
                  tls_policy_for: Callable[[str], TlsPolicy] = no_policy,
-                 fetch_upload: Callable[[str], bytes] | None = None) -> None:
+                 fetch_upload: Callable[[str], bytes] | None = None,
+                 policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+                 ) -> None:
         self.settings, self.store, self.suppressions, self.queue = settings, store, suppressions, queue
         self.resolve_mx, self.connector, self.signer_for = resolve_mx, connector, signer_for
         self.return_path, self.clock, self.rng, self.count = return_path, clock, rng, count
         self.tls_policy_for = tls_policy_for
         self.fetch_upload = fetch_upload  # uploaded attachments' bytes (S3 uploads/<id>)
+        self.policy_wait, self.sleep = policy_wait, sleep
+        # MTA-STS lookups run in their own threads: one that stalls past `policy_wait` is left
+        # behind, and must not hold up asyncio.run()'s shutdown of the default executor.
+        self._policy_threads = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mta-sts")
+
+    MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
+    # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
+    # slow receiver would set the pace of everyone's mail. One domain's recipients get this many
+    # seconds of a job (starting a new transaction); the rest are released, after a release
+    # delay, to another invocation (the slow domain gets a turn, it does not get the batch).
+    DOMAIN_SLICE = 60.0
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -134,9 +222,10 @@ class DeliveryService:
 
     async def _run_batch(self, records: list[dict], deadline: float) -> list[str]:
         pool = SessionPool()
+        budget = MemoryBudget(self.settings.sender_memory_budget)
         try:
             outcomes = await asyncio.gather(
-                *(self._run_record(r, pool, deadline) for r in records), return_exceptions=True)
+                *(self._run_record(r, pool, deadline, budget) for r in records), return_exceptions=True)
         finally:
             await pool.close()
         failed = []
@@ -148,20 +237,37 @@ class DeliveryService:
                 failed.append(record["messageId"])
         return failed
 
-    async def _run_record(self, record: dict, pool: SessionPool, deadline: float) -> None:
+    async def _run_record(self, record: dict, pool: SessionPool, deadline: float,
+                          budget: MemoryBudget | None = None) -> None:
         try:
             job = QueueJob.model_validate_json(record["body"])
         except ValidationError:
             # Not a job we wrote: fail it so that it ends in the DLQ, where it can be read.
             raise ValueError(f"unreadable job body: {record.get('body', '')[:200]!r}") from None
-        await self.deliver(job, pool, deadline)
+        await self.deliver(job, pool, deadline, budget)
 
     # ---- one job ----------------------------------------------------------------------------
-    async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float) -> None:
+    def lifetime_end(self, meta: dict) -> float:
+        """When the message's recipients expire: its own deadline, capped by the operator's
+        OUTPOST_MAX_LIFETIME from its creation (Postfix maximal_queue_lifetime)."""
+        until = float(meta["deliver_until"])
+        created = meta.get("created_ts")
+        if created is not None and self.settings.max_lifetime is not None:
+            until = min(until, float(created) + self.settings.max_lifetime)
+        return until
+
+    async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float,
+                      budget: MemoryBudget | None = None) -> None:
+        run = _JobRun(job, observed=job.token)
+        if job.delivered:
+            # 2xx replies the previous run could not record: facts, recorded before anything
+            # else (even for a stale job), and never sent again.
+            await self._record_carried(run)
         now = self.clock()
         if job.not_before and job.not_before > now + 1:
             # SQS delays stop at 15 minutes; longer waits hop through the queue.
-            await asyncio.to_thread(self.queue.send, job, job.not_before - now)
+            hop = job.model_copy(update={"delivered": run.carried or None})
+            await asyncio.to_thread(self.queue.send, hop, job.not_before - now)
             return
         stored = await asyncio.to_thread(self.store.load, job.message_id)
         if stored is None:
@@ -169,25 +275,98 @@ class DeliveryService:
             self.count("UnknownMessage", 1)
             return
         meta = stored.meta
-        lifetime_over = now >= meta["deliver_until"]
+        run.observed = meta.get("job_token")
+        if job.token is not None and job.token != run.observed:
+            # Another job is the message's current one (issue 8 item 12): this is a duplicate
+            # (SQS at-least-once, a requeue whose run was redelivered). The current job covers
+            # every open recipient, so dropping this one loses nothing. A job without a token
+            # (the API's, the sweeper's, one queued before tokens existed) is never dropped:
+            # it may be the only job left (the current one died in the DLQ); it runs, and its
+            # successor takes over from the current job, so the number of live jobs never grows.
+            run.observed = job.token  # its requeue (carrying 2xx replies) must not take over
+            if run.carried:
+                await asyncio.to_thread(self._reschedule, run)  # keep what still has to be recorded
+            log.info("stale job dropped", extra={"message_id": job.message_id, "token": job.token,
+                                                 "current": meta.get("job_token")})
+            self.count("StaleJob", 1)
+            return
+        until = self.lifetime_end(meta)
+        lifetime_over = now >= until
         due: list[dict] = []
-        later: list[float] = []  # next_attempt_at of open recipients not due yet
         for r in stored.recipients:
-            if r["state"] not in {s.value for s in OPEN_STATES}:
+            if r["state"] not in {s.value for s in OPEN_STATES} or r["index"] in run.held:
                 continue
             at = r.get("next_attempt_at")
-            if at is not None and float(at) > now + 1 and not lifetime_over:
-                # A duplicate or requeued job: not before its time (the schedule is per recipient).
-                later.append(float(at))
+            lease = r.get("lease_until")
+            if lease is not None and float(lease) > now:
+                # Another invocation holds it: it records it and queues its own job, but that
+                # job may lose the race to be current, so this run's job covers it too.
+                run.later.append(float(lease) + 1)
+            elif at is not None and float(at) > now + 1 and not lifetime_over:
+                # Not before its time (the schedule is per recipient).
+                run.later.append(float(at))
             else:
                 due.append(r)
-        run = _JobRun(job)
-        run.later = later
+        cost = self._memory_cost(meta) if due else 0
+        if budget is not None and cost:
+            wait = deadline - self.clock() - self._needs(session=True)
+            if not await budget.take(cost, wait):
+                # No room before it is too late to deliver: released, no attempt counted.
+                log.info("memory budget full; job released", extra={"message_id": job.message_id,
+                                                                     "cost": cost})
+                self.count("MemoryBudgetRelease", 1)
+                run.released_early = True
+                await asyncio.to_thread(self._reschedule, run)
+                return
+            now = self.clock()  # the wait for room may have taken a while
         try:
-            await self._deliver_due(run, meta, due, now, pool, deadline)
+            await self._deliver_due(run, dict(meta, deliver_until=until), due, now, pool, deadline)
         finally:
+            if budget is not None and cost:
+                await budget.give(cost)
             # Even when the job fails: whoever it left open must keep a future job.
             await asyncio.to_thread(self._reschedule, run)
+
+    MEMORY_FACTOR = 6  # peak bytes per byte of message (bench/sender_memory.py: 5.6-5.8)
+    UNKNOWN_SIZE = 40_000_000  # a message stored without its size (before issue 8) in S3
+
+    def _memory_cost(self, meta: dict) -> int:
+        """What building, signing and sending this message may cost in memory, at peak."""
+        size = meta.get("size")
+        if size is None:
+            size = len(meta["spec"]) if "spec" in meta else self.UNKNOWN_SIZE
+        return int(size) * self.MEMORY_FACTOR
+
+    async def _record_carried(self, run: _JobRun) -> None:
+        mid = run.job.message_id
+        for item in run.job.delivered or []:
+            index, attempt = int(item["index"]), item.get("attempt") or {}
+            v = Verdict(Outcome.DELIVERED, Scope.RECIPIENT, attempt.get("status") or "2.0.0",
+                        attempt.get("text") or "", attempt.get("code"), "EOD")
+            fields = {"last": v.as_dict(), "remote_id": attempt.get("remote_id"), "next_attempt_at": None}
+            try:
+                await self._write_retrying(functools.partial(
+                    self.store.finish_attempt, mid, index, RecipientState.DELIVERED, self.clock(), attempt,
+                    fields), WRITE_RETRIES)
+                self.count("Delivered", 1)
+            except Exception:  # noqa: BLE001 - carried again; the store is still failing
+                log.exception("recording a carried 2xx failed again", extra={"message_id": mid})
+                run.carried.append(item)
+                run.held[index] = self.clock()
+
+    async def _write_retrying(self, write: Callable[[], Any], delays: tuple[float, ...],
+                              deadline: float | None = None) -> Any:
+        """Run a store write in a thread, retrying with backoff after an exception (boto3 has
+        retried already: this outlasts a throttling episode, not a bug). Raises the last error."""
+        for pause in (*delays, None):
+            try:
+                return await asyncio.to_thread(write)
+            except Exception as exc:
+                if pause is None or (deadline is not None and self.clock() + pause > deadline):
+                    raise
+                log.warning("a store write failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await self.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _deliver_due(self, run: _JobRun, meta: dict, due: list[dict], now: float,
                            pool: SessionPool, deadline: float) -> None:
@@ -195,8 +374,14 @@ class DeliveryService:
         if not due:
             return
         lease = max(0.0, deadline - now) + LEASE_MARGIN
-        # A recipient leased elsewhere is that invocation's: it records and reschedules it.
-        claimed = [r for r in due if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease)]
+        # A recipient leased elsewhere is that invocation's: it records and reschedules it;
+        # this run's job comes back when that lease ends, in case that job is not current.
+        claimed = []
+        for r in due:
+            if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease):
+                claimed.append(r)
+            else:
+                run.later.append(now + lease)
         if not claimed:
             return
 
@@ -222,11 +407,23 @@ class DeliveryService:
 
         async def record(rc: _Rcpt, res: _Result) -> None:
             """Record one recipient's outcome now, not at the end of the job: a run killed by
-            the Lambda timeout keeps every reply already received."""
+            the Lambda timeout keeps every reply already received. A failed write is retried
+            with backoff; a 2xx that still cannot be written is never released (issue 8 item
+            9): the lease is kept and the reply is carried to the next job, which records it."""
+            delivered = res.verdict.outcome is Outcome.DELIVERED
             try:
-                at = await asyncio.to_thread(self._record_one, mid, meta, rc, res)
+                at = await self._write_retrying(lambda: self._record_one(mid, meta, rc, res),
+                                                WRITE_RETRIES_2XX if delivered else WRITE_RETRIES,
+                                                deadline)
             except Exception as exc:
-                raise _RecordFailed(f"recording recipient {rc.index} failed: {exc}") from exc
+                if not delivered:
+                    raise _RecordFailed(f"recording recipient {rc.index} failed: {exc}") from exc
+                log.error("recording a delivery failed; the 2xx is carried to the next job",
+                          exc_info=exc, extra={"message_id": mid, "recipient_index": rc.index})
+                self.count("DeliveryRecordFailed", 1)
+                run.held[rc.index] = now + lease
+                run.carried.append({"index": rc.index, "attempt": res.attempt or {}})
+                return
             run.recorded.add(rc.index)
             if at is not None:
                 run.next_times.append(at)
@@ -248,7 +445,8 @@ class DeliveryService:
                 build_message, req, mid, meta.get("created_ts"), fetch_upload=self.fetch_upload)
             sender_domain = parse_address(req.from_).ascii_domain
             signer = await asyncio.to_thread(self.signer_for, sender_domain)
-            signed = signer.sign(data) + data if signer is not None else b""
+            # The signature and the message travel as two parts: no copy of a large message.
+            signed = (signer.sign(data), data) if signer is not None else (b"",)
         except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             log.error("could not prepare the message", exc_info=exc, extra={"message_id": mid})
             v = judge(exc)
@@ -280,10 +478,10 @@ class DeliveryService:
                 continue
             if not isinstance(part, Exception):
                 raise part  # cancellation and the like: not ours to judge
-            pending = [rc for rc in group if rc.index not in run.recorded]
+            pending = [rc for rc in group if rc.index not in run.recorded and rc.index not in run.held]
             if isinstance(part, _RecordFailed):
                 # The store refused a write: the rest of this domain is released below and
-                # queued again at once (nothing about them was learnt that could be kept).
+                # queued again after a release delay (nothing was learnt that could be kept).
                 log.error("recording an outcome failed", exc_info=part,
                           extra={"message_id": mid, "recipient_domain": domain})
                 continue
@@ -301,25 +499,48 @@ class DeliveryService:
 
     def _reschedule(self, run: _JobRun) -> None:
         """The job-level step: release what this run claimed but did not record (no time left,
-        a failed write) and queue it again at once; queue one job for the earliest next attempt
-        of everyone still open, so that no open recipient is left without a future job."""
+        a failed write), then queue one job for the earliest time anyone still open is due, and
+        make it the message's current job. Queued first, current second: a crash in between
+        leaves the old token current, and the old job (redelivered by SQS) runs again."""
         job, mid = run.job, run.job.message_id
         now = self.clock()
-        unrecorded = [rc for rc in run.rcpts if rc.index not in run.recorded]
+        unrecorded = [rc for rc in run.rcpts if rc.index not in run.recorded and rc.index not in run.held]
         for rc in unrecorded:
             self.store.release(mid, rc.index)
-        if unrecorded:
-            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt), 0)
         times = run.next_times + run.later
-        if times:
-            at = min(times)
-            # attempt counts this message's delivery runs; a job only for recipients not yet
-            # due is the same run, moved to its time.
-            attempt = job.attempt + 1 if run.next_times else job.attempt
-            self.queue.send(QueueJob(message_id=mid, attempt=attempt, not_before=at), at - now)
+        releases = 0
+        if unrecorded or run.released_early or run.carried:
+            # Released with no attempt recorded: never at once (a hot loop until expiry, item 5).
+            releases = job.releases + 1 if not run.recorded else 1
+            times.append(now + delay_for_release(releases))
+        if not times:
+            return
+        # A 2xx not recorded is carried by this job, which comes after a release delay, while
+        # the kept lease still stops any other job from sending to the recipient: the carried
+        # reply is recorded before anyone may claim it again (a lease lasts 5 minutes).
+        at = min(times)
+        # attempt counts this message's delivery runs; a job only for recipients not yet
+        # due is the same run, moved to its time.
+        attempt = job.attempt + 1 if run.next_times else job.attempt
+        token = secrets.token_hex(8)
+        self.queue.send(QueueJob(message_id=mid, attempt=attempt, not_before=at, token=token,
+                                 releases=releases, delivered=run.carried or None), max(0.0, at - now))
+        if not self.store.replace_job(mid, token, run.observed):
+            # Another run made its job current first; that job covers every open recipient
+            # (it comes back when our leases end at the latest), and ours will be dropped.
+            log.info("another job became current; this run's job will be dropped",
+                     extra={"message_id": mid, "token": token})
+            self.count("JobSuperseded", 1)
 
     # ---- one domain -------------------------------------------------------------------------
-    async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: bytes,
+    def _needs(self, *, session: bool) -> float:
+        """Seconds one more transaction needs (plus a connect, when it needs a new session).
+        Only the connect is counted for a session: a slow EHLO or STARTTLS is caught by the
+        check before the transaction, and the transport checks again before the final dot."""
+        t = self.connector.timeouts
+        return t.transaction_budget + RECORD_MARGIN + (t.connect if session else 0.0)
+
+    async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: tuple[bytes, ...],
                               tls_mode: TlsMode, pool: SessionPool, deadline: float,
                               record: Callable[[_Rcpt, _Result], Awaitable[None]]) -> None:
         """Deliver to one domain's recipients, recording each outcome as soon as it is known.
@@ -335,7 +556,17 @@ class DeliveryService:
         # Step: TLS policy (MTA-STS, RFC 8461 §5). enforce: only the policy's MX hosts, only
         # over TLS with a certificate valid for the MX name ("verify"), else defer; testing:
         # deliver as usual and record what enforce would have refused (§5, "testing" mode).
-        policy = await asyncio.to_thread(self._tls_policy, domain)
+        # The lookup counts against the invocation's time: it may not leave less than one
+        # session and one transaction need, and one that takes longer is a recorded transient
+        # failure, so it backs off (never a release at once, which looped, issue 8 item 5).
+        looked_up = await self._lookup_policy(domain, deadline)
+        if looked_up is None:
+            return  # no time left even to look: released, nothing learnt
+        if isinstance(looked_up, Verdict):
+            for r in rcpts:
+                await record(r, _Result(looked_up, self._attempt(looked_up, None, None, None)))
+            return
+        policy = looked_up
         sts = policy.as_dict() if (policy.policy is not None or policy.error) else None
         if policy.policy is not None and policy.mode == "enforce":
             allowed = [h for h in hosts if policy.policy.allows(h.name)]
@@ -350,10 +581,19 @@ class DeliveryService:
 
         key = (domain, tls_mode)
         session: SmtpSession | None = None
+        opened = 0  # sessions opened in this attempt (MX_SESSION_LIMIT)
+        last_failure: tuple[Verdict, str | None, str | None] | None = None
+        slice_end = self.clock() + self.DOMAIN_SLICE
         try:
             for n, r in enumerate(rcpts):
-                if self.clock() + self.connector.timeouts.transaction_budget > deadline:
+                if self.clock() + self._needs(session=False) > deadline:
                     continue  # no time left: released and requeued by the caller
+                if n and self.clock() > slice_end:
+                    # This domain has had its slice of the job: the rest go back to the queue.
+                    self.count("DomainSliceRelease", len(rcpts) - n)
+                    log.info("domain time slice used; the rest released",
+                             extra={"message_id": mid, "recipient_domain": domain, "released": len(rcpts) - n})
+                    return
                 outcome: tuple[Verdict, str | None] | None = None
                 for fresh in (False, True):
                     # The second pass only after a pooled session turned out stale: a fresh
@@ -361,6 +601,16 @@ class DeliveryService:
                     if session is None and not fresh:
                         session = pool.take(key)
                     if session is None:
+                        if opened >= self.MX_SESSION_LIMIT and last_failure is not None:
+                            # Postfix smtp_mx_session_limit: this attempt has used its sessions;
+                            # the rest defer with the reply that ended the last one.
+                            v, host, ip = last_failure
+                            v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status,
+                                        f"{v.text} (session limit of {self.MX_SESSION_LIMIT} per "
+                                        "attempt reached)", v.code, v.command)
+                            for rest in rcpts[n:]:
+                                await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
+                            return
                         session, failure = await self._open(hosts, tls_mode, deadline)
                         if session is None:
                             if failure is None:
@@ -371,25 +621,62 @@ class DeliveryService:
                             for rest in rcpts[n:]:
                                 await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
                             return
+                        opened += 1
                     try:
-                        outcome = await self._transact(session, mid, r, data)
+                        outcome = await self._transact(session, mid, r, data, deadline)
+                        break
+                    except NoTimeLeft:
+                        # Abandoned before the final dot (the connection is closed): nothing was
+                        # delivered, the recipient is released with the rest.
+                        log.info("no time left for the end of data; released", extra={"message_id": mid})
+                        await session.close()
+                        session = None
                         break
                     except StaleSession as exc:
                         log.info("reused connection was stale; reconnecting",
                                  extra={"mx": session.mx_name, "detail": str(exc)})
                         session = None
+                if outcome is None and session is None:
+                    continue  # abandoned for lack of time
                 if outcome is None or session is None:  # pragma: no cover - a fresh session has no RSET
                     raise RuntimeError("a fresh SMTP session reported itself stale")
                 verdict, remote = outcome
                 note = self._sts_note(policy, session, sts)
                 attempt = self._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
                 if verdict.scope is Scope.HOST or not session.smtp.is_connected:
+                    last_failure = (verdict, session.mx_name, session.ip)
                     await session.close()
                     session = None
                 await record(r, _Result(verdict, attempt))
         finally:
             if session is not None:
                 pool.give(key, session)
+
+    async def _lookup_policy(self, domain: str, deadline: float) -> TlsPolicy | Verdict | None:
+        """The domain's TLS policy; a transient verdict when the lookup took too long; None
+        when there is no time left to start it."""
+        spare = deadline - self.clock() - self._needs(session=True)
+        if spare <= 0:
+            return None
+        wait = min(self.policy_wait, spare)
+        started = self.clock()
+        loop = asyncio.get_running_loop()
+        try:
+            policy = await asyncio.wait_for(
+                loop.run_in_executor(self._policy_threads, self._tls_policy, domain), wait)
+        except TimeoutError:
+            self.count("PolicyLookupTimeout", 1)
+            # RFC 3463 4.4.3: a directory (DNS/HTTPS) lookup did not complete. Not "no policy":
+            # an attacker who stalls the lookup must not switch a cached policy off.
+            return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3",
+                           f"the MTA-STS policy lookup for {domain} did not finish in {wait:.0f} s",
+                           command="MTA-STS")
+        if self.clock() + self._needs(session=True) > deadline:
+            self.count("PolicyLookupTimeout", 1)
+            return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3",
+                           f"the MTA-STS policy lookup for {domain} took {self.clock() - started:.0f} s, "
+                           "leaving no time to deliver", command="MTA-STS")
+        return policy
 
     def _tls_policy(self, domain: str) -> TlsPolicy:
         try:
@@ -414,21 +701,30 @@ class DeliveryService:
 
     async def _open(self, hosts: list[MxHost], tls_mode: TlsMode, deadline: float
                     ) -> tuple[SmtpSession | None, tuple[Verdict, str, str] | None]:
-        """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1).
+        """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1),
+        for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
 
         (None, None) when there is no time left to try the next address: no host has failed
         for the recipient then, so it is not charged an attempt.
         """
-        t = self.connector.timeouts
         last: tuple[Verdict, str, str] | None = None
+        tried = 0
         for host in hosts:
             for ip in host.addresses:
-                # Connect, EHLO, STARTTLS, EHLO again: no connect that cannot finish in time.
-                if self.clock() + t.connect + 3 * t.command > deadline:
+                if tried >= self.settings.mx_address_limit:
+                    log.info("MX address limit reached", extra={"limit": self.settings.mx_address_limit})
+                    return None, last
+                # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
+                # no connect that cannot carry a transaction in time.
+                if self.clock() + self._needs(session=True) > deadline:
                     log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
                     return None, None
+                tried += 1
                 try:
-                    return await self.connector.open(host.name, ip, tls_mode), None
+                    session = await self.connector.open(
+                        host.name, ip, tls_mode,
+                        time_left=lambda: deadline - self.clock() - self._needs(session=False))
+                    return session, None
                 except ReplyError as exc:
                     last = (judge(exc.reply), host.name, ip)
                 except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
@@ -441,13 +737,16 @@ class DeliveryService:
                                                    "detail": last[0].text})
         return None, last
 
-    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: bytes
+    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float
                         ) -> tuple[Verdict, str | None]:
         try:
+            # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
+            # §4.5.3.2.6 says 10 minutes), keeping RECORD_MARGIN to record it.
             reply = await session.send(self.return_path(mid, r.index), r.smtp_addr, data,
-                                       envid=mid, utf8=r.utf8)
+                                       envid=mid, utf8=r.utf8,
+                                       time_left=lambda: deadline - self.clock() - RECORD_MARGIN)
             return judge(reply), remote_queue_id(reply.text)
-        except StaleSession:
+        except (StaleSession, NoTimeLeft):
             raise
         except ReplyError as exc:
             return judge(exc.reply), None
@@ -458,9 +757,16 @@ class DeliveryService:
             if v.scope is Scope.MESSAGE:
                 log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
             session.smtp.close()
+            text = v.text
+            if v.command == "EOD" and session.dot_sent:
+                # The documented window: the content was sent and no reply came; the server may
+                # have kept it (RFC 1047), so a retry may deliver a second copy.
+                self.count("EndOfDataUnanswered", 1)
+                text = ("no reply to the end of data; the server may have accepted the message, "
+                        f"so the retry may deliver a second copy (RFC 1047): {v.text}")
             # Mid-transaction trouble: we cannot know whether the server kept the message;
             # defer this recipient rather than retry it on another host at once.
-            return Verdict(Outcome.TRANSIENT, Scope.HOST, v.status, v.text, v.code, v.command), None
+            return Verdict(Outcome.TRANSIENT, Scope.HOST, v.status, text, v.code, v.command), None
 
     def _attempt(self, v: Verdict, mx: str | None, ip: str | None, tls: Any,
                  remote_id: str | None = None, *, sts: dict | None = None) -> dict:

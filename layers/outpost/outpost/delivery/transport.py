@@ -1,10 +1,15 @@
 """SMTP sessions with an MX host (aiosmtplib): connect, EHLO, STARTTLS, transactions, RSET.
 
-Stage timeouts are shorter than RFC 5321 §4.5.3.2's (5 min greeting, 10 min end of data)
-because a Lambda invocation lasts minutes, not hours; a slow MX is a host failure and the next
-MX is tried. Defaults: connect+greeting 15 s, each command 20 s, end of data 60 s; so one
-transaction (RSET, MAIL, RCPT, DATA, end of data) needs at most 2 min 20 s, and the sender
-(300 s timeout) starts none it has no time left for.
+Stage timeouts: connect+greeting 15 s and each command 20 s are shorter than RFC 5321
+§4.5.3.2's (5 min) because a Lambda invocation lasts minutes, not hours; a slow MX is a host
+failure and the next MX is tried. The reply to the final dot is different: the server may
+already have taken the message, so giving up early is how duplicates happen (RFC 1047). The
+end-of-data wait is RFC 5321 §4.5.3.2.6's 10 minutes, cut to what the invocation has left
+(the sender passes `time_left`), and the final dot is never sent without at least
+`end_of_data_min` (100 s) to wait for its reply: after the 354, a transaction with less time
+left is abandoned by closing the connection without the dot, which the server discards
+(NoTimeLeft; no duplicate can come of it). One transaction (RSET, MAIL, RCPT, DATA, end of
+data) needs 3 min 10 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
 the attempt record names the command that was interrupted.
@@ -37,15 +42,16 @@ Every fallback is a full reconnect. `open(..., budget=s)` starts none that canno
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiosmtplib
-from aiosmtplib.protocol import normalize_message_line_endings
 
 from .trouble import PolicyFailure, Scope, SmtpReply, StageError
 
@@ -58,12 +64,20 @@ _QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*<?([\w.@-]+)>?", re.I)
 class Timeouts:
     connect: float = 15.0  # TCP connect and the 220 greeting
     command: float = 20.0  # EHLO, STARTTLS, MAIL, RCPT, DATA, RSET
-    end_of_data: float = 60.0
+    end_of_data: float = 600.0  # RFC 5321 §4.5.3.2.6: the longest wait for the final reply
+    end_of_data_min: float = 100.0  # no final dot is sent unless it can wait this long for the reply
+    data_transfer: float = 180.0  # Postfix smtp_data_xfer_timeout: each write of the content to drain
 
     @property
     def transaction_budget(self) -> float:
-        """The longest one transaction may take: no new one starts with less time than this."""
-        return 4 * self.command + self.end_of_data  # RSET (a reused session), MAIL, RCPT, DATA
+        """The time one transaction needs: no new one starts with less time than this left."""
+        # RSET (a reused session), MAIL, RCPT, DATA, then the end-of-data reply.
+        return 4 * self.command + min(self.end_of_data, self.end_of_data_min)
+
+    @property
+    def session_budget(self) -> float:
+        """The time one connection needs to open: connect, EHLO, STARTTLS, EHLO again."""
+        return self.connect + 3 * self.command
 
 
 @dataclass(frozen=True)
@@ -88,9 +102,44 @@ class StaleSession(Exception):
     """A pooled connection failed its RSET probe: open a new one; no recipient is charged."""
 
 
+class NoTimeLeft(Exception):
+    """Opening a session would need another connection (a TLS fallback) the invocation has no
+    time left for: nothing failed, no recipient is charged, the caller releases the work."""
+
+
 # Failures below SMTP: the socket, TLS, a timeout, a lost connection.
 _WIRE_ERRORS = (OSError, EOFError, TimeoutError, aiosmtplib.SMTPServerDisconnected,
                 aiosmtplib.SMTPTimeoutError)
+
+
+CHUNK = 1 << 20  # bytes of content normalised and written at a time
+_CRLF = re.compile(rb"\r\n|\r|\n")  # any line ending -> CRLF (RFC 5321 §2.3.8)
+
+
+def _pieces(parts: tuple[bytes, ...]) -> Iterator[bytes]:
+    """The content in pieces of about CHUNK bytes that each end at a line end (so that
+    dot-stuffing a piece on its own is right), across the parts (DKIM-Signature, message).
+    A line longer than CHUNK is one piece; only the last piece may end without a newline."""
+    carry = b""
+    for part in parts:
+        pos, n = 0, len(part)
+        while pos < n:
+            end = min(pos + CHUNK, n)
+            if end < n:
+                nl = part.rfind(b"\n", pos, end)
+                if nl < 0:
+                    nl = part.find(b"\n", end)
+                end = n if nl < 0 else nl + 1
+            piece = part[pos:end]
+            pos = end
+            if carry:
+                piece, carry = carry + piece, b""
+            if not piece.endswith(b"\n"):
+                carry = piece  # a part that ends mid-line: joined to the next part's start
+                continue
+            yield piece
+    if carry:
+        yield carry
 
 
 def remote_queue_id(text: str) -> str | None:
@@ -112,6 +161,7 @@ class SmtpSession:
     tls: TlsInfo | None
     timeouts: Timeouts
     transactions: int = 0
+    dot_sent: bool = False  # the last transaction got as far as the final dot
     dirty: bool = False
     log: list[str] = field(default_factory=list)
 
@@ -137,33 +187,40 @@ class SmtpSession:
         self.log.append(f"RSET {reply.code}")
         self.dirty = False
 
-    async def send(self, sender: str, rcpt: str, data: bytes, *, envid: str | None = None,
-                   utf8: bool = False) -> SmtpReply:
+    async def send(self, sender: str, rcpt: str, data: bytes | Sequence[bytes], *, envid: str | None = None,
+                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
         """One transaction for one recipient. Returns the end-of-data reply (2xx).
+
+        The reply to the final dot is awaited for `timeouts.end_of_data`, or for `time_left()`
+        (seconds, read after the 354) when that is shorter: the sender passes what its
+        invocation has left once the outcome is recorded.
 
         Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try,
         StageError for a failure below SMTP (disconnect, timeout), or StaleSession when the
         RSET that precedes a reused transaction fails.
         """
         t = self.timeouts
+        parts = (data,) if isinstance(data, bytes) else tuple(data)
+        size = sum(len(p) for p in parts)
+        self.dot_sent = False
         if self.reused:
             await self.rset()
         mail_opts: list[str] = []
         rcpt_opts: list[str] = []
         limit = self.size_limit if self.supports("size") else None
-        if limit is not None and len(data) > limit:
+        if limit is not None and size > limit:
             # RFC 1870 §6: do not send what the server already said it will refuse.
-            raise PolicyFailure(f"message of {len(data)} bytes exceeds the server's SIZE {limit}",
+            raise PolicyFailure(f"message of {size} bytes exceeds the server's SIZE {limit}",
                                 status="5.3.4", scope=Scope.MESSAGE, command="MAIL")
         if self.supports("size"):
-            mail_opts.append(f"SIZE={len(data)}")
+            mail_opts.append(f"SIZE={size}")
         if utf8:
             if not self.supports("smtputf8"):
                 # RFC 6531 §3.2 / RFC 6532: no downgrade for internationalised addresses.
                 raise PolicyFailure("the address needs SMTPUTF8, which the server does not offer",
                                     status="5.6.7", scope=Scope.RECIPIENT, command="MAIL")
             mail_opts.append("SMTPUTF8")
-        if not data.isascii():
+        if not all(p.isascii() for p in parts):
             # RFC 6152: 8-bit content needs BODY=8BITMIME (mime.py keeps bodies 7-bit, so this
             # only happens with SMTPUTF8 headers, which imply 8BITMIME, RFC 6531 §3.1).
             if not self.supports("8bitmime"):
@@ -191,7 +248,13 @@ class SmtpSession:
             if start.code != 354:
                 raise ReplyError(SmtpReply(start.code, start.message, "DATA"))
             stage = "EOD"
-            reply = await self._content(data, t.end_of_data)
+            wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
+            if wait < min(t.end_of_data, t.end_of_data_min):
+                # Sending the dot now could leave the server's 250 unheard (a duplicate on
+                # retry, RFC 1047); without the dot it discards the message (RFC 5321 §4.1.1.4).
+                self.smtp.close()
+                raise NoTimeLeft(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot")
+            reply = await self._content(parts, wait)
             if reply.code // 100 != 2:
                 raise ReplyError(SmtpReply(reply.code, reply.message, "EOD"))
         except aiosmtplib.SMTPRecipientsRefused as exc:  # pragma: no cover - one rcpt per transaction
@@ -208,23 +271,31 @@ class SmtpSession:
         self.dirty = False
         return SmtpReply(reply.code, reply.message, "EOD")
 
-    async def _content(self, data: bytes, timeout: float) -> aiosmtplib.SMTPResponse:
+    async def _content(self, parts: tuple[bytes, ...], timeout: float) -> aiosmtplib.SMTPResponse:
         """Send the content after the 354 and wait for the end-of-data reply.
 
         aiosmtplib's data() sends DATA and the content under one timeout and one error type;
         doing the second half here keeps the DATA reply and the end-of-data reply apart (a
         refusal of the content is not a refusal of the DATA command) and gives each its own
-        timeout. Dot-stuffing per RFC 5321 §4.5.2.
+        timeout. Line endings normalised and dot-stuffing per RFC 5321 §4.5.2, a piece of at
+        most about CHUNK bytes at a time, each written once the socket has drained the last:
+        a 40 MB message costs a megabyte here, not four copies of itself (issue 8 item 13).
         """
         proto = self.smtp.protocol
         if proto is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost before the content")
-        payload = _DOT.sub(b"..", normalize_message_line_endings(data))
-        if not payload.endswith(b"\r\n"):
-            payload += b"\r\n"
-        # write() then read_response() with no await between them: the reply cannot arrive
-        # before the protocol expects it.
-        proto.write(payload + b".\r\n")
+        # Replies that arrive while we write (a server refusing mid-content) are kept for the
+        # read below rather than dropped as unsolicited (aiosmtplib's protocol keeps only what
+        # arrives while a response is pending).
+        proto._response_pending = True
+        last = b""
+        for piece in _pieces(parts):
+            piece = _DOT.sub(b"..", _CRLF.sub(b"\r\n", piece))
+            proto.write(piece)
+            last = piece[-2:]
+            await asyncio.wait_for(proto._drain_helper(), self.timeouts.data_transfer)
+        proto.write(b".\r\n" if last == b"\r\n" else b"\r\n.\r\n")
+        self.dot_sent = True
         return await proto.read_response(timeout=timeout)
 
     async def close(self) -> None:
@@ -267,13 +338,13 @@ class SmtpConnector:
         self._any.verify_mode = ssl.CERT_NONE
         self._legacy = legacy_tls_context()
 
-    def _fits(self, end: float | None, what: str) -> None:
+    def _fits(self, time_left: Callable[[], float] | None, what: str) -> None:
         """Refuse to start a (re)connect that cannot finish before the caller's deadline."""
         t = self.timeouts
-        if end is not None and time.monotonic() + t.connect + 3 * t.command > end:
+        if time_left is not None and time_left() < t.connect + 3 * t.command:
             raise StageError("STARTTLS", TimeoutError(f"no time left for {what}"))
 
-    async def _reconnect(self, ip: str, end: float | None, what: str) -> aiosmtplib.SMTP:
+    async def _reconnect(self, ip: str, end: Callable[[], float] | None, what: str) -> aiosmtplib.SMTP:
         self._fits(end, what)
         return await self._connect(ip)
 
@@ -322,7 +393,7 @@ class SmtpConnector:
         return TlsInfo(obj.version() if obj else None, cipher[0] if cipher else None, ctx is self._verify)
 
     async def _legacy_starttls(self, smtp: aiosmtplib.SMTP, mx_name: str, tls_mode: TlsMode, ip: str,
-                               end: float | None, first: BaseException) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
+                               end: Callable[[], float] | None, first: BaseException) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
         """After a failed handshake: once more with TLS 1.0+ at security level 0, then
         (opportunistic only) plaintext, each on a fresh connection."""
         smtp = await self._reconnect(ip, end, "a permissive TLS retry")
@@ -349,8 +420,14 @@ class SmtpConnector:
         return await self._reconnect(ip, end, "a plaintext retry"), None
 
     async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic", *,
-                   budget: float | None = None) -> SmtpSession:
-        end = None if budget is None else time.monotonic() + budget
+                   budget: float | None = None, time_left: Callable[[], float] | None = None) -> SmtpSession:
+        """Open a session. No (re)connect starts, the TLS and certificate fallbacks included,
+        that cannot finish within `budget` seconds of this call, or within `time_left()` (the
+        caller's own clock): a transient host-level StageError instead."""
+        if time_left is None and budget is not None:
+            stop = time.monotonic() + budget
+            time_left = lambda: stop - time.monotonic()  # noqa: E731
+        end = time_left
         self._fits(end, "a connection")
         smtp = await self._connect(ip)
         tls: TlsInfo | None = None
@@ -387,7 +464,7 @@ class SmtpConnector:
                 # "No plaintext, ever": RFC 3207 §4 leaves it to the client to refuse.
                 raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
                                     status="4.7.10", scope=Scope.HOST, command="STARTTLS")
-        except (ReplyError, PolicyFailure, StageError):
+        except (ReplyError, PolicyFailure, StageError, NoTimeLeft):
             smtp.close()
             raise
         except _WIRE_ERRORS as exc:  # e.g. no reply to STARTTLS in time

@@ -1,0 +1,161 @@
+"""Benchmark: the sender's memory for one large message (issue 8 item 13).
+
+Runs the real DeliveryService (build the MIME message with an uploaded attachment, DKIM-sign,
+one SMTP transaction) against a sink SMTP server in another process on loopback; the store,
+queue and suppressions are in-memory fakes, so what is measured is the sender's own work.
+Each size runs in a fresh child process, which prints:
+  tracemalloc's peak of Python allocations during the delivery, and
+  ru_maxrss growth (peak RSS) over the process after imports and the attachment's bytes,
+both in MB and as a multiple of the message size on the wire.
+
+Run: PYTHONPATH=layers/outpost .venv/bin/python bench/sender_memory.py [--sizes 1,10,30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+SINK = r'''
+import asyncio, sys
+async def handle(r, w):
+    w.write(b"220 sink ESMTP\r\n")
+    while True:
+        line = await r.readline()
+        if not line:
+            return
+        cmd = line[:4].upper()
+        if cmd in (b"EHLO", b"HELO"):
+            w.write(b"250-sink\r\n250-SIZE 100000000\r\n250-8BITMIME\r\n250 PIPELINING\r\n")
+        elif cmd == b"DATA":
+            w.write(b"354 go\r\n")
+            await w.drain()
+            tail = b""
+            while True:
+                chunk = await r.read(1 << 20)
+                if not chunk:
+                    return
+                tail = (tail + chunk)[-5:]
+                if tail.endswith(b"\r\n.\r\n"):
+                    break
+            w.write(b"250 2.0.0 Ok: queued as SINK\r\n")
+        elif cmd == b"QUIT":
+            w.write(b"221 bye\r\n")
+            await w.drain()
+            w.close()
+            return
+        else:
+            w.write(b"250 ok\r\n")
+        await w.drain()
+async def main():
+    s = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await s.serve_forever()
+asyncio.run(main())
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child(size_mb: float, port: int) -> dict[str, Any]:
+    from outpost.config import Settings
+    from outpost.delivery.service import DeliveryService
+    from outpost.delivery.transport import SmtpConnector
+    from outpost.mx import MxHost
+    from outpost.signing import RSA, Signer, generate_key
+    from outpost.store import StoredMessage
+
+    attachment = os.urandom(int(size_mb * 1024 * 1024))
+    spec = {"from": "app@sender.test", "to": ["rcpt@sink.test"], "subject": "big", "text": "see attached",
+            "attachments": [{"filename": "big.bin", "content_type": "application/octet-stream",
+                             "upload_id": "0" * 32}]}
+    meta = {"message_id": "m1", "spec": json.dumps(spec), "deliver_until": time.time() + 3600,
+            "created_ts": time.time(), "size": int(len(attachment) * 1.37)}
+    rcpt = {"index": 0, "address": "rcpt@sink.test", "state": "queued", "attempts": []}
+    outcome: dict[str, Any] = {}
+
+    class Store:
+        def load(self, mid: str) -> StoredMessage:
+            return StoredMessage(meta=dict(meta), recipients=[dict(rcpt)])
+
+        def load_spec(self, m: dict) -> dict:
+            return json.loads(m["spec"])
+
+        def claim(self, *a: Any) -> bool:
+            return True
+
+        def release(self, *a: Any) -> None:
+            outcome["released"] = True
+
+        def finish_attempt(self, mid: str, index: int, state: Any, *a: Any) -> bool:
+            outcome["state"] = state.value
+            outcome["last"] = (a[2] or {}).get("last") if len(a) > 2 else None
+            return True
+
+        def replace_job(self, *a: Any) -> bool:
+            return True
+
+    class Nothing:
+        def suppressed(self, addresses: Any) -> set[str]:
+            return set()
+
+        def send(self, *a: Any) -> None:
+            pass
+
+    signer = Signer([generate_key("sender.test", "s1", RSA)])
+    service = DeliveryService(
+        settings=Settings(), store=Store(), suppressions=Nothing(), queue=Nothing(),  # type: ignore[arg-type]
+        resolve_mx=lambda d: [MxHost("sink.test", 10, ("127.0.0.1",))],
+        connector=SmtpConnector("mta.sender.test", port=port), signer_for=lambda d: signer,
+        return_path=lambda mid, i: "b@bounces.sender.test", fetch_upload=lambda upload_id: attachment)
+    event = {"Records": [{"messageId": "x", "body": json.dumps({"message_id": "m1"})}]}
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    started = time.monotonic()
+    result = service.handle_sqs_event(event, lambda: 300_000)
+    elapsed = time.monotonic() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wire = meta["size"] / 1e6
+    return {"size_mb": round(wire, 1), "state": outcome.get("state"), "released": outcome.get("released"),
+            "failures": result["batchItemFailures"],
+            "seconds": round(elapsed, 2), "tracemalloc_peak_mb": round(peak / 1e6, 1),
+            "peak_x_size": round(peak / 1e6 / wire, 1), "rss_growth_mb": round(rss - base_rss, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1,10,30", help="attachment sizes in MiB (30 MiB ~ 41.6 MB on the wire)")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(float(args.child[0]), int(args.child[1]))))
+        return
+    port = _free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        for size in args.sizes.split(","):
+            out = subprocess.run([sys.executable, __file__, "--child", size, str(port)], capture_output=True,
+                                 text=True, env=dict(os.environ, PYTHONPATH="layers/outpost"), check=True)
+            print(out.stdout.strip().splitlines()[-1], flush=True)
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
+if __name__ == "__main__":
+    main()
