@@ -393,7 +393,8 @@ class SmtpConnector:
         return TlsInfo(obj.version() if obj else None, cipher[0] if cipher else None, ctx is self._verify)
 
     async def _legacy_starttls(self, smtp: aiosmtplib.SMTP, mx_name: str, tls_mode: TlsMode, ip: str,
-                               end: Callable[[], float] | None, first: BaseException) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
+                               end: Callable[[], float] | None, first: BaseException
+                               ) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
         """After a failed handshake: once more with TLS 1.0+ at security level 0, then
         (opportunistic only) plaintext, each on a fresh connection."""
         smtp = await self._reconnect(ip, end, "a permissive TLS retry")
