@@ -26,13 +26,17 @@ from ..models import (
 )
 from ..store import JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
 from .auth import Principal
-from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso
+from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso, query_digest
 
 IDEMPOTENCY_TTL = 24 * 3600
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 BATCH_WORKERS = 16
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
+# A list request's budget (GET /v1/messages, /v1/bounces, /v1/suppressions): DynamoDB queries,
+# and items read by each filtered query. 10 x 100 items stay far inside API Gateway's 29 s.
+LIST_MAX_QUERIES = 10
+LIST_READ_PER_QUERY = 100
 
 log = logging.getLogger("outpost.api")
 
@@ -253,9 +257,11 @@ class QueryService:
     """The read side, and the suppression list's manual edits. Only key and index lookups."""
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore,
-                 clock: Callable[[], float] = time.time, retention_days: int = 30) -> None:
+                 clock: Callable[[], float] = time.time, retention_days: int = 30,
+                 max_queries: int = LIST_MAX_QUERIES, read_per_query: int = LIST_READ_PER_QUERY) -> None:
         self.store, self.suppressions, self.clock = store, suppressions, clock
         self.retention_days = retention_days
+        self.max_queries, self.read_per_query = max_queries, read_per_query
 
     # ---- one message --------------------------------------------------------------------------
     def message(self, message_id: str) -> dict:
@@ -289,26 +295,31 @@ class QueryService:
         since_iso = iso(since)
         if recipient:
             pk = f"RCPT#{_address_key(recipient)}"
-            cur = decode_cursor(cursor, parts=["r"])
-            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = ["r"], ("pk", "sk", "gsi1pk", "gsi1sk")
+            q = query_digest("messages", pk, status, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi1", pk=("gsi1pk", pk), sk_from=("gsi1sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk), filters=filters),
-                ("pk", "sk", "gsi1pk", "gsi1sk"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk,
+                                             sort=("gsi1sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         else:
-            days = self._days(since)
-            cur = decode_cursor(cursor, parts=days)
-            items, nxt = self._walk(days, cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = self._days(since), ("pk", "sk", "gsi3pk", "gsi3sk")
+            q = query_digest("messages", None, status, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi3", pk=("gsi3pk", f"DAY#{part}"),
                 sk_from=("gsi3sk", since_iso) if since_iso else None, limit=n,
-                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}"), filters=filters),
-                ("pk", "sk", "gsi3pk", "gsi3sk"), bool(filters))
+                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}",
+                                    sort=("gsi3sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         out = []
         for i in items:
             mid = i["pk"].split("#", 1)[1]
             out.append({"id": mid, "recipient": i["address"], "status": i["state"],
                         "created_at": i.get("created_at"), "updated_at": i.get("updated_at"),
                         "from": i.get("from"), "subject": i.get("subject")})
-        return {"items": out, "next_cursor": encode_cursor(nxt)}
+        return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def bounces(self, *, recipient: str | None, kind: str | None, since: datetime | None,
                 limit: int, cursor: str | None) -> dict:
@@ -326,65 +337,88 @@ class QueryService:
                 filters = {"type": kind}
             elif kind:
                 filters = {"type": "bounce", "kind": kind}
-            cur = decode_cursor(cursor, parts=["r"])
-            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = ["r"], ("pk", "sk", "gsi2pk", "gsi2sk")
+            q = query_digest("bounces", pk, kind, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi2", pk=("gsi2pk", pk), sk_from=("gsi2sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk), filters=filters),
-                ("pk", "sk", "gsi2pk", "gsi2sk"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk,
+                                             sort=("gsi2sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         else:
-            cur = decode_cursor(cursor, parts=types)
-            items, nxt = self._walk(types, cur, limit, lambda part, start, n: self.store.page(
+            attrs = ("pk", "sk", "type", "received_at")
+            q = query_digest("bounces", None, kind, since_iso)
+            items, nxt = self._walk(types, decode_cursor(cursor, parts=types, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi4", pk=("type", part), sk_from=("received_at", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "type", part), filters=filters),
-                ("pk", "sk", "type", "received_at"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "type", part,
+                                             sort=("received_at", since_iso)), filters=filters),
+                attrs, bool(filters))
         out = []
         for b in items:
             view = _public(b, _BOUNCE_FIELDS)
             view["message_id"] = b["pk"].split("#", 1)[1]
             view.setdefault("received_at", b.get("gsi2sk", "")[:24])
             out.append(view)
-        return {"items": out, "next_cursor": encode_cursor(nxt)}
+        return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def suppression_list(self, *, source: str | None, since: datetime | None, limit: int,
                          cursor: str | None) -> dict:
         sources = [source] if source else list(SUPPRESSION_SOURCES)
         since_iso = iso(since)
-        cur = decode_cursor(cursor, parts=sources)
+        attrs = ("address", "source", "created_at")
+        q = query_digest("suppressions", source, since_iso)
+        cur = decode_cursor(cursor, parts=sources, key_attrs=attrs, query=q)
         items, nxt = self._walk(sources, cur, limit, lambda part, start, n: self.suppressions.page(
             source=part, since=since_iso, limit=n,
-            start_key=check_key(Cursor(part, start), "source", part)),
-            ("address", "source", "created_at"))
+            start_key=check_key(Cursor(part, start), "source", part, sort=("created_at", since_iso))),
+            attrs)
         return {"items": [_public(i, _SUPPRESSION_FIELDS) for i in items],
-                "next_cursor": encode_cursor(nxt)}
+                "next_cursor": encode_cursor(nxt, q)}
 
     def _walk(self, parts: list[str], cursor: Cursor | None, limit: int,
               fetch: Callable[[str, dict[str, str] | None, int], Page], key_attrs: tuple[str, ...],
               filtered: bool = False) -> tuple[list[dict], Cursor | None]:
         """Fill a page from consecutive partitions; the cursor says where to go on.
 
-        Unfiltered reads ask for exactly what is missing. Filtered reads ask for more (the
-        filter drops items after the read) and, if they overshoot, resume after the last item
-        kept: its key attributes make the next ExclusiveStartKey.
+        Bounded by construction: at most `max_queries` DynamoDB queries per request, each
+        reading at most `read_per_query` items (DynamoDB applies Limit before a filter), so a
+        rare filter value over a large table answers a partial page, possibly empty, with a
+        cursor to continue, never a timeout. Unfiltered reads ask for exactly what is missing.
+        Filtered reads ask for more and, if they overshoot, resume after the last item kept:
+        its key attributes make the next ExclusiveStartKey.
         """
-        start = parts.index(cursor.part) if cursor else 0
+        n = parts.index(cursor.part) if cursor else 0
         key = cursor.key if cursor else None
+        from_client = key is not None
         items: list[dict] = []
-        for n in range(start, len(parts)):
+        calls = 0
+        while n < len(parts):
             part = parts[n]
-            while True:
-                want = limit - len(items)
-                page = fetch(part, key, max(want, 25) if filtered else want)
-                items.extend(page.items)
-                key = page.last_key
-                if len(items) >= limit:
-                    if len(items) > limit:
-                        items = items[:limit]
-                        key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
-                    if key is not None:
-                        return items, Cursor(part, key)
-                    return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
-                if key is None:
-                    break
+            if calls >= self.max_queries:
+                return items, Cursor(part, key)  # the budget is spent: a partial page
+            want = limit - len(items)
+            try:
+                page = fetch(part, key, max(want, self.read_per_query) if filtered else want)
+            except Exception as exc:
+                if from_client and _invalid_start_key(exc):
+                    # The last line of defence: DynamoDB refused the client's start key.
+                    raise ValidationFailed("invalid cursor: pass back next_cursor as given",
+                                           field="cursor") from None
+                raise
+            calls += 1
+            from_client = False
+            items.extend(page.items)
+            key = page.last_key
+            if len(items) >= limit:
+                if len(items) > limit:
+                    items = items[:limit]
+                    key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
+                if key is not None:
+                    return items, Cursor(part, key)
+                return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
+            if key is None:
+                n += 1
         return items, None
 
     def _days(self, since: datetime | None) -> list[str]:
@@ -448,6 +482,12 @@ def _address_key(address: str) -> str:
         return normalise(address)
     except ValueError as exc:
         raise ValidationFailed(f"invalid address: {exc}", field="address") from None
+
+
+def _invalid_start_key(exc: Exception) -> bool:
+    """DynamoDB's ValidationException (a start key it will not use), from botocore."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ValidationException"
 
 
 def _public(item: dict, fields: tuple[str, ...]) -> dict:
