@@ -89,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     a = doms.add_parser("add", help="generate DKIM keys and print the DNS records to publish")
     a.add_argument("domain")
     a.add_argument("--mta-sts", action="store_true")
-    for name, text in (("verify", "check the records in DNS; enable sending once DKIM verifies"),
-                       ("show", "same as verify"), ("rotate", "start a DKIM key rotation")):
+    for name, text in (("verify", "check the records in DNS; enable sending once DKIM verifies, "
+                        "start signing with verified new keys"),
+                       ("show", "check the records in DNS; change nothing"), ("rotate", "start a DKIM key rotation")):
         doms.add_parser(name, help=text).add_argument("domain")
     return p
 
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
                 _print(out, svc.create(args.domain, mta_sts=args.mta_sts))
             elif args.cmd == "rotate":
                 _print(out, svc.rotate(args.domain))
+            elif args.cmd == "verify":
+                _print(out, svc.verify(args.domain))
             else:
                 _print(out, svc.check(args.domain))
     except ApiError as exc:

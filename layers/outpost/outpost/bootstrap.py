@@ -144,7 +144,8 @@ def domain_service() -> Any:
     s = settings()
     return DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
                          lookup=dns_lookup(s.dns_servers), sender_ip=s.sender_ip,
-                         bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days)
+                         bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days,
+                         unverify_after_hours=s.dkim_unverify_hours)
 
 
 @cache

@@ -72,6 +72,8 @@ class Settings:
     api_rate: float = 20.0  # requests per second per API key (token bucket, per container)
     api_burst: int = 40  # bucket size per API key
     dkim_grace_days: int = 7  # a rotated-out DKIM key stays published and loadable this long
+    dkim_unverify_hours: float = 72  # a verified domain whose DKIM record is gone is un-verified after
+    uploads_per_key_per_day: int = 1000  # POST /v1/uploads per API key per UTC day
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +104,8 @@ class Settings:
             api_rate=float(e.get("OUTPOST_API_RATE", d.api_rate)),
             api_burst=int(e.get("OUTPOST_API_BURST", d.api_burst)),
             dkim_grace_days=int(e.get("OUTPOST_DKIM_GRACE_DAYS", d.dkim_grace_days)),
+            dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
+            uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
         )
 
 

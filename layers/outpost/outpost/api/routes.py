@@ -237,11 +237,18 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
             return Response(status_code=201, content_type="application/json",
                             body=domains.create(body.domain, mta_sts=body.mta_sts))
 
-        @app.get("/v1/domains/<domain>", summary="Check the domain's records live in DNS",
+        @app.get("/v1/domains/<domain>", summary="Check the domain's records live in DNS (changes nothing)",
                  responses=_errors(403, 404))
         def get_domain(domain: Annotated[str, Path()]) -> DomainView:
             auth("read")
             return DomainView.model_validate(domains.check(unquote(domain)))
+
+        @app.post("/v1/domains/<domain>/verify", summary="Check the records and act: verify the "
+                  "domain, start signing with verified new keys, retire old ones (admin; also "
+                  "done hourly by the scheduled check)", responses=_errors(403, 404))
+        def verify_domain(domain: Annotated[str, Path()]) -> DomainView:
+            auth("admin")
+            return DomainView.model_validate(domains.verify(unquote(domain)))
 
         @app.post("/v1/domains/<domain>/rotate", summary="Rotate the DKIM keys (new selectors)",
                   responses=_errors(403, 404, 409))
