@@ -102,3 +102,59 @@ def test_over_40_mb_in_all_is_refused_with_413(api, uploaded):
     # A declared size over the limit is refused before any URL is signed.
     status, res = api.call("POST", "/v1/uploads", {"filename": "huge.bin", "size": 41 * 1024 * 1024})
     assert status == 413 and res["error"]["field"] == "size", res
+
+
+def _other_key(scopes=("send",)) -> str:
+    from outpost.api.auth import KeyRing
+    from outpost.bootstrap import api_keys_table
+
+    return KeyRing(api_keys_table()).create("another tenant", list(scopes))[0]
+
+
+def test_an_upload_belongs_to_the_key_that_created_it(api, uploaded):
+    """Issue 8, item 25: an upload_id is not a bearer token; only its creator may attach it."""
+    up, _ = uploaded
+    other = _other_key()
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "a.txt", "content": "AA=="},
+        {"filename": "stolen.zip", "upload_id": up["upload_id"]}]), key=other)
+    assert status == 403, res
+    assert res["error"]["field"] == "attachments[1].upload_id"
+    # The same in a batch: the item is refused, naming its attachment.
+    status, res = api.call("POST", "/v1/messages/batch", {"messages": [_message(attachments=[
+        {"filename": "stolen.zip", "upload_id": up["upload_id"]}])]}, key=other)
+    assert status == 200 and res["results"][0]["status"] == 403, res
+    assert res["results"][0]["error"]["field"] == "attachments[0].upload_id"
+    # Its own upload, that key may send.
+    status, mine = api.call("POST", "/v1/uploads", {"filename": "own.txt", "content_type": "text/plain",
+                                                    "size": 5}, key=other)
+    assert status == 201 and _put(mine, b"hello") == 200
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "own.txt", "upload_id": mine["upload_id"]}]), key=other)
+    assert status == 202, res
+    # ...and the creator of the first may not send the other key's.
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "own.txt", "upload_id": mine["upload_id"]}]))
+    assert status == 403 and res["error"]["field"] == "attachments[0].upload_id", res
+
+
+def test_uploads_per_key_per_day_are_capped(api):
+    import time
+
+    from outpost.api.auth import KeyRing
+    from outpost.api.service import UPLOADS_PER_KEY_PER_DAY
+    from outpost.bootstrap import api_keys_table, aws, settings
+
+    key, item = KeyRing(api_keys_table()).create("busy tenant", ["send"])
+    key_id = item["key_id"]
+    # This key has already created all but one of today's uploads (the counter the API keeps).
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    aws("dynamodb").put_item(TableName=settings().messages_table, Item={
+        "pk": {"S": f"UPLOADS#{key_id}"}, "sk": {"S": f"DAY#{today}"},
+        "uploads": {"N": str(UPLOADS_PER_KEY_PER_DAY - 1)}})
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    assert api.call("POST", "/v1/uploads", body, key=key)[0] == 201
+    status, res = api.call("POST", "/v1/uploads", body, key=key)
+    assert status == 429 and res["error"]["code"] == "upload_limit_reached", res
+    # Other keys are not affected.
+    assert api.call("POST", "/v1/uploads", body)[0] == 201

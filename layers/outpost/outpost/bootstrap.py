@@ -160,7 +160,8 @@ def api_app() -> Any:
         keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
-                           s3=aws("s3"), bucket=s.bucket),
+                           s3=aws("s3"), bucket=s.bucket,
+                           uploads_per_key_per_day=s.uploads_per_key_per_day),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service())

@@ -38,6 +38,16 @@ class Throttled(ApiError):
         self.retry_after = retry_after
 
 
+class UploadLimitReached(Throttled):
+    """The key's uploads for today are used up (a named limit: uploads_per_key_per_day)."""
+
+    code = "upload_limit_reached"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        ApiError.__init__(self, message, field=None)
+        self.retry_after = retry_after
+
+
 def new_key() -> str:
     return "op_" + secrets.token_urlsafe(32)
 

@@ -167,11 +167,12 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
 
     @app.post("/v1/uploads", summary="A presigned URL to PUT one large attachment to (then send "
               "with its upload_id)", status_code=201,
-              responses=_errors(403, 413, ok=201, ok_text="Created: PUT the bytes to `url`"))
+              responses=_errors(403, 413, ok=201, ok_text="Created: PUT the bytes to `url` (429: "
+                                "this key's uploads for today are used up)"))
     def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[UploadResponse]:
-        auth("send")
+        principal = auth("send")
         return Response(status_code=201, content_type="application/json",
-                        body=UploadResponse(**sender.create_upload(body)))
+                        body=UploadResponse(**sender.create_upload(body, principal)))
 
     # ---- querying -----------------------------------------------------------------------------
     @app.get("/v1/messages", summary="Messages by recipient, status and time (per recipient)",

@@ -25,11 +25,12 @@ from ..models import (
     error_field,
 )
 from ..store import JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
-from .auth import Principal
+from .auth import Principal, UploadLimitReached
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso, query_digest
 
 IDEMPOTENCY_TTL = 24 * 3600
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
+UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
 BATCH_WORKERS = 16
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
@@ -51,9 +52,11 @@ class SendService:
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
-                 idempotency: Any = None, s3: Any = None, bucket: str | None = None) -> None:
+                 idempotency: Any = None, s3: Any = None, bucket: str | None = None,
+                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         self.clock = clock
+        self.uploads_per_day = uploads_per_key_per_day
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
         self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
         self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
@@ -80,12 +83,12 @@ class SendService:
         """(response, replayed). `raw` is the parsed JSON body, hashed for the 409 check."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda: self.send_one(body))
+                                lambda: self.send_one(body, principal=principal))
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda: self._batch(messages))
+                                lambda: self._batch(messages, principal))
 
     # ---- idempotency ----------------------------------------------------------------------------
     def register_context(self, context: Any) -> None:
@@ -132,16 +135,25 @@ class SendService:
                             field="from")
         return sender.domain
 
-    def create_upload(self, req: UploadRequest) -> dict:
+    def create_upload(self, req: UploadRequest, principal: Principal) -> dict:
         """A presigned S3 PUT for one attachment: the bytes bypass API Gateway's 6 MB limit.
 
         Content-Type and Content-Length are signed (SigV4), so S3 refuses a PUT of any other
-        size than the one declared; the send still checks the stored size (HEAD).
+        size than the one declared; the send still checks the stored size (HEAD). The upload
+        belongs to the key that created it: only that key may attach it, and each key may
+        create `uploads_per_day` a UTC day.
         """
         if req.size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"an upload of {req.size} bytes cannot fit in a message; the limit "
                                   f"is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
+        now = self.clock()
+        if not self.store.count_upload(principal.key_id, _iso(now)[:10], self.uploads_per_day, now):
+            raise UploadLimitReached(
+                f"this API key has created its {self.uploads_per_day} uploads for today (UTC); "
+                "attach the ones already uploaded, or retry tomorrow", int(86400 - now % 86400) + 1)
         upload_id = secrets.token_hex(16)  # unguessable: the id is what a send refers to
+        self.store.put_upload(upload_id, {"key_id": principal.key_id, "size": req.size,
+                                          "content_type": req.content_type}, now)
         headers = {"Content-Type": req.content_type, "Content-Length": str(req.size)}
         url = self.s3.generate_presigned_url(
             "put_object", ExpiresIn=UPLOAD_URL_TTL, HttpMethod="PUT",
@@ -150,8 +162,9 @@ class SendService:
         return {"upload_id": upload_id, "url": url, "method": "PUT", "headers": headers,
                 "expires_in": UPLOAD_URL_TTL}
 
-    def _uploaded_size(self, req: SendRequest) -> int:
-        """The raw bytes of the uploaded attachments (HEAD each); a missing one is a 422."""
+    def _uploaded_size(self, req: SendRequest, principal: Principal | None) -> int:
+        """The raw bytes of the uploaded attachments (HEAD each); a missing one is a 422, one
+        created by another API key a 403 (an upload_id is not a bearer token)."""
         from botocore.exceptions import ClientError
 
         sizes: dict[str, int] = {}
@@ -160,6 +173,14 @@ class SendService:
             if a.upload_id is None:
                 continue
             if a.upload_id not in sizes:
+                field = f"attachments[{i}].upload_id"
+                record = self.store.upload(a.upload_id)
+                if record is None:
+                    raise ValidationFailed(f"no upload {a.upload_id!r}: create it with POST "
+                                           "/v1/uploads and PUT the bytes first", field=field)
+                if principal is None or record.get("key_id") != principal.key_id:
+                    raise Forbidden("this upload was created by another API key; only that key "
+                                    "may attach it", field=field)
                 try:
                     head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{a.upload_id}")
                 except ClientError as exc:
@@ -167,14 +188,14 @@ class SendService:
                     if code in ("404", "NoSuchKey", "NotFound"):
                         raise ValidationFailed(
                             f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
-                            "expire)", field=f"attachments[{i}].upload_id") from None
+                            "expire)", field=field) from None
                     raise
                 sizes[a.upload_id] = int(head["ContentLength"])
             total += sizes[a.upload_id]  # attached twice goes out twice
         return total
 
-    def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
-        size = req.encoded_size(self._uploaded_size(req))
+    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None) -> dict:
+        size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
@@ -209,7 +230,7 @@ class SendService:
         return {"id": message_id,
                 "recipients": [{"address": r["address"], "status": r["state"]} for r in recipients]}
 
-    def _batch(self, messages: list[dict[str, Any]]) -> dict:
+    def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         def one(i: int, body: Any) -> dict:
             try:
                 req = SendRequest.model_validate(body)
@@ -219,7 +240,7 @@ class SendService:
                         "error": {"code": "validation_error", "message": msg,
                                   "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
             try:
-                out = self.send_one(req, enqueue=False)
+                out = self.send_one(req, enqueue=False, principal=principal)
             except ApiError as exc:
                 return {"index": i, "status": exc.status,
                         "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
