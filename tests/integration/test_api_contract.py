@@ -82,10 +82,13 @@ def test_the_function_itself_answers_405_as_api_gateway_would_deliver_it(stack):
     assert json.loads(res["body"])["error"]["code"] == "method_not_allowed"
 
 
-def test_a_body_that_is_not_json_is_415_not_503(stack):
-    status, _, data = raw(stack, "POST", "/v1/uploads", body=b'{"filename": "a", "size": 1}',
-                          headers={"Content-Type": "text/plain"})
-    assert status == 415 and json.loads(data)["error"]["field"] == "Content-Type"
+@pytest.mark.parametrize("media", ["text/plain", "multipart/form-data", "application/x-www-form-urlencoded",
+                                   "application/xml"])
+@pytest.mark.parametrize("path", ["/v1/uploads", "/v1/messages", "/v1/domains"])
+def test_a_body_that_is_not_json_is_415_not_503(stack, media, path):
+    status, _, data = raw(stack, "POST", path, body=b'{"filename": "a", "size": 1}',
+                          headers={"Content-Type": media})
+    assert status == 415 and json.loads(data)["error"]["field"] == "Content-Type", data
 
 
 @pytest.mark.parametrize("since", ["0.5", "1700000000", "2026-01-01", "yesterday", "2026-13-01T00:00:00Z"])

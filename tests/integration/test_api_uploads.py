@@ -84,11 +84,12 @@ def test_an_8_mb_upload_is_delivered_byte_for_byte(api, local_stack, uploaded):
     assert parts[0].get_payload(decode=True) == data
 
 
-def test_a_missing_upload_is_a_422_naming_the_attachment(api):
+def test_an_unknown_upload_is_a_403_naming_the_attachment(api):
+    # The same answer as another key's upload: nothing to learn about other keys' ids.
     status, res = api.call("POST", "/v1/messages", _message(attachments=[
         {"filename": "a.txt", "content": "AA=="},
         {"filename": "b.bin", "upload_id": "0" * 32}]))
-    assert status == 422, res
+    assert status == 403, res
     assert res["error"]["field"] == "attachments[1].upload_id"
 
 
@@ -99,9 +100,10 @@ def test_over_40_mb_in_all_is_refused_with_413(api, uploaded):
         {"filename": f"part{i}.zip", "upload_id": up["upload_id"]} for i in range(5)]))
     assert status == 413, res
     assert res["error"]["code"] == "payload_too_large" and res["error"]["field"] == "attachments"
-    # A declared size over the limit is refused before any URL is signed.
+    # A declared size over the documented maximum is refused before any URL is signed (422:
+    # the request itself is small).
     status, res = api.call("POST", "/v1/uploads", {"filename": "huge.bin", "size": 41 * 1024 * 1024})
-    assert status == 413 and res["error"]["field"] == "size", res
+    assert status == 422 and res["error"]["field"] == "size", res
 
 
 def _other_key(scopes=("send",)) -> str:

@@ -43,6 +43,7 @@ from ..models import (
     UploadResponse,
 )
 from .auth import KeyRing, Principal, Throttled
+from .contract import ADDRESS, DOMAIN, declare
 from .service import QueryService, SendService
 
 log = logging.getLogger("outpost.api")
@@ -89,19 +90,11 @@ def _field_of(loc: tuple[Any, ...]) -> str | None:
 
 # What the document declares for path and query parameters (issue 8, item 23). Cursors and
 # message ids have one fixed alphabet, enforced here. Addresses and domains are declared by
-# their plain ASCII form (dot-atom local part, LDH labels, a non-numeric TLD): everything that
-# matches is accepted; the server's own parser (addresses.py) also accepts what no simple
-# pattern can describe (internationalised addresses and domains, quoted local parts), so the
-# pattern is declared (json_schema_extra), not enforced, and the rest is a 422 from the parser.
-# Bounded repetitions instead of lookarounds (pydantic's regex engine has none): a label of at
-# most 50 characters with no "--" (no A-label the IDNA check could refuse), a letters-only TLD;
-# the whole stays inside RFC 5321's lengths (local part 64, domain 253, address 254).
-_LOCAL = r"[A-Za-z0-9!$&'*+=^_~-]{1,32}(\.[A-Za-z0-9!$&'*+=^_~-]{1,30})?"
-_LABEL = r"[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16}){0,2}"
-DOMAIN_PATTERN = rf"^({_LABEL}\.){{1,4}}[A-Za-z]{{2,20}}$"
-ADDRESS_PATTERN = rf"^{_LOCAL}@({_LABEL}\.){{1,3}}[A-Za-z]{{2,20}}$"
-_ADDRESS_DOC = {"pattern": ADDRESS_PATTERN, "format": "email", "example": "someone@example.com"}
-_DOMAIN_DOC = {"pattern": DOMAIN_PATTERN, "format": "hostname", "example": "example.com"}
+# their plain ASCII form (contract.py): everything that matches is accepted; the parser also
+# accepts forms no simple pattern describes (IDN, quoted local parts), so their patterns are
+# declared (json_schema_extra), not enforced, and the rest is a 422 from the parser.
+_ADDRESS_DOC = {k: ADDRESS[k] for k in ("pattern", "format", "example")}
+_DOMAIN_DOC = {k: DOMAIN[k] for k in ("pattern", "format", "example")}
 Address = Annotated[str, Path(min_length=3, max_length=254, json_schema_extra=_ADDRESS_DOC,
                               description="an email address (an internationalised one is accepted too)")]
 Domain = Annotated[str, Path(min_length=3, max_length=253, json_schema_extra=_DOMAIN_DOC,
@@ -268,6 +261,8 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
     def put_suppression(address: Address,
                         body: Annotated[SuppressionPut | None, Body()] = None) -> Response[SuppressionView]:
         principal = auth("send")
+        if app.current_event.body and not isinstance(app.current_event.json_body, dict | None):
+            raise ValidationFailed("the body is a JSON object ({\"reason\": ...}) or empty", field="body")
         item, new = queries.suppress(unquote(address), (body or SuppressionPut()).reason, principal)
         return Response(status_code=201 if new else 200, content_type="application/json",
                         body=SuppressionView(**item))
@@ -308,10 +303,10 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
-        return app.get_openapi_schema(
+        return declare(app.get_openapi_schema(
             title="Outpost", version="1", description="Serverless transactional email",
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},
-            security=[{"bearer": []}]).model_dump(mode="json", by_alias=True, exclude_none=True)
+            security=[{"bearer": []}]).model_dump(mode="json", by_alias=True, exclude_none=True))
 
     def allowed_methods(path: str) -> list[str]:
         """The methods served at `path` (HEAD with GET). A literal path is its own resource
@@ -341,6 +336,21 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
                                                          f"{', '.join(allowed)}"}}),
                 "isBase64Encoded": False}
 
+    def answer_media_type(event: dict) -> dict | None:
+        """415 for a body that is not JSON (RFC 9110 §15.5.16): Powertools would parse form or
+        multipart data, or fail on it; this API reads only JSON. No Content-Type is taken as
+        JSON."""
+        if not event.get("body"):
+            return None
+        h = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        media = str(h.get("content-type") or "application/json").split(";")[0].strip().lower()
+        if media == "application/json" or media.endswith("+json"):
+            return None
+        return {"statusCode": 415, "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"error": {"code": "unsupported_media_type", "field": "Content-Type",
+                                              "message": "send the body as application/json"}}),
+                "isBase64Encoded": False}
+
     # Powertools validates a request before any route code runs; authenticate first, so that
     # an anonymous caller learns nothing about the schema and cannot make us validate 500 items.
     resolve = app.resolve
@@ -354,7 +364,7 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
                 return {"statusCode": 401, "headers": {"Content-Type": "application/json"},
                         "body": json.dumps(exc.body()), "isBase64Encoded": False}
         method, path = str(event.get("httpMethod") or "").upper(), str(event.get("path") or "")
-        refused = answer_method(method, path)
+        refused = answer_method(method, path) or answer_media_type(event)
         if refused is not None:
             return refused
         if method == "HEAD":  # HEAD is GET without the body (RFC 9110 §9.3.2)

@@ -144,8 +144,9 @@ class SendService:
         create `uploads_per_day` a UTC day.
         """
         if req.size > MAX_MESSAGE_BYTES:
-            raise PayloadTooLarge(f"an upload of {req.size} bytes cannot fit in a message; the limit "
-                                  f"is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
+            # 422, not 413: the request is small; its declared `size` breaks the documented maximum.
+            raise ValidationFailed(f"an upload of {req.size} bytes cannot fit in a message; the "
+                                   f"limit is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
         now = self.clock()
         if not self.store.count_upload(principal.key_id, _iso(now)[:10], self.uploads_per_day, now):
             raise UploadLimitReached(
@@ -163,8 +164,10 @@ class SendService:
                 "expires_in": UPLOAD_URL_TTL}
 
     def _uploaded_size(self, req: SendRequest, principal: Principal | None) -> int:
-        """The raw bytes of the uploaded attachments (HEAD each); a missing one is a 422, one
-        created by another API key a 403 (an upload_id is not a bearer token)."""
+        """The raw bytes of the uploaded attachments (HEAD each). An upload this key did not
+        create is a 403, whether another key created it or nobody did: an upload_id is not a
+        bearer token, and the answer tells nothing about other keys' ids. One created but not
+        PUT yet is a 422."""
         from botocore.exceptions import ClientError
 
         sizes: dict[str, int] = {}
@@ -175,12 +178,9 @@ class SendService:
             if a.upload_id not in sizes:
                 field = f"attachments[{i}].upload_id"
                 record = self.store.upload(a.upload_id)
-                if record is None:
-                    raise ValidationFailed(f"no upload {a.upload_id!r}: create it with POST "
-                                           "/v1/uploads and PUT the bytes first", field=field)
-                if principal is None or record.get("key_id") != principal.key_id:
-                    raise Forbidden("this upload was created by another API key; only that key "
-                                    "may attach it", field=field)
+                if record is None or principal is None or record.get("key_id") != principal.key_id:
+                    raise Forbidden(f"no upload {a.upload_id!r} belongs to this API key: create it "
+                                    "with POST /v1/uploads (with this key) first", field=field)
                 try:
                     head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{a.upload_id}")
                 except ClientError as exc:
