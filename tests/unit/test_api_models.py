@@ -247,7 +247,8 @@ def test_error_shape_from_the_routes_with_fakes():
         (hit("POST", "/v1/messages", json.dumps(BASE)), 403, "forbidden"),
         (hit("POST", "/v1/messages", json.dumps({**BASE, "subject": "a\nb"})), 422, "validation_error"),
         (hit("GET", "/v1/nope"), 404, "not_found"),
-        (hit("GET", "/v1/messages/not-an-id"), 404, "not_found"),
+        (hit("GET", "/v1/messages/not-an-id"), 422, "validation_error"),  # the declared pattern
+        (hit("PATCH", "/v1/messages"), 405, "method_not_allowed"),
         (hit("GET", "/v1/messages?cursor=zzz"), 400, "validation_error"),
     ]
     for (status, body), want_status, code in cases:
@@ -303,7 +304,8 @@ def test_attachment_shape_and_upload_errors_from_the_routes():
         assert (status, err["field"]) == (422, "attachments[0]"), err
         assert "exactly one of content or upload_id" in err["message"]
     status, err = post("/v1/uploads", {"filename": "a.bin", "size": MAX_MESSAGE_BYTES + 1})
-    assert (status, err["code"], err["field"]) == (413, "payload_too_large", "size"), err
+    # 422: the request is small; its declared size breaks the documented maximum.
+    assert (status, err["code"], err["field"]) == (422, "validation_error", "size"), err
     status, err = post("/v1/uploads", {"filename": "a\r\nb", "size": 10})
     assert (status, err["field"]) == (422, "filename"), err
     status, err = post("/v1/uploads", {"filename": "a", "size": 0})
