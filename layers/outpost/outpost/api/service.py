@@ -126,8 +126,12 @@ class SendService:
         return response
 
     # ---- the work -------------------------------------------------------------------------------
-    def _sender_domain(self, req: SendRequest) -> str:
+    def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
         sender = parse_address(req.from_)
+        if principal is not None and principal.domains is not None \
+                and sender.ascii_domain not in principal.domains:
+            raise Forbidden(f"this API key may send only from {', '.join(sorted(principal.domains))}",
+                            field="from")
         domain = self.domains.get(sender.ascii_domain)
         if domain is None or not domain.get("verified"):
             # No open relay: only domains whose DKIM key is published and verified may send.
@@ -199,7 +203,7 @@ class SendService:
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
-        from_domain = self._sender_domain(req)
+        from_domain = self._sender_domain(req, principal)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
