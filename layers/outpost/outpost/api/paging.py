@@ -63,7 +63,8 @@ def decode_cursor(value: str | None, *, parts: list[str], key_attrs: Iterable[st
         raise _bad("too long")
     try:
         doc = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: 1,536 bytes of "[" nest deeper than the JSON decoder recurses.
         raise _bad("not a cursor") from None
     if not isinstance(doc, dict) or set(doc) != {"p", "k", "q"}:
         raise _bad("not a cursor")
