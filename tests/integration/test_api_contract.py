@@ -104,3 +104,16 @@ def test_malformed_path_and_query_parameters_are_refused_naming_them(stack):
     assert status == 422 and out["error"]["field"] == "cursor", out
     status, _, out = call(stack, "GET", "/v1/messages?since=2026-01-01T00:00:00Z")
     assert status == 200, out
+
+
+@pytest.mark.parametrize("depth", [1_000, 10_000, 100_000, 1_000_000])
+@pytest.mark.parametrize("shape", ["array", "object"])
+def test_deeply_nested_json_bodies_are_400_at_once(stack, depth, shape):
+    import time
+
+    body = (b"[" * depth + b"]" * depth) if shape == "array" else (b'{"a":' * depth + b"1" + b"}" * depth)
+    started = time.monotonic()
+    status, _, data = raw(stack, "POST", "/v1/messages", body=body,
+                          headers={"Content-Type": "application/json"})
+    assert (status, json.loads(data)["error"]["code"]) == (400, "invalid_json"), data
+    assert time.monotonic() - started < 5

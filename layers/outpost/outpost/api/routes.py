@@ -164,6 +164,12 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
             msg = f"{field} is required"
         return _error(422, "validation_error", msg, field)
 
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # json.loads recurses once per nesting level: "[" * 1000 is a RecursionError, which
+        # is the client's malformed body, not our trouble (503 would invite a retry).
+        return _error(400, "invalid_json", "the request body nests too deeply", "body")
+
     @app.exception_handler(UnicodeDecodeError)
     def _not_utf8(exc: UnicodeDecodeError) -> Response:
         # API Gateway base64-encodes a body that is not UTF-8; JSON must be UTF-8 (RFC 8259 §8.1).
