@@ -1,7 +1,9 @@
 """`sam local start-api` without Docker: HTTP on loopback -> API Gateway REST proxy event -> handler.
 
 The event is the shape API Gateway sends for the template's `/{proxy+}` ANY route (payload
-format 1.0), and the handler's answer is turned back into HTTP the same way.
+format 1.0), and the handler's answer is turned back into HTTP the same way. Every method
+goes to the handler (TRACE, PATCH, QUERY...), as ANY does, so the app's 405 with Allow is
+what a client sees here and in AWS; http.server would answer an HTML 501 itself.
 """
 
 from __future__ import annotations
@@ -104,9 +106,14 @@ class ApiServer:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":  # RFC 9110 §9.3.2: no content in a HEAD response
+                    self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+            def __getattr__(self, name: str) -> object:
+                # http.server dispatches to do_<METHOD>; every method is the handler's business.
+                if name.startswith("do_"):
+                    return self._handle
+                raise AttributeError(name)
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True

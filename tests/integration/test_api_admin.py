@@ -55,6 +55,25 @@ def test_domains_add_show_verify(stack):
     assert status == 202
 
 
+def test_a_key_bound_to_sending_domains_sends_only_from_them(stack):
+    """Issue 8, item 26 (optional part): keys bound to sending domains, as an SES IAM policy's
+    ses:FromAddress condition: another verified domain is a 403 naming `from`."""
+    msg = {"from": "Shop <hello@outpost.test>", "to": "alice@accept.test", "subject": "s", "text": "t"}
+    code, bound = admin("keys", "create", "--name", "shop", "--scope", "send", "--domain", "OUTPOST.test")
+    assert code == 0 and bound["domains"] == ["outpost.test"]
+    assert call(stack, "POST", "/v1/messages", msg, key=bound["key"])[0] == 202
+    code, other = admin("keys", "create", "--name", "blog", "--scope", "send",
+                        "--domain", "blog.example.test", "--domain", "news.example.test")
+    status, _, err = call(stack, "POST", "/v1/messages", msg, key=other["key"])
+    assert status == 403 and err["error"]["field"] == "from", err
+    assert "blog.example.test, news.example.test" in err["error"]["message"]
+    status, _, out = call(stack, "POST", "/v1/messages/batch", {"messages": [msg]}, key=other["key"])
+    assert status == 200 and out["results"][0]["status"] == 403, out
+    # An unbound key (the stack's admin key) still sends from any verified domain.
+    assert call(stack, "POST", "/v1/messages", msg)[0] == 202
+    assert admin("keys", "create", "--name", "x", "--scope", "send", "--domain", "not a domain")[0] == 1
+
+
 def test_stack_option_reads_the_tables_from_cloudformation_outputs(stack, monkeypatch):
     import boto3
 

@@ -255,6 +255,9 @@ def test_domain_lifecycle_publish_verify_send_rotate(stack):
     fresh_dns(stack, dkim)
     stack.dns.add("shop.example.test", "TXT", f"v=spf1 ip4:{stack.config.ip(1)} ~all")
     _, _, d = call(stack, "GET", "/v1/domains/shop.example.test")
+    assert d["verified"] is False  # GET reads; the admin verify (or the schedule) writes
+    assert call(stack, "POST", "/v1/domains/shop.example.test/verify", key=new_key(["read", "send"]))[0] == 403
+    _, _, d = call(stack, "POST", "/v1/domains/shop.example.test/verify")
     st = {r["purpose"] + ":" + r["name"]: r["status"] for r in d["records"]}
     assert d["verified"] is True, st
     assert st["spf:shop.example.test"] == "verified" and st["dmarc:_dmarc.shop.example.test"] == "missing"
@@ -269,6 +272,8 @@ def test_domain_lifecycle_publish_verify_send_rotate(stack):
     for rec in new:
         stack.dns.add(rec["name"], "TXT", rec["value"])
     _, _, r = call(stack, "GET", "/v1/domains/shop.example.test")
+    assert len(r["pending_selectors"]) == 2  # published, but GET promotes nothing
+    _, _, r = call(stack, "POST", "/v1/domains/shop.example.test/verify")
     assert r["pending_selectors"] == [] and set(r["selectors"]) >= set(x["name"].split(".")[0] for x in new)
     old = [x for x in r["records"] if x["purpose"] == "dkim" and x["status"] == "retiring"]
     assert len(old) == 2  # still published and loadable during the grace period

@@ -84,11 +84,12 @@ def test_an_8_mb_upload_is_delivered_byte_for_byte(api, local_stack, uploaded):
     assert parts[0].get_payload(decode=True) == data
 
 
-def test_a_missing_upload_is_a_422_naming_the_attachment(api):
+def test_an_unknown_upload_is_a_403_naming_the_attachment(api):
+    # The same answer as another key's upload: nothing to learn about other keys' ids.
     status, res = api.call("POST", "/v1/messages", _message(attachments=[
         {"filename": "a.txt", "content": "AA=="},
         {"filename": "b.bin", "upload_id": "0" * 32}]))
-    assert status == 422, res
+    assert status == 403, res
     assert res["error"]["field"] == "attachments[1].upload_id"
 
 
@@ -99,6 +100,63 @@ def test_over_40_mb_in_all_is_refused_with_413(api, uploaded):
         {"filename": f"part{i}.zip", "upload_id": up["upload_id"]} for i in range(5)]))
     assert status == 413, res
     assert res["error"]["code"] == "payload_too_large" and res["error"]["field"] == "attachments"
-    # A declared size over the limit is refused before any URL is signed.
+    # A declared size over the documented maximum is refused before any URL is signed (422:
+    # the request itself is small).
     status, res = api.call("POST", "/v1/uploads", {"filename": "huge.bin", "size": 41 * 1024 * 1024})
-    assert status == 413 and res["error"]["field"] == "size", res
+    assert status == 422 and res["error"]["field"] == "size", res
+
+
+def _other_key(scopes=("send",)) -> str:
+    from outpost.api.auth import KeyRing
+    from outpost.bootstrap import api_keys_table
+
+    return KeyRing(api_keys_table()).create("another tenant", list(scopes))[0]
+
+
+def test_an_upload_belongs_to_the_key_that_created_it(api, uploaded):
+    """Issue 8, item 25: an upload_id is not a bearer token; only its creator may attach it."""
+    up, _ = uploaded
+    other = _other_key()
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "a.txt", "content": "AA=="},
+        {"filename": "stolen.zip", "upload_id": up["upload_id"]}]), key=other)
+    assert status == 403, res
+    assert res["error"]["field"] == "attachments[1].upload_id"
+    # The same in a batch: the item is refused, naming its attachment.
+    status, res = api.call("POST", "/v1/messages/batch", {"messages": [_message(attachments=[
+        {"filename": "stolen.zip", "upload_id": up["upload_id"]}])]}, key=other)
+    assert status == 200 and res["results"][0]["status"] == 403, res
+    assert res["results"][0]["error"]["field"] == "attachments[0].upload_id"
+    # Its own upload, that key may send.
+    status, mine = api.call("POST", "/v1/uploads", {"filename": "own.txt", "content_type": "text/plain",
+                                                    "size": 5}, key=other)
+    assert status == 201 and _put(mine, b"hello") == 200
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "own.txt", "upload_id": mine["upload_id"]}]), key=other)
+    assert status == 202, res
+    # ...and the creator of the first may not send the other key's.
+    status, res = api.call("POST", "/v1/messages", _message(attachments=[
+        {"filename": "own.txt", "upload_id": mine["upload_id"]}]))
+    assert status == 403 and res["error"]["field"] == "attachments[0].upload_id", res
+
+
+def test_uploads_per_key_per_day_are_capped(api):
+    import time
+
+    from outpost.api.auth import KeyRing
+    from outpost.api.service import UPLOADS_PER_KEY_PER_DAY
+    from outpost.bootstrap import api_keys_table, aws, settings
+
+    key, item = KeyRing(api_keys_table()).create("busy tenant", ["send"])
+    key_id = item["key_id"]
+    # This key has already created all but one of today's uploads (the counter the API keeps).
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    aws("dynamodb").put_item(TableName=settings().messages_table, Item={
+        "pk": {"S": f"UPLOADS#{key_id}"}, "sk": {"S": f"DAY#{today}"},
+        "uploads": {"N": str(UPLOADS_PER_KEY_PER_DAY - 1)}})
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    assert api.call("POST", "/v1/uploads", body, key=key)[0] == 201
+    status, res = api.call("POST", "/v1/uploads", body, key=key)
+    assert status == 429 and res["error"]["code"] == "upload_limit_reached", res
+    # Other keys are not affected.
+    assert api.call("POST", "/v1/uploads", body)[0] == 201

@@ -83,15 +83,18 @@ def test_encoded_size_counts_attachments_for_the_40_mb_limit():
 
 def test_cursor_round_trip_and_tampering():
     c = Cursor("2026-01-02", {"pk": "MSG#x", "gsi3pk": "DAY#2026-01-02"})
+    attrs = ("pk", "gsi3pk")
     token = encode_cursor(c)
     assert token and "{" not in token
-    assert decode_cursor(token, parts=["2026-01-02"]) == c
+    assert decode_cursor(token, parts=["2026-01-02"], key_attrs=attrs) == c
     for bad in ("garbage", "e30", base64.urlsafe_b64encode(b'{"p": 1, "k": null}').decode(),
                 base64.urlsafe_b64encode(json.dumps({"p": "x", "k": {"a": 1}}).encode()).decode()):
         with pytest.raises(ValidationFailed):
-            decode_cursor(bad)
+            decode_cursor(bad, parts=["x", "2026-01-02"], key_attrs=attrs)
     with pytest.raises(ValidationFailed):
-        decode_cursor(token, parts=["2026-01-01"])
+        decode_cursor(token, parts=["2026-01-01"], key_attrs=attrs)
+    with pytest.raises(ValidationFailed):
+        decode_cursor(token, parts=["2026-01-02"], key_attrs=("pk", "gsi3pk", "gsi3sk"))
     with pytest.raises(ValidationFailed):
         check_key(c, "gsi3pk", "DAY#2026-01-03")
 
@@ -173,7 +176,8 @@ def test_domain_records_verify_rotate_and_retire():
     dns[("example.com", "TXT")] = ["v=spf1 include:_spf.google.com ip4:192.0.2.0/24 -all"]
     dns[("example.com", "TXT")].append("google-site-verification=x")
     dns[("bounces.example.net", "MX")] = ["10 inbound-smtp.eu-west-1.amazonaws.com"]
-    d = svc.check("example.com")
+    assert not svc.check("example.com")["verified"]  # GET reads only
+    d = svc.verify("example.com")
     assert d["verified"] and {r["purpose"]: r["status"] for r in d["records"]} == {
         "dkim": "verified", "spf": "verified", "dmarc": "missing", "bounce_mx": "verified"}
 
@@ -184,12 +188,14 @@ def test_domain_records_verify_rotate_and_retire():
     for rec in r["records"]:
         if rec["purpose"] == "dkim" and rec["status"] == "missing":
             dns[(rec["name"], "TXT")] = [rec["value"]]
-    r = svc.check("example.com")
+    assert {k.selector for k in keys_from_secret(svc.check("example.com") and
+                                                 secrets.data["dkim/example.com"])} == first
+    r = svc.verify("example.com")
     assert [x["status"] for x in r["records"] if x["purpose"] == "dkim"].count("retiring") == 2
     newest = keys_from_secret(secrets.data["dkim/example.com"])
     assert {k.selector for k in newest[:2]} == set(r["selectors"]) - first
     now[0] += 8 * 86400  # past the grace period: the old keys retire
-    r = svc.check("example.com")
+    r = svc.verify("example.com")
     assert {k.selector for k in keys_from_secret(secrets.data["dkim/example.com"])} == set(r["selectors"])
     assert not set(r["selectors"]) & first
 
@@ -241,7 +247,8 @@ def test_error_shape_from_the_routes_with_fakes():
         (hit("POST", "/v1/messages", json.dumps(BASE)), 403, "forbidden"),
         (hit("POST", "/v1/messages", json.dumps({**BASE, "subject": "a\nb"})), 422, "validation_error"),
         (hit("GET", "/v1/nope"), 404, "not_found"),
-        (hit("GET", "/v1/messages/not-an-id"), 404, "not_found"),
+        (hit("GET", "/v1/messages/not-an-id"), 422, "validation_error"),  # the declared pattern
+        (hit("PATCH", "/v1/messages"), 405, "method_not_allowed"),
         (hit("GET", "/v1/messages?cursor=zzz"), 400, "validation_error"),
     ]
     for (status, body), want_status, code in cases:
@@ -297,7 +304,8 @@ def test_attachment_shape_and_upload_errors_from_the_routes():
         assert (status, err["field"]) == (422, "attachments[0]"), err
         assert "exactly one of content or upload_id" in err["message"]
     status, err = post("/v1/uploads", {"filename": "a.bin", "size": MAX_MESSAGE_BYTES + 1})
-    assert (status, err["code"], err["field"]) == (413, "payload_too_large", "size"), err
+    # 422: the request is small; its declared size breaks the documented maximum.
+    assert (status, err["code"], err["field"]) == (422, "validation_error", "size"), err
     status, err = post("/v1/uploads", {"filename": "a\r\nb", "size": 10})
     assert (status, err["field"]) == (422, "filename"), err
     status, err = post("/v1/uploads", {"filename": "a", "size": 0})

@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--scope", action="append", choices=["send", "read", "admin"], required=True)
     c.add_argument("--rate", type=float, help="requests per second for this key")
     c.add_argument("--burst", type=int, help="burst size for this key")
+    c.add_argument("--domain", action="append", dest="domains",
+                   help="bind the key to this sending domain (repeat for more; default: any)")
     keys.add_parser("list", help="list keys (never the keys themselves)")
     r = keys.add_parser("revoke", help="revoke a key by its id")
     r.add_argument("key_id")
@@ -89,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     a = doms.add_parser("add", help="generate DKIM keys and print the DNS records to publish")
     a.add_argument("domain")
     a.add_argument("--mta-sts", action="store_true")
-    for name, text in (("verify", "check the records in DNS; enable sending once DKIM verifies"),
-                       ("show", "same as verify"), ("rotate", "start a DKIM key rotation")):
+    for name, text in (("verify", "check the records in DNS; enable sending once DKIM verifies, "
+                        "start signing with verified new keys"),
+                       ("show", "check the records in DNS; change nothing"), ("rotate", "start a DKIM key rotation")):
         doms.add_parser(name, help=text).add_argument("domain")
     return p
 
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
 
             ring = KeyRing(bootstrap.api_keys_table())
             if args.cmd == "create":
-                key, item = ring.create(args.name, args.scope, rate=args.rate, burst=args.burst)
+                key, item = ring.create(args.name, args.scope, rate=args.rate, burst=args.burst,
+                                        domains=args.domains)
                 _print(out, dict(item, key=key, note="store this key now: it is not shown again"))
             elif args.cmd == "list":
                 _print(out, ring.list())
@@ -130,10 +134,15 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
                 _print(out, svc.create(args.domain, mta_sts=args.mta_sts))
             elif args.cmd == "rotate":
                 _print(out, svc.rotate(args.domain))
+            elif args.cmd == "verify":
+                _print(out, svc.verify(args.domain))
             else:
                 _print(out, svc.check(args.domain))
     except ApiError as exc:
         print(f"outpost-admin: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"outpost-admin: {exc}", file=sys.stderr)
         return 1
     return 0
 

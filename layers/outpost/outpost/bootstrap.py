@@ -154,7 +154,8 @@ def domain_service() -> Any:
     s = settings()
     return DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
                          lookup=dns_lookup(s.dns_servers), sender_ip=s.sender_ip,
-                         bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days)
+                         bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days,
+                         unverify_after_hours=s.dkim_unverify_hours)
 
 
 @cache
@@ -170,7 +171,7 @@ def api_app() -> Any:
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
                            s3=aws("s3"), bucket=s.bucket, retention_days=s.retention_days,
-                           max_lifetime=s.max_lifetime),
+                           max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service())

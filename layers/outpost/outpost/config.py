@@ -94,6 +94,8 @@ class Settings:
     # Bytes of memory the sender lets one invocation's messages cost at once (issue 8 item 13);
     # None: no limit. Default: 60% of the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
     sender_memory_budget: int | None = None
+    dkim_unverify_hours: float = 72  # a verified domain whose DKIM record is gone is un-verified after
+    uploads_per_key_per_day: int = 1000  # POST /v1/uploads per API key per UTC day
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -130,6 +132,8 @@ class Settings:
             mta_sts_deadline=float(e.get("OUTPOST_MTA_STS_DEADLINE", d.mta_sts_deadline)),
             mta_sts_negative_ttl=float(e.get("OUTPOST_MTA_STS_NEGATIVE_TTL", d.mta_sts_negative_ttl)),
             sender_memory_budget=_memory_budget(e),
+            dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
+            uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
         )
 
 

@@ -547,3 +547,8 @@ class DomainView(_Model):
     pending_selectors: list[str] = Field(default_factory=list)
     records: list[DnsRecord]
     mta_sts_policy: str | None = None
+    checked_at: str | None = Field(default=None, description="the last verify (admin or scheduled)")
+    dkim_failing_since: str | None = Field(
+        default=None, description="a verified domain's DKIM record has been missing or wrong since; "
+        "it is un-verified 72 h later unless the record returns")
+    unverified_at: str | None = None

@@ -308,6 +308,33 @@ class MessageStore:
         obj = self.s3.get_object(Bucket=self.bucket, Key=f"uploads/{upload_id}")
         return bytes(obj["Body"].read())
 
+    # ---- uploads (POST /v1/uploads) -----------------------------------------------------------
+    # pk=UPLOAD#<id> sk=META: who created it (key_id), its declared size and type.
+    # pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>: how many that key created that day (the cap).
+    def put_upload(self, upload_id: str, record: dict, now: float) -> None:
+        item = dict(record, pk=f"UPLOAD#{upload_id}", sk="META", created_at=_iso(now),
+                    expires_at=int(now + self.retention))
+        self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                          ConditionExpression="attribute_not_exists(pk)")
+
+    def upload(self, upload_id: str) -> dict | None:
+        r = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
+                              Key={"pk": {"S": f"UPLOAD#{upload_id}"}, "sk": {"S": "META"}})
+        return codec().plain(r["Item"]) if "Item" in r else None
+
+    def count_upload(self, key_id: str, day: str, limit: int, now: float) -> bool:
+        """Count one more upload for (key, day); False, counting nothing, if `limit` is reached."""
+        try:
+            self.ddb.update_item(
+                TableName=self.table, Key={"pk": {"S": f"UPLOADS#{key_id}"}, "sk": {"S": f"DAY#{day}"}},
+                UpdateExpression="ADD uploads :one SET expires_at = if_not_exists(expires_at, :exp)",
+                ConditionExpression="attribute_not_exists(uploads) OR uploads < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
+                                           ":exp": {"N": str(int(now + 2 * 86400))}})
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
     # ---- recipient transitions (all conditional) ------------------------------------------
     def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
         """Lease an open recipient for one attempt; False if it is final or leased elsewhere."""

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..addresses import AddressError, check_domain, to_ascii_domain
 from ..errors import ApiError, Forbidden, NotFound, Unauthorized
 from ..store import KeyValueTable, _iso
 
@@ -38,6 +39,16 @@ class Throttled(ApiError):
         self.retry_after = retry_after
 
 
+class UploadLimitReached(Throttled):
+    """The key's uploads for today are used up (a named limit: uploads_per_key_per_day)."""
+
+    code = "upload_limit_reached"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        ApiError.__init__(self, message, field=None)
+        self.retry_after = retry_after
+
+
 def new_key() -> str:
     return "op_" + secrets.token_urlsafe(32)
 
@@ -51,6 +62,7 @@ class Principal:
     key_id: str
     name: str
     scopes: frozenset[str]
+    domains: frozenset[str] | None = None  # the sending domains this key may use; None: any
 
 
 class TokenBuckets:
@@ -85,14 +97,23 @@ class KeyRing:
 
     # ---- admin (the CLI; never on a request path) -------------------------------------------
     def create(self, name: str, scopes: list[str], *, rate: float | None = None,
-               burst: int | None = None) -> tuple[str, dict]:
+               burst: int | None = None, domains: list[str] | None = None) -> tuple[str, dict]:
+        """A new key. `domains` binds it to those sending domains (the From of its messages),
+        as an SES IAM policy's ses:FromAddress condition or Postmark's per-server senders do;
+        without, the key may send from any verified domain."""
         bad = [s for s in scopes if s not in SCOPES]
         if bad or not scopes:
             raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+        bound = None
+        if domains:
+            try:
+                bound = sorted({to_ascii_domain(check_domain(d)) for d in domains})
+            except AddressError as exc:
+                raise ValueError(f"invalid domain: {exc}") from None
         key = new_key()
         h = key_hash(key)
         item = {"key_hash": h, "key_id": h[:12], "name": name, "scopes": sorted(set(scopes)),
-                "created_at": _iso(self.clock()), "rate": rate, "burst": burst}
+                "created_at": _iso(self.clock()), "rate": rate, "burst": burst, "domains": bound}
         self.table.put(item)
         return key, {k: v for k, v in item.items() if v is not None}
 
@@ -133,7 +154,9 @@ class KeyRing:
         if now - self._touched.get(h, 0.0) > TOUCH_EVERY:
             self._touched[h] = now
             self.table.touch(h, "last_used_at", _iso(now))
-        return Principal(item.get("key_id", h[:12]), item.get("name", ""), scopes)
+        bound = item.get("domains")
+        return Principal(item.get("key_id", h[:12]), item.get("name", ""), scopes,
+                         frozenset(bound) if bound else None)
 
     def _lookup(self, h: str) -> dict | None:
         """The key's record, cached briefly: a warm request then costs no read for auth."""

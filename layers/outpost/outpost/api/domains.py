@@ -2,26 +2,36 @@
 and key rotation.
 
 `POST /v1/domains` makes an RSA-2048 and an Ed25519 key (RFC 8463 §6: sign with both) under
-dated selectors and answers the records to publish. `GET /v1/domains/{domain}` looks each
-record up in DNS and reports it verified, missing or wrong with what DNS holds; the domain may
-send once every current DKIM record verifies (no open relay). Rotation (RFC 6376 §3.6.1 lets a
-domain publish many selectors): new keys wait in the secret's `pending` list, which the signer
-ignores, until their records verify; then they sign, and the old keys are kept `retire_at` a
-grace period (messages in flight and forwarded copies still verify against the old record),
-after which they are retired (`retired_at`, ignored by keys_from_secret) and their records
-may be deleted.
-"""
+dated selectors and answers the records to publish. `GET /v1/domains/{domain}` (read scope)
+looks each record up in DNS and reports it verified, missing or wrong with what DNS holds; it
+writes nothing. The writes happen in `verify()`: `POST /v1/domains/{domain}/verify` (admin
+scope) and the scheduled re-check (DomainCheckFunction, `recheck_all`). A domain may send once
+every current DKIM record verifies (no open relay). Verification is not forever: a re-check
+that finds a current DKIM record missing or wrong (a definite DNS answer; a failed lookup
+changes nothing) marks the domain failing, and after `unverify_after` (72 h, as SES waits
+before an identity's DKIM fails) un-verifies it: the API then refuses new mail from it (403,
+as SES stops sending for the identity), while mail accepted earlier is still delivered.
+Rotation (RFC 6376 §3.6.1 lets a domain publish many selectors): new keys wait in the
+secret's `pending` list, which the signer ignores, until a verify finds their records; then
+they sign, and the old keys are kept `retire_at` a grace period (messages in flight and
+forwarded copies still verify against the old record), after which they are retired
+(`retired_at`, ignored by keys_from_secret) and their records may be deleted."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..store import KeyValueTable, SecretStore, _iso
+
+log = logging.getLogger("outpost.domains")
+UNVERIFY_AFTER_HOURS = 72  # a verified domain whose DKIM record is gone keeps sending this long
 
 Lookup = Callable[[str, str], list[str]]  # (name, "TXT" | "MX") -> answers; [] if none
 
@@ -33,10 +43,12 @@ class DnsUnavailable(Exception):
 class DomainService:
     def __init__(self, *, table: KeyValueTable, secrets: SecretStore, secret_id: Callable[[str], str],
                  lookup: Lookup, sender_ip: str | None, bounce_domain: str, region: str,
-                 grace_days: int = 7, clock: Callable[[], float] = time.time) -> None:
+                 grace_days: int = 7, unverify_after_hours: float = UNVERIFY_AFTER_HOURS,
+                 clock: Callable[[], float] = time.time) -> None:
         self.table, self.secrets, self.secret_id, self.lookup = table, secrets, secret_id, lookup
         self.sender_ip, self.bounce_domain, self.region = sender_ip, bounce_domain, region
         self.grace, self.clock = grace_days * 86400, clock
+        self.unverify_after = unverify_after_hours * 3600
 
     # ---- commands -------------------------------------------------------------------------------
     def create(self, domain: str, *, mta_sts: bool = False) -> dict:
@@ -74,7 +86,35 @@ class DomainService:
         return self.check(name, item=item)
 
     def check(self, domain: str, *, item: dict | None = None) -> dict:
-        """Look every record up, move the rotation along, and record `verified`."""
+        """GET: look every record up and report; writes nothing (read scope)."""
+        return self._inspect(domain, item=item, apply=False)
+
+    def verify(self, domain: str) -> dict:
+        """Look every record up and act on it: promote verified pending keys, retire old keys
+        past their grace, verify the domain, or count towards un-verifying it."""
+        return self._inspect(domain, apply=True)
+
+    def recheck_all(self) -> dict:
+        """The scheduled re-check: `verify` every domain; one domain's trouble skips only it."""
+        out: dict[str, Any] = {"checked": 0, "verified": [], "failing": [], "unverified": [], "errors": []}
+        for item in self.table.scan_all():
+            name = str(item.get("domain"))
+            try:
+                view = self.verify(name)
+            except Exception:  # noqa: BLE001 - logged; the next schedule tries again
+                log.exception("domain re-check failed", extra={"domain": name})
+                out["errors"].append(name)
+                continue
+            out["checked"] += 1
+            if view["verified"]:
+                out["verified"].append(name)
+            elif item.get("verified"):
+                out["unverified"].append(name)
+            if view.get("dkim_failing_since"):
+                out["failing"].append(name)
+        return out
+
+    def _inspect(self, domain: str, *, item: dict | None = None, apply: bool) -> dict:
         from ..signing import dns_txt_value, keys_from_secret
 
         name = _domain(domain)
@@ -92,13 +132,17 @@ class DomainService:
             rec["note"] = "new key (rotation): publish it next to the current one"
             pending_records.append(rec)
         pending_ok = bool(pending_records) and all(r["status"] == "verified" for r in pending_records)
-        changed = self._advance(secret, now, promote=pending_ok)
-        if pending_ok:
+        changed = self._advance(secret, now, promote=pending_ok) if apply else False
+        if pending_ok and apply:
             pending_records = []
+        elif pending_ok:
+            for rec in pending_records:
+                rec["note"] = (f"new key (rotation), published: POST /v1/domains/{name}/verify (or "
+                               "wait for the scheduled check) to start signing with it")
 
         retiring = {e["selector"]: e.get("retire_at") for e in secret["keys"]
                     if e.get("retire_at") and not e.get("retired_at")}
-        current_ok = True
+        current_ok, failing = True, False
         for k in keys_from_secret({"domain": ascii_name, "keys": secret["keys"]}):
             rec = self._dkim_record(k.selector, ascii_name, dns_txt_value(k))
             if k.selector in retiring:
@@ -107,6 +151,7 @@ class DomainService:
                 rec["note"] = f"old key, signing stopped; keep published until {_iso(retiring[k.selector])}"
             elif rec["status"] != "verified":
                 current_ok = False
+                failing = failing or rec["status"] in ("missing", "wrong")  # not "unchecked"
             records.append(rec)
         records.extend(pending_records)
         records.append(self._spf(ascii_name))
@@ -117,22 +162,40 @@ class DomainService:
             rec, policy = self._mta_sts(ascii_name, now)
             records.append(rec)
 
-        if changed:
-            self.secrets.put_json(self.secret_id(name), secret)
-        updates: dict[str, Any] = {}
-        if current_ok and not item.get("verified"):
-            updates.update(verified=True, verified_at=_iso(now))
-        if changed:
-            updates.update(selectors=[e["selector"] for e in secret["keys"] if not e.get("retired_at")],
-                           pending_selectors=None if not secret.get("pending") else
-                           [e["selector"] for e in secret["pending"]])
-        if updates:
-            item = self.table.update(name, updates)
+        if apply:
+            item = self._record(name, item, secret, now, changed=changed, ok=current_ok, failing=failing)
         return {"domain": name, "verified": bool(item.get("verified")),
                 "created_at": item.get("created_at"), "verified_at": item.get("verified_at"),
                 "selectors": item.get("selectors") or [],
                 "pending_selectors": item.get("pending_selectors") or [],
-                "records": records, "mta_sts_policy": policy}
+                "records": records, "mta_sts_policy": policy,
+                "checked_at": item.get("checked_at"), "dkim_failing_since": item.get("dkim_failing_since"),
+                "unverified_at": item.get("unverified_at")}
+
+    def _record(self, name: str, item: dict, secret: dict, now: float, *, changed: bool, ok: bool,
+                failing: bool) -> dict:
+        """The writes of a verify: the rotation's new state, and the domain's verification."""
+        if changed:
+            self.secrets.put_json(self.secret_id(name), secret)
+        updates: dict[str, Any] = {"checked_at": _iso(now)}
+        if ok:
+            if not item.get("verified"):
+                updates.update(verified=True, verified_at=_iso(now))
+            if item.get("dkim_failing_since"):
+                updates["dkim_failing_since"] = None
+        elif failing and item.get("verified"):
+            since = item.get("dkim_failing_since")
+            if not since:
+                updates["dkim_failing_since"] = _iso(now)
+                log.warning("DKIM record missing or wrong", extra={"domain": name})
+            elif now - _parse_iso(since) >= self.unverify_after:
+                updates.update(verified=False, unverified_at=_iso(now), dkim_failing_since=None)
+                log.warning("domain un-verified: its DKIM record is gone", extra={"domain": name})
+        if changed:
+            updates.update(selectors=[e["selector"] for e in secret["keys"] if not e.get("retired_at")],
+                           pending_selectors=None if not secret.get("pending") else
+                           [e["selector"] for e in secret["pending"]])
+        return self.table.update(name, updates)
 
     # ---- rotation -------------------------------------------------------------------------------
     def _advance(self, secret: dict, now: float, *, promote: bool) -> bool:
@@ -270,6 +333,10 @@ def _entry(key: Any, now: float) -> dict:
     return {"selector": key.selector, "algorithm": key.algorithm,
             "private_key": key.private_key_pem.decode("ascii"), "created_at": _iso_full(now),
             "retired_at": None}
+
+
+def _parse_iso(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _iso_full(ts: float) -> str:

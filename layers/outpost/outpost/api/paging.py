@@ -1,22 +1,32 @@
 """Opaque pagination cursors: where the next page of an index walk starts.
 
 A cursor is URL-safe base64 of a small JSON document: which partition of the walk we are in
-(a day, a bounce type, a suppression source) and DynamoDB's LastEvaluatedKey inside it. Callers
-treat it as opaque; we validate it on the way back in (shape, and that its key belongs to the
-partition it names), so a forged cursor gets 400, never a DynamoDB error.
+(a day, a bounce type, a suppression source), DynamoDB's LastEvaluatedKey inside it, and a
+digest of the query it belongs to. Callers treat it as opaque; we validate it fully on the way
+back in, so a forged or stale cursor gets 400 naming `cursor`, never a DynamoDB error (503):
+  - the JSON shape, and a size cap before anything is decoded;
+  - the key holds exactly the attributes of the index it continues (no missing, no extra),
+    each a bounded string;
+  - its partition attribute is the partition it names, and its sort key is inside the query's
+    range (DynamoDB refuses a start key "outside query boundaries");
+  - the digest matches the query (recipient, filter, since): a cursor from one query cannot
+    continue another.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..errors import ValidationFailed
 
-MAX_KEY_ATTRS = 6
+MAX_CURSOR_CHARS = 2048  # the query parameter's declared maxLength
+MAX_KEY_VALUE = 1100  # DynamoDB: a partition key is at most 2048 bytes, a sort key 1024
 
 
 @dataclass(frozen=True)
@@ -25,38 +35,62 @@ class Cursor:
     key: dict[str, str] | None  # LastEvaluatedKey inside it; None: start of the partition
 
 
-def encode_cursor(cursor: Cursor | None) -> str | None:
+def query_digest(*values: object) -> str:
+    """What a cursor is bound to: the query's parameters, except the page size and cursor."""
+    raw = json.dumps([None if v is None else str(v) for v in values], separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def encode_cursor(cursor: Cursor | None, query: str = "") -> str | None:
     if cursor is None:
         return None
-    raw = json.dumps({"p": cursor.part, "k": cursor.key}, separators=(",", ":")).encode()
+    raw = json.dumps({"p": cursor.part, "k": cursor.key, "q": query}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(value: str | None, *, parts: list[str] | None = None) -> Cursor | None:
-    """Parse a cursor; `parts`, when given, are the partitions this walk may be in."""
+def _bad(why: str) -> ValidationFailed:
+    return ValidationFailed(f"invalid cursor ({why}): pass back next_cursor as given, with the "
+                            "same query", field="cursor")
+
+
+def decode_cursor(value: str | None, *, parts: list[str], key_attrs: Iterable[str],
+                  query: str = "") -> Cursor | None:
+    """Parse and check a cursor: `parts` are the partitions this walk may be in, `key_attrs`
+    the exact attributes of its start key, `query` the digest of the query it must belong to."""
     if not value:
         return None
+    if len(value) > MAX_CURSOR_CHARS:
+        raise _bad("too long")
     try:
         doc = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        part, key = doc["p"], doc["k"]
-        if not isinstance(part, str) or not (key is None or isinstance(key, dict)):
-            raise ValueError("shape")
-        if key is not None and (len(key) > MAX_KEY_ATTRS or not all(
-                isinstance(k, str) and isinstance(v, str) and len(v) < 1100 for k, v in key.items())):
-            raise ValueError("key")
-        if parts is not None and part not in parts:
-            raise ValueError("partition")
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed("invalid cursor: pass back next_cursor as given", field="cursor") from None
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: 1,536 bytes of "[" nest deeper than the JSON decoder recurses.
+        raise _bad("not a cursor") from None
+    if not isinstance(doc, dict) or set(doc) != {"p", "k", "q"}:
+        raise _bad("not a cursor")
+    part, key, q = doc["p"], doc["k"], doc["q"]
+    if not isinstance(part, str) or part not in parts:
+        raise _bad("unknown partition")
+    if q != query:
+        raise _bad("it belongs to another query")
+    if key is not None:
+        if not isinstance(key, dict) or set(key) != set(key_attrs):
+            raise _bad("wrong key attributes")
+        if not all(isinstance(v, str) and 0 < len(v) <= MAX_KEY_VALUE for v in key.values()):
+            raise _bad("wrong key values")
     return Cursor(part, key)
 
 
-def check_key(cursor: Cursor | None, attribute: str, expected: str) -> dict[str, str] | None:
-    """The cursor's start key, if its partition attribute is `expected` (else 400)."""
+def check_key(cursor: Cursor | None, attribute: str, expected: str, *,
+              sort: tuple[str, str | None] | None = None) -> dict[str, str] | None:
+    """The cursor's start key, if its partition attribute is `expected` and its sort key
+    (`sort` = (attribute, lower bound)) is not below the query's range (else 400)."""
     if cursor is None or cursor.key is None:
         return None
     if cursor.key.get(attribute) != expected:
-        raise ValidationFailed("invalid cursor: it belongs to another query", field="cursor")
+        raise _bad("it belongs to another query")
+    if sort is not None and sort[1] is not None and cursor.key.get(sort[0], "") < sort[1]:
+        raise _bad("outside the query's range")
     return cursor.key
 
 

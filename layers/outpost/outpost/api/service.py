@@ -34,14 +34,19 @@ from ..models import (
     error_field,
 )
 from ..store import TTL_MARGIN, JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
-from .auth import Principal
-from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso
+from .auth import Principal, UploadLimitReached
+from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso, query_digest
 
 IDEMPOTENCY_TTL = 24 * 3600
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
+UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
 BATCH_WORKERS = 16
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
+# A list request's budget (GET /v1/messages, /v1/bounces, /v1/suppressions): DynamoDB queries,
+# and items read by each filtered query. 10 x 100 items stay far inside API Gateway's 29 s.
+LIST_MAX_QUERIES = 10
+LIST_READ_PER_QUERY = 100
 
 log = logging.getLogger("outpost.api")
 
@@ -57,13 +62,15 @@ class SendService:
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
                  domains: KeyValueTable, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, s3: Any = None, bucket: str | None = None,
-                 retention_days: int | None = None, max_lifetime: int | None = None) -> None:
+                 retention_days: int | None = None, max_lifetime: int | None = None,
+                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
         # names none, and the cap of one that asks for more.
         self.max_lifetime = max_lifetime
         self.clock = clock
         self.retention_days = retention_days  # the bucket's lifecycle for uploads/ (None: unknown)
+        self.uploads_per_day = uploads_per_key_per_day
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
         self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
         self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
@@ -90,12 +97,12 @@ class SendService:
         """(response, replayed). `raw` is the parsed JSON body, hashed for the 409 check."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda: self.send_one(body))
+                                lambda: self.send_one(body, principal=principal))
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda: self._batch(messages))
+                                lambda: self._batch(messages, principal))
 
     # ---- idempotency ----------------------------------------------------------------------------
     def register_context(self, context: Any) -> None:
@@ -133,8 +140,12 @@ class SendService:
         return response
 
     # ---- the work -------------------------------------------------------------------------------
-    def _sender_domain(self, req: SendRequest) -> str:
+    def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
         sender = parse_address(req.from_)
+        if principal is not None and principal.domains is not None \
+                and sender.ascii_domain not in principal.domains:
+            raise Forbidden(f"this API key may send only from {', '.join(sorted(principal.domains))}",
+                            field="from")
         domain = self.domains.get(sender.ascii_domain)
         if domain is None or not domain.get("verified"):
             # No open relay: only domains whose DKIM key is published and verified may send.
@@ -142,16 +153,26 @@ class SendService:
                             field="from")
         return sender.domain
 
-    def create_upload(self, req: UploadRequest) -> dict:
+    def create_upload(self, req: UploadRequest, principal: Principal) -> dict:
         """A presigned S3 PUT for one attachment: the bytes bypass API Gateway's 6 MB limit.
 
         Content-Type and Content-Length are signed (SigV4), so S3 refuses a PUT of any other
-        size than the one declared; the send still checks the stored size (HEAD).
+        size than the one declared; the send still checks the stored size (HEAD). The upload
+        belongs to the key that created it: only that key may attach it, and each key may
+        create `uploads_per_day` a UTC day.
         """
         if req.size > MAX_MESSAGE_BYTES:
-            raise PayloadTooLarge(f"an upload of {req.size} bytes cannot fit in a message; the limit "
-                                  f"is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
+            # 422, not 413: the request is small; its declared `size` breaks the documented maximum.
+            raise ValidationFailed(f"an upload of {req.size} bytes cannot fit in a message; the "
+                                   f"limit is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
+        now = self.clock()
+        if not self.store.count_upload(principal.key_id, _iso(now)[:10], self.uploads_per_day, now):
+            raise UploadLimitReached(
+                f"this API key has created its {self.uploads_per_day} uploads for today (UTC); "
+                "attach the ones already uploaded, or retry tomorrow", int(86400 - now % 86400) + 1)
         upload_id = secrets.token_hex(16)  # unguessable: the id is what a send refers to
+        self.store.put_upload(upload_id, {"key_id": principal.key_id, "size": req.size,
+                                          "content_type": req.content_type}, now)
         headers = {"Content-Type": req.content_type, "Content-Length": str(req.size)}
         url = self.s3.generate_presigned_url(
             "put_object", ExpiresIn=UPLOAD_URL_TTL, HttpMethod="PUT",
@@ -160,8 +181,11 @@ class SendService:
         return {"upload_id": upload_id, "url": url, "method": "PUT", "headers": headers,
                 "expires_in": UPLOAD_URL_TTL}
 
-    def _uploaded_size(self, req: SendRequest) -> int:
-        """The raw bytes of the uploaded attachments (HEAD each); a missing one is a 422."""
+    def _uploaded_size(self, req: SendRequest, principal: Principal | None) -> int:
+        """The raw bytes of the uploaded attachments (HEAD each). An upload this key did not
+        create is a 403, whether another key created it or nobody did: an upload_id is not a
+        bearer token, and the answer tells nothing about other keys' ids. One created but not
+        PUT yet is a 422."""
         from botocore.exceptions import ClientError
 
         sizes: dict[str, int] = {}
@@ -170,6 +194,11 @@ class SendService:
             if a.upload_id is None:
                 continue
             if a.upload_id not in sizes:
+                field = f"attachments[{i}].upload_id"
+                record = self.store.upload(a.upload_id)
+                if record is None or principal is None or record.get("key_id") != principal.key_id:
+                    raise Forbidden(f"no upload {a.upload_id!r} belongs to this API key: create it "
+                                    "with POST /v1/uploads (with this key) first", field=field)
                 try:
                     head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{a.upload_id}")
                 except ClientError as exc:
@@ -177,7 +206,7 @@ class SendService:
                     if code in ("404", "NoSuchKey", "NotFound"):
                         raise ValidationFailed(
                             f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
-                            "expire)", field=f"attachments[{i}].upload_id") from None
+                            "expire)", field=field) from None
                     raise
                 sizes[a.upload_id] = int(head["ContentLength"])
                 self._check_upload_outlives(req, a.upload_id, head.get("LastModified"), i)
@@ -203,13 +232,13 @@ class SendService:
         asked = req.expires_in if "expires_in" in req.model_fields_set else self.max_lifetime
         return min(asked, self.max_lifetime)
 
-    def send_one(self, req: SendRequest, *, enqueue: bool = True) -> dict:
+    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None) -> dict:
         _check_builds(req)
-        size = req.encoded_size(self._uploaded_size(req))
+        size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
-        from_domain = self._sender_domain(req)
+        from_domain = self._sender_domain(req, principal)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
@@ -241,7 +270,7 @@ class SendService:
         return {"id": message_id,
                 "recipients": [{"address": r["address"], "status": r["state"]} for r in recipients]}
 
-    def _batch(self, messages: list[dict[str, Any]]) -> dict:
+    def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         def one(i: int, body: Any) -> dict:
             try:
                 req = SendRequest.model_validate(body)
@@ -251,7 +280,7 @@ class SendService:
                         "error": {"code": "validation_error", "message": msg,
                                   "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
             try:
-                out = self.send_one(req, enqueue=False)
+                out = self.send_one(req, enqueue=False, principal=principal)
             except ApiError as exc:
                 # As the single send answers it (routes.py): a ValidationFailed is a 422.
                 status = 422 if isinstance(exc, ValidationFailed) and exc.field != "cursor" else exc.status
@@ -291,9 +320,11 @@ class QueryService:
     """The read side, and the suppression list's manual edits. Only key and index lookups."""
 
     def __init__(self, *, store: MessageStore, suppressions: SuppressionStore,
-                 clock: Callable[[], float] = time.time, retention_days: int = 30) -> None:
+                 clock: Callable[[], float] = time.time, retention_days: int = 30,
+                 max_queries: int = LIST_MAX_QUERIES, read_per_query: int = LIST_READ_PER_QUERY) -> None:
         self.store, self.suppressions, self.clock = store, suppressions, clock
         self.retention_days = retention_days
+        self.max_queries, self.read_per_query = max_queries, read_per_query
 
     # ---- one message --------------------------------------------------------------------------
     def message(self, message_id: str) -> dict:
@@ -327,26 +358,31 @@ class QueryService:
         since_iso = iso(since)
         if recipient:
             pk = f"RCPT#{_address_key(recipient)}"
-            cur = decode_cursor(cursor, parts=["r"])
-            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = ["r"], ("pk", "sk", "gsi1pk", "gsi1sk")
+            q = query_digest("messages", pk, status, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi1", pk=("gsi1pk", pk), sk_from=("gsi1sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk), filters=filters),
-                ("pk", "sk", "gsi1pk", "gsi1sk"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk,
+                                             sort=("gsi1sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         else:
-            days = self._days(since)
-            cur = decode_cursor(cursor, parts=days)
-            items, nxt = self._walk(days, cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = self._days(since), ("pk", "sk", "gsi3pk", "gsi3sk")
+            q = query_digest("messages", None, status, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi3", pk=("gsi3pk", f"DAY#{part}"),
                 sk_from=("gsi3sk", since_iso) if since_iso else None, limit=n,
-                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}"), filters=filters),
-                ("pk", "sk", "gsi3pk", "gsi3sk"), bool(filters))
+                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}",
+                                    sort=("gsi3sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         out = []
         for i in items:
             mid = i["pk"].split("#", 1)[1]
             out.append({"id": mid, "recipient": i["address"], "status": i["state"],
                         "created_at": i.get("created_at"), "updated_at": i.get("updated_at"),
                         "from": i.get("from"), "subject": i.get("subject")})
-        return {"items": out, "next_cursor": encode_cursor(nxt)}
+        return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def bounces(self, *, recipient: str | None, kind: str | None, since: datetime | None,
                 limit: int, cursor: str | None) -> dict:
@@ -364,65 +400,88 @@ class QueryService:
                 filters = {"type": kind}
             elif kind:
                 filters = {"type": "bounce", "kind": kind}
-            cur = decode_cursor(cursor, parts=["r"])
-            items, nxt = self._walk(["r"], cur, limit, lambda part, start, n: self.store.page(
+            parts, attrs = ["r"], ("pk", "sk", "gsi2pk", "gsi2sk")
+            q = query_digest("bounces", pk, kind, since_iso)
+            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi2", pk=("gsi2pk", pk), sk_from=("gsi2sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk), filters=filters),
-                ("pk", "sk", "gsi2pk", "gsi2sk"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk,
+                                             sort=("gsi2sk", since_iso)), filters=filters),
+                attrs, bool(filters))
         else:
-            cur = decode_cursor(cursor, parts=types)
-            items, nxt = self._walk(types, cur, limit, lambda part, start, n: self.store.page(
+            attrs = ("pk", "sk", "type", "received_at")
+            q = query_digest("bounces", None, kind, since_iso)
+            items, nxt = self._walk(types, decode_cursor(cursor, parts=types, key_attrs=attrs, query=q),
+                                    limit, lambda part, start, n: self.store.page(
                 index="gsi4", pk=("type", part), sk_from=("received_at", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "type", part), filters=filters),
-                ("pk", "sk", "type", "received_at"), bool(filters))
+                limit=n, start_key=check_key(Cursor(part, start), "type", part,
+                                             sort=("received_at", since_iso)), filters=filters),
+                attrs, bool(filters))
         out = []
         for b in items:
             view = _public(b, _BOUNCE_FIELDS)
             view["message_id"] = b["pk"].split("#", 1)[1]
             view.setdefault("received_at", b.get("gsi2sk", "")[:24])
             out.append(view)
-        return {"items": out, "next_cursor": encode_cursor(nxt)}
+        return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def suppression_list(self, *, source: str | None, since: datetime | None, limit: int,
                          cursor: str | None) -> dict:
         sources = [source] if source else list(SUPPRESSION_SOURCES)
         since_iso = iso(since)
-        cur = decode_cursor(cursor, parts=sources)
+        attrs = ("address", "source", "created_at")
+        q = query_digest("suppressions", source, since_iso)
+        cur = decode_cursor(cursor, parts=sources, key_attrs=attrs, query=q)
         items, nxt = self._walk(sources, cur, limit, lambda part, start, n: self.suppressions.page(
             source=part, since=since_iso, limit=n,
-            start_key=check_key(Cursor(part, start), "source", part)),
-            ("address", "source", "created_at"))
+            start_key=check_key(Cursor(part, start), "source", part, sort=("created_at", since_iso))),
+            attrs)
         return {"items": [_public(i, _SUPPRESSION_FIELDS) for i in items],
-                "next_cursor": encode_cursor(nxt)}
+                "next_cursor": encode_cursor(nxt, q)}
 
     def _walk(self, parts: list[str], cursor: Cursor | None, limit: int,
               fetch: Callable[[str, dict[str, str] | None, int], Page], key_attrs: tuple[str, ...],
               filtered: bool = False) -> tuple[list[dict], Cursor | None]:
         """Fill a page from consecutive partitions; the cursor says where to go on.
 
-        Unfiltered reads ask for exactly what is missing. Filtered reads ask for more (the
-        filter drops items after the read) and, if they overshoot, resume after the last item
-        kept: its key attributes make the next ExclusiveStartKey.
+        Bounded by construction: at most `max_queries` DynamoDB queries per request, each
+        reading at most `read_per_query` items (DynamoDB applies Limit before a filter), so a
+        rare filter value over a large table answers a partial page, possibly empty, with a
+        cursor to continue, never a timeout. Unfiltered reads ask for exactly what is missing.
+        Filtered reads ask for more and, if they overshoot, resume after the last item kept:
+        its key attributes make the next ExclusiveStartKey.
         """
-        start = parts.index(cursor.part) if cursor else 0
+        n = parts.index(cursor.part) if cursor else 0
         key = cursor.key if cursor else None
+        from_client = key is not None
         items: list[dict] = []
-        for n in range(start, len(parts)):
+        calls = 0
+        while n < len(parts):
             part = parts[n]
-            while True:
-                want = limit - len(items)
-                page = fetch(part, key, max(want, 25) if filtered else want)
-                items.extend(page.items)
-                key = page.last_key
-                if len(items) >= limit:
-                    if len(items) > limit:
-                        items = items[:limit]
-                        key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
-                    if key is not None:
-                        return items, Cursor(part, key)
-                    return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
-                if key is None:
-                    break
+            if calls >= self.max_queries:
+                return items, Cursor(part, key)  # the budget is spent: a partial page
+            want = limit - len(items)
+            try:
+                page = fetch(part, key, max(want, self.read_per_query) if filtered else want)
+            except Exception as exc:
+                if from_client and _invalid_start_key(exc):
+                    # The last line of defence: DynamoDB refused the client's start key.
+                    raise ValidationFailed("invalid cursor: pass back next_cursor as given",
+                                           field="cursor") from None
+                raise
+            calls += 1
+            from_client = False
+            items.extend(page.items)
+            key = page.last_key
+            if len(items) >= limit:
+                if len(items) > limit:
+                    items = items[:limit]
+                    key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
+                if key is not None:
+                    return items, Cursor(part, key)
+                return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
+            if key is None:
+                n += 1
         return items, None
 
     def _days(self, since: datetime | None) -> list[str]:
@@ -498,6 +557,12 @@ def _address_key(address: str) -> str:
         return normalise(address)
     except ValueError as exc:
         raise ValidationFailed(f"invalid address: {exc}", field="address") from None
+
+
+def _invalid_start_key(exc: Exception) -> bool:
+    """DynamoDB's ValidationException (a start key it will not use), from botocore."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ValidationException"
 
 
 def _public(item: dict, fields: tuple[str, ...]) -> dict:

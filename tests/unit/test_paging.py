@@ -1,0 +1,53 @@
+"""Cursor checks (issue 8, item 22): every malformed cursor is a 400 naming `cursor`."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest
+from outpost.errors import ValidationFailed
+
+ATTRS = ("pk", "sk", "gsi3pk", "gsi3sk")
+KEY = {"pk": "MSG#a", "sk": "RCPT#000", "gsi3pk": "DAY#2026-11-29", "gsi3sk": "2026-11-29T10:00:00.000Z#a#000"}
+
+
+def test_a_cursor_round_trips_for_its_own_query():
+    q = query_digest("messages", None, "complained", None)
+    c = decode_cursor(encode_cursor(Cursor("2026-11-29", KEY), q), parts=["2026-11-29"], key_attrs=ATTRS, query=q)
+    assert c == Cursor("2026-11-29", KEY)
+    assert check_key(c, "gsi3pk", "DAY#2026-11-29", sort=("gsi3sk", "2026-11-29T00:00:00.000Z")) == KEY
+
+
+def test_a_start_key_below_since_is_refused():
+    c = Cursor("2026-11-29", KEY)
+    with pytest.raises(ValidationFailed) as e:
+        check_key(c, "gsi3pk", "DAY#2026-11-29", sort=("gsi3sk", "2026-11-29T11:00:00.000Z"))
+    assert e.value.field == "cursor"
+
+
+def test_the_digest_binds_every_parameter():
+    assert len({query_digest("messages", None, s, None) for s in ("queued", "bounced", None)}) == 3
+    q = query_digest("messages", None, "bounced", None)
+    value = encode_cursor(Cursor("d", None), q)
+    with pytest.raises(ValidationFailed):
+        decode_cursor(value, parts=["d"], key_attrs=ATTRS, query=query_digest("messages", None, None, None))
+
+
+@pytest.mark.parametrize("size", [10, 1000, 100_000, 1_000_000, 10_000_000])
+def test_huge_cursors_are_refused_before_decoding(size):
+    import time
+
+    value = "A" * size
+    started = time.perf_counter()
+    with pytest.raises(ValidationFailed):
+        decode_cursor(value, parts=["d"], key_attrs=ATTRS)
+    assert time.perf_counter() - started < 0.05  # refused on length, not decoded
+
+
+@pytest.mark.parametrize("depth", [10, 1000, 100_000])
+def test_deeply_nested_cursor_json_is_a_400(depth):
+    import base64
+
+    raw = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode().rstrip("=")
+    with pytest.raises(ValidationFailed):
+        decode_cursor(raw[:2048], parts=["d"], key_attrs=ATTRS)
