@@ -209,10 +209,10 @@ def test_a_job_redelivered_after_a_crash_before_it_became_current_still_runs(rig
 # == item 5: the MTA-STS lookup counts against the budget ======================================
 
 
-def _stalling_sts(rig: Rig, domain: str, fetch: Any) -> None:
+def _stalling_sts(rig: Rig, domain: str, fetch: Any, **sts: Any) -> None:
     rig.dns.add(f"_mta-sts.{domain}", "TXT", "v=STSv1; id=1", ttl=0)
     rig.dns.add(f"mta-sts.{domain}", "A", HUB)
-    rig.build(MtaSts(txt=rig.resolver.txt, fetch=fetch, clock=rig.clock))
+    rig.build(MtaSts(txt=rig.resolver.txt, fetch=fetch, clock=rig.clock, **sts))
 
 
 def test_a_stalling_policy_host_is_a_recorded_backed_off_attempt(rig: Rig) -> None:
@@ -237,14 +237,15 @@ def test_a_stalling_policy_host_is_a_recorded_backed_off_attempt(rig: Rig) -> No
 
 
 def test_a_policy_lookup_that_eats_the_invocation_never_loops(rig: Rig) -> None:
-    """Before: every recipient released and requeued with delay 0, no attempt: a hot loop."""
+    """Before: every recipient released and requeued with delay 0, no attempt: a hot loop.
+    (No negative cache here, so that every run's lookup eats the invocation.)"""
     mx = rig.mx("slowsts.test", 2)
 
     def slow_fetch(domain: str) -> str:
         rig.clock.advance(290)  # the lookup takes the whole invocation
         raise OSError("timed out")
 
-    _stalling_sts(rig, "slowsts.test", slow_fetch)
+    _stalling_sts(rig, "slowsts.test", slow_fetch, negative_ttl=0)
     mid = rig.send("gus@slowsts.test", expires_in=3600)
     runs = 0
     while rig.rcpt(mid)["state"] == "queued" or rig.rcpt(mid)["state"] == "deferred":
@@ -257,6 +258,28 @@ def test_a_policy_lookup_that_eats_the_invocation_never_loops(rig: Rig) -> None:
     r = rig.rcpt(mid)
     assert r["state"] == "expired" and all(a["status"] == "4.4.3" for a in r["attempts"])
     assert mx.replies("CONNECT") == []
+
+
+def test_after_a_failed_lookup_the_negative_cache_means_no_policy(rig: Rig) -> None:
+    """RFC 8461 §5: a failed fetch with no cached policy means no policy (for a while): the run
+    the lookup ate records a backed-off 4.4.3, the next one delivers without looking again."""
+    mx = rig.mx("slowsts2.test", 2)
+    fetches = []
+
+    def slow_fetch(domain: str) -> str:
+        fetches.append(domain)
+        rig.clock.advance(290)
+        raise OSError("timed out")
+
+    _stalling_sts(rig, "slowsts2.test", slow_fetch)
+    mid = rig.send("hal@slowsts2.test", expires_in=3600)
+    rig.run(mid)
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and [a["status"] for a in r["attempts"]] == ["4.4.3"]
+    assert rig.queue.sent[-1][1] > 0
+    rig.retry()
+    r = rig.rcpt(mid)
+    assert r["state"] == "delivered" and len(fetches) == 1 and len(mx.received) == 1
 
 
 # == item 6: bounded per domain ================================================================

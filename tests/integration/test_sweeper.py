@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from outpost.api.auth import Principal
 from outpost.api.service import SendService
 from outpost.bootstrap import aws, domains_table, job_queue, message_store, suppression_store
 from outpost.errors import ValidationFailed
@@ -124,14 +125,16 @@ def test_an_upload_the_lifecycle_deletes_before_the_deadline_is_refused(local_st
     # after that would find its attachment gone. Real S3 (moto) LastModified, a clock 20 days on.
     upload_id = f"{int(time.time() * 1000):032d}"
     aws("s3").put_object(Bucket=message_store().bucket, Key=f"uploads/{upload_id}", Body=b"PK\x03\x04")
+    message_store().put_upload(upload_id, {"key_id": "k-lifecycle"}, time.time())  # as POST /v1/uploads does
+    owner = Principal(key_id="k-lifecycle", name="test", scopes=frozenset({"send"}))
     later = time.time() + 20 * 86400
     svc = SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                       domains=domains_table(), clock=lambda: later, retention_days=30)
     base = {"from": f"shop@{SENDING_DOMAIN}", "to": "late-upload@accept.test", "subject": "x", "text": "y",
             "attachments": [{"filename": "a.zip", "upload_id": upload_id}]}
     with pytest.raises(ValidationFailed, match="deleted before this message's delivery deadline") as err:
-        svc.send_one(SendRequest.model_validate(dict(base, expires_in=14 * 86400)), enqueue=False)
+        svc.send_one(SendRequest.model_validate(dict(base, expires_in=14 * 86400)), enqueue=False, principal=owner)
     assert err.value.field == "attachments[0].upload_id"
     # Kept 30 days, 20 gone: a message due within the remaining 10 (minus the margin) is fine.
-    ok = svc.send_one(SendRequest.model_validate(dict(base, expires_in=3 * 86400)), enqueue=False)
+    ok = svc.send_one(SendRequest.model_validate(dict(base, expires_in=3 * 86400)), enqueue=False, principal=owner)
     assert ok["recipients"][0]["status"] == "queued"

@@ -338,10 +338,13 @@ class SmtpConnector:
         self._any.verify_mode = ssl.CERT_NONE
         self._legacy = legacy_tls_context()
 
-    def _fits(self, time_left: Callable[[], float] | None, what: str) -> None:
-        """Refuse to start a (re)connect that cannot finish before the caller's deadline."""
+    def _fits(self, time_left: Callable[[], float] | None, what: str, *, first: bool = False) -> None:
+        """Refuse to start a (re)connect that cannot finish before the caller's deadline. The
+        first connect needs its connect time (a slow EHLO or STARTTLS is caught by the caller's
+        check before the transaction); a fallback reconnect needs a whole session budget."""
         t = self.timeouts
-        if time_left is not None and time_left() < t.connect + 3 * t.command:
+        need = t.connect if first else t.session_budget
+        if time_left is not None and time_left() < need:
             raise StageError("STARTTLS", TimeoutError(f"no time left for {what}"))
 
     async def _reconnect(self, ip: str, end: Callable[[], float] | None, what: str) -> aiosmtplib.SMTP:
@@ -429,7 +432,7 @@ class SmtpConnector:
             stop = time.monotonic() + budget
             time_left = lambda: stop - time.monotonic()  # noqa: E731
         end = time_left
-        self._fits(end, "a connection")
+        self._fits(end, "a connection", first=True)
         smtp = await self._connect(ip)
         tls: TlsInfo | None = None
         try:
