@@ -13,7 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# AWS's DynamoDB Local (Java) for the local stack's tables, from npm, pinned; skipped with a
+# note when java or npm is missing (the stack then falls back to moto's DynamoDB).
+DDB_LOCAL := .local-aws/amplify-dynamodb-simulator-2.9.30/emulator/DynamoDBLocal.jar
+$(DDB_LOCAL): | $(VENV)/.installed
+	$(PY) -m outpost_local.dynamodb_local install
+
+install: $(VENV)/.installed $(DDB_LOCAL)
 
 demo: install
 	$(PY) -m outpost_local demo
