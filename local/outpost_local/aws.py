@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from .dynamodb_local import ENGINE_LOCAL, DynamoDbLocal, choose_engine
+from .dynamodb_local import ENGINE_LOCAL, ENGINE_MOTO, DynamoDbLocal, EngineChoice, choose_engine
 
 log = logging.getLogger("outpost_local")
 
@@ -27,8 +27,11 @@ REGION = "us-east-1"
 
 
 class LocalAws:
-    def __init__(self, host: str, moto_port: int = 0, dynamodb_port: int = 0) -> None:
+    def __init__(self, host: str, moto_port: int = 0, dynamodb_port: int = 0, *,
+                 moto_module: str = "outpost_local.moto_server", dynamodb_local: bool = True) -> None:
         self.host, self.moto_port, self.dynamodb_port = host, moto_port, dynamodb_port
+        self.moto_module = moto_module  # "moto.server": stock moto, for comparisons only
+        self.want_dynamodb_local = dynamodb_local  # False: moto only (a test of moto itself)
         self.moto: subprocess.Popen | None = None
         self.dynamodb: DynamoDbLocal | None = None
         self.dynamodb_engine = ""
@@ -43,11 +46,11 @@ class LocalAws:
         return self
 
     def _start(self) -> None:
-        choice = choose_engine()
+        choice = choose_engine() if self.want_dynamodb_local else EngineChoice(ENGINE_MOTO, "moto only")
         self.dynamodb_engine, self.dynamodb_engine_reason = choice.engine, choice.reason
         self.moto_port = self.moto_port or free_port(self.host)
         self.moto = subprocess.Popen(
-            [sys.executable, "-m", "outpost_local.moto_server", "-H", self.host, "-p", str(self.moto_port)],
+            [sys.executable, "-m", self.moto_module, "-H", self.host, "-p", str(self.moto_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if choice.engine == ENGINE_LOCAL:  # the JVM starts while moto does
             self.dynamodb = DynamoDbLocal(self.host, self.dynamodb_port or free_port(self.host)).start()
@@ -74,7 +77,7 @@ class LocalAws:
         import boto3
 
         url = self.dynamodb_endpoint if service == "dynamodb" else self.endpoint
-        return boto3.client(service, endpoint_url=url, region_name=REGION,
+        return boto3.client(service, endpoint_url=url, region_name=REGION,  # type: ignore[call-overload]
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def stop(self) -> None:
