@@ -81,7 +81,7 @@ def install(*, quiet: bool = False) -> str | None:
     else the reason it could not be (no npm, no java, a failed download)."""
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, flush=True))
     if shutil.which("java") is None:
-        return "no java on PATH (Debian: apt-get install openjdk-17-jre-headless)"
+        return "no java on PATH (Debian: apt-get install openjdk-17-jdk-headless)"
     if not installed():
         npm = shutil.which("npm")
         if npm is None:
