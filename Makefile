@@ -16,7 +16,13 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed
+# AWS's DynamoDB Local (Java) for the local stack's tables, from npm, pinned; skipped with a
+# note when java or npm is missing (the stack then falls back to moto's DynamoDB).
+DDB_LOCAL := .local-aws/amplify-dynamodb-simulator-2.9.30/emulator/DynamoDBLocal.jar
+$(DDB_LOCAL): | $(VENV)/.installed
+	$(PY) -m outpost_local.dynamodb_local install
+
+install: $(VENV)/.installed $(DDB_LOCAL)
 
 # Re-resolve both locks (after changing pyproject.toml or layers/outpost/requirements.in, or to
 # take updates): the dev environment for Python 3.11+, then the Lambda layer for python3.12 on

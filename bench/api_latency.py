@@ -77,7 +77,7 @@ def main() -> int:
 
     from outpost_local.stack import SENDING_DOMAIN, LocalStack, StackConfig
 
-    with LocalStack(StackConfig(ip_prefix="127.0.11", api_port=0, moto_port=0, dns_port=0,
+    with LocalStack(StackConfig(ip_prefix="127.0.11", api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
                                 smtp_port=0, postfix=False)) as stack:
         stack.poller.stop()  # measure the API alone: no deliveries competing for the CPU
         from outpost import bootstrap

@@ -59,11 +59,11 @@ class Api:
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Any]:
-    """One embedded local stack for the session: moto, DNS, test CA, MX hosts (and Postfix as
+    """One embedded local stack for the session: moto, DynamoDB Local, DNS, test CA, MX hosts (and Postfix as
     root), the inbound listener, the API and the SQS poller, all on 127.0.2.x and free ports."""
     from outpost_local.stack import LocalStack, StackConfig
 
-    stack = LocalStack(StackConfig(ip_prefix="127.0.2", api_port=0, moto_port=0, dns_port=0,
+    stack = LocalStack(StackConfig(ip_prefix="127.0.2", api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
                                    smtp_port=0, retry_schedule="1,2,4,8"))
     stack.start()
     try:

@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--verbose", action="store_true", help="handler logs and metrics on stdout")
     prov = sub.add_parser("provision", help="create the template's resources in an AWS endpoint")
     prov.add_argument("--endpoint", required=True)
+    prov.add_argument("--dynamodb-endpoint", help="DynamoDB only (e.g. DynamoDB Local); default --endpoint")
     prov.add_argument("--env-out", help="write the functions' environment as KEY=VALUE lines")
     prov.add_argument("--sam-env-json", help="write {Function: {KEY: VALUE}} for `sam local --env-vars`")
     prov.add_argument("--parameter", action="append", default=[], help="Name=Value")
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ["AWS_ENDPOINT_URL"] = args.endpoint
+    os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    if args.dynamodb_endpoint:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = args.dynamodb_endpoint
     params = dict(x.split("=", 1) for x in args.parameter)
     params.setdefault("SendingHostname", "mta.outpost.test")
     params.setdefault("BounceDomain", "bounces.outpost.test")

@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)  # so the stack (Postfix, moto) is always stopped
-    print("Starting the embedded local stack (moto, DNS, MX hosts, API on :3000)...", flush=True)
+    print("Starting the embedded local stack (moto, DynamoDB Local, DNS, MX hosts, API on :3000)...", flush=True)
     with LocalStack(StackConfig()) as stack:
         print(f"  API {stack.api.url}   SMTP port {stack.smtp_port}   DNS {stack.dns.host}:{stack.dns.port}")
+        print(f"  DynamoDB engine: {stack.dynamodb_engine} at {stack.dynamodb_endpoint}"
+              f" ({stack.dynamodb_engine_reason})")
         for d, mx in stack.mx.items():
             print(f"  MX {d:<18} {mx.ip:<11} {mx.kind}")
         expect: dict[str, str] = {

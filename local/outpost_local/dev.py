@@ -17,6 +17,7 @@ def main(verbose: bool = False) -> int:
   API          {stack.api.url}
   API key      {stack.api_key}   (scope: admin)
   AWS endpoint {stack.env['AWS_ENDPOINT_URL']}   (moto: aws --endpoint-url ... works)
+  DynamoDB     {stack.dynamodb_endpoint}   ({stack.dynamodb_engine}: {stack.dynamodb_engine_reason})
   DNS          {stack.dns.host}:{stack.dns.port}   (dig @{stack.dns.host} -p {stack.dns.port} MX accept.test)
   SMTP port    {stack.smtp_port}
   MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}

@@ -1,6 +1,11 @@
 """The embedded local stack: Outpost end to end on loopback, no AWS account, no Docker.
 
-  moto (server mode)  the AWS APIs; the template's queues/tables/bucket/secrets created from it
+  DynamoDB Local      AWS's own DynamoDB engine (Java; dynamodb_local.py) for the tables, when
+                      Java and the npm package are installed; else moto's DynamoDB (a fallback:
+                      its conditional writes are not atomic under concurrent requests)
+  moto (server mode)  SQS, S3, Secrets Manager, SSM (and DynamoDB in the fallback), run through
+                      moto_server.py, which serialises moto's SQS queue mutations; the
+                      template's queues/tables/bucket/secrets are created from the template
   DnsServer           authoritative DNS for the test zones (MX, A, PTR, TXT: DKIM, SPF, DMARC)
   TestPki             a test CA; every MX presents a certificate the sender verifies
   MX hosts            accept / reject unknown users (550 5.1.1) / greylist (451 4.7.1) /
@@ -20,9 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class StackConfig:
     ip_prefix: str = "127.0.0"  # .1: API, moto, DNS, sender; .2 and up: MX hosts
     api_port: int = 3000
     moto_port: int = 4566
+    dynamodb_port: int = 4567  # DynamoDB Local (0: a free port)
     dns_port: int = 5353
     smtp_port: int | None = None  # None: 25 as root, else 2525
     retry_schedule: str = "2,4,8,15,30"  # seconds: fast enough for a demo; AWS uses the default
@@ -72,8 +75,14 @@ class LocalStack:
         self.mx: dict[str, MxSpec] = {}
         self.api_key: str = ""
         self.env: dict[str, str] = {}
-        self._moto: subprocess.Popen | None = None
+        self.aws: Any = None  # an aws.LocalAws: moto, and DynamoDB Local when available
+        self.dynamodb_engine: str = ""  # dynamodb_local.ENGINE_LOCAL or ENGINE_MOTO
+        self.dynamodb_engine_reason: str = ""
         self._tmp: str | None = None
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        return self.env.get("AWS_ENDPOINT_URL_DYNAMODB") or self.env.get("AWS_ENDPOINT_URL", "")
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -97,13 +106,9 @@ class LocalStack:
             except Exception:  # noqa: BLE001 - stop everything we can
                 log.exception("stopping %r", c)
         self.components.clear()
-        if self._moto is not None:
-            self._moto.terminate()
-            try:
-                self._moto.wait(10)
-            except subprocess.TimeoutExpired:
-                self._moto.kill()
-            self._moto = None
+        if self.aws is not None:
+            self.aws.stop()
+            self.aws = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -125,15 +130,14 @@ class LocalStack:
         self.smtp_port = smtp_port
         host = cfg.ip(1)
 
-        # AWS APIs
-        moto_port = cfg.moto_port or _free_port(host)
-        self._moto = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(moto_port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(host, moto_port, 30, self._moto)
-        aws_env = {"AWS_ENDPOINT_URL": f"http://{host}:{moto_port}", "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                   "AWS_REGION": "us-east-1"}
+        # AWS APIs: moto (SQS serialised) for everything, DynamoDB Local for DynamoDB when it can
+        from .aws import LocalAws
+
+        self.aws = LocalAws(host, cfg.moto_port, cfg.dynamodb_port).start()
+        self.dynamodb_engine = self.aws.dynamodb_engine
+        self.dynamodb_engine_reason = self.aws.dynamodb_engine_reason
+        aws_env = self.aws.env()
+        os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)  # a previous stack in this process
         os.environ.update(aws_env)
 
         import boto3
@@ -316,19 +320,6 @@ def _client(service: str) -> Any:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    from .aws import free_port
 
-
-def _wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {host}:{port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+    return free_port(host)

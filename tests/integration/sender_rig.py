@@ -2,30 +2,26 @@
 
 The sender as an MTA, against real servers on loopback (issue 3).
 
-Each test builds a real DeliveryService: DynamoDB/S3/SQS from a bare moto server provisioned
-from template.yaml, a real authoritative DNS server, scripted aiosmtpd MX hosts with real
-STARTTLS (test CA), a real HTTPS MTA-STS policy server, and Postfix from Debian where it can
-run. Only the clock is controlled, so retry and expiry rules run in milliseconds; messages are
+Each test builds a real DeliveryService: DynamoDB from DynamoDB Local (AWS's engine; moto's
+where Java is missing), S3/SQS from a moto server (outpost_local.aws), provisioned from
+template.yaml, a real authoritative DNS server, scripted aiosmtpd MX hosts with real STARTTLS
+(test CA), a real HTTPS MTA-STS policy server, and Postfix from Debian where it can run.
+Only the clock is controlled, so retry and expiry rules run in milliseconds; messages are
 created through the send API's service so the stored shape is the real one.
 
-Addresses: 127.0.5.1 for moto, DNS and the policy server; 127.0.5.2+ for MX hosts, all on one
-high port (the connector has one SMTP port, as in production where it is 25).
+Addresses: 127.0.5.1 for moto, DynamoDB Local, DNS and the policy server; 127.0.5.2+ for MX
+hosts, all on one high port (the connector has one SMTP port, as in production where it is 25).
 """
 
 from __future__ import annotations
 
 import http.server
-import socket
 import ssl
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 
 from outpost.api.service import SendService
@@ -38,6 +34,7 @@ from outpost.mx import MxResolver
 from outpost.signing import RSA, Signer, generate_key
 from outpost.store import JobQueue, KeyValueTable, MessageStore, SuppressionStore
 from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
+from outpost_local.aws import LocalAws, free_port
 from outpost_local.dns import DnsServer
 from outpost_local.mx import (
     Behaviour,
@@ -56,46 +53,21 @@ VERP_KEY = b"test-verp-key"
 T0 = 1_800_000_000.0  # the fake clock's epoch
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+# -- module-wide: AWS (moto + DynamoDB Local), keys, PKI ------------------------------------------------------
 
 
-def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto exited with {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError("moto did not start")
+class Aws(LocalAws):
+    """moto (SQS serialised) and DynamoDB Local (moto's DynamoDB where Java is missing) on HUB,
+    provisioned from template.yaml; `env` is the functions' environment."""
 
-
-# -- module-wide: AWS (moto), keys, PKI ------------------------------------------------------
-
-
-@dataclass
-class Aws:
-    endpoint: str
     env: dict[str, str]
-
-    def client(self, name: str) -> Any:
-        return boto3.client(name, endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 @pytest.fixture(scope="module", name="aws")
 def aws_fixture() -> Iterator[Aws]:
-    port = _free_port(HUB)
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HUB, "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a = Aws(HUB)
     try:
-        _wait_port(HUB, port, proc)
-        a = Aws(f"http://{HUB}:{port}", {})
+        a.start()
         stack = provision(a, stack_name="sendertest", parameters={
             "SendingHostname": "mta.sender.test", "BounceDomain": BOUNCE_DOMAIN})
         a.env = stack.env()
@@ -103,11 +75,7 @@ def aws_fixture() -> Iterator[Aws]:
             {"domain": SENDER_DOMAIN, "verified": True})
         yield a
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        a.stop()
 
 
 @pytest.fixture(scope="module", name="signer")
@@ -222,7 +190,7 @@ class Rig:
         self.dns = DnsServer(HUB, 0)
         self.dns.start()
         self.servers.append(self.dns)
-        self.smtp_port = _free_port(f"{PREFIX}.2")
+        self.smtp_port = free_port(f"{PREFIX}.2")
         # The local stack's setting (OUTPOST_ALLOW_PRIVATE_MX): every peer here is on loopback.
         self.resolver = MxResolver([(HUB, self.dns.port)], timeout=1.0, allow_private=True)
         self.policy_server: PolicyServer | None = None

@@ -11,7 +11,8 @@
 `--stack NAME` reads the table names, the secret prefix and the sender's IP from the deployed
 CloudFormation stack's outputs (credentials and region from the usual AWS chain). `--local`
 talks to the embedded local stack (`make dev`): moto on 127.0.0.1:4566 unless AWS_ENDPOINT_URL
-says otherwise. With neither, the OUTPOST_* environment variables are used as they are.
+says otherwise, and DynamoDB Local on 127.0.0.1:4567 when it runs there (AWS_ENDPOINT_URL_DYNAMODB
+overrides). With neither, the OUTPOST_* environment variables are used as they are.
 Keys are printed once, at creation: only their hash is stored.
 """
 
@@ -65,7 +66,21 @@ def local_env(stack: str = "outpost") -> dict[str, str]:
            "OUTPOST_SECRET_PREFIX": os.environ.get("OUTPOST_SECRET_PREFIX", f"{stack}/")}
     for var, logical in _LOCAL_TABLES.items():
         env[var] = os.environ.get(var, f"{stack}-{logical}")
+    ddb = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or _local_dynamodb()
+    if ddb:
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = ddb
     return env
+
+
+def _local_dynamodb(host: str = "127.0.0.1", port: int = 4567) -> str | None:
+    """`make dev` runs DynamoDB Local on 127.0.0.1:4567 (moto's DynamoDB when Java is missing)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return f"http://{host}:{port}"
+    except OSError:
+        return None
 
 
 def _parser() -> argparse.ArgumentParser:
