@@ -25,14 +25,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import MAX_MESSAGE_BYTES, MAX_RECIPIENTS, ONE_LINE_PATTERN, OWNED_HEADERS
+from ..models import (
+    MAX_HEADER_NAME,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_MESSAGE_BYTES,
+    MAX_RECIPIENTS,
+    MAX_REPLY_TO,
+    ONE_LINE_PATTERN,
+    OWNED_HEADERS,
+)
 
 _LOCAL = r"[A-Za-z0-9!$&'*+=^_~-]{1,32}(\.[A-Za-z0-9!$&'*+=^_~-]{1,30})?"
 _LABEL = r"[A-Za-z0-9]{1,16}(-[A-Za-z0-9]{1,16}){0,2}"  # at most 50 characters, no "--"
 DOMAIN_PATTERN = rf"^({_LABEL}\.){{1,4}}[A-Za-z]{{2,20}}$"
 ADDRESS_PATTERN = rf"^{_LOCAL}@({_LABEL}\.){{1,3}}[A-Za-z]{{2,20}}$"
 BASE64_PATTERN = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-HEADER_NAME_PATTERN = r"^[!-9;-~]+$"  # RFC 5322 ftext: printable ASCII except ':'
+HEADER_NAME_PATTERN = rf"^[!-9;-~]{{1,{MAX_HEADER_NAME}}}$"  # RFC 5322 ftext: printable ASCII except ':'
 
 ADDRESS = {"type": "string", "minLength": 3, "maxLength": 254, "pattern": ADDRESS_PATTERN,
            "format": "email", "example": "someone@example.com"}
@@ -73,11 +82,12 @@ def declare(doc: dict[str, Any]) -> dict[str, Any]:
         p["from"] = {**ADDRESS, "description": p["from"].get("description", "")}
         for f in ("to", "cc", "bcc"):
             p[f] = _recipients(MAX_RECIPIENTS)
-        p["reply_to"] = {"anyOf": [ADDRESS, {"type": "array", "items": ADDRESS}]}
+        p["reply_to"] = {"anyOf": [ADDRESS, {"type": "array", "items": ADDRESS, "maxItems": MAX_REPLY_TO}]}
         _one_line(p["subject"])
         p["headers"].update(
+            maxProperties=MAX_HEADERS,
             propertyNames={"pattern": HEADER_NAME_PATTERN, "not": {"pattern": OWNED_HEADER_PATTERN}},
-            additionalProperties={"type": "string", "pattern": ONE_LINE_PATTERN})
+            additionalProperties={"type": "string", "maxLength": MAX_HEADER_VALUE, "pattern": ONE_LINE_PATTERN})
         p["tags"].update(propertyNames={"maxLength": 128},
                          additionalProperties={"type": "string", "maxLength": 256})
         send["allOf"] = [
