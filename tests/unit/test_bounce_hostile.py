@@ -61,10 +61,10 @@ def test_hostile_shape_is_parsed_in_linear_time_and_bounded_memory(shape: str) -
     for size, t in times.items():
         assert t < TIME_LIMIT, f"{shape} at {size} bytes: {t:.3f} s"
     for small, big in zip(SIZES, SIZES[1:], strict=False):
-        # Linear growth allows x(big/small); quadratic growth would be its square.  A 50 ms
-        # floor absorbs scheduling noise on small inputs.
+        # Linear growth allows x(big/small); quadratic growth would be its square.  A 150 ms
+        # floor absorbs scheduling noise on small inputs (a machine shared by many builds).
         ratio = big / small
-        assert times[big] <= 2 * ratio * times[small] + 0.05, (shape, times)
+        assert times[big] <= 2 * ratio * times[small] + 0.15, (shape, times)
     assert result["rss_mb"] < MEMORY_LIMIT, f"{shape}: {result['rss_mb']:.0f} MB"
 
 
@@ -93,7 +93,7 @@ def test_a_report_returning_a_20_mb_original_is_still_read() -> None:
     assert report.original_message_id == "01hx3k8y7v2cm9q4w5e6r7t8y9@outpost.example"
 
 
-def test_only_the_first_megabyte_is_read() -> None:
+def test_only_the_first_message_read_limit_bytes_are_read() -> None:
     # The DSN fields sit after MESSAGE_READ_LIMIT bytes of text: they are not read.
     head = (b"From: MAILER-DAEMON@mx.example\nSubject: Undelivered Mail\n"
             b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
@@ -170,12 +170,12 @@ def test_every_bounce_pattern_is_linear() -> None:
             if time.perf_counter() - t < 0.002:
                 continue  # fast whatever its growth
             t_small, t_big = _best(rx, small), _best(rx, big)
-            # x4 input: linear is x4, quadratic x16.  A suspect is confirmed at x16 (linear
-            # x16, quadratic x256), so that a busy machine's noise is not taken for growth.
+            # x4 input: linear is x4, quadratic x16.  A suspect is confirmed by one more x4
+            # (x16 of the first size), so that a busy machine's noise is not taken for growth.
             if t_big > 0.002 and t_big > 8 * t_small:
                 huge = big * 4
                 t_huge = _best(rx, huge)
-                if t_huge > 0.02 and t_huge > 64 * t_small:
+                if t_huge > 0.02 and t_huge > 10 * t_big:
                     slow.append(f"{where} {unit!r}: {t_small * 1e3:.1f} -> {t_big * 1e3:.1f} -> "
                                 f"{t_huge * 1e3:.1f} ms {rx.pattern[:60]!r}")
     assert not slow, "\n".join(slow)

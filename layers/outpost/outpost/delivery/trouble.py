@@ -49,7 +49,7 @@ class SmtpReply:
 
     @property
     def enhanced(self) -> str | None:
-        m = _ENHANCED.match(self.text)
+        m = _ENHANCED.match(self.text, 0, DIAGNOSTIC_LIMIT)  # bounded like the text judged
         return ".".join(m.groups()) if m else None
 
 
