@@ -131,9 +131,10 @@ def _patterns() -> list[tuple[str, re.Pattern]]:
             for cell in obj.__closure__:  # type: ignore[attr-defined]
                 walk(cell.cell_contents, where, depth + 1)
 
+    from outpost.bounces import service, verp
     from outpost.delivery import trouble
 
-    for mod in (dsn, families, textscan, classify_mod, _vendor, trouble):
+    for mod in (dsn, families, textscan, classify_mod, _vendor, verp, service, trouble):
         for name, value in vars(mod).items():
             walk(value, f"{mod.__name__.rsplit('.', 1)[-1]}.{name}")
     return sorted(found.values(), key=lambda x: x[0])
@@ -213,6 +214,16 @@ def test_a_content_type_with_8bit_bytes_does_not_break_the_parser() -> None:
     # the parser called .lower() on it and swallowed the AttributeError (issue 8, item 4).
     raw = (b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n"
            b"Content-Type: text/plain; charset=\"\xff\xfe\"\n\n"
+           b"<bob@example.com>: host mx.example.com said: 550 5.1.1 User unknown\n")
+    report = dsn.parse_bounce(raw, strict=True)
+    assert [(r.address, r.status) for r in report.recipients] == [("bob@example.com", "5.1.1")]
+
+
+def test_a_charset_name_with_a_nul_does_not_break_the_parser() -> None:
+    # bytes.decode() raises ValueError, not LookupError, for a codec name with a NUL in it;
+    # the parser swallowed it and lost the report (found by fuzzing the corpus, item 4).
+    raw = (b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n"
+           b"Content-Type: text/plain; charset=\"utf\x00-8\"\n\n"
            b"<bob@example.com>: host mx.example.com said: 550 5.1.1 User unknown\n")
     report = dsn.parse_bounce(raw, strict=True)
     assert [(r.address, r.status) for r in report.recipients] == [("bob@example.com", "5.1.1")]
