@@ -116,11 +116,30 @@ def quoted_lines(size: int) -> bytes:
             + _fill(b'"a' * 450 + b"@\n", size))
 
 
+def status_blocks(size: int) -> bytes:
+    """A delivery-status part of very many tiny field blocks (one sub-message each)."""
+    return (_HEAD + b"Content-Type: multipart/report; report-type=delivery-status; "
+            b"boundary=\"b\"\n\n--b\nContent-Type: message/delivery-status\n\n"
+            + _fill(b"A: b\n\n", size) + b"--b--\n")
+
+
+def recipients_without_diagnostic(size: int) -> bytes:
+    """Very many recipient blocks with no Diagnostic-Code (each sends the parser to the text
+    part for an explanation) after a large text part."""
+    text = _fill(b"The mail system could not deliver your message.\n", min(size // 2, 120_000))
+    blocks = b"".join(b"Final-Recipient: rfc822; u%d@example.com\nStatus: 5.1.1\n\n" % i
+                      for i in range(max(1, size // 2 // 45)))
+    return (_HEAD + b"Content-Type: multipart/report; report-type=delivery-status; "
+            b"boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\n" + text
+            + b"\n--b\nContent-Type: message/delivery-status\n\n" + blocks + b"--b--\n")
+
+
 SHAPES: dict[str, Callable[[int], bytes]] = {
     f.__name__: f for f in (to_header, blank_lines, html_lt, folded_header, many_headers,
                             empty_parts, nested_parts, nested_messages, final_recipient,
                             address_lines, long_line, base64_body, content_type_params,
-                            many_addresses, many_recipients, quoted_lines)
+                            many_addresses, many_recipients, quoted_lines, status_blocks,
+                            recipients_without_diagnostic)
 }
 
 

@@ -49,11 +49,15 @@ from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
 from outpost.bounces.limits import (
     BODY_SCAN_LIMIT,
     DIAGNOSTIC_LIMIT,
+    HEADER_COUNT_LIMIT,
     HEADER_SIZE_LIMIT,
     MESSAGE_LINE_LIMIT,
     MESSAGE_READ_LIMIT,
+    MIME_HEADER_SIZE_LIMIT,
     MIME_NESTING_LIMIT,
+    MIME_PARAM_LIMIT,
     MIME_PART_LIMIT,
+    REPORT_RECIPIENT_LIMIT,
     TEXT_SCAN_LIMIT,
 )
 from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
@@ -118,27 +122,23 @@ class _BoundedPolicy(email.policy.Compat32):
     def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
         name, value = super().header_source_parse(sourcelines)
         if name[:8].lower() == "content-":
-            value = ";".join(value[:_MIME_HEADER_SIZE].split(";", _MIME_PARAMS)[:_MIME_PARAMS])
+            value = ";".join(value[:MIME_HEADER_SIZE_LIMIT].split(";", MIME_PARAM_LIMIT)
+                             [:MIME_PARAM_LIMIT])
         elif len(value) > HEADER_SIZE_LIMIT:
             value = value[:HEADER_SIZE_LIMIT]
         return name, value
 
 
-_MIME_HEADER_SIZE = 4096  # a Content-Type with a long RFC 2231 file name stays under 1 KB
-_MIME_PARAMS = 32
 _POLICY = _BoundedPolicy()
 
 
 class _BoundedMessage(Message):
-    """A Message that keeps at most _HEADER_COUNT headers (the rest are dropped as parsed):
-    every msg.get() walks the whole header list."""
+    """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
+    parsed): every msg.get() walks the whole header list."""
 
     def set_raw(self, name: str, value: str) -> None:  # type: ignore[override]
-        if len(self._headers) < _HEADER_COUNT:  # type: ignore[attr-defined]
+        if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
             super().set_raw(name, value)
-
-
-_HEADER_COUNT = 1000
 
 
 def _message_from_bytes(data: bytes) -> Message:
@@ -220,10 +220,11 @@ def _report_text(part: Message) -> str:
     if not isinstance(inner, list):
         return _part_text(part)
     chunks: list[str] = []
+    total = 0
     for sub in inner:
         if not isinstance(sub, Message):
             continue
-        if sum(len(c) for c in chunks) > BODY_SCAN_LIMIT:
+        if total > BODY_SCAN_LIMIT:
             break
         # Header lines as received (compat32 keeps folds and smuggles 8-bit octets as
         # surrogates; they go back to bytes and are read as UTF-8).  Cheaper than as_bytes(),
@@ -234,6 +235,7 @@ def _report_text(part: Message) -> str:
         if isinstance(body, bytes) and body:
             head += "\n\n" + body.decode("utf-8", "replace")
         chunks.append(head)
+        total += len(head) + 2
     return "\n\n".join(chunks)
 
 
@@ -573,6 +575,7 @@ def _parse(raw: bytes) -> BounceReport:
         fields = _fields(cut_original(text))
         family = "rfc3464"
     msg_fields, rcpts = _group_recipients(fields)
+    rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
     return_path = _decode_header(msg.get("return-path"))
     # Header lines some family rows key on (the MTA's own fingerprint headers).
     marks = "".join(f"{h}: {msg.get(h)}\n" for h in _PROBE_HEADERS if msg.get(h) is not None)
@@ -667,7 +670,7 @@ def _parse(raw: bytes) -> BounceReport:
     # Action field is what it lacks): warnings mean "delayed", anything else "failed".
     warning = _DELAY_WORDS.search(f"{subject}\n{cut_original(text)[:3000]}")
     action = "delayed" if warning else "failed"
-    for h in hits:
+    for h in hits[:REPORT_RECIPIENT_LIMIT]:
         addr = _clean_addr(h.address)
         if not addr:
             continue

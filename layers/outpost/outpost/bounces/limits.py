@@ -16,12 +16,22 @@ MESSAGE_READ_LIMIT = 512 * 1024
 
 # Lines of the message handed to the email package, which costs about a microsecond per
 # line whatever its length (a megabyte of empty lines is a million lines).  MESSAGE_READ_LIMIT
-# bytes of base64 (77-byte lines) are some 7,000 lines.
-MESSAGE_LINE_LIMIT = 20_000
+# bytes of base64 (77-byte lines) are some 7,000 lines; a real report, a few hundred.
+MESSAGE_LINE_LIMIT = 10_000
 
 # One logical header (with its continuation lines): Postfix's header_size_limit (102400).
 # Longer values are cut before any scan.
 HEADER_SIZE_LIMIT = 102400
+
+# Content-* headers are cut much shorter: the email package re-splits such a value at every
+# ';' on each get_param(), quadratic in their number.  A Content-Type with a long RFC 2231
+# file name stays under 1 KB.
+MIME_HEADER_SIZE_LIMIT = 4096
+MIME_PARAM_LIMIT = 32
+
+# Headers kept per header block (the rest are dropped as parsed): every lookup of a header
+# walks the whole list.  Postfix has no such limit; a real block has under 100.
+HEADER_COUNT_LIMIT = 1000
 
 # MIME delimiter lines ("--boundary") read: the parts after the 200th are not parsed.
 # Real reports have 3 to 10 parts.
@@ -38,6 +48,10 @@ BODY_SCAN_LIMIT = 64 * 1024
 
 # Characters of the human-readable text of all parts together that the family scans read.
 TEXT_SCAN_LIMIT = 128 * 1024
+
+# Recipients read from one report: twice the most one Outpost message has (MAX_RECIPIENTS,
+# 50); each costs a look through the text part for its explanation.
+REPORT_RECIPIENT_LIMIT = 100
 
 # Characters of one diagnostic (an SMTP reply or a Diagnostic-Code) that classify() reads.
 # RFC 5321 section 4.5.3.1.5 allows 512 octets per reply line; a multiline reply from a
