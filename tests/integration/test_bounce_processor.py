@@ -187,3 +187,78 @@ def test_report_matched_only_by_message_id_acts_on_nobody(api, local_stack):
     assert by["victim2@accept.test"]["state"] == "delivered"
     assert suppression_store().get("victim2@accept.test") is None
     assert [b["verified"] for b in stored.bounces] == [False]
+
+
+def _service(local_stack, **kw):
+    from outpost.bootstrap import verp_key
+    from outpost.bounces.service import BounceService
+    from outpost.config import settings
+
+    return BounceService(store=message_store(), suppressions=suppression_store(),
+                         s3=boto3.client("s3"), bucket=local_stack.env["OUTPOST_BUCKET"],
+                         verp_key=verp_key(), bounce_domain=settings().bounce_domain, **kw)
+
+
+def _orphan(kind: str, key: str) -> dict:
+    return next(o for o in message_store().orphans(kind, limit=1000) if o["s3_key"] == key)
+
+
+def test_a_parser_failure_is_logged_with_its_stack_counted_and_kept_unparsed(local_stack, caplog):
+    # Issue 8 item 4: the parser's own exceptions were swallowed.  The parser is passed in
+    # (a side effect like any other); this one fails the way a parser bug does.
+    def failing_parser(raw: bytes):
+        raise AttributeError("'Header' object has no attribute 'lower'")
+
+    counts: list[tuple[str, int]] = []
+    service = _service(local_stack, parse=failing_parser, count=lambda name, n: counts.append((name, n)))
+    key = _deliver_to_s3(local_stack, b"From: MAILER-DAEMON@elsewhere.test\r\n\r\nfailed\r\n")
+    with caplog.at_level("ERROR", logger="outpost.bounces"):
+        assert service.process(key, [])["result"] == "unparsed"
+    assert ("BounceParserError", 1) in counts and ("BounceUnparsed", 1) in counts
+    failure = next(r for r in caplog.records if r.getMessage() == "bounce parser failed")
+    assert failure.exc_info and failure.exc_info[0] is AttributeError  # logged with its stack
+    assert _orphan("unparsed", key)["parser_error"].startswith("AttributeError: 'Header'")
+
+
+def test_the_default_parser_reports_its_failures_to_the_service(local_stack):
+    # The service's own parser raises (strict) instead of answering "none" silently.
+    from outpost.bounces.dsn import parse_bounce
+
+    service = _service(local_stack)
+    assert service.parse.func is parse_bounce and service.parse.keywords == {"strict": True}
+
+
+def test_a_large_inbound_object_is_read_in_part_and_recorded_as_truncated(local_stack):
+    # Issue 8 item 2: the whole object was read (then cut at 20 MB) before parsing.  A ranged
+    # GET reads MESSAGE_READ_LIMIT bytes; the object stays whole in S3.
+    import tracemalloc
+
+    from outpost.bounces.limits import MESSAGE_READ_LIMIT
+
+    report = (b"From: MAILER-DAEMON@elsewhere.test\r\nTo: someone@bounces.outpost.test\r\n"
+              b"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+              b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; elsewhere.test\r\n\r\n"
+              b"Final-Recipient: rfc822; who@elsewhere.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+              b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: big\r\n\r\n")
+    raw = report + (b"x" * 998 + b"\r\n") * 20_000 + b"--b--\r\n"
+    key = _deliver_to_s3(local_stack, raw)
+    service = _service(local_stack)
+    tracemalloc.start()
+    try:
+        result = service.process(key, [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result["result"] == "unmatched"  # the report was read: it names who@elsewhere.test
+    orphan = _orphan("unmatched", key)
+    assert orphan["recipients"] == ["who@elsewhere.test"]
+    assert orphan["truncated"] is True and orphan["size"] == len(raw)
+    assert peak < 12 * MESSAGE_READ_LIMIT, peak  # not the 20 MB object (was 3 copies of it)
+    assert boto3.client("s3").head_object(Bucket=local_stack.env["OUTPOST_BUCKET"],
+                                          Key=key)["ContentLength"] == len(raw)
+
+
+def test_an_empty_inbound_object_is_kept_unparsed(local_stack):
+    key = _deliver_to_s3(local_stack, b"")  # no byte 0: S3 answers a ranged GET with 416
+    assert _invoke(local_stack, _s3_event(local_stack, key))["results"][0]["result"] == "unparsed"

@@ -343,7 +343,7 @@ INDEX: dict[str, tuple[str, ...]] = {
 REGEX: dict[str, str] = {
     'blocked': r"""(?>
          [ ]said:[ ]550[ ]blocked
-        |[(][^ ]+[@][^ ]+:blocked[)]
+        |[(][^ ()@]+[@][^ ()]+:blocked[)]
         |access[ ]denied[.][ ]ip[ ]name[ ]lookup[ ]failed
         |access[ ]from[ ]ip[ ]address[ ][^ ]+[ ]blocked
         |all[ ]mail[ ]servers[ ]must[ ]have[ ]a[ ]ptr[ ]record[ ]with[ ]a[ ]valid[ ]reverse[ ]dns[ ]entry
@@ -408,7 +408,7 @@ REGEX: dict[str, str] = {
             |in[ ]an[ ][^ ]+rbl[ ]on[ ][^ ]+
             |not[ ]allowed[ ]to[ ]send[ ](?:
                  mail[ ]from
-                |from[ ][<][^ ]+[>][ ]per[ ]it's[ ]spf[ ]record
+                |from[ ][<][^ <>]+[>][ ]per[ ]it's[ ]spf[ ]record
                 )
             )
         |mail[ ]server[ ]at[ ][^ ]+[ ]is[ ]blocked
@@ -655,8 +655,8 @@ REGEX: dict[str, str] = {
         )""",
     'userunknown': r"""(?>
          [#]5[.]1[.]1[ ]bad[ ]address
-        |[<][^ ]+[>][ ]not[ ]found
-        |[<][^ ]+[@][^ ]+[>][.][.][.][ ]blocked[ ]by[ ]
+        |[<][^ <>]+[>][ ]not[ ]found
+        |[<][^ <>@]+[@][^ <>]+[>][.][.][.][ ]blocked[ ]by[ ]
         |550[ ]address[ ]invalid
         |5[.]1[.]0[ ]address[ ]rejected[.]
         |account[ ][^ ]+[ ]does[ ]not[ ]exist[ ]at[ ]the[ ]organization
@@ -717,7 +717,7 @@ REGEX: dict[str, str] = {
             |a[ ]local[ ]address
             |email[ ]addresses
             )
-        |rcpt[ ][<][^ ]+[>][ ]does[ ]not[ ]exist
+        |rcpt[ ][<][^ <>]+[>][ ]does[ ]not[ ]exist
         |recipient[ ]address[ ]rejected[.][ ][(]in[ ]reply[ ]to[ ]rcpt[ ]to[ ]command[)]
         |recipient[ ](?:
              [^ ]+[ ]was[ ]not[ ]found[ ]in

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 from outpost.bounces import _phrases, _vendor
+from outpost.bounces.limits import DIAGNOSTIC_LIMIT
 
 __all__ = ["classify", "kind_for_reason", "reply_code_from_text", "status_from_text"]
 
@@ -300,6 +301,10 @@ def classify(status: str | None, diagnostic: str | None, action: str | None = No
     ``command`` is the SMTP command the reply answered (MAIL, RCPT, DATA...), if known.
     """
     st = status or ""
+    if diagnostic and len(diagnostic) > DIAGNOSTIC_LIMIT:
+        # Only the start of a reply is read: its code and first lines say what it means, and
+        # a hostile server's megabyte of text must not cost more than a real reply.
+        diagnostic = diagnostic[:DIAGNOSTIC_LIMIT]
     if diagnostic and (not st or st.endswith(".0.0") or st not in STATUS_REASON):
         found = status_from_text(diagnostic)
         if found and (not st or found[0] == st[0] or st.endswith(".0.0")):

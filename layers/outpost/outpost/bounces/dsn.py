@@ -14,7 +14,13 @@ Order of evidence:
 4. RFC 3834 auto-replies (Auto-Submitted, vacation notices): not bounces (reason
    "vacation", kind "unknown"): they must never suppress anyone.
 
-``parse_bounce`` never raises: whatever goes wrong, the answer is a report of kind "none".
+``parse_bounce`` never raises: whatever goes wrong, the answer is a report of kind "none",
+and the failure is logged with its stack (``strict=True`` lets the caller count it instead).
+
+Every input is bounded before it is scanned (limits.py): the bytes read, the MIME parts and
+containers handed to the email package, each header, each part's text; and every pattern is
+linear in what it scans (no whitespace run after ``^`` under re.M that crosses lines, no
+quantified class that can restart at every position of a run).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import email.errors
 import email.message
 import email.parser
 import email.policy
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -39,14 +46,32 @@ from outpost.bounces.classify import (
     status_from_text,
 )
 from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
+from outpost.bounces.limits import (
+    BODY_SCAN_LIMIT,
+    DIAGNOSTIC_LIMIT,
+    HEADER_COUNT_LIMIT,
+    HEADER_SIZE_LIMIT,
+    MESSAGE_LINE_LIMIT,
+    MESSAGE_READ_LIMIT,
+    MIME_HEADER_SIZE_LIMIT,
+    MIME_NESTING_LIMIT,
+    MIME_PARAM_LIMIT,
+    MIME_PART_LIMIT,
+    REPORT_RECIPIENT_LIMIT,
+    TEXT_SCAN_LIMIT,
+)
 from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
 from outpost.bounces.textscan import TextHit, diagnostic_for, families_detected, scan_text
 
 __all__ = ["parse_bounce"]
 
-MAX_BYTES = 20 * 1024 * 1024  # a bounce larger than this is not worth parsing whole
+log = logging.getLogger("outpost.bounces")
 
-_ADDR_RE = re.compile(r"[^\s<>()\[\]\"',;:]+@[A-Za-z0-9.\-\[\]:]+[A-Za-z0-9\]]")
+# An address: a run of local-part characters, "@", a domain.  The lookbehind lets a match
+# start only where a run starts: without it a run of 100,000 local-part characters with no
+# "@" is rescanned from each of its positions (quadratic: 86 s for a 120 KB To: header).
+_LOCAL = r"[^\s<>()\[\]\"',;:]"
+_ADDR_RE = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@[A-Za-z0-9.\-\[\]:]+[A-Za-z0-9\]]")
 _QUOTED_ADDR_RE = re.compile(r'("(?:[^"\\\r\n]|\\.)+")@([A-Za-z0-9.\-]+[A-Za-z0-9]|\[[0-9A-Fa-f.:]+\])')
 _FIELD_RE = re.compile(
     r"^(Reporting-MTA|Original-Envelope-Id|Arrival-Date|Received-From-MTA|X-Postfix-Sender"
@@ -67,7 +92,9 @@ _ORIG_TYPES = frozenset(
      "message/partial", "message/rfc822-headers"}
 )
 _WS = re.compile(r"\s+")
-_TAGS = re.compile(r"<[^>]+>")
+# A tag cannot contain "<": with "[^>]+" a run of "<" was rescanned from each "<" (200 KB
+# of "<" in a text/html part never finished).
+_TAGS = re.compile(r"<[^<>]+>")
 _NOT_BOUNCE_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 # RFC 3834 section 5 and the common vendor headers for auto-replies.
 _AUTOREPLY_HEADERS = (
@@ -87,9 +114,64 @@ _DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", 
 _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 
 
+class _BoundedPolicy(email.policy.Compat32):
+    """compat32 with Postfix's header_size_limit: every header value is cut at
+    HEADER_SIZE_LIMIT as it is parsed, MIME headers much shorter (the email package re-splits
+    a Content-* value at every ';' on each get_param(), quadratic in the number of ';')."""
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        if name[:8].lower() == "content-":
+            value = ";".join(value[:MIME_HEADER_SIZE_LIMIT].split(";", MIME_PARAM_LIMIT)
+                             [:MIME_PARAM_LIMIT])
+        elif len(value) > HEADER_SIZE_LIMIT:
+            value = value[:HEADER_SIZE_LIMIT]
+        return name, value
+
+
+_POLICY = _BoundedPolicy()
+
+
+class _BoundedMessage(Message):
+    """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
+    parsed): every msg.get() walks the whole header list."""
+
+    def set_raw(self, name: str, value: str) -> None:  # type: ignore[override]
+        if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
+            super().set_raw(name, value)
+
+
+def _message_from_bytes(data: bytes) -> Message:
+    return email.message_from_bytes(data, _class=_BoundedMessage, policy=_POLICY)
+
+
+_DELIMITER_LINE = re.compile(rb"^--", re.M)
+# "Content-Type: multipart/..." or "message/...", possibly folded after the colon.
+_CONTAINER_LINE = re.compile(rb"^content-type:[ \t]*(?:\n[ \t]+)?(?:multipart|message)/",
+                             re.I | re.M)
+
+
+def _bound_mime(data: bytes) -> bytes:
+    """``data`` cut after MESSAGE_LINE_LIMIT lines, and before the line that opens part
+    MIME_PART_LIMIT + 1 or container MIME_NESTING_LIMIT + 1 (counted over the whole message,
+    which bounds the depth too: each level of nesting needs a container), so that the email
+    package parses a bounded tree."""
+    lines = data.split(b"\n", MESSAGE_LINE_LIMIT)
+    cut = len(data) - len(lines[-1]) if len(lines) > MESSAGE_LINE_LIMIT else len(data)
+    del lines
+    for rx, limit in ((_DELIMITER_LINE, MIME_PART_LIMIT), (_CONTAINER_LINE, MIME_NESTING_LIMIT)):
+        for i, m in enumerate(rx.finditer(data, 0, cut)):
+            if i == limit:
+                cut = m.start()
+                break
+    return data[:cut]
+
+
 def _decode_header(value: object) -> str:
     if value is None:
         return ""
+    if len(str(value)) > HEADER_SIZE_LIMIT:
+        value = str(value)[:HEADER_SIZE_LIMIT]
     if isinstance(value, str) and "=?" not in value:
         return value  # no RFC 2047 encoded-words: nothing to decode (the common case)
     try:
@@ -119,10 +201,11 @@ def _part_text(part: Message) -> str:
         return str(inner or "")
     if not isinstance(payload, bytes):
         return str(payload)
+    payload = payload[:BODY_SCAN_LIMIT]
     charset = part.get_content_charset() or "utf-8"
     try:
         text = payload.decode(charset, errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset; ValueError: a NUL in its name
         text = payload.decode("utf-8", errors="replace")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -137,9 +220,12 @@ def _report_text(part: Message) -> str:
     if not isinstance(inner, list):
         return _part_text(part)
     chunks: list[str] = []
+    total = 0
     for sub in inner:
         if not isinstance(sub, Message):
             continue
+        if total > BODY_SCAN_LIMIT:
+            break
         # Header lines as received (compat32 keeps folds and smuggles 8-bit octets as
         # surrogates; they go back to bytes and are read as UTF-8).  Cheaper than as_bytes(),
         # which re-folds every header.
@@ -149,6 +235,7 @@ def _report_text(part: Message) -> str:
         if isinstance(body, bytes) and body:
             head += "\n\n" + body.decode("utf-8", "replace")
         chunks.append(head)
+        total += len(head) + 2
     return "\n\n".join(chunks)
 
 
@@ -276,7 +363,7 @@ def _recipient(address: str, status: str | None, diagnostic: str, action: str | 
                *, diag_type: str = "SMTP", remote_mta: str | None = None,
                original: str | None = None, last_attempt: str | None = None,
                hint: str | None = None, command: str | None = None) -> BounceRecipient:
-    diagnostic = diagnostic.strip()
+    diagnostic = diagnostic[:DIAGNOSTIC_LIMIT].strip()
     if diagnostic:
         hint = vendor_reason(diagnostic) or hint
     status = _final_status(status, diagnostic)
@@ -306,7 +393,7 @@ def _original_headers(part: Message) -> tuple[tuple[str, str], ...]:
         not part.is_multipart() and not isinstance(part.get_payload(), list)
     ):
         text = _part_text(part)
-        hp = email.parser.HeaderParser(policy=email.policy.compat32)
+        hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
         inner = hp.parsestr(text.lstrip("\n"))
         return tuple((k, _decode_header(v)) for k, v in inner.items())
     payload = part.get_payload()
@@ -332,7 +419,7 @@ def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     m = _INLINE_ORIG.search(text, cut)
     if not m or m.start() - cut > 400:
         return ()
-    hp = email.parser.HeaderParser(policy=email.policy.compat32)
+    hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
     inner = hp.parsestr(m.group(0))
     return tuple((k, _decode_header(v)) for k, v in inner.items())
 
@@ -345,14 +432,17 @@ def _message_id(headers: Iterable[tuple[str, str]]) -> str | None:
     return None
 
 
+_TO_ADDRESSES = 50  # addresses of the To:-like headers kept (each is checked for our token)
+
+
 def _to_addresses(msg: Message) -> tuple[str, ...]:
-    out: list[str] = []
+    out: dict[str, None] = {}
     for h in ("to", "delivered-to", "x-original-to", "envelope-to", "x-envelope-to"):
         for v in msg.get_all(h) or []:
-            for a in _ADDR_RE.findall(_decode_header(v)):
-                a = a.strip(".<>'\"")
-                if a not in out:
-                    out.append(a)
+            for m in _ADDR_RE.finditer(_decode_header(v)):
+                out.setdefault(m.group(0).strip(".<>'\""))
+                if len(out) >= _TO_ADDRESSES:
+                    return tuple(out)
     return tuple(out)
 
 
@@ -384,26 +474,37 @@ def _repair_boundary(data: bytes, msg: Message) -> Message:
         seen[b] = seen.get(b, 0) + (2 if m.group(2) else 1)
         if seen[b] >= 2:
             head = data[:end].replace(old.encode("utf-8", "replace"), b, 1)
-            fixed = email.message_from_bytes(head + data[end:], policy=email.policy.compat32)
+            fixed = _message_from_bytes(head + data[end:])
             return fixed if fixed.is_multipart() and fixed.get_payload() else msg
     return msg
 
 
-def parse_bounce(raw: bytes) -> BounceReport:
-    """Parse one message (RFC 5322 bytes).  Never raises; unreadable input -> kind "none"."""
+def parse_bounce(raw: bytes, *, strict: bool = False) -> BounceReport:
+    """Parse one message (RFC 5322 bytes); only its first MESSAGE_READ_LIMIT bytes are read.
+
+    Unreadable input -> kind "none".  A failure of the parser itself is a bug: it is logged
+    with its stack and the answer is kind "none" (the bounce processor must go on), unless
+    ``strict``, when it is raised for the caller to record and count."""
     try:
         return _parse(raw)
-    except Exception:  # a parser must not take the bounce processor down (STYLE: Postal)
+    except Exception:
+        if strict:
+            raise
+        log.exception("bounce parser failed", extra={"size": len(raw)})
         return NOT_A_BOUNCE
 
 
 def _parse(raw: bytes) -> BounceReport:
     if not raw:
         return NOT_A_BOUNCE
-    if len(raw) > MAX_BYTES:
-        raw = raw[:MAX_BYTES]
+    if len(raw) > MESSAGE_READ_LIMIT:
+        # A cut message: its last line is cut too; without it the rest still parses (an
+        # unclosed multipart is a defect the email package tolerates).
+        raw = raw[:MESSAGE_READ_LIMIT]
+        raw = raw[:raw.rfind(b"\n") + 1] or raw
     data = _normalize(raw)
-    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    data = _bound_mime(data)
+    msg = _message_from_bytes(data)
     if msg.defects and any(
             isinstance(d, email.errors.StartBoundaryNotFoundDefect) for d in msg.defects):
         msg = _repair_boundary(data, msg)
@@ -443,7 +544,7 @@ def _parse(raw: bytes) -> BounceReport:
             human.append(_part_text(part))
         elif part.get_content_maintype() in ("message",):
             human.append(_part_text(part))
-    text = "\n\n".join(human) if human else "\n\n".join(html)
+    text = ("\n\n".join(human) if human else "\n\n".join(html))[:TEXT_SCAN_LIMIT]
     if not orig_headers:
         orig_headers = _inline_original(text)
     base = BounceReport(
@@ -458,7 +559,7 @@ def _parse(raw: bytes) -> BounceReport:
             return ses
 
     # 1. RFC 5965 feedback report: the complained-about recipient.
-    if (feedback or "feedback-report" in (msg.get("content-type") or "").lower()
+    if (feedback or "feedback-report" in str(msg.get("content-type") or "").lower()
             or (_JMRP_FROM.search(sender) and _JMRP_SUBJECT.search(subject))):
         return _feedback(feedback, text, orig_headers, base)
 
@@ -474,6 +575,7 @@ def _parse(raw: bytes) -> BounceReport:
         fields = _fields(cut_original(text))
         family = "rfc3464"
     msg_fields, rcpts = _group_recipients(fields)
+    rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
     return_path = _decode_header(msg.get("return-path"))
     # Header lines some family rows key on (the MTA's own fingerprint headers).
     marks = "".join(f"{h}: {msg.get(h)}\n" for h in _PROBE_HEADERS if msg.get(h) is not None)
@@ -568,7 +670,7 @@ def _parse(raw: bytes) -> BounceReport:
     # Action field is what it lacks): warnings mean "delayed", anything else "failed".
     warning = _DELAY_WORDS.search(f"{subject}\n{cut_original(text)[:3000]}")
     action = "delayed" if warning else "failed"
-    for h in hits:
+    for h in hits[:REPORT_RECIPIENT_LIMIT]:
         addr = _clean_addr(h.address)
         if not addr:
             continue
@@ -624,14 +726,25 @@ def _command_near(addr: str, text: str) -> str | None:
     low = text.lower()
     needle = addr.lower()
     i = low.find(needle)
-    while i >= 0:
-        start = low.rfind("\n\n", 0, i) + 1
-        end = low.find("\n\n", i)
-        cmd = command_from_text(text[start:end if end >= 0 else len(text)])
+    # Bounded: the first _NEAR_MENTIONS mentions, _NEAR_CHARS either side of each (a text
+    # that repeats the address on every line had each paragraph rescanned per mention).
+    for _ in range(_NEAR_MENTIONS):
+        if i < 0:
+            break
+        lo = max(0, i - _NEAR_CHARS)
+        start = low.rfind("\n\n", lo, i)
+        start = lo if start < 0 else start + 1
+        hi = min(len(low), i + len(needle) + _NEAR_CHARS)
+        end = low.find("\n\n", i, hi)
+        cmd = command_from_text(text[start:end if end >= 0 else hi])
         if cmd:
             return cmd
-        i = low.find(needle, i + len(needle))
+        i = low.find(needle, max(i + len(needle), end if end >= 0 else hi))
     return None
+
+
+_NEAR_MENTIONS = 20
+_NEAR_CHARS = 4000
 
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:
@@ -699,7 +812,7 @@ def _feedback(parts: list[str], text: str, orig: tuple[tuple[str, str], ...],
             if m:
                 k = m.group(1).lower()
                 fields.setdefault(k, m.group(2).strip())
-                if k in ("original-rcpt-to", "removal-recipient"):
+                if k in ("original-rcpt-to", "removal-recipient") and len(addrs) < _TO_ADDRESSES:
                     a = _clean_addr(m.group(2))
                     if a and a not in addrs:
                         addrs.append(a)

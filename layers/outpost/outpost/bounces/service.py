@@ -11,7 +11,11 @@ ENVID or Message-ID is seen by every recipient of the message, so a report match
 alone could be forged by one recipient against another: it is recorded (visible under the
 message, `verified: false`) and acts on nothing.
 What matches nothing is recorded as `unmatched`, what is not a report as `unparsed`, both with
-the S3 key of the raw mail, and counted in a metric. Recording is idempotent: a redelivered DSN
+the S3 key of the raw mail, and counted in a metric. A failure of the parser itself is a bug: it
+is logged with its stack, counted (`BounceParserError`) and the mail kept as `unparsed` with the
+error's name. Only the first MESSAGE_READ_LIMIT bytes of the inbound object are read (a ranged
+GET: a report needs its first parts, and the whole mail stays in S3); a longer one is recorded
+with its size and `truncated`. Recording is idempotent: a redelivered DSN
 (same bytes) writes nothing new.
 """
 
@@ -27,7 +31,8 @@ from typing import Any
 from ..ids import is_message_id
 from ..models import RecipientState
 from ..store import MessageStore, StoredMessage, SuppressionStore, _iso
-from .report import BounceRecipient, BounceReport
+from .limits import MESSAGE_READ_LIMIT
+from .report import NOT_A_BOUNCE, BounceRecipient, BounceReport
 from .verp import ReturnPath, read_return_path
 
 log = logging.getLogger("outpost.bounces")
@@ -42,9 +47,11 @@ class BounceService:
         self.store, self.suppressions, self.s3, self.bucket = store, suppressions, s3, bucket
         self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
         if parse is None:
+            from functools import partial
+
             from .dsn import parse_bounce
 
-            parse = parse_bounce
+            parse = partial(parse_bounce, strict=True)  # its failures are logged and counted here
         self.parse = parse
 
     # ---- events -------------------------------------------------------------------------------
@@ -69,20 +76,49 @@ class BounceService:
 
     def process(self, key: str, envelope_recipients: Iterable[str]) -> dict:
         try:
-            raw = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            raw, size = self._read(key)
         except self.s3.exceptions.NoSuchKey:
             log.warning("inbound object is gone", extra={"s3_key": key})
             self.count("InboundMissing", 1)
             return {"s3_key": key, "result": "missing"}
-        return self.process_raw(key, raw, list(envelope_recipients))
+        return self.process_raw(key, raw, list(envelope_recipients), size=size)
 
-    def process_raw(self, key: str, raw: bytes, envelope_recipients: list[str]) -> dict:
+    def _read(self, key: str) -> tuple[bytes, int]:
+        """The first MESSAGE_READ_LIMIT bytes of the object, and the object's size."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=key,
+                                     Range=f"bytes=0-{MESSAGE_READ_LIMIT - 1}")
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            return b"", 0  # an empty object: no byte 0 to start a range at
+        body = obj["Body"]
+        try:
+            raw = body.read(MESSAGE_READ_LIMIT)  # bounded even if a range were ignored
+        finally:
+            body.close()
+        # "bytes 0-1048575/5242880": the size after the slash.
+        total = str(obj.get("ContentRange") or "").rpartition("/")[2]
+        return raw, int(total) if total.isdigit() else len(raw)
+
+    def process_raw(self, key: str, raw: bytes, envelope_recipients: list[str],
+                    size: int | None = None) -> dict:
         now = self.clock()
-        report = self.parse(raw)
+        parser_error = None
+        try:
+            report = self.parse(raw)
+        except Exception as exc:  # a parser bug: never a lost mail, never a silent one
+            log.exception("bounce parser failed", extra={"s3_key": key, "size": len(raw)})
+            self.count("BounceParserError", 1)
+            report, parser_error = NOT_A_BOUNCE, f"{type(exc).__name__}: {exc}"[:200]
         bounce_id = hashlib.sha256(raw).hexdigest()[:20]
         rp = self._return_path(envelope_recipients, report)
-        base = {"s3_key": key, "received_at": _iso(now), "family": report.family,
+        base: dict[str, Any] = {"s3_key": key, "received_at": _iso(now), "family": report.family,
                 "report_kind": report.kind, "envelope_recipients": envelope_recipients[:5]}
+        if parser_error is not None:
+            base["parser_error"] = parser_error
+        if size is not None and size > len(raw):
+            base.update(size=size, truncated=True)
 
         if report.kind == "autoreply":
             self._orphan(key, "autoreply", base, now)

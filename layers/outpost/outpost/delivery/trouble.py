@@ -21,6 +21,7 @@ import ssl
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from ..bounces.limits import DIAGNOSTIC_LIMIT
 from ..errors import DnsError
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -48,7 +49,7 @@ class SmtpReply:
 
     @property
     def enhanced(self) -> str | None:
-        m = _ENHANCED.match(self.text)
+        m = _ENHANCED.match(self.text, 0, DIAGNOSTIC_LIMIT)  # bounded like the text judged
         return ".".join(m.groups()) if m else None
 
 
@@ -141,7 +142,10 @@ def judge(event: SmtpReply | BaseException) -> Verdict:
 def _judge_reply(r: SmtpReply) -> Verdict:
     cls = r.code // 100
     status = r.enhanced or f"{cls}.0.0"
-    text = r.text.strip()
+    # Bounded: a hostile server's 30 KB reply cost 1.1 s of the event loop in the classifier.
+    # What is kept and classified is the first DIAGNOSTIC_LIMIT characters (RFC 5321
+    # section 4.5.3.1.5: 512 octets per reply line).
+    text = r.text[:DIAGNOSTIC_LIMIT].strip()
     if r.command == "EOD" and cls == 2:
         return Verdict(Outcome.DELIVERED, Scope.RECIPIENT, status, text, r.code, r.command)
     if cls == 2 or cls == 3:
