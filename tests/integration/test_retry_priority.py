@@ -38,6 +38,27 @@ def _count(sqs, url: str) -> int:
     return sum(int(v) for v in a.values())
 
 
+def test_the_sender_and_the_sweeper_queue_retries_on_the_retry_queue(local_stack, monkeypatch):
+    from outpost import bootstrap
+
+    retry_url = local_stack.env["OUTPOST_RETRY_QUEUE_URL"]
+    assert retry_url and retry_url != local_stack.env["OUTPOST_SEND_QUEUE_URL"]
+    assert bootstrap.delivery_service().queue.url == retry_url
+    assert bootstrap.sweeper().queue.url == retry_url
+    assert bootstrap.job_queue().url == local_stack.env["OUTPOST_SEND_QUEUE_URL"]  # the API's: new mail
+    # A stack deployed before the retry queue has no such variable: retries go to SendQueue.
+    try:
+        monkeypatch.setenv("OUTPOST_RETRY_QUEUE_URL", "")
+        bootstrap.settings.cache_clear()
+        bootstrap.retry_queue.cache_clear()
+        assert bootstrap.retry_queue().url == local_stack.env["OUTPOST_SEND_QUEUE_URL"]
+    finally:
+        monkeypatch.undo()
+        bootstrap.settings.cache_clear()
+        bootstrap.retry_queue.cache_clear()
+    assert bootstrap.retry_queue().url == retry_url
+
+
 def test_the_local_stack_polls_both_of_the_senders_queues(local_stack):
     pollers = local_stack.pollers
     assert set(pollers) == {"SenderFunction.Send", "SenderFunction.Retry"}
