@@ -37,11 +37,11 @@ def sqs_event(messages: list[dict], queue_arn: str, region: str = "us-east-1") -
 
 class SqsPoller:
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction, *,
-                 batch_size: int = 10, window: float = 1.0) -> None:
+                 batch_size: int = 10, window: float = 1.0, name: str = "sqs") -> None:
         self.sqs, self.url, self.arn, self.function = sqs, queue_url, queue_arn, function
         self.batch_size, self.window = batch_size, window
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqs-poller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"poller-{name}", daemon=True)
         self.invocations = 0
 
     def start(self) -> None:

@@ -12,7 +12,7 @@
                       accept then send a DSN later / Postfix (when installed and root)
   InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
-  SqsPoller           the sender's SQS event source mapping
+  SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
 
 The handlers are the template's own files, loaded with the environment the template gives
 them; only endpoints, the DNS server, the SMTP port, the CA bundle and the retry schedule are
@@ -53,6 +53,7 @@ class StackConfig:
     postfix: bool | None = None  # None: when installed and running as root
     state_dir: Path | None = None
     quiet: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # set last, over the template's (benches)
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -173,6 +174,7 @@ class LocalStack:
             self.env["LOG_LEVEL"] = "WARNING"
             self.env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
             self.env["POWERTOOLS_METRICS_DISABLED"] = "true"
+        self.env.update(cfg.env)
         os.environ.update(self.env)
         from outpost.bootstrap import reset
 
@@ -286,14 +288,24 @@ class LocalStack:
         self.api = ApiServer(self.functions["SendApiFunction"], host, self.config.api_port)
         self.api.start()
         self.components.append(self.api)
-        sender = self.stack.functions["SenderFunction"]
-        ev = next(e for e in sender.events.values() if e["Type"] == "SQS")["Properties"]
-        self.poller = SqsPoller(_client("sqs"), self.stack.physical["SendQueue"],
-                                self.stack.attributes[("SendQueue", "Arn")], self.functions["SenderFunction"],
-                                batch_size=int(ev.get("BatchSize", 10)),
-                                window=float(ev.get("MaximumBatchingWindowInSeconds", 0)))
-        self.poller.start()
-        self.components.append(self.poller)
+        # One poller per SQS event source mapping (the sender has two: SendQueue for new mail,
+        # RetryQueue for retries), each with its own batch size and window from the template,
+        # so a retry is taken as it falls due, whatever the backlog of new mail.
+        self.pollers: dict[str, SqsPoller] = {}
+        for logical, fn in self.stack.functions.items():
+            for name, ev in fn.events.items():
+                if ev.get("Type") != "SQS":
+                    continue
+                props = ev["Properties"]
+                queue = self._queue_with_arn(props["Queue"])
+                poller = SqsPoller(_client("sqs"), self.stack.physical[queue], props["Queue"],
+                                   self.functions[logical], batch_size=int(props.get("BatchSize", 10)),
+                                   window=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+                                   name=f"{logical}.{name}")
+                poller.start()
+                self.components.append(poller)
+                self.pollers[f"{logical}.{name}"] = poller
+        self.poller = self.pollers["SenderFunction.Send"]  # new mail's mapping
         # Schedule events (the sweeper): run them here too, so `make dev` keeps the invariant
         # "every open recipient has a future job" the way the deployed stack does.
         from .poller import Scheduler
@@ -311,6 +323,11 @@ class LocalStack:
                 sched.start()
                 self.components.append(sched)
                 self.schedulers[logical] = sched
+
+    def _queue_with_arn(self, arn: str) -> str:
+        """The logical id of the template's queue with this ARN."""
+        return next(logical for (logical, attr), value in self.stack.attributes.items()
+                    if attr == "Arn" and value == arn)
 
 
 def _client(service: str) -> Any:

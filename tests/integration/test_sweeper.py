@@ -56,6 +56,8 @@ def test_a_stored_but_unqueued_message_is_delivered_after_a_scheduled_sweep(loca
     assert any(o.message_id == mid for o in message_store().overdue(time.time() - SWEEP_GRACE))
 
     event = json.loads((EVENTS / "schedule.json").read_text())
+    retry_poller = local_stack.pollers["SenderFunction.Retry"]
+    retries_before = retry_poller.invocations
     report = local_stack.functions["SweeperFunction"].invoke(event)  # the deployed handler
     assert set(report) == {"overdue", "messages", "failed"} and report["failed"] == 0
 
@@ -63,6 +65,7 @@ def test_a_stored_but_unqueued_message_is_delivered_after_a_scheduled_sweep(loca
     while _state(mid) in ("queued", "deferred") and time.time() < deadline:
         time.sleep(0.5)
     assert _state(mid) == "delivered"
+    assert retry_poller.invocations > retries_before  # a rescue goes with the retries
     server = local_stack.mx["accept.test"].server
     assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
     item = _item(mid, rcpt_sk(0))

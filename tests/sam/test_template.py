@@ -27,28 +27,64 @@ def props(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
     return template["Resources"][logical_id]["Properties"]
 
 
+SENDER_QUEUES = {"Send": ("SendQueue", "SendDeadLetterQueue"), "Retry": ("RetryQueue", "RetryDeadLetterQueue")}
+
+
 def test_queue_visibility_covers_six_sender_timeouts(template: dict[str, Any]) -> None:
     # AWS's rule for SQS event sources: visibility >= 6 x function timeout, otherwise a batch
     # still being delivered becomes visible again and is delivered twice.
     sender_timeout = props(template, "SenderFunction")["Timeout"]
-    assert props(template, "SendQueue")["VisibilityTimeout"] >= 6 * sender_timeout
+    for queue, _ in SENDER_QUEUES.values():
+        assert props(template, queue)["VisibilityTimeout"] >= 6 * sender_timeout
 
 
 def test_queue_outlives_the_longest_retry_window(template: dict[str, Any]) -> None:
     # A job may wait up to the longest allowed `expires_in` (SQS_MAX_RETENTION); SQS must not
     # discard it first.
-    for queue in ("SendQueue", "SendDeadLetterQueue"):
+    for queue, dlq in SENDER_QUEUES.values():
         assert props(template, queue)["MessageRetentionPeriod"] >= SQS_MAX_RETENTION
-    redrive = props(template, "SendQueue")["RedrivePolicy"]
-    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["SendDeadLetterQueue", "Arn"]}
+        assert props(template, dlq)["MessageRetentionPeriod"] >= SQS_MAX_RETENTION
+        redrive = props(template, queue)["RedrivePolicy"]
+        assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq, "Arn"]}
+        assert redrive["maxReceiveCount"] == 5
 
 
 def test_sender_reports_partial_batch_failures(template: dict[str, Any]) -> None:
-    event = props(template, "SenderFunction")["Events"]["Send"]
-    assert event["Type"] == "SQS"
-    # Without this the handler's batchItemFailures answer is ignored and one failed message
-    # makes the whole batch redeliver.
-    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for name in SENDER_QUEUES:
+        event = props(template, "SenderFunction")["Events"][name]
+        assert event["Type"] == "SQS"
+        # Without this the handler's batchItemFailures answer is ignored and one failed message
+        # makes the whole batch redeliver.
+        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def _queues_sent_to(template: dict[str, Any], function: str) -> set[str]:
+    """The queues a function's SQSSendMessagePolicy templates grant SendMessage on."""
+    return {p["SQSSendMessagePolicy"]["QueueName"]["Fn::GetAtt"][0]
+            for p in props(template, function)["Policies"]
+            if isinstance(p, dict) and "SQSSendMessagePolicy" in p}
+
+
+def test_retries_have_their_own_queue_poller_and_concurrency(template: dict[str, Any]) -> None:
+    # New mail (the API's jobs) on SendQueue, every retry (the sender's re-queues, the
+    # sweeper's rescues) on RetryQueue, each with its own event source, so a backlog of new
+    # mail never holds up a retry that is due.
+    events = {name: e["Properties"] for name, e in props(template, "SenderFunction")["Events"].items()
+              if e["Type"] == "SQS"}
+    assert set(events) == set(SENDER_QUEUES)
+    for name, (queue, _) in SENDER_QUEUES.items():
+        assert events[name]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
+    # Each source has its own cap: a flood of new mail takes at most SenderMaxConcurrency
+    # senders, and retries always have RetryMaxConcurrency of their own.
+    assert events["Send"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "SenderMaxConcurrency"}
+    assert events["Retry"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "RetryMaxConcurrency"}
+    assert _param(template, "RetryMaxConcurrency")["MinValue"] >= 2  # Lambda's minimum
+    assert _queues_sent_to(template, "SendApiFunction") == {"SendQueue"}
+    assert _queues_sent_to(template, "SenderFunction") == {"RetryQueue"}
+    assert _queues_sent_to(template, "SweeperFunction") == {"RetryQueue"}
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["OUTPOST_RETRY_QUEUE_URL"] == {"Ref": "RetryQueue"}
+    assert Settings.from_env({"OUTPOST_RETRY_QUEUE_URL": "q"}).retry_queue_url == "q"
 
 
 def _s3_event_prefixes(template: dict[str, Any]) -> list[str]:
@@ -264,7 +300,7 @@ def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
     alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
                if a["Namespace"] == "AWS/SQS"}
-    assert watched == {"SendDeadLetterQueue", "BounceFailureQueue"}
+    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue"}
     for a in alarms.values():
         if a["Namespace"] == "AWS/SQS":
             assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"

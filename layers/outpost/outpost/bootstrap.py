@@ -64,6 +64,15 @@ def job_queue() -> Any:
 
 
 @cache
+def retry_queue() -> Any:
+    """Where retries and rescues are queued: RetryQueue, or SendQueue on a stack without one."""
+    from .store import JobQueue
+
+    s = settings()
+    return JobQueue(aws("sqs"), s.retry_queue_url or s.send_queue_url)
+
+
+@cache
 def secrets() -> Any:
     from .store import SecretStore
 
@@ -122,7 +131,7 @@ def delivery_service() -> Any:
                      store=PolicyStore(aws("dynamodb"), s.messages_table),
                      deadline=s.mta_sts_deadline, negative_ttl=s.mta_sts_negative_ttl)
     return DeliveryService(
-        settings=s, store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+        settings=s, store=message_store(), suppressions=suppression_store(), queue=retry_queue(),
         resolve_mx=resolver.resolve,
         connector=SmtpConnector(s.ehlo_hostname, port=s.smtp_port, ca_bundle=s.ca_bundle),
         signer_for=signer_for,
@@ -135,7 +144,7 @@ def sweeper() -> Any:
     from .sweeper import Sweeper
     from .telemetry import metrics
 
-    return Sweeper(store=message_store(), queue=job_queue(), grace=settings().sweep_grace,
+    return Sweeper(store=message_store(), queue=retry_queue(), grace=settings().sweep_grace,
                    count=metrics().count)
 
 
@@ -194,7 +203,7 @@ def reset() -> None:
 
     config.settings.cache_clear()
     for fn in (aws, message_store, suppression_store, domains_table, api_keys_table, job_queue,
-               secrets, verp_key, delivery_service, api_app, bounce_service, idempotency_store,
-               domain_service, sweeper):
+               retry_queue, secrets, verp_key, delivery_service, api_app, bounce_service,
+               idempotency_store, domain_service, sweeper):
         fn.cache_clear()
     _signers.clear()

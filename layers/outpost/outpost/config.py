@@ -60,6 +60,9 @@ class Settings:
     domains_table: str = "outpost-domains"
     bucket: str = "outpost-mail"
     send_queue_url: str = ""
+    # Where every job for a retry goes (the sender's re-queues, the sweeper's rescues), so that
+    # retries never wait behind a backlog of new mail. Empty: SendQueue (a stack from before).
+    retry_queue_url: str = ""
     ehlo_hostname: str = "localhost"
     bounce_domain: str = "bounces.localhost"
     secret_prefix: str = "outpost/"
@@ -108,6 +111,7 @@ class Settings:
             domains_table=e.get("OUTPOST_DOMAINS_TABLE", d.domains_table),
             bucket=e.get("OUTPOST_BUCKET", d.bucket),
             send_queue_url=e.get("OUTPOST_SEND_QUEUE_URL", d.send_queue_url),
+            retry_queue_url=e.get("OUTPOST_RETRY_QUEUE_URL", d.retry_queue_url),
             ehlo_hostname=e.get("OUTPOST_EHLO_HOSTNAME", d.ehlo_hostname),
             bounce_domain=e.get("OUTPOST_BOUNCE_DOMAIN", d.bounce_domain),
             secret_prefix=e.get("OUTPOST_SECRET_PREFIX", d.secret_prefix),

@@ -11,7 +11,8 @@ more than a grace period. The sender is idempotent per recipient (conditional cl
 job queued for a recipient that turns out to be in progress or done is a no-op.
 
 Postfix's qmgr does the same for its deferred queue: a periodic scan, not a promise kept by
-the code path that failed.
+the code path that failed. Its jobs are rescues, so they go to the retry queue
+(bootstrap.retry_queue), never behind a backlog of new mail.
 """
 
 from __future__ import annotations

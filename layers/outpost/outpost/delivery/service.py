@@ -195,6 +195,8 @@ class DeliveryService:
                  fetch_upload: Callable[[str], bytes] | None = None,
                  policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
                  ) -> None:
+        # `queue` takes every job this service queues again (a hop, a reschedule): the retry
+        # queue (bootstrap.retry_queue), so retries are never behind a backlog of new mail.
         self.settings, self.store, self.suppressions, self.queue = settings, store, suppressions, queue
         self.resolve_mx, self.connector, self.signer_for = resolve_mx, connector, signer_for
         self.return_path, self.clock, self.rng, self.count = return_path, clock, rng, count
