@@ -7,11 +7,13 @@ so the pair costs nothing at receivers that only do RSA.
 Why not just ``dkim.sign()``: dkimpy parses the PEM key with its own ASN.1 code on every
 call and does the RSA private-key operation in pure Python (~120 signatures/s per core),
 and needs PyNaCl for Ed25519. We keep dkimpy for what has to match what verifiers
-compute (message parsing, relaxed header canonicalisation, header selection, the header
+compute (parsing the header section, relaxed header canonicalisation, header selection, the header
 hash with ``b=`` blanked) and do the private-key operation with ``cryptography``
 (OpenSSL), on keys parsed once per container in :class:`Signer`. One departure: the
-relaxed *body* canonicalisation is :func:`relaxed_body`, byte-identical to dkimpy's
-(property-tested against it) but several times faster on whitespace-heavy HTML.
+relaxed *body* canonicalisation is :class:`RelaxedBody`, fed the body in pieces straight
+from the message (a 40 MB message costs no copy of itself), byte-identical to dkimpy's
+(property-tested against it, on every piece boundary) and faster on whitespace-heavy HTML.
+:func:`relaxed_body` is the same rules in one shot on a CRLF body, kept as a second reference.
 
 Heavy imports (``dkim`` pulls in dnspython, ``cryptography`` loads OpenSSL) happen on
 first use, so importing this module stays cheap for the functions that never sign.
@@ -269,7 +271,7 @@ class Signer:
         self._keys = [by_algorithm[a] for a in ALGORITHMS if a in by_algorithm]
         self._clock = clock
         self._dkim = dkim
-        self._relaxed = Relaxed  # headers; the body goes through relaxed_body()
+        self._relaxed = Relaxed  # headers; the body goes through relaxed_body_hash()
         self._policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
         # EMSA-PKCS1-v1_5 over a SHA-256 digest we computed (RFC 6376 §3.3.1, RFC 8017 §8.2).
         self._rsa_args = (padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
