@@ -6,9 +6,15 @@ queue and suppressions are in-memory fakes, so what is measured is the sender's 
 Each size runs in a fresh child process, which prints:
   tracemalloc's peak of Python allocations during the delivery, and
   ru_maxrss growth (peak RSS) over the process after imports and the attachment's bytes,
-both in MB and as a multiple of the message size on the wire.
+both in MB and as a multiple of the message size on the wire (`size_mb`, measured), and the
+same per stage of the one delivery: `build` (MIME message, with the upload's bytes), `sign`
+(DKIM) and `send` (the SMTP transaction and the rest), each the traced peak while that stage
+ran (what is still alive from earlier stages included) and the RSS growth at its end.
+The attachment's random bytes are made before measuring; each fetch of the upload returns a
+fresh copy of them, counted in `build`, as the S3 read does in production.
 
 Run: PYTHONPATH=layers/outpost .venv/bin/python bench/sender_memory.py [--sizes 1,10,30]
+(the child processes use the same PYTHONPATH: point it at another tree to compare versions)
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ def _free_port() -> int:
 
 def child(size_mb: float, port: int) -> dict[str, Any]:
     from outpost.config import Settings
+    from outpost.delivery import service as service_module
     from outpost.delivery.service import DeliveryService
     from outpost.delivery.transport import SmtpConnector
     from outpost.mx import MxHost
@@ -114,26 +121,58 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
         def send(self, *a: Any) -> None:
             pass
 
-    signer = Signer([generate_key("sender.test", "s1", RSA)])
+    stages: dict[str, dict[str, float]] = {}
+    wire: list[int] = []
+
+    def rss_mb() -> float:
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    def stage_done(name: str) -> None:
+        stages[name] = {"peak_mb": round(tracemalloc.get_traced_memory()[1] / 1e6, 1),
+                        "rss_growth_mb": round(rss_mb() - base_rss, 1)}
+        tracemalloc.reset_peak()
+
+    build = service_module.build_message
+
+    def measured_build(*a: Any, **kw: Any) -> Any:
+        tracemalloc.reset_peak()
+        out = build(*a, **kw)
+        wire.append(len(out[0]))
+        stage_done("build")
+        return out
+
+    service_module.build_message = measured_build  # type: ignore[assignment]
+
+    class MeasuredSigner(Signer):
+        def sign(self, message: bytes) -> bytes:
+            tracemalloc.reset_peak()
+            out = super().sign(message)
+            stage_done("sign")
+            return out
+
+    signer = MeasuredSigner([generate_key("sender.test", "s1", RSA)])
     service = DeliveryService(
         settings=Settings(), store=Store(), suppressions=Nothing(), queue=Nothing(),  # type: ignore[arg-type]
         resolve_mx=lambda d: [MxHost("sink.test", 10, ("127.0.0.1",))],
         connector=SmtpConnector("mta.sender.test", port=port), signer_for=lambda d: signer,
-        return_path=lambda mid, i: "b@bounces.sender.test", fetch_upload=lambda upload_id: attachment)
+        return_path=lambda mid, i: "b@bounces.sender.test",
+        fetch_upload=lambda upload_id: bytes(memoryview(attachment)))
     event = {"Records": [{"messageId": "x", "body": json.dumps({"message_id": "m1"})}]}
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tracemalloc.start()
     started = time.monotonic()
     result = service.handle_sqs_event(event, lambda: 300_000)
     elapsed = time.monotonic() - started
-    _, peak = tracemalloc.get_traced_memory()
+    stage_done("send")
     tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    wire = meta["size"] / 1e6
-    return {"size_mb": round(wire, 1), "state": outcome.get("state"), "released": outcome.get("released"),
+    rss = rss_mb()
+    size = (wire[0] if wire else meta["size"]) / 1e6
+    peak = max(st["peak_mb"] for st in stages.values())
+    return {"size_mb": round(size, 1), "state": outcome.get("state"), "released": outcome.get("released"),
             "failures": result["batchItemFailures"],
-            "seconds": round(elapsed, 2), "tracemalloc_peak_mb": round(peak / 1e6, 1),
-            "peak_x_size": round(peak / 1e6 / wire, 1), "rss_growth_mb": round(rss - base_rss, 1)}
+            "seconds": round(elapsed, 2), "tracemalloc_peak_mb": peak,
+            "peak_x_size": round(peak / size, 2), "rss_growth_mb": round(rss - base_rss, 1),
+            "stages": {name: {**st, "x_size": round(st["peak_mb"] / size, 2)} for name, st in stages.items()}}
 
 
 def main() -> None:
@@ -149,8 +188,9 @@ def main() -> None:
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
         for size in args.sizes.split(","):
+            env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or "layers/outpost")
             out = subprocess.run([sys.executable, __file__, "--child", size, str(port)], capture_output=True,
-                                 text=True, env=dict(os.environ, PYTHONPATH="layers/outpost"), check=True)
+                                 text=True, env=env, check=True)
             print(out.stdout.strip().splitlines()[-1], flush=True)
     finally:
         sink.terminate()

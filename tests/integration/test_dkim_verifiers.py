@@ -22,7 +22,7 @@ from dnslib import RCODE, DNSRecord
 
 from outpost.signing import DkimKey, Signer, dns_name, dns_txt_strings, generate_key
 from outpost_local.dns import DnsServer
-from outpost_local.verify import have_mail_dkim, have_opendkim, opendkim_results
+from outpost_local.verify import dkimpy_results, have_mail_dkim, have_opendkim, opendkim_results
 from outpost_local.verify import mail_dkim as _mail_dkim
 
 DOMAIN = "outpost-test.example"
@@ -266,3 +266,87 @@ def test_opendkim_fails_an_added_field(
         "rsa-sha256": "fail",
         "ed25519-sha256": "fail",
     }, results
+
+
+# --------------------------------------------------------------------------- large messages
+
+# The signer hashes the body in BODY_CHUNK pieces (issue 8 item 13). Two multi-MB messages:
+# one as the sender builds it (MIME, an attachment base64-encoded straight into the output,
+# a whitespace-heavy text part), one whose body puts the hard cases on the piece boundaries:
+# a CR ending one piece and its LF starting the next, a WSP run across a boundary before a
+# CRLF, tabs and runs inside lines, and many empty lines at the end spanning pieces.
+
+
+def _mime_message() -> bytes:
+    import os
+
+    from outpost.mime import build_message
+    from outpost.models import SendRequest
+
+    text = "Trailing blanks \t  \n" * 20_000 + "tabs\t\tinside  and   runs \n" * 20_000 + "\n" * 3000
+    req = SendRequest.model_validate({
+        "from": f"Outpost Test <noreply@{DOMAIN}>", "to": ["someone@example.org"], "subject": "Big one",
+        "text": text, "attachments": [{"filename": "big.bin", "content_type": "application/octet-stream",
+                                       "upload_id": "a" * 32}]})
+    payload = os.urandom(4 << 20)
+    data, _ = build_message(req, "big1", fetch_upload=lambda upload_id: payload)
+    return data
+
+
+def _boundary_message() -> bytes:
+    from outpost.signing import BODY_CHUNK
+
+    head = MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    body = b"a" * (BODY_CHUNK - 1) + b"\r\n"  # the CR ends piece 0, its LF starts piece 1
+    body += b"b" * (BODY_CHUNK - 10) + b" \t" * 20 + b"\r\n"  # a WSP run across piece 1/2, then CRLF
+    body += b"word  \t word\t\tword   \r\n" * 150_000  # ~3.6 MB of runs and trailing WSP
+    body += b"\r\n" * 100_000  # empty lines at the end, across several pieces
+    assert len(body) > 3 * BODY_CHUNK
+    return head + body
+
+
+LARGE = [pytest.param(_mime_message, id="mime-4MiB-attachment"), pytest.param(_boundary_message, id="boundaries")]
+
+
+@pytest.fixture(scope="module", params=LARGE)
+def large_signed(request: pytest.FixtureRequest, keys: tuple[DkimKey, DkimKey]) -> bytes:
+    message = request.param()
+    assert len(message) > 3_000_000
+    return Signer(list(keys)).sign(message) + message
+
+
+def _flip_deep_in_body(signed: bytes) -> bytes:
+    at = len(signed) * 2 // 3
+    while signed[at : at + 1] in (b"\r", b"\n", b" ", b"\t"):
+        at += 1
+    return signed[:at] + (b"A" if signed[at : at + 1] != b"A" else b"B") + signed[at + 1 :]
+
+
+def _dkimpy(dns: DnsServer, message: bytes) -> list[bool]:
+    import dkim
+
+    try:
+        return dkimpy_results(dns.host, dns.port, message)
+    except dkim.ValidationError:  # dkimpy raises on a body hash mismatch
+        return [False]
+
+
+def test_dkimpy_verifies_a_large_message(dns: DnsServer, large_signed: bytes) -> None:
+    assert _dkimpy(dns, large_signed) == [True, True]  # RSA, Ed25519 (keys over DNS)
+    assert not any(_dkimpy(dns, _flip_deep_in_body(large_signed)))
+
+
+@needs_perl
+def test_mail_dkim_verifies_a_large_message(dns: DnsServer, large_signed: bytes, tmp_path: Path) -> None:
+    sigs, overall = mail_dkim(dns, _write(tmp_path, large_signed))
+    assert overall == "pass" and [s.result for s in sigs if s.algorithm == "rsa-sha256"] == ["pass"], sigs
+    sigs, overall = mail_dkim(dns, _write(tmp_path, _flip_deep_in_body(large_signed)))
+    assert [s.result for s in sigs if s.algorithm == "rsa-sha256"] == ["fail"] and overall != "pass", sigs
+
+
+@needs_opendkim
+def test_opendkim_verifies_a_large_message(dns: DnsServer, large_signed: bytes, tmp_path: Path) -> None:
+    results = opendkim(dns, _write(tmp_path, large_signed), tmp_path)
+    assert {r["a"]: r["result"] for r in results} == {"rsa-sha256": "pass", "ed25519-sha256": "pass"}, results
+    results = opendkim(dns, _write(tmp_path, _flip_deep_in_body(large_signed)), tmp_path)
+    assert {r["a"]: r["result"] for r in results} == {"rsa-sha256": "fail", "ed25519-sha256": "fail"}, results

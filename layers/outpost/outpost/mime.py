@@ -13,7 +13,10 @@ calls it, so that whatever it accepts also builds when the sender builds it.
 from __future__ import annotations
 
 import base64
+import io
+import os
 import time
+from binascii import b2a_base64
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,7 +94,7 @@ def build_message(req: SendRequest, message_id: str, created: float | None = Non
     `fetch_upload(upload_id)` returns an uploaded attachment's bytes (S3 in production); it
     is only called for attachments sent by upload_id.
     """
-    return _compose(req, message_id, created, fetch_upload=fetch_upload, skeleton=False)
+    return _compose(req, message_id, created, fetch_upload=fetch_upload, skeleton=False, splice=True)
 
 
 def check_message(req: SendRequest) -> None:
@@ -99,7 +102,7 @@ def check_message(req: SendRequest) -> None:
     build, minus the bytes) and check what a receiver will see: every header line within
     RFC 5322's 998 characters, and exactly the header fields that were set (nothing a value
     could smuggle in). Raises MessageBuildError naming the field at fault."""
-    data, _ = _compose(req, "check", 0.0, fetch_upload=None, skeleton=True)
+    data, _ = _compose(req, "check", 0.0, fetch_upload=None, skeleton=True, splice=False)
     # Bodies are empty here: every line is a header line or a boundary.
     for line in data.split(b"\r\n"):
         if len(line) > MAX_LINE:
@@ -142,7 +145,12 @@ def _set(msg: EmailMessage, field: str, name: str, value: object) -> None:
 
 
 def _compose(req: SendRequest, message_id: str, created: float | None, *,
-             fetch_upload: FetchUpload | None, skeleton: bool) -> tuple[bytes, bool]:
+             fetch_upload: FetchUpload | None, skeleton: bool, splice: bool) -> tuple[bytes, bool]:
+    """The message, built by the email package. With `splice`, each attachment part is built
+    with a one-line placeholder for its body, and the bodies are base64-encoded straight into
+    the output afterwards (:func:`_splice`), one attachment at a time: the same bytes as
+    building them in (tests/unit/test_mime_memory.py), without the email package's copies of
+    every body (the encoded str, its lines, the generator's buffer, the final bytes)."""
     addrs = {name: [parse_address(v) for v in getattr(req, name)] for name in ("to", "cc", "reply_to")}
     sender = parse_address(req.from_)
     utf8 = headers_need_smtputf8(req)
@@ -175,25 +183,69 @@ def _compose(req: SendRequest, message_id: str, created: float | None, *,
 
     inline = [(i, a) for i, a in enumerate(req.attachments) if a.content_id]
     regular = [(i, a) for i, a in enumerate(req.attachments) if not a.content_id]
+    nonce = os.urandom(8).hex()  # no request can have written it: the placeholder is unique
+    spliced: list[tuple[bytes, Attachment]] = []
+
+    def body(a: Attachment) -> bytes:
+        return b"" if splice else _attachment_bytes(a, fetch_upload)
+
+    def placeholder(container: EmailMessage, a: Attachment) -> None:
+        if splice:
+            token = f"{_PLACEHOLDER}-{nonce}-{len(spliced)}"
+            parts = container.get_payload()
+            assert isinstance(parts, list) and isinstance(parts[-1], EmailMessage)
+            part = parts[-1]
+            # As the email package leaves a base64 body: every line ends in a newline.
+            part.set_payload(token + "\n")
+            spliced.append((token.encode("ascii"), a))
+
     if inline:
         html_part = next((p for p in msg.walk() if p.get_content_type() == "text/html"), None)
         target = html_part if html_part is not None else msg
         target.make_related() if target is msg else None
         for i, a in inline:
             maintype, subtype = a.content_type.split("/", 1)
-            data = _attachment_bytes(a, fetch_upload)
             with _blame(f"attachments[{i}]"):
-                target.add_related(data, maintype=maintype, subtype=subtype, filename=a.filename,
+                target.add_related(body(a), maintype=maintype, subtype=subtype, filename=a.filename,
                                    cid=f"<{a.content_id}>", disposition="inline")
+            placeholder(target, a)
     for i, a in regular:
         maintype, subtype = a.content_type.split("/", 1)
-        data = _attachment_bytes(a, fetch_upload)
         with _blame(f"attachments[{i}]"):
-            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=a.filename)
+            msg.add_attachment(body(a), maintype=maintype, subtype=subtype, filename=a.filename)
+        placeholder(msg, a)
     for part in msg.walk():
         if part is not msg:
             del part["MIME-Version"]  # only the top level carries it (RFC 2045 §4)
-    return msg.as_bytes(), utf8
+    if not spliced:
+        return msg.as_bytes(), utf8
+    return _splice(msg.as_bytes(), spliced, fetch_upload), utf8
+
+
+_PLACEHOLDER = "OUTPOST-ATTACHMENT-BODY"
+_B64_LINE = 57  # input bytes per base64 line: the email package's 76 characters (78 // 4 * 3)
+_B64_BLOCK = _B64_LINE * 4096  # input bytes encoded at a time (~310 KB of output)
+
+
+def _splice(skeleton: bytes, spliced: list[tuple[bytes, Attachment]],
+            fetch_upload: FetchUpload | None) -> bytes:
+    """`skeleton` with each placeholder line replaced by its attachment's base64 body, written
+    once into one buffer (BytesIO hands that buffer over without a copy). Only one
+    attachment's raw bytes are held at a time."""
+    out = io.BytesIO()
+    pos = 0
+    for token, a in spliced:
+        at = skeleton.index(token + b"\r\n", pos)
+        out.write(memoryview(skeleton)[pos:at])
+        data = memoryview(_attachment_bytes(a, fetch_upload))
+        for start in range(0, len(data), _B64_BLOCK):
+            block = data[start:start + _B64_BLOCK]
+            out.write(b"".join([b2a_base64(block[i:i + _B64_LINE]) for i in range(0, len(block), _B64_LINE)])
+                      .replace(b"\n", b"\r\n"))
+        del data
+        pos = at + len(token) + 2
+    out.write(memoryview(skeleton)[pos:])
+    return out.getvalue()
 
 
 def _cte(text: str) -> str:
