@@ -320,3 +320,17 @@ def test_a_stored_request_skips_the_caps_but_never_the_injection_rules() -> None
                 {"headers": {"X-A": "a\u2028b"}}, {"text": "\ud800"}):
         with pytest.raises(ValidationError):
             SendRequest.from_stored({**BASE, **bad})
+
+
+def test_a_space_between_encoded_words_is_not_lost_when_folding() -> None:
+    # Found by the property test above: CPython's folder split ":xxx... =?😀xxx xxx..." into
+    # encoded words and dropped the space between the last two words; the receiver read
+    # "...xxxxxxxxx" joined. Non-ASCII unstructured fields are now encoded by mime itself.
+    x = "x" * 80
+    value = f":{x} =?\U0001f600{'x' * 25} {x}"
+    r = SendRequest.model_validate({**BASE, "headers": {"X-": value}, "subject": f"{x} é {x}"})
+    data, _ = build_message(r, "m1", 0)
+    fields = dict(header_fields(data))
+    assert fields["X-"] == value and fields["Subject"] == f"{x} é {x}"
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and all(len(line) <= 78 for line in head.split(b"\r\n") if line.startswith(b" =?"))

@@ -43,13 +43,55 @@ class _Folding(EmailPolicy):
     CRLFs removed are the ones unfolding removes anyway, so the value does not change."""
 
     def fold(self, name: str, value: str) -> str:
+        if self._own_words(name, value):
+            return _encoded_words(name, str(value), self.linesep)
         return _drop_blank_lines(super().fold(name, value), self.linesep)
 
     def fold_binary(self, name: str, value: str) -> bytes:
+        if self._own_words(name, value):
+            return _encoded_words(name, str(value), self.linesep).encode("ascii")
         sep = self.linesep.encode("ascii")
         folded = super().fold_binary(name, value)
         lines = folded.split(sep)
         return sep.join(line for line in lines[:-1] if line.strip(b" \t")) + sep + lines[-1]
+
+    def _own_words(self, name: str, value: str) -> bool:
+        """A non-ASCII unstructured field (Subject, a custom header) written as encoded words:
+        CPython's folder can drop the space between two words when it splits encoded words
+        (":xxx... =?\U0001f600xxx xxx..." came out with the space gone), so those are encoded
+        here instead. Structured fields (addresses, dates, ids, MIME) keep the email package's."""
+        return not self.utf8 and name.lower() not in _STRUCTURED and not str(value).isascii()
+
+
+# Fields whose syntax the email package must fold itself (RFC 5322 §3.3-3.6, RFC 2045).
+_STRUCTURED = frozenset({"from", "sender", "to", "cc", "bcc", "reply-to", "date", "message-id",
+                         "in-reply-to", "references", "mime-version", "content-type",
+                         "content-transfer-encoding", "content-disposition", "content-id"})
+_WORD_BYTES = 45  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 60 base64 chars + "?=" = 72
+
+
+def _encoded_words(name: str, value: str, linesep: str) -> str:
+    """RFC 2047 §2 and §5(1): the whole value as base64 "B" encoded words of whole characters,
+    one per line. White space lives inside the encoded text, so unfolding and decoding give the
+    value back exactly (the white space between adjacent encoded words is ignored, RFC 2047 §6.2).
+    Linear in the value (at most 998 characters by the models)."""
+    words: list[str] = []
+    chunk: list[bytes] = []
+    size = 0
+    for ch in value:
+        b = ch.encode("utf-8", "surrogateescape")
+        if size + len(b) > _WORD_BYTES and chunk:
+            words.append(_b_word(b"".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(b)
+        size += len(b)
+    if chunk or not words:
+        words.append(_b_word(b"".join(chunk)))
+    return f"{name}: " + (linesep + " ").join(words) + linesep
+
+
+def _b_word(data: bytes) -> str:
+    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
 
 
 def _drop_blank_lines(folded: str, linesep: str) -> str:
