@@ -35,13 +35,12 @@ def sqs_event(messages: list[dict], queue_arn: str, region: str = "us-east-1") -
     } for m in messages]}
 
 
-class SqsPoller:
-    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction, *,
-                 batch_size: int = 10, window: float = 1.0, name: str = "sqs") -> None:
-        self.sqs, self.url, self.arn, self.function = sqs, queue_url, queue_arn, function
-        self.batch_size, self.window = batch_size, window
+class _EventSource:
+    """An event source emulated by a daemon thread running `_run` until stopped."""
+
+    def __init__(self, thread_name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"poller-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.invocations = 0
 
     def start(self) -> None:
@@ -50,6 +49,17 @@ class SqsPoller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class SqsPoller(_EventSource):
+    def __init__(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction, *,
+                 batch_size: int = 10, window: float = 1.0, name: str = "sqs") -> None:
+        self.sqs, self.url, self.arn, self.function = sqs, queue_url, queue_arn, function
+        self.batch_size, self.window = batch_size, window
+        super().__init__(f"poller-{name}")
 
     def poll_once(self) -> int:
         """Receive one batch (waiting up to the batching window) and invoke. Returns its size."""
@@ -100,22 +110,13 @@ def scheduled_event(rule_arn: str, region: str = "us-east-1") -> dict:
             "resources": [rule_arn], "detail": {}}
 
 
-class Scheduler:
+class Scheduler(_EventSource):
     """A Schedule event source, emulated: invoke the function every `interval` seconds (the
     local stack runs schedules more often than the template's rate, so `make dev` shows them)."""
 
     def __init__(self, function: LocalFunction, rule_arn: str, interval: float) -> None:
         self.function, self.rule_arn, self.interval = function, rule_arn, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"schedule-{function.fn.logical_id}", daemon=True)
-        self.invocations = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        super().__init__(f"schedule-{function.fn.logical_id}")
 
     def run_once(self) -> Any:
         self.invocations += 1
