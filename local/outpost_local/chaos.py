@@ -346,20 +346,22 @@ class ChaosPoller:
     maybe die, delete (or not)."""
 
     def __init__(self, n: int, sqs: Any, url: str, arn: str, faults: Faults, *, timeout: float,
-                 redeliver_after: int) -> None:
+                 redeliver_after: int, compress_timeouts: bool = True) -> None:
         from outpost.bootstrap import delivery_service
         from outpost.delivery.transport import SmtpConnector, Timeouts
 
         self.sqs, self.url, self.arn, self.faults = sqs, url, arn, faults
         self.timeout, self.redeliver_after = timeout, redeliver_after
-        self.service = delivery_service()
+        # One DeliveryService per 'container' (bootstrap caches one per process: unwrap it).
+        self.service = delivery_service.__wrapped__()
         self.store = ChaosStore(self.service.store, faults)
         self.service.store = self.store
         self.service.queue = ChaosQueue(self.service.queue, self.store)
         self.service.suppressions = ChaosQueue(self.service.suppressions, self.store)
         connector: SmtpConnector = self.service.connector
-        connector.timeouts = Timeouts(connect=CMD_TIMEOUT, command=CMD_TIMEOUT, end_of_data=30.0,
-                                      end_of_data_min=5.0, data_transfer=10.0)
+        if compress_timeouts:
+            connector.timeouts = Timeouts(connect=CMD_TIMEOUT, command=CMD_TIMEOUT, end_of_data=30.0,
+                                          end_of_data_min=5.0, data_transfer=10.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"chaos-sender-{n}", daemon=True)
 
@@ -629,7 +631,8 @@ def run(cfg: ChaosConfig, say: Any = print) -> Figures:
                     if extra > inside:
                         figures.duplicates_out_of_window += extra - inside
                         figures.problems.append(f"delivered {n} times: {mid}[{index}] {address}, "
-                                                f"{window} kills while leased; attempts {_attempts(got)}; copies {copy_info[address]}")
+                                                f"{window} kills while leased; attempts {_attempts(got)}; "
+                                                f"copies {copy_info[address]}")
         attrs = sqs.get_queue_attributes(QueueUrl=st.stack.physical["SendDeadLetterQueue"],
                                          AttributeNames=["ApproximateNumberOfMessages",
                                                          "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
@@ -639,7 +642,8 @@ def run(cfg: ChaosConfig, say: Any = print) -> Figures:
             got = sqs.receive_message(QueueUrl=st.stack.physical["SendDeadLetterQueue"], MaxNumberOfMessages=10,
                                       AttributeNames=["All"]).get("Messages", [])
             for m in got:
-                figures.problems.append(f"in the DLQ: {m['Body']} received {m['Attributes'].get('ApproximateReceiveCount')}")
+                figures.problems.append(f"in the DLQ: {m['Body']} received "
+                                        f"{m['Attributes'].get('ApproximateReceiveCount')} times")
         return figures
     finally:
         for p in pollers:
