@@ -39,7 +39,9 @@ def main() -> int:
                       wait=args.wait)
     figures = run(cfg, say=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:
-        print(json.dumps(dataclasses.asdict(figures)))
+        out = {f.name: getattr(figures, f.name) for f in dataclasses.fields(figures)}
+        out["kills"], out["states"] = dict(figures.kills), dict(figures.states)
+        print(json.dumps(out))
     else:
         for line in figures.lines():
             print(line)
