@@ -28,6 +28,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--kill-probability", type=float, default=0.05, help="per invocation")
     ap.add_argument("--kill-for", type=float, default=40.0, help="seconds during which kills happen")
+    ap.add_argument("--kill-every", type=int, default=0, help="also kill every n-th of the first --kill-first")
+    ap.add_argument("--kill-first", type=int, default=0, help="invocations (deterministic kills, kinds in turn)")
     ap.add_argument("--lifetime", type=int, default=120, help="OUTPOST_MAX_LIFETIME, seconds")
     ap.add_argument("--wait", type=float, default=900.0, help="the longest wait for every recipient to be final")
     ap.add_argument("--ip-prefix", default="127.0.10")
@@ -36,6 +38,7 @@ def main() -> int:
     logging.basicConfig(level=logging.CRITICAL)
     cfg = ChaosConfig(messages=args.messages, senders=args.senders, seed=args.seed, ip_prefix=args.ip_prefix,
                       p_kill=args.kill_probability, kill_for=args.kill_for, lifetime=args.lifetime,
+                      kill_every=args.kill_every, kill_first=args.kill_first,
                       wait=args.wait)
     figures = run(cfg, say=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:

@@ -27,6 +27,9 @@ The verdict: "the documented window" is a kill while the invocation held a recip
 (claimed, no outcome recorded yet): the remote 250 may have arrived and its record died with
 the invocation, so that recipient may get one more copy per such kill. Any other second copy,
 any recipient not final, and any final state that contradicts what its MX did is a failure.
+A kill stops the invocation's writes and jobs, not its SMTP sessions already in flight: a
+transaction that gets its 250 after the kill counts in the window (a real kill would more often
+cut it before the dot), so the in-window figure is an upper bound of what a real crash costs.
 """
 
 from __future__ import annotations
@@ -186,9 +189,14 @@ class Figures:
 class Faults:
     """The shared fault plan and its ledger (thread safe)."""
 
+    KINDS = ("after_claim", "after_250", "after_record", "mid_batch")
+
     def __init__(self, rng: random.Random, *, p_kill: float, kill_until: float, p_dup: float,
-                 p_undeleted: float, p_write_fail: float) -> None:
+                 p_undeleted: float, p_write_fail: float, kill_every: int = 0, kill_first: int = 0) -> None:
         self.rng, self.p_kill, self.kill_until = rng, p_kill, kill_until
+        # Deterministic kills as well (so a loaded machine cannot make a run without any):
+        # every kill_every-th of the first kill_first invocations dies, the kinds in turn.
+        self.kill_every, self.kill_first = kill_every, kill_first
         self.p_dup, self.p_undeleted, self.p_write_fail = p_dup, p_undeleted, p_write_fail
         self.lock = threading.Lock()
         self.window: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -212,8 +220,12 @@ class Invocation:
         self.countdown = 0
         with faults.lock:
             faults.invocations += 1
-            if time.monotonic() < faults.kill_until and faults.rng.random() < faults.p_kill:
-                self.kind = faults.rng.choice(["after_claim", "after_250", "after_record", "mid_batch"])
+            n = faults.invocations
+            if faults.kill_every and n <= faults.kill_first and n % faults.kill_every == 0:
+                self.kind = faults.KINDS[(n // faults.kill_every) % len(faults.KINDS)]
+                self.countdown = 1
+            elif time.monotonic() < faults.kill_until and faults.rng.random() < faults.p_kill:
+                self.kind = faults.rng.choice(faults.KINDS)
                 self.countdown = faults.rng.randint(1, 3)
         self._mid: threading.Timer | None = None
         if self.kind == "mid_batch":
@@ -459,6 +471,8 @@ class ChaosConfig:
     seed: int = 8
     ip_prefix: str = "127.0.9"
     p_kill: float = 0.08
+    kill_every: int = 0  # also kill every n-th of the first kill_first invocations (0: off)
+    kill_first: int = 0
     kill_for: float = 25.0  # seconds after the first send during which kills happen
     p_dup: float = 0.02
     p_undeleted: float = 0.02
@@ -511,7 +525,8 @@ def run(cfg: ChaosConfig, say: Any = print) -> Figures:
         healer.daemon = True
 
         faults = Faults(fault_rng, p_kill=cfg.p_kill, kill_until=time.monotonic() + cfg.kill_for, p_dup=cfg.p_dup,
-                        p_undeleted=cfg.p_undeleted, p_write_fail=cfg.p_write_fail)
+                        p_undeleted=cfg.p_undeleted, p_write_fail=cfg.p_write_fail,
+                        kill_every=cfg.kill_every, kill_first=cfg.kill_first)
         import boto3
 
         sqs = boto3.client("sqs")

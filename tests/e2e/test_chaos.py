@@ -39,7 +39,8 @@ def figures() -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "layers" / "outpost"), str(ROOT / "local")]))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "chaos.py"), "--json", "--messages", "300", "--senders", "4",
-         "--kill-probability", "0.1", "--kill-for", "20", "--lifetime", "75", "--wait", "200",
+         "--kill-probability", "0.1", "--kill-for", "20",
+         "--kill-every", "6", "--kill-first", "60", "--lifetime", "75", "--wait", "200",
          "--ip-prefix", "127.0.9"],
         capture_output=True, text=True, timeout=320, env=env, cwd=ROOT)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{") and '"messages"' in x]
@@ -53,7 +54,8 @@ def test_every_message_was_accepted_and_the_faults_happened(figures):
     assert figures["messages"] == 300 and figures["rejected_by_api"] == 0
     assert figures["recipients"] >= 450
     # the run is only a proof if the faults were injected
-    assert sum(figures["kills"].values()) >= 2, figures["kills"]
+    assert sum(figures["kills"].values()) >= 4, figures["kills"]
+    assert len(set(figures["kills"]) - {"lambda_timeout"}) >= 3, figures["kills"]
     assert figures["duplicate_jobs"] >= 3 and figures["undeleted_jobs"] >= 3
     assert figures["write_failures"] >= 3
     states = figures["states"]
