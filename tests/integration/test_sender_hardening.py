@@ -594,3 +594,25 @@ def test_a_slow_domain_gets_a_time_slice_not_the_whole_batch(rig: Rig) -> None:
     assert delay == 10 and job.releases == 1
     rig.retry()
     assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 5 and len(slow.received) == 4
+
+
+def test_a_receiver_slow_to_open_is_handed_to_the_slow_lane(rig: Rig) -> None:
+    """Head-of-line blocking: a new-mail job must not wait on an MX that takes long to greet;
+    its recipients go, with no attempt counted, to a slow-lane job that waits as long as needed."""
+    from outpost_local.mx import GREETING
+
+    rig.service.SLOW_OPEN = 0.5  # the rig's connect timeout is 3 s
+    slow = rig.mx("tarpit.test", 2, Slow(GREETING, 2.0))
+    fast = rig.mx("quick.test", 3)
+    mid = rig.send("s@tarpit.test", "f@quick.test")
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=mid)])  # the API's job (new-mail lane)
+    assert time.monotonic() - started < 1.8  # not held by the 2 s greeting
+    s, f = rig.rcpts(mid)
+    assert f["state"] == "delivered" and len(fast.wait_for(1)) == 1
+    assert s["state"] == "queued" and not s["attempts"] and "lease_until" not in s
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.slow and job.token is None and delay == 0
+    rig.run_jobs([job])  # the slow lane waits for the greeting
+    assert rig.rcpts(mid)[0]["state"] == "delivered" and len(slow.wait_for(1)) == 1

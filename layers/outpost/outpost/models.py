@@ -314,6 +314,10 @@ class QueueJob(_Model):
     # 2xx replies the previous run could not record (the store failed): recorded first, and
     # never sent again (issue 8 item 9). [{"index": n, "attempt": {...}}]
     delivered: list[dict] | None = None
+    # The slow lane (issue 8, head-of-line blocking): recipients whose MX was too slow to open a
+    # session on the new-mail lane are handed here (the retry queue), where no open time limit
+    # applies, so a slow receiver takes retry-lane senders, not everybody's.
+    slow: bool = False
 
 
 def error_field(exc: ValidationError) -> tuple[str | None, str]:

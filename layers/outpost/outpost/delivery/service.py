@@ -124,6 +124,7 @@ class _JobRun:
     held: dict[int, float] = field(default_factory=dict)
     carried: list[dict] = field(default_factory=list)
     released_early: bool = False  # released without an attempt (no time, no memory budget)
+    handed_off: set[int] = field(default_factory=set)  # to the slow lane (a slow MX), no attempt
     observed: str | None = None  # the message's current job token when this run loaded it
 
 
@@ -213,6 +214,11 @@ class DeliveryService:
     # seconds of a job (starting a new transaction); the rest are released, after a release
     # delay, to another invocation (the slow domain gets a turn, it does not get the batch).
     DOMAIN_SLICE = 60.0
+    # On the new-mail lane a session must open (connect, greeting, EHLO, STARTTLS) within this
+    # many seconds; a slower MX has its recipients handed, at once and with no attempt counted,
+    # to a job on the slow lane (the retry queue, its own senders), where no such limit applies.
+    # Healthy MX hosts open in about a second, even across the internet with TLS.
+    SLOW_OPEN = 8.0
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -473,7 +479,8 @@ class DeliveryService:
             rc.utf8 = rc.utf8 or utf8_headers
             groups.setdefault(rc.domain, []).append(rc)
         parts = await asyncio.gather(*(
-            self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline, record)
+            self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline, record,
+                                 handoff=run.handed_off if self._new_mail_lane(run.job) else None)
             for domain, group in groups.items()), return_exceptions=True)
         for (domain, group), part in zip(groups.items(), parts, strict=True):
             if not isinstance(part, BaseException):
@@ -509,6 +516,11 @@ class DeliveryService:
         unrecorded = [rc for rc in run.rcpts if rc.index not in run.recorded and rc.index not in run.held]
         for rc in unrecorded:
             self.store.release(mid, rc.index)
+        if run.handed_off:
+            # The slow lane's job: tokenless, so it runs (and takes over) whatever job is current;
+            # queued after the releases above, so it finds those recipients free.
+            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt, slow=True), 0)
+            unrecorded = [rc for rc in unrecorded if rc.index not in run.handed_off]
         times = run.next_times + run.later
         releases = 0
         if unrecorded or run.released_early or run.carried:
@@ -542,11 +554,20 @@ class DeliveryService:
         t = self.connector.timeouts
         return t.transaction_budget + RECORD_MARGIN + (t.connect if session else 0.0)
 
+    @staticmethod
+    def _new_mail_lane(job: QueueJob) -> bool:
+        """A job the API (or the sweeper) queued: its run must not wait on a slow receiver. Jobs
+        the sender queued (tokens) and slow-lane jobs run on the retry queue's own senders."""
+        return job.token is None and not job.slow
+
     async def _deliver_domain(self, mid: str, domain: str, rcpts: list[_Rcpt], data: tuple[bytes, ...],
                               tls_mode: TlsMode, pool: SessionPool, deadline: float,
-                              record: Callable[[_Rcpt, _Result], Awaitable[None]]) -> None:
+                              record: Callable[[_Rcpt, _Result], Awaitable[None]], *,
+                              handoff: set[int] | None = None) -> None:
         """Deliver to one domain's recipients, recording each outcome as soon as it is known.
-        A recipient left unrecorded (no time left) is released and requeued by the caller."""
+        A recipient left unrecorded (no time left) is released and requeued by the caller.
+        `handoff` (the new-mail lane only): where the indexes of recipients whose MX does not
+        open a session within SLOW_OPEN go, for the caller to hand to the slow lane."""
         try:
             hosts = await asyncio.to_thread(self.resolve_mx, domain)
         except DnsError as exc:
@@ -613,7 +634,20 @@ class DeliveryService:
                             for rest in rcpts[n:]:
                                 await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
                             return
-                        session, failure = await self._open(hosts, tls_mode, deadline)
+                        if handoff is None:
+                            session, failure = await self._open(hosts, tls_mode, deadline)
+                        else:
+                            try:
+                                session, failure = await asyncio.wait_for(
+                                    self._open(hosts, tls_mode, deadline), self.SLOW_OPEN)
+                            except TimeoutError:
+                                # A slow receiver: not this lane's to wait on (head-of-line).
+                                handoff.update(rest.index for rest in rcpts[n:])
+                                self.count("SlowLaneHandoff", len(rcpts) - n)
+                                log.info("MX too slow to open a session; handed to the slow lane",
+                                         extra={"message_id": mid, "recipient_domain": domain,
+                                                "recipients": len(rcpts) - n})
+                                return
                         if session is None:
                             if failure is None:
                                 return  # no time left to connect: released and requeued
