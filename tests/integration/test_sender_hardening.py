@@ -616,3 +616,12 @@ def test_a_receiver_slow_to_open_is_handed_to_the_slow_lane(rig: Rig) -> None:
     assert job.slow and job.token is None and delay == 0
     rig.run_jobs([job])  # the slow lane waits for the greeting
     assert rig.rcpts(mid)[0]["state"] == "delivered" and len(slow.wait_for(1)) == 1
+    # The container remembers the slow domain: the next new mail to it is handed off at once.
+    second = rig.send("t@tarpit.test")
+    connects = len(slow.replies("CONNECT"))
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=second)])
+    assert time.monotonic() - started < 0.5 and len(slow.replies("CONNECT")) == connects
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.slow and delay == 0 and rig.rcpts(second)[0]["state"] == "queued"

@@ -207,6 +207,9 @@ class DeliveryService:
         # MTA-STS lookups run in their own threads: one that stalls past `policy_wait` is left
         # behind, and must not hold up asyncio.run()'s shutdown of the default executor.
         self._policy_threads = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mta-sts")
+        # Domains whose MX was too slow to open a session, until when (this container's clock):
+        # new mail to them goes straight to the slow lane, without paying SLOW_OPEN again.
+        self._slow_domains: dict[str, float] = {}
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
@@ -219,6 +222,7 @@ class DeliveryService:
     # to a job on the slow lane (the retry queue, its own senders), where no such limit applies.
     # Healthy MX hosts open in about a second, even across the internet with TLS.
     SLOW_OPEN = 8.0
+    SLOW_MEMORY = 600.0  # seconds a container remembers a slow domain (straight to the slow lane)
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -568,6 +572,10 @@ class DeliveryService:
         A recipient left unrecorded (no time left) is released and requeued by the caller.
         `handoff` (the new-mail lane only): where the indexes of recipients whose MX does not
         open a session within SLOW_OPEN go, for the caller to hand to the slow lane."""
+        if handoff is not None and self._slow_domains.get(domain, 0.0) > self.clock():
+            handoff.update(r.index for r in rcpts)  # known slow: no need to wait SLOW_OPEN again
+            self.count("SlowLaneHandoff", len(rcpts))
+            return
         try:
             hosts = await asyncio.to_thread(self.resolve_mx, domain)
         except DnsError as exc:
@@ -642,6 +650,7 @@ class DeliveryService:
                                     self._open(hosts, tls_mode, deadline), self.SLOW_OPEN)
                             except TimeoutError:
                                 # A slow receiver: not this lane's to wait on (head-of-line).
+                                self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
                                 handoff.update(rest.index for rest in rcpts[n:])
                                 self.count("SlowLaneHandoff", len(rcpts) - n)
                                 log.info("MX too slow to open a session; handed to the slow lane",
