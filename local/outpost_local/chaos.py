@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .mx import END_OF_DATA, Behaviour, MxServer, MxSmtp
+from .poller import delete_done
 
 log = logging.getLogger("outpost_local.chaos")
 
@@ -430,9 +431,7 @@ class ChaosPoller:
                 back.append(m)
             else:
                 done.append(m)
-        for i in range(0, len(done), 10):
-            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
+        delete_done(self.sqs, self.url, done)
         self._visible_soon(back)
         return len(messages)
 

@@ -35,6 +35,13 @@ def sqs_event(messages: list[dict], queue_arn: str, region: str = "us-east-1") -
     } for m in messages]}
 
 
+def delete_done(sqs: Any, url: str, done: list[dict]) -> None:
+    """Delete the messages an invocation handled, ten to a call (as the event source mapping)."""
+    for i in range(0, len(done), 10):
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
+
+
 class _EventSource:
     """An event source emulated by a daemon thread running `_run` until stopped."""
 
@@ -84,10 +91,7 @@ class SqsPoller(_EventSource):
             log.exception("sender invocation failed; the batch stays on the queue")
             return len(messages)
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        for i in range(0, len(done), 10):
-            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
+        delete_done(self.sqs, self.url, [m for m in messages if m["MessageId"] not in failed])
         return len(messages)
 
     def _run(self) -> None:
