@@ -59,8 +59,10 @@ class _Folding(EmailPolicy):
         """A non-ASCII unstructured field (Subject, a custom header) written as encoded words:
         CPython's folder can drop the space between two words when it splits encoded words
         (":xxx... =?\U0001f600xxx xxx..." came out with the space gone), so those are encoded
-        here instead. Structured fields (addresses, dates, ids, MIME) keep the email package's."""
-        return not self.utf8 and name.lower() not in _STRUCTURED and not str(value).isascii()
+        here instead, in SMTPUTF8 messages too (CPython still folds long ones into encoded words,
+        and RFC 6532 keeps encoded words valid there). Structured fields (addresses, dates, ids,
+        MIME) keep the email package's."""
+        return name.lower() not in _STRUCTURED and not str(value).isascii()
 
 
 # Fields whose syntax the email package must fold itself (RFC 5322 §3.3-3.6, RFC 2045).
