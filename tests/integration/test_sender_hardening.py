@@ -16,6 +16,7 @@ server, aiosmtpd MX hosts, TCP listeners that never speak; only the clock is con
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import socket
 import threading
@@ -30,7 +31,7 @@ from outpost.delivery.transport import Timeouts
 from outpost.models import QueueJob, RecipientState
 from outpost.store import MessageStore
 from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
-from outpost_local.mx import Behaviour, MxSmtp, RcptReply, Slow
+from outpost_local.mx import END_OF_DATA, Behaviour, MxSmtp, RcptReply, Slow
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -625,3 +626,43 @@ def test_a_receiver_slow_to_open_is_handed_to_the_slow_lane(rig: Rig) -> None:
     assert time.monotonic() - started < 0.5 and len(slow.replies("CONNECT")) == connects
     [(job, delay)] = rig.queue.sent[sent_before:]
     assert job.slow and delay == 0 and rig.rcpts(second)[0]["state"] == "queued"
+
+
+@pytest.mark.parametrize("stage", ["RCPT", END_OF_DATA])
+def test_a_receiver_slow_after_the_greeting_is_handed_to_the_slow_lane(rig: Rig, stage: str) -> None:
+    """Head-of-line blocking, the other shape: an MX that greets at once, then answers slowly
+    (a tarpit at RCPT, a content scan before the final reply). On the new-mail lane the
+    transaction in flight completes and is recorded; between transactions, the domain's other
+    recipients go, with no attempt counted, to a slow-lane job, and the container remembers
+    the domain. The batch (and the healthy mail in it) is not held for the domain's slice."""
+    stall = 1.2
+    rig.service.SLOW_TRANSACTION = 0.8  # the rig's command timeout is 3 s
+    slow = rig.mx("scan.test", 2, Slow(stage, stall))
+    fast = rig.mx("quick.test", 3)
+    first = rig.send(*(f"s{i}@scan.test" for i in range(4)), "f@quick.test")
+    other = rig.send("g@quick.test")  # another message in the same batch, all healthy
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=first), QueueJob(message_id=other)])  # the API's jobs
+    # One slow transaction, not the four that would hold the batch (60 s slice: all four).
+    assert time.monotonic() - started < 3 * stall
+    assert len(fast.wait_for(2)) == 2
+    assert rig.rcpts(other)[0]["state"] == "delivered" and rig.rcpts(first)[4]["state"] == "delivered"
+    done, *rest = rig.rcpts(first)[:4]
+    assert done["state"] == "delivered" and len(done["attempts"]) == 1  # the one in flight
+    for r in rest:
+        assert r["state"] == "queued" and not r["attempts"] and "lease_until" not in r
+    [(job, delay)] = rig.queue.sent[sent_before:]  # only the slow lane's job
+    assert job.message_id == first and job.slow and job.token is None and delay == 0
+    rig.run_jobs([job])  # the slow lane waits as long as the receiver needs
+    assert [r["state"] for r in rig.rcpts(first)] == ["delivered"] * 5
+    copies = collections.Counter(a for m in slow.wait_for(4) for a in m.rcpt_tos)
+    assert copies == {f"s{i}@scan.test": 1 for i in range(4)}  # each exactly once
+    # The container remembers the slow domain: the next new mail to it is handed off at once.
+    second = rig.send("t@scan.test")
+    connects = len(slow.replies("CONNECT"))
+    sent_before = len(rig.queue.sent)
+    rig.run_jobs([QueueJob(message_id=second)])
+    assert len(slow.replies("CONNECT")) == connects and rig.rcpts(second)[0]["state"] == "queued"
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.slow and delay == 0

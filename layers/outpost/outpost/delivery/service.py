@@ -223,6 +223,12 @@ class DeliveryService:
     # Healthy MX hosts open in about a second, even across the internet with TLS.
     SLOW_OPEN = 8.0
     SLOW_MEMORY = 600.0  # seconds a container remembers a slow domain (straight to the slow lane)
+    # The same for a receiver that opens fast and then answers slowly (RCPT, DATA, a content
+    # scan before the final reply): a transaction (RSET to the final reply) that took longer
+    # than this marks the domain slow, and between transactions the domain's remaining
+    # recipients go to the slow lane. The transaction in flight always completes: abandoning
+    # the wait for the final reply is the RFC 1047 duplicate. A healthy one takes about a second.
+    SLOW_TRANSACTION = 8.0
 
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
@@ -571,7 +577,8 @@ class DeliveryService:
         """Deliver to one domain's recipients, recording each outcome as soon as it is known.
         A recipient left unrecorded (no time left) is released and requeued by the caller.
         `handoff` (the new-mail lane only): where the indexes of recipients whose MX does not
-        open a session within SLOW_OPEN go, for the caller to hand to the slow lane."""
+        open a session within SLOW_OPEN go, for the caller to hand to the slow lane, and those
+        still to go after a transaction that took longer than SLOW_TRANSACTION."""
         if handoff is not None and self._slow_domains.get(domain, 0.0) > self.clock():
             handoff.update(r.index for r in rcpts)  # known slow: no need to wait SLOW_OPEN again
             self.count("SlowLaneHandoff", len(rcpts))
@@ -619,6 +626,8 @@ class DeliveryService:
             for n, r in enumerate(rcpts):
                 if self.clock() + self._needs(session=False) > deadline:
                     continue  # no time left: released and requeued by the caller
+                if handoff is not None and self._hand_off_if_slow(mid, domain, rcpts[n:], handoff):
+                    return  # between transactions: the rest wait on the slow lane, not here
                 if n and self.clock() > slice_end:
                     # This domain has had its slice of the job: the rest go back to the queue.
                     self.count("DomainSliceRelease", len(rcpts) - n)
@@ -668,7 +677,11 @@ class DeliveryService:
                             return
                         opened += 1
                     try:
+                        started = asyncio.get_running_loop().time()
                         outcome = await self._transact(session, mid, r, data, deadline)
+                        if handoff is not None and asyncio.get_running_loop().time() - started > self.SLOW_TRANSACTION:
+                            # Completed and recorded as usual; the rest go at the next turn.
+                            self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
                         break
                     except NoTimeLeft:
                         # Abandoned before the final dot (the connection is closed): nothing was
@@ -696,6 +709,18 @@ class DeliveryService:
         finally:
             if session is not None:
                 pool.give(key, session)
+
+    def _hand_off_if_slow(self, mid: str, domain: str, rest: list[_Rcpt], handoff: set[int]) -> bool:
+        """On the new-mail lane, between two transactions: when the domain is known slow (its
+        last transaction here, or another job's in this container, took over SLOW_TRANSACTION),
+        hand the domain's remaining recipients to the slow lane, with no attempt counted."""
+        if self._slow_domains.get(domain, 0.0) <= self.clock():
+            return False
+        handoff.update(r.index for r in rest)
+        self.count("SlowLaneHandoff", len(rest))
+        log.info("MX too slow in a transaction; the rest handed to the slow lane",
+                 extra={"message_id": mid, "recipient_domain": domain, "recipients": len(rest)})
+        return True
 
     async def _lookup_policy(self, domain: str, deadline: float) -> TlsPolicy | Verdict | None:
         """The domain's TLS policy; a transient verdict when the lookup took too long; None
