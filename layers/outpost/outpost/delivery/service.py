@@ -38,6 +38,13 @@ Nothing is lost, and every recipient reaches a final state:
   blackholed domain costs at most 5 connect timeouts; and no new transaction to one domain
   starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
   the batch, and every other domain's mail, for its whole queue;
+- on the new-mail lane no job waits on a slow receiver (head-of-line): an MX that does not open
+  a session within SLOW_OPEN, or whose transaction took longer than SLOW_TRANSACTION, has the
+  domain's remaining recipients handed, with no attempt counted, to one tokenless slow-lane job
+  (released first, so it finds them free), and the container sends new mail for that domain
+  straight there for SLOW_MEMORY; a hand-off happens only before a session opens or between
+  transactions: a transaction in flight always completes and is recorded (never an abandoned
+  wait after the final dot, RFC 1047);
 - the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written (and, documented, an end-of-data reply that never comes: the server may have taken the
