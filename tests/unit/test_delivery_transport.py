@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiosmtplib
+
 from outpost.config import Settings
 from outpost.delivery.service import DeliveryService, _Rcpt, _Result
-from outpost.delivery.transport import SessionPool, Timeouts
-from outpost.delivery.trouble import Outcome, Scope
+from outpost.delivery.transport import SessionPool, Timeouts, _smtp_error
+from outpost.delivery.trouble import Outcome, Scope, judge
+from outpost.errors import ReplyError, StageError
 from outpost.mx import MxHost
 from tests.fakes.transport import FakeConnector, Peer
 
@@ -110,3 +113,18 @@ def test_a_refused_connection_and_a_421_greeting_move_on_before_any_transaction(
     results, _ = _deliver({"192.0.2.1": busy, "192.0.2.2": Peer(replies={"CONNECT": (421, "4.3.2 Also")})})
     v = results[0][1].verdict
     assert (v.outcome, v.scope, v.command, v.text) == (Outcome.TRANSIENT, Scope.RECIPIENT, "CONNECT", "4.3.2 Also")
+
+
+def test_the_one_map_from_aiosmtplib_exceptions_to_facts() -> None:
+    reply = _smtp_error(aiosmtplib.SMTPResponseException(421, "4.3.2 Busy"), "RCPT")
+    assert isinstance(reply, ReplyError) and (reply.code, reply.text, reply.command, reply.enhanced) == (
+        421, "4.3.2 Busy", "RCPT", "4.3.2")
+    refused = _smtp_error(aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 Unknown", "x@example.test")]), "MAIL")
+    assert isinstance(refused, ReplyError) and (refused.code, refused.command) == (550, "RCPT")
+    unreadable = _smtp_error(aiosmtplib.SMTPResponseException(-1, "garbage"), "MAIL")
+    assert isinstance(unreadable, StageError) and unreadable.command == "MAIL"
+    lost = _smtp_error(aiosmtplib.SMTPServerDisconnected("gone"), "EOD", after_dot=True)
+    assert isinstance(lost, StageError) and lost.after_dot and isinstance(lost.cause, ConnectionError)
+    timeout = _smtp_error(aiosmtplib.SMTPReadTimeoutError("read"), "DATA")
+    assert isinstance(timeout, StageError) and judge(timeout).status == "4.4.2"

@@ -311,12 +311,15 @@ class SmtpSession:
                 raise ReplyError(reply.code, reply.message, "EOD")
         except OutpostError:
             raise
-        except Exception as exc:
+        except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
             fact = _smtp_error(exc, stage, after_dot=self.dot_sent)
             if not isinstance(fact, ReplyError):
-                # Below SMTP (or a bug): the session is in an unknown state and is not reused.
+                # Below SMTP: the session is in an unknown state and is not reused.
                 self.smtp.close()
             raise fact from (exc if isinstance(fact, StageError) else None)
+        except Exception:
+            self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
+            raise
         self.transactions += 1
         self.dirty = False
         return SmtpReply(reply.code, reply.message, "EOD")
