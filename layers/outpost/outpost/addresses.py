@@ -49,8 +49,6 @@ def line_trouble(value: str) -> str | None:
     return f"contains a control character (U+{ord(c):04X})"
 
 
-
-
 @dataclass(frozen=True)
 class Address:
     local: str

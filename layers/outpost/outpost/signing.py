@@ -96,10 +96,6 @@ _HEADER_NAME = b"DKIM-Signature"
 _LINE = 76  # fold the header under RFC 5322 §2.1.1's 78-character SHOULD, CRLF excluded
 
 
-
-
-
-
 @dataclass(frozen=True)
 class DkimKey:
     """One private key for one ``selector._domainkey.domain`` record."""

@@ -78,8 +78,6 @@ WELL_KNOWN = "/.well-known/mta-sts.txt"
 log = logging.getLogger("outpost.sender")
 
 
-
-
 @dataclass(frozen=True)
 class StsPolicy:
     id: str
