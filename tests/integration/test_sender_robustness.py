@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from sender_rig import PREFIX, T0, AlwaysDefer, Rig
 
-from outpost.delivery.service import SessionPool
-from outpost.delivery.transport import Timeouts
+from outpost.delivery.transport import SessionPool, Timeouts
 from outpost.models import QueueJob
 from outpost.store import SuppressionStore
 from outpost_local.mx import Behaviour, GreetingReply, MxServer, MxSmtp, RcptReply

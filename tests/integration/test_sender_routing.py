@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from outpost.errors import DnsError
+from outpost.delivery.trouble import Outcome, judge
+from outpost.errors import DnsError, DnsLookupError, NoSuchDomainError, NullMxError, RefusedAddressError
 from outpost.mx import MxResolver
 from outpost_local.dns import DnsServer
 
@@ -59,12 +60,12 @@ def test_implicit_mx_null_mx_and_nxdomain(dns: DnsServer) -> None:
     r = _resolver(dns)
     [h] = r.resolve("implicit.test")
     assert (h.name, h.addresses, h.implicit) == ("implicit.test", ("127.0.5.9",), True)
-    with pytest.raises(DnsError) as null:
+    with pytest.raises(NullMxError) as null:
         r.resolve("null.test")
-    assert null.value.permanent and null.value.status == "5.1.10"
-    with pytest.raises(DnsError) as nx:
+    assert (judge(null.value).outcome, judge(null.value).status) == (Outcome.PERMANENT, "5.1.10")
+    with pytest.raises(NoSuchDomainError) as nx:
         r.resolve("nosuch.test")
-    assert nx.value.permanent and nx.value.status == "5.1.2"
+    assert (judge(nx.value).outcome, judge(nx.value).status) == (Outcome.PERMANENT, "5.1.2")
 
 
 def test_servfail_and_timeout_are_transient(dns: DnsServer) -> None:
@@ -72,17 +73,17 @@ def test_servfail_and_timeout_are_transient(dns: DnsServer) -> None:
     dns.set_timeout("slow.test")
     r = _resolver(dns)
     for domain in ("sf.test", "slow.test"):
-        with pytest.raises(DnsError) as exc:
+        with pytest.raises(DnsLookupError) as exc:
             r.resolve(domain)
-        assert not exc.value.permanent and exc.value.status == "4.4.3"
+        assert (judge(exc.value).outcome, judge(exc.value).status) == (Outcome.TRANSIENT, "4.4.3")
 
 
 def test_mx_hosts_without_addresses_are_transient(dns: DnsServer) -> None:
     dns.add("dangling.test", "MX", (10, "gone.dangling.test"))
     dns.set_servfail("gone.dangling.test")
-    with pytest.raises(DnsError) as exc:
+    with pytest.raises(DnsLookupError) as exc:
         _resolver(dns).resolve("dangling.test")
-    assert not exc.value.permanent
+    assert judge(exc.value).outcome is Outcome.TRANSIENT
 
 
 def test_ipv6_is_opt_in(dns: DnsServer) -> None:
@@ -167,15 +168,15 @@ def test_non_public_mx_addresses_are_refused_by_default(dns: DnsServer) -> None:
         dns.add(f"mx.evil{i}.test", "A", ip)
     strict = MxResolver([(dns.host, dns.port)], timeout=0.5)  # the AWS default
     for i, ip in enumerate(REFUSED):
-        with pytest.raises(DnsError) as exc:
+        with pytest.raises(RefusedAddressError) as exc:
             strict.resolve(f"evil{i}.test")
-        assert exc.value.permanent and exc.value.status == "5.4.4", ip
+        assert (judge(exc.value).outcome, judge(exc.value).status) == (Outcome.PERMANENT, "5.4.4"), ip
         assert ip in str(exc.value)
     # Implicit MX on a private address: the same.
     dns.add("bare.test", "A", "10.1.2.3")
-    with pytest.raises(DnsError) as bare:
+    with pytest.raises(RefusedAddressError) as bare:
         strict.resolve("bare.test")
-    assert bare.value.status == "5.4.4"
+    assert judge(bare.value).status == "5.4.4"
     # The local stack allows them (OUTPOST_ALLOW_PRIVATE_MX).
     assert _resolver(dns).resolve("evil3.test")[0].addresses == ("127.0.0.1",)
 
@@ -194,9 +195,9 @@ def test_private_addresses_are_dropped_and_public_ones_kept(dns: DnsServer) -> N
     dns.add("half.test", "MX", (20, "broken.half.test"))
     dns.add("inside.half.test", "A", "127.0.0.1")
     dns.set_servfail("broken.half.test")
-    with pytest.raises(DnsError) as exc:
+    with pytest.raises(DnsLookupError) as exc:
         strict.resolve("half.test")
-    assert not exc.value.permanent and exc.value.status == "4.4.3"
+    assert (judge(exc.value).outcome, judge(exc.value).status) == (Outcome.TRANSIENT, "4.4.3")
 
 
 def test_ipv6_forms_of_non_public_addresses_are_refused() -> None:

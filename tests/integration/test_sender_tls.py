@@ -14,7 +14,8 @@ import pytest
 from sender_rig import PREFIX, Rig, commands
 
 from outpost.delivery.transport import SmtpConnector, Timeouts
-from outpost.delivery.trouble import Outcome, Scope, StageError, judge
+from outpost.delivery.trouble import Outcome, Scope, judge
+from outpost.errors import StageError
 from outpost_local.mx import MxServer, Slow, TlsHandshakeFailure
 
 pytestmark = pytest.mark.timeout(120)

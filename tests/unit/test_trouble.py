@@ -9,13 +9,24 @@ import pytest
 
 from outpost.delivery.trouble import (
     Outcome,
-    PolicyFailure,
     Scope,
     SmtpReply,
-    StageError,
     judge,
+    tries_next_mx,
+    unreached,
 )
-from outpost.errors import DnsError
+from outpost.errors import (
+    DnsLookupError,
+    NoSigningKeyError,
+    NoSuchDomainError,
+    NullMxError,
+    RefusedAddressError,
+    ReplyError,
+    RequirementError,
+    StageError,
+    StsLookupTimeoutError,
+    StsMxMismatchError,
+)
 
 
 def test_550_5_1_1_at_rcpt_is_a_hard_userunknown() -> None:
@@ -71,19 +82,78 @@ def test_no_enhanced_code_falls_back_to_the_class() -> None:
 
 
 def test_dns_answers() -> None:
-    null = judge(DnsError("null MX", permanent=True, status="5.1.10"))
+    null = judge(NullMxError("null MX"))
     assert (null.outcome, null.status, null.command) == (Outcome.PERMANENT, "5.1.10", "DNS")
-    nx = judge(DnsError("NXDOMAIN", permanent=True, status="5.1.2"))
-    assert nx.kind == "hard" and nx.reason == "hostunknown"
-    sf = judge(DnsError("SERVFAIL", permanent=False, status="4.4.3"))
+    nx = judge(NoSuchDomainError("NXDOMAIN"))
+    assert (nx.status, nx.kind, nx.reason) == ("5.1.2", "hard", "hostunknown")
+    refused = judge(RefusedAddressError("mx.evil.test", ["10.0.0.1"]))
+    assert (refused.outcome, refused.status) == (Outcome.PERMANENT, "5.4.4")
+    sf = judge(DnsLookupError("SERVFAIL"))
     assert (sf.outcome, sf.status) == (Outcome.TRANSIENT, "4.4.3")
 
 
-def test_policy_failures() -> None:
-    size = judge(PolicyFailure("too big", status="5.3.4", scope=Scope.MESSAGE, command="MAIL"))
-    assert (size.outcome, size.reason, size.kind) == (Outcome.PERMANENT, "mesgtoobig", "soft")
-    tls = judge(PolicyFailure("no STARTTLS", status="4.7.10", scope=Scope.HOST, command="STARTTLS"))
-    assert (tls.outcome, tls.scope) == (Outcome.TRANSIENT, Scope.HOST)
+def test_what_outpost_refuses_itself() -> None:
+    size = judge(RequirementError("too big", lacks="size", command="MAIL", limit=1000))
+    assert (size.outcome, size.status, size.reason, size.kind) == (Outcome.PERMANENT, "5.3.4", "mesgtoobig", "soft")
+    utf8 = judge(RequirementError("needs SMTPUTF8", lacks="smtputf8", command="MAIL"))
+    assert (utf8.outcome, utf8.scope, utf8.status) == (Outcome.PERMANENT, Scope.RECIPIENT, "5.6.7")
+    eight = judge(RequirementError("8-bit", lacks="8bitmime", command="MAIL"))
+    assert (eight.outcome, eight.scope, eight.status) == (Outcome.PERMANENT, Scope.MESSAGE, "5.6.3")
+    tls = judge(RequirementError("no STARTTLS", lacks="starttls", command="STARTTLS"))
+    assert (tls.outcome, tls.scope, tls.status) == (Outcome.TRANSIENT, Scope.HOST, "4.7.10")
+    for lacks in ("tls", "certificate"):
+        v = judge(RequirementError("handshake", lacks=lacks, command="STARTTLS"))
+        assert (v.outcome, v.scope, v.status, v.command) == (Outcome.TRANSIENT, Scope.HOST, "4.7.5", "STARTTLS")
+
+
+def test_no_signing_key_and_mta_sts_trouble_are_transient() -> None:
+    key = judge(NoSigningKeyError("sender.test"))
+    assert (key.outcome, key.scope, key.status) == (Outcome.TRANSIENT, Scope.MESSAGE, "4.7.0")
+    assert "sender.test" in key.text
+    slow = judge(StsLookupTimeoutError("lookup took too long", "sts.test"))
+    assert (slow.outcome, slow.scope, slow.status, slow.command) == (
+        Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3", "MTA-STS")
+    mismatch = judge(StsMxMismatchError("sts.test", ["mx.other.test"], ["mx.sts.test"]))
+    assert (mismatch.outcome, mismatch.status, mismatch.command) == (Outcome.TRANSIENT, "4.7.5", "MTA-STS")
+    assert "mx.other.test" in mismatch.text
+
+
+def test_a_reply_error_is_judged_like_its_reply() -> None:
+    exc = ReplyError(550, "5.1.1 <zed@example.com>: User unknown", "RCPT")
+    assert exc.enhanced == "5.1.1"
+    assert judge(exc) == judge(SmtpReply(550, "5.1.1 <zed@example.com>: User unknown", "RCPT"))
+
+
+@pytest.mark.parametrize(("event", "moves"), [
+    # Postfix smtp_trouble.c: a soft failure of the site in mid-transaction -> next MX.
+    (ReplyError(421, "4.3.2 Too busy", "RCPT"), True),
+    (ReplyError(421, "4.3.2 Too busy", "MAIL"), True),
+    (StageError("MAIL", aiosmtplib.SMTPServerDisconnected("gone")), True),
+    (StageError("RCPT", aiosmtplib.SMTPReadTimeoutError("read")), True),
+    (StageError("EOD", ConnectionResetError()), True),  # dropped while the content was sent
+    # Never after the final dot (RFC 1047): the server may have the message.
+    (StageError("EOD", aiosmtplib.SMTPReadTimeoutError("read"), after_dot=True), False),
+    # The recipient's or the message's own trouble stays with it.
+    (ReplyError(450, "4.2.1 Mailbox busy", "RCPT"), False),
+    (ReplyError(451, "4.3.0 Try later", "EOD"), False),
+    (ReplyError(550, "5.1.1 User unknown", "RCPT"), False),
+    (KeyError("a bug"), False),
+])
+def test_which_failures_move_to_the_next_mx(event: BaseException, moves: bool) -> None:
+    assert tries_next_mx(judge(event)) is moves
+
+
+def test_an_unanswered_final_dot_says_so() -> None:
+    v = judge(StageError("EOD", aiosmtplib.SMTPReadTimeoutError("read"), after_dot=True))
+    assert (v.outcome, v.scope, v.command, v.after_dot) == (Outcome.TRANSIENT, Scope.HOST, "EOD", True)
+    assert "RFC 1047" in v.text
+
+
+def test_unreached_recipients_defer_with_the_last_hosts_reply() -> None:
+    v = unreached(judge(SmtpReply(421, "4.3.2 Busy", "CONNECT")), "session limit of 2 per attempt reached")
+    assert (v.outcome, v.scope, v.status, v.code, v.command) == (
+        Outcome.TRANSIENT, Scope.RECIPIENT, "4.3.2", 421, "CONNECT")
+    assert v.text == "4.3.2 Busy (session limit of 2 per attempt reached)"
 
 
 @pytest.mark.parametrize("exc", [

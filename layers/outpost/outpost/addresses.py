@@ -20,6 +20,8 @@ from email.utils import parseaddr
 
 import idna
 
+from .errors import AddressError
+
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 # All used with fullmatch(): `$` also matches before a trailing newline.
 _DOT_ATOM = re.compile(rf"{_ATEXT}+(\.{_ATEXT}+)*")
@@ -45,10 +47,6 @@ def line_trouble(value: str) -> str | None:
     if "\ud800" <= c <= "\udfff":
         return f"contains a lone surrogate (U+{ord(c):04X}), which is not valid Unicode"
     return f"contains a control character (U+{ord(c):04X})"
-
-
-class AddressError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

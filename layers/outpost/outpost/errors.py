@@ -1,10 +1,30 @@
-"""The library's error tree: small, readable in one screen.
+"""The library's error tree: small, readable in one screen (httpx's `_exceptions.py`).
 
 API errors carry an HTTP status, a stable code and the field they are about; they become
 `{"error": {"code", "message", "field"}}` at the edge.
+
+The sender's errors carry facts, never verdicts: the command (stage) that failed, the reply
+code and text, what the server lacked or what was missing. `delivery/trouble.py judge()` is
+the one place that turns them into a verdict (transient or permanent, scope, enhanced status).
+The transport maps aiosmtplib's exceptions into this tree in one place (transport.py
+`_map_smtp_error`).
+
+    OutpostError
+      ApiError: ValidationFailed, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge
+      MessageBuildError, AddressError (also ValueError)
+      DkimKeyError, DkimSigningError (also ValueError), NoSigningKeyError
+      StsPolicyError, StsLookupTimeoutError, StsMxMismatchError
+      StoreBusyError
+      DnsError: NoSuchDomainError, NullMxError, RefusedAddressError, DnsLookupError
+      SmtpError: ReplyError, StageError, StaleSessionError, NoTimeLeftError, RequirementError
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .bounces.limits import DIAGNOSTIC_LIMIT
 
 
 class OutpostError(Exception):
@@ -63,19 +83,135 @@ class MessageBuildError(OutpostError, ValueError):
         self.message = message
 
 
-class DnsError(OutpostError):
-    """A DNS lookup failed. `permanent` for NXDOMAIN / null MX, transient otherwise."""
+class AddressError(OutpostError, ValueError):
+    """An address or a domain name is not valid (addresses.py); the text says why."""
 
-    def __init__(self, message: str, *, permanent: bool, status: str) -> None:
+
+class DkimKeyError(OutpostError, ValueError):
+    """A key or a key secret is unusable (bad PEM, wrong type, too small, bad JSON shape)."""
+
+
+class DkimSigningError(OutpostError, ValueError):
+    """The message cannot be signed (e.g. it has no From field, RFC 6376 §5.4)."""
+
+
+class NoSigningKeyError(OutpostError):
+    """No DKIM key is configured for the sender's domain: Outpost sends no unsigned mail."""
+
+    def __init__(self, domain: str) -> None:
+        super().__init__(f"no DKIM key is configured for {domain}; not sending unsigned mail")
+        self.domain = domain
+
+
+class StsPolicyError(OutpostError):
+    """The MTA-STS TXT record, the fetch or the policy text is not usable."""
+
+
+class StsLookupTimeoutError(OutpostError):
+    """The MTA-STS lookup for `domain` did not finish in time (RFC 8461 §3.3)."""
+
+    def __init__(self, message: str, domain: str) -> None:
         super().__init__(message)
-        self.permanent = permanent
-        self.status = status
+        self.domain = domain
 
 
-class StateConflict(OutpostError):
-    """A conditional write lost: somebody else moved the record first."""
+class StsMxMismatchError(OutpostError):
+    """An enforced MTA-STS policy matches none of the domain's MX hosts (RFC 8461 §4.1)."""
+
+    def __init__(self, domain: str, hosts: Sequence[str], patterns: Sequence[str]) -> None:
+        super().__init__(f"no MX host of {domain} ({', '.join(hosts)}) matches its "
+                         f"MTA-STS policy (mx: {', '.join(patterns)})")
+        self.domain, self.hosts, self.patterns = domain, tuple(hosts), tuple(patterns)
 
 
 class StoreBusyError(OutpostError):
     """DynamoDB kept answering part of a batch request with UnprocessedItems/UnprocessedKeys
     (throttling) after the store's backoff: the caller's request did not complete."""
+
+
+# ---- DNS: what the lookup found, not what it means for delivery ----------------------------
+class DnsError(OutpostError):
+    """A DNS lookup failed; the subclass says how."""
+
+
+class NoSuchDomainError(DnsError):
+    """NXDOMAIN, or a domain with neither MX nor address records."""
+
+
+class NullMxError(DnsError):
+    """The domain publishes a null MX (RFC 7505): it accepts no mail."""
+
+
+class RefusedAddressError(DnsError):
+    """The MX hosts resolve only to addresses the sender refuses (private, loopback...)."""
+
+    def __init__(self, host: str, refused: Sequence[str], message: str | None = None) -> None:
+        super().__init__(message or f"{host} resolves only to non-public addresses ({', '.join(refused[:4])}): refused")
+        self.host, self.refused = host, tuple(refused)
+
+
+class DnsLookupError(DnsError):
+    """The lookup did not complete: a timeout, SERVFAIL, no nameserver answered, no time left."""
+
+
+# ---- SMTP: one session with one MX host -------------------------------------------------------
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code at the start of a reply's text, if it has one."""
+    m = _ENHANCED.match(text, 0, DIAGNOSTIC_LIMIT)  # bounded like the text judged
+    return ".".join(m.groups()) if m else None
+
+
+class SmtpError(OutpostError):
+    """Something went wrong in an SMTP session; `command` names the stage: CONNECT, EHLO,
+    STARTTLS, RSET, MAIL, RCPT, DATA, EOD (the content and the reply to the final dot)."""
+
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class ReplyError(SmtpError):
+    """A negative reply: its code, text and enhanced status, and the command it answered."""
+
+    def __init__(self, code: int, text: str, command: str) -> None:
+        super().__init__(f"{command}: {code} {text}", command)
+        self.code, self.text = code, text
+
+    @property
+    def enhanced(self) -> str | None:
+        return enhanced_status(self.text)
+
+
+class StageError(SmtpError):
+    """A failure below SMTP (timeout, disconnect, TLS) at a named stage. `after_dot`: the
+    final dot had been sent, so the server may have taken the message (RFC 1047)."""
+
+    def __init__(self, command: str, cause: BaseException, *, after_dot: bool = False) -> None:
+        super().__init__(f"{command}: {type(cause).__name__}: {cause}", command)
+        self.cause, self.after_dot = cause, after_dot
+
+
+class StaleSessionError(SmtpError):
+    """A pooled connection failed its RSET probe: open a new one; no recipient is charged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "RSET")
+
+
+class NoTimeLeftError(SmtpError):
+    """Too little time is left to go on (a TLS fallback's reconnect, the wait for the reply to
+    the final dot): nothing failed, no recipient is charged, the caller releases the work."""
+
+
+class RequirementError(SmtpError):
+    """Outpost itself will not go on with this server. `lacks` says what is missing:
+    "size" (the message exceeds the server's SIZE, `limit`), "smtputf8", "8bitmime",
+    "starttls" (not offered, or refused, where TLS is required), "tls" (the handshake failed
+    where TLS is required), "certificate" (it did not verify where verification is required)."""
+
+    def __init__(self, message: str, *, lacks: str, command: str, limit: int | None = None) -> None:
+        super().__init__(message, command)
+        self.lacks, self.limit = lacks, limit

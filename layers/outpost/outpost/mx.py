@@ -38,7 +38,7 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from .errors import DnsError
+from .errors import DnsError, DnsLookupError, NoSuchDomainError, NullMxError, RefusedAddressError
 
 MAX_MX_HOSTS = 5  # MX names resolved per attempt
 MAX_MX_ADDRESSES = 5  # addresses returned per attempt, over all hosts (Postfix smtp_mx_address_limit)
@@ -67,14 +67,6 @@ def is_public(address: str) -> bool:
             return is_public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
     return ip.is_global and not (ip.is_multicast or ip.is_private or ip.is_reserved or ip.is_loopback
                                  or ip.is_link_local or ip.is_unspecified)
-
-
-class RefusedAddressError(DnsError):
-    """A host resolved only to addresses the sender refuses (private, loopback...)."""
-
-    def __init__(self, host: str, refused: Sequence[str]) -> None:
-        super().__init__(f"{host} resolves only to non-public addresses ({', '.join(refused[:4])}): refused",
-                         permanent=True, status="5.4.4")
 
 
 @dataclass(frozen=True)
@@ -106,37 +98,34 @@ class MxResolver:
         self.shuffle = shuffle
 
     def _query(self, name: str, rtype: str, lifetime: float | None = None) -> list | None:
-        """Answers, or None for NODATA. NXDOMAIN raises permanent, anything else transient.
+        """Answers, or None for NODATA. NXDOMAIN raises NoSuchDomainError, anything else DnsLookupError.
         `lifetime` shortens the resolver's own limit (a caller with a deadline)."""
         if lifetime is not None:
             lifetime = min(lifetime, float(self.resolver.lifetime))
             if lifetime <= 0:
-                raise DnsError(f"{name} {rtype}: no time left for the lookup", permanent=False, status="4.4.3")
+                raise DnsLookupError(f"{name} {rtype}: no time left for the lookup")
         try:
             return list(self.resolver.resolve(name, rtype, search=False, lifetime=lifetime))
         except dns.resolver.NoAnswer:
             return None
         except dns.resolver.NXDOMAIN:
-            raise DnsError(f"{name}: no such domain (NXDOMAIN)", permanent=True, status="5.1.2") from None
+            raise NoSuchDomainError(f"{name}: no such domain (NXDOMAIN)") from None
         except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
-            raise DnsError(f"{name} {rtype}: DNS lookup failed ({type(exc).__name__})",
-                           permanent=False, status="4.4.3") from None
+            raise DnsLookupError(f"{name} {rtype}: DNS lookup failed ({type(exc).__name__})") from None
         except dns.exception.DNSException as exc:
-            raise DnsError(f"{name} {rtype}: {exc}", permanent=False, status="4.4.3") from None
+            raise DnsLookupError(f"{name} {rtype}: {exc}") from None
 
     def txt(self, name: str, lifetime: float | None = None) -> list[str]:
         """TXT strings at `name` ([] for NXDOMAIN or NODATA); DnsError when DNS fails."""
         try:
             answers = self._query(name, "TXT", lifetime)
-        except DnsError as exc:
-            if exc.permanent:
-                return []
-            raise
+        except NoSuchDomainError:
+            return []
         return [b"".join(a.strings).decode("utf-8", "replace") for a in answers or ()]
 
     def addresses(self, host: str, lifetime: float | None = None) -> tuple[str, ...]:
         """The usable addresses of `host`: IPv4 (shuffled), then IPv6 if enabled; non-public
-        ones dropped unless allowed. RefusedAddressError (permanent 5.4.4) when the host has
+        ones dropped unless allowed. RefusedAddressError when the host has
         addresses but none is usable; () when it has none at all."""
         out: list[str] = []
         refused: list[str] = []
@@ -159,12 +148,12 @@ class MxResolver:
         if answers is None:
             addrs = self.addresses(domain)
             if not addrs:
-                raise DnsError(f"{domain}: no MX and no address record", permanent=True, status="5.1.2")
+                raise NoSuchDomainError(f"{domain}: no MX and no address record")
             return [MxHost(domain, 0, addrs[: self.max_addresses], implicit=True)]
         records = [(int(a.preference), a.exchange.to_text().rstrip(".").lower()) for a in answers]
         if any(name == "" for _, name in records):
             # RFC 7505 §3: a null MX means the domain accepts no mail.
-            raise DnsError(f"{domain}: null MX, the domain accepts no mail", permanent=True, status="5.1.10")
+            raise NullMxError(f"{domain}: null MX, the domain accepts no mail")
         by_pref: dict[int, list[str]] = {}
         for pref, name in records:
             by_pref.setdefault(pref, []).append(name)
@@ -194,9 +183,9 @@ class MxResolver:
         if not hosts:
             if refused is not None and last_error is None:
                 # Every MX host that resolved points at a refused address (item 8): permanent.
-                raise DnsError(f"{domain}: every MX host resolves to a non-public address "
-                               f"({refused}); not delivering", permanent=True, status="5.4.4")
+                raise RefusedAddressError(domain, refused.refused, f"{domain}: every MX host resolves to a "
+                                          f"non-public address ({refused}); not delivering")
             # Every MX host failed to resolve: a DNS problem on their side, try later (Postfix defers).
             msg = last_error and str(last_error) or f"{domain}: no MX host has an address"
-            raise DnsError(msg, permanent=False, status="4.4.3")
+            raise DnsLookupError(msg)
         return hosts

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import DkimKeyError, DkimSigningError
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from datetime import datetime
 
@@ -92,14 +94,6 @@ _RSA_MIN_BITS = 1024  # RFC 8301 §3.2: signers MUST use at least 1024 bits
 _RSA_BITS = 2048
 _HEADER_NAME = b"DKIM-Signature"
 _LINE = 76  # fold the header under RFC 5322 §2.1.1's 78-character SHOULD, CRLF excluded
-
-
-class DkimKeyError(ValueError):
-    """A key or a key secret is unusable (bad PEM, wrong type, too small, bad JSON shape)."""
-
-
-class DkimSigningError(ValueError):
-    """The message cannot be signed (e.g. it has no From field, RFC 6376 §5.4)."""
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .errors import StsPolicyError
+
 __all__ = [
     "HttpsPolicyFetcher",
     "MtaSts",
@@ -74,10 +76,6 @@ NEGATIVE_TTL = 600.0  # a failed lookup means "no policy" for this long (no refe
 WELL_KNOWN = "/.well-known/mta-sts.txt"
 
 log = logging.getLogger("outpost.sender")
-
-
-class StsPolicyError(Exception):
-    """The TXT record, the fetch or the policy text is not usable."""
 
 
 @dataclass(frozen=True)

@@ -66,30 +66,31 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aiosmtplib import SMTPStatus
 from pydantic import ValidationError
 
 from ..addresses import parse_address
 from ..config import Settings
-from ..errors import DnsError
+from ..errors import (
+    DnsError,
+    NoSigningKeyError,
+    NoTimeLeftError,
+    OutpostError,
+    StaleSessionError,
+    StsLookupTimeoutError,
+    StsMxMismatchError,
+)
 from ..mime import build_message
 from ..models import OPEN_STATES, QueueJob, RecipientState, SendRequest
 from ..mx import MxHost
 from ..store import JobQueue, MessageStore, SuppressionStore, _iso
 from ..tls_policy import TlsPolicy, no_policy
 from .backoff import delay_for_release, next_attempt_at
-from .transport import (
-    NoTimeLeft,
-    ReplyError,
-    SmtpConnector,
-    SmtpSession,
-    StaleSession,
-    TlsMode,
-    remote_queue_id,
-)
-from .trouble import Outcome, PolicyFailure, Scope, Verdict, judge
+from .transport import Connector, Session, SessionPool, TlsMode, remote_queue_id
+from .trouble import Outcome, Scope, SmtpReply, Verdict, judge, tries_next_mx, unreached
 
 log = logging.getLogger("outpost.sender")
 
@@ -168,34 +169,19 @@ class MemoryBudget:
             self._room.notify_all()
 
 
-@dataclass
-class SessionPool:
-    """Idle sessions per (domain, TLS mode), shared by the jobs of one batch."""
-
-    idle: dict[tuple[str, str], list[SmtpSession]] = field(default_factory=dict)
-
-    def take(self, key: tuple[str, str]) -> SmtpSession | None:
-        sessions = self.idle.get(key) or []
-        while sessions:
-            s = sessions.pop()
-            if s.smtp.is_connected:
-                return s
-        return None
-
-    def give(self, key: tuple[str, str], s: SmtpSession) -> None:
-        if s.smtp.is_connected:
-            self.idle.setdefault(key, []).append(s)
-
-    async def close(self) -> None:
-        sessions = [s for group in self.idle.values() for s in group]
-        self.idle.clear()
-        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+def _hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
+    """The MX hosts and addresses that come after (name, ip) in the order they are tried."""
+    for i, host in enumerate(hosts):
+        if host.name == name and ip in host.addresses:
+            rest = host.addresses[host.addresses.index(ip) + 1:]
+            return ([replace(host, addresses=rest)] if rest else []) + hosts[i + 1:]
+    return []
 
 
 class DeliveryService:
     def __init__(self, *, settings: Settings, store: MessageStore, suppressions: SuppressionStore,
                  queue: JobQueue, resolve_mx: Callable[[str], list[MxHost]],
-                 connector: SmtpConnector, signer_for: Callable[[str], Any],
+                 connector: Connector, signer_for: Callable[[str], Any],
                  return_path: Callable[[str, int], str],
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  count: Callable[[str, int], None] = lambda name, n: None,
@@ -366,8 +352,7 @@ class DeliveryService:
         mid = run.job.message_id
         for item in run.job.delivered or []:
             index, attempt = int(item["index"]), item.get("attempt") or {}
-            v = Verdict(Outcome.DELIVERED, Scope.RECIPIENT, attempt.get("status") or "2.0.0",
-                        attempt.get("text") or "", attempt.get("code"), "EOD")
+            v = judge(SmtpReply(attempt.get("code") or SMTPStatus.completed, attempt.get("text") or "", "EOD"))
             fields = {"last": v.as_dict(), "remote_id": attempt.get("remote_id"), "next_attempt_at": None}
             try:
                 await self._write_retrying(functools.partial(
@@ -482,8 +467,7 @@ class DeliveryService:
             return
         run.rcpts = rcpts
         if signer is None:
-            v = Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.7.0",
-                        f"no DKIM key is configured for {sender_domain}; not sending unsigned mail")
+            v = judge(NoSigningKeyError(sender_domain))
             log.error("no DKIM key", extra={"message_id": mid, "domain": sender_domain})
             for rc in rcpts:
                 await record(rc, _Result(v, self._attempt(v, None, None, None)))
@@ -616,16 +600,14 @@ class DeliveryService:
         if policy.policy is not None and policy.mode == "enforce":
             allowed = [h for h in hosts if policy.policy.allows(h.name)]
             if not allowed:
-                v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.7.5",
-                            f"no MX host of {domain} ({', '.join(h.name for h in hosts)}) matches its "
-                            f"MTA-STS policy (mx: {', '.join(policy.policy.mx)})", command="MTA-STS")
+                v = judge(StsMxMismatchError(domain, [h.name for h in hosts], policy.policy.mx))
                 for r in rcpts:
                     await record(r, _Result(v, self._attempt(v, None, None, None, sts=sts)))
                 return
             hosts, tls_mode = allowed, "verify"
 
         key = (domain, tls_mode)
-        session: SmtpSession | None = None
+        session: Session | None = None
         opened = 0  # sessions opened in this attempt (MX_SESSION_LIMIT)
         last_failure: tuple[Verdict, str | None, str | None] | None = None
         slice_end = self.clock() + self.DOMAIN_SLICE
@@ -642,9 +624,11 @@ class DeliveryService:
                              extra={"message_id": mid, "recipient_domain": domain, "released": len(rcpts) - n})
                     return
                 outcome: tuple[Verdict, str | None] | None = None
-                for fresh in (False, True):
-                    # The second pass only after a pooled session turned out stale: a fresh
-                    # one, never another pooled one that may be just as stale.
+                route = hosts  # the MX hosts this recipient may still go to, in order
+                for fresh in (False, *[True] * (self.MX_SESSION_LIMIT + 2)):
+                    # A pass after the first only after a pooled session turned out stale (a
+                    # fresh one, never another pooled one that may be just as stale), or after
+                    # a soft failure in mid-transaction moved the recipient to the next MX.
                     if session is None and not fresh:
                         session = pool.take(key)
                     if session is None:
@@ -652,18 +636,16 @@ class DeliveryService:
                             # Postfix smtp_mx_session_limit: this attempt has used its sessions;
                             # the rest defer with the reply that ended the last one.
                             v, host, ip = last_failure
-                            v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status,
-                                        f"{v.text} (session limit of {self.MX_SESSION_LIMIT} per "
-                                        "attempt reached)", v.code, v.command)
+                            v = unreached(v, f"session limit of {self.MX_SESSION_LIMIT} per attempt reached")
                             for rest in rcpts[n:]:
                                 await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
                             return
                         if handoff is None:
-                            session, failure = await self._open(hosts, tls_mode, deadline)
+                            session, failure = await self._open(route, tls_mode, deadline)
                         else:
                             try:
                                 session, failure = await asyncio.wait_for(
-                                    self._open(hosts, tls_mode, deadline), self.SLOW_OPEN)
+                                    self._open(route, tls_mode, deadline), self.SLOW_OPEN)
                             except TimeoutError:
                                 # A slow receiver: not this lane's to wait on (head-of-line).
                                 self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
@@ -678,7 +660,7 @@ class DeliveryService:
                                 return  # no time left to connect: released and requeued
                             v, host, ip = failure
                             # Every MX failed at host level: a transient failure for the recipient.
-                            v = Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, v.text, v.code, v.command)
+                            v = unreached(v)
                             for rest in rcpts[n:]:
                                 await record(rest, _Result(v, self._attempt(v, host, ip, None, sts=sts)))
                             return
@@ -689,18 +671,32 @@ class DeliveryService:
                         if handoff is not None and asyncio.get_running_loop().time() - started > self.SLOW_TRANSACTION:
                             # Completed and recorded as usual; the rest go at the next turn.
                             self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
-                        break
-                    except NoTimeLeft:
+                    except NoTimeLeftError:
                         # Abandoned before the final dot (the connection is closed): nothing was
                         # delivered, the recipient is released with the rest.
                         log.info("no time left for the end of data; released", extra={"message_id": mid})
                         await session.close()
                         session = None
                         break
-                    except StaleSession as exc:
+                    except StaleSessionError as exc:
                         log.info("reused connection was stale; reconnecting",
                                  extra={"mx": session.mx_name, "detail": str(exc)})
                         session = None
+                        continue
+                    after = _hosts_after(route, session.mx_name, session.ip)
+                    if not (after and tries_next_mx(outcome[0]) and opened < self.MX_SESSION_LIMIT
+                            and self.clock() + self._needs(session=True) <= deadline):
+                        break
+                    # Postfix smtp_trouble.c: a soft failure in mid-transaction on an MX that is
+                    # not the last one moves the recipient to the next MX, in this attempt.
+                    log.info("soft failure in mid-transaction; trying the next MX",
+                             extra={"message_id": mid, "mx": session.mx_name, "ip": session.ip,
+                                    "smtp_code": outcome[0].code, "status": outcome[0].status,
+                                    "command": outcome[0].command})
+                    self.count("NextMxAfterSoftFailure", 1)
+                    last_failure = (outcome[0], session.mx_name, session.ip)
+                    await session.close()
+                    session, outcome, route = None, None, after
                 if outcome is None and session is None:
                     continue  # abandoned for lack of time
                 if outcome is None or session is None:  # pragma: no cover - a fresh session has no RSET
@@ -708,7 +704,7 @@ class DeliveryService:
                 verdict, remote = outcome
                 note = self._sts_note(policy, session, sts)
                 attempt = self._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
-                if verdict.scope is Scope.HOST or not session.smtp.is_connected:
+                if verdict.scope is Scope.HOST or not session.is_open:
                     last_failure = (verdict, session.mx_name, session.ip)
                     await session.close()
                     session = None
@@ -743,16 +739,13 @@ class DeliveryService:
                 loop.run_in_executor(self._policy_threads, self._tls_policy, domain), wait)
         except TimeoutError:
             self.count("PolicyLookupTimeout", 1)
-            # RFC 3463 4.4.3: a directory (DNS/HTTPS) lookup did not complete. Not "no policy":
-            # an attacker who stalls the lookup must not switch a cached policy off.
-            return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3",
-                           f"the MTA-STS policy lookup for {domain} did not finish in {wait:.0f} s",
-                           command="MTA-STS")
+            return judge(StsLookupTimeoutError(
+                f"the MTA-STS policy lookup for {domain} did not finish in {wait:.0f} s", domain))
         if self.clock() + self._needs(session=True) > deadline:
             self.count("PolicyLookupTimeout", 1)
-            return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3",
-                           f"the MTA-STS policy lookup for {domain} took {self.clock() - started:.0f} s, "
-                           "leaving no time to deliver", command="MTA-STS")
+            return judge(StsLookupTimeoutError(
+                f"the MTA-STS policy lookup for {domain} took {self.clock() - started:.0f} s, "
+                "leaving no time to deliver", domain))
         return policy
 
     def _tls_policy(self, domain: str) -> TlsPolicy:
@@ -763,7 +756,7 @@ class DeliveryService:
             return TlsPolicy(domain, None, f"policy lookup failed: {exc}")
 
     @staticmethod
-    def _sts_note(policy: TlsPolicy, session: SmtpSession, sts: dict | None) -> dict | None:
+    def _sts_note(policy: TlsPolicy, session: Session, sts: dict | None) -> dict | None:
         """In testing mode, what enforce would have refused (RFC 8461 §5: report, deliver)."""
         if sts is None or policy.policy is None or policy.mode != "testing":
             return sts
@@ -777,7 +770,7 @@ class DeliveryService:
         return dict(sts, violation="; ".join(problems)) if problems else sts
 
     async def _open(self, hosts: list[MxHost], tls_mode: TlsMode, deadline: float
-                    ) -> tuple[SmtpSession | None, tuple[Verdict, str, str] | None]:
+                    ) -> tuple[Session | None, tuple[Verdict, str, str] | None]:
         """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1),
         for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
 
@@ -802,11 +795,9 @@ class DeliveryService:
                         host.name, ip, tls_mode,
                         time_left=lambda: deadline - self.clock() - self._needs(session=False))
                     return session, None
-                except ReplyError as exc:
-                    last = (judge(exc.reply), host.name, ip)
                 except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
                     last = (judge(exc), host.name, ip)
-                    if last[0].scope is Scope.MESSAGE:
+                    if not isinstance(exc, OutpostError):
                         # Postal: unanticipated means transient, but it must be seen.
                         log.exception("unexpected error opening an SMTP session",
                                       extra={"mx": host.name, "ip": ip})
@@ -814,8 +805,10 @@ class DeliveryService:
                                                    "detail": last[0].text})
         return None, last
 
-    async def _transact(self, session: SmtpSession, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float
+    async def _transact(self, session: Session, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float
                         ) -> tuple[Verdict, str | None]:
+        """One transaction, judged. StaleSessionError and NoTimeLeftError pass through: they
+        are no outcome for the recipient (the caller reconnects, or releases it)."""
         try:
             # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
             # §4.5.3.2.6 says 10 minutes), keeping RECORD_MARGIN to record it.
@@ -823,27 +816,16 @@ class DeliveryService:
                                        envid=mid, utf8=r.utf8,
                                        time_left=lambda: deadline - self.clock() - RECORD_MARGIN)
             return judge(reply), remote_queue_id(reply.text)
-        except (StaleSession, NoTimeLeft):
+        except (StaleSessionError, NoTimeLeftError):
             raise
-        except ReplyError as exc:
-            return judge(exc.reply), None
-        except PolicyFailure as exc:
-            return judge(exc), None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             v = judge(exc)
-            if v.scope is Scope.MESSAGE:
+            if not isinstance(exc, OutpostError):
                 log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
-            session.smtp.close()
-            text = v.text
-            if v.command == "EOD" and session.dot_sent:
-                # The documented window: the content was sent and no reply came; the server may
-                # have kept it (RFC 1047), so a retry may deliver a second copy.
+            if v.after_dot:
+                # The documented window (RFC 1047): the retry may deliver a second copy.
                 self.count("EndOfDataUnanswered", 1)
-                text = ("no reply to the end of data; the server may have accepted the message, "
-                        f"so the retry may deliver a second copy (RFC 1047): {v.text}")
-            # Mid-transaction trouble: we cannot know whether the server kept the message;
-            # defer this recipient rather than retry it on another host at once.
-            return Verdict(Outcome.TRANSIENT, Scope.HOST, v.status, text, v.code, v.command), None
+            return v, None
 
     def _attempt(self, v: Verdict, mx: str | None, ip: str | None, tls: Any,
                  remote_id: str | None = None, *, sts: dict | None = None) -> dict:

@@ -8,16 +8,20 @@ end-of-data wait is RFC 5321 §4.5.3.2.6's 10 minutes, cut to what the invocatio
 (the sender passes `time_left`), and the final dot is never sent without at least
 `end_of_data_min` (100 s) to wait for its reply: after the 354, a transaction with less time
 left is abandoned by closing the connection without the dot, which the server discards
-(NoTimeLeft; no duplicate can come of it). One transaction (RSET, MAIL, RCPT, DATA, end of
+(NoTimeLeftError; no duplicate can come of it). One transaction (RSET, MAIL, RCPT, DATA, end of
 data) needs 3 min 10 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
 the attempt record names the command that was interrupted.
 
+Errors carry facts (errors.py): `_smtp_error` is the one map from aiosmtplib's exceptions to
+them; trouble.judge() makes the verdicts. DeliveryService sees only the `Connector` and
+`Session` protocols below, so a fake connector (tests/fakes/transport.py) can stand in.
+
 A reused connection gets RSET before its next transaction (RFC 5321 §4.1.1.5). Besides
 clearing any half-done transaction, the RSET probes the connection, as Postfix does before it
 reuses a cached session: a server that dropped an idle connection costs a reconnect
-(`StaleSession`), not the recipient an attempt.
+(`StaleSessionError`), not the recipient an attempt.
 
 TLS modes:
 - opportunistic (default): STARTTLS whenever offered. The certificate is verified against the
@@ -49,11 +53,20 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
-from .trouble import PolicyFailure, Scope, SmtpReply, StageError
+from ..errors import (
+    NoTimeLeftError,
+    OutpostError,
+    ReplyError,
+    RequirementError,
+    StageError,
+    StaleSessionError,
+)
+from .trouble import SmtpReply
 
 TlsMode = Literal["opportunistic", "required", "verify"]
 _DOT = re.compile(rb"(?m)^\.")
@@ -90,26 +103,59 @@ class TlsInfo:
         return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
 
 
-class ReplyError(Exception):
-    """A negative reply at a named stage; the verdict comes from trouble.judge(reply)."""
-
-    def __init__(self, reply: SmtpReply) -> None:
-        super().__init__(f"{reply.command}: {reply.code} {reply.text}")
-        self.reply = reply
-
-
-class StaleSession(Exception):
-    """A pooled connection failed its RSET probe: open a new one; no recipient is charged."""
-
-
-class NoTimeLeft(Exception):
-    """Opening a session would need another connection (a TLS fallback) the invocation has no
-    time left for: nothing failed, no recipient is charged, the caller releases the work."""
-
-
 # Failures below SMTP: the socket, TLS, a timeout, a lost connection.
 _WIRE_ERRORS = (OSError, EOFError, TimeoutError, aiosmtplib.SMTPServerDisconnected,
                 aiosmtplib.SMTPTimeoutError)
+
+
+def _smtp_error(exc: BaseException, command: str, *, after_dot: bool = False) -> OutpostError:
+    """The one map from aiosmtplib's exceptions (and the socket's) to Outpost's facts: a
+    negative reply keeps its code and text and the command it answered; anything else (a
+    timeout, a lost connection, a reply that could not be read) is a failure below SMTP at
+    that command. `after_dot`: the final dot had been sent when it happened."""
+    if isinstance(exc, OutpostError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        first = exc.recipients[0]
+        return ReplyError(first.code, first.message, "RCPT")
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code != SMTPStatus.invalid_response:
+        return ReplyError(exc.code, exc.message, command)
+    return StageError(command, exc, after_dot=after_dot)
+
+
+class Session(Protocol):
+    """One open SMTP session with one MX host, as DeliveryService sees it."""
+
+    mx_name: str
+    ip: str
+    tls: TlsInfo | None
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def reset(self) -> None:
+        """RSET; StaleSessionError (and the session closed) when it is no longer usable."""
+
+    async def send(self, sender: str, rcpt: str, data: bytes | Sequence[bytes], *, envid: str | None = None,
+                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
+        """One transaction (RSET first on a reused session). Returns the 2xx end-of-data
+        reply; raises ReplyError, RequirementError, StageError, StaleSessionError or
+        NoTimeLeftError. A failure that leaves the session unusable closes it."""
+        ...
+
+    async def close(self) -> None:
+        """QUIT and close; best effort."""
+
+
+class Connector(Protocol):
+    """Opens sessions (SmtpConnector; a fake in tests). Built in bootstrap and passed in."""
+
+    timeouts: Timeouts
+
+    async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic", *,
+                   budget: float | None = None, time_left: Callable[[], float] | None = None) -> Session:
+        """A session with `ip`, or ReplyError / StageError / RequirementError / NoTimeLeftError."""
+        ...
 
 
 CHUNK = 1 << 20  # bytes of content normalised and written at a time
@@ -177,13 +223,17 @@ class SmtpSession:
     def reused(self) -> bool:
         return self.transactions > 0 or self.dirty
 
-    async def rset(self) -> None:
-        """RSET before reusing the connection; StaleSession when it is no longer usable."""
+    @property
+    def is_open(self) -> bool:
+        return self.smtp.is_connected
+
+    async def reset(self) -> None:
+        """RSET before reusing the connection; StaleSessionError when it is no longer usable."""
         try:
             reply = await self.smtp.rset(timeout=self.timeouts.command)
         except (aiosmtplib.SMTPResponseException, *_WIRE_ERRORS) as exc:
             self.smtp.close()
-            raise StaleSession(f"RSET on a reused connection to {self.mx_name} failed: {exc}") from None
+            raise StaleSessionError(f"RSET on a reused connection to {self.mx_name} failed: {exc}") from None
         self.log.append(f"RSET {reply.code}")
         self.dirty = False
 
@@ -195,37 +245,38 @@ class SmtpSession:
         (seconds, read after the 354) when that is shorter: the sender passes what its
         invocation has left once the outcome is recorded.
 
-        Raises ReplyError for a negative reply, PolicyFailure for what we refuse to try,
-        StageError for a failure below SMTP (disconnect, timeout), or StaleSession when the
-        RSET that precedes a reused transaction fails.
+        Raises ReplyError for a negative reply, RequirementError for what we refuse to try,
+        StageError for a failure below SMTP (disconnect, timeout), StaleSessionError when the
+        RSET that precedes a reused transaction fails, NoTimeLeftError when the final dot is
+        not sent for lack of time. A failure that leaves the session unusable closes it.
         """
         t = self.timeouts
         parts = (data,) if isinstance(data, bytes) else tuple(data)
         size = sum(len(p) for p in parts)
         self.dot_sent = False
         if self.reused:
-            await self.rset()
+            await self.reset()
         mail_opts: list[str] = []
         rcpt_opts: list[str] = []
         limit = self.size_limit if self.supports("size") else None
         if limit is not None and size > limit:
             # RFC 1870 §6: do not send what the server already said it will refuse.
-            raise PolicyFailure(f"message of {size} bytes exceeds the server's SIZE {limit}",
-                                status="5.3.4", scope=Scope.MESSAGE, command="MAIL")
+            raise RequirementError(f"message of {size} bytes exceeds the server's SIZE {limit}",
+                                   lacks="size", command="MAIL", limit=limit)
         if self.supports("size"):
             mail_opts.append(f"SIZE={size}")
         if utf8:
             if not self.supports("smtputf8"):
                 # RFC 6531 §3.2 / RFC 6532: no downgrade for internationalised addresses.
-                raise PolicyFailure("the address needs SMTPUTF8, which the server does not offer",
-                                    status="5.6.7", scope=Scope.RECIPIENT, command="MAIL")
+                raise RequirementError("the address needs SMTPUTF8, which the server does not offer",
+                                       lacks="smtputf8", command="MAIL")
             mail_opts.append("SMTPUTF8")
         if not all(p.isascii() for p in parts):
             # RFC 6152: 8-bit content needs BODY=8BITMIME (mime.py keeps bodies 7-bit, so this
             # only happens with SMTPUTF8 headers, which imply 8BITMIME, RFC 6531 §3.1).
             if not self.supports("8bitmime"):
-                raise PolicyFailure("8-bit content and the server does not offer 8BITMIME",
-                                    status="5.6.3", scope=Scope.MESSAGE, command="MAIL")
+                raise RequirementError("8-bit content and the server does not offer 8BITMIME",
+                                       lacks="8bitmime", command="MAIL")
             mail_opts.append("BODY=8BITMIME")
         if self.supports("dsn"):
             # RFC 3461: ask for failure and delay reports with our id, headers only.
@@ -245,28 +296,30 @@ class SmtpSession:
             await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=t.command)
             stage = "DATA"
             start = await self.smtp.execute_command(b"DATA", timeout=t.command)
-            if start.code != 354:
-                raise ReplyError(SmtpReply(start.code, start.message, "DATA"))
+            if start.code != SMTPStatus.start_input:
+                raise ReplyError(start.code, start.message, "DATA")
             stage = "EOD"
             wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
             if wait < min(t.end_of_data, t.end_of_data_min):
                 # Sending the dot now could leave the server's 250 unheard (a duplicate on
                 # retry, RFC 1047); without the dot it discards the message (RFC 5321 §4.1.1.4).
                 self.smtp.close()
-                raise NoTimeLeft(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot")
+                raise NoTimeLeftError(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot",
+                                      "EOD")
             reply = await self._content(parts, wait)
             if reply.code // 100 != 2:
-                raise ReplyError(SmtpReply(reply.code, reply.message, "EOD"))
-        except aiosmtplib.SMTPRecipientsRefused as exc:  # pragma: no cover - one rcpt per transaction
-            first = exc.recipients[0]
-            raise ReplyError(SmtpReply(first.code, first.message, "RCPT")) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == -1:
-                raise StageError(stage, exc) from exc
-            raise ReplyError(SmtpReply(exc.code, exc.message, stage)) from None
-        except _WIRE_ERRORS as exc:
-            self.smtp.close()
-            raise StageError(stage, exc) from exc
+                raise ReplyError(reply.code, reply.message, "EOD")
+        except OutpostError:
+            raise
+        except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
+            fact = _smtp_error(exc, stage, after_dot=self.dot_sent)
+            if not isinstance(fact, ReplyError):
+                # Below SMTP: the session is in an unknown state and is not reused.
+                self.smtp.close()
+            raise fact from (exc if isinstance(fact, StageError) else None)
+        except Exception:
+            self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
+            raise
         self.transactions += 1
         self.dirty = False
         return SmtpReply(reply.code, reply.message, "EOD")
@@ -299,6 +352,7 @@ class SmtpSession:
         return await proto.read_response(timeout=timeout)
 
     async def close(self) -> None:
+        """QUIT and close; best effort."""
         try:
             if self.smtp.is_connected:
                 await self.smtp.quit(timeout=5)
@@ -358,17 +412,15 @@ class SmtpConnector:
         try:
             # The connect timeout covers the TCP handshake and the 220 greeting.
             await smtp.connect(timeout=self.timeouts.connect)
-        except aiosmtplib.SMTPConnectResponseError as exc:
+        except (aiosmtplib.SMTPConnectResponseError, *_WIRE_ERRORS) as exc:
             smtp.close()
-            raise ReplyError(SmtpReply(exc.code, exc.message, "CONNECT")) from None
-        except _WIRE_ERRORS as exc:
-            smtp.close()
-            raise StageError("CONNECT", exc) from exc
+            fact = _smtp_error(exc, "CONNECT")
+            raise fact from (exc if isinstance(fact, StageError) else None)
         try:
             await self._ehlo(smtp)
         except _WIRE_ERRORS as exc:
             smtp.close()
-            raise StageError("EHLO", exc) from exc
+            raise _smtp_error(exc, "EHLO") from exc
         except BaseException:
             smtp.close()
             raise
@@ -378,18 +430,18 @@ class SmtpConnector:
         try:
             await smtp.ehlo(timeout=self.timeouts.command)
         except aiosmtplib.SMTPHeloError as exc:
-            if exc.code == 421:
-                raise ReplyError(SmtpReply(exc.code, exc.message, "EHLO")) from None
+            if exc.code == SMTPStatus.domain_unavailable:
+                raise _smtp_error(exc, "EHLO") from None
             try:
                 await smtp.helo(timeout=self.timeouts.command)
             except aiosmtplib.SMTPHeloError as exc2:
-                raise ReplyError(SmtpReply(exc2.code, exc2.message, "EHLO")) from None
+                raise _smtp_error(exc2, "EHLO") from None
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, mx_name: str, ctx: ssl.SSLContext) -> TlsInfo:
         try:
             await smtp.starttls(server_hostname=mx_name, tls_context=ctx, timeout=self.timeouts.command)
         except aiosmtplib.SMTPResponseException as exc:
-            raise ReplyError(SmtpReply(exc.code, exc.message, "STARTTLS")) from None
+            raise _smtp_error(exc, "STARTTLS") from None
         obj = smtp.get_transport_info("ssl_object")
         await self._ehlo(smtp)  # RFC 3207 §4.2: forget what was said before TLS
         cipher = obj.cipher() if obj else None
@@ -407,7 +459,7 @@ class SmtpConnector:
             if smtp.supports_extension("starttls"):
                 return smtp, await self._starttls(smtp, mx_name, self._legacy)
         except ReplyError as exc:
-            if exc.reply.command != "STARTTLS":
+            if exc.command != "STARTTLS":
                 smtp.close()
                 raise
             first = exc
@@ -418,13 +470,13 @@ class SmtpConnector:
             raise
         smtp.close()
         if tls_mode != "opportunistic":
-            raise PolicyFailure(f"TLS handshake with {mx_name} failed: {first}", status="4.7.5",
-                                scope=Scope.HOST, command="STARTTLS") from None
+            raise RequirementError(f"TLS handshake with {mx_name} failed: {first}",
+                                   lacks="tls", command="STARTTLS") from None
         # Postfix "may": plaintext after a failed handshake.
         return await self._reconnect(ip, end, "a plaintext retry"), None
 
     async def open(self, mx_name: str, ip: str, tls_mode: TlsMode = "opportunistic", *,
-                   budget: float | None = None, time_left: Callable[[], float] | None = None) -> SmtpSession:
+                   budget: float | None = None, time_left: Callable[[], float] | None = None) -> Session:
         """Open a session. No (re)connect starts, the TLS and certificate fallbacks included,
         that cannot finish within `budget` seconds of this call, or within `time_left()` (the
         caller's own clock): a transient host-level StageError instead."""
@@ -440,12 +492,12 @@ class SmtpConnector:
                 try:
                     tls = await self._starttls(smtp, mx_name, self._verify)
                 except ReplyError as exc:
-                    if exc.reply.command != "STARTTLS":
+                    if exc.command != "STARTTLS":
                         raise  # EHLO refused after the handshake: a host failure
                     smtp.close()
                     if tls_mode != "opportunistic":
-                        raise PolicyFailure(f"{mx_name} refused STARTTLS: {exc.reply.code} {exc.reply.text}",
-                                            status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
+                        raise RequirementError(f"{mx_name} refused STARTTLS: {exc.code} {exc.text}",
+                                               lacks="tls", command="STARTTLS") from None
                     # Postfix "may": plaintext. A fresh connection, not the refused one: after a
                     # 421 the server is gone, and a clean session costs one connect at most.
                     smtp = await self._reconnect(ip, end, "a plaintext retry")
@@ -453,28 +505,53 @@ class SmtpConnector:
                 except ssl.SSLCertVerificationError as exc:
                     smtp.close()
                     if tls_mode == "verify":
-                        raise PolicyFailure(f"certificate of {mx_name} did not verify: {exc.verify_message}",
-                                            status="4.7.5", scope=Scope.HOST, command="STARTTLS") from None
+                        raise RequirementError(f"certificate of {mx_name} did not verify: {exc.verify_message}",
+                                               lacks="certificate", command="STARTTLS") from None
                     smtp = await self._reconnect(ip, end, "an unverified TLS retry")
                     tls = await self._starttls(smtp, mx_name, self._any)
                 except (ssl.SSLError, aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
                     smtp.close()
                     if tls_mode == "verify":
                         # No permissive retry: a verified delivery needs TLS 1.2+ and a valid name.
-                        raise PolicyFailure(f"TLS handshake with {mx_name} failed: {exc}", status="4.7.5",
-                                            scope=Scope.HOST, command="STARTTLS") from None
+                        raise RequirementError(f"TLS handshake with {mx_name} failed: {exc}",
+                                               lacks="tls", command="STARTTLS") from None
                     smtp, tls = await self._legacy_starttls(smtp, mx_name, tls_mode, ip, end, exc)
             if tls is None and tls_mode != "opportunistic":
                 # "No plaintext, ever": RFC 3207 §4 leaves it to the client to refuse.
-                raise PolicyFailure(f"{mx_name} does not offer STARTTLS and TLS is required",
-                                    status="4.7.10", scope=Scope.HOST, command="STARTTLS")
-        except (ReplyError, PolicyFailure, StageError, NoTimeLeft):
+                raise RequirementError(f"{mx_name} does not offer STARTTLS and TLS is required",
+                                       lacks="starttls", command="STARTTLS")
+        except OutpostError:
             smtp.close()
             raise
         except _WIRE_ERRORS as exc:  # e.g. no reply to STARTTLS in time
             smtp.close()
-            raise StageError("STARTTLS", exc) from exc
+            raise _smtp_error(exc, "STARTTLS") from exc
         except BaseException:
             smtp.close()
             raise
         return SmtpSession(smtp, mx_name, ip, tls, self.timeouts)
+
+
+@dataclass
+class SessionPool:
+    """Idle sessions per (domain, TLS mode), shared by the jobs of one batch; closed (QUIT)
+    at the end of the batch."""
+
+    idle: dict[tuple[str, str], list[Session]] = field(default_factory=dict)
+
+    def take(self, key: tuple[str, str]) -> Session | None:
+        sessions = self.idle.get(key) or []
+        while sessions:
+            s = sessions.pop()
+            if s.is_open:
+                return s
+        return None
+
+    def give(self, key: tuple[str, str], s: Session) -> None:
+        if s.is_open:
+            self.idle.setdefault(key, []).append(s)
+
+    async def close(self) -> None:
+        sessions = [s for group in self.idle.values() for s in group]
+        self.idle.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

@@ -4,27 +4,43 @@ Every SMTP reply, DNS answer and exception the sender meets becomes a `Verdict` 
 nowhere else: delivered, transient (retry later) or permanent (bounce now), with a scope:
 
 - HOST: this MX host is unusable right now (refused, greeting 4xx/5xx, TLS or timeout failure,
-  EHLO rejected). Not a recipient failure: the caller moves on to the next MX (RFC 5321 §5.1).
+  EHLO rejected, 421 or a lost connection in mid-transaction). Not a recipient failure: the
+  caller moves on to the next MX (RFC 5321 §5.1), in mid-transaction too (`tries_next_mx`),
+  except after the final dot (RFC 1047); on the last MX the recipient is deferred.
 - MESSAGE: the transaction as a whole (MAIL FROM or DATA rejected, DNS failure for the domain).
 - RECIPIENT: one RCPT TO rejected.
 
 Permanent verdicts also carry a kind (hard: the address is bad, suppress it; soft: the sender
 or content was refused) and a Sisimai reason name, from the same classifier the bounce
 processor uses, so a synchronous 550 and an asynchronous DSN say the same thing.
+
+The exceptions judged here carry facts (errors.py: the command, the code, the text, what was
+lacking); the statuses and scopes are decided below and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from ..bounces.limits import DIAGNOSTIC_LIMIT
-from ..errors import DnsError
+from aiosmtplib import SMTPStatus
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+from ..bounces.limits import DIAGNOSTIC_LIMIT
+from ..errors import (
+    DnsError,
+    NoSigningKeyError,
+    NoSuchDomainError,
+    NullMxError,
+    RefusedAddressError,
+    ReplyError,
+    RequirementError,
+    StageError,
+    StsLookupTimeoutError,
+    StsMxMismatchError,
+    enhanced_status,
+)
 
 
 class Outcome(StrEnum):
@@ -49,16 +65,7 @@ class SmtpReply:
 
     @property
     def enhanced(self) -> str | None:
-        m = _ENHANCED.match(self.text, 0, DIAGNOSTIC_LIMIT)  # bounded like the text judged
-        return ".".join(m.groups()) if m else None
-
-
-class PolicyFailure(Exception):
-    """A failure decided by Outpost itself (TLS required but absent, SIZE, SMTPUTF8...)."""
-
-    def __init__(self, message: str, *, status: str, scope: Scope, command: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.scope, self.command = status, scope, command
+        return enhanced_status(self.text)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Verdict:
     command: str | None = None
     kind: str | None = None  # hard | soft | unknown, for permanent failures
     reason: str | None = None
+    # The final dot was sent and no reply came: the server may have the message (RFC 1047).
+    after_dot: bool = False
 
     @property
     def diagnostic(self) -> str:
@@ -101,30 +110,59 @@ def _permanent(scope: Scope, status: str, text: str, code: int | None, command: 
     return Verdict(Outcome.PERMANENT, scope, status, text, code, command, kind, reason)
 
 
-class StageError(Exception):
-    """A failure below SMTP (timeout, disconnect, TLS) at a named stage, so that the verdict
-    and the attempt record say which command it interrupted."""
+# What Outpost refuses itself (errors.RequirementError.lacks) -> (status, scope, RFC).
+_REQUIREMENTS: dict[str, tuple[str, Scope]] = {
+    "size": ("5.3.4", Scope.MESSAGE),  # RFC 1870 §6: larger than the server's SIZE
+    "smtputf8": ("5.6.7", Scope.RECIPIENT),  # RFC 6531 §3.2: no downgrade of the address
+    "8bitmime": ("5.6.3", Scope.MESSAGE),  # RFC 6152: 8-bit content needs 8BITMIME
+    "starttls": ("4.7.10", Scope.HOST),  # RFC 3207 §4: TLS required and not offered
+    "tls": ("4.7.5", Scope.HOST),  # STARTTLS refused or the handshake failed, TLS required
+    "certificate": ("4.7.5", Scope.HOST),  # RFC 8461 §4.2 / "verified": no valid certificate
+}
 
-    def __init__(self, command: str, cause: BaseException) -> None:
-        super().__init__(f"{command}: {type(cause).__name__}: {cause}")
-        self.command, self.cause = command, cause
+_DNS: tuple[tuple[type[DnsError], str], ...] = (
+    (NoSuchDomainError, "5.1.2"),  # NXDOMAIN, or no MX and no address (RFC 5321 §5.1)
+    (NullMxError, "5.1.10"),  # RFC 7505 §4.1
+    (RefusedAddressError, "5.4.4"),  # only non-public addresses: unable to route
+)
 
 
 def judge(event: SmtpReply | BaseException) -> Verdict:
     """Turn a reply, a DNS answer or an exception into a verdict. Never raises."""
     if isinstance(event, SmtpReply):
         return _judge_reply(event)
+    if isinstance(event, ReplyError):
+        return _judge_reply(SmtpReply(event.code, event.text, event.command))
     if isinstance(event, StageError):
-        v = judge(event.cause)
-        return replace(v, command=event.command)
+        v = replace(judge(event.cause), command=event.command)
+        if event.after_dot:
+            # The content was sent and no reply came; the server may have kept it (RFC 1047),
+            # so a retry may deliver a second copy. Never retried on another MX at once.
+            v = replace(v, after_dot=True, text=(
+                "no reply to the end of data; the server may have accepted the message, "
+                f"so the retry may deliver a second copy (RFC 1047): {v.text}"))
+        return v
     if isinstance(event, DnsError):
-        if event.permanent:
-            return _permanent(Scope.MESSAGE, event.status, str(event), None, "DNS")
-        return Verdict(Outcome.TRANSIENT, Scope.MESSAGE, event.status, str(event), command="DNS")
-    if isinstance(event, PolicyFailure):
-        if event.status.startswith("5"):
-            return _permanent(event.scope, event.status, str(event), None, event.command)
-        return Verdict(Outcome.TRANSIENT, event.scope, event.status, str(event), command=event.command)
+        for cls, status in _DNS:
+            if isinstance(event, cls):
+                return _permanent(Scope.MESSAGE, status, str(event), None, "DNS")
+        # RFC 3463 4.4.3: directory server failure; Postfix defers too.
+        return Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.4.3", str(event), command="DNS")
+    if isinstance(event, RequirementError):
+        status, scope = _REQUIREMENTS.get(event.lacks, ("4.0.0", Scope.MESSAGE))
+        if status.startswith("5"):
+            return _permanent(scope, status, str(event), None, event.command)
+        return Verdict(Outcome.TRANSIENT, scope, status, str(event), command=event.command)
+    if isinstance(event, NoSigningKeyError):
+        # An operator's omission, not the recipient's: retried until the key exists or expiry.
+        return Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.7.0", str(event))
+    if isinstance(event, StsLookupTimeoutError):
+        # RFC 3463 4.4.3: a directory (DNS/HTTPS) lookup did not complete. Not "no policy":
+        # an attacker who stalls the lookup must not switch a cached policy off.
+        return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3", str(event), command="MTA-STS")
+    if isinstance(event, StsMxMismatchError):
+        # RFC 8461 §4.1: enforce delivers only to the policy's MX hosts; defer, never bounce.
+        return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.7.5", str(event), command="MTA-STS")
     # Anything on the wire below SMTP: the host is unusable now; the next MX may do better.
     if isinstance(event, ssl.SSLError | ssl.CertificateError):
         return Verdict(Outcome.TRANSIENT, Scope.HOST, "4.7.5", f"TLS failure: {event}", command="STARTTLS")
@@ -139,6 +177,26 @@ def judge(event: SmtpReply | BaseException) -> Verdict:
     return Verdict(Outcome.TRANSIENT, Scope.MESSAGE, "4.0.0", f"unexpected error: {type(event).__name__}: {event}")
 
 
+def tries_next_mx(v: Verdict) -> bool:
+    """Whether a failure in mid-session leaves the recipient for the next MX host rather than
+    deferring it (the caller asks only when that host is not the last one).
+
+    Postfix smtp_trouble.c: a soft error of the site (421 after MAIL/RCPT/DATA, a dropped
+    connection, a timeout) on a server that is not the final one does not defer the recipient;
+    the next server is tried in the same delivery. Never after the final dot: the server may
+    have the message (RFC 1047), so that recipient is deferred, not sent twice at once.
+    """
+    return v.outcome is Outcome.TRANSIENT and v.scope is Scope.HOST and not v.after_dot
+
+
+def unreached(v: Verdict, note: str | None = None) -> Verdict:
+    """The recipient's verdict when no MX host took the transaction (every one failed at
+    host level, or the attempt's session limit was reached): the last host's failure,
+    transient, for the recipient (RFC 5321 §5.1: defer and retry the whole list later)."""
+    text = f"{v.text} ({note})" if note else v.text
+    return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, text, v.code, v.command)
+
+
 def _judge_reply(r: SmtpReply) -> Verdict:
     cls = r.code // 100
     status = r.enhanced or f"{cls}.0.0"
@@ -146,9 +204,8 @@ def _judge_reply(r: SmtpReply) -> Verdict:
     # What is kept and classified is the first DIAGNOSTIC_LIMIT characters (RFC 5321
     # section 4.5.3.1.5: 512 octets per reply line).
     text = r.text[:DIAGNOSTIC_LIMIT].strip()
-    if r.command == "EOD" and cls == 2:
-        return Verdict(Outcome.DELIVERED, Scope.RECIPIENT, status, text, r.code, r.command)
-    if cls == 2 or cls == 3:
+    if cls in (2, 3):
+        # Only the reply to the final dot delivers (the caller asks about nothing else).
         # A positive reply is not an outcome by itself; a caller only asks about final replies.
         return Verdict(Outcome.DELIVERED, Scope.RECIPIENT, status, text, r.code, r.command)
     if cls not in (4, 5):
@@ -157,7 +214,7 @@ def _judge_reply(r: SmtpReply) -> Verdict:
         # Greeting or handshake refused: a host problem, not the recipient's. RFC 5321 §3.1:
         # a 554 greeting means "no service here"; another MX may serve (Postfix does the same).
         return Verdict(Outcome.TRANSIENT, Scope.HOST, status if cls == 4 else "4" + status[1:], text, r.code, r.command)
-    if r.code == 421:
+    if r.code == SMTPStatus.domain_unavailable:
         # 421: the server is closing the channel, whatever the stage (RFC 5321 §3.8).
         return Verdict(Outcome.TRANSIENT, Scope.HOST, status, text, r.code, r.command)
     scope = Scope.RECIPIENT if r.command == "RCPT" else Scope.MESSAGE
