@@ -22,10 +22,11 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from dnslib import AAAA, CNAME, EDNS0, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSHeader, DNSRecord
+
+from .lifecycle import Server
 
 __all__ = ["DnsServer", "Query"]
 
@@ -97,7 +98,7 @@ def _make_rdata(rtype: str, value: Any) -> Any:
     raise ValueError(f"unsupported record type {rtype!r}; use one of {sorted(_RDATA_TYPES)}")
 
 
-class DnsServer:
+class DnsServer(Server):
     """Authoritative DNS for any names you add, on `host:port` over both UDP and TCP."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -196,18 +197,6 @@ class DnsServer:
         os.close(self._wake_w)
         self._udp = self._tcp = None
         self._threads = []
-
-    def __enter__(self) -> DnsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _bind(self) -> None:
         # UDP first, then TCP on the same number; with port 0 the TCP port may be taken by

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .lifecycle import Server, free_port
+
 log = logging.getLogger("outpost_local")
 
 SENDING_DOMAIN = "outpost.test"
@@ -68,7 +70,7 @@ class MxSpec:
 
 
 @dataclass
-class LocalStack:
+class LocalStack(Server):
     config: StackConfig = field(default_factory=StackConfig)
 
     def __post_init__(self) -> None:
@@ -93,12 +95,6 @@ class LocalStack:
             self.stop()
             raise
         return self
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def stop(self) -> None:
         for c in reversed(self.components):
@@ -127,7 +123,7 @@ class LocalStack:
         root = os.geteuid() == 0
         smtp_port = cfg.smtp_port if cfg.smtp_port is not None else (25 if root else 2525)
         if smtp_port == 0:
-            smtp_port = _free_port(cfg.ip(2))
+            smtp_port = free_port(cfg.ip(2))
         self.smtp_port = smtp_port
         host = cfg.ip(1)
 
@@ -335,8 +331,3 @@ def _client(service: str) -> Any:
 
     return boto3.client(service)
 
-
-def _free_port(host: str) -> int:
-    from .aws import free_port
-
-    return free_port(host)

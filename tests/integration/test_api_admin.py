@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 
 @pytest.fixture(scope="module")
