@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from .dynamodb_local import ENGINE_LOCAL, ENGINE_MOTO, DynamoDbLocal, EngineChoice, choose_engine
-from .lifecycle import Server, free_port, wait_port
+from .lifecycle import Server, free_port, stop_process, wait_port
 
 log = logging.getLogger("outpost_local")
 
@@ -35,14 +35,6 @@ class LocalAws(Server):
         self.dynamodb: DynamoDbLocal | None = None
         self.dynamodb_engine = ""
         self.dynamodb_engine_reason = ""
-
-    def start(self) -> LocalAws:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self) -> None:
         choice = choose_engine() if self.want_dynamodb_local else EngineChoice(ENGINE_MOTO, "moto only")
@@ -81,12 +73,7 @@ class LocalAws(Server):
 
     def stop(self) -> None:
         if self.moto is not None:
-            self.moto.terminate()
-            try:
-                self.moto.wait(10)
-            except subprocess.TimeoutExpired:
-                self.moto.kill()
-                self.moto.wait(5)
+            stop_process(self.moto, 10)
             self.moto = None
         if self.dynamodb is not None:
             self.dynamodb.stop()

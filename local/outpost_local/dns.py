@@ -166,7 +166,7 @@ class DnsServer(Server):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> DnsServer:
         if self._udp is not None:
             raise RuntimeError("DnsServer already started")
         self._stop.clear()
@@ -175,6 +175,7 @@ class DnsServer(Server):
         loop = threading.Thread(target=self._serve, name=f"dns-{self.address}", daemon=True)
         self._threads = [loop]
         loop.start()
+        return self
 
     def stop(self) -> None:
         if self._udp is None:

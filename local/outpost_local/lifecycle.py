@@ -3,7 +3,9 @@
   free_port(host)                      a TCP port free on `host` right now
   wait_port(host, port, timeout, ...)  until something accepts on host:port (and, with
                                        `banner`, greets with it); fails fast if `proc` exits
-  Server                               `with server:` starts it and stops it, whatever happens
+  stop_process(proc, grace)            SIGTERM, then SIGKILL after `grace` seconds
+  Server                               `with server:` starts it and stops it, whatever happens;
+                                       start() runs _start() and stops what it began if it fails
 
 Used by the local stack's servers, the test rigs, the SAM emulator check and the benches, so a
 fix to the wait (a timeout, an exited process) reaches every one of them.
@@ -49,10 +51,33 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | Non
                        f"after {timeout}s")
 
 
-class Server:
-    """`with server: ...` runs start() and, however the block ends, stop()."""
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """Terminate `proc` and reap it: SIGTERM, then SIGKILL when it has not exited in `grace` s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
-    def start(self) -> object:
+
+class Server:
+    """`with server: ...` runs start() and, however the block ends, stop().
+
+    A server either overrides start() or implements _start(): then start() stops whatever
+    _start() had begun when it fails (stop() must cope with a half-started server)."""
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:

@@ -899,7 +899,7 @@ class MxServer(Server):
         self._protocols.add(proto)
         return proto
 
-    def start(self) -> None:
+    def start(self) -> MxServer:
         if self._thread is not None:
             raise RuntimeError("MxServer already started")
         loop = self._loop = asyncio.new_event_loop()
@@ -934,6 +934,7 @@ class MxServer(Server):
             self._thread.join()
             self._thread = None
             raise errors[0]
+        return self
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:

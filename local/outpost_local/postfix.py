@@ -256,7 +256,7 @@ class PostfixInstance(Server):
         except OSError:
             return "(no log)"
 
-    def start(self) -> None:
+    def start(self) -> PostfixInstance:
         reason = postfix_available()
         if reason is not None:
             raise PostfixUnavailable(reason)
@@ -274,6 +274,7 @@ class PostfixInstance(Server):
         except BaseException:
             self.stop()
             raise
+        return self
 
     def _wait_listening(self, timeout: float) -> None:
         try:

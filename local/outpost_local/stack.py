@@ -92,14 +92,6 @@ class LocalStack(Server):
         return self.env.get("AWS_ENDPOINT_URL_DYNAMODB") or self.env.get("AWS_ENDPOINT_URL", "")
 
     # ---- life cycle ---------------------------------------------------------------------------
-    def start(self) -> LocalStack:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def stop(self) -> None:
         for c in reversed(self.components):
             try:
