@@ -48,8 +48,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check layers local functions tests bench
-	$(VENV)/bin/mypy layers/outpost/outpost
+	$(VENV)/bin/ruff check layers admin local functions tests bench
+	$(VENV)/bin/mypy layers/outpost/outpost admin/outpost_admin
 
 bench: install
 	$(PY) bench/dkim_sign.py

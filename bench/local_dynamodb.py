@@ -23,8 +23,8 @@ from typing import Any
 
 import boto3
 
-from outpost_local.aws import free_port, wait_port
 from outpost_local.dynamodb_local import DynamoDbLocal, installed
+from outpost_local.lifecycle import free_port, wait_port
 from outpost_local.provision import provision
 
 HOST = "127.0.13.1"

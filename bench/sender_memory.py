@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -67,12 +66,6 @@ async def main():
     await s.serve_forever()
 asyncio.run(main())
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def child(size_mb: float, port: int) -> dict[str, Any]:
@@ -183,7 +176,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(float(args.child[0]), int(args.child[1]))))
         return
-    port = _free_port()
+    from outpost_local.lifecycle import free_port  # here: the measured child imports none of it
+
+    port = free_port()
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"

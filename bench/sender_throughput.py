@@ -24,7 +24,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,25 +31,9 @@ from pathlib import Path
 
 from outpost.delivery.transport import SmtpConnector
 from outpost.signing import ED25519, RSA, Signer, generate_key
+from outpost_local.lifecycle import free_port, wait_port
 
 HOST = "127.0.5.201"
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(host: str, port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on {host}:{port}")
 
 
 def message(i: int, size: int) -> bytes:
@@ -100,7 +83,7 @@ def _smtp_sink(port: int) -> subprocess.Popen:
         cmd += ["-u", "nobody"]
     cmd += ["-c", f"{HOST}:{port}", "256"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(HOST, port)
+    wait_port(HOST, port, 15, proc, what="smtp-sink")
     return proc
 
 
@@ -116,7 +99,7 @@ def main() -> None:
 
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port(HOST)
+        port = free_port(HOST)
         ctx = mp.get_context("fork")
         ready, stop = ctx.Event(), ctx.Event()
         sink = ctx.Process(target=_sink_process, args=(port, tmp, ready, stop), daemon=True)
@@ -134,7 +117,7 @@ def main() -> None:
             sink.join(10)
 
     if shutil.which("smtp-sink") or Path("/usr/sbin/smtp-sink").exists():
-        port = _free_port(HOST)
+        port = free_port(HOST)
         proc = _smtp_sink(port)
         try:
             results["(c) Outpost DKIM, plaintext -> smtp-sink"] = asyncio.run(

@@ -75,3 +75,22 @@ def local_stack() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def api(local_stack: Any) -> Api:
     return Api(local_stack.api.url, local_stack.api_key)
+
+
+@pytest.fixture
+def mx_factory() -> Iterator[Callable[..., Any]]:
+    """Start scriptable MX hosts (outpost_local.mx.MxServer) for a test; all are stopped when it
+    ends. Used by tests/integration and tests/local_stack."""
+    from outpost_local.mx import MxServer
+
+    started: list[MxServer] = []
+
+    def make(*args: Any, **kwargs: Any) -> MxServer:
+        server = MxServer(*args, **kwargs)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()

@@ -13,20 +13,19 @@ Used by the embedded local stack and by the test rigs, so both run the same engi
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 from .dynamodb_local import ENGINE_LOCAL, ENGINE_MOTO, DynamoDbLocal, EngineChoice, choose_engine
+from .lifecycle import Server, free_port, stop_process, wait_port
 
 log = logging.getLogger("outpost_local")
 
 REGION = "us-east-1"
 
 
-class LocalAws:
+class LocalAws(Server):
     def __init__(self, host: str, moto_port: int = 0, dynamodb_port: int = 0, *,
                  moto_module: str = "outpost_local.moto_server", dynamodb_local: bool = True) -> None:
         self.host, self.moto_port, self.dynamodb_port = host, moto_port, dynamodb_port
@@ -36,14 +35,6 @@ class LocalAws:
         self.dynamodb: DynamoDbLocal | None = None
         self.dynamodb_engine = ""
         self.dynamodb_engine_reason = ""
-
-    def start(self) -> LocalAws:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self) -> None:
         choice = choose_engine() if self.want_dynamodb_local else EngineChoice(ENGINE_MOTO, "moto only")
@@ -55,7 +46,7 @@ class LocalAws:
         if choice.engine == ENGINE_LOCAL:  # the JVM starts while moto does
             self.dynamodb = DynamoDbLocal(self.host, self.dynamodb_port or free_port(self.host)).start()
             self.dynamodb_port = self.dynamodb.port
-        wait_port(self.host, self.moto_port, 60, self.moto)
+        wait_port(self.host, self.moto_port, 60, self.moto, what="moto")
         log.info("DynamoDB engine: %s (%s)", self.dynamodb_engine, self.dynamodb_engine_reason)
 
     @property
@@ -82,32 +73,9 @@ class LocalAws:
 
     def stop(self) -> None:
         if self.moto is not None:
-            self.moto.terminate()
-            try:
-                self.moto.wait(10)
-            except subprocess.TimeoutExpired:
-                self.moto.kill()
-                self.moto.wait(5)
+            stop_process(self.moto, 10)
             self.moto = None
         if self.dynamodb is not None:
             self.dynamodb.stop()
             self.dynamodb = None
 
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {host}:{port} exited with {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import threading
 
-from .stack import SENDING_DOMAIN, LocalStack, StackConfig
+from .stack import OUTPUTS_FILE, SENDING_DOMAIN, LocalStack, StackConfig
 
 
 def main(verbose: bool = False) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalStack(StackConfig(quiet=not verbose)) as stack:
+    with LocalStack(StackConfig(quiet=not verbose, outputs_file=OUTPUTS_FILE)) as stack:
         print(f"""Outpost local stack is up.
 
   API          {stack.api.url}
@@ -21,12 +21,14 @@ def main(verbose: bool = False) -> int:
   DNS          {stack.dns.host}:{stack.dns.port}   (dig @{stack.dns.host} -p {stack.dns.port} MX accept.test)
   SMTP port    {stack.smtp_port}
   MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}
+  Outputs      {OUTPUTS_FILE}   (outpost-admin --local reads it)
 
 Try:
   curl -s {stack.api.url}/v1/messages -H 'Authorization: Bearer {stack.api_key}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"from":"hello@{SENDING_DOMAIN}","to":"alice@accept.test","subject":"Hi","text":"Hello"}}'
   curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
+  .venv/bin/outpost-admin --local keys create --name backend --scope send --scope read
 
 Ctrl-C stops it.""", flush=True)
         try:

@@ -22,10 +22,11 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from dnslib import AAAA, CNAME, EDNS0, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSHeader, DNSRecord
+
+from .lifecycle import Server
 
 __all__ = ["DnsServer", "Query"]
 
@@ -97,7 +98,7 @@ def _make_rdata(rtype: str, value: Any) -> Any:
     raise ValueError(f"unsupported record type {rtype!r}; use one of {sorted(_RDATA_TYPES)}")
 
 
-class DnsServer:
+class DnsServer(Server):
     """Authoritative DNS for any names you add, on `host:port` over both UDP and TCP."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -165,7 +166,7 @@ class DnsServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> DnsServer:
         if self._udp is not None:
             raise RuntimeError("DnsServer already started")
         self._stop.clear()
@@ -174,6 +175,7 @@ class DnsServer:
         loop = threading.Thread(target=self._serve, name=f"dns-{self.address}", daemon=True)
         self._threads = [loop]
         loop.start()
+        return self
 
     def stop(self) -> None:
         if self._udp is None:
@@ -196,18 +198,6 @@ class DnsServer:
         os.close(self._wake_w)
         self._udp = self._tcp = None
         self._threads = []
-
-    def __enter__(self) -> DnsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _bind(self) -> None:
         # UDP first, then TCP on the same number; with port 0 the TCP port may be taken by

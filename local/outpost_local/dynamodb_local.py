@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -35,6 +34,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .lifecycle import stop_process
 
 log = logging.getLogger("outpost_local")
 
@@ -241,13 +242,7 @@ class DynamoDbLocal:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+            stop_process(self.proc, 15)
             self.proc = None
         if self._cwd:
             shutil.rmtree(self._cwd, ignore_errors=True)

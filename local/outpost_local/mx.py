@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import format_datetime, make_msgid
-from types import TracebackType
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .lifecycle import Server
 
 __all__ = [
     "Accept",
@@ -803,7 +804,7 @@ class _Dispatch:
         return f"451 4.3.0 Error: ({error.__class__.__name__}) {error}"
 
 
-class MxServer:
+class MxServer(Server):
     """A scriptable MX host on `host:port` (port 0: pick a free one; see `.port` after start).
 
     STARTTLS is offered when `tls_context` is given; `require_starttls` refuses mail before it.
@@ -898,7 +899,7 @@ class MxServer:
         self._protocols.add(proto)
         return proto
 
-    def start(self) -> None:
+    def start(self) -> MxServer:
         if self._thread is not None:
             raise RuntimeError("MxServer already started")
         loop = self._loop = asyncio.new_event_loop()
@@ -933,6 +934,7 @@ class MxServer:
             self._thread.join()
             self._thread = None
             raise errors[0]
+        return self
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:
@@ -953,15 +955,3 @@ class MxServer:
         loop.call_soon_threadsafe(shutdown)
         self._thread.join(timeout=10)
         self._thread = None
-
-    def __enter__(self) -> MxServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -24,15 +24,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 
-__all__ = ["POSTFIX", "PostfixInstance", "PostfixUnavailable", "free_port", "postfix_available"]
+from .lifecycle import Server, wait_port
+
+__all__ = ["POSTFIX", "PostfixInstance", "PostfixUnavailable", "postfix_available"]
 
 POSTFIX = "/usr/sbin/postfix"
 _DAEMON_DIR = "/usr/lib/postfix/sbin"
@@ -85,15 +85,7 @@ def postfix_available() -> str | None:
     return None
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (for servers that need a fixed number)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PostfixInstance:
+class PostfixInstance(Server):
     """A private Postfix listening on host:port only; see the module docstring for routing."""
 
     def __init__(
@@ -264,7 +256,7 @@ class PostfixInstance:
         except OSError:
             return "(no log)"
 
-    def start(self) -> None:
+    def start(self) -> PostfixInstance:
         reason = postfix_available()
         if reason is not None:
             raise PostfixUnavailable(reason)
@@ -282,19 +274,13 @@ class PostfixInstance:
         except BaseException:
             self.stop()
             raise
+        return self
 
     def _wait_listening(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1) as s:
-                    s.settimeout(5)
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"Postfix did not answer on {self.host}:{self.port}\n{self._log_tail()}")
+        try:
+            wait_port(self.host, self.port, timeout, banner=b"220", what="Postfix")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self._log_tail()}") from None
 
     def _master_pid(self) -> int | None:
         if self.root is None:
@@ -331,18 +317,6 @@ class PostfixInstance:
             else:
                 shutil.copyfile(src, target)
         shutil.rmtree(root, ignore_errors=True)
-
-    def __enter__(self) -> PostfixInstance:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- results ----------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ The resources come from template.yaml itself, not from a second list: this modul
 template, resolves the intrinsic functions it uses (Ref, GetAtt, Sub, Select, Split, Join, If,
 conditions, pseudo parameters), creates every AWS::SQS::Queue, AWS::DynamoDB::Table,
 AWS::S3::Bucket and AWS::SecretsManager::Secret with its properties, and computes each
-function's environment exactly as CloudFormation would hand it to Lambda.
+function's environment exactly as CloudFormation would hand it to Lambda, and the stack's
+Outputs as `describe-stacks` would list them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Stack:
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
     functions: dict[str, Function] = field(default_factory=dict)
     queue_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # the template's Outputs, resolved
 
     def env(self) -> dict[str, str]:
         """The union of the functions' environments (they share Globals)."""
@@ -254,4 +256,11 @@ def provision(session: Any, *, stack_name: str = "outpost", parameters: dict[str
             environment={k: str(v) for k, v in r.resolve(env).items() if v is not None},
             events=r.resolve(props.get("Events") or {}),
         )
+    # Outputs as describe-stacks would list them (those whose condition holds); a resource the
+    # local stack does not create (the API, the NAT) resolves to a placeholder its caller replaces.
+    for key, spec in (t.get("Outputs") or {}).items():
+        if wanted(spec):
+            value = r.resolve(spec["Value"])
+            if value is not None:
+                stack.outputs[key] = str(value)
     return stack

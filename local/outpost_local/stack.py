@@ -31,12 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .lifecycle import Server, free_port
+
 log = logging.getLogger("outpost_local")
 
 SENDING_DOMAIN = "outpost.test"
 BOUNCE_DOMAIN = "bounces.outpost.test"
 EHLO_HOSTNAME = "mta.outpost.test"
 STACK_NAME = "outpost"
+# Where `make dev` publishes the running stack's Outputs for `outpost-admin --local`.
+OUTPUTS_FILE = Path(__file__).resolve().parents[2] / ".local-aws" / f"{STACK_NAME}-outputs.json"
 
 
 @dataclass
@@ -52,6 +56,7 @@ class StackConfig:
     schedule_interval: float = 60.0  # seconds between runs of each Schedule-triggered function
     postfix: bool | None = None  # None: when installed and running as root
     state_dir: Path | None = None
+    outputs_file: Path | None = None  # publish describe() here while running (make dev: OUTPUTS_FILE)
     quiet: bool = True
     env: dict[str, str] = field(default_factory=dict)  # set last, over the template's (benches)
 
@@ -68,7 +73,7 @@ class MxSpec:
 
 
 @dataclass
-class LocalStack:
+class LocalStack(Server):
     config: StackConfig = field(default_factory=StackConfig)
 
     def __post_init__(self) -> None:
@@ -80,26 +85,13 @@ class LocalStack:
         self.dynamodb_engine: str = ""  # dynamodb_local.ENGINE_LOCAL or ENGINE_MOTO
         self.dynamodb_engine_reason: str = ""
         self._tmp: str | None = None
+        self._published: Path | None = None
 
     @property
     def dynamodb_endpoint(self) -> str:
         return self.env.get("AWS_ENDPOINT_URL_DYNAMODB") or self.env.get("AWS_ENDPOINT_URL", "")
 
     # ---- life cycle ---------------------------------------------------------------------------
-    def start(self) -> LocalStack:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def stop(self) -> None:
         for c in reversed(self.components):
             try:
@@ -107,6 +99,9 @@ class LocalStack:
             except Exception:  # noqa: BLE001 - stop everything we can
                 log.exception("stopping %r", c)
         self.components.clear()
+        if self._published is not None:
+            self._published.unlink(missing_ok=True)
+            self._published = None
         if self.aws is not None:
             self.aws.stop()
             self.aws = None
@@ -127,7 +122,7 @@ class LocalStack:
         root = os.geteuid() == 0
         smtp_port = cfg.smtp_port if cfg.smtp_port is not None else (25 if root else 2525)
         if smtp_port == 0:
-            smtp_port = _free_port(cfg.ip(2))
+            smtp_port = free_port(cfg.ip(2))
         self.smtp_port = smtp_port
         host = cfg.ip(1)
 
@@ -190,6 +185,31 @@ class LocalStack:
         from outpost.bootstrap import api_keys_table
 
         self.api_key, _ = KeyRing(api_keys_table()).create("local admin", ["admin"])
+        if cfg.outputs_file is not None:
+            self.publish(cfg.outputs_file)
+
+    # ---- what it publishes --------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """This stack as `aws cloudformation describe-stacks` describes a deployed one: the
+        template's Outputs, resolved by provision() (the API's URL and the sender's IP are the
+        local ones), plus the endpoints a client needs to reach it (Environment)."""
+        outputs = dict(self.stack.outputs, ApiUrl=self.api.url, SenderPublicIp=self.env["OUTPOST_SENDER_IP"])
+        reach = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_DEFAULT_REGION", "AWS_REGION", "OUTPOST_DNS_SERVERS")
+        return {"StackName": STACK_NAME,
+                "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in sorted(outputs.items())],
+                "Environment": {k: self.env[k] for k in reach if k in self.env}}
+
+    def publish(self, path: Path) -> Path:
+        """Write describe() to `path` (removed when the stack stops)."""
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        tmp.replace(path)
+        self._published = path
+        return path
 
     # ---- pieces -------------------------------------------------------------------------------
     def _publish_sender_dns(self, host: str) -> None:
@@ -335,8 +355,3 @@ def _client(service: str) -> Any:
 
     return boto3.client(service)
 
-
-def _free_port(host: str) -> int:
-    from .aws import free_port
-
-    return free_port(host)

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_api_support import start_stack, stop_stack  # noqa: E402
+from api_rig import start_stack, stop_stack  # noqa: E402
 
 EXAMPLES = int(os.environ.get("OUTPOST_SCHEMATHESIS_EXAMPLES", "20"))
 CLI_EXAMPLES = int(os.environ.get("OUTPOST_SCHEMATHESIS_EXAMPLES", "10"))

@@ -34,8 +34,9 @@ from outpost.mx import MxResolver
 from outpost.signing import RSA, Signer, generate_key
 from outpost.store import JobQueue, KeyValueTable, MessageStore, SuppressionStore
 from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
-from outpost_local.aws import LocalAws, free_port
+from outpost_local.aws import LocalAws
 from outpost_local.dns import DnsServer
+from outpost_local.lifecycle import free_port
 from outpost_local.mx import (
     Behaviour,
     MxServer,

@@ -1,5 +1,6 @@
-"""`outpost-admin` against the local stack (env vars, as `--local` sets them) and `--stack`
-against a CloudFormation stack in moto whose outputs name the tables."""
+"""`outpost-admin` against the local stack: from the OUTPOST_* environment, from the outputs file
+the local stack publishes (`--local`), and `--stack-name` against a CloudFormation stack in moto
+whose Outputs are the template's own, resolved by the local stack."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import json
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def stack():
 
 
 def admin(*argv):
-    from outpost.admin import main
+    from outpost_admin import main
 
     out = io.StringIO()
     code = main(list(argv), out=out)
@@ -74,29 +75,71 @@ def test_a_key_bound_to_sending_domains_sends_only_from_them(stack):
     assert admin("keys", "create", "--name", "x", "--scope", "send", "--domain", "not a domain")[0] == 1
 
 
+def _forget(monkeypatch, names):
+    """Unset what the admin must find in the Outputs itself. (Only those: the stack's handlers
+    run in this process and read the rest of the environment.)"""
+    for k in names:
+        monkeypatch.delenv(k, raising=False)
+
+
 def test_stack_option_reads_the_tables_from_cloudformation_outputs(stack, monkeypatch):
     import boto3
 
-    from outpost.admin import stack_env
+    from outpost_admin.outputs import OUTPUTS, stack_env
 
-    env = stack.env
-    outputs = {"ApiKeysTableName": env["OUTPOST_API_KEYS_TABLE"],
-               "DomainsTableName": env["OUTPOST_DOMAINS_TABLE"],
-               "MessagesTableName": env["OUTPOST_MESSAGES_TABLE"],
-               "SecretPrefix": env["OUTPOST_SECRET_PREFIX"], "SenderPublicIp": "192.0.2.9"}
+    # The template's own Outputs (resolved against this stack), as CloudFormation would list them.
+    described = stack.describe()
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    assert set(OUTPUTS) <= set(outputs), set(OUTPUTS) - set(outputs)
+    outputs["SenderPublicIp"] = "192.0.2.9"
     template = {"Resources": {"Q": {"Type": "AWS::SQS::Queue"}},
                 "Outputs": {k: {"Value": v} for k, v in outputs.items()}}
     cfn = boto3.client("cloudformation")
     cfn.create_stack(StackName="outpost-prod", TemplateBody=json.dumps(template))
     got = stack_env("outpost-prod", cfn)
-    assert got["OUTPOST_API_KEYS_TABLE"] == env["OUTPOST_API_KEYS_TABLE"]
+    env = stack.env
+    for var in ("OUTPOST_API_KEYS_TABLE", "OUTPOST_DOMAINS_TABLE", "OUTPOST_MESSAGES_TABLE", "OUTPOST_BUCKET",
+                "OUTPOST_SECRET_PREFIX", "OUTPOST_BOUNCE_DOMAIN", "OUTPOST_SEND_QUEUE_URL"):
+        assert got[var] == env[var], var
     assert got["OUTPOST_SENDER_IP"] == "192.0.2.9"
-    for k in list(got):
-        monkeypatch.delenv(k, raising=False)
-    code, created = admin("--stack", "outpost-prod", "keys", "create", "--name", "deployer", "--scope", "admin")
+    _forget(monkeypatch, got)
+    code, created = admin("--stack-name", "outpost-prod", "keys", "create", "--name", "deployer", "--scope", "admin")
     assert code == 0
     assert call(stack, "GET", "/v1/suppressions", key=created["key"])[0] == 200
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError):
         stack_env("no-such-stack", cfn)
+    # A stack that is not Outpost's is refused by name, not half-used.
+    cfn.create_stack(StackName="other", TemplateBody=json.dumps(
+        {"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Outputs": {"X": {"Value": "y"}}}))
+    with pytest.raises(SystemExit, match="no output ApiKeysTableName"):
+        stack_env("other", cfn)
+
+
+def test_local_option_reads_the_outputs_the_local_stack_publishes(stack, monkeypatch, tmp_path):
+    path = stack.publish(tmp_path / "outputs.json")
+    published = json.loads(path.read_text())
+    assert published["Environment"]["AWS_ENDPOINT_URL"] == stack.env["AWS_ENDPOINT_URL"]
+    from outpost_admin.outputs import local_env
+
+    from_file = local_env(path)
+    for var in ("OUTPOST_API_KEYS_TABLE", "OUTPOST_DOMAINS_TABLE", "OUTPOST_SECRET_PREFIX", "OUTPOST_SENDER_IP",
+                "OUTPOST_BOUNCE_DOMAIN", "OUTPOST_DNS_SERVERS", "AWS_ENDPOINT_URL"):
+        assert from_file[var] == stack.env[var], var
+    _forget(monkeypatch, from_file)
+    code, created = admin("--local", "--outputs", str(path), "keys", "create", "--name", "dev", "--scope", "read")
+    assert code == 0
+    assert call(stack, "GET", "/v1/suppressions", key=created["key"])[0] == 200
+    # Domains too: the DNS checks go to the local stack's DNS server named in the file.
+    code, d = admin("--local", "--outputs", str(path), "domains", "add", "local.example.test")
+    assert code == 0 and not d["verified"]
+    spf = next(r for r in d["records"] if r["purpose"] == "spf")
+    assert f"ip4:{stack.env['OUTPOST_SENDER_IP']}" in spf["value"]
+    for r in d["records"]:
+        if r["purpose"] == "dkim":
+            stack.dns.add(r["name"], "TXT", r["value"])
+    code, d = admin("--local", "--outputs", str(path), "domains", "verify", "local.example.test")
+    assert code == 0 and d["verified"]
+    with pytest.raises(SystemExit, match="make dev"):
+        admin("--local", "--outputs", str(tmp_path / "none.json"), "keys", "list")

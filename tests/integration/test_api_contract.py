@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 

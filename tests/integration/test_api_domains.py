@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(180)
@@ -103,10 +103,10 @@ def test_the_scheduled_check_unverifies_a_domain_whose_dkim_record_is_gone(stack
 
 def test_unverifying_waits_72_hours_and_a_dns_failure_changes_nothing(stack):
     from outpost.api.domains import DnsUnavailable, DomainService, dns_lookup
-    from outpost.bootstrap import dkim_secret_id, domains_table, secrets
+    from outpost.bootstrap import dkim_secret_id, dns_resolver, domains_table, secrets
 
     now = [1_900_000_000.0]
-    live = dns_lookup([(stack.dns.host, stack.dns.port)])
+    live = dns_lookup(dns_resolver(cache=False))  # the stack's DNS server, from OUTPOST_DNS_SERVERS
     broken = [False]
 
     def lookup(name, rtype):

@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from api_rig import call, start_stack, stop_stack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_support import call, start_stack, stop_stack
 
 FROM = "Outpost Demo <hello@outpost.test>"
 LINE_BREAKS = ["\r", "\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 FROM = "Outpost Demo <hello@outpost.test>"

@@ -18,7 +18,7 @@ import time
 from urllib.parse import quote
 
 import pytest
-from test_api_support import call, start_stack, stop_stack
+from api_rig import call, start_stack, stop_stack
 
 from outpost.api.service import LIST_MAX_QUERIES, LIST_READ_PER_QUERY
 

@@ -29,8 +29,9 @@ from typing import Any
 import pytest
 
 from outpost.bounces import parse_bounce
+from outpost_local.lifecycle import free_port
 from outpost_local.mx import MxServer, RejectUnknown
-from outpost_local.postfix import PostfixInstance, free_port, postfix_available
+from outpost_local.postfix import PostfixInstance, postfix_available
 
 pytestmark = [
     pytest.mark.postfix,

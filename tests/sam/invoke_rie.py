@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from samtranslator.yaml_helper import yaml_parse
+
+from outpost_local.lifecycle import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
@@ -157,12 +158,6 @@ def function_env(
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Emulator:
     """One function under the RIE: a process group we own, stopped by its own id."""
 
@@ -235,16 +230,10 @@ class Emulator:
             raise
 
     def _wait_listening(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"emulator exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("emulator did not listen within 15 s")
+        try:
+            wait_port("127.0.0.1", self.port, timeout, self.proc, what="emulator")
+        except TimeoutError as exc:
+            raise RuntimeError(str(exc)) from None
 
     def invoke(self, event: dict[str, Any], timeout: float) -> Any:
         request = urllib.request.Request(

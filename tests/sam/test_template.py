@@ -308,3 +308,25 @@ def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
         assert a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     sub = template["Resources"]["AlarmEmailSubscription"]
     assert sub["Condition"] == "HasAlarmEmail" and sub["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_the_outputs_outpost_admin_reads_are_there_whatever_the_network(template: dict[str, Any]) -> None:
+    """Issue 9, item 8: the admin CLI finds the stack's resources in its Outputs only."""
+    from outpost_admin.outputs import OUTPUTS, REQUIRED
+
+    outputs = template["Outputs"]
+    assert set(OUTPUTS) <= set(outputs), set(OUTPUTS) - set(outputs)
+    # The tables and the secret prefix are there on every stack; the sender's IP whenever the
+    # stack knows it (its own NAT, or the SenderPublicIp of an existing network).
+    assert all("Condition" not in outputs[k] for k in REQUIRED)
+    assert outputs["SenderPublicIp"]["Condition"] == "KnowsSenderIp"
+    assert outputs["SenderPublicIp"]["Value"] == {"Fn::If": ["CreateNetwork", {"Ref": "NatEip"},
+                                                             {"Ref": "SenderPublicIp"}]}
+    assert template["Conditions"]["KnowsSenderIp"] == {"Fn::Or": [
+        {"Condition": "CreateNetwork"}, {"Fn::Not": [{"Fn::Equals": [{"Ref": "SenderPublicIp"}, ""]}]}]}
+
+
+def test_the_admin_cli_is_not_in_the_lambda_layer() -> None:
+    layer = ROOT / "layers" / "outpost"
+    assert not list(layer.rglob("admin.py")) and not list(layer.rglob("outpost_admin"))
+    assert not [p for p in layer.rglob("*.py") if "outpost_admin" in p.read_text()]

@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "layers" / "outpost"), str(REPO / "local")]
 
 from outpost.bounces import parse_bounce  # noqa: E402
+from outpost_local.lifecycle import wait_port  # noqa: E402
 from outpost_local.mx import Accept, MxServer, RcptReply  # noqa: E402
 
 GOLDEN = REPO / "tests" / "golden" / "bounces"
@@ -175,18 +176,6 @@ def submit(rcpt: str, msgid: str, dsn: bool) -> None:
                       rcpt_options=rcpt_opts)
 
 
-def wait_port(host: str, port: int, timeout: float = 20) -> None:
-    import socket
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
-
-
 def next_hop() -> MxServer:
     mx = MxServer(NEXT_HOP, 0, [
         RcptReply(550, "5.1.1 <mallory@a.test>: Recipient address rejected: User unknown",
@@ -277,7 +266,7 @@ def run_exim(work: Path, mx: MxServer) -> dict[str, bytes]:
     pidfile = inst / "exim.pid"
     run_detached(*exim, "-bd", "-oP", str(pidfile))
     try:
-        wait_port(MTA_HOST, MTA_PORT)
+        wait_port(MTA_HOST, MTA_PORT, 20)
 
         def kick() -> None:
             run_detached(*exim, "-qff")
@@ -372,7 +361,7 @@ def run_sendmail(work: Path, mx: MxServer) -> dict[str, bytes]:
     sh(*sendmail, "-bi", check=False)  # newaliases
     run_detached(*sendmail, "-bd", "-L", "sm-mta-outpost")
     try:
-        wait_port(MTA_HOST, MTA_PORT)
+        wait_port(MTA_HOST, MTA_PORT, 20)
 
         def kick() -> None:
             run_detached(*sendmail, "-q")
@@ -413,7 +402,7 @@ def run_opensmtpd(work: Path, mx: MxServer) -> dict[str, bytes]:
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_port(MTA_HOST, MTA_PORT)
+        wait_port(MTA_HOST, MTA_PORT, 20)
         return collect(mx, lambda: None)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

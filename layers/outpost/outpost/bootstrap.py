@@ -27,6 +27,32 @@ def aws(service: str) -> Any:
 
 
 @cache
+def dns_resolver(cache: bool = True) -> Any:
+    """The DNS resolver, through OUTPOST_DNS_SERVERS or the system's: cached for delivery,
+    uncached for the domain checks (a user fixing a record wants the new answer)."""
+    from .mx import DNS_TIMEOUT
+    from .net import dns_resolver as build
+
+    s = settings()
+    if cache:
+        return build(s.dns_servers, lifetime=DNS_TIMEOUT, timeout=DNS_TIMEOUT, cache=True)
+    return build(s.dns_servers, lifetime=DOMAIN_CHECK_TIMEOUT, cache=False)
+
+
+DOMAIN_CHECK_TIMEOUT = 3.0  # seconds for one lookup of `outpost-admin domains verify` / the API
+
+
+@cache
+def https_client() -> Any:
+    """HTTPS connections pinned to a chosen address, trusting OUTPOST_CA_BUNDLE when set (the
+    MTA-STS policy fetch)."""
+    from .net import https_client as build
+    from .tls_policy import FETCH_TIMEOUT
+
+    return build(settings().ca_bundle, timeout=FETCH_TIMEOUT)
+
+
+@cache
 def message_store() -> Any:
     from .store import MessageStore
 
@@ -121,13 +147,13 @@ def delivery_service() -> Any:
     from .tls_policy import HttpsPolicyFetcher, MtaSts
 
     s = settings()
-    resolver = MxResolver(s.dns_servers, ipv6=s.ipv6, allow_private=s.allow_private_mx,
+    resolver = MxResolver(resolver=dns_resolver(), ipv6=s.ipv6, allow_private=s.allow_private_mx,
                           max_addresses=s.mx_address_limit)
     key = verp_key()
     # MTA-STS policies are fetched with the same trust store as MX certificates, and the
     # policy host is resolved through the same DNS servers (the local stack's, in tests).
     # Policies persist in MessagesTable so a cold container still enforces (RFC 8461 §5.1).
-    mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(resolver.addresses, ca_bundle=s.ca_bundle),
+    mta_sts = MtaSts(txt=resolver.txt, fetch=HttpsPolicyFetcher(resolver.addresses, https=https_client()),
                      store=PolicyStore(aws("dynamodb"), s.messages_table),
                      deadline=s.mta_sts_deadline, negative_ttl=s.mta_sts_negative_ttl)
     return DeliveryService(
@@ -162,7 +188,7 @@ def domain_service() -> Any:
 
     s = settings()
     return DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
-                         lookup=dns_lookup(s.dns_servers), sender_ip=s.sender_ip,
+                         lookup=dns_lookup(dns_resolver(cache=False)), sender_ip=s.sender_ip,
                          bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days,
                          unverify_after_hours=s.dkim_unverify_hours)
 
@@ -202,8 +228,8 @@ def reset() -> None:
     from . import config
 
     config.settings.cache_clear()
-    for fn in (aws, message_store, suppression_store, domains_table, api_keys_table, job_queue,
-               retry_queue, secrets, verp_key, delivery_service, api_app, bounce_service,
+    for fn in (aws, dns_resolver, https_client, message_store, suppression_store, domains_table, api_keys_table,
+               job_queue, retry_queue, secrets, verp_key, delivery_service, api_app, bounce_service,
                idempotency_store, domain_service, sweeper):
         fn.cache_clear()
     _signers.clear()

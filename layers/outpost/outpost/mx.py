@@ -34,14 +34,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.exception
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from .errors import DnsError, DnsLookupError, NoSuchDomainError, NullMxError, RefusedAddressError
+from .net import dns_resolver
 
 MAX_MX_HOSTS = 5  # MX names resolved per attempt
 MAX_MX_ADDRESSES = 5  # addresses returned per attempt, over all hosts (Postfix smtp_mx_address_limit)
+DNS_TIMEOUT = 5.0  # seconds: one lookup, and one server's answer
 
 log = logging.getLogger("outpost.sender")
 
@@ -79,18 +80,12 @@ class MxHost:
 
 class MxResolver:
     def __init__(self, nameservers: Sequence[tuple[str, int]] = (), *, ipv6: bool = False,
-                 timeout: float = 5.0, max_hosts: int = MAX_MX_HOSTS,
+                 timeout: float = DNS_TIMEOUT, max_hosts: int = MAX_MX_HOSTS,
                  max_addresses: int = MAX_MX_ADDRESSES, allow_private: bool = False,
-                 shuffle: Callable[[list], None] = random.shuffle) -> None:
-        if nameservers:
-            r = dns.resolver.Resolver(configure=False)
-            r.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
-        else:
-            r = dns.resolver.Resolver()
-        r.lifetime = timeout
-        r.timeout = timeout
-        r.cache = dns.resolver.Cache()
-        self.resolver = r
+                 shuffle: Callable[[list], None] = random.shuffle,
+                 resolver: dns.resolver.Resolver | None = None) -> None:
+        # `resolver`: bootstrap's dns_resolver(); else one built the same way from `nameservers`.
+        self.resolver = resolver or dns_resolver(nameservers, lifetime=timeout, timeout=timeout, cache=True)
         self.ipv6 = ipv6
         self.max_hosts = max_hosts
         self.max_addresses = max(1, max_addresses)

@@ -45,8 +45,6 @@ from __future__ import annotations
 import http.client
 import inspect
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .errors import StsPolicyError
+from .net import HttpsClient, https_client
 
 __all__ = [
     "HttpsPolicyFetcher",
@@ -199,13 +198,13 @@ class HttpsPolicyFetcher:
     `resolve_a` takes a `lifetime`), every connect, the handshake and every read."""
 
     def __init__(self, resolve_a: Callable[..., Any], *, ca_bundle: str | None = None,
-                 port: int = 443, timeout: float = FETCH_TIMEOUT) -> None:
+                 port: int = 443, timeout: float = FETCH_TIMEOUT, https: HttpsClient | None = None) -> None:
         self.resolve_a = resolve_a
         self._resolve_takes_lifetime = _accepts(resolve_a, "lifetime")
         self.port = port
-        self.timeout = timeout
-        self.context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # The connection comes from net (bootstrap passes its https_client()); which address to
+        # connect to, and what to refuse, stays here.
+        self.https = https or https_client(ca_bundle, timeout=timeout)
 
     def __call__(self, domain: str, deadline: float | None = None) -> str:
         host = f"mta-sts.{domain}"
@@ -223,7 +222,7 @@ class HttpsPolicyFetcher:
         for ip in addresses:
             if time.monotonic() >= end:
                 break
-            conn = _PinnedHttps(host, ip, self.port, self.context, self.timeout, end)
+            conn = self.https.connect(host, ip, self.port, end)
             try:
                 conn.request("GET", WELL_KNOWN, headers={"Host": host, "User-Agent": "Outpost MTA-STS"})
                 resp = conn.getresponse()
@@ -255,73 +254,6 @@ class HttpsPolicyFetcher:
         if last is None:
             raise StsPolicyError(f"{url}: deadline exceeded before connecting")
         raise StsPolicyError(f"{url}: {type(last).__name__}: {last}")
-
-
-class _PinnedHttps(http.client.HTTPSConnection):
-    """An HTTPS connection to a given IP whose TLS handshake names (SNI) and verifies `host`.
-
-    A watchdog timer shuts the socket down at `deadline`: a per-read timeout alone lets a
-    server that sends one byte every few seconds hold the connection for hours."""
-
-    def __init__(self, host: str, ip: str, port: int, context: ssl.SSLContext, timeout: float,
-                 deadline: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._read_timeout = timeout
-        self._ip = ip
-        self._context = context
-        self._deadline = deadline
-        self._live: socket.socket | None = None
-        self._guard = threading.Lock()
-        self._done = False
-        self.cut = False
-        self._watchdog: threading.Timer | None = None
-
-    @property
-    def expired(self) -> bool:
-        """Cut by the watchdog, or so close to the deadline that the socket's own timeout
-        (set to what was left) fired first: either way the deadline ended the fetch."""
-        return self.cut or time.monotonic() >= self._deadline - 0.1
-
-    def _left(self) -> float:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            self.cut = True
-            raise TimeoutError("MTA-STS lookup deadline exceeded")
-        return left
-
-    def _cut(self) -> None:
-        with self._guard:
-            if self._done or self._live is None:
-                return
-            self.cut = True
-            try:
-                # socket.socket's own shutdown, not SSLSocket's (which drops its SSL state):
-                # a blocked read in another thread returns at once.
-                socket.socket.shutdown(self._live, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), min(self._read_timeout, self._left()))
-        with self._guard:
-            self._live = sock
-        self._watchdog = threading.Timer(self._left(), self._cut)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-        tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
-        with self._guard:
-            self._live = tls
-        self.sock = tls
-        if self.cut:  # the watchdog fired on the raw socket between the two assignments
-            raise TimeoutError("MTA-STS lookup deadline exceeded")
-        tls.do_handshake()
-
-    def close(self) -> None:
-        with self._guard:
-            self._done = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        super().close()
 
 
 class PolicyCache(Protocol):

@@ -24,11 +24,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..store import KeyValueTable, SecretStore, _iso
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 log = logging.getLogger("outpost.domains")
 UNVERIFY_AFTER_HOURS = 72  # a verified domain whose DKIM record is gone keeps sending this long
@@ -366,19 +369,11 @@ def _spf_allows(record: str, ip: Any) -> bool:
     return False
 
 
-def dns_lookup(nameservers: list[tuple[str, int]], timeout: float = 3.0) -> Lookup:
-    """A live lookup with dnspython (through `nameservers`, or the system's)."""
+def dns_lookup(resolver: dns.resolver.Resolver) -> Lookup:
+    """A live lookup through `resolver` (bootstrap's dns_resolver(cache=False): a user fixing
+    a record wants the new answer, not ours from a minute ago)."""
     import dns.exception
-    import dns.nameserver
     import dns.resolver
-
-    if nameservers:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in nameservers]
-    else:
-        resolver = dns.resolver.Resolver()
-    resolver.lifetime = timeout
-    resolver.cache = None  # a user fixing a record wants the new answer, not ours from a minute ago
 
     def lookup(name: str, rtype: str) -> list[str]:
         try:

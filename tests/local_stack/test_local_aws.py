@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from outpost_local.aws import LocalAws, free_port
+from outpost_local.aws import LocalAws
 from outpost_local.dynamodb_local import ENGINE_LOCAL, DynamoDbLocal, installed
+from outpost_local.lifecycle import free_port
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -1,5 +1,5 @@
 """Shared by the API's integration tests: an isolated local stack (127.0.8.x, ports chosen by
-the OS) and a small HTTP client. Collected by pytest, but holds no tests of its own."""
+the OS) and a small HTTP client. Not a test module: pytest does not collect it."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ import dns.resolver
 import pytest
 
 from outpost_local.dns import DnsServer
+from outpost_local.lifecycle import free_port
 from outpost_local.mx import (
     AcceptThenBounce,
     DataReply,
@@ -42,7 +43,7 @@ from outpost_local.mx import (
     resolve_via_dns,
 )
 from outpost_local.pki import TestPki
-from outpost_local.postfix import PostfixInstance, free_port, postfix_available
+from outpost_local.postfix import PostfixInstance, postfix_available
 
 pytestmark = pytest.mark.timeout(60)
 T = TypeVar("T")
