@@ -354,9 +354,8 @@ def _add_message_routes(app: APIGatewayRestResolver, needs: Scopes, sender: Send
               responses=_errors(403, 409, 413, 415, ok=202, ok_text="Accepted: queued or suppressed"))
     def send_message(body: Annotated[SendRequest, Body()],
                      idempotency_key: IdemKey = None) -> Response[SendResponse]:
-        sender.register_context(app.lambda_context)
         out, replayed = sender.send(body, principal=principal_of(app), idempotency_key=idempotency_key,
-                                    raw=app.current_event.json_body)
+                                    raw=app.current_event.json_body, context=app.lambda_context)
         return Response(status_code=202, content_type="application/json", body=SendResponse(**out),
                         headers={"Idempotent-Replayed": "true"} if replayed else None)
 
@@ -364,9 +363,8 @@ def _add_message_routes(app: APIGatewayRestResolver, needs: Scopes, sender: Send
               middlewares=needs("send"), responses=_errors(409, 415))
     def send_batch(body: Annotated[BatchRequest, Body()],
                    idempotency_key: IdemKey = None) -> Response[BatchResponse]:
-        sender.register_context(app.lambda_context)
         out, replayed = sender.send_batch(body.messages, principal=principal_of(app),
-                                          idempotency_key=idempotency_key)
+                                          idempotency_key=idempotency_key, context=app.lambda_context)
         return Response(status_code=200, content_type="application/json", body=BatchResponse(**out),
                         headers={"Idempotent-Replayed": "true"} if replayed else None)
 
