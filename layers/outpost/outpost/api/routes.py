@@ -172,7 +172,9 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
     # middlewares given with `use` or per route (api_gateway.py, Route._build_middleware_stack).
     # The gate must come before it, so that an anonymous caller learns nothing about the schema
     # and cannot make us validate 500 items: it takes the validation's slot and runs the
-    # validation itself, after its own checks.
+    # validation itself, after its own checks (tests/unit/test_api_auth.py holds the order).
+    if not isinstance(getattr(app, "_request_validation_middleware", None), OpenAPIRequestValidationMiddleware):
+        raise RuntimeError("Powertools no longer keeps its request validation where the gate expects it")
     app._request_validation_middleware = Gate(keys)  # noqa: SLF001
     return app
 
