@@ -8,7 +8,4 @@ from outpost.telemetry import logger, metrics
 @logger().inject_lambda_context
 @metrics().m.log_metrics
 def lambda_handler(event, context):
-    out = domain_service().recheck_all()
-    metrics().count("DomainUnverified", len(out["unverified"]))
-    metrics().count("DomainDkimFailing", len(out["failing"]))
-    return out
+    return domain_service().recheck_all(count=metrics().count)

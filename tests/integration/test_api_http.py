@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,24 @@ def test_idempotency_key_replays_and_conflicts(stack):
     other = new_key(["send", "read"])
     s4, _, b4 = call(stack, "POST", "/v1/messages", body, headers=h, key=other)
     assert s4 == 202 and b4["id"] != b1["id"]
+
+
+def test_one_idempotency_key_from_two_api_keys_at_once_never_collides(stack):
+    """Two callers pick the same Idempotency-Key at the same moment: each gets its own message,
+    and each one's replay answers its own (records in DynamoDB, keyed by the caller's key)."""
+    body = msg(to=["shared-key@accept.test"], subject="same key, two callers")
+    h = {"Idempotency-Key": f"shared-{time.time()}"}
+    callers = [new_key(["send", "read"]) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        first = list(pool.map(lambda k: call(stack, "POST", "/v1/messages", body, headers=h, key=k), callers))
+    assert [s for s, _, _ in first] == [202, 202], first
+    assert first[0][2]["id"] != first[1][2]["id"]
+    assert not any(hd.get("Idempotent-Replayed") for _, hd, _ in first)
+    for key, (_, _, out) in zip(callers, first, strict=True):
+        status, headers, again = call(stack, "POST", "/v1/messages", body, headers=h, key=key)
+        assert (status, again["id"], headers.get("Idempotent-Replayed")) == (202, out["id"], "true")
+    _, _, listed = call(stack, "GET", "/v1/messages?recipient=shared-key@accept.test")
+    assert sorted(i["id"] for i in listed["items"]) == sorted(out["id"] for _, _, out in first)
 
 
 def test_batch_answers_each_message_on_its_own(stack):

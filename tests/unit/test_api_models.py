@@ -200,6 +200,31 @@ def test_domain_records_verify_rotate_and_retire():
     assert not set(r["selectors"]) & first
 
 
+def test_the_scheduled_recheck_counts_what_it_unverified_and_what_fails_dkim():
+    class Table(FakeTable):
+        def scan_all(self):  # copies, as a DynamoDB scan reads them
+            return [dict(i) for i in self.items.values()]
+
+    dns: dict[tuple[str, str], list[str]] = {}
+    svc = DomainService(table=Table("domain"), secrets=FakeSecrets(), secret_id=lambda d: f"dkim/{d}",
+                        lookup=lambda n, t: dns.get((n, t), []), sender_ip="192.0.2.7",
+                        bounce_domain="bounces.example.net", region="eu-west-1", unverify_after_hours=0)
+    dkim = [r for r in svc.create("example.com")["records"] if r["purpose"] == "dkim"]
+    for r in dkim:
+        dns[(r["name"], "TXT")] = [r["value"]]
+    assert svc.verify("example.com")["verified"]
+    counted: list[tuple[str, int]] = []
+    out = svc.recheck_all(count=lambda name, n: counted.append((name, n)))
+    assert out["verified"] == ["example.com"]
+    assert counted == [("DomainUnverified", 0), ("DomainDkimFailing", 0)]
+    dns.clear()  # the DKIM records are gone: failing at once, un-verified at the next check
+    svc.recheck_all(count=lambda name, n: counted.append((name, n)))
+    out = svc.recheck_all(count=lambda name, n: counted.append((name, n)))
+    assert out["unverified"] == ["example.com"]
+    assert counted[2:] == [("DomainUnverified", 0), ("DomainDkimFailing", 1),
+                           ("DomainUnverified", 1), ("DomainDkimFailing", 0)]
+
+
 def test_domain_create_claims_the_name_first_and_can_be_finished():
     from outpost.errors import Conflict
 

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import time
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import settings
+
+if TYPE_CHECKING:  # for the builders' return types only: each builder imports what it builds
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from dns.resolver import Resolver
+
+    from .api.domains import DomainService
+    from .bounces.service import BounceService
+    from .delivery.service import DeliveryService
+    from .net import HttpsClient
+    from .signing import Signer
+    from .store import JobQueue, KeyValueTable, MessageStore, SecretStore, SuppressionStore
+    from .sweeper import Sweeper
 
 
 @cache
@@ -27,7 +40,7 @@ def aws(service: str) -> Any:
 
 
 @cache
-def dns_resolver(cache: bool = True) -> Any:
+def dns_resolver(cache: bool = True) -> Resolver:
     """The DNS resolver, through OUTPOST_DNS_SERVERS or the system's: cached for delivery,
     uncached for the domain checks (a user fixing a record wants the new answer)."""
     from .mx import DNS_TIMEOUT
@@ -43,7 +56,7 @@ DOMAIN_CHECK_TIMEOUT = 3.0  # seconds for one lookup of `outpost-admin domains v
 
 
 @cache
-def https_client() -> Any:
+def https_client() -> HttpsClient:
     """HTTPS connections pinned to a chosen address, trusting OUTPOST_CA_BUNDLE when set (the
     MTA-STS policy fetch)."""
     from .net import https_client as build
@@ -53,7 +66,7 @@ def https_client() -> Any:
 
 
 @cache
-def message_store() -> Any:
+def message_store() -> MessageStore:
     from .store import MessageStore
 
     s = settings()
@@ -62,35 +75,35 @@ def message_store() -> Any:
 
 
 @cache
-def suppression_store() -> Any:
+def suppression_store() -> SuppressionStore:
     from .store import SuppressionStore
 
     return SuppressionStore(aws("dynamodb"), settings().suppressions_table)
 
 
 @cache
-def domains_table() -> Any:
+def domains_table() -> KeyValueTable:
     from .store import KeyValueTable
 
     return KeyValueTable(aws("dynamodb"), settings().domains_table, "domain")
 
 
 @cache
-def api_keys_table() -> Any:
+def api_keys_table() -> KeyValueTable:
     from .store import KeyValueTable
 
     return KeyValueTable(aws("dynamodb"), settings().api_keys_table, "key_hash")
 
 
 @cache
-def job_queue() -> Any:
+def job_queue() -> JobQueue:
     from .store import JobQueue
 
     return JobQueue(aws("sqs"), settings().send_queue_url)
 
 
 @cache
-def retry_queue() -> Any:
+def retry_queue() -> JobQueue:
     """Where retries and rescues are queued: RetryQueue, or SendQueue on a stack without one."""
     from .store import JobQueue
 
@@ -99,7 +112,7 @@ def retry_queue() -> Any:
 
 
 @cache
-def secrets() -> Any:
+def secrets() -> SecretStore:
     from .store import SecretStore
 
     return SecretStore(aws("secretsmanager"))
@@ -118,11 +131,11 @@ def dkim_secret_id(domain: str) -> str:
     return f"{settings().secret_prefix}dkim/{domain.lower()}"
 
 
-_signers: dict[str, tuple[float, Any]] = {}
+_signers: dict[str, tuple[float, Signer | None]] = {}
 SIGNER_TTL = 600.0  # reload keys every 10 minutes so a rotation reaches warm containers
 
 
-def signer_for(domain: str) -> Any:
+def signer_for(domain: str) -> Signer | None:
     """The domain's DKIM signer, or None if it has no key. Keys are parsed once per container."""
     from .signing import Signer, keys_from_secret
 
@@ -137,7 +150,7 @@ def signer_for(domain: str) -> Any:
 
 
 @cache
-def delivery_service() -> Any:
+def delivery_service() -> DeliveryService:
     from .bounces.verp import make_return_path
     from .delivery.service import DeliveryService
     from .delivery.transport import SmtpConnector
@@ -166,7 +179,7 @@ def delivery_service() -> Any:
 
 
 @cache
-def sweeper() -> Any:
+def sweeper() -> Sweeper:
     from .sweeper import Sweeper
     from .telemetry import metrics
 
@@ -175,7 +188,7 @@ def sweeper() -> Any:
 
 
 @cache
-def idempotency_store() -> Any:
+def idempotency_store() -> DynamoDBPersistenceLayer:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     # The template's IdempotencyTable: key `id`, TTL attribute `expiration` (Powertools' names).
@@ -183,7 +196,7 @@ def idempotency_store() -> Any:
 
 
 @cache
-def domain_service() -> Any:
+def domain_service() -> DomainService:
     from .api.domains import DomainService, dns_lookup
 
     s = settings()
@@ -194,7 +207,7 @@ def domain_service() -> Any:
 
 
 @cache
-def api_app() -> Any:
+def api_app() -> APIGatewayRestResolver:
     """The send API (routes + services), built once per container."""
     from .api.auth import KeyRing, TokenBuckets
     from .api.routes import build_app
@@ -213,7 +226,7 @@ def api_app() -> Any:
 
 
 @cache
-def bounce_service() -> Any:
+def bounce_service() -> BounceService:
     from .bounces.service import BounceService
     from .telemetry import metrics
 

@@ -97,8 +97,9 @@ class DomainService:
         past their grace, verify the domain, or count towards un-verifying it."""
         return self._inspect(domain, apply=True)
 
-    def recheck_all(self) -> dict:
-        """The scheduled re-check: `verify` every domain; one domain's trouble skips only it."""
+    def recheck_all(self, count: Callable[[str, int], None] = lambda name, n: None) -> dict:
+        """The scheduled re-check: `verify` every domain; one domain's trouble skips only it.
+        `count(metric, n)` records how many were un-verified and how many fail DKIM."""
         out: dict[str, Any] = {"checked": 0, "verified": [], "failing": [], "unverified": [], "errors": []}
         for item in self.table.scan_all():
             name = str(item.get("domain"))
@@ -115,6 +116,8 @@ class DomainService:
                 out["unverified"].append(name)
             if view.get("dkim_failing_since"):
                 out["failing"].append(name)
+        count("DomainUnverified", len(out["unverified"]))
+        count("DomainDkimFailing", len(out["failing"]))
         return out
 
     def _inspect(self, domain: str, *, item: dict | None = None, apply: bool) -> dict:

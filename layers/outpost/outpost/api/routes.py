@@ -1,5 +1,10 @@
 """HTTP routes (Powertools' REST resolver): authenticate, validate, call the service, answer.
 
+Authentication is middleware: a gate before validation refuses a missing or unknown API key
+(401) for every route but PUBLIC_PATHS, and each route names its scope (`needs("send")`), whose
+middleware checks it (403), throttles the key (429) and hands the route its Principal through
+the resolver's context.
+
 Every error has one JSON shape, `{"error": {"code", "message", "field"}}`, and no input can
 produce a 500: validation errors are 422 naming the field, malformed JSON is 400, unknown
 routes 404, throttling 429 with Retry-After, and anything unexpected is logged and answered 503
@@ -9,13 +14,17 @@ pydantic models that validate requests and responses (models.py).
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import BaseMiddlewareHandler, NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -23,7 +32,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from ..errors import ApiError, Unauthorized, ValidationFailed
+from ..errors import ApiError, Forbidden, ValidationFailed
 from ..models import (
     BatchRequest,
     BatchResponse,
@@ -42,9 +51,15 @@ from ..models import (
     UploadRequest,
     UploadResponse,
 )
-from .auth import KeyRing, Principal, Throttled
+from .auth import SCOPES, KeyRing, Principal, Throttled
 from .contract import ADDRESS, DOMAIN, declare
 from .service import QueryService, SendService
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.api_gateway import Route
+    from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+    from .domains import DomainService
 
 log = logging.getLogger("outpost.api")
 
@@ -131,14 +146,157 @@ Kinds = Literal["hard", "soft", "undetermined", "complaint", "delay"]
 Sources = Literal["bounce", "complaint", "manual"]
 
 
+
+
+# Served without an API key. Every other route, and any path under /v1/ that matches none (so an
+# anonymous caller cannot map which /v1/ paths exist), needs a key: the gate denies by default.
+PUBLIC_PATHS = frozenset({"/openapi.json"})
+
+
 def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
-              domains: Any = None) -> APIGatewayRestResolver:
+              domains: DomainService | None = None) -> APIGatewayRestResolver:
+    """The resolver: error handlers, the routes by resource (each naming the scope it needs),
+    HEAD beside every GET, and the gate every request meets first."""
     app = APIGatewayRestResolver(enable_validation=True)
+    needs = Scopes(keys)
+    _add_error_handlers(app)
+    _add_message_routes(app, needs, sender, queries)
+    _add_upload_routes(app, needs, sender)
+    _add_bounce_routes(app, needs, queries)
+    _add_suppression_routes(app, needs, queries)
+    if domains is not None:
+        _add_domain_routes(app, needs, domains)
+    _add_document_route(app)
+    _add_head_routes(app)
+    # Powertools puts its request validation first in every route's middleware stack, before
+    # middlewares given with `use` or per route (api_gateway.py, Route._build_middleware_stack).
+    # The gate must come before it, so that an anonymous caller learns nothing about the schema
+    # and cannot make us validate 500 items: it takes the validation's slot and runs the
+    # validation itself, after its own checks (tests/unit/test_api_auth.py holds the order).
+    if not isinstance(getattr(app, "_request_validation_middleware", None), OpenAPIRequestValidationMiddleware):
+        raise RuntimeError("Powertools no longer keeps its request validation where the gate expects it")
+    app._request_validation_middleware = Gate(keys)  # noqa: SLF001
+    return app
 
-    def auth(scope: str) -> Principal:
-        h = app.current_event.headers or {}
-        return keys.authenticate(h.get("Authorization") or h.get("authorization"), scope)
 
+# ---- authentication and the answers that come before validation ---------------------------------
+def routes_of(app: APIGatewayRestResolver) -> list[Route]:
+    """Every route the app serves (Powertools keeps them in these two lists)."""
+    return [*app._static_routes, *app._dynamic_routes]  # noqa: SLF001
+
+
+def principal_of(app: APIGatewayRestResolver) -> Principal:
+    """The caller, as the route's Requires middleware put it in the resolver's context."""
+    principal = app.context.get("principal")
+    if not isinstance(principal, Principal):  # a route without Requires: refuse, never serve
+        raise Forbidden("this route names no scope", field="Authorization")
+    return principal
+
+
+class Requires(BaseMiddlewareHandler):
+    """A route's scope: the caller's key must hold it (403), within its rate (429); the
+    Principal then reaches the route through the resolver's context. It runs after validation
+    (the gate has already refused a missing or unknown key): a request that is both invalid and
+    out of scope is told what is invalid."""
+
+    def __init__(self, keys: KeyRing, scope: str) -> None:
+        self.keys, self.scope = keys, scope
+
+    def handler(self, app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+        principal = self.keys.authenticate(app.current_event.headers.get("Authorization"), self.scope)
+        app.append_context(principal=principal)
+        return next_middleware(app)
+
+
+class Scopes:
+    """`needs("send")`: the Requires middleware for one scope, built once per scope."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        self._by_scope = {scope: Requires(keys, scope) for scope in SCOPES}
+
+    def __call__(self, scope: str) -> list[Callable[..., Any]]:
+        return [self._by_scope[scope]]
+
+
+class Gate(OpenAPIRequestValidationMiddleware):
+    """What every request meets first, in this order: the API key (401), the method (405 with
+    Allow; OPTIONS answered with Allow alone), the media type (415); then Powertools' request
+    validation, and HEAD is served as GET without the body (RFC 9110 §9.3.2)."""
+
+    def __init__(self, keys: KeyRing) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def handler(self, app: APIGatewayRestResolver,  # type: ignore[override]  # the one resolver here
+                next_middleware: NextMiddleware) -> Response:
+        event = app.current_event
+        method, path = event.http_method.upper(), event.path
+        if needs_key(app, app.context.get("_route"), path):
+            self.keys.identify(event.headers.get("Authorization"))
+        refused = answer_method(app, method, path) or answer_media_type(event)
+        if refused is not None:
+            return refused
+        if method != "HEAD":
+            return super().handler(app, next_middleware)
+        try:
+            response = super().handler(app, next_middleware)
+        except Exception as exc:  # answered as for GET, then without the body
+            handle = app.exception_handler_manager.lookup_exception_handler(type(exc))
+            if handle is None:
+                raise
+            response = handle(exc)
+        response.body = ""
+        return response
+
+
+def needs_key(app: APIGatewayRestResolver, route: Route | None, path: str) -> bool:
+    if route is not None and any(route is r for r in routes_of(app)):
+        return route.path not in PUBLIC_PATHS
+    return path.startswith("/v1/")  # no route: a 404 under /v1/ is for key holders only
+
+
+def allowed_methods(app: APIGatewayRestResolver, path: str) -> list[str]:
+    """The methods served at `path`. A literal path is its own resource (/v1/messages/batch is
+    not a message id); the route table is the decorators'."""
+    static = [r for r in app._static_routes if r.rule.match(path)]  # noqa: SLF001
+    routes = static or [r for r in app._dynamic_routes if r.rule.match(path)]  # noqa: SLF001
+    return sorted({r.method for r in routes})
+
+
+def answer_method(app: APIGatewayRestResolver, method: str, path: str) -> Response | None:
+    """405 with Allow (RFC 9110 §15.5.6) in the one error shape for a path we serve with other
+    methods; OPTIONS gets the Allow header alone. Every method of every path reaches the
+    function (the template routes ANY /{proxy+}; the local server passes every method
+    through), so the answer is the same locally and in AWS."""
+    allowed = allowed_methods(app, path)
+    if not allowed or method in allowed:
+        return None
+    allow = ", ".join([*allowed, "OPTIONS"])
+    if method == "OPTIONS":
+        return Response(status_code=204, content_type=None, body="", headers={"Allow": allow})
+    return _error(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}",
+                  headers={"Allow": allow})
+
+
+def answer_media_type(event: BaseProxyEvent) -> Response | None:
+    """415 for a body that is not JSON (RFC 9110 §15.5.16): Powertools would parse form or
+    multipart data, or fail on it; this API reads only JSON. No Content-Type is taken as JSON."""
+    if not event.body:
+        return None
+    media = str(event.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return None
+    return _error(415, "unsupported_media_type", "send the body as application/json", "Content-Type")
+
+
+def _add_head_routes(app: APIGatewayRestResolver) -> None:
+    """HEAD beside every GET, undocumented as Powertools leaves it; the gate drops the body."""
+    for route in [r for r in routes_of(app) if r.method == "GET"]:
+        app.head(route.path, include_in_schema=False, middlewares=route.middlewares)(route.func)
+
+
+# ---- errors: one JSON shape -----------------------------------------------------------------------
+def _add_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(Throttled)
     def _throttled(exc: Throttled) -> Response:
         return _error(429, exc.code, exc.message, exc.field, headers={"Retry-After": str(exc.retry_after)})
@@ -190,193 +348,127 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
         return _error(503, "temporarily_unavailable", "the request could not be completed; retry",
                       headers={"Retry-After": "1"})
 
-    # ---- sending ------------------------------------------------------------------------------
-    @app.post("/v1/messages", summary="Send a message", status_code=202,
+
+# ---- messages -------------------------------------------------------------------------------------
+def _add_message_routes(app: APIGatewayRestResolver, needs: Scopes, sender: SendService,
+                        queries: QueryService) -> None:
+    @app.post("/v1/messages", summary="Send a message", status_code=202, middlewares=needs("send"),
               responses=_errors(403, 409, 413, 415, ok=202, ok_text="Accepted: queued or suppressed"))
     def send_message(body: Annotated[SendRequest, Body()],
                      idempotency_key: IdemKey = None) -> Response[SendResponse]:
-        principal = auth("send")
-        sender.register_context(app.lambda_context)
-        out, replayed = sender.send(body, principal=principal, idempotency_key=idempotency_key,
-                                    raw=app.current_event.json_body)
+        out, replayed = sender.send(body, principal=principal_of(app), idempotency_key=idempotency_key,
+                                    raw=app.current_event.json_body, context=app.lambda_context)
         return Response(status_code=202, content_type="application/json", body=SendResponse(**out),
                         headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @app.post("/v1/messages/batch", summary="Send up to 500 messages, each answered on its own",
-              responses=_errors(409, 415))
+              middlewares=needs("send"), responses=_errors(409, 415))
     def send_batch(body: Annotated[BatchRequest, Body()],
                    idempotency_key: IdemKey = None) -> Response[BatchResponse]:
-        principal = auth("send")
-        sender.register_context(app.lambda_context)
-        out, replayed = sender.send_batch(body.messages, principal=principal,
-                                          idempotency_key=idempotency_key)
+        out, replayed = sender.send_batch(body.messages, principal=principal_of(app),
+                                          idempotency_key=idempotency_key, context=app.lambda_context)
         return Response(status_code=200, content_type="application/json", body=BatchResponse(**out),
                         headers={"Idempotent-Replayed": "true"} if replayed else None)
 
-    @app.post("/v1/uploads", summary="A presigned URL to PUT one large attachment to (then send "
-              "with its upload_id)", status_code=201,
-              responses=_errors(403, 413, 415, ok=201, ok_text="Created: PUT the bytes to `url` (429: "
-                                "this key's uploads for today are used up)"))
-    def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[UploadResponse]:
-        principal = auth("send")
-        return Response(status_code=201, content_type="application/json",
-                        body=UploadResponse(**sender.create_upload(body, principal)))
-
-    # ---- querying -----------------------------------------------------------------------------
     @app.get("/v1/messages", summary="Messages by recipient, status and time (per recipient)",
-             responses=_errors(400, 403))
+             middlewares=needs("read"), responses=_errors(400, 403))
     def list_messages(recipient: RecipientQ = None,
                       status: Annotated[States | None, Query()] = None,
                       since: Since = None, limit: Limit = 50, cursor: CursorQ = None) -> MessageList:
-        auth("read")
         return MessageList.model_validate(queries.messages(
             recipient=recipient, status=status, since=_since(since), limit=limit, cursor=cursor))
 
     @app.get("/v1/messages/<message_id>", summary="A message with each recipient's state and attempts",
-             responses=_errors(403, 404))
+             middlewares=needs("read"), responses=_errors(403, 404))
     def get_message(message_id: MessageId) -> MessageView:
-        auth("read")
         return MessageView.model_validate(queries.message(message_id))
 
+
+# ---- uploads --------------------------------------------------------------------------------------
+def _add_upload_routes(app: APIGatewayRestResolver, needs: Scopes, sender: SendService) -> None:
+    @app.post("/v1/uploads", summary="A presigned URL to PUT one large attachment to (then send "
+              "with its upload_id)", status_code=201, middlewares=needs("send"),
+              responses=_errors(403, 413, 415, ok=201, ok_text="Created: PUT the bytes to `url` (429: "
+                                "this key's uploads for today are used up)"))
+    def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[UploadResponse]:
+        return Response(status_code=201, content_type="application/json",
+                        body=UploadResponse(**sender.create_upload(body, principal_of(app))))
+
+
+# ---- bounces --------------------------------------------------------------------------------------
+def _add_bounce_routes(app: APIGatewayRestResolver, needs: Scopes, queries: QueryService) -> None:
     @app.get("/v1/bounces", summary="Bounces and complaints by recipient, kind and time",
-             responses=_errors(400, 403))
+             middlewares=needs("read"), responses=_errors(400, 403))
     def list_bounces(recipient: RecipientQ = None,
                      kind: Annotated[Kinds | None, Query()] = None,
                      since: Since = None, limit: Limit = 50, cursor: CursorQ = None) -> BounceList:
-        auth("read")
         return BounceList.model_validate(queries.bounces(
             recipient=recipient, kind=kind, since=_since(since), limit=limit, cursor=cursor))
 
+
+# ---- suppressions ---------------------------------------------------------------------------------
+def _add_suppression_routes(app: APIGatewayRestResolver, needs: Scopes, queries: QueryService) -> None:
     @app.get("/v1/suppressions", summary="The suppression list, by source and time",
-             responses=_errors(400, 403))
+             middlewares=needs("read"), responses=_errors(400, 403))
     def list_suppressions(source: Annotated[Sources | None, Query()] = None, since: Since = None,
                           limit: Limit = 50, cursor: CursorQ = None) -> SuppressionList:
-        auth("read")
         return SuppressionList.model_validate(queries.suppression_list(
             source=source, since=_since(since), limit=limit, cursor=cursor))
 
     @app.get("/v1/suppressions/<address>", summary="Whether an address is suppressed, why, and its history",
-             responses=_errors(403, 404))
+             middlewares=needs("read"), responses=_errors(403, 404))
     def get_suppression(address: Address) -> SuppressionView:
-        auth("read")
         return SuppressionView.model_validate(queries.suppression(unquote(address)))
 
-    @app.put("/v1/suppressions/<address>", summary="Suppress an address by hand",
+    @app.put("/v1/suppressions/<address>", summary="Suppress an address by hand", middlewares=needs("send"),
              responses={**_errors(403, 415, ok=200, ok_text="Already suppressed"),
                         201: {"description": "Suppressed now"}})
     def put_suppression(address: Address,
                         body: Annotated[SuppressionPut | None, Body()] = None) -> Response[SuppressionView]:
-        principal = auth("send")
         if app.current_event.body and not isinstance(app.current_event.json_body, dict | None):
             raise ValidationFailed("the body is a JSON object ({\"reason\": ...}) or empty", field="body")
-        item, new = queries.suppress(unquote(address), (body or SuppressionPut()).reason, principal)
+        item, new = queries.suppress(unquote(address), (body or SuppressionPut()).reason, principal_of(app))
         return Response(status_code=201 if new else 200, content_type="application/json",
                         body=SuppressionView(**item))
 
     @app.delete("/v1/suppressions/<address>", summary="Remove a suppression (admin; recorded)",
-                responses=_errors(403, 404))
+                middlewares=needs("admin"), responses=_errors(403, 404))
     def delete_suppression(address: Address) -> SuppressionRemoved:
-        principal = auth("admin")
-        return SuppressionRemoved.model_validate(queries.unsuppress(unquote(address), principal))
+        return SuppressionRemoved.model_validate(queries.unsuppress(unquote(address), principal_of(app)))
 
-    # ---- domains ------------------------------------------------------------------------------
-    if domains is not None:
-        @app.post("/v1/domains", summary="Add a sending domain: DKIM keys and the DNS records to publish",
-                  status_code=201, responses=_errors(403, 409, 415, ok=201, ok_text="Created"))
-        def create_domain(body: Annotated[DomainCreate, Body()]) -> Response[DomainView]:
-            auth("admin")
-            return Response(status_code=201, content_type="application/json",
-                            body=domains.create(body.domain, mta_sts=body.mta_sts))
 
-        @app.get("/v1/domains/<domain>", summary="Check the domain's records live in DNS (changes nothing)",
-                 responses=_errors(403, 404))
-        def get_domain(domain: Domain) -> DomainView:
-            auth("read")
-            return DomainView.model_validate(domains.check(unquote(domain)))
+# ---- domains --------------------------------------------------------------------------------------
+def _add_domain_routes(app: APIGatewayRestResolver, needs: Scopes, domains: DomainService) -> None:
+    @app.post("/v1/domains", summary="Add a sending domain: DKIM keys and the DNS records to publish",
+              status_code=201, middlewares=needs("admin"),
+              responses=_errors(403, 409, 415, ok=201, ok_text="Created"))
+    def create_domain(body: Annotated[DomainCreate, Body()]) -> Response[DomainView]:
+        return Response(status_code=201, content_type="application/json",
+                        body=DomainView.model_validate(domains.create(body.domain, mta_sts=body.mta_sts)))
 
-        @app.post("/v1/domains/<domain>/verify", summary="Check the records and act: verify the "
-                  "domain, start signing with verified new keys, retire old ones (admin; also "
-                  "done hourly by the scheduled check)", responses=_errors(403, 404))
-        def verify_domain(domain: Domain) -> DomainView:
-            auth("admin")
-            return DomainView.model_validate(domains.verify(unquote(domain)))
+    @app.get("/v1/domains/<domain>", summary="Check the domain's records live in DNS (changes nothing)",
+             middlewares=needs("read"), responses=_errors(403, 404))
+    def get_domain(domain: Domain) -> DomainView:
+        return DomainView.model_validate(domains.check(unquote(domain)))
 
-        @app.post("/v1/domains/<domain>/rotate", summary="Rotate the DKIM keys (new selectors)",
-                  responses=_errors(403, 404, 409))
-        def rotate_domain(domain: Domain) -> DomainView:
-            auth("admin")
-            return DomainView.model_validate(domains.rotate(unquote(domain)))
+    @app.post("/v1/domains/<domain>/verify", summary="Check the records and act: verify the "
+              "domain, start signing with verified new keys, retire old ones (admin; also "
+              "done hourly by the scheduled check)", middlewares=needs("admin"),
+              responses=_errors(403, 404))
+    def verify_domain(domain: Domain) -> DomainView:
+        return DomainView.model_validate(domains.verify(unquote(domain)))
 
+    @app.post("/v1/domains/<domain>/rotate", summary="Rotate the DKIM keys (new selectors)",
+              middlewares=needs("admin"), responses=_errors(403, 404, 409))
+    def rotate_domain(domain: Domain) -> DomainView:
+        return DomainView.model_validate(domains.rotate(unquote(domain)))
+
+
+# ---- the document (public) ------------------------------------------------------------------------
+def _add_document_route(app: APIGatewayRestResolver) -> None:
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
         return declare(app.get_openapi_schema(
             title="Outpost", version="1", description="Serverless transactional email",
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},
             security=[{"bearer": []}]).model_dump(mode="json", by_alias=True, exclude_none=True))
-
-    def allowed_methods(path: str) -> list[str]:
-        """The methods served at `path` (HEAD with GET). A literal path is its own resource
-        (/v1/messages/batch is not a message id). Powertools keeps its routes in these two
-        lists; reading them keeps one table of routes: the decorators above."""
-        static = [r for r in app._static_routes if r.rule.match(path)]  # noqa: SLF001
-        routes = static or [r for r in app._dynamic_routes if r.rule.match(path)]  # noqa: SLF001
-        methods = {r.method for r in routes}
-        if "GET" in methods:
-            methods.add("HEAD")
-        return sorted(methods)
-
-    def answer_method(method: str, path: str) -> dict | None:
-        """405 with Allow (RFC 9110 §15.5.6) in the one error shape for a path we serve with
-        other methods; OPTIONS gets the Allow header alone. Every method of every path reaches
-        the function (the template routes ANY /{proxy+}; the local server passes every method
-        through), so the answer is the same locally and in AWS."""
-        allowed = allowed_methods(path)
-        if not allowed or method in allowed:
-            return None
-        allow = ", ".join([*allowed, "OPTIONS"])
-        if method == "OPTIONS":
-            return {"statusCode": 204, "headers": {"Allow": allow}, "body": "", "isBase64Encoded": False}
-        return {"statusCode": 405, "headers": {"Content-Type": "application/json", "Allow": allow},
-                "body": json.dumps({"error": {"code": "method_not_allowed", "field": None,
-                                              "message": f"{method} is not allowed here; use "
-                                                         f"{', '.join(allowed)}"}}),
-                "isBase64Encoded": False}
-
-    def answer_media_type(event: dict) -> dict | None:
-        """415 for a body that is not JSON (RFC 9110 §15.5.16): Powertools would parse form or
-        multipart data, or fail on it; this API reads only JSON. No Content-Type is taken as
-        JSON."""
-        if not event.get("body"):
-            return None
-        h = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-        media = str(h.get("content-type") or "application/json").split(";")[0].strip().lower()
-        if media == "application/json" or media.endswith("+json"):
-            return None
-        return {"statusCode": 415, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps({"error": {"code": "unsupported_media_type", "field": "Content-Type",
-                                              "message": "send the body as application/json"}}),
-                "isBase64Encoded": False}
-
-    # Powertools validates a request before any route code runs; authenticate first, so that
-    # an anonymous caller learns nothing about the schema and cannot make us validate 500 items.
-    resolve = app.resolve
-
-    def authenticated_resolve(event: dict, context: Any) -> dict:
-        if str(event.get("path") or "").startswith("/v1/"):
-            h = event.get("headers") or {}
-            try:
-                keys.identify(h.get("Authorization") or h.get("authorization"))
-            except Unauthorized as exc:
-                return {"statusCode": 401, "headers": {"Content-Type": "application/json"},
-                        "body": json.dumps(exc.body()), "isBase64Encoded": False}
-        method, path = str(event.get("httpMethod") or "").upper(), str(event.get("path") or "")
-        refused = answer_method(method, path) or answer_media_type(event)
-        if refused is not None:
-            return refused
-        if method == "HEAD":  # HEAD is GET without the body (RFC 9110 §9.3.2)
-            out = resolve(dict(event, httpMethod="GET"), context)
-            return dict(out, body="", isBase64Encoded=False)
-        return resolve(event, context)
-
-    app.resolve = authenticated_resolve  # type: ignore[method-assign,assignment]
-    return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,6 @@ from pydantic import ValidationError
 from ..addresses import normalise, parse_address
 from ..errors import (
     ApiError,
-    Conflict,
     Forbidden,
     MessageBuildError,
     NotFound,
@@ -35,9 +33,9 @@ from ..models import (
 )
 from ..store import TTL_MARGIN, JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
 from .auth import Principal, UploadLimitReached
+from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso, query_digest
 
-IDEMPOTENCY_TTL = 24 * 3600
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
 BATCH_WORKERS = 16
@@ -74,70 +72,29 @@ class SendService:
         # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
         self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
         self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
-        self._replayed = threading.local()
-        self._once: Callable[..., dict] | None = None
-        if idempotency is not None:
-            from aws_lambda_powertools.utilities.idempotency import (
-                IdempotencyConfig,
-                idempotent_function,
-            )
-
-            self.idempotency_config = IdempotencyConfig(
-                event_key_jmespath="[key_id, idempotency_key, operation]",
-                payload_validation_jmespath="body",
-                expires_after_seconds=IDEMPOTENCY_TTL,
-                response_hook=self._mark_replayed)  # type: ignore[arg-type]
-            self._once = idempotent_function(
-                data_keyword_argument="request", persistence_store=idempotency,
-                config=self.idempotency_config)(self._run)
+        self._once = Once(idempotency) if idempotency is not None else None
 
     # ---- entry points ---------------------------------------------------------------------------
     def send(self, body: SendRequest, *, principal: Principal | None = None,
-             idempotency_key: str | None = None, raw: Any = None) -> tuple[dict, bool]:
-        """(response, replayed). `raw` is the parsed JSON body, hashed for the 409 check."""
+             idempotency_key: str | None = None, raw: Any = None,
+             context: Any = None) -> tuple[dict, bool]:
+        """(response, replayed). `raw` is the parsed JSON body, hashed for the 409 check;
+        `context` is the invocation's (an in-progress idempotency record expires with it)."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda: self.send_one(body, principal=principal))
+                                lambda: self.send_one(body, principal=principal), context)
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
-                   idempotency_key: str | None = None) -> tuple[dict, bool]:
+                   idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda: self._batch(messages, principal))
-
-    # ---- idempotency ----------------------------------------------------------------------------
-    def register_context(self, context: Any) -> None:
-        """Powertools expires an in-progress record when the invocation's time runs out."""
-        if self._once is not None and context is not None:
-            self.idempotency_config.register_lambda_context(context)
+                                lambda: self._batch(messages, principal), context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
-                    body: Any, work: Callable[[], dict]) -> tuple[dict, bool]:
+                    body: Any, work: Callable[[], dict], context: Any) -> tuple[dict, bool]:
         if key is None or self._once is None:
             return work(), False
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-            IdempotencyValidationError,
-        )
-
-        self._replayed.flag = False
-        self._replayed.work = work  # read by _run in this same thread (batches run on a pool)
-        try:
-            out = self._once(request={"key_id": principal.key_id if principal else "",
-                                      "idempotency_key": key, "operation": operation, "body": body})
-        except IdempotencyValidationError:
-            raise Conflict("this Idempotency-Key was used with a different request body",
-                           field="Idempotency-Key") from None
-        except IdempotencyAlreadyInProgressError:
-            raise Conflict("a request with this Idempotency-Key is still in progress; retry",
-                           field="Idempotency-Key") from None
-        return out, bool(getattr(self._replayed, "flag", False))
-
-    def _run(self, request: dict) -> dict:
-        return self._replayed.work()
-
-    def _mark_replayed(self, response: Any, record: Any) -> Any:
-        self._replayed.flag = True
-        return response
+        request = IdempotentRequest(operation, principal.key_id if principal else "", key, body)
+        return self._once.run(request, work, context)
 
     # ---- the work -------------------------------------------------------------------------------
     def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
