@@ -123,9 +123,9 @@ def run(mode: str, prefix: str, backlog: int, greylisted: int, step: int, timeou
         first_attempts: list[float] = []
         for mid in grey_ids:
             stored = message_store().load(mid)
-            attempts = stored.recipients[0].get("attempts", []) if stored else []
+            attempts = stored.recipients[0].attempts if stored else ()
             if len(attempts) >= 2:
-                first, second = _ts(attempts[0]["at"]), _ts(attempts[1]["at"])
+                first, second = _ts(attempts[0].at), _ts(attempts[1].at)
                 first_attempts.append(first)
                 delays.append(second - first)
                 late.append(second - first - step)

@@ -73,25 +73,28 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
     from outpost.delivery import service as service_module
     from outpost.delivery.service import DeliveryService
     from outpost.delivery.transport import SmtpConnector
+    from outpost.models import RecipientState
     from outpost.mx import MxHost
+    from outpost.records import Message, Recipient, StoredMessage
     from outpost.signing import RSA, Signer, generate_key
-    from outpost.store import StoredMessage
+    from outpost.stored_request import StoredRequest
 
     attachment = os.urandom(int(size_mb * 1024 * 1024))
     spec = {"from": "app@sender.test", "to": ["rcpt@sink.test"], "subject": "big", "text": "see attached",
             "attachments": [{"filename": "big.bin", "content_type": "application/octet-stream",
                              "upload_id": "0" * 32}]}
-    meta = {"message_id": "m1", "spec": json.dumps(spec), "deliver_until": time.time() + 3600,
-            "created_ts": time.time(), "size": int(len(attachment) * 1.37)}
-    rcpt = {"index": 0, "address": "rcpt@sink.test", "state": "queued", "attempts": []}
+    meta = Message(message_id="m1", from_=spec["from"], subject="big", recipient_count=1,
+                   spec=json.dumps(spec), deliver_until=time.time() + 3600, created_ts=time.time(),
+                   size=int(len(attachment) * 1.37))
+    rcpt = Recipient("m1", 0, "rcpt@sink.test", RecipientState.QUEUED)
     outcome: dict[str, Any] = {}
 
     class Store:
         def load(self, mid: str) -> StoredMessage:
-            return StoredMessage(meta=dict(meta), recipients=[dict(rcpt)])
+            return StoredMessage(meta=meta, recipients=[rcpt])
 
-        def load_spec(self, m: dict) -> dict:
-            return json.loads(m["spec"])
+        def load_request(self, m: Message) -> StoredRequest:
+            return StoredRequest.from_json(m.spec or "{}")
 
         def claim(self, *a: Any) -> bool:
             return True
@@ -99,9 +102,9 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
         def release(self, *a: Any) -> None:
             outcome["released"] = True
 
-        def finish_attempt(self, mid: str, index: int, state: Any, *a: Any) -> bool:
+        def finish_attempt(self, mid: str, index: int, state: Any, *a: Any, **kw: Any) -> bool:
             outcome["state"] = state.value
-            outcome["last"] = (a[2] or {}).get("last") if len(a) > 2 else None
+            outcome["last"] = kw.get("last")
             return True
 
         def replace_job(self, *a: Any) -> bool:
@@ -159,7 +162,7 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
     stage_done("send")
     tracemalloc.stop()
     rss = rss_mb()
-    size = (wire[0] if wire else meta["size"]) / 1e6
+    size = (wire[0] if wire else (meta.size or 0)) / 1e6
     peak = max(st["peak_mb"] for st in stages.values())
     return {"size_mb": round(size, 1), "state": outcome.get("state"), "released": outcome.get("released"),
             "failures": result["batchItemFailures"],

@@ -259,7 +259,7 @@ class Rig:
 
     def current_token(self, mid: str) -> str | None:
         stored = self.store.load(mid)
-        return None if stored is None else stored.meta.get("job_token")
+        return None if stored is None else stored.meta.job_token
 
     def run(self, mid: str, *, attempt: int = 1, not_before: float | None = None,
             remaining_ms: int = 300_000, token: str | None | object = "current") -> dict:
@@ -283,9 +283,10 @@ class Rig:
         return job
 
     def rcpts(self, mid: str) -> list[dict]:
+        """The recipient records, each as its plain view (records.Recipient.as_dict)."""
         stored = self.store.load(mid)
         assert stored is not None
-        return stored.recipients
+        return [r.as_dict() for r in stored.recipients]
 
     def rcpt(self, mid: str, index: int = 0) -> dict:
         return self.rcpts(mid)[index]

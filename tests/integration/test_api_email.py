@@ -33,13 +33,12 @@ def built(message_id: str) -> bytes:
     """The message as the sender would build it from what the API stored."""
     from outpost.bootstrap import message_store
     from outpost.mime import build_message
-    from outpost.models import SendRequest
 
     store = message_store()
     stored = store.load(message_id)
     assert stored is not None
-    req = SendRequest.from_stored(store.load_spec(stored.meta))
-    data, _ = build_message(req, message_id, stored.meta.get("created_ts"))
+    req = store.load_request(stored.meta)
+    data, _ = build_message(req, message_id, stored.meta.created_ts)
     return data
 
 

@@ -206,13 +206,15 @@ def test_listing_messages_paginates_with_an_opaque_cursor(stack):
 
 def test_bounces_list_by_recipient_kind_and_time(stack):
     from outpost.bootstrap import message_store
+    from outpost.records import Bounce
 
     _, _, sent = call(stack, "POST", "/v1/messages", msg(to=["bouncy@accept.test"]))
     now = time.time()
     store = message_store()
     for n, (typ, kind) in enumerate((("bounce", "hard"), ("bounce", "soft"), ("complaint", None))):
-        store.put_bounce(sent["id"], 0, f"b{n}", {"address": "bouncy@accept.test", "type": typ,
-                         "kind": kind, "status": "5.1.1", "received_at": store_iso(now + n)}, now + n)
+        store.add_bounce(Bounce(message_id=sent["id"], index=0, bounce_id=f"b{n}",
+                                address="bouncy@accept.test", type=typ, kind=kind, status="5.1.1",
+                                received_at=store_iso(now + n)), now + n)
     _, _, page = call(stack, "GET", "/v1/bounces?recipient=bouncy@accept.test")
     assert [b["type"] for b in page["items"]] == ["complaint", "bounce", "bounce"]
     _, _, page = call(stack, "GET", "/v1/bounces?recipient=bouncy@accept.test&kind=hard")
@@ -225,9 +227,9 @@ def test_bounces_list_by_recipient_kind_and_time(stack):
 
 
 def store_iso(ts):
-    from outpost.store import _iso
+    from outpost.clock import iso
 
-    return _iso(ts)
+    return iso(ts)
 
 
 def test_suppressions_put_list_delete_with_who_and_when(stack):
@@ -244,9 +246,9 @@ def test_suppressions_put_list_delete_with_who_and_when(stack):
     assert call(stack, "DELETE", "/v1/suppressions/someone@accept.test")[0] == 404
     from outpost.bootstrap import message_store
 
-    events = message_store().events("SUPPRESSION#someone@accept.test")
-    assert [e["action"] for e in events] == ["removed", "added"]
-    assert events[0]["by"].startswith("local admin") and events[0]["at"] == gone["removed_at"]
+    events = message_store().suppression_history("someone@accept.test")
+    assert [e.action for e in events] == ["removed", "added"]
+    assert events[0].by.startswith("local admin") and events[0].at == gone["removed_at"]
     status, _, _ = call(stack, "PUT", "/v1/suppressions/someone@accept.test")
     _, _, again = call(stack, "GET", "/v1/suppressions/someone@accept.test")
     assert [h["action"] for h in again["history"]] == ["added", "removed", "added"]

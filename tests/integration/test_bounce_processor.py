@@ -65,8 +65,8 @@ def test_dsn_from_s3_event_is_recorded_once_and_soft_bounce_does_not_suppress(ap
     stored = message_store().load(mid)
     assert len(stored.bounces) == 1
     b = stored.bounces[0]
-    assert (b["status"], b["kind"], b["reason"], b["s3_key"]) == ("5.2.2", "soft", "mailboxfull", key)
-    assert stored.recipients[0]["state"] == "bounced"
+    assert (b.status, b.kind, b.reason, b.s3_key) == ("5.2.2", "soft", "mailboxfull", key)
+    assert stored.recipients[0].state == "bounced"
     assert suppression_store().get(addr) is None  # soft: may work later
 
 
@@ -81,7 +81,7 @@ def test_ses_receipt_event_hard_bounce_suppresses(api, local_stack):
     out = _invoke(local_stack, event)
     assert out["results"][0]["result"] == "matched"
     supp = suppression_store().get(addr)
-    assert supp and supp["reason"] == "userunknown" and supp["message_id"] == mid
+    assert supp and supp.reason == "userunknown" and supp.message_id == mid
 
 
 def test_forged_return_path_is_recorded_unverified_and_suppresses_nobody(api, local_stack):
@@ -97,8 +97,8 @@ def test_forged_return_path_is_recorded_unverified_and_suppresses_nobody(api, lo
     out = _invoke(local_stack, _s3_event(local_stack, key))
     assert out["results"][0]["result"] == "unverified"
     assert suppression_store().get(addr) is None
-    assert message_store().load(mid).recipients[0]["state"] == "delivered"
-    assert any(o["s3_key"] == key for o in message_store().orphans("unverified"))
+    assert message_store().load(mid).recipients[0].state == "delivered"
+    assert any(o.s3_key == key for o in message_store().orphans("unverified"))
 
 
 def test_unmatched_and_unparsed_mail_is_kept_with_its_s3_key(local_stack):
@@ -110,12 +110,12 @@ def test_unmatched_and_unparsed_mail_is_kept_with_its_s3_key(local_stack):
                 b"Final-Recipient: rfc822; who@elsewhere.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n")
     key = _deliver_to_s3(local_stack, stranger)
     assert _invoke(local_stack, _s3_event(local_stack, key))["results"][0]["result"] == "unmatched"
-    assert any(o["s3_key"] == key for o in message_store().orphans("unmatched"))
+    assert any(o.s3_key == key for o in message_store().orphans("unmatched"))
 
     spam = b"From: promo@spam.test\r\nTo: x@bounces.outpost.test\r\nSubject: Buy now\r\n\r\nCheap!\r\n"
     key2 = _deliver_to_s3(local_stack, spam)
     assert _invoke(local_stack, _s3_event(local_stack, key2))["results"][0]["result"] == "unparsed"
-    assert any(o["s3_key"] == key2 for o in message_store().orphans("unparsed"))
+    assert any(o.s3_key == key2 for o in message_store().orphans("unparsed"))
 
 
 def test_delayed_dsn_is_a_deferral_not_a_bounce(api, local_stack):
@@ -126,8 +126,8 @@ def test_delayed_dsn_is_a_deferral_not_a_bounce(api, local_stack):
     out = _invoke(local_stack, _s3_event(local_stack, key))
     assert out["results"][0]["recipients"][0]["type"] == "delay"
     stored = message_store().load(mid)
-    assert stored.recipients[0]["state"] == "delivered"
-    assert stored.bounces[0]["type"] == "delay"
+    assert stored.recipients[0].state == "delivered"
+    assert stored.bounces[0].type == "delay"
     assert suppression_store().get(addr) is None
 
 
@@ -156,9 +156,9 @@ def test_feedback_report_is_a_complaint_that_suppresses(api, local_stack):
     out = _invoke(local_stack, _s3_event(local_stack, key))
     assert out["results"][0]["result"] == "matched", out
     assert out["results"][0]["recipients"][0]["type"] == "complaint"
-    assert message_store().load(mid).recipients[0]["state"] == "complained"
+    assert message_store().load(mid).recipients[0].state == "complained"
     supp = suppression_store().get(addr)
-    assert supp and supp["source"] == "complaint"
+    assert supp and supp.source == "complaint"
 
 
 def test_report_matched_only_by_message_id_acts_on_nobody(api, local_stack):
@@ -183,10 +183,10 @@ def test_report_matched_only_by_message_id_acts_on_nobody(api, local_stack):
     out = _invoke(local_stack, _s3_event(local_stack, key))
     assert out["results"][0]["result"] == "matched"
     stored = message_store().load(mid)
-    by = {r["address"]: r for r in stored.recipients}
-    assert by["victim2@accept.test"]["state"] == "delivered"
+    by = {r.address: r for r in stored.recipients}
+    assert by["victim2@accept.test"].state == "delivered"
     assert suppression_store().get("victim2@accept.test") is None
-    assert [b["verified"] for b in stored.bounces] == [False]
+    assert [b.verified for b in stored.bounces] == [False]
 
 
 def _service(local_stack, **kw):
@@ -195,12 +195,11 @@ def _service(local_stack, **kw):
     from outpost.config import settings
 
     return BounceService(store=message_store(), suppressions=suppression_store(),
-                         s3=boto3.client("s3"), bucket=local_stack.env["OUTPOST_BUCKET"],
                          verp_key=verp_key(), bounce_domain=settings().bounce_domain, **kw)
 
 
 def _orphan(kind: str, key: str) -> dict:
-    return next(o for o in message_store().orphans(kind, limit=1000) if o["s3_key"] == key)
+    return next(o.as_dict() for o in message_store().orphans(kind, limit=1000) if o.s3_key == key)
 
 
 def test_a_parser_failure_is_logged_with_its_stack_counted_and_kept_unparsed(local_stack, caplog):

@@ -19,7 +19,6 @@ from samtranslator.yaml_helper import yaml_parse
 
 from outpost.api.auth import KeyRing
 from outpost.bootstrap import api_keys_table, message_store
-from outpost.store import rcpt_sk
 from outpost_local.mx import build_dsn
 from outpost_local.stack import SENDING_DOMAIN
 from tests.conftest import load_event
@@ -136,7 +135,7 @@ def test_sweeper_uses_exactly_its_grants(local_stack):
                       domains=domains_table(), clock=lambda: at)
     mid = svc.send_one(SendRequest.model_validate({"from": f"shop@{SENDING_DOMAIN}", "to": "iam-sweep@accept.test",
                                                    "subject": "x", "text": "y"}), enqueue=False)["id"]
-    assert message_store().load(mid).recipients[0]["sk"] == rcpt_sk(0)
+    assert message_store().load(mid).recipients[0].index == 0
     with recording(local_stack) as calls:
         local_stack.functions["SweeperFunction"].invoke(load_event("schedule.json"))
     grants = _grants("SweeperFunction")

@@ -131,7 +131,7 @@ def test_a_due_retry_is_attempted_before_a_new_mail_backlog_drains(local_stack, 
     assert retried_at is not None, "the greylisted recipient was never retried"
     assert drained_at is not None, "the backlog never drained"
 
-    r = message_store().load(mid).recipients[0]
+    r = message_store().load(mid).recipients[0].as_dict()
     assert r["state"] == "delivered"
     attempts = r["attempts"]
     assert [a["code"] for a in attempts] == [451, 250]  # greylisted once, then taken

@@ -110,7 +110,7 @@ def test_user_unknown_at_rcpt_bounces_hard_and_suppresses(rig: Rig) -> None:
     [a] = zed["attempts"]
     assert (a["command"], a["code"], a["status"]) == ("RCPT", 550, "5.1.1")
     assert "User unknown" in a["text"]
-    assert rig.suppressions.get("zed@reject.test")["reason"] == "userunknown"
+    assert rig.suppressions.get("zed@reject.test").reason == "userunknown"
 
 
 def test_blocked_sender_is_a_soft_bounce_without_suppression(rig: Rig) -> None:

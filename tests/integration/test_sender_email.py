@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 
 import pytest
 from pydantic import ValidationError
@@ -16,6 +17,7 @@ from sender_rig import SENDER_DOMAIN as SENDER
 from sender_rig import Rig, commands
 
 from outpost.models import SendRequest
+from outpost.records import Suppression
 from outpost.signing import dns_name, dns_txt_strings
 from outpost_local.verify import have_opendkim, opendkim_results
 
@@ -99,27 +101,58 @@ def test_the_sent_message_over_signs_what_a_reader_sees(rig: Rig) -> None:
 def test_the_suppression_store_keys_every_spelling_of_a_mailbox_alike(rig: Rig) -> None:
     # Records written before addresses were canonical (or by any caller that did not parse)
     # still meet: the store itself keys by addresses.suppression_key.
-    assert rig.suppressions.add('"Bob"@XN--FA-HIA.DE', {"reason": "test"}, rig.clock())
-    assert not rig.suppressions.add("bob@faß.de", {"reason": "again"}, rig.clock())
+    now = rig.clock()
+    assert rig.suppressions.add(Suppression.new('"Bob"@XN--FA-HIA.DE', now, source="manual",
+                                                reason="test", kind="manual"))
+    assert not rig.suppressions.add(Suppression.new("bob@faß.de", now, source="manual",
+                                                    reason="again", kind="manual"))
     assert rig.suppressions.suppressed(["BOB@faß.de", '"bob"@xn--fa-hia.de', "bob@fass.de"]) == {
         "bob@faß.de", '"bob"@xn--fa-hia.de'}
-    assert (rig.suppressions.get("bob@xn--fa-hia.de") or {}).get("address") == "bob@faß.de"
+    got = rig.suppressions.get("bob@xn--fa-hia.de")
+    assert got is not None and got.address == "bob@faß.de" and got.reason == "test"
     assert rig.suppressions.remove('"bob"@faß.de') and rig.suppressions.get("bob@faß.de") is None
 
 
-def test_a_message_accepted_before_the_caps_still_goes_out(rig: Rig) -> None:
-    # A request stored before the header, display-name and Reply-To caps existed is read back
-    # with SendRequest.from_stored: the caps are the API's promise for new requests, not a
-    # reason to let a message in flight expire. Injection rules still apply (unit tests).
+def _store_raw_request(rig: Rig, mid: str, spec: dict) -> None:
+    """Replace the request stored with message `mid` by `spec`, byte for byte: a request
+    written by an older version of Outpost, under its rules and in its shape."""
+    rig.aws.client("dynamodb").update_item(
+        TableName=rig.aws.env["OUTPOST_MESSAGES_TABLE"],
+        Key={"pk": {"S": f"MSG#{mid}"}, "sk": {"S": "META"}},
+        UpdateExpression="SET spec = :s", ExpressionAttributeValues={":s": {"S": json.dumps(spec)}})
+
+
+def test_a_request_stored_under_older_rules_still_goes_out(rig: Rig) -> None:
+    # The sender reads its own StoredRequest model, not the API's SendRequest: a request the
+    # API accepted before today's caps (long display name, 12 Reply-To, a long header) and
+    # in an older shape (no version, `to` as a string, a field this version does not know)
+    # still builds, signs and delivers. Only the rules delivery needs (no injection) apply.
     mx = rig.mx("ok.test", 2)
-    body = {"from": f"App <app@{SENDER}>", "to": [f'"{"N" * 300}" <bob@ok.test>'],
-            "subject": "stored earlier", "text": "hi",
-            "reply_to": [f"r{i}@{SENDER}" for i in range(12)],
-            "headers": {"X-" + "a" * 90: "v" * 1500}}
+    old = {"from": f"App <app@{SENDER}>", "to": f'"{"N" * 300}" <bob@ok.test>',
+           "subject": "stored earlier", "text": "hi",
+           "reply_to": [f"r{i}@{SENDER}" for i in range(12)],
+           "headers": {"X-" + "a" * 90: "v" * 1500},
+           "priority": "high", "template": {"id": "welcome-v0"}}  # fields from an old version
     with pytest.raises(ValidationError):
-        SendRequest.model_validate(body)  # refused today, at the API
-    mid = str(rig.api.send_one(SendRequest.from_stored(body))["id"])  # as accepted then
+        SendRequest.model_validate(old)  # refused today, at the API
+    mid = rig.send("bob@ok.test")
+    _store_raw_request(rig, mid, old)
     rig.run(mid)
     assert rig.rcpt(mid)["state"] == "delivered", rig.rcpt(mid).get("last")
     [got] = mx.wait_for(1)
     assert len(got.message["Reply-To"].addresses) == 12
+    assert got.message["X-" + "a" * 90].strip() == "v" * 1500  # folded after the long name
+    assert got.message["Subject"] == "stored earlier"
+
+
+def test_a_stored_request_that_could_inject_is_never_sent(rig: Rig) -> None:
+    # Lenient is not unchecked: a stored header value with a line break would add a header
+    # field at the receiver. The sender defers it (an internal failure is transient) and
+    # sends nothing.
+    mx = rig.mx("ok.test", 2)
+    mid = rig.send("bob@ok.test")
+    _store_raw_request(rig, mid, {"from": f"app@{SENDER}", "to": ["bob@ok.test"], "subject": "x",
+                                  "text": "hi", "headers": {"X-A": "a\r\nBcc: evil@evil.test"}})
+    rig.run(mid)
+    assert rig.rcpt(mid)["state"] == "deferred"
+    assert mx.replies("CONNECT") == []

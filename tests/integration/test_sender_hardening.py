@@ -438,13 +438,13 @@ def test_the_api_applies_the_operator_lifetime(rig: Rig) -> None:
     rig.api.max_lifetime = 3600
     mid = rig.send("ned@cap.test")  # no expires_in
     stored = rig.store.load(mid)
-    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 3600)
+    assert stored is not None and stored.meta.deliver_until == pytest.approx(T0 + 3600)
     mid = rig.send("ned@cap.test", expires_in=86400)
     stored = rig.store.load(mid)
-    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 3600)
+    assert stored is not None and stored.meta.deliver_until == pytest.approx(T0 + 3600)
     mid = rig.send("ned@cap.test", expires_in=600)  # shorter than the cap: as asked
     stored = rig.store.load(mid)
-    assert stored is not None and stored.meta["deliver_until"] == pytest.approx(T0 + 600)
+    assert stored is not None and stored.meta.deliver_until == pytest.approx(T0 + 600)
 
 
 # == item 13: memory ===========================================================================

@@ -13,6 +13,7 @@ import pytest
 from sender_rig import T0, AdvanceClockOnAccept, AlwaysDefer, Rig, commands
 
 from outpost.models import QueueJob
+from outpost.records import Suppression
 from outpost.store import MessageStore
 from outpost_local.dynamodb_local import ENGINE_LOCAL
 from outpost_local.mx import (
@@ -52,7 +53,7 @@ def test_default_lifetime_is_two_days(rig: Rig) -> None:
     mid = rig.send("rae@later.test")
     stored = rig.store.load(mid)
     assert stored is not None
-    assert stored.meta["deliver_until"] == pytest.approx(T0 + 2 * 86400)
+    assert stored.meta.deliver_until == pytest.approx(T0 + 2 * 86400)
 
 
 def test_jitter_comes_from_the_rng(rig: Rig) -> None:
@@ -245,7 +246,8 @@ def test_the_lambda_deadline_is_respected_and_the_rest_requeued(rig: Rig) -> Non
 def test_suppressed_recipient_is_not_sent_to(rig: Rig) -> None:
     mx = rig.mx("supp.test", 2)
     mid = rig.send("eve@supp.test", "fox@supp.test")
-    rig.suppressions.add("fox@supp.test", {"reason": "userunknown", "kind": "hard", "source": "test"}, rig.clock())
+    rig.suppressions.add(Suppression.new("fox@supp.test", rig.clock(), source="bounce", reason="userunknown",
+                                         kind="hard"))
     rig.run(mid)
     eve, fox = rig.rcpts(mid)
     assert eve["state"] == "delivered" and fox["state"] == "suppressed"

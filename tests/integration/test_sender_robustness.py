@@ -22,7 +22,9 @@ from sender_rig import PREFIX, T0, AlwaysDefer, Rig
 
 from outpost.delivery.transport import SessionPool, Timeouts
 from outpost.models import QueueJob
+from outpost.records import Suppression
 from outpost.store import SuppressionStore
+from outpost.stored_request import StoredRequest
 from outpost_local.mx import Behaviour, GreetingReply, MxServer, MxSmtp, RcptReply
 
 pytestmark = pytest.mark.timeout(90)
@@ -146,8 +148,8 @@ def test_a_job_that_cannot_be_prepared_defers_then_expires(
         store = rig.service.store
 
         class BrokenSpec(type(store)):  # type: ignore[misc]
-            def load_spec(self, meta: dict) -> dict:
-                return {"from": "not an address"}  # fails SendRequest validation
+            def load_request(self, meta: Any) -> Any:
+                return StoredRequest.model_validate({"from": "not an address"})  # fails validation
 
         broken = BrokenSpec.__new__(BrokenSpec)
         broken.__dict__.update(store.__dict__)
@@ -269,10 +271,10 @@ def test_a_hard_bounce_suppression_survives_a_failed_write(rig: Rig) -> None:
     failures = [RuntimeError("throttled")]
 
     class Flaky(SuppressionStore):
-        def add(self, address: str, record: dict, now: float) -> bool:
+        def add(self, suppression: Suppression) -> bool:
             if failures:
                 raise failures.pop()
-            return super().add(address, record, now)
+            return super().add(suppression)
 
     rig.service.suppressions = Flaky(real.ddb, real.table)
     rig.run(mid)

@@ -18,8 +18,10 @@ from outpost.api.auth import Principal
 from outpost.api.service import SendService
 from outpost.bootstrap import aws, domains_table, job_queue, message_store, suppression_store
 from outpost.errors import ValidationFailed
-from outpost.models import SendRequest
+from outpost.models import RecipientState, SendRequest
+from outpost.records import Message, Recipient, Upload
 from outpost.store import TTL_MARGIN, JobQueue, MessageStore, rcpt_sk
+from outpost.stored_request import StoredRequest
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.stack import SENDING_DOMAIN
 
@@ -112,10 +114,10 @@ def test_records_outlive_the_delivery_deadline_whatever_the_retention(local_stac
     now = time.time()
     deliver_until = now + 14 * 86400
     mid = f"ttl{int(now * 1000)}"
-    store.create({"message_id": mid, "from": f"shop@{SENDING_DOMAIN}", "deliver_until": deliver_until,
-                  "recipient_count": 1},
-                 [{"index": 0, "address": "ttl@accept.test", "field": "to", "state": "queued"}],
-                 {"from": f"shop@{SENDING_DOMAIN}"}, now)
+    store.create(Message(message_id=mid, from_=f"shop@{SENDING_DOMAIN}", subject="ttl",
+                         deliver_until=deliver_until, recipient_count=1),
+                 [Recipient(mid, 0, "ttl@accept.test", RecipientState.QUEUED)],
+                 StoredRequest.model_validate({"from": f"shop@{SENDING_DOMAIN}"}), now)
     for sk in ("META", rcpt_sk(0)):
         assert int(_item(mid, sk)["expires_at"]["N"]) >= deliver_until + TTL_MARGIN
     # A long retention still wins over a short lifetime.
@@ -128,7 +130,8 @@ def test_an_upload_the_lifecycle_deletes_before_the_deadline_is_refused(local_st
     # after that would find its attachment gone. Real S3 (moto) LastModified, a clock 20 days on.
     upload_id = f"{int(time.time() * 1000):032d}"
     aws("s3").put_object(Bucket=message_store().bucket, Key=f"uploads/{upload_id}", Body=b"PK\x03\x04")
-    message_store().put_upload(upload_id, {"key_id": "k-lifecycle"}, time.time())  # as POST /v1/uploads does
+    # as POST /v1/uploads does
+    message_store().put_upload(Upload(upload_id, "k-lifecycle", 4, "application/zip"), time.time())
     owner = Principal(key_id="k-lifecycle", name="test", scopes=frozenset({"send"}))
     later = time.time() + 20 * 86400
     svc = SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),

@@ -20,6 +20,7 @@ from outpost.addresses import AddressError, normalise, parse_address, suppressio
 from outpost.errors import MessageBuildError
 from outpost.mime import build_message, check_message
 from outpost.models import MAX_HEADER_NAME, SendRequest, error_field
+from outpost.stored_request import StoredRequest
 
 BASE: dict[str, Any] = {"from": "App <app@example.com>", "to": ["bob@example.org"],
                         "subject": "Hello", "text": "Hi"}
@@ -313,13 +314,13 @@ def test_a_stored_request_skips_the_caps_but_never_the_injection_rules() -> None
               "headers": {**{f"X-{i}": "v" for i in range(60)}, "X-" + "a" * 90: "v" * 1500}}
     with pytest.raises(ValidationError):
         SendRequest.model_validate(capped)
-    stored = SendRequest.from_stored(capped)
+    stored = StoredRequest.model_validate(capped)
     data, _ = build_message(stored, "m1", 0)
     assert ("X-" + "a" * 90, "v" * 1500) in header_fields(data)
     for bad in ({"headers": {"X-Evil\n": "v"}}, {"subject": "a\x0bb"}, {"to": ["bob@a\u200db.com"]},
                 {"headers": {"X-A": "a\u2028b"}}, {"text": "\ud800"}):
         with pytest.raises(ValidationError):
-            SendRequest.from_stored({**BASE, **bad})
+            StoredRequest.model_validate({**BASE, **bad})
 
 
 def test_a_space_between_encoded_words_is_not_lost_when_folding() -> None:

@@ -218,7 +218,7 @@ def api_app() -> APIGatewayRestResolver:
         keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
-                           s3=aws("s3"), bucket=s.bucket, retention_days=s.retention_days,
+                           retention_days=s.retention_days,
                            max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
@@ -231,8 +231,8 @@ def bounce_service() -> BounceService:
     from .telemetry import metrics
 
     s = settings()
-    return BounceService(store=message_store(), suppressions=suppression_store(), s3=aws("s3"),
-                         bucket=s.bucket, verp_key=verp_key(), bounce_domain=s.bounce_domain,
+    return BounceService(store=message_store(), suppressions=suppression_store(),
+                         verp_key=verp_key(), bounce_domain=s.bounce_domain,
                          count=metrics().count)
 
 

@@ -28,6 +28,10 @@ from email.utils import formatdate
 from .addresses import Address, parse_address
 from .errors import MessageBuildError
 from .models import Attachment, SendRequest
+from .stored_request import StoredAttachment, StoredRequest
+
+# The API checks its SendRequest; the sender builds from the StoredRequest it read back.
+Content = SendRequest | StoredRequest
 
 FetchUpload = Callable[[str], bytes]
 
@@ -114,7 +118,7 @@ def message_id_header(message_id: str, domain: str) -> str:
     return f"<{message_id}@{domain}>"
 
 
-def _attachment_bytes(a: Attachment, fetch_upload: FetchUpload | None) -> bytes:
+def _attachment_bytes(a: Attachment | StoredAttachment, fetch_upload: FetchUpload | None) -> bytes:
     if a.content is not None:
         return base64.b64decode(a.content)
     if fetch_upload is None or a.upload_id is None:
@@ -122,7 +126,7 @@ def _attachment_bytes(a: Attachment, fetch_upload: FetchUpload | None) -> bytes:
     return fetch_upload(a.upload_id)
 
 
-def headers_need_smtputf8(req: SendRequest) -> bool:
+def headers_need_smtputf8(req: Content) -> bool:
     """Whether the headers as sent need SMTPUTF8: an address written in them (From, To, Cc,
     Reply-To; never Bcc, which is not sent) has a non-ASCII local part (RFC 6531 §3.2, RFC 6532).
     A non-ASCII domain alone is written as its A-label; a non-ASCII subject or header value as
@@ -131,7 +135,7 @@ def headers_need_smtputf8(req: SendRequest) -> bool:
     return any(parse_address(v).needs_smtputf8 for v in written)
 
 
-def build_message(req: SendRequest, message_id: str, created: float | None = None, *,
+def build_message(req: Content, message_id: str, created: float | None = None, *,
                   fetch_upload: FetchUpload | None = None) -> tuple[bytes, bool]:
     """The message bytes (CRLF line endings) and whether its headers need SMTPUTF8.
 
@@ -141,7 +145,7 @@ def build_message(req: SendRequest, message_id: str, created: float | None = Non
     return _compose(req, message_id, created, fetch_upload=fetch_upload, skeleton=False, splice=True)
 
 
-def check_message(req: SendRequest) -> None:
+def check_message(req: Content) -> None:
     """Build `req`'s message with empty bodies and attachments (the same code as the sender's
     build, minus the bytes) and check what a receiver will see: every header line within
     RFC 5322's 998 characters, and exactly the header fields that were set (nothing a value
@@ -188,7 +192,7 @@ def _set(msg: EmailMessage, field: str, name: str, value: object) -> None:
         msg[name] = value
 
 
-def _compose(req: SendRequest, message_id: str, created: float | None, *,
+def _compose(req: Content, message_id: str, created: float | None, *,
              fetch_upload: FetchUpload | None, skeleton: bool, splice: bool) -> tuple[bytes, bool]:
     """The message, built by the email package. With `splice`, each attachment part is built
     with a one-line placeholder for its body, and the bodies are base64-encoded straight into
@@ -225,15 +229,16 @@ def _compose(req: SendRequest, message_id: str, created: float | None, *,
     else:
         msg.set_content(req.text or "", cte=_cte(req.text or ""))
 
-    inline = [(i, a) for i, a in enumerate(req.attachments) if a.content_id]
-    regular = [(i, a) for i, a in enumerate(req.attachments) if not a.content_id]
+    attachments: list[Attachment | StoredAttachment] = list(req.attachments)
+    inline = [(i, a) for i, a in enumerate(attachments) if a.content_id]
+    regular = [(i, a) for i, a in enumerate(attachments) if not a.content_id]
     nonce = os.urandom(8).hex()  # no request can have written it: the placeholder is unique
-    spliced: list[tuple[bytes, Attachment]] = []
+    spliced: list[tuple[bytes, Attachment | StoredAttachment]] = []
 
-    def body(a: Attachment) -> bytes:
+    def body(a: Attachment | StoredAttachment) -> bytes:
         return b"" if splice else _attachment_bytes(a, fetch_upload)
 
-    def placeholder(container: EmailMessage, a: Attachment) -> None:
+    def placeholder(container: EmailMessage, a: Attachment | StoredAttachment) -> None:
         if splice:
             token = f"{_PLACEHOLDER}-{nonce}-{len(spliced)}"
             parts = container.get_payload()
@@ -271,7 +276,7 @@ _B64_LINE = 57  # input bytes per base64 line: the email package's 76 characters
 _B64_BLOCK = _B64_LINE * 4096  # input bytes encoded at a time (~310 KB of output)
 
 
-def _splice(skeleton: bytes, spliced: list[tuple[bytes, Attachment]],
+def _splice(skeleton: bytes, spliced: list[tuple[bytes, Attachment | StoredAttachment]],
             fetch_upload: FetchUpload | None) -> bytes:
     """`skeleton` with each placeholder line replaced by its attachment's base64 body, written
     once into one buffer (BytesIO hands that buffer over without a copy). Only one

@@ -75,27 +75,15 @@ OPEN_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
 FINAL_STATES = tuple(s for s in RecipientState if s not in OPEN_STATES)
 
 
-# Validation context for a request read back from the store (`SendRequest.from_stored`): the
-# size caps are the API's promise for new requests and are not applied to requests accepted
-# before a cap existed (a message in flight must still build); the rules without which a
-# message cannot be built or would be injected apply always.
-STORED: dict[str, Any] = {"stored": True}
-
-
-def _at_edge(info: ValidationInfo) -> bool:
-    return not (isinstance(info.context, dict) and info.context.get("stored"))
-
-
-def _address(value: Any, info: ValidationInfo) -> str:
+def _address(value: Any) -> str:
     """Validate an address (with optional display name) and keep it as the caller wrote it."""
-    edge = _at_edge(info)
-    if edge and isinstance(value, str) and len(value) > MAX_ADDRESS:
+    if isinstance(value, str) and len(value) > MAX_ADDRESS:
         raise ValueError(f"invalid address: longer than {MAX_ADDRESS} characters")
     try:
         parsed = parse_address(value)
     except AddressError as exc:
         raise ValueError(f"invalid address: {exc}") from None
-    if edge and len(parsed.display_name) > MAX_DISPLAY_NAME:
+    if len(parsed.display_name) > MAX_DISPLAY_NAME:
         raise ValueError(f"invalid address: the display name is longer than {MAX_DISPLAY_NAME} "
                          "characters")
     return str(value).strip()
@@ -174,7 +162,8 @@ class Attachment(_Model):
 
 
 class SendRequest(_Model):
-    """`POST /v1/messages` body."""
+    """`POST /v1/messages` body: today's rules, all of them. What is stored and delivered is
+    its conversion, stored_request.StoredRequest, whose rules do not tighten with these."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -209,16 +198,15 @@ class SendRequest(_Model):
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        edge = _at_edge(info)
-        if edge and len(v) > MAX_HEADERS:
+        if len(v) > MAX_HEADERS:
             raise ValueError(f"at most {MAX_HEADERS} header fields")
         seen: set[str] = {"reply-to"} if info.data.get("reply_to") else set()
         for name, value in v.items():
-            if edge and name.lower() in ONE_INSTANCE_HEADERS & seen:
+            if name.lower() in ONE_INSTANCE_HEADERS & seen:
                 raise ValueError(f"header {name!r} would appear twice (with another spelling or "
                                  "with reply_to); RFC 5322 §3.6 allows one")
             seen.add(name.lower())
-            if edge and len(name) > MAX_HEADER_NAME:
+            if len(name) > MAX_HEADER_NAME:
                 raise ValueError(f"header name {name[:MAX_HEADER_NAME]!r}... is longer than "
                                  f"{MAX_HEADER_NAME} characters")
             if not _HEADER_NAME.fullmatch(name):
@@ -229,22 +217,16 @@ class SendRequest(_Model):
             trouble = line_trouble(value)
             if trouble is not None:
                 raise ValueError(f"header {name!r} {trouble}")
-            if edge and len(value) > MAX_HEADER_VALUE:
+            if len(value) > MAX_HEADER_VALUE:
                 raise ValueError(f"header {name!r} is longer than {MAX_HEADER_VALUE} characters")
         return v
 
     @field_validator("reply_to")
     @classmethod
-    def _reply_to(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        if _at_edge(info) and len(v) > MAX_REPLY_TO:
+    def _reply_to(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_REPLY_TO:
             raise ValueError(f"at most {MAX_REPLY_TO} reply_to addresses")
         return v
-
-    @classmethod
-    def from_stored(cls, spec: dict[str, Any]) -> SendRequest:
-        """A request read back from the store: the rules that make a message buildable and
-        uninjectable, not the size caps added after it may have been accepted (see STORED)."""
-        return cls.model_validate(spec, context=STORED)
 
     @field_validator("tags")
     @classmethod

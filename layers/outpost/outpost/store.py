@@ -1,7 +1,11 @@
-"""DynamoDB, S3, SQS and Secrets Manager adapters: the only code that speaks their APIs.
+"""DynamoDB, S3, SQS and Secrets Manager adapters: the only code that speaks their APIs, and the
+only code that knows the tables' layout (keys, indexes, key prefixes; tests/unit/test_layering.py
+holds every other module to that). It maps typed records (records.py) to items and back; its
+methods are named for the question they answer, not for the index that answers it.
 
-Services receive these objects (built in bootstrap.py); unit tests may pass fakes with the same
-methods. Every state transition of a recipient is a conditional write, so two copies of a job
+Services depend on the Protocols at the end of this module (Messages, Suppressions, Jobs,
+Lookup), built in bootstrap.py; unit tests pass the in-memory fakes of tests/fakes/store.py.
+Every state transition of a recipient is a conditional write, so two copies of a job
 (SQS redelivery, a crash and retry) can never both move the same recipient.
 
 MessagesTable layout (single-table; every access is a key or index lookup):
@@ -13,6 +17,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
   pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
+  pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
@@ -20,6 +25,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
         removed when the recipient becomes final. The sweeper's index of overdue work.
   expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
+S3: bodies/<id>.json (large stored requests), uploads/<id>, inbound/ (raw mail at the bounce
+domain). docs/dynamodb.md has the whole picture.
 """
 
 from __future__ import annotations
@@ -31,13 +38,31 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .addresses import suppression_key
+from .clock import day_of, iso
 from .errors import StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
+from .records import (
+    Attempt,
+    Bounce,
+    Message,
+    Orphan,
+    Overdue,
+    Recipient,
+    Record,
+    StoredMessage,
+    Suppression,
+    SuppressionEvent,
+    Upload,
+)
+from .stored_request import StoredRequest
 from .tls_policy import StsPolicy
+
+T = TypeVar("T")
 
 _OPEN = [s.value for s in OPEN_STATES]
 
@@ -85,15 +110,6 @@ def retry_unprocessed(call: Callable[[dict], dict], request: dict, remainder_key
 
 def due_shard(message_id: str) -> str:
     return f"DUE#{zlib.crc32(message_id.encode()) % DUE_SHARDS}"
-
-
-@dataclass(frozen=True)
-class Overdue:
-    """An open recipient whose next job should have run by now (the sweeper's question)."""
-
-    message_id: str
-    index: int
-    due_at: float
 
 
 def _to_ddb(value: Any) -> Any:
@@ -147,8 +163,8 @@ def codec() -> _Codec:
     return _codec
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+# The one timestamp format (clock.iso), under the name api/auth.py and api/domains.py import.
+_iso = iso
 
 
 def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
@@ -167,17 +183,31 @@ def rcpt_sk(index: int) -> str:
 
 
 @dataclass(frozen=True)
-class Page:
-    """One page of an index query: plain items and the key to continue from (None: the end)."""
+class Listing:
+    """Where a list query may continue: the exact attributes of its start key (a cursor's
+    key), the partition attribute and value the key must hold, and the sort attribute that
+    must not be below the query's `since`. Opaque names to the caller (api/paging.py checks
+    a cursor against them); only the store knows what they mean."""
 
-    items: list[dict]
+    key_attrs: tuple[str, ...]
+    partition: tuple[str, str]
+    sort: str
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list query: records, each record's own start key (to resume right after
+    it), and the key to continue from (None: the end of the partition)."""
+
+    items: list[T]
     last_key: dict[str, str] | None
+    keys: list[dict[str, str]] = field(default_factory=list)
 
 
 def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
                sk_from: tuple[str, str] | None = None, limit: int = 50,
                start_key: dict[str, str] | None = None, newest_first: bool = True,
-               filters: Mapping[str, Any] | None = None) -> Page:
+               filters: Mapping[str, Any] | None = None) -> Page[dict]:
     """Query one partition (of the table or a GSI), newest first, from `start_key`.
 
     `filters` are attribute == value conditions applied after the key lookup (DynamoDB reads,
@@ -213,11 +243,56 @@ def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
                 {k: v["S"] for k, v in last.items()} if last else None)
 
 
-@dataclass
-class StoredMessage:
-    meta: dict
-    recipients: list[dict] = field(default_factory=list)
-    bounces: list[dict] = field(default_factory=list)
+# ---- records <-> items (the only place that knows both) ---------------------------------------
+_MSG = "MSG#"
+_META = "META"
+_LISTINGS = {
+    # the API's lists: which index answers them, and what a start key in them holds
+    "messages_to": ("gsi1", ("pk", "sk", "gsi1pk", "gsi1sk"), "gsi1pk", "RCPT#", "gsi1sk"),
+    "messages_on": ("gsi3", ("pk", "sk", "gsi3pk", "gsi3sk"), "gsi3pk", "DAY#", "gsi3sk"),
+    "bounces_to": ("gsi2", ("pk", "sk", "gsi2pk", "gsi2sk"), "gsi2pk", "BOUNCE#", "gsi2sk"),
+    "bounces_of_type": ("gsi4", ("pk", "sk", "type", "received_at"), "type", "", "received_at"),
+}
+_SUPPRESSION_LISTING = ("by_source", ("address", "source", "created_at"), "source", "", "created_at")
+
+
+def _keys_of(item: Mapping[str, Any], attrs: tuple[str, ...]) -> dict[str, str]:
+    return {a: str(item[a]) for a in attrs if a in item}
+
+
+def _message_id(item: Mapping[str, Any]) -> str:
+    return str(item["pk"]).removeprefix(_MSG)
+
+
+def _message(item: Mapping[str, Any]) -> Message:
+    return Message.from_dict(item)
+
+
+def _recipient(item: Mapping[str, Any]) -> Recipient:
+    return Recipient.from_dict(item, message_id=_message_id(item))
+
+
+def _bounce(item: Mapping[str, Any]) -> Bounce:
+    # sk = BOUNCE#<nnn>#<bounce id>; reports stored before `received_at` have it in gsi2sk
+    _, index, bounce_id = str(item["sk"]).split("#", 2)
+    return Bounce.from_dict(item, message_id=_message_id(item), index=int(index),
+                            bounce_id=item.get("bounce_id") or bounce_id,
+                            received_at=item.get("received_at") or str(item.get("gsi2sk", ""))[:24],
+                            verified=bool(item.get("verified", False)))
+
+
+def _orphan(item: Mapping[str, Any]) -> Orphan:
+    return Orphan.from_dict(item, kind=str(item.get("kind") or item["sk"]).lower(),
+                            received_at=item.get("received_at") or str(item.get("gsi2sk", "")),
+                            envelope_recipients=tuple(item.get("envelope_recipients") or ()),
+                            recipients=tuple(item["recipients"]) if "recipients" in item else None)
+
+
+def _fields(record: Record, *drop: str) -> dict[str, Any]:
+    d = record.as_dict()
+    for k in drop:
+        d.pop(k, None)
+    return d
 
 
 class MessageStore:
@@ -238,95 +313,127 @@ class MessageStore:
         return math.ceil(ttl)
 
     # ---- creation -------------------------------------------------------------------------
-    def create(self, meta: dict, recipients: list[dict], spec: dict, now: float) -> None:
-        """Store a new message and its recipients atomically (one transaction, <= 51 items)."""
+    def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
+               now: float) -> None:
+        """Store a new message, its request and its recipients atomically (one transaction,
+        <= 51 items; a large request goes to S3 first, under bodies/<id>.json)."""
         c = codec()
-        message_id = meta["message_id"]
-        body = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode()
-        expires = self.expires_for(now, meta.get("deliver_until"))
-        meta = dict(meta, pk=f"MSG#{message_id}", sk="META", expires_at=expires,
-                    created_at=_iso(now), created_ts=now)
+        message_id = meta.message_id
+        body = request.to_json()
+        expires = self.expires_for(now, meta.deliver_until)
+        created = iso(now)
+        item = dict(_fields(meta, "spec", "spec_key"), pk=_MSG + message_id, sk=_META,
+                    expires_at=expires, created_at=created, created_ts=now)
         if len(body) > self.inline_limit:
             key = f"bodies/{message_id}.json"
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-            meta["spec_key"] = key
+            item["spec_key"] = key
         else:
-            meta["spec"] = body.decode()
-        items = [meta]
+            item["spec"] = body.decode()
+        items = [item]
         for r in recipients:
-            addr = r["address"].lower()
-            item = dict(r, pk=f"MSG#{message_id}", sk=rcpt_sk(r["index"]), expires_at=expires,
-                        created_at=_iso(now), updated_at=_iso(now), attempts=[],
-                        gsi1pk=f"RCPT#{addr}", gsi1sk=f"{_iso(now)}#{message_id}")
-            if r.get("state") in _OPEN:
+            it = dict(_fields(r, "message_id", "attempts"), pk=_MSG + message_id, sk=rcpt_sk(r.index),
+                      expires_at=expires, created_at=created, updated_at=created, attempts=[],
+                      gsi1pk=f"RCPT#{r.address.lower()}", gsi1sk=f"{created}#{message_id}",
+                      # every recipient by day (the API's list without a recipient)
+                      gsi3pk=f"DAY#{created[:10]}", gsi3sk=f"{created}#{message_id}#{r.index:03d}")
+            if r.is_open:
                 # Due at once: if no job ever comes (the enqueue after this write failed or
                 # never ran), the sweeper finds it here.
-                item.update(due_shard=due_shard(message_id), due_at=now)
-            items.append(item)
+                it.update(due_shard=due_shard(message_id), due_at=now)
+            items.append(it)
         self.ddb.transact_write_items(TransactItems=[
             {"Put": {"TableName": self.table, "Item": c.item(it),
                      "ConditionExpression": "attribute_not_exists(pk)"}} for it in items])
 
     # ---- reads ----------------------------------------------------------------------------
     def load(self, message_id: str) -> StoredMessage | None:
+        """A message with its recipients and bounce reports (one consistent query)."""
         c = codec()
         items: list[dict] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table, "KeyConditionExpression": "pk = :p",
-            "ExpressionAttributeValues": {":p": {"S": f"MSG#{message_id}"}}, "ConsistentRead": True}
+            "ExpressionAttributeValues": {":p": {"S": _MSG + message_id}}, "ConsistentRead": True}
         while True:
             page = self.ddb.query(**kwargs)
             items.extend(c.plain(i) for i in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        meta = next((i for i in items if i["sk"] == "META"), None)
+        meta = next((i for i in items if i["sk"] == _META), None)
         if meta is None:
             return None
         return StoredMessage(
-            meta=meta,
-            recipients=sorted((i for i in items if i["sk"].startswith("RCPT#")), key=lambda i: i["index"]),
-            bounces=[i for i in items if i["sk"].startswith("BOUNCE#")])
+            meta=_message(meta),
+            recipients=sorted((_recipient(i) for i in items if i["sk"].startswith("RCPT#")),
+                              key=lambda r: r.index),
+            bounces=[_bounce(i) for i in items if i["sk"].startswith("BOUNCE#")])
 
     def discard(self, message_id: str, recipient_count: int) -> None:
         """Delete a message that was stored but could not be queued (the caller got an error)."""
-        keys = [{"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": sk}}
-                for sk in ["META", *(rcpt_sk(i) for i in range(recipient_count))]]
+        keys = [{"pk": {"S": _MSG + message_id}, "sk": {"S": sk}}
+                for sk in [_META, *(rcpt_sk(i) for i in range(recipient_count))]]
         for i in range(0, len(keys), 25):
             request = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
             retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), request,
                               "UnprocessedItems", sleep=self.sleep)
 
-    def load_spec(self, meta: dict) -> dict:
-        if "spec" in meta:
-            return json.loads(meta["spec"])
-        obj = self.s3.get_object(Bucket=self.bucket, Key=meta["spec_key"])
-        return json.loads(obj["Body"].read())
+    def load_request(self, meta: Message) -> StoredRequest:
+        """The request stored with the message (inline, or in S3 for a large one)."""
+        if meta.spec is not None:
+            return StoredRequest.from_json(meta.spec)
+        if meta.spec_key is None:
+            raise ValueError(f"message {meta.message_id} has no stored request")
+        obj = self.s3.get_object(Bucket=self.bucket, Key=meta.spec_key)
+        return StoredRequest.from_json(obj["Body"].read())
 
+    # ---- uploads (POST /v1/uploads) -----------------------------------------------------------
+    # pk=UPLOAD#<id> sk=META: who created it (key_id), its declared size and type.
+    # pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>: how many that key created that day (the cap).
+    # The bytes: S3 uploads/<id>, PUT by the client to a presigned URL.
     def load_upload(self, upload_id: str) -> bytes:
         """An attachment uploaded through POST /v1/uploads (a presigned PUT to uploads/<id>)."""
         obj = self.s3.get_object(Bucket=self.bucket, Key=f"uploads/{upload_id}")
         return bytes(obj["Body"].read())
 
-    # ---- uploads (POST /v1/uploads) -----------------------------------------------------------
-    # pk=UPLOAD#<id> sk=META: who created it (key_id), its declared size and type.
-    # pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>: how many that key created that day (the cap).
-    def put_upload(self, upload_id: str, record: dict, now: float) -> None:
-        item = dict(record, pk=f"UPLOAD#{upload_id}", sk="META", created_at=_iso(now),
-                    expires_at=int(now + self.retention))
+    def upload_url(self, upload_id: str, content_type: str, size: int, expires_in: int) -> str:
+        """A presigned PUT for the upload's bytes; its type and length are signed (SigV4)."""
+        return str(self.s3.generate_presigned_url(
+            "put_object", ExpiresIn=expires_in, HttpMethod="PUT",
+            Params={"Bucket": self.bucket, "Key": f"uploads/{upload_id}",
+                    "ContentType": content_type, "ContentLength": size}))
+
+    def uploaded(self, upload_id: str) -> tuple[int, datetime | None] | None:
+        """(size, last modified) of an upload's bytes; None if they were never PUT (or expired)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{upload_id}")
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"]), head.get("LastModified")
+
+    def put_upload(self, upload: Upload, now: float) -> None:
+        item = dict(_fields(upload, "upload_id"), pk=f"UPLOAD#{upload.upload_id}", sk=_META,
+                    created_at=iso(now), expires_at=int(now + self.retention))
         self.ddb.put_item(TableName=self.table, Item=codec().item(item),
                           ConditionExpression="attribute_not_exists(pk)")
 
-    def upload(self, upload_id: str) -> dict | None:
+    def upload(self, upload_id: str) -> Upload | None:
         r = self.ddb.get_item(TableName=self.table, ConsistentRead=True,
-                              Key={"pk": {"S": f"UPLOAD#{upload_id}"}, "sk": {"S": "META"}})
-        return codec().plain(r["Item"]) if "Item" in r else None
+                              Key={"pk": {"S": f"UPLOAD#{upload_id}"}, "sk": {"S": _META}})
+        if "Item" not in r:
+            return None
+        return Upload.from_dict(codec().plain(r["Item"]), upload_id=upload_id)
 
-    def count_upload(self, key_id: str, day: str, limit: int, now: float) -> bool:
-        """Count one more upload for (key, day); False, counting nothing, if `limit` is reached."""
+    def count_upload(self, key_id: str, now: float, limit: int) -> bool:
+        """Count one more upload for the key on `now`'s UTC day; False, counting nothing, if
+        `limit` is reached."""
         try:
             self.ddb.update_item(
-                TableName=self.table, Key={"pk": {"S": f"UPLOADS#{key_id}"}, "sk": {"S": f"DAY#{day}"}},
+                TableName=self.table, Key={"pk": {"S": f"UPLOADS#{key_id}"}, "sk": {"S": f"DAY#{day_of(now)}"}},
                 UpdateExpression="ADD uploads :one SET expires_at = if_not_exists(expires_at, :exp)",
                 ConditionExpression="attribute_not_exists(uploads) OR uploads < :limit",
                 ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(limit)},
@@ -350,31 +457,35 @@ class MessageStore:
         self._update(message_id, index, "REMOVE lease_until", "attribute_exists(pk)", {})
 
     def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
-                       attempt: dict | None, fields: Mapping[str, Any] | None = None) -> bool:
-        """Record an attempt and move an open recipient to `state`. False if it was already final."""
+                       attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
+                       next_attempt_at: float | None = None, remote_id: str | None = None,
+                       bounce: Mapping[str, Any] | None = None) -> bool:
+        """Record an attempt and move an open recipient to `state`. False if it was already
+        final. An open state keeps `next_attempt_at` (due then; now if None); a final one
+        loses it."""
         sets = ["#st = :s", "updated_at = :u"]
-        values: dict[str, Any] = {":s": state.value, ":u": _iso(now), ":o0": _OPEN[0], ":o1": _OPEN[1]}
+        values: dict[str, Any] = {":s": state.value, ":u": iso(now), ":o0": _OPEN[0], ":o1": _OPEN[1]}
         names: dict[str, str] = {}
         if attempt is not None:
             sets.append("attempts = list_append(if_not_exists(attempts, :empty), :a)")
-            values[":a"] = [attempt]
+            values[":a"] = [attempt.as_dict()]
             values[":empty"] = []
         removes = ["lease_until"]
+        fields: dict[str, Any] = {"last": last, "remote_id": remote_id, "bounce": bounce}
         if state in OPEN_STATES:
             # Still open: due at its next attempt (the sweeper's index), or now if unknown.
-            nxt = (fields or {}).get("next_attempt_at")
             sets += ["due_at = :due", "due_shard = :ds"]
-            values[":due"] = float(nxt) if nxt is not None else now
+            values[":due"] = float(next_attempt_at) if next_attempt_at is not None else now
             values[":ds"] = due_shard(message_id)
+            fields["next_attempt_at"] = next_attempt_at
         else:
-            removes += ["due_at", "due_shard"]  # final: out of the sweeper's index
-        for i, (k, v) in enumerate((fields or {}).items()):
-            names[f"#f{i}"] = k  # field names may be reserved words ("last")
+            removes += ["due_at", "due_shard", "next_attempt_at"]  # final: out of the sweeper's index
+        for i, (k, v) in enumerate(fields.items()):
             if v is None:
-                removes.append(f"#f{i}")
-            else:
-                sets.append(f"#f{i} = :f{i}")
-                values[f":f{i}"] = v
+                continue
+            names[f"#f{i}"] = k  # field names may be reserved words ("last")
+            sets.append(f"#f{i} = :f{i}")
+            values[f":f{i}"] = v
         expr = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
         return self._update(message_id, index, expr, "#st IN (:o0, :o1)", values, names)
 
@@ -384,7 +495,7 @@ class MessageStore:
         The sender queues the job before calling this, so the current token always names a
         job that is queued or running."""
         c = codec()
-        key = {"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": "META"}}
+        key = {"pk": {"S": _MSG + message_id}, "sk": {"S": _META}}
         if expected is None:
             cond = "attribute_exists(pk) AND attribute_not_exists(job_token)"
             values = {":t": c.value(token)}
@@ -399,13 +510,13 @@ class MessageStore:
             return False
 
     def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
-                     bounce: dict) -> bool:
+                     bounce: Mapping[str, Any]) -> bool:
         """An asynchronous bounce or complaint: allowed from open or delivered, once."""
         return self._update(
             message_id, index,
             "SET #st = :s, updated_at = :u, bounce = :b REMOVE lease_until, next_attempt_at, due_at, due_shard",
             "attribute_exists(pk) AND #st IN (:o0, :o1, :d)",
-            {":s": state.value, ":u": _iso(now), ":b": bounce, ":o0": _OPEN[0], ":o1": _OPEN[1],
+            {":s": state.value, ":u": iso(now), ":b": dict(bounce), ":o0": _OPEN[0], ":o1": _OPEN[1],
              ":d": RecipientState.DELIVERED.value})
 
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
@@ -413,7 +524,7 @@ class MessageStore:
         c = codec()
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "Key": {"pk": {"S": f"MSG#{message_id}"}, "sk": {"S": rcpt_sk(index)}},
+            "Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}},
             "UpdateExpression": expr, "ConditionExpression": cond,
         }
         names = dict(names or {})
@@ -444,7 +555,7 @@ class MessageStore:
             while got < limit:
                 page = self.ddb.query(**kwargs)
                 for it in page.get("Items", []):
-                    out.append(Overdue(it["pk"]["S"].removeprefix("MSG#"),
+                    out.append(Overdue(it["pk"]["S"].removeprefix(_MSG),
                                        int(it["sk"]["S"].removeprefix("RCPT#")), float(it["due_at"]["N"])))
                     got += 1
                 if "LastEvaluatedKey" not in page:
@@ -460,46 +571,107 @@ class MessageStore:
                             {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1]})
 
     # ---- bounces and orphans --------------------------------------------------------------
-    def put_bounce(self, message_id: str, index: int, bounce_id: str, record: dict, now: float) -> bool:
+    def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:
+        """The first `limit` bytes of an inbound mail (S3, a ranged GET) and its whole size;
+        None if the object is gone."""
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit - 1}")
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            return b"", 0  # an empty object: no byte 0 to start a range at
+        body = obj["Body"]
+        try:
+            raw = body.read(limit)  # bounded even if a range were ignored
+        finally:
+            body.close()
+        # "bytes 0-1048575/5242880": the size after the slash.
+        total = str(obj.get("ContentRange") or "").rpartition("/")[2]
+        return bytes(raw), int(total) if total.isdigit() else len(raw)
+
+    def add_bounce(self, bounce: Bounce, now: float) -> bool:
         """Store a bounce report once (idempotent on the report's id). False if already there."""
-        item = dict(record, pk=f"MSG#{message_id}", sk=f"BOUNCE#{index:03d}#{bounce_id}",
+        item = dict(_fields(bounce, "message_id", "index"), pk=_MSG + bounce.message_id,
+                    sk=f"BOUNCE#{bounce.index:03d}#{bounce.bounce_id}",
                     expires_at=int(now + self.retention),
-                    gsi2pk=f"BOUNCE#{record['address'].lower()}", gsi2sk=f"{_iso(now)}#{message_id}")
+                    gsi2pk=f"BOUNCE#{bounce.address.lower()}", gsi2sk=f"{iso(now)}#{bounce.message_id}")
         return put_if_absent(self.ddb, self.table, item, "pk")
 
-    def put_orphan(self, s3_key: str, kind: str, record: dict, now: float) -> bool:
-        item = dict(record, pk=f"INBOUND#{s3_key}", sk=kind.upper(), s3_key=s3_key,
-                    expires_at=int(now + self.retention), gsi2pk=kind.upper(), gsi2sk=_iso(now))
+    def add_orphan(self, orphan: Orphan, now: float) -> bool:
+        """Keep inbound mail that changed nothing, once per (S3 key, kind)."""
+        kind = orphan.kind.upper()
+        item = dict(_fields(orphan), pk=f"INBOUND#{orphan.s3_key}", sk=kind,
+                    expires_at=int(now + self.retention), gsi2pk=kind, gsi2sk=iso(now))
         return put_if_absent(self.ddb, self.table, item, "pk")
 
-    def orphans(self, kind: str, limit: int = 100) -> list[dict]:
+    def orphans(self, kind: str, limit: int = 100) -> list[Orphan]:
+        """The newest orphans of one kind (unparsed, unmatched, unverified, autoreply)."""
         page = self.ddb.query(TableName=self.table, IndexName="gsi2",
                               KeyConditionExpression="gsi2pk = :p",
                               ExpressionAttributeValues={":p": {"S": kind.upper()}}, Limit=limit)
-        return [codec().plain(i) for i in page.get("Items", [])]
+        return [_orphan(codec().plain(i)) for i in page.get("Items", [])]
 
-    # ---- API reads and the audit log (issue 5) --------------------------------------------
-    def page(self, *, index: str | None, pk: tuple[str, str], sk_from: tuple[str, str] | None = None,
-             limit: int = 50, start_key: dict[str, str] | None = None,
-             filters: Mapping[str, Any] | None = None) -> Page:
-        return query_page(self.ddb, self.table, index=index, pk=pk, sk_from=sk_from, limit=limit,
+    # ---- the API's lists ------------------------------------------------------------------
+    def listing(self, query: str, part: str) -> Listing:
+        """How a cursor of `query` ("messages_to" an address, "messages_on" a day,
+        "bounces_to" an address, "bounces_of_type" a type) must look in partition `part`."""
+        _, attrs, pk_attr, prefix, sort = _LISTINGS[query]
+        return Listing(attrs, (pk_attr, prefix + part), sort)
+
+    def _list(self, query: str, part: str, since: str | None, limit: int,
+              start_key: dict[str, str] | None, filters: Mapping[str, Any] | None) -> Page[dict]:
+        index, attrs, pk_attr, prefix, sort = _LISTINGS[query]
+        page = query_page(self.ddb, self.table, index=index, pk=(pk_attr, prefix + part),
+                          sk_from=(sort, since) if since else None, limit=limit,
                           start_key=start_key, filters=filters)
+        return Page(page.items, page.last_key, [_keys_of(i, attrs) for i in page.items])
 
-    def put_event(self, partition: str, record: dict, now: float) -> None:
-        """Append an audit event (e.g. a suppression removed: who and when) under `partition`.
+    def messages_to(self, address: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]:
+        """Recipient records of the messages sent to `address` (normalised), newest first."""
+        p = self._list("messages_to", address, since, limit, start_key, {"state": state} if state else None)
+        return Page([_recipient(i) for i in p.items], p.last_key, p.keys)
+
+    def messages_on(self, day: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]:
+        """Every recipient record created on a UTC day (yyyy-mm-dd), newest first."""
+        p = self._list("messages_on", day, since, limit, start_key, {"state": state} if state else None)
+        return Page([_recipient(i) for i in p.items], p.last_key, p.keys)
+
+    def bounces_to(self, address: str, *, since: str | None = None, type: str | None = None,
+                   kind: str | None = None, limit: int = 50,
+                   start_key: dict[str, str] | None = None) -> Page[Bounce]:
+        """Bounce reports about one address (normalised), newest first."""
+        filters = {k: v for k, v in (("type", type), ("kind", kind)) if v}
+        p = self._list("bounces_to", address, since, limit, start_key, filters or None)
+        return Page([_bounce(i) for i in p.items], p.last_key, p.keys)
+
+    def bounces_of_type(self, type: str, *, since: str | None = None, kind: str | None = None,
+                        limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]:
+        """Bounce reports of one type (bounce, complaint, delay, notice), newest first."""
+        p = self._list("bounces_of_type", type, since, limit, start_key, {"kind": kind} if kind else None)
+        return Page([_bounce(i) for i in p.items], p.last_key, p.keys)
+
+    # ---- the suppressions' audit log (issue 5) --------------------------------------------
+    def add_suppression_event(self, event: SuppressionEvent) -> None:
+        """Append an audit event of an address's suppression (added, removed: who and when).
 
         Audit events carry no `expires_at`: they outlive message retention on purpose.
         """
         import secrets as _secrets
 
-        item = dict(record, pk=partition, sk=f"EVENT#{_iso(now)}#{_secrets.token_hex(4)}", at=_iso(now))
+        item = dict(_fields(event, "address"), pk=f"SUPPRESSION#{event.address}",
+                    sk=f"EVENT#{event.at}#{_secrets.token_hex(4)}")
         self.ddb.put_item(TableName=self.table, Item=codec().item(item),
                           ConditionExpression="attribute_not_exists(pk)")
 
-    def events(self, partition: str, limit: int = 20) -> list[dict]:
-        """The newest audit events of `partition`."""
-        return query_page(self.ddb, self.table, index=None, pk=("pk", partition),
-                          sk_from=("sk", "EVENT#"), limit=limit).items
+    def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]:
+        """The newest audit events of one address's suppression."""
+        items = query_page(self.ddb, self.table, index=None, pk=("pk", f"SUPPRESSION#{address}"),
+                           sk_from=("sk", "EVENT#"), limit=limit).items
+        return [SuppressionEvent.from_dict(i, address=address) for i in items]
 
 
 class SuppressionStore:
@@ -509,10 +681,10 @@ class SuppressionStore:
     def __init__(self, ddb: Any, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.ddb, self.table, self.sleep = ddb, table, sleep
 
-    def get(self, address: str) -> dict | None:
+    def get(self, address: str) -> Suppression | None:
         r = self.ddb.get_item(TableName=self.table, Key={"address": {"S": suppression_key(address)}},
                               ConsistentRead=True)
-        return codec().plain(r["Item"]) if "Item" in r else None
+        return _suppression(codec().plain(r["Item"])) if "Item" in r else None
 
     def suppressed(self, addresses: Iterable[str]) -> set[str]:
         """Which of these addresses are suppressed, each as given but lowercased: one
@@ -532,9 +704,9 @@ class SuppressionStore:
                 found.update(it["address"]["S"] for it in r["Responses"].get(self.table, []))
         return found
 
-    def add(self, address: str, record: dict, now: float) -> bool:
+    def add(self, suppression: Suppression) -> bool:
         """Add a suppression; an existing one is kept (first reason wins). True if new."""
-        item = dict(record, address=suppression_key(address), created_at=_iso(now))
+        item = dict(_fields(suppression), address=suppression_key(suppression.address))
         return put_if_absent(self.ddb, self.table, item, "address")
 
     def remove(self, address: str) -> bool:
@@ -542,13 +714,23 @@ class SuppressionStore:
                                  ReturnValues="ALL_OLD")
         return "Attributes" in r
 
-    def page(self, *, source: str, since: str | None = None, limit: int = 50,
-             start_key: dict[str, str] | None = None) -> Page:
-        """Suppressions from one source (bounce, complaint, manual), newest first: the
-        `by_source` index (source / created_at), so listing never scans the table."""
-        return query_page(self.ddb, self.table, index="by_source", pk=("source", source),
-                          sk_from=("created_at", since) if since else None, limit=limit,
-                          start_key=start_key)
+    def listing(self, source: str) -> Listing:
+        _, attrs, pk_attr, _, sort = _SUPPRESSION_LISTING
+        return Listing(attrs, (pk_attr, source), sort)
+
+    def from_source(self, source: str, *, since: str | None = None, limit: int = 50,
+                    start_key: dict[str, str] | None = None) -> Page[Suppression]:
+        """Suppressions from one source (bounce, complaint, manual), newest first (an index on
+        source / created_at, so listing never scans the table)."""
+        index, attrs, pk_attr, _, sort = _SUPPRESSION_LISTING
+        p = query_page(self.ddb, self.table, index=index, pk=(pk_attr, source),
+                       sk_from=(sort, since) if since else None, limit=limit, start_key=start_key)
+        return Page([_suppression(i) for i in p.items], p.last_key, [_keys_of(i, attrs) for i in p.items])
+
+
+def _suppression(item: Mapping[str, Any]) -> Suppression:
+    return Suppression.from_dict(item, source=item.get("source") or "manual",
+                                 created_at=item.get("created_at") or "")
 
 
 class KeyValueTable:
@@ -707,3 +889,82 @@ class PolicyStore:
                               ExpressionAttributeValues={":f": codec().value(policy.fetched_at)})
         except self.ddb.exceptions.ConditionalCheckFailedException:
             pass  # a newer policy is already stored
+
+
+# ---- the interfaces the services depend on ---------------------------------------------------
+# The classes above implement them on DynamoDB/S3/SQS; tests/fakes/store.py in memory. A
+# service takes these, so a unit test builds it with fakes and an integration test with the
+# real local stack.
+
+class Messages(Protocol):
+    """Messages, recipients, their transitions, bounce reports, orphans, uploads, the audit log."""
+
+    def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
+               now: float) -> None: ...
+    def load(self, message_id: str) -> StoredMessage | None: ...
+    def discard(self, message_id: str, recipient_count: int) -> None: ...
+    def load_request(self, meta: Message) -> StoredRequest: ...
+    def load_upload(self, upload_id: str) -> bytes: ...
+    def upload_url(self, upload_id: str, content_type: str, size: int, expires_in: int) -> str: ...
+    def uploaded(self, upload_id: str) -> tuple[int, datetime | None] | None: ...
+    def put_upload(self, upload: Upload, now: float) -> None: ...
+    def upload(self, upload_id: str) -> Upload | None: ...
+    def count_upload(self, key_id: str, now: float, limit: int) -> bool: ...
+    def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool: ...
+    def release(self, message_id: str, index: int) -> None: ...
+    def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
+                       attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
+                       next_attempt_at: float | None = None, remote_id: str | None = None,
+                       bounce: Mapping[str, Any] | None = None) -> bool: ...
+    def replace_job(self, message_id: str, token: str, expected: str | None) -> bool: ...
+    def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
+                     bounce: Mapping[str, Any]) -> bool: ...
+    def overdue(self, before: float, limit: int = 1000) -> list[Overdue]: ...
+    def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool: ...
+    def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None: ...
+    def add_bounce(self, bounce: Bounce, now: float) -> bool: ...
+    def add_orphan(self, orphan: Orphan, now: float) -> bool: ...
+    def orphans(self, kind: str, limit: int = 100) -> list[Orphan]: ...
+    def listing(self, query: str, part: str) -> Listing: ...
+    def messages_to(self, address: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]: ...
+    def messages_on(self, day: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]: ...
+    def bounces_to(self, address: str, *, since: str | None = None, type: str | None = None,
+                   kind: str | None = None, limit: int = 50,
+                   start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
+    def bounces_of_type(self, type: str, *, since: str | None = None, kind: str | None = None,
+                        limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
+    def add_suppression_event(self, event: SuppressionEvent) -> None: ...
+    def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
+
+
+class Suppressions(Protocol):
+    """The suppression list."""
+
+    def get(self, address: str) -> Suppression | None: ...
+    def suppressed(self, addresses: Iterable[str]) -> set[str]: ...
+    def add(self, suppression: Suppression) -> bool: ...
+    def remove(self, address: str) -> bool: ...
+    def listing(self, source: str) -> Listing: ...
+    def from_source(self, source: str, *, since: str | None = None, limit: int = 50,
+                    start_key: dict[str, str] | None = None) -> Page[Suppression]: ...
+
+
+class Jobs(Protocol):
+    """The job queue: a message id (and a schedule) per job, never the message."""
+
+    def send(self, job: QueueJob, delay: float = 0) -> None: ...
+    def send_many(self, jobs: list[QueueJob]) -> list[str]: ...
+
+
+class Lookup(Protocol):
+    """A small keyed table read by key (verified domains)."""
+
+    def get(self, value: str) -> dict | None: ...
+
+
+def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, t: KeyValueTable
+              ) -> tuple[Messages, Suppressions, Jobs, Lookup]:
+    """Never called: mypy checks here that the real adapters implement the interfaces."""
+    return m, s, j, t

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import QueueJob
-from .store import JobQueue, MessageStore, Overdue
+from .records import Overdue
+from .store import Jobs, Messages
 
 log = logging.getLogger("outpost.sweeper")
 
@@ -43,7 +44,7 @@ class SweepReport:
 
 
 class Sweeper:
-    def __init__(self, *, store: MessageStore, queue: JobQueue, clock: Callable[[], float] = time.time,
+    def __init__(self, *, store: Messages, queue: Jobs, clock: Callable[[], float] = time.time,
                  grace: float = SWEEP_GRACE, limit: int = SWEEP_LIMIT,
                  count: Callable[[str, int], None] = lambda name, n: None) -> None:
         self.store, self.queue, self.clock = store, queue, clock

@@ -19,10 +19,11 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from ..clock import iso_of
 from ..errors import ValidationFailed
 
 MAX_CURSOR_CHARS = 2048  # the query parameter's declared maxLength
@@ -53,10 +54,13 @@ def _bad(why: str) -> ValidationFailed:
                             "same query", field="cursor")
 
 
-def decode_cursor(value: str | None, *, parts: list[str], key_attrs: Iterable[str],
+def decode_cursor(value: str | None, *, parts: list[str],
+                  key_attrs: Iterable[str] | Callable[[str], Iterable[str]],
                   query: str = "") -> Cursor | None:
     """Parse and check a cursor: `parts` are the partitions this walk may be in, `key_attrs`
-    the exact attributes of its start key, `query` the digest of the query it must belong to."""
+    the exact attributes of its start key (or a function of the partition giving them, asked
+    only once the cursor has passed every other check), `query` the digest of the query it
+    must belong to."""
     if not value:
         return None
     if len(value) > MAX_CURSOR_CHARS:
@@ -74,7 +78,8 @@ def decode_cursor(value: str | None, *, parts: list[str], key_attrs: Iterable[st
     if q != query:
         raise _bad("it belongs to another query")
     if key is not None:
-        if not isinstance(key, dict) or set(key) != set(key_attrs):
+        attrs = key_attrs(part) if callable(key_attrs) else key_attrs
+        if not isinstance(key, dict) or set(key) != set(attrs):
             raise _bad("wrong key attributes")
         if not all(isinstance(v, str) and 0 < len(v) <= MAX_KEY_VALUE for v in key.values()):
             raise _bad("wrong key values")
@@ -94,11 +99,6 @@ def check_key(cursor: Cursor | None, attribute: str, expected: str, *,
     return cursor.key
 
 
-def iso(dt: datetime | None) -> str | None:
-    """A query's `since` in the store's timestamp format (UTC, milliseconds, Z)."""
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+def since_iso(dt: datetime | None) -> str | None:
+    """A query's `since` in the records' timestamp format (clock.iso_of)."""
+    return None if dt is None else iso_of(dt)

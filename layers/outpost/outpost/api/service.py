@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ..addresses import normalise, parse_address
+from ..clock import day_of, iso
 from ..errors import (
     ApiError,
     Forbidden,
@@ -31,10 +32,12 @@ from ..models import (
     UploadRequest,
     error_field,
 )
-from ..store import TTL_MARGIN, JobQueue, KeyValueTable, MessageStore, Page, SuppressionStore, _iso
+from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
+from ..store import TTL_MARGIN, Jobs, Listing, Lookup, Messages, Page, Suppressions
+from ..stored_request import StoredRequest
 from .auth import Principal, UploadLimitReached
 from .idempotency import IdempotentRequest, Once
-from .paging import Cursor, check_key, decode_cursor, encode_cursor, iso, query_digest
+from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
 
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
@@ -47,6 +50,7 @@ LIST_MAX_QUERIES = 10
 LIST_READ_PER_QUERY = 100
 
 log = logging.getLogger("outpost.api")
+R = TypeVar("R", bound=Record)
 
 
 class SendService:
@@ -57,10 +61,9 @@ class SendService:
     for 24 h, and a replay with a different body is a 409.
     """
 
-    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, queue: JobQueue,
-                 domains: KeyValueTable, clock: Callable[[], float] = time.time,
-                 idempotency: Any = None, s3: Any = None, bucket: str | None = None,
-                 retention_days: int | None = None, max_lifetime: int | None = None,
+    def __init__(self, *, store: Messages, suppressions: Suppressions, queue: Jobs,
+                 domains: Lookup, clock: Callable[[], float] = time.time,
+                 idempotency: Any = None, retention_days: int | None = None, max_lifetime: int | None = None,
                  uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
         # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
@@ -69,9 +72,6 @@ class SendService:
         self.clock = clock
         self.retention_days = retention_days  # the bucket's lifecycle for uploads/ (None: unknown)
         self.uploads_per_day = uploads_per_key_per_day
-        # Uploads live in the store's bucket under uploads/; the client presigns their URLs.
-        self.s3: Any = s3 if s3 is not None else getattr(store, "s3", None)
-        self.bucket = bucket if bucket is not None else getattr(store, "bucket", "")
         self._once = Once(idempotency) if idempotency is not None else None
 
     # ---- entry points ---------------------------------------------------------------------------
@@ -123,18 +123,14 @@ class SendService:
             raise ValidationFailed(f"an upload of {req.size} bytes cannot fit in a message; the "
                                    f"limit is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
         now = self.clock()
-        if not self.store.count_upload(principal.key_id, _iso(now)[:10], self.uploads_per_day, now):
+        if not self.store.count_upload(principal.key_id, now, self.uploads_per_day):
             raise UploadLimitReached(
                 f"this API key has created its {self.uploads_per_day} uploads for today (UTC); "
                 "attach the ones already uploaded, or retry tomorrow", int(86400 - now % 86400) + 1)
         upload_id = secrets.token_hex(16)  # unguessable: the id is what a send refers to
-        self.store.put_upload(upload_id, {"key_id": principal.key_id, "size": req.size,
-                                          "content_type": req.content_type}, now)
+        self.store.put_upload(Upload(upload_id, principal.key_id, req.size, req.content_type), now)
         headers = {"Content-Type": req.content_type, "Content-Length": str(req.size)}
-        url = self.s3.generate_presigned_url(
-            "put_object", ExpiresIn=UPLOAD_URL_TTL, HttpMethod="PUT",
-            Params={"Bucket": self.bucket, "Key": f"uploads/{upload_id}",
-                    "ContentType": req.content_type, "ContentLength": req.size})
+        url = self.store.upload_url(upload_id, req.content_type, req.size, UPLOAD_URL_TTL)
         return {"upload_id": upload_id, "url": url, "method": "PUT", "headers": headers,
                 "expires_in": UPLOAD_URL_TTL}
 
@@ -143,8 +139,6 @@ class SendService:
         create is a 403, whether another key created it or nobody did: an upload_id is not a
         bearer token, and the answer tells nothing about other keys' ids. One created but not
         PUT yet is a 422."""
-        from botocore.exceptions import ClientError
-
         sizes: dict[str, int] = {}
         total = 0
         for i, a in enumerate(req.attachments):
@@ -153,20 +147,16 @@ class SendService:
             if a.upload_id not in sizes:
                 field = f"attachments[{i}].upload_id"
                 record = self.store.upload(a.upload_id)
-                if record is None or principal is None or record.get("key_id") != principal.key_id:
+                if record is None or principal is None or record.key_id != principal.key_id:
                     raise Forbidden(f"no upload {a.upload_id!r} belongs to this API key: create it "
                                     "with POST /v1/uploads (with this key) first", field=field)
-                try:
-                    head = self.s3.head_object(Bucket=self.bucket, Key=f"uploads/{a.upload_id}")
-                except ClientError as exc:
-                    code = str(exc.response.get("Error", {}).get("Code", ""))
-                    if code in ("404", "NoSuchKey", "NotFound"):
-                        raise ValidationFailed(
-                            f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
-                            "expire)", field=field) from None
-                    raise
-                sizes[a.upload_id] = int(head["ContentLength"])
-                self._check_upload_outlives(req, a.upload_id, head.get("LastModified"), i)
+                got = self.store.uploaded(a.upload_id)
+                if got is None:
+                    raise ValidationFailed(
+                        f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
+                        "expire)", field=field)
+                sizes[a.upload_id] = got[0]
+                self._check_upload_outlives(req, a.upload_id, got[1], i)
             total += sizes[a.upload_id]  # attached twice goes out twice
         return total
 
@@ -200,23 +190,20 @@ class SendService:
         message_id = new_message_id(now)
         rcpts = req.recipients()
         suppressed = self.suppressions.suppressed(a for a, _ in rcpts)
-        created = _iso(now)
         recipients = []
         for i, (addr, kind) in enumerate(rcpts):
             state = RecipientState.SUPPRESSED if addr.lower() in suppressed else RecipientState.QUEUED
-            # gsi3 lists every recipient by day (GET /v1/messages without a recipient); the
-            # from/subject copies let a list page be answered from the index alone.
-            recipients.append({"index": i, "address": addr, "field": kind, "state": state.value,
-                               "from": req.from_, "subject": req.subject[:200],
-                               "gsi3pk": f"DAY#{created[:10]}", "gsi3sk": f"{created}#{message_id}#{i:03d}"})
-        meta = {"message_id": message_id, "from": req.from_, "from_domain": from_domain,
-                "subject": req.subject, "tags": req.tags, "tls": req.tls,
-                "deliver_until": now + self._lifetime(req), "recipient_count": len(recipients),
-                "size": size}  # the sender admits large messages by a memory budget
-        spec = req.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        # Large specs (attachments) go to S3 inside create(); the queue only ever carries the id.
-        self.store.create(meta, recipients, spec, now)
-        if enqueue and any(r["state"] == RecipientState.QUEUED.value for r in recipients):
+            # The from/subject copies let a list page be answered from the index alone.
+            recipients.append(Recipient(message_id, i, addr, state, field=kind, from_=req.from_,
+                                        subject=req.subject[:200]))
+        meta = Message(message_id=message_id, from_=req.from_, from_domain=from_domain,
+                       subject=req.subject, tags=req.tags, tls=req.tls,
+                       deliver_until=now + self._lifetime(req), recipient_count=len(recipients),
+                       size=size)  # the sender admits large messages by a memory budget
+        # What the sender will read: the stored request's own model (stored_request.py), not
+        # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
+        self.store.create(meta, recipients, StoredRequest.from_request(req), now)
+        if enqueue and any(r.state is RecipientState.QUEUED for r in recipients):
             try:
                 self.queue.send(QueueJob(message_id=message_id))
             except Exception:
@@ -225,7 +212,7 @@ class SendService:
                 self.store.discard(message_id, len(recipients))
                 raise
         return {"id": message_id,
-                "recipients": [{"address": r["address"], "status": r["state"]} for r in recipients]}
+                "recipients": [{"address": r.address, "status": r.state.value} for r in recipients]}
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         def one(i: int, body: Any) -> dict:
@@ -276,7 +263,7 @@ class SendService:
 class QueryService:
     """The read side, and the suppression list's manual edits. Only key and index lookups."""
 
-    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore,
+    def __init__(self, *, store: Messages, suppressions: Suppressions,
                  clock: Callable[[], float] = time.time, retention_days: int = 30,
                  max_queries: int = LIST_MAX_QUERIES, read_per_query: int = LIST_READ_PER_QUERY) -> None:
         self.store, self.suppressions, self.clock = store, suppressions, clock
@@ -293,125 +280,116 @@ class QueryService:
         m = stored.meta
         bounces: dict[int, list[dict]] = {}
         for b in stored.bounces:
-            bounces.setdefault(int(b["sk"].split("#")[1]), []).append(_public(b, _BOUNCE_FIELDS))
+            bounces.setdefault(b.index, []).append(_public(b, _BOUNCE_FIELDS))
         recipients = []
         for r in stored.recipients:
             out = _public(r, ("address", "field", "state", "updated_at", "remote_id", "last", "bounce"))
-            if r.get("next_attempt_at") and r["state"] == RecipientState.DEFERRED.value:
-                out["next_attempt_at"] = _iso(r["next_attempt_at"])
-            out["attempts"] = r.get("attempts") or []
-            out["bounces"] = bounces.get(r["index"], [])
+            if r.next_attempt_at and r.state is RecipientState.DEFERRED:
+                out["next_attempt_at"] = iso(r.next_attempt_at)
+            out["attempts"] = [a.as_dict() for a in r.attempts]
+            out["bounces"] = bounces.get(r.index, [])
             recipients.append(out)
         states = {r["state"] for r in recipients}
-        return {"id": message_id, "from": m["from"], "subject": m["subject"],
-                "created_at": m["created_at"], "expires_at": _iso(m["deliver_until"]),
-                "tags": m.get("tags") or {}, "tls": m.get("tls"),
+        return {"id": message_id, "from": m.from_, "subject": m.subject,
+                "created_at": m.created_at, "expires_at": iso(m.deliver_until),
+                "tags": dict(m.tags or {}), "tls": m.tls,
                 "status": _summary(states), "recipients": recipients}
 
     # ---- lists ----------------------------------------------------------------------------------
     def messages(self, *, recipient: str | None, status: str | None, since: datetime | None,
                  limit: int, cursor: str | None) -> dict:
-        filters = {"state": status} if status else None
-        since_iso = iso(since)
+        since_at = since_iso(since)
+        items: list[Recipient]
         if recipient:
-            pk = f"RCPT#{_address_key(recipient)}"
-            parts, attrs = ["r"], ("pk", "sk", "gsi1pk", "gsi1sk")
-            q = query_digest("messages", pk, status, since_iso)
-            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
-                                    limit, lambda part, start, n: self.store.page(
-                index="gsi1", pk=("gsi1pk", pk), sk_from=("gsi1sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi1pk", pk,
-                                             sort=("gsi1sk", since_iso)), filters=filters),
-                attrs, bool(filters))
+            address = _address_key(recipient)
+            # (the digest of the partition's value, as cursors issued before this code had it)
+            q = query_digest("messages", self.store.listing("messages_to", address).partition[1],
+                             status, since_at)
+            items, nxt = self._walk(
+                ["r"], cursor, q, lambda _: self.store.listing("messages_to", address), since_at, limit,
+                lambda _, start, n: self.store.messages_to(address, since=since_at, state=status,
+                                                           limit=n, start_key=start), bool(status))
         else:
-            parts, attrs = self._days(since), ("pk", "sk", "gsi3pk", "gsi3sk")
-            q = query_digest("messages", None, status, since_iso)
-            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
-                                    limit, lambda part, start, n: self.store.page(
-                index="gsi3", pk=("gsi3pk", f"DAY#{part}"),
-                sk_from=("gsi3sk", since_iso) if since_iso else None, limit=n,
-                start_key=check_key(Cursor(part, start), "gsi3pk", f"DAY#{part}",
-                                    sort=("gsi3sk", since_iso)), filters=filters),
-                attrs, bool(filters))
-        out = []
-        for i in items:
-            mid = i["pk"].split("#", 1)[1]
-            out.append({"id": mid, "recipient": i["address"], "status": i["state"],
-                        "created_at": i.get("created_at"), "updated_at": i.get("updated_at"),
-                        "from": i.get("from"), "subject": i.get("subject")})
+            q = query_digest("messages", None, status, since_at)
+            items, nxt = self._walk(
+                self._days(since), cursor, q, lambda day: self.store.listing("messages_on", day),
+                since_at, limit,
+                lambda day, start, n: self.store.messages_on(day, since=since_at, state=status, limit=n,
+                                                             start_key=start), bool(status))
+        out = [{"id": r.message_id, "recipient": r.address, "status": r.state.value,
+                "created_at": r.created_at, "updated_at": r.updated_at, "from": r.from_,
+                "subject": r.subject} for r in items]
         return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def bounces(self, *, recipient: str | None, kind: str | None, since: datetime | None,
                 limit: int, cursor: str | None) -> dict:
-        since_iso = iso(since)
+        since_at = since_iso(since)
         # kind: hard / soft / undetermined narrow the 'bounce' type; complaint and delay are types.
         if kind in ("complaint", "delay"):
-            types, filters = [kind], None
+            types, btype, bkind = [kind], kind, None
         elif kind:
-            types, filters = ["bounce"], {"kind": kind}
+            types, btype, bkind = ["bounce"], "bounce", kind
         else:
-            types, filters = list(BOUNCE_TYPES), None
+            types, btype, bkind = list(BOUNCE_TYPES), None, None
+        items: list[Bounce]
         if recipient:
-            pk = f"BOUNCE#{_address_key(recipient)}"
-            if kind in ("complaint", "delay"):
-                filters = {"type": kind}
-            elif kind:
-                filters = {"type": "bounce", "kind": kind}
-            parts, attrs = ["r"], ("pk", "sk", "gsi2pk", "gsi2sk")
-            q = query_digest("bounces", pk, kind, since_iso)
-            items, nxt = self._walk(parts, decode_cursor(cursor, parts=parts, key_attrs=attrs, query=q),
-                                    limit, lambda part, start, n: self.store.page(
-                index="gsi2", pk=("gsi2pk", pk), sk_from=("gsi2sk", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "gsi2pk", pk,
-                                             sort=("gsi2sk", since_iso)), filters=filters),
-                attrs, bool(filters))
+            address = _address_key(recipient)
+            q = query_digest("bounces", self.store.listing("bounces_to", address).partition[1],
+                             kind, since_at)
+            items, nxt = self._walk(
+                ["r"], cursor, q, lambda _: self.store.listing("bounces_to", address), since_at, limit,
+                lambda _, start, n: self.store.bounces_to(address, since=since_at, type=btype, kind=bkind,
+                                                          limit=n, start_key=start), bool(kind))
         else:
-            attrs = ("pk", "sk", "type", "received_at")
-            q = query_digest("bounces", None, kind, since_iso)
-            items, nxt = self._walk(types, decode_cursor(cursor, parts=types, key_attrs=attrs, query=q),
-                                    limit, lambda part, start, n: self.store.page(
-                index="gsi4", pk=("type", part), sk_from=("received_at", since_iso) if since_iso else None,
-                limit=n, start_key=check_key(Cursor(part, start), "type", part,
-                                             sort=("received_at", since_iso)), filters=filters),
-                attrs, bool(filters))
+            q = query_digest("bounces", None, kind, since_at)
+            items, nxt = self._walk(
+                types, cursor, q, lambda t: self.store.listing("bounces_of_type", t), since_at, limit,
+                lambda t, start, n: self.store.bounces_of_type(t, since=since_at, kind=bkind, limit=n,
+                                                               start_key=start), bool(bkind))
         out = []
         for b in items:
             view = _public(b, _BOUNCE_FIELDS)
-            view["message_id"] = b["pk"].split("#", 1)[1]
-            view.setdefault("received_at", b.get("gsi2sk", "")[:24])
+            view["message_id"] = b.message_id
             out.append(view)
         return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def suppression_list(self, *, source: str | None, since: datetime | None, limit: int,
                          cursor: str | None) -> dict:
         sources = [source] if source else list(SUPPRESSION_SOURCES)
-        since_iso = iso(since)
-        attrs = ("address", "source", "created_at")
-        q = query_digest("suppressions", source, since_iso)
-        cur = decode_cursor(cursor, parts=sources, key_attrs=attrs, query=q)
-        items, nxt = self._walk(sources, cur, limit, lambda part, start, n: self.suppressions.page(
-            source=part, since=since_iso, limit=n,
-            start_key=check_key(Cursor(part, start), "source", part, sort=("created_at", since_iso))),
-            attrs)
+        since_at = since_iso(since)
+        q = query_digest("suppressions", source, since_at)
+        items, nxt = self._walk(
+            sources, cursor, q, self.suppressions.listing, since_at, limit,
+            lambda part, start, n: self.suppressions.from_source(part, since=since_at, limit=n,
+                                                                 start_key=start))
         return {"items": [_public(i, _SUPPRESSION_FIELDS) for i in items],
                 "next_cursor": encode_cursor(nxt, q)}
 
-    def _walk(self, parts: list[str], cursor: Cursor | None, limit: int,
-              fetch: Callable[[str, dict[str, str] | None, int], Page], key_attrs: tuple[str, ...],
-              filtered: bool = False) -> tuple[list[dict], Cursor | None]:
+    def _walk(self, parts: list[str], cursor: str | None, query: str,
+              listing: Callable[[str], Listing], since: str | None, limit: int,
+              fetch: Callable[[str, dict[str, str] | None, int], Page[R]],
+              filtered: bool = False) -> tuple[list[R], Cursor | None]:
         """Fill a page from consecutive partitions; the cursor says where to go on.
 
-        Bounded by construction: at most `max_queries` DynamoDB queries per request, each
-        reading at most `read_per_query` items (DynamoDB applies Limit before a filter), so a
-        rare filter value over a large table answers a partial page, possibly empty, with a
-        cursor to continue, never a timeout. Unfiltered reads ask for exactly what is missing.
-        Filtered reads ask for more and, if they overshoot, resume after the last item kept:
-        its key attributes make the next ExclusiveStartKey.
+        The cursor is checked against the store's `listing` of its partition (api/paging.py):
+        its key must have exactly that listing's attributes, its partition, and a sort key not
+        below `since`. Bounded by construction: at most `max_queries` DynamoDB queries per
+        request, each reading at most `read_per_query` items (DynamoDB applies Limit before a
+        filter), so a rare filter value over a large table answers a partial page, possibly
+        empty, with a cursor to continue, never a timeout. Unfiltered reads ask for exactly
+        what is missing. Filtered reads ask for more and, if they overshoot, resume after the
+        last item kept: the store gives each item's own start key.
         """
-        n = parts.index(cursor.part) if cursor else 0
-        key = cursor.key if cursor else None
+        cur = decode_cursor(cursor, parts=parts, key_attrs=lambda part: listing(part).key_attrs,
+                            query=query)
+        if cur is not None and cur.key is not None:
+            where = listing(cur.part)
+            check_key(cur, *where.partition, sort=(where.sort, since))
+        n = parts.index(cur.part) if cur else 0
+        key = cur.key if cur else None
         from_client = key is not None
-        items: list[dict] = []
+        items: list[R] = []
+        keys: list[dict[str, str]] = []
         calls = 0
         while n < len(parts):
             part = parts[n]
@@ -429,11 +407,12 @@ class QueryService:
             calls += 1
             from_client = False
             items.extend(page.items)
+            keys.extend(page.keys)
             key = page.last_key
             if len(items) >= limit:
                 if len(items) > limit:
                     items = items[:limit]
-                    key = {a: str(items[-1][a]) for a in key_attrs if a in items[-1]}
+                    key = keys[limit - 1]
                 if key is not None:
                     return items, Cursor(part, key)
                 return items, (Cursor(parts[n + 1], None) if n + 1 < len(parts) else None)
@@ -448,9 +427,9 @@ class QueryService:
         if since is not None:
             oldest = max(oldest, since.timestamp() if since.tzinfo else
                          since.replace(tzinfo=UTC).timestamp())
-        first = time.strftime("%Y-%m-%d", time.gmtime(min(oldest, now)))
+        first = day_of(min(oldest, now))
         days, t = [], now
-        while (day := time.strftime("%Y-%m-%d", time.gmtime(t))) >= first:
+        while (day := day_of(t)) >= first:
             days.append(day)
             t -= 86400
         return days
@@ -462,20 +441,20 @@ class QueryService:
         if item is None:
             raise NotFound(f"{key} is not suppressed", field="address")
         out = _public(item, _SUPPRESSION_FIELDS)
-        out["history"] = [_public(e, ("action", "at", "by", "reason")) for e in
-                          self.store.events(f"SUPPRESSION#{key}")]
+        out["history"] = [_public(e, ("action", "at", "by", "reason"))
+                          for e in self.store.suppression_history(key)]
         return out
 
     def suppress(self, address: str, reason: str, principal: Principal) -> tuple[dict, bool]:
         key = _address_key(address)
         now = self.clock()
         by = f"{principal.name} ({principal.key_id})"
-        new = self.suppressions.add(key, {"reason": reason, "kind": "manual", "source": "manual",
-                                          "added_by": by}, now)
+        new = self.suppressions.add(Suppression.new(key, now, source="manual", reason=reason,
+                                                    kind="manual", added_by=by))
         if new:
-            self.store.put_event(f"SUPPRESSION#{key}", {"action": "added", "by": by, "reason": reason}, now)
-        item = self.suppressions.get(key) or {"address": key}
-        return _public(item, _SUPPRESSION_FIELDS), new
+            self.store.add_suppression_event(SuppressionEvent(key, "added", iso(now), by=by, reason=reason))
+        item = self.suppressions.get(key)
+        return (_public(item, _SUPPRESSION_FIELDS) if item else {"address": key}), new
 
     def unsuppress(self, address: str, principal: Principal) -> dict:
         key = _address_key(address)
@@ -485,10 +464,10 @@ class QueryService:
             raise NotFound(f"{key} is not suppressed", field="address")
         by = f"{principal.name} ({principal.key_id})"
         # Who and when: the suppression item is gone, so the audit event keeps what it was.
-        self.store.put_event(f"SUPPRESSION#{key}", {
-            "action": "removed", "by": by, "reason": previous.get("reason"),
-            "previous": _public(previous, _SUPPRESSION_FIELDS)}, now)
-        return {"address": key, "removed_at": _iso(now), "removed_by": by}
+        self.store.add_suppression_event(SuppressionEvent(
+            key, "removed", iso(now), by=by, reason=previous.reason,
+            previous=_public(previous, _SUPPRESSION_FIELDS)))
+        return {"address": key, "removed_at": iso(now), "removed_by": by}
 
 
 _BOUNCE_FIELDS = ("address", "type", "action", "status", "kind", "reason", "diagnostic",
@@ -522,8 +501,10 @@ def _invalid_start_key(exc: Exception) -> bool:
     return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ValidationException"
 
 
-def _public(item: dict, fields: tuple[str, ...]) -> dict:
-    return {k: item[k] for k in fields if k in item and item[k] is not None}
+def _public(record: Record, fields: tuple[str, ...]) -> dict:
+    """The named fields of a record's plain view (None left out)."""
+    view = record.as_dict()
+    return {k: view[k] for k in fields if k in view}
 
 
 def _summary(states: set[str]) -> str:

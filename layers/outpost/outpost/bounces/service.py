@@ -28,9 +28,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..clock import iso
 from ..ids import is_message_id
 from ..models import RecipientState
-from ..store import MessageStore, StoredMessage, SuppressionStore, _iso
+from ..records import Bounce, Orphan, Recipient, StoredMessage, Suppression
+from ..store import Messages, Suppressions
 from .limits import MESSAGE_READ_LIMIT
 from .report import NOT_A_BOUNCE, BounceRecipient, BounceReport
 from .verp import ReturnPath, read_return_path
@@ -40,11 +42,11 @@ _MSGID = re.compile(r"<?([0-9a-hjkmnp-tv-z]{26})@", re.I)
 
 
 class BounceService:
-    def __init__(self, *, store: MessageStore, suppressions: SuppressionStore, s3: Any, bucket: str,
+    def __init__(self, *, store: Messages, suppressions: Suppressions,
                  verp_key: bytes, bounce_domain: str, clock: Callable[[], float] = time.time,
                  count: Callable[[str, int], None] = lambda name, n: None,
                  parse: Callable[[bytes], BounceReport] | None = None) -> None:
-        self.store, self.suppressions, self.s3, self.bucket = store, suppressions, s3, bucket
+        self.store, self.suppressions = store, suppressions
         self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
         if parse is None:
             from functools import partial
@@ -75,31 +77,13 @@ class BounceService:
         return results
 
     def process(self, key: str, envelope_recipients: Iterable[str]) -> dict:
-        try:
-            raw, size = self._read(key)
-        except self.s3.exceptions.NoSuchKey:
+        got = self.store.read_inbound(key, MESSAGE_READ_LIMIT)
+        if got is None:
             log.warning("inbound object is gone", extra={"s3_key": key})
             self.count("InboundMissing", 1)
             return {"s3_key": key, "result": "missing"}
+        raw, size = got
         return self.process_raw(key, raw, list(envelope_recipients), size=size)
-
-    def _read(self, key: str) -> tuple[bytes, int]:
-        """The first MESSAGE_READ_LIMIT bytes of the object, and the object's size."""
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=key,
-                                     Range=f"bytes=0-{MESSAGE_READ_LIMIT - 1}")
-        except self.s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
-                raise
-            return b"", 0  # an empty object: no byte 0 to start a range at
-        body = obj["Body"]
-        try:
-            raw = body.read(MESSAGE_READ_LIMIT)  # bounded even if a range were ignored
-        finally:
-            body.close()
-        # "bytes 0-1048575/5242880": the size after the slash.
-        total = str(obj.get("ContentRange") or "").rpartition("/")[2]
-        return raw, int(total) if total.isdigit() else len(raw)
 
     def process_raw(self, key: str, raw: bytes, envelope_recipients: list[str],
                     size: int | None = None) -> dict:
@@ -113,39 +97,38 @@ class BounceService:
             report, parser_error = NOT_A_BOUNCE, f"{type(exc).__name__}: {exc}"[:200]
         bounce_id = hashlib.sha256(raw).hexdigest()[:20]
         rp = self._return_path(envelope_recipients, report)
-        base: dict[str, Any] = {"s3_key": key, "received_at": _iso(now), "family": report.family,
-                "report_kind": report.kind, "envelope_recipients": envelope_recipients[:5]}
-        if parser_error is not None:
-            base["parser_error"] = parser_error
-        if size is not None and size > len(raw):
-            base.update(size=size, truncated=True)
+        truncated = size is not None and size > len(raw)
+        base = Orphan(s3_key=key, kind="unparsed", received_at=iso(now), family=report.family,
+                      report_kind=report.kind, envelope_recipients=tuple(envelope_recipients[:5]),
+                      parser_error=parser_error, size=size if truncated else None,
+                      truncated=True if truncated else None)
 
         if report.kind == "autoreply":
-            self._orphan(key, "autoreply", base, now)
+            self._orphan(base.replace(kind="autoreply"), now)
             return {"s3_key": key, "result": "autoreply"}
         if report.kind == "none" or not report.recipients:
-            self._orphan(key, "unparsed", base, now)
+            self._orphan(base, now)
             return {"s3_key": key, "result": "unparsed"}
         if rp is not None and not rp.verified:
             # Right shape, wrong MAC: forged or mangled. Keep it, act on nothing.
-            self._orphan(key, "unverified", dict(base, token=rp.address,
-                         recipients=[r.address for r in report.recipients]), now)
+            self._orphan(base.replace(kind="unverified", token=rp.address,
+                                      recipients=tuple(r.address for r in report.recipients)), now)
             return {"s3_key": key, "result": "unverified"}
 
         message_id = rp.message_id if rp else self._message_id(report)
         stored = self.store.load(message_id) if message_id else None
         if stored is None:
-            self._orphan(key, "unmatched", dict(base, recipients=[r.address for r in report.recipients],
-                                                 envelope_id=report.envelope_id), now)
+            self._orphan(base.replace(kind="unmatched", envelope_id=report.envelope_id,
+                                      recipients=tuple(r.address for r in report.recipients)), now)
             return {"s3_key": key, "result": "unmatched"}
 
         recorded = []
         for stored_rcpt, bounce_rcpt in self._pairs(stored, report, rp):
             if stored_rcpt is None:
-                self._orphan(f"{key}#{bounce_rcpt.address}", "unmatched",
-                             dict(base, recipients=[bounce_rcpt.address], message_id=message_id), now)
+                self._orphan(base.replace(s3_key=f"{key}#{bounce_rcpt.address}", kind="unmatched",
+                                          recipients=(bounce_rcpt.address,), message_id=message_id), now)
                 continue
-            recorded.append(self._record(key, bounce_id, report, stored.meta["message_id"],
+            recorded.append(self._record(key, bounce_id, report, stored.meta.message_id,
                                          stored_rcpt, bounce_rcpt, rp is not None and rp.verified, now))
         return {"s3_key": key, "result": "matched", "message_id": message_id, "recipients": recorded}
 
@@ -176,15 +159,15 @@ class BounceService:
 
     @staticmethod
     def _pairs(stored: StoredMessage, report: BounceReport, rp: ReturnPath | None
-               ) -> list[tuple[dict | None, BounceRecipient]]:
-        by_addr = {r["address"].lower(): r for r in stored.recipients}
-        out: list[tuple[dict | None, BounceRecipient]] = []
+               ) -> list[tuple[Recipient | None, BounceRecipient]]:
+        by_addr = {r.address.lower(): r for r in stored.recipients}
+        out: list[tuple[Recipient | None, BounceRecipient]] = []
         if rp is not None:
-            target = next((r for r in stored.recipients if r["index"] == rp.recipient_index), None)
+            target = next((r for r in stored.recipients if r.index == rp.recipient_index), None)
             if target is None:
                 return [(None, b) for b in report.recipients]
-            same = [b for b in report.recipients if b.address.lower() == target["address"].lower()
-                    or (b.original_recipient or "").lower().endswith(target["address"].lower())]
+            same = [b for b in report.recipients if b.address.lower() == target.address.lower()
+                    or (b.original_recipient or "").lower().endswith(target.address.lower())]
             # The token names the recipient even when a forwarder rewrote the address.
             chosen = same or ([report.recipients[0]] if len(report.recipients) == 1 else [])
             return [(target, b) for b in chosen] or [(None, b) for b in report.recipients]
@@ -194,19 +177,17 @@ class BounceService:
         return out
 
     # ---- recording ----------------------------------------------------------------------------
-    def _record(self, key: str, bounce_id: str, report: BounceReport, message_id: str, rcpt: dict,
+    def _record(self, key: str, bounce_id: str, report: BounceReport, message_id: str, rcpt: Recipient,
                 b: BounceRecipient, verified: bool, now: float) -> dict:
         complaint = report.kind == "feedback"
         action = (b.action or ("failed" if not complaint else None))
         kind = "complaint" if complaint else {"delayed": "delay", "failed": "bounce"}.get(action or "", "notice")
-        record = {
-            "address": rcpt["address"], "type": kind, "action": b.action, "status": b.status,
-            "kind": b.kind, "reason": b.reason, "diagnostic": b.diagnostic,
-            "reporting_mta": report.reporting_mta, "remote_mta": b.remote_mta,
-            "received_at": _iso(now), "s3_key": key, "family": report.family,
-            "verified": verified, "bounce_id": bounce_id,
-        }
-        new = self.store.put_bounce(message_id, rcpt["index"], bounce_id, record, now)
+        record = Bounce(message_id=message_id, index=rcpt.index, bounce_id=bounce_id,
+                        address=rcpt.address, type=kind, received_at=iso(now), verified=verified,
+                        action=b.action, status=b.status, kind=b.kind, reason=b.reason,
+                        diagnostic=b.diagnostic, reporting_mta=report.reporting_mta,
+                        remote_mta=b.remote_mta, s3_key=key, family=report.family)
+        new = self.store.add_bounce(record, now)
         if new:
             self.count({"complaint": "Complaint", "bounce": "Bounce", "delay": "DelayNotice"}.get(kind, "Notice"), 1)
         # State and suppression are idempotent themselves, so they run even when the record
@@ -214,21 +195,24 @@ class BounceService:
         # carrying our verified token may act (see the module docstring).
         if kind in ("complaint", "bounce") and verified:
             state = RecipientState.COMPLAINED if complaint else RecipientState.BOUNCED
-            summary = {k: record[k] for k in ("type", "status", "kind", "reason", "diagnostic",
-                                               "reporting_mta", "remote_mta", "s3_key") if record.get(k)}
+            view = record.as_dict()
+            summary: dict[str, Any] = {k: view[k] for k in (
+                "type", "status", "kind", "reason", "diagnostic", "reporting_mta", "remote_mta", "s3_key")
+                if view.get(k)}
             summary["source"] = "dsn" if not complaint else "feedback"
-            summary["at"] = record["received_at"]
-            self.store.mark_bounced(message_id, rcpt["index"], state, now, summary)
+            summary["at"] = record.received_at
+            self.store.mark_bounced(message_id, rcpt.index, state, now, summary)
             if complaint or b.kind == "hard":
-                self.suppressions.add(rcpt["address"], {
-                    "reason": "complaint" if complaint else b.reason, "kind": "complaint" if complaint else b.kind,
-                    "source": "complaint" if complaint else "bounce", "message_id": message_id,
-                    "status": b.status, "diagnostic": b.diagnostic, "s3_key": key}, now)
-        return {"address": rcpt["address"], "type": kind, "status": b.status, "kind": b.kind,
+                self.suppressions.add(Suppression.new(
+                    rcpt.address, now, source="complaint" if complaint else "bounce",
+                    reason="complaint" if complaint else b.reason,
+                    kind="complaint" if complaint else b.kind, message_id=message_id,
+                    status=b.status, diagnostic=b.diagnostic, s3_key=key))
+        return {"address": rcpt.address, "type": kind, "status": b.status, "kind": b.kind,
                 "reason": b.reason, "new": new}
 
-    def _orphan(self, key: str, kind: str, record: dict, now: float) -> None:
-        if self.store.put_orphan(key, kind, record, now):
+    def _orphan(self, orphan: Orphan, now: float) -> None:
+        if self.store.add_orphan(orphan, now):
             self.count({"unparsed": "BounceUnparsed", "unmatched": "BounceUnmatched",
-                        "unverified": "BounceUnverified", "autoreply": "AutoReply"}[kind], 1)
-        log.info("inbound mail kept as %s", kind, extra={"s3_key": key})
+                        "unverified": "BounceUnverified", "autoreply": "AutoReply"}[orphan.kind], 1)
+        log.info("inbound mail kept as %s", orphan.kind, extra={"s3_key": orphan.s3_key})

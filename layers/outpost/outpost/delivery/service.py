@@ -73,6 +73,7 @@ from aiosmtplib import SMTPStatus
 from pydantic import ValidationError
 
 from ..addresses import parse_address
+from ..clock import iso
 from ..config import Settings
 from ..errors import (
     DnsError,
@@ -84,9 +85,10 @@ from ..errors import (
     StsMxMismatchError,
 )
 from ..mime import build_message
-from ..models import OPEN_STATES, QueueJob, RecipientState, SendRequest
+from ..models import QueueJob, RecipientState
 from ..mx import MxHost
-from ..store import JobQueue, MessageStore, SuppressionStore, _iso
+from ..records import Attempt, Message, Recipient, Suppression
+from ..store import JobQueue, MessageStore, SuppressionStore
 from ..tls_policy import TlsPolicy, no_policy
 from .backoff import delay_for_release, next_attempt_at
 from .transport import Connector, Session, SessionPool, TlsMode, remote_queue_id
@@ -258,11 +260,11 @@ class DeliveryService:
         await self.deliver(job, pool, deadline, budget)
 
     # ---- one job ----------------------------------------------------------------------------
-    def lifetime_end(self, meta: dict) -> float:
+    def lifetime_end(self, meta: Message) -> float:
         """When the message's recipients expire: its own deadline, capped by the operator's
         OUTPOST_MAX_LIFETIME from its creation (Postfix maximal_queue_lifetime)."""
-        until = float(meta["deliver_until"])
-        created = meta.get("created_ts")
+        until = float(meta.deliver_until)
+        created = meta.created_ts
         if created is not None and self.settings.max_lifetime is not None:
             until = min(until, float(created) + self.settings.max_lifetime)
         return until
@@ -286,7 +288,7 @@ class DeliveryService:
             self.count("UnknownMessage", 1)
             return
         meta = stored.meta
-        run.observed = meta.get("job_token")
+        run.observed = meta.job_token
         if job.token is not None and job.token != run.observed:
             # Another job is the message's current one (issue 8 item 12): this is a duplicate
             # (SQS at-least-once, a requeue whose run was redelivered). The current job covers
@@ -298,17 +300,17 @@ class DeliveryService:
             if run.carried:
                 await asyncio.to_thread(self._reschedule, run)  # keep what still has to be recorded
             log.info("stale job dropped", extra={"message_id": job.message_id, "token": job.token,
-                                                 "current": meta.get("job_token")})
+                                                 "current": meta.job_token})
             self.count("StaleJob", 1)
             return
         until = self.lifetime_end(meta)
         lifetime_over = now >= until
-        due: list[dict] = []
+        due: list[Recipient] = []
         for r in stored.recipients:
-            if r["state"] not in {s.value for s in OPEN_STATES} or r["index"] in run.held:
+            if not r.is_open or r.index in run.held:
                 continue
-            at = r.get("next_attempt_at")
-            lease = r.get("lease_until")
+            at = r.next_attempt_at
+            lease = r.lease_until
             if lease is not None and float(lease) > now:
                 # Another invocation holds it: it records it and queues its own job, but that
                 # job may lose the race to be current, so this run's job covers it too.
@@ -331,7 +333,7 @@ class DeliveryService:
                 return
             now = self.clock()  # the wait for room may have taken a while
         try:
-            await self._deliver_due(run, dict(meta, deliver_until=until), due, now, pool, deadline)
+            await self._deliver_due(run, meta.replace(deliver_until=until), due, now, pool, deadline)
         finally:
             if budget is not None and cost:
                 await budget.give(cost)
@@ -341,11 +343,11 @@ class DeliveryService:
     MEMORY_FACTOR = 6  # peak bytes per byte of message (bench/sender_memory.py: 5.6-5.8)
     UNKNOWN_SIZE = 40_000_000  # a message stored without its size (before issue 8) in S3
 
-    def _memory_cost(self, meta: dict) -> int:
+    def _memory_cost(self, meta: Message) -> int:
         """What building, signing and sending this message may cost in memory, at peak."""
-        size = meta.get("size")
+        size = meta.size
         if size is None:
-            size = len(meta["spec"]) if "spec" in meta else self.UNKNOWN_SIZE
+            size = len(meta.spec) if meta.spec is not None else self.UNKNOWN_SIZE
         return int(size) * self.MEMORY_FACTOR
 
     async def _record_carried(self, run: _JobRun) -> None:
@@ -353,11 +355,11 @@ class DeliveryService:
         for item in run.job.delivered or []:
             index, attempt = int(item["index"]), item.get("attempt") or {}
             v = judge(SmtpReply(attempt.get("code") or SMTPStatus.completed, attempt.get("text") or "", "EOD"))
-            fields = {"last": v.as_dict(), "remote_id": attempt.get("remote_id"), "next_attempt_at": None}
             try:
                 await self._write_retrying(functools.partial(
-                    self.store.finish_attempt, mid, index, RecipientState.DELIVERED, self.clock(), attempt,
-                    fields), WRITE_RETRIES)
+                    self.store.finish_attempt, mid, index, RecipientState.DELIVERED, self.clock(),
+                    Attempt.from_dict(attempt) if attempt else None, last=v.as_dict(),
+                    remote_id=attempt.get("remote_id")), WRITE_RETRIES)
                 self.count("Delivered", 1)
             except Exception:  # noqa: BLE001 - carried again; the store is still failing
                 log.exception("recording a carried 2xx failed again", extra={"message_id": mid})
@@ -378,7 +380,7 @@ class DeliveryService:
                 await self.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _deliver_due(self, run: _JobRun, meta: dict, due: list[dict], now: float,
+    async def _deliver_due(self, run: _JobRun, meta: Message, due: list[Recipient], now: float,
                            pool: SessionPool, deadline: float) -> None:
         mid = run.job.message_id
         if not due:
@@ -388,7 +390,7 @@ class DeliveryService:
         # this run's job comes back when that lease ends, in case that job is not current.
         claimed = []
         for r in due:
-            if await asyncio.to_thread(self.store.claim, mid, r["index"], now, lease):
+            if await asyncio.to_thread(self.store.claim, mid, r.index, now, lease):
                 claimed.append(r)
             else:
                 run.later.append(now + lease)
@@ -396,19 +398,19 @@ class DeliveryService:
             return
 
         # Step: expire what outlived the message's lifetime (RFC 3463 4.4.7).
-        if now >= meta["deliver_until"]:
+        if now >= meta.deliver_until:
             for r in claimed:
                 await asyncio.to_thread(self._expire, mid, r, now)
             return
 
         # Step: suppression list (checked at send time too: it may have changed since).
-        suppressed = await asyncio.to_thread(self.suppressions.suppressed, [r["address"] for r in claimed])
-        active: list[dict] = []
+        suppressed = await asyncio.to_thread(self.suppressions.suppressed, [r.address for r in claimed])
+        active: list[Recipient] = []
         for r in claimed:
-            if r["address"].lower() in suppressed:
+            if r.address.lower() in suppressed:
                 last = {"status": "5.7.1", "text": "address is on the suppression list"}
-                await asyncio.to_thread(self.store.finish_attempt, mid, r["index"], RecipientState.SUPPRESSED,
-                                        now, None, {"last": last})
+                await asyncio.to_thread(functools.partial(
+                    self.store.finish_attempt, mid, r.index, RecipientState.SUPPRESSED, now, None, last=last))
                 self.count("Suppressed", 1)
             else:
                 active.append(r)
@@ -445,14 +447,15 @@ class DeliveryService:
             # means transient), so a poisoned job defers, then expires: it never leaves its
             # recipients open behind a job in the DLQ.
             for r in active:
-                a = parse_address(r["address"])
-                rcpts.append(_Rcpt(r["index"], r["address"], a.smtp_addr, a.ascii_domain,
-                                   len(r.get("attempts") or []), a.needs_smtputf8))
-            spec = await asyncio.to_thread(self.store.load_spec, meta)
-            req = SendRequest.from_stored(spec)  # not the caps added since it was accepted
+                a = parse_address(r.address)
+                rcpts.append(_Rcpt(r.index, r.address, a.smtp_addr, a.ascii_domain,
+                                   len(r.attempts), a.needs_smtputf8))
+            # The stored request's own model (stored_request.py), not the API's: what was
+            # accepted under older rules still builds.
+            req = await asyncio.to_thread(self.store.load_request, meta)
             # A thread: uploaded attachments are read from S3 while the message is built.
             data, utf8_headers = await asyncio.to_thread(
-                build_message, req, mid, meta.get("created_ts"), fetch_upload=self.fetch_upload)
+                build_message, req, mid, meta.created_ts, fetch_upload=self.fetch_upload)
             sender_domain = parse_address(req.from_).ascii_domain
             signer = await asyncio.to_thread(self.signer_for, sender_domain)
             # The signature and the message travel as two parts: no copy of a large message.
@@ -460,8 +463,8 @@ class DeliveryService:
         except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             log.error("could not prepare the message", exc_info=exc, extra={"message_id": mid})
             v = judge(exc)
-            run.rcpts = rcpts = [_Rcpt(r["index"], r["address"], r["address"], "", len(r.get("attempts") or []),
-                                       False) for r in active]
+            run.rcpts = rcpts = [_Rcpt(r.index, r.address, r.address, "", len(r.attempts), False)
+                                 for r in active]
             for rc in rcpts:
                 await record(rc, _Result(v, self._attempt(v, None, None, None)))
             return
@@ -832,55 +835,53 @@ class DeliveryService:
         """One attempt record: time, MX host, IP, TLS details, the command that failed, the
         reply code, the enhanced status and the text (issue 3), plus the MTA-STS policy used."""
         return {k: val for k, val in {
-            "at": _iso(self.clock()), "mx": mx, "ip": ip,
+            "at": iso(self.clock()), "mx": mx, "ip": ip,
             "tls": tls.as_dict() if tls is not None else None,
             "command": v.command, "code": v.code, "status": v.status, "text": v.text[:1000],
             "outcome": v.outcome.value, "remote_id": remote_id, "kind": v.kind, "reason": v.reason,
             "mta_sts": sts}.items() if val is not None}
 
     # ---- record outcomes ----------------------------------------------------------------------
-    def _record_one(self, mid: str, meta: dict, r: _Rcpt, res: _Result) -> float | None:
+    def _record_one(self, mid: str, meta: Message, r: _Rcpt, res: _Result) -> float | None:
         """Record one recipient's verdict; returns its next attempt time when deferred."""
         now = self.clock()
         v = res.verdict
         last = v.as_dict()
+        attempt = Attempt.from_dict(res.attempt) if res.attempt else None
         if v.outcome is Outcome.DELIVERED:
-            self.store.finish_attempt(mid, r.index, RecipientState.DELIVERED, now, res.attempt,
-                                      {"last": last, "remote_id": (res.attempt or {}).get("remote_id"),
-                                       "next_attempt_at": None})
+            self.store.finish_attempt(mid, r.index, RecipientState.DELIVERED, now, attempt, last=last,
+                                      remote_id=attempt.remote_id if attempt else None)
             self.count("Delivered", 1)
             return None
         if v.outcome is Outcome.PERMANENT:
             if v.kind == "hard":
                 # Suppress first (add is idempotent): once the recipient is final, a retry of
                 # this job would never come back to write it.
-                self.suppressions.add(r.address, {
-                    "reason": v.reason, "kind": v.kind, "source": "bounce", "message_id": mid,
-                    "status": v.status, "diagnostic": v.diagnostic}, now)
+                self.suppressions.add(Suppression.new(
+                    r.address, now, source="bounce", reason=v.reason, kind=v.kind, message_id=mid,
+                    status=v.status, diagnostic=v.diagnostic))
             bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
-                      "diagnostic": v.diagnostic, "source": "smtp", "at": _iso(now),
-                      "remote_mta": (res.attempt or {}).get("mx")}
-            self.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, res.attempt,
-                                      {"last": last, "bounce": bounce, "next_attempt_at": None})
+                      "diagnostic": v.diagnostic, "source": "smtp", "at": iso(now),
+                      "remote_mta": attempt.mx if attempt else None}
+            self.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, attempt, last=last,
+                                      bounce=bounce)
             self.count("Bounced", 1)
             return None
-        at = next_attempt_at(now, r.attempts + 1, meta["deliver_until"],
+        at = next_attempt_at(now, r.attempts + 1, meta.deliver_until,
                              self.settings.retry_schedule, self.rng())
         if at is None:
             expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
-            self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, res.attempt,
-                                      {"last": expired, "next_attempt_at": None})
+            self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, attempt, last=expired)
             self.count("Expired", 1)
             return None
-        moved = self.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, res.attempt,
-                                          {"last": last, "next_attempt_at": at})
+        moved = self.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, attempt, last=last,
+                                          next_attempt_at=at)
         self.count("Deferred", 1)
         return at if moved else None
 
-    def _expire(self, mid: str, r: dict, now: float) -> None:
-        prev = (r.get("last") or {})
+    def _expire(self, mid: str, r: Recipient, now: float) -> None:
+        prev = dict(r.last or {})
         last = dict(prev, status="4.4.7",
                     text=f"message expired; last reply: {prev.get('code', '')} {prev.get('text', 'none')}".strip())
-        self.store.finish_attempt(mid, r["index"], RecipientState.EXPIRED, now, None,
-                                  {"last": last, "next_attempt_at": None})
+        self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, None, last=last)
         self.count("Expired", 1)

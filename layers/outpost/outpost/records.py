@@ -1,0 +1,243 @@
+"""The records Outpost keeps, one typed shape each, from the moment one is read to the moment
+it is written: a message, its recipients and their attempts, a bounce report, a suppression,
+inbound mail that matched nothing (an orphan), an upload, a suppression's audit event.
+
+Frozen dataclasses: only the store (store.py) turns them into DynamoDB items and back, and only
+the store knows a key or an index name. `as_dict()` is the record's plain view (the API's
+answers, logs): the field names of the public API (`from`, not `from_`), None left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, TypeVar
+
+from .clock import iso
+from .models import OPEN_STATES, RecipientState
+
+R = TypeVar("R", bound="Record")
+
+# Python names that are not the record's field names (a keyword).
+_RENAMED = {"from_": "from"}
+_NAMES = {v: k for k, v in _RENAMED.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.as_dict()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Record:
+    """What every record can do: show itself as a dict, and be read from one (lenient: keys
+    it does not know are ignored, missing ones take their defaults)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if v is not None:
+                out[_RENAMED.get(f.name, f.name)] = _plain(v)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], d: Mapping[str, Any], **override: Any) -> R:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        args = {_NAMES.get(k, k): v for k, v in d.items() if _NAMES.get(k, k) in known}
+        args.update(override)
+        return cls(**args)
+
+    def replace(self: R, **changes: Any) -> R:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class Attempt(Record):
+    """One delivery attempt of one recipient: when, where (MX, IP, TLS), and the reply as the
+    failure policy judged it (command, code, enhanced status, text, outcome)."""
+
+    at: str
+    outcome: str
+    mx: str | None = None
+    ip: str | None = None
+    tls: Mapping[str, Any] | None = None
+    command: str | None = None
+    code: int | None = None
+    status: str | None = None
+    text: str | None = None
+    remote_id: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    mta_sts: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Message(Record):
+    """A message as accepted (its "meta"): who sent it, until when it may be delivered, and
+    where its stored request is (inline JSON, or an S3 key for a large one)."""
+
+    message_id: str
+    from_: str
+    subject: str
+    deliver_until: float
+    recipient_count: int
+    from_domain: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tls: str | None = None
+    size: int | None = None  # the estimated MIME size (the sender's memory budget)
+    created_at: str | None = None
+    created_ts: float | None = None
+    job_token: str | None = None  # the current job (issue 8 item 12)
+    spec: str | None = None  # the stored request's JSON, when small enough to keep inline
+    spec_key: str | None = None  # else its S3 key
+
+
+@dataclass(frozen=True)
+class Recipient(Record):
+    """One envelope recipient of a message, and where its delivery stands."""
+
+    message_id: str
+    index: int
+    address: str
+    state: RecipientState
+    field: str = "to"  # to, cc or bcc
+    from_: str | None = None  # copies of the message's, so a list page needs no second read
+    subject: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    attempts: tuple[Attempt, ...] = ()
+    last: Mapping[str, Any] | None = None  # the last verdict (trouble.Verdict.as_dict())
+    bounce: Mapping[str, Any] | None = None  # why it bounced (SMTP, DSN or complaint)
+    remote_id: str | None = None  # the receiving server's queue id, when delivered
+    next_attempt_at: float | None = None
+    lease_until: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **override: Any) -> Recipient:
+        r = super().from_dict(d, **override)
+        return dataclasses.replace(
+            r, state=RecipientState(r.state), index=int(r.index),
+            attempts=tuple(a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in r.attempts or ()))
+
+
+@dataclass(frozen=True)
+class Bounce(Record):
+    """One report (DSN, feedback report, delay notice) about one recipient, kept once per
+    report (`bounce_id` is a hash of the raw mail)."""
+
+    message_id: str
+    index: int
+    bounce_id: str
+    address: str
+    type: str  # bounce, complaint, delay, notice
+    received_at: str
+    verified: bool = False
+    action: str | None = None
+    status: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    diagnostic: str | None = None
+    reporting_mta: str | None = None
+    remote_mta: str | None = None
+    s3_key: str | None = None
+    family: str | None = None
+
+
+@dataclass(frozen=True)
+class Suppression(Record):
+    """An address Outpost no longer sends to, and why (the first reason wins)."""
+
+    address: str
+    source: str  # bounce, complaint, manual
+    created_at: str
+    reason: str | None = None
+    kind: str | None = None
+    message_id: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    s3_key: str | None = None
+    added_by: str | None = None
+
+    @classmethod
+    def new(cls, address: str, now: float, *, source: str, reason: str | None, kind: str | None,
+            message_id: str | None = None, status: str | None = None, diagnostic: str | None = None,
+            s3_key: str | None = None, added_by: str | None = None) -> Suppression:
+        """The one way a suppression is made: by the sender (a hard bounce at SMTP time), the
+        bounce processor (a hard DSN, a complaint) or an API key (manual)."""
+        return cls(address=address, source=source, created_at=iso(now), reason=reason, kind=kind,
+                   message_id=message_id, status=status, diagnostic=diagnostic, s3_key=s3_key,
+                   added_by=added_by)
+
+
+@dataclass(frozen=True)
+class SuppressionEvent(Record):
+    """An audit event of one address's suppression (added, removed: who and when)."""
+
+    address: str
+    action: str
+    at: str
+    by: str | None = None
+    reason: str | None = None
+    previous: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Orphan(Record):
+    """Inbound mail at the bounce domain that changed nothing: unparsed, unmatched,
+    unverified or an auto-reply. Kept (with the S3 key of the raw mail) and counted."""
+
+    s3_key: str
+    kind: str  # unparsed, unmatched, unverified, autoreply
+    received_at: str
+    family: str | None = None
+    report_kind: str | None = None
+    envelope_recipients: tuple[str, ...] = ()
+    parser_error: str | None = None
+    size: int | None = None
+    truncated: bool | None = None
+    token: str | None = None
+    recipients: tuple[str, ...] | None = None
+    envelope_id: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Upload(Record):
+    """An attachment upload (POST /v1/uploads): who created it, its declared size and type."""
+
+    upload_id: str
+    key_id: str
+    size: int
+    content_type: str
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Overdue(Record):
+    """An open recipient whose next job should have run by now (the sweeper's question)."""
+
+    message_id: str
+    index: int
+    due_at: float
+
+
+@dataclass
+class StoredMessage:
+    """A message with its recipients (in index order) and the bounce reports about them."""
+
+    meta: Message
+    recipients: list[Recipient] = field(default_factory=list)
+    bounces: list[Bounce] = field(default_factory=list)

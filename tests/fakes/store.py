@@ -1,0 +1,342 @@
+"""In-memory fakes of the store's interfaces (outpost.store: Messages, Suppressions, Jobs,
+Lookup) and a clock the test moves by hand.
+
+They keep the rules the real store keeps with conditional writes, so a unit test of a service
+sees the same answers: a recipient moves only from an open state, a claim holds until its lease
+ends, a bounce report and an orphan are stored once, a suppression's first reason wins, the
+current job token is replaced only by whoever read it. They keep records, never items: no key
+or index name here either. Every method DeliveryService calls is here too, so a fake-store
+test of the sender needs only a fake transport beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from outpost.addresses import suppression_key
+from outpost.clock import day_of, iso
+from outpost.models import OPEN_STATES, QueueJob, RecipientState
+from outpost.records import (
+    Attempt,
+    Bounce,
+    Message,
+    Orphan,
+    Overdue,
+    Recipient,
+    StoredMessage,
+    Suppression,
+    SuppressionEvent,
+    Upload,
+)
+from outpost.store import Listing, Page
+from outpost.stored_request import StoredRequest
+
+
+class FakeClock:
+    """Seconds since the epoch, moved only by `advance` (or set)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Unavailable(Exception):
+    """What a fake raises when a test switches it off (the real adapter's ClientError)."""
+
+
+@dataclass
+class _Rcpt:
+    record: Recipient
+    due_at: float | None = None  # the sweeper's index: set while open
+
+
+@dataclass
+class _Msg:
+    meta: Message
+    request: StoredRequest
+    recipients: dict[int, _Rcpt] = field(default_factory=dict)
+    bounces: dict[tuple[int, str], Bounce] = field(default_factory=dict)
+
+
+class FakeMessages:
+    """outpost.store.Messages in memory."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, _Msg] = {}
+        self.orphan_records: dict[tuple[str, str], Orphan] = {}
+        self.uploads: dict[str, Upload] = {}
+        self.upload_bytes: dict[str, bytes] = {}
+        self.upload_counts: dict[tuple[str, str], int] = {}
+        self.inbound: dict[str, bytes] = {}  # raw mail at the bounce domain, by S3 key
+        self.events: list[SuppressionEvent] = []
+        self.discarded: list[str] = []
+        self.fail_create = False
+
+    # ---- creation and reads ----------------------------------------------------------------
+    def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
+               now: float) -> None:
+        if self.fail_create:
+            raise Unavailable("the message store is unavailable")
+        if meta.message_id in self.messages:
+            raise ValueError(f"message {meta.message_id} exists")
+        created = iso(now)
+        meta = meta.replace(created_at=created, created_ts=now, spec=request.to_json().decode())
+        m = _Msg(meta, request)
+        for r in recipients:
+            rec = r.replace(created_at=created, updated_at=created, attempts=())
+            m.recipients[r.index] = _Rcpt(rec, now if rec.is_open else None)
+        self.messages[meta.message_id] = m
+
+    def load(self, message_id: str) -> StoredMessage | None:
+        m = self.messages.get(message_id)
+        if m is None:
+            return None
+        return StoredMessage(m.meta, [m.recipients[i].record for i in sorted(m.recipients)],
+                             list(m.bounces.values()))
+
+    def discard(self, message_id: str, recipient_count: int) -> None:
+        self.discarded.append(message_id)
+        self.messages.pop(message_id, None)
+
+    def load_request(self, meta: Message) -> StoredRequest:
+        return self.messages[meta.message_id].request
+
+    # ---- uploads ---------------------------------------------------------------------------
+    def load_upload(self, upload_id: str) -> bytes:
+        return self.upload_bytes[upload_id]
+
+    def upload_url(self, upload_id: str, content_type: str, size: int, expires_in: int) -> str:
+        return f"https://uploads.invalid/{upload_id}?type={content_type}&size={size}&ttl={expires_in}"
+
+    def uploaded(self, upload_id: str) -> tuple[int, datetime | None] | None:
+        data = self.upload_bytes.get(upload_id)
+        return None if data is None else (len(data), None)
+
+    def put_upload(self, upload: Upload, now: float) -> None:
+        self.uploads[upload.upload_id] = upload.replace(created_at=iso(now))
+
+    def upload(self, upload_id: str) -> Upload | None:
+        return self.uploads.get(upload_id)
+
+    def count_upload(self, key_id: str, now: float, limit: int) -> bool:
+        k = (key_id, day_of(now))
+        if self.upload_counts.get(k, 0) >= limit:
+            return False
+        self.upload_counts[k] = self.upload_counts.get(k, 0) + 1
+        return True
+
+    # ---- recipient transitions -------------------------------------------------------------
+    def _get(self, message_id: str, index: int) -> _Rcpt | None:
+        m = self.messages.get(message_id)
+        return None if m is None else m.recipients.get(index)
+
+    def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not r.record.is_open:
+            return False
+        if r.record.lease_until is not None and r.record.lease_until >= now:
+            return False
+        r.record = r.record.replace(lease_until=now + lease_seconds)
+        r.due_at = now + lease_seconds
+        return True
+
+    def release(self, message_id: str, index: int) -> None:
+        r = self._get(message_id, index)
+        if r is not None:
+            r.record = r.record.replace(lease_until=None)
+
+    def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
+                       attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
+                       next_attempt_at: float | None = None, remote_id: str | None = None,
+                       bounce: Mapping[str, Any] | None = None) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not r.record.is_open:
+            return False
+        rec = r.record
+        changes: dict[str, Any] = {"state": state, "updated_at": iso(now), "lease_until": None,
+                                   "attempts": rec.attempts + ((attempt,) if attempt else ())}
+        for k, v in (("last", last), ("remote_id", remote_id), ("bounce", bounce)):
+            if v is not None:
+                changes[k] = v
+        if state in OPEN_STATES:
+            if next_attempt_at is not None:
+                changes["next_attempt_at"] = next_attempt_at
+            r.due_at = next_attempt_at if next_attempt_at is not None else now
+        else:
+            changes["next_attempt_at"] = None
+            r.due_at = None
+        r.record = rec.replace(**changes)
+        return True
+
+    def replace_job(self, message_id: str, token: str, expected: str | None) -> bool:
+        m = self.messages.get(message_id)
+        if m is None or m.meta.job_token != expected:
+            return False
+        m.meta = m.meta.replace(job_token=token)
+        return True
+
+    def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
+                     bounce: Mapping[str, Any]) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not (r.record.is_open or r.record.state is RecipientState.DELIVERED):
+            return False
+        r.record = r.record.replace(state=state, updated_at=iso(now), bounce=dict(bounce),
+                                    lease_until=None, next_attempt_at=None)
+        r.due_at = None
+        return True
+
+    # ---- the sweeper -----------------------------------------------------------------------
+    def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
+        out = [Overdue(mid, i, r.due_at) for mid, m in self.messages.items()
+               for i, r in m.recipients.items() if r.due_at is not None and r.due_at < before]
+        return sorted(out, key=lambda o: o.due_at)[:limit]
+
+    def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not r.record.is_open or r.due_at != due_at:
+            return False
+        r.due_at = until
+        return True
+
+    # ---- bounces and orphans ---------------------------------------------------------------
+    def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:
+        raw = self.inbound.get(key)
+        return None if raw is None else (raw[:limit], len(raw))
+
+    def add_bounce(self, bounce: Bounce, now: float) -> bool:
+        m = self.messages.get(bounce.message_id)
+        if m is None:
+            raise ValueError(f"no message {bounce.message_id}")
+        k = (bounce.index, bounce.bounce_id)
+        if k in m.bounces:
+            return False
+        m.bounces[k] = bounce
+        return True
+
+    def add_orphan(self, orphan: Orphan, now: float) -> bool:
+        k = (orphan.s3_key, orphan.kind)
+        if k in self.orphan_records:
+            return False
+        self.orphan_records[k] = orphan
+        return True
+
+    def orphans(self, kind: str, limit: int = 100) -> list[Orphan]:
+        found = [o for (_, k), o in self.orphan_records.items() if k == kind]
+        return sorted(found, key=lambda o: o.received_at, reverse=True)[:limit]
+
+    # ---- lists (one page: the fake never splits a partition) -------------------------------
+    def listing(self, query: str, part: str) -> Listing:
+        return Listing(("at", "id"), ("part", f"{query}:{part}"), "at")
+
+    def _page(self, found: list[Any], limit: int, at: str) -> Page[Any]:
+        found = sorted(found, key=lambda x: getattr(x, at) or "", reverse=True)
+        keys = [{"at": str(getattr(x, at)), "id": str(n)} for n, x in enumerate(found)]
+        return Page(found[:limit], None, keys[:limit])
+
+    def _recipients(self) -> list[Recipient]:
+        return [r.record for m in self.messages.values() for r in m.recipients.values()]
+
+    def messages_to(self, address: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]:
+        return self._page([r for r in self._recipients() if r.address.lower() == address
+                           and (state is None or r.state == state)
+                           and (since is None or (r.created_at or "") >= since)], limit, "created_at")
+
+    def messages_on(self, day: str, *, since: str | None = None, state: str | None = None,
+                    limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Recipient]:
+        return self._page([r for r in self._recipients() if (r.created_at or "").startswith(day)
+                           and (state is None or r.state == state)
+                           and (since is None or (r.created_at or "") >= since)], limit, "created_at")
+
+    def _bounces(self) -> list[Bounce]:
+        return [b for m in self.messages.values() for b in m.bounces.values()]
+
+    def bounces_to(self, address: str, *, since: str | None = None, type: str | None = None,
+                   kind: str | None = None, limit: int = 50,
+                   start_key: dict[str, str] | None = None) -> Page[Bounce]:
+        return self._page([b for b in self._bounces() if b.address.lower() == address
+                           and (type is None or b.type == type) and (kind is None or b.kind == kind)
+                           and (since is None or b.received_at >= since)], limit, "received_at")
+
+    def bounces_of_type(self, type: str, *, since: str | None = None, kind: str | None = None,
+                        limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]:
+        return self._page([b for b in self._bounces() if b.type == type
+                           and (kind is None or b.kind == kind)
+                           and (since is None or b.received_at >= since)], limit, "received_at")
+
+    # ---- the suppressions' audit log -------------------------------------------------------
+    def add_suppression_event(self, event: SuppressionEvent) -> None:
+        self.events.append(event)
+
+    def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]:
+        return [e for e in reversed(self.events) if e.address == address][:limit]
+
+
+class FakeSuppressions:
+    """outpost.store.Suppressions in memory, keyed like the real one (suppression_key)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Suppression] = {}
+
+    def get(self, address: str) -> Suppression | None:
+        return self.records.get(suppression_key(address))
+
+    def suppressed(self, addresses: Iterable[str]) -> set[str]:
+        return {a.lower() for a in addresses if suppression_key(a) in self.records}
+
+    def add(self, suppression: Suppression) -> bool:
+        key = suppression_key(suppression.address)
+        if key in self.records:
+            return False
+        self.records[key] = suppression.replace(address=key)
+        return True
+
+    def remove(self, address: str) -> bool:
+        return self.records.pop(suppression_key(address), None) is not None
+
+    def listing(self, source: str) -> Listing:
+        return Listing(("at", "id"), ("part", source), "at")
+
+    def from_source(self, source: str, *, since: str | None = None, limit: int = 50,
+                    start_key: dict[str, str] | None = None) -> Page[Suppression]:
+        found = sorted((s for s in self.records.values() if s.source == source
+                        and (since is None or s.created_at >= since)),
+                       key=lambda s: s.created_at, reverse=True)
+        return Page(found[:limit], None, [{"at": s.created_at, "id": s.address} for s in found[:limit]])
+
+
+class FakeJobs:
+    """outpost.store.Jobs in memory: the jobs sent, or an error when `fail` is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[QueueJob, float]] = []
+        self.fail = False
+
+    def send(self, job: QueueJob, delay: float = 0) -> None:
+        if self.fail:
+            raise Unavailable("the queue is unavailable")
+        self.sent.append((job, delay))
+
+    def send_many(self, jobs: list[QueueJob]) -> list[str]:
+        if self.fail:
+            return [j.message_id for j in jobs]
+        self.sent.extend((j, 0.0) for j in jobs)
+        return []
+
+
+class FakeDomains:
+    """outpost.store.Lookup for the domains table: the verified sending domains."""
+
+    def __init__(self, *verified: str) -> None:
+        self.items = {d: {"domain": d, "verified": True} for d in verified}
+
+    def get(self, value: str) -> dict | None:
+        return self.items.get(value)
