@@ -102,7 +102,7 @@ def test_the_scheduled_check_unverifies_a_domain_whose_dkim_record_is_gone(stack
 
 
 def test_unverifying_waits_72_hours_and_a_dns_failure_changes_nothing(stack):
-    from outpost.api.domains import DnsUnavailable, DomainService, dns_lookup
+    from outpost.api.domains import DnsUnavailableError, DomainService, dns_lookup
     from outpost.bootstrap import dkim_secret_id, dns_resolver, domains_table, secrets
 
     now = [1_900_000_000.0]
@@ -111,7 +111,7 @@ def test_unverifying_waits_72_hours_and_a_dns_failure_changes_nothing(stack):
 
     def lookup(name, rtype):
         if broken[0]:
-            raise DnsUnavailable("SERVFAIL")
+            raise DnsUnavailableError("SERVFAIL")
         return live(name, rtype)
 
     svc = DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id, lookup=lookup,

@@ -17,7 +17,7 @@ import pytest
 from outpost.api.auth import Principal
 from outpost.api.service import SendService
 from outpost.bootstrap import aws, domains_table, job_queue, message_store, suppression_store
-from outpost.errors import ValidationFailed
+from outpost.errors import InvalidRequestError
 from outpost.models import RecipientState, SendRequest
 from outpost.records import Message, Recipient, Upload
 from outpost.store import TTL_MARGIN, JobQueue, MessageStore, rcpt_sk
@@ -138,7 +138,7 @@ def test_an_upload_the_lifecycle_deletes_before_the_deadline_is_refused(local_st
                       domains=domains_table(), clock=lambda: later, retention_days=30)
     base = {"from": f"shop@{SENDING_DOMAIN}", "to": "late-upload@accept.test", "subject": "x", "text": "y",
             "attachments": [{"filename": "a.zip", "upload_id": upload_id}]}
-    with pytest.raises(ValidationFailed, match="deleted before this message's delivery deadline") as err:
+    with pytest.raises(InvalidRequestError, match="deleted before this message's delivery deadline") as err:
         svc.send_one(SendRequest.model_validate(dict(base, expires_in=14 * 86400)), enqueue=False, principal=owner)
     assert err.value.field == "attachments[0].upload_id"
     # Kept 30 days, 20 gone: a message due within the remaining 10 (minus the margin) is fine.

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer, DataRecord
 
 from outpost.api.idempotency import RECORD_NAME, IdempotentRequest, Once
-from outpost.errors import Conflict
+from outpost.errors import ConflictError
 
 
 class MemoryPersistence(BasePersistenceLayer):
@@ -81,7 +81,7 @@ def test_a_replay_from_the_same_key_is_marked_and_another_body_is_a_conflict():
 
     assert once.run(request("k1"), work) == ({"id": "m1"}, False)
     assert once.run(request("k1"), work) == ({"id": "m1"}, True)
-    with pytest.raises(Conflict, match="different request body") as e:
+    with pytest.raises(ConflictError, match="different request body") as e:
         once.run(request("k1", body={"to": "b@example.org"}), work)
     assert e.value.field == "Idempotency-Key"
     # Another operation with the same key is another request.
@@ -103,7 +103,7 @@ def test_a_request_still_running_is_a_conflict_not_a_second_run():
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(once.run, request("k1"), slow)
         assert inside.wait(5)
-        with pytest.raises(Conflict, match="still in progress"):
+        with pytest.raises(ConflictError, match="still in progress"):
             once.run(request("k1"), lambda: pytest.fail("ran while the first still runs"))
         release.set()
         assert first.result(timeout=10) == ({"id": "m1"}, False)

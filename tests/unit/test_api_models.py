@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from outpost.api.auth import KeyRing, TokenBuckets, key_hash
 from outpost.api.domains import DomainService
 from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor
-from outpost.errors import ValidationFailed
+from outpost.errors import InvalidRequestError
 from outpost.models import MAX_MESSAGE_BYTES, SendRequest, error_field
 
 BASE = {"from": "Shop <shop@example.com>", "to": ["a@example.org"], "subject": "s", "text": "t"}
@@ -89,13 +89,13 @@ def test_cursor_round_trip_and_tampering():
     assert decode_cursor(token, parts=["2026-01-02"], key_attrs=attrs) == c
     for bad in ("garbage", "e30", base64.urlsafe_b64encode(b'{"p": 1, "k": null}').decode(),
                 base64.urlsafe_b64encode(json.dumps({"p": "x", "k": {"a": 1}}).encode()).decode()):
-        with pytest.raises(ValidationFailed):
+        with pytest.raises(InvalidRequestError):
             decode_cursor(bad, parts=["x", "2026-01-02"], key_attrs=attrs)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         decode_cursor(token, parts=["2026-01-01"], key_attrs=attrs)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         decode_cursor(token, parts=["2026-01-02"], key_attrs=("pk", "gsi3pk", "gsi3sk"))
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         check_key(c, "gsi3pk", "DAY#2026-01-03")
 
 
@@ -226,7 +226,7 @@ def test_the_scheduled_recheck_counts_what_it_unverified_and_what_fails_dkim():
 
 
 def test_domain_create_claims_the_name_first_and_can_be_finished():
-    from outpost.errors import Conflict
+    from outpost.errors import ConflictError
 
     secrets, table = FakeSecrets(), FakeTable("domain")
     svc = DomainService(table=table, secrets=secrets, secret_id=lambda d: f"dkim/{d}",
@@ -239,7 +239,7 @@ def test_domain_create_claims_the_name_first_and_can_be_finished():
     stored = {e["selector"] for e in secrets.data["dkim/example.com"]["keys"]}
     assert set(table.get("example.com")["selectors"]) == stored == {
         r["name"].split("._domainkey.")[0] for r in d["records"] if r["purpose"] == "dkim"}
-    with pytest.raises(Conflict):  # once keys exist, a second create is refused and changes nothing
+    with pytest.raises(ConflictError):  # once keys exist, a second create is refused and changes nothing
         svc.create("example.com")
     assert {e["selector"] for e in secrets.data["dkim/example.com"]["keys"]} == stored
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest
-from outpost.errors import ValidationFailed
+from outpost.errors import InvalidRequestError
 
 ATTRS = ("pk", "sk", "gsi3pk", "gsi3sk")
 KEY = {"pk": "MSG#a", "sk": "RCPT#000", "gsi3pk": "DAY#2026-11-29", "gsi3sk": "2026-11-29T10:00:00.000Z#a#000"}
@@ -20,7 +20,7 @@ def test_a_cursor_round_trips_for_its_own_query():
 
 def test_a_start_key_below_since_is_refused():
     c = Cursor("2026-11-29", KEY)
-    with pytest.raises(ValidationFailed) as e:
+    with pytest.raises(InvalidRequestError) as e:
         check_key(c, "gsi3pk", "DAY#2026-11-29", sort=("gsi3sk", "2026-11-29T11:00:00.000Z"))
     assert e.value.field == "cursor"
 
@@ -29,7 +29,7 @@ def test_the_digest_binds_every_parameter():
     assert len({query_digest("messages", None, s, None) for s in ("queued", "bounced", None)}) == 3
     q = query_digest("messages", None, "bounced", None)
     value = encode_cursor(Cursor("d", None), q)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         decode_cursor(value, parts=["d"], key_attrs=ATTRS, query=query_digest("messages", None, None, None))
 
 
@@ -39,7 +39,7 @@ def test_huge_cursors_are_refused_before_decoding(size):
 
     value = "A" * size
     started = time.perf_counter()
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         decode_cursor(value, parts=["d"], key_attrs=ATTRS)
     assert time.perf_counter() - started < 0.05  # refused on length, not decoded
 
@@ -49,5 +49,5 @@ def test_deeply_nested_cursor_json_is_a_400(depth):
     import base64
 
     raw = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode().rstrip("=")
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(InvalidRequestError):
         decode_cursor(raw[:2048], parts=["d"], key_attrs=ATTRS)

@@ -13,7 +13,7 @@ from outpost.api.auth import Principal
 from outpost.api.service import QueryService, SendService
 from outpost.bounces.service import BounceService
 from outpost.bounces.verp import make_return_path
-from outpost.errors import Conflict
+from outpost.errors import ConflictError
 from outpost.models import RecipientState, SendRequest
 from outpost.records import Suppression
 from outpost.stored_request import StoredRequest
@@ -114,7 +114,7 @@ def test_a_replayed_request_runs_once_and_a_different_body_is_a_conflict() -> No
     again, replayed_again = w.api.send(req, principal=KEY, idempotency_key="order-1")
     assert (replayed, replayed_again) == (False, True)
     assert again == first and len(w.store.messages) == 1 and len(w.jobs.sent) == 1
-    with pytest.raises(Conflict):
+    with pytest.raises(ConflictError):
         w.api.send(w.request("mallory@ok.test"), principal=KEY, idempotency_key="order-1")
     other, _ = w.api.send(req, principal=KEY, idempotency_key="order-2")
     assert other["id"] != first["id"] and len(w.store.messages) == 2

@@ -7,10 +7,12 @@ The sender's errors carry facts, never verdicts: the command (stage) that failed
 code and text, what the server lacked or what was missing. `delivery/trouble.py judge()` is
 the one place that turns them into a verdict (transient or permanent, scope, enhanced status).
 The transport maps aiosmtplib's exceptions into this tree in one place (transport.py
-`_map_smtp_error`).
+`_smtp_error`).
 
     OutpostError
-      ApiError: ValidationFailed, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge
+      ApiError: InvalidRequestError, UnauthorizedError, ForbiddenError, NotFoundError, ConflictError,
+        PayloadTooLargeError, ThrottledError (UploadLimitReachedError)
+      DnsUnavailableError (a domain check's lookup failed)
       MessageBuildError, AddressError (also ValueError)
       DkimKeyError, DkimSigningError (also ValueError), NoSigningKeyError
       StsPolicyError, StsLookupTimeoutError, StsMxMismatchError
@@ -44,34 +46,57 @@ class ApiError(OutpostError):
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
 
-class ValidationFailed(ApiError):
+class InvalidRequestError(ApiError):
     status = 400
     code = "validation_error"
 
 
-class Unauthorized(ApiError):
+class UnauthorizedError(ApiError):
     status = 401
     code = "unauthorized"
 
 
-class Forbidden(ApiError):
+class ForbiddenError(ApiError):
     status = 403
     code = "forbidden"
 
 
-class NotFound(ApiError):
+class NotFoundError(ApiError):
     status = 404
     code = "not_found"
 
 
-class Conflict(ApiError):
+class ConflictError(ApiError):
     status = 409
     code = "conflict"
 
 
-class PayloadTooLarge(ApiError):
+class PayloadTooLargeError(ApiError):
     status = 413
     code = "payload_too_large"
+
+
+class ThrottledError(ApiError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, field="Authorization")
+        self.retry_after = retry_after
+
+
+class UploadLimitReachedError(ThrottledError):
+    """The key's uploads for today are used up (a named limit: uploads_per_key_per_day)."""
+
+    code = "upload_limit_reached"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        ApiError.__init__(self, message, field=None)
+        self.retry_after = retry_after
+
+
+class DnsUnavailableError(OutpostError):
+    """A lookup failed for a reason other than 'no such record' (timeout, SERVFAIL)."""
 
 
 class MessageBuildError(OutpostError, ValueError):

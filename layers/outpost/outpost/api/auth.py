@@ -22,31 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
-from ..errors import ApiError, Forbidden, NotFound, Unauthorized
+from ..errors import ForbiddenError, NotFoundError, ThrottledError, UnauthorizedError
 from ..store import KeyValueTable, _iso
 
 SCOPES = ("send", "read", "admin")
 TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one key
 _CACHE_SECONDS = 30.0  # a revoked key stops working in every container within this
-
-
-class Throttled(ApiError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, field="Authorization")
-        self.retry_after = retry_after
-
-
-class UploadLimitReached(Throttled):
-    """The key's uploads for today are used up (a named limit: uploads_per_key_per_day)."""
-
-    code = "upload_limit_reached"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        ApiError.__init__(self, message, field=None)
-        self.retry_after = retry_after
 
 
 def new_key() -> str:
@@ -125,19 +106,19 @@ class KeyRing:
     def revoke(self, key_id: str) -> dict:
         matches = [i for i in self.table.scan_all() if i.get("key_id") == key_id]
         if not matches:
-            raise NotFound(f"no API key {key_id!r}", field="key_id")
+            raise NotFoundError(f"no API key {key_id!r}", field="key_id")
         item = self.table.update(matches[0]["key_hash"], {"revoked_at": _iso(self.clock())})
         return {k: v for k, v in item.items() if k != "key_hash"}
 
     # ---- the request path --------------------------------------------------------------------
     def identify(self, authorization: str | None) -> dict:
-        """The key's record, or Unauthorized (401). No scope check, no throttling."""
+        """The key's record, or UnauthorizedError (401). No scope check, no throttling."""
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
+            raise UnauthorizedError("missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
         h = key_hash(authorization[7:].strip())
         item = self._lookup(h)
         if item is None or item.get("revoked_at"):
-            raise Unauthorized("invalid or revoked API key", field="Authorization")
+            raise UnauthorizedError("invalid or revoked API key", field="Authorization")
         return item
 
     def authenticate(self, authorization: str | None, scope: str) -> Principal:
@@ -145,11 +126,11 @@ class KeyRing:
         h = item["key_hash"]
         scopes = frozenset(item.get("scopes") or [])
         if scope not in scopes and "admin" not in scopes:
-            raise Forbidden(f"this API key lacks the '{scope}' scope", field="Authorization")
+            raise ForbiddenError(f"this API key lacks the '{scope}' scope", field="Authorization")
         if self.buckets is not None:
             wait = self.buckets.take(h, item.get("rate"), item.get("burst"))
             if wait > 0:
-                raise Throttled("too many requests for this API key; retry later", math.ceil(wait))
+                raise ThrottledError("too many requests for this API key; retry later", math.ceil(wait))
         now = self.clock()
         if now - self._touched.get(h, 0.0) > TOUCH_EVERY:
             self._touched[h] = now

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..errors import ConflictError, DnsUnavailableError, InvalidRequestError, NotFoundError
 from ..store import KeyValueTable, SecretStore, _iso
 
 if TYPE_CHECKING:
@@ -37,10 +37,6 @@ log = logging.getLogger("outpost.domains")
 UNVERIFY_AFTER_HOURS = 72  # a verified domain whose DKIM record is gone keeps sending this long
 
 Lookup = Callable[[str, str], list[str]]  # (name, "TXT" | "MX") -> answers; [] if none
-
-
-class DnsUnavailable(Exception):
-    """A lookup failed for a reason other than 'no such record' (timeout, SERVFAIL)."""
 
 
 class DomainService:
@@ -59,7 +55,7 @@ class DomainService:
         now = self.clock()
         existing = self.table.get(name)
         if existing is not None and self.secrets.read_json(self.secret_id(name)) is not None:
-            raise Conflict(f"{name} is already an Outpost domain (rotate its keys with "
+            raise ConflictError(f"{name} is already an Outpost domain (rotate its keys with "
                            f"POST /v1/domains/{name}/rotate)", field="domain")
         keys = _new_keys(name, now, taken=set())
         item = {"domain": name, "verified": False, "created_at": _iso(now),
@@ -69,7 +65,7 @@ class DomainService:
         if existing is not None:  # an earlier create stopped before its keys were stored: finish it
             self.table.put(item)
         elif not self.table.put_new(item):
-            raise Conflict(f"{name} is already an Outpost domain", field="domain")
+            raise ConflictError(f"{name} is already an Outpost domain", field="domain")
         secret = {"domain": name, "keys": [_entry(k, now) for k in keys], "pending": []}
         self.secrets.put_json(self.secret_id(name), secret)
         return self.check(name)
@@ -79,7 +75,7 @@ class DomainService:
         self._item(name)
         secret = self._secret(name)
         if secret.get("pending"):
-            raise Conflict("a rotation is already waiting for its DNS records; publish them and "
+            raise ConflictError("a rotation is already waiting for its DNS records; publish them and "
                            f"GET /v1/domains/{name}", field="domain")
         now = self.clock()
         taken = {e["selector"] for e in secret["keys"]}
@@ -225,7 +221,7 @@ class DomainService:
     def _answers(self, name: str, rtype: str) -> tuple[list[str] | None, str | None]:
         try:
             return self.lookup(name, rtype), None
-        except DnsUnavailable as exc:
+        except DnsUnavailableError as exc:
             return None, f"DNS lookup failed: {exc}"
 
     def _dkim_record(self, selector: str, domain: str, value: str) -> dict:
@@ -302,13 +298,13 @@ class DomainService:
     def _item(self, name: str) -> dict:
         item = self.table.get(name)
         if item is None:
-            raise NotFound(f"{name} is not an Outpost domain", field="domain")
+            raise NotFoundError(f"{name} is not an Outpost domain", field="domain")
         return item
 
     def _secret(self, name: str) -> dict:
         secret = self.secrets.read_json(self.secret_id(name))
         if not secret or "keys" not in secret:
-            raise NotFound(f"{name} has no DKIM keys", field="domain")
+            raise NotFoundError(f"{name} has no DKIM keys", field="domain")
         secret.setdefault("pending", [])
         return secret
 
@@ -318,7 +314,7 @@ def _domain(domain: str) -> str:
     try:
         return to_ascii_domain(check_domain(domain))
     except AddressError as exc:
-        raise ValidationFailed(f"invalid domain: {exc}", field="domain") from None
+        raise InvalidRequestError(f"invalid domain: {exc}", field="domain") from None
 
 
 def _new_keys(domain: str, now: float, taken: set[str]) -> list[Any]:
@@ -384,9 +380,9 @@ def dns_lookup(resolver: dns.resolver.Resolver) -> Lookup:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers) as exc:
             if isinstance(exc, dns.resolver.NXDOMAIN):
                 return []
-            raise DnsUnavailable(str(exc)) from None
+            raise DnsUnavailableError(str(exc)) from None
         except dns.exception.DNSException as exc:
-            raise DnsUnavailable(type(exc).__name__) from None
+            raise DnsUnavailableError(type(exc).__name__) from None
         out = []
         for r in answer:
             if rtype == "TXT":

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict
+from ..errors import ConflictError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
@@ -52,7 +52,7 @@ class Once:
 
     def run(self, request: IdempotentRequest, work: Callable[[], dict],
             context: LambdaContext | None = None) -> tuple[dict, bool]:
-        """(the answer, whether it is a replay). 409 (Conflict) for the same key with another
+        """(the answer, whether it is a replay). 409 (ConflictError) for the same key with another
         body, or while the first request with the key is still running."""
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -78,10 +78,10 @@ class Once:
         try:
             out = once(request=request.payload(), work=work)
         except IdempotencyValidationError:
-            raise Conflict("this Idempotency-Key was used with a different request body",
+            raise ConflictError("this Idempotency-Key was used with a different request body",
                            field="Idempotency-Key") from None
         except IdempotencyAlreadyInProgressError:
-            raise Conflict("a request with this Idempotency-Key is still in progress; retry",
+            raise ConflictError("a request with this Idempotency-Key is still in progress; retry",
                            field="Idempotency-Key") from None
         return out, replayed
 

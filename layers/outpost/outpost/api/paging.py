@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..clock import iso_of
-from ..errors import ValidationFailed
+from ..errors import InvalidRequestError
 
 MAX_CURSOR_CHARS = 2048  # the query parameter's declared maxLength
 MAX_KEY_VALUE = 1100  # DynamoDB: a partition key is at most 2048 bytes, a sort key 1024
@@ -49,8 +49,8 @@ def encode_cursor(cursor: Cursor | None, query: str = "") -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _bad(why: str) -> ValidationFailed:
-    return ValidationFailed(f"invalid cursor ({why}): pass back next_cursor as given, with the "
+def _bad(why: str) -> InvalidRequestError:
+    return InvalidRequestError(f"invalid cursor ({why}): pass back next_cursor as given, with the "
                             "same query", field="cursor")
 
 

@@ -32,7 +32,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
-from ..errors import ApiError, Forbidden, ValidationFailed
+from ..errors import ApiError, ForbiddenError, InvalidRequestError
 from ..models import (
     BatchRequest,
     BatchResponse,
@@ -51,7 +51,7 @@ from ..models import (
     UploadRequest,
     UploadResponse,
 )
-from .auth import SCOPES, KeyRing, Principal, Throttled
+from .auth import SCOPES, KeyRing, Principal, ThrottledError
 from .contract import ADDRESS, DOMAIN, declare
 from .service import QueryService, SendService
 
@@ -137,7 +137,7 @@ def _since(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationFailed(f"since: {value!r} is not an RFC 3339 date-time", field="since") from None
+        raise InvalidRequestError(f"since: {value!r} is not an RFC 3339 date-time", field="since") from None
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                         pattern=r"^[\x21-\x7e]+$",
                                         description="repeat a request safely for 24 h")]
@@ -189,7 +189,7 @@ def principal_of(app: APIGatewayRestResolver) -> Principal:
     """The caller, as the route's Requires middleware put it in the resolver's context."""
     principal = app.context.get("principal")
     if not isinstance(principal, Principal):  # a route without Requires: refuse, never serve
-        raise Forbidden("this route names no scope", field="Authorization")
+        raise ForbiddenError("this route names no scope", field="Authorization")
     return principal
 
 
@@ -297,12 +297,12 @@ def _add_head_routes(app: APIGatewayRestResolver) -> None:
 
 # ---- errors: one JSON shape -----------------------------------------------------------------------
 def _add_error_handlers(app: APIGatewayRestResolver) -> None:
-    @app.exception_handler(Throttled)
-    def _throttled(exc: Throttled) -> Response:
+    @app.exception_handler(ThrottledError)
+    def _throttled(exc: ThrottledError) -> Response:
         return _error(429, exc.code, exc.message, exc.field, headers={"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(ValidationFailed)
-    def _failed(exc: ValidationFailed) -> Response:
+    @app.exception_handler(InvalidRequestError)
+    def _failed(exc: InvalidRequestError) -> Response:
         return _error(400 if exc.field == "cursor" else 422, exc.code, exc.message, exc.field)
 
     @app.exception_handler(ApiError)
@@ -426,7 +426,7 @@ def _add_suppression_routes(app: APIGatewayRestResolver, needs: Scopes, queries:
     def put_suppression(address: Address,
                         body: Annotated[SuppressionPut | None, Body()] = None) -> Response[SuppressionView]:
         if app.current_event.body and not isinstance(app.current_event.json_body, dict | None):
-            raise ValidationFailed("the body is a JSON object ({\"reason\": ...}) or empty", field="body")
+            raise InvalidRequestError("the body is a JSON object ({\"reason\": ...}) or empty", field="body")
         item, new = queries.suppress(unquote(address), (body or SuppressionPut()).reason, principal_of(app))
         return Response(status_code=201 if new else 200, content_type="application/json",
                         body=SuppressionView(**item))

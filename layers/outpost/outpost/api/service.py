@@ -16,11 +16,12 @@ from ..addresses import normalise, parse_address
 from ..clock import day_of, iso
 from ..errors import (
     ApiError,
-    Forbidden,
+    ForbiddenError,
+    InvalidRequestError,
     MessageBuildError,
-    NotFound,
-    PayloadTooLarge,
-    ValidationFailed,
+    NotFoundError,
+    PayloadTooLargeError,
+    UploadLimitReachedError,
 )
 from ..ids import is_message_id, new_message_id
 from ..mime import check_message
@@ -35,7 +36,7 @@ from ..models import (
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
 from ..store import TTL_MARGIN, Jobs, Listing, Lookup, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
-from .auth import Principal, UploadLimitReached
+from .auth import Principal
 from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
 
@@ -101,12 +102,12 @@ class SendService:
         sender = parse_address(req.from_)
         if principal is not None and principal.domains is not None \
                 and sender.ascii_domain not in principal.domains:
-            raise Forbidden(f"this API key may send only from {', '.join(sorted(principal.domains))}",
+            raise ForbiddenError(f"this API key may send only from {', '.join(sorted(principal.domains))}",
                             field="from")
         domain = self.domains.get(sender.ascii_domain)
         if domain is None or not domain.get("verified"):
             # No open relay: only domains whose DKIM key is published and verified may send.
-            raise Forbidden(f"the sender domain {sender.domain!r} is not a verified Outpost domain",
+            raise ForbiddenError(f"the sender domain {sender.domain!r} is not a verified Outpost domain",
                             field="from")
         return sender.domain
 
@@ -120,11 +121,11 @@ class SendService:
         """
         if req.size > MAX_MESSAGE_BYTES:
             # 422, not 413: the request is small; its declared `size` breaks the documented maximum.
-            raise ValidationFailed(f"an upload of {req.size} bytes cannot fit in a message; the "
+            raise InvalidRequestError(f"an upload of {req.size} bytes cannot fit in a message; the "
                                    f"limit is {MAX_MESSAGE_BYTES} (40 MB)", field="size")
         now = self.clock()
         if not self.store.count_upload(principal.key_id, now, self.uploads_per_day):
-            raise UploadLimitReached(
+            raise UploadLimitReachedError(
                 f"this API key has created its {self.uploads_per_day} uploads for today (UTC); "
                 "attach the ones already uploaded, or retry tomorrow", int(86400 - now % 86400) + 1)
         upload_id = secrets.token_hex(16)  # unguessable: the id is what a send refers to
@@ -148,11 +149,11 @@ class SendService:
                 field = f"attachments[{i}].upload_id"
                 record = self.store.upload(a.upload_id)
                 if record is None or principal is None or record.key_id != principal.key_id:
-                    raise Forbidden(f"no upload {a.upload_id!r} belongs to this API key: create it "
+                    raise ForbiddenError(f"no upload {a.upload_id!r} belongs to this API key: create it "
                                     "with POST /v1/uploads (with this key) first", field=field)
                 got = self.store.uploaded(a.upload_id)
                 if got is None:
-                    raise ValidationFailed(
+                    raise InvalidRequestError(
                         f"no upload {a.upload_id!r}: PUT the bytes to its URL first (uploads "
                         "expire)", field=field)
                 sizes[a.upload_id] = got[0]
@@ -168,7 +169,7 @@ class SendService:
             return
         deleted_at = modified.timestamp() + self.retention_days * 86400
         if deleted_at < self.clock() + self._lifetime(req) + TTL_MARGIN:
-            raise ValidationFailed(
+            raise InvalidRequestError(
                 f"upload {upload_id!r} is deleted before this message's delivery deadline "
                 f"(uploads are kept {self.retention_days} days): upload it again, or send with a "
                 "shorter expires_in", field=f"attachments[{i}].upload_id")
@@ -183,7 +184,7 @@ class SendService:
         _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
-            raise PayloadTooLarge(f"the message would be about {size} bytes; the limit is "
+            raise PayloadTooLargeError(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
         from_domain = self._sender_domain(req, principal)
         now = self.clock()
@@ -226,8 +227,8 @@ class SendService:
             try:
                 out = self.send_one(req, enqueue=False, principal=principal)
             except ApiError as exc:
-                # As the single send answers it (routes.py): a ValidationFailed is a 422.
-                status = 422 if isinstance(exc, ValidationFailed) and exc.field != "cursor" else exc.status
+                # As the single send answers it (routes.py): a InvalidRequestError is a 422.
+                status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
                 return {"index": i, "status": status,
                         "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
             except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
@@ -273,10 +274,10 @@ class QueryService:
     # ---- one message --------------------------------------------------------------------------
     def message(self, message_id: str) -> dict:
         if not is_message_id(message_id):
-            raise NotFound(f"no message {message_id!r}", field="id")
+            raise NotFoundError(f"no message {message_id!r}", field="id")
         stored = self.store.load(message_id)
         if stored is None:
-            raise NotFound(f"no message {message_id!r}", field="id")
+            raise NotFoundError(f"no message {message_id!r}", field="id")
         m = stored.meta
         bounces: dict[int, list[dict]] = {}
         for b in stored.bounces:
@@ -401,7 +402,7 @@ class QueryService:
             except Exception as exc:
                 if from_client and _invalid_start_key(exc):
                     # The last line of defence: DynamoDB refused the client's start key.
-                    raise ValidationFailed("invalid cursor: pass back next_cursor as given",
+                    raise InvalidRequestError("invalid cursor: pass back next_cursor as given",
                                            field="cursor") from None
                 raise
             calls += 1
@@ -439,7 +440,7 @@ class QueryService:
         key = _address_key(address)
         item = self.suppressions.get(key)
         if item is None:
-            raise NotFound(f"{key} is not suppressed", field="address")
+            raise NotFoundError(f"{key} is not suppressed", field="address")
         out = _public(item, _SUPPRESSION_FIELDS)
         out["history"] = [_public(e, ("action", "at", "by", "reason"))
                           for e in self.store.suppression_history(key)]
@@ -461,7 +462,7 @@ class QueryService:
         now = self.clock()
         previous = self.suppressions.get(key)
         if previous is None or not self.suppressions.remove(key):
-            raise NotFound(f"{key} is not suppressed", field="address")
+            raise NotFoundError(f"{key} is not suppressed", field="address")
         by = f"{principal.name} ({principal.key_id})"
         # Who and when: the suppression item is gone, so the audit event keeps what it was.
         self.store.add_suppression_event(SuppressionEvent(
@@ -482,17 +483,17 @@ def _check_builds(req: SendRequest) -> None:
     try:
         check_message(req)
     except MessageBuildError as exc:
-        raise ValidationFailed(exc.message, field=exc.field) from None
+        raise InvalidRequestError(exc.message, field=exc.field) from None
     except Exception as exc:  # noqa: BLE001 - deterministic for this request: retrying cannot help
         log.warning("a request does not build", exc_info=exc)
-        raise ValidationFailed(f"the message cannot be built: {exc}", field=None) from None
+        raise InvalidRequestError(f"the message cannot be built: {exc}", field=None) from None
 
 
 def _address_key(address: str) -> str:
     try:
         return normalise(address)
     except ValueError as exc:
-        raise ValidationFailed(f"invalid address: {exc}", field="address") from None
+        raise InvalidRequestError(f"invalid address: {exc}", field="address") from None
 
 
 def _invalid_start_key(exc: Exception) -> bool:
