@@ -61,7 +61,13 @@ from outpost.bounces.limits import (
     TEXT_SCAN_LIMIT,
 )
 from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
-from outpost.bounces.textscan import TextHit, diagnostic_for, families_detected, scan_text
+from outpost.bounces.textscan import (
+    TextHit,
+    diagnostic_for,
+    families_detected,
+    row_enabled,
+    scan_text,
+)
 
 __all__ = ["parse_bounce"]
 
@@ -635,8 +641,9 @@ def _parse(raw: bytes) -> BounceReport:
                 remote_mta=_after_semicolon(f.get("remote-mta")),
                 original=_clean_addr(f.get("original-recipient", "")) or None,
                 last_attempt=f.get("last-attempt-date") or None,
-                hint=mda or POWERMTA_CATEGORY.get(
+                hint=mda or (POWERMTA_CATEGORY.get(
                     f.get("x-powermta-bouncecategory", "").strip())
+                    if row_enabled("powermta") else None)
                 or hint_map.get(addr.lower())
                 or (_family_hint(detected, diag) if detected is not None else None),
                 command=command,
@@ -703,7 +710,7 @@ _MDA_FROM = re.compile(r"^\W*(?:mail delivery subsystem|mailer-daemon|postmaster
 def _mda_verdict(sender: str, text: str) -> str | None:
     """The reason a local delivery agent gave in the bounce text (families.MDA_AGENTS):
     the paragraph from the agent's line to the next blank line is read."""
-    if not _MDA_FROM.search(sender) or not any(
+    if not row_enabled("mda") or not _MDA_FROM.search(sender) or not any(
             k in text for k in ("mail.local: ", "procmail: ", "maildrop: ", "vdeliver",
                                 "automatically rejected:")):
         return None

@@ -8,6 +8,8 @@ diagnostic of RFC 3464 entries that have no Diagnostic-Code field.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,6 +48,35 @@ def _marker_at(text: str) -> int:
 
 
 _DETECT = tuple((fam, Prefiltered(fam.detect)) for fam in FAMILIES)
+_ALL_DETECT = _DETECT
+# Rows switched off by rows_disabled(): family rows by name, plus "mda" (families.MDA_AGENTS)
+# and "powermta" (families.POWERMTA_CATEGORY), the other per-family tables.
+_DISABLED: frozenset[str] = frozenset()
+# The rows that know no family: what is left when every family row is switched off.
+GENERIC_ROWS = frozenset({"generic", "fallback"})
+FAMILY_ROWS = frozenset(f.name for f in FAMILIES) - GENERIC_ROWS | {"mda", "powermta"}
+
+
+def row_enabled(name: str) -> bool:
+    return name not in _DISABLED
+
+
+@contextmanager
+def rows_disabled(names: Iterable[str]) -> Iterator[None]:
+    """Parse as if the named family rows did not exist (bench/bounce_score.py measures how
+    the parser does on a family it has no row for: the leave-one-family-out score).
+    Process-wide and not thread-safe: for measurement, not for the bounce processor."""
+    global _DETECT, _DISABLED
+    saved = _DISABLED
+    _DISABLED = frozenset(names)
+    _DETECT = tuple(row for row in _ALL_DETECT if row[0].name not in _DISABLED)
+    families_detected.cache_clear()
+    try:
+        yield
+    finally:
+        _DISABLED = saved
+        _DETECT = tuple(row for row in _ALL_DETECT if row[0].name not in _DISABLED)
+        families_detected.cache_clear()
 
 
 @lru_cache(maxsize=4)
@@ -58,7 +89,6 @@ def families_detected(probe: str) -> tuple[Family, ...]:
 def detect_family(probe: str) -> Family | None:
     found = families_detected(probe)
     return found[0] if found else None
-    return None
 
 
 def _join(lines: list[str]) -> str:
