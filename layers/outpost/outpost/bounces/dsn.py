@@ -609,7 +609,7 @@ def _parse(raw: bytes) -> BounceReport:
             f = r.fields
             addr = _clean_addr(f.get("final-recipient", ""))
             orig = _clean_addr(f.get("original-recipient", ""))
-            if orig and (not addr or prefer_original):
+            if orig and (not addr or prefer_original or _internal_name_of(addr, orig)):
                 # e.g. "user@ims-ms-daemon": an internal mailbox name, not an address
                 # anyone sent to; the Original-Recipient is the one the sender knows.
                 addr = orig
@@ -752,6 +752,15 @@ def _command_near(addr: str, text: str) -> str | None:
 
 _NEAR_MENTIONS = 20
 _NEAR_CHARS = 4000
+
+
+def _internal_name_of(final: str, original: str) -> bool:
+    """Is ``final`` the reporting MTA's internal name for ``original``'s mailbox: the same
+    local part at an unqualified host ("userx@sims-ms-daemon" for "userx@example.com")?
+    Then the Original-Recipient is what the sender wrote (RFC 3464 section 2.3.1).  An
+    alias expanded to another local part keeps its Final-Recipient."""
+    f_local, _, f_domain = final.rpartition("@")
+    return "." not in f_domain and f_local.lower() == original.rpartition("@")[0].lower()
 
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:

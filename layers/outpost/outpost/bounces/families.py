@@ -335,6 +335,11 @@ FAMILIES: tuple[Family, ...] = (
         rcpt=_rc(
             r"^[^\S\n]*<(?P<addr>ADDR)>\s*[:.]?\s*(?P<diag>.*)$",
             r"^[^\S\n]*(?P<addr>ADDR)\s*(?::|\.\.\.|--|-)\s*(?P<diag>.*)$",
+            # "<verdict>: rcpt" (IMail, SMTP32 and other small MTAs put the reason first);
+            # not a quoted header line of the original.
+            r"^(?!(?:To|CC|Bcc|From|Date|Subject|Reply-To|Sender|Return-Path|Message-Id"
+            r"|Received|In-Reply-To|References|Delivered-To|Envelope-To|X-[\w-]+)[^\S\n]*:)"
+            r"(?P<diag>[A-Za-z][^:@<>\n]{2,60}):[^\S\n]*<?(?P<addr>ADDR)>?[^\S\n]*$",
             r"^[^\S\n]*(?:Recipient|To|Address|Failed address|Invalid recipient|Unknown user"
             r"|Rcpt|Destinataire|Addressee|original recipient|Recipient address)s?:?\s*"
             r"(?:\"[^\"]*\"\s*)?<?(?P<addr>ADDR)>?[ .,:]*(?P<diag>.*)$",
@@ -343,6 +348,13 @@ FAMILIES: tuple[Family, ...] = (
             r"(?:recipients?|address(?:es)?)\b[^:\n]{0,60}:\s*<?(?P<addr>ADDR)>?[.,;]?\s*(?P<diag>.*)$",
             r"(?:message to|mail to|delivery to|addressed to|recipient) <?'?(?P<addr>ADDR)'?>?"
             r"(?: (?:failed|could not|was not|cannot|has)| ?[:,.]|\s*$)(?P<diag>.*)$",
+            # X.400 gateways (Exchange 5.5, GroupWise): "...;dda:SMTP=rcpt; on <date>" and
+            # "rcpt on <date>" under "did not reach the following recipient(s)".
+            r"\bSMTP=(?P<addr>ADDR);?(?:[^\S\n]+on\s.*)?$",
+            r"^[^\S\n]*(?P<addr>ADDR)[^\S\n]+on[^\S\n]+(?:\w{3},[^\S\n])?\d.*$",
+            r"\bundeliverable[^\S\n]+to[^\S\n]+<?(?P<addr>ADDR)>?[^\S\n]*$",
+            # An alias or undisclosed address the MTA names by its source (Exim).
+            r"^[^\S\n]+\(generated from (?P<addr>ADDR)\)\s*$",
         ),
     ),
     # Last resort, for bounces no row above explains: Sisimai's RFC 3464 "fallback body

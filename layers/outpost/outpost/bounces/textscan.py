@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from outpost.bounces._prefilter import Prefiltered
-from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS, Family
+from outpost.bounces.families import ADDR, FAMILIES, ORIGINAL_MARKERS, Family
 
 _WS = re.compile(r"\s+")
 # Addresses that are never the failed recipient: the bouncing system itself.
@@ -95,6 +95,29 @@ def _join(lines: list[str]) -> str:
     return _WS.sub(" ", " ".join(s.strip() for s in lines)).strip()
 
 
+# A header line of the original that a bounce quotes above its verdict ("Your message\n
+#   To: list@x\n  Subject: ...\n  Sent: ..." in Exchange, GroupWise and IMail texts).
+_QUOTED_HEADER = re.compile(r"^[^\S\n]{0,20}(?:To|CC|Bcc|Date|Subject|Sent|From)[^\S\n]{0,20}:",
+                            re.I)
+
+
+def _drop_quoted_headers(lines: list[str]) -> list[str]:
+    """``lines`` without runs of two or more consecutive quoted header lines: the To: of
+    the original is where the mail was addressed (often a list), not who failed."""
+    keep = [True] * len(lines)
+    n = len(lines)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and _QUOTED_HEADER.match(lines[j]):
+            j += 1
+        if j - i >= 2:
+            for k in range(i, j):
+                keep[k] = False
+        i = max(j, i + 1)
+    return [ln for ln, k in zip(lines, keep, strict=True) if k]
+
+
 def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> list[TextHit]:
     """Find recipients in ``text`` with one family's patterns."""
     section = cut_original(text, fam)
@@ -104,7 +127,7 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
             # Keep the line the marker is on: some MTAs put the address on it.
             start = section.rfind("\n", 0, m.start()) + 1
             section = section[start:]
-    lines = section.split("\n")
+    lines = _drop_quoted_headers(section.split("\n"))
     if fam.skip is not None:
         lines = [ln for ln in lines if not fam.skip.search(ln)]
     hits: list[tuple[str, list[str]]] = []
@@ -147,6 +170,7 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
     out: list[TextHit] = []
     seen: set[str] = set()
     whole = _join(lines) if (fam.section_diagnostic or fam.whole_section) else ""
+    replies: dict[str, str] | None = None
     for addr, diag_lines in hits:
         key = addr.lower()
         if key in seen:
@@ -155,7 +179,61 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
         diag = _join([s for s in diag_lines if s])
         if fam.whole_section or (fam.section_diagnostic and not diag):
             diag = whole
+        if not _HAS_REPLY.search(diag):
+            # The recipient's own lines carry no SMTP reply: look for one elsewhere in the
+            # error section (a transcript, a "Technical details" paragraph).
+            if replies is None:
+                replies = replies_by_address(lines)
+            found = replies.get(key) or (replies.get("") if len(hits) == 1 else None)
+            if found:
+                diag = f"{diag} {found}".strip() if diag and not fam.whole_section else found
         out.append(TextHit(addr, diag, fam.name))
+    return out
+
+
+# An SMTP reply in a bounce text: a reply code (RFC 5321 section 4.2) at the start of a
+# line or after a transcript's "<<<", or a reply code with an enhanced status (RFC 3463)
+# anywhere ("host x said: 550 5.1.1 ...").
+_HAS_REPLY = re.compile(r"(?:^|<<<|\bsaid:|\s)[45][0-5]\d[ -]|\b[45][0-5]\d[ -][245]\.\d{1,3}\.")
+_REPLY_LINE = re.compile(
+    r"^[^\S\n]{0,40}(?:<<<[^\S\n]{0,5})?[45][0-5]\d[ -]|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
+_RCPT_LINE = re.compile(r"^[^\S\n]{0,40}(?:>>>[^\S\n]{0,5})?RCPT[^\S\n]+TO:", re.I)
+_LINE_ADDR = re.compile(ADDR)
+# Lines of a multi-line reply after its first ("550-..." continues, "550 ..." ends).
+_REPLY_LINES_LIMIT = 8
+
+
+def replies_by_address(lines: list[str]) -> dict[str, str]:
+    """SMTP replies in ``lines`` keyed by the lower-case address they answer: the reply on
+    a line that names the address ("<bob@x>: host mx said: 550 ..."), or the reply lines
+    after a transcript's "RCPT TO:<bob@x>" ("<<< 550 5.1.1 ...").  Key "" holds the first
+    reply of the section, for a bounce that names one recipient.  One pass over ``lines``."""
+    out: dict[str, str] = {}
+    pending: list[str] = []  # addresses of a RCPT TO line waiting for its reply
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i]
+        if len(line) > 1000:
+            i += 1
+            continue
+        if _RCPT_LINE.search(line):
+            pending = [m.group(0).lower() for m in _LINE_ADDR.finditer(line)]
+            i += 1
+            continue
+        if not _REPLY_LINE.search(line):
+            i += 1
+            continue
+        j = i + 1
+        while (j < n and j - i < _REPLY_LINES_LIMIT and lines[j - 1].lstrip("< ")[3:4] == "-"
+               and _REPLY_LINE.search(lines[j])):
+            j += 1  # "550-5.1.1 first line" / "550 5.1.1 last line"
+        reply = _join(lines[i:j])
+        out.setdefault("", reply)
+        for addr in pending + [m.group(0).lower() for m in _LINE_ADDR.finditer(line)]:
+            out.setdefault(addr.strip("."), reply)
+        pending = []
+        i = j
     return out
 
 
