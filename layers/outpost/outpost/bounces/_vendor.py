@@ -26,7 +26,7 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
     (_r(r"is over (?:its|the) storage (?:allowance|quota)|inbox is out of storage space"),
      "mailboxfull"),
     # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise
-    (_r(r"not listed in (?:Domino|public Name & Address) Directory|Invalid final delivery "
+    (_r(r"not listed in (?:Domino|public Name & Address) (?:Directory|Book)|Invalid final delivery "
         r"userid|No such user found in the GroupWise"), "userunknown"),
     # Microsoft Exchange Online's resolver verdicts (Sisimai::Rhost::ExchangeOnline)
     (_r(r"RESOLVER\.ADR\.(?:RecipientNotFound|ExRecipNotFound)"), "userunknown"),

@@ -669,7 +669,10 @@ def _parse(raw: bytes) -> BounceReport:
         return replace(base, kind="autoreply", recipients=(rcpt,), family="rfc3834")
 
     # 3. Human-readable text through the family table.
-    exclude = frozenset(a.lower() for a in _addresses_in(sender))
+    # The bouncer (From) and the bounce's own recipient (To: the original's sender) are
+    # never the failed recipient, whatever line of the text names them.
+    exclude = frozenset(a.lower() for a in (*_addresses_in(sender),
+                                            *_addresses_in(_decode_header(msg.get("to")))))
     fam, hits = scan_text(probe, text, exclude)
     if fam is not None:
         text_family = fam.name

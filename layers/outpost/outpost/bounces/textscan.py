@@ -187,6 +187,10 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
             found = replies.get(key) or (replies.get("") if len(hits) == 1 else None)
             if found:
                 diag = f"{diag} {found}".strip() if diag and not fam.whole_section else found
+            elif not diag and len(hits) == 1:
+                # One recipient and no words of its own: the lines right above its address
+                # explain it ("User not listed in public Name & Address Book\nrcpt").
+                diag = _paragraph_above(lines, key)
         out.append(TextHit(addr, diag, fam.name))
     return out
 
@@ -199,6 +203,24 @@ _REPLY_LINE = re.compile(
     r"^[^\S\n]{0,40}(?:<<<[^\S\n]{0,5})?[45][0-5]\d[ -]|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
 _RCPT_LINE = re.compile(r"^[^\S\n]{0,40}(?:>>>[^\S\n]{0,5})?RCPT[^\S\n]+TO:", re.I)
 _LINE_ADDR = re.compile(ADDR)
+_ABOVE_LINES = 3
+
+
+def _paragraph_above(lines: list[str], address: str) -> str:
+    """The non-blank lines (at most _ABOVE_LINES) right above the line that holds nothing
+    but ``address``, when they are not a list heading ("...following recipients:")."""
+    for i, line in enumerate(lines):
+        if line.strip().strip("<>").lower() == address:
+            above: list[str] = []
+            for prev in reversed(lines[max(0, i - _ABOVE_LINES):i]):
+                if not prev.strip():
+                    break
+                above.insert(0, prev)
+            text = _join(above)
+            return "" if text.endswith(":") else text
+    return ""
+
+
 # Lines of a multi-line reply after its first ("550-..." continues, "550 ..." ends).
 _REPLY_LINES_LIMIT = 8
 
@@ -210,6 +232,7 @@ def replies_by_address(lines: list[str]) -> dict[str, str]:
     reply of the section, for a bounce that names one recipient.  One pass over ``lines``."""
     out: dict[str, str] = {}
     pending: list[str] = []  # addresses of a RCPT TO line waiting for its reply
+    command = ""  # that line: it says which command the reply answers
     n = len(lines)
     i = 0
     while i < n:
@@ -219,6 +242,7 @@ def replies_by_address(lines: list[str]) -> dict[str, str]:
             continue
         if _RCPT_LINE.search(line):
             pending = [m.group(0).lower() for m in _LINE_ADDR.finditer(line)]
+            command = line.strip()
             i += 1
             continue
         if not _REPLY_LINE.search(line):
@@ -230,8 +254,10 @@ def replies_by_address(lines: list[str]) -> dict[str, str]:
             j += 1  # "550-5.1.1 first line" / "550 5.1.1 last line"
         reply = _join(lines[i:j])
         out.setdefault("", reply)
-        for addr in pending + [m.group(0).lower() for m in _LINE_ADDR.finditer(line)]:
-            out.setdefault(addr.strip("."), reply)
+        for addr in pending:
+            out.setdefault(addr.strip("."), f"{command} {reply}")
+        for m in _LINE_ADDR.finditer(line):
+            out.setdefault(m.group(0).lower().strip("."), reply)
         pending = []
         i = j
     return out
