@@ -119,54 +119,73 @@ def _drop_quoted_headers(lines: list[str]) -> list[str]:
 
 
 def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> list[TextHit]:
-    """Find recipients in ``text`` with one family's patterns."""
+    """Find recipients in ``text`` with one family's patterns: the row's error section,
+    the recipient lines in it with the lines that explain each, then a diagnostic each."""
+    lines = _section_lines(fam, text)
+    hits = _recipient_lines(fam, lines, exclude)
+    return _explained(fam, lines, hits)
+
+
+def _section_lines(fam: Family, text: str) -> list[str]:
+    """The lines of the row's error section: from its ``begin`` marker (keeping the line
+    the marker is on: some MTAs put the address there) to its ``end`` or the original."""
     section = cut_original(text, fam)
     if fam.begin is not None:
         m = fam.begin.search(section)
         if m:
-            # Keep the line the marker is on: some MTAs put the address on it.
-            start = section.rfind("\n", 0, m.start()) + 1
-            section = section[start:]
+            section = section[section.rfind("\n", 0, m.start()) + 1:]
     lines = _drop_quoted_headers(section.split("\n"))
     if fam.skip is not None:
         lines = [ln for ln in lines if not fam.skip.search(ln)]
+    return lines
+
+
+def _match_recipient(fam: Family, line: str, exclude: frozenset[str]) -> re.Match[str] | None:
+    if len(line) >= 1000 or "@" not in line:  # every rcpt pattern needs an address
+        return None
+    for rx in fam.rcpt:
+        m = rx.search(line)
+        if m:
+            addr = m.group("addr").strip(".")
+            if addr.lower() in exclude or (
+                    not fam.system_addresses and _SYSTEM_LOCALPARTS.match(addr)):
+                continue
+            return m
+    return None
+
+
+def _recipient_lines(fam: Family, lines: list[str], exclude: frozenset[str]
+                     ) -> list[tuple[str, list[str]]]:
+    """(address, its explanation lines) per recipient line, in order (repeats included)."""
     hits: list[tuple[str, list[str]]] = []
     current: list[str] | None = None
     for line in lines:
-        matched = None
-        if len(line) < 1000 and "@" in line:  # every rcpt pattern needs an address
-            for rx in fam.rcpt:
-                m = rx.search(line)
-                if m:
-                    addr = m.group("addr").strip(".")
-                    if addr.lower() in exclude or (
-                            not fam.system_addresses and _SYSTEM_LOCALPARTS.match(addr)):
-                        continue
-                    matched = m
-                    break
+        matched = _match_recipient(fam, line, exclude)
         if matched is not None and current is not None and hits and (
                 hits[-1][0].lower() == matched.group("addr").strip(".").lower()):
             matched = None  # the address repeated inside its own explanation
         if matched is not None:
-            addr = matched.group("addr").strip(".")
             diag = matched.groupdict().get("diag") or ""
             current = [diag] if diag.strip() else []
-            hits.append((addr, current))
+            hits.append((matched.group("addr").strip("."), current))
+        elif current is None:
             continue
-        if current is None:
-            continue
-        if not line.strip():
+        elif not line.strip():
             # A blank line right after the address line may precede its explanation
             # (Exim, Yahoo); a second one ends the entry.
-            if current and current[-1] != "":
-                current.append("")
-            elif not current:
+            if not current or current[-1] != "":
                 current.append("")
             else:
                 current = None
-            continue
-        if fam.continuation:
+        elif fam.continuation:
             current.append(line)
+    return hits
+
+
+def _explained(fam: Family, lines: list[str], hits: list[tuple[str, list[str]]]
+               ) -> list[TextHit]:
+    """One TextHit per address, its diagnostic from its own lines, the row's section, or
+    (lacking an SMTP reply) the reply the section gives it elsewhere."""
     out: list[TextHit] = []
     seen: set[str] = set()
     whole = _join(lines) if (fam.section_diagnostic or fam.whole_section) else ""
