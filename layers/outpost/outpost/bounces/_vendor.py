@@ -25,6 +25,16 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
     (_r(r"The email account that you tried to reach is (?:disabled|inactive)"), "suspend"),
     (_r(r"is over (?:its|the) storage (?:allowance|quota)|inbox is out of storage space"),
      "mailboxfull"),
+    # Google's own delivery reports (Gmail, Google Workspace) on DNS and connection
+    # failures (Sisimai::Lhost::Gmail / GSuite document the wording)
+    (_r(r"DNS Error: (?:Domain name not found|DNS server returned answer with no data)"),
+     "hostunknown"),
+    (_r(r"DNS Error: Could not contact DNS servers|The recipient server did not accept our "
+        r"requests to connect"), "expired"),
+    (_r(r"DNS Error: .{0,200}(?:responded with code NXDOMAIN|had no relevant answers)"),
+     "networkerror"),
+    # RFC 7505: a null MX ("MX 0 .") says the domain accepts no mail at all
+    (_r(r"\bnull MX\b"), "notaccept"),
     # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise
     (_r(r"not listed in (?:Domino|public Name & Address) (?:Directory|Book)|Invalid final delivery "
         r"userid|No such user found in the GroupWise"), "userunknown"),
