@@ -238,3 +238,13 @@ def test_generic_layer_never_names_the_bounce_own_recipient() -> None:
             "The following recipients were affected:\n    bob@example.com\n\n"
             "Notify: sender@example.org\nOriginal Sender:    <someone@example.org>\n")
     assert _text_bounce(body) == (("bob@example.com", "5.1.1", "userunknown"),)
+
+
+@pytest.mark.parametrize("marker", ["-----Mensaje original-----", "---- Ursprüngliche Nachricht ----",
+                                    "-------- Message d'origine --------",
+                                    "----- Исходное сообщение -----", "----- 元のメッセージ -----"])
+def test_localised_original_message_boundary_ends_the_error_section(marker: str) -> None:
+    # The quoted original's "To:" in another language ("Para:", "An:") is not a recipient.
+    body = (f"Unknown user: bob@example.com\n\n{marker}\nDe: someone@example.org\n"
+            "Para: carol@example.com\nAsunto: hola\n")
+    assert [a for a, _, _ in _text_bounce(body)] == ["bob@example.com"]

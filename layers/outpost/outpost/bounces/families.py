@@ -83,6 +83,13 @@ ORIGINAL_MARKERS = _r(
     r"|A copy of the original message below this line:|Your message reads \(in part\):"
     r"|The attachment contains the original mail headers)"
     r"|-{2,} ?(?:Original|Returned) (?:message|mail)"
+    # The same boundary in the languages bounces and mail clients are localised to.
+    r"|-{2,}[^\S\n]{0,3}(?:Urspr\u00fcngliche Nachricht|Originalnachricht|Message d'origine"
+    r"|Message original|Mensaje original|Messaggio originale|Mensagem original"
+    r"|Oorspronkelijk bericht|P\u016fvodn\u00ed zpr\u00e1va|Oryginalna wiadomo\u015b\u0107"
+    r"|\u0418\u0441\u0445\u043e\u0434\u043d\u043e\u0435 \u0441\u043e\u043e\u0431\u0449\u0435\u043d\u0438\u0435"
+    r"|Alkuper\u00e4inen viesti|Opprinnelig melding|Ursprungligt meddelande"
+    r"|Oprindelig meddelelse|\u5143\u306e\u30e1\u30c3\u30bb\u30fc\u30b8|\u539f\u59cb\u90ae\u4ef6)"
     r")"
 )
 
