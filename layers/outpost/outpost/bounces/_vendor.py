@@ -33,6 +33,9 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
         r"requests to connect"), "expired"),
     (_r(r"DNS Error: .{0,200}(?:responded with code NXDOMAIN|had no relevant answers)"),
      "networkerror"),
+    # Google Groups: the group does not exist or takes no posts from the sender
+    (_r(r"the group you tried to contact \(\S+\) may not exist, or you may not have "
+        r"permission to post"), "rejected"),
     # RFC 7505: a null MX ("MX 0 .") says the domain accepts no mail at all
     (_r(r"\bnull MX\b"), "notaccept"),
     # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise

@@ -508,7 +508,8 @@ def _parse(raw: bytes) -> BounceReport:
         return NOT_A_BOUNCE
     b = _sort_parts(msg)
     return (_from_ses(b) or _from_feedback(b) or _from_report(b) or _from_autoreply(b)
-            or _from_text(b) or _from_lost_report(b) or replace(b.base, kind="none"))
+            or _from_text(b) or _from_failed_header(b) or _from_lost_report(b)
+            or replace(b.base, kind="none"))
 
 
 def _read_message(raw: bytes) -> Message | None:
@@ -735,6 +736,22 @@ def _from_text(b: _Bounce) -> BounceReport | None:
         return None
     return replace(b.base, kind="dsn", recipients=tuple(recipients),
                    family=fam.name if fam is not None else None)
+
+
+def _from_failed_header(b: _Bounce) -> BounceReport | None:
+    """A bounce whose text names nobody in a shape we know, but whose MTA lists the failed
+    recipients in an X-Failed-Recipients header (Exim, Google's mailers): those, each with
+    the text before the original as its diagnostic."""
+    value = _decode_header(b.msg.get("x-failed-recipients"))
+    addrs = list(dict.fromkeys(_clean_addr(a) for a in _addresses_in(value)))
+    addrs = [a for a in addrs if a][:REPORT_RECIPIENT_LIMIT]
+    if not addrs or not _DAEMON_FROM.search(b.sender):
+        return None
+    diag = _WS.sub(" ", b.before_original).strip()[:DIAGNOSTIC_LIMIT]
+    warning = _DELAY_WORDS.search(f"{b.subject}\n{b.before_original[:3000]}")
+    action = "delayed" if warning else "failed"
+    return replace(b.base, kind="dsn", recipients=tuple(
+        _recipient(a, None, diag, action) for a in addrs), family="generic")
 
 
 def _from_lost_report(b: _Bounce) -> BounceReport | None:
