@@ -506,10 +506,31 @@ def _parse(raw: bytes) -> BounceReport:
     msg = _read_message(raw)
     if msg is None:
         return NOT_A_BOUNCE
+    return _parse_message(msg)
+
+
+def _parse_message(msg: Message, *, nested: bool = False) -> BounceReport:
     b = _sort_parts(msg)
     return (_from_ses(b) or _from_feedback(b) or _from_report(b) or _from_autoreply(b)
             or _from_text(b) or _from_failed_header(b) or _from_lost_report(b)
-            or replace(b.base, kind="none"))
+            or (None if nested else _from_forwarded(b)) or replace(b.base, kind="none"))
+
+
+def _from_forwarded(b: _Bounce) -> BounceReport | None:
+    """A report that names nobody outside its attachment, whose attached message is itself
+    a delivery report (some relays forward the DSN they received as message/rfc822, as
+    Sisimai::Lhost::X5 describes): that report, read once (no deeper)."""
+    for part in b.msg.walk():
+        if part.get_content_type() != "message/rfc822":
+            continue
+        inner = part.get_payload()
+        if not (isinstance(inner, list) and inner and isinstance(inner[0], Message)):
+            return None
+        if not any(p.get_content_type() in _DS_TYPES for p in inner[0].walk()):
+            return None
+        report = _parse_message(inner[0], nested=True)
+        return report if report.kind == "dsn" else None
+    return None
 
 
 def _read_message(raw: bytes) -> Message | None:

@@ -348,9 +348,10 @@ FAMILIES: tuple[Family, ...] = (
             r"|Received|In-Reply-To|References|Delivered-To|Envelope-To|X-[\w-]+)[^\S\n]*:)"
             r"(?![^:\n]*\b(?:sender|from|mta|messagename|message-?id|reply)\b)"
             r"(?P<diag>[A-Za-z][^:@<>\n]{2,60}):[^\S\n]*<?(?P<addr>ADDR)>?[^\S\n]*$",
-            # A transcript's recipient: ">>> RCPT TO:<rcpt>" (Sendmail, Courier) or
+            # A transcript's recipient: ">>> RCPT TO:<rcpt>" (Sendmail, Courier), the
+            # envelope quoted as "RCPT TO: rcpt" (Verizon, James), or
             # ">>> rcpt <rcpt>" under "addresses had permanent fatal errors".
-            r"^[^\S\n]*(?P<diag>>>>[^\S\n]*RCPT[^\S\n]+TO:[^\S\n]*<?(?P<addr>ADDR)>?.*)$",
+            r"^[^\S\n]*(?P<diag>(?:>>>[^\S\n]*)?RCPT[^\S\n]+TO:[^\S\n]*<?(?P<addr>ADDR)>?.*)$",
             r"^>>>[^\S\n]+(?P<addr>ADDR)(?:[^\S\n]+<[^<>\n]*>)?[^\S\n]*$",
             r"^[^\S\n]*(?:Recipient|To|Address|Failed address|Invalid recipient|Unknown user"
             r"|Rcpt|Destinataire|Addressee|original recipient|Recipient address)s?:?\s*"

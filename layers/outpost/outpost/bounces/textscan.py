@@ -219,7 +219,8 @@ def _explained(fam: Family, lines: list[str], hits: list[tuple[str, list[str]]]
 # anywhere ("host x said: 550 5.1.1 ...").
 _HAS_REPLY = re.compile(r"(?:^|<<<|\bsaid:|\s)[45][0-5]\d[ -]|\b[45][0-5]\d[ -][245]\.\d{1,3}\.")
 _REPLY_LINE = re.compile(
-    r"^[^\S\n]{0,40}(?:<<<[^\S\n]{0,5})?[45][0-5]\d[ -]|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
+    r"^[^\S\n]{0,40}(?:<<<|Error:|Reason:|Remote host said:)?[^\S\n]{0,5}[45][0-5]\d[ -]"
+    r"|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
 _RCPT_LINE = re.compile(r"^[^\S\n]{0,40}(?:>>>[^\S\n]{0,5})?RCPT[^\S\n]+TO:", re.I)
 _LINE_ADDR = re.compile(ADDR)
 _ABOVE_LINES = 3
@@ -231,7 +232,8 @@ def _paragraph_above(lines: list[str], address: str) -> str:
     for i, line in enumerate(lines):
         if line.strip().strip("<>").lower() == address:
             above: list[str] = []
-            for prev in reversed(lines[max(0, i - _ABOVE_LINES):i]):
+            j = i - 1 if i and not lines[i - 1].strip() else i  # one blank line between
+            for prev in reversed(lines[max(0, j - _ABOVE_LINES):j]):
                 if not prev.strip():
                     break
                 above.insert(0, prev)
