@@ -222,7 +222,9 @@ _REPLY_LINE = re.compile(
     r"^[^\S\n]{0,40}(?:<<<|Error:|Reason:|Remote host said:)?[^\S\n]{0,5}[45][0-5]\d[ -]"
     r"|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
 _RCPT_LINE = re.compile(r"^[^\S\n]{0,40}(?:>>>[^\S\n]{0,5})?RCPT[^\S\n]+TO:", re.I)
-_LINE_ADDR = re.compile(ADDR)
+# The lookbehind lets a match start only where a run of local-part characters starts (as
+# dsn._ADDR_RE): without it a long run with no "@" is rescanned from each of its positions.
+_LINE_ADDR = re.compile(r"(?<![^\s<>()\[\]\"',;:@=])" + ADDR)
 _ABOVE_LINES = 3
 
 
