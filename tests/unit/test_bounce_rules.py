@@ -11,6 +11,7 @@ import pytest
 from outpost.bounces import classify, parse_bounce, status_from_text
 from outpost.bounces._prefilter import Prefiltered, needles
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
+from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "bounces"
 
@@ -171,3 +172,79 @@ def test_needles_are_literal_runs_every_match_contains() -> None:
     assert needles(rx) == ("hi. this is the qmail", "could not be delivered. this", "bazz",
                            "yzzyq")
     assert needles(re.compile(r"a|bcdef", re.I)) is None  # "a" is too short to pre-check
+
+
+def test_google_dns_wordings_and_null_mx_name_the_reason() -> None:
+    # Google's reports carry "4.0.0" or nothing; the wording says which DNS failure it was.
+    nx = ("DNS Error: 80335577 DNS type 'mx' lookup of example.jp responded with code "
+          "NXDOMAIN Domain name not found: example.jp")
+    assert classify("4.0.0", nx, "failed") == ("soft", "networkerror")
+    assert classify(None, "The recipient server did not accept our requests to connect.",
+                    "failed")[1] == "expired"
+    # RFC 7505: a null MX means the domain takes no mail, whoever reports it.
+    assert classify("5.1.10", "556 5.1.10 Recipient address rejected: Domain example.org "
+                    "does not accept mail (null MX)", "failed")[1] == "notaccept"
+
+
+# --- the generic layer: shapes that need no family row ------------------------------------
+def _text_bounce(body: str, subject: str = "Undeliverable Mail") -> tuple:
+    raw = _msg(f"From: postmaster@mx.example.net\nTo: sender@example.org\nSubject: {subject}\n",
+               body)
+    with rows_disabled(FAMILY_ROWS):
+        report = parse_bounce(raw)
+    return tuple((r.address, r.status, r.reason) for r in report.recipients)
+
+
+def test_generic_verdict_before_the_address() -> None:
+    assert _text_bounce("Unknown user: bob@example.com\n\n\nOriginal message follows.\n") == (
+        ("bob@example.com", None, "filtered"),)  # no command: Sisimai's "filtered"
+
+
+def test_generic_transcript_gives_recipient_reply_and_command() -> None:
+    body = ("   ----- Transcript of session follows -----\n... while talking to mx.example.com.:\n"
+            ">>> MAIL From:<sender@example.org>\n<<< 250 ok\n"
+            ">>> RCPT To:<bob@example.com>\n<<< 550 5.1.1 <bob@example.com>... User unknown\n")
+    # The RCPT command makes "user unknown" a verdict on the address (userunknown, not
+    # filtered); the MAIL FROM line names no recipient.
+    assert _text_bounce(body, "Returned mail: User unknown") == (
+        ("bob@example.com", "5.1.1", "userunknown"),)
+    body = ("----- The following addresses had permanent fatal errors -----\n"
+            ">>> bob@example.com <bob@example.com>\n\n"
+            "    ----- Transcript of session follows -----\n"
+            "550 5.1.1 <bob@example.com>... User Unknown\n")
+    assert _text_bounce(body, "Returned mail: see transcript for details") == (
+        ("bob@example.com", "5.1.1", "userunknown"),)
+
+
+def test_generic_reply_elsewhere_in_the_section_explains_a_bare_address() -> None:
+    body = ("The following address failed:\nbob@example.com\n\n\n-------server message\n"
+            "550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown\n")
+    assert _text_bounce(body, "failure notice") == (("bob@example.com", "5.1.1", "userunknown"),)
+
+
+def test_generic_quoted_header_block_is_not_a_recipient() -> None:
+    body = ("Your message\n\n  To:      list@example.org\n  Subject: hello\n"
+            "  Sent:    Fri, 4 Oct 2002 17:10:56 -0400\n\n"
+            "did not reach the following recipient(s):\n\n"
+            "c=US;a= ;p=ORG;o=GW;dda:SMTP=bob@example.com; on Fri, 4 Oct 2002 17:12:28 -0400\n"
+            "    The recipient name is not recognized\n")
+    assert [a for a, _, _ in _text_bounce(body)] == ["bob@example.com"]
+
+
+def test_generic_layer_never_names_the_bounce_own_recipient() -> None:
+    # The bounce's To: is the original's sender; a "<words>: address" line naming it (or
+    # an "Original Sender:" line) is not a failed recipient.
+    body = ("Could not be delivered because of\n\n550 5.1.1 User unknown\n\n"
+            "The following recipients were affected:\n    bob@example.com\n\n"
+            "Notify: sender@example.org\nOriginal Sender:    <someone@example.org>\n")
+    assert _text_bounce(body) == (("bob@example.com", "5.1.1", "userunknown"),)
+
+
+@pytest.mark.parametrize("marker", ["-----Mensaje original-----", "---- Ursprüngliche Nachricht ----",
+                                    "-------- Message d'origine --------",
+                                    "----- Исходное сообщение -----", "----- 元のメッセージ -----"])
+def test_localised_original_message_boundary_ends_the_error_section(marker: str) -> None:
+    # The quoted original's "To:" in another language ("Para:", "An:") is not a recipient.
+    body = (f"Unknown user: bob@example.com\n\n{marker}\nDe: someone@example.org\n"
+            "Para: carol@example.com\nAsunto: hola\n")
+    assert [a for a, _, _ in _text_bounce(body)] == ["bob@example.com"]

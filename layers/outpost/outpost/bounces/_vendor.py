@@ -25,8 +25,21 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
     (_r(r"The email account that you tried to reach is (?:disabled|inactive)"), "suspend"),
     (_r(r"is over (?:its|the) storage (?:allowance|quota)|inbox is out of storage space"),
      "mailboxfull"),
+    # Google's own delivery reports (Gmail, Google Workspace) on DNS and connection
+    # failures (Sisimai::Lhost::Gmail / GSuite document the wording)
+    (_r(r"DNS Error: (?:Domain name not found|DNS server returned answer with no data)"),
+     "hostunknown"),
+    (_r(r"DNS Error: Could not contact DNS servers|The recipient server did not accept our "
+        r"requests to connect"), "expired"),
+    (_r(r"DNS Error: .{0,200}(?:responded with code NXDOMAIN|had no relevant answers)"),
+     "networkerror"),
+    # Google Groups: the group does not exist or takes no posts from the sender
+    (_r(r"the group you tried to contact \(\S+\) may not exist, or you may not have "
+        r"permission to post"), "rejected"),
+    # RFC 7505: a null MX ("MX 0 .") says the domain accepts no mail at all
+    (_r(r"\bnull MX\b"), "notaccept"),
     # Lotus Notes / Domino, Ipswitch IMail, Novell GroupWise
-    (_r(r"not listed in (?:Domino|public Name & Address) Directory|Invalid final delivery "
+    (_r(r"not listed in (?:Domino|public Name & Address) (?:Directory|Book)|Invalid final delivery "
         r"userid|No such user found in the GroupWise"), "userunknown"),
     # Microsoft Exchange Online's resolver verdicts (Sisimai::Rhost::ExchangeOnline)
     (_r(r"RESOLVER\.ADR\.(?:RecipientNotFound|ExRecipNotFound)"), "userunknown"),

@@ -149,6 +149,42 @@ _USERUNKNOWN_VETO = ("norelaying", "blocked", "mailboxfull", "hasmoved", "reject
 _EARLY_COMMANDS = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
 
 
+def _true_userunknown(temp: str, diag: str, cmd: str) -> bool:
+    m = MATCH
+    if temp == "suspend":
+        return False
+    if temp == "userunknown":
+        return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
+    # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
+    # content filter in disguise (Sisimai's rule), which "filtered" catches.
+    return cmd == "RCPT" and m["userunknown"](diag)
+
+
+def _true_filtered(temp: str, diag: str, cmd: str) -> bool:
+    m = MATCH
+    if temp == "suspend":
+        return False
+    if temp == "filtered":
+        return m["userunknown"](diag) or m["filtered"](diag)
+    if cmd in _EARLY_COMMANDS:
+        return False
+    return m["filtered"](diag) or m["userunknown"](diag)
+
+
+def _true_rejected(temp: str, diag: str, cmd: str) -> bool:
+    m = MATCH
+    t = temp or "undefined"
+    if t == "rejected":
+        return True
+    if cmd == "MAIL":
+        return m["rejected"](diag)
+    if cmd == "DATA":
+        return t != "userunknown" and m["rejected"](diag)
+    if t in ("onhold", "undefined", "securityerror", "systemerror"):
+        return m["rejected"](diag)
+    return False
+
+
 def _true(name: str, status: str, temp: str, diag: str, cmd: str, reply: str) -> bool:
     """One ``Sisimai::Reason::*->true``: does this reason fit the status, text and command?"""
     m = MATCH
@@ -169,32 +205,11 @@ def _true(name: str, status: str, temp: str, diag: str, cmd: str, reply: str) ->
     if name == "norelaying":
         return cmd not in ("CONN", "EHLO", "HELO") and m["norelaying"](diag)
     if name == "userunknown":
-        if temp == "suspend":
-            return False
-        if temp == "userunknown":
-            return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
-        # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
-        # content filter in disguise (Sisimai's rule), which "filtered" below catches.
-        return cmd == "RCPT" and m["userunknown"](diag)
+        return _true_userunknown(temp, diag, cmd)
     if name == "filtered":
-        if temp == "suspend":
-            return False
-        if temp == "filtered":
-            return m["userunknown"](diag) or m["filtered"](diag)
-        if cmd in _EARLY_COMMANDS:
-            return False
-        return m["filtered"](diag) or m["userunknown"](diag)
+        return _true_filtered(temp, diag, cmd)
     if name == "rejected":
-        t = temp or "undefined"
-        if t == "rejected":
-            return True
-        if cmd == "MAIL":
-            return m["rejected"](diag)
-        if cmd == "DATA":
-            return t != "userunknown" and m["rejected"](diag)
-        if t in ("onhold", "undefined", "securityerror", "systemerror"):
-            return m["rejected"](diag)
-        return False
+        return _true_rejected(temp, diag, cmd)
     if name == "hostunknown":
         if temp == "hostunknown":
             return not m["networkerror"](diag)

@@ -33,7 +33,7 @@ import email.policy
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -61,7 +61,14 @@ from outpost.bounces.limits import (
     TEXT_SCAN_LIMIT,
 )
 from outpost.bounces.report import NOT_A_BOUNCE, BounceRecipient, BounceReport
-from outpost.bounces.textscan import TextHit, diagnostic_for, families_detected, scan_text
+from outpost.bounces.textscan import (
+    TextHit,
+    cut_original,
+    diagnostic_for,
+    families_detected,
+    row_enabled,
+    scan_text,
+)
 
 __all__ = ["parse_bounce"]
 
@@ -411,7 +418,6 @@ _INLINE_ORIG = re.compile(
 
 def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     """Headers of an original message quoted inline in a text bounce."""
-    from outpost.bounces.textscan import cut_original
 
     cut = len(cut_original(text))
     if cut >= len(text):
@@ -495,23 +501,76 @@ def parse_bounce(raw: bytes, *, strict: bool = False) -> BounceReport:
 
 
 def _parse(raw: bytes) -> BounceReport:
-    if not raw:
+    """The steps in order of evidence (module docstring): each returns a report, or None
+    when its kind of evidence is absent and the next step is to look."""
+    msg = _read_message(raw)
+    if msg is None:
         return NOT_A_BOUNCE
+    return _parse_message(msg)
+
+
+def _parse_message(msg: Message, *, nested: bool = False) -> BounceReport:
+    b = _sort_parts(msg)
+    return (_from_ses(b) or _from_feedback(b) or _from_report(b) or _from_autoreply(b)
+            or _from_text(b) or _from_failed_header(b) or _from_lost_report(b)
+            or (None if nested else _from_forwarded(b)) or replace(b.base, kind="none"))
+
+
+def _from_forwarded(b: _Bounce) -> BounceReport | None:
+    """A report that names nobody outside its attachment, whose attached message is itself
+    a delivery report (some relays forward the DSN they received as message/rfc822, as
+    Sisimai::Lhost::X5 describes): that report, read once (no deeper)."""
+    for part in b.msg.walk():
+        if part.get_content_type() != "message/rfc822":
+            continue
+        inner = part.get_payload()
+        if not (isinstance(inner, list) and inner and isinstance(inner[0], Message)):
+            return None
+        if not any(p.get_content_type() in _DS_TYPES for p in inner[0].walk()):
+            return None
+        report = _parse_message(inner[0], nested=True)
+        return report if report.kind == "dsn" else None
+    return None
+
+
+def _read_message(raw: bytes) -> Message | None:
+    """``raw`` bounded (limits.py), normalised and parsed; None for no input."""
+    if not raw:
+        return None
     if len(raw) > MESSAGE_READ_LIMIT:
         # A cut message: its last line is cut too; without it the rest still parses (an
         # unclosed multipart is a defect the email package tolerates).
         raw = raw[:MESSAGE_READ_LIMIT]
         raw = raw[:raw.rfind(b"\n") + 1] or raw
-    data = _normalize(raw)
-    data = _bound_mime(data)
+    data = _bound_mime(_normalize(raw))
     msg = _message_from_bytes(data)
     if msg.defects and any(
             isinstance(d, email.errors.StartBoundaryNotFoundDefect) for d in msg.defects):
         msg = _repair_boundary(data, msg)
+    return msg
+
+
+@dataclass(frozen=True)
+class _Bounce:
+    """One inbound message with its parts sorted by role: what every step reads."""
+
+    msg: Message
+    subject: str
+    sender: str
+    text: str  # the human-readable parts (HTML only when there is no text), bounded
+    ds_texts: tuple[str, ...]  # message/delivery-status parts
+    feedback: tuple[str, ...]  # message/feedback-report parts
+    base: BounceReport  # kind "none", with what every answer carries (original headers...)
+    probe: str  # headers and start of body that family rows detect on
+
+    @property
+    def before_original(self) -> str:
+        return cut_original(self.text)
+
+
+def _sort_parts(msg: Message) -> _Bounce:
     subject = _decode_header(msg.get("subject"))
     sender = _decode_header(msg.get("from"))
-    to_addrs = _to_addresses(msg)
-
     ds_texts: list[str] = []
     human: list[str] = []
     html: list[str] = []
@@ -522,173 +581,214 @@ def _parse(raw: bytes) -> BounceReport:
         if id(part) in skip:
             continue
         ctype = part.get_content_type()
-        if ctype in _ORIG_TYPES:
-            if not orig_headers:
-                orig_headers = _original_headers(part)
-            for sub in part.walk():
-                if sub is not part:
-                    skip.add(id(sub))
-            continue
-        if ctype in _DS_TYPES or ctype == "message/feedback-report":
-            (ds_texts if ctype in _DS_TYPES else feedback).append(_report_text(part))
-            for sub in part.walk():
-                if sub is not part:
-                    skip.add(id(sub))
+        if ctype in _ORIG_TYPES or ctype in _DS_TYPES or ctype == "message/feedback-report":
+            if ctype in _ORIG_TYPES:
+                orig_headers = orig_headers or _original_headers(part)
+            else:
+                (ds_texts if ctype in _DS_TYPES else feedback).append(_report_text(part))
+            skip.update(id(sub) for sub in part.walk() if sub is not part)
             continue
         if part.is_multipart():
             continue
         if ctype == "text/html":
             html.append(_TAGS.sub(" ", _part_text(part)))
-        elif (ctype.startswith("text/") or ctype == "message/delivery-status" or not ctype
-              or ctype.startswith("multipart/")):  # a multipart whose boundary never occurs
-            human.append(_part_text(part))
-        elif part.get_content_maintype() in ("message",):
+        elif (ctype.startswith(("text/", "multipart/", "message/")) or not ctype):
+            # (a multipart whose boundary never occurs is a leaf)
             human.append(_part_text(part))
     text = ("\n\n".join(human) if human else "\n\n".join(html))[:TEXT_SCAN_LIMIT]
-    if not orig_headers:
-        orig_headers = _inline_original(text)
+    orig_headers = orig_headers or _inline_original(text)
     base = BounceReport(
         kind="none", recipients=(), original_headers=orig_headers,
-        original_message_id=_message_id(orig_headers), to_addresses=to_addrs,
+        original_message_id=_message_id(orig_headers), to_addresses=_to_addresses(msg),
     )
-
-    # 0. Amazon SES notifications mailed by SNS: JSON, not MIME reports.
-    if text.lstrip().startswith("{"):
-        ses = _ses(text, base)
-        if ses is not None:
-            return ses
-
-    # 1. RFC 5965 feedback report: the complained-about recipient.
-    if (feedback or "feedback-report" in str(msg.get("content-type") or "").lower()
-            or (_JMRP_FROM.search(sender) and _JMRP_SUBJECT.search(subject))):
-        return _feedback(feedback, text, orig_headers, base)
-
-    # 2. RFC 3464 fields: in the delivery-status part, or (wrong content type) anywhere in
-    # the human-readable text before the original message.
-    from outpost.bounces.textscan import cut_original
-
-    fields: list[tuple[str, str]] = []
-    for t in ds_texts:
-        fields.extend(_fields(t))
-    family = "rfc3464"
-    if not any(n in ("final-recipient", "original-recipient") for n, _ in fields):
-        fields = _fields(cut_original(text))
-        family = "rfc3464"
-    msg_fields, rcpts = _group_recipients(fields)
-    rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
     return_path = _decode_header(msg.get("return-path"))
     # Header lines some family rows key on (the MTA's own fingerprint headers).
     marks = "".join(f"{h}: {msg.get(h)}\n" for h in _PROBE_HEADERS if msg.get(h) is not None)
     probe = (f"From: {sender}\nSubject: {subject}\nReturn-Path: {return_path}\n{marks}"
              f"{text[:4000]}")
+    return _Bounce(msg, subject, sender, text, tuple(ds_texts), tuple(feedback), base, probe)
+
+
+def _from_ses(b: _Bounce) -> BounceReport | None:
+    """0. Amazon SES notifications mailed by SNS: JSON, not MIME reports."""
+    return _ses(b.text, b.base) if b.text.lstrip().startswith("{") else None
+
+
+def _from_feedback(b: _Bounce) -> BounceReport | None:
+    """1. RFC 5965 feedback report (or Microsoft JMRP): the complained-about recipient."""
+    if (b.feedback or "feedback-report" in str(b.msg.get("content-type") or "").lower()
+            or (_JMRP_FROM.search(b.sender) and _JMRP_SUBJECT.search(b.subject))):
+        return _feedback(list(b.feedback), b.text, b.base.original_headers, b.base)
+    return None
+
+
+def _from_report(b: _Bounce) -> BounceReport | None:
+    """2. RFC 3464 fields: in the delivery-status part, or (wrong content type) anywhere in
+    the human-readable text before the original message."""
+    fields = [fv for t in b.ds_texts for fv in _fields(t)]
+    if not any(n in ("final-recipient", "original-recipient") for n, _ in fields):
+        fields = _fields(b.before_original)
+    msg_fields, rcpts = _group_recipients(fields)
+    rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
+    if not rcpts or not any(("status" in r.fields or "action" in r.fields) for r in rcpts):
+        return None
+    evidence = _text_evidence(b, rcpts)
     recipients: list[BounceRecipient] = []
-    text_family = None
-    mda = _mda_verdict(sender, cut_original(text))
-    if rcpts and any(("status" in r.fields or "action" in r.fields) for r in rcpts):
-        # The human-readable part is read only when some entry has no Diagnostic-Code
-        # (it then supplies the explanation); otherwise the report says it all.
-        fam: Family | None = None
-        hits: list[TextHit] = []
-        if not all(r.fields.get("diagnostic-code", "").strip() for r in rcpts):
-            fam, hits = scan_text(probe, text)
-        # Some MTAs put their internal mailbox in Final-Recipient; the family row says so.
-        prefer_original = any(f.prefer_original for f in families_detected(probe))
-        hit_diag = {h.address.lower(): h.diagnostic for h in hits}
-        hint_map = {h.address.lower(): _family_hint(fam, h.diagnostic) for h in hits}
-        # The family that wrote the report, even when its text names nobody: its own
-        # phrases still say what a diagnostic means (e.g. SES inbound's wording).
-        detected = fam or next((f for f in families_detected(probe) if f.reasons), None)
-        seen: set[str] = set()
-        for r in rcpts:
-            f = r.fields
-            addr = _clean_addr(f.get("final-recipient", ""))
-            orig = _clean_addr(f.get("original-recipient", ""))
-            if orig and (not addr or prefer_original):
-                # e.g. "user@ims-ms-daemon": an internal mailbox name, not an address
-                # anyone sent to; the Original-Recipient is the one the sender knows.
-                addr = orig
-            if not addr or addr.lower() in seen:
-                continue
-            action = (f.get("action") or "").strip().lower().split(" ")[0] or None
-            status = _status_field(f.get("status", ""))
-            if action in _NOT_BOUNCE_ACTIONS or (status or "").startswith("2."):
-                continue
-            diag_type, diag = _diag_type_and_text(f.get("diagnostic-code", ""))
-            if not diag:
-                diag = hit_diag.get(addr.lower()) or diagnostic_for(addr, text)
-                if not diag and f.get("status", "").strip() and not _STATUS_CODE.fullmatch(
-                        f.get("status", "").strip()):
-                    diag = f.get("status", "").strip()
-            if diag_type == "X-POSTFIX":
-                # Postfix's own verdicts (e.g. "unknown user") read like SMTP replies.
-                diag_type = "SMTP"
-            command = command_from_text(diag)
-            if command is None:
-                # Postfix says which command the reply answered only in its text part
-                # ("... (in reply to RCPT TO command)").
-                hit = hit_diag.get(addr.lower())
-                command = command_from_text(hit) if hit else (
-                    None if hits else _command_near(addr, cut_original(text)))
-            seen.add(addr.lower())
-            recipients.append(_recipient(
-                addr, status, diag, action, diag_type=diag_type,
-                remote_mta=_after_semicolon(f.get("remote-mta")),
-                original=_clean_addr(f.get("original-recipient", "")) or None,
-                last_attempt=f.get("last-attempt-date") or None,
-                hint=mda or POWERMTA_CATEGORY.get(
-                    f.get("x-powermta-bouncecategory", "").strip())
-                or hint_map.get(addr.lower())
-                or (_family_hint(detected, diag) if detected is not None else None),
-                command=command,
-            ))
-        if recipients or rcpts:
-            if not recipients:
-                return replace(base, kind="none", recipients=(), family=family)
-            return replace(
-                base, kind="dsn", recipients=tuple(recipients), family=family,
-                reporting_mta=_after_semicolon(msg_fields.get("reporting-mta")),
-                envelope_id=msg_fields.get("original-envelope-id") or None,
-                arrival_date=msg_fields.get("arrival-date") or None,
-            )
+    seen: set[str] = set()
+    for r in rcpts:
+        entry = _report_entry(r.fields, evidence, b.text)
+        if entry is not None and entry.address.lower() not in seen:
+            seen.add(entry.address.lower())
+            recipients.append(entry)
+    if not recipients:
+        return replace(b.base, kind="none", recipients=(), family="rfc3464")
+    return replace(
+        b.base, kind="dsn", recipients=tuple(recipients), family="rfc3464",
+        reporting_mta=_after_semicolon(msg_fields.get("reporting-mta")),
+        envelope_id=msg_fields.get("original-envelope-id") or None,
+        arrival_date=msg_fields.get("arrival-date") or None,
+    )
 
-    # 4 (checked before the text scan: a vacation notice reads like a bounce sometimes).
-    if _is_autoreply(msg, subject, sender):
-        addr = _clean_addr(sender) or _clean_addr(_decode_header(msg.get("return-path")))
-        if not addr:
-            return replace(base, kind="autoreply", recipients=(), family="rfc3834")
-        body = _WS.sub(" ", cut_original(text))[:300].strip()
-        rcpt = BounceRecipient(address=addr, action=None, status=None, kind="unknown",
-                               reason="vacation", diagnostic=body or subject or None)
-        return replace(base, kind="autoreply", recipients=(rcpt,), family="rfc3834")
 
-    # 3. Human-readable text through the family table.
-    exclude = frozenset(a.lower() for a in _addresses_in(sender))
-    fam, hits = scan_text(probe, text, exclude)
-    if fam is not None:
-        text_family = fam.name
+@dataclass(frozen=True)
+class _TextEvidence:
+    """What the human-readable part adds to an RFC 3464 report's entries."""
+
+    hits: dict[str, TextHit]  # by lower-case address: the text's explanation
+    hints: dict[str, str | None]  # by lower-case address: the family row's reason
+    detected: Family | None  # the family that wrote the report (its phrases still apply)
+    prefer_original: bool  # its Final-Recipient names an internal mailbox
+    mda: str | None  # a local delivery agent's verdict (families.MDA_AGENTS)
+    before_original: str
+
+
+def _text_evidence(b: _Bounce, rcpts: list[_Rcpt]) -> _TextEvidence:
+    # The human-readable part is read only when some entry has no Diagnostic-Code (it then
+    # supplies the explanation); otherwise the report says it all.
+    fam: Family | None = None
+    hits: list[TextHit] = []
+    if not all(r.fields.get("diagnostic-code", "").strip() for r in rcpts):
+        fam, hits = scan_text(b.probe, b.text)
+    found = families_detected(b.probe)
+    before = b.before_original
+    return _TextEvidence(
+        hits={h.address.lower(): h for h in hits},
+        hints={h.address.lower(): _family_hint(fam, h.diagnostic) for h in hits},
+        detected=fam or next((f for f in found if f.reasons), None),
+        prefer_original=any(f.prefer_original for f in found),
+        mda=_mda_verdict(b.sender, before), before_original=before,
+    )
+
+
+def _report_entry(f: dict[str, str], ev: _TextEvidence, text: str) -> BounceRecipient | None:
+    """One RFC 3464 per-recipient block as a recipient, or None (no address, or a success
+    notice: delivered, relayed, expanded)."""
+    addr = _clean_addr(f.get("final-recipient", ""))
+    orig = _clean_addr(f.get("original-recipient", ""))
+    if orig and (not addr or ev.prefer_original or _internal_name_of(addr, orig)):
+        # e.g. "user@ims-ms-daemon": an internal mailbox name, not an address anyone sent
+        # to; the Original-Recipient is the one the sender knows.
+        addr = orig
+    action = (f.get("action") or "").strip().lower().split(" ")[0] or None
+    status = _status_field(f.get("status", ""))
+    if not addr or action in _NOT_BOUNCE_ACTIONS or (status or "").startswith("2."):
+        return None
+    key = addr.lower()
+    hit = ev.hits[key].diagnostic if key in ev.hits else None
+    diag_type, diag = _diag_type_and_text(f.get("diagnostic-code", ""))
+    if not diag:
+        diag = hit or diagnostic_for(addr, text)
+        raw_status = f.get("status", "").strip()
+        if not diag and raw_status and not _STATUS_CODE.fullmatch(raw_status):
+            diag = raw_status
+    if diag_type == "X-POSTFIX":
+        diag_type = "SMTP"  # Postfix's own verdicts (e.g. "unknown user") read like replies
+    command = command_from_text(diag)
+    if command is None:
+        # Postfix says which command the reply answered only in its text part ("... (in
+        # reply to RCPT TO command)").
+        command = command_from_text(hit) if hit else (
+            None if ev.hits else _command_near(addr, ev.before_original))
+    powermta = (POWERMTA_CATEGORY.get(f.get("x-powermta-bouncecategory", "").strip())
+                if row_enabled("powermta") else None)
+    hint = (ev.mda or powermta or ev.hints.get(key)
+            or (_family_hint(ev.detected, diag) if ev.detected is not None else None))
+    return _recipient(
+        addr, status, diag, action, diag_type=diag_type,
+        remote_mta=_after_semicolon(f.get("remote-mta")), original=orig or None,
+        last_attempt=f.get("last-attempt-date") or None, hint=hint, command=command,
+    )
+
+
+def _from_autoreply(b: _Bounce) -> BounceReport | None:
+    """4. RFC 3834 auto-replies (checked before the text scan: a vacation notice reads like
+    a bounce sometimes): reason "vacation", never a suppression."""
+    if not _is_autoreply(b.msg, b.subject, b.sender):
+        return None
+    addr = _clean_addr(b.sender) or _clean_addr(_decode_header(b.msg.get("return-path")))
+    if not addr:
+        return replace(b.base, kind="autoreply", recipients=(), family="rfc3834")
+    body = _WS.sub(" ", b.before_original)[:300].strip()
+    rcpt = BounceRecipient(address=addr, action=None, status=None, kind="unknown",
+                           reason="vacation", diagnostic=body or b.subject or None)
+    return replace(b.base, kind="autoreply", recipients=(rcpt,), family="rfc3834")
+
+
+def _from_text(b: _Bounce) -> BounceReport | None:
+    """3. The human-readable text through the family table (its last rows: the generic
+    layer)."""
+    # The bouncer (From) and the bounce's own recipient (To: the original's sender) are
+    # never the failed recipient, whatever line of the text names them.
+    exclude = frozenset(a.lower() for a in (*_addresses_in(b.sender),
+                                            *_addresses_in(_decode_header(b.msg.get("to")))))
+    fam, hits = scan_text(b.probe, b.text, exclude)
     # A text bounce says whether it is final or a warning only in words (RFC 3464's
     # Action field is what it lacks): warnings mean "delayed", anything else "failed".
-    warning = _DELAY_WORDS.search(f"{subject}\n{cut_original(text)[:3000]}")
+    warning = _DELAY_WORDS.search(f"{b.subject}\n{b.before_original[:3000]}")
     action = "delayed" if warning else "failed"
+    mda = _mda_verdict(b.sender, b.before_original)
+    recipients: list[BounceRecipient] = []
     for h in hits[:REPORT_RECIPIENT_LIMIT]:
         addr = _clean_addr(h.address)
-        if not addr:
-            continue
-        hint = mda or _family_hint(fam, h.diagnostic)
-        recipients.append(_recipient(addr, None, h.diagnostic, action, hint=hint))
-    if recipients:
-        return replace(base, kind="dsn", recipients=tuple(recipients), family=text_family)
-    if ds_texts:
-        # A delivery-status report that names nobody (Postfix writes one when the
-        # per-recipient records are lost: "Delivery report unavailable"): the To: of the
-        # returned original is the only recipient evidence left (Sisimai does the same).
-        tos = [a for k, v in orig_headers if k.lower() == "to" for a in _addresses_in(v)]
-        if len(tos) == 1 and _clean_addr(tos[0]):
-            diag = _WS.sub(" ", cut_original(text)).strip()[:500]
-            rcpt = _recipient(_clean_addr(tos[0]), None, "", "failed")
-            return replace(base, kind="dsn", recipients=(replace(rcpt, diagnostic=diag or None),),
-                           family="rfc3464")
-    return replace(base, kind="none", recipients=())
+        if addr:
+            hint = mda or _family_hint(fam, h.diagnostic)
+            recipients.append(_recipient(addr, None, h.diagnostic, action, hint=hint))
+    if not recipients:
+        return None
+    return replace(b.base, kind="dsn", recipients=tuple(recipients),
+                   family=fam.name if fam is not None else None)
+
+
+def _from_failed_header(b: _Bounce) -> BounceReport | None:
+    """A bounce whose text names nobody in a shape we know, but whose MTA lists the failed
+    recipients in an X-Failed-Recipients header (Exim, Google's mailers): those, each with
+    the text before the original as its diagnostic."""
+    value = _decode_header(b.msg.get("x-failed-recipients"))
+    addrs = list(dict.fromkeys(_clean_addr(a) for a in _addresses_in(value)))
+    addrs = [a for a in addrs if a][:REPORT_RECIPIENT_LIMIT]
+    if not addrs or not _DAEMON_FROM.search(b.sender):
+        return None
+    diag = _WS.sub(" ", b.before_original).strip()[:DIAGNOSTIC_LIMIT]
+    warning = _DELAY_WORDS.search(f"{b.subject}\n{b.before_original[:3000]}")
+    action = "delayed" if warning else "failed"
+    return replace(b.base, kind="dsn", recipients=tuple(
+        _recipient(a, None, diag, action) for a in addrs), family="generic")
+
+
+def _from_lost_report(b: _Bounce) -> BounceReport | None:
+    """A delivery-status report that names nobody (Postfix writes one when the
+    per-recipient records are lost: "Delivery report unavailable"): the To: of the returned
+    original is the only recipient evidence left (Sisimai does the same)."""
+    if not b.ds_texts:
+        return None
+    tos = [a for k, v in b.base.original_headers if k.lower() == "to"
+           for a in _addresses_in(v)]
+    if len(tos) != 1 or not _clean_addr(tos[0]):
+        return None
+    diag = _WS.sub(" ", b.before_original).strip()[:500]
+    rcpt = _recipient(_clean_addr(tos[0]), None, "", "failed")
+    return replace(b.base, kind="dsn", recipients=(replace(rcpt, diagnostic=diag or None),),
+                   family="rfc3464")
 
 
 _DELAY_WORDS = Prefiltered(re.compile(
@@ -703,7 +803,7 @@ _MDA_FROM = re.compile(r"^\W*(?:mail delivery subsystem|mailer-daemon|postmaster
 def _mda_verdict(sender: str, text: str) -> str | None:
     """The reason a local delivery agent gave in the bounce text (families.MDA_AGENTS):
     the paragraph from the agent's line to the next blank line is read."""
-    if not _MDA_FROM.search(sender) or not any(
+    if not row_enabled("mda") or not _MDA_FROM.search(sender) or not any(
             k in text for k in ("mail.local: ", "procmail: ", "maildrop: ", "vdeliver",
                                 "automatically rejected:")):
         return None
@@ -745,6 +845,15 @@ def _command_near(addr: str, text: str) -> str | None:
 
 _NEAR_MENTIONS = 20
 _NEAR_CHARS = 4000
+
+
+def _internal_name_of(final: str, original: str) -> bool:
+    """Is ``final`` the reporting MTA's internal name for ``original``'s mailbox: the same
+    local part at an unqualified host ("userx@sims-ms-daemon" for "userx@example.com")?
+    Then the Original-Recipient is what the sender wrote (RFC 3464 section 2.3.1).  An
+    alias expanded to another local part keeps its Final-Recipient."""
+    f_local, _, f_domain = final.rpartition("@")
+    return "." not in f_domain and f_local.lower() == original.rpartition("@")[0].lower()
 
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:

@@ -83,6 +83,13 @@ ORIGINAL_MARKERS = _r(
     r"|A copy of the original message below this line:|Your message reads \(in part\):"
     r"|The attachment contains the original mail headers)"
     r"|-{2,} ?(?:Original|Returned) (?:message|mail)"
+    # The same boundary in the languages bounces and mail clients are localised to.
+    r"|-{2,}[^\S\n]{0,3}(?:Urspr\u00fcngliche Nachricht|Originalnachricht|Message d'origine"
+    r"|Message original|Mensaje original|Messaggio originale|Mensagem original"
+    r"|Oorspronkelijk bericht|P\u016fvodn\u00ed zpr\u00e1va|Oryginalna wiadomo\u015b\u0107"
+    r"|\u0418\u0441\u0445\u043e\u0434\u043d\u043e\u0435 \u0441\u043e\u043e\u0431\u0449\u0435\u043d\u0438\u0435"
+    r"|Alkuper\u00e4inen viesti|Opprinnelig melding|Ursprungligt meddelande"
+    r"|Oprindelig meddelelse|\u5143\u306e\u30e1\u30c3\u30bb\u30fc\u30b8|\u539f\u59cb\u90ae\u4ef6)"
     r")"
 )
 
@@ -335,6 +342,17 @@ FAMILIES: tuple[Family, ...] = (
         rcpt=_rc(
             r"^[^\S\n]*<(?P<addr>ADDR)>\s*[:.]?\s*(?P<diag>.*)$",
             r"^[^\S\n]*(?P<addr>ADDR)\s*(?::|\.\.\.|--|-)\s*(?P<diag>.*)$",
+            # "<verdict>: rcpt" (IMail, SMTP32 and other small MTAs put the reason first);
+            # not a quoted header line of the original.
+            r"^(?!(?:To|CC|Bcc|From|Date|Subject|Reply-To|Sender|Return-Path|Message-Id"
+            r"|Received|In-Reply-To|References|Delivered-To|Envelope-To|X-[\w-]+)[^\S\n]*:)"
+            r"(?![^:\n]*\b(?:sender|from|mta|messagename|message-?id|reply)\b)"
+            r"(?P<diag>[A-Za-z][^:@<>\n]{2,60}):[^\S\n]*<?(?P<addr>ADDR)>?[^\S\n]*$",
+            # A transcript's recipient: ">>> RCPT TO:<rcpt>" (Sendmail, Courier), the
+            # envelope quoted as "RCPT TO: rcpt" (Verizon, James), or
+            # ">>> rcpt <rcpt>" under "addresses had permanent fatal errors".
+            r"^[^\S\n]*(?P<diag>(?:>>>[^\S\n]*)?RCPT[^\S\n]+TO:[^\S\n]*<?(?P<addr>ADDR)>?.*)$",
+            r"^>>>[^\S\n]+(?P<addr>ADDR)(?:[^\S\n]+<[^<>\n]*>)?[^\S\n]*$",
             r"^[^\S\n]*(?:Recipient|To|Address|Failed address|Invalid recipient|Unknown user"
             r"|Rcpt|Destinataire|Addressee|original recipient|Recipient address)s?:?\s*"
             r"(?:\"[^\"]*\"\s*)?<?(?P<addr>ADDR)>?[ .,:]*(?P<diag>.*)$",
@@ -343,6 +361,13 @@ FAMILIES: tuple[Family, ...] = (
             r"(?:recipients?|address(?:es)?)\b[^:\n]{0,60}:\s*<?(?P<addr>ADDR)>?[.,;]?\s*(?P<diag>.*)$",
             r"(?:message to|mail to|delivery to|addressed to|recipient) <?'?(?P<addr>ADDR)'?>?"
             r"(?: (?:failed|could not|was not|cannot|has)| ?[:,.]|\s*$)(?P<diag>.*)$",
+            # X.400 gateways (Exchange 5.5, GroupWise): "...;dda:SMTP=rcpt; on <date>" and
+            # "rcpt on <date>" under "did not reach the following recipient(s)".
+            r"\bSMTP=(?P<addr>ADDR);?(?:[^\S\n]+on\s.*)?$",
+            r"^[^\S\n]*(?P<addr>ADDR)[^\S\n]+on[^\S\n]+(?:\w{3},[^\S\n])?\d.*$",
+            r"\bundeliverable[^\S\n]+to[^\S\n]+<?(?P<addr>ADDR)>?[^\S\n]*$",
+            # An alias or undisclosed address the MTA names by its source (Exim).
+            r"^[^\S\n]+\(generated from (?P<addr>ADDR)\)\s*$",
         ),
     ),
     # Last resort, for bounces no row above explains: Sisimai's RFC 3464 "fallback body

@@ -8,11 +8,13 @@ diagnostic of RFC 3464 entries that have no Diagnostic-Code field.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 from outpost.bounces._prefilter import Prefiltered
-from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS, Family
+from outpost.bounces.families import ADDR, FAMILIES, ORIGINAL_MARKERS, Family
 
 _WS = re.compile(r"\s+")
 # Addresses that are never the failed recipient: the bouncing system itself.
@@ -46,6 +48,35 @@ def _marker_at(text: str) -> int:
 
 
 _DETECT = tuple((fam, Prefiltered(fam.detect)) for fam in FAMILIES)
+_ALL_DETECT = _DETECT
+# Rows switched off by rows_disabled(): family rows by name, plus "mda" (families.MDA_AGENTS)
+# and "powermta" (families.POWERMTA_CATEGORY), the other per-family tables.
+_DISABLED: frozenset[str] = frozenset()
+# The rows that know no family: what is left when every family row is switched off.
+GENERIC_ROWS = frozenset({"generic", "fallback"})
+FAMILY_ROWS = frozenset(f.name for f in FAMILIES) - GENERIC_ROWS | {"mda", "powermta"}
+
+
+def row_enabled(name: str) -> bool:
+    return name not in _DISABLED
+
+
+@contextmanager
+def rows_disabled(names: Iterable[str]) -> Iterator[None]:
+    """Parse as if the named family rows did not exist (bench/bounce_score.py measures how
+    the parser does on a family it has no row for: the leave-one-family-out score).
+    Process-wide and not thread-safe: for measurement, not for the bounce processor."""
+    global _DETECT, _DISABLED
+    saved = _DISABLED
+    _DISABLED = frozenset(names)
+    _DETECT = tuple(row for row in _ALL_DETECT if row[0].name not in _DISABLED)
+    families_detected.cache_clear()
+    try:
+        yield
+    finally:
+        _DISABLED = saved
+        _DETECT = tuple(row for row in _ALL_DETECT if row[0].name not in _DISABLED)
+        families_detected.cache_clear()
 
 
 @lru_cache(maxsize=4)
@@ -58,65 +89,107 @@ def families_detected(probe: str) -> tuple[Family, ...]:
 def detect_family(probe: str) -> Family | None:
     found = families_detected(probe)
     return found[0] if found else None
-    return None
 
 
 def _join(lines: list[str]) -> str:
     return _WS.sub(" ", " ".join(s.strip() for s in lines)).strip()
 
 
+# A header line of the original that a bounce quotes above its verdict ("Your message\n
+#   To: list@x\n  Subject: ...\n  Sent: ..." in Exchange, GroupWise and IMail texts).
+_QUOTED_HEADER = re.compile(r"^[^\S\n]{0,20}(?:To|CC|Bcc|Date|Subject|Sent|From)[^\S\n]{0,20}:",
+                            re.I)
+
+
+def _drop_quoted_headers(lines: list[str]) -> list[str]:
+    """``lines`` without runs of two or more consecutive quoted header lines: the To: of
+    the original is where the mail was addressed (often a list), not who failed."""
+    keep = [True] * len(lines)
+    n = len(lines)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and _QUOTED_HEADER.match(lines[j]):
+            j += 1
+        if j - i >= 2:
+            for k in range(i, j):
+                keep[k] = False
+        i = max(j, i + 1)
+    return [ln for ln, k in zip(lines, keep, strict=True) if k]
+
+
 def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> list[TextHit]:
-    """Find recipients in ``text`` with one family's patterns."""
+    """Find recipients in ``text`` with one family's patterns: the row's error section,
+    the recipient lines in it with the lines that explain each, then a diagnostic each."""
+    lines = _section_lines(fam, text)
+    hits = _recipient_lines(fam, lines, exclude)
+    return _explained(fam, lines, hits)
+
+
+def _section_lines(fam: Family, text: str) -> list[str]:
+    """The lines of the row's error section: from its ``begin`` marker (keeping the line
+    the marker is on: some MTAs put the address there) to its ``end`` or the original."""
     section = cut_original(text, fam)
     if fam.begin is not None:
         m = fam.begin.search(section)
         if m:
-            # Keep the line the marker is on: some MTAs put the address on it.
-            start = section.rfind("\n", 0, m.start()) + 1
-            section = section[start:]
-    lines = section.split("\n")
+            section = section[section.rfind("\n", 0, m.start()) + 1:]
+    lines = _drop_quoted_headers(section.split("\n"))
     if fam.skip is not None:
         lines = [ln for ln in lines if not fam.skip.search(ln)]
+    return lines
+
+
+def _match_recipient(fam: Family, line: str, exclude: frozenset[str]) -> re.Match[str] | None:
+    if len(line) >= 1000 or "@" not in line:  # every rcpt pattern needs an address
+        return None
+    for rx in fam.rcpt:
+        m = rx.search(line)
+        if m:
+            addr = m.group("addr").strip(".")
+            if addr.lower() in exclude or (
+                    not fam.system_addresses and _SYSTEM_LOCALPARTS.match(addr)):
+                continue
+            return m
+    return None
+
+
+def _recipient_lines(fam: Family, lines: list[str], exclude: frozenset[str]
+                     ) -> list[tuple[str, list[str]]]:
+    """(address, its explanation lines) per recipient line, in order (repeats included)."""
     hits: list[tuple[str, list[str]]] = []
     current: list[str] | None = None
     for line in lines:
-        matched = None
-        if len(line) < 1000 and "@" in line:  # every rcpt pattern needs an address
-            for rx in fam.rcpt:
-                m = rx.search(line)
-                if m:
-                    addr = m.group("addr").strip(".")
-                    if addr.lower() in exclude or (
-                            not fam.system_addresses and _SYSTEM_LOCALPARTS.match(addr)):
-                        continue
-                    matched = m
-                    break
+        matched = _match_recipient(fam, line, exclude)
         if matched is not None and current is not None and hits and (
                 hits[-1][0].lower() == matched.group("addr").strip(".").lower()):
             matched = None  # the address repeated inside its own explanation
         if matched is not None:
-            addr = matched.group("addr").strip(".")
             diag = matched.groupdict().get("diag") or ""
             current = [diag] if diag.strip() else []
-            hits.append((addr, current))
+            hits.append((matched.group("addr").strip("."), current))
+        elif current is None:
             continue
-        if current is None:
-            continue
-        if not line.strip():
+        elif not line.strip():
             # A blank line right after the address line may precede its explanation
             # (Exim, Yahoo); a second one ends the entry.
-            if current and current[-1] != "":
-                current.append("")
-            elif not current:
+            if not current or current[-1] != "":
                 current.append("")
             else:
                 current = None
-            continue
-        if fam.continuation:
+        elif fam.continuation:
             current.append(line)
+    return hits
+
+
+def _explained(fam: Family, lines: list[str], hits: list[tuple[str, list[str]]]
+               ) -> list[TextHit]:
+    """One TextHit per address, its diagnostic from its own lines, the row's section, or
+    (lacking an SMTP reply) the reply the section gives it elsewhere."""
     out: list[TextHit] = []
     seen: set[str] = set()
     whole = _join(lines) if (fam.section_diagnostic or fam.whole_section) else ""
+    replies: dict[str, str] | None = None
     for addr, diag_lines in hits:
         key = addr.lower()
         if key in seen:
@@ -125,7 +198,91 @@ def scan_with(fam: Family, text: str, exclude: frozenset[str] = frozenset()) -> 
         diag = _join([s for s in diag_lines if s])
         if fam.whole_section or (fam.section_diagnostic and not diag):
             diag = whole
+        if not _HAS_REPLY.search(diag):
+            # The recipient's own lines carry no SMTP reply: look for one elsewhere in the
+            # error section (a transcript, a "Technical details" paragraph).
+            if replies is None:
+                replies = replies_by_address(lines)
+            found = replies.get(key) or (replies.get("") if len(hits) == 1 else None)
+            if found:
+                diag = f"{diag} {found}".strip() if diag and not fam.whole_section else found
+            elif not diag and len(hits) == 1:
+                # One recipient and no words of its own: the lines right above its address
+                # explain it ("User not listed in public Name & Address Book\nrcpt").
+                diag = _paragraph_above(lines, key)
         out.append(TextHit(addr, diag, fam.name))
+    return out
+
+
+# An SMTP reply in a bounce text: a reply code (RFC 5321 section 4.2) at the start of a
+# line or after a transcript's "<<<", or a reply code with an enhanced status (RFC 3463)
+# anywhere ("host x said: 550 5.1.1 ...").
+_HAS_REPLY = re.compile(r"(?:^|<<<|\bsaid:|\s)[45][0-5]\d[ -]|\b[45][0-5]\d[ -][245]\.\d{1,3}\.")
+_REPLY_LINE = re.compile(
+    r"^[^\S\n]{0,40}(?:<<<|Error:|Reason:|Remote host said:)?[^\S\n]{0,5}[45][0-5]\d[ -]"
+    r"|\b[45][0-5]\d[ -]#?[245]\.\d{1,3}\.\d{1,3}\b")
+_RCPT_LINE = re.compile(r"^[^\S\n]{0,40}(?:>>>[^\S\n]{0,5})?RCPT[^\S\n]+TO:", re.I)
+# The lookbehind lets a match start only where a run of local-part characters starts (as
+# dsn._ADDR_RE): without it a long run with no "@" is rescanned from each of its positions.
+_LINE_ADDR = re.compile(r"(?<![^\s<>()\[\]\"',;:@=])" + ADDR)
+_ABOVE_LINES = 3
+
+
+def _paragraph_above(lines: list[str], address: str) -> str:
+    """The non-blank lines (at most _ABOVE_LINES) right above the line that holds nothing
+    but ``address``, when they are not a list heading ("...following recipients:")."""
+    for i, line in enumerate(lines):
+        if line.strip().strip("<>").lower() == address:
+            above: list[str] = []
+            j = i - 1 if i and not lines[i - 1].strip() else i  # one blank line between
+            for prev in reversed(lines[max(0, j - _ABOVE_LINES):j]):
+                if not prev.strip():
+                    break
+                above.insert(0, prev)
+            text = _join(above)
+            return "" if text.endswith(":") else text
+    return ""
+
+
+# Lines of a multi-line reply after its first ("550-..." continues, "550 ..." ends).
+_REPLY_LINES_LIMIT = 8
+
+
+def replies_by_address(lines: list[str]) -> dict[str, str]:
+    """SMTP replies in ``lines`` keyed by the lower-case address they answer: the reply on
+    a line that names the address ("<bob@x>: host mx said: 550 ..."), or the reply lines
+    after a transcript's "RCPT TO:<bob@x>" ("<<< 550 5.1.1 ...").  Key "" holds the first
+    reply of the section, for a bounce that names one recipient.  One pass over ``lines``."""
+    out: dict[str, str] = {}
+    pending: list[str] = []  # addresses of a RCPT TO line waiting for its reply
+    command = ""  # that line: it says which command the reply answers
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i]
+        if len(line) > 1000:
+            i += 1
+            continue
+        if _RCPT_LINE.search(line):
+            pending = [m.group(0).lower() for m in _LINE_ADDR.finditer(line)]
+            command = line.strip()
+            i += 1
+            continue
+        if not _REPLY_LINE.search(line):
+            i += 1
+            continue
+        j = i + 1
+        while (j < n and j - i < _REPLY_LINES_LIMIT and lines[j - 1].lstrip("< ")[3:4] == "-"
+               and _REPLY_LINE.search(lines[j])):
+            j += 1  # "550-5.1.1 first line" / "550 5.1.1 last line"
+        reply = _join(lines[i:j])
+        out.setdefault("", reply)
+        for addr in pending:
+            out.setdefault(addr.strip("."), f"{command} {reply}")
+        for m in _LINE_ADDR.finditer(line):
+            out.setdefault(m.group(0).lower().strip("."), reply)
+        pending = []
+        i = j
     return out
 
 
