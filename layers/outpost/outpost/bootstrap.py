@@ -233,7 +233,7 @@ def bounce_service() -> BounceService:
     s = settings()
     return BounceService(store=message_store(), suppressions=suppression_store(),
                          verp_key=verp_key(), bounce_domain=s.bounce_domain,
-                         count=metrics().count)
+                         count=metrics().count, ses_prefix=s.inbound_ses_prefix)
 
 
 def reset() -> None:
