@@ -251,7 +251,7 @@ class ApiKey(Record):
     `revoked_at`; the record stays."""
 
     key_hash: str = field(metadata={"secret": True})
-    key_id: str
+    key_id: str = ""  # from_dict fills it from the hash when an item lacks it
     name: str = ""
     scopes: tuple[str, ...] = ()
     created_at: str | None = None
