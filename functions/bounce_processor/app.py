@@ -1,7 +1,6 @@
 """Bounce processor: SES receipt-rule or S3 events for inbound mail -> parsed, matched, recorded."""
 
 from outpost.bootstrap import bounce_service
-from outpost.config import settings
 from outpost.telemetry import logger, metrics
 
 service = bounce_service()
@@ -10,4 +9,4 @@ service = bounce_service()
 @logger().inject_lambda_context
 @metrics().m.log_metrics
 def lambda_handler(event, context):
-    return {"results": service.handle_event(event, settings().inbound_ses_prefix)}
+    return service.handle(event)

@@ -223,6 +223,8 @@ class LocalStack(Server):
     def _setup_domain(self) -> None:
         """A verified sending domain: DKIM keys (RSA + Ed25519) in Secrets Manager and in DNS."""
         from outpost.bootstrap import dkim_secret_id, domains_table, secrets
+        from outpost.clock import iso
+        from outpost.records import Domain
         from outpost.signing import dns_name, dns_txt_value, generate_key, secret_from_keys
 
         selector = time.strftime("s%Y%m%d")
@@ -231,8 +233,8 @@ class LocalStack(Server):
         secrets().put_json(dkim_secret_id(SENDING_DOMAIN), secret_from_keys(SENDING_DOMAIN, keys))
         for k in keys:
             self.dns.add(dns_name(k), "TXT", dns_txt_value(k))
-        domains_table().put({"domain": SENDING_DOMAIN, "verified": True, "selectors": [k.selector for k in keys],
-                             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        domains_table().put_domain(Domain(domain=SENDING_DOMAIN, verified=True, created_at=iso(time.time()),
+                                          selectors=tuple(k.selector for k in keys)))
         self.dkim_keys = keys
 
     def _start_functions(self) -> None:

@@ -1,5 +1,5 @@
 """In-memory fakes of the store's interfaces (outpost.store: Messages, Suppressions, Jobs,
-Lookup) and a clock the test moves by hand.
+Domains, ApiKeys; and SecretStore) and a clock the test moves by hand.
 
 They keep the rules the real store keeps with conditional writes, so a unit test of a service
 sees the same answers: a recipient moves only from an open state, a claim holds until its lease
@@ -11,6 +11,7 @@ test of the sender needs only a fake transport beside it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,8 +21,10 @@ from outpost.addresses import suppression_key
 from outpost.clock import day_of, iso
 from outpost.models import OPEN_STATES, QueueJob, RecipientState
 from outpost.records import (
+    ApiKey,
     Attempt,
     Bounce,
+    Domain,
     Message,
     Orphan,
     Overdue,
@@ -333,10 +336,79 @@ class FakeJobs:
 
 
 class FakeDomains:
-    """outpost.store.Lookup for the domains table: the verified sending domains."""
+    """outpost.store.Domains in memory (the send API's DomainLookup too): `FakeDomains(*names)`
+    starts with those domains verified. A new domain is added once (the real store's
+    conditional put); an update needs the domain to exist, and None removes a field."""
 
     def __init__(self, *verified: str) -> None:
-        self.items = {d: {"domain": d, "verified": True} for d in verified}
+        self.records: dict[str, Domain] = {d: Domain(domain=d, verified=True) for d in verified}
 
-    def get(self, value: str) -> dict | None:
-        return self.items.get(value)
+    def domain(self, name: str) -> Domain | None:
+        return self.records.get(name)
+
+    def domains(self) -> list[Domain]:
+        return list(self.records.values())
+
+    def put_domain(self, domain: Domain) -> None:
+        self.records[domain.domain] = domain
+
+    def add_domain(self, domain: Domain) -> bool:
+        if domain.domain in self.records:
+            return False
+        self.records[domain.domain] = domain
+        return True
+
+    def update_domain(self, name: str, **changes: Any) -> Domain:
+        if name not in self.records:
+            raise Unavailable(f"no domain {name}: the conditional update fails")
+        record = Domain.from_dict({**self.records[name].as_dict(), **changes})
+        self.records[name] = record
+        return record
+
+
+class FakeApiKeys:
+    """outpost.store.ApiKeys in memory; `reads` counts the lookups by hash (the KeyRing's cache
+    keeps warm requests from reading)."""
+
+    def __init__(self, *keys: ApiKey) -> None:
+        self.records: dict[str, ApiKey] = {k.key_hash: k for k in keys}
+        self.reads = 0
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        self.reads += 1
+        return self.records.get(key_hash)
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        return next((k for k in self.records.values() if k.key_id == key_id), None)
+
+    def keys(self) -> list[ApiKey]:
+        return list(self.records.values())
+
+    def put_key(self, key: ApiKey) -> None:
+        self.records[key.key_hash] = key
+
+    def touch_key(self, key_hash: str, when: str) -> None:
+        self.records[key_hash] = self.records[key_hash].replace(last_used_at=when)
+
+    def revoke_key(self, key_hash: str, when: str) -> ApiKey:
+        if key_hash not in self.records:
+            raise Unavailable("no such key: the conditional update fails")
+        self.records[key_hash] = self.records[key_hash].replace(revoked_at=when)
+        return self.records[key_hash]
+
+
+class FakeSecrets:
+    """outpost.store.SecretStore in memory (DKIM keys): JSON copies in and out, as the real
+    one serialises them."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict] = {}
+
+    def get_json(self, secret_id: str) -> dict | None:
+        return self.read_json(secret_id)
+
+    def read_json(self, secret_id: str) -> dict | None:
+        return json.loads(json.dumps(self.data[secret_id])) if secret_id in self.data else None
+
+    def put_json(self, secret_id: str, value: dict) -> None:
+        self.data[secret_id] = json.loads(json.dumps(value))

@@ -31,8 +31,9 @@ from outpost.delivery.service import DeliveryService
 from outpost.delivery.transport import SmtpConnector, Timeouts
 from outpost.models import QueueJob, SendRequest
 from outpost.mx import MxResolver
+from outpost.records import Domain
 from outpost.signing import RSA, Signer, generate_key
-from outpost.store import JobQueue, KeyValueTable, MessageStore, SuppressionStore
+from outpost.store import DomainStore, JobQueue, MessageStore, SuppressionStore
 from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
 from outpost_local.aws import LocalAws
 from outpost_local.dns import DnsServer
@@ -72,8 +73,8 @@ def aws_fixture() -> Iterator[Aws]:
         stack = provision(a, stack_name="sendertest", parameters={
             "SendingHostname": "mta.sender.test", "BounceDomain": BOUNCE_DOMAIN})
         a.env = stack.env()
-        KeyValueTable(a.client("dynamodb"), a.env["OUTPOST_DOMAINS_TABLE"], "domain").put(
-            {"domain": SENDER_DOMAIN, "verified": True})
+        DomainStore(a.client("dynamodb"), a.env["OUTPOST_DOMAINS_TABLE"]).put_domain(
+            Domain(domain=SENDER_DOMAIN, verified=True))
         yield a
     finally:
         a.stop()
@@ -186,7 +187,7 @@ class Rig:
         self.suppressions = SuppressionStore(ddb, env["OUTPOST_SUPPRESSIONS_TABLE"])
         self.queue = RecordingQueue(self.aws.client("sqs"), env["OUTPOST_SEND_QUEUE_URL"])
         self.api = SendService(store=self.store, suppressions=self.suppressions, queue=self.queue,
-                               domains=KeyValueTable(ddb, env["OUTPOST_DOMAINS_TABLE"], "domain"),
+                               domains=DomainStore(ddb, env["OUTPOST_DOMAINS_TABLE"]),
                                clock=self.clock)
         self.dns = DnsServer(HUB, 0)
         self.dns.start()

@@ -30,7 +30,7 @@ def stack():
 def _state(domain):
     from outpost.bootstrap import dkim_secret_id, domains_table, secrets
 
-    return domains_table().get(domain), secrets().read_json(dkim_secret_id(domain))
+    return domains_table().domain(domain), secrets().read_json(dkim_secret_id(domain))
 
 
 def _publish(stack, records, *, purpose="dkim"):
@@ -84,11 +84,11 @@ def test_the_scheduled_check_unverifies_a_domain_whose_dkim_record_is_gone(stack
     out = fn.invoke(event)  # first failing check: warned, still verified
     assert "fading.example.test" in out["failing"] and "fading.example.test" in out["verified"], out
     item, _ = _state("fading.example.test")
-    assert item["verified"] is True and item["dkim_failing_since"]
+    assert item.verified is True and item.dkim_failing_since
     out = fn.invoke(event)  # failing for longer than OUTPOST_DKIM_UNVERIFY_HOURS (0 here)
     assert "fading.example.test" in out["unverified"], out
     item, _ = _state("fading.example.test")
-    assert item["verified"] is False and item["unverified_at"]
+    assert item.verified is False and item.unverified_at
     status, _, err = _send(stack, "fading.example.test")
     assert status == 403 and err["error"]["field"] == "from"
     # Other domains were not touched.
@@ -114,7 +114,7 @@ def test_unverifying_waits_72_hours_and_a_dns_failure_changes_nothing(stack):
             raise DnsUnavailableError("SERVFAIL")
         return live(name, rtype)
 
-    svc = DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id, lookup=lookup,
+    svc = DomainService(domains=domains_table(), secrets=secrets(), secret_id=dkim_secret_id, lookup=lookup,
                         sender_ip="192.0.2.1", bounce_domain="bounces.outpost.test", region="us-east-1",
                         clock=lambda: now[0])
     d = svc.create("slow.example.test")

@@ -323,8 +323,9 @@ def test_handler_with_the_events_in_events_dir(stack):
     """The handler itself, fed the API Gateway events kept in events/ (as `sam local invoke`)."""
     fn = stack.functions["SendApiFunction"]
     from outpost.bootstrap import domains_table
+    from outpost.records import Domain
 
-    domains_table().put({"domain": "shop.example.com", "verified": True})
+    domains_table().put_domain(Domain(domain="shop.example.com", verified=True))
     for name, expect in (("api_post_message.json", 202), ("api_post_batch.json", 200),
                          ("api_list_messages.json", 200), ("api_get_message.json", 404)):
         event = json.loads((ROOT / "events" / name).read_text())

@@ -14,22 +14,10 @@ import pytest
 
 from outpost.api.auth import KeyRing, Principal, key_hash
 from outpost.api.routes import PUBLIC_PATHS, Requires, build_app, routes_of
+from outpost.records import ApiKey
+from tests.fakes.store import FakeApiKeys
 
 SEND, READ = "op_send_key", "op_read_key"
-
-
-class FakeTable:
-    def __init__(self, key: str) -> None:
-        self.key, self.items = key, {}
-
-    def get(self, v: str) -> dict | None:
-        return self.items.get(v)
-
-    def put(self, item: dict) -> None:
-        self.items[item[self.key]] = dict(item)
-
-    def touch(self, v: str, attr: str, when: str) -> None:
-        self.items[v][attr] = when
 
 
 class FakeQueries:
@@ -50,9 +38,8 @@ class FakeDomains:
 
 
 def make_app() -> tuple[Any, FakeQueries]:
-    keys = FakeTable("key_hash")
-    for key, key_id, scopes in ((SEND, "sendkey", ["send"]), (READ, "readkey", ["read"])):
-        keys.put({"key_hash": key_hash(key), "key_id": key_id, "scopes": scopes, "name": key_id})
+    keys = FakeApiKeys(*(ApiKey(key_hash=key_hash(key), key_id=key_id, scopes=(scope,), name=key_id)
+                         for key, key_id, scope in ((SEND, "sendkey", "send"), (READ, "readkey", "read"))))
     queries = FakeQueries()
     app = build_app(keys=KeyRing(keys), sender=None, queries=queries,  # type: ignore[arg-type]
                     domains=FakeDomains())  # type: ignore[arg-type]

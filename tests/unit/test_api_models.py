@@ -14,6 +14,8 @@ from outpost.api.domains import DomainService
 from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor
 from outpost.errors import InvalidRequestError
 from outpost.models import MAX_MESSAGE_BYTES, SendRequest, error_field
+from outpost.records import ApiKey, Domain
+from tests.fakes.store import FakeApiKeys, FakeDomains, FakeSecrets
 
 BASE = {"from": "Shop <shop@example.com>", "to": ["a@example.org"], "subject": "s", "text": "t"}
 
@@ -111,57 +113,13 @@ def test_token_bucket_allows_a_burst_then_paces():
     assert b.take("k", rate=0.1, burst=1) == pytest.approx(10.0)
 
 
-# ---- fakes with the store classes' methods ---------------------------------------------------
-class FakeTable:
-    def __init__(self, key):
-        self.key, self.items = key, {}
-
-    def get(self, v):
-        return self.items.get(v)
-
-    def put(self, item):
-        self.items[item[self.key]] = dict(item)
-
-    def put_new(self, item):
-        if item[self.key] in self.items:
-            return False
-        self.put(item)
-        return True
-
-    def update(self, v, fields, condition_exists=True):
-        item = self.items[v]
-        for k, val in fields.items():
-            if val is None:
-                item.pop(k, None)
-            else:
-                item[k] = val
-        return dict(item)
-
-    def touch(self, v, attr, when):
-        self.items[v][attr] = when
-
-    def scan_all(self):
-        return list(self.items.values())
-
-
-class FakeSecrets:
-    def __init__(self):
-        self.data = {}
-
-    def read_json(self, sid):
-        return json.loads(json.dumps(self.data[sid])) if sid in self.data else None
-
-    def put_json(self, sid, value):
-        self.data[sid] = json.loads(json.dumps(value))
-
-
 def test_domain_records_verify_rotate_and_retire():
     from outpost.signing import keys_from_secret
 
     dns: dict[tuple[str, str], list[str]] = {}
     now = [1_800_000_000.0]
     secrets = FakeSecrets()
-    svc = DomainService(table=FakeTable("domain"), secrets=secrets, secret_id=lambda d: f"dkim/{d}",
+    svc = DomainService(domains=FakeDomains(), secrets=secrets, secret_id=lambda d: f"dkim/{d}",
                         lookup=lambda n, t: dns.get((n, t), []), sender_ip="192.0.2.7",
                         bounce_domain="bounces.example.net", region="eu-west-1", grace_days=7,
                         clock=lambda: now[0])
@@ -201,12 +159,8 @@ def test_domain_records_verify_rotate_and_retire():
 
 
 def test_the_scheduled_recheck_counts_what_it_unverified_and_what_fails_dkim():
-    class Table(FakeTable):
-        def scan_all(self):  # copies, as a DynamoDB scan reads them
-            return [dict(i) for i in self.items.values()]
-
     dns: dict[tuple[str, str], list[str]] = {}
-    svc = DomainService(table=Table("domain"), secrets=FakeSecrets(), secret_id=lambda d: f"dkim/{d}",
+    svc = DomainService(domains=FakeDomains(), secrets=FakeSecrets(), secret_id=lambda d: f"dkim/{d}",
                         lookup=lambda n, t: dns.get((n, t), []), sender_ip="192.0.2.7",
                         bounce_domain="bounces.example.net", region="eu-west-1", unverify_after_hours=0)
     dkim = [r for r in svc.create("example.com")["records"] if r["purpose"] == "dkim"]
@@ -228,16 +182,16 @@ def test_the_scheduled_recheck_counts_what_it_unverified_and_what_fails_dkim():
 def test_domain_create_claims_the_name_first_and_can_be_finished():
     from outpost.errors import ConflictError
 
-    secrets, table = FakeSecrets(), FakeTable("domain")
-    svc = DomainService(table=table, secrets=secrets, secret_id=lambda d: f"dkim/{d}",
+    secrets, table = FakeSecrets(), FakeDomains()
+    svc = DomainService(domains=table, secrets=secrets, secret_id=lambda d: f"dkim/{d}",
                         lookup=lambda n, t: [], sender_ip="192.0.2.7", bounce_domain="b.example.net",
                         region="eu-west-1")
     # Another create won the name and has not stored its keys yet (or stopped before it did).
-    table.put({"domain": "example.com", "verified": False, "selectors": ["other"]})
+    table.put_domain(Domain(domain="example.com", verified=False, selectors=("other",)))
     assert "dkim/example.com" not in secrets.data
     d = svc.create("example.com")  # finishes: keys stored, the item names their selectors
     stored = {e["selector"] for e in secrets.data["dkim/example.com"]["keys"]}
-    assert set(table.get("example.com")["selectors"]) == stored == {
+    assert set(table.domain("example.com").selectors) == stored == {
         r["name"].split("._domainkey.")[0] for r in d["records"] if r["purpose"] == "dkim"}
     with pytest.raises(ConflictError):  # once keys exist, a second create is refused and changes nothing
         svc.create("example.com")
@@ -248,10 +202,9 @@ def test_error_shape_from_the_routes_with_fakes():
     from outpost.api.routes import build_app
     from outpost.api.service import QueryService, SendService
 
-    keys = FakeTable("key_hash")
-    keys.put({"key_hash": key_hash("op_good"), "key_id": "abc", "scopes": ["read"], "name": "t"})
+    keys = FakeApiKeys(ApiKey(key_hash=key_hash("op_good"), key_id="abc", scopes=("read",), name="t"))
     app = build_app(keys=KeyRing(keys), sender=SendService(store=None, suppressions=None, queue=None,
-                                                          domains=FakeTable("domain")),
+                                                          domains=FakeDomains()),
                     queries=QueryService(store=None, suppressions=None))
 
     def hit(method, path, body=None, auth="Bearer op_good", b64=False):
@@ -310,10 +263,9 @@ def test_attachment_shape_and_upload_errors_from_the_routes():
     from outpost.api.routes import build_app
     from outpost.api.service import QueryService, SendService
 
-    keys = FakeTable("key_hash")
-    keys.put({"key_hash": key_hash("op_send"), "key_id": "abc", "scopes": ["send"], "name": "t"})
+    keys = FakeApiKeys(ApiKey(key_hash=key_hash("op_send"), key_id="abc", scopes=("send",), name="t"))
     app = build_app(keys=KeyRing(keys), sender=SendService(store=None, suppressions=None, queue=None,
-                                                          domains=FakeTable("domain")),
+                                                          domains=FakeDomains()),
                     queries=QueryService(store=None, suppressions=None))
 
     def post(path, body):

@@ -5,10 +5,17 @@ Every string literal of every module under layers/outpost/outpost and functions/
 store.py is read with `ast` (docstrings excepted: they may describe the layout), including
 the literal parts of f-strings, so `f"MSG#{id}"` counts as well as `"gsi3pk"`.
 
+The API keys table's key, `key_hash`, is a layout name like the others (the ApiKey record has
+the field, but only the store spells it as a string). The domains table's key, `domain`, is
+also a word of the public API (answers, errors' `field`, log keys, the DKIM secret), so it
+counts only where code reads, writes or names a domains item with it: `x.get("domain")`, a
+dict display beside `"verified"` passed to a call (`table.put({"domain": d, "verified":
+True})`), or a positional argument of a call with others (how a table adapter is told its
+key: `KeyValueTable(ddb, name, "domain")`).
+
 Not in the list, on purpose: attribute names that are also record fields in the public API
 (`address`, `type`, `source`, `created_at`, `received_at`), which the small tables and the
-GSIs reuse as keys; and the API-keys and domains tables' keys (`key_hash`, `domain`), whose
-records are not typed yet (see the issue 9 note).
+GSIs reuse as keys. admin/outpost_admin is held to the same rule as the library.
 """
 
 from __future__ import annotations
@@ -18,16 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY_NAMES = {"pk", "sk", "due_shard", "due_at", "by_source",
+KEY_NAMES = {"pk", "sk", "due_shard", "due_at", "by_source", "key_hash",
              *(f"gsi{n}" for n in range(1, 10)),
              *(f"gsi{n}{k}" for n in range(1, 10) for k in ("pk", "sk"))}
 KEY_PREFIXES = ("MSG#", "RCPT#", "BOUNCE#", "DAY#", "SUPPRESSION#", "INBOUND#", "UPLOAD#",
                 "UPLOADS#", "STS#", "EVENT#", "DUE#")
+DOMAINS_KEY = "domain"
 ALLOWED = {Path("layers/outpost/outpost/store.py")}
 
 
 def modules(root: Path) -> Iterator[Path]:
-    for top in ("layers/outpost/outpost", "functions"):
+    for top in ("layers/outpost/outpost", "functions", "admin/outpost_admin"):
         for path in sorted((root / top).rglob("*.py")):
             if path.relative_to(root) not in ALLOWED:
                 yield path
@@ -43,6 +51,26 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return ids
 
 
+def _is(node: ast.AST | None, value: str) -> bool:
+    return isinstance(node, ast.Constant) and node.value == value
+
+
+def _domains_key_uses(tree: ast.AST) -> Iterator[ast.Constant]:
+    """The domains table's key used as one: read from an item, written in a domains item, or
+    passed as a table's key name."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args \
+                and _is(node.args[0], DOMAINS_KEY):
+            yield node.args[0]  # type: ignore[misc]
+        elif len(node.args) >= 2:
+            yield from (a for a in node.args if _is(a, DOMAINS_KEY))  # type: ignore[misc]
+        for arg in node.args:
+            if isinstance(arg, ast.Dict) and any(_is(k, "verified") for k in arg.keys):
+                yield from (k for k in arg.keys if _is(k, DOMAINS_KEY))  # type: ignore[misc]
+
+
 def layout_names(path: Path) -> list[str]:
     """Where `path` names a key, an index or a key prefix: `line: literal` for each."""
     tree = ast.parse(path.read_text(), str(path))
@@ -53,6 +81,7 @@ def layout_names(path: Path) -> list[str]:
             v = node.value
             if v in KEY_NAMES or v.startswith(KEY_PREFIXES):
                 found.append(f"{node.lineno}: {v!r}")
+    found.extend(f"{node.lineno}: {node.value!r}" for node in _domains_key_uses(tree))
     return found
 
 
@@ -74,8 +103,35 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     mod = tmp_path / "layers/outpost/outpost/api/leaky.py"
     mod.parent.mkdir(parents=True)
     (tmp_path / "functions").mkdir()
+    (tmp_path / "admin/outpost_admin").mkdir(parents=True)
     mod.write_text('"""pk=MSG#<id> sk=META"""\n'
                    'def f(day, mid):\n'
                    '    return {"gsi3pk": f"DAY#{day}", "x": mid.split("#")}, "pk"\n')
     assert {k: sorted(v) for k, v in scan(tmp_path).items()} == {"layers/outpost/outpost/api/leaky.py": [
         "3: 'DAY#'", "3: 'gsi3pk'", "3: 'pk'"]}
+
+
+def test_the_small_tables_keys_are_caught_and_the_word_domain_elsewhere_is_not(tmp_path: Path) -> None:
+    # The API keys and domains tables: their key names as the old code used them are caught
+    # (in the admin CLI too); "domain" as an answer field, an error field, a log key, a DKIM
+    # secret's field or a CLI argument is not.
+    lib = tmp_path / "layers/outpost/outpost/api"
+    lib.mkdir(parents=True)
+    (tmp_path / "functions").mkdir()
+    admin = tmp_path / "admin/outpost_admin"
+    admin.mkdir(parents=True)
+    (lib / "keys.py").write_text(
+        'def f(table, item, name, h):\n'
+        '    table.update(item["key_hash"], {"revoked_at": 1})\n'
+        '    table.put({"domain": name, "verified": False})\n'
+        '    return KeyValueTable(None, "t", "domain"), item.get("domain")\n')
+    (lib / "fine.py").write_text(
+        'def g(name, log, secret):\n'
+        '    log.warning("x", extra={"domain": name})\n'
+        '    keys_from_secret({"domain": name, "keys": []})\n'
+        '    raise NotFoundError("no", field="domain") from ValueError(secret["domain"])\n'
+        'VIEW = {"domain": "a.test", "verified": True, "records": []}\n')
+    (admin / "cli.py").write_text('def h(p, k):\n    p.add_argument("domain")\n    return k["key_hash"]\n')
+    assert {k: sorted(v) for k, v in scan(tmp_path).items()} == {
+        "admin/outpost_admin/cli.py": ["3: 'key_hash'"],
+        "layers/outpost/outpost/api/keys.py": ["2: 'key_hash'", "3: 'domain'", "4: 'domain'", "4: 'domain'"]}

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .delivery.service import DeliveryService
     from .net import HttpsClient
     from .signing import Signer
-    from .store import JobQueue, KeyValueTable, MessageStore, SecretStore, SuppressionStore
+    from .store import ApiKeyStore, DomainStore, JobQueue, MessageStore, SecretStore, SuppressionStore
     from .sweeper import Sweeper
 
 
@@ -82,17 +82,19 @@ def suppression_store() -> SuppressionStore:
 
 
 @cache
-def domains_table() -> KeyValueTable:
-    from .store import KeyValueTable
+def domains_table() -> DomainStore:
+    """The sending domains (records.Domain)."""
+    from .store import DomainStore
 
-    return KeyValueTable(aws("dynamodb"), settings().domains_table, "domain")
+    return DomainStore(aws("dynamodb"), settings().domains_table)
 
 
 @cache
-def api_keys_table() -> KeyValueTable:
-    from .store import KeyValueTable
+def api_keys_table() -> ApiKeyStore:
+    """The API keys (records.ApiKey)."""
+    from .store import ApiKeyStore
 
-    return KeyValueTable(aws("dynamodb"), settings().api_keys_table, "key_hash")
+    return ApiKeyStore(aws("dynamodb"), settings().api_keys_table)
 
 
 @cache
@@ -200,7 +202,7 @@ def domain_service() -> DomainService:
     from .api.domains import DomainService, dns_lookup
 
     s = settings()
-    return DomainService(table=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
+    return DomainService(domains=domains_table(), secrets=secrets(), secret_id=dkim_secret_id,
                          lookup=dns_lookup(dns_resolver(cache=False)), sender_ip=s.sender_ip,
                          bounce_domain=s.bounce_domain, region=s.region, grace_days=s.dkim_grace_days,
                          unverify_after_hours=s.dkim_unverify_hours)
@@ -233,7 +235,7 @@ def bounce_service() -> BounceService:
     s = settings()
     return BounceService(store=message_store(), suppressions=suppression_store(),
                          verp_key=verp_key(), bounce_domain=s.bounce_domain,
-                         count=metrics().count)
+                         count=metrics().count, ses_prefix=s.inbound_ses_prefix)
 
 
 def reset() -> None:

@@ -23,3 +23,15 @@ def iso_of(dt: datetime) -> str:
 def day_of(ts: float) -> str:
     """The UTC day (`2026-11-29`) of an epoch time."""
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+def iso_micro(ts: float) -> str:
+    """`2026-11-29T23:40:00.123456+00:00` (datetime.isoformat: microseconds, left out when
+    zero): the format of the DKIM key entries' `created_at` / `retired_at` in the Secrets
+    Manager secret, kept as it is because stored secrets already hold it."""
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def epoch_of(text: str) -> float:
+    """The epoch time of a timestamp in either format above (`Z` or an offset)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -241,3 +241,58 @@ class StoredMessage:
     meta: Message
     recipients: list[Recipient] = field(default_factory=list)
     bounces: list[Bounce] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ApiKey(Record):
+    """An API key as stored: only the SHA-256 of the key (`key_hash`), its short id (`key_id`,
+    the hash's first 12 hex digits) for lists and logs, its scopes, an optional own rate and
+    burst, the sending domains it is bound to (None: any), and its audit times. Revoking sets
+    `revoked_at`; the record stays."""
+
+    key_hash: str = field(metadata={"secret": True})
+    key_id: str = ""  # from_dict fills it from the hash when an item lacks it
+    name: str = ""
+    scopes: tuple[str, ...] = ()
+    created_at: str | None = None
+    rate: float | None = None
+    burst: int | None = None
+    domains: tuple[str, ...] | None = None
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **override: Any) -> ApiKey:
+        k = super().from_dict(d, **override)
+        return dataclasses.replace(k, key_id=k.key_id or k.key_hash[:12], scopes=tuple(k.scopes or ()),
+                                   domains=tuple(k.domains) if k.domains else None)
+
+    def public(self) -> dict[str, Any]:
+        """The key as lists and the admin CLI show it: everything but its hash."""
+        hidden = {_RENAMED.get(f.name, f.name) for f in fields(self) if f.metadata.get("secret")}
+        return {k: v for k, v in self.as_dict().items() if k not in hidden}
+
+
+@dataclass(frozen=True)
+class Domain(Record):
+    """A sending domain (its lowercase A-label form): whether it may send (`verified`), its
+    current and pending DKIM selectors (the keys themselves are in Secrets Manager), whether
+    it asked for an MTA-STS policy, and the times of its checks."""
+
+    domain: str
+    verified: bool = False
+    created_at: str | None = None
+    verified_at: str | None = None
+    selectors: tuple[str, ...] = ()
+    pending_selectors: tuple[str, ...] | None = None
+    mta_sts: bool = False
+    checked_at: str | None = None
+    dkim_failing_since: str | None = None
+    unverified_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **override: Any) -> Domain:
+        r = super().from_dict(d, **override)
+        return dataclasses.replace(r, verified=bool(r.verified), mta_sts=bool(r.mta_sts),
+                                   selectors=tuple(r.selectors or ()),
+                                   pending_selectors=tuple(r.pending_selectors) if r.pending_selectors else None)

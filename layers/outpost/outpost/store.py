@@ -4,7 +4,8 @@ holds every other module to that). It maps typed records (records.py) to items a
 methods are named for the question they answer, not for the index that answers it.
 
 Services depend on the Protocols at the end of this module (Messages, Suppressions, Jobs,
-Lookup), built in bootstrap.py; unit tests pass the in-memory fakes of tests/fakes/store.py.
+Domains, DomainLookup, ApiKeys, Secrets), built in bootstrap.py; unit tests pass the in-memory fakes
+of tests/fakes/store.py.
 Every state transition of a recipient is a conditional write, so two copies of a job
 (SQS redelivery, a crash and retry) can never both move the same recipient.
 
@@ -25,6 +26,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
         removed when the recipient becomes final. The sweeper's index of overdue work.
   expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
+ApiKeysTable: key_hash (SHA-256 of the key; records.ApiKey). DomainsTable: domain (records.Domain).
 S3: bodies/<id>.json (large stored requests), uploads/<id>, inbound/ (raw mail at the bounce
 domain). docs/dynamodb.md has the whole picture.
 """
@@ -47,8 +49,10 @@ from .clock import day_of, iso
 from .errors import StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .records import (
+    ApiKey,
     Attempt,
     Bounce,
+    Domain,
     Message,
     Orphan,
     Overdue,
@@ -161,10 +165,6 @@ def codec() -> _Codec:
     if _codec is None:
         _codec = _Codec()
     return _codec
-
-
-# The one timestamp format (clock.iso), under the name api/auth.py and api/domains.py import.
-_iso = iso
 
 
 def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
@@ -733,8 +733,9 @@ def _suppression(item: Mapping[str, Any]) -> Suppression:
                                  created_at=item.get("created_at") or "")
 
 
-class KeyValueTable:
-    """A small hash-keyed table (API keys, domains)."""
+class _KeyedTable:
+    """A small hash-keyed table (API keys, domains): the DynamoDB calls behind ApiKeyStore and
+    DomainStore. `key` is the table's key attribute (template.yaml), known only here."""
 
     def __init__(self, ddb: Any, table: str, key: str) -> None:
         self.ddb, self.table, self.key = ddb, table, key
@@ -743,8 +744,12 @@ class KeyValueTable:
         r = self.ddb.get_item(TableName=self.table, Key={self.key: {"S": value}})
         return codec().plain(r["Item"]) if "Item" in r else None
 
-    def put(self, item: dict) -> None:
+    def put(self, item: Mapping[str, Any]) -> None:
         self.ddb.put_item(TableName=self.table, Item=codec().item(item))
+
+    def put_new(self, item: Mapping[str, Any]) -> bool:
+        """Put an item only if its key is free. False if it already exists."""
+        return put_if_absent(self.ddb, self.table, dict(item), self.key)
 
     def touch(self, value: str, attribute: str, when: str) -> None:
         self.ddb.update_item(TableName=self.table, Key={self.key: {"S": value}},
@@ -752,7 +757,8 @@ class KeyValueTable:
                              ExpressionAttributeValues={":w": {"S": when}})
 
     def scan_all(self) -> list[dict]:
-        """Small admin tables only (keys, domains): listed by the admin CLI, never on a hot path."""
+        """Small admin tables only (keys, domains): listed by the admin CLI and the scheduled
+        domain check, never on a request path."""
         out: list[dict] = []
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
@@ -762,7 +768,7 @@ class KeyValueTable:
                 return out
             kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
 
-    def update(self, value: str, fields: Mapping[str, Any], *, condition_exists: bool = True) -> dict:
+    def update(self, value: str, fields: Mapping[str, Any]) -> dict:
         """Set attributes of an existing item (None removes one); returns the new item."""
         c = codec()
         names: dict[str, str] = {"#k": self.key}
@@ -778,16 +784,66 @@ class KeyValueTable:
         expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
         kwargs: dict[str, Any] = {"TableName": self.table, "Key": {self.key: {"S": value}},
                                   "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
-                                  "ReturnValues": "ALL_NEW"}
+                                  "ReturnValues": "ALL_NEW", "ConditionExpression": "attribute_exists(#k)"}
         if values:
             kwargs["ExpressionAttributeValues"] = values
-        if condition_exists:
-            kwargs["ConditionExpression"] = "attribute_exists(#k)"
         return c.plain(self.ddb.update_item(**kwargs)["Attributes"])
 
-    def put_new(self, item: dict) -> bool:
-        """Put an item only if its key is free. False if it already exists."""
-        return put_if_absent(self.ddb, self.table, item, self.key)
+
+class ApiKeyStore:
+    """The API keys table: one ApiKey per key hash (the key itself is never stored)."""
+
+    def __init__(self, ddb: Any, table: str) -> None:
+        self._t = _KeyedTable(ddb, table, "key_hash")
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        item = self._t.get(key_hash)
+        return ApiKey.from_dict(item) if item is not None else None
+
+    def key_by_id(self, key_id: str) -> ApiKey | None:
+        """The key with this short id (a Scan: the table holds a handful of keys; admin only)."""
+        return next((k for k in self.keys() if k.key_id == key_id), None)
+
+    def keys(self) -> list[ApiKey]:
+        """Every key (a Scan; admin only), in no particular order."""
+        return [ApiKey.from_dict(i) for i in self._t.scan_all()]
+
+    def put_key(self, key: ApiKey) -> None:
+        self._t.put(_fields(key))
+
+    def touch_key(self, key_hash: str, when: str) -> None:
+        """Stamp the key's `last_used_at` (one UpdateItem; no read)."""
+        self._t.touch(key_hash, "last_used_at", when)
+
+    def revoke_key(self, key_hash: str, when: str) -> ApiKey:
+        """Set the key's `revoked_at`; the record stays for audit. Returns the revoked key."""
+        return ApiKey.from_dict(self._t.update(key_hash, {"revoked_at": when}))
+
+
+class DomainStore:
+    """The domains table: one Domain per sending domain (its DKIM keys are in Secrets Manager)."""
+
+    def __init__(self, ddb: Any, table: str) -> None:
+        self._t = _KeyedTable(ddb, table, "domain")
+
+    def domain(self, name: str) -> Domain | None:
+        item = self._t.get(name)
+        return Domain.from_dict(item) if item is not None else None
+
+    def domains(self) -> list[Domain]:
+        """Every domain (a Scan: a handful; the scheduled re-check and the admin CLI only)."""
+        return [Domain.from_dict(i) for i in self._t.scan_all()]
+
+    def put_domain(self, domain: Domain) -> None:
+        self._t.put(_fields(domain))
+
+    def add_domain(self, domain: Domain) -> bool:
+        """Store a new domain only if its name is free (of two concurrent creates, one wins)."""
+        return self._t.put_new(_fields(domain))
+
+    def update_domain(self, name: str, **changes: Any) -> Domain:
+        """Change fields of an existing domain (None removes one); returns the domain after."""
+        return Domain.from_dict(self._t.update(name, changes))
 
 
 class JobQueue:
@@ -958,13 +1014,40 @@ class Jobs(Protocol):
     def send_many(self, jobs: list[QueueJob]) -> list[str]: ...
 
 
-class Lookup(Protocol):
-    """A small keyed table read by key (verified domains)."""
+class DomainLookup(Protocol):
+    """A sending domain by name (the send API's check that a sender domain is verified)."""
 
-    def get(self, value: str) -> dict | None: ...
+    def domain(self, name: str) -> Domain | None: ...
 
 
-def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, t: KeyValueTable
-              ) -> tuple[Messages, Suppressions, Jobs, Lookup]:
+class Domains(DomainLookup, Protocol):
+    """The sending domains (DomainService)."""
+
+    def domains(self) -> list[Domain]: ...
+    def put_domain(self, domain: Domain) -> None: ...
+    def add_domain(self, domain: Domain) -> bool: ...
+    def update_domain(self, name: str, **changes: Any) -> Domain: ...
+
+
+class ApiKeys(Protocol):
+    """The API keys (KeyRing: the request path reads by hash and stamps; the admin CLI the rest)."""
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    def key_by_id(self, key_id: str) -> ApiKey | None: ...
+    def keys(self) -> list[ApiKey]: ...
+    def put_key(self, key: ApiKey) -> None: ...
+    def touch_key(self, key_hash: str, when: str) -> None: ...
+    def revoke_key(self, key_hash: str, when: str) -> ApiKey: ...
+
+
+class Secrets(Protocol):
+    """Secrets read and written whole (the DKIM keys of a domain, read-modify-write)."""
+
+    def read_json(self, secret_id: str) -> dict | None: ...
+    def put_json(self, secret_id: str, value: dict) -> None: ...
+
+
+def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, d: DomainStore, k: ApiKeyStore,
+              x: SecretStore) -> tuple[Messages, Suppressions, Jobs, Domains, ApiKeys, Secrets]:
     """Never called: mypy checks here that the real adapters implement the interfaces."""
-    return m, s, j, t
+    return m, s, j, d, k, x

@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
+from ..clock import iso
 from ..errors import ForbiddenError, NotFoundError, ThrottledError, UnauthorizedError
-from ..store import KeyValueTable, _iso
+from ..records import ApiKey
+from ..store import ApiKeys
 
 SCOPES = ("send", "read", "admin")
 TOUCH_EVERY = 60.0  # seconds between last_used_at writes for one key
@@ -70,11 +72,12 @@ class TokenBuckets:
 
 
 class KeyRing:
-    def __init__(self, table: KeyValueTable, clock: Callable[[], float] = time.time,
-                 buckets: TokenBuckets | None = None) -> None:
-        self.table, self.clock, self.buckets = table, clock, buckets
+    def __init__(self, keys: ApiKeys, clock: Callable[[], float] = time.time,
+                 buckets: TokenBuckets | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.keys, self.clock, self.buckets, self.monotonic = keys, clock, buckets, monotonic
         self._touched: dict[str, float] = {}
-        self._items: dict[str, tuple[float, dict | None]] = {}
+        self._cached: dict[str, tuple[float, ApiKey | None]] = {}
 
     # ---- admin (the CLI; never on a request path) -------------------------------------------
     def create(self, name: str, scopes: list[str], *, rate: float | None = None,
@@ -88,65 +91,62 @@ class KeyRing:
         bound = None
         if domains:
             try:
-                bound = sorted({to_ascii_domain(check_domain(d)) for d in domains})
+                bound = tuple(sorted({to_ascii_domain(check_domain(d)) for d in domains}))
             except AddressError as exc:
                 raise ValueError(f"invalid domain: {exc}") from None
         key = new_key()
         h = key_hash(key)
-        item = {"key_hash": h, "key_id": h[:12], "name": name, "scopes": sorted(set(scopes)),
-                "created_at": _iso(self.clock()), "rate": rate, "burst": burst, "domains": bound}
-        self.table.put(item)
-        return key, {k: v for k, v in item.items() if v is not None}
+        record = ApiKey(key_hash=h, key_id=h[:12], name=name, scopes=tuple(sorted(set(scopes))),
+                        created_at=iso(self.clock()), rate=rate, burst=burst, domains=bound)
+        self.keys.put_key(record)
+        return key, record.as_dict()
 
     def list(self) -> list[dict]:
         """Every key (without its hash), oldest first. A Scan: the keys table is tiny."""
-        items = sorted(self.table.scan_all(), key=lambda i: i.get("created_at", ""))
-        return [{k: v for k, v in i.items() if k != "key_hash"} for i in items]
+        return [k.public() for k in sorted(self.keys.keys(), key=lambda k: k.created_at or "")]
 
     def revoke(self, key_id: str) -> dict:
-        matches = [i for i in self.table.scan_all() if i.get("key_id") == key_id]
-        if not matches:
+        found = self.keys.key_by_id(key_id)
+        if found is None:
             raise NotFoundError(f"no API key {key_id!r}", field="key_id")
-        item = self.table.update(matches[0]["key_hash"], {"revoked_at": _iso(self.clock())})
-        return {k: v for k, v in item.items() if k != "key_hash"}
+        return self.keys.revoke_key(found.key_hash, iso(self.clock())).public()
 
     # ---- the request path --------------------------------------------------------------------
-    def identify(self, authorization: str | None) -> dict:
+    def identify(self, authorization: str | None) -> ApiKey:
         """The key's record, or UnauthorizedError (401). No scope check, no throttling."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise UnauthorizedError("missing API key: send 'Authorization: Bearer <key>'", field="Authorization")
-        h = key_hash(authorization[7:].strip())
-        item = self._lookup(h)
-        if item is None or item.get("revoked_at"):
+        found = self._lookup(key_hash(authorization[7:].strip()))
+        if found is None or found.revoked_at:
             raise UnauthorizedError("invalid or revoked API key", field="Authorization")
-        return item
+        return found
 
     def authenticate(self, authorization: str | None, scope: str) -> Principal:
-        item = self.identify(authorization)
-        h = item["key_hash"]
-        scopes = frozenset(item.get("scopes") or [])
+        found = self.identify(authorization)
+        h = found.key_hash
+        scopes = frozenset(found.scopes)
         if scope not in scopes and "admin" not in scopes:
             raise ForbiddenError(f"this API key lacks the '{scope}' scope", field="Authorization")
         if self.buckets is not None:
-            wait = self.buckets.take(h, item.get("rate"), item.get("burst"))
+            wait = self.buckets.take(h, found.rate, found.burst)
             if wait > 0:
                 raise ThrottledError("too many requests for this API key; retry later", math.ceil(wait))
         now = self.clock()
         if now - self._touched.get(h, 0.0) > TOUCH_EVERY:
             self._touched[h] = now
-            self.table.touch(h, "last_used_at", _iso(now))
-        bound = item.get("domains")
-        return Principal(item.get("key_id", h[:12]), item.get("name", ""), scopes,
-                         frozenset(bound) if bound else None)
+            self.keys.touch_key(h, iso(now))
+        return Principal(found.key_id, found.name, scopes,
+                         frozenset(found.domains) if found.domains else None)
 
-    def _lookup(self, h: str) -> dict | None:
-        """The key's record, cached briefly: a warm request then costs no read for auth."""
-        now = time.monotonic()
-        hit = self._items.get(h)
+    def _lookup(self, h: str) -> ApiKey | None:
+        """The key's record, cached briefly: a warm request then costs no read for auth (and a
+        key revoked elsewhere still works here for up to _CACHE_SECONDS)."""
+        now = self.monotonic()
+        hit = self._cached.get(h)
         if hit is not None and now - hit[0] < _CACHE_SECONDS:
             return hit[1]
-        item = self.table.get(h)
-        if len(self._items) > 1000:
-            self._items.clear()
-        self._items[h] = (now, item)
-        return item
+        found = self.keys.key_by_hash(h)
+        if len(self._cached) > 1000:
+            self._cached.clear()
+        self._cached[h] = (now, found)
+        return found

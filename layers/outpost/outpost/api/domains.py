@@ -23,12 +23,13 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..addresses import AddressError, check_domain, to_ascii_domain
+from ..clock import epoch_of, iso, iso_micro
 from ..errors import ConflictError, DnsUnavailableError, InvalidRequestError, NotFoundError
-from ..store import KeyValueTable, SecretStore, _iso
+from ..records import Domain
+from ..store import Domains, Secrets
 
 if TYPE_CHECKING:
     import dns.resolver
@@ -40,11 +41,11 @@ Lookup = Callable[[str, str], list[str]]  # (name, "TXT" | "MX") -> answers; [] 
 
 
 class DomainService:
-    def __init__(self, *, table: KeyValueTable, secrets: SecretStore, secret_id: Callable[[str], str],
+    def __init__(self, *, domains: Domains, secrets: Secrets, secret_id: Callable[[str], str],
                  lookup: Lookup, sender_ip: str | None, bounce_domain: str, region: str,
                  grace_days: int = 7, unverify_after_hours: float = UNVERIFY_AFTER_HOURS,
                  clock: Callable[[], float] = time.time) -> None:
-        self.table, self.secrets, self.secret_id, self.lookup = table, secrets, secret_id, lookup
+        self.domains, self.secrets, self.secret_id, self.lookup = domains, secrets, secret_id, lookup
         self.sender_ip, self.bounce_domain, self.region = sender_ip, bounce_domain, region
         self.grace, self.clock = grace_days * 86400, clock
         self.unverify_after = unverify_after_hours * 3600
@@ -53,18 +54,18 @@ class DomainService:
     def create(self, domain: str, *, mta_sts: bool = False) -> dict:
         name = _domain(domain)
         now = self.clock()
-        existing = self.table.get(name)
+        existing = self.domains.domain(name)
         if existing is not None and self.secrets.read_json(self.secret_id(name)) is not None:
             raise ConflictError(f"{name} is already an Outpost domain (rotate its keys with "
                            f"POST /v1/domains/{name}/rotate)", field="domain")
         keys = _new_keys(name, now, taken=set())
-        item = {"domain": name, "verified": False, "created_at": _iso(now),
-                "selectors": [k.selector for k in keys], "mta_sts": mta_sts}
+        record = Domain(domain=name, verified=False, created_at=iso(now),
+                        selectors=tuple(k.selector for k in keys), mta_sts=mta_sts)
         # Claim the name first: of two concurrent creates only the winner writes keys, so the
         # records a caller is told to publish are the ones that will sign.
         if existing is not None:  # an earlier create stopped before its keys were stored: finish it
-            self.table.put(item)
-        elif not self.table.put_new(item):
+            self.domains.put_domain(record)
+        elif not self.domains.add_domain(record):
             raise ConflictError(f"{name} is already an Outpost domain", field="domain")
         secret = {"domain": name, "keys": [_entry(k, now) for k in keys], "pending": []}
         self.secrets.put_json(self.secret_id(name), secret)
@@ -72,7 +73,7 @@ class DomainService:
 
     def rotate(self, domain: str) -> dict:
         name = _domain(domain)
-        self._item(name)
+        self._domain_record(name)
         secret = self._secret(name)
         if secret.get("pending"):
             raise ConflictError("a rotation is already waiting for its DNS records; publish them and "
@@ -81,12 +82,13 @@ class DomainService:
         taken = {e["selector"] for e in secret["keys"]}
         secret["pending"] = [_entry(k, now) for k in _new_keys(name, now, taken)]
         self.secrets.put_json(self.secret_id(name), secret)
-        item = self.table.update(name, {"pending_selectors": [e["selector"] for e in secret["pending"]]})
-        return self.check(name, item=item)
+        record = self.domains.update_domain(
+            name, pending_selectors=tuple(e["selector"] for e in secret["pending"]))
+        return self.check(name, record=record)
 
-    def check(self, domain: str, *, item: dict | None = None) -> dict:
+    def check(self, domain: str, *, record: Domain | None = None) -> dict:
         """GET: look every record up and report; writes nothing (read scope)."""
-        return self._inspect(domain, item=item, apply=False)
+        return self._inspect(domain, record=record, apply=False)
 
     def verify(self, domain: str) -> dict:
         """Look every record up and act on it: promote verified pending keys, retire old keys
@@ -97,8 +99,8 @@ class DomainService:
         """The scheduled re-check: `verify` every domain; one domain's trouble skips only it.
         `count(metric, n)` records how many were un-verified and how many fail DKIM."""
         out: dict[str, Any] = {"checked": 0, "verified": [], "failing": [], "unverified": [], "errors": []}
-        for item in self.table.scan_all():
-            name = str(item.get("domain"))
+        for record in self.domains.domains():
+            name = record.domain
             try:
                 view = self.verify(name)
             except Exception:  # noqa: BLE001 - logged; the next schedule tries again
@@ -108,7 +110,7 @@ class DomainService:
             out["checked"] += 1
             if view["verified"]:
                 out["verified"].append(name)
-            elif item.get("verified"):
+            elif record.verified:
                 out["unverified"].append(name)
             if view.get("dkim_failing_since"):
                 out["failing"].append(name)
@@ -116,11 +118,11 @@ class DomainService:
         count("DomainDkimFailing", len(out["failing"]))
         return out
 
-    def _inspect(self, domain: str, *, item: dict | None = None, apply: bool) -> dict:
+    def _inspect(self, domain: str, *, record: Domain | None = None, apply: bool) -> dict:
         from ..signing import dns_txt_value, keys_from_secret
 
         name = _domain(domain)
-        item = item or self._item(name)
+        record = record or self._domain_record(name)
         secret = self._secret(name)
         now = self.clock()
         records: list[dict] = []
@@ -150,7 +152,7 @@ class DomainService:
             if k.selector in retiring:
                 rec["status"] = "retiring" if rec["status"] == "verified" else rec["status"]
                 rec["required"] = False
-                rec["note"] = f"old key, signing stopped; keep published until {_iso(retiring[k.selector])}"
+                rec["note"] = f"old key, signing stopped; keep published until {iso(retiring[k.selector])}"
             elif rec["status"] != "verified":
                 current_ok = False
                 failing = failing or rec["status"] in ("missing", "wrong")  # not "unchecked"
@@ -160,44 +162,45 @@ class DomainService:
         records.append(self._dmarc(ascii_name))
         records.append(self._bounce_mx())
         policy = None
-        if item.get("mta_sts"):
+        if record.mta_sts:
             rec, policy = self._mta_sts(ascii_name, now)
             records.append(rec)
 
         if apply:
-            item = self._record(name, item, secret, now, changed=changed, ok=current_ok, failing=failing)
-        return {"domain": name, "verified": bool(item.get("verified")),
-                "created_at": item.get("created_at"), "verified_at": item.get("verified_at"),
-                "selectors": item.get("selectors") or [],
-                "pending_selectors": item.get("pending_selectors") or [],
+            record = self._record(record, secret, now, changed=changed, ok=current_ok, failing=failing)
+        return {"domain": name, "verified": record.verified,
+                "created_at": record.created_at, "verified_at": record.verified_at,
+                "selectors": list(record.selectors),
+                "pending_selectors": list(record.pending_selectors or ()),
                 "records": records, "mta_sts_policy": policy,
-                "checked_at": item.get("checked_at"), "dkim_failing_since": item.get("dkim_failing_since"),
-                "unverified_at": item.get("unverified_at")}
+                "checked_at": record.checked_at, "dkim_failing_since": record.dkim_failing_since,
+                "unverified_at": record.unverified_at}
 
-    def _record(self, name: str, item: dict, secret: dict, now: float, *, changed: bool, ok: bool,
-                failing: bool) -> dict:
+    def _record(self, record: Domain, secret: dict, now: float, *, changed: bool, ok: bool,
+                failing: bool) -> Domain:
         """The writes of a verify: the rotation's new state, and the domain's verification."""
+        name = record.domain
         if changed:
             self.secrets.put_json(self.secret_id(name), secret)
-        updates: dict[str, Any] = {"checked_at": _iso(now)}
+        updates: dict[str, Any] = {"checked_at": iso(now)}
         if ok:
-            if not item.get("verified"):
-                updates.update(verified=True, verified_at=_iso(now))
-            if item.get("dkim_failing_since"):
+            if not record.verified:
+                updates.update(verified=True, verified_at=iso(now))
+            if record.dkim_failing_since:
                 updates["dkim_failing_since"] = None
-        elif failing and item.get("verified"):
-            since = item.get("dkim_failing_since")
+        elif failing and record.verified:
+            since = record.dkim_failing_since
             if not since:
-                updates["dkim_failing_since"] = _iso(now)
+                updates["dkim_failing_since"] = iso(now)
                 log.warning("DKIM record missing or wrong", extra={"domain": name})
-            elif now - _parse_iso(since) >= self.unverify_after:
-                updates.update(verified=False, unverified_at=_iso(now), dkim_failing_since=None)
+            elif now - epoch_of(since) >= self.unverify_after:
+                updates.update(verified=False, unverified_at=iso(now), dkim_failing_since=None)
                 log.warning("domain un-verified: its DKIM record is gone", extra={"domain": name})
         if changed:
-            updates.update(selectors=[e["selector"] for e in secret["keys"] if not e.get("retired_at")],
+            updates.update(selectors=tuple(e["selector"] for e in secret["keys"] if not e.get("retired_at")),
                            pending_selectors=None if not secret.get("pending") else
-                           [e["selector"] for e in secret["pending"]])
-        return self.table.update(name, updates)
+                           tuple(e["selector"] for e in secret["pending"]))
+        return self.domains.update_domain(name, **updates)
 
     # ---- rotation -------------------------------------------------------------------------------
     def _advance(self, secret: dict, now: float, *, promote: bool) -> bool:
@@ -207,13 +210,13 @@ class DomainService:
                 if not e.get("retired_at") and not e.get("retire_at"):
                     e["retire_at"] = now + self.grace
             for e in secret["pending"]:
-                e["created_at"] = _iso_full(now)  # newest first: the new keys sign from now on
+                e["created_at"] = iso_micro(now)  # newest first: the new keys sign from now on
             secret["keys"] = secret["pending"] + secret["keys"]
             secret["pending"] = []
             changed = True
         for e in secret["keys"]:
             if e.get("retire_at") and not e.get("retired_at") and e["retire_at"] <= now:
-                e["retired_at"] = _iso_full(now)
+                e["retired_at"] = iso_micro(now)
                 changed = True
         return changed
 
@@ -295,11 +298,11 @@ class DomainService:
         return dict(rec, status="verified" if sts else "missing", found=sts), policy
 
     # ---- storage --------------------------------------------------------------------------------
-    def _item(self, name: str) -> dict:
-        item = self.table.get(name)
-        if item is None:
+    def _domain_record(self, name: str) -> Domain:
+        found = self.domains.domain(name)
+        if found is None:
             raise NotFoundError(f"{name} is not an Outpost domain", field="domain")
-        return item
+        return found
 
     def _secret(self, name: str) -> dict:
         secret = self.secrets.read_json(self.secret_id(name))
@@ -333,18 +336,8 @@ def _new_keys(domain: str, now: float, taken: set[str]) -> list[Any]:
 
 def _entry(key: Any, now: float) -> dict:
     return {"selector": key.selector, "algorithm": key.algorithm,
-            "private_key": key.private_key_pem.decode("ascii"), "created_at": _iso_full(now),
+            "private_key": key.private_key_pem.decode("ascii"), "created_at": iso_micro(now),
             "retired_at": None}
-
-
-def _parse_iso(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _iso_full(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _tag(record: str, tag: str) -> str | None:

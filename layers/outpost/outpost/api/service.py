@@ -34,7 +34,7 @@ from ..models import (
     error_field,
 )
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
-from ..store import TTL_MARGIN, Jobs, Listing, Lookup, Messages, Page, Suppressions
+from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
 from .auth import Principal
 from .idempotency import IdempotentRequest, Once
@@ -63,7 +63,7 @@ class SendService:
     """
 
     def __init__(self, *, store: Messages, suppressions: Suppressions, queue: Jobs,
-                 domains: Lookup, clock: Callable[[], float] = time.time,
+                 domains: DomainLookup, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, retention_days: int | None = None, max_lifetime: int | None = None,
                  uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
@@ -104,8 +104,8 @@ class SendService:
                 and sender.ascii_domain not in principal.domains:
             raise ForbiddenError(f"this API key may send only from {', '.join(sorted(principal.domains))}",
                             field="from")
-        domain = self.domains.get(sender.ascii_domain)
-        if domain is None or not domain.get("verified"):
+        domain = self.domains.domain(sender.ascii_domain)
+        if domain is None or not domain.verified:
             # No open relay: only domains whose DKIM key is published and verified may send.
             raise ForbiddenError(f"the sender domain {sender.domain!r} is not a verified Outpost domain",
                             field="from")

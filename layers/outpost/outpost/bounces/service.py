@@ -45,9 +45,11 @@ class BounceService:
     def __init__(self, *, store: Messages, suppressions: Suppressions,
                  verp_key: bytes, bounce_domain: str, clock: Callable[[], float] = time.time,
                  count: Callable[[str, int], None] = lambda name, n: None,
-                 parse: Callable[[bytes], BounceReport] | None = None) -> None:
+                 parse: Callable[[bytes], BounceReport] | None = None,
+                 ses_prefix: str = "inbound/ses/") -> None:
         self.store, self.suppressions = store, suppressions
         self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
+        self.ses_prefix = ses_prefix  # where the SES receipt rule writes mail (Settings.inbound_ses_prefix)
         if parse is None:
             from functools import partial
 
@@ -57,7 +59,11 @@ class BounceService:
         self.parse = parse
 
     # ---- events -------------------------------------------------------------------------------
-    def handle_event(self, event: dict, ses_prefix: str = "inbound/ses/") -> list[dict]:
+    def handle(self, event: dict) -> dict:
+        """The bounce processor's answer to one Lambda event: `{"results": [one per mail]}`."""
+        return {"results": self.handle_event(event)}
+
+    def handle_event(self, event: dict) -> list[dict]:
         """An SES receipt-rule event or an S3 ObjectCreated event -> one result per mail."""
         from urllib.parse import unquote_plus
 
@@ -65,7 +71,7 @@ class BounceService:
         for record in event.get("Records", []):
             if record.get("eventSource") == "aws:ses":
                 ses = record["ses"]
-                key = f"{ses_prefix}{ses['mail']['messageId']}"
+                key = f"{self.ses_prefix}{ses['mail']['messageId']}"
                 rcpts = ses.get("receipt", {}).get("recipients") or ses["mail"].get("destination") or []
                 results.append(self.process(key, rcpts))
             elif record.get("eventSource") == "aws:s3":
