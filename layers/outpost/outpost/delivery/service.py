@@ -39,12 +39,15 @@ Nothing is lost, and every recipient reaches a final state:
   starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
   the batch, and every other domain's mail, for its whole queue;
 - on the new-mail lane no job waits on a slow receiver (head-of-line): an MX that does not open
-  a session within SLOW_OPEN, or whose transaction took longer than SLOW_TRANSACTION, has the
-  domain's remaining recipients handed, with no attempt counted, to one tokenless slow-lane job
-  (released first, so it finds them free), and the container sends new mail for that domain
-  straight there for SLOW_MEMORY; a hand-off happens only before a session opens or between
-  transactions: a transaction in flight always completes and is recorded (never an abandoned
-  wait after the final dot, RFC 1047);
+  a session within SLOW_OPEN, or a transaction that has not reached its final dot within
+  SLOW_TRANSACTION (RSET, MAIL, RCPT, the 354, the content; abandoned before the dot with the
+  connection closed, so the server discards it and nothing was delivered), has this recipient
+  and the domain's remaining ones handed, with no attempt counted, to one tokenless slow-lane
+  job (released first, so it finds them free), and the container sends new mail for that
+  domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
+  on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
+  domain's rest go to the slow lane between transactions. That wait is the one a new-mail
+  batch may still spend on a slow receiver (once per container and domain);
 - the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written (and, documented, an end-of-data reply that never comes: the server may have taken the
@@ -737,8 +740,9 @@ class DeliveryService:
 
     def _hand_off_if_slow(self, mid: str, domain: str, rest: list[_Rcpt], handoff: set[int]) -> bool:
         """On the new-mail lane, between two transactions: when the domain is known slow (its
-        last transaction here, or another job's in this container, took over SLOW_TRANSACTION),
-        hand the domain's remaining recipients to the slow lane, with no attempt counted."""
+        last transaction here, or another job's in this container, took over SLOW_TRANSACTION,
+        or was abandoned before its dot), hand the domain's remaining recipients to the slow
+        lane, with no attempt counted."""
         if self._slow_domains.get(domain, 0.0) <= self.clock():
             return False
         handoff.update(r.index for r in rest)

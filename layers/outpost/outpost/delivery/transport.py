@@ -12,7 +12,11 @@ left is abandoned by closing the connection without the dot, which the server di
 data) needs 3 min 10 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
-the attempt record names the command that was interrupted.
+the attempt record names the command that was interrupted. A caller that must not wait on a
+slow peer (the sender's new-mail lane) passes `send(..., dot_within=s)`: the transaction must
+reach its final dot within s seconds, or it is abandoned before the dot with the connection
+closed (SlowPeerError; the server discards it, RFC 5321 §4.1.1.4, so no copy can come of it).
+Nothing cuts the wait for the reply to the final dot short.
 
 Errors carry facts (errors.py): `_smtp_error` is the one map from aiosmtplib's exceptions to
 them; trouble.judge() makes the verdicts. DeliveryService sees only the `Connector` and
