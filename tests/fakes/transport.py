@@ -21,7 +21,14 @@ import aiosmtplib
 
 from outpost.delivery.transport import Connector, Timeouts, TlsInfo, TlsMode
 from outpost.delivery.trouble import SmtpReply
-from outpost.errors import NoTimeLeftError, ReplyError, RequirementError, StageError, StaleSessionError
+from outpost.errors import (
+    NoTimeLeftError,
+    ReplyError,
+    RequirementError,
+    SlowPeerError,
+    StageError,
+    StaleSessionError,
+)
 
 _POSITIVE = {"CONNECT": (220, "fake ESMTP"), "EHLO": (250, "fake"), "STARTTLS": (220, "2.0.0 Ready"),
              "RSET": (250, "2.0.0 Ok"), "MAIL": (250, "2.1.0 Ok"), "RCPT": (250, "2.1.5 Ok"),
@@ -107,10 +114,26 @@ class FakeSession:
             raise StaleSessionError(f"RSET on a reused connection to {self.mx_name} failed: {code}")
 
     async def send(self, sender: str, rcpt: str, data: bytes | Sequence[bytes], *, envid: str | None = None,
-                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
+                   utf8: bool = False, time_left: Callable[[], float] | None = None,
+                   dot_within: float | None = None) -> SmtpReply:
         parts = (data,) if isinstance(data, bytes) else tuple(data)
         content = b"".join(parts)
+        used = 0.0  # the peer's delays so far in this transaction, before the dot
+
+        async def before_dot(command: str) -> None:
+            """As the transport does: a reply that would come after what is left of
+            `dot_within` (and within the command timeout) abandons the transaction."""
+            nonlocal used
+            delay = self.peer.delays.get(command, 0.0)
+            if dot_within is not None and delay >= dot_within - used and dot_within - used < self.timeouts.command:
+                await self._sleep(max(0.0, dot_within - used))
+                self._open = False
+                self.peer.log.append(f"{command} abandoned")
+                raise SlowPeerError(command, dot_within)
+            used += delay
+
         if self.transactions:
+            await before_dot("RSET")
             await self.reset()
         if self.peer.size_limit is not None and len(content) > self.peer.size_limit:
             raise RequirementError(f"message of {len(content)} bytes exceeds the server's SIZE "
@@ -120,6 +143,7 @@ class FakeSession:
             raise RequirementError("the address needs SMTPUTF8, which the server does not offer",
                                    lacks="smtputf8", command="MAIL")
         for command in ("MAIL", "RCPT", "DATA"):
+            await before_dot(command)
             code, text = await self._step(command)
             expected = 3 if command == "DATA" else 2
             if code // 100 != expected:

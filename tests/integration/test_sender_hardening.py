@@ -628,11 +628,12 @@ def test_a_receiver_slow_to_open_is_handed_to_the_slow_lane(rig: Rig) -> None:
     assert job.slow and delay == 0 and rig.rcpts(second)[0]["state"] == "queued"
 
 
-@pytest.mark.parametrize("stage", ["RCPT", END_OF_DATA])
+@pytest.mark.parametrize("stage", [END_OF_DATA])  # slow before the dot: test_sender_slow_lane.py
 def test_a_receiver_slow_after_the_greeting_is_handed_to_the_slow_lane(rig: Rig, stage: str) -> None:
     """Head-of-line blocking, the other shape: an MX that greets at once, then answers slowly
-    (a tarpit at RCPT, a content scan before the final reply). On the new-mail lane the
-    transaction in flight completes and is recorded; between transactions, the domain's other
+    (a content scan before the final reply). On the new-mail lane the transaction in flight
+    completes and is recorded (a stall before the dot abandons it instead); between
+    transactions, the domain's other
     recipients go, with no attempt counted, to a slow-lane job, and the container remembers
     the domain. The batch (and the healthy mail in it) is not held for the domain's slice."""
     stall = 1.2

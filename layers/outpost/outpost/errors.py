@@ -18,7 +18,8 @@ The transport maps aiosmtplib's exceptions into this tree in one place (transpor
       StsPolicyError, StsLookupTimeoutError, StsMxMismatchError
       StoreBusyError
       DnsError: NoSuchDomainError, NullMxError, RefusedAddressError, DnsLookupError
-      SmtpError: ReplyError, StageError, StaleSessionError, NoTimeLeftError, RequirementError
+      SmtpError: ReplyError, StageError, StaleSessionError, NoTimeLeftError, SlowPeerError,
+                 RequirementError
 """
 
 from __future__ import annotations
@@ -229,6 +230,19 @@ class StaleSessionError(SmtpError):
 class NoTimeLeftError(SmtpError):
     """Too little time is left to go on (a TLS fallback's reconnect, the wait for the reply to
     the final dot): nothing failed, no recipient is charged, the caller releases the work."""
+
+
+class SlowPeerError(SmtpError):
+    """On a lane with a limit before the final dot (the new-mail lane's `dot_within`), the
+    peer had not answered `command` (or taken the content) when the limit ran out. The
+    transaction was abandoned and the session closed before the dot, so the server discards
+    it (RFC 5321 §4.1.1.4): nothing was delivered and nothing failed for the recipient; the
+    caller hands the work to a lane that waits (no verdict, no attempt)."""
+
+    def __init__(self, command: str, limit: float) -> None:
+        super().__init__(f"{command}: no reply within the {limit:g} s this lane waits before the final dot",
+                         command)
+        self.limit = limit
 
 
 class RequirementError(SmtpError):

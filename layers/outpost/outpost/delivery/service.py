@@ -39,12 +39,15 @@ Nothing is lost, and every recipient reaches a final state:
   starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
   the batch, and every other domain's mail, for its whole queue;
 - on the new-mail lane no job waits on a slow receiver (head-of-line): an MX that does not open
-  a session within SLOW_OPEN, or whose transaction took longer than SLOW_TRANSACTION, has the
-  domain's remaining recipients handed, with no attempt counted, to one tokenless slow-lane job
-  (released first, so it finds them free), and the container sends new mail for that domain
-  straight there for SLOW_MEMORY; a hand-off happens only before a session opens or between
-  transactions: a transaction in flight always completes and is recorded (never an abandoned
-  wait after the final dot, RFC 1047);
+  a session within SLOW_OPEN, or a transaction that has not reached its final dot within
+  SLOW_TRANSACTION (RSET, MAIL, RCPT, the 354, the content; abandoned before the dot with the
+  connection closed, so the server discards it and nothing was delivered), has this recipient
+  and the domain's remaining ones handed, with no attempt counted, to one tokenless slow-lane
+  job (released first, so it finds them free), and the container sends new mail for that
+  domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
+  on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
+  domain's rest go to the slow lane between transactions. That wait is the one a new-mail
+  batch may still spend on a slow receiver (once per container and domain);
 - the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written (and, documented, an end-of-data reply that never comes: the server may have taken the
@@ -80,6 +83,7 @@ from ..errors import (
     NoSigningKeyError,
     NoTimeLeftError,
     OutpostError,
+    SlowPeerError,
     StaleSessionError,
     StsLookupTimeoutError,
     StsMxMismatchError,
@@ -218,11 +222,15 @@ class DeliveryService:
     # Healthy MX hosts open in about a second, even across the internet with TLS.
     SLOW_OPEN = 8.0
     SLOW_MEMORY = 600.0  # seconds a container remembers a slow domain (straight to the slow lane)
-    # The same for a receiver that opens fast and then answers slowly (RCPT, DATA, a content
-    # scan before the final reply): a transaction (RSET to the final reply) that took longer
-    # than this marks the domain slow, and between transactions the domain's remaining
-    # recipients go to the slow lane. The transaction in flight always completes: abandoning
-    # the wait for the final reply is the RFC 1047 duplicate. A healthy one takes about a second.
+    # The same for a receiver that opens fast and then answers slowly (RCPT, DATA, a peer that
+    # stops reading the content): on the new-mail lane a transaction must reach its final dot
+    # (RSET, MAIL, RCPT, the 354, the content) within this many seconds, else the transport
+    # abandons it before the dot (SlowPeerError, nothing delivered) and this recipient and the
+    # domain's remaining ones go to the slow lane, with no attempt counted. The wait for the
+    # final reply is never cut (abandoning it is the RFC 1047 duplicate): a transaction slower
+    # than this in all (a content scan before the final reply) completes and is recorded, and
+    # marks the domain slow, so the rest go to the slow lane between transactions. A healthy
+    # transaction takes about a second.
     SLOW_TRANSACTION = 8.0
 
     # ---- the SQS batch --------------------------------------------------------------------
@@ -572,7 +580,8 @@ class DeliveryService:
         A recipient left unrecorded (no time left) is released and requeued by the caller.
         `handoff` (the new-mail lane only): where the indexes of recipients whose MX does not
         open a session within SLOW_OPEN go, for the caller to hand to the slow lane, and those
-        still to go after a transaction that took longer than SLOW_TRANSACTION."""
+        still to go after a transaction that did not reach its final dot within SLOW_TRANSACTION
+        (abandoned before the dot) or took longer than that in all (completed and recorded)."""
         if handoff is not None and self._slow_domains.get(domain, 0.0) > self.clock():
             handoff.update(r.index for r in rcpts)  # known slow: no need to wait SLOW_OPEN again
             self.count("SlowLaneHandoff", len(rcpts))
@@ -670,10 +679,26 @@ class DeliveryService:
                         opened += 1
                     try:
                         started = asyncio.get_running_loop().time()
-                        outcome = await self._transact(session, mid, r, data, deadline)
+                        outcome = await self._transact(
+                            session, mid, r, data, deadline,
+                            dot_within=None if handoff is None else self.SLOW_TRANSACTION)
                         if handoff is not None and asyncio.get_running_loop().time() - started > self.SLOW_TRANSACTION:
-                            # Completed and recorded as usual; the rest go at the next turn.
+                            # Slow only at the final reply: completed and recorded as usual (never
+                            # an abandoned wait after the dot); the rest go at the next turn.
                             self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
+                    except SlowPeerError as exc:
+                        # The new-mail lane's limit ran out before the final dot: the transport
+                        # abandoned the transaction and closed the session, so nothing was
+                        # delivered. No verdict and no attempt: this recipient and the domain's
+                        # remaining ones wait on the slow lane, not in this batch (head-of-line).
+                        log.info("transaction abandoned before the final dot; handed to the slow lane",
+                                 extra={"message_id": mid, "recipient_domain": domain, "mx": session.mx_name,
+                                        "command": exc.command})
+                        session = None
+                        self._slow_domains[domain] = self.clock() + self.SLOW_MEMORY
+                        if handoff is None or not self._hand_off_if_slow(mid, domain, rcpts[n:], handoff):
+                            raise  # pragma: no cover - only the new-mail lane passes a limit
+                        return
                     except NoTimeLeftError:
                         # Abandoned before the final dot (the connection is closed): nothing was
                         # delivered, the recipient is released with the rest.
@@ -718,8 +743,9 @@ class DeliveryService:
 
     def _hand_off_if_slow(self, mid: str, domain: str, rest: list[_Rcpt], handoff: set[int]) -> bool:
         """On the new-mail lane, between two transactions: when the domain is known slow (its
-        last transaction here, or another job's in this container, took over SLOW_TRANSACTION),
-        hand the domain's remaining recipients to the slow lane, with no attempt counted."""
+        last transaction here, or another job's in this container, took over SLOW_TRANSACTION,
+        or was abandoned before its dot), hand the domain's remaining recipients to the slow
+        lane, with no attempt counted."""
         if self._slow_domains.get(domain, 0.0) <= self.clock():
             return False
         handoff.update(r.index for r in rest)
@@ -808,18 +834,20 @@ class DeliveryService:
                                                    "detail": last[0].text})
         return None, last
 
-    async def _transact(self, session: Session, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float
-                        ) -> tuple[Verdict, str | None]:
-        """One transaction, judged. StaleSessionError and NoTimeLeftError pass through: they
-        are no outcome for the recipient (the caller reconnects, or releases it)."""
+    async def _transact(self, session: Session, mid: str, r: _Rcpt, data: tuple[bytes, ...], deadline: float,
+                        *, dot_within: float | None = None) -> tuple[Verdict, str | None]:
+        """One transaction, judged. StaleSessionError, NoTimeLeftError and SlowPeerError pass
+        through: they are no outcome for the recipient (the caller reconnects, releases it, or
+        hands it to the slow lane). `dot_within`: the lane's limit up to the final dot."""
         try:
             # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
             # §4.5.3.2.6 says 10 minutes), keeping RECORD_MARGIN to record it.
             reply = await session.send(self.return_path(mid, r.index), r.smtp_addr, data,
                                        envid=mid, utf8=r.utf8,
-                                       time_left=lambda: deadline - self.clock() - RECORD_MARGIN)
+                                       time_left=lambda: deadline - self.clock() - RECORD_MARGIN,
+                                       dot_within=dot_within)
             return judge(reply), remote_queue_id(reply.text)
-        except (StaleSessionError, NoTimeLeftError):
+        except (StaleSessionError, NoTimeLeftError, SlowPeerError):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             v = judge(exc)

@@ -12,7 +12,11 @@ left is abandoned by closing the connection without the dot, which the server di
 data) needs 3 min 10 s of the sender's 300 s before it may start (`transaction_budget`).
 (aiosmtplib waits for the 354 and for the final reply with one timeout, so the 354 also gets
 the end-of-data timeout.) A failure below SMTP is raised as `StageError(command, cause)`, so
-the attempt record names the command that was interrupted.
+the attempt record names the command that was interrupted. A caller that must not wait on a
+slow peer (the sender's new-mail lane) passes `send(..., dot_within=s)`: the transaction must
+reach its final dot within s seconds, or it is abandoned before the dot with the connection
+closed (SlowPeerError; the server discards it, RFC 5321 §4.1.1.4, so no copy can come of it).
+Nothing cuts the wait for the reply to the final dot short.
 
 Errors carry facts (errors.py): `_smtp_error` is the one map from aiosmtplib's exceptions to
 them; trouble.judge() makes the verdicts. DeliveryService sees only the `Connector` and
@@ -63,6 +67,7 @@ from ..errors import (
     OutpostError,
     ReplyError,
     RequirementError,
+    SlowPeerError,
     StageError,
     StaleSessionError,
 )
@@ -108,13 +113,18 @@ _WIRE_ERRORS = (OSError, EOFError, TimeoutError, aiosmtplib.SMTPServerDisconnect
                 aiosmtplib.SMTPTimeoutError)
 
 
-def _smtp_error(exc: BaseException, command: str, *, after_dot: bool = False) -> OutpostError:
+def _smtp_error(exc: BaseException, command: str, *, after_dot: bool = False,
+                lane_limit: float | None = None) -> OutpostError:
     """The one map from aiosmtplib's exceptions (and the socket's) to Outpost's facts: a
     negative reply keeps its code and text and the command it answered; anything else (a
     timeout, a lost connection, a reply that could not be read) is a failure below SMTP at
-    that command. `after_dot`: the final dot had been sent when it happened."""
+    that command. `after_dot`: the final dot had been sent when it happened. `lane_limit`:
+    the wait was cut short by the caller's limit before the final dot (`dot_within`), so its
+    timeout is SlowPeerError (the lane's limit ran out), not a failure of the host."""
     if isinstance(exc, OutpostError):
         return exc
+    if lane_limit is not None and not after_dot and isinstance(exc, TimeoutError):
+        return SlowPeerError(command, lane_limit)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         first = exc.recipients[0]
         return ReplyError(first.code, first.message, "RCPT")
@@ -137,10 +147,14 @@ class Session(Protocol):
         """RSET; StaleSessionError (and the session closed) when it is no longer usable."""
 
     async def send(self, sender: str, rcpt: str, data: bytes | Sequence[bytes], *, envid: str | None = None,
-                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
+                   utf8: bool = False, time_left: Callable[[], float] | None = None,
+                   dot_within: float | None = None) -> SmtpReply:
         """One transaction (RSET first on a reused session). Returns the 2xx end-of-data
-        reply; raises ReplyError, RequirementError, StageError, StaleSessionError or
-        NoTimeLeftError. A failure that leaves the session unusable closes it."""
+        reply; raises ReplyError, RequirementError, StageError, StaleSessionError,
+        NoTimeLeftError or SlowPeerError. A failure that leaves the session unusable closes it.
+        `dot_within`: seconds the transaction may take up to the final dot (RSET, MAIL, RCPT,
+        the 354, the content); past them it is abandoned before the dot (SlowPeerError, the
+        session closed). The wait for the reply to the final dot is never cut (RFC 1047)."""
         ...
 
     async def close(self) -> None:
@@ -229,33 +243,71 @@ class SmtpSession:
 
     async def reset(self) -> None:
         """RSET before reusing the connection; StaleSessionError when it is no longer usable."""
+        await self._reset(self.timeouts.command)
+
+    async def _reset(self, timeout: float, lane_limit: float | None = None) -> None:
+        """RSET within `timeout`; `lane_limit`: that timeout is what the caller's `dot_within`
+        left, so running out of it is SlowPeerError (a slow peer), not a stale session."""
         try:
-            reply = await self.smtp.rset(timeout=self.timeouts.command)
+            reply = await self.smtp.rset(timeout=timeout)
         except (aiosmtplib.SMTPResponseException, *_WIRE_ERRORS) as exc:
             self.smtp.close()
+            fact = _smtp_error(exc, "RSET", lane_limit=lane_limit)
+            if isinstance(fact, SlowPeerError):
+                raise fact from None
             raise StaleSessionError(f"RSET on a reused connection to {self.mx_name} failed: {exc}") from None
         self.log.append(f"RSET {reply.code}")
         self.dirty = False
 
     async def send(self, sender: str, rcpt: str, data: bytes | Sequence[bytes], *, envid: str | None = None,
-                   utf8: bool = False, time_left: Callable[[], float] | None = None) -> SmtpReply:
+                   utf8: bool = False, time_left: Callable[[], float] | None = None,
+                   dot_within: float | None = None) -> SmtpReply:
         """One transaction for one recipient. Returns the end-of-data reply (2xx).
 
         The reply to the final dot is awaited for `timeouts.end_of_data`, or for `time_left()`
         (seconds, read after the 354) when that is shorter: the sender passes what its
         invocation has left once the outcome is recorded.
 
+        `dot_within` (a lane that must not wait on a slow peer): every wait before the final
+        dot (the RSET, MAIL, RCPT and DATA replies, each write of the content to drain) gets
+        at most what is left of these seconds from the start of the transaction. When they
+        run out, the transaction is abandoned: the session is closed, never reused, because
+        after a command timeout its state is unknown (a late reply would answer the next
+        command), which is what every MTA does on a command timeout (Postfix's smtp client,
+        RFC 5321 §4.5.3.2). The dot has not been sent, so the server discards the transaction
+        (RFC 5321 §4.1.1.4): no copy can come of it. The wait for the reply to the final dot
+        is never cut: the server may have taken the message (RFC 1047).
+
         Raises ReplyError for a negative reply, RequirementError for what we refuse to try,
         StageError for a failure below SMTP (disconnect, timeout), StaleSessionError when the
         RSET that precedes a reused transaction fails, NoTimeLeftError when the final dot is
-        not sent for lack of time. A failure that leaves the session unusable closes it.
+        not sent for lack of time, SlowPeerError when `dot_within` ran out before the dot. A
+        failure that leaves the session unusable closes it.
         """
         t = self.timeouts
         parts = (data,) if isinstance(data, bytes) else tuple(data)
         size = sum(len(p) for p in parts)
         self.dot_sent = False
+        stop = None if dot_within is None else time.monotonic() + dot_within
+        lane_limit = dot_within or 0.0
+        cut = False  # the wait in progress was shortened to `stop`: its timeout is the lane's
+
+        def before_dot(timeout: float, command: str) -> float:
+            """The timeout of one wait before the final dot: its own, or what is left of
+            `dot_within` when that is shorter."""
+            nonlocal cut
+            if stop is None:
+                return timeout
+            left = stop - time.monotonic()
+            if left <= 0:
+                self.smtp.close()
+                raise SlowPeerError(command, lane_limit)
+            cut = left < timeout
+            return min(timeout, left)
+
         if self.reused:
-            await self.reset()
+            wait = before_dot(t.command, "RSET")
+            await self._reset(wait, lane_limit if cut else None)
         mail_opts: list[str] = []
         rcpt_opts: list[str] = []
         limit = self.size_limit if self.supports("size") else None
@@ -291,11 +343,12 @@ class SmtpSession:
         try:
             # RFC 6531 §3.3: with SMTPUTF8 the envelope addresses travel as UTF-8.
             encoding = "utf-8" if utf8 else "ascii"
-            await self.smtp.mail(sender, options=mail_opts, encoding=encoding, timeout=t.command)
+            await self.smtp.mail(sender, options=mail_opts, encoding=encoding,
+                                 timeout=before_dot(t.command, stage))
             stage = "RCPT"
-            await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=t.command)
+            await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=before_dot(t.command, stage))
             stage = "DATA"
-            start = await self.smtp.execute_command(b"DATA", timeout=t.command)
+            start = await self.smtp.execute_command(b"DATA", timeout=before_dot(t.command, stage))
             if start.code != SMTPStatus.start_input:
                 raise ReplyError(start.code, start.message, "DATA")
             stage = "EOD"
@@ -306,13 +359,13 @@ class SmtpSession:
                 self.smtp.close()
                 raise NoTimeLeftError(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot",
                                       "EOD")
-            reply = await self._content(parts, wait)
+            reply = await self._content(parts, wait, lambda timeout: before_dot(timeout, "EOD"))
             if reply.code // 100 != 2:
                 raise ReplyError(reply.code, reply.message, "EOD")
         except OutpostError:
             raise
         except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
-            fact = _smtp_error(exc, stage, after_dot=self.dot_sent)
+            fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=lane_limit if cut else None)
             if not isinstance(fact, ReplyError):
                 # Below SMTP: the session is in an unknown state and is not reused.
                 self.smtp.close()
@@ -324,8 +377,10 @@ class SmtpSession:
         self.dirty = False
         return SmtpReply(reply.code, reply.message, "EOD")
 
-    async def _content(self, parts: tuple[bytes, ...], timeout: float) -> aiosmtplib.SMTPResponse:
-        """Send the content after the 354 and wait for the end-of-data reply.
+    async def _content(self, parts: tuple[bytes, ...], timeout: float,
+                       before_dot: Callable[[float], float] = lambda timeout: timeout) -> aiosmtplib.SMTPResponse:
+        """Send the content after the 354 and wait for the end-of-data reply (for `timeout`).
+        `before_dot(t)`: the timeout of each wait for the content to drain (send()'s limit).
 
         aiosmtplib's data() sends DATA and the content under one timeout and one error type;
         doing the second half here keeps the DATA reply and the end-of-data reply apart (a
@@ -346,7 +401,7 @@ class SmtpSession:
             piece = _DOT.sub(b"..", _CRLF.sub(b"\r\n", piece))
             proto.write(piece)
             last = piece[-2:]
-            await asyncio.wait_for(proto._drain_helper(), self.timeouts.data_transfer)
+            await asyncio.wait_for(proto._drain_helper(), before_dot(self.timeouts.data_transfer))
         proto.write(b".\r\n" if last == b"\r\n" else b"\r\n.\r\n")
         self.dot_sent = True
         return await proto.read_response(timeout=timeout)

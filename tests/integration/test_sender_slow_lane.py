@@ -1,0 +1,132 @@
+"""Head-of-line blocking on the new-mail lane, against real SMTP servers on loopback (the rig
+in sender_rig.py: DynamoDB Local, SQS, a real DNS server, aiosmtpd MX hosts with STARTTLS).
+
+An MX that greets at once and then stalls before the final dot (at RCPT, at DATA's 354, or by
+no longer reading the content) must not hold the batch: the new-mail lane abandons the
+transaction when it has not reached its final dot within SLOW_TRANSACTION (the connection is
+closed before the dot, so the server discards it), records nothing, and hands the recipient
+and the rest of its domain to one slow-lane job, which waits as long as the receiver needs and
+delivers each exactly once. A receiver slow only at the reply to the final dot is never
+abandoned (RFC 1047): that transaction completes and is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+
+import pytest
+from sender_rig import Rig
+
+from outpost.delivery.transport import Timeouts
+from outpost.models import QueueJob
+from outpost_local.mx import END_OF_DATA, Behaviour, Slow
+
+pytestmark = pytest.mark.timeout(120)
+
+STALL = 4.0  # the slow MX's stall, well past the lane's limit; the slow lane waits it out
+LIMIT = 0.8  # the new-mail lane's SLOW_TRANSACTION here
+MARGIN = 2.0  # the rest of the batch (healthy deliveries, DynamoDB writes) on a loaded machine
+CONTENT = ("x" * 70 + "\n") * 120_000  # 8.5 MB: more than the kernel's socket buffers hold
+
+
+class StopReading(Behaviour):
+    """After its 354, stop reading the content for `seconds` (a receiver whose disk or content
+    filter stalls mid-transfer): once the socket buffers are full, the client's writes back up.
+    (No smaller SO_RCVBUF: a window that cannot open by a segment leaves the client waiting on
+    zero-window probes after the resume.)"""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.stalls = 0
+
+    async def after_reply(self, stage: str, reply: str, server: Any) -> None:
+        if stage != "DATA" or not reply.startswith("354") or server.transport is None:
+            return
+        transport = server.transport
+        transport.pause_reading()
+        self.stalls += 1
+
+        def resume() -> None:
+            if not transport.is_closing():
+                transport.resume_reading()
+
+        asyncio.get_running_loop().call_later(self.seconds, resume)
+
+
+def _setup(rig: Rig) -> None:
+    # The rig's command timeout (3 s) would fail the slow lane too; it must outlast STALL.
+    rig.timeouts = Timeouts(connect=3, command=STALL + 3, end_of_data=8)
+    rig.build()
+    rig.service.SLOW_TRANSACTION = LIMIT
+
+
+@pytest.mark.parametrize("stage", ["RCPT", "DATA", "content"])
+def test_a_receiver_stalling_before_the_final_dot_does_not_hold_the_batch(rig: Rig, stage: str) -> None:
+    _setup(rig)
+    behaviour = StopReading(STALL) if stage == "content" else Slow(stage, STALL)
+    slow = rig.mx("stall.test", 2, behaviour)
+    fast = rig.mx("quick.test", 3)
+    extra: dict[str, Any] = {"text": CONTENT} if stage == "content" else {}
+    first = rig.send("s0@stall.test", "s1@stall.test", "f@quick.test", **extra)
+    other = rig.send("g@quick.test")  # another message in the same batch, all healthy
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=first), QueueJob(message_id=other)])  # the API's jobs
+    elapsed = time.monotonic() - started
+    assert elapsed < LIMIT + MARGIN < STALL, elapsed  # the lane's limit, not the receiver's stall
+    # The healthy mail in the batch is delivered and recorded.
+    assert len(fast.wait_for(2)) == 2
+    assert rig.rcpts(other)[0]["state"] == "delivered" and rig.rcpts(first)[2]["state"] == "delivered"
+    # The slow domain's recipients: no attempt, no lease, one tokenless slow-lane job.
+    for r in rig.rcpts(first)[:2]:
+        assert r["state"] == "queued" and not r.get("attempts") and "lease_until" not in r, r
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.message_id == first and job.slow and job.token is None and delay == 0
+    # The abandoned transaction never reached the final dot: no copy at the MX.
+    assert slow.received == [] and slow.replies(".") == []
+    if stage == "content":
+        assert behaviour.stalls == 1  # type: ignore[attr-defined]
+
+    rig.run_jobs([job])  # the slow lane waits as long as the receiver needs
+    assert [r["state"] for r in rig.rcpts(first)] == ["delivered"] * 3
+    assert [len(r["attempts"]) for r in rig.rcpts(first)[:2]] == [1, 1]
+    copies = collections.Counter(a for m in slow.wait_for(2) for a in m.rcpt_tos)
+    assert copies == {"s0@stall.test": 1, "s1@stall.test": 1}  # each exactly once
+    assert len(slow.replies(".")) == 2  # two final dots in all: the slow lane's two transactions
+    # The container remembers the slow domain: the next new mail to it is handed off at once.
+    second = rig.send("t@stall.test")
+    connects = len(slow.replies("CONNECT"))
+    sent_before = len(rig.queue.sent)
+    rig.run_jobs([QueueJob(message_id=second)])
+    assert len(slow.replies("CONNECT")) == connects and rig.rcpts(second)[0]["state"] == "queued"
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.slow and delay == 0
+
+
+def test_a_receiver_slow_only_at_the_final_reply_is_not_abandoned(rig: Rig) -> None:
+    """The wait for the reply to the final dot is never cut on any lane (RFC 1047: the server
+    may already have taken the message): the transaction completes, is recorded once, and the
+    domain's other recipients go to the slow lane between transactions."""
+    _setup(rig)
+    stall = 2.0
+    slow = rig.mx("scan.test", 2, Slow(END_OF_DATA, stall))
+    mid = rig.send("s0@scan.test", "s1@scan.test")
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=mid)])  # the API's job
+    assert time.monotonic() - started >= stall  # it waited for the final reply
+    done, rest = rig.rcpts(mid)
+    assert done["state"] == "delivered" and len(done["attempts"]) == 1
+    assert done["attempts"][0]["code"] == 250
+    assert rest["state"] == "queued" and not rest.get("attempts")
+    assert [a for m in slow.wait_for(1) for a in m.rcpt_tos] == ["s0@scan.test"]  # one copy
+    assert len(slow.replies(".")) == 1
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.slow and delay == 0
+    rig.run_jobs([job])
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 2
+    copies = collections.Counter(a for m in slow.wait_for(2) for a in m.rcpt_tos)
+    assert copies == {"s0@scan.test": 1, "s1@scan.test": 1}
