@@ -327,7 +327,7 @@ def test_a_5xx_bounces_at_once_suppresses_a_hard_failure_and_queues_nothing() ->
     [r] = w.recipients(mid)
     assert r.state is RecipientState.BOUNCED and r.bounce is not None
     assert r.bounce["kind"] == "hard" and r.bounce["status"] == "5.1.1"
-    assert r.bounce["remote_mta"] == f"mx.example.test"
+    assert r.bounce["remote_mta"] == "mx.example.test"
     assert len(r.attempts) == 1 and r.attempts[0].code == 550 and r.attempts[0].command == "RCPT"
     s = w.suppressions.get("alice@example.test")
     assert s is not None and s.source == "bounce" and s.message_id == mid
