@@ -70,7 +70,7 @@ asyncio.run(main())
 
 def child(size_mb: float, port: int) -> dict[str, Any]:
     from outpost.config import Settings
-    from outpost.delivery import service as service_module
+    from outpost.delivery import prepare as prepare_module
     from outpost.delivery.service import DeliveryService
     from outpost.delivery.transport import SmtpConnector
     from outpost.models import RecipientState
@@ -128,7 +128,7 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
                         "rss_growth_mb": round(rss_mb() - base_rss, 1)}
         tracemalloc.reset_peak()
 
-    build = service_module.build_message
+    build = prepare_module.build_message
 
     def measured_build(*a: Any, **kw: Any) -> Any:
         tracemalloc.reset_peak()
@@ -137,7 +137,7 @@ def child(size_mb: float, port: int) -> dict[str, Any]:
         stage_done("build")
         return out
 
-    service_module.build_message = measured_build  # type: ignore[assignment]
+    prepare_module.build_message = measured_build  # type: ignore[assignment]
 
     class MeasuredSigner(Signer):
         def sign(self, message: bytes) -> bytes:

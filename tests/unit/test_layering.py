@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from textwrap import indent
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_NAMES = {"pk", "sk", "due_shard", "due_at", "by_source", "key_hash",
@@ -135,3 +136,64 @@ def test_the_small_tables_keys_are_caught_and_the_word_domain_elsewhere_is_not(t
     assert {k: sorted(v) for k, v in scan(tmp_path).items()} == {
         "admin/outpost_admin/cli.py": ["3: 'key_hash'"],
         "layers/outpost/outpost/api/keys.py": ["2: 'key_hash'", "3: 'domain'", "4: 'domain'", "4: 'domain'"]}
+
+
+# ---- no function over 60 lines (issue 9 item 10) -------------------------------------------------
+MAX_LINES = 60
+# Each exception, and why. An entry whose function has come down to MAX_LINES fails the test
+# too (below): take it off the list then, so the list stays the true list of debts.
+LONG_ALLOWED: dict[tuple[str, str], str] = {
+    ("layers/outpost/outpost/delivery/service.py", "DeliveryService._deliver_domain"):
+        "being changed on another branch (per-command limit before the final dot); split into "
+        "its own module once that lands",
+    ("layers/outpost/outpost/delivery/transport.py", "SmtpSession.send"):
+        "being changed on another branch (per-command limit before the final dot)",
+}
+
+
+def long_functions(root: Path) -> dict[tuple[str, str], int]:
+    """(module, qualified name) -> lines, for every function (nested ones too, methods by
+    class) in layers/outpost/outpost and functions/ longer than MAX_LINES, decorators and
+    docstring included."""
+    found: dict[tuple[str, str], int] = {}
+
+    def visit(node: ast.AST, prefix: str, module: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = prefix + child.name
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                lines = (child.end_lineno or child.lineno) - first + 1
+                if lines > MAX_LINES:
+                    found[(module, name)] = lines
+                visit(child, name + ".", module)
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".", module)
+            else:
+                visit(child, prefix, module)
+
+    for top in ("layers/outpost/outpost", "functions"):
+        for path in sorted((root / top).rglob("*.py")):
+            visit(ast.parse(path.read_text(), str(path)), "", str(path.relative_to(root)))
+    return found
+
+
+def test_no_function_is_longer_than_60_lines_but_the_listed_exceptions() -> None:
+    found = long_functions(ROOT)
+    assert {k: v for k, v in found.items() if k not in LONG_ALLOWED} == {}
+    stale = sorted(k for k in LONG_ALLOWED if k not in found)
+    assert stale == [], f"no longer over {MAX_LINES} lines: take these off LONG_ALLOWED"
+
+
+def test_the_length_scan_finds_functions_methods_and_nested_ones(tmp_path: Path) -> None:
+    mod = tmp_path / "functions/x/app.py"
+    mod.parent.mkdir(parents=True)
+    (tmp_path / "layers/outpost/outpost").mkdir(parents=True)
+    body = "x = 1\n" * MAX_LINES
+    mod.write_text("def short():\n" + indent("x = 1\n", "    ")
+                   + "def long():\n" + indent(body, "    ")
+                   + "class C:\n    @staticmethod\n    async def m():\n" + indent(body, "        ")
+                   + "def outer():\n    def inner():\n" + indent(body, "        "))
+    assert long_functions(tmp_path) == {("functions/x/app.py", "long"): MAX_LINES + 1,
+                                        ("functions/x/app.py", "C.m"): MAX_LINES + 2,
+                                        ("functions/x/app.py", "outer"): MAX_LINES + 2,
+                                        ("functions/x/app.py", "outer.inner"): MAX_LINES + 1}

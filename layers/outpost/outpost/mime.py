@@ -199,6 +199,26 @@ def _compose(req: Content, message_id: str, created: float | None, *,
     the output afterwards (:func:`_splice`), one attachment at a time: the same bytes as
     building them in (tests/unit/test_mime_memory.py), without the email package's copies of
     every body (the encoded str, its lines, the generator's buffer, the final bytes)."""
+    msg, utf8 = _headed(req, message_id, created)
+    if skeleton:
+        req = req.model_copy(update={
+            "text": None if req.text is None else "",
+            "html": None if req.html is None else "",
+            "attachments": [a.model_copy(update={"content": "", "upload_id": None})
+                            for a in req.attachments]})
+    _add_body(msg, req)
+    spliced = _add_attachments(msg, list(req.attachments), fetch_upload, splice)
+    for part in msg.walk():
+        if part is not msg:
+            del part["MIME-Version"]  # only the top level carries it (RFC 2045 §4)
+    if not spliced:
+        return msg.as_bytes(), utf8
+    return _splice(msg.as_bytes(), spliced, fetch_upload), utf8
+
+
+def _headed(req: Content, message_id: str, created: float | None) -> tuple[EmailMessage, bool]:
+    """A message with the request's header fields and no body yet; True when they need
+    SMTPUTF8 (RFC 6532)."""
     addrs = {name: [parse_address(v) for v in getattr(req, name)] for name in ("to", "cc", "reply_to")}
     sender = parse_address(req.from_)
     utf8 = headers_need_smtputf8(req)
@@ -214,13 +234,11 @@ def _compose(req: Content, message_id: str, created: float | None, *,
     msg["Message-ID"] = message_id_header(message_id, sender.ascii_domain)
     for name, value in req.headers.items():
         _set(msg, f"headers.{name}", name, value)
-    if skeleton:
-        req = req.model_copy(update={
-            "text": None if req.text is None else "",
-            "html": None if req.html is None else "",
-            "attachments": [a.model_copy(update={"content": "", "upload_id": None})
-                            for a in req.attachments]})
+    return msg, utf8
 
+
+def _add_body(msg: EmailMessage, req: Content) -> None:
+    """The text and/or HTML body (multipart/alternative when both)."""
     if req.text is not None and req.html is not None:
         msg.set_content(req.text, cte=_cte(req.text))
         msg.add_alternative(req.html, subtype="html", cte=_cte(req.html))
@@ -229,7 +247,12 @@ def _compose(req: Content, message_id: str, created: float | None, *,
     else:
         msg.set_content(req.text or "", cte=_cte(req.text or ""))
 
-    attachments: list[Attachment | StoredAttachment] = list(req.attachments)
+
+def _add_attachments(msg: EmailMessage, attachments: list[Attachment | StoredAttachment],
+                     fetch_upload: FetchUpload | None, splice: bool
+                     ) -> list[tuple[bytes, Attachment | StoredAttachment]]:
+    """Inline parts (related to the HTML body) and attachments; with `splice`, each with a
+    placeholder body, returned with its attachment for :func:`_splice`."""
     inline = [(i, a) for i, a in enumerate(attachments) if a.content_id]
     regular = [(i, a) for i, a in enumerate(attachments) if not a.content_id]
     nonce = os.urandom(8).hex()  # no request can have written it: the placeholder is unique
@@ -263,12 +286,7 @@ def _compose(req: Content, message_id: str, created: float | None, *,
         with _blame(f"attachments[{i}]"):
             msg.add_attachment(body(a), maintype=maintype, subtype=subtype, filename=a.filename)
         placeholder(msg, a)
-    for part in msg.walk():
-        if part is not msg:
-            del part["MIME-Version"]  # only the top level carries it (RFC 2045 §4)
-    if not spliced:
-        return msg.as_bytes(), utf8
-    return _splice(msg.as_bytes(), spliced, fetch_upload), utf8
+    return spliced
 
 
 _PLACEHOLDER = "OUTPOST-ATTACHMENT-BODY"

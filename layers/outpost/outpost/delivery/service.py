@@ -1,35 +1,16 @@
 """Deliver queued messages: SQS batch -> per-recipient SMTP transactions -> recorded outcomes.
 
-A delivery is a sequence of small named steps (Postal): record carried 2xx replies, hop (wait
-out a long delay), load, drop a stale job, pick what is due, claim, expire, suppress, prepare
-(spec, MIME, DKIM), route, TLS policy, transact and record (per recipient), reschedule (per job).
-
-Nothing is lost, and every recipient reaches a final state:
-- each recipient moves only by conditional writes (store.py): open -> leased -> final, so a
-  redelivered or duplicated job never sends to a recipient that is already final;
-- each outcome is written right after its transaction, so a run killed by the Lambda timeout,
-  or an exception in another domain, keeps every reply already received;
-- a recipient that got a 2xx is never released: its write is retried in process with backoff;
-  if the store still refuses, the lease is kept and the 2xx travels in the next job
-  (`QueueJob.delivered`, queued after a release delay, well within the lease), which records
-  it before anything else, even if it has become stale, and carries it on while the store
-  keeps failing; only a store that fails for longer than the lease reopens the crash window;
+A delivery is a sequence of small named steps (Postal). Per job (job.py): record carried 2xx
+replies, hop (wait out a long delay), load, drop a stale job, pick what is due, admit (memory
+budget), claim, expire, suppress; prepare (prepare.py: spec, MIME, DKIM); then per domain
+(here): route, TLS policy, transact and record (per recipient); reschedule (job.py, per job).
+DeliveryService is the orchestrator that bootstrap builds and calls them in that order; job.py
+states the invariants of recipients, records and jobs (nothing lost, one current job, release
+delays). This module's own rules, for the SMTP side:
 - whatever fails while preparing the message (unreadable spec, MIME, signer) or outside a
   transaction is judged like any reply (trouble.judge: unanticipated means transient), so
   those recipients defer and finally expire (4.4.7) instead of stranding behind a job in the
   DLQ; a job fails (stays on the queue, then the DLQ) only when the store itself failed;
-- one job per message is current: its token is stored on the message (store.replace_job) and
-  a job with another token is a stale duplicate, dropped (a job with no token, from the API or
-  the sweeper, always runs and its successor takes over). Each run that leaves a recipient
-  open queues exactly one job (at the earliest time anyone open is due: deferred ones at their
-  next_attempt_at, ones leased by another invocation when that lease ends, released ones after
-  a release delay) *before* making it current, so the current token always names a job that
-  is queued or running: no open recipient is ever left without a future job, and duplicates
-  die at the next reschedule instead of doubling every round;
-- a recipient is not retried before its next_attempt_at;
-- work the invocation has no time left for (or no memory budget) is released with no attempt
-  counted, and queued again after `delay_for_release` (never 0: a release records nothing, so
-  at once would be a hot loop, issue 8 item 5);
 - no transaction starts without `transaction_budget` + RECORD_MARGIN left, no connection
   without that plus a connect timeout, and the transport sends no final dot without
   `end_of_data_min` left to hear the reply; the MTA-STS lookup counts against the same time;
@@ -47,8 +28,7 @@ Nothing is lost, and every recipient reaches a final state:
   domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
   on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
   domain's rest go to the slow lane between transactions. That wait is the one a new-mail
-  batch may still spend on a slow receiver (once per container and domain);
-- the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
+  batch may still spend on a slow receiver (once per container and domain).
 The one unavoidable window: a crash after the remote server's 250 but before the record is
 written (and, documented, an end-of-data reply that never comes: the server may have taken the
 message, RFC 1047; we wait up to 10 minutes or what the invocation has left, then defer with a
@@ -63,19 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from aiosmtplib import SMTPStatus
 from pydantic import ValidationError
 
-from ..addresses import parse_address
 from ..clock import iso
 from ..config import Settings
 from ..errors import (
@@ -88,91 +64,30 @@ from ..errors import (
     StsLookupTimeoutError,
     StsMxMismatchError,
 )
-from ..mime import build_message
-from ..models import QueueJob, RecipientState
+from ..models import QueueJob
 from ..mx import MxHost
-from ..records import Attempt, Message, Recipient, Suppression
-from ..store import JobQueue, MessageStore, SuppressionStore
+from ..records import Message, Recipient
+from ..store import Jobs, Messages, Suppressions
 from ..tls_policy import TlsPolicy, no_policy
-from .backoff import delay_for_release, next_attempt_at
+from . import job as step
+from .budget import MemoryBudget, memory_cost
+from .job import JobRun, Rcpt, RecordFailed, Result
+from .prepare import DkimSigner, Prepared, prepare, unprepared
 from .transport import Connector, Session, SessionPool, TlsMode, remote_queue_id
-from .trouble import Outcome, Scope, SmtpReply, Verdict, judge, tries_next_mx, unreached
+from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
+
+__all__ = ["DeliveryService", "MemoryBudget"]
 
 log = logging.getLogger("outpost.sender")
 
 LEASE_MARGIN = 30.0  # seconds a lease outlives the invocation's deadline
 RECORD_MARGIN = 10.0  # seconds kept after a transaction to record its outcome (with retries)
-# In-process retries of an outcome's write (seconds between tries): a 2xx gets the long list,
-# since giving up on it means carrying it to the next job; anything else the short one.
-WRITE_RETRIES_2XX = (0.1, 0.3, 1.0, 2.0, 4.0)
-WRITE_RETRIES = (0.1, 0.3)
 POLICY_WAIT = 30.0  # the longest the sender waits for an MTA-STS lookup, whatever tls_policy does
 
-
-@dataclass
-class _Rcpt:
-    index: int
-    address: str
-    smtp_addr: str
-    domain: str
-    attempts: int
-    utf8: bool
-
-
-@dataclass
-class _Result:
-    verdict: Verdict
-    attempt: dict | None = None
-
-
-@dataclass
-class _JobRun:
-    """What one run of a job learnt, for the job-level step at its end (_reschedule)."""
-
-    job: QueueJob
-    rcpts: list[_Rcpt] = field(default_factory=list)  # claimed and about to be attempted
-    recorded: set[int] = field(default_factory=set)
-    next_times: list[float] = field(default_factory=list)  # of the recipients deferred now
-    later: list[float] = field(default_factory=list)  # of open recipients skipped as not due
-    # 2xx replies the store refused to record: kept leased until these times, and carried.
-    held: dict[int, float] = field(default_factory=dict)
-    carried: list[dict] = field(default_factory=list)
-    released_early: bool = False  # released without an attempt (no time, no memory budget)
-    handed_off: set[int] = field(default_factory=set)  # to the slow lane (a slow MX), no attempt
-    observed: str | None = None  # the message's current job token when this run loaded it
-
-
-class _RecordFailed(Exception):
-    """Writing an outcome to the store failed (the store's exception is the cause)."""
-
-
-class MemoryBudget:
-    """Bytes the messages of one batch may cost at once (issue 8 item 13). A job waits for
-    room, and gives up (released, no attempt counted) when waiting longer would leave no time
-    to deliver; the first job always fits, so a message larger than the budget still goes."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit, self.used = limit, 0
-        self._room = asyncio.Condition()
-
-    async def take(self, cost: int, wait: float) -> bool:
-        if self.limit is None:
-            return True
-        async with self._room:
-            try:
-                await asyncio.wait_for(self._room.wait_for(
-                    lambda: self.used == 0 or self.used + cost <= (self.limit or 0)), max(0.0, wait))
-            except TimeoutError:
-                return False
-            self.used += cost
-            return True
-
-    async def give(self, cost: int) -> None:
-        if self.limit is None:
-            return
-        async with self._room:
-            self.used -= cost
-            self._room.notify_all()
+# The per-domain steps below still use the names they had before job.py (issue 9 item 10).
+_Rcpt = Rcpt
+_Result = Result
+_RecordFailed = RecordFailed
 
 
 def _hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
@@ -184,10 +99,12 @@ def _hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
     return []
 
 
+
+
 class DeliveryService:
-    def __init__(self, *, settings: Settings, store: MessageStore, suppressions: SuppressionStore,
-                 queue: JobQueue, resolve_mx: Callable[[str], list[MxHost]],
-                 connector: Connector, signer_for: Callable[[str], Any],
+    def __init__(self, *, settings: Settings, store: Messages, suppressions: Suppressions,
+                 queue: Jobs, resolve_mx: Callable[[str], list[MxHost]],
+                 connector: Connector, signer_for: Callable[[str], DkimSigner | None],
                  return_path: Callable[[str, int], str],
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  count: Callable[[str, int], None] = lambda name, n: None,
@@ -233,6 +150,7 @@ class DeliveryService:
     # transaction takes about a second.
     SLOW_TRANSACTION = 8.0
 
+
     # ---- the SQS batch --------------------------------------------------------------------
     def handle_sqs_event(self, event: dict, remaining_ms: Callable[[], int]) -> dict:
         """Lambda SQS event -> {"batchItemFailures": [...]} (ReportBatchItemFailures)."""
@@ -267,231 +185,90 @@ class DeliveryService:
             raise ValueError(f"unreadable job body: {record.get('body', '')[:200]!r}") from None
         await self.deliver(job, pool, deadline, budget)
 
-    # ---- one job ----------------------------------------------------------------------------
-    def lifetime_end(self, meta: Message) -> float:
-        """When the message's recipients expire: its own deadline, capped by the operator's
-        OUTPOST_MAX_LIFETIME from its creation (Postfix maximal_queue_lifetime)."""
-        until = float(meta.deliver_until)
-        created = meta.created_ts
-        if created is not None and self.settings.max_lifetime is not None:
-            until = min(until, float(created) + self.settings.max_lifetime)
-        return until
-
+    # ---- one job (the steps are job.py's) ---------------------------------------------------
     async def deliver(self, job: QueueJob, pool: SessionPool, deadline: float,
                       budget: MemoryBudget | None = None) -> None:
-        run = _JobRun(job, observed=job.token)
+        run = JobRun(job, observed=job.token)
         if job.delivered:
-            # 2xx replies the previous run could not record: facts, recorded before anything
-            # else (even for a stale job), and never sent again.
-            await self._record_carried(run)
+            await step.record_carried(self, run)
         now = self.clock()
-        if job.not_before and job.not_before > now + 1:
-            # SQS delays stop at 15 minutes; longer waits hop through the queue.
-            hop = job.model_copy(update={"delivered": run.carried or None})
-            await asyncio.to_thread(self.queue.send, hop, job.not_before - now)
+        if await step.hop(self, run, now):
             return
-        stored = await asyncio.to_thread(self.store.load, job.message_id)
-        if stored is None:
-            log.warning("job for an unknown message dropped", extra={"message_id": job.message_id})
-            self.count("UnknownMessage", 1)
+        stored = await step.load(self, run)
+        if stored is None or await step.drop_if_stale(self, run, stored.meta):
             return
-        meta = stored.meta
-        run.observed = meta.job_token
-        if job.token is not None and job.token != run.observed:
-            # Another job is the message's current one (issue 8 item 12): this is a duplicate
-            # (SQS at-least-once, a requeue whose run was redelivered). The current job covers
-            # every open recipient, so dropping this one loses nothing. A job without a token
-            # (the API's, the sweeper's, one queued before tokens existed) is never dropped:
-            # it may be the only job left (the current one died in the DLQ); it runs, and its
-            # successor takes over from the current job, so the number of live jobs never grows.
-            run.observed = job.token  # its requeue (carrying 2xx replies) must not take over
-            if run.carried:
-                await asyncio.to_thread(self._reschedule, run)  # keep what still has to be recorded
-            log.info("stale job dropped", extra={"message_id": job.message_id, "token": job.token,
-                                                 "current": meta.job_token})
-            self.count("StaleJob", 1)
-            return
-        until = self.lifetime_end(meta)
-        lifetime_over = now >= until
-        due: list[Recipient] = []
-        for r in stored.recipients:
-            if not r.is_open or r.index in run.held:
-                continue
-            at = r.next_attempt_at
-            lease = r.lease_until
-            if lease is not None and float(lease) > now:
-                # Another invocation holds it: it records it and queues its own job, but that
-                # job may lose the race to be current, so this run's job covers it too.
-                run.later.append(float(lease) + 1)
-            elif at is not None and float(at) > now + 1 and not lifetime_over:
-                # Not before its time (the schedule is per recipient).
-                run.later.append(float(at))
-            else:
-                due.append(r)
-        cost = self._memory_cost(meta) if due else 0
+        until = step.lifetime_end(self.settings, stored.meta)
+        due = step.pick_due(run, stored.recipients, now, until)
+        cost = memory_cost(stored.meta) if due else 0
         if budget is not None and cost:
             wait = deadline - self.clock() - self._needs(session=True)
-            if not await budget.take(cost, wait):
-                # No room before it is too late to deliver: released, no attempt counted.
-                log.info("memory budget full; job released", extra={"message_id": job.message_id,
-                                                                     "cost": cost})
-                self.count("MemoryBudgetRelease", 1)
-                run.released_early = True
-                await asyncio.to_thread(self._reschedule, run)
+            if not await step.admit(self, run, budget, cost, wait):
                 return
             now = self.clock()  # the wait for room may have taken a while
         try:
-            await self._deliver_due(run, meta.replace(deliver_until=until), due, now, pool, deadline)
+            await self._deliver_due(run, stored.meta.replace(deliver_until=until), due, now, pool, deadline)
         finally:
             if budget is not None and cost:
                 await budget.give(cost)
             # Even when the job fails: whoever it left open must keep a future job.
-            await asyncio.to_thread(self._reschedule, run)
+            await asyncio.to_thread(step.reschedule, self, run)
 
-    MEMORY_FACTOR = 6  # peak bytes per byte of message (bench/sender_memory.py: 5.6-5.8)
-    UNKNOWN_SIZE = 40_000_000  # a message stored without its size (before issue 8) in S3
-
-    def _memory_cost(self, meta: Message) -> int:
-        """What building, signing and sending this message may cost in memory, at peak."""
-        size = meta.size
-        if size is None:
-            size = len(meta.spec) if meta.spec is not None else self.UNKNOWN_SIZE
-        return int(size) * self.MEMORY_FACTOR
-
-    async def _record_carried(self, run: _JobRun) -> None:
-        mid = run.job.message_id
-        for item in run.job.delivered or []:
-            index, attempt = int(item["index"]), item.get("attempt") or {}
-            v = judge(SmtpReply(attempt.get("code") or SMTPStatus.completed, attempt.get("text") or "", "EOD"))
-            try:
-                await self._write_retrying(functools.partial(
-                    self.store.finish_attempt, mid, index, RecipientState.DELIVERED, self.clock(),
-                    Attempt.from_dict(attempt) if attempt else None, last=v.as_dict(),
-                    remote_id=attempt.get("remote_id")), WRITE_RETRIES)
-                self.count("Delivered", 1)
-            except Exception:  # noqa: BLE001 - carried again; the store is still failing
-                log.exception("recording a carried 2xx failed again", extra={"message_id": mid})
-                run.carried.append(item)
-                run.held[index] = self.clock()
-
-    async def _write_retrying(self, write: Callable[[], Any], delays: tuple[float, ...],
-                              deadline: float | None = None) -> Any:
-        """Run a store write in a thread, retrying with backoff after an exception (boto3 has
-        retried already: this outlasts a throttling episode, not a bug). Raises the last error."""
-        for pause in (*delays, None):
-            try:
-                return await asyncio.to_thread(write)
-            except Exception as exc:
-                if pause is None or (deadline is not None and self.clock() + pause > deadline):
-                    raise
-                log.warning("a store write failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
-                await self.sleep(pause)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _deliver_due(self, run: _JobRun, meta: Message, due: list[Recipient], now: float,
+    async def _deliver_due(self, run: JobRun, meta: Message, due: list[Recipient], now: float,
                            pool: SessionPool, deadline: float) -> None:
-        mid = run.job.message_id
         if not due:
             return
         lease = max(0.0, deadline - now) + LEASE_MARGIN
-        # A recipient leased elsewhere is that invocation's: it records and reschedules it;
-        # this run's job comes back when that lease ends, in case that job is not current.
-        claimed = []
-        for r in due:
-            if await asyncio.to_thread(self.store.claim, mid, r.index, now, lease):
-                claimed.append(r)
-            else:
-                run.later.append(now + lease)
+        claimed = await step.claim(self, run, due, now, lease)
         if not claimed:
             return
-
-        # Step: expire what outlived the message's lifetime (RFC 3463 4.4.7).
-        if now >= meta.deliver_until:
+        if now >= meta.deliver_until:  # outlived the message's lifetime (RFC 3463 4.4.7)
             for r in claimed:
-                await asyncio.to_thread(self._expire, mid, r, now)
+                await asyncio.to_thread(step.expire, self, run.job.message_id, r, now)
             return
-
-        # Step: suppression list (checked at send time too: it may have changed since).
-        suppressed = await asyncio.to_thread(self.suppressions.suppressed, [r.address for r in claimed])
-        active: list[Recipient] = []
-        for r in claimed:
-            if r.address.lower() in suppressed:
-                last = {"status": "5.7.1", "text": "address is on the suppression list"}
-                await asyncio.to_thread(functools.partial(
-                    self.store.finish_attempt, mid, r.index, RecipientState.SUPPRESSED, now, None, last=last))
-                self.count("Suppressed", 1)
-            else:
-                active.append(r)
+        active = await step.suppress(self, run, claimed, now)
         if not active:
             return
+        record = step.recorder(self, run, meta, now, lease, deadline)
+        prepared = await self._prepare(run, meta, active, record)
+        if prepared is not None:
+            await self._deliver_domains(run, prepared, pool, deadline, record)
 
-        async def record(rc: _Rcpt, res: _Result) -> None:
-            """Record one recipient's outcome now, not at the end of the job: a run killed by
-            the Lambda timeout keeps every reply already received. A failed write is retried
-            with backoff; a 2xx that still cannot be written is never released (issue 8 item
-            9): the lease is kept and the reply is carried to the next job, which records it."""
-            delivered = res.verdict.outcome is Outcome.DELIVERED
-            try:
-                at = await self._write_retrying(lambda: self._record_one(mid, meta, rc, res),
-                                                WRITE_RETRIES_2XX if delivered else WRITE_RETRIES,
-                                                deadline)
-            except Exception as exc:
-                if not delivered:
-                    raise _RecordFailed(f"recording recipient {rc.index} failed: {exc}") from exc
-                log.error("recording a delivery failed; the 2xx is carried to the next job",
-                          exc_info=exc, extra={"message_id": mid, "recipient_index": rc.index})
-                self.count("DeliveryRecordFailed", 1)
-                run.held[rc.index] = now + lease
-                run.carried.append({"index": rc.index, "attempt": res.attempt or {}})
-                return
-            run.recorded.add(rc.index)
-            if at is not None:
-                run.next_times.append(at)
-
-        rcpts: list[_Rcpt] = []
+    async def _prepare(self, run: JobRun, meta: Message, active: list[Recipient],
+                       record: step.Record) -> Prepared | None:
+        """The prepare step (prepare.py). Whatever fails there fails for every recipient alike,
+        and becomes a verdict like any other (Postal: unanticipated means transient), so a
+        poisoned job defers, then expires: it never leaves its recipients open behind a job in
+        the DLQ. None when there is nothing to send (the outcomes are recorded)."""
+        mid = run.job.message_id
         try:
-            # Step: prepare (spec, message, signature). Whatever fails here fails for every
-            # recipient alike, and becomes a verdict like any other (Postal: unanticipated
-            # means transient), so a poisoned job defers, then expires: it never leaves its
-            # recipients open behind a job in the DLQ.
-            for r in active:
-                a = parse_address(r.address)
-                rcpts.append(_Rcpt(r.index, r.address, a.smtp_addr, a.ascii_domain,
-                                   len(r.attempts), a.needs_smtputf8))
-            # The stored request's own model (stored_request.py), not the API's: what was
-            # accepted under older rules still builds.
-            req = await asyncio.to_thread(self.store.load_request, meta)
-            # A thread: uploaded attachments are read from S3 while the message is built.
-            data, utf8_headers = await asyncio.to_thread(
-                build_message, req, mid, meta.created_ts, fetch_upload=self.fetch_upload)
-            sender_domain = parse_address(req.from_).ascii_domain
-            signer = await asyncio.to_thread(self.signer_for, sender_domain)
-            # The signature and the message travel as two parts: no copy of a large message.
-            signed = (signer.sign(data), data) if signer is not None else (b"",)
+            prepared = await prepare(mid, meta, active, load_request=self.store.load_request,
+                                     signer_for=self.signer_for, fetch_upload=self.fetch_upload)
         except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
             log.error("could not prepare the message", exc_info=exc, extra={"message_id": mid})
-            v = judge(exc)
-            run.rcpts = rcpts = [_Rcpt(r.index, r.address, r.address, "", len(r.attempts), False)
-                                 for r in active]
-            for rc in rcpts:
-                await record(rc, _Result(v, self._attempt(v, None, None, None)))
-            return
-        run.rcpts = rcpts
-        if signer is None:
-            v = judge(NoSigningKeyError(sender_domain))
-            log.error("no DKIM key", extra={"message_id": mid, "domain": sender_domain})
-            for rc in rcpts:
-                await record(rc, _Result(v, self._attempt(v, None, None, None)))
-            return
+            run.rcpts = unprepared(active)
+            await self._record_all(run.rcpts, judge(exc), record)
+            return None
+        run.rcpts = prepared.rcpts
+        if not prepared.signed:
+            log.error("no DKIM key", extra={"message_id": mid, "domain": prepared.sender_domain})
+            await self._record_all(run.rcpts, judge(NoSigningKeyError(prepared.sender_domain)), record)
+            return None
+        return prepared
 
-        tls_mode: TlsMode = ("verify" if req.tls == "verified" else
-                             "required" if req.tls == "required" else "opportunistic")
-        groups: dict[str, list[_Rcpt]] = {}
+    async def _record_all(self, rcpts: list[Rcpt], v: Verdict, record: step.Record) -> None:
         for rc in rcpts:
-            rc.utf8 = rc.utf8 or utf8_headers
+            await record(rc, Result(v, self._attempt(v, None, None, None)))
+
+    async def _deliver_domains(self, run: JobRun, p: Prepared, pool: SessionPool, deadline: float,
+                               record: step.Record) -> None:
+        """Each domain's recipients at once, in their own sessions; a domain whose work failed
+        outside a transaction is settled after the others finish."""
+        mid = run.job.message_id
+        groups: dict[str, list[Rcpt]] = {}
+        for rc in p.rcpts:
             groups.setdefault(rc.domain, []).append(rc)
         parts = await asyncio.gather(*(
-            self._deliver_domain(mid, domain, group, signed, tls_mode, pool, deadline, record,
+            self._deliver_domain(mid, domain, group, p.data, p.tls_mode, pool, deadline, record,
                                  handoff=run.handed_off if self._new_mail_lane(run.job) else None)
             for domain, group in groups.items()), return_exceptions=True)
         for (domain, group), part in zip(groups.items(), parts, strict=True):
@@ -499,64 +276,29 @@ class DeliveryService:
                 continue
             if not isinstance(part, Exception):
                 raise part  # cancellation and the like: not ours to judge
-            pending = [rc for rc in group if rc.index not in run.recorded and rc.index not in run.held]
-            if isinstance(part, _RecordFailed):
-                # The store refused a write: the rest of this domain is released below and
-                # queued again after a release delay (nothing was learnt that could be kept).
-                log.error("recording an outcome failed", exc_info=part,
-                          extra={"message_id": mid, "recipient_domain": domain})
-                continue
-            # A bug outside the SMTP transaction: a transient verdict (Postal), recorded like
-            # any other, so it backs off and eventually expires instead of looping at once.
-            log.error("unexpected error delivering to a domain", exc_info=part,
-                      extra={"message_id": mid, "recipient_domain": domain})
-            v = judge(part)
-            for rc in pending:
-                try:
-                    await record(rc, _Result(v, self._attempt(v, None, None, None)))
-                except _RecordFailed:
-                    log.exception("recording an outcome failed", extra={"message_id": mid})
-                    break
+            await self._settle_domain(run, domain, group, part, record)
 
-    def _reschedule(self, run: _JobRun) -> None:
-        """The job-level step: release what this run claimed but did not record (no time left,
-        a failed write), then queue one job for the earliest time anyone still open is due, and
-        make it the message's current job. Queued first, current second: a crash in between
-        leaves the old token current, and the old job (redelivered by SQS) runs again."""
-        job, mid = run.job, run.job.message_id
-        now = self.clock()
-        unrecorded = [rc for rc in run.rcpts if rc.index not in run.recorded and rc.index not in run.held]
-        for rc in unrecorded:
-            self.store.release(mid, rc.index)
-        if run.handed_off:
-            # The slow lane's job: tokenless, so it runs (and takes over) whatever job is current;
-            # queued after the releases above, so it finds those recipients free.
-            self.queue.send(QueueJob(message_id=mid, attempt=job.attempt, slow=True), 0)
-            unrecorded = [rc for rc in unrecorded if rc.index not in run.handed_off]
-        times = run.next_times + run.later
-        releases = 0
-        if unrecorded or run.released_early or run.carried:
-            # Released with no attempt recorded: never at once (a hot loop until expiry, item 5).
-            releases = job.releases + 1 if not run.recorded else 1
-            times.append(now + delay_for_release(releases))
-        if not times:
+    async def _settle_domain(self, run: JobRun, domain: str, group: list[Rcpt], failure: Exception,
+                             record: step.Record) -> None:
+        mid = run.job.message_id
+        if isinstance(failure, RecordFailed):
+            # The store refused a write: the rest of this domain is released by reschedule and
+            # queued again after a release delay (nothing was learnt that could be kept).
+            log.error("recording an outcome failed", exc_info=failure,
+                      extra={"message_id": mid, "recipient_domain": domain})
             return
-        # A 2xx not recorded is carried by this job, which comes after a release delay, while
-        # the kept lease still stops any other job from sending to the recipient: the carried
-        # reply is recorded before anyone may claim it again (a lease lasts 5 minutes).
-        at = min(times)
-        # attempt counts this message's delivery runs; a job only for recipients not yet
-        # due is the same run, moved to its time.
-        attempt = job.attempt + 1 if run.next_times else job.attempt
-        token = secrets.token_hex(8)
-        self.queue.send(QueueJob(message_id=mid, attempt=attempt, not_before=at, token=token,
-                                 releases=releases, delivered=run.carried or None), max(0.0, at - now))
-        if not self.store.replace_job(mid, token, run.observed):
-            # Another run made its job current first; that job covers every open recipient
-            # (it comes back when our leases end at the latest), and ours will be dropped.
-            log.info("another job became current; this run's job will be dropped",
-                     extra={"message_id": mid, "token": token})
-            self.count("JobSuperseded", 1)
+        # A bug outside the SMTP transaction: a transient verdict (Postal), recorded like
+        # any other, so it backs off and eventually expires instead of looping at once.
+        log.error("unexpected error delivering to a domain", exc_info=failure,
+                  extra={"message_id": mid, "recipient_domain": domain})
+        v = judge(failure)
+        pending = [rc for rc in group if rc.index not in run.recorded and rc.index not in run.held]
+        for rc in pending:
+            try:
+                await record(rc, Result(v, self._attempt(v, None, None, None)))
+            except RecordFailed:
+                log.exception("recording an outcome failed", extra={"message_id": mid})
+                break
 
     # ---- one domain -------------------------------------------------------------------------
     def _needs(self, *, session: bool) -> float:
@@ -869,47 +611,3 @@ class DeliveryService:
             "outcome": v.outcome.value, "remote_id": remote_id, "kind": v.kind, "reason": v.reason,
             "mta_sts": sts}.items() if val is not None}
 
-    # ---- record outcomes ----------------------------------------------------------------------
-    def _record_one(self, mid: str, meta: Message, r: _Rcpt, res: _Result) -> float | None:
-        """Record one recipient's verdict; returns its next attempt time when deferred."""
-        now = self.clock()
-        v = res.verdict
-        last = v.as_dict()
-        attempt = Attempt.from_dict(res.attempt) if res.attempt else None
-        if v.outcome is Outcome.DELIVERED:
-            self.store.finish_attempt(mid, r.index, RecipientState.DELIVERED, now, attempt, last=last,
-                                      remote_id=attempt.remote_id if attempt else None)
-            self.count("Delivered", 1)
-            return None
-        if v.outcome is Outcome.PERMANENT:
-            if v.kind == "hard":
-                # Suppress first (add is idempotent): once the recipient is final, a retry of
-                # this job would never come back to write it.
-                self.suppressions.add(Suppression.new(
-                    r.address, now, source="bounce", reason=v.reason, kind=v.kind, message_id=mid,
-                    status=v.status, diagnostic=v.diagnostic))
-            bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
-                      "diagnostic": v.diagnostic, "source": "smtp", "at": iso(now),
-                      "remote_mta": attempt.mx if attempt else None}
-            self.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, attempt, last=last,
-                                      bounce=bounce)
-            self.count("Bounced", 1)
-            return None
-        at = next_attempt_at(now, r.attempts + 1, meta.deliver_until,
-                             self.settings.retry_schedule, self.rng())
-        if at is None:
-            expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
-            self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, attempt, last=expired)
-            self.count("Expired", 1)
-            return None
-        moved = self.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, attempt, last=last,
-                                          next_attempt_at=at)
-        self.count("Deferred", 1)
-        return at if moved else None
-
-    def _expire(self, mid: str, r: Recipient, now: float) -> None:
-        prev = dict(r.last or {})
-        last = dict(prev, status="4.4.7",
-                    text=f"message expired; last reply: {prev.get('code', '')} {prev.get('text', 'none')}".strip())
-        self.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, None, last=last)
-        self.count("Expired", 1)
