@@ -133,6 +133,31 @@ def test_vendor_codes_and_wordings_beat_generic_status_codes() -> None:
                     "found by SMTP address lookup") == ("hard", "userunknown")
 
 
+def test_provider_codes_name_the_reason_with_every_family_row_off() -> None:
+    # Exchange 2000/2003's IMS diagnostic code, Spectrum's AUP numbers: facts of the product
+    # or the provider, whichever MTA relays the report (generic layer, not a family row).
+    with rows_disabled(FAMILY_ROWS):
+        assert classify(None, "The recipient name is not recognized MSEXCH:IMS:ACME:HQ:MX01 "
+                        "0 (000C05A6) Unknown Recipient") == ("hard", "userunknown")
+        assert classify("5.1.0", "550 5.1.0 <a@example.org> sender rejected. Please see "
+                        "https://www.spectrum.net/support for more information. AUP#In-1310"
+                        ) == ("soft", "toomanyconn")
+        assert classify("5.0.0", "550 5.0.0 rejected AUP#O-1530") == ("soft", "mesgtoobig")
+        # An AUP number outside Spectrum's list says nothing: the status code stands.
+        assert classify("5.1.0", "550 5.1.0 sender rejected AUP#In-9999")[1] != "toomanyconn"
+
+
+def test_generic_phrases_for_retries_size_and_command() -> None:
+    with rows_disabled(FAMILY_ROWS):
+        assert classify(None, "Delivery failed 3 attempts") == ("soft", "expired")
+        assert classify(None, "User mailbox exceeds allowed size") == ("soft", "mailboxfull")
+        assert classify(None, "This mail message has exceeded the maximum incoming message "
+                        "size.") == ("soft", "mesgtoobig")
+        # "SMTP:RCPT host ..." names the command, so a "no such user" is the RCPT verdict.
+        assert classify("5.3.0", "SMTP:RCPT host 192.0.2.7: 553 5.3.0 <u@example.com>... No "
+                        "such user here") == ("hard", "userunknown")
+
+
 def test_local_delivery_agent_verdict_is_used() -> None:
     # Sendmail wrapped mail.local's "unknown user" in a generic 5.5.0 report.
     body = ("   ----- The following addresses had permanent fatal errors -----\n"

@@ -59,7 +59,37 @@ VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
         "IB504": "toomanyconn", "IB506": "rejected", "IB508": "rejected",
         "IB510": "toomanyconn", "IB607": "toomanyconn", "IB705": "virusdetected",
     }),
+    # Microsoft Exchange 5.5/2000/2003's Internet Mail Service prints its own diagnostic
+    # code in parentheses ("MSEXCH:IMS:... 0 (000C05A6) Unknown Recipient"); the code's
+    # meaning is Microsoft's, whichever gateway relays the report (as listed in
+    # Sisimai::Lhost::Exchange2003).  The codes that only say "see the remote reply" (000B099C,
+    # 000B09AA, 000B09B6) are left out: the reply text says more.
+    (re.compile(r"\((000[0-9A-F]{5})\)"), {
+        "000C05A6": "userunknown", "000C0595": "filtered", "00010256": "systemerror",
+        "000D06B5": "systemerror", "00050311": "contenterror", "000502CC": "contenterror",
+        "000B0981": "securityerror",
+    }),
 )
+
+# Spectrum (Charter) ends its refusals with "AUP#I-nnnn" (incoming) or "AUP#O-nnnn"
+# (outgoing); Spectrum's published list of the numbers (as summarised in
+# Sisimai::Rhost::Spectrum): (first, last, reason), single codes as one-number ranges.
+_SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})\b")
+_SPECTRUM_RANGES: tuple[tuple[int, int, str], ...] = (
+    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
+    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
+    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
+    (1560, 1560, "policyviolation"),
+)
+
+
+def _spectrum_reason(diagnostic: str) -> str | None:
+    m = _SPECTRUM_AUP.search(diagnostic) if "AUP#" in diagnostic else None
+    if m is None:
+        return None
+    n = int(m.group(1))
+    return next((r for lo, hi, r in _SPECTRUM_RANGES if lo <= n <= hi), None)
 
 
 # Reasons a vendor verdict may replace: what generic status codes and phrases map to.
@@ -82,4 +112,4 @@ def vendor_reason(diagnostic: str) -> str | None:
         m = crx.search(diagnostic)
         if m and m.group(1) in codes:
             return codes[m.group(1)]
-    return found
+    return _spectrum_reason(diagnostic) or found

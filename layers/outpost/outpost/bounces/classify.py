@@ -341,6 +341,8 @@ _COMMAND_RES = (
     re.compile(r"in reply to (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b", re.I),
     re.compile(r"\b(?:after|in response to) (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO)\b", re.I),
     re.compile(r"\b(RCPT|MAIL) (?:TO|FROM)\b", re.I),
+    # "SMTP:RCPT host 192.0.2.1: 553 ..." (Sendmail-style X3 relays name the command so)
+    re.compile(r"\bSMTP:(RCPT|MAIL|DATA)\b"),
     re.compile(r"does not like (recipient)\b", re.I),
 )
 
