@@ -10,6 +10,7 @@ import pytest
 
 from outpost.bounces import classify, parse_bounce, status_from_text
 from outpost.bounces._prefilter import Prefiltered, needles
+from outpost.bounces._vendor import vendor_reason
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
 from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
 
@@ -145,6 +146,31 @@ def test_provider_codes_name_the_reason_with_every_family_row_off() -> None:
         assert classify("5.0.0", "550 5.0.0 rejected AUP#O-1530") == ("soft", "mesgtoobig")
         # An AUP number outside Spectrum's list says nothing: the status code stands.
         assert classify("5.1.0", "550 5.1.0 sender rejected AUP#In-9999")[1] != "toomanyconn"
+
+
+def test_provider_reply_tables_need_the_provider_codes_and_name() -> None:
+    with rows_disabled(FAMILY_ROWS):
+        # Cox's AUP code, Orange / La Poste's codes (an undocumented cause: "undefined")
+        assert classify("5.1.0", "550 5.1.0 <b@example.com> sender rejected. Refer to Error "
+                        "Codes section at https://www.cox.com/ AUP#CDRBL")[1] == "blocked"
+        assert classify("5.5.0", "550 5.5.0 Le compte du destinataire est bloque. The "
+                        "recipient account is blocked. LPN007_426")[1] == "suspend"
+        assert classify("4.2.1", "421 4.2.1 Service refuse. Veuillez essayer plus tard. "
+                        "LPN006_107")[1] == "undefined"
+        # Microsoft's numbered refusals, only in a reply that shows it is Microsoft's
+        ms = ("451 4.7.650 The mail server [192.0.2.25] has been temporarily rate limited due "
+              "to IP reputation. For e-mail delivery information, see https://postmaster."
+              "live.com (S3113)")
+        assert classify("4.7.650", ms)[1] == "blocked"
+        # Everybody's words ("user unknown") are not read as Microsoft's documented text
+        # in somebody else's reply (a dovecot / Postfix report's own verdict stands).
+        assert vendor_reason("550 5.1.1 <n@example.jp>... User Unknown") is None
+        assert vendor_reason("550 5.1.1 <n@example.com> User unknown; outlook.com") == (
+            "userunknown")
+        assert classify("5.0.0", "554 Host network not allowed - https://community.mimecast."
+                        "com/docs/DOC-1369#554")[1] == "policyviolation"
+        assert classify("5.0.0", "550 DMARC check failed. http://service.mail.qq.com/cgi-bin/"
+                        "help?subtype=1")[1] == "blocked"
 
 
 def test_generic_phrases_for_retries_size_and_command() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from outpost.bounces import _providers
+
 _F = re.I | re.M
 
 
@@ -92,6 +94,65 @@ def _spectrum_reason(diagnostic: str) -> str | None:
     return next((r for lo, hi, r in _SPECTRUM_RANGES if lo <= n <= hi), None)
 
 
+# A provider's reply as it reaches us: "550-5.7.26 text 550-5.7.26 more text" (a multi-line
+# reply folded onto one line).  The first code pair is the reply; the continuation prefixes
+# are dropped before the provider's wording is looked up, as they split its sentences.
+_REPLY_AND_STATUS = re.compile(r"\b([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+_CONTINUATION = re.compile(r"\s[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3})?(?=\s)")
+_COX_AUP = re.compile(r"AUP#([0-9A-Z]+)")
+_FRANCE_PTT = re.compile(r"\b(?:LPN|LPNAAA|OFR|OUK)(?:_\d{3}|\d{3}[-_]\d{3})\b", re.I)
+_LEADING_REPLY = re.compile(r"\b([245]\d\d)\b")
+# Where the reply shows whose it is (their help links and host names are in nearly every
+# reply they send): some of their texts ("user unknown") are everybody's words, and mean
+# the provider's documented reason only in the provider's reply.
+_GOOGLE_MARK = re.compile(r"google|gmail|gsmtp")
+_MICROSOFT_MARK = re.compile(r"outlook|microsoft|hotmail|live\.com|office ?365|exchange online")
+
+
+def _provider_code(diagnostic: str) -> str | None:
+    """A provider's own code at the end of its reply: Cox's "AUP#CXBL", Orange's and La
+    Poste's "OFR004_405" / "LPN007_426" (tables in _providers.py)."""
+    if "AUP#" in diagnostic:
+        m = _COX_AUP.search(diagnostic)
+        if m and m.group(1) in _providers.COX_AUP:
+            return _providers.COX_AUP[m.group(1)]
+    m = _FRANCE_PTT.search(diagnostic)
+    if m:
+        return _providers.FRANCE_PTT.get(m.group(0)[-3:], "undefined")
+    return None
+
+
+def _provider_reply(diagnostic: str) -> str | None:
+    """A reply text a provider documents, checked with the codes it comes with (Google,
+    Microsoft, Mimecast) or the provider's name beside it (Tencent QQ)."""
+    low = diagnostic.lower()
+    m = _REPLY_AND_STATUS.search(low)
+    if m:
+        reply, status = int(m.group(1)), m.group(2)
+        text = _CONTINUATION.sub(" ", low)
+        google = _GOOGLE_MARK.search(low) is not None
+        for g_reply, g_status, phrase, reason in _providers.GOOGLE if google else ():
+            if g_reply == reply and g_status == status and phrase in text:
+                return reason
+        detail = int(status.rsplit(".", 1)[1])
+        microsoft = _MICROSOFT_MARK.search(low) is not None
+        for prefix, lo, hi, phrase, reason in _providers.MICROSOFT if microsoft else ():
+            if (status == prefix if lo == hi else (
+                    status.startswith(prefix) and lo <= detail <= hi)) and phrase in text:
+                return reason
+    lead = _LEADING_REPLY.search(low)
+    if lead:
+        code = int(lead.group(1))
+        for m_reply, phrase, reason in _providers.MIMECAST:
+            if m_reply == code and phrase in low:
+                return reason
+    if "qq.com" in low:
+        for phrase, reason in _providers.TENCENT:
+            if phrase in low:
+                return reason
+    return None
+
+
 # Reasons a vendor verdict may replace: what generic status codes and phrases map to.
 OVERRIDABLE = frozenset({
     "undefined", "onhold", "systemerror", "securityerror", "networkerror", "userunknown",
@@ -112,4 +173,5 @@ def vendor_reason(diagnostic: str) -> str | None:
         m = crx.search(diagnostic)
         if m and m.group(1) in codes:
             return codes[m.group(1)]
-    return _spectrum_reason(diagnostic) or found
+    return (_spectrum_reason(diagnostic) or _provider_code(diagnostic)
+            or _provider_reply(diagnostic) or found)
