@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from outpost.bounces import classify, parse_bounce, status_from_text
-from outpost.bounces._prefilter import Prefiltered, needles
+from outpost.bounces import _phrases, classify, parse_bounce, status_from_text
+from outpost.bounces._prefilter import PhraseRegex, Prefiltered, needles
 from outpost.bounces._vendor import vendor_reason
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
 from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
@@ -212,6 +212,34 @@ def test_prefilter_never_hides_a_match(pattern) -> None:
         text = eml.read_bytes().decode("utf-8", "replace")
         for chunk in (text, text.upper(), text.lower()):
             assert bool(pre.search(chunk)) == bool(pattern.search(chunk)), eml
+
+
+@pytest.mark.parametrize("reason", sorted(_phrases.REGEX))
+def test_phrase_regex_prefilter_agrees_with_the_whole_pattern(reason: str) -> None:
+    # classify's phrase alternations run behind literal pre-checks (PhraseRegex): on every
+    # line of every golden sample, and on a text made of each alternative's own literal
+    # runs, the answer is the plain pattern's.
+    import re
+
+    whole = re.compile(_phrases.REGEX[reason], re.X)
+    split = PhraseRegex(_phrases.REGEX[reason])
+    texts = [" ".join(split.needles)]
+    for eml in sorted(GOLDEN.glob("*/*.eml")):
+        texts.extend(eml.read_bytes().decode("utf-8", "replace").lower().splitlines())
+    for text in texts:
+        expected = bool(whole.search(text))
+        assert split.search(text) == expected, (reason, text)
+    assert split.rest is not None or split.needles  # every alternative is covered
+
+
+def test_phrase_regex_gates_need_a_literal_to_run() -> None:
+    split = PhraseRegex(r"""(?>
+         user[ ]unknown[ ]here   # one alternative with a run
+        |no[ ](?:such|one)       # one without: always run
+    )""")
+    assert split.needles == ("user unknown here",)
+    assert split.search("550 user unknown here") and split.search("no such user")
+    assert not split.search("550 user unknown")
 
 
 def test_needles_are_literal_runs_every_match_contains() -> None:

@@ -8,8 +8,10 @@ published reply texts, as collected in Sisimai's Rhost modules (BSD-2-Clause).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from outpost.bounces import _providers
+from outpost.bounces._prefilter import Prefiltered
 
 _F = re.I | re.M
 
@@ -109,14 +111,14 @@ _GOOGLE_MARK = re.compile(r"google|gmail|gsmtp")
 _MICROSOFT_MARK = re.compile(r"outlook|microsoft|hotmail|live\.com|office ?365|exchange online")
 
 
-def _provider_code(diagnostic: str) -> str | None:
+def _provider_code(diagnostic: str, low: str) -> str | None:
     """A provider's own code at the end of its reply: Cox's "AUP#CXBL", Orange's and La
     Poste's "OFR004_405" / "LPN007_426" (tables in _providers.py)."""
     if "AUP#" in diagnostic:
         m = _COX_AUP.search(diagnostic)
         if m and m.group(1) in _providers.COX_AUP:
             return _providers.COX_AUP[m.group(1)]
-    m = _FRANCE_PTT.search(diagnostic)
+    m = _FRANCE_PTT.search(diagnostic) if ("lpn" in low or "ofr" in low or "ouk" in low) else None
     if m:
         return _providers.FRANCE_PTT.get(m.group(0)[-3:], "undefined")
     return None
@@ -160,18 +162,27 @@ OVERRIDABLE = frozenset({
 })
 
 
+# The phrase patterns behind a literal pre-check (most replies contain none of them), and
+# the literal every code pattern's match contains.
+_PHRASES_PREFILTERED = tuple((Prefiltered(rx), reason) for rx, reason in VENDOR_PHRASES)
+_CODE_GATES = ("IB", "(000")
+
+
+@lru_cache(maxsize=1)
 def vendor_reason(diagnostic: str) -> str | None:
-    """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None."""
+    """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None.
+    (One-entry cache: the DSN parser and classify() ask about the same reply in turn.)"""
     if not diagnostic:
         return None
+    low = diagnostic.lower()
     found = None
-    for rx, reason in VENDOR_PHRASES:
-        if rx.search(diagnostic):
+    for pre, reason in _PHRASES_PREFILTERED:
+        if pre.search(diagnostic, low):
             found = reason
             break
-    for crx, codes in VENDOR_CODES:
-        m = crx.search(diagnostic)
+    for (crx, codes), gate in zip(VENDOR_CODES, _CODE_GATES, strict=True):
+        m = crx.search(diagnostic) if gate in diagnostic else None
         if m and m.group(1) in codes:
             return codes[m.group(1)]
-    return (_spectrum_reason(diagnostic) or _provider_code(diagnostic)
+    return (_spectrum_reason(diagnostic) or _provider_code(diagnostic, low)
             or _provider_reply(diagnostic) or found)
