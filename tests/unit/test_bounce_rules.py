@@ -203,6 +203,15 @@ def test_userunknown_text_without_rcpt_is_filtered_as_sisimai_does() -> None:
         "hard", "userunknown")
 
 
+def test_bare_userunknown_verdict_is_the_reporting_mta_own() -> None:
+    # "Unknown user: rcpt" (IMail, SMTP32): no reply code, no command, nothing relayed.
+    assert classify(None, "Unknown user") == ("hard", "userunknown")
+    # A relayed reply with the same words stays Sisimai's "filtered" (no command named).
+    assert classify(None, "550 Unknown user") == ("soft", "filtered")
+    assert classify(None, "Unknown user; mailbox moved to another host") != (
+        "hard", "userunknown")
+
+
 @pytest.mark.parametrize("pattern", [f.detect for f in FAMILIES]
                          + [f.end for f in FAMILIES if f.end is not None] + [ORIGINAL_MARKERS],
                          ids=lambda p: p.pattern[:30])
@@ -276,7 +285,8 @@ def _text_bounce(body: str, subject: str = "Undeliverable Mail") -> tuple:
 
 def test_generic_verdict_before_the_address() -> None:
     assert _text_bounce("Unknown user: bob@example.com\n\n\nOriginal message follows.\n") == (
-        ("bob@example.com", None, "filtered"),)  # no command: Sisimai's "filtered"
+        ("bob@example.com", None, "userunknown"),)  # a bare verdict: the MTA's own (as
+    # Sisimai's IMailServer module reads this shape; a relayed "550 ..." stays "filtered")
 
 
 def test_generic_transcript_gives_recipient_reply_and_command() -> None:

@@ -152,7 +152,12 @@ _USERUNKNOWN_VETO = ("norelaying", "blocked", "mailboxfull", "hasmoved", "reject
 _EARLY_COMMANDS = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
 
 
-def _true_userunknown(temp: str, diag: str, cmd: str) -> bool:
+_BARE_VERDICT = 40
+_BARE_USERUNKNOWN = re.compile(r"(?:unknown user|user unknown|no such user|invalid recipient"
+                               r"|unknown recipient|recipient unknown)")
+
+
+def _true_userunknown(temp: str, diag: str, cmd: str, reply: str) -> bool:
     m = MATCH
     if temp == "suspend":
         return False
@@ -160,7 +165,13 @@ def _true_userunknown(temp: str, diag: str, cmd: str) -> bool:
         return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
     # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
     # content filter in disguise (Sisimai's rule), which "filtered" catches.
-    return cmd == "RCPT" and m["userunknown"](diag)
+    if cmd == "RCPT":
+        return m["userunknown"](diag)
+    # A bare verdict with no reply and no command ("Unknown user: rcpt", IMail / SMTP32 and
+    # other small MTAs): the reporting MTA's own judgement of its own mailbox, not a
+    # relayed reply that a content filter may have sent after DATA.
+    return (not cmd and not reply and len(diag) <= _BARE_VERDICT
+            and _BARE_USERUNKNOWN.fullmatch(diag.strip(" .")) is not None)
 
 
 def _true_filtered(temp: str, diag: str, cmd: str) -> bool:
@@ -208,7 +219,7 @@ def _true(name: str, status: str, temp: str, diag: str, cmd: str, reply: str) ->
     if name == "norelaying":
         return cmd not in ("CONN", "EHLO", "HELO") and m["norelaying"](diag)
     if name == "userunknown":
-        return _true_userunknown(temp, diag, cmd)
+        return _true_userunknown(temp, diag, cmd, reply)
     if name == "filtered":
         return _true_filtered(temp, diag, cmd)
     if name == "rejected":
