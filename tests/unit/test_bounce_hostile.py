@@ -231,3 +231,26 @@ def test_a_charset_name_with_a_nul_does_not_break_the_parser() -> None:
            b"<bob@example.com>: host mx.example.com said: 550 5.1.1 User unknown\n")
     report = dsn.parse_bounce(raw, strict=True)
     assert [(r.address, r.status) for r in report.recipients] == [("bob@example.com", "5.1.1")]
+
+
+def test_mime_bounds_cut_at_the_part_container_and_line_limits() -> None:
+    # _bound_mime skips its line-anchored scans when literal counts show a message under
+    # both limits; over a limit the cut is where the first uncounted line starts.
+    from outpost.bounces.dsn import _bound_mime
+    from outpost.bounces.limits import MESSAGE_LINE_LIMIT, MIME_NESTING_LIMIT, MIME_PART_LIMIT
+
+    head = b"Content-Type: multipart/mixed; boundary=b\n\n"
+    parts = b"".join(b"--b\nContent-Type: text/plain\n\npart %d\n" % i
+                     for i in range(MIME_PART_LIMIT + 5))
+    cut = _bound_mime(head + parts)
+    assert cut.count(b"\n--b") == MIME_PART_LIMIT and cut.endswith(b"part %d\n" % (
+        MIME_PART_LIMIT - 1))
+    nested = b"".join(b"--b%d\nContent-Type: message/rfc822\n\n" % i
+                      for i in range(MIME_NESTING_LIMIT + 3))
+    cut = _bound_mime(head + nested)
+    assert cut.lower().count(b"\ncontent-type: message/") == MIME_NESTING_LIMIT - 1
+    # A message well under both limits, with "--" and "message/" in its text, is whole.
+    small = head + b"--b\nContent-Type: text/plain\n\n-- \nsee message/rfc822 and --x\n--b--\n"
+    assert _bound_mime(small) == small
+    lines = b"x\n" * (MESSAGE_LINE_LIMIT + 10)
+    assert _bound_mime(lines) == b"x\n" * MESSAGE_LINE_LIMIT

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from outpost.bounces import classify, parse_bounce, status_from_text
-from outpost.bounces._prefilter import Prefiltered, needles
+from outpost.bounces import _phrases, classify, parse_bounce, status_from_text
+from outpost.bounces._prefilter import PhraseRegex, Prefiltered, needles
+from outpost.bounces._vendor import vendor_reason
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
 from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
 
@@ -133,6 +134,56 @@ def test_vendor_codes_and_wordings_beat_generic_status_codes() -> None:
                     "found by SMTP address lookup") == ("hard", "userunknown")
 
 
+def test_provider_codes_name_the_reason_with_every_family_row_off() -> None:
+    # Exchange 2000/2003's IMS diagnostic code, Spectrum's AUP numbers: facts of the product
+    # or the provider, whichever MTA relays the report (generic layer, not a family row).
+    with rows_disabled(FAMILY_ROWS):
+        assert classify(None, "The recipient name is not recognized MSEXCH:IMS:ACME:HQ:MX01 "
+                        "0 (000C05A6) Unknown Recipient") == ("hard", "userunknown")
+        assert classify("5.1.0", "550 5.1.0 <a@example.org> sender rejected. Please see "
+                        "https://www.spectrum.net/support for more information. AUP#In-1310"
+                        ) == ("soft", "toomanyconn")
+        assert classify("5.0.0", "550 5.0.0 rejected AUP#O-1530") == ("soft", "mesgtoobig")
+        # An AUP number outside Spectrum's list says nothing: the status code stands.
+        assert classify("5.1.0", "550 5.1.0 sender rejected AUP#In-9999")[1] != "toomanyconn"
+
+
+def test_provider_reply_tables_need_the_provider_codes_and_name() -> None:
+    with rows_disabled(FAMILY_ROWS):
+        # Cox's AUP code, Orange / La Poste's codes (an undocumented cause: "undefined")
+        assert classify("5.1.0", "550 5.1.0 <b@example.com> sender rejected. Refer to Error "
+                        "Codes section at https://www.cox.com/ AUP#CDRBL")[1] == "blocked"
+        assert classify("5.5.0", "550 5.5.0 Le compte du destinataire est bloque. The "
+                        "recipient account is blocked. LPN007_426")[1] == "suspend"
+        assert classify("4.2.1", "421 4.2.1 Service refuse. Veuillez essayer plus tard. "
+                        "LPN006_107")[1] == "undefined"
+        # Microsoft's numbered refusals, only in a reply that shows it is Microsoft's
+        ms = ("451 4.7.650 The mail server [192.0.2.25] has been temporarily rate limited due "
+              "to IP reputation. For e-mail delivery information, see https://postmaster."
+              "live.com (S3113)")
+        assert classify("4.7.650", ms)[1] == "blocked"
+        # Everybody's words ("user unknown") are not read as Microsoft's documented text
+        # in somebody else's reply (a dovecot / Postfix report's own verdict stands).
+        assert vendor_reason("550 5.1.1 <n@example.jp>... User Unknown") is None
+        assert vendor_reason("550 5.1.1 <n@example.com> User unknown; outlook.com") == (
+            "userunknown")
+        assert classify("5.0.0", "554 Host network not allowed - https://community.mimecast."
+                        "com/docs/DOC-1369#554")[1] == "policyviolation"
+        assert classify("5.0.0", "550 DMARC check failed. http://service.mail.qq.com/cgi-bin/"
+                        "help?subtype=1")[1] == "blocked"
+
+
+def test_generic_phrases_for_retries_size_and_command() -> None:
+    with rows_disabled(FAMILY_ROWS):
+        assert classify(None, "Delivery failed 3 attempts") == ("soft", "expired")
+        assert classify(None, "User mailbox exceeds allowed size") == ("soft", "mailboxfull")
+        assert classify(None, "This mail message has exceeded the maximum incoming message "
+                        "size.") == ("soft", "mesgtoobig")
+        # "SMTP:RCPT host ..." names the command, so a "no such user" is the RCPT verdict.
+        assert classify("5.3.0", "SMTP:RCPT host 192.0.2.7: 553 5.3.0 <u@example.com>... No "
+                        "such user here") == ("hard", "userunknown")
+
+
 def test_local_delivery_agent_verdict_is_used() -> None:
     # Sendmail wrapped mail.local's "unknown user" in a generic 5.5.0 report.
     body = ("   ----- The following addresses had permanent fatal errors -----\n"
@@ -152,6 +203,15 @@ def test_userunknown_text_without_rcpt_is_filtered_as_sisimai_does() -> None:
         "hard", "userunknown")
 
 
+def test_bare_userunknown_verdict_is_the_reporting_mta_own() -> None:
+    # "Unknown user: rcpt" (IMail, SMTP32): no reply code, no command, nothing relayed.
+    assert classify(None, "Unknown user") == ("hard", "userunknown")
+    # A relayed reply with the same words stays Sisimai's "filtered" (no command named).
+    assert classify(None, "550 Unknown user") == ("soft", "filtered")
+    assert classify(None, "Unknown user; mailbox moved to another host") != (
+        "hard", "userunknown")
+
+
 @pytest.mark.parametrize("pattern", [f.detect for f in FAMILIES]
                          + [f.end for f in FAMILIES if f.end is not None] + [ORIGINAL_MARKERS],
                          ids=lambda p: p.pattern[:30])
@@ -161,6 +221,34 @@ def test_prefilter_never_hides_a_match(pattern) -> None:
         text = eml.read_bytes().decode("utf-8", "replace")
         for chunk in (text, text.upper(), text.lower()):
             assert bool(pre.search(chunk)) == bool(pattern.search(chunk)), eml
+
+
+@pytest.mark.parametrize("reason", sorted(_phrases.REGEX))
+def test_phrase_regex_prefilter_agrees_with_the_whole_pattern(reason: str) -> None:
+    # classify's phrase alternations run behind literal pre-checks (PhraseRegex): on every
+    # line of every golden sample, and on a text made of each alternative's own literal
+    # runs, the answer is the plain pattern's.
+    import re
+
+    whole = re.compile(_phrases.REGEX[reason], re.X)
+    split = PhraseRegex(_phrases.REGEX[reason])
+    texts = [" ".join(split.needles)]
+    for eml in sorted(GOLDEN.glob("*/*.eml")):
+        texts.extend(eml.read_bytes().decode("utf-8", "replace").lower().splitlines())
+    for text in texts:
+        expected = bool(whole.search(text))
+        assert split.search(text) == expected, (reason, text)
+    assert split.rest is not None or split.needles  # every alternative is covered
+
+
+def test_phrase_regex_gates_need_a_literal_to_run() -> None:
+    split = PhraseRegex(r"""(?>
+         user[ ]unknown[ ]here   # one alternative with a run
+        |no[ ](?:such|one)       # one without: always run
+    )""")
+    assert split.needles == ("user unknown here",)
+    assert split.search("550 user unknown here") and split.search("no such user")
+    assert not split.search("550 user unknown")
 
 
 def test_needles_are_literal_runs_every_match_contains() -> None:
@@ -197,7 +285,8 @@ def _text_bounce(body: str, subject: str = "Undeliverable Mail") -> tuple:
 
 def test_generic_verdict_before_the_address() -> None:
     assert _text_bounce("Unknown user: bob@example.com\n\n\nOriginal message follows.\n") == (
-        ("bob@example.com", None, "filtered"),)  # no command: Sisimai's "filtered"
+        ("bob@example.com", None, "userunknown"),)  # a bare verdict: the MTA's own (as
+    # Sisimai's IMailServer module reads this shape; a relayed "550 ..." stays "filtered")
 
 
 def test_generic_transcript_gives_recipient_reply_and_command() -> None:

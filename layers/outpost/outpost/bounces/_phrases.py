@@ -82,6 +82,7 @@ INDEX: dict[str, tuple[str, ...]] = {
         'unrouteable address',
     ),
     'mailboxfull': (
+        'user mailbox exceeds allowed size',
         'account disabled temporarly for exceeding receiving limits',
         'account is exceeding their quota',
         'account is over quota',
@@ -128,6 +129,7 @@ INDEX: dict[str, tuple[str, ...]] = {
         'would be over the allowed quota',
     ),
     'mesgtoobig': (
+        'exceeded the maximum incoming message size',
         'exceeded maximum inbound message size',
         'line limit exceeded',
         'max message size exceeded',
@@ -778,6 +780,8 @@ REGEX: dict[str, str] = {
         |vdeliver:[ ]invalid[ ]or[ ]unknown[ ]virtual[ ]user
         |your[ ]envelope[ ]recipient[ ]is[ ]in[ ]my[ ]badrcptto[ ]list
         )""",
+    # "Delivery failed 3 attempts" (Ipswitch IMail and SMTP32-style MTAs): retries ran out
+    'expired': r"""delivery[ ]failed[ ]\d{1,4}[ ]attempts""",
 }
 
 ISNOT: dict[str, tuple[str, ...]] = {

@@ -123,6 +123,97 @@ def needles(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(out))
 
 
+def _unverbose(pattern: str) -> str:
+    """A verbose (re.X) pattern written as a plain one: whitespace and comments outside
+    classes dropped, the class "[ ]" written as a space, one wrapping group unwrapped."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif c == "[":
+            j = i + 1
+            if j < len(pattern) and pattern[j] == "^":
+                j += 1
+            if j < len(pattern) and pattern[j] == "]":
+                j += 1
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            cls = pattern[i : j + 1]
+            out.append(" " if cls == "[ ]" else cls)
+            i = j + 1
+        elif c == "#":
+            nl = pattern.find("\n", i)
+            i = len(pattern) if nl < 0 else nl
+        elif c.isspace():
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    plain = "".join(out)
+    if plain.startswith(("(?>", "(?:")) and plain.endswith(")"):
+        depth = 0
+        k = 0
+        while k < len(plain):
+            ch = plain[k]
+            if ch == "\\":
+                k += 2
+                continue
+            if ch == "[":  # a class: its parentheses are literal
+                k = plain.find("]", k + 2) + 1 or len(plain)
+                continue
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                if k == len(plain) - 1:
+                    plain = plain[3:-1]
+                break
+            k += 1
+    return plain
+
+
+class PhraseRegex:
+    """A verbose alternation of phrases (classify's REGEX tables), matched against
+    lower-cased text, split in two: the alternatives that each contain a literal run of at
+    least ``MIN`` characters run only when one of those runs occurs in the text; the few
+    others always run.  ``search`` is true exactly when the whole pattern would match: the
+    pattern is one alternation with nothing after it, so a match of the whole is a match
+    of one alternative."""
+
+    __slots__ = ("gated", "needles", "rest")
+
+    def __init__(self, verbose: str) -> None:
+        plain = _unverbose(verbose)
+        alts = _split_top(plain)
+        self.gated: re.Pattern[str] | None = None
+        self.needles: tuple[str, ...] = ()
+        self.rest: re.Pattern[str] | None = None
+        if alts is None:
+            self.rest = re.compile(verbose, re.X)
+            return
+        gated: list[str] = []
+        rest: list[str] = []
+        runs: list[str] = []
+        for alt in alts:
+            run = _longest_run(alt)
+            if len(run) >= MIN:
+                gated.append(alt)
+                runs.append(run.lower())
+            else:
+                rest.append(alt)
+        self.gated = re.compile("|".join(gated)) if gated else None
+        self.needles = tuple(dict.fromkeys(runs))
+        self.rest = re.compile("|".join(rest)) if rest else None
+
+    def search(self, low: str) -> bool:
+        if self.rest is not None and self.rest.search(low):
+            return True
+        return self.gated is not None and any(n in low for n in self.needles) and bool(
+            self.gated.search(low))
+
+
 class Prefiltered:
     """``pattern.search`` behind a literal pre-check on the lower-cased text."""
 

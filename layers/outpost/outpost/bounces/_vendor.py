@@ -8,6 +8,10 @@ published reply texts, as collected in Sisimai's Rhost modules (BSD-2-Clause).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+from outpost.bounces import _providers
+from outpost.bounces._prefilter import Prefiltered
 
 _F = re.I | re.M
 
@@ -59,7 +63,96 @@ VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
         "IB504": "toomanyconn", "IB506": "rejected", "IB508": "rejected",
         "IB510": "toomanyconn", "IB607": "toomanyconn", "IB705": "virusdetected",
     }),
+    # Microsoft Exchange 5.5/2000/2003's Internet Mail Service prints its own diagnostic
+    # code in parentheses ("MSEXCH:IMS:... 0 (000C05A6) Unknown Recipient"); the code's
+    # meaning is Microsoft's, whichever gateway relays the report (as listed in
+    # Sisimai::Lhost::Exchange2003).  The codes that only say "see the remote reply" (000B099C,
+    # 000B09AA, 000B09B6) are left out: the reply text says more.
+    (re.compile(r"\((000[0-9A-F]{5})\)"), {
+        "000C05A6": "userunknown", "000C0595": "filtered", "00010256": "systemerror",
+        "000D06B5": "systemerror", "00050311": "contenterror", "000502CC": "contenterror",
+        "000B0981": "securityerror",
+    }),
 )
+
+# Spectrum (Charter) ends its refusals with "AUP#I-nnnn" (incoming) or "AUP#O-nnnn"
+# (outgoing); Spectrum's published list of the numbers (as summarised in
+# Sisimai::Rhost::Spectrum): (first, last, reason), single codes as one-number ranges.
+_SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})\b")
+_SPECTRUM_RANGES: tuple[tuple[int, int, str], ...] = (
+    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
+    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
+    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
+    (1560, 1560, "policyviolation"),
+)
+
+
+def _spectrum_reason(diagnostic: str) -> str | None:
+    m = _SPECTRUM_AUP.search(diagnostic) if "AUP#" in diagnostic else None
+    if m is None:
+        return None
+    n = int(m.group(1))
+    return next((r for lo, hi, r in _SPECTRUM_RANGES if lo <= n <= hi), None)
+
+
+# A provider's reply as it reaches us: "550-5.7.26 text 550-5.7.26 more text" (a multi-line
+# reply folded onto one line).  The first code pair is the reply; the continuation prefixes
+# are dropped before the provider's wording is looked up, as they split its sentences.
+_REPLY_AND_STATUS = re.compile(r"\b([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+_CONTINUATION = re.compile(r"\s[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3})?(?=\s)")
+_COX_AUP = re.compile(r"AUP#([0-9A-Z]+)")
+_FRANCE_PTT = re.compile(r"\b(?:LPN|LPNAAA|OFR|OUK)(?:_\d{3}|\d{3}[-_]\d{3})\b", re.I)
+_LEADING_REPLY = re.compile(r"\b([245]\d\d)\b")
+# Where the reply shows whose it is (their help links and host names are in nearly every
+# reply they send): some of their texts ("user unknown") are everybody's words, and mean
+# the provider's documented reason only in the provider's reply.
+_GOOGLE_MARK = re.compile(r"google|gmail|gsmtp")
+_MICROSOFT_MARK = re.compile(r"outlook|microsoft|hotmail|live\.com|office ?365|exchange online")
+
+
+def _provider_code(diagnostic: str, low: str) -> str | None:
+    """A provider's own code at the end of its reply: Cox's "AUP#CXBL", Orange's and La
+    Poste's "OFR004_405" / "LPN007_426" (tables in _providers.py)."""
+    if "AUP#" in diagnostic:
+        m = _COX_AUP.search(diagnostic)
+        if m and m.group(1) in _providers.COX_AUP:
+            return _providers.COX_AUP[m.group(1)]
+    m = _FRANCE_PTT.search(diagnostic) if ("lpn" in low or "ofr" in low or "ouk" in low) else None
+    if m:
+        return _providers.FRANCE_PTT.get(m.group(0)[-3:], "undefined")
+    return None
+
+
+def _provider_reply(diagnostic: str) -> str | None:
+    """A reply text a provider documents, checked with the codes it comes with (Google,
+    Microsoft, Mimecast) or the provider's name beside it (Tencent QQ)."""
+    low = diagnostic.lower()
+    m = _REPLY_AND_STATUS.search(low)
+    if m:
+        reply, status = int(m.group(1)), m.group(2)
+        text = _CONTINUATION.sub(" ", low)
+        google = _GOOGLE_MARK.search(low) is not None
+        for g_reply, g_status, phrase, reason in _providers.GOOGLE if google else ():
+            if g_reply == reply and g_status == status and phrase in text:
+                return reason
+        detail = int(status.rsplit(".", 1)[1])
+        microsoft = _MICROSOFT_MARK.search(low) is not None
+        for prefix, lo, hi, phrase, reason in _providers.MICROSOFT if microsoft else ():
+            if (status == prefix if lo == hi else (
+                    status.startswith(prefix) and lo <= detail <= hi)) and phrase in text:
+                return reason
+    lead = _LEADING_REPLY.search(low)
+    if lead:
+        code = int(lead.group(1))
+        for m_reply, phrase, reason in _providers.MIMECAST:
+            if m_reply == code and phrase in low:
+                return reason
+    if "qq.com" in low:
+        for phrase, reason in _providers.TENCENT:
+            if phrase in low:
+                return reason
+    return None
 
 
 # Reasons a vendor verdict may replace: what generic status codes and phrases map to.
@@ -69,17 +162,27 @@ OVERRIDABLE = frozenset({
 })
 
 
+# The phrase patterns behind a literal pre-check (most replies contain none of them), and
+# the literal every code pattern's match contains.
+_PHRASES_PREFILTERED = tuple((Prefiltered(rx), reason) for rx, reason in VENDOR_PHRASES)
+_CODE_GATES = ("IB", "(000")
+
+
+@lru_cache(maxsize=1)
 def vendor_reason(diagnostic: str) -> str | None:
-    """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None."""
+    """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None.
+    (One-entry cache: the DSN parser and classify() ask about the same reply in turn.)"""
     if not diagnostic:
         return None
+    low = diagnostic.lower()
     found = None
-    for rx, reason in VENDOR_PHRASES:
-        if rx.search(diagnostic):
+    for pre, reason in _PHRASES_PREFILTERED:
+        if pre.search(diagnostic, low):
             found = reason
             break
-    for crx, codes in VENDOR_CODES:
-        m = crx.search(diagnostic)
+    for (crx, codes), gate in zip(VENDOR_CODES, _CODE_GATES, strict=True):
+        m = crx.search(diagnostic) if gate in diagnostic else None
         if m and m.group(1) in codes:
             return codes[m.group(1)]
-    return found
+    return (_spectrum_reason(diagnostic) or _provider_code(diagnostic, low)
+            or _provider_reply(diagnostic) or found)

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 from outpost.bounces import _phrases, _vendor
+from outpost.bounces._prefilter import PhraseRegex
 from outpost.bounces.limits import DIAGNOSTIC_LIMIT
 
 __all__ = ["classify", "kind_for_reason", "reply_code_from_text", "status_from_text"]
@@ -115,7 +116,9 @@ def reply_code_from_text(text: str) -> int | None:
 # --- phrase matchers ---------------------------------------------------------------------
 def _matcher(name: str) -> Callable[[str], bool]:
     index = _phrases.INDEX.get(name, ())
-    regex = re.compile(_phrases.REGEX[name], re.X) if name in _phrases.REGEX else None
+    # The big alternations run only where a literal they need occurs (_prefilter): an
+    # alternation of a hundred phrases is otherwise tried at every position of the text.
+    regex = PhraseRegex(_phrases.REGEX[name]) if name in _phrases.REGEX else None
     isnot = _phrases.ISNOT.get(name, ())
 
     def match(text: str) -> bool:
@@ -123,7 +126,7 @@ def _matcher(name: str) -> Callable[[str], bool]:
             return False
         if any(p in text for p in index):
             return True
-        return bool(regex and regex.search(text))
+        return regex is not None and regex.search(text)
 
     return match
 
@@ -149,7 +152,12 @@ _USERUNKNOWN_VETO = ("norelaying", "blocked", "mailboxfull", "hasmoved", "reject
 _EARLY_COMMANDS = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
 
 
-def _true_userunknown(temp: str, diag: str, cmd: str) -> bool:
+_BARE_VERDICT = 40
+_BARE_USERUNKNOWN = re.compile(r"(?:unknown user|user unknown|no such user|invalid recipient"
+                               r"|unknown recipient|recipient unknown)")
+
+
+def _true_userunknown(temp: str, diag: str, cmd: str, reply: str) -> bool:
     m = MATCH
     if temp == "suspend":
         return False
@@ -157,7 +165,13 @@ def _true_userunknown(temp: str, diag: str, cmd: str) -> bool:
         return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
     # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
     # content filter in disguise (Sisimai's rule), which "filtered" catches.
-    return cmd == "RCPT" and m["userunknown"](diag)
+    if cmd == "RCPT":
+        return m["userunknown"](diag)
+    # A bare verdict with no reply and no command ("Unknown user: rcpt", IMail / SMTP32 and
+    # other small MTAs): the reporting MTA's own judgement of its own mailbox, not a
+    # relayed reply that a content filter may have sent after DATA.
+    return (not cmd and not reply and len(diag) <= _BARE_VERDICT
+            and _BARE_USERUNKNOWN.fullmatch(diag.strip(" .")) is not None)
 
 
 def _true_filtered(temp: str, diag: str, cmd: str) -> bool:
@@ -205,7 +219,7 @@ def _true(name: str, status: str, temp: str, diag: str, cmd: str, reply: str) ->
     if name == "norelaying":
         return cmd not in ("CONN", "EHLO", "HELO") and m["norelaying"](diag)
     if name == "userunknown":
-        return _true_userunknown(temp, diag, cmd)
+        return _true_userunknown(temp, diag, cmd, reply)
     if name == "filtered":
         return _true_filtered(temp, diag, cmd)
     if name == "rejected":
@@ -337,17 +351,26 @@ def classify(status: str | None, diagnostic: str | None, action: str | None = No
     return kind_for_reason(reason, st or None, reply_code), reason
 
 
-_COMMAND_RES = (
-    re.compile(r"in reply to (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b", re.I),
-    re.compile(r"\b(?:after|in response to) (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO)\b", re.I),
-    re.compile(r"\b(RCPT|MAIL) (?:TO|FROM)\b", re.I),
-    re.compile(r"does not like (recipient)\b", re.I),
+# (pattern, lower-case literals one of which every match contains: the pattern runs only
+# if one occurs, as most texts name no command and these patterns are tried everywhere).
+_COMMAND_RES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (re.compile(r"in reply to (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b", re.I),
+     ("in reply to ",)),
+    (re.compile(r"\b(?:after|in response to) (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO)\b", re.I),
+     ("after ", "in response to ")),
+    (re.compile(r"\b(RCPT|MAIL) (?:TO|FROM)\b", re.I), ("rcpt to", "mail from")),
+    # "SMTP:RCPT host 192.0.2.1: 553 ..." (Sendmail-style X3 relays name the command so)
+    (re.compile(r"\bSMTP:(RCPT|MAIL|DATA)\b"), ("smtp:",)),
+    (re.compile(r"does not like (recipient)\b", re.I), ("does not like ",)),
 )
 
 
 def command_from_text(text: str) -> str | None:
     """The SMTP command a diagnostic says it answered ("in reply to RCPT TO command")."""
-    for rx in _COMMAND_RES:
+    low = text.lower()
+    for rx, gates in _COMMAND_RES:
+        if not any(g in low for g in gates):
+            continue
         m = rx.search(text)
         if m:
             cmd = m.group(1).upper()

@@ -163,10 +163,21 @@ def _bound_mime(data: bytes) -> bytes:
     MIME_PART_LIMIT + 1 or container MIME_NESTING_LIMIT + 1 (counted over the whole message,
     which bounds the depth too: each level of nesting needs a container), so that the email
     package parses a bounded tree."""
-    lines = data.split(b"\n", MESSAGE_LINE_LIMIT)
-    cut = len(data) - len(lines[-1]) if len(lines) > MESSAGE_LINE_LIMIT else len(data)
-    del lines
-    for rx, limit in ((_DELIMITER_LINE, MIME_PART_LIMIT), (_CONTAINER_LINE, MIME_NESTING_LIMIT)):
+    cut = len(data)
+    if data.count(b"\n") >= MESSAGE_LINE_LIMIT:
+        lines = data.split(b"\n", MESSAGE_LINE_LIMIT)
+        cut = len(data) - len(lines[-1])
+        del lines
+    # Literal counts bound the number of matches from above (one C pass each): most
+    # messages are far below both limits, and the line-anchored scans are skipped.
+    low = data[:cut].lower()
+    checks = (
+        (_DELIMITER_LINE, MIME_PART_LIMIT, low.count(b"\n--") + low.startswith(b"--")),
+        (_CONTAINER_LINE, MIME_NESTING_LIMIT, low.count(b"multipart/") + low.count(b"message/")),
+    )
+    for rx, limit, most in checks:
+        if most <= limit:
+            continue
         for i, m in enumerate(rx.finditer(data, 0, cut)):
             if i == limit:
                 cut = m.start()
