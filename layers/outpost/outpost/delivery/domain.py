@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,7 @@ from ..errors import (
 )
 from ..mx import MxHost
 from ..tls_policy import TlsPolicy
-from .job import Rcpt, Result
+from .job import Rcpt, Record, Result
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -58,7 +57,6 @@ log = logging.getLogger("outpost.sender")
 
 RECORD_MARGIN = 10.0  # seconds kept after a transaction to record its outcome (with retries)
 
-Record = Callable[[Rcpt, Result], Awaitable[None]]
 Reply = tuple[Verdict, str | None]  # a transaction's verdict and the remote queue id
 Failure = tuple[Verdict, str | None, str | None]  # a verdict, and the MX host and IP it came from
 

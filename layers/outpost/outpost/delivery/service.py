@@ -278,7 +278,7 @@ class DeliveryService:
         return job.token is None and not job.slow
 
     async def _deliver_domain(self, mid: str, domain: str, rcpts: list[Rcpt], data: tuple[bytes, ...],
-                              tls_mode: TlsMode, pool: SessionPool, deadline: float, record: domain_step.Record,
+                              tls_mode: TlsMode, pool: SessionPool, deadline: float, record: step.Record,
                               *, handoff: set[int] | None = None) -> None:
         """One domain's recipients: domain.deliver's steps (route, TLS policy, sessions,
         transactions, records)."""
