@@ -1,7 +1,7 @@
 """One job's run, as named steps (Postal): record carried 2xx replies, hop (wait out a long
 delay), load, drop a stale job, pick what is due, admit (memory budget), claim, expire,
 suppress, record each outcome, reschedule. DeliveryService (service.py) calls them in order;
-the per-domain SMTP work between `suppress` and `reschedule` is service.py's.
+the per-domain SMTP work between `suppress` and `reschedule` is domain.py's.
 
 Each step takes the service as its `Context`: the store, suppression list, queue, clock, RNG,
 metrics and sleep it was built with (or that a test swapped in since).

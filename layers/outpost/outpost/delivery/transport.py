@@ -214,6 +214,38 @@ def _xtext(value: str) -> str:
 
 
 @dataclass
+class _DotLimit:
+    """A transaction's `dot_within` (send()): the timeout of each wait before the final dot
+    is its own, or what is left of the lane's seconds when that is shorter. Past them the
+    session is closed and SlowPeerError raised. `cut`: the wait in progress was shortened to
+    the lane's limit, so its timeout is the lane's (a slow peer), not a failure of the host."""
+
+    smtp: aiosmtplib.SMTP
+    within: float | None
+    cut: bool = False
+    stop: float | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stop = None if self.within is None else time.monotonic() + self.within
+
+    def timeout(self, timeout: float, command: str) -> float:
+        """The timeout of one wait before the final dot, at `command`."""
+        if self.stop is None:
+            return timeout
+        left = self.stop - time.monotonic()
+        if left <= 0:
+            self.smtp.close()
+            raise SlowPeerError(command, self.within or 0.0)
+        self.cut = left < timeout
+        return min(timeout, left)
+
+    @property
+    def lane_limit(self) -> float | None:
+        """The lane's limit when the last wait was cut to it (_smtp_error's `lane_limit`)."""
+        return (self.within or 0.0) if self.cut else None
+
+
+@dataclass
 class SmtpSession:
     smtp: aiosmtplib.SMTP
     mx_name: str
@@ -284,30 +316,25 @@ class SmtpSession:
         not sent for lack of time, SlowPeerError when `dot_within` ran out before the dot. A
         failure that leaves the session unusable closes it.
         """
-        t = self.timeouts
         parts = (data,) if isinstance(data, bytes) else tuple(data)
-        size = sum(len(p) for p in parts)
         self.dot_sent = False
-        stop = None if dot_within is None else time.monotonic() + dot_within
-        lane_limit = dot_within or 0.0
-        cut = False  # the wait in progress was shortened to `stop`: its timeout is the lane's
-
-        def before_dot(timeout: float, command: str) -> float:
-            """The timeout of one wait before the final dot: its own, or what is left of
-            `dot_within` when that is shorter."""
-            nonlocal cut
-            if stop is None:
-                return timeout
-            left = stop - time.monotonic()
-            if left <= 0:
-                self.smtp.close()
-                raise SlowPeerError(command, lane_limit)
-            cut = left < timeout
-            return min(timeout, left)
-
+        limit = _DotLimit(self.smtp, dot_within)
         if self.reused:
-            wait = before_dot(t.command, "RSET")
-            await self._reset(wait, lane_limit if cut else None)
+            wait = limit.timeout(self.timeouts.command, "RSET")
+            await self._reset(wait, limit.lane_limit)
+        mail_opts, rcpt_opts = self._envelope(parts, rcpt, envid=envid, utf8=utf8)
+        self.dirty = True
+        reply = await self._transaction(sender, rcpt, parts, (mail_opts, rcpt_opts), utf8=utf8,
+                                        time_left=time_left, limit=limit)
+        self.transactions += 1
+        self.dirty = False
+        return SmtpReply(reply.code, reply.message, "EOD")
+
+    def _envelope(self, parts: tuple[bytes, ...], rcpt: str, *, envid: str | None, utf8: bool
+                  ) -> tuple[list[str], list[str]]:
+        """The MAIL and RCPT options the content and the server's extensions call for;
+        RequirementError for what the server already said it cannot take."""
+        size = sum(len(p) for p in parts)
         mail_opts: list[str] = []
         rcpt_opts: list[str] = []
         limit = self.size_limit if self.supports("size") else None
@@ -338,34 +365,33 @@ class SmtpSession:
             rcpt_opts.append("NOTIFY=FAILURE,DELAY")
             if rcpt.isascii():
                 rcpt_opts.append(f"ORCPT=rfc822;{_xtext(rcpt)}")
-        self.dirty = True
+        return mail_opts, rcpt_opts
+
+    async def _transaction(self, sender: str, rcpt: str, parts: tuple[bytes, ...],
+                           options: tuple[list[str], list[str]], *, utf8: bool,
+                           time_left: Callable[[], float] | None, limit: _DotLimit) -> aiosmtplib.SMTPResponse:
+        """MAIL, RCPT, DATA and the content with its end of data: the 2xx final reply, or the
+        failure mapped to Outpost's facts (_smtp_error) at the command it interrupted."""
+        t = self.timeouts
+        mail_opts, rcpt_opts = options
         stage = "MAIL"
         try:
             # RFC 6531 §3.3: with SMTPUTF8 the envelope addresses travel as UTF-8.
             encoding = "utf-8" if utf8 else "ascii"
             await self.smtp.mail(sender, options=mail_opts, encoding=encoding,
-                                 timeout=before_dot(t.command, stage))
+                                 timeout=limit.timeout(t.command, stage))
             stage = "RCPT"
-            await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=before_dot(t.command, stage))
+            await self.smtp.rcpt(rcpt, options=rcpt_opts, encoding=encoding, timeout=limit.timeout(t.command, stage))
             stage = "DATA"
-            start = await self.smtp.execute_command(b"DATA", timeout=before_dot(t.command, stage))
+            start = await self.smtp.execute_command(b"DATA", timeout=limit.timeout(t.command, stage))
             if start.code != SMTPStatus.start_input:
                 raise ReplyError(start.code, start.message, "DATA")
             stage = "EOD"
-            wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
-            if wait < min(t.end_of_data, t.end_of_data_min):
-                # Sending the dot now could leave the server's 250 unheard (a duplicate on
-                # retry, RFC 1047); without the dot it discards the message (RFC 5321 §4.1.1.4).
-                self.smtp.close()
-                raise NoTimeLeftError(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot",
-                                      "EOD")
-            reply = await self._content(parts, wait, lambda timeout: before_dot(timeout, "EOD"))
-            if reply.code // 100 != 2:
-                raise ReplyError(reply.code, reply.message, "EOD")
+            return await self._end_of_data(parts, time_left, limit)
         except OutpostError:
             raise
         except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
-            fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=lane_limit if cut else None)
+            fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=limit.lane_limit)
             if not isinstance(fact, ReplyError):
                 # Below SMTP: the session is in an unknown state and is not reused.
                 self.smtp.close()
@@ -373,9 +399,22 @@ class SmtpSession:
         except Exception:
             self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
             raise
-        self.transactions += 1
-        self.dirty = False
-        return SmtpReply(reply.code, reply.message, "EOD")
+
+    async def _end_of_data(self, parts: tuple[bytes, ...], time_left: Callable[[], float] | None,
+                           limit: _DotLimit) -> aiosmtplib.SMTPResponse:
+        """After the 354: the content and the final dot, only with time to hear the reply."""
+        t = self.timeouts
+        wait = t.end_of_data if time_left is None else max(0.0, min(time_left(), t.end_of_data))
+        if wait < min(t.end_of_data, t.end_of_data_min):
+            # Sending the dot now could leave the server's 250 unheard (a duplicate on
+            # retry, RFC 1047); without the dot it discards the message (RFC 5321 §4.1.1.4).
+            self.smtp.close()
+            raise NoTimeLeftError(f"{wait:.0f} s left to wait for the end-of-data reply; not sending the dot",
+                                  "EOD")
+        reply = await self._content(parts, wait, lambda timeout: limit.timeout(timeout, "EOD"))
+        if reply.code // 100 != 2:
+            raise ReplyError(reply.code, reply.message, "EOD")
+        return reply
 
     async def _content(self, parts: tuple[bytes, ...], timeout: float,
                        before_dot: Callable[[float], float] = lambda timeout: timeout) -> aiosmtplib.SMTPResponse:

@@ -1,0 +1,473 @@
+"""One domain's recipients of one message, as named steps (Postal): hand off if known slow,
+route (MX), TLS policy (MTA-STS), then per recipient: take or open a session (the session
+limit, SLOW_OPEN), transact (SLOW_TRANSACTION, next MX after a soft failure in
+mid-transaction), record. DeliveryService (service.py) runs `deliver` for each domain of a
+job; the constants it reads (MX_SESSION_LIMIT, DOMAIN_SLICE, SLOW_OPEN, SLOW_MEMORY,
+SLOW_TRANSACTION) stay on the service, where tests and the chaos rig override them.
+
+The SMTP side's rules:
+- whatever fails outside a transaction is judged like any reply (trouble.judge: unanticipated
+  means transient), so those recipients defer and finally expire (4.4.7);
+- no transaction starts without `transaction_budget` + RECORD_MARGIN left, no connection
+  without that plus a connect timeout, and the transport sends no final dot without
+  `end_of_data_min` left to hear the reply; the MTA-STS lookup counts against the same time;
+- per attempt and domain, at most settings.mx_address_limit addresses are tried and MX_SESSION_LIMIT
+  sessions opened (Postfix's smtp_mx_address_limit=5, smtp_mx_session_limit=2), so a dead or
+  blackholed domain costs at most 5 connect timeouts; and no new transaction to one domain
+  starts after DOMAIN_SLICE of a job (the rest are released), so a slow receiver does not hold
+  the batch, and every other domain's mail, for its whole queue;
+- on the new-mail lane no job waits on a slow receiver (head-of-line): an MX that does not open
+  a session within SLOW_OPEN, or a transaction that has not reached its final dot within
+  SLOW_TRANSACTION (RSET, MAIL, RCPT, the 354, the content; abandoned before the dot with the
+  connection closed, so the server discards it and nothing was delivered), has this recipient
+  and the domain's remaining ones handed, with no attempt counted, to one tokenless slow-lane
+  job (released first, so it finds them free), and the container sends new mail for that
+  domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
+  on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
+  domain's rest go to the slow lane between transactions. That wait is the one a new-mail
+  batch may still spend on a slow receiver (once per container and domain).
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    DnsError,
+    NoTimeLeftError,
+    OutpostError,
+    SlowPeerError,
+    StaleSessionError,
+    StsLookupTimeoutError,
+    StsMxMismatchError,
+)
+from ..mx import MxHost
+from ..tls_policy import TlsPolicy
+from .job import Rcpt, Record, Result
+from .transport import Session, SessionPool, TlsMode, remote_queue_id
+from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
+
+if TYPE_CHECKING:
+    from .service import DeliveryService
+
+log = logging.getLogger("outpost.sender")
+
+RECORD_MARGIN = 10.0  # seconds kept after a transaction to record its outcome (with retries)
+
+Reply = tuple[Verdict, str | None]  # a transaction's verdict and the remote queue id
+Failure = tuple[Verdict, str | None, str | None]  # a verdict, and the MX host and IP it came from
+
+
+class Flow(enum.Enum):
+    """What a step tells the recipient loop when it has no reply to record."""
+
+    NEXT = "next recipient"  # this one is left unrecorded (no time left): released, requeued
+    STOP = "stop"  # the domain is done (recorded, released or handed to the slow lane)
+    RETRY = "retry"  # a pooled session was stale: again on a fresh one
+
+
+def hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
+    """The MX hosts and addresses that come after (name, ip) in the order they are tried."""
+    for i, host in enumerate(hosts):
+        if host.name == name and ip in host.addresses:
+            rest = host.addresses[host.addresses.index(ip) + 1:]
+            return ([replace(host, addresses=rest)] if rest else []) + hosts[i + 1:]
+    return []
+
+
+def mark_slow(svc: DeliveryService, domain: str) -> None:
+    """New mail to `domain` goes straight to the slow lane for SLOW_MEMORY (this container)."""
+    svc._slow_domains[domain] = svc.clock() + svc.SLOW_MEMORY
+
+
+def is_slow(svc: DeliveryService, domain: str) -> bool:
+    return svc._slow_domains.get(domain, 0.0) > svc.clock()
+
+
+def hand_off_if_slow(svc: DeliveryService, mid: str, domain: str, rest: list[Rcpt], handoff: set[int]) -> bool:
+    """On the new-mail lane, between two transactions: when the domain is known slow (its
+    last transaction here, or another job's in this container, took over SLOW_TRANSACTION,
+    or was abandoned before its dot), hand the domain's remaining recipients to the slow
+    lane, with no attempt counted."""
+    if not is_slow(svc, domain):
+        return False
+    handoff.update(r.index for r in rest)
+    svc.count("SlowLaneHandoff", len(rest))
+    log.info("MX too slow in a transaction; the rest handed to the slow lane",
+             extra={"message_id": mid, "recipient_domain": domain, "recipients": len(rest)})
+    return True
+
+
+async def record_each(svc: DeliveryService, rcpts: list[Rcpt], v: Verdict, record: Record,
+                      host: str | None = None, ip: str | None = None, *, sts: dict | None = None) -> None:
+    for r in rcpts:
+        await record(r, Result(v, svc._attempt(v, host, ip, None, sts=sts)))
+
+
+# ---- before the first session -------------------------------------------------------------
+async def route(svc: DeliveryService, domain: str, rcpts: list[Rcpt], record: Record) -> list[MxHost] | None:
+    """The domain's MX hosts; None (the outcomes recorded) when the lookup failed."""
+    try:
+        return await asyncio.to_thread(svc.resolve_mx, domain)
+    except DnsError as exc:
+        await record_each(svc, rcpts, judge(exc), record)
+        return None
+
+
+@dataclass(frozen=True)
+class Routed:
+    hosts: list[MxHost]
+    tls_mode: TlsMode
+    policy: TlsPolicy
+    sts: dict | None  # the policy as recorded with each attempt
+
+
+async def apply_policy(svc: DeliveryService, domain: str, rcpts: list[Rcpt], hosts: list[MxHost],
+                       tls_mode: TlsMode, deadline: float, record: Record) -> Routed | None:
+    """TLS policy (MTA-STS, RFC 8461 §5). enforce: only the policy's MX hosts, only over TLS
+    with a certificate valid for the MX name ("verify"), else defer; testing: deliver as usual
+    and record what enforce would have refused (§5, "testing" mode). The lookup counts against
+    the invocation's time: it may not leave less than one session and one transaction need,
+    and one that takes longer is a recorded transient failure, so it backs off (never a
+    release at once, which looped, issue 8 item 5). None when there is nothing to send: no
+    time left even to look (released, nothing learnt), or the outcomes are recorded."""
+    looked_up = await lookup_policy(svc, domain, deadline)
+    if looked_up is None:
+        return None
+    if isinstance(looked_up, Verdict):
+        await record_each(svc, rcpts, looked_up, record)
+        return None
+    policy = looked_up
+    sts = policy.as_dict() if (policy.policy is not None or policy.error) else None
+    if policy.policy is not None and policy.mode == "enforce":
+        allowed = [h for h in hosts if policy.policy.allows(h.name)]
+        if not allowed:
+            v = judge(StsMxMismatchError(domain, [h.name for h in hosts], policy.policy.mx))
+            await record_each(svc, rcpts, v, record, sts=sts)
+            return None
+        hosts, tls_mode = allowed, "verify"
+    return Routed(hosts, tls_mode, policy, sts)
+
+
+async def lookup_policy(svc: DeliveryService, domain: str, deadline: float) -> TlsPolicy | Verdict | None:
+    """The domain's TLS policy; a transient verdict when the lookup took too long; None
+    when there is no time left to start it."""
+    spare = deadline - svc.clock() - svc._needs(session=True)
+    if spare <= 0:
+        return None
+    wait = min(svc.policy_wait, spare)
+    started = svc.clock()
+    loop = asyncio.get_running_loop()
+    try:
+        policy = await asyncio.wait_for(
+            loop.run_in_executor(svc._policy_threads, _tls_policy, svc, domain), wait)
+    except TimeoutError:
+        svc.count("PolicyLookupTimeout", 1)
+        return judge(StsLookupTimeoutError(
+            f"the MTA-STS policy lookup for {domain} did not finish in {wait:.0f} s", domain))
+    if svc.clock() + svc._needs(session=True) > deadline:
+        svc.count("PolicyLookupTimeout", 1)
+        return judge(StsLookupTimeoutError(
+            f"the MTA-STS policy lookup for {domain} took {svc.clock() - started:.0f} s, "
+            "leaving no time to deliver", domain))
+    return policy
+
+
+def _tls_policy(svc: DeliveryService, domain: str) -> TlsPolicy:
+    try:
+        return svc.tls_policy_for(domain)
+    except Exception as exc:  # noqa: BLE001 - MtaSts never raises; a custom policy might
+        log.exception("TLS policy lookup failed", extra={"recipient_domain": domain})
+        return TlsPolicy(domain, None, f"policy lookup failed: {exc}")
+
+
+def sts_note(policy: TlsPolicy, session: Session, sts: dict | None) -> dict | None:
+    """In testing mode, what enforce would have refused (RFC 8461 §5: report, deliver)."""
+    if sts is None or policy.policy is None or policy.mode != "testing":
+        return sts
+    problems = []
+    if not policy.policy.allows(session.mx_name):
+        problems.append(f"MX {session.mx_name} does not match the policy")
+    if session.tls is None:
+        problems.append("no TLS")
+    elif not session.tls.verified:
+        problems.append("certificate did not verify")
+    return dict(sts, violation="; ".join(problems)) if problems else sts
+
+
+# ---- one domain ------------------------------------------------------------------------------
+async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt], data: tuple[bytes, ...],
+                  tls_mode: TlsMode, pool: SessionPool, deadline: float, record: Record, *,
+                  handoff: set[int] | None = None) -> None:
+    """Deliver to one domain's recipients, recording each outcome as soon as it is known.
+    A recipient left unrecorded (no time left) is released and requeued by the caller.
+    `handoff` (the new-mail lane only): where the indexes of recipients whose MX does not
+    open a session within SLOW_OPEN go, for the caller to hand to the slow lane, and those
+    still to go after a transaction that did not reach its final dot within SLOW_TRANSACTION
+    (abandoned before the dot) or took longer than that in all (completed and recorded)."""
+    if handoff is not None and is_slow(svc, domain):
+        handoff.update(r.index for r in rcpts)  # known slow: no need to wait SLOW_OPEN again
+        svc.count("SlowLaneHandoff", len(rcpts))
+        return
+    hosts = await route(svc, domain, rcpts, record)
+    if hosts is None:
+        return
+    routed = await apply_policy(svc, domain, rcpts, hosts, tls_mode, deadline, record)
+    if routed is None:
+        return
+    run = DomainRun(svc, mid, domain, rcpts, data, routed, pool, deadline, record, handoff,
+                    slice_end=svc.clock() + svc.DOMAIN_SLICE)
+    try:
+        for n, r in enumerate(rcpts):
+            if await run.recipient(n, r) is Flow.STOP:
+                return
+    finally:
+        if run.session is not None:
+            pool.give(run.key, run.session)
+
+
+@dataclass
+class DomainRun:
+    """The session work for one domain's recipients: the session in hand, the sessions opened
+    in this attempt (MX_SESSION_LIMIT), and the failure that ended the last one."""
+
+    svc: DeliveryService
+    mid: str
+    domain: str
+    rcpts: list[Rcpt]
+    data: tuple[bytes, ...]
+    routed: Routed
+    pool: SessionPool
+    deadline: float
+    record: Record
+    handoff: set[int] | None
+    slice_end: float
+    session: Session | None = None
+    opened: int = 0
+    last_failure: Failure | None = None
+    key: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.domain, self.routed.tls_mode)
+
+    async def recipient(self, n: int, r: Rcpt) -> Flow | None:
+        """One recipient: whether it may start (time, slow lane, the domain's slice), its
+        transaction(s), its record. Flow.STOP ends the domain."""
+        svc = self.svc
+        if svc.clock() + svc._needs(session=False) > self.deadline:
+            return Flow.NEXT  # no time left: released and requeued by the caller
+        if self.handoff is not None and hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:], self.handoff):
+            return Flow.STOP  # between transactions: the rest wait on the slow lane, not here
+        if n and svc.clock() > self.slice_end:
+            # This domain has had its slice of the job: the rest go back to the queue.
+            svc.count("DomainSliceRelease", len(self.rcpts) - n)
+            log.info("domain time slice used; the rest released",
+                     extra={"message_id": self.mid, "recipient_domain": self.domain,
+                            "released": len(self.rcpts) - n})
+            return Flow.STOP
+        outcome = await self.attempt(n, r)
+        if isinstance(outcome, Flow):
+            return outcome
+        await self.record_reply(r, outcome)
+        return None
+
+    async def attempt(self, n: int, r: Rcpt) -> Reply | Flow:
+        """Recipient n's transaction: on a pooled session, or a fresh one, on the MX hosts it
+        may still go to (`route`), in order. A pass after the first only after a pooled session
+        turned out stale (a fresh one, never another pooled one that may be just as stale), or
+        after a soft failure in mid-transaction moved the recipient to the next MX."""
+        route = self.routed.hosts
+        for fresh in (False, *[True] * (self.svc.MX_SESSION_LIMIT + 2)):
+            if self.session is None and not fresh:
+                self.session = self.pool.take(self.key)
+            if self.session is None and await self.open_session(n, route) is Flow.STOP:
+                return Flow.STOP
+            outcome = await self.transact(n, r)
+            if outcome is Flow.RETRY:
+                continue
+            if isinstance(outcome, Flow):
+                return outcome
+            after = await self.next_mx(outcome, route)
+            if after is None:
+                return outcome
+            route = after
+        return Flow.NEXT  # every pass used: released with the rest
+
+    async def open_session(self, n: int, route: list[MxHost]) -> Flow | None:
+        """A fresh session on the first MX of `route` that opens; Flow.STOP (the rest recorded,
+        released or handed to the slow lane) when none does, or when the session limit is
+        reached. On the new-mail lane the opening must take at most SLOW_OPEN."""
+        svc, rest = self.svc, self.rcpts[n:]
+        if self.opened >= svc.MX_SESSION_LIMIT and self.last_failure is not None:
+            # Postfix smtp_mx_session_limit: this attempt has used its sessions; the rest
+            # defer with the reply that ended the last one.
+            v, host, ip = self.last_failure
+            v = unreached(v, f"session limit of {svc.MX_SESSION_LIMIT} per attempt reached")
+            await record_each(svc, rest, v, self.record, host, ip, sts=self.routed.sts)
+            return Flow.STOP
+        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
+        if self.handoff is None:
+            session, failure = await opening
+        else:
+            try:
+                session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
+            except TimeoutError:
+                # A slow receiver: not this lane's to wait on (head-of-line).
+                mark_slow(svc, self.domain)
+                self.handoff.update(rc.index for rc in rest)
+                svc.count("SlowLaneHandoff", len(rest))
+                log.info("MX too slow to open a session; handed to the slow lane",
+                         extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
+                return Flow.STOP
+        if session is None:
+            if failure is not None:
+                # Every MX failed at host level: a transient failure for the recipient.
+                v, host, ip = failure
+                await record_each(svc, rest, unreached(v), self.record, host, ip, sts=self.routed.sts)
+            return Flow.STOP  # (no failure: no time left to connect; released and requeued)
+        self.session = session
+        self.opened += 1
+        return None
+
+    async def transact(self, n: int, r: Rcpt) -> Reply | Flow:
+        """One transaction on the session in hand. On the new-mail lane it must reach its final
+        dot within SLOW_TRANSACTION, and one that took longer in all marks the domain slow."""
+        svc, session = self.svc, self.session
+        assert session is not None
+        try:
+            started = asyncio.get_running_loop().time()
+            outcome = await transact(svc, session, self.mid, r, self.data, self.deadline,
+                                     dot_within=None if self.handoff is None else svc.SLOW_TRANSACTION)
+            if self.handoff is not None and asyncio.get_running_loop().time() - started > svc.SLOW_TRANSACTION:
+                # Slow only at the final reply: completed and recorded as usual (never an
+                # abandoned wait after the dot); the rest go at the next turn.
+                mark_slow(svc, self.domain)
+            return outcome
+        except SlowPeerError as exc:
+            # The new-mail lane's limit ran out before the final dot: the transport abandoned
+            # the transaction and closed the session, so nothing was delivered. No verdict and
+            # no attempt: this recipient and the domain's remaining ones wait on the slow lane,
+            # not in this batch (head-of-line).
+            log.info("transaction abandoned before the final dot; handed to the slow lane",
+                     extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
+                            "command": exc.command})
+            self.session = None
+            mark_slow(svc, self.domain)
+            if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
+                                                            self.handoff):
+                raise  # pragma: no cover - only the new-mail lane passes a limit
+            return Flow.STOP
+        except NoTimeLeftError:
+            # Abandoned before the final dot (the connection is closed): nothing was
+            # delivered, the recipient is released with the rest.
+            log.info("no time left for the end of data; released", extra={"message_id": self.mid})
+            await session.close()
+            self.session = None
+            return Flow.NEXT
+        except StaleSessionError as exc:
+            log.info("reused connection was stale; reconnecting",
+                     extra={"mx": session.mx_name, "detail": str(exc)})
+            self.session = None
+            return Flow.RETRY
+
+    async def next_mx(self, outcome: Reply, route: list[MxHost]) -> list[MxHost] | None:
+        """Postfix smtp_trouble.c: a soft failure in mid-transaction on an MX that is not the
+        last one moves the recipient to the next MX, in this attempt (within the session limit
+        and the time left). The MX hosts after this one when it does (the session closed),
+        else None."""
+        svc, session = self.svc, self.session
+        assert session is not None
+        after = hosts_after(route, session.mx_name, session.ip)
+        if not (after and tries_next_mx(outcome[0]) and self.opened < svc.MX_SESSION_LIMIT
+                and svc.clock() + svc._needs(session=True) <= self.deadline):
+            return None
+        log.info("soft failure in mid-transaction; trying the next MX",
+                 extra={"message_id": self.mid, "mx": session.mx_name, "ip": session.ip,
+                        "smtp_code": outcome[0].code, "status": outcome[0].status,
+                        "command": outcome[0].command})
+        svc.count("NextMxAfterSoftFailure", 1)
+        self.last_failure = (outcome[0], session.mx_name, session.ip)
+        await session.close()
+        self.session = None
+        return after
+
+    async def record_reply(self, r: Rcpt, outcome: Reply) -> None:
+        """Record the recipient's reply; a host-level verdict, or a session the server closed,
+        ends the session (and is the failure the session limit defers with)."""
+        session = self.session
+        if session is None:  # pragma: no cover - a transaction's reply comes with its session
+            raise RuntimeError("a reply without a session")
+        verdict, remote = outcome
+        note = sts_note(self.routed.policy, session, self.routed.sts)
+        attempt = self.svc._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
+        if verdict.scope is Scope.HOST or not session.is_open:
+            self.last_failure = (verdict, session.mx_name, session.ip)
+            await session.close()
+            self.session = None
+        await self.record(r, Result(verdict, attempt))
+
+
+# ---- sessions and transactions --------------------------------------------------------------
+async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float
+                     ) -> tuple[Session | None, Failure | None]:
+    """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1),
+    for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
+
+    (None, None) when there is no time left to try the next address: no host has failed
+    for the recipient then, so it is not charged an attempt.
+    """
+    last: Failure | None = None
+    tried = 0
+    for host in hosts:
+        for ip in host.addresses:
+            if tried >= svc.settings.mx_address_limit:
+                log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
+                return None, last
+            # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
+            # no connect that cannot carry a transaction in time.
+            if svc.clock() + svc._needs(session=True) > deadline:
+                log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
+                return None, None
+            tried += 1
+            try:
+                session = await svc.connector.open(
+                    host.name, ip, tls_mode,
+                    time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
+                return session, None
+            except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+                last = (judge(exc), host.name, ip)
+                if not isinstance(exc, OutpostError):
+                    # Postal: unanticipated means transient, but it must be seen.
+                    log.exception("unexpected error opening an SMTP session",
+                                  extra={"mx": host.name, "ip": ip})
+            log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
+                                               "detail": last[0].text})
+    return None, last
+
+
+async def transact(svc: DeliveryService, session: Session, mid: str, r: Rcpt, data: tuple[bytes, ...],
+                   deadline: float, *, dot_within: float | None = None) -> Reply:
+    """One transaction, judged. StaleSessionError, NoTimeLeftError and SlowPeerError pass
+    through: they are no outcome for the recipient (the caller reconnects, releases it, or
+    hands it to the slow lane). `dot_within`: the lane's limit up to the final dot."""
+    try:
+        # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
+        # §4.5.3.2.6 says 10 minutes), keeping RECORD_MARGIN to record it.
+        reply = await session.send(svc.return_path(mid, r.index), r.smtp_addr, data,
+                                   envid=mid, utf8=r.utf8,
+                                   time_left=lambda: deadline - svc.clock() - RECORD_MARGIN,
+                                   dot_within=dot_within)
+        return judge(reply), remote_queue_id(reply.text)
+    except (StaleSessionError, NoTimeLeftError, SlowPeerError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+        v = judge(exc)
+        if not isinstance(exc, OutpostError):
+            log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
+        if v.after_dot:
+            # The documented window (RFC 1047): the retry may deliver a second copy.
+            svc.count("EndOfDataUnanswered", 1)
+        return v, None
