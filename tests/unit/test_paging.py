@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from outpost.api.paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest
@@ -51,3 +53,17 @@ def test_deeply_nested_cursor_json_is_a_400(depth):
     raw = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode().rstrip("=")
     with pytest.raises(InvalidRequestError):
         decode_cursor(raw[:2048], parts=["d"], key_attrs=ATTRS)
+
+
+def test_a_since_outside_datetimes_utc_range_is_clamped_not_a_server_error() -> None:
+    # Found by schemathesis: 0001-01-01T00:00:05+02:01 is before year 1 in UTC, and
+    # astimezone(UTC) raised OverflowError (a 503 from GET /v1/bounces?since=...).
+    from datetime import datetime, timedelta, timezone
+
+    from outpost.api.paging import since_iso
+
+    early = datetime(1, 1, 1, 0, 0, 5, tzinfo=timezone(timedelta(hours=2, minutes=1)))
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-3)))
+    assert since_iso(early) == "0001-01-01T00:00:00.000Z"
+    assert since_iso(late) == "9999-12-31T23:59:59.999Z"
+    assert since_iso(datetime(2026, 11, 30, 1, 0, tzinfo=UTC)) == "2026-11-30T01:00:00.000Z"

@@ -100,5 +100,12 @@ def check_key(cursor: Cursor | None, attribute: str, expected: str, *,
 
 
 def since_iso(dt: datetime | None) -> str | None:
-    """A query's `since` in the records' timestamp format (clock.iso_of)."""
-    return None if dt is None else iso_of(dt)
+    """A query's `since` in the records' timestamp format (clock.iso_of). A `since` whose UTC
+    time falls outside datetime's range (0001-01-01T00:00:05+02:01 is still in year 0 in UTC)
+    is clamped to the first or last instant: every record is after the one, none after the other."""
+    if dt is None:
+        return None
+    try:
+        return iso_of(dt)
+    except OverflowError:
+        return "0001-01-01T00:00:00.000Z" if dt.year == 1 else "9999-12-31T23:59:59.999Z"
