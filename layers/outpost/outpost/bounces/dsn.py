@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from email.message import Message
 
+from outpost.bounces._mime import POLICY, BoundedMessage, message_from_bytes
 from outpost.bounces._prefilter import Prefiltered
 from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
@@ -121,37 +122,9 @@ _DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", 
 _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 
 
-class _BoundedPolicy(email.policy.Compat32):
-    """compat32 with Postfix's header_size_limit: every header value is cut at
-    HEADER_SIZE_LIMIT as it is parsed, MIME headers much shorter (the email package re-splits
-    a Content-* value at every ';' on each get_param(), quadratic in the number of ';')."""
-
-    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
-        name, value = super().header_source_parse(sourcelines)
-        if name[:8].lower() == "content-":
-            value = ";".join(value[:MIME_HEADER_SIZE_LIMIT].split(";", MIME_PARAM_LIMIT)
-                             [:MIME_PARAM_LIMIT])
-        elif len(value) > HEADER_SIZE_LIMIT:
-            value = value[:HEADER_SIZE_LIMIT]
-        return name, value
-
-
-_POLICY = _BoundedPolicy()
-
-
-class _BoundedMessage(Message):
-    """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
-    parsed): every msg.get() walks the whole header list."""
-
-    def set_raw(self, name: str, value: str) -> None:  # type: ignore[override]
-        if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
-            super().set_raw(name, value)
-
-
-def _message_from_bytes(data: bytes) -> Message:
-    return email.message_from_bytes(data, _class=_BoundedMessage, policy=_POLICY)
-
-
+_POLICY = POLICY
+_BoundedMessage = BoundedMessage
+_message_from_bytes = message_from_bytes
 _DELIMITER_LINE = re.compile(rb"^--", re.M)
 # "Content-Type: multipart/..." or "message/...", possibly folded after the colon.
 _CONTAINER_LINE = re.compile(rb"^content-type:[ \t]*(?:\n[ \t]+)?(?:multipart|message)/",
