@@ -35,7 +35,10 @@ class BoundedPolicy(email.policy.Compat32):
     def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
         # Compat32.header_source_parse inlined (called once per header of every message).
         name, value = sourcelines[0].split(":", 1)
-        value = (value.lstrip(" \t") + "".join(sourcelines[1:])).rstrip("\r\n")
+        return self.cut(name, (value.lstrip(" \t") + "".join(sourcelines[1:])).rstrip("\r\n"))
+
+    def cut(self, name: str, value: str) -> tuple[str, str]:
+        """``value`` within the limits for a header called ``name``."""
         if name[:8].lower() == "content-":
             value = ";".join(value[:MIME_HEADER_SIZE_LIMIT].split(";", MIME_PARAM_LIMIT)
                              [:MIME_PARAM_LIMIT])
@@ -102,38 +105,39 @@ class _Unusual(Exception):
 # gone already (dsn._normalize).
 _ODD_BREAKS = re.compile(rb"[\r\x0b\x0c\x1c\x1d\x1e]")
 # feedparser.headerRE: a header line, or a continuation.
-_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+# A run of header fields (feedparser.headerRE: a name, a colon; continuation lines), each
+# line ending in LF or at the end of the part.
+_HEADER_BLOCK = re.compile(
+    r"(?:[\041-\071\073-\176]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+# One field of such a block: its name, and its value without the blanks after the colon
+# and without the last LF (compat32's header_source_parse).
+_FIELD = re.compile(r"^([\041-\071\073-\176]*):[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
 _BLANK_LINE = re.compile(r"^\n", re.M)
 
 
 def _headers(msg: Message, text: str, pos: int, end: int) -> int:
     """Read the header block at ``pos`` into ``msg``; return where the body starts (after
     the blank line, or at the first line that is not a header: feedparser's
-    MissingHeaderBodySeparatorDefect)."""
-    block: list[str] = []
-    while pos < end:
-        nl = text.find("\n", pos, end)
-        stop = end if nl < 0 else nl + 1
-        if text[pos] == "\n":
-            pos = stop
-            break
-        if not _HEADER_LINE.match(text, pos, stop):
-            break
-        line = text[pos:stop]
-        if line[0] in " \t":
-            if not block:
-                raise _Unusual("continuation line first")
-            block.append(line)
-        else:
-            if line.startswith("From ") or line[0] == ":":
-                raise _Unusual("envelope line or empty header name")
-            if block:
-                msg.set_raw(*POLICY.header_source_parse(block))
-            block = [line]
-        pos = stop
-    if block:
-        msg.set_raw(*POLICY.header_source_parse(block))
-    return pos
+    MissingHeaderBodySeparatorDefect).  One match finds the block, one findall its fields:
+    (name, value) as BoundedPolicy.header_source_parse gives them."""
+    if pos < end and text[pos] in " \t":
+        raise _Unusual("continuation line first")
+    block = _HEADER_BLOCK.match(text, pos, end)
+    stop = block.end() if block else pos
+    if stop > pos:
+        fields = _FIELD.findall(text, pos, stop)
+        if not fields[0][0] or "\n:" in text[pos:stop]:
+            raise _Unusual("empty header name")
+        if stop - pos > MIME_HEADER_SIZE_LIMIT or text.count(";", pos, stop) >= MIME_PARAM_LIMIT:
+            fields = [POLICY.cut(name, value) for name, value in fields]  # a long field
+        msg._headers = fields[:HEADER_COUNT_LIMIT]  # type: ignore[attr-defined]
+    if stop >= end:
+        return end
+    if text[stop] == "\n":
+        return stop + 1
+    if text.startswith("From ", stop):
+        raise _Unusual("envelope line among the headers")
+    return stop
 
 
 def _entity(text: str, pos: int, end: int) -> Message:
@@ -177,28 +181,44 @@ def _multipart(msg: Message, text: str, pos: int, end: int) -> None:
     boundary = msg.get_boundary()
     if boundary is None or msg.get_content_type() == "multipart/digest":
         raise _Unusual("no boundary, or digest (its parts default to message/rfc822)")
-    delim = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*$", re.M)
-    m = delim.search(text, pos, end)
-    if m is None or m.group(1):
+    key = "--" + boundary
+    at, close = _delimiter(text, key, pos, end)
+    if at < 0 or close:
         raise _Unusual("start boundary not found")  # dsn._repair_boundary's case
-    if m.start() > pos:
-        msg.preamble = _chop_eol(text[pos:m.start()])
+    if at > pos:
+        msg.preamble = _chop_eol(text[pos:at])
     parts: list[Message] = []
     while True:
-        start = _line_end(text, m.end(), end)
-        nxt = delim.search(text, start, end)
-        if nxt is not None and nxt.start() == start:
+        start = _line_end(text, at, end)
+        at, close = _delimiter(text, key, start, end)
+        if at == start:
             raise _Unusual("consecutive delimiter lines")
-        part = _entity(text, start, nxt.start() if nxt else end)
+        part = _entity(text, start, end if at < 0 else at)
         _chop_part(_last_created(part))
         parts.append(part)
-        if nxt is None:
+        if at < 0:
             break  # no close delimiter (CloseBoundaryNotFoundDefect): no epilogue
-        m = nxt
-        if m.group(1):
-            msg.epilogue = text[_line_end(text, m.end(), end):end]
+        if close:
+            msg.epilogue = text[_line_end(text, at, end):end]
             break
     msg._payload = parts  # type: ignore[attr-defined]
+
+
+def _delimiter(text: str, key: str, pos: int, end: int) -> tuple[int, bool]:
+    """The first delimiter line in text[pos:end] (``pos`` starts a line): where it starts
+    (-1: none) and whether it closes.  feedparser's boundaryre: the boundary, "--" or not,
+    blanks, end of line.  str.find, not a regex: a boundary is a new pattern per message."""
+    i = pos
+    while True:
+        i = text.find(key, i, end)
+        if i < 0:
+            return -1, False
+        if i == pos or text[i - 1] == "\n":
+            nl = text.find("\n", i, end)
+            rest = text[i + len(key):end if nl < 0 else nl].rstrip(" \t")
+            if rest == "" or rest == "--":
+                return i, rest == "--"
+        i += 1
 
 
 def _line_end(text: str, pos: int, end: int) -> int:
