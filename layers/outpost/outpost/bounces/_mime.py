@@ -15,6 +15,7 @@ parses with the email package.  Every scan moves forward: the whole is linear in
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import re
 from email.message import Message
@@ -249,3 +250,21 @@ def _chop_part(part: Message) -> None:
             part.epilogue = _chop_eol(part.epilogue)
     elif isinstance(part._payload, str):  # type: ignore[attr-defined]
         part._payload = _chop_eol(part._payload)  # type: ignore[attr-defined]
+
+
+# Line breaks str.splitlines() knows besides LF, in decoded text.
+_ODD_TEXT_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def headers_from_text(text: str) -> Message:
+    """The header block at the start of ``text`` (decoded text, as a text/rfc822-headers
+    part or headers quoted in a bounce), as email.parser.HeaderParser would read it; the
+    body is not kept."""
+    if not _ODD_TEXT_BREAKS.search(text):
+        msg = BoundedMessage(policy=POLICY)
+        try:
+            _headers(msg, text, 0, len(text))
+            return msg
+        except _Unusual:
+            pass
+    return email.parser.HeaderParser(BoundedMessage, policy=POLICY).parsestr(text)

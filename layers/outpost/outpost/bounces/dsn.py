@@ -28,7 +28,6 @@ from __future__ import annotations
 import email
 import email.errors
 import email.message
-import email.parser
 import email.policy
 import logging
 import re
@@ -37,7 +36,7 @@ from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from email.message import Message
 
-from outpost.bounces._mime import POLICY, BoundedMessage, message_from_bytes
+from outpost.bounces._mime import headers_from_text, message_from_bytes
 from outpost.bounces._prefilter import Prefiltered
 from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
@@ -122,8 +121,6 @@ _DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", 
 _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 
 
-_POLICY = POLICY
-_BoundedMessage = BoundedMessage
 _message_from_bytes = message_from_bytes
 _DELIMITER_LINE = re.compile(rb"^--", re.M)
 # "Content-Type: multipart/..." or "message/...", possibly folded after the colon.
@@ -384,8 +381,7 @@ def _original_headers(part: Message) -> tuple[tuple[str, str], ...]:
         not part.is_multipart() and not isinstance(part.get_payload(), list)
     ):
         text = _part_text(part)
-        hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
-        inner = hp.parsestr(text.lstrip("\n"))
+        inner = headers_from_text(text.lstrip("\n"))
         return tuple((k, _decode_header(v)) for k, v in inner.items())
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -409,8 +405,7 @@ def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     m = _INLINE_ORIG.search(text, cut)
     if not m or m.start() - cut > 400:
         return ()
-    hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
-    inner = hp.parsestr(m.group(0))
+    inner = headers_from_text(m.group(0))
     return tuple((k, _decode_header(v)) for k, v in inner.items())
 
 
