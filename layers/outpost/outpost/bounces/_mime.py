@@ -71,7 +71,7 @@ class BoundedMessage(Message):
 
     def __setitem__(self, name: str, val: object) -> None:  # type: ignore[override]
         self._ctype = None
-        super().__setitem__(name, val)  # type: ignore[arg-type]
+        super().__setitem__(name, val)  # type: ignore[arg-type,assignment]
 
     def __delitem__(self, name: str) -> None:
         self._ctype = None
