@@ -29,7 +29,8 @@ def _texts() -> list[str]:
     out += ["x\n" + w for w in ("---- Original message follows", "  ----- Unsent message -----",
                                 "Content-Type: message/rfc822", "The original message was",
                                 "Bla bla: Below is a copy of the original message:",
-                                "-- Originalnachricht", "ORIGINAL MESSAGE FOLLOWS")]
+                                "-- Originalnachricht", "ORIGINAL MESSAGE FOLLOWS",
+                                "-- Urspr\u00fcngliche Nachricht", "--- \u5143\u306e\u30e1\u30c3\u30bb\u30fc\u30b8")]
     return out
 
 

@@ -226,7 +226,7 @@ class Prefiltered:
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.needles = needles(pattern) if pattern.flags & re.I else None
-        self.alternatives: tuple[tuple[str, re.Pattern[str]], ...] | None = None
+        self.alternatives: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
         alts = _split_top(pattern.pattern) if self.needles is not None else None
         if alts and not _BACKREF.search(pattern.pattern):
             self.alternatives = _gated(alts, pattern.flags, "")
@@ -242,18 +242,50 @@ class Prefiltered:
         if self.alternatives is None:
             return self.search(text, low) is not None
         low = text.lower() if low is None else low
-        return any(run in low and rx.search(text) is not None for run, rx in self.alternatives)
+        return any((not runs or any(r in low for r in runs)) and rx.search(text) is not None
+                   for runs, rx in self.alternatives)
 
 
-def _gated(alts: list[str], flags: int, prefix: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """Each alternative compiled alone (after ``prefix``), with the lower-case literal any
-    of its matches contains, or "" (always run) when it has no run of MIN characters or a
-    counted quantifier (whose digits _longest_run would take for literals)."""
-    out: list[tuple[str, re.Pattern[str]]] = []
-    for alt in alts:
-        run = "" if "{" in alt else _longest_run(alt).lower()
-        out.append((run if len(run) >= MIN else "", re.compile(prefix + alt, flags)))
-    return tuple(out)
+def _gated(alts: list[str], flags: int, prefix: str
+           ) -> tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]:
+    """Each alternative compiled alone (after ``prefix``), with the lower-case literals one
+    of which any of its matches contains (none: always run)."""
+    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags)) for alt in alts)
+
+
+def _alternative_needles(alt: str) -> tuple[str, ...]:
+    """Its own literal run; else, for "PREFIX(?:X|Y|...)", one run of each of X, Y, ...;
+    else none."""
+    run = _safe_run(alt)
+    if len(run) >= MIN:
+        return (run,)
+    if not alt.endswith(")"):
+        return ()
+    i = alt.find("(?:")
+    while i >= 0:
+        inner = alt[i + 3:-1]
+        parts = _split_top(inner) if alt[i - 1:i] != "\\" else None
+        if parts is not None and _compiles(inner):
+            runs = [_safe_run(p) for p in parts]
+            return tuple(dict.fromkeys(runs)) if all(len(r) >= MIN for r in runs) else ()
+        i = alt.find("(?:", i + 1)
+    return ()
+
+
+# Counted quantifiers and numeric escapes: _longest_run would take their digits for literals.
+_NOT_LITERAL = re.compile(r"\{|\\[uUxN0-9]")
+
+
+def _safe_run(alt: str) -> str:
+    return "" if _NOT_LITERAL.search(alt) else _longest_run(alt).lower()
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 # Group references would be renumbered by compiling one alternative alone.
@@ -270,7 +302,7 @@ class AnchoredAlternation:
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.parts: tuple[tuple[str, re.Pattern[str]], ...] | None = None
+        self.parts: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
         p = pattern.pattern
         alts = _split_top(p[4:-1]) if p.startswith("^(?:") and p.endswith(")") else None
         if alts and pattern.flags & re.I and pattern.flags & re.M and not _BACKREF.search(p):
@@ -282,8 +314,8 @@ class AnchoredAlternation:
             return m.start() if m else None
         low = text.lower()
         best: int | None = None
-        for run, rx in self.parts:
-            if run and run not in low:
+        for runs, rx in self.parts:
+            if runs and not any(r in low for r in runs):
                 continue
             m = rx.search(text)
             if m and (best is None or m.start() < best):
