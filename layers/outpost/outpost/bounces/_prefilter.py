@@ -48,6 +48,8 @@ def _split_top(pattern: str) -> list[str] | None:
             depth += 1
         elif c == ")":
             depth -= 1
+            if depth < 0:
+                return None  # not one alternation: a group closes that opened before
         elif c == "|" and depth == 0:
             out.append("".join(cur))
             cur = []
@@ -215,13 +217,19 @@ class PhraseRegex:
 
 
 class Prefiltered:
-    """``pattern.search`` behind a literal pre-check on the lower-cased text."""
+    """``pattern.search`` behind a literal pre-check on the lower-cased text.  ``found``
+    answers only whether it matches, and runs just the alternatives whose own literal occurs
+    (a match of a top-level alternation is a match of one of its alternatives)."""
 
-    __slots__ = ("pattern", "needles")
+    __slots__ = ("pattern", "needles", "alternatives")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.needles = needles(pattern) if pattern.flags & re.I else None
+        self.alternatives: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
+        alts = _split_top(pattern.pattern) if self.needles is not None else None
+        if alts and not _BACKREF.search(pattern.pattern):
+            self.alternatives = _gated(alts, pattern.flags, "")
 
     def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
         if self.needles is not None:
@@ -229,3 +237,87 @@ class Prefiltered:
             if not any(n in low for n in self.needles):
                 return None
         return self.pattern.search(text)
+
+    def found(self, text: str, low: str | None = None) -> bool:
+        if self.alternatives is None:
+            return self.search(text, low) is not None
+        low = text.lower() if low is None else low
+        return any((not runs or any(r in low for r in runs)) and rx.search(text) is not None
+                   for runs, rx in self.alternatives)
+
+
+def _gated(alts: list[str], flags: int, prefix: str
+           ) -> tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]:
+    """Each alternative compiled alone (after ``prefix``), with the lower-case literals one
+    of which any of its matches contains (none: always run)."""
+    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags)) for alt in alts)
+
+
+def _alternative_needles(alt: str) -> tuple[str, ...]:
+    """Its own literal run; else, for "PREFIX(?:X|Y|...)", one run of each of X, Y, ...;
+    else none."""
+    run = _safe_run(alt)
+    if len(run) >= MIN:
+        return (run,)
+    if not alt.endswith(")"):
+        return ()
+    i = alt.find("(?:")
+    while i >= 0:
+        inner = alt[i + 3:-1]
+        parts = _split_top(inner) if alt[i - 1:i] != "\\" else None
+        if parts is not None and _compiles(inner):
+            runs = [_safe_run(p) for p in parts]
+            return tuple(dict.fromkeys(runs)) if all(len(r) >= MIN for r in runs) else ()
+        i = alt.find("(?:", i + 1)
+    return ()
+
+
+# Counted quantifiers and numeric escapes: _longest_run would take their digits for literals.
+_NOT_LITERAL = re.compile(r"\{|\\[uUxN0-9]")
+
+
+def _safe_run(alt: str) -> str:
+    return "" if _NOT_LITERAL.search(alt) else _longest_run(alt).lower()
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+# Group references would be renumbered by compiling one alternative alone.
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+
+
+class AnchoredAlternation:
+    """Where the leftmost match of a line-anchored alternation "^(?:A|B|...)" (re.I | re.M)
+    starts: the least start of "^A", "^B", ... (at the first line start where the whole
+    matches, one of its alternatives does); an alternative with a literal run runs only
+    where that run occurs in the lower-cased text."""
+
+    __slots__ = ("pattern", "parts")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.parts: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
+        p = pattern.pattern
+        alts = _split_top(p[4:-1]) if p.startswith("^(?:") and p.endswith(")") else None
+        if alts and pattern.flags & re.I and pattern.flags & re.M and not _BACKREF.search(p):
+            self.parts = _gated(alts, pattern.flags, "^")
+
+    def start(self, text: str) -> int | None:
+        if self.parts is None:
+            m = self.pattern.search(text)
+            return m.start() if m else None
+        low = text.lower()
+        best: int | None = None
+        for runs, rx in self.parts:
+            if runs and not any(r in low for r in runs):
+                continue
+            m = rx.search(text)
+            if m and (best is None or m.start() < best):
+                best = m.start()
+        return best

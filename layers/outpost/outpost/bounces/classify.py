@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 from outpost.bounces import _phrases, _vendor
 from outpost.bounces._prefilter import PhraseRegex
@@ -121,6 +122,9 @@ def _matcher(name: str) -> Callable[[str], bool]:
     regex = PhraseRegex(_phrases.REGEX[name]) if name in _phrases.REGEX else None
     isnot = _phrases.ISNOT.get(name, ())
 
+    # A few entries: one classification asks about the same diagnostic several times
+    # (Sisimai's ClassOrder tries a reason's phrases from more than one rule).
+    @lru_cache(maxsize=4)
     def match(text: str) -> bool:
         if isnot and any(p in text for p in isnot):
             return False

@@ -28,7 +28,6 @@ from __future__ import annotations
 import email
 import email.errors
 import email.message
-import email.parser
 import email.policy
 import logging
 import re
@@ -37,6 +36,7 @@ from dataclasses import dataclass, replace
 from email.header import decode_header, make_header
 from email.message import Message
 
+from outpost.bounces._mime import headers_from_text, message_from_bytes
 from outpost.bounces._prefilter import Prefiltered
 from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
@@ -49,13 +49,10 @@ from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
 from outpost.bounces.limits import (
     BODY_SCAN_LIMIT,
     DIAGNOSTIC_LIMIT,
-    HEADER_COUNT_LIMIT,
     HEADER_SIZE_LIMIT,
     MESSAGE_LINE_LIMIT,
     MESSAGE_READ_LIMIT,
-    MIME_HEADER_SIZE_LIMIT,
     MIME_NESTING_LIMIT,
-    MIME_PARAM_LIMIT,
     MIME_PART_LIMIT,
     REPORT_RECIPIENT_LIMIT,
     TEXT_SCAN_LIMIT,
@@ -121,37 +118,7 @@ _DAEMON_FROM = re.compile(r"(?:mailer-daemon|postmaster|mail delivery|root)@?", 
 _DAEMON_SUBJECT = re.compile(r"mail failure -|security information for", re.I)
 
 
-class _BoundedPolicy(email.policy.Compat32):
-    """compat32 with Postfix's header_size_limit: every header value is cut at
-    HEADER_SIZE_LIMIT as it is parsed, MIME headers much shorter (the email package re-splits
-    a Content-* value at every ';' on each get_param(), quadratic in the number of ';')."""
-
-    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
-        name, value = super().header_source_parse(sourcelines)
-        if name[:8].lower() == "content-":
-            value = ";".join(value[:MIME_HEADER_SIZE_LIMIT].split(";", MIME_PARAM_LIMIT)
-                             [:MIME_PARAM_LIMIT])
-        elif len(value) > HEADER_SIZE_LIMIT:
-            value = value[:HEADER_SIZE_LIMIT]
-        return name, value
-
-
-_POLICY = _BoundedPolicy()
-
-
-class _BoundedMessage(Message):
-    """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
-    parsed): every msg.get() walks the whole header list."""
-
-    def set_raw(self, name: str, value: str) -> None:  # type: ignore[override]
-        if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
-            super().set_raw(name, value)
-
-
-def _message_from_bytes(data: bytes) -> Message:
-    return email.message_from_bytes(data, _class=_BoundedMessage, policy=_POLICY)
-
-
+_message_from_bytes = message_from_bytes
 _DELIMITER_LINE = re.compile(rb"^--", re.M)
 # "Content-Type: multipart/..." or "message/...", possibly folded after the colon.
 _CONTAINER_LINE = re.compile(rb"^content-type:[ \t]*(?:\n[ \t]+)?(?:multipart|message)/",
@@ -411,8 +378,7 @@ def _original_headers(part: Message) -> tuple[tuple[str, str], ...]:
         not part.is_multipart() and not isinstance(part.get_payload(), list)
     ):
         text = _part_text(part)
-        hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
-        inner = hp.parsestr(text.lstrip("\n"))
+        inner = headers_from_text(text.lstrip("\n"))
         return tuple((k, _decode_header(v)) for k, v in inner.items())
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -436,8 +402,7 @@ def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     m = _INLINE_ORIG.search(text, cut)
     if not m or m.start() - cut > 400:
         return ()
-    hp = email.parser.HeaderParser(_BoundedMessage, policy=_POLICY)
-    inner = hp.parsestr(m.group(0))
+    inner = headers_from_text(m.group(0))
     return tuple((k, _decode_header(v)) for k, v in inner.items())
 
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from outpost.bounces._prefilter import Prefiltered
+from outpost.bounces._prefilter import AnchoredAlternation, Prefiltered
 from outpost.bounces.families import ADDR, FAMILIES, ORIGINAL_MARKERS, Family
 
 _WS = re.compile(r"\s+")
@@ -40,11 +40,14 @@ def cut_original(text: str, fam: Family | None = None) -> str:
     return text[:cut]
 
 
+_MARKERS = AnchoredAlternation(ORIGINAL_MARKERS)
+
+
 @lru_cache(maxsize=8)
 def _marker_at(text: str) -> int:
     # The same text is cut several times per message (once per family tried).
-    m = ORIGINAL_MARKERS.search(text)
-    return m.start() if m else len(text)
+    start = _MARKERS.start(text)
+    return len(text) if start is None else start
 
 
 _DETECT = tuple((fam, Prefiltered(fam.detect)) for fam in FAMILIES)
@@ -83,7 +86,7 @@ def rows_disabled(names: Iterable[str]) -> Iterator[None]:
 def families_detected(probe: str) -> tuple[Family, ...]:
     """The rows whose ``detect`` pattern matches ``probe``, in table order."""
     low = probe.lower()
-    return tuple(fam for fam, rx in _DETECT if rx.search(probe, low))
+    return tuple(fam for fam, rx in _DETECT if rx.found(probe, low))
 
 
 def detect_family(probe: str) -> Family | None:

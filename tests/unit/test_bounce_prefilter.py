@@ -1,0 +1,62 @@
+"""The split alternations of _prefilter (issue 10 item 5) answer as the whole pattern does:
+Prefiltered.found() is bool(pattern.search()) for every family detect pattern, and
+AnchoredAlternation.start() is the start of ORIGINAL_MARKERS' leftmost match, on the text
+of every corpus and golden file (and on texts made to hit each alternative)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from outpost.bounces import dsn, textscan
+from outpost.bounces._prefilter import AnchoredAlternation, Prefiltered
+from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = Path("/work/shared/corpus/bounces")
+
+
+def _texts() -> list[str]:
+    paths = sorted((ROOT / "tests/golden/bounces").rglob("*.eml"))
+    paths += sorted(p for p in CORPUS.rglob("*") if p.suffix in (".eml", ".txt"))
+    out = []
+    for path in paths:
+        msg = dsn._read_message(path.read_bytes())
+        if msg is not None:
+            b = dsn._sort_parts(msg)
+            out += [b.probe, b.text]
+    # Lines made to start with the markers' wordings, after text that does not match.
+    out += ["x\n" + w for w in ("---- Original message follows", "  ----- Unsent message -----",
+                                "Content-Type: message/rfc822", "The original message was",
+                                "Bla bla: Below is a copy of the original message:",
+                                "-- Originalnachricht", "ORIGINAL MESSAGE FOLLOWS",
+                                "-- Urspr\u00fcngliche Nachricht", "--- \u5143\u306e\u30e1\u30c3\u30bb\u30fc\u30b8")]
+    return out
+
+
+def test_found_is_the_whole_patterns_answer() -> None:
+    texts = _texts()
+    split = [Prefiltered(f.detect) for f in FAMILIES]
+    assert sum(p.alternatives is not None for p in split) >= len(split) - 2
+    for pre in split:
+        for text in texts:
+            assert pre.found(text) == bool(pre.pattern.search(text)), pre.pattern.pattern[:60]
+
+
+def test_anchored_alternation_finds_the_leftmost_start() -> None:
+    markers = AnchoredAlternation(ORIGINAL_MARKERS)
+    assert markers.parts is not None and textscan._MARKERS.parts is not None
+    hits = 0
+    for text in _texts():
+        m = ORIGINAL_MARKERS.search(text)
+        assert markers.start(text) == (m.start() if m else None)
+        hits += m is not None
+    assert hits > 100
+
+
+def test_patterns_that_cannot_be_split_are_searched_whole() -> None:
+    for p in (r"^(?:a)|(?:b)", r"^(?:(\w)\1)"):
+        alt = AnchoredAlternation(re.compile(p, re.I | re.M))
+        assert alt.parts is None and alt.start("x\naa") == re.search(p, "x\naa", re.I | re.M).start()
+    counted = Prefiltered(re.compile(r"abcdef|.{0,40}(?:ghij|klmn)", re.I))
+    assert counted.found("-- KLMN") and not counted.found("nothing")
