@@ -21,11 +21,16 @@ The SMTP side's rules:
   SLOW_TRANSACTION (RSET, MAIL, RCPT, the 354, the content; abandoned before the dot with the
   connection closed, so the server discards it and nothing was delivered), has this recipient
   and the domain's remaining ones handed, with no attempt counted, to one tokenless slow-lane
-  job (released first, so it finds them free), and the container sends new mail for that
-  domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
-  on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
-  domain's rest go to the slow lane between transactions. That wait is the one a new-mail
-  batch may still spend on a slow receiver (once per container and domain).
+  job (released first, so it finds them free), and every container sends new mail for that
+  domain straight there for SLOW_MEMORY: the one that found it, and through the store
+  (Messages.mark_slow) every other, which asks (Messages.slow_until) before its first
+  transaction to a domain it has no answer for; a "not slow" answer holds SLOW_RECHECK, and a
+  read that fails or takes over SLOW_READ_WAIT counts as "not slow" (delivery never waits on
+  the mark). The wait for the reply to the final dot is never cut, on any lane (RFC 1047): a
+  transaction slow only there completes and is recorded, and the domain's rest go to the slow
+  lane between transactions. What a new-mail batch may still spend on a slow receiver: that
+  wait, or SLOW_OPEN / SLOW_TRANSACTION, in the containers that meet the domain before one of
+  them has marked it (or within SLOW_RECHECK of their last "not slow" answer).
 """
 from __future__ import annotations
 
