@@ -25,7 +25,7 @@ The SMTP side's rules:
   domain straight there for SLOW_MEMORY: the one that found it, and through the store
   (Messages.mark_slow) every other, which asks (Messages.slow_until) before its first
   transaction to a domain it has no answer for; a "not slow" answer holds SLOW_RECHECK, and a
-  read that fails or takes over SLOW_READ_WAIT counts as "not slow" (delivery never waits on
+  read that fails or takes over SLOW_STORE_WAIT counts as "not slow" (delivery never waits on
   the mark). The wait for the reply to the final dot is never cut, on any lane (RFC 1047): a
   transaction slow only there completes and is recorded, and the domain's rest go to the slow
   lane between transactions. What a new-mail batch may still spend on a slow receiver: that
@@ -86,16 +86,18 @@ def hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
 async def mark_slow(svc: DeliveryService, domain: str) -> None:
     """New mail to `domain` goes straight to the slow lane for SLOW_MEMORY: in this container,
     and, through the store, in every other one (which would otherwise each pay SLOW_OPEN or
-    SLOW_TRANSACTION to find out). A failed write is logged and counted, never raised: the
-    mark is an optimisation, the delivery does not depend on it."""
+    SLOW_TRANSACTION to find out). A write that fails, or takes over SLOW_STORE_WAIT, is
+    logged and counted, never raised: the mark is an optimisation, delivery does not depend
+    on it."""
     known = is_slow(svc, domain)
     until = svc.clock() + svc.SLOW_MEMORY
     svc._slow_domains[domain] = until
     if known:
         return  # already shared, by this container or by the one it learnt it from
     try:
-        await asyncio.to_thread(svc.store.mark_slow, domain, until)
-    except Exception:  # noqa: BLE001 - the shared mark is best effort
+        # Bounded: the caller may hold a delivered recipient it has yet to record.
+        await asyncio.wait_for(asyncio.to_thread(svc.store.mark_slow, domain, until), svc.SLOW_STORE_WAIT)
+    except Exception:  # noqa: BLE001 - the shared mark is best effort (a timeout included)
         log.warning("could not share a slow domain", exc_info=True, extra={"recipient_domain": domain})
         svc.count("SlowDomainShareFailed", 1)
 
@@ -110,7 +112,7 @@ async def known_slow(svc: DeliveryService, domain: str) -> bool:
     by another container? With no local answer, the store is asked (one read at a time per
     domain: concurrent jobs wait for the same one); a "not slow" answer is kept SLOW_RECHECK
     seconds, a "slow" one until its mark ends, so a container reads at most once per domain
-    per SLOW_RECHECK. A read that fails, or takes over SLOW_READ_WAIT, counts as not slow:
+    per SLOW_RECHECK. A read that fails, or takes over SLOW_STORE_WAIT, counts as not slow:
     delivery never waits on it."""
     if is_slow(svc, domain):
         return True
@@ -123,7 +125,7 @@ async def known_slow(svc: DeliveryService, domain: str) -> bool:
         pending.add_done_callback(lambda done: svc._slow_reads.pop(domain, None)
                                   if svc._slow_reads.get(domain) is done else None)
     try:
-        return await asyncio.wait_for(asyncio.shield(pending), svc.SLOW_READ_WAIT)
+        return await asyncio.wait_for(asyncio.shield(pending), svc.SLOW_STORE_WAIT)
     except TimeoutError:
         svc.count("SlowDomainReadFailed", 1)
         log.warning("slow-domain read took too long; not slow", extra={"recipient_domain": domain})

@@ -115,7 +115,9 @@ class DeliveryService:
     # together all ask at once, before anyone can have found the domain slow: a long negative
     # answer would hide the first discovery from them.
     SLOW_RECHECK = 5.0
-    SLOW_READ_WAIT = 1.0  # a slower (or failed) store read counts as "not slow"
+    # The longest a new-mail job waits on the store for the mark (a read, or the write after a
+    # discovery); a slower or failed read counts as "not slow", a write is then left to finish.
+    SLOW_STORE_WAIT = 1.0
     # The same for a receiver that opens fast and then answers slowly (RCPT, DATA, a peer that
     # stops reading the content): on the new-mail lane a transaction must reach its final dot
     # (RSET, MAIL, RCPT, the 354, the content) within this many seconds, else the transport
