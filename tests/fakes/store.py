@@ -82,6 +82,9 @@ class FakeMessages:
         self.events: list[SuppressionEvent] = []
         self.discarded: list[str] = []
         self.fail_create = False
+        self.slow: dict[str, float] = {}  # recipient domain -> until (mark_slow)
+        self.slow_reads: list[str] = []  # the domains slow_until was asked about, in order
+        self.fail_slow_reads = False
 
     # ---- creation and reads ----------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
@@ -208,6 +211,17 @@ class FakeMessages:
             return False
         r.due_at = until
         return True
+
+    # ---- slow recipient domains -------------------------------------------------------------
+    def mark_slow(self, domain: str, until: float) -> None:
+        key = domain.lower().rstrip(".")
+        self.slow[key] = max(until, self.slow.get(key, until))  # a later mark is never replaced
+
+    def slow_until(self, domain: str) -> float | None:
+        self.slow_reads.append(domain)
+        if self.fail_slow_reads:
+            raise Unavailable("the message store is unavailable")
+        return self.slow.get(domain.lower().rstrip("."))
 
     # ---- bounces and orphans ---------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:

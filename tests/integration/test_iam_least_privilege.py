@@ -155,3 +155,17 @@ def test_api_only_reads_and_stamps_keys(local_stack):
     on_keys = {c for c in calls if c[0] == "ApiKeysTable"}
     assert on_keys == {("ApiKeysTable", None, "GetItem"), ("ApiKeysTable", None, "UpdateItem")}
     assert {g for g in grants if g[0] == "ApiKeysTable"} == on_keys
+
+
+def test_the_sender_may_share_slow_domains(local_stack):
+    """The slow-domain mark (issue 8, head-of-line): the sender's store writes and reads it with
+    the sender's grants on the messages table (the calls made here, in this thread, are the
+    ones delivery/domain.py makes from its worker threads)."""
+    store = message_store()
+    until = time.time() + 60
+    with recording(local_stack) as calls:
+        store.mark_slow("iam-slow.test", until)
+        assert store.slow_until("iam-slow.test") == until
+    assert calls == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "GetItem")}
+    grants = _grants("SenderFunction")
+    assert all(_allowed(grants, c) for c in calls), {c for c in calls if not _allowed(grants, c)}

@@ -638,9 +638,9 @@ def test_a_receiver_slow_after_the_greeting_is_handed_to_the_slow_lane(rig: Rig,
     the domain. The batch (and the healthy mail in it) is not held for the domain's slice."""
     stall = 1.2
     rig.service.SLOW_TRANSACTION = 0.8  # the rig's command timeout is 3 s
-    slow = rig.mx("scan.test", 2, Slow(stage, stall))
+    slow = rig.mx("scanning.test", 2, Slow(stage, stall))  # scan.test: marked slow above
     fast = rig.mx("quick.test", 3)
-    first = rig.send(*(f"s{i}@scan.test" for i in range(4)), "f@quick.test")
+    first = rig.send(*(f"s{i}@scanning.test" for i in range(4)), "f@quick.test")
     other = rig.send("g@quick.test")  # another message in the same batch, all healthy
     sent_before = len(rig.queue.sent)
     started = time.monotonic()
@@ -658,9 +658,9 @@ def test_a_receiver_slow_after_the_greeting_is_handed_to_the_slow_lane(rig: Rig,
     rig.run_jobs([job])  # the slow lane waits as long as the receiver needs
     assert [r["state"] for r in rig.rcpts(first)] == ["delivered"] * 5
     copies = collections.Counter(a for m in slow.wait_for(4) for a in m.rcpt_tos)
-    assert copies == {f"s{i}@scan.test": 1 for i in range(4)}  # each exactly once
+    assert copies == {f"s{i}@scanning.test": 1 for i in range(4)}  # each exactly once
     # The container remembers the slow domain: the next new mail to it is handed off at once.
-    second = rig.send("t@scan.test")
+    second = rig.send("t@scanning.test")
     connects = len(slow.replies("CONNECT"))
     sent_before = len(rig.queue.sent)
     rig.run_jobs([QueueJob(message_id=second)])

@@ -22,7 +22,7 @@ from sender_rig import Rig
 
 from outpost.delivery.transport import Timeouts
 from outpost.models import QueueJob
-from outpost_local.mx import END_OF_DATA, Behaviour, Slow
+from outpost_local.mx import END_OF_DATA, GREETING, Behaviour, Slow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,6 +57,19 @@ class StopReading(Behaviour):
         asyncio.get_running_loop().call_later(self.seconds, resume)
 
 
+class CountedSlow(Slow):
+    """Slow at `stage`, counting the connections (the greeting is about to be sent, slowly or
+    not: the log records a reply only once it is sent)."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        super().__init__(stage, seconds)
+        self.connections = 0
+
+    def greeting(self, server: Any) -> str | None:
+        self.connections += 1
+        return None
+
+
 def _setup(rig: Rig) -> None:
     # The rig's command timeout (3 s) would fail the slow lane too; it must outlast STALL.
     rig.timeouts = Timeouts(connect=3, command=STALL + 3, end_of_data=8)
@@ -67,11 +80,13 @@ def _setup(rig: Rig) -> None:
 @pytest.mark.parametrize("stage", ["RCPT", "DATA", "content"])
 def test_a_receiver_stalling_before_the_final_dot_does_not_hold_the_batch(rig: Rig, stage: str) -> None:
     _setup(rig)
+    # One domain per case: the store (module-wide here) remembers a slow domain for every sender.
+    stall = f"stall-{stage.lower()}.test"
     behaviour = StopReading(STALL) if stage == "content" else Slow(stage, STALL)
-    slow = rig.mx("stall.test", 2, behaviour)
+    slow = rig.mx(stall, 2, behaviour)
     fast = rig.mx("quick.test", 3)
     extra: dict[str, Any] = {"text": CONTENT} if stage == "content" else {}
-    first = rig.send("s0@stall.test", "s1@stall.test", "f@quick.test", **extra)
+    first = rig.send(f"s0@{stall}", f"s1@{stall}", "f@quick.test", **extra)
     other = rig.send("g@quick.test")  # another message in the same batch, all healthy
     sent_before = len(rig.queue.sent)
     started = time.monotonic()
@@ -95,10 +110,10 @@ def test_a_receiver_stalling_before_the_final_dot_does_not_hold_the_batch(rig: R
     assert [r["state"] for r in rig.rcpts(first)] == ["delivered"] * 3
     assert [len(r["attempts"]) for r in rig.rcpts(first)[:2]] == [1, 1]
     copies = collections.Counter(a for m in slow.wait_for(2) for a in m.rcpt_tos)
-    assert copies == {"s0@stall.test": 1, "s1@stall.test": 1}  # each exactly once
+    assert copies == {f"s0@{stall}": 1, f"s1@{stall}": 1}  # each exactly once
     assert len(slow.replies(".")) == 2  # two final dots in all: the slow lane's two transactions
     # The container remembers the slow domain: the next new mail to it is handed off at once.
-    second = rig.send("t@stall.test")
+    second = rig.send(f"t@{stall}")
     connects = len(slow.replies("CONNECT"))
     sent_before = len(rig.queue.sent)
     rig.run_jobs([QueueJob(message_id=second)])
@@ -131,3 +146,42 @@ def test_a_receiver_slow_only_at_the_final_reply_is_not_abandoned(rig: Rig) -> N
     assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 2
     copies = collections.Counter(a for m in slow.wait_for(2) for a in m.rcpt_tos)
     assert copies == {"s0@scan.test": 1, "s1@scan.test": 1}
+
+
+@pytest.mark.parametrize("stage", [GREETING, "RCPT"])
+def test_a_domain_one_sender_found_slow_is_handed_off_by_another_without_connecting(rig: Rig, stage: str) -> None:
+    """Two sender containers (two DeliveryService instances, each with its own connector and
+    memory) over one store (DynamoDB Local). The first finds the domain slow (its MX slow to
+    greet: SLOW_OPEN; or slow at RCPT: SLOW_TRANSACTION) and records it; the second, which
+    never sent to it, hands new mail for it straight to the slow lane without connecting, and
+    delivers the healthy mail in the same batch."""
+    _setup(rig)
+    domain = f"lag-{stage.lower()}.test"
+    # A greeting slower than the rig's connect timeout (3 s) would fail the slow lane too.
+    behaviour = CountedSlow(stage, 2.0 if stage == GREETING else STALL)
+    slow = rig.mx(domain, 2, behaviour)
+    fast = rig.mx("quick.test", 3)
+    first_sender = rig.service
+    first_sender.SLOW_OPEN = LIMIT
+    first = rig.send(f"a@{domain}")
+    rig.run_jobs([QueueJob(message_id=first)])  # the first container pays the limit to find out
+    assert behaviour.connections == 1 and rig.rcpts(first)[0]["state"] == "queued"
+    assert rig.store.slow_until(domain) == rig.clock() + first_sender.SLOW_MEMORY
+
+    second_sender = rig.build()  # another container: its own connector, nothing remembered
+    second_sender.SLOW_OPEN = second_sender.SLOW_TRANSACTION = LIMIT
+    assert second_sender is not first_sender and not second_sender._slow_domains
+    mid = rig.send(f"b@{domain}", "f@quick.test")
+    sent_before = len(rig.queue.sent)
+    started = time.monotonic()
+    rig.run_jobs([QueueJob(message_id=mid)])
+    assert time.monotonic() - started < LIMIT + MARGIN
+    assert behaviour.connections == 1  # the second container never connected to it
+    b, f = rig.rcpts(mid)
+    assert f["state"] == "delivered" and len(fast.wait_for(1)) == 1
+    assert b["state"] == "queued" and not b.get("attempts") and "lease_until" not in b
+    [(job, delay)] = rig.queue.sent[sent_before:]
+    assert job.message_id == mid and job.slow and job.token is None and delay == 0
+    rig.run_jobs([job])  # the slow lane waits as long as the receiver needs
+    assert rig.rcpts(mid)[0]["state"] == "delivered"
+    assert [a for m in slow.wait_for(1) for a in m.rcpt_tos] == [f"b@{domain}"]  # one copy

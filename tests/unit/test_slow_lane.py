@@ -18,6 +18,7 @@ from outpost.delivery.transport import SessionPool, Timeouts, _smtp_error
 from outpost.delivery.trouble import Outcome
 from outpost.errors import SlowPeerError, StageError
 from outpost.mx import MxHost
+from tests.fakes.store import FakeMessages
 from tests.fakes.transport import FakeConnector, Peer
 
 HOSTS = [MxHost("mx1.example.test", 10, ("192.0.2.1",))]
@@ -28,7 +29,7 @@ LIMIT = 0.1  # the new-mail lane's SLOW_TRANSACTION here; the fake's command tim
 def _deliver(peer: Peer, n: int, *, lane: bool) -> tuple[list[tuple[int, _Result]], set[int], DeliveryService]:
     connector = FakeConnector({"192.0.2.1": peer}, timeouts=Timeouts(connect=1.0, command=1.0))
     service = DeliveryService(
-        settings=Settings.from_env({}), store=None, suppressions=None, queue=None,  # type: ignore[arg-type]  # not used here
+        settings=Settings.from_env({}), store=FakeMessages(), suppressions=None, queue=None,  # type: ignore[arg-type]  # not used here
         resolve_mx=lambda domain: HOSTS, connector=connector, signer_for=lambda d: None,
         return_path=lambda mid, i: f"b+{mid}.{i}@bounces.sender.test")
     service.SLOW_TRANSACTION = LIMIT

@@ -18,6 +18,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
   pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
+  pk=SLOW#<domain> sk=MX                a recipient domain found slow on the new-mail lane, `until`
+                                        (epoch seconds); shared by every sender; TTL = until
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
@@ -246,6 +248,7 @@ def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
 # ---- records <-> items (the only place that knows both) ---------------------------------------
 _MSG = "MSG#"
 _META = "META"
+_SLOW, _SLOW_SK = "SLOW#", "MX"  # a slow recipient domain (mark_slow, slow_until)
 _LISTINGS = {
     # the API's lists: which index answers them, and what a start key in them holds
     "messages_to": ("gsi1", ("pk", "sk", "gsi1pk", "gsi1sk"), "gsi1pk", "RCPT#", "gsi1sk"),
@@ -569,6 +572,31 @@ class MessageStore:
         return self._update(message_id, index, "SET due_at = :u",
                             "#st IN (:o0, :o1) AND due_at = :d",
                             {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1]})
+
+    # ---- slow recipient domains (the new-mail lane's shared memory) --------------------------
+    def mark_slow(self, domain: str, until: float) -> None:
+        """Remember, for every sender container, that `domain`'s MX is too slow for the new-mail
+        lane until `until`. A conditional write: a later `until` is never replaced by an
+        earlier one. The TTL attribute removes the item once it no longer matters."""
+        item = {"pk": f"{_SLOW}{domain.lower().rstrip('.')}", "sk": _SLOW_SK, "until": until,
+                "expires_at": int(until) + 1}
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(pk) OR #u < :u",
+                              ExpressionAttributeNames={"#u": "until"},
+                              ExpressionAttributeValues={":u": codec().value(until)})
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            pass  # a later mark is already stored
+
+    def slow_until(self, domain: str) -> float | None:
+        """Until when `domain` is known slow (possibly already past: TTL deletion lags, the
+        caller compares with its clock); None when no sender marked it."""
+        r = self.ddb.get_item(TableName=self.table, ProjectionExpression="#u",
+                              ExpressionAttributeNames={"#u": "until"},
+                              Key={"pk": {"S": f"{_SLOW}{domain.lower().rstrip('.')}"}, "sk": {"S": _SLOW_SK}})
+        if "Item" not in r or "until" not in r["Item"]:
+            return None
+        return float(r["Item"]["until"]["N"])
 
     # ---- bounces and orphans --------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:
@@ -977,6 +1005,8 @@ class Messages(Protocol):
                      bounce: Mapping[str, Any]) -> bool: ...
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]: ...
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool: ...
+    def mark_slow(self, domain: str, until: float) -> None: ...
+    def slow_until(self, domain: str) -> float | None: ...
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None: ...
     def add_bounce(self, bounce: Bounce, now: float) -> bool: ...
     def add_orphan(self, orphan: Orphan, now: float) -> bool: ...

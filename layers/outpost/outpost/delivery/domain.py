@@ -21,11 +21,16 @@ The SMTP side's rules:
   SLOW_TRANSACTION (RSET, MAIL, RCPT, the 354, the content; abandoned before the dot with the
   connection closed, so the server discards it and nothing was delivered), has this recipient
   and the domain's remaining ones handed, with no attempt counted, to one tokenless slow-lane
-  job (released first, so it finds them free), and the container sends new mail for that
-  domain straight there for SLOW_MEMORY. The wait for the reply to the final dot is never cut,
-  on any lane (RFC 1047): a transaction slow only there completes and is recorded, and the
-  domain's rest go to the slow lane between transactions. That wait is the one a new-mail
-  batch may still spend on a slow receiver (once per container and domain).
+  job (released first, so it finds them free), and every container sends new mail for that
+  domain straight there for SLOW_MEMORY: the one that found it, and through the store
+  (Messages.mark_slow) every other, which asks (Messages.slow_until) before its first
+  transaction to a domain it has no answer for; a "not slow" answer holds SLOW_RECHECK, and a
+  read that fails or takes over SLOW_STORE_WAIT counts as "not slow" (delivery never waits on
+  the mark). The wait for the reply to the final dot is never cut, on any lane (RFC 1047): a
+  transaction slow only there completes and is recorded, and the domain's rest go to the slow
+  lane between transactions. What a new-mail batch may still spend on a slow receiver: that
+  wait, or SLOW_OPEN / SLOW_TRANSACTION, in the containers that meet the domain before one of
+  them has marked it (or within SLOW_RECHECK of their last "not slow" answer).
 """
 from __future__ import annotations
 
@@ -78,13 +83,69 @@ def hosts_after(hosts: list[MxHost], name: str, ip: str) -> list[MxHost]:
     return []
 
 
-def mark_slow(svc: DeliveryService, domain: str) -> None:
-    """New mail to `domain` goes straight to the slow lane for SLOW_MEMORY (this container)."""
-    svc._slow_domains[domain] = svc.clock() + svc.SLOW_MEMORY
+async def mark_slow(svc: DeliveryService, domain: str) -> None:
+    """New mail to `domain` goes straight to the slow lane for SLOW_MEMORY: in this container,
+    and, through the store, in every other one (which would otherwise each pay SLOW_OPEN or
+    SLOW_TRANSACTION to find out). A write that fails, or takes over SLOW_STORE_WAIT, is
+    logged and counted, never raised: the mark is an optimisation, delivery does not depend
+    on it."""
+    known = is_slow(svc, domain)
+    until = svc.clock() + svc.SLOW_MEMORY
+    svc._slow_domains[domain] = until
+    if known:
+        return  # already shared, by this container or by the one it learnt it from
+    try:
+        # Bounded: the caller may hold a delivered recipient it has yet to record.
+        await asyncio.wait_for(asyncio.to_thread(svc.store.mark_slow, domain, until), svc.SLOW_STORE_WAIT)
+    except Exception:  # noqa: BLE001 - the shared mark is best effort (a timeout included)
+        log.warning("could not share a slow domain", exc_info=True, extra={"recipient_domain": domain})
+        svc.count("SlowDomainShareFailed", 1)
 
 
 def is_slow(svc: DeliveryService, domain: str) -> bool:
+    """What this container knows (no store read): `domain` is slow until a time to come."""
     return svc._slow_domains.get(domain, 0.0) > svc.clock()
+
+
+async def known_slow(svc: DeliveryService, domain: str) -> bool:
+    """Before the first transaction to `domain` on the new-mail lane: is it known slow, here or
+    by another container? With no local answer, the store is asked (one read at a time per
+    domain: concurrent jobs wait for the same one); a "not slow" answer is kept SLOW_RECHECK
+    seconds, a "slow" one until its mark ends, so a container reads at most once per domain
+    per SLOW_RECHECK. A read that fails, or takes over SLOW_STORE_WAIT, counts as not slow:
+    delivery never waits on it."""
+    if is_slow(svc, domain):
+        return True
+    if svc._slow_checked.get(domain, 0.0) > svc.clock():
+        return False
+    pending = svc._slow_reads.get(domain)
+    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+        pending = asyncio.ensure_future(_read_slow(svc, domain))
+        svc._slow_reads[domain] = pending
+        pending.add_done_callback(lambda done: svc._slow_reads.pop(domain, None)
+                                  if svc._slow_reads.get(domain) is done else None)
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), svc.SLOW_STORE_WAIT)
+    except TimeoutError:
+        svc.count("SlowDomainReadFailed", 1)
+        log.warning("slow-domain read took too long; not slow", extra={"recipient_domain": domain})
+        return False
+
+
+async def _read_slow(svc: DeliveryService, domain: str) -> bool:
+    try:
+        until = await asyncio.to_thread(svc.store.slow_until, domain)
+    except Exception:  # noqa: BLE001 - a failed read counts as "not slow"
+        log.warning("could not read a slow domain; not slow", exc_info=True,
+                    extra={"recipient_domain": domain})
+        svc.count("SlowDomainReadFailed", 1)
+        until = None
+    now = svc.clock()
+    svc._slow_checked[domain] = now + svc.SLOW_RECHECK
+    if until is None or until <= now:
+        return False
+    svc._slow_domains[domain] = max(until, svc._slow_domains.get(domain, 0.0))
+    return True
 
 
 def hand_off_if_slow(svc: DeliveryService, mid: str, domain: str, rest: list[Rcpt], handoff: set[int]) -> bool:
@@ -208,7 +269,7 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
     open a session within SLOW_OPEN go, for the caller to hand to the slow lane, and those
     still to go after a transaction that did not reach its final dot within SLOW_TRANSACTION
     (abandoned before the dot) or took longer than that in all (completed and recorded)."""
-    if handoff is not None and is_slow(svc, domain):
+    if handoff is not None and await known_slow(svc, domain):
         handoff.update(r.index for r in rcpts)  # known slow: no need to wait SLOW_OPEN again
         svc.count("SlowLaneHandoff", len(rcpts))
         return
@@ -316,7 +377,7 @@ class DomainRun:
                 session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
             except TimeoutError:
                 # A slow receiver: not this lane's to wait on (head-of-line).
-                mark_slow(svc, self.domain)
+                await mark_slow(svc, self.domain)
                 self.handoff.update(rc.index for rc in rest)
                 svc.count("SlowLaneHandoff", len(rest))
                 log.info("MX too slow to open a session; handed to the slow lane",
@@ -344,7 +405,7 @@ class DomainRun:
             if self.handoff is not None and asyncio.get_running_loop().time() - started > svc.SLOW_TRANSACTION:
                 # Slow only at the final reply: completed and recorded as usual (never an
                 # abandoned wait after the dot); the rest go at the next turn.
-                mark_slow(svc, self.domain)
+                await mark_slow(svc, self.domain)
             return outcome
         except SlowPeerError as exc:
             # The new-mail lane's limit ran out before the final dot: the transport abandoned
@@ -355,7 +416,7 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
                             "command": exc.command})
             self.session = None
-            mark_slow(svc, self.domain)
+            await mark_slow(svc, self.domain)
             if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
                                                             self.handoff):
                 raise  # pragma: no cover - only the new-mail lane passes a limit

@@ -86,9 +86,14 @@ class DeliveryService:
         # MTA-STS lookups run in their own threads: one that stalls past `policy_wait` is left
         # behind, and must not hold up asyncio.run()'s shutdown of the default executor.
         self._policy_threads = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mta-sts")
-        # Domains whose MX was too slow to open a session, until when (this container's clock):
-        # new mail to them goes straight to the slow lane, without paying SLOW_OPEN again.
+        # Domains whose MX was too slow (SLOW_OPEN, SLOW_TRANSACTION), until when, found here or
+        # read from the store (another container found it): new mail to them goes straight to
+        # the slow lane, without paying SLOW_OPEN or SLOW_TRANSACTION again.
         self._slow_domains: dict[str, float] = {}
+        # Until when the store's "not slow" answer for a domain holds here (domain.known_slow),
+        # and the store reads in flight (one per domain; concurrent jobs share it).
+        self._slow_checked: dict[str, float] = {}
+        self._slow_reads: dict[str, asyncio.Future[bool]] = {}
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
@@ -101,7 +106,18 @@ class DeliveryService:
     # to a job on the slow lane (the retry queue, its own senders), where no such limit applies.
     # Healthy MX hosts open in about a second, even across the internet with TLS.
     SLOW_OPEN = 8.0
-    SLOW_MEMORY = 600.0  # seconds a container remembers a slow domain (straight to the slow lane)
+    # Seconds a slow domain is remembered (straight to the slow lane), by the container that
+    # found it and, through the store (Messages.mark_slow), by every other sender.
+    SLOW_MEMORY = 600.0
+    # Before its first transaction to a domain, a new-mail container with no answer of its own
+    # asks the store (Messages.slow_until); "not slow" holds this many seconds, so a container
+    # reads at most once per domain per SLOW_RECHECK. Short, because the containers that start
+    # together all ask at once, before anyone can have found the domain slow: a long negative
+    # answer would hide the first discovery from them.
+    SLOW_RECHECK = 5.0
+    # The longest a new-mail job waits on the store for the mark (a read, or the write after a
+    # discovery); a slower or failed read counts as "not slow", a write is then left to finish.
+    SLOW_STORE_WAIT = 1.0
     # The same for a receiver that opens fast and then answers slowly (RCPT, DATA, a peer that
     # stops reading the content): on the new-mail lane a transaction must reach its final dot
     # (RSET, MAIL, RCPT, the 354, the content) within this many seconds, else the transport
