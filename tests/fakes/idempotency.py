@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyItemAlreadyExistsError,
     IdempotencyItemNotFoundError,
@@ -18,6 +20,7 @@ class MemoryPersistence(BasePersistenceLayer):
     def __init__(self) -> None:
         super().__init__()
         self.records: dict[str, DataRecord] = {}
+        self.lock = threading.Lock()  # DynamoDB's conditional put is atomic; so is this one
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
         try:
@@ -26,12 +29,13 @@ class MemoryPersistence(BasePersistenceLayer):
             raise IdempotencyItemNotFoundError from None
 
     def _put_record(self, data_record: DataRecord) -> None:
-        old = self.records.get(data_record.idempotency_key)
-        if old is not None and not old.is_expired:
-            # As the DynamoDB layer does: the stored payload's hash must match (else a 409).
-            self._validate_payload(data_payload=data_record, stored_data_record=old)
-            raise IdempotencyItemAlreadyExistsError(old_data_record=old)
-        self.records[data_record.idempotency_key] = data_record
+        with self.lock:  # DynamoDB's condition: attribute_not_exists(id) OR expired
+            old = self.records.get(data_record.idempotency_key)
+            if old is not None and not old.is_expired:
+                # As the DynamoDB layer does: the stored payload's hash must match (else a 409).
+                self._validate_payload(data_payload=data_record, stored_data_record=old)
+                raise IdempotencyItemAlreadyExistsError(old_data_record=old)
+            self.records[data_record.idempotency_key] = data_record
 
     def _update_record(self, data_record: DataRecord) -> None:
         self.records[data_record.idempotency_key] = data_record

@@ -11,41 +11,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyItemAlreadyExistsError,
-    IdempotencyItemNotFoundError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer, DataRecord
 
 from outpost.api.idempotency import RECORD_NAME, IdempotentRequest, Once
 from outpost.errors import ConflictError
-
-
-class MemoryPersistence(BasePersistenceLayer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: dict[str, DataRecord] = {}
-        self.lock = threading.Lock()
-
-    def _get_record(self, idempotency_key: str) -> DataRecord:
-        if idempotency_key not in self.records:
-            raise IdempotencyItemNotFoundError
-        return self.records[idempotency_key]
-
-    def _put_record(self, data_record: DataRecord) -> None:
-        with self.lock:  # DynamoDB's condition: attribute_not_exists(id) OR expired
-            old = self.records.get(data_record.idempotency_key)
-            if old is not None and not old.is_expired:
-                # As DynamoDBPersistenceLayer does with the item the failed condition returns.
-                self._validate_payload(data_payload=data_record, stored_data_record=old)
-                raise IdempotencyItemAlreadyExistsError(old_data_record=old)
-            self.records[data_record.idempotency_key] = data_record
-
-    def _update_record(self, data_record: DataRecord) -> None:
-        self.records[data_record.idempotency_key] = data_record
-
-    def _delete_record(self, data_record: DataRecord) -> None:
-        self.records.pop(data_record.idempotency_key, None)
+from tests.fakes.idempotency import MemoryPersistence
 
 
 def request(key_id: str, key: str = "order-1", body: object = None) -> IdempotentRequest:
