@@ -72,7 +72,9 @@ class CountedSlow(Slow):
 
 def _setup(rig: Rig) -> None:
     # The rig's command timeout (3 s) would fail the slow lane too; it must outlast STALL.
-    rig.timeouts = Timeouts(connect=3, command=STALL + 3, end_of_data=8)
+    # The reply to the dot can come STALL after the 354 (the content still in the socket buffers
+    # is read only after the stall), so the end-of-data wait must outlast it too.
+    rig.timeouts = Timeouts(connect=3, command=STALL + 3, end_of_data=STALL + 5)
     rig.build()
     rig.service.SLOW_TRANSACTION = LIMIT
 
