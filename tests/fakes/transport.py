@@ -206,3 +206,31 @@ class FakeConnector:
 
 def _conforms(connector: FakeConnector) -> Connector:
     return connector  # mypy checks that the fake is a Connector (and its sessions Sessions)
+
+
+def deliver_one_domain(service: object, n: int, data: tuple[bytes, ...], *,
+                       handoff: set[int] | None = None) -> list[tuple[int, object]]:
+    """Run `service`'s per-domain step for recipients u0..u<n-1>@example.test (message m1) and
+    return what it recorded, in order: (recipient index, result)."""
+    import time
+
+    from outpost.delivery.service import _Rcpt
+    from outpost.delivery.transport import SessionPool
+
+    results: list[tuple[int, object]] = []
+
+    async def record(rc: _Rcpt, res: object) -> None:
+        results.append((rc.index, res))
+
+    rcpts = [_Rcpt(i, f"u{i}@example.test", f"u{i}@example.test", "example.test", 0, False) for i in range(n)]
+
+    async def run() -> None:
+        pool = SessionPool()
+        try:
+            await service._deliver_domain("m1", "example.test", rcpts, data, "opportunistic",  # type: ignore[attr-defined]
+                                          pool, time.time() + 300, record, handoff=handoff)
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    return results

@@ -5,18 +5,15 @@ mid-transaction moves to the next MX (Postfix smtp_trouble.c), never after the f
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiosmtplib
 
 from outpost.config import Settings
-from outpost.delivery.service import DeliveryService, _Rcpt, _Result
-from outpost.delivery.transport import SessionPool, Timeouts, _smtp_error
+from outpost.delivery.service import DeliveryService, _Result
+from outpost.delivery.transport import Timeouts, _smtp_error
 from outpost.delivery.trouble import Outcome, Scope, judge
 from outpost.errors import ReplyError, StageError
 from outpost.mx import MxHost
-from tests.fakes.transport import FakeConnector, Peer
+from tests.fakes.transport import FakeConnector, Peer, deliver_one_domain
 
 HOSTS = [MxHost("mx1.example.test", 10, ("192.0.2.1",)), MxHost("mx2.example.test", 20, ("192.0.2.2",))]
 DATA = (b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello.\r\n",)
@@ -29,23 +26,7 @@ def _deliver(peers: dict[str, Peer], n: int = 1, *, timeouts: Timeouts | None = 
         settings=Settings.from_env({}), store=None, suppressions=None, queue=None,  # type: ignore[arg-type]  # not used here
         resolve_mx=lambda domain: HOSTS, connector=connector, signer_for=lambda d: None,
         return_path=lambda mid, i: f"b+{mid}.{i}@bounces.sender.test")
-    results: list[tuple[int, _Result]] = []
-
-    async def record(rc: _Rcpt, res: _Result) -> None:
-        results.append((rc.index, res))
-
-    rcpts = [_Rcpt(i, f"u{i}@example.test", f"u{i}@example.test", "example.test", 0, False) for i in range(n)]
-
-    async def run() -> None:
-        pool = SessionPool()
-        try:
-            await service._deliver_domain("m1", "example.test", rcpts, DATA, "opportunistic", pool,
-                                          time.time() + 300, record)
-        finally:
-            await pool.close()
-
-    asyncio.run(run())
-    return results, connector
+    return deliver_one_domain(service, n, DATA), connector  # type: ignore[return-value]
 
 
 def test_421_after_rcpt_on_the_first_mx_delivers_via_the_second() -> None:

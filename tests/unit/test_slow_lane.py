@@ -7,19 +7,18 @@ at the final reply is never abandoned (RFC 1047). The integration tests
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiosmtplib
 
 from outpost.config import Settings
-from outpost.delivery.service import DeliveryService, _Rcpt, _Result
-from outpost.delivery.transport import SessionPool, Timeouts, _smtp_error
+from outpost.delivery.service import DeliveryService, _Result
+from outpost.delivery.transport import Timeouts, _smtp_error
 from outpost.delivery.trouble import Outcome
 from outpost.errors import SlowPeerError, StageError
 from outpost.mx import MxHost
 from tests.fakes.store import FakeMessages
-from tests.fakes.transport import FakeConnector, Peer
+from tests.fakes.transport import FakeConnector, Peer, deliver_one_domain
 
 HOSTS = [MxHost("mx1.example.test", 10, ("192.0.2.1",))]
 DATA = (b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello.\r\n",)
@@ -33,24 +32,9 @@ def _deliver(peer: Peer, n: int, *, lane: bool) -> tuple[list[tuple[int, _Result
         resolve_mx=lambda domain: HOSTS, connector=connector, signer_for=lambda d: None,
         return_path=lambda mid, i: f"b+{mid}.{i}@bounces.sender.test")
     service.SLOW_TRANSACTION = LIMIT
-    results: list[tuple[int, _Result]] = []
     handoff: set[int] = set()
-
-    async def record(rc: _Rcpt, res: _Result) -> None:
-        results.append((rc.index, res))
-
-    rcpts = [_Rcpt(i, f"u{i}@example.test", f"u{i}@example.test", "example.test", 0, False) for i in range(n)]
-
-    async def run() -> None:
-        pool = SessionPool()
-        try:
-            await service._deliver_domain("m1", "example.test", rcpts, DATA, "opportunistic", pool,
-                                          time.time() + 300, record, handoff=handoff if lane else None)
-        finally:
-            await pool.close()
-
-    asyncio.run(run())
-    return results, handoff, service
+    results = deliver_one_domain(service, n, DATA, handoff=handoff if lane else None)
+    return results, handoff, service  # type: ignore[return-value]
 
 
 def test_a_timeout_cut_short_by_the_lane_is_a_slow_peer_not_a_host_failure() -> None:
