@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .delivery.providers import parse_overrides
+
 # Retry schedule in seconds (issue 3): 1, 5, 15, 30 min, then 1, 2, 4 h, then every 4 h.
 DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
 DEFAULT_MAX_LIFETIME = 2 * 24 * 3600  # two days, like SES's and Postfix's order of magnitude
@@ -99,6 +101,9 @@ class Settings:
     sender_memory_budget: int | None = None
     dkim_unverify_hours: float = 72  # a verified domain whose DKIM record is gone is un-verified after
     uploads_per_key_per_day: int = 1000  # POST /v1/uploads per API key per UTC day
+    # ---- shaping per provider (issue 11) ----
+    # OUTPOST_SHAPING: JSON overrides of delivery/providers.py's limits, keyed by provider.
+    shaping: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -138,6 +143,7 @@ class Settings:
             sender_memory_budget=_memory_budget(e),
             dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
             uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
+            shaping=parse_overrides(e.get("OUTPOST_SHAPING")),
         )
 
 

@@ -34,6 +34,10 @@ class OutpostError(Exception):
     """Base of every error Outpost raises on purpose."""
 
 
+class ConfigError(OutpostError, ValueError):
+    """A setting the stack was given cannot be used; the message names the setting."""
+
+
 class ApiError(OutpostError):
     status = 400
     code = "bad_request"
