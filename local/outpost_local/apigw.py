@@ -122,7 +122,8 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = self.host.decode() if isinstance(self.host, bytes) else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self) -> None:
         self._thread.start()

@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         if "postfix.test" in stack.mx:
             ids.append(send(stack, ["alice@postfix.test", "ghost@postfix.test"], "Via Postfix"))
         results: dict[str, dict] = {}
+        def all_bounced(b: dict) -> bool:
+            return all(r["state"] == "bounced" for r in b["recipients"])
+
         for mid in ids:
-            until = all_final
-            if mid == m4:  # delivered first; the DSN arrives later and turns it into a bounce
-                def until(b: dict) -> bool:
-                    return all(r["state"] == "bounced" for r in b["recipients"])
-            body = wait(stack, mid, until, 90)
+            # m4 is delivered first; the DSN arrives later and turns it into a bounce
+            body = wait(stack, mid, all_bounced if mid == m4 else all_final, 90)
             for r in body["recipients"]:
                 results[r["address"]] = dict(r, message_id=mid)
         # A second message to the hard-bounced address is suppressed at the API.

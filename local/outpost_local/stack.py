@@ -281,6 +281,7 @@ class LocalStack(Server):
         ip = self.config.ip(7)
         domain = "postfix.test"
         name = f"mx.{domain}"
+        assert self.config.state_dir is not None  # set in __init__
         pf = PostfixInstance(self.config.state_dir / "postfix", ip, self.smtp_port, domain, {"alice", "bob"},
                              self.pki.cert_files(name), hostname=name)
         pf.start()
@@ -355,5 +356,5 @@ class LocalStack(Server):
 def _client(service: str) -> Any:
     import boto3
 
-    return boto3.client(service)
+    return boto3.client(service)  # type: ignore[call-overload]  # a service name chosen at run time
 
