@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Make real bounces with Debian's Exim, Sendmail, OpenSMTPD and Courier, for the golden
-samples in tests/golden/bounces/<mta>-generated/.
+"""Make real bounces with Debian's Exim, Sendmail, OpenSMTPD, Courier, dma (the DragonFly
+Mail Agent) and nullmailer, for the golden samples in tests/golden/bounces/<mta>-generated/.
 
 This is a script, not a test: it needs root, apt access and a few minutes. Postfix is done
 by tests/integration/test_postfix_dsn.py instead (Postfix is installed on CI; these are not).
@@ -12,7 +12,10 @@ its daemon runs from there, on loopback, with a private config, spool and log. B
 that insist on a compiled-in system user (Exim's "Debian-exim", OpenSMTPD's "opensmtpd" ...)
 run inside a private mount + UTS namespace (``unshare -m -u``) in which a copy of /etc/passwd
 and /etc/group that has those users is bind-mounted, so the host's files are never changed
-(Courier, which needs its whole installed tree, gets overlay mounts instead: see there).
+(Courier and nullmailer, which need their whole installed tree, and dma, whose /etc/dma is
+compiled in, get overlay mounts instead: see there).  dma and nullmailer are not daemons that
+listen: mail is injected with their own sendmail, and dma has no queue lifetime to shorten
+(it retries a deferral for days), so it makes rcpt-550 and rcpt-552 only.
 
 Every MTA relays everything to one scripted MxServer (outpost_local.mx) on 127.0.0.91, which
 answers RCPT per recipient:
@@ -25,7 +28,8 @@ answers RCPT per recipient:
 
 Usage (as root, from the repository root):
 
-    .venv/bin/python tests/tools/make_mta_bounces.py [--mta exim|sendmail|opensmtpd|courier|all]
+    .venv/bin/python tests/tools/make_mta_bounces.py
+        [--mta exim|sendmail|opensmtpd|courier|dma|nullmailer|all]
         [--write]      # write tests/golden/bounces/<mta>-generated/<scenario>.eml + .json
         [--work DIR]   # scratch dir for .deb files, unpacked roots, spools (kept for a look)
 
@@ -74,6 +78,8 @@ PACKAGES = {
     "opensmtpd": ["opensmtpd"],
     "courier": ["courier-base", "courier-mta", "courier-authlib", "libcourier-unicode4",
                 "libidn12", "libgamin0", "libltdl7"],
+    "dma": ["dma"],
+    "nullmailer": ["nullmailer"],
 }
 # System users the binaries look up by their compiled-in names.
 USERS = {
@@ -81,6 +87,8 @@ USERS = {
     "sendmail": ["smmta", "smmsp"],
     "opensmtpd": ["opensmtpd", "opensmtpq"],
     "courier": [],
+    "dma": [],
+    "nullmailer": [],
 }
 
 
@@ -501,12 +509,148 @@ def run_courier(work: Path, mx: MxServer) -> dict[str, bytes]:
         log.close()
 
 
+def bounces_by_message_id(mx: MxServer, names: list[str], timeout: float) -> dict[str, bytes]:
+    """The bounces the next hop accepted for RETURN_PATH, by scenario: a bounce is
+    scenario ``name``'s when it quotes Message-ID <name@bounces.test> (as message() sets)."""
+    out: dict[str, bytes] = {}
+    end = time.monotonic() + timeout
+    while len(out) < len(names) and time.monotonic() < end:
+        for r in list(mx.received):
+            if RETURN_PATH.lower() not in (a.lower() for a in r.rcpt_tos):
+                continue
+            for name in names:
+                if f"<{name}@bounces.test>".encode() in r.data:
+                    out.setdefault(name, r.data)
+        time.sleep(1)
+    return {n: out[n] for n in names if n in out}
+
+
+# -- dma (DragonFly Mail Agent) --------------------------------------------------------------
+
+# dma reads /etc/dma/dma.conf (compiled in): /etc is an overlay in its mount namespace with
+# a private upper layer that holds it.  NULLCLIENT: everything, the bounce to the sender
+# too, goes to the smarthost.
+DMA_CONF = """\
+SMARTHOST {nh_host}
+PORT {nh_port}
+SPOOLDIR {inst}/spool
+ALIASES {inst}/aliases
+MAILNAME dma-relay.test
+NULLCLIENT
+"""
+DMA_SCENARIOS = {k: v for k, v in SCENARIOS.items() if k != "expired"}
+
+
+def run_dma(work: Path, mx: MxServer) -> dict[str, bytes]:
+    root = fetch(work, "dma")
+    inst = work / "dma"
+    shutil.rmtree(inst, ignore_errors=True)
+    for d in ("conf", "spool", "etc.u", "etc.w"):
+        (inst / d).mkdir(parents=True)
+    os.chmod(inst / "spool", 0o1777)  # dma drops to its setgid group "mail" to write it
+    (inst / "aliases").write_text("")
+    (inst / "conf" / "dma.conf").write_text(DMA_CONF.format(nh_host=NEXT_HOP, nh_port=mx.port,
+                                                            inst=inst))
+    (inst / "conf" / "auth.conf").write_text("")
+    script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={inst}/etc.u,"
+              f"workdir={inst}/etc.w /etc && mkdir -p /etc/dma && cp {inst}/conf/* /etc/dma/"
+              ' && exec "$@"')
+    dma = ["unshare", "-m", "sh", "-c", script, "ns", str(root / "usr/sbin/dma")]
+    for name, (rcpt, _, _) in DMA_SCENARIOS.items():
+        # dma forks its delivery into the background and returns.
+        subprocess.run([*dma, "-f", RETURN_PATH, rcpt], input=message(rcpt, name),
+                       check=True, timeout=60, capture_output=True)
+    return bounces_by_message_id(mx, list(DMA_SCENARIOS), 60)
+
+
+# -- nullmailer ------------------------------------------------------------------------------
+
+# nullmailer's paths (/etc/nullmailer, /usr/lib/nullmailer, /var/spool/nullmailer, its
+# nullmailer-dsn and nullmailer-queue) are compiled in: /etc, /usr, /var and /run are overlays
+# of the unpacked package over the host's directories with a private upper layer (as for
+# Courier).  queuelifetime 3 s: a deferred message fails for good on the first queue run
+# after three seconds (its only notice says "Action: delayed" all the same: see
+# SOURCES.md).  nullmailer-send runs as "mail", as its systemd unit does.
+NULLMAILER_NS = """\
+set -e
+for d in etc usr var run; do
+  mkdir -p {inst}/$d.u {inst}/$d.w {root}/$d
+  mount -t overlay overlay -o lowerdir={root}/$d:/$d,upperdir={inst}/$d.u,workdir={inst}/$d.w /$d
+done
+mkdir -p /etc/nullmailer /var/spool/nullmailer/queue /var/spool/nullmailer/tmp \\
+  /var/spool/nullmailer/failed
+mkfifo /var/spool/nullmailer/trigger
+chown -R mail:root /var/spool/nullmailer; chmod 622 /var/spool/nullmailer/trigger
+echo nullmailer-relay.test > /etc/mailname
+echo "{nh_host} smtp port={nh_port}" > /etc/nullmailer/remotes
+echo 3 > /etc/nullmailer/queuelifetime
+echo 1 > /etc/nullmailer/pausetime
+echo 2 > /etc/nullmailer/maxpause
+echo 5 > /etc/nullmailer/bouncelines
+cd /var/spool/nullmailer
+setpriv --reuid=mail --regid=mail --clear-groups /usr/sbin/nullmailer-send &
+sleep 1
+for s in {scenarios}; do
+  rcpt=${{s#*=}}; name=${{s%%=*}}
+  hdr='From: App <app@bounces.test>\\nTo: %s\\nSubject: Outpost DSN test\\n'
+  printf "$hdr"'Message-ID: <%s@bounces.test>\\n\\nline 0000\\n' "$rcpt" "$name" \\
+    | /usr/sbin/sendmail -f {rp} "$rcpt"
+done
+while [ ! -e {inst}/stop ]; do sleep 0.5; done
+kill %1 2>/dev/null || true
+"""
+
+
+def run_nullmailer(work: Path, mx: MxServer) -> dict[str, bytes]:
+    root = fetch(work, "nullmailer")
+    inst = work / "nullmailer"
+    shutil.rmtree(inst, ignore_errors=True)
+    inst.mkdir()
+    (inst / "ns.sh").write_text(NULLMAILER_NS.format(
+        inst=inst, root=root, nh_host=NEXT_HOP, nh_port=mx.port, rp=RETURN_PATH,
+        scenarios=" ".join(f"{n}={r}" for n, (r, _, _) in SCENARIOS.items())))
+    log = open(work / "nullmailer.log", "w")
+    proc = subprocess.Popen(["unshare", "-m", "sh", str(inst / "ns.sh")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    try:
+        return bounces_by_message_id(mx, list(SCENARIOS), 60)
+    finally:
+        (inst / "stop").touch()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
 RUNNERS: dict[str, Callable[[Path, MxServer], dict[str, bytes]]] = {
     "exim": run_exim,
     "sendmail": run_sendmail,
     "opensmtpd": run_opensmtpd,
     "courier": run_courier,
+    "dma": run_dma,
+    "nullmailer": run_nullmailer,
 }
+
+
+# Sisimai 4.25 (Debian's libsisimai-perl) on one bounce: the reference each new sample's
+# .json keeps ("sisimai"), from a parser we did not write.
+SISIMAI = (
+    "use Sisimai; use JSON::PP; my $v = Sisimai->make($ARGV[0], delivered => 1) || [];"
+    "print JSON::PP->new->canonical->encode([map { { address => $_->recipient->address,"
+    " deliverystatus => $_->deliverystatus, reason => $_->reason, action => $_->action,"
+    " kind => ($_->softbounce == 1 ? 'soft' : $_->softbounce == 0 ? 'hard' : 'unknown'),"
+    " smtpagent => $_->smtpagent } } @$v])"
+)
+
+
+def sisimai_answer(path: Path) -> list[dict[str, str]] | None:
+    done = subprocess.run(["perl", "-e", SISIMAI, str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
 
 
 def view(raw: bytes) -> dict[str, object]:
@@ -538,6 +682,9 @@ def main() -> int:
                 d = GOLDEN / f"{mta}-generated"
                 d.mkdir(parents=True, exist_ok=True)
                 (d / f"{name}.eml").write_bytes(raw)
+                ref = sisimai_answer(d / f"{name}.eml")
+                if ref is not None:
+                    v["sisimai"] = ref
                 (d / f"{name}.json").write_text(json.dumps(v, indent=2) + "\n")
     return 0
 
