@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Make real bounces with Debian's Exim, Sendmail, OpenSMTPD, Courier, dma (the DragonFly
-Mail Agent) and nullmailer, for the golden samples in tests/golden/bounces/<mta>-generated/.
+Mail Agent), nullmailer and Dovecot's LDA, for the golden samples in
+tests/golden/bounces/<mta>-generated/.
 
 This is a script, not a test: it needs root, apt access and a few minutes. Postfix is done
 by tests/integration/test_postfix_dsn.py instead (Postfix is installed on CI; these are not).
@@ -15,7 +16,8 @@ and /etc/group that has those users is bind-mounted, so the host's files are nev
 (Courier and nullmailer, which need their whole installed tree, and dma, whose /etc/dma is
 compiled in, get overlay mounts instead: see there).  dma and nullmailer are not daemons that
 listen: mail is injected with their own sendmail, and dma has no queue lifetime to shorten
-(it retries a deferral for days), so it makes rcpt-550 and rcpt-552 only.
+(it retries a deferral for days), so it makes rcpt-550 and rcpt-552 only.  Dovecot's LDA
+is a delivery agent, not a relay: it makes its own two refusals (see run_dovecot).
 
 Every MTA relays everything to one scripted MxServer (outpost_local.mx) on 127.0.0.91, which
 answers RCPT per recipient:
@@ -29,7 +31,7 @@ answers RCPT per recipient:
 Usage (as root, from the repository root):
 
     .venv/bin/python tests/tools/make_mta_bounces.py
-        [--mta exim|sendmail|opensmtpd|courier|dma|nullmailer|all]
+        [--mta exim|sendmail|opensmtpd|courier|dma|nullmailer|dovecot|all]
         [--write]      # write tests/golden/bounces/<mta>-generated/<scenario>.eml + .json
         [--work DIR]   # scratch dir for .deb files, unpacked roots, spools (kept for a look)
 
@@ -80,6 +82,8 @@ PACKAGES = {
                 "libidn12", "libgamin0", "libltdl7"],
     "dma": ["dma"],
     "nullmailer": ["nullmailer"],
+    "dovecot": ["dovecot-core", "dovecot-sieve", "libexttextcat-2.0-0", "liblua5.4-0",
+                "libwrap0"],
 }
 # System users the binaries look up by their compiled-in names.
 USERS = {
@@ -89,6 +93,7 @@ USERS = {
     "courier": [],
     "dma": [],
     "nullmailer": [],
+    "dovecot": [],
 }
 
 
@@ -626,6 +631,75 @@ def run_nullmailer(work: Path, mx: MxServer) -> dict[str, bytes]:
         log.close()
 
 
+# -- Dovecot LDA ------------------------------------------------------------------------------
+
+# Dovecot's delivery agent (dovecot-lda) refuses a message itself and mails the refusal to
+# the envelope sender through submission_host (the next hop): over quota with
+# quota_full_tempfail = no (an RFC 3464 report, Status 5.2.2), or by the recipient's Sieve
+# script ("reject": RFC 5429, an RFC 8098 disposition notification).  It runs as "mail" for
+# the recipient named by $USER / $HOME (no userdb: no auth process), its /usr and /etc
+# overlays of the unpacked packages (plugins and libraries are found by compiled-in paths),
+# and its own host name (the refusal's Message-ID uses it).
+DOVECOT_CONF = """\
+base_dir = {inst}/run
+state_dir = {inst}/state
+log_path = {inst}/log/dovecot.log
+info_log_path = {inst}/log/dovecot.log
+protocols =
+ssl = no
+hostname = dovecot-relay.test
+postmaster_address = postmaster@dovecot-relay.test
+submission_host = {nh_host}:{nh_port}
+mail_location = maildir:~/Maildir
+mail_plugins = quota
+quota_full_tempfail = no
+protocol lda {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage=1K
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+"""
+DOVECOT_NS = """\
+set -e
+for d in etc usr; do
+  mkdir -p {inst}/$d.u {inst}/$d.w
+  mount -t overlay overlay -o lowerdir={root}/$d:/$d,upperdir={inst}/$d.u,workdir={inst}/$d.w /$d
+done
+ldconfig
+hostname dovecot-relay.test
+exec "$@"
+"""
+# scenario -> recipient's local part; erin's Sieve script rejects everything, frank's
+# mailbox has a 1 KiB quota that the ~3 KiB message exceeds.
+DOVECOT_SCENARIOS = {"quota": "frank", "sieve-reject": "erin"}
+MAIL_UID = 8  # Debian's "mail" user, which owns the mailboxes
+
+
+def run_dovecot(work: Path, mx: MxServer) -> dict[str, bytes]:
+    root = fetch(work, "dovecot")
+    inst = work / "dovecot"
+    shutil.rmtree(inst, ignore_errors=True)
+    for d in ("log", "home/frank", "home/erin"):
+        (inst / d).mkdir(parents=True)
+    (inst / "home/erin/.dovecot.sieve").write_text(
+        'require "reject";\nreject "I do not accept messages from this sender.";\n')
+    sh("chown", "-R", f"{MAIL_UID}:{MAIL_UID}", str(inst / "log"), str(inst / "home"))
+    (inst / "dovecot.conf").write_text(DOVECOT_CONF.format(inst=inst, nh_host=NEXT_HOP,
+                                                           nh_port=mx.port))
+    (inst / "ns.sh").write_text(DOVECOT_NS.format(inst=inst, root=root))
+    for name, user in DOVECOT_SCENARIOS.items():
+        rcpt = f"{user}@dovecot-relay.test"
+        raw = message(rcpt, name) + b"".join(b"y" * 70 + b"\r\n" for _ in range(40))
+        sh("unshare", "-m", "-u", "sh", str(inst / "ns.sh"), "setpriv", f"--reuid={MAIL_UID}",
+           f"--regid={MAIL_UID}", "--clear-groups", "env", f"HOME={inst}/home/{user}",
+           f"USER={user}", "/usr/lib/dovecot/dovecot-lda", "-c", str(inst / "dovecot.conf"),
+           "-f", RETURN_PATH, "-a", rcpt, input=raw.decode())
+    return bounces_by_message_id(mx, list(DOVECOT_SCENARIOS), 30)
+
+
 RUNNERS: dict[str, Callable[[Path, MxServer], dict[str, bytes]]] = {
     "exim": run_exim,
     "sendmail": run_sendmail,
@@ -633,6 +707,7 @@ RUNNERS: dict[str, Callable[[Path, MxServer], dict[str, bytes]]] = {
     "courier": run_courier,
     "dma": run_dma,
     "nullmailer": run_nullmailer,
+    "dovecot": run_dovecot,
 }
 
 

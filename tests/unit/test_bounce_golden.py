@@ -33,7 +33,7 @@ def test_every_family_has_a_sample() -> None:
                 "fallback", "messagingserver", "receivingses", "biglobe", "amazonses",
                 "postfix-generated", "mda", "vendor", "exim-generated", "sendmail-generated",
                 "opensmtpd-generated", "courier-generated", "office365", "synthesized",
-                "dma-generated", "nullmailer-generated"):
+                "dma-generated", "nullmailer-generated", "dovecot-generated"):
         assert fam in families, fam
     for p in CASES:
         assert p.with_suffix(".json").exists(), p
@@ -90,12 +90,16 @@ def test_real_mta_bounce_agrees_with_its_reference_without_family_rows(eml: Path
     assert set(got) == {e["address"].lower() for e in reference}
     for e in reference:
         r = got[e["address"].lower()]
-        assert (r.status, r.kind, r.reason, r.action) == (
-            e["deliverystatus"], e["kind"], e["reason"], e["action"]), e
+        assert (r.kind, r.reason) == (e["kind"], e["reason"]), e
+        if not PSEUDO.match(e["deliverystatus"]):  # x.0.9xx: Sisimai found no code
+            assert r.status == e["deliverystatus"], e
+        if e["action"]:  # Sisimai leaves it empty where the report has no Action field
+            assert r.action == e["action"], e
 
 
 def test_real_mta_bounces_with_a_reference() -> None:
-    assert {p.parent.name for p in REAL} >= {"dma-generated", "nullmailer-generated"}
+    assert {p.parent.name for p in REAL} >= {"dma-generated", "nullmailer-generated",
+                                              "dovecot-generated"}
 
 
 def test_synthesized_samples_cover_families_absent_from_the_corpus() -> None:
