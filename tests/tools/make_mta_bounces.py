@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Make real bounces with Debian's Exim, Sendmail, OpenSMTPD, Courier, dma (the DragonFly
-Mail Agent), nullmailer and Dovecot's LDA, for the golden samples in
+Mail Agent), nullmailer, Dovecot's LDA and amavisd-new, for the golden samples in
 tests/golden/bounces/<mta>-generated/.
 
 This is a script, not a test: it needs root, apt access and a few minutes. Postfix is done
@@ -17,7 +17,8 @@ and /etc/group that has those users is bind-mounted, so the host's files are nev
 compiled in, get overlay mounts instead: see there).  dma and nullmailer are not daemons that
 listen: mail is injected with their own sendmail, and dma has no queue lifetime to shorten
 (it retries a deferral for days), so it makes rcpt-550 and rcpt-552 only.  Dovecot's LDA
-is a delivery agent, not a relay: it makes its own two refusals (see run_dovecot).
+is a delivery agent, not a relay, and amavis a content filter: each makes its own two
+refusals (see run_dovecot, run_amavis).
 
 Every MTA relays everything to one scripted MxServer (outpost_local.mx) on 127.0.0.91, which
 answers RCPT per recipient:
@@ -31,7 +32,7 @@ answers RCPT per recipient:
 Usage (as root, from the repository root):
 
     .venv/bin/python tests/tools/make_mta_bounces.py
-        [--mta exim|sendmail|opensmtpd|courier|dma|nullmailer|dovecot|all]
+        [--mta exim|sendmail|opensmtpd|courier|dma|nullmailer|dovecot|amavis|all]
         [--write]      # write tests/golden/bounces/<mta>-generated/<scenario>.eml + .json
         [--work DIR]   # scratch dir for .deb files, unpacked roots, spools (kept for a look)
 
@@ -84,6 +85,10 @@ PACKAGES = {
     "nullmailer": ["nullmailer"],
     "dovecot": ["dovecot-core", "dovecot-sieve", "libexttextcat-2.0-0", "liblua5.4-0",
                 "libwrap0"],
+    "amavis": ["amavisd-new", "libarchive-zip-perl", "libberkeleydb-perl",
+               "libconvert-tnef-perl", "libconvert-uulib-perl", "libmime-tools-perl",
+               "libnet-libidn-perl", "libnet-server-perl", "libunix-syslog-perl",
+               "libnet-snmp-perl", "libidn12"],
 }
 # System users the binaries look up by their compiled-in names.
 USERS = {
@@ -94,6 +99,7 @@ USERS = {
     "dma": [],
     "nullmailer": [],
     "dovecot": [],
+    "amavis": [],
 }
 
 
@@ -700,6 +706,103 @@ def run_dovecot(work: Path, mx: MxServer) -> dict[str, bytes]:
     return bounces_by_message_id(mx, list(DOVECOT_SCENARIOS), 30)
 
 
+# -- amavisd-new -----------------------------------------------------------------------------
+
+# amavis is a content filter between two MTAs (it speaks SMTP on both sides); with a final
+# destiny of D_BOUNCE it refuses a message itself and sends the sender an RFC 3464 report
+# through $notify_method (the next hop).  Virus and spam checks are off (no scanner, no
+# SpamAssassin here); what it refuses on its own: a banned attachment name ("banned",
+# invoice.exe) and an invalid header section ("bad-header": raw 8-bit Subject, no Date).
+# Its Perl modules come unpacked under a /usr overlay; it runs as "mail", on MTA_HOST.
+AMAVIS_CONF = """\
+use strict;
+$MYHOME = '{inst}/home';
+$TEMPBASE = "$MYHOME/tmp";
+$db_home = "$MYHOME/db";
+$helpers_home = "$MYHOME/var";
+$QUARANTINEDIR = undef;
+$daemon_user = 'mail';
+$daemon_group = 'mail';
+$mydomain = 'amavis-relay.test';
+$myhostname = 'amavis-relay.test';
+$pid_file = "$MYHOME/amavisd.pid";
+$lock_file = "$MYHOME/amavisd.lock";
+$inet_socket_bind = '{host}';
+$inet_socket_port = {port};
+@inet_acl = qw(127.0.0.0/8);
+$forward_method = 'smtp:[{nh_host}]:{nh_port}';
+$notify_method = $forward_method;
+@bypass_virus_checks_maps = (1);
+@bypass_spam_checks_maps = (1);
+$enable_dkim_verification = 0;
+$enable_dkim_signing = 0;
+$enable_db = 0;
+$enable_global_cache = 0;
+$DO_SYSLOG = 0;
+$LOGFILE = "$MYHOME/amavis.log";
+$log_level = 2;
+$max_servers = 1;
+$final_banned_destiny = D_BOUNCE;
+$final_bad_header_destiny = D_BOUNCE;
+$banned_filename_re = new_RE(qr'.\\.(?:exe|pif|scr)$'i);
+@local_domains_maps = (['.test']);
+1;
+"""
+AMAVIS_NS = """\
+set -e
+mkdir -p {inst}/usr.u {inst}/usr.w
+mount -t overlay overlay -o lowerdir={root}/usr:/usr,upperdir={inst}/usr.u,workdir={inst}/usr.w /usr
+ldconfig
+hostname amavis-relay.test
+exec "$@"
+"""
+AMAVIS_BANNED = (
+    b"From: App <app@bounces.test>\r\nTo: grace@a.test\r\nSubject: Outpost DSN test\r\n"
+    b"Message-ID: <banned@bounces.test>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n'
+    b'\r\nsee attachment\r\n--b1\r\nContent-Type: application/octet-stream; name="invoice.exe"'
+    b'\r\nContent-Disposition: attachment; filename="invoice.exe"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n"
+    b"--b1--\r\n")
+AMAVIS_BAD_HEADER = (
+    "From: App <app@bounces.test>\r\nTo: heidi@a.test\r\nSubject: Outpost DSN test caf\xe9\r\n"
+    "Message-ID: <bad-header@bounces.test>\r\n\r\nline 0000\r\n").encode("latin-1")
+AMAVIS_SCENARIOS = {"banned": ("grace@a.test", AMAVIS_BANNED),
+                    "bad-header": ("heidi@a.test", AMAVIS_BAD_HEADER)}
+
+
+def run_amavis(work: Path, mx: MxServer) -> dict[str, bytes]:
+    root = fetch(work, "amavis")
+    inst = work / "amavis"
+    shutil.rmtree(inst, ignore_errors=True)
+    for d in ("home/tmp", "home/db", "home/var"):
+        (inst / d).mkdir(parents=True)
+    sh("chown", "-R", f"{MAIL_UID}:{MAIL_UID}", str(inst / "home"))
+    (inst / "amavisd.conf").write_text(AMAVIS_CONF.format(
+        inst=inst, host=MTA_HOST, port=MTA_PORT, nh_host=NEXT_HOP, nh_port=mx.port))
+    (inst / "ns.sh").write_text(AMAVIS_NS.format(inst=inst, root=root))
+    log = open(work / "amavis.out", "w")
+    proc = subprocess.Popen(["unshare", "-m", "-u", "sh", str(inst / "ns.sh"),
+                             "/usr/sbin/amavisd", "-c", str(inst / "amavisd.conf"),
+                             "foreground"], stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port(MTA_HOST, MTA_PORT, 60)
+        for rcpt, raw in AMAVIS_SCENARIOS.values():
+            with smtplib.SMTP(MTA_HOST, MTA_PORT, timeout=60) as smtp:
+                smtp.ehlo("client.test")
+                smtp.sendmail(RETURN_PATH, [rcpt], raw)  # amavis answers 250, then bounces
+        return bounces_by_message_id(mx, list(AMAVIS_SCENARIOS), 30)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
 RUNNERS: dict[str, Callable[[Path, MxServer], dict[str, bytes]]] = {
     "exim": run_exim,
     "sendmail": run_sendmail,
@@ -708,6 +811,7 @@ RUNNERS: dict[str, Callable[[Path, MxServer], dict[str, bytes]]] = {
     "dma": run_dma,
     "nullmailer": run_nullmailer,
     "dovecot": run_dovecot,
+    "amavis": run_amavis,
 }
 
 

@@ -33,7 +33,8 @@ def test_every_family_has_a_sample() -> None:
                 "fallback", "messagingserver", "receivingses", "biglobe", "amazonses",
                 "postfix-generated", "mda", "vendor", "exim-generated", "sendmail-generated",
                 "opensmtpd-generated", "courier-generated", "office365", "synthesized",
-                "dma-generated", "nullmailer-generated", "dovecot-generated"):
+                "dma-generated", "nullmailer-generated", "dovecot-generated",
+                "amavis-generated"):
         assert fam in families, fam
     for p in CASES:
         assert p.with_suffix(".json").exists(), p
@@ -99,7 +100,7 @@ def test_real_mta_bounce_agrees_with_its_reference_without_family_rows(eml: Path
 
 def test_real_mta_bounces_with_a_reference() -> None:
     assert {p.parent.name for p in REAL} >= {"dma-generated", "nullmailer-generated",
-                                              "dovecot-generated"}
+                                              "dovecot-generated", "amavis-generated"}
 
 
 def test_synthesized_samples_cover_families_absent_from_the_corpus() -> None:
