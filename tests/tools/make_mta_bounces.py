@@ -600,6 +600,7 @@ echo 2 > /etc/nullmailer/maxpause
 echo 5 > /etc/nullmailer/bouncelines
 cd /var/spool/nullmailer
 setpriv --reuid=mail --regid=mail --clear-groups /usr/sbin/nullmailer-send &
+sender=$!
 sleep 1
 for s in {scenarios}; do
   rcpt=${{s#*=}}; name=${{s%%=*}}
@@ -608,7 +609,7 @@ for s in {scenarios}; do
     | /usr/sbin/sendmail -f {rp} "$rcpt"
 done
 while [ ! -e {inst}/stop ]; do sleep 0.5; done
-kill %1 2>/dev/null || true
+kill $sender
 """
 
 
@@ -632,8 +633,12 @@ def run_nullmailer(work: Path, mx: MxServer) -> dict[str, bytes]:
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            pass
+        try:  # nullmailer-send too, whatever the script did (it runs in proc's group)
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        except ProcessLookupError:
+            pass
+        proc.wait()
         log.close()
 
 
