@@ -66,6 +66,10 @@ INDEX: dict[str, tuple[str, ...]] = {
     ),
     'hostunknown': (
         'domain does not exist',
+        # the same words contracted, with or without the apostrophe (KDDI/au writes "As the
+        # remote domain doesnt exist", Sisimai::Lhost::KDDI)
+        "domain doesn't exist",
+        'domain doesnt exist',
         'domain is not reachable',
         'domain must exist',
         'host or domain name not found',

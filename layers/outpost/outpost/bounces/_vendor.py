@@ -47,6 +47,14 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
         r"userid|No such user found in the GroupWise"), "userunknown"),
     # Microsoft Exchange Online's resolver verdicts (Sisimai::Rhost::ExchangeOnline)
     (_r(r"RESOLVER\.ADR\.(?:RecipientNotFound|ExRecipNotFound)"), "userunknown"),
+    # Exim's verdict when a deferred address outlives its retry rules (Sisimai::Lhost::Exim):
+    # the last reply it quotes is a 4xx, the "retry timeout exceeded" is what failed it
+    (_r(r"\bretry timeout exceeded"), "expired"),
+    # Mailing list managers refusing a post: the sender is not subscribed (fml, Majordomo,
+    # Mailman, Sympa), or fml's loop guard saw the Message-ID before (Sisimai::Lhost::FML)
+    (_r(r"not a member of (?:this|the) (?:mailing )?list|only members (?:can|may) post"),
+     "rejected"),
+    (_r(r"\bDuplicated Message-ID\b"), "systemerror"),
     # Tencent QQ (Sisimai::Rhost::TencentQQ wording)
     (_r(r"(?:ip|domain|sender|connection) frequency limited"), "toomanyconn"),
 )

@@ -74,6 +74,7 @@ ORIGINAL_MARKERS = _r(
     r"|[^\S\n]*------ This is a copy of the message"
     r"|The (?:original|first \d+ lines of the) message(?! was received at)"
     r"|Message headers follow"
+    r"|Original mail as follows:"
     r"|--- The header of the original message is following"
     r"|-+ ?Original message -+"
     r"|-------original message"
@@ -334,10 +335,13 @@ FAMILIES: tuple[Family, ...] = (
             r"^Subject:.*(?:undeliver|not (?:be )?delivered"
             r"|delivery (?:failure|failed|problem|status)"
             r"|returned mail|failure notice|mail error|delivery notification|failed mail"
-            r"|non[- ]?delivery|mail delivery|rejected|nicht zustellbar|delivery report)"
+            r"|non[- ]?delivery|mail delivery|rejected|nicht zustellbar|delivery report"
+            r"|system error)"
             r"|^From:.*(?:mailer-daemon|postmaster|mail delivery|mail administrator|MDaemon)"
             r"|could not be delivered|delivery (?:has )?failed|undeliverable"
             r"|permanent (?:fatal )?error"
+            # A mailing list manager's refusal of a post (fml, Majordomo, Mailman, Sympa).
+            r"|not a member of (?:this|the) (?:mailing )?list"
         ),
         rcpt=_rc(
             r"^[^\S\n]*<(?P<addr>ADDR)>\s*[:.]?\s*(?P<diag>.*)$",
@@ -368,6 +372,10 @@ FAMILIES: tuple[Family, ...] = (
             r"\bundeliverable[^\S\n]+to[^\S\n]+<?(?P<addr>ADDR)>?[^\S\n]*$",
             # An alias or undisclosed address the MTA names by its source (Exim).
             r"^[^\S\n]+\(generated from (?P<addr>ADDR)\)\s*$",
+            # A sentence that ends with the address it is about: "You are not a member of
+            # this mailing list <ml@x>." (list managers), "Loop detected in <ml@x>.".
+            # Words and no colon before it (not a quoted "Message-ID: <...>" header line).
+            r"^(?P<diag>[^<>:\n]*[A-Za-z][^\S\n])<(?P<addr>ADDR)>\.[^\S\n]*$",
         ),
     ),
     # Last resort, for bounces no row above explains: Sisimai's RFC 3464 "fallback body

@@ -17,9 +17,12 @@ from outpost.bounces._prefilter import AnchoredAlternation, Prefiltered
 from outpost.bounces.families import ADDR, FAMILIES, ORIGINAL_MARKERS, Family
 
 _WS = re.compile(r"\s+")
-# Addresses that are never the failed recipient: the bouncing system itself.
+# Addresses that are never the failed recipient: the bouncing system itself, and a mailing
+# list's command address (LIST-request, RFC 2142 section 6; fml's LIST-ctl) that a list
+# manager's notice tells the sender to write to.
 _SYSTEM_LOCALPARTS = re.compile(
-    r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|root|abuse|noreply|no-reply)@", re.I
+    r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon|root|abuse|noreply|no-reply"
+    r"|[^@\s]+-(?:request|ctl))@", re.I
 )
 
 
