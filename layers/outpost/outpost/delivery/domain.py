@@ -296,7 +296,10 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
                 return
     finally:
         if run.session is not None:
-            pool.give(run.key, run.session)
+            if throttling.ramp_cap(svc, provider_for(run.session.mx_name)) is not None:
+                await run.session.close()  # ramping up after a suspension: free the slot
+            else:
+                pool.give(run.key, run.session)
 
 
 @dataclass
@@ -526,32 +529,38 @@ async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMod
         provider = provider_for(host.name)
         if throttling.local_suspension(svc, provider) is not None:
             continue  # suspended since the route was checked (issue 11)
-        for ip in host.addresses:
-            if tried >= svc.settings.mx_address_limit:
-                log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
-                return None, last
-            # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
-            # no connect that cannot carry a transaction in time.
-            if svc.clock() + svc._needs(session=True) > deadline:
-                log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
-                return None, None
-            tried += 1
-            try:
-                session = await svc.connector.open(
-                    host.name, ip, tls_mode,
-                    time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
-                return session, None
-            except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-                last = (judge(exc, provider), host.name, ip)
-                if last[0].scope is Scope.PROVIDER:
-                    # A throttle at the greeting: the provider's answer for all its hosts.
+        if not await throttling.ramp_slot(svc, provider):
+            return None, None  # ramping up after a suspension, no slot: released, no attempt
+        try:
+            for ip in host.addresses:
+                if tried >= svc.settings.mx_address_limit:
+                    log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
                     return None, last
-                if not isinstance(exc, OutpostError):
-                    # Postal: unanticipated means transient, but it must be seen.
-                    log.exception("unexpected error opening an SMTP session",
-                                  extra={"mx": host.name, "ip": ip})
-            log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
-                                               "detail": last[0].text})
+                # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
+                # no connect that cannot carry a transaction in time.
+                if svc.clock() + svc._needs(session=True) > deadline:
+                    log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
+                    return None, None
+                tried += 1
+                try:
+                    session = await svc.connector.open(
+                        host.name, ip, tls_mode,
+                        time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
+                    throttling.opened(svc, provider, session)
+                    return session, None
+                except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+                    last = (judge(exc, provider), host.name, ip)
+                    if last[0].scope is Scope.PROVIDER:
+                        # A throttle at the greeting: the provider's answer for all its hosts.
+                        return None, last
+                    if not isinstance(exc, OutpostError):
+                        # Postal: unanticipated means transient, but it must be seen.
+                        log.exception("unexpected error opening an SMTP session",
+                                      extra={"mx": host.name, "ip": ip})
+                log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
+                                                   "detail": last[0].text})
+        finally:
+            throttling.slot_done(svc, provider)
     return None, last
 
 

@@ -103,6 +103,8 @@ class DeliveryService:
         self._suspensions: dict[str, Suspension] = {}  # provider -> the latest known here
         self._suspension_checked: dict[str, float] = {}  # provider -> "not suspended" holds until
         self._suspension_reads: dict[str, asyncio.Future[Suspension | None]] = {}
+        self._provider_sessions: dict[str, list[Any]] = {}  # provider -> sessions opened (the ramp)
+        self._provider_opening: dict[str, int] = {}  # provider -> sessions being opened (the ramp)
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a

@@ -11,6 +11,13 @@ never waits on the store). Between recipients only this container's memory is co
 a throttle met by one job holds every other job of the batch at once, and every other
 container within one job (its next store read).
 
+After a suspension the provider ramps up from one connection (suspension.connection_cap).
+Until the fleet-wide connection limiter (shaping.py) enforces it, each container does, for
+its own sessions: a session needs a slot under the cap (waiting at most RAMP_WAIT for one,
+else its recipients are released with no attempt, and requeued after a release delay), and
+a session to a ramping provider is closed after its domain's turn rather than kept idle in
+the pool, so the next job gets the slot.
+
 Recipients held by a suspension are deferred with no attempt counted, due when it ends (plus
 a little jitter), and `waiting` says why (GET /v1/messages/{id}); the one recipient whose
 transaction met the throttle reply is charged that attempt. One job per message carries
@@ -22,14 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
 from ..mx import MxHost
 from ..records import Suspension, Waiting
 from .job import Rcpt, Record, Result
-from .providers import provider_for
-from .suspension import DEFAULT_IP, Policy, forget_at, is_suspended, next_suspension
+from .providers import limits_for, provider_for
+from .suspension import DEFAULT_IP, Policy, connection_cap, forget_at, is_suspended, next_suspension
 from .trouble import Outcome, Scope, Verdict
 
 if TYPE_CHECKING:
@@ -194,3 +201,53 @@ def locally_held(svc: DeliveryService, hosts: list[MxHost]) -> Suspension | None
     if not found or any(s is None for s in found):
         return None
     return min((s for s in found if s is not None), key=lambda s: s.until)
+
+
+# ---- the ramp after a suspension (this container's sessions) ----------------------------------
+RAMP_WAIT = 5.0  # seconds a session waits for a slot under the ramp's cap; then released
+_RAMP_POLL = 0.05
+
+
+def ramp_cap(svc: DeliveryService, provider: str) -> int | None:
+    """The provider's connection cap while it ramps up after a suspension (0 while suspended);
+    None when no suspension limits it (any more)."""
+    s = svc._suspensions.get(provider)
+    if s is None:
+        return None
+    limit = limits_for(provider, svc.settings.shaping).connections
+    cap = connection_cap(s, limits_for(provider, svc.settings.shaping), svc.clock(), svc.settings.throttle_ramp)
+    return cap if cap < limit else None
+
+
+def open_sessions(svc: DeliveryService, provider: str) -> int:
+    """This container's sessions to `provider` that are open or being opened."""
+    live = [s for s in svc._provider_sessions.get(provider, []) if s.is_open]
+    svc._provider_sessions[provider] = live
+    return len(live) + svc._provider_opening.get(provider, 0)
+
+
+async def ramp_slot(svc: DeliveryService, provider: str) -> bool:
+    """Whether a new session to `provider` may open now (waiting up to RAMP_WAIT for one of
+    this container's sessions to it to close). True reserves the slot until `slot_done`."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + RAMP_WAIT
+    while True:
+        cap = ramp_cap(svc, provider)
+        if cap is None or open_sessions(svc, provider) < cap:
+            svc._provider_opening[provider] = svc._provider_opening.get(provider, 0) + 1
+            return True
+        if loop.time() >= give_up:
+            svc.count("RampRelease", 1)
+            log.info("provider ramping up after a suspension; no connection slot, released",
+                     extra={"provider": provider, "cap": cap})
+            return False
+        await asyncio.sleep(_RAMP_POLL)
+
+
+def opened(svc: DeliveryService, provider: str, session: Any) -> None:
+    svc._provider_sessions.setdefault(provider, []).append(session)
+
+
+def slot_done(svc: DeliveryService, provider: str) -> None:
+    """The reserved slot is now an open session (`opened`) or nothing (every address failed)."""
+    svc._provider_opening[provider] = max(0, svc._provider_opening.get(provider, 0) - 1)
