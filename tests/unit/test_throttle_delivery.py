@@ -224,3 +224,28 @@ def test_a_throttle_soon_after_a_suspension_raises_the_level() -> None:
     a.run(w.send("u2@gmail.test"))
     s = w.store.suspensions[(IP, "google")]
     assert (s.level, s.until) == (2, w.clock() + 1800)
+
+
+def test_after_a_suspension_the_provider_gets_one_connection_at_a_time() -> None:
+    w = World()
+    a = Container(w.store, w.clock)
+    a.peers["192.0.2.10"].replies["RCPT"] = [THROTTLE]
+    a.run(w.send("u0@gmail.test"))
+    w.clock.advance(615)  # the suspension is over; the ramp starts at one connection
+    at_once: list[int] = []
+    open_ = a.connector.open
+
+    async def counting_open(mx_name: str, ip: str, *args: Any, **kwargs: Any) -> FakeSession:
+        at_once.append(1 + sum(1 for s in a.connector.opened if s.is_open and s.mx_name == mx_name))
+        return await open_(mx_name, ip, *args, **kwargs)
+
+    a.connector.open = counting_open  # type: ignore[method-assign]
+    mids = [w.send(f"v{i}@gmail.test") for i in range(2)] + [w.send("v2@googlemail.test")]
+    a.run(*mids)  # three jobs at once, each wanting its own session to Google
+    assert [w.recipients(m)[0].state for m in mids] == [RecipientState.DELIVERED] * 3
+    assert at_once == [1, 1, 1]
+    # Once the ramp has grown past the limit, sessions are pooled again as usual.
+    w.clock.advance(5 * 120)
+    at_once.clear()
+    a.run(*[w.send(f"z{i}@gmail.test") for i in range(3)])
+    assert max(at_once) > 1
