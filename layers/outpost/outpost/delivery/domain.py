@@ -521,8 +521,19 @@ async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMod
     for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
 
     (None, None) when there is no time left to try the next address: no host has failed
-    for the recipient then, so it is not charged an attempt.
+    for the recipient then, so it is not charged an attempt; likewise when the provider is
+    ramping up after a suspension and has no connection slot free (issue 11).
     """
+    reserved: list[str] = []  # providers whose ramp slot this opening holds (throttling.ramp_slot)
+    try:
+        return await _open_first(svc, hosts, tls_mode, deadline, reserved)
+    finally:
+        for provider in reserved:
+            throttling.slot_done(svc, provider)
+
+
+async def _open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float,
+                      reserved: list[str]) -> tuple[Session | None, Failure | None]:
     last: Failure | None = None
     tried = 0
     for host in hosts:
@@ -531,36 +542,34 @@ async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMod
             continue  # suspended since the route was checked (issue 11)
         if not await throttling.ramp_slot(svc, provider):
             return None, None  # ramping up after a suspension, no slot: released, no attempt
-        try:
-            for ip in host.addresses:
-                if tried >= svc.settings.mx_address_limit:
-                    log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
+        reserved.append(provider)
+        for ip in host.addresses:
+            if tried >= svc.settings.mx_address_limit:
+                log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
+                return None, last
+            # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
+            # no connect that cannot carry a transaction in time.
+            if svc.clock() + svc._needs(session=True) > deadline:
+                log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
+                return None, None
+            tried += 1
+            try:
+                session = await svc.connector.open(
+                    host.name, ip, tls_mode,
+                    time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
+                throttling.opened(svc, provider, session)
+                return session, None
+            except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
+                last = (judge(exc, provider), host.name, ip)
+                if last[0].scope is Scope.PROVIDER:
+                    # A throttle at the greeting: the provider's answer for all its hosts.
                     return None, last
-                # Connect, EHLO, STARTTLS, EHLO again, then one transaction and its record:
-                # no connect that cannot carry a transaction in time.
-                if svc.clock() + svc._needs(session=True) > deadline:
-                    log.info("no time left to try the next MX", extra={"mx": host.name, "ip": ip})
-                    return None, None
-                tried += 1
-                try:
-                    session = await svc.connector.open(
-                        host.name, ip, tls_mode,
-                        time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
-                    throttling.opened(svc, provider, session)
-                    return session, None
-                except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-                    last = (judge(exc, provider), host.name, ip)
-                    if last[0].scope is Scope.PROVIDER:
-                        # A throttle at the greeting: the provider's answer for all its hosts.
-                        return None, last
-                    if not isinstance(exc, OutpostError):
-                        # Postal: unanticipated means transient, but it must be seen.
-                        log.exception("unexpected error opening an SMTP session",
-                                      extra={"mx": host.name, "ip": ip})
-                log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
-                                                   "detail": last[0].text})
-        finally:
-            throttling.slot_done(svc, provider)
+                if not isinstance(exc, OutpostError):
+                    # Postal: unanticipated means transient, but it must be seen.
+                    log.exception("unexpected error opening an SMTP session",
+                                  extra={"mx": host.name, "ip": ip})
+            log.info("MX host failed", extra={"mx": host.name, "ip": ip, "status": last[0].status,
+                                               "detail": last[0].text})
     return None, last
 
 
