@@ -90,6 +90,7 @@ class FakeMessages:
         self.suspensions: dict[tuple[str, str], Suspension] = {}  # (ip, provider) -> suspension
         self.suspension_reads: list[str] = []  # providers asked about, in order
         self.fail_suspension_reads = False
+        self.fail_suspension_writes = False
 
     # ---- creation and reads ----------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
@@ -231,6 +232,8 @@ class FakeMessages:
 
     # ---- suspended providers (store.Suspensions, issue 11) ---------------------------------
     def suspend(self, suspension: Suspension, *, replaces: Suspension | None, forget_at: float) -> bool:
+        if self.fail_suspension_writes:
+            raise Unavailable("the message store is unavailable")
         key = (suspension.ip, suspension.provider.lower())
         if self.suspensions.get(key) != replaces:
             return False  # another container wrote first (the real store's conditional put)

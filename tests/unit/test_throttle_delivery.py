@@ -249,3 +249,17 @@ def test_after_a_suspension_the_provider_gets_one_connection_at_a_time() -> None
     at_once.clear()
     a.run(*[w.send(f"z{i}@gmail.test") for i in range(3)])
     assert max(at_once) > 1
+
+
+def test_a_failed_suspension_write_still_holds_the_provider_in_this_container() -> None:
+    w = World()
+    a = Container(w.store, w.clock)
+    a.peers["192.0.2.10"].replies["RCPT"] = [THROTTLE]
+    w.store.fail_suspension_writes = True
+    mid = w.send("u1@gmail.test", "u2@gmail.test")
+    a.run(mid)
+    assert [len(r.attempts) for r in w.recipients(mid)] == [1, 0]  # held here all the same
+    assert a.counts["SuspensionShareFailed"] == 1 and w.store.suspensions == {}
+    later = w.send("u3@gmail.test")
+    a.run(later)  # this container remembers it, without the store
+    assert w.recipients(later)[0].attempts == () and a.connector.tried == [GMAIL_MX]

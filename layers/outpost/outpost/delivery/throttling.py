@@ -99,7 +99,9 @@ async def _read(svc: DeliveryService, provider: str) -> Suspension | None:
         log.warning("could not read a provider's suspension; not suspended", exc_info=True,
                     extra={"provider": provider})
         svc.count("SuspensionReadFailed", 1)
-        return None
+        s = None
+    # A failed read too: "not suspended" holds until the recheck (no read per job while the
+    # store is failing).
     svc._suspension_checked[provider] = svc.clock() + svc.SUSPENSION_RECHECK
     _remember(svc, s)
     return s
@@ -113,12 +115,15 @@ async def suspend(svc: DeliveryService, v: Verdict) -> Suspension:
     provider, now, pol = v.provider or "unknown", svc.clock(), policy(svc)
     svc.count("Throttled", 1)
     svc.count_by("Throttled", 1, {"provider": provider})
-    prev = svc._suspensions.get(provider)
+    prev = replaces = svc._suspensions.get(provider)
     if not is_suspended(prev, now) and svc.suspensions is not None:
         try:
-            stored = await asyncio.wait_for(asyncio.to_thread(svc.suspensions.suspension, sending_ip(svc), provider),
-                                            svc.SLOW_STORE_WAIT)
-            prev = stored if stored is not None and (prev is None or stored.until >= prev.until) else prev
+            # The record to replace is the store's (a conditional write on it), whatever this
+            # container remembers; the level counts from the later of the two.
+            replaces = await asyncio.wait_for(asyncio.to_thread(
+                svc.suspensions.suspension, sending_ip(svc), provider), svc.SLOW_STORE_WAIT)
+            if replaces is not None and (prev is None or replaces.until >= prev.until):
+                prev = replaces
         except Exception:  # noqa: BLE001 - best effort; this container's memory decides then
             log.warning("could not read a provider's suspension", exc_info=True, extra={"provider": provider})
             svc.count("SuspensionReadFailed", 1)
@@ -131,7 +136,7 @@ async def suspend(svc: DeliveryService, v: Verdict) -> Suspension:
     if svc.suspensions is not None:
         try:
             won = await asyncio.wait_for(asyncio.to_thread(
-                svc.suspensions.suspend, new, replaces=prev, forget_at=forget_at(new, pol)), svc.SLOW_STORE_WAIT)
+                svc.suspensions.suspend, new, replaces=replaces, forget_at=forget_at(new, pol)), svc.SLOW_STORE_WAIT)
             if not won:
                 winner = await asyncio.wait_for(asyncio.to_thread(
                     svc.suspensions.suspension, sending_ip(svc), provider), svc.SLOW_STORE_WAIT)
