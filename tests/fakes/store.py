@@ -1,5 +1,5 @@
-"""In-memory fakes of the store's interfaces (outpost.store: Messages, Suppressions, Jobs,
-Domains, ApiKeys; and SecretStore) and a clock the test moves by hand.
+"""In-memory fakes of the store's interfaces (outpost.store: Messages with Suspensions,
+Suppressions, Jobs, Domains, ApiKeys; and SecretStore) and a clock the test moves by hand.
 
 They keep the rules the real store keeps with conditional writes, so a unit test of a service
 sees the same answers: a recipient moves only from an open state, a claim holds until its lease
@@ -32,7 +32,9 @@ from outpost.records import (
     StoredMessage,
     Suppression,
     SuppressionEvent,
+    Suspension,
     Upload,
+    Waiting,
 )
 from outpost.store import Listing, Page
 from outpost.stored_request import StoredRequest
@@ -85,6 +87,10 @@ class FakeMessages:
         self.slow: dict[str, float] = {}  # recipient domain -> until (mark_slow)
         self.slow_reads: list[str] = []  # the domains slow_until was asked about, in order
         self.fail_slow_reads = False
+        self.suspensions: dict[tuple[str, str], Suspension] = {}  # (ip, provider) -> suspension
+        self.suspension_reads: list[str] = []  # providers asked about, in order
+        self.fail_suspension_reads = False
+        self.fail_suspension_writes = False
 
     # ---- creation and reads ----------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
@@ -162,13 +168,14 @@ class FakeMessages:
     def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
                        attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
                        next_attempt_at: float | None = None, remote_id: str | None = None,
-                       bounce: Mapping[str, Any] | None = None) -> bool:
+                       bounce: Mapping[str, Any] | None = None, waiting: Waiting | None = None) -> bool:
         r = self._get(message_id, index)
         if r is None or not r.record.is_open:
             return False
         rec = r.record
         changes: dict[str, Any] = {"state": state, "updated_at": iso(now), "lease_until": None,
-                                   "attempts": rec.attempts + ((attempt,) if attempt else ())}
+                                   "attempts": rec.attempts + ((attempt,) if attempt else ()),
+                                   "waiting": waiting}
         for k, v in (("last", last), ("remote_id", remote_id), ("bounce", bounce)):
             if v is not None:
                 changes[k] = v
@@ -222,6 +229,22 @@ class FakeMessages:
         if self.fail_slow_reads:
             raise Unavailable("the message store is unavailable")
         return self.slow.get(domain.lower().rstrip("."))
+
+    # ---- suspended providers (store.Suspensions, issue 11) ---------------------------------
+    def suspend(self, suspension: Suspension, *, replaces: Suspension | None, forget_at: float) -> bool:
+        if self.fail_suspension_writes:
+            raise Unavailable("the message store is unavailable")
+        key = (suspension.ip, suspension.provider.lower())
+        if self.suspensions.get(key) != replaces:
+            return False  # another container wrote first (the real store's conditional put)
+        self.suspensions[key] = suspension
+        return True
+
+    def suspension(self, ip: str, provider: str) -> Suspension | None:
+        self.suspension_reads.append(provider)
+        if self.fail_suspension_reads:
+            raise Unavailable("the message store is unavailable")
+        return self.suspensions.get((ip, provider.lower()))
 
     # ---- bounces and orphans ---------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:

@@ -14,6 +14,9 @@ from .delivery.providers import parse_overrides
 
 # Retry schedule in seconds (issue 3): 1, 5, 15, 30 min, then 1, 2, 4 h, then every 4 h.
 DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
+# Suspension of a throttling provider (issue 11 item 4): 10, 30, 60, 120, 240 minutes.
+DEFAULT_THROTTLE_BACKOFF: tuple[int, ...] = (600, 1800, 3600, 7200, 14400)
+DEFAULT_THROTTLE_RAMP = 120.0  # seconds per extra connection after a suspension ends
 DEFAULT_MAX_LIFETIME = 2 * 24 * 3600  # two days, like SES's and Postfix's order of magnitude
 SQS_MAX_RETENTION = 14 * 24 * 3600
 
@@ -104,6 +107,11 @@ class Settings:
     # ---- shaping per provider (issue 11) ----
     # OUTPOST_SHAPING: JSON overrides of delivery/providers.py's limits, keyed by provider.
     shaping: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    # ---- throttle (issue 11) ----
+    # OUTPOST_THROTTLE_BACKOFF: seconds a throttling provider is suspended, per level
+    # (delivery/suspension.py); OUTPOST_THROTTLE_RAMP: seconds per extra connection after it.
+    throttle_backoff: tuple[int, ...] = DEFAULT_THROTTLE_BACKOFF
+    throttle_ramp: float = DEFAULT_THROTTLE_RAMP
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -144,6 +152,9 @@ class Settings:
             dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
             uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
             shaping=parse_overrides(e.get("OUTPOST_SHAPING")),
+            throttle_backoff=_schedule(e.get("OUTPOST_THROTTLE_BACKOFF")) if e.get("OUTPOST_THROTTLE_BACKOFF")
+            else DEFAULT_THROTTLE_BACKOFF,
+            throttle_ramp=float(e.get("OUTPOST_THROTTLE_RAMP", d.throttle_ramp)),
         )
 
 

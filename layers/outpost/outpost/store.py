@@ -4,7 +4,7 @@ holds every other module to that). It maps typed records (records.py) to items a
 methods are named for the question they answer, not for the index that answers it.
 
 Services depend on the Protocols at the end of this module (Messages, Suppressions, Jobs,
-Domains, DomainLookup, ApiKeys, Secrets), built in bootstrap.py; unit tests pass the in-memory fakes
+Domains, DomainLookup, ApiKeys, Secrets, Suspensions), built in bootstrap.py; unit tests pass the in-memory fakes
 of tests/fakes/store.py.
 Every state transition of a recipient is a conditional write, so two copies of a job
 (SQS redelivery, a crash and retry) can never both move the same recipient.
@@ -20,6 +20,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
   pk=SLOW#<domain> sk=MX                a recipient domain found slow on the new-mail lane, `until`
                                         (epoch seconds); shared by every sender; TTL = until
+  pk=SUSP#<ip>#<provider> sk=SUSPENSION  a provider suspended for a sending IP after a throttle
+                                        reply: until, level, reply, since; TTL = forget_at
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
@@ -35,6 +37,7 @@ domain). docs/dynamodb.md has the whole picture.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -63,7 +66,9 @@ from .records import (
     StoredMessage,
     Suppression,
     SuppressionEvent,
+    Suspension,
     Upload,
+    Waiting,
 )
 from .stored_request import StoredRequest
 from .tls_policy import StsPolicy
@@ -249,6 +254,7 @@ def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
 _MSG = "MSG#"
 _META = "META"
 _SLOW, _SLOW_SK = "SLOW#", "MX"  # a slow recipient domain (mark_slow, slow_until)
+_SUSP, _SUSP_SK = "SUSP#", "SUSPENSION"  # a suspended provider for a sending IP (suspend, suspension)
 _LISTINGS = {
     # the API's lists: which index answers them, and what a start key in them holds
     "messages_to": ("gsi1", ("pk", "sk", "gsi1pk", "gsi1sk"), "gsi1pk", "RCPT#", "gsi1sk"),
@@ -462,10 +468,11 @@ class MessageStore:
     def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
                        attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
                        next_attempt_at: float | None = None, remote_id: str | None = None,
-                       bounce: Mapping[str, Any] | None = None) -> bool:
+                       bounce: Mapping[str, Any] | None = None, waiting: Waiting | None = None) -> bool:
         """Record an attempt and move an open recipient to `state`. False if it was already
         final. An open state keeps `next_attempt_at` (due then; now if None); a final one
-        loses it."""
+        loses it. `waiting`: why a deferred recipient waits (issue 11); any other outcome
+        removes it."""
         sets = ["#st = :s", "updated_at = :u"]
         values: dict[str, Any] = {":s": state.value, ":u": iso(now), ":o0": _OPEN[0], ":o1": _OPEN[1]}
         names: dict[str, str] = {}
@@ -474,7 +481,10 @@ class MessageStore:
             values[":a"] = [attempt.as_dict()]
             values[":empty"] = []
         removes = ["lease_until"]
-        fields: dict[str, Any] = {"last": last, "remote_id": remote_id, "bounce": bounce}
+        fields: dict[str, Any] = {"last": last, "remote_id": remote_id, "bounce": bounce,
+                                  "waiting": dataclasses.asdict(waiting) if waiting is not None else None}
+        if waiting is None:
+            removes.append("waiting")
         if state in OPEN_STATES:
             # Still open: due at its next attempt (the sweeper's index), or now if unknown.
             sets += ["due_at = :due", "due_shard = :ds"]
@@ -597,6 +607,40 @@ class MessageStore:
         if "Item" not in r or "until" not in r["Item"]:
             return None
         return float(r["Item"]["until"]["N"])
+
+    # ---- suspended providers (issue 11: throttle replies) ------------------------------------
+    @staticmethod
+    def _susp_key(ip: str, provider: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{_SUSP}{ip}#{provider.lower()}"}, "sk": {"S": _SUSP_SK}}
+
+    def suspend(self, suspension: Suspension, *, replaces: Suspension | None, forget_at: float) -> bool:
+        """Record a provider's suspension for a sending IP, only if the record is still the one
+        the caller read (`replaces`; None: there was none): two containers throttled at once
+        raise the level once, and the loser reads the winner's. False when it lost."""
+        s = suspension
+        item = dict(self._susp_key(s.ip, s.provider))
+        c = codec()
+        item.update(c.item({"ip": s.ip, "provider": s.provider, "until": s.until, "level": s.level,
+                            "reply": s.reply, "since": s.since, "expires_at": math.ceil(forget_at)}))
+        if replaces is None:
+            cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            cond = {"ConditionExpression": "#u = :u AND #l = :l",
+                    "ExpressionAttributeNames": {"#u": "until", "#l": "level"},
+                    "ExpressionAttributeValues": {":u": c.value(replaces.until), ":l": c.value(replaces.level)}}
+        try:
+            self.ddb.put_item(TableName=self.table, Item=item, **cond)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def suspension(self, ip: str, provider: str) -> Suspension | None:
+        """The provider's last suspension for the sending IP (possibly over: the caller compares
+        `until` with its clock, and the ramp after it still matters); None if none is kept."""
+        r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key=self._susp_key(ip, provider))
+        if "Item" not in r:
+            return None
+        return Suspension.from_dict(codec().plain(r["Item"]))
 
     # ---- bounces and orphans --------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:
@@ -999,7 +1043,7 @@ class Messages(Protocol):
     def finish_attempt(self, message_id: str, index: int, state: RecipientState, now: float,
                        attempt: Attempt | None, *, last: Mapping[str, Any] | None = None,
                        next_attempt_at: float | None = None, remote_id: str | None = None,
-                       bounce: Mapping[str, Any] | None = None) -> bool: ...
+                       bounce: Mapping[str, Any] | None = None, waiting: Waiting | None = None) -> bool: ...
     def replace_job(self, message_id: str, token: str, expected: str | None) -> bool: ...
     def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
                      bounce: Mapping[str, Any]) -> bool: ...
@@ -1023,6 +1067,14 @@ class Messages(Protocol):
                         limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
+
+
+class Suspensions(Protocol):
+    """Providers suspended per sending IP after a throttle reply (issue 11 item 4), shared by
+    every sender container (MessagesTable)."""
+
+    def suspend(self, suspension: Suspension, *, replaces: Suspension | None, forget_at: float) -> bool: ...
+    def suspension(self, ip: str, provider: str) -> Suspension | None: ...
 
 
 class Suppressions(Protocol):
@@ -1078,6 +1130,6 @@ class Secrets(Protocol):
 
 
 def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, d: DomainStore, k: ApiKeyStore,
-              x: SecretStore) -> tuple[Messages, Suppressions, Jobs, Domains, ApiKeys, Secrets]:
+              x: SecretStore) -> tuple[Messages, Suppressions, Jobs, Domains, ApiKeys, Secrets, Suspensions]:
     """Never called: mypy checks here that the real adapters implement the interfaces."""
-    return m, s, j, d, k, x
+    return m, s, j, d, k, x, m

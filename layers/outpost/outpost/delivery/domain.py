@@ -50,8 +50,11 @@ from ..errors import (
     StsMxMismatchError,
 )
 from ..mx import MxHost
+from ..records import Waiting
 from ..tls_policy import TlsPolicy
+from . import throttling
 from .job import Rcpt, Record, Result
+from .providers import provider_for
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -276,6 +279,12 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
     hosts = await route(svc, domain, rcpts, record)
     if hosts is None:
         return
+    # Issue 11: no session to a provider suspended for our IP (here or, through the store, by
+    # another container); with every MX host's provider suspended, the recipients wait for it.
+    hosts, held = await throttling.unsuspended(svc, hosts)
+    if held is not None:
+        await throttling.hold(svc, rcpts, held, record)
+        return
     routed = await apply_policy(svc, domain, rcpts, hosts, tls_mode, deadline, record)
     if routed is None:
         return
@@ -287,7 +296,10 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
                 return
     finally:
         if run.session is not None:
-            pool.give(run.key, run.session)
+            if throttling.ramp_cap(svc, provider_for(run.session.mx_name)) is not None:
+                await run.session.close()  # ramping up after a suspension: free the slot
+            else:
+                pool.give(run.key, run.session)
 
 
 @dataclass
@@ -329,11 +341,34 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain,
                             "released": len(self.rcpts) - n})
             return Flow.STOP
+        if await self.hold_if_suspended(n) is Flow.STOP:
+            return Flow.STOP
         outcome = await self.attempt(n, r)
         if isinstance(outcome, Flow):
             return outcome
+        if outcome[0].scope is Scope.PROVIDER:
+            # A throttle: the provider is suspended for our IP; this recipient is charged the
+            # attempt, the domain's rest wait with no attempt (issue 11 item 4).
+            suspension = await throttling.suspend(svc, outcome[0])
+            await self.record_reply(r, outcome, wait=throttling.waiting(suspension))
+            await throttling.hold(svc, self.rcpts[n + 1:], suspension, self.record)
+            return Flow.STOP
         await self.record_reply(r, outcome)
         return None
+
+    async def hold_if_suspended(self, n: int) -> Flow | None:
+        """Between recipients (this container's memory, no store read): a session to a provider
+        suspended since (another job's throttle) is closed; when every MX host's provider is
+        suspended, the rest wait for it with no attempt (Flow.STOP)."""
+        svc = self.svc
+        if self.session is not None and throttling.local_suspension(svc, provider_for(self.session.mx_name)):
+            await self.session.close()
+            self.session = None
+        held = throttling.locally_held(svc, self.routed.hosts)
+        if held is None:
+            return None
+        await throttling.hold(svc, self.rcpts[n:], held, self.record)
+        return Flow.STOP
 
     async def attempt(self, n: int, r: Rcpt) -> Reply | Flow:
         """Recipient n's transaction: on a pooled session, or a fresh one, on the MX hosts it
@@ -384,7 +419,15 @@ class DomainRun:
                          extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
                 return Flow.STOP
         if session is None:
-            if failure is not None:
+            if failure is not None and failure[0].scope is Scope.PROVIDER:
+                # A throttle at the greeting: the first recipient is charged the attempt, the
+                # rest wait with no attempt (issue 11 item 4).
+                v, host, ip = failure
+                suspension = await throttling.suspend(svc, v)
+                await self.record(rest[0], Result(v, svc._attempt(v, host, ip, None, sts=self.routed.sts),
+                                                  wait=throttling.waiting(suspension)))
+                await throttling.hold(svc, rest[1:], suspension, self.record)
+            elif failure is not None:
                 # Every MX failed at host level: a transient failure for the recipient.
                 v, host, ip = failure
                 await record_each(svc, rest, unreached(v), self.record, host, ip, sts=self.routed.sts)
@@ -455,20 +498,20 @@ class DomainRun:
         self.session = None
         return after
 
-    async def record_reply(self, r: Rcpt, outcome: Reply) -> None:
-        """Record the recipient's reply; a host-level verdict, or a session the server closed,
-        ends the session (and is the failure the session limit defers with)."""
+    async def record_reply(self, r: Rcpt, outcome: Reply, wait: Waiting | None = None) -> None:
+        """Record the recipient's reply; a host-level verdict or a throttle, or a session the
+        server closed, ends the session (and is the failure the session limit defers with)."""
         session = self.session
         if session is None:  # pragma: no cover - a transaction's reply comes with its session
             raise RuntimeError("a reply without a session")
         verdict, remote = outcome
         note = sts_note(self.routed.policy, session, self.routed.sts)
         attempt = self.svc._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
-        if verdict.scope is Scope.HOST or not session.is_open:
+        if verdict.scope in (Scope.HOST, Scope.PROVIDER) or not session.is_open:
             self.last_failure = (verdict, session.mx_name, session.ip)
             await session.close()
             self.session = None
-        await self.record(r, Result(verdict, attempt))
+        await self.record(r, Result(verdict, attempt, wait=wait))
 
 
 # ---- sessions and transactions --------------------------------------------------------------
@@ -478,11 +521,28 @@ async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMod
     for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
 
     (None, None) when there is no time left to try the next address: no host has failed
-    for the recipient then, so it is not charged an attempt.
+    for the recipient then, so it is not charged an attempt; likewise when the provider is
+    ramping up after a suspension and has no connection slot free (issue 11).
     """
+    reserved: list[str] = []  # providers whose ramp slot this opening holds (throttling.ramp_slot)
+    try:
+        return await _open_first(svc, hosts, tls_mode, deadline, reserved)
+    finally:
+        for provider in reserved:
+            throttling.slot_done(svc, provider)
+
+
+async def _open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float,
+                      reserved: list[str]) -> tuple[Session | None, Failure | None]:
     last: Failure | None = None
     tried = 0
     for host in hosts:
+        provider = provider_for(host.name)
+        if throttling.local_suspension(svc, provider) is not None:
+            continue  # suspended since the route was checked (issue 11)
+        if not await throttling.ramp_slot(svc, provider):
+            return None, None  # ramping up after a suspension, no slot: released, no attempt
+        reserved.append(provider)
         for ip in host.addresses:
             if tried >= svc.settings.mx_address_limit:
                 log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})
@@ -497,9 +557,13 @@ async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMod
                 session = await svc.connector.open(
                     host.name, ip, tls_mode,
                     time_left=lambda: deadline - svc.clock() - svc._needs(session=False))
+                throttling.opened(svc, provider, session)
                 return session, None
             except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-                last = (judge(exc), host.name, ip)
+                last = (judge(exc, provider), host.name, ip)
+                if last[0].scope is Scope.PROVIDER:
+                    # A throttle at the greeting: the provider's answer for all its hosts.
+                    return None, last
                 if not isinstance(exc, OutpostError):
                     # Postal: unanticipated means transient, but it must be seen.
                     log.exception("unexpected error opening an SMTP session",
@@ -514,6 +578,7 @@ async def transact(svc: DeliveryService, session: Session, mid: str, r: Rcpt, da
     """One transaction, judged. StaleSessionError, NoTimeLeftError and SlowPeerError pass
     through: they are no outcome for the recipient (the caller reconnects, releases it, or
     hands it to the slow lane). `dot_within`: the lane's limit up to the final dot."""
+    provider = provider_for(session.mx_name)
     try:
         # The reply to the final dot is awaited as long as the invocation allows (RFC 5321
         # §4.5.3.2.6 says 10 minutes), keeping RECORD_MARGIN to record it.
@@ -521,11 +586,11 @@ async def transact(svc: DeliveryService, session: Session, mid: str, r: Rcpt, da
                                    envid=mid, utf8=r.utf8,
                                    time_left=lambda: deadline - svc.clock() - RECORD_MARGIN,
                                    dot_within=dot_within)
-        return judge(reply), remote_queue_id(reply.text)
+        return judge(reply, provider), remote_queue_id(reply.text)
     except (StaleSessionError, NoTimeLeftError, SlowPeerError):
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-        v = judge(exc)
+        v = judge(exc, provider)
         if not isinstance(exc, OutpostError):
             log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
         if v.after_dot:

@@ -30,7 +30,7 @@ import concurrent.futures
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,8 +40,8 @@ from ..config import Settings
 from ..errors import NoSigningKeyError
 from ..models import QueueJob
 from ..mx import MxHost
-from ..records import Message, Recipient
-from ..store import Jobs, Messages, Suppressions
+from ..records import Message, Recipient, Suspension
+from ..store import Jobs, Messages, Suppressions, Suspensions
 from ..tls_policy import TlsPolicy, no_policy
 from . import domain as domain_step
 from . import job as step
@@ -73,7 +73,9 @@ class DeliveryService:
                  count: Callable[[str, int], None] = lambda name, n: None,
                  tls_policy_for: Callable[[str], TlsPolicy] = no_policy,
                  fetch_upload: Callable[[str], bytes] | None = None,
-                 policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+                 policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 suspensions: Suspensions | None = None,
+                 count_by: Callable[[str, int, Mapping[str, str]], None] = lambda name, n, dims: None
                  ) -> None:
         # `queue` takes every job this service queues again (a hop, a reschedule): the retry
         # queue (bootstrap.retry_queue), so retries are never behind a backlog of new mail.
@@ -94,6 +96,15 @@ class DeliveryService:
         # and the store reads in flight (one per domain; concurrent jobs share it).
         self._slow_checked: dict[str, float] = {}
         self._slow_reads: dict[str, asyncio.Future[bool]] = {}
+        # ---- throttle (issue 11): providers suspended for our IP (delivery/throttling.py) ----
+        # `suspensions`: the fleet-wide record (None: this container's memory only);
+        # `count_by`: metrics with dimensions (Throttled, Suspended per provider).
+        self.suspensions, self.count_by = suspensions, count_by
+        self._suspensions: dict[str, Suspension] = {}  # provider -> the latest known here
+        self._suspension_checked: dict[str, float] = {}  # provider -> "not suspended" holds until
+        self._suspension_reads: dict[str, asyncio.Future[Suspension | None]] = {}
+        self._provider_sessions: dict[str, list[Any]] = {}  # provider -> sessions opened (the ramp)
+        self._provider_opening: dict[str, int] = {}  # provider -> sessions being opened (the ramp)
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
@@ -128,6 +139,10 @@ class DeliveryService:
     # marks the domain slow, so the rest go to the slow lane between transactions. A healthy
     # transaction takes about a second.
     SLOW_TRANSACTION = 8.0
+    # Before the first session to a provider, a container with no answer of its own asks the
+    # store whether it is suspended (throttling.known_suspension); "not suspended" holds this
+    # many seconds. Short for the same reason as SLOW_RECHECK.
+    SUSPENSION_RECHECK = 5.0
 
 
     # ---- the SQS batch --------------------------------------------------------------------

@@ -9,6 +9,12 @@ nowhere else: delivered, transient (retry later) or permanent (bounce now), with
   except after the final dot (RFC 1047); on the last MX the recipient is deferred.
 - MESSAGE: the transaction as a whole (MAIL FROM or DATA rejected, DNS failure for the domain).
 - RECIPIENT: one RCPT TO rejected.
+- PROVIDER: a throttle (throttles.py: Gmail 421 4.7.28, Outlook 451 4.7.650, Yahoo [TSS04],
+  "rate limited", ...): the provider that runs this MX host is throttling our sending IP.
+  Transient; the caller suspends the provider for this IP (suspension.py), defers this
+  recipient (one attempt) and every other one bound for that provider (no attempt), and no
+  container connects to it until the suspension ends. Only when the caller names the
+  provider (`judge(event, provider=...)`); without one, the same reply keeps its old scope.
 
 Permanent verdicts also carry a kind (hard: the address is bad, suppress it; soft: the sender
 or content was refused) and a Sisimai reason name, from the same classifier the bounce
@@ -41,6 +47,7 @@ from ..errors import (
     StsMxMismatchError,
     enhanced_status,
 )
+from .throttles import throttle_for
 
 
 class Outcome(StrEnum):
@@ -53,6 +60,7 @@ class Scope(StrEnum):
     HOST = "host"
     MESSAGE = "message"
     RECIPIENT = "recipient"
+    PROVIDER = "provider"  # a throttle: the provider is suspended for our IP (throttles.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ class Verdict:
     reason: str | None = None
     # The final dot was sent and no reply came: the server may have the message (RFC 1047).
     after_dot: bool = False
+    # A throttle (Scope.PROVIDER): the provider and its backoff class (throttles.py).
+    provider: str | None = None
+    backoff: str | None = None
 
     @property
     def diagnostic(self) -> str:
@@ -89,7 +100,7 @@ class Verdict:
         return {k: v for k, v in {
             "outcome": self.outcome.value, "scope": self.scope.value, "status": self.status,
             "code": self.code, "text": self.text, "command": self.command, "kind": self.kind,
-            "reason": self.reason}.items() if v is not None}
+            "reason": self.reason, "provider": self.provider}.items() if v is not None}
 
 
 # Our stage names -> the classifier's (Sisimai's): "EOD" is the reply to the message content.
@@ -127,14 +138,16 @@ _DNS: tuple[tuple[type[DnsError], str], ...] = (
 )
 
 
-def judge(event: SmtpReply | BaseException) -> Verdict:
-    """Turn a reply, a DNS answer or an exception into a verdict. Never raises."""
+def judge(event: SmtpReply | BaseException, provider: str | None = None) -> Verdict:
+    """Turn a reply, a DNS answer or an exception into a verdict. Never raises. `provider`:
+    who runs the MX host that answered (providers.provider_for), so a throttle reply becomes
+    a PROVIDER verdict (throttles.py)."""
     if isinstance(event, SmtpReply):
-        return _judge_reply(event)
+        return _judge_reply(event, provider)
     if isinstance(event, ReplyError):
-        return _judge_reply(SmtpReply(event.code, event.text, event.command))
+        return _judge_reply(SmtpReply(event.code, event.text, event.command), provider)
     if isinstance(event, StageError):
-        v = replace(judge(event.cause), command=event.command)
+        v = replace(judge(event.cause, provider), command=event.command)
         if event.after_dot:
             # The content was sent and no reply came; the server may have kept it (RFC 1047),
             # so a retry may deliver a second copy. Never retried on another MX at once.
@@ -197,7 +210,7 @@ def unreached(v: Verdict, note: str | None = None) -> Verdict:
     return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, text, v.code, v.command)
 
 
-def _judge_reply(r: SmtpReply) -> Verdict:
+def _judge_reply(r: SmtpReply, provider: str | None = None) -> Verdict:
     cls = r.code // 100
     status = r.enhanced or f"{cls}.0.0"
     # Bounded: a hostile server's 30 KB reply cost 1.1 s of the event loop in the classifier.
@@ -210,6 +223,12 @@ def _judge_reply(r: SmtpReply) -> Verdict:
         return Verdict(Outcome.DELIVERED, Scope.RECIPIENT, status, text, r.code, r.command)
     if cls not in (4, 5):
         return Verdict(Outcome.TRANSIENT, Scope.HOST, "4.5.0", f"protocol error: {text}", r.code, r.command)
+    throttle = throttle_for(provider, r.code, r.enhanced, text, r.command) if provider else None
+    if throttle is not None:
+        # Before the stage rules: a throttle at the greeting, at RCPT or after the dot is the
+        # provider's verdict on our IP, not this host's or this recipient's (issue 11 item 4).
+        return Verdict(Outcome.TRANSIENT, Scope.PROVIDER, status, text, r.code, r.command,
+                       provider=provider, backoff=throttle.backoff)
     if r.command in ("CONNECT", "EHLO", "HELO", "STARTTLS"):
         # Greeting or handshake refused: a host problem, not the recipient's. RFC 5321 §3.1:
         # a 554 greeting means "no service here"; another MX may serve (Postfix does the same).
