@@ -177,7 +177,8 @@ def delivery_service() -> DeliveryService:
         connector=SmtpConnector(s.ehlo_hostname, port=s.smtp_port, ca_bundle=s.ca_bundle),
         signer_for=signer_for,
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
-        count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload)
+        count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload,
+        count_by=metrics().count_by, slots=message_store())
 
 
 @cache

@@ -54,6 +54,20 @@ def _memory_budget(e: dict[str, str] | os._Environ[str]) -> int | None:
     return int(int(mb) * 1024 * 1024 * 0.6) if mb else None
 
 
+def _warmup_start(raw: str | None) -> str | None:
+    """OUTPOST_WARMUP_START: a UTC date (YYYY-MM-DD) or empty; anything else names itself."""
+    from datetime import date
+
+    from .errors import ConfigError
+
+    if not raw or not raw.strip():
+        return None
+    try:
+        return date.fromisoformat(raw.strip()).isoformat()
+    except ValueError:
+        raise ConfigError(f"OUTPOST_WARMUP_START: {raw!r} is not a date (YYYY-MM-DD)") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     messages_table: str = "outpost-messages"
@@ -104,6 +118,13 @@ class Settings:
     # ---- shaping per provider (issue 11) ----
     # OUTPOST_SHAPING: JSON overrides of delivery/providers.py's limits, keyed by provider.
     shaping: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    # ---- slots (issue 11) ----
+    # OUTPOST_SHAPING_ENABLED=false: no fleet-wide connection slots, rates or warm-up (and no
+    # store calls for them): the sender behaves as before issue 11 (benches, emergencies).
+    shaping_enabled: bool = True
+    # OUTPOST_WARMUP_START (YYYY-MM-DD, UTC; template WarmupStartDate): day 1 of the IP warm-up
+    # (delivery/shaping.py WARMUP); empty: no warm-up caps.
+    warmup_start: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -144,6 +165,8 @@ class Settings:
             dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
             uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
             shaping=parse_overrides(e.get("OUTPOST_SHAPING")),
+            shaping_enabled=e.get("OUTPOST_SHAPING_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off"),
+            warmup_start=_warmup_start(e.get("OUTPOST_WARMUP_START")),
         )
 
 

@@ -28,6 +28,8 @@ _NAMES = {v: k for k, v in _RENAMED.items()}
 def _plain(value: Any) -> Any:
     if isinstance(value, Record):
         return value.as_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)  # a plain record (Waiting)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Mapping):
@@ -120,6 +122,7 @@ class Recipient(Record):
     remote_id: str | None = None  # the receiving server's queue id, when delivered
     next_attempt_at: float | None = None
     lease_until: float | None = None
+    waiting: Waiting | None = None  # why it waits (issue 11: suspended, shaping, warm-up)
 
     @property
     def is_open(self) -> bool:
@@ -128,8 +131,12 @@ class Recipient(Record):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **override: Any) -> Recipient:
         r = super().from_dict(d, **override)
+        waiting = r.waiting
+        if isinstance(waiting, Mapping):
+            waiting = Waiting(str(waiting["reason"]), str(waiting["provider"]), float(waiting["until"]),
+                              str(waiting.get("detail") or ""))
         return dataclasses.replace(
-            r, state=RecipientState(r.state), index=int(r.index),
+            r, state=RecipientState(r.state), index=int(r.index), waiting=waiting,
             attempts=tuple(a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in r.attempts or ()))
 
 
@@ -296,3 +303,27 @@ class Domain(Record):
         return dataclasses.replace(r, verified=bool(r.verified), mta_sts=bool(r.mta_sts),
                                    selectors=tuple(r.selectors or ()),
                                    pending_selectors=tuple(r.pending_selectors) if r.pending_selectors else None)
+
+
+# ---- throttle and suspension (issue 11) ---------------------------------------------------------
+@dataclass(frozen=True)
+class Waiting:
+    """Why an open recipient waits, and until when (GET /v1/messages/{id}: `waiting`): reason
+    "suspended" (its provider throttled our IP), "shaping" or "warmup"; the provider; the
+    end of the wait (epoch seconds); a detail (the throttle reply)."""
+
+    reason: str
+    provider: str
+    until: float
+    detail: str = ""
+
+
+# ---- slots (issue 11: fleet-wide shaping) -------------------------------------------------------
+@dataclass(frozen=True)
+class SlotState:
+    """What the store holds for one (sending IP, provider) (delivery/shaping.py): the
+    connection leases (lease id -> expiry, epoch seconds) and the messages taken in each
+    rate or warm-up window (window name -> count)."""
+
+    leases: Mapping[str, float]
+    used: Mapping[str, int]

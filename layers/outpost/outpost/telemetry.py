@@ -5,6 +5,7 @@ The Tracer costs ~280 ms of cold start; it is imported only when POWERTOOLS_TRAC
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -26,6 +27,14 @@ class _Metrics:
         from aws_lambda_powertools.metrics import MetricUnit
 
         self.m.add_metric(name=name, unit=MetricUnit.Count, value=n)
+
+    def count_by(self, name: str, n: int, dimensions: Mapping[str, str]) -> None:
+        """A count with its own dimensions (issue 11: per provider), as a separate EMF blob."""
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        with single_metric(name=name, unit=MetricUnit.Count, value=n, namespace="Outpost") as m:
+            for k, v in dimensions.items():
+                m.add_dimension(name=k, value=str(v))
 
 
 @cache

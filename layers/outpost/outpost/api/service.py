@@ -287,6 +287,10 @@ class QueryService:
             out = _public(r, ("address", "field", "state", "updated_at", "remote_id", "last", "bounce"))
             if r.next_attempt_at and r.state is RecipientState.DEFERRED:
                 out["next_attempt_at"] = iso(r.next_attempt_at)
+            if r.waiting is not None and r.state is RecipientState.DEFERRED and r.waiting.until > self.clock():
+                # Issue 11: why it waits (its provider suspended, shaping, warm-up) and until when.
+                out["waiting"] = {"reason": r.waiting.reason, "provider": r.waiting.provider,
+                                  "until": iso(r.waiting.until), "detail": r.waiting.detail}
             out["attempts"] = [a.as_dict() for a in r.attempts]
             out["bounces"] = bounces.get(r.index, [])
             recipients.append(out)

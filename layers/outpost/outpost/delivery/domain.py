@@ -44,14 +44,17 @@ from ..errors import (
     DnsError,
     NoTimeLeftError,
     OutpostError,
+    ShapingWaitError,
     SlowPeerError,
     StaleSessionError,
     StsLookupTimeoutError,
     StsMxMismatchError,
 )
 from ..mx import MxHost
+from ..records import Waiting
 from ..tls_policy import TlsPolicy
 from .job import Rcpt, Record, Result
+from .shaping import ShapedSession
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -346,6 +349,8 @@ class DomainRun:
                 self.session = self.pool.take(self.key)
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
                 return Flow.STOP
+            if await self.shaped(n) is Flow.STOP:
+                return Flow.STOP
             outcome = await self.transact(n, r)
             if outcome is Flow.RETRY:
                 continue
@@ -369,20 +374,35 @@ class DomainRun:
             v = unreached(v, f"session limit of {svc.MX_SESSION_LIMIT} per attempt reached")
             await record_each(svc, rest, v, self.record, host, ip, sts=self.routed.sts)
             return Flow.STOP
-        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
-        if self.handoff is None:
-            session, failure = await opening
-        else:
-            try:
-                session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
-            except TimeoutError:
-                # A slow receiver: not this lane's to wait on (head-of-line).
-                await mark_slow(svc, self.domain)
-                self.handoff.update(rc.index for rc in rest)
-                svc.count("SlowLaneHandoff", len(rest))
-                log.info("MX too slow to open a session; handed to the slow lane",
-                         extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
+        slot = None
+        if svc.shaper.enabled and route:
+            # Fleet-wide shaping (shaping.py): a connection slot for the first MX's provider.
+            got = await svc.shaper.open(route[0].name)
+            if isinstance(got, Waiting):
+                await self.wait_rest(n, got)
                 return Flow.STOP
+            slot = got
+        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
+        session: Session | None = None
+        try:
+            if self.handoff is None:
+                session, failure = await opening
+            else:
+                try:
+                    session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
+                except TimeoutError:
+                    # A slow receiver: not this lane's to wait on (head-of-line).
+                    await mark_slow(svc, self.domain)
+                    self.handoff.update(rc.index for rc in rest)
+                    svc.count("SlowLaneHandoff", len(rest))
+                    log.info("MX too slow to open a session; handed to the slow lane",
+                             extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
+                    return Flow.STOP
+        finally:
+            if slot is not None and session is None:
+                await svc.shaper.release(slot)  # no session came of it: the slot is free again
+        if session is not None and slot is not None:
+            session = ShapedSession(session, slot, svc.shaper)
         if session is None:
             if failure is not None:
                 # Every MX failed at host level: a transient failure for the recipient.
@@ -392,6 +412,32 @@ class DomainRun:
         self.session = session
         self.opened += 1
         return None
+
+    async def shaped(self, n: int) -> Flow | None:
+        """Before a transaction on a shaped session: the lease renewed, a message in hand from
+        the provider's rate and warm-up windows; Flow.STOP (the session closed, the rest
+        waiting) when they are full."""
+        session = self.session
+        if not isinstance(session, ShapedSession):
+            return None
+        w = await self.svc.shaper.before_send(session.slot)
+        if w is None:
+            return None
+        await session.close()
+        self.session = None
+        await self.wait_rest(n, w)
+        return Flow.STOP
+
+    async def wait_rest(self, n: int, w: Waiting) -> None:
+        """Shaping has no room (shaping.py): this recipient and the domain's remaining ones
+        wait until `w.until`, with no attempt counted (job._wait)."""
+        rest = self.rcpts[n:]
+        v = judge(ShapingWaitError(w.reason, w.provider, w.detail))
+        log.info("no room for the provider; recipients wait",
+                 extra={"message_id": self.mid, "recipient_domain": self.domain, "provider": w.provider,
+                        "reason": w.reason, "until": w.until, "recipients": len(rest)})
+        for rc in rest:
+            await self.record(rc, Result(v, None, wait=w))
 
     async def transact(self, n: int, r: Rcpt) -> Reply | Flow:
         """One transaction on the session in hand. On the new-mail lane it must reach its final
@@ -466,6 +512,11 @@ class DomainRun:
         attempt = self.svc._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
         if verdict.scope is Scope.HOST or not session.is_open:
             self.last_failure = (verdict, session.mx_name, session.ip)
+            await session.close()
+            self.session = None
+        elif isinstance(session, ShapedSession) and self.svc.shaper.spent(session.slot):
+            # Its messages per connection carried (Limits.per_connection): QUIT, and the next
+            # recipient opens a new session (with a slot of its own). Not a failure.
             await session.close()
             self.session = None
         await self.record(r, Result(verdict, attempt))

@@ -45,7 +45,7 @@ from aiosmtplib import SMTPStatus
 from ..clock import iso
 from ..config import Settings
 from ..models import QueueJob, RecipientState
-from ..records import Attempt, Message, Recipient, StoredMessage, Suppression
+from ..records import Attempt, Message, Recipient, StoredMessage, Suppression, Waiting
 from ..store import Jobs, Messages, Suppressions
 from .backoff import delay_for_release, next_attempt_at
 from .budget import MemoryBudget
@@ -96,6 +96,9 @@ class Rcpt:
 class Result:
     verdict: Verdict
     attempt: dict | None = None
+    # A transient verdict that waits for a time, not for the retry schedule (issue 11: the
+    # provider is suspended): due when it ends, and `waiting` says so.
+    wait: Waiting | None = None
 
 
 Record = Callable[[Rcpt, Result], Awaitable[None]]
@@ -296,6 +299,8 @@ def record_one(ctx: Context, mid: str, meta: Message, r: Rcpt, res: Result) -> f
     if v.outcome is Outcome.PERMANENT:
         _bounce(ctx, mid, r, v, attempt, now)
         return None
+    if res.wait is not None:
+        return _wait(ctx, mid, meta, r, v, attempt, res.wait, now)
     return _defer(ctx, mid, meta, r, v, attempt, now)
 
 
@@ -327,6 +332,27 @@ def _defer(ctx: Context, mid: str, meta: Message, r: Rcpt, v: Verdict, attempt: 
         return None
     moved = ctx.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, attempt, last=last,
                                      next_attempt_at=at)
+    ctx.count("Deferred", 1)
+    return at if moved else None
+
+
+def _wait(ctx: Context, mid: str, meta: Message, r: Rcpt, v: Verdict, attempt: Attempt | None,
+          w: Waiting, now: float) -> float | None:
+    """A transient verdict that waits until `w.until` (its provider's suspension): due then,
+    plus a little jitter (at most a tenth of the wait, at most a minute) so the recipients
+    of a suspension do not all come back at the same second; not the retry schedule's step,
+    and its position there moves only if `attempt` is counted. Expired (4.4.7) when the
+    lifetime has no time left; never later than its last second."""
+    last = v.as_dict()
+    end = meta.deliver_until - 1
+    if now >= end:
+        expired = dict(last, status="4.4.7", text=f"message expired; last reply: {v.diagnostic}")
+        ctx.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, attempt, last=expired)
+        ctx.count("Expired", 1)
+        return None
+    at = min(w.until + ctx.rng() * min(60.0, max(0.0, w.until - now) / 10), end)
+    moved = ctx.store.finish_attempt(mid, r.index, RecipientState.DEFERRED, now, attempt, last=last,
+                                     next_attempt_at=at, waiting=w)
     ctx.count("Deferred", 1)
     return at if moved else None
 

@@ -30,7 +30,7 @@ import concurrent.futures
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,7 +41,7 @@ from ..errors import NoSigningKeyError
 from ..models import QueueJob
 from ..mx import MxHost
 from ..records import Message, Recipient
-from ..store import Jobs, Messages, Suppressions
+from ..store import Jobs, Messages, Slots, Suppressions
 from ..tls_policy import TlsPolicy, no_policy
 from . import domain as domain_step
 from . import job as step
@@ -49,6 +49,7 @@ from .budget import MemoryBudget, memory_cost
 from .domain import RECORD_MARGIN
 from .job import JobRun, Rcpt, RecordFailed, Result
 from .prepare import DkimSigner, Prepared, prepare, unprepared
+from .shaping import Shaper
 from .transport import Connector, SessionPool, TlsMode
 from .trouble import Verdict, judge
 
@@ -73,7 +74,9 @@ class DeliveryService:
                  count: Callable[[str, int], None] = lambda name, n: None,
                  tls_policy_for: Callable[[str], TlsPolicy] = no_policy,
                  fetch_upload: Callable[[str], bytes] | None = None,
-                 policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+                 policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 count_by: Callable[[str, int, Mapping[str, str]], None] = lambda name, n, dims: None,
+                 slots: Slots | None = None
                  ) -> None:
         # `queue` takes every job this service queues again (a hop, a reschedule): the retry
         # queue (bootstrap.retry_queue), so retries are never behind a backlog of new mail.
@@ -94,6 +97,12 @@ class DeliveryService:
         # and the store reads in flight (one per domain; concurrent jobs share it).
         self._slow_checked: dict[str, float] = {}
         self._slow_reads: dict[str, asyncio.Future[bool]] = {}
+        # ---- slots (issue 11): fleet-wide connection slots, rates and warm-up (shaping.py) ----
+        # `slots`: the store's shared counters (None: no fleet-wide shaping); `count_by`:
+        # metrics with dimensions (ConnectionsInUse, DeferredByShaping, DeferredByWarmup).
+        self.count_by = count_by
+        self.shaper = Shaper(slots, settings, clock=lambda: self.clock(), rng=lambda: self.rng(),
+                             count_by=lambda name, n, dims: self.count_by(name, n, dims))
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
