@@ -629,7 +629,9 @@ class MessageStore:
         sets = ["expires_at = :exp"]
         conds: list[str] = []
         names: dict[str, str] = {}
-        values: dict[str, Any] = {":exp": c.value(int(now) + 2 * 86400), ":zero": c.value(0)}
+        values: dict[str, Any] = {":exp": c.value(int(now) + 2 * 86400)}
+        if take:
+            values[":zero"] = c.value(0)
         if lease is not None:
             lease_id, until, cap = lease
             names["#l"] = lease_id

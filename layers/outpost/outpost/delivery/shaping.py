@@ -184,8 +184,10 @@ class Shaper:
                         await asyncio.to_thread(self.slots.drop_leases, self.ip, provider, expired)
                         continue
                     return self._wait_slot(provider, cap, now)
-                room = _room(wins, state)
-                if room >= 1 and room < n:
+                room = _room(wins, state) if wins else n
+                if room >= n:
+                    continue  # a slot or messages were given back meanwhile: again
+                if room >= 1:
                     n = room  # what is left of a window: take that much
                     continue
                 return self._wait_window(provider, wins, state)
@@ -229,9 +231,9 @@ class Shaper:
                         slot.taken[w.name] = slot.taken.get(w.name, 0) + n
                     return None
                 room = _room(wins, state)
-                if not 1 <= room < n:
+                if room < 1:
                     break
-                n = room
+                n = min(n, room)
             return self._wait_window(slot.provider, wins, state)
         except Exception:  # noqa: BLE001 - a failing store never blocks delivery
             self._store_failed("before_send", slot.provider)
