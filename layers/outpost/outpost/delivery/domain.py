@@ -54,7 +54,7 @@ from ..mx import MxHost
 from ..records import Waiting
 from ..tls_policy import TlsPolicy
 from .job import Rcpt, Record, Result
-from .shaping import ShapedSession
+from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -347,6 +347,8 @@ class DomainRun:
         for fresh in (False, *[True] * (self.svc.MX_SESSION_LIMIT + 2)):
             if self.session is None and not fresh:
                 self.session = self.pool.take(self.key)
+                if self.session is None and self.svc.shaper.enabled:
+                    self.session = await self.turn()
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
                 return Flow.STOP
             if await self.shaped(n) is Flow.STOP:
@@ -377,8 +379,11 @@ class DomainRun:
         slot = None
         if svc.shaper.enabled and route:
             # Fleet-wide shaping (shaping.py): a connection slot for the first MX's provider.
+            # Counted as this container's from now (turn()): concurrent jobs see it opening.
+            svc.shaper.opened(self.key)
             got = await svc.shaper.open(route[0].name)
             if isinstance(got, Waiting):
+                svc.shaper.closed(self.key)
                 await self.wait_rest(n, got)
                 return Flow.STOP
             slot = got
@@ -400,9 +405,10 @@ class DomainRun:
                     return Flow.STOP
         finally:
             if slot is not None and session is None:
+                svc.shaper.closed(self.key)
                 await svc.shaper.release(slot)  # no session came of it: the slot is free again
         if session is not None and slot is not None:
-            session = ShapedSession(session, slot, svc.shaper)
+            session = ShapedSession(session, slot, svc.shaper, self.key)
         if session is None:
             if failure is not None:
                 # Every MX failed at host level: a transient failure for the recipient.
@@ -411,6 +417,24 @@ class DomainRun:
             return Flow.STOP  # (no failure: no time left to connect; released and requeued)
         self.session = session
         self.opened += 1
+        return None
+
+    async def turn(self) -> Session | None:
+        """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
+        domain open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
+        into the time it needs) for one of them to come back to the pool idle, or to close,
+        rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
+        sessions, and a session's two slot writes are shared by the messages it carries
+        (bench/shaping_cost.py). None: no idle session came; open one."""
+        svc = self.svc
+        wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end:
+            await asyncio.sleep(0.02)
+            session = self.pool.take(self.key)
+            if session is not None:
+                return session
         return None
 
     async def shaped(self, n: int) -> Flow | None:
@@ -462,6 +486,8 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
                             "command": exc.command})
             self.session = None
+            if isinstance(session, ShapedSession):
+                await session.abandon()  # the transport closed it: free its slot, no QUIT
             await mark_slow(svc, self.domain)
             if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
                                                             self.handoff):
@@ -478,6 +504,8 @@ class DomainRun:
             log.info("reused connection was stale; reconnecting",
                      extra={"mx": session.mx_name, "detail": str(exc)})
             self.session = None
+            if isinstance(session, ShapedSession):
+                await session.abandon()  # the transport closed it: free its slot, no QUIT
             return Flow.RETRY
 
     async def next_mx(self, outcome: Reply, route: list[MxHost]) -> list[MxHost] | None:

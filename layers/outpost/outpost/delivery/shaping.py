@@ -50,6 +50,10 @@ LEASE = 180.0  # seconds a connection lease lives unrenewed: a killed sender's s
 RENEW_AT = 90.0  # a lease with less than this left is renewed before the next transaction
 BLOCK = 10  # messages taken from the rate and warm-up windows at once (at most per_connection)
 SLOT_WAIT = (5.0, 30.0)  # seconds a recipient waits for a connection slot (uniform, jitter)
+# With shaping on, a container opens at most this many sessions per recipient domain at once; a
+# job beyond them waits up to TURN_WAIT seconds for one to come back idle (domain.DomainRun.turn).
+SESSIONS_PER_DOMAIN = 2
+TURN_WAIT = 30.0
 DEFAULT_IP = "default"  # the sending IP when settings.sender_ip is unknown (suspension.py's too)
 
 # The IP warm-up: messages per provider per UTC day, on day 1, 2, ... of OUTPOST_WARMUP_START;
@@ -142,6 +146,16 @@ class Shaper:
         # The connection cap may be lower than the provider's limit: suspension.connection_cap
         # (the ramp after a suspension, issue 11 item 4) plugs in here.
         self.cap_for = cap_for or (lambda ip, provider, limits, now: limits.connections)
+        self._open: dict[tuple[str, str], int] = {}  # this container's shaped sessions per pool key
+
+    def local_open(self, key: tuple[str, str]) -> int:
+        return self._open.get(key, 0)
+
+    def opened(self, key: tuple[str, str]) -> None:
+        self._open[key] = self._open.get(key, 0) + 1
+
+    def closed(self, key: tuple[str, str]) -> None:
+        self._open[key] = max(0, self._open.get(key, 0) - 1)
 
     @property
     def enabled(self) -> bool:
@@ -300,11 +314,14 @@ class ShapedSession:
     inner: Session
     slot: Slot
     shaper: Shaper
+    key: tuple[str, str] = ("", "")  # the session pool's key (this container's count per key)
     mx_name: str = ""
     ip: str = ""
     tls: TlsInfo | None = None
+    _closed: bool = False
 
     def __post_init__(self) -> None:
+        # (counted in Shaper.opened from the moment its opening began; closing uncounts it)
         self.mx_name, self.ip, self.tls = self.inner.mx_name, self.inner.ip, self.inner.tls
 
     @property
@@ -327,4 +344,12 @@ class ShapedSession:
         try:
             await self.inner.close()
         finally:
-            await self.shaper.release(self.slot)
+            await self.abandon()
+
+    async def abandon(self) -> None:
+        """The transport closed the connection itself (a stale session, a slow peer): only the
+        slot is released (no QUIT to a peer that may not answer)."""
+        if not self._closed:
+            self._closed = True
+            self.shaper.closed(self.key)
+        await self.shaper.release(self.slot)
