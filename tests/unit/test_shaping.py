@@ -194,3 +194,57 @@ def test_a_failing_store_never_blocks_delivery() -> None:
     assert w.run(_job(mid)) == []
     assert [r.state for r in w.recipients(mid)] == [RecipientState.DELIVERED] * 2
     assert w.by[("ShapingStoreFailed", PROVIDER)] >= 1
+
+
+def _batch(w: World, mids: list[str]) -> None:
+    event = {"Records": [{"messageId": f"sqs-{i}", "body": _job(mid).model_dump_json()} for i, mid in enumerate(mids)]}
+    out = w.service.handle_sqs_event(event, lambda: 600_000)
+    assert out["batchItemFailures"] == []
+
+
+def test_a_batch_shares_at_most_two_sessions_per_domain_instead_of_a_slot_per_job() -> None:
+    w = ShapedWorld()
+    mids = [w.send(f"u{i}@example.test") for i in range(10)]
+    _batch(w, mids)
+    assert all(w.recipients(mid)[0].state is RecipientState.DELIVERED for mid in mids)
+    assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN  # 10 jobs, 2 sessions
+    assert w.store.slot_calls == 2 * shaping.SESSIONS_PER_DOMAIN  # a take and a release each
+    # The control: without shaping, the same batch opens a session per concurrent job.
+    c = ShapedWorld({"OUTPOST_SHAPING_ENABLED": "false"})
+    _batch(c, [c.send(f"u{i}@example.test") for i in range(10)])
+    assert len(c.connector.opened) > shaping.SESSIONS_PER_DOMAIN
+
+
+def test_the_connection_cap_takes_a_lower_cap_from_outside_the_ramp_after_a_suspension() -> None:
+    w = ShapedWorld(_limits(connections=5))
+    asked: list[tuple[str, str, int]] = []
+
+    def ramp(ip: str, provider: str, limits: object, now: float) -> int:
+        asked.append((ip, provider, getattr(limits, "connections", 0)))
+        return 1  # e.g. suspension.connection_cap: one connection right after a suspension
+
+    w.service.shaper.cap_for = ramp
+    leases, _ = w.slot()
+    leases["other"] = w.clock() + 100  # one session elsewhere already
+    mid = w.send("a@example.test")
+    assert w.run(_job(mid)) == []
+    [r] = w.recipients(mid)
+    assert r.waiting is not None and r.waiting.reason == "shaping" and "all 1 connections" in r.waiting.detail
+    assert asked == [("default", PROVIDER, 5)]
+
+
+def test_a_lease_is_renewed_while_its_session_lives_and_a_lost_one_ends_the_session() -> None:
+    import asyncio
+
+    w = ShapedWorld()
+    shaper = w.service.shaper
+    slot = asyncio.run(shaper.open(PROVIDER))
+    assert isinstance(slot, shaping.Slot) and slot.lease_id is not None
+    leases, _ = w.slot()
+    first = leases[slot.lease_id]
+    w.clock.advance(shaping.LEASE - shaping.RENEW_AT + 1)  # less than RENEW_AT left
+    assert asyncio.run(shaper.before_send(slot)) is None
+    assert leases[slot.lease_id] == w.clock() + shaping.LEASE > first  # renewed
+    del leases[slot.lease_id]  # dropped by another sender as expired (a long stall here)
+    w.clock.advance(shaping.LEASE)
+    assert asyncio.run(shaper.before_send(slot)) is None and shaper.spent(slot)  # this message, then close
