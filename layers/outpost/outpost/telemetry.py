@@ -29,8 +29,17 @@ class _Metrics:
         self.m.add_metric(name=name, unit=MetricUnit.Count, value=n)
 
     def count_by(self, name: str, n: int, dimensions: Mapping[str, str]) -> None:
-        """A count with its own dimensions (issue 11: per provider), as a separate EMF blob."""
+        """A count with its own dimensions (issue 11: per provider), as a separate EMF blob
+        written at once (Powertools' single_metric). Only in Lambda, and not when metrics are
+        off (POWERTOOLS_METRICS_DISABLED, which single_metric ignores): the local stack and
+        the tests call the services directly, where the other counts are never flushed."""
+        import os
+
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
+                os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+            return
 
         with single_metric(name=name, unit=MetricUnit.Count, value=n, namespace="Outpost") as m:
             for k, v in dimensions.items():

@@ -155,6 +155,7 @@ class DeliveryService:
                 *(self._run_record(r, pool, deadline, budget) for r in records), return_exceptions=True)
         finally:
             await pool.close()
+            self.shaper.batch_done()  # no session outlives its batch
         failed = []
         for record, outcome in zip(records, outcomes, strict=True):
             if isinstance(outcome, BaseException):

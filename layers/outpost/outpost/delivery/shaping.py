@@ -157,6 +157,11 @@ class Shaper:
     def closed(self, key: tuple[str, str]) -> None:
         self._open[key] = max(0, self._open.get(key, 0) - 1)
 
+    def batch_done(self) -> None:
+        """Every session of the batch is closed (the pool closes them): the count starts over,
+        so a session a bug lost track of cannot make later batches wait in `turn`."""
+        self._open.clear()
+
     @property
     def enabled(self) -> bool:
         return self.settings.shaping_enabled and self.slots is not None
