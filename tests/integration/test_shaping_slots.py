@@ -206,3 +206,37 @@ def test_without_shaping_the_same_fleet_opens_more_connections_than_the_cap(rig:
     _run_fleet(rig, services, [QueueJob(message_id=mid, attempt=1) for mid in mids])
     assert all(r["state"] == "delivered" for mid in mids for r in rig.rcpts(mid))
     assert probe.most > CAP
+
+
+def test_a_recipient_waiting_for_a_slot_says_so_through_the_real_store_and_the_api(rig: Rig) -> None:
+    from outpost.api.service import QueryService
+
+    _require_dynamodb_local(rig)
+    domain = "waiting.test"
+    mx = rig.mx(domain, 32)
+    provider = f"mx32.{domain}"
+    settings = Settings.from_env({**rig.aws.env, "OUTPOST_SENDER_IP": "192.0.2.12",
+                                  "OUTPOST_SHAPING": json.dumps({provider: {"connections": 1}})})
+    now = rig.clock()
+    ok, _ = rig.store.take_slot("192.0.2.12", provider, "elsewhere", now + 120, 1, {}, now)  # another sender's
+    assert ok
+    service = _container(rig, settings)
+    mid = rig.send(f"alice@{domain}")
+    assert service.handle_sqs_event({"Records": [{"messageId": "m0", "body": QueueJob(
+        message_id=mid, attempt=1).model_dump_json()}]}, lambda: 300_000)["batchItemFailures"] == []
+    assert mx.received == []
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and r.get("attempts", []) in ([], ())
+    out = QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(mid)
+    waiting = out["recipients"][0]["waiting"]
+    assert waiting["reason"] == "shaping" and waiting["provider"] == provider
+    assert waiting["until"] > out["recipients"][0]["updated_at"] and "1 connections" in waiting["detail"]
+    # The other sender closes its session: the job that comes back delivers, and waits no more.
+    rig.store.release_slot("192.0.2.12", provider, "elsewhere", {})
+    job, _ = rig.queue.sent[-1]
+    rig.clock.advance((job.not_before or now) - rig.clock() + 0.001)
+    service.handle_sqs_event({"Records": [{"messageId": "m1", "body": job.model_dump_json()}]}, lambda: 300_000)
+    r = rig.rcpt(mid)
+    assert r["state"] == "delivered" and len(r["attempts"]) == 1 and r.get("waiting") is None
+    out = QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(mid)
+    assert "waiting" not in out["recipients"][0]
