@@ -82,7 +82,7 @@ def test_with_every_slot_taken_the_recipients_wait_with_no_attempt_and_say_so() 
     assert waiting["reason"] == "shaping" and waiting["provider"] == PROVIDER
     assert waiting["until"].startswith(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"))
     assert "connections" in waiting["detail"]
-    assert w.by[("DeferredByShaping", PROVIDER)] == 1  # counted once per wait
+    assert w.by[("DeferredByShaping", PROVIDER)] == 2  # per recipient
     # A slot frees: the job that comes back delivers, and the waiting record is gone.
     leases.pop("other-1")
     w.clock.now = job.not_before or now
@@ -138,7 +138,7 @@ def test_the_warm_up_caps_a_day_and_the_rest_wait_for_the_next_utc_day() -> None
         assert r.attempts == () and r.waiting is not None
         assert r.waiting.reason == "warmup" and r.waiting.until == midnight
         assert "warm-up day 3" in r.waiting.detail
-    assert w.by[("DeferredByWarmup", PROVIDER)] == 1
+    assert w.by[("DeferredByWarmup", PROVIDER)] == 2
     assert used[f"d{today:%Y%m%d}"] == cap  # never over the day's cap
 
 

@@ -457,6 +457,8 @@ class DomainRun:
         wait until `w.until`, with no attempt counted (job._wait)."""
         rest = self.rcpts[n:]
         v = judge(ShapingWaitError(w.reason, w.provider, w.detail))
+        self.svc.count_by("DeferredByWarmup" if w.reason == "warmup" else "DeferredByShaping", len(rest),
+                          {"provider": w.provider})
         log.info("no room for the provider; recipients wait",
                  extra={"message_id": self.mid, "recipient_domain": self.domain, "provider": w.provider,
                         "reason": w.reason, "until": w.until, "recipients": len(rest)})

@@ -290,7 +290,6 @@ class Shaper:
     # ---- waiting ---------------------------------------------------------------------------
     def _wait_slot(self, provider: str, cap: int, now: float) -> Waiting:
         lo, hi = SLOT_WAIT
-        self.count_by("DeferredByShaping", 1, {"provider": provider})
         return Waiting("shaping", provider, now + lo + (hi - lo) * self.rng(),
                        f"all {cap} connections to {provider} in use across the fleet")
 
@@ -298,7 +297,6 @@ class Shaper:
         used = state.used if state else {}
         full = [w for w in wins if w.limit - used.get(w.name, 0) < 1] or wins
         w = max(full, key=lambda w: w.ends)
-        self.count_by("DeferredByWarmup" if w.reason == "warmup" else "DeferredByShaping", 1, {"provider": provider})
         return Waiting(w.reason, provider, w.ends, w.detail)
 
     @staticmethod
