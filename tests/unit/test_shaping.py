@@ -248,3 +248,17 @@ def test_a_lease_is_renewed_while_its_session_lives_and_a_lost_one_ends_the_sess
     del leases[slot.lease_id]  # dropped by another sender as expired (a long stall here)
     w.clock.advance(shaping.LEASE)
     assert asyncio.run(shaper.before_send(slot)) is None and shaper.spent(slot)  # this message, then close
+
+
+def test_the_settings_name_a_bad_warm_up_date_and_read_the_switch() -> None:
+    import pytest
+
+    from outpost.config import Settings
+    from outpost.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="OUTPOST_WARMUP_START"):
+        Settings.from_env({"OUTPOST_WARMUP_START": "30/11/2026"})
+    s = Settings.from_env({"OUTPOST_WARMUP_START": " 2026-11-30 ", "OUTPOST_SHAPING_ENABLED": "False"})
+    assert s.warmup_start == "2026-11-30" and s.shaping_enabled is False
+    d = Settings.from_env({"OUTPOST_WARMUP_START": ""})
+    assert d.warmup_start is None and d.shaping_enabled is True
