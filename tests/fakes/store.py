@@ -12,6 +12,7 @@ test of the sender needs only a fake transport beside it.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ from outpost.records import (
     Orphan,
     Overdue,
     Recipient,
+    SlotState,
     StoredMessage,
     Suppression,
     SuppressionEvent,
@@ -245,6 +247,76 @@ class FakeMessages:
         if self.fail_suspension_reads:
             raise Unavailable("the message store is unavailable")
         return self.suspensions.get((ip, provider.lower()))
+    # ---- slots (store.Slots, issue 11) ------------------------------------------------------
+    # (ip, provider) -> leases (id -> expiry) and windows (name -> messages taken); `slot_calls`
+    # counts the calls, as the real store's requests. The same all-or-nothing rules.
+    slot_calls = 0
+    fail_slots = False
+    slot_lock = threading.Lock()
+
+    def _slot(self, ip: str, provider: str) -> tuple[dict[str, float], dict[str, int]]:
+        if not hasattr(self, "slot_items"):
+            self.slot_items: dict[tuple[str, str], tuple[dict[str, float], dict[str, int]]] = {}
+        return self.slot_items.setdefault((ip, provider.lower()), ({}, {}))
+
+    def _slot_take(self, ip: str, provider: str, lease: tuple[str, float, int] | None,
+                   take: Mapping[str, tuple[int, int]]) -> tuple[bool, SlotState | None]:
+        leases, used = self._slot(ip, provider)
+        with self.slot_lock:
+            self.slot_calls += 1
+            if self.fail_slots:
+                raise Unavailable("the message store is unavailable")
+            ok = (lease is None or len(leases) < lease[2]) and all(
+                used.get(w, 0) <= limit - n for w, (n, limit) in take.items())
+            if ok:
+                if lease is not None:
+                    leases[lease[0]] = lease[1]
+                for w, (n, _) in take.items():
+                    used[w] = used.get(w, 0) + n
+            return ok, SlotState(dict(leases), dict(used))
+
+    def take_slot(self, ip: str, provider: str, lease_id: str, until: float, cap: int,
+                  take: Mapping[str, tuple[int, int]], now: float) -> tuple[bool, SlotState | None]:
+        return self._slot_take(ip, provider, (lease_id, until, cap), take)
+
+    def take_tokens(self, ip: str, provider: str, take: Mapping[str, tuple[int, int]],
+                    now: float) -> tuple[bool, SlotState | None]:
+        return self._slot_take(ip, provider, None, take)
+
+    def slot_state(self, ip: str, provider: str) -> SlotState | None:
+        leases, used = self._slot(ip, provider)
+        return SlotState(dict(leases), dict(used))
+
+    def renew_slot(self, ip: str, provider: str, lease_id: str, until: float) -> bool:
+        leases, _ = self._slot(ip, provider)
+        with self.slot_lock:
+            self.slot_calls += 1
+            if lease_id not in leases:
+                return False
+            leases[lease_id] = until
+            return True
+
+    def release_slot(self, ip: str, provider: str, lease_id: str | None, give_back: Mapping[str, int],
+                     forget: Iterable[str] = ()) -> None:
+        leases, used = self._slot(ip, provider)
+        with self.slot_lock:
+            self.slot_calls += 1
+            if lease_id is not None:
+                leases.pop(lease_id, None)
+            for w, n in give_back.items():
+                used[w] = used.get(w, n) - n
+            for w in forget:
+                used.pop(w, None)
+
+    def drop_leases(self, ip: str, provider: str, expired: Mapping[str, float]) -> bool:
+        leases, _ = self._slot(ip, provider)
+        with self.slot_lock:
+            self.slot_calls += 1
+            if any(leases.get(k) != v for k, v in expired.items()):
+                return False
+            for k in expired:
+                del leases[k]
+            return True
 
     # ---- bounces and orphans ---------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:

@@ -178,7 +178,7 @@ def delivery_service() -> DeliveryService:
         signer_for=signer_for,
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
         count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload,
-        suspensions=message_store(), count_by=metrics().count_by)
+        suspensions=message_store(), count_by=metrics().count_by, slots=message_store())
 
 
 @cache

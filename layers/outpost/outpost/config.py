@@ -57,6 +57,20 @@ def _memory_budget(e: dict[str, str] | os._Environ[str]) -> int | None:
     return int(int(mb) * 1024 * 1024 * 0.6) if mb else None
 
 
+def _warmup_start(raw: str | None) -> str | None:
+    """OUTPOST_WARMUP_START: a UTC date (YYYY-MM-DD) or empty; anything else names itself."""
+    from datetime import date
+
+    from .errors import ConfigError
+
+    if not raw or not raw.strip():
+        return None
+    try:
+        return date.fromisoformat(raw.strip()).isoformat()
+    except ValueError:
+        raise ConfigError(f"OUTPOST_WARMUP_START: {raw!r} is not a date (YYYY-MM-DD)") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     messages_table: str = "outpost-messages"
@@ -112,6 +126,13 @@ class Settings:
     # (delivery/suspension.py); OUTPOST_THROTTLE_RAMP: seconds per extra connection after it.
     throttle_backoff: tuple[int, ...] = DEFAULT_THROTTLE_BACKOFF
     throttle_ramp: float = DEFAULT_THROTTLE_RAMP
+    # ---- slots (issue 11) ----
+    # OUTPOST_SHAPING_ENABLED=false: no fleet-wide connection slots, rates or warm-up (and no
+    # store calls for them): the sender behaves as before issue 11 (benches, emergencies).
+    shaping_enabled: bool = True
+    # OUTPOST_WARMUP_START (YYYY-MM-DD, UTC; template WarmupStartDate): day 1 of the IP warm-up
+    # (delivery/shaping.py WARMUP); empty: no warm-up caps.
+    warmup_start: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -155,6 +176,8 @@ class Settings:
             throttle_backoff=_schedule(e.get("OUTPOST_THROTTLE_BACKOFF")) if e.get("OUTPOST_THROTTLE_BACKOFF")
             else DEFAULT_THROTTLE_BACKOFF,
             throttle_ramp=float(e.get("OUTPOST_THROTTLE_RAMP", d.throttle_ramp)),
+            shaping_enabled=e.get("OUTPOST_SHAPING_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off"),
+            warmup_start=_warmup_start(e.get("OUTPOST_WARMUP_START")),
         )
 
 

@@ -258,3 +258,14 @@ class RequirementError(SmtpError):
     def __init__(self, message: str, *, lacks: str, command: str, limit: int | None = None) -> None:
         super().__init__(message, command)
         self.lacks, self.limit = lacks, limit
+
+
+# ---- slots (issue 11: fleet-wide shaping) ---------------------------------------------------
+class ShapingWaitError(OutpostError):
+    """Not a failure of anyone's: fleet-wide shaping has no room for this provider now (every
+    connection slot taken, a rate window full, the IP warm-up's daily cap reached), so the
+    recipient waits, with no attempt counted. `reason`: "shaping" or "warmup"."""
+
+    def __init__(self, reason: str, provider: str, detail: str) -> None:
+        super().__init__(f"waiting for {provider} ({reason}): {detail}")
+        self.reason, self.provider, self.detail = reason, provider, detail

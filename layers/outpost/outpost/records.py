@@ -330,3 +330,12 @@ class Suspension(Record):
     level: int
     reply: str = ""
     since: float | None = None  # when it was recorded
+# ---- slots (issue 11: fleet-wide shaping) -------------------------------------------------------
+@dataclass(frozen=True)
+class SlotState:
+    """What the store holds for one (sending IP, provider) (delivery/shaping.py): the
+    connection leases (lease id -> expiry, epoch seconds) and the messages taken in each
+    rate or warm-up window (window name -> count)."""
+
+    leases: Mapping[str, float]
+    used: Mapping[str, int]

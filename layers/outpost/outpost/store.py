@@ -22,6 +22,9 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         (epoch seconds); shared by every sender; TTL = until
   pk=SUSP#<ip>#<provider> sk=SUSPENSION  a provider suspended for a sending IP after a throttle
                                         reply: until, level, reply, since; TTL = forget_at
+  pk=SHAPE#<ip>#<provider> sk=SLOTS     fleet-wide shaping (issue 11): `leases` (map lease id ->
+                                        expiry), `w_<window>` messages taken per rate / warm-up
+                                        window (m<minute>, h<hour>, d<yyyymmdd>); TTL 2 days idle
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
@@ -63,6 +66,7 @@ from .records import (
     Overdue,
     Recipient,
     Record,
+    SlotState,
     StoredMessage,
     Suppression,
     SuppressionEvent,
@@ -255,6 +259,7 @@ _MSG = "MSG#"
 _META = "META"
 _SLOW, _SLOW_SK = "SLOW#", "MX"  # a slow recipient domain (mark_slow, slow_until)
 _SUSP, _SUSP_SK = "SUSP#", "SUSPENSION"  # a suspended provider for a sending IP (suspend, suspension)
+_SHAPE, _SHAPE_SK, _WINDOW = "SHAPE#", "SLOTS", "w_"  # connection slots and windows (take_slot, ...)
 _LISTINGS = {
     # the API's lists: which index answers them, and what a start key in them holds
     "messages_to": ("gsi1", ("pk", "sk", "gsi1pk", "gsi1sk"), "gsi1pk", "RCPT#", "gsi1sk"),
@@ -641,6 +646,140 @@ class MessageStore:
         if "Item" not in r:
             return None
         return Suspension.from_dict(codec().plain(r["Item"]))
+
+    # ---- slots: fleet-wide connection leases and rate / warm-up windows (issue 11) ---------
+    # One item per (sending IP, provider). Every change is one conditional UpdateItem, so the
+    # number of leases never exceeds the cap and no window's count its limit, however many
+    # senders race (DynamoDB serialises writes to an item). delivery/shaping.py decides.
+    @staticmethod
+    def _slot_key(ip: str, provider: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{_SHAPE}{ip}#{provider.lower()}"}, "sk": {"S": _SHAPE_SK}}
+
+    @staticmethod
+    def _slot_state(item: Mapping[str, Any]) -> SlotState:
+        plain = codec().plain(item)
+        return SlotState(leases={str(k): float(v) for k, v in (plain.get("leases") or {}).items()},
+                         used={k.removeprefix(_WINDOW): int(v) for k, v in plain.items() if k.startswith(_WINDOW)})
+
+    def _take(self, ip: str, provider: str, lease: tuple[str, float, int] | None,
+              take: Mapping[str, tuple[int, int]], now: float) -> tuple[bool, SlotState | None]:
+        c = codec()
+        sets = ["expires_at = :exp"]
+        conds: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":exp": c.value(int(now) + 2 * 86400)}
+        if take:
+            values[":zero"] = c.value(0)
+        if lease is not None:
+            lease_id, until, cap = lease
+            names["#l"] = lease_id
+            sets.append("leases.#l = :until")
+            conds.append("size(leases) < :cap")
+            values[":until"], values[":cap"] = c.value(until), c.value(cap)
+        for i, (window, (n, limit)) in enumerate(take.items()):
+            names[f"#w{i}"] = _WINDOW + window
+            sets.append(f"#w{i} = if_not_exists(#w{i}, :zero) + :n{i}")
+            conds.append(f"(attribute_not_exists(#w{i}) OR #w{i} <= :m{i})")
+            values[f":n{i}"], values[f":m{i}"] = c.value(n), c.value(limit - n)
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._slot_key(ip, provider),
+                                  "UpdateExpression": "SET " + ", ".join(sets),
+                                  "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if conds:
+            kwargs["ConditionExpression"] = " AND ".join(conds)
+        for first in (True, False):
+            try:
+                return True, self._slot_state(self.ddb.update_item(**kwargs)["Attributes"])
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                pass
+            r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key=self._slot_key(ip, provider))
+            item = r.get("Item")
+            if not first or lease is None or (item is not None and "leases" in item):
+                return False, self._slot_state(item) if item is not None else None
+            # The first lease for this IP and provider: the lease map is created (once, by
+            # whoever gets there first: if_not_exists) and the take tried again.
+            self.ddb.update_item(TableName=self.table, Key=self._slot_key(ip, provider),
+                                 UpdateExpression="SET leases = if_not_exists(leases, :m), expires_at = :exp",
+                                 ExpressionAttributeValues={":m": {"M": {}}, ":exp": values[":exp"]})
+        return False, None  # pragma: no cover - the loop returns
+
+    def take_slot(self, ip: str, provider: str, lease_id: str, until: float, cap: int,
+                  take: Mapping[str, tuple[int, int]], now: float) -> tuple[bool, SlotState | None]:
+        """A connection lease (until `until`) if fewer than `cap` are held, and `take`'s
+        messages (window -> (n, limit)) if each window has room, all or nothing. (True, the
+        state after it), or (False, the state that refused it: the cap or a window is full)."""
+        return self._take(ip, provider, (lease_id, until, cap), take, now)
+
+    def take_tokens(self, ip: str, provider: str, take: Mapping[str, tuple[int, int]],
+                    now: float) -> tuple[bool, SlotState | None]:
+        """`take`'s messages (window -> (n, limit)), all or nothing, as take_slot."""
+        return self._take(ip, provider, None, take, now)
+
+    def slot_state(self, ip: str, provider: str) -> SlotState | None:
+        r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key=self._slot_key(ip, provider))
+        return self._slot_state(r["Item"]) if "Item" in r else None
+
+    def renew_slot(self, ip: str, provider: str, lease_id: str, until: float) -> bool:
+        """Extend a lease this sender holds; False if it is gone (expired and dropped)."""
+        try:
+            self.ddb.update_item(TableName=self.table, Key=self._slot_key(ip, provider),
+                                 UpdateExpression="SET leases.#l = :u",
+                                 ConditionExpression="attribute_exists(leases.#l)",
+                                 ExpressionAttributeNames={"#l": lease_id},
+                                 ExpressionAttributeValues={":u": codec().value(until)})
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def release_slot(self, ip: str, provider: str, lease_id: str | None, give_back: Mapping[str, int],
+                     forget: Iterable[str] = ()) -> None:
+        """Drop a lease, give back messages taken but not sent (window -> n), and remove the
+        counters of windows that are over (`forget`), in one write."""
+        c = codec()
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        if lease_id is not None:
+            names["#l"] = lease_id
+            removes.append("leases.#l")
+        for i, (window, n) in enumerate(give_back.items()):
+            if n > 0:
+                names[f"#g{i}"] = _WINDOW + window
+                sets.append(f"#g{i} = if_not_exists(#g{i}, :n{i}) - :n{i}")
+                values[f":n{i}"] = c.value(n)
+        for i, window in enumerate(forget):
+            names[f"#f{i}"] = _WINDOW + window
+            removes.append(f"#f{i}")
+        if not sets and not removes:
+            return
+        expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._slot_key(ip, provider),
+                                  "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
+                                  "ConditionExpression": "attribute_exists(pk)"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.ddb.update_item(**kwargs)
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            pass  # no such item (TTL removed it): nothing to release
+
+    def drop_leases(self, ip: str, provider: str, expired: Mapping[str, float]) -> bool:
+        """Remove leases that expired (a killed sender's), each only if it still has the
+        expiry that was read (a renewal since keeps it). False if any changed."""
+        if not expired:
+            return True
+        c = codec()
+        names = {f"#x{i}": lease_id for i, lease_id in enumerate(expired)}
+        values = {f":x{i}": c.value(until) for i, until in enumerate(expired.values())}
+        try:
+            self.ddb.update_item(TableName=self.table, Key=self._slot_key(ip, provider),
+                                 UpdateExpression="REMOVE " + ", ".join(f"leases.{n}" for n in names),
+                                 ConditionExpression=" AND ".join(f"leases.#x{i} = :x{i}" for i in range(len(expired))),
+                                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
 
     # ---- bounces and orphans --------------------------------------------------------------
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None:
@@ -1075,6 +1214,19 @@ class Suspensions(Protocol):
 
     def suspend(self, suspension: Suspension, *, replaces: Suspension | None, forget_at: float) -> bool: ...
     def suspension(self, ip: str, provider: str) -> Suspension | None: ...
+class Slots(Protocol):
+    """Fleet-wide shaping per (sending IP, provider) (issue 11, delivery/shaping.py):
+    connection leases with an expiry, and messages taken per rate / warm-up window."""
+
+    def take_slot(self, ip: str, provider: str, lease_id: str, until: float, cap: int,
+                  take: Mapping[str, tuple[int, int]], now: float) -> tuple[bool, SlotState | None]: ...
+    def take_tokens(self, ip: str, provider: str, take: Mapping[str, tuple[int, int]],
+                    now: float) -> tuple[bool, SlotState | None]: ...
+    def slot_state(self, ip: str, provider: str) -> SlotState | None: ...
+    def renew_slot(self, ip: str, provider: str, lease_id: str, until: float) -> bool: ...
+    def release_slot(self, ip: str, provider: str, lease_id: str | None, give_back: Mapping[str, int],
+                     forget: Iterable[str] = ()) -> None: ...
+    def drop_leases(self, ip: str, provider: str, expired: Mapping[str, float]) -> bool: ...
 
 
 class Suppressions(Protocol):
@@ -1133,3 +1285,8 @@ def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, d: DomainStore,
               x: SecretStore) -> tuple[Messages, Suppressions, Jobs, Domains, ApiKeys, Secrets, Suspensions]:
     """Never called: mypy checks here that the real adapters implement the interfaces."""
     return m, s, j, d, k, x, m
+
+
+def _conforms_slots(m: MessageStore) -> Slots:
+    """Never called: mypy checks that the message store implements Slots (issue 11)."""
+    return m

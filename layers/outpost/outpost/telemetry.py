@@ -29,14 +29,22 @@ class _Metrics:
         self.m.add_metric(name=name, unit=MetricUnit.Count, value=n)
 
     def count_by(self, name: str, n: int, dimensions: Mapping[str, str]) -> None:
-        """A count with its own dimensions (Throttled per provider): one EMF document of its
-        own, so the function's other metrics keep theirs."""
+        """A count with its own dimensions (issue 11: per provider), as a separate EMF blob
+        written at once (Powertools' single_metric). Only in Lambda, and not when metrics are
+        off (POWERTOOLS_METRICS_DISABLED, which single_metric ignores): the local stack and
+        the tests call the services directly, where the other counts are never flushed."""
+        import os
+
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
+                os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+            return
 
         with single_metric(name=name, unit=MetricUnit.Count, value=n, namespace="Outpost") as m:
             m.add_dimension(name="service", value="outpost")
-            for key, value in dimensions.items():
-                m.add_dimension(name=key, value=value)
+            for k, v in dimensions.items():
+                m.add_dimension(name=k, value=str(v))
 
 
 @cache

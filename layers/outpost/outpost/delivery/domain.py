@@ -44,6 +44,7 @@ from ..errors import (
     DnsError,
     NoTimeLeftError,
     OutpostError,
+    ShapingWaitError,
     SlowPeerError,
     StaleSessionError,
     StsLookupTimeoutError,
@@ -55,6 +56,7 @@ from ..tls_policy import TlsPolicy
 from . import throttling
 from .job import Rcpt, Record, Result
 from .providers import provider_for
+from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -379,7 +381,11 @@ class DomainRun:
         for fresh in (False, *[True] * (self.svc.MX_SESSION_LIMIT + 2)):
             if self.session is None and not fresh:
                 self.session = self.pool.take(self.key)
+                if self.session is None and self.svc.shaper.enabled:
+                    self.session = await self.turn()
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
+                return Flow.STOP
+            if await self.shaped(n) is Flow.STOP:
                 return Flow.STOP
             outcome = await self.transact(n, r)
             if outcome is Flow.RETRY:
@@ -404,37 +410,107 @@ class DomainRun:
             v = unreached(v, f"session limit of {svc.MX_SESSION_LIMIT} per attempt reached")
             await record_each(svc, rest, v, self.record, host, ip, sts=self.routed.sts)
             return Flow.STOP
-        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
-        if self.handoff is None:
-            session, failure = await opening
-        else:
-            try:
-                session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
-            except TimeoutError:
-                # A slow receiver: not this lane's to wait on (head-of-line).
-                await mark_slow(svc, self.domain)
-                self.handoff.update(rc.index for rc in rest)
-                svc.count("SlowLaneHandoff", len(rest))
-                log.info("MX too slow to open a session; handed to the slow lane",
-                         extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
+        slot = None
+        if svc.shaper.enabled and route:
+            # Fleet-wide shaping (shaping.py): a connection slot for the first MX's provider.
+            # Counted as this container's from now (turn()): concurrent jobs see it opening.
+            svc.shaper.opened(self.key)
+            got = await svc.shaper.open(route[0].name)
+            if isinstance(got, Waiting):
+                svc.shaper.closed(self.key)
+                await self.wait_rest(n, got)
                 return Flow.STOP
+            slot = got
+        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
+        session: Session | None = None
+        try:
+            if self.handoff is None:
+                session, failure = await opening
+            else:
+                try:
+                    session, failure = await asyncio.wait_for(opening, svc.SLOW_OPEN)
+                except TimeoutError:
+                    # A slow receiver: not this lane's to wait on (head-of-line).
+                    await mark_slow(svc, self.domain)
+                    self.handoff.update(rc.index for rc in rest)
+                    svc.count("SlowLaneHandoff", len(rest))
+                    log.info("MX too slow to open a session; handed to the slow lane",
+                             extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
+                    return Flow.STOP
+        finally:
+            if slot is not None and session is None:
+                svc.shaper.closed(self.key)
+                await svc.shaper.release(slot)  # no session came of it: the slot is free again
+        if session is not None and slot is not None:
+            session = ShapedSession(session, slot, svc.shaper, self.key)
         if session is None:
-            if failure is not None and failure[0].scope is Scope.PROVIDER:
-                # A throttle at the greeting: the first recipient is charged the attempt, the
-                # rest wait with no attempt (issue 11 item 4).
-                v, host, ip = failure
-                suspension = await throttling.suspend(svc, v)
-                await self.record(rest[0], Result(v, svc._attempt(v, host, ip, None, sts=self.routed.sts),
-                                                  wait=throttling.waiting(suspension)))
-                await throttling.hold(svc, rest[1:], suspension, self.record)
-            elif failure is not None:
-                # Every MX failed at host level: a transient failure for the recipient.
-                v, host, ip = failure
-                await record_each(svc, rest, unreached(v), self.record, host, ip, sts=self.routed.sts)
+            await self.none_opened(rest, failure)
             return Flow.STOP  # (no failure: no time left to connect; released and requeued)
         self.session = session
         self.opened += 1
         return None
+
+    async def none_opened(self, rest: list[Rcpt], failure: Failure | None) -> None:
+        """No MX opened a session: record why (no failure: no time left; they are released)."""
+        svc = self.svc
+        if failure is not None and failure[0].scope is Scope.PROVIDER:
+            # A throttle at the greeting: the first recipient is charged the attempt, the
+            # rest wait with no attempt (issue 11 item 4).
+            v, host, ip = failure
+            suspension = await throttling.suspend(svc, v)
+            await self.record(rest[0], Result(v, svc._attempt(v, host, ip, None, sts=self.routed.sts),
+                                              wait=throttling.waiting(suspension)))
+            await throttling.hold(svc, rest[1:], suspension, self.record)
+        elif failure is not None:
+            # Every MX failed at host level: a transient failure for the recipient.
+            v, host, ip = failure
+            await record_each(svc, rest, unreached(v), self.record, host, ip, sts=self.routed.sts)
+
+    async def turn(self) -> Session | None:
+        """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
+        domain open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
+        into the time it needs) for one of them to come back to the pool idle, or to close,
+        rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
+        sessions, and a session's two slot writes are shared by the messages it carries
+        (bench/shaping_cost.py). None: no idle session came; open one."""
+        svc = self.svc
+        wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end:
+            await asyncio.sleep(0.02)
+            session = self.pool.take(self.key)
+            if session is not None:
+                return session
+        return None
+
+    async def shaped(self, n: int) -> Flow | None:
+        """Before a transaction on a shaped session: the lease renewed, a message in hand from
+        the provider's rate and warm-up windows; Flow.STOP (the session closed, the rest
+        waiting) when they are full."""
+        session = self.session
+        if not isinstance(session, ShapedSession):
+            return None
+        w = await self.svc.shaper.before_send(session.slot)
+        if w is None:
+            return None
+        await session.close()
+        self.session = None
+        await self.wait_rest(n, w)
+        return Flow.STOP
+
+    async def wait_rest(self, n: int, w: Waiting) -> None:
+        """Shaping has no room (shaping.py): this recipient and the domain's remaining ones
+        wait until `w.until`, with no attempt counted (job._wait)."""
+        rest = self.rcpts[n:]
+        v = judge(ShapingWaitError(w.reason, w.provider, w.detail))
+        self.svc.count_by("DeferredByWarmup" if w.reason == "warmup" else "DeferredByShaping", len(rest),
+                          {"provider": w.provider})
+        log.info("no room for the provider; recipients wait",
+                 extra={"message_id": self.mid, "recipient_domain": self.domain, "provider": w.provider,
+                        "reason": w.reason, "until": w.until, "recipients": len(rest)})
+        for rc in rest:
+            await self.record(rc, Result(v, None, wait=w))
 
     async def transact(self, n: int, r: Rcpt) -> Reply | Flow:
         """One transaction on the session in hand. On the new-mail lane it must reach its final
@@ -459,6 +535,8 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
                             "command": exc.command})
             self.session = None
+            if isinstance(session, ShapedSession):
+                await session.abandon()  # the transport closed it: free its slot, no QUIT
             await mark_slow(svc, self.domain)
             if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
                                                             self.handoff):
@@ -475,6 +553,8 @@ class DomainRun:
             log.info("reused connection was stale; reconnecting",
                      extra={"mx": session.mx_name, "detail": str(exc)})
             self.session = None
+            if isinstance(session, ShapedSession):
+                await session.abandon()  # the transport closed it: free its slot, no QUIT
             return Flow.RETRY
 
     async def next_mx(self, outcome: Reply, route: list[MxHost]) -> list[MxHost] | None:
@@ -509,6 +589,11 @@ class DomainRun:
         attempt = self.svc._attempt(verdict, session.mx_name, session.ip, session.tls, remote, sts=note)
         if verdict.scope in (Scope.HOST, Scope.PROVIDER) or not session.is_open:
             self.last_failure = (verdict, session.mx_name, session.ip)
+            await session.close()
+            self.session = None
+        elif isinstance(session, ShapedSession) and self.svc.shaper.spent(session.slot):
+            # Its messages per connection carried (Limits.per_connection): QUIT, and the next
+            # recipient opens a new session (with a slot of its own). Not a failure.
             await session.close()
             self.session = None
         await self.record(r, Result(verdict, attempt, wait=wait))

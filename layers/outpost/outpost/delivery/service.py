@@ -41,7 +41,7 @@ from ..errors import NoSigningKeyError
 from ..models import QueueJob
 from ..mx import MxHost
 from ..records import Message, Recipient, Suspension
-from ..store import Jobs, Messages, Suppressions, Suspensions
+from ..store import Jobs, Messages, Slots, Suppressions, Suspensions
 from ..tls_policy import TlsPolicy, no_policy
 from . import domain as domain_step
 from . import job as step
@@ -49,6 +49,8 @@ from .budget import MemoryBudget, memory_cost
 from .domain import RECORD_MARGIN
 from .job import JobRun, Rcpt, RecordFailed, Result
 from .prepare import DkimSigner, Prepared, prepare, unprepared
+from .shaping import Shaper
+from .suspension import connection_cap
 from .transport import Connector, SessionPool, TlsMode
 from .trouble import Verdict, judge
 
@@ -75,7 +77,8 @@ class DeliveryService:
                  fetch_upload: Callable[[str], bytes] | None = None,
                  policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  suspensions: Suspensions | None = None,
-                 count_by: Callable[[str, int, Mapping[str, str]], None] = lambda name, n, dims: None
+                 count_by: Callable[[str, int, Mapping[str, str]], None] = lambda name, n, dims: None,
+                 slots: Slots | None = None
                  ) -> None:
         # `queue` takes every job this service queues again (a hop, a reschedule): the retry
         # queue (bootstrap.retry_queue), so retries are never behind a backlog of new mail.
@@ -105,6 +108,14 @@ class DeliveryService:
         self._suspension_reads: dict[str, asyncio.Future[Suspension | None]] = {}
         self._provider_sessions: dict[str, list[Any]] = {}  # provider -> sessions opened (the ramp)
         self._provider_opening: dict[str, int] = {}  # provider -> sessions being opened (the ramp)
+        # ---- slots (issue 11): fleet-wide connection slots, rates and warm-up (shaping.py) ----
+        # `slots`: the store's shared counters (None: no fleet-wide shaping); `count_by`:
+        # metrics with dimensions (ConnectionsInUse, DeferredByShaping, DeferredByWarmup).
+        # The fleet-wide connection cap follows the ramp after a suspension (suspension.py).
+        self.shaper = Shaper(slots, settings, clock=lambda: self.clock(), rng=lambda: self.rng(),
+                             count_by=lambda name, n, dims: self.count_by(name, n, dims),
+                             cap_for=lambda ip, provider, limits, now: connection_cap(
+                                 self._suspensions.get(provider), limits, now, settings.throttle_ramp))
 
     MX_SESSION_LIMIT = 2  # Postfix smtp_mx_session_limit: sessions opened per attempt and domain
     # Head-of-line blocking: the invocation returns when every job of its batch is done, so a
@@ -161,6 +172,7 @@ class DeliveryService:
                 *(self._run_record(r, pool, deadline, budget) for r in records), return_exceptions=True)
         finally:
             await pool.close()
+            self.shaper.batch_done()  # no session outlives its batch
         failed = []
         for record, outcome in zip(records, outcomes, strict=True):
             if isinstance(outcome, BaseException):

@@ -632,6 +632,9 @@ class SessionPool:
     at the end of the batch."""
 
     idle: dict[tuple[str, str], list[Session]] = field(default_factory=dict)
+    # Sessions the server closed while they were idle: still closed here at the end of the
+    # batch, because closing a shaped one also releases its connection slot (shaping.py).
+    dropped: list[Session] = field(default_factory=list)
 
     def take(self, key: tuple[str, str]) -> Session | None:
         sessions = self.idle.get(key) or []
@@ -639,13 +642,17 @@ class SessionPool:
             s = sessions.pop()
             if s.is_open:
                 return s
+            self.dropped.append(s)
         return None
 
     def give(self, key: tuple[str, str], s: Session) -> None:
         if s.is_open:
             self.idle.setdefault(key, []).append(s)
+        else:
+            self.dropped.append(s)
 
     async def close(self) -> None:
-        sessions = [s for group in self.idle.values() for s in group]
+        sessions = [s for group in self.idle.values() for s in group] + self.dropped
         self.idle.clear()
+        self.dropped = []
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

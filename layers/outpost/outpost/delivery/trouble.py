@@ -42,6 +42,7 @@ from ..errors import (
     RefusedAddressError,
     ReplyError,
     RequirementError,
+    ShapingWaitError,
     StageError,
     StsLookupTimeoutError,
     StsMxMismatchError,
@@ -173,6 +174,10 @@ def judge(event: SmtpReply | BaseException, provider: str | None = None) -> Verd
         # RFC 3463 4.4.3: a directory (DNS/HTTPS) lookup did not complete. Not "no policy":
         # an attacker who stalls the lookup must not switch a cached policy off.
         return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.3", str(event), command="MTA-STS")
+    if isinstance(event, ShapingWaitError):
+        # Our own shaping (issue 11), not the receiver's: RFC 3463 4.4.5 "system congestion",
+        # for this recipient only; it waits without an attempt counted (shaping.py).
+        return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.4.5", str(event), command="SHAPING")
     if isinstance(event, StsMxMismatchError):
         # RFC 8461 §4.1: enforce delivers only to the policy's MX hosts; defer, never bounce.
         return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, "4.7.5", str(event), command="MTA-STS")
