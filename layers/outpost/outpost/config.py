@@ -104,6 +104,15 @@ class Settings:
     # ---- shaping per provider (issue 11) ----
     # OUTPOST_SHAPING: JSON overrides of delivery/providers.py's limits, keyed by provider.
     shaping: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    # ---- reputation (issue 11) ----
+    # The circuit breaker's thresholds (rates, 0..1; SES's review and pause levels by default),
+    # the volume a window needs before its rates count, and how often held mail looks again.
+    reputation_warn_bounce: float = 0.05
+    reputation_warn_complaint: float = 0.001
+    reputation_pause_bounce: float = 0.10
+    reputation_pause_complaint: float = 0.005
+    reputation_min_volume: int = 200  # recipients sent in the window
+    reputation_recheck: int = 300  # seconds a held (paused) recipient waits before the next check
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -144,6 +153,14 @@ class Settings:
             dkim_unverify_hours=float(e.get("OUTPOST_DKIM_UNVERIFY_HOURS", d.dkim_unverify_hours)),
             uploads_per_key_per_day=int(e.get("OUTPOST_UPLOADS_PER_KEY_PER_DAY", d.uploads_per_key_per_day)),
             shaping=parse_overrides(e.get("OUTPOST_SHAPING")),
+            reputation_warn_bounce=float(e.get("OUTPOST_REPUTATION_WARN_BOUNCE") or d.reputation_warn_bounce),
+            reputation_warn_complaint=float(e.get("OUTPOST_REPUTATION_WARN_COMPLAINT")
+                                            or d.reputation_warn_complaint),
+            reputation_pause_bounce=float(e.get("OUTPOST_REPUTATION_PAUSE_BOUNCE") or d.reputation_pause_bounce),
+            reputation_pause_complaint=float(e.get("OUTPOST_REPUTATION_PAUSE_COMPLAINT")
+                                             or d.reputation_pause_complaint),
+            reputation_min_volume=int(e.get("OUTPOST_REPUTATION_MIN_VOLUME") or d.reputation_min_volume),
+            reputation_recheck=int(e.get("OUTPOST_REPUTATION_RECHECK") or d.reputation_recheck),
         )
 
 

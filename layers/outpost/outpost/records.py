@@ -97,8 +97,21 @@ class Message(Record):
     created_at: str | None = None
     created_ts: float | None = None
     job_token: str | None = None  # the current job (issue 8 item 12)
+    key_id: str | None = None  # the API key that sent it (the reputation breaker's per-key counts)
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
+
+
+@dataclass(frozen=True)
+class Waiting(Record):
+    """Why an open recipient waits with no attempt counted, and until when (issue 11 item 7):
+    `reason` is suspended | shaping | warmup | paused; `provider` the provider (or, paused, the
+    sending domain or API key that is paused); `until` epoch seconds."""
+
+    reason: str
+    provider: str
+    until: float
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class Recipient(Record):
     remote_id: str | None = None  # the receiving server's queue id, when delivered
     next_attempt_at: float | None = None
     lease_until: float | None = None
+    waiting: Waiting | None = None  # why it is not being attempted now (issue 11 item 7)
 
     @property
     def is_open(self) -> bool:
@@ -128,8 +142,10 @@ class Recipient(Record):
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **override: Any) -> Recipient:
         r = super().from_dict(d, **override)
+        w = r.waiting
         return dataclasses.replace(
             r, state=RecipientState(r.state), index=int(r.index),
+            waiting=Waiting.from_dict(w) if isinstance(w, Mapping) else w,
             attempts=tuple(a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in r.attempts or ()))
 
 
@@ -296,3 +312,31 @@ class Domain(Record):
         return dataclasses.replace(r, verified=bool(r.verified), mta_sts=bool(r.mta_sts),
                                    selectors=tuple(r.selectors or ()),
                                    pending_selectors=tuple(r.pending_selectors) if r.pending_selectors else None)
+
+
+# ---- reputation circuit breaker (issue 11 item 6) ---------------------------------------------
+@dataclass(frozen=True)
+class ReputationCounts(Record):
+    """One hour's counts of one scope (a sending domain, `domain:<name>`, or an API key,
+    `key:<id>`): recipients sent (accepted for delivery), hard bounces, complaints."""
+
+    scope: str
+    hour: str  # yyyymmddhh, UTC
+    sent: int = 0
+    hard: int = 0
+    complaints: int = 0
+
+
+@dataclass(frozen=True)
+class ReputationState(Record):
+    """Where a scope's breaker stands: ok | warn | paused, since when, and why (the rate and
+    the threshold it crossed); a resume records who and when."""
+
+    scope: str
+    state: str = "ok"
+    since: str | None = None
+    reason: str | None = None
+    rate: float | None = None
+    threshold: float | None = None
+    resumed_by: str | None = None
+    resumed_at: str | None = None

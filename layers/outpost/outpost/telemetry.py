@@ -27,6 +27,12 @@ class _Metrics:
 
         self.m.add_metric(name=name, unit=MetricUnit.Count, value=n)
 
+    def gauge(self, name: str, value: float) -> None:
+        """A level, not a count (the reputation breaker's BounceRate / ComplaintRate, 0..1)."""
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.m.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
+
 
 @cache
 def metrics() -> _Metrics:

@@ -34,6 +34,7 @@ from ..models import (
     error_field,
 )
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
+from ..reputation import Reputation
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
 from .auth import Principal
@@ -65,8 +66,12 @@ class SendService:
     def __init__(self, *, store: Messages, suppressions: Suppressions, queue: Jobs,
                  domains: DomainLookup, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, retention_days: int | None = None, max_lifetime: int | None = None,
-                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
+                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY,
+                 reputation: Reputation | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
+        # The circuit breaker (issue 11 item 6): a paused domain or key is refused (403
+        # sending_paused); accepted recipients are counted as sent (the rates' denominator).
+        self.reputation = reputation
         # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
         # names none, and the cap of one that asks for more.
         self.max_lifetime = max_lifetime
@@ -187,6 +192,9 @@ class SendService:
             raise PayloadTooLargeError(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
         from_domain = self._sender_domain(req, principal)
+        key_id = principal.key_id if principal is not None else None
+        if self.reputation is not None:
+            self.reputation.check_send(from_domain, key_id)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
@@ -200,7 +208,7 @@ class SendService:
         meta = Message(message_id=message_id, from_=req.from_, from_domain=from_domain,
                        subject=req.subject, tags=req.tags, tls=req.tls,
                        deliver_until=now + self._lifetime(req), recipient_count=len(recipients),
-                       size=size)  # the sender admits large messages by a memory budget
+                       size=size, key_id=key_id)  # the sender admits large messages by a memory budget
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, StoredRequest.from_request(req), now)
@@ -212,8 +220,14 @@ class SendService:
                 # left open with no job to move it, and let the caller retry (503).
                 self.store.discard(message_id, len(recipients))
                 raise
-        return {"id": message_id,
-                "recipients": [{"address": r.address, "status": r.state.value} for r in recipients]}
+        out: dict[str, Any] = {"id": message_id, "recipients": [
+            {"address": r.address, "status": r.state.value} for r in recipients]}
+        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
+        if not enqueue:
+            out["_sent"] = (from_domain, key_id, queued)  # the batch counts it once queued
+        elif self.reputation is not None:
+            self.reputation.count_sent([(from_domain, key_id, queued)])
+        return out
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         def one(i: int, body: Any) -> dict:
@@ -247,8 +261,10 @@ class SendService:
         except Exception:  # noqa: BLE001
             log.exception("batch enqueue failed")
             failed = {j.message_id for j in jobs}
+        sent: list[tuple[str | None, str | None, int]] = []  # (From domain, key id, queued)
         for r in results:
             count = r.pop("_count", 0)
+            scope = r.pop("_sent", None)
             if r.get("id") in failed:
                 # Stored but not queued: take it back (no recipient left open without a job)
                 # and tell the caller to retry this one.
@@ -257,6 +273,10 @@ class SendService:
                 r.update(status=503, error={"code": "temporarily_unavailable",
                                             "message": "the message could not be queued; retry it",
                                             "field": None})
+            elif scope is not None:
+                sent.append(scope)
+        if self.reputation is not None:
+            self.reputation.count_sent(sent)
         accepted = sum(1 for r in results if r["status"] == 202)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
 
@@ -287,6 +307,8 @@ class QueryService:
             out = _public(r, ("address", "field", "state", "updated_at", "remote_id", "last", "bounce"))
             if r.next_attempt_at and r.state is RecipientState.DEFERRED:
                 out["next_attempt_at"] = iso(r.next_attempt_at)
+            if r.waiting is not None and r.is_open:
+                out["waiting"] = dict(r.waiting.as_dict(), until=iso(r.waiting.until))
             out["attempts"] = [a.as_dict() for a in r.attempts]
             out["bounces"] = bounces.get(r.index, [])
             recipients.append(out)
