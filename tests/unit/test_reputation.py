@@ -1,7 +1,7 @@
 """The reputation circuit breaker (issue 11 item 6) with in-memory fakes and a clock moved by
 hand: rolling windows, the minimum volume, the thresholds, the state's moves, the API's 403,
 the sender's hold and the bounce processor's counts. The same path runs against the local
-stack in tests/integration/test_reputation.py."""
+stack in tests/integration/test_api_reputation.py."""
 
 from __future__ import annotations
 
