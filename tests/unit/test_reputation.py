@@ -213,6 +213,18 @@ def test_a_paused_domain_in_a_batch_is_a_403_item() -> None:
     assert out["results"][0]["error"]["code"] == "sending_paused"
 
 
+def test_a_batch_reads_the_states_once_per_domain_and_key() -> None:
+    b = Breaker()
+    reads: list[list[str]] = []
+    real = b.store.rep_states
+    b.store.rep_states = lambda scopes: reads.append(list(scopes)) or real(scopes)  # type: ignore[method-assign]
+    api = SendService(store=FakeMessages(), suppressions=FakeSuppressions(), queue=FakeJobs(),
+                      domains=FakeDomains(SENDER), clock=b.clock, reputation=b.rep)
+    out = api._batch([_request().model_dump(mode="json", by_alias=True)] * 50, KEY)
+    assert out["accepted"] == 50 and reads == [[domain_scope(SENDER), key_scope("k1")]]
+    assert b.store.adds == 2 and b.rep.windows(domain_scope(SENDER))["24h"].sent == 100
+
+
 def _event(method: str, path: str, key: str) -> dict:
     return {"httpMethod": method, "path": path, "resource": "/{proxy+}", "headers": {"Authorization": f"Bearer {key}"},
             "queryStringParameters": None, "multiValueQueryStringParameters": None, "pathParameters": None,

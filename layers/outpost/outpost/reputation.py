@@ -244,16 +244,22 @@ class Reputation:
         return self.store.rep_states([scope]).get(scope) or current
 
     # ---- the API ------------------------------------------------------------------------------
-    def check_send(self, domain: str | None, key_id: str | None) -> None:
+    def check_send(self, domain: str | None, key_id: str | None,
+                   memo: dict[tuple[str, ...], dict[str, ReputationState]] | None = None) -> None:
         """SendingPausedError (403 sending_paused) if the domain or the key is paused. One
-        BatchGetItem; a failed read lets the send through (logged, counted)."""
+        BatchGetItem (a batch shares one per domain and key through `memo`); a failed read
+        lets the send through (logged, counted)."""
         scopes = self._scopes(domain, key_id)
-        try:
-            states = self.store.rep_states(scopes)
-        except Exception:  # noqa: BLE001 - the breaker never takes the API down with it
-            log.exception("reputation state read failed; the send goes through")
-            self.count("ReputationStoreError", 1)
-            return
+        states = memo.get(tuple(scopes)) if memo is not None else None
+        if states is None:
+            try:
+                states = self.store.rep_states(scopes)
+            except Exception:  # noqa: BLE001 - the breaker never takes the API down with it
+                log.exception("reputation state read failed; the send goes through")
+                self.count("ReputationStoreError", 1)
+                return
+            if memo is not None:
+                memo[tuple(scopes)] = states
         for scope in scopes:
             st = states.get(scope)
             if st is not None and st.state == "paused":

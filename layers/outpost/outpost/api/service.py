@@ -185,7 +185,8 @@ class SendService:
         asked = req.expires_in if "expires_in" in req.model_fields_set else self.max_lifetime
         return min(asked, self.max_lifetime)
 
-    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None) -> dict:
+    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
+                 paused_memo: dict | None = None) -> dict:
         _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
@@ -194,7 +195,7 @@ class SendService:
         from_domain = self._sender_domain(req, principal)
         key_id = principal.key_id if principal is not None else None
         if self.reputation is not None:
-            self.reputation.check_send(from_domain, key_id)
+            self.reputation.check_send(from_domain, key_id, paused_memo)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
@@ -230,6 +231,8 @@ class SendService:
         return out
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
+        memo: dict = {}  # the reputation states read once per domain and key for the batch
+
         def one(i: int, body: Any) -> dict:
             try:
                 req = SendRequest.model_validate(body)
@@ -239,7 +242,7 @@ class SendService:
                         "error": {"code": "validation_error", "message": msg,
                                   "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
             try:
-                out = self.send_one(req, enqueue=False, principal=principal)
+                out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo)
             except ApiError as exc:
                 # As the single send answers it (routes.py): a InvalidRequestError is a 422.
                 status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
