@@ -30,6 +30,8 @@ from outpost.records import (
     Orphan,
     Overdue,
     Recipient,
+    ReputationCounts,
+    ReputationState,
     SlotState,
     StoredMessage,
     Suppression,
@@ -204,8 +206,20 @@ class FakeMessages:
         if r is None or not (r.record.is_open or r.record.state is RecipientState.DELIVERED):
             return False
         r.record = r.record.replace(state=state, updated_at=iso(now), bounce=dict(bounce),
-                                    lease_until=None, next_attempt_at=None)
+                                    lease_until=None, next_attempt_at=None, waiting=None)
         r.due_at = None
+        return True
+
+    # ---- the reputation breaker's hold (issue 11 item 6) -------------------------------------
+    def hold(self, message_id: str, index: int, now: float, until: float, waiting: Waiting) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not r.record.is_open:
+            return False
+        if r.record.lease_until is not None and r.record.lease_until >= now:
+            return False
+        r.record = r.record.replace(state=RecipientState.DEFERRED, updated_at=iso(now), next_attempt_at=until,
+                                    lease_until=None, waiting=waiting)
+        r.due_at = until
         return True
 
     # ---- the sweeper -----------------------------------------------------------------------
@@ -521,3 +535,43 @@ class FakeSecrets:
 
     def put_json(self, secret_id: str, value: dict) -> None:
         self.data[secret_id] = json.loads(json.dumps(value))
+
+
+class FakeReputations:
+    """outpost.store.Reputations in memory: hourly counts per scope, states written only over
+    the state the writer read (the real store's conditional put)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], ReputationCounts] = {}
+        self.states: dict[str, ReputationState] = {}
+        self.adds = 0  # UpdateItems the real store would make
+        self.fail = False
+
+    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
+                   complaints: int = 0) -> None:
+        if self.fail:
+            raise Unavailable("the reputation store is unavailable")
+        if not (sent or hard or complaints):
+            return
+        self.adds += 1
+        c = self.counts.get((scope, hour)) or ReputationCounts(scope, hour)
+        self.counts[(scope, hour)] = c.replace(sent=c.sent + sent, hard=c.hard + hard,
+                                               complaints=c.complaints + complaints)
+
+    def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
+        if self.fail:
+            raise Unavailable("the reputation store is unavailable")
+        return sorted((c for (s, h), c in self.counts.items() if s == scope and h >= hour), key=lambda c: c.hour)
+
+    def rep_states(self, scopes: Iterable[str]) -> dict[str, ReputationState]:
+        if self.fail:
+            raise Unavailable("the reputation store is unavailable")
+        return {s: self.states[s] for s in scopes if s in self.states}
+
+    def put_rep_state(self, state: ReputationState, expected: str | None) -> bool:
+        current = self.states.get(state.scope)
+        now = current.state if current is not None else None
+        if (now or "ok") != (expected or "ok"):
+            return False
+        self.states[state.scope] = state
+        return True

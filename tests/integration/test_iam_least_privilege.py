@@ -154,6 +154,14 @@ def test_api_only_reads_and_stamps_keys(local_stack):
     assert all(_allowed(grants, c) for c in calls), {c for c in calls if not _allowed(grants, c)}
     on_keys = {c for c in calls if c[0] == "ApiKeysTable"}
     assert on_keys == {("ApiKeysTable", None, "GetItem"), ("ApiKeysTable", None, "UpdateItem")}
+    # GET /v1/reputation as an admin lists every key: the one Scan of the keys table (issue 11).
+    event["path"] = "/v1/reputation"
+    with recording(local_stack) as more:
+        out = local_stack.functions["SendApiFunction"].invoke(event)
+    assert out["statusCode"] == 200, out
+    assert all(_allowed(grants, c) for c in more), {c for c in more if not _allowed(grants, c)}
+    on_keys |= {c for c in more if c[0] == "ApiKeysTable"}
+    assert ("ApiKeysTable", None, "Scan") in on_keys
     assert {g for g in grants if g[0] == "ApiKeysTable"} == on_keys
 
 

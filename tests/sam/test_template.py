@@ -254,8 +254,10 @@ def test_a_per_ip_waf_rate_limit_guards_the_api_stage(template: dict[str, Any]) 
 def test_api_reads_and_stamps_keys_only(template: dict[str, Any]) -> None:
     # auth.KeyRing.authenticate/identify: GetItem, and UpdateItem for last_used_at. Creating
     # and revoking keys is the admin CLI's (operator credentials), never the API's.
+    # GET /v1/reputation as an admin lists the keys (a Scan of the small table; issue 11 item 6).
     arn = {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}
-    assert _granted(template, "SendApiFunction", arn) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    assert _granted(template, "SendApiFunction", arn) == {"dynamodb:GetItem", "dynamodb:UpdateItem",
+                                                          "dynamodb:Scan"}
     for p in props(template, "SendApiFunction")["Policies"]:
         if isinstance(p, dict) and "Statement" not in p:
             assert next(iter(p.values())) != {"TableName": {"Ref": "ApiKeysTable"}}, p
@@ -270,10 +272,11 @@ def test_api_lists_only_the_uploads_prefix(template: dict[str, Any]) -> None:
 def test_bounce_processor_writes_messages_narrowly(template: dict[str, Any]) -> None:
     # bounces/service.py: store.load (Query), put_bounce / put_orphan (conditional PutItem),
     # mark_bounced (UpdateItem). No SAM CRUD template (that adds DeleteItem, Scan, BatchWrite).
+    # The reputation breaker (issue 11 item 6) reads a scope's state (BatchGetItem).
     assert "DynamoDBCrudPolicy" not in _sam_policies(template, "BounceProcessorFunction")
     arn = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
     assert _granted(template, "BounceProcessorFunction", arn) == {
-        "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+        "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"}
 
 
 def test_sweeper_runs_on_a_schedule_over_the_due_index(template: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ KEY_NAMES = {"pk", "sk", "due_shard", "due_at", "by_source", "key_hash",
              *(f"gsi{n}" for n in range(1, 10)),
              *(f"gsi{n}{k}" for n in range(1, 10) for k in ("pk", "sk"))}
 KEY_PREFIXES = ("MSG#", "RCPT#", "BOUNCE#", "DAY#", "SUPPRESSION#", "INBOUND#", "UPLOAD#",
-                "UPLOADS#", "STS#", "EVENT#", "DUE#", "SLOW#")
+                "UPLOADS#", "STS#", "EVENT#", "DUE#", "SLOW#", "REP#")
 DOMAINS_KEY = "domain"
 ALLOWED = {Path("layers/outpost/outpost/store.py")}
 

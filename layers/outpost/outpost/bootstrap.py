@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .bounces.service import BounceService
     from .delivery.service import DeliveryService
     from .net import HttpsClient
+    from .reputation import Reputation
     from .signing import Signer
     from .store import ApiKeyStore, DomainStore, JobQueue, MessageStore, SecretStore, SuppressionStore
     from .sweeper import Sweeper
@@ -157,6 +158,7 @@ def delivery_service() -> DeliveryService:
     from .delivery.service import DeliveryService
     from .delivery.transport import SmtpConnector
     from .mx import MxResolver
+    from .reputation import STATE_CACHE, PauseCheck
     from .store import PolicyStore
     from .telemetry import metrics
     from .tls_policy import HttpsPolicyFetcher, MtaSts
@@ -178,7 +180,9 @@ def delivery_service() -> DeliveryService:
         signer_for=signer_for,
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
         count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload,
-        suspensions=message_store(), count_by=metrics().count_by, slots=message_store())
+        suspensions=message_store(), count_by=metrics().count_by, slots=message_store(),
+        reputation=reputation(), paused=PauseCheck(reputation().store, ttl=min(STATE_CACHE, s.reputation_recheck / 2),
+                                                   count=metrics().count))
 
 
 @cache
@@ -188,6 +192,20 @@ def sweeper() -> Sweeper:
 
     return Sweeper(store=message_store(), queue=retry_queue(), grace=settings().sweep_grace,
                    count=metrics().count)
+
+
+@cache
+def reputation() -> Reputation:
+    """The reputation circuit breaker (issue 11 item 6): counts and states in MessagesTable."""
+    from .reputation import Reputation, Thresholds
+    from .store import ReputationStore
+    from .telemetry import metrics
+
+    s = settings()
+    return Reputation(ReputationStore(aws("dynamodb"), s.messages_table), thresholds=Thresholds(
+        warn_bounce=s.reputation_warn_bounce, warn_complaint=s.reputation_warn_complaint,
+        pause_bounce=s.reputation_pause_bounce, pause_complaint=s.reputation_pause_complaint,
+        min_volume=s.reputation_min_volume), count=metrics().count, gauge=metrics().gauge)
 
 
 @cache
@@ -213,6 +231,7 @@ def domain_service() -> DomainService:
 def api_app() -> APIGatewayRestResolver:
     """The send API (routes + services), built once per container."""
     from .api.auth import KeyRing, TokenBuckets
+    from .api.reputation import ReputationApi
     from .api.routes import build_app
     from .api.service import QueryService, SendService
 
@@ -222,10 +241,12 @@ def api_app() -> APIGatewayRestResolver:
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
                            retention_days=s.retention_days,
-                           max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day),
+                           max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day,
+                           reputation=reputation()),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
-        domains=domain_service())
+        domains=domain_service(),
+        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()))
 
 
 @cache
@@ -236,7 +257,8 @@ def bounce_service() -> BounceService:
     s = settings()
     return BounceService(store=message_store(), suppressions=suppression_store(),
                          verp_key=verp_key(), bounce_domain=s.bounce_domain,
-                         count=metrics().count, ses_prefix=s.inbound_ses_prefix)
+                         count=metrics().count, ses_prefix=s.inbound_ses_prefix,
+                         reputation=reputation())
 
 
 def reset() -> None:
@@ -246,6 +268,6 @@ def reset() -> None:
     config.settings.cache_clear()
     for fn in (aws, dns_resolver, https_client, message_store, suppression_store, domains_table, api_keys_table,
                job_queue, retry_queue, secrets, verp_key, delivery_service, api_app, bounce_service,
-               idempotency_store, domain_service, sweeper):
+               idempotency_store, domain_service, sweeper, reputation):
         fn.cache_clear()
     _signers.clear()

@@ -133,6 +133,15 @@ class Settings:
     # OUTPOST_WARMUP_START (YYYY-MM-DD, UTC; template WarmupStartDate): day 1 of the IP warm-up
     # (delivery/shaping.py WARMUP); empty: no warm-up caps.
     warmup_start: str | None = None
+    # ---- reputation (issue 11) ----
+    # The circuit breaker's thresholds (rates, 0..1; SES's review and pause levels by default),
+    # the volume a window needs before its rates count, and how often held mail looks again.
+    reputation_warn_bounce: float = 0.05
+    reputation_warn_complaint: float = 0.001
+    reputation_pause_bounce: float = 0.10
+    reputation_pause_complaint: float = 0.005
+    reputation_min_volume: int = 200  # recipients sent in the window
+    reputation_recheck: int = 300  # seconds a held (paused) recipient waits before the next check
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -178,6 +187,14 @@ class Settings:
             throttle_ramp=float(e.get("OUTPOST_THROTTLE_RAMP", d.throttle_ramp)),
             shaping_enabled=e.get("OUTPOST_SHAPING_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off"),
             warmup_start=_warmup_start(e.get("OUTPOST_WARMUP_START")),
+            reputation_warn_bounce=float(e.get("OUTPOST_REPUTATION_WARN_BOUNCE") or d.reputation_warn_bounce),
+            reputation_warn_complaint=float(e.get("OUTPOST_REPUTATION_WARN_COMPLAINT")
+                                            or d.reputation_warn_complaint),
+            reputation_pause_bounce=float(e.get("OUTPOST_REPUTATION_PAUSE_BOUNCE") or d.reputation_pause_bounce),
+            reputation_pause_complaint=float(e.get("OUTPOST_REPUTATION_PAUSE_COMPLAINT")
+                                             or d.reputation_pause_complaint),
+            reputation_min_volume=int(e.get("OUTPOST_REPUTATION_MIN_VOLUME") or d.reputation_min_volume),
+            reputation_recheck=int(e.get("OUTPOST_REPUTATION_RECHECK") or d.reputation_recheck),
         )
 
 

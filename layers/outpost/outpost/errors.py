@@ -10,7 +10,8 @@ The transport maps aiosmtplib's exceptions into this tree in one place (transpor
 `_smtp_error`).
 
     OutpostError
-      ApiError: InvalidRequestError, UnauthorizedError, ForbiddenError, NotFoundError, ConflictError,
+      ApiError: InvalidRequestError, UnauthorizedError, ForbiddenError (SendingPausedError),
+        NotFoundError, ConflictError,
         PayloadTooLargeError, ThrottledError (UploadLimitReachedError)
       DnsUnavailableError (a domain check's lookup failed)
       MessageBuildError, AddressError (also ValueError)
@@ -64,6 +65,13 @@ class UnauthorizedError(ApiError):
 class ForbiddenError(ApiError):
     status = 403
     code = "forbidden"
+
+
+class SendingPausedError(ForbiddenError):
+    """The reputation circuit breaker paused this sending domain or API key (issue 11 item 6):
+    the message names which, its rate and the threshold; an admin resumes it."""
+
+    code = "sending_paused"
 
 
 class NotFoundError(ApiError):

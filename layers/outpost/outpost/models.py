@@ -384,6 +384,16 @@ class Attempt(_Model):
     reply: Any = None
 
 
+class WaitingView(_Model):
+    """Why an open recipient waits with no attempt counted, and until when (issue 11)."""
+
+    reason: Literal["suspended", "shaping", "warmup", "paused"]
+    provider: str = Field(description="the provider waited for; for `paused`, the paused sending "
+                          "domain (`domain:<name>`) or API key (`key:<id>`)")
+    until: str = Field(description="RFC 3339: when it is looked at again")
+    detail: str = ""
+
+
 class RecipientView(_Model):
     model_config = ConfigDict(extra="allow")
 
@@ -396,6 +406,7 @@ class RecipientView(_Model):
     last: dict[str, Any] | None = None
     bounce: dict[str, Any] | None = None
     bounces: list[dict[str, Any]] = Field(default_factory=list)
+    waiting: WaitingView | None = None
 
 
 class MessageView(_Model):
@@ -538,3 +549,37 @@ class DomainView(_Model):
         default=None, description="a verified domain's DKIM record has been missing or wrong since; "
         "it is un-verified 72 h later unless the record returns")
     unverified_at: str | None = None
+
+
+# ---- reputation (issue 11 item 6) ---------------------------------------------------------------
+class ReputationWindowView(_Model):
+    sent: int = Field(description="recipients accepted for delivery in the window")
+    hard_bounces: int
+    complaints: int
+    bounce_rate: float = Field(description="hard_bounces / sent (0 when nothing was sent)")
+    complaint_rate: float
+    counts: bool = Field(description="sent >= min_volume: only then do the rates move the state")
+
+
+class ReputationThresholdsView(_Model):
+    warn_bounce_rate: float
+    warn_complaint_rate: float
+    pause_bounce_rate: float
+    pause_complaint_rate: float
+    min_volume: int
+
+
+class ReputationItem(_Model):
+    type: Literal["domain", "key"]
+    name: str = Field(description="the sending domain, or the API key's id")
+    state: Literal["ok", "warn", "paused"]
+    since: str | None = Field(default=None, description="RFC 3339: in this state since")
+    reason: str | None = Field(default=None, description="the rate and the threshold it crossed")
+    resumed_by: str | None = None
+    resumed_at: str | None = None
+    windows: dict[str, ReputationWindowView] = Field(description="`24h` and `7d`")
+
+
+class ReputationList(_Model):
+    thresholds: ReputationThresholdsView
+    items: list[ReputationItem]

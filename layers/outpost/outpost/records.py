@@ -99,8 +99,21 @@ class Message(Record):
     created_at: str | None = None
     created_ts: float | None = None
     job_token: str | None = None  # the current job (issue 8 item 12)
+    key_id: str | None = None  # the API key that sent it (the reputation breaker's per-key counts)
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
+
+
+@dataclass(frozen=True)
+class Waiting(Record):
+    """Why an open recipient waits with no attempt counted, and until when (issue 11 item 7):
+    `reason` is suspended | shaping | warmup | paused; `provider` the provider (or, paused, the
+    sending domain or API key that is paused); `until` epoch seconds."""
+
+    reason: str
+    provider: str
+    until: float
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -307,18 +320,6 @@ class Domain(Record):
 
 # ---- throttle and suspension (issue 11) ---------------------------------------------------------
 @dataclass(frozen=True)
-class Waiting:
-    """Why an open recipient waits, and until when (GET /v1/messages/{id}: `waiting`): reason
-    "suspended" (its provider throttled our IP), "shaping" or "warmup"; the provider; the
-    end of the wait (epoch seconds); a detail (the throttle reply)."""
-
-    reason: str
-    provider: str
-    until: float
-    detail: str = ""
-
-
-@dataclass(frozen=True)
 class Suspension(Record):
     """A provider suspended for one sending IP after a throttle reply (delivery/suspension.py):
     no sender connects to it before `until`; then it ramps up from one connection. `level`
@@ -339,3 +340,29 @@ class SlotState:
 
     leases: Mapping[str, float]
     used: Mapping[str, int]
+# ---- reputation circuit breaker (issue 11 item 6) ---------------------------------------------
+@dataclass(frozen=True)
+class ReputationCounts(Record):
+    """One hour's counts of one scope (a sending domain, `domain:<name>`, or an API key,
+    `key:<id>`): recipients sent (accepted for delivery), hard bounces, complaints."""
+
+    scope: str
+    hour: str  # yyyymmddhh, UTC
+    sent: int = 0
+    hard: int = 0
+    complaints: int = 0
+
+
+@dataclass(frozen=True)
+class ReputationState(Record):
+    """Where a scope's breaker stands: ok | warn | paused, since when, and why (the rate and
+    the threshold it crossed); a resume records who and when."""
+
+    scope: str
+    state: str = "ok"
+    since: str | None = None
+    reason: str | None = None
+    rate: float | None = None
+    threshold: float | None = None
+    resumed_by: str | None = None
+    resumed_at: str | None = None

@@ -26,6 +26,9 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         expiry), `w_<window>` messages taken per rate / warm-up
                                         window (m<minute>, h<hour>, d<yyyymmdd>); TTL 2 days idle
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
+  pk=REP#<domain:name|key:id> sk=H#<yyyymmddhh>   the reputation breaker's hourly counts (sent,
+                                        hard, complaints; atomic ADD), TTL 8 days
+  pk=REP#<domain:name|key:id> sk=STATE  its breaker state (ok|warn|paused, since, why; resumes)
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
@@ -66,6 +69,8 @@ from .records import (
     Overdue,
     Recipient,
     Record,
+    ReputationCounts,
+    ReputationState,
     SlotState,
     StoredMessage,
     Suppression,
@@ -532,10 +537,23 @@ class MessageStore:
         """An asynchronous bounce or complaint: allowed from open or delivered, once."""
         return self._update(
             message_id, index,
-            "SET #st = :s, updated_at = :u, bounce = :b REMOVE lease_until, next_attempt_at, due_at, due_shard",
+            "SET #st = :s, updated_at = :u, bounce = :b "
+            "REMOVE lease_until, next_attempt_at, due_at, due_shard, waiting",
             "attribute_exists(pk) AND #st IN (:o0, :o1, :d)",
             {":s": state.value, ":u": iso(now), ":b": dict(bounce), ":o0": _OPEN[0], ":o1": _OPEN[1],
              ":d": RecipientState.DELIVERED.value})
+
+    # ---- the reputation breaker's hold (issue 11 item 6) ------------------------------------
+    def hold(self, message_id: str, index: int, now: float, until: float, waiting: Waiting) -> bool:
+        """Defer an open recipient to `until` with no attempt counted, saying why (`waiting`).
+        One conditional write, on claim's condition: False if it is final or leased elsewhere."""
+        return self._update(
+            message_id, index,
+            "SET #st = :s, updated_at = :u, next_attempt_at = :n, due_at = :n, due_shard = :ds, "
+            "waiting = :w REMOVE lease_until",
+            "#st IN (:o0, :o1) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            {":s": RecipientState.DEFERRED.value, ":u": iso(now), ":n": until, ":now": now,
+             ":ds": due_shard(message_id), ":w": waiting.as_dict(), ":o0": _OPEN[0], ":o1": _OPEN[1]})
 
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
                 names: dict[str, str] | None = None) -> bool:
@@ -1158,6 +1176,85 @@ class PolicyStore:
             pass  # a newer policy is already stored
 
 
+class ReputationStore:
+    """The reputation circuit breaker's counts and states (issue 11 item 6), in MessagesTable.
+
+    Counts: one item per scope and UTC hour, pk=REP#<scope> sk=H#<yyyymmddhh>, its counters
+    moved by atomic ADD (no read; concurrent senders never lose a count), removed by TTL after
+    REP_TTL; a 7-day rate is one Query over at most 168 items. State: pk=REP#<scope> sk=STATE,
+    written conditionally on the state it replaces (two evaluators never both trip it)."""
+
+    REP_TTL = 8 * 86400
+
+    def __init__(self, ddb: Any, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ddb, self.table, self.sleep = ddb, table, sleep
+
+    @staticmethod
+    def _pk(scope: str) -> str:
+        return f"REP#{scope}"
+
+    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
+                   complaints: int = 0) -> None:
+        """Add to one scope's counts for one hour: a single UpdateItem (ADD)."""
+        adds = [(n, v) for n, v in (("sent", sent), ("hard", hard), ("complaints", complaints)) if v]
+        if not adds:
+            return
+        values: dict[str, Any] = {f":{n}": {"N": str(int(v))} for n, v in adds}
+        values[":exp"] = {"N": str(int(now + self.REP_TTL))}
+        self.ddb.update_item(
+            TableName=self.table, Key={"pk": {"S": self._pk(scope)}, "sk": {"S": f"H#{hour}"}},
+            UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds)
+            + " SET expires_at = if_not_exists(expires_at, :exp)",
+            ExpressionAttributeValues=values)
+
+    def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
+        """The scope's hourly counts from `hour` on (one Query, at most 169 small items)."""
+        out: list[ReputationCounts] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+            "ExpressionAttributeValues": {":p": {"S": self._pk(scope)}, ":a": {"S": f"H#{hour}"},
+                                          ":b": {"S": "H#9999999999"}}}
+        while True:
+            r = self.ddb.query(**kwargs)
+            for it in r.get("Items", []):
+                d = codec().plain(it)
+                out.append(ReputationCounts(scope, str(d["sk"]).removeprefix("H#"), int(d.get("sent", 0)),
+                                            int(d.get("hard", 0)), int(d.get("complaints", 0))))
+            if "LastEvaluatedKey" not in r:
+                return out
+            kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+    def rep_states(self, scopes: Iterable[str]) -> dict[str, ReputationState]:
+        """The stored states of these scopes (one BatchGetItem per 100); absent ones are left out."""
+        wanted = list(dict.fromkeys(scopes))
+        out: dict[str, ReputationState] = {}
+        for i in range(0, len(wanted), 100):
+            keys = [{"pk": {"S": self._pk(sc)}, "sk": {"S": "STATE"}} for sc in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    d = codec().plain(it)
+                    scope = str(d["pk"]).removeprefix("REP#")
+                    out[scope] = ReputationState.from_dict(d, scope=scope)
+        return out
+
+    def put_rep_state(self, state: ReputationState, expected: str | None) -> bool:
+        """Write a scope's state if its stored state is still `expected` (None: none stored,
+        or "ok"); False if another writer moved it first."""
+        item = dict(_fields(state, "scope"), pk=self._pk(state.scope), sk="STATE")
+        if expected is None or expected == "ok":
+            cond, values = "attribute_not_exists(pk) OR #s = :e", {":e": {"S": "ok"}}
+        else:
+            cond, values = "#s = :e", {":e": {"S": expected}}
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item), ConditionExpression=cond,
+                              ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+
 # ---- the interfaces the services depend on ---------------------------------------------------
 # The classes above implement them on DynamoDB/S3/SQS; tests/fakes/store.py in memory. A
 # service takes these, so a unit test builds it with fakes and an integration test with the
@@ -1190,6 +1287,8 @@ class Messages(Protocol):
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool: ...
     def mark_slow(self, domain: str, until: float) -> None: ...
     def slow_until(self, domain: str) -> float | None: ...
+    # the reputation breaker's hold (issue 11 item 6)
+    def hold(self, message_id: str, index: int, now: float, until: float, waiting: Waiting) -> bool: ...
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None: ...
     def add_bounce(self, bounce: Bounce, now: float) -> bool: ...
     def add_orphan(self, orphan: Orphan, now: float) -> bool: ...
@@ -1274,6 +1373,16 @@ class ApiKeys(Protocol):
     def revoke_key(self, key_hash: str, when: str) -> ApiKey: ...
 
 
+class Reputations(Protocol):
+    """The reputation circuit breaker's hourly counts and states (issue 11 item 6)."""
+
+    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
+                   complaints: int = 0) -> None: ...
+    def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]: ...
+    def rep_states(self, scopes: Iterable[str]) -> dict[str, ReputationState]: ...
+    def put_rep_state(self, state: ReputationState, expected: str | None) -> bool: ...
+
+
 class Secrets(Protocol):
     """Secrets read and written whole (the DKIM keys of a domain, read-modify-write)."""
 
@@ -1290,3 +1399,8 @@ def _conforms(m: MessageStore, s: SuppressionStore, j: JobQueue, d: DomainStore,
 def _conforms_slots(m: MessageStore) -> Slots:
     """Never called: mypy checks that the message store implements Slots (issue 11)."""
     return m
+
+
+def _conforms_reputation(r: ReputationStore) -> Reputations:
+    """Never called: mypy checks the reputation breaker's adapter (issue 11 item 6)."""
+    return r

@@ -45,6 +45,11 @@ class _Metrics:
             m.add_dimension(name="service", value="outpost")
             for k, v in dimensions.items():
                 m.add_dimension(name=k, value=str(v))
+    def gauge(self, name: str, value: float) -> None:
+        """A level, not a count (the reputation breaker's BounceRate / ComplaintRate, 0..1)."""
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.m.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
 
 
 @cache

@@ -42,6 +42,8 @@ from ..models import (
     ErrorResponse,
     MessageList,
     MessageView,
+    ReputationItem,
+    ReputationList,
     SendRequest,
     SendResponse,
     SuppressionList,
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
     from .domains import DomainService
+    from .reputation import ReputationApi
 
 log = logging.getLogger("outpost.api")
 
@@ -69,8 +72,8 @@ _RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "
 
 def _errors(*codes: int, ok: int = 200, ok_text: str = "OK") -> dict[int, Any]:
     text = {400: "Malformed request (e.g. the body is not JSON, a bad cursor)",
-            401: "Missing, invalid or revoked API key", 403: "The key lacks the scope, or the "
-            "sender domain is not verified", 404: "Not found", 409: "Conflict",
+            401: "Missing, invalid or revoked API key", 403: "The key lacks the scope, the "
+            "sender domain is not verified, or sending is paused (sending_paused)", 404: "Not found", 409: "Conflict",
             413: "The message is over 40 MB", 415: "The body is not application/json",
             422: "Validation failed (the field is named)",
             429: "Too many requests for this key", 503: "Temporarily unavailable; retry"}
@@ -154,7 +157,8 @@ PUBLIC_PATHS = frozenset({"/openapi.json"})
 
 
 def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
-              domains: DomainService | None = None) -> APIGatewayRestResolver:
+              domains: DomainService | None = None,
+              reputation: ReputationApi | None = None) -> APIGatewayRestResolver:
     """The resolver: error handlers, the routes by resource (each naming the scope it needs),
     HEAD beside every GET, and the gate every request meets first."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -166,6 +170,8 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
     _add_suppression_routes(app, needs, queries)
     if domains is not None:
         _add_domain_routes(app, needs, domains)
+    if reputation is not None:
+        _add_reputation_routes(app, needs, reputation)
     _add_document_route(app)
     _add_head_routes(app)
     # Powertools puts its request validation first in every route's middleware stack, before
@@ -212,7 +218,8 @@ class Scopes:
     """`needs("send")`: the Requires middleware for one scope, built once per scope."""
 
     def __init__(self, keys: KeyRing) -> None:
-        self._by_scope = {scope: Requires(keys, scope) for scope in SCOPES}
+        # "any": a valid key with whatever scope (GET /v1/reputation shows each key its own)
+        self._by_scope = {scope: Requires(keys, scope) for scope in (*SCOPES, "any")}
 
     def __call__(self, scope: str) -> list[Callable[..., Any]]:
         return [self._by_scope[scope]]
@@ -462,6 +469,31 @@ def _add_domain_routes(app: APIGatewayRestResolver, needs: Scopes, domains: Doma
               middlewares=needs("admin"), responses=_errors(403, 404, 409))
     def rotate_domain(domain: Domain) -> DomainView:
         return DomainView.model_validate(domains.rotate(unquote(domain)))
+
+
+# ---- reputation (issue 11 item 6) -----------------------------------------------------------------
+KeyId = Annotated[str, Path(min_length=12, max_length=12, pattern=r"^[0-9a-f]{12}$",
+                            description="an API key's id (key_id)")]
+
+
+def _add_reputation_routes(app: APIGatewayRestResolver, needs: Scopes, reputation: ReputationApi) -> None:
+    @app.get("/v1/reputation", summary="Bounce and complaint rates (24 h, 7 d) and the circuit "
+             "breaker's state per sending domain and API key (an admin sees all; other keys their "
+             "own key and domains)", middlewares=needs("any"), responses=_errors(403))
+    def get_reputation() -> ReputationList:
+        return ReputationList.model_validate(reputation.list(principal_of(app)))
+
+    @app.post("/v1/reputation/<domain>/resume", summary="Resume a paused sending domain (admin; "
+              "recorded); its held mail then goes out", middlewares=needs("admin"),
+              responses=_errors(403, 404, 409))
+    def resume_domain(domain: Domain) -> ReputationItem:
+        return ReputationItem.model_validate(reputation.resume_domain(unquote(domain), principal_of(app)))
+
+    @app.post("/v1/reputation/keys/<key_id>/resume", summary="Resume a paused API key (admin; "
+              "recorded); its held mail then goes out", middlewares=needs("admin"),
+              responses=_errors(403, 404, 409))
+    def resume_key(key_id: KeyId) -> ReputationItem:
+        return ReputationItem.model_validate(reputation.resume_key(key_id, principal_of(app)))
 
 
 # ---- the document (public) ------------------------------------------------------------------------

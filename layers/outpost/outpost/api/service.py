@@ -34,6 +34,7 @@ from ..models import (
     error_field,
 )
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
+from ..reputation import Reputation
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
 from .auth import Principal
@@ -65,8 +66,12 @@ class SendService:
     def __init__(self, *, store: Messages, suppressions: Suppressions, queue: Jobs,
                  domains: DomainLookup, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, retention_days: int | None = None, max_lifetime: int | None = None,
-                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY) -> None:
+                 uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY,
+                 reputation: Reputation | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
+        # The circuit breaker (issue 11 item 6): a paused domain or key is refused (403
+        # sending_paused); accepted recipients are counted as sent (the rates' denominator).
+        self.reputation = reputation
         # OUTPOST_MAX_LIFETIME (Postfix maximal_queue_lifetime): the lifetime of a message that
         # names none, and the cap of one that asks for more.
         self.max_lifetime = max_lifetime
@@ -180,13 +185,17 @@ class SendService:
         asked = req.expires_in if "expires_in" in req.model_fields_set else self.max_lifetime
         return min(asked, self.max_lifetime)
 
-    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None) -> dict:
+    def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
+                 paused_memo: dict | None = None) -> dict:
         _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLargeError(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
         from_domain = self._sender_domain(req, principal)
+        key_id = principal.key_id if principal is not None else None
+        if self.reputation is not None:
+            self.reputation.check_send(from_domain, key_id, paused_memo)
         now = self.clock()
         message_id = new_message_id(now)
         rcpts = req.recipients()
@@ -200,7 +209,7 @@ class SendService:
         meta = Message(message_id=message_id, from_=req.from_, from_domain=from_domain,
                        subject=req.subject, tags=req.tags, tls=req.tls,
                        deliver_until=now + self._lifetime(req), recipient_count=len(recipients),
-                       size=size)  # the sender admits large messages by a memory budget
+                       size=size, key_id=key_id)  # the sender admits large messages by a memory budget
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
         self.store.create(meta, recipients, StoredRequest.from_request(req), now)
@@ -212,10 +221,18 @@ class SendService:
                 # left open with no job to move it, and let the caller retry (503).
                 self.store.discard(message_id, len(recipients))
                 raise
-        return {"id": message_id,
-                "recipients": [{"address": r.address, "status": r.state.value} for r in recipients]}
+        out: dict[str, Any] = {"id": message_id, "recipients": [
+            {"address": r.address, "status": r.state.value} for r in recipients]}
+        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
+        if not enqueue:
+            out["_sent"] = (from_domain, key_id, queued)  # the batch counts it once queued
+        elif self.reputation is not None:
+            self.reputation.count_sent([(from_domain, key_id, queued)])
+        return out
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
+        memo: dict = {}  # the reputation states read once per domain and key for the batch
+
         def one(i: int, body: Any) -> dict:
             try:
                 req = SendRequest.model_validate(body)
@@ -225,7 +242,7 @@ class SendService:
                         "error": {"code": "validation_error", "message": msg,
                                   "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
             try:
-                out = self.send_one(req, enqueue=False, principal=principal)
+                out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo)
             except ApiError as exc:
                 # As the single send answers it (routes.py): a InvalidRequestError is a 422.
                 status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
@@ -247,8 +264,10 @@ class SendService:
         except Exception:  # noqa: BLE001
             log.exception("batch enqueue failed")
             failed = {j.message_id for j in jobs}
+        sent: list[tuple[str | None, str | None, int]] = []  # (From domain, key id, queued)
         for r in results:
             count = r.pop("_count", 0)
+            scope = r.pop("_sent", None)
             if r.get("id") in failed:
                 # Stored but not queued: take it back (no recipient left open without a job)
                 # and tell the caller to retry this one.
@@ -257,6 +276,10 @@ class SendService:
                 r.update(status=503, error={"code": "temporarily_unavailable",
                                             "message": "the message could not be queued; retry it",
                                             "field": None})
+            elif scope is not None:
+                sent.append(scope)
+        if self.reputation is not None:
+            self.reputation.count_sent(sent)
         accepted = sum(1 for r in results if r["status"] == 202)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
 

@@ -26,16 +26,19 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
 from ..ids import is_message_id
 from ..models import RecipientState
-from ..records import Bounce, Orphan, Recipient, StoredMessage, Suppression
+from ..records import Bounce, Message, Orphan, Recipient, StoredMessage, Suppression
 from ..store import Messages, Suppressions
 from .limits import MESSAGE_READ_LIMIT
 from .report import NOT_A_BOUNCE, BounceRecipient, BounceReport
 from .verp import ReturnPath, read_return_path
+
+if TYPE_CHECKING:
+    from ..reputation import Reputation
 
 log = logging.getLogger("outpost.bounces")
 _MSGID = re.compile(r"<?([0-9a-hjkmnp-tv-z]{26})@", re.I)
@@ -46,7 +49,8 @@ class BounceService:
                  verp_key: bytes, bounce_domain: str, clock: Callable[[], float] = time.time,
                  count: Callable[[str, int], None] = lambda name, n: None,
                  parse: Callable[[bytes], BounceReport] | None = None,
-                 ses_prefix: str = "inbound/ses/") -> None:
+                 ses_prefix: str = "inbound/ses/", reputation: Reputation | None = None) -> None:
+        self.reputation = reputation  # counts hard bounces and complaints (issue 11 item 6)
         self.store, self.suppressions = store, suppressions
         self.verp_key, self.bounce_domain, self.clock, self.count = verp_key, bounce_domain, clock, count
         self.ses_prefix = ses_prefix  # where the SES receipt rule writes mail (Settings.inbound_ses_prefix)
@@ -135,7 +139,8 @@ class BounceService:
                                           recipients=(bounce_rcpt.address,), message_id=message_id), now)
                 continue
             recorded.append(self._record(key, bounce_id, report, stored.meta.message_id,
-                                         stored_rcpt, bounce_rcpt, rp is not None and rp.verified, now))
+                                         stored_rcpt, bounce_rcpt, rp is not None and rp.verified, now,
+                                         stored.meta))
         return {"s3_key": key, "result": "matched", "message_id": message_id, "recipients": recorded}
 
     # ---- matching -----------------------------------------------------------------------------
@@ -184,7 +189,7 @@ class BounceService:
 
     # ---- recording ----------------------------------------------------------------------------
     def _record(self, key: str, bounce_id: str, report: BounceReport, message_id: str, rcpt: Recipient,
-                b: BounceRecipient, verified: bool, now: float) -> dict:
+                b: BounceRecipient, verified: bool, now: float, meta: Message | None = None) -> dict:
         complaint = report.kind == "feedback"
         action = (b.action or ("failed" if not complaint else None))
         kind = "complaint" if complaint else {"delayed": "delay", "failed": "bounce"}.get(action or "", "notice")
@@ -214,6 +219,12 @@ class BounceService:
                     reason="complaint" if complaint else b.reason,
                     kind="complaint" if complaint else b.kind, message_id=message_id,
                     status=b.status, diagnostic=b.diagnostic, s3_key=key))
+            if new and meta is not None and self.reputation is not None and (complaint or b.kind == "hard"):
+                # Once per report (`new`): a redelivered report is not counted again.
+                if complaint:
+                    self.reputation.count_complaint(meta.from_domain, meta.key_id)
+                else:
+                    self.reputation.count_bounce(meta.from_domain, meta.key_id)
         return {"address": rcpt.address, "type": kind, "status": b.status, "kind": b.kind,
                 "reason": b.reason, "new": new}
 

@@ -46,6 +46,7 @@ from ..clock import iso
 from ..config import Settings
 from ..models import QueueJob, RecipientState
 from ..records import Attempt, Message, Recipient, StoredMessage, Suppression, Waiting
+from ..reputation import PauseCheck, Reputation
 from ..store import Jobs, Messages, Suppressions
 from .backoff import delay_for_release, next_attempt_at
 from .budget import MemoryBudget
@@ -78,6 +79,10 @@ class Context(Protocol):
     def count(self) -> Callable[[str, int], None]: ...
     @property
     def sleep(self) -> Callable[[float], Awaitable[None]]: ...
+    @property
+    def reputation(self) -> Reputation | None: ...  # counts hard bounces (issue 11 item 6)
+    @property
+    def paused(self) -> PauseCheck | None: ...  # is the message's domain or key paused
 
 
 @dataclass
@@ -285,6 +290,28 @@ async def suppress(ctx: Context, run: JobRun, claimed: list[Recipient], now: flo
     return active
 
 
+async def hold_if_paused(ctx: Context, run: JobRun, meta: Message, due: list[Recipient], now: float) -> bool:
+    """The reputation breaker (issue 11 item 6): when the message's sending domain or API key
+    is paused, its due recipients are held, not sent: deferred to the next check with no
+    attempt counted and `waiting: paused` (one conditional write each; one cached state read
+    per job, and a failing read never blocks delivery). True if it held them."""
+    if ctx.paused is None or not due or now >= meta.deliver_until:
+        return False  # (a recipient past its lifetime expires as usual, paused or not)
+    state = await asyncio.to_thread(ctx.paused.paused, meta.from_domain, meta.key_id)
+    if state is None:
+        return False
+    until = min(now + ctx.settings.reputation_recheck, meta.deliver_until)
+    waiting = Waiting("paused", state.scope, until, f"sending is paused: {state.reason or ''}".strip())
+    mid = run.job.message_id
+    for r in due:
+        held = await asyncio.to_thread(ctx.store.hold, mid, r.index, now, until, waiting)
+        run.later.append(until if held else now + ctx.settings.reputation_recheck)
+    log.info("recipients held: sending is paused", extra={"message_id": mid, "scope": state.scope,
+                                                          "recipients": len(due)})
+    ctx.count("HeldPaused", len(due))
+    return True
+
+
 # ---- outcomes ----------------------------------------------------------------------------------
 def record_one(ctx: Context, mid: str, meta: Message, r: Rcpt, res: Result) -> float | None:
     """Record one recipient's verdict; returns its next attempt time when deferred."""
@@ -297,14 +324,16 @@ def record_one(ctx: Context, mid: str, meta: Message, r: Rcpt, res: Result) -> f
         ctx.count("Delivered", 1)
         return None
     if v.outcome is Outcome.PERMANENT:
-        _bounce(ctx, mid, r, v, attempt, now)
+        if _bounce(ctx, mid, r, v, attempt, now) and v.kind == "hard" and ctx.reputation is not None:
+            ctx.reputation.count_bounce(meta.from_domain, meta.key_id)  # never raises
         return None
     if res.wait is not None:
         return _wait(ctx, mid, meta, r, v, attempt, res.wait, now)
     return _defer(ctx, mid, meta, r, v, attempt, now)
 
 
-def _bounce(ctx: Context, mid: str, r: Rcpt, v: Verdict, attempt: Attempt | None, now: float) -> None:
+def _bounce(ctx: Context, mid: str, r: Rcpt, v: Verdict, attempt: Attempt | None, now: float) -> bool:
+    """Bounce the recipient; False if it was already final (a duplicate job recorded it)."""
     if v.kind == "hard":
         # Suppress first (add is idempotent): once the recipient is final, a retry of this job
         # would never come back to write it.
@@ -314,9 +343,10 @@ def _bounce(ctx: Context, mid: str, r: Rcpt, v: Verdict, attempt: Attempt | None
     bounce = {"kind": v.kind, "reason": v.reason, "status": v.status,
               "diagnostic": v.diagnostic, "source": "smtp", "at": iso(now),
               "remote_mta": attempt.mx if attempt else None}
-    ctx.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, attempt, last=v.as_dict(),
-                             bounce=bounce)
+    moved = ctx.store.finish_attempt(mid, r.index, RecipientState.BOUNCED, now, attempt, last=v.as_dict(),
+                                     bounce=bounce)
     ctx.count("Bounced", 1)
+    return moved
 
 
 def _defer(ctx: Context, mid: str, meta: Message, r: Rcpt, v: Verdict, attempt: Attempt | None,

@@ -41,6 +41,7 @@ from ..errors import NoSigningKeyError
 from ..models import QueueJob
 from ..mx import MxHost
 from ..records import Message, Recipient, Suspension
+from ..reputation import PauseCheck, Reputation
 from ..store import Jobs, Messages, Slots, Suppressions, Suspensions
 from ..tls_policy import TlsPolicy, no_policy
 from . import domain as domain_step
@@ -78,7 +79,8 @@ class DeliveryService:
                  policy_wait: float = POLICY_WAIT, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  suspensions: Suspensions | None = None,
                  count_by: Callable[[str, int, Mapping[str, str]], None] = lambda name, n, dims: None,
-                 slots: Slots | None = None
+                 slots: Slots | None = None,
+                 reputation: Reputation | None = None, paused: PauseCheck | None = None
                  ) -> None:
         # `queue` takes every job this service queues again (a hop, a reschedule): the retry
         # queue (bootstrap.retry_queue), so retries are never behind a backlog of new mail.
@@ -88,6 +90,8 @@ class DeliveryService:
         self.tls_policy_for = tls_policy_for
         self.fetch_upload = fetch_upload  # uploaded attachments' bytes (S3 uploads/<id>)
         self.policy_wait, self.sleep = policy_wait, sleep
+        # The reputation breaker (issue 11 item 6): hard bounces counted; paused mail held.
+        self.reputation, self.paused = reputation, paused
         # MTA-STS lookups run in their own threads: one that stalls past `policy_wait` is left
         # behind, and must not hold up asyncio.run()'s shutdown of the default executor.
         self._policy_threads = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mta-sts")
@@ -221,7 +225,7 @@ class DeliveryService:
 
     async def _deliver_due(self, run: JobRun, meta: Message, due: list[Recipient], now: float,
                            pool: SessionPool, deadline: float) -> None:
-        if not due:
+        if not due or await step.hold_if_paused(self, run, meta, due, now):
             return
         lease = max(0.0, deadline - now) + LEASE_MARGIN
         claimed = await step.claim(self, run, due, now, lease)
