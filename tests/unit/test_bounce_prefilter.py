@@ -60,3 +60,26 @@ def test_patterns_that_cannot_be_split_are_searched_whole() -> None:
         assert alt.parts is None and alt.start("x\naa") == re.search(p, "x\naa", re.I | re.M).start()
     counted = Prefiltered(re.compile(r"abcdef|.{0,40}(?:ghij|klmn)", re.I))
     assert counted.found("-- KLMN") and not counted.found("nothing")
+
+
+def test_line_start_is_where_the_anchored_search_starts() -> None:
+    # _LineStart: "^X" (re.M) as X at 0 or "\nX" after it; "^" holds after "\n" only
+    # (not after "\r" or other str.splitlines() breaks), and a lookbehind still sees the
+    # text before the line.
+    from outpost.bounces._prefilter import _LineStart
+
+    patterns = [r"^Subject: (?:a|b)", r"^From:.*daemon", r"^(?<=\n)x", r"^-+ ?copy", r"^$",
+                r"^\s*tail"]
+    texts = ["Subject: a", "x\nSubject: b\n", "x\rSubject: a", "x\x0bSubject: a", "x", "\n",
+             "---- copy\n-- copy", "a\nFrom: the daemon\n", "\n\n  tail", "", "x\n\nx",
+             "subject: A\nSUBJECT: B"]
+    for p in patterns:
+        for flags in (re.M, re.M | re.I):
+            rx = re.compile(p, flags)
+            lines = _LineStart.of(p, flags)
+            assert lines is not None
+            for text in texts:
+                m = rx.search(text)
+                assert lines.start(text) == (m.start() if m else None), (p, text)
+    assert _LineStart.of("^x", re.I) is None  # "^": the start of the text only
+    assert _LineStart.of("x^", re.M) is None

@@ -178,79 +178,130 @@ def _unverbose(pattern: str) -> str:
 
 class PhraseRegex:
     """A verbose alternation of phrases (classify's REGEX tables), matched against
-    lower-cased text, split in two: the alternatives that each contain a literal run of at
-    least ``MIN`` characters run only when one of those runs occurs in the text; the few
-    others always run.  ``search`` is true exactly when the whole pattern would match: the
-    pattern is one alternation with nothing after it, so a match of the whole is a match
-    of one alternative."""
+    lower-cased text, split up: the alternatives that each contain a literal run of at
+    least ``MIN`` characters are grouped by that run, and a group runs only when its run
+    occurs in the text; the few others always run.  ``search`` is true exactly when the
+    whole pattern would match: the pattern is one alternation with nothing after it, so a
+    match of the whole is a match of one alternative."""
 
-    __slots__ = ("gated", "needles", "rest")
+    __slots__ = ("groups", "needles", "rest")
 
     def __init__(self, verbose: str) -> None:
         plain = _unverbose(verbose)
         alts = _split_top(plain)
-        self.gated: re.Pattern[str] | None = None
+        # (run, the alternatives that contain it): a common run ("http", "mail") gates
+        # only its own alternatives, not the whole alternation.
+        self.groups: tuple[tuple[str, re.Pattern[str]], ...] = ()
         self.needles: tuple[str, ...] = ()
         self.rest: re.Pattern[str] | None = None
         if alts is None:
             self.rest = re.compile(verbose, re.X)
             return
-        gated: list[str] = []
+        by_run: dict[str, list[str]] = {}
         rest: list[str] = []
-        runs: list[str] = []
         for alt in alts:
             run = _longest_run(alt)
             if len(run) >= MIN:
-                gated.append(alt)
-                runs.append(run.lower())
+                by_run.setdefault(run.lower(), []).append(alt)
             else:
                 rest.append(alt)
-        self.gated = re.compile("|".join(gated)) if gated else None
-        self.needles = tuple(dict.fromkeys(runs))
+        self.groups = tuple((run, re.compile("|".join(group))) for run, group in by_run.items())
+        self.needles = tuple(by_run)
         self.rest = re.compile("|".join(rest)) if rest else None
 
     def search(self, low: str) -> bool:
         if self.rest is not None and self.rest.search(low):
             return True
-        return self.gated is not None and any(n in low for n in self.needles) and bool(
-            self.gated.search(low))
+        for run, rx in self.groups:
+            if run in low and rx.search(low):
+                return True
+        return False
 
 
 class Prefiltered:
     """``pattern.search`` behind a literal pre-check on the lower-cased text.  ``found``
     answers only whether it matches, and runs just the alternatives whose own literal occurs
-    (a match of a top-level alternation is a match of one of its alternatives)."""
+    (a match of a top-level alternation is a match of one of its alternatives); a
+    line-anchored one is tried at the start and after each line break (_LineStart)."""
 
-    __slots__ = ("pattern", "needles", "alternatives")
+    __slots__ = ("pattern", "needles", "alternatives", "whole")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.needles = needles(pattern) if pattern.flags & re.I else None
-        self.alternatives: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
+        self.alternatives: tuple[_Alternative, ...] | None = None
         alts = _split_top(pattern.pattern) if self.needles is not None else None
         if alts and not _BACKREF.search(pattern.pattern):
             self.alternatives = _gated(alts, pattern.flags, "")
+        whole = _split_top(pattern.pattern)
+        self.whole = (_LineStart.of(pattern.pattern, pattern.flags)
+                      if whole is not None and len(whole) == 1
+                      and not _BACKREF.search(pattern.pattern) else None)
 
     def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
         if self.needles is not None:
             low = text.lower() if low is None else low
-            if not any(n in low for n in self.needles):
+            for n in self.needles:
+                if n in low:
+                    break
+            else:
                 return None
         return self.pattern.search(text)
 
     def found(self, text: str, low: str | None = None) -> bool:
         if self.alternatives is None:
+            if self.whole is not None and self.needles is None:
+                return self.whole.start(text) is not None
             return self.search(text, low) is not None
         low = text.lower() if low is None else low
-        return any((not runs or any(r in low for r in runs)) and rx.search(text) is not None
-                   for runs, rx in self.alternatives)
+        for runs, rx, lines in self.alternatives:
+            if runs:
+                for r in runs:
+                    if r in low:
+                        break
+                else:
+                    continue
+            if (rx.search(text) if lines is None else lines.start(text)) is not None:
+                return True
+        return False
 
 
-def _gated(alts: list[str], flags: int, prefix: str
-           ) -> tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]:
+class _LineStart:
+    """Where "^X" (re.M) first matches, found as X matching at the start of the text or
+    "\\nX" after it: "\\n" is a literal prefix that the regex engine skips to, where "^"
+    is tried at every position of the text.  The same leftmost start: "^" under re.M holds
+    at 0 and just after each "\\n", nowhere else."""
+
+    __slots__ = ("first", "after")
+
+    def __init__(self, first: re.Pattern[str], after: re.Pattern[str]) -> None:
+        self.first = first
+        self.after = after
+
+    @classmethod
+    def of(cls, pattern: str, flags: int) -> _LineStart | None:
+        """For one alternative (no top-level "|") that starts with "^", under re.M."""
+        if not (pattern.startswith("^") and flags & re.M) or flags & re.X:
+            return None
+        return cls(re.compile(pattern, flags), re.compile("\n" + pattern[1:], flags))
+
+    def start(self, text: str) -> int | None:
+        if self.first.match(text) is not None:
+            return 0
+        m = self.after.search(text)
+        return None if m is None else m.start() + 1
+
+
+# One alternative: the lower-case literals one of which any of its matches contains (none:
+# always run), the alternative compiled alone, and its _LineStart if it is line-anchored.
+_Alternative = tuple[tuple[str, ...], re.Pattern[str], _LineStart | None]
+
+
+def _gated(alts: list[str], flags: int, prefix: str) -> tuple[_Alternative, ...]:
     """Each alternative compiled alone (after ``prefix``), with the lower-case literals one
     of which any of its matches contains (none: always run)."""
-    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags)) for alt in alts)
+    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags),
+                  _LineStart.of(prefix + alt, flags)) for alt in alts)
 
 
 def _alternative_needles(alt: str) -> tuple[str, ...]:
@@ -302,7 +353,7 @@ class AnchoredAlternation:
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.parts: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
+        self.parts: tuple[_Alternative, ...] | None = None
         p = pattern.pattern
         alts = _split_top(p[4:-1]) if p.startswith("^(?:") and p.endswith(")") else None
         if alts and pattern.flags & re.I and pattern.flags & re.M and not _BACKREF.search(p):
@@ -314,10 +365,17 @@ class AnchoredAlternation:
             return m.start() if m else None
         low = text.lower()
         best: int | None = None
-        for runs, rx in self.parts:
-            if runs and not any(r in low for r in runs):
-                continue
-            m = rx.search(text)
-            if m and (best is None or m.start() < best):
-                best = m.start()
+        for runs, _rx, lines in self.parts:
+            if runs:
+                for r in runs:
+                    if r in low:
+                        break
+                else:
+                    continue
+            assert lines is not None  # every part starts with "^", under re.M
+            at = lines.start(text)
+            if at is not None and (best is None or at < best):
+                if at == 0:
+                    return 0
+                best = at
         return best
