@@ -198,3 +198,37 @@ def test_decode_params_quoting_round_trip_is_the_identity() -> None:
         for chars in itertools.product('a\\"', repeat=n):
             v = "".join(chars)
             assert unquote(f'"{quote(v)}"') == v
+
+
+def test_header_lookups_as_the_email_package_after_every_kind_of_change() -> None:
+    # BoundedMessage indexes its headers for get() / get_all(): every way the email package
+    # changes a header list must show in the next answer.
+    ours = _mime.BoundedMessage(policy=_mime.POLICY)
+    ref = email.message.Message(policy=_mime.POLICY)
+    changes: list[Callable[[email.message.Message], object]] = [
+        lambda m: m.set_raw("To", "a@example.com"),
+        lambda m: m.set_raw("to", "b@example.com"),
+        lambda m: m.set_raw("Subject", "caf\udce9"),  # an 8-bit byte, as the parser keeps it
+        lambda m: m.__setitem__("Content-Type", "text/plain; charset=us-ascii"),
+        lambda m: m.replace_header("to", "c@example.com"),
+        lambda m: m.add_header("X-Extra", "v", name="n"),
+        lambda m: m.set_param("charset", "utf-8"),
+        lambda m: m.set_type("multipart/mixed"),
+        lambda m: m.set_boundary("bb"),
+        lambda m: m.del_param("charset"),
+        lambda m: m.__delitem__("To"),
+        lambda m: setattr(m, "_headers", [("From", "x@y"), ("TO", "d@example.com")]),
+        lambda m: m.replace_header("From", "z@y"),
+    ]
+    names = ("to", "TO", "subject", "content-type", "x-extra", "from", "absent")
+    for change in changes:
+        change(ours)
+        change(ref)
+        for name in names:
+            assert ours.get(name, "-") == ref.get(name, "-"), name
+            got, want = ours.get_all(name), ref.get_all(name)
+            assert (got is None and want is None) or [str(v) for v in got] == [str(v) for v in want]
+            assert ours[name] == ref[name]
+        assert [(k, str(v)) for k, v in ours.items()] == [(k, str(v)) for k, v in ref.items()]
+        assert ours.get_content_type() == ref.get_content_type(), change
+        assert ours.get_boundary() == ref.get_boundary()

@@ -55,9 +55,9 @@ POLICY = BoundedPolicy()
 
 class BoundedMessage(Message):
     """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
-    parsed): every msg.get() walks the whole header list.  Its content type is computed once
-    (the parser and every step ask for it; each ask walks the headers and splits the value)
-    and forgotten whenever a header or the default type changes."""
+    parsed).  Its headers are indexed by name for get() and get_all(), and its content type
+    is computed once (the parser and every step ask for it; each ask walked the headers and
+    split the value); both are forgotten whenever a header or the default type changes."""
 
     _ctype: str | None = None
 
@@ -66,9 +66,51 @@ class BoundedMessage(Message):
         if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
             self._headers.append((name, value))  # type: ignore[attr-defined]
 
+    # Lower-case name -> its fields, for get() and get_all() (each step asks for a dozen
+    # headers, most of them absent, and each ask walked the whole list).  Built on the first
+    # ask from the list it indexes; rebuilt when the list is another one or of another length
+    # (replace_header, the one in-place change of the same length, forgets it).
+    _index: dict[str, list[tuple[str, str]]] | None = None
+    _indexed: tuple[list[tuple[str, str]], int] | None = None
+
+    def _fields(self, name: str) -> list[tuple[str, str]] | None:
+        headers = self._headers  # type: ignore[attr-defined]
+        indexed = self._indexed
+        index = self._index
+        if (index is None or indexed is None or indexed[0] is not headers
+                or indexed[1] != len(headers)):
+            index = {}
+            for field in headers:
+                index.setdefault(field[0].lower(), []).append(field)
+            self._index = index
+            self._indexed = (headers, len(headers))
+            self._ctype = None  # computed from the list before
+        return index.get(name.lower())
+
+    def _fetch(self, name: str, value: object) -> object:
+        # compat32's header_fetch_parse returns a str without surrogates as it is (it makes
+        # a Header of one with them): non-ASCII goes the policy's way.
+        if value.__class__ is str and value.isascii():  # type: ignore[attr-defined]
+            return value
+        return self.policy.header_fetch_parse(name, value)  # type: ignore[arg-type]
+
+    def get(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        fields = self._fields(name)
+        return self._fetch(*fields[0]) if fields else failobj
+
+    def get_all(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        fields = self._fields(name)
+        return [self._fetch(k, v) for k, v in fields] if fields else failobj
+
+    def items(self) -> list[tuple[str, object]]:  # type: ignore[override]
+        return [(k, self._fetch(k, v)) for k, v in self._headers]  # type: ignore[attr-defined]
+
     def get_content_type(self) -> str:
-        if self._ctype is None:
-            self._ctype = super().get_content_type()
+        headers = self._headers  # type: ignore[attr-defined]
+        indexed = self._indexed
+        if (self._ctype is None or indexed is None or indexed[0] is not headers
+                or indexed[1] != len(headers)):
+            self._ctype = super().get_content_type()  # its get() indexes the headers again
         return self._ctype
 
     def get_param(self, param: str, failobj: object = None,  # type: ignore[override]
@@ -105,6 +147,7 @@ class BoundedMessage(Message):
 
     def replace_header(self, _name: str, _value: object) -> None:  # type: ignore[override]
         self._ctype = None
+        self._index = None
         super().replace_header(_name, _value)  # type: ignore[arg-type]
 
     def set_default_type(self, ctype: str) -> None:

@@ -88,6 +88,9 @@ _REPLY_RE = re.compile(r"\b([45][0-5][0-9])\b")
 _REPLY_OK_RE = re.compile(r"\b(25[0-3])\b")
 
 
+# The extractors below have a few entries of cache each: one recipient's diagnostic is asked
+# about by the DSN parser and again by classify() (pure functions of the text).
+@lru_cache(maxsize=4)
 def status_from_text(text: str) -> str | None:
     """Extract an RFC 3463 enhanced status code ("5.1.1") from a diagnostic, or None."""
     if not text:
@@ -105,6 +108,7 @@ def status_from_text(text: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4)
 def reply_code_from_text(text: str) -> int | None:
     """Extract a basic SMTP reply code (RFC 5321 section 4.2) from a diagnostic, or None."""
     if not text or "x-unix;" in text.lower():
@@ -126,10 +130,13 @@ def _matcher(name: str) -> Callable[[str], bool]:
     # (Sisimai's ClassOrder tries a reason's phrases from more than one rule).
     @lru_cache(maxsize=4)
     def match(text: str) -> bool:
-        if isnot and any(p in text for p in isnot):
-            return False
-        if any(p in text for p in index):
-            return True
+        # Plain loops, not any(<generator>): a generator costs more than the "in" tests.
+        for p in isnot:
+            if p in text:
+                return False
+        for p in index:
+            if p in text:
+                return True
         return regex is not None and regex.search(text)
 
     return match
@@ -369,6 +376,7 @@ _COMMAND_RES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
 )
 
 
+@lru_cache(maxsize=4)
 def command_from_text(text: str) -> str | None:
     """The SMTP command a diagnostic says it answered ("in reply to RCPT TO command")."""
     low = text.lower()
