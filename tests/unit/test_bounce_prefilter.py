@@ -83,3 +83,29 @@ def test_line_start_is_where_the_anchored_search_starts() -> None:
                 assert lines.start(text) == (m.start() if m else None), (p, text)
     assert _LineStart.of("^x", re.I) is None  # "^": the start of the text only
     assert _LineStart.of("x^", re.M) is None
+
+
+def test_literal_start_is_where_the_search_starts() -> None:
+    # _LiteralStart: X tried only where its leading literal occurs; under re.I only for
+    # ASCII text (str.lower() keeps positions and agrees with re.I there), the rest searched.
+    from outpost.bounces._prefilter import _literal_prefix, _LiteralStart
+
+    assert _literal_prefix(r"delivery (?:has )?failed") == "delivery "
+    assert _literal_prefix(r"MSEXCH:") == "MSEXCH:"
+    assert _literal_prefix(r"could not be delivered\. This\s+is") == "could not be delivered. This"
+    assert _literal_prefix(r"abcd?e") == "abc" and _literal_prefix(r"abcd+e") == "abcd"
+    assert _literal_prefix(r"abcd{2}") == "abc" and _literal_prefix(r"\babcd") == ""
+    patterns = [r"delivery (?:has )?failed", r"m-FILTER", r"could not be delivered\.\s+x",
+                r"kelvin (?:k|s)$", r"aaaa(?=b)"]
+    texts = ["Delivery failed", "x DELIVERY HAS FAILED\ndelivery failed", "m-filter M-FILTER",
+             "could not be delivered.\n x", "kelvin \u212a", "kelvin k", "kelvin \u017f",
+             "\u0130 delivery failed", "aaaa" * 40 + "b", "aaaa" * 40, "", "delivery"]
+    for p in patterns:
+        for flags in (0, re.I, re.I | re.M):
+            rx = re.compile(p, flags)
+            start = _LiteralStart.of(p, flags)
+            assert start is not None, p
+            for text in texts:
+                m = rx.search(text)
+                assert start.start(text) == (m.start() if m else None), (p, flags, text)
+    assert _LiteralStart.of("abc", re.I) is None  # shorter than MIN: searched whole

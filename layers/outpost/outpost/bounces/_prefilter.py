@@ -224,19 +224,15 @@ class Prefiltered:
     (a match of a top-level alternation is a match of one of its alternatives); a
     line-anchored one is tried at the start and after each line break (_LineStart)."""
 
-    __slots__ = ("pattern", "needles", "alternatives", "whole")
+    __slots__ = ("pattern", "needles", "alternatives")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.needles = needles(pattern) if pattern.flags & re.I else None
         self.alternatives: tuple[_Alternative, ...] | None = None
-        alts = _split_top(pattern.pattern) if self.needles is not None else None
+        alts = _split_top(pattern.pattern)
         if alts and not _BACKREF.search(pattern.pattern):
             self.alternatives = _gated(alts, pattern.flags, "")
-        whole = _split_top(pattern.pattern)
-        self.whole = (_LineStart.of(pattern.pattern, pattern.flags)
-                      if whole is not None and len(whole) == 1
-                      and not _BACKREF.search(pattern.pattern) else None)
 
     def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
         if self.needles is not None:
@@ -250,18 +246,16 @@ class Prefiltered:
 
     def found(self, text: str, low: str | None = None) -> bool:
         if self.alternatives is None:
-            if self.whole is not None and self.needles is None:
-                return self.whole.start(text) is not None
             return self.search(text, low) is not None
         low = text.lower() if low is None else low
-        for runs, rx, lines in self.alternatives:
+        for runs, rx, starts in self.alternatives:
             if runs:
                 for r in runs:
                     if r in low:
                         break
                 else:
                     continue
-            if (rx.search(text) if lines is None else lines.start(text)) is not None:
+            if (rx.search(text) if starts is None else starts.start(text, low)) is not None:
                 return True
         return False
 
@@ -285,23 +279,103 @@ class _LineStart:
             return None
         return cls(re.compile(pattern, flags), re.compile("\n" + pattern[1:], flags))
 
-    def start(self, text: str) -> int | None:
+    def start(self, text: str, _low: str | None = None) -> int | None:
         if self.first.match(text) is not None:
             return 0
         m = self.after.search(text)
         return None if m is None else m.start() + 1
 
 
+class _LiteralStart:
+    """Where X first matches, for an X that starts with a literal (at least MIN characters
+    of it): tried only where that literal occurs (str.find), not at every position.  Under
+    re.I the literal is found in the lower-cased text, which is the text's own positions and
+    its case-insensitive matches only for ASCII text: any other is searched whole.  After
+    _CANDIDATES tries the rest of the text is searched whole (a text full of the literal
+    costs what the plain search costs)."""
+
+    __slots__ = ("rx", "literal", "icase")
+
+    def __init__(self, rx: re.Pattern[str], literal: str, icase: bool) -> None:
+        self.rx = rx
+        self.literal = literal
+        self.icase = icase
+
+    @classmethod
+    def of(cls, pattern: str, flags: int) -> _LiteralStart | None:
+        if flags & re.X:
+            return None
+        literal = _literal_prefix(pattern)
+        if len(literal) < MIN or not literal.isascii():
+            return None
+        icase = bool(flags & re.I)
+        return cls(re.compile(pattern, flags), literal.lower() if icase else literal, icase)
+
+    def start(self, text: str, low: str | None = None) -> int | None:
+        if self.icase:
+            if not text.isascii():
+                m = self.rx.search(text)
+                return None if m is None else m.start()
+            hay = text.lower() if low is None else low
+        else:
+            hay = text
+        i = hay.find(self.literal)
+        for _ in range(_CANDIDATES):
+            if i < 0:
+                return None
+            if self.rx.match(text, i) is not None:
+                return i
+            i = hay.find(self.literal, i + 1)
+        m = self.rx.search(text, i) if i >= 0 else None
+        return None if m is None else m.start()
+
+
+_CANDIDATES = 32
+
+
+def _literal_prefix(alt: str) -> str:
+    """The characters every match of ``alt`` starts with: its leading literal characters
+    (an escaped punctuation character is that character), up to the first one that a
+    quantifier makes optional (kept if the quantifier is "+": it occurs at least once)."""
+    out: list[str] = []
+    i = 0
+    while i < len(alt):
+        c = alt[i]
+        if c == "\\":
+            ch = alt[i + 1:i + 2]
+            if not ch or ch.isalnum() or ch == "_":
+                break  # \s, \d, \b, \1 ...: not one literal character
+            step = 2
+        elif c in ".^$*+?{}[]()|#":
+            break
+        else:
+            ch, step = c, 1
+        after = alt[i + step:i + step + 1]
+        if after in ("?", "*", "{"):
+            break
+        out.append(ch)
+        if after == "+":
+            break
+        i += step
+    return "".join(out)
+
+
+def _starts(pattern: str, flags: int) -> _LineStart | _LiteralStart | None:
+    """How to find where one alternative (no top-level "|") first matches faster than
+    searching it: by the line starts, or by its leading literal; None: search it."""
+    return _LineStart.of(pattern, flags) or _LiteralStart.of(pattern, flags)
+
+
 # One alternative: the lower-case literals one of which any of its matches contains (none:
-# always run), the alternative compiled alone, and its _LineStart if it is line-anchored.
-_Alternative = tuple[tuple[str, ...], re.Pattern[str], _LineStart | None]
+# always run), the alternative compiled alone, and how to find its first match (_starts).
+_Alternative = tuple[tuple[str, ...], re.Pattern[str], _LineStart | _LiteralStart | None]
 
 
 def _gated(alts: list[str], flags: int, prefix: str) -> tuple[_Alternative, ...]:
     """Each alternative compiled alone (after ``prefix``), with the lower-case literals one
     of which any of its matches contains (none: always run)."""
     return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags),
-                  _LineStart.of(prefix + alt, flags)) for alt in alts)
+                  _starts(prefix + alt, flags)) for alt in alts)
 
 
 def _alternative_needles(alt: str) -> tuple[str, ...]:
@@ -373,7 +447,7 @@ class AnchoredAlternation:
                 else:
                     continue
             assert lines is not None  # every part starts with "^", under re.M
-            at = lines.start(text)
+            at = lines.start(text, low)
             if at is not None and (best is None or at < best):
                 if at == 0:
                     return 0
