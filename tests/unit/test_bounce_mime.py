@@ -232,3 +232,15 @@ def test_header_lookups_as_the_email_package_after_every_kind_of_change() -> Non
         assert [(k, str(v)) for k, v in ours.items()] == [(k, str(v)) for k, v in ref.items()]
         assert ours.get_content_type() == ref.get_content_type(), change
         assert ours.get_boundary() == ref.get_boundary()
+
+
+def test_blank_line_is_the_patterns_answer() -> None:
+    import itertools
+
+    for n in range(0, 7):
+        for chars in itertools.product("a\n", repeat=n):
+            text = "".join(chars)
+            for pos in range(len(text) + 1):
+                for end in range(pos, len(text) + 1):
+                    m = _mime._BLANK_LINE.search(text, pos, end)
+                    assert _mime._blank_line(text, pos, end) == (m.start() if m else -1)

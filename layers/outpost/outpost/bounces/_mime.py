@@ -110,7 +110,15 @@ class BoundedMessage(Message):
         indexed = self._indexed
         if (self._ctype is None or indexed is None or indexed[0] is not headers
                 or indexed[1] != len(headers)):
-            self._ctype = super().get_content_type()  # its get() indexes the headers again
+            # Message.get_content_type, on the index (built again first if stale).
+            fields = self._fields("content-type")
+            if not fields:
+                ctype = self.get_default_type()
+            else:
+                ctype = str(self._fetch(*fields[0])).partition(";")[0].strip().lower()
+                if ctype.count("/") != 1:
+                    ctype = "text/plain"
+            self._ctype = ctype
         return self._ctype
 
     def get_param(self, param: str, failobj: object = None,  # type: ignore[override]
@@ -181,12 +189,16 @@ _ODD_BREAKS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 # feedparser.headerRE: a header line, or a continuation.
 # A run of header fields (feedparser.headerRE: a name, a colon; continuation lines), each
 # line ending in LF or at the end of the part.
+# Possessive quantifiers (no backtracking state kept; none could change a match: the name
+# class has no ":", a line's run of [^\n] ends where LF or the end must follow, and nothing
+# follows the outer repetitions).
 _HEADER_BLOCK = re.compile(
-    r"(?:[\041-\071\073-\176]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+    r"(?:[\041-\071\073-\176]*+:[^\n]*+(?:\n|\Z)(?:[ \t][^\n]*+(?:\n|\Z))*+)*+")
 # One field of such a block: its name, and its value without the blanks after the colon
 # and without the last LF (compat32's header_source_parse).
-_FIELD = re.compile(r"^([\041-\071\073-\176]*):[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
-_BLANK_LINE = re.compile(r"^\n", re.M)
+_FIELD = re.compile(r"^([\041-\071\073-\176]*+):[ \t]*+([^\n]*+(?:\n[ \t][^\n]*+)*+)",
+                    re.M)
+_BLANK_LINE = re.compile(r"^\n", re.M)  # what _blank_line() finds
 
 
 def _headers(msg: Message, text: str, pos: int, end: int) -> int:
@@ -238,8 +250,9 @@ def _status_blocks(text: str, pos: int, end: int) -> list[Message]:
     blocks is an empty message of its own, as there."""
     blocks: list[Message] = []
     while True:
-        m = _BLANK_LINE.search(text, pos, end)
-        stop = m.start() if m else end
+        stop = _blank_line(text, pos, end)
+        if stop < 0:
+            stop = end
         sub = _entity(text, pos, stop)
         if sub.get_content_maintype() in ("message", "multipart"):
             raise _Unusual("container inside a delivery-status block")
@@ -247,6 +260,15 @@ def _status_blocks(text: str, pos: int, end: int) -> list[Message]:
         pos = min(stop + 1, end)
         if pos >= end:
             return blocks
+
+
+def _blank_line(text: str, pos: int, end: int) -> int:
+    """Where the first empty line in text[pos:end] starts (-1: none): the start of
+    _BLANK_LINE.search(text, pos, end), found with str.find."""
+    if pos < end and text[pos] == "\n" and (pos == 0 or text[pos - 1] == "\n"):
+        return pos
+    j = text.find("\n\n", pos, end)
+    return -1 if j < 0 else j + 1
 
 
 def _multipart(msg: Message, text: str, pos: int, end: int) -> None:
