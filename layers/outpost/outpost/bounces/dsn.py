@@ -391,6 +391,7 @@ _INLINE_ORIG = re.compile(
     r"(?:(?:[A-Za-z][A-Za-z0-9\-]*:[^\n]*|[ \t][^\n]*)\n)+",
     re.M,
 )
+_INLINE_ORIG_AFTER_LF = re.compile("\n" + _INLINE_ORIG.pattern[1:], re.M)
 
 
 def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
@@ -399,10 +400,19 @@ def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     cut = len(cut_original(text))
     if cut >= len(text):
         return ()
-    m = _INLINE_ORIG.search(text, cut)
-    if not m or m.start() - cut > 400:
+    # _INLINE_ORIG.search(text, cut): a match at ``cut``, or one after a line break (the
+    # "\n" it starts with is a literal the regex engine skips to; "^" is tried everywhere).
+    m = _INLINE_ORIG.match(text, cut)
+    if m is not None:
+        start, block = cut, m.group(0)
+    else:
+        m = _INLINE_ORIG_AFTER_LF.search(text, cut)
+        if m is None:
+            return ()
+        start, block = m.start() + 1, m.group(0)[1:]
+    if start - cut > 400:
         return ()
-    inner = headers_from_text(m.group(0))
+    inner = headers_from_text(block)
     return tuple((k, _decode_header(v)) for k, v in inner.items())
 
 

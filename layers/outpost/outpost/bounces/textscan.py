@@ -107,12 +107,16 @@ _QUOTED_HEADER = re.compile(r"^[^\S\n]{0,20}(?:To|CC|Bcc|Date|Subject|Sent|From)
 def _drop_quoted_headers(lines: list[str]) -> list[str]:
     """``lines`` without runs of two or more consecutive quoted header lines: the To: of
     the original is where the mail was addressed (often a list), not who failed."""
+    # Every such line has a ":": the pattern runs only on those.
+    quoted = [":" in ln and _QUOTED_HEADER.match(ln) is not None for ln in lines]
+    if sum(quoted) < 2:
+        return lines
     keep = [True] * len(lines)
     n = len(lines)
     i = 0
     while i < n:
         j = i
-        while j < n and _QUOTED_HEADER.match(lines[j]):
+        while j < n and quoted[j]:
             j += 1
         if j - i >= 2:
             for k in range(i, j):
