@@ -131,13 +131,14 @@ def _provider_reply(diagnostic: str) -> str | None:
     m = _REPLY_AND_STATUS.search(low)
     if m:
         reply, status = int(m.group(1)), m.group(2)
-        text = _CONTINUATION.sub(" ", low)
         google = _GOOGLE_MARK.search(low) is not None
+        microsoft = _MICROSOFT_MARK.search(low) is not None
+        # (the phrases are looked up only in a provider's own reply)
+        text = _CONTINUATION.sub(" ", low) if google or microsoft else ""
         for g_reply, g_status, phrase, reason in _providers.GOOGLE if google else ():
             if g_reply == reply and g_status == status and phrase in text:
                 return reason
         detail = int(status.rsplit(".", 1)[1])
-        microsoft = _MICROSOFT_MARK.search(low) is not None
         for prefix, lo, hi, phrase, reason in _providers.MICROSOFT if microsoft else ():
             if (status == prefix if lo == hi else (
                     status.startswith(prefix) and lo <= detail <= hi)) and phrase in text:

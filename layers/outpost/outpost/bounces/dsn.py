@@ -84,6 +84,10 @@ _FIELD_RE = re.compile(
     r"|X-PowerMTA-BounceCategory)\s*:\s?(.*)$",
     re.I | re.M,
 )
+# _FIELD_RE on one line, as _fields() finds it in a whole text: "\s" may not cross a line.
+_FIELD_NAMES = _FIELD_RE.pattern[1:_FIELD_RE.pattern.index(")") + 1]
+_FIELD_AT = re.compile(_FIELD_NAMES + r"[^\S\n]*:[^\S\n]?(.*)", re.I)
+_FIELD_AFTER_LF = re.compile("\n" + _FIELD_NAMES + r"[^\S\n]*:[^\S\n]?(.*)", re.I)
 _STATUS_CODE = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _PER_RECIPIENT = frozenset(
     {"final-recipient", "original-recipient", "x-actual-recipient", "action", "status",
@@ -254,22 +258,26 @@ def _clean_addr(value: str) -> str:
 
 
 def _fields(text: str) -> list[tuple[str, str]]:
-    """RFC 3464 fields (with folded continuation lines) in order of appearance."""
+    """RFC 3464 fields (with folded continuation lines) in order of appearance: each line
+    that _FIELD_RE matches, found at the start of the text or after a line break (the "\n"
+    that _FIELD_AFTER_LF starts with is a literal the regex engine skips to); a
+    continuation line starts with a blank, so it never starts a field itself."""
     out: list[tuple[str, str]] = []
-    lines = text.split("\n")
-    i = 0
-    n = len(lines)
-    while i < n:
-        m = _FIELD_RE.match(lines[i])
-        if not m:
-            i += 1
-            continue
+    n = len(text)
+    m = _FIELD_AT.match(text) or _FIELD_AFTER_LF.search(text)
+    while m is not None:
         name, value = m.group(1).lower(), m.group(2).strip()
-        i += 1
-        while i < n and lines[i][:1] in (" ", "\t") and lines[i].strip():
-            value += " " + lines[i].strip()
-            i += 1
+        end = m.end()  # the end of the field's line: its "\n", or the end of the text
+        while end < n:
+            nl = text.find("\n", end + 1)
+            stop = n if nl < 0 else nl
+            line = text[end + 1:stop]
+            if line[:1] not in (" ", "\t") or not line.strip():
+                break
+            value += " " + line.strip()
+            end = stop
         out.append((name, value))
+        m = _FIELD_AFTER_LF.search(text, end)
     return out
 
 

@@ -1,0 +1,73 @@
+"""The bounce parser's faster readings (issue 10 item 5) answer as the plain code they
+replace: each is checked against that code, kept here as the reference, on the texts of
+every corpus and golden file and on edge cases."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from outpost.bounces import dsn
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = Path("/work/shared/corpus/bounces")
+
+
+def _texts() -> list[str]:
+    paths = sorted((ROOT / "tests/golden/bounces").rglob("*.eml"))
+    paths += sorted(p for p in CORPUS.rglob("*") if p.suffix in (".eml", ".txt"))
+    out: list[str] = []
+    for path in paths:
+        msg = dsn._read_message(path.read_bytes())
+        if msg is not None:
+            b = dsn._sort_parts(msg)
+            out += [b.text, b.before_original, *b.ds_texts, *b.feedback]
+    return out
+
+
+# Lines made of the pieces a field reader cares about: names, blanks of each kind, colons.
+_PIECES = ("Status", "status", ":", " ", "\t", "\n", "\r", "\x0b", "\x85", "5.1.1", "x")
+EDGES = ["".join(p) for n in range(1, 6) for p in itertools.product(_PIECES, repeat=n)]
+
+
+def _fields_by_line(text: str) -> list[tuple[str, str]]:
+    """dsn._fields as it was: _FIELD_RE matched on each line."""
+    out: list[tuple[str, str]] = []
+    lines = text.split("\n")
+    i = 0
+    n = len(lines)
+    while i < n:
+        m = dsn._FIELD_RE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        name, value = m.group(1).lower(), m.group(2).strip()
+        i += 1
+        while i < n and lines[i][:1] in (" ", "\t") and lines[i].strip():
+            value += " " + lines[i].strip()
+            i += 1
+        out.append((name, value))
+    return out
+
+
+def test_fields_as_read_line_by_line() -> None:
+    texts = _texts()
+    assert sum(bool(dsn._fields(t)) for t in texts) > 300
+    for text in texts + EDGES + ["Status: 5.1.1\n  folded\n\t more\n \nAction: failed\n x",
+                                 "Action\n: failed", "Status:\n5.1.1", "\nStatus:  x  "]:
+        assert dsn._fields(text) == _fields_by_line(text), text[:80]
+    assert re.search(r"\\s", dsn._FIELD_AT.pattern) is None  # "\s" would cross lines
+
+
+def test_join_as_the_whitespace_pattern() -> None:
+    from outpost.bounces import textscan
+
+    blanks = [chr(c) for c in range(0x110000) if re.fullmatch(r"\s", chr(c))]
+    assert blanks == [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    lines = [line for t in _texts() for line in t.split("\n")]
+    cases = [lines[i:i + 7] for i in range(0, len(lines), 7)]
+    cases += [[f"{a}x{b}", f"{b}y{a}", a] for a in blanks for b in (" ", "", "\u3000\t")]
+    for case in cases:
+        assert textscan._join(case) == textscan._WS.sub(
+            " ", " ".join(s.strip() for s in case)).strip()
