@@ -71,3 +71,27 @@ def test_join_as_the_whitespace_pattern() -> None:
     for case in cases:
         assert textscan._join(case) == textscan._WS.sub(
             " ", " ".join(s.strip() for s in case)).strip()
+
+
+# classify's code patterns with the leading "\b" moved after the first digit, beside the
+# patterns they were.
+_BOUNDARY_FIRST = {
+    r"\b\d{3}[ -]['\"]?#?([45]\.\d\.\d{1,3})\b": 1, r"\b([45]\.\d\.\d{1,3})\b": 2,
+    r"\b(2\.[0-7]\.[0-7])\b": 3,
+}
+
+
+def test_code_patterns_match_as_with_a_leading_boundary() -> None:
+    import importlib
+
+    cls = importlib.import_module("outpost.bounces.classify")  # the module, not the function
+    pairs = [(re.compile(old), cls._STATUS_RES[i]) for old, i in _BOUNDARY_FIRST.items()]
+    pairs += [(re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), cls._IPV4),
+              (re.compile(r"\b([45][0-5][0-9])\b"), cls._REPLY_RE),
+              (re.compile(r"\b(25[0-3])\b"), cls._REPLY_OK_RE)]
+    texts = [line for t in _texts() for line in t.split("\n")]
+    pieces = ("5", "2", "0", "1", ".", " ", "-", "a", "#", "\u0665", "_", "\n")
+    texts += ["".join(p) for n in range(1, 6) for p in itertools.product(pieces, repeat=n)]
+    for old, new in pairs:
+        for text in texts:
+            assert [m.regs for m in old.finditer(text)] == [m.regs for m in new.finditer(text)]
