@@ -95,3 +95,18 @@ def test_code_patterns_match_as_with_a_leading_boundary() -> None:
     for old, new in pairs:
         for text in texts:
             assert [m.regs for m in old.finditer(text)] == [m.regs for m in new.finditer(text)]
+
+
+def test_reply_patterns_answer_as_they_were_written() -> None:
+    from outpost.bounces import _vendor, textscan
+
+    texts = [line for t in _texts() for line in t.split("\n")] + [t[:3000] for t in _texts()]
+    pieces = ("5", "4", "2", "0", ".", " ", "-", "<<<", "said:", "xsaid:", "a", "\n", "\t")
+    texts += ["".join(p) for n in range(1, 6) for p in itertools.product(pieces, repeat=n)]
+    has_reply = re.compile(r"(?:^|<<<|\bsaid:|\s)[45][0-5]\d[ -]|\b[45][0-5]\d[ -][245]\.\d{1,3}\.")
+    pairs = [(re.compile(r"\b([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})\b"), _vendor._REPLY_AND_STATUS),
+             (re.compile(r"\b([245]\d\d)\b"), _vendor._LEADING_REPLY)]
+    for text in texts:
+        assert bool(has_reply.search(text)) == bool(textscan._HAS_REPLY.search(text)), text
+        for old, new in pairs:
+            assert [m.regs for m in old.finditer(text)] == [m.regs for m in new.finditer(text)]
