@@ -244,3 +244,17 @@ def test_blank_line_is_the_patterns_answer() -> None:
                 for end in range(pos, len(text) + 1):
                     m = _mime._BLANK_LINE.search(text, pos, end)
                     assert _mime._blank_line(text, pos, end) == (m.start() if m else -1)
+
+
+@pytest.mark.parametrize("brk", _mime._ODD_BREAKS)
+def test_each_odd_line_break_goes_to_the_email_package(brk: bytes) -> None:
+    data = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx" + brk + b"y\n--b--\n"
+    assert _shape(_mime.message_from_bytes(data)) == _shape(_reference(data))
+    calls: list[bytes] = []
+    real = email.message_from_bytes
+    try:
+        email.message_from_bytes = lambda d, **kw: calls.append(d) or real(d, **kw)  # type: ignore[assignment]
+        _mime.message_from_bytes(data)
+    finally:
+        email.message_from_bytes = real  # type: ignore[assignment]
+    assert calls == [data]

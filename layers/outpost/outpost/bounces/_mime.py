@@ -81,7 +81,12 @@ class BoundedMessage(Message):
                 or indexed[1] != len(headers)):
             index = {}
             for field in headers:
-                index.setdefault(field[0].lower(), []).append(field)
+                key = field[0].lower()
+                same = index.get(key)
+                if same is None:
+                    index[key] = [field]
+                else:
+                    same.append(field)
             self._index = index
             self._indexed = (headers, len(headers))
             self._ctype = None  # computed from the list before
@@ -120,6 +125,9 @@ class BoundedMessage(Message):
                     ctype = "text/plain"
             self._ctype = ctype
         return self._ctype
+
+    def get_content_maintype(self) -> str:
+        return self.get_content_type().partition("/")[0]  # Message's: split("/")[0]
 
     def get_param(self, param: str, failobj: object = None,  # type: ignore[override]
                   header: str = "content-type", unquote: bool = True) -> object:
@@ -166,7 +174,8 @@ class BoundedMessage(Message):
 def message_from_bytes(data: bytes) -> Message:
     """``data`` (LF line endings, already bounded) as a tree of BoundedMessage: split here
     when it has a shape this module copies, by the email package otherwise."""
-    if not any(c in data for c in _ODD_BREAKS):
+    if not (b"\r" in data or b"\x0b" in data or b"\x0c" in data or b"\x1c" in data
+            or b"\x1d" in data or b"\x1e" in data):  # _ODD_BREAKS, without a generator
         text = data.decode("ascii", "surrogateescape")  # as email.parser.BytesParser
         try:
             return _entity(text, 0, len(text))
@@ -212,7 +221,7 @@ def _headers(msg: Message, text: str, pos: int, end: int) -> int:
     stop = block.end() if block else pos
     if stop > pos:
         fields = _FIELD.findall(text, pos, stop)
-        if not fields[0][0] or "\n:" in text[pos:stop]:
+        if not fields[0][0] or text.find("\n:", pos, stop) >= 0:
             raise _Unusual("empty header name")
         if stop - pos > MIME_HEADER_SIZE_LIMIT or text.count(";", pos, stop) >= MIME_PARAM_LIMIT:
             fields = [POLICY.cut(name, value) for name, value in fields]  # a long field
