@@ -178,7 +178,10 @@ def _true_userunknown(temp: str, diag: str, cmd: str, reply: str) -> bool:
     if temp == "suspend":
         return False
     if temp == "userunknown":
-        return not any(m[v](diag) for v in _USERUNKNOWN_VETO)
+        for v in _USERUNKNOWN_VETO:
+            if m[v](diag):
+                return False
+        return True
     # A "no such user" text counts only as a reply to RCPT: after DATA it is often a
     # content filter in disguise (Sisimai's rule), which "filtered" catches.
     if cmd == "RCPT":
@@ -386,7 +389,10 @@ def command_from_text(text: str) -> str | None:
     """The SMTP command a diagnostic says it answered ("in reply to RCPT TO command")."""
     low = text.lower()
     for rx, gates in _COMMAND_RES:
-        if not any(g in low for g in gates):
+        for g in gates:
+            if g in low:
+                break
+        else:
             continue
         m = rx.search(text)
         if m:

@@ -620,7 +620,10 @@ def _from_report(b: _Bounce) -> BounceReport | None:
     """2. RFC 3464 fields: in the delivery-status part, or (wrong content type) anywhere in
     the human-readable text before the original message."""
     fields = [fv for t in b.ds_texts for fv in _fields(t)]
-    if not any(n in ("final-recipient", "original-recipient") for n, _ in fields):
+    for n, _ in fields:
+        if n == "final-recipient" or n == "original-recipient":
+            break
+    else:
         fields = _fields(b.before_original)
     msg_fields, rcpts = _group_recipients(fields)
     rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
