@@ -109,3 +109,20 @@ def test_literal_start_is_where_the_search_starts() -> None:
                 m = rx.search(text)
                 assert start.start(text) == (m.start() if m else None), (p, flags, text)
     assert _LiteralStart.of("abc", re.I) is None  # shorter than MIN: searched whole
+
+
+def test_quick_alternatives_run_together_and_the_least_start_wins() -> None:
+    from outpost.bounces._prefilter import _starts_with_a_literal
+
+    assert [_starts_with_a_literal(a) for a in ("-{2,}x", "-{0,2}x", "a{,3}", "-+x", "ab",
+                                                "[a]b", "a?b", "a*", ".{0,40}x", "(?:a|b)")] == [
+        True, False, False, True, True, False, False, False, False, False]
+    p = re.compile(r"^(?:-{2,} ?quick one|[^\S\n]*slow one|Another quick|.{0,5}far slow)",
+                   re.I | re.M)
+    alt = AnchoredAlternation(p)
+    assert alt.quick is not None and alt.parts is not None and len(alt.parts) == 2
+    texts = ["x\n  slow one\n-- quick one", "x\n--quick one\n slow one", "ANOTHER QUICK",
+             "ab far slow\nanother quick", "-\n- quick one\nnone", "", "\n\n  slow one"]
+    for text in texts:
+        m = p.search(text)
+        assert alt.start(text) == (m.start() if m else None), text
