@@ -135,16 +135,21 @@ def _bound_mime(data: bytes) -> bytes:
     which bounds the depth too: each level of nesting needs a container), so that the email
     package parses a bounded tree."""
     cut = len(data)
-    if data.count(b"\n") >= MESSAGE_LINE_LIMIT:
+    if len(data) >= MESSAGE_LINE_LIMIT and data.count(b"\n") >= MESSAGE_LINE_LIMIT:
         lines = data.split(b"\n", MESSAGE_LINE_LIMIT)
         cut = len(data) - len(lines[-1])
         del lines
     # Literal counts bound the number of matches from above (one C pass each): most
-    # messages are far below both limits, and the line-anchored scans are skipped.
-    low = data[:cut].lower()
+    # messages are far below both limits, and the line-anchored scans are skipped.  Every
+    # container line has a "/": the case-blind count of the types is needed only when
+    # there are more slashes than the limit.
+    containers = data.count(b"/", 0, cut)
+    if containers > MIME_NESTING_LIMIT:
+        low = data[:cut].lower()
+        containers = low.count(b"multipart/") + low.count(b"message/")
     checks = (
-        (_DELIMITER_LINE, MIME_PART_LIMIT, low.count(b"\n--") + low.startswith(b"--")),
-        (_CONTAINER_LINE, MIME_NESTING_LIMIT, low.count(b"multipart/") + low.count(b"message/")),
+        (_DELIMITER_LINE, MIME_PART_LIMIT, data.count(b"\n--", 0, cut) + data.startswith(b"--")),
+        (_CONTAINER_LINE, MIME_NESTING_LIMIT, containers),
     )
     for rx, limit, most in checks:
         if most <= limit:
