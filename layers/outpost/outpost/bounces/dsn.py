@@ -162,6 +162,9 @@ def _bound_mime(data: bytes) -> bytes:
 
 
 def _decode_header(value: object) -> str:
+    if isinstance(value, str) and "=?" not in value:
+        # No RFC 2047 encoded-words: nothing to decode (the common case), only the cut.
+        return value[:HEADER_SIZE_LIMIT]
     if value is None:
         return ""
     if len(str(value)) > HEADER_SIZE_LIMIT:
