@@ -126,3 +126,20 @@ def test_quick_alternatives_run_together_and_the_least_start_wins() -> None:
     for text in texts:
         m = p.search(text)
         assert alt.start(text) == (m.start() if m else None), text
+
+
+def test_lazy_dot_star_keeps_whether_and_where_a_match_is() -> None:
+    from outpost.bounces._prefilter import _lazy_dot_star
+
+    assert _lazy_dot_star(r"^Subject:.*(?:a|b)") == r"^Subject:.*?(?:a|b)"
+    for kept in (r"a\.*b", r"x.*?y", r"x.*+y", r"(?>a.*)b", r"(a).*\1", r"[.*]"):
+        assert _lazy_dot_star(kept) == kept
+    texts = ["Subject: mail delivery failed: returning", "x\nSubject: no\nsubject: failure",
+             "From: MAILER-DAEMON@x (Mail Delivery System)", "a b c", ""]
+    for p in (r"^Subject:.*(?:fail|deliver)", r"From:.*\b(?:mailer-daemon|root)@",
+              r".*b.*c", r"^.*$"):
+        for flags in (re.I, re.I | re.M):
+            greedy, lazy = re.compile(p, flags), re.compile(_lazy_dot_star(p), flags)
+            for text in texts:
+                g, z = greedy.search(text), lazy.search(text)
+                assert (g is None) == (z is None) and (g is None or g.start() == z.start())

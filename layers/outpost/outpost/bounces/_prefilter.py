@@ -232,7 +232,8 @@ class Prefiltered:
         self.alternatives: tuple[_Alternative, ...] | None = None
         alts = _split_top(pattern.pattern)
         if alts and not _BACKREF.search(pattern.pattern):
-            self.alternatives = _gated(alts, pattern.flags, "")
+            # found() asks only whether an alternative matches: its ".*" may be lazy.
+            self.alternatives = _gated([_lazy_dot_star(a) for a in alts], pattern.flags, "")
 
     def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
         if self.needles is not None:
@@ -376,6 +377,42 @@ def _gated(alts: list[str], flags: int, prefix: str) -> tuple[_Alternative, ...]
     of which any of its matches contains (none: always run)."""
     return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags),
                   _starts(prefix + alt, flags)) for alt in alts)
+
+
+def _lazy_dot_star(alt: str) -> str:
+    """``alt`` with each ".*" made lazy (".*?"): where a match starts, and whether there is
+    one, do not change (only which of the matches at that start is taken), and a lazy ".*"
+    before a group of phrases ("^Subject:.*(?:undeliver|...)") tries them from the left
+    instead of from the end of the line.  Left alone when an atomic group, a possessive
+    quantifier or a group reference could make the choice matter."""
+    if "(?>" in alt or _BACKREF.search(alt) or re.search(r"[*+?}][+]", alt):
+        return alt
+    out: list[str] = []
+    i = 0
+    while i < len(alt):
+        c = alt[i]
+        if c == "\\":
+            out.append(alt[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < len(alt) and alt[j] == "^":
+                j += 1
+            if j < len(alt) and alt[j] == "]":
+                j += 1
+            while j < len(alt) and alt[j] != "]":
+                j += 2 if alt[j] == "\\" else 1
+            out.append(alt[i:j + 1])
+            i = j + 1
+            continue
+        if alt.startswith(".*", i) and alt[i + 2:i + 3] not in ("?", "+"):
+            out.append(".*?")
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _alternative_needles(alt: str) -> tuple[str, ...]:
