@@ -110,3 +110,17 @@ def test_reply_patterns_answer_as_they_were_written() -> None:
         assert bool(has_reply.search(text)) == bool(textscan._HAS_REPLY.search(text)), text
         for old, new in pairs:
             assert [m.regs for m in old.finditer(text)] == [m.regs for m in new.finditer(text)]
+
+
+def test_family_hint_as_every_row_searched() -> None:
+    from outpost.bounces.families import FAMILIES
+
+    lines = [line for t in _texts() for line in t.split("\n") if line.strip()]
+    texts = lines + [x.upper() for x in lines] + ["mailbox is full \u017f", "x"]
+    for fam in FAMILIES:
+        if not fam.reasons:
+            continue
+        for text in texts:
+            want = next((str(r) for rx, r in fam.reasons if rx.search(text)), None)
+            assert dsn._family_hint(fam, text) == want, (fam.name, text)
+    assert any(dsn._family_hint(f, t) for f in FAMILIES for t in lines)

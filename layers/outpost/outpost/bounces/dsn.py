@@ -37,7 +37,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 
 from outpost.bounces._mime import headers_from_text, message_from_bytes
-from outpost.bounces._prefilter import Prefiltered
+from outpost.bounces._prefilter import Prefiltered, needles
 from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
     classify,
@@ -45,7 +45,7 @@ from outpost.bounces.classify import (
     reply_code_from_text,
     status_from_text,
 )
-from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
+from outpost.bounces.families import FAMILIES, MDA_AGENTS, POWERMTA_CATEGORY, Family
 from outpost.bounces.limits import (
     BODY_SCAN_LIMIT,
     DIAGNOSTIC_LIMIT,
@@ -863,10 +863,24 @@ def _internal_name_of(final: str, original: str) -> bool:
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:
     reasons = getattr(fam, "reasons", ())
+    text = diagnostic or ""
+    # A row's pattern runs only if one of its literals occurs (_prefilter.needles), checked
+    # on ASCII text, where str.lower() and re.I agree.
+    low = text.lower() if reasons and text.isascii() else None
     for rx, reason in reasons:
-        if rx.search(diagnostic or ""):
+        gate = _REASON_NEEDLES.get(rx)
+        if gate is not None and low is not None:
+            for n in gate:
+                if n in low:
+                    break
+            else:
+                continue
+        if rx.search(text):
             return str(reason)
     return None
+
+
+_REASON_NEEDLES = {rx: needles(rx) for f in FAMILIES for rx, _ in f.reasons if rx.flags & re.I}
 
 
 def _addresses_in(value: str) -> list[str]:
