@@ -249,6 +249,11 @@ def test_mime_bounds_cut_at_the_part_container_and_line_limits() -> None:
                       for i in range(MIME_NESTING_LIMIT + 3))
     cut = _bound_mime(head + nested)
     assert cut.lower().count(b"\ncontent-type: message/") == MIME_NESTING_LIMIT - 1
+    shouting = (head + nested).replace(b"message/", b"MESSAGE/")  # the count is case-blind
+    assert _bound_mime(shouting) == cut.replace(b"message/", b"MESSAGE/")
+    # As many bytes as the line limit: counted (the remainder after the last LF is empty).
+    assert _bound_mime(b"\n" * (MESSAGE_LINE_LIMIT + 1)) == b"\n" * MESSAGE_LINE_LIMIT
+    assert _bound_mime(b"\n" * MESSAGE_LINE_LIMIT) == b"\n" * MESSAGE_LINE_LIMIT
     # A message well under both limits, with "--" and "message/" in its text, is whole.
     small = head + b"--b\nContent-Type: text/plain\n\n-- \nsee message/rfc822 and --x\n--b--\n"
     assert _bound_mime(small) == small

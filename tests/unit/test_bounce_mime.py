@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,132 @@ def test_scans_are_linear(line: bytes) -> None:
 
     small, big = _seconds(body(100_000)), _seconds(body(1_600_000))
     assert big < 0.5 and big < 16 * 3 * max(small, 0.002)
+
+
+# Content-Type values for BoundedMessage.get_param's short path and for the email
+# package's path it leaves them to (RFC 2231 names, backslashes, non-ASCII).
+PARAM_VALUES = (
+    'multipart/report; report-type=delivery-status; boundary="abc:def"',
+    "multipart/mixed;\n\tboundary=----=_Part_1 ; charset = ISO-8859-1 ",
+    'text/plain; charset="UTF-8"; charset=latin1; name="a;b"; x; =y; z=',
+    "boundary=first; charset=<us-ascii>",
+    'multipart/mixed; boundary=""; charset="\'quoted\'"',
+    'multipart/mixed; boundary="a\\"b"; charset="x\\\\y"',
+    "text/plain; charset*=utf-8''%41; boundary*0=ab; boundary*1=cd",
+    'text/plain; name="a"b"; boundary=" spaced  "',
+    "text/plain; charset=\u00e9; boundary=\udce9x",
+    "text/plain",
+    "",
+)
+
+
+def _answer(ask: Callable[[email.message.Message], object], msg: email.message.Message
+            ) -> object:
+    try:
+        return ask(msg)
+    except Exception as e:  # the email package raises on some values: so must we
+        return type(e)
+
+
+@pytest.mark.parametrize("value", PARAM_VALUES)
+def test_params_as_the_email_package(value: str) -> None:
+    ours = _mime.BoundedMessage(policy=_mime.POLICY)
+    ref = email.message.Message(policy=_mime.POLICY)
+    for m in (ours, ref):
+        m._headers = [("X-Other", "boundary=no"), ("Content-Type", value),  # type: ignore[attr-defined]
+                      ("Content-Type", "text/html; boundary=second")]
+    asks: list[Callable[[email.message.Message], object]] = [
+        lambda m: m.get_boundary(), lambda m: m.get_content_charset(),
+        lambda m: m.get_param("boundary", header="x-other"),
+        lambda m: m.get_param("charset", unquote=False)]
+    for name in ("boundary", "charset", "name", "x", "", "z", "report-type", "BOUNDARY"):
+        asks.append(lambda m, name=name: m.get_param(name, "missing"))  # type: ignore[misc]
+    for ask in asks:
+        assert _answer(ask, ours) == _answer(ask, ref)
+
+
+def test_params_as_the_email_package_on_every_part_of_the_corpus() -> None:
+    asked = 0
+    for path in _files():
+        msg = dsn._read_message(path.read_bytes())
+        for part in msg.walk() if msg is not None else ():
+            ref = email.message.Message(policy=_mime.POLICY)
+            ref._headers = part._headers  # type: ignore[attr-defined]
+            for name in ("boundary", "charset", "report-type", "name"):
+                assert part.get_param(name) == ref.get_param(name), (path, name)
+                asked += 1
+            assert part.get_boundary() == ref.get_boundary()
+            assert part.get_content_charset() == ref.get_content_charset()
+    assert asked > 5000
+
+
+def test_decode_params_quoting_round_trip_is_the_identity() -> None:
+    # What get_param's short path relies on: decode_params() stores quote(v) in quotes and
+    # get_param() unquotes it, which gives v back, backslashes and quotes included.
+    import itertools
+    from email.utils import quote, unquote
+
+    for n in range(1, 8):
+        for chars in itertools.product('a\\"', repeat=n):
+            v = "".join(chars)
+            assert unquote(f'"{quote(v)}"') == v
+
+
+def test_header_lookups_as_the_email_package_after_every_kind_of_change() -> None:
+    # BoundedMessage indexes its headers for get() / get_all(): every way the email package
+    # changes a header list must show in the next answer.
+    ours = _mime.BoundedMessage(policy=_mime.POLICY)
+    ref = email.message.Message(policy=_mime.POLICY)
+    changes: list[Callable[[email.message.Message], object]] = [
+        lambda m: m.set_raw("To", "a@example.com"),
+        lambda m: m.set_raw("to", "b@example.com"),
+        lambda m: m.set_raw("Subject", "caf\udce9"),  # an 8-bit byte, as the parser keeps it
+        lambda m: m.__setitem__("Content-Type", "text/plain; charset=us-ascii"),
+        lambda m: m.replace_header("to", "c@example.com"),
+        lambda m: m.add_header("X-Extra", "v", name="n"),
+        lambda m: m.set_param("charset", "utf-8"),
+        lambda m: m.set_type("multipart/mixed"),
+        lambda m: m.set_boundary("bb"),
+        lambda m: m.del_param("charset"),
+        lambda m: m.__delitem__("To"),
+        lambda m: setattr(m, "_headers", [("From", "x@y"), ("TO", "d@example.com")]),
+        lambda m: m.replace_header("From", "z@y"),
+    ]
+    names = ("to", "TO", "subject", "content-type", "x-extra", "from", "absent")
+    for change in changes:
+        change(ours)
+        change(ref)
+        for name in names:
+            assert ours.get(name, "-") == ref.get(name, "-"), name
+            got, want = ours.get_all(name), ref.get_all(name)
+            assert (got is None and want is None) or [str(v) for v in got] == [str(v) for v in want]
+            assert ours[name] == ref[name]
+        assert [(k, str(v)) for k, v in ours.items()] == [(k, str(v)) for k, v in ref.items()]
+        assert ours.get_content_type() == ref.get_content_type(), change
+        assert ours.get_boundary() == ref.get_boundary()
+
+
+def test_blank_line_is_the_patterns_answer() -> None:
+    import itertools
+
+    for n in range(0, 7):
+        for chars in itertools.product("a\n", repeat=n):
+            text = "".join(chars)
+            for pos in range(len(text) + 1):
+                for end in range(pos, len(text) + 1):
+                    m = _mime._BLANK_LINE.search(text, pos, end)
+                    assert _mime._blank_line(text, pos, end) == (m.start() if m else -1)
+
+
+@pytest.mark.parametrize("brk", _mime._ODD_BREAKS)
+def test_each_odd_line_break_goes_to_the_email_package(brk: bytes) -> None:
+    data = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx" + brk + b"y\n--b--\n"
+    assert _shape(_mime.message_from_bytes(data)) == _shape(_reference(data))
+    calls: list[bytes] = []
+    real = email.message_from_bytes
+    try:
+        email.message_from_bytes = lambda d, **kw: calls.append(d) or real(d, **kw)  # type: ignore[assignment]
+        _mime.message_from_bytes(data)
+    finally:
+        email.message_from_bytes = real  # type: ignore[assignment]
+    assert calls == [data]

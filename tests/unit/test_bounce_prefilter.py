@@ -60,3 +60,86 @@ def test_patterns_that_cannot_be_split_are_searched_whole() -> None:
         assert alt.parts is None and alt.start("x\naa") == re.search(p, "x\naa", re.I | re.M).start()
     counted = Prefiltered(re.compile(r"abcdef|.{0,40}(?:ghij|klmn)", re.I))
     assert counted.found("-- KLMN") and not counted.found("nothing")
+
+
+def test_line_start_is_where_the_anchored_search_starts() -> None:
+    # _LineStart: "^X" (re.M) as X at 0 or "\nX" after it; "^" holds after "\n" only
+    # (not after "\r" or other str.splitlines() breaks), and a lookbehind still sees the
+    # text before the line.
+    from outpost.bounces._prefilter import _LineStart
+
+    patterns = [r"^Subject: (?:a|b)", r"^From:.*daemon", r"^(?<=\n)x", r"^-+ ?copy", r"^$",
+                r"^\s*tail"]
+    texts = ["Subject: a", "x\nSubject: b\n", "x\rSubject: a", "x\x0bSubject: a", "x", "\n",
+             "---- copy\n-- copy", "a\nFrom: the daemon\n", "\n\n  tail", "", "x\n\nx",
+             "subject: A\nSUBJECT: B"]
+    for p in patterns:
+        for flags in (re.M, re.M | re.I):
+            rx = re.compile(p, flags)
+            lines = _LineStart.of(p, flags)
+            assert lines is not None
+            for text in texts:
+                m = rx.search(text)
+                assert lines.start(text) == (m.start() if m else None), (p, text)
+    assert _LineStart.of("^x", re.I) is None  # "^": the start of the text only
+    assert _LineStart.of("x^", re.M) is None
+
+
+def test_literal_start_is_where_the_search_starts() -> None:
+    # _LiteralStart: X tried only where its leading literal occurs; under re.I only for
+    # ASCII text (str.lower() keeps positions and agrees with re.I there), the rest searched.
+    from outpost.bounces._prefilter import _literal_prefix, _LiteralStart
+
+    assert _literal_prefix(r"delivery (?:has )?failed") == "delivery "
+    assert _literal_prefix(r"MSEXCH:") == "MSEXCH:"
+    assert _literal_prefix(r"could not be delivered\. This\s+is") == "could not be delivered. This"
+    assert _literal_prefix(r"abcd?e") == "abc" and _literal_prefix(r"abcd+e") == "abcd"
+    assert _literal_prefix(r"abcd{2}") == "abc" and _literal_prefix(r"\babcd") == ""
+    patterns = [r"delivery (?:has )?failed", r"m-FILTER", r"could not be delivered\.\s+x",
+                r"kelvin (?:k|s)$", r"aaaa(?=b)"]
+    texts = ["Delivery failed", "x DELIVERY HAS FAILED\ndelivery failed", "m-filter M-FILTER",
+             "could not be delivered.\n x", "kelvin \u212a", "kelvin k", "kelvin \u017f",
+             "\u0130 delivery failed", "aaaa" * 40 + "b", "aaaa" * 40, "", "delivery"]
+    for p in patterns:
+        for flags in (0, re.I, re.I | re.M):
+            rx = re.compile(p, flags)
+            start = _LiteralStart.of(p, flags)
+            assert start is not None, p
+            for text in texts:
+                m = rx.search(text)
+                assert start.start(text) == (m.start() if m else None), (p, flags, text)
+    assert _LiteralStart.of("abc", re.I) is None  # shorter than MIN: searched whole
+
+
+def test_quick_alternatives_run_together_and_the_least_start_wins() -> None:
+    from outpost.bounces._prefilter import _starts_with_a_literal
+
+    assert [_starts_with_a_literal(a) for a in ("-{2,}x", "-{0,2}x", "a{,3}", "-+x", "ab",
+                                                "[a]b", "a?b", "a*", ".{0,40}x", "(?:a|b)")] == [
+        True, False, False, True, True, False, False, False, False, False]
+    p = re.compile(r"^(?:-{2,} ?quick one|[^\S\n]*slow one|Another quick|.{0,5}far slow)",
+                   re.I | re.M)
+    alt = AnchoredAlternation(p)
+    assert alt.quick is not None and alt.parts is not None and len(alt.parts) == 2
+    texts = ["x\n  slow one\n-- quick one", "x\n--quick one\n slow one", "ANOTHER QUICK",
+             "ab far slow\nanother quick", "-\n- quick one\nnone", "", "\n\n  slow one"]
+    for text in texts:
+        m = p.search(text)
+        assert alt.start(text) == (m.start() if m else None), text
+
+
+def test_lazy_dot_star_keeps_whether_and_where_a_match_is() -> None:
+    from outpost.bounces._prefilter import _lazy_dot_star
+
+    assert _lazy_dot_star(r"^Subject:.*(?:a|b)") == r"^Subject:.*?(?:a|b)"
+    for kept in (r"a\.*b", r"x.*?y", r"x.*+y", r"(?>a.*)b", r"(a).*\1", r"[.*]"):
+        assert _lazy_dot_star(kept) == kept
+    texts = ["Subject: mail delivery failed: returning", "x\nSubject: no\nsubject: failure",
+             "From: MAILER-DAEMON@x (Mail Delivery System)", "a b c", ""]
+    for p in (r"^Subject:.*(?:fail|deliver)", r"From:.*\b(?:mailer-daemon|root)@",
+              r".*b.*c", r"^.*$"):
+        for flags in (re.I, re.I | re.M):
+            greedy, lazy = re.compile(p, flags), re.compile(_lazy_dot_star(p), flags)
+            for text in texts:
+                g, z = greedy.search(text), lazy.search(text)
+                assert (g is None) == (z is None) and (g is None or g.start() == z.start())

@@ -15,8 +15,10 @@ parses with the email package.  Every scan moves forward: the whole is linear in
 from __future__ import annotations
 
 import email
+import email.message
 import email.parser
 import email.policy
+import email.utils
 import re
 from email.message import Message
 
@@ -53,9 +55,9 @@ POLICY = BoundedPolicy()
 
 class BoundedMessage(Message):
     """A Message that keeps at most HEADER_COUNT_LIMIT headers (the rest are dropped as
-    parsed): every msg.get() walks the whole header list.  Its content type is computed once
-    (the parser and every step ask for it; each ask walks the headers and splits the value)
-    and forgotten whenever a header or the default type changes."""
+    parsed).  Its headers are indexed by name for get() and get_all(), and its content type
+    is computed once (the parser and every step ask for it; each ask walked the headers and
+    split the value); both are forgotten whenever a header or the default type changes."""
 
     _ctype: str | None = None
 
@@ -64,10 +66,92 @@ class BoundedMessage(Message):
         if len(self._headers) < HEADER_COUNT_LIMIT:  # type: ignore[attr-defined]
             self._headers.append((name, value))  # type: ignore[attr-defined]
 
+    # Lower-case name -> its fields, for get() and get_all() (each step asks for a dozen
+    # headers, most of them absent, and each ask walked the whole list).  Built on the first
+    # ask from the list it indexes; rebuilt when the list is another one or of another length
+    # (replace_header, the one in-place change of the same length, forgets it).
+    _index: dict[str, list[tuple[str, str]]] | None = None
+    _indexed: tuple[list[tuple[str, str]], int] | None = None
+
+    def _fields(self, name: str) -> list[tuple[str, str]] | None:
+        headers = self._headers  # type: ignore[attr-defined]
+        indexed = self._indexed
+        index = self._index
+        if (index is None or indexed is None or indexed[0] is not headers
+                or indexed[1] != len(headers)):
+            index = {}
+            for field in headers:
+                key = field[0].lower()
+                same = index.get(key)
+                if same is None:
+                    index[key] = [field]
+                else:
+                    same.append(field)
+            self._index = index
+            self._indexed = (headers, len(headers))
+            self._ctype = None  # computed from the list before
+        return index.get(name.lower())
+
+    def _fetch(self, name: str, value: object) -> object:
+        # compat32's header_fetch_parse returns a str without surrogates as it is (it makes
+        # a Header of one with them): non-ASCII goes the policy's way.
+        if value.__class__ is str and value.isascii():  # type: ignore[attr-defined]
+            return value
+        return self.policy.header_fetch_parse(name, value)  # type: ignore[arg-type]
+
+    def get(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        fields = self._fields(name)
+        return self._fetch(*fields[0]) if fields else failobj
+
+    def get_all(self, name: str, failobj: object = None) -> object:  # type: ignore[override]
+        fields = self._fields(name)
+        return [self._fetch(k, v) for k, v in fields] if fields else failobj
+
+    def items(self) -> list[tuple[str, object]]:  # type: ignore[override]
+        return [(k, self._fetch(k, v)) for k, v in self._headers]  # type: ignore[attr-defined]
+
     def get_content_type(self) -> str:
-        if self._ctype is None:
-            self._ctype = super().get_content_type()
+        headers = self._headers  # type: ignore[attr-defined]
+        indexed = self._indexed
+        if (self._ctype is None or indexed is None or indexed[0] is not headers
+                or indexed[1] != len(headers)):
+            # Message.get_content_type, on the index (built again first if stale).
+            fields = self._fields("content-type")
+            if not fields:
+                ctype = self.get_default_type()
+            else:
+                ctype = str(self._fetch(*fields[0])).partition(";")[0].strip().lower()
+                if ctype.count("/") != 1:
+                    ctype = "text/plain"
+            self._ctype = ctype
         return self._ctype
+
+    def get_content_maintype(self) -> str:
+        return self.get_content_type().partition("/")[0]  # Message's: split("/")[0]
+
+    def get_param(self, param: str, failobj: object = None,  # type: ignore[override]
+                  header: str = "content-type", unquote: bool = True) -> object:
+        """Message.get_param, without its detour through RFC 2231 decoding for a plain
+        ASCII value (every boundary and charset lookup asks; the detour was a third of the
+        MIME tree's cost).  A value with "*" (an RFC 2231 name) or non-ASCII (compat32 makes
+        it a Header) takes the email package's own path."""
+        value = None
+        name = header.lower()
+        for k, v in self._headers:  # type: ignore[attr-defined]
+            if k.lower() == name:
+                value = v
+                break
+        if not unquote or not isinstance(value, str) or not value.isascii() or "*" in value:
+            return super().get_param(param, failobj, header, unquote)
+        # Message._get_params_preserve and decode_params, for such a value: each piece of
+        # _parseparam split at its first "=" and stripped; get_param unquotes the value
+        # (decode_params' quote() then unquote() is the identity: test_bounce_mime).
+        wanted = param.lower()
+        for p in _parseparam(value):
+            k, eq, v = p.partition("=")
+            if k.strip().lower() == wanted:
+                return email.utils.unquote(v.strip() if eq else "")
+        return failobj
 
     def __setitem__(self, name: str, val: object) -> None:  # type: ignore[override]
         self._ctype = None
@@ -79,6 +163,7 @@ class BoundedMessage(Message):
 
     def replace_header(self, _name: str, _value: object) -> None:  # type: ignore[override]
         self._ctype = None
+        self._index = None
         super().replace_header(_name, _value)  # type: ignore[arg-type]
 
     def set_default_type(self, ctype: str) -> None:
@@ -89,7 +174,8 @@ class BoundedMessage(Message):
 def message_from_bytes(data: bytes) -> Message:
     """``data`` (LF line endings, already bounded) as a tree of BoundedMessage: split here
     when it has a shape this module copies, by the email package otherwise."""
-    if not any(c in data for c in _ODD_BREAKS):
+    if not (b"\r" in data or b"\x0b" in data or b"\x0c" in data or b"\x1c" in data
+            or b"\x1d" in data or b"\x1e" in data):  # _ODD_BREAKS, without a generator
         text = data.decode("ascii", "surrogateescape")  # as email.parser.BytesParser
         try:
             return _entity(text, 0, len(text))
@@ -102,6 +188,9 @@ class _Unusual(Exception):
     """A shape whose feed-parser handling this module does not copy."""
 
 
+# The email package's split of a parameter list at its unquoted ";" (Lib/email/message.py).
+_parseparam = email.message._parseparam  # type: ignore[attr-defined]
+
 # Line breaks of str.splitlines() other than LF (the feed parser splits on them too); CR is
 # gone already (dsn._normalize).
 # Tested with ``in`` (memchr), not a character class: a regex is tried at every byte.
@@ -109,12 +198,16 @@ _ODD_BREAKS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 # feedparser.headerRE: a header line, or a continuation.
 # A run of header fields (feedparser.headerRE: a name, a colon; continuation lines), each
 # line ending in LF or at the end of the part.
+# Possessive quantifiers (no backtracking state kept; none could change a match: the name
+# class has no ":", a line's run of [^\n] ends where LF or the end must follow, and nothing
+# follows the outer repetitions).
 _HEADER_BLOCK = re.compile(
-    r"(?:[\041-\071\073-\176]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+    r"(?:[\041-\071\073-\176]*+:[^\n]*+(?:\n|\Z)(?:[ \t][^\n]*+(?:\n|\Z))*+)*+")
 # One field of such a block: its name, and its value without the blanks after the colon
 # and without the last LF (compat32's header_source_parse).
-_FIELD = re.compile(r"^([\041-\071\073-\176]*):[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
-_BLANK_LINE = re.compile(r"^\n", re.M)
+_FIELD = re.compile(r"^([\041-\071\073-\176]*+):[ \t]*+([^\n]*+(?:\n[ \t][^\n]*+)*+)",
+                    re.M)
+_BLANK_LINE = re.compile(r"^\n", re.M)  # what _blank_line() finds
 
 
 def _headers(msg: Message, text: str, pos: int, end: int) -> int:
@@ -128,7 +221,7 @@ def _headers(msg: Message, text: str, pos: int, end: int) -> int:
     stop = block.end() if block else pos
     if stop > pos:
         fields = _FIELD.findall(text, pos, stop)
-        if not fields[0][0] or "\n:" in text[pos:stop]:
+        if not fields[0][0] or text.find("\n:", pos, stop) >= 0:
             raise _Unusual("empty header name")
         if stop - pos > MIME_HEADER_SIZE_LIMIT or text.count(";", pos, stop) >= MIME_PARAM_LIMIT:
             fields = [POLICY.cut(name, value) for name, value in fields]  # a long field
@@ -166,8 +259,9 @@ def _status_blocks(text: str, pos: int, end: int) -> list[Message]:
     blocks is an empty message of its own, as there."""
     blocks: list[Message] = []
     while True:
-        m = _BLANK_LINE.search(text, pos, end)
-        stop = m.start() if m else end
+        stop = _blank_line(text, pos, end)
+        if stop < 0:
+            stop = end
         sub = _entity(text, pos, stop)
         if sub.get_content_maintype() in ("message", "multipart"):
             raise _Unusual("container inside a delivery-status block")
@@ -175,6 +269,15 @@ def _status_blocks(text: str, pos: int, end: int) -> list[Message]:
         pos = min(stop + 1, end)
         if pos >= end:
             return blocks
+
+
+def _blank_line(text: str, pos: int, end: int) -> int:
+    """Where the first empty line in text[pos:end] starts (-1: none): the start of
+    _BLANK_LINE.search(text, pos, end), found with str.find."""
+    if pos < end and text[pos] == "\n" and (pos == 0 or text[pos - 1] == "\n"):
+        return pos
+    j = text.find("\n\n", pos, end)
+    return -1 if j < 0 else j + 1
 
 
 def _multipart(msg: Message, text: str, pos: int, end: int) -> None:

@@ -178,63 +178,70 @@ def _unverbose(pattern: str) -> str:
 
 class PhraseRegex:
     """A verbose alternation of phrases (classify's REGEX tables), matched against
-    lower-cased text, split in two: the alternatives that each contain a literal run of at
-    least ``MIN`` characters run only when one of those runs occurs in the text; the few
-    others always run.  ``search`` is true exactly when the whole pattern would match: the
-    pattern is one alternation with nothing after it, so a match of the whole is a match
-    of one alternative."""
+    lower-cased text, split up: the alternatives that each contain a literal run of at
+    least ``MIN`` characters are grouped by that run, and a group runs only when its run
+    occurs in the text; the few others always run.  ``search`` is true exactly when the
+    whole pattern would match: the pattern is one alternation with nothing after it, so a
+    match of the whole is a match of one alternative."""
 
-    __slots__ = ("gated", "needles", "rest")
+    __slots__ = ("groups", "needles", "rest")
 
     def __init__(self, verbose: str) -> None:
         plain = _unverbose(verbose)
         alts = _split_top(plain)
-        self.gated: re.Pattern[str] | None = None
+        # (run, the alternatives that contain it): a common run ("http", "mail") gates
+        # only its own alternatives, not the whole alternation.
+        self.groups: tuple[tuple[str, re.Pattern[str]], ...] = ()
         self.needles: tuple[str, ...] = ()
         self.rest: re.Pattern[str] | None = None
         if alts is None:
             self.rest = re.compile(verbose, re.X)
             return
-        gated: list[str] = []
+        by_run: dict[str, list[str]] = {}
         rest: list[str] = []
-        runs: list[str] = []
         for alt in alts:
             run = _longest_run(alt)
             if len(run) >= MIN:
-                gated.append(alt)
-                runs.append(run.lower())
+                by_run.setdefault(run.lower(), []).append(alt)
             else:
                 rest.append(alt)
-        self.gated = re.compile("|".join(gated)) if gated else None
-        self.needles = tuple(dict.fromkeys(runs))
+        self.groups = tuple((run, re.compile("|".join(group))) for run, group in by_run.items())
+        self.needles = tuple(by_run)
         self.rest = re.compile("|".join(rest)) if rest else None
 
     def search(self, low: str) -> bool:
         if self.rest is not None and self.rest.search(low):
             return True
-        return self.gated is not None and any(n in low for n in self.needles) and bool(
-            self.gated.search(low))
+        for run, rx in self.groups:
+            if run in low and rx.search(low):
+                return True
+        return False
 
 
 class Prefiltered:
     """``pattern.search`` behind a literal pre-check on the lower-cased text.  ``found``
     answers only whether it matches, and runs just the alternatives whose own literal occurs
-    (a match of a top-level alternation is a match of one of its alternatives)."""
+    (a match of a top-level alternation is a match of one of its alternatives); a
+    line-anchored one is tried at the start and after each line break (_LineStart)."""
 
     __slots__ = ("pattern", "needles", "alternatives")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
         self.needles = needles(pattern) if pattern.flags & re.I else None
-        self.alternatives: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
-        alts = _split_top(pattern.pattern) if self.needles is not None else None
+        self.alternatives: tuple[_Alternative, ...] | None = None
+        alts = _split_top(pattern.pattern)
         if alts and not _BACKREF.search(pattern.pattern):
-            self.alternatives = _gated(alts, pattern.flags, "")
+            # found() asks only whether an alternative matches: its ".*" may be lazy.
+            self.alternatives = _gated([_lazy_dot_star(a) for a in alts], pattern.flags, "")
 
     def search(self, text: str, low: str | None = None) -> re.Match[str] | None:
         if self.needles is not None:
             low = text.lower() if low is None else low
-            if not any(n in low for n in self.needles):
+            for n in self.needles:
+                if n in low:
+                    break
+            else:
                 return None
         return self.pattern.search(text)
 
@@ -242,15 +249,170 @@ class Prefiltered:
         if self.alternatives is None:
             return self.search(text, low) is not None
         low = text.lower() if low is None else low
-        return any((not runs or any(r in low for r in runs)) and rx.search(text) is not None
-                   for runs, rx in self.alternatives)
+        for runs, rx, starts in self.alternatives:
+            if runs:
+                for r in runs:
+                    if r in low:
+                        break
+                else:
+                    continue
+            if (rx.search(text) if starts is None else starts.start(text, low)) is not None:
+                return True
+        return False
 
 
-def _gated(alts: list[str], flags: int, prefix: str
-           ) -> tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]:
+class _LineStart:
+    """Where "^X" (re.M) first matches, found as X matching at the start of the text or
+    "\\nX" after it: "\\n" is a literal prefix that the regex engine skips to, where "^"
+    is tried at every position of the text.  The same leftmost start: "^" under re.M holds
+    at 0 and just after each "\\n", nowhere else."""
+
+    __slots__ = ("first", "after")
+
+    def __init__(self, first: re.Pattern[str], after: re.Pattern[str]) -> None:
+        self.first = first
+        self.after = after
+
+    @classmethod
+    def of(cls, pattern: str, flags: int) -> _LineStart | None:
+        """For one alternative (no top-level "|") that starts with "^", under re.M."""
+        if not (pattern.startswith("^") and flags & re.M) or flags & re.X:
+            return None
+        return cls(re.compile(pattern, flags), re.compile("\n" + pattern[1:], flags))
+
+    def start(self, text: str, _low: str | None = None) -> int | None:
+        if self.first.match(text) is not None:
+            return 0
+        m = self.after.search(text)
+        return None if m is None else m.start() + 1
+
+
+class _LiteralStart:
+    """Where X first matches, for an X that starts with a literal (at least MIN characters
+    of it): tried only where that literal occurs (str.find), not at every position.  Under
+    re.I the literal is found in the lower-cased text, which is the text's own positions and
+    its case-insensitive matches only for ASCII text: any other is searched whole.  After
+    _CANDIDATES tries the rest of the text is searched whole (a text full of the literal
+    costs what the plain search costs)."""
+
+    __slots__ = ("rx", "literal", "icase")
+
+    def __init__(self, rx: re.Pattern[str], literal: str, icase: bool) -> None:
+        self.rx = rx
+        self.literal = literal
+        self.icase = icase
+
+    @classmethod
+    def of(cls, pattern: str, flags: int) -> _LiteralStart | None:
+        if flags & re.X:
+            return None
+        literal = _literal_prefix(pattern)
+        if len(literal) < MIN or not literal.isascii():
+            return None
+        icase = bool(flags & re.I)
+        return cls(re.compile(pattern, flags), literal.lower() if icase else literal, icase)
+
+    def start(self, text: str, low: str | None = None) -> int | None:
+        if self.icase:
+            if not text.isascii():
+                m = self.rx.search(text)
+                return None if m is None else m.start()
+            hay = text.lower() if low is None else low
+        else:
+            hay = text
+        i = hay.find(self.literal)
+        for _ in range(_CANDIDATES):
+            if i < 0:
+                return None
+            if self.rx.match(text, i) is not None:
+                return i
+            i = hay.find(self.literal, i + 1)
+        m = self.rx.search(text, i) if i >= 0 else None
+        return None if m is None else m.start()
+
+
+_CANDIDATES = 32
+
+
+def _literal_prefix(alt: str) -> str:
+    """The characters every match of ``alt`` starts with: its leading literal characters
+    (an escaped punctuation character is that character), up to the first one that a
+    quantifier makes optional (kept if the quantifier is "+": it occurs at least once)."""
+    out: list[str] = []
+    i = 0
+    while i < len(alt):
+        c = alt[i]
+        if c == "\\":
+            ch = alt[i + 1:i + 2]
+            if not ch or ch.isalnum() or ch == "_":
+                break  # \s, \d, \b, \1 ...: not one literal character
+            step = 2
+        elif c in ".^$*+?{}[]()|#":
+            break
+        else:
+            ch, step = c, 1
+        after = alt[i + step:i + step + 1]
+        if after in ("?", "*", "{"):
+            break
+        out.append(ch)
+        if after == "+":
+            break
+        i += step
+    return "".join(out)
+
+
+def _starts(pattern: str, flags: int) -> _LineStart | _LiteralStart | None:
+    """How to find where one alternative (no top-level "|") first matches faster than
+    searching it: by the line starts, or by its leading literal; None: search it."""
+    return _LineStart.of(pattern, flags) or _LiteralStart.of(pattern, flags)
+
+
+# One alternative: the lower-case literals one of which any of its matches contains (none:
+# always run), the alternative compiled alone, and how to find its first match (_starts).
+_Alternative = tuple[tuple[str, ...], re.Pattern[str], _LineStart | _LiteralStart | None]
+
+
+def _gated(alts: list[str], flags: int, prefix: str) -> tuple[_Alternative, ...]:
     """Each alternative compiled alone (after ``prefix``), with the lower-case literals one
     of which any of its matches contains (none: always run)."""
-    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags)) for alt in alts)
+    return tuple((_alternative_needles(alt), re.compile(prefix + alt, flags),
+                  _starts(prefix + alt, flags)) for alt in alts)
+
+
+def _lazy_dot_star(alt: str) -> str:
+    """``alt`` with each ".*" made lazy (".*?"): where a match starts, and whether there is
+    one, do not change (only which of the matches at that start is taken), and a lazy ".*"
+    before a group of phrases ("^Subject:.*(?:undeliver|...)") tries them from the left
+    instead of from the end of the line.  Left alone when an atomic group, a possessive
+    quantifier or a group reference could make the choice matter."""
+    if "(?>" in alt or _BACKREF.search(alt) or re.search(r"[*+?}][+]", alt):
+        return alt
+    out: list[str] = []
+    i = 0
+    while i < len(alt):
+        c = alt[i]
+        if c == "\\":
+            out.append(alt[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < len(alt) and alt[j] == "^":
+                j += 1
+            if j < len(alt) and alt[j] == "]":
+                j += 1
+            while j < len(alt) and alt[j] != "]":
+                j += 2 if alt[j] == "\\" else 1
+            out.append(alt[i:j + 1])
+            i = j + 1
+            continue
+        if alt.startswith(".*", i) and alt[i + 2:i + 3] not in ("?", "+"):
+            out.append(".*?")
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _alternative_needles(alt: str) -> tuple[str, ...]:
@@ -295,29 +457,55 @@ _BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
 class AnchoredAlternation:
     """Where the leftmost match of a line-anchored alternation "^(?:A|B|...)" (re.I | re.M)
     starts: the least start of "^A", "^B", ... (at the first line start where the whole
-    matches, one of its alternatives does); an alternative with a literal run runs only
-    where that run occurs in the lower-cased text."""
+    matches, one of its alternatives does).  The alternatives that start with a required
+    literal character fail at once on most lines: they run together, as one alternation
+    after "\\n" (``quick``); each other one runs alone, and only where its literal run occurs
+    in the lower-cased text."""
 
-    __slots__ = ("pattern", "parts")
+    __slots__ = ("pattern", "parts", "quick")
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.parts: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] | None = None
+        self.parts: tuple[_Alternative, ...] | None = None
+        self.quick: _LineStart | None = None
         p = pattern.pattern
         alts = _split_top(p[4:-1]) if p.startswith("^(?:") and p.endswith(")") else None
         if alts and pattern.flags & re.I and pattern.flags & re.M and not _BACKREF.search(p):
-            self.parts = _gated(alts, pattern.flags, "^")
+            quick = [a for a in alts if _starts_with_a_literal(a)]
+            self.parts = _gated([a for a in alts if a not in quick], pattern.flags, "^")
+            if quick:
+                self.quick = _LineStart.of("^(?:" + "|".join(quick) + ")", pattern.flags)
 
     def start(self, text: str) -> int | None:
         if self.parts is None:
             m = self.pattern.search(text)
             return m.start() if m else None
+        best = self.quick.start(text) if self.quick is not None else None
+        if best == 0:
+            return 0
         low = text.lower()
-        best: int | None = None
-        for runs, rx in self.parts:
-            if runs and not any(r in low for r in runs):
-                continue
-            m = rx.search(text)
-            if m and (best is None or m.start() < best):
-                best = m.start()
+        for runs, _rx, lines in self.parts:
+            if runs:
+                for r in runs:
+                    if r in low:
+                        break
+                else:
+                    continue
+            assert lines is not None  # every part starts with "^", under re.M
+            at = lines.start(text, low)
+            if at is not None and (best is None or at < best):
+                if at == 0:
+                    return 0
+                best = at
         return best
+
+
+def _starts_with_a_literal(alt: str) -> bool:
+    """Does every match of ``alt`` start with one given character (not a class, group or
+    escape, and no quantifier that makes it optional)?"""
+    if alt[:1] in ("", "[", ".", "(", "\\", "^", "$", "|") or alt[1:2] in ("?", "*"):
+        return False
+    return alt[1:2] != "{" or _AT_LEAST_ONCE.match(alt, 1) is not None
+
+
+_AT_LEAST_ONCE = re.compile(r"\{[1-9]\d*(?:,\d*)?\}")  # {2,}, {1,3}: not {0,3}

@@ -107,11 +107,12 @@ def _spectrum_reason(diagnostic: str) -> str | None:
 # A provider's reply as it reaches us: "550-5.7.26 text 550-5.7.26 more text" (a multi-line
 # reply folded onto one line).  The first code pair is the reply; the continuation prefixes
 # are dropped before the provider's wording is looked up, as they split its sentences.
-_REPLY_AND_STATUS = re.compile(r"\b([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+# (A leading "\b" written after the first digit, as in classify: the same matches.)
+_REPLY_AND_STATUS = re.compile(r"([245](?<!\w.)\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 _CONTINUATION = re.compile(r"\s[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3})?(?=\s)")
 _COX_AUP = re.compile(r"AUP#([0-9A-Z]+)")
 _FRANCE_PTT = re.compile(r"\b(?:LPN|LPNAAA|OFR|OUK)(?:_\d{3}|\d{3}[-_]\d{3})\b", re.I)
-_LEADING_REPLY = re.compile(r"\b([245]\d\d)\b")
+_LEADING_REPLY = re.compile(r"([245](?<!\w.)\d\d)\b")
 # Where the reply shows whose it is (their help links and host names are in nearly every
 # reply they send): some of their texts ("user unknown") are everybody's words, and mean
 # the provider's documented reason only in the provider's reply.
@@ -139,13 +140,14 @@ def _provider_reply(diagnostic: str) -> str | None:
     m = _REPLY_AND_STATUS.search(low)
     if m:
         reply, status = int(m.group(1)), m.group(2)
-        text = _CONTINUATION.sub(" ", low)
         google = _GOOGLE_MARK.search(low) is not None
+        microsoft = _MICROSOFT_MARK.search(low) is not None
+        # (the phrases are looked up only in a provider's own reply)
+        text = _CONTINUATION.sub(" ", low) if google or microsoft else ""
         for g_reply, g_status, phrase, reason in _providers.GOOGLE if google else ():
             if g_reply == reply and g_status == status and phrase in text:
                 return reason
         detail = int(status.rsplit(".", 1)[1])
-        microsoft = _MICROSOFT_MARK.search(low) is not None
         for prefix, lo, hi, phrase, reason in _providers.MICROSOFT if microsoft else ():
             if (status == prefix if lo == hi else (
                     status.startswith(prefix) and lo <= detail <= hi)) and phrase in text:

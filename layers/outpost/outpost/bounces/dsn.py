@@ -37,7 +37,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 
 from outpost.bounces._mime import headers_from_text, message_from_bytes
-from outpost.bounces._prefilter import Prefiltered
+from outpost.bounces._prefilter import Prefiltered, needles
 from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
 from outpost.bounces.classify import (
     classify,
@@ -45,7 +45,7 @@ from outpost.bounces.classify import (
     reply_code_from_text,
     status_from_text,
 )
-from outpost.bounces.families import MDA_AGENTS, POWERMTA_CATEGORY, Family
+from outpost.bounces.families import FAMILIES, MDA_AGENTS, POWERMTA_CATEGORY, Family
 from outpost.bounces.limits import (
     BODY_SCAN_LIMIT,
     DIAGNOSTIC_LIMIT,
@@ -84,6 +84,10 @@ _FIELD_RE = re.compile(
     r"|X-PowerMTA-BounceCategory)\s*:\s?(.*)$",
     re.I | re.M,
 )
+# _FIELD_RE on one line, as _fields() finds it in a whole text: "\s" may not cross a line.
+_FIELD_NAMES = _FIELD_RE.pattern[1:_FIELD_RE.pattern.index(")") + 1]
+_FIELD_AT = re.compile(_FIELD_NAMES + r"[^\S\n]*:[^\S\n]?(.*)", re.I)
+_FIELD_AFTER_LF = re.compile("\n" + _FIELD_NAMES + r"[^\S\n]*:[^\S\n]?(.*)", re.I)
 _STATUS_CODE = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _PER_RECIPIENT = frozenset(
     {"final-recipient", "original-recipient", "x-actual-recipient", "action", "status",
@@ -131,16 +135,21 @@ def _bound_mime(data: bytes) -> bytes:
     which bounds the depth too: each level of nesting needs a container), so that the email
     package parses a bounded tree."""
     cut = len(data)
-    if data.count(b"\n") >= MESSAGE_LINE_LIMIT:
+    if len(data) >= MESSAGE_LINE_LIMIT and data.count(b"\n") >= MESSAGE_LINE_LIMIT:
         lines = data.split(b"\n", MESSAGE_LINE_LIMIT)
         cut = len(data) - len(lines[-1])
         del lines
     # Literal counts bound the number of matches from above (one C pass each): most
-    # messages are far below both limits, and the line-anchored scans are skipped.
-    low = data[:cut].lower()
+    # messages are far below both limits, and the line-anchored scans are skipped.  Every
+    # container line has a "/": the case-blind count of the types is needed only when
+    # there are more slashes than the limit.
+    containers = data.count(b"/", 0, cut)
+    if containers > MIME_NESTING_LIMIT:
+        low = data[:cut].lower()
+        containers = low.count(b"multipart/") + low.count(b"message/")
     checks = (
-        (_DELIMITER_LINE, MIME_PART_LIMIT, low.count(b"\n--") + low.startswith(b"--")),
-        (_CONTAINER_LINE, MIME_NESTING_LIMIT, low.count(b"multipart/") + low.count(b"message/")),
+        (_DELIMITER_LINE, MIME_PART_LIMIT, data.count(b"\n--", 0, cut) + data.startswith(b"--")),
+        (_CONTAINER_LINE, MIME_NESTING_LIMIT, containers),
     )
     for rx, limit, most in checks:
         if most <= limit:
@@ -153,6 +162,9 @@ def _bound_mime(data: bytes) -> bytes:
 
 
 def _decode_header(value: object) -> str:
+    if isinstance(value, str) and "=?" not in value:
+        # No RFC 2047 encoded-words: nothing to decode (the common case), only the cut.
+        return value[:HEADER_SIZE_LIMIT]
     if value is None:
         return ""
     if len(str(value)) > HEADER_SIZE_LIMIT:
@@ -254,22 +266,26 @@ def _clean_addr(value: str) -> str:
 
 
 def _fields(text: str) -> list[tuple[str, str]]:
-    """RFC 3464 fields (with folded continuation lines) in order of appearance."""
+    """RFC 3464 fields (with folded continuation lines) in order of appearance: each line
+    that _FIELD_RE matches, found at the start of the text or after a line break (the "\n"
+    that _FIELD_AFTER_LF starts with is a literal the regex engine skips to); a
+    continuation line starts with a blank, so it never starts a field itself."""
     out: list[tuple[str, str]] = []
-    lines = text.split("\n")
-    i = 0
-    n = len(lines)
-    while i < n:
-        m = _FIELD_RE.match(lines[i])
-        if not m:
-            i += 1
-            continue
+    n = len(text)
+    m = _FIELD_AT.match(text) or _FIELD_AFTER_LF.search(text)
+    while m is not None:
         name, value = m.group(1).lower(), m.group(2).strip()
-        i += 1
-        while i < n and lines[i][:1] in (" ", "\t") and lines[i].strip():
-            value += " " + lines[i].strip()
-            i += 1
+        end = m.end()  # the end of the field's line: its "\n", or the end of the text
+        while end < n:
+            nl = text.find("\n", end + 1)
+            stop = n if nl < 0 else nl
+            line = text[end + 1:stop]
+            if line[:1] not in (" ", "\t") or not line.strip():
+                break
+            value += " " + line.strip()
+            end = stop
         out.append((name, value))
+        m = _FIELD_AFTER_LF.search(text, end)
     return out
 
 
@@ -391,6 +407,7 @@ _INLINE_ORIG = re.compile(
     r"(?:(?:[A-Za-z][A-Za-z0-9\-]*:[^\n]*|[ \t][^\n]*)\n)+",
     re.M,
 )
+_INLINE_ORIG_AFTER_LF = re.compile("\n" + _INLINE_ORIG.pattern[1:], re.M)
 
 
 def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
@@ -399,10 +416,19 @@ def _inline_original(text: str) -> tuple[tuple[str, str], ...]:
     cut = len(cut_original(text))
     if cut >= len(text):
         return ()
-    m = _INLINE_ORIG.search(text, cut)
-    if not m or m.start() - cut > 400:
+    # _INLINE_ORIG.search(text, cut): a match at ``cut``, or one after a line break (the
+    # "\n" it starts with is a literal the regex engine skips to; "^" is tried everywhere).
+    m = _INLINE_ORIG.match(text, cut)
+    if m is not None:
+        start, block = cut, m.group(0)
+    else:
+        m = _INLINE_ORIG_AFTER_LF.search(text, cut)
+        if m is None:
+            return ()
+        start, block = m.start() + 1, m.group(0)[1:]
+    if start - cut > 400:
         return ()
-    inner = headers_from_text(m.group(0))
+    inner = headers_from_text(block)
     return tuple((k, _decode_header(v)) for k, v in inner.items())
 
 
@@ -602,7 +628,10 @@ def _from_report(b: _Bounce) -> BounceReport | None:
     """2. RFC 3464 fields: in the delivery-status part, or (wrong content type) anywhere in
     the human-readable text before the original message."""
     fields = [fv for t in b.ds_texts for fv in _fields(t)]
-    if not any(n in ("final-recipient", "original-recipient") for n, _ in fields):
+    for n, _ in fields:
+        if n == "final-recipient" or n == "original-recipient":
+            break
+    else:
         fields = _fields(b.before_original)
     msg_fields, rcpts = _group_recipients(fields)
     rcpts = rcpts[:REPORT_RECIPIENT_LIMIT]
@@ -834,10 +863,24 @@ def _internal_name_of(final: str, original: str) -> bool:
 
 def _family_hint(fam: object, diagnostic: str) -> str | None:
     reasons = getattr(fam, "reasons", ())
+    text = diagnostic or ""
+    # A row's pattern runs only if one of its literals occurs (_prefilter.needles), checked
+    # on ASCII text, where str.lower() and re.I agree.
+    low = text.lower() if reasons and text.isascii() else None
     for rx, reason in reasons:
-        if rx.search(diagnostic or ""):
+        gate = _REASON_NEEDLES.get(rx)
+        if gate is not None and low is not None:
+            for n in gate:
+                if n in low:
+                    break
+            else:
+                continue
+        if rx.search(text):
             return str(reason)
     return None
+
+
+_REASON_NEEDLES = {rx: needles(rx) for f in FAMILIES for rx, _ in f.reasons if rx.flags & re.I}
 
 
 def _addresses_in(value: str) -> list[str]:
