@@ -474,11 +474,12 @@ class _Throttling(Behaviour):
 
 
 class RateLimit(_Throttling):
-    """At most `limit` messages per `window` seconds per client IP (a sliding window; None:
-    `limit` messages ever); each message over it is answered `reply` at `stage` ("MAIL",
-    "RCPT" or END_OF_DATA). `block_for`: once over, the IP gets `reply` for that many seconds
-    whatever the window says, and then starts afresh (Yahoo's TSS04 deferral; Google asks for
-    a pause of at least 10 minutes).
+    """At most `limit` messages per `window` seconds per client IP (a sliding window; with
+    `fixed`, windows that start at multiples of `window` on the clock, like a per-calendar-
+    minute counter; None: `limit` messages ever); each message over it is answered `reply` at
+    `stage` ("MAIL", "RCPT" or END_OF_DATA). `block_for`: once over, the IP gets `reply` for
+    that many seconds whatever the window says, and then starts afresh (Yahoo's TSS04
+    deferral; Google asks for a pause of at least 10 minutes).
 
     A message counts when it is admitted at `stage` (once per transaction: at RCPT, the first
     recipient decides for the whole transaction), so concurrent connections cannot overshoot.
@@ -488,7 +489,8 @@ class RateLimit(_Throttling):
 
     def __init__(
         self, limit: int, window: float | None, reply: str, *, stage: str = "RCPT",
-        block_for: float | None = None, clock: Callable[[], float] = time.monotonic,
+        block_for: float | None = None, fixed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if stage not in ("MAIL", "RCPT", END_OF_DATA):
             raise ValueError(f"stage must be MAIL, RCPT or {END_OF_DATA}")
@@ -496,7 +498,7 @@ class RateLimit(_Throttling):
             raise ValueError("limit must be >= 0")
         super().__init__(clock)
         self.limit, self.window, self.reply, self.stage = limit, window, reply, stage
-        self.block_for = block_for
+        self.block_for, self.fixed = block_for, fixed
         self._admitted: dict[str, collections.deque[float]] = {}
         self._blocked_until: dict[str, float] = {}
         # The decision for a transaction at RCPT, taken at its first recipient.
@@ -514,7 +516,8 @@ class RateLimit(_Throttling):
                 self._admitted.pop(ip, None)
             seen = self._admitted.setdefault(ip, collections.deque())
             if self.window is not None:
-                while seen and seen[0] <= now - self.window:
+                start = now - now % self.window if self.fixed else now - self.window
+                while seen and (seen[0] < start if self.fixed else seen[0] <= start):
                     seen.popleft()
             if len(seen) >= self.limit:
                 if self.block_for is not None:

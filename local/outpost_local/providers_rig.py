@@ -66,8 +66,9 @@ class Emulation:
     """How one provider's MX throttles a client IP.
 
     per_window messages per `window` seconds (None: no rate limit; window None: per_window
-    messages ever), answered `reply` at `stage` beyond it; `block_for` seconds of `reply`
-    once over (None: only while the window is full). per_connection messages per session
+    messages ever; a sliding window, or with `fixed_window` one that starts at multiples of
+    `window` on the clock), answered `reply` at `stage` beyond it; `block_for` seconds of
+    `reply` once over (None: only while the window is full). per_connection messages per session
     (None: no cap), connections concurrent sessions (None: no cap, counted only).
     """
 
@@ -76,6 +77,7 @@ class Emulation:
     per_window: int | None = None
     window: float | None = 60.0
     block_for: float | None = None
+    fixed_window: bool = False
     per_connection: int | None = None
     session_reply: str = TOO_MANY_MESSAGES
     connections: int | None = None
@@ -135,7 +137,7 @@ def behaviours_for(emulation: Emulation, clock: Callable[[], float] = time.monot
     rate = None
     if emulation.per_window is not None:
         rate = RateLimit(emulation.per_window, emulation.window, emulation.reply, stage=emulation.stage,
-                         block_for=emulation.block_for, clock=clock)
+                         block_for=emulation.block_for, fixed=emulation.fixed_window, clock=clock)
     session = None
     if emulation.per_connection is not None:
         session = SessionCap(emulation.per_connection, emulation.session_reply, clock=clock)

@@ -129,6 +129,19 @@ def test_sliding_window_frees_one_message_per_expired_one(mx_factory: Callable[.
     assert send(c, 4)[:2] == ("RCPT", 421)
 
 
+def test_fixed_windows_start_at_multiples_of_the_window(mx_factory: Callable[..., MxServer]) -> None:
+    clock = Clock()  # 1000.0: the window [960, 1020) has 20 s left
+    server = mx_factory(HOST, 0, RateLimit(2, 60.0, GMAIL_RATE, stage="RCPT", fixed=True, clock=clock))
+    c = connect(server)
+    assert [send(c, n)[0] for n in range(2)] == ["ok", "ok"]
+    assert send(c, 2)[:2] == ("RCPT", 421)
+    clock.now = 1019.9
+    assert send(connect(server), 3)[:2] == ("RCPT", 421)
+    clock.now = 1020.0  # a new window, whatever a sliding one would still hold
+    c = connect(server)
+    assert [send(c, n)[0] for n in range(4, 7)] == ["ok", "ok", "RCPT"]
+
+
 def test_outlook_451_4_7_650_at_rcpt_keeps_the_session_open(mx_factory: Callable[..., MxServer]) -> None:
     clock = Clock()
     rate = RateLimit(2, 60.0, OUTLOOK_RATE, stage="RCPT", clock=clock)
