@@ -229,7 +229,7 @@ ROWS = [
     ("connections opened", "connections", "{:d}"),
     ("most connections at once", "max_concurrent", "{:d}"),
     ("closed by the per-session cap", "session_capped", "{:d}"),
-    ("rate reached (per minute, unscaled)", "rate_reached", "{:.0f}"),
+    ("rate reached (messages per emulated minute)", "rate_reached", "{:.0f}"),
 ]
 
 
