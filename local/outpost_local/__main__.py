@@ -12,6 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run Outpost end to end and check the outcomes")
     dev = sub.add_parser("dev", help="keep the local stack running for curl")
     dev.add_argument("--verbose", action="store_true", help="handler logs and metrics on stdout")
+    dev.add_argument("--providers", action="store_true",
+                     help="also gmail.test, outlook.test, yahoo.test: MX hosts that throttle like those providers")
     prov = sub.add_parser("provision", help="create the template's resources in an AWS endpoint")
     prov.add_argument("--endpoint", required=True)
     prov.add_argument("--dynamodb-endpoint", help="DynamoDB only (e.g. DynamoDB Local); default --endpoint")
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "dev":
         from .dev import main as dev_main
 
-        return dev_main(verbose=args.verbose)
+        return dev_main(verbose=args.verbose, providers=args.providers)
     import os
 
     import boto3

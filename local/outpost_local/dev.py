@@ -8,10 +8,10 @@ import threading
 from .stack import OUTPUTS_FILE, SENDING_DOMAIN, LocalStack, StackConfig
 
 
-def main(verbose: bool = False) -> int:
+def main(verbose: bool = False, providers: bool = False) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalStack(StackConfig(quiet=not verbose, outputs_file=OUTPUTS_FILE)) as stack:
+    with LocalStack(StackConfig(quiet=not verbose, outputs_file=OUTPUTS_FILE, providers=providers)) as stack:
         print(f"""Outpost local stack is up.
 
   API          {stack.api.url}

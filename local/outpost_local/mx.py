@@ -6,7 +6,13 @@ decided by a list of `Behaviour` objects, asked in order; the first that has an 
 and a server with no opinions accepts everything. Behaviours use aiosmtpd-style hooks
 (`handle_MAIL`, `handle_RCPT`, `handle_DATA`) returning a reply string or None, plus
 `before_reply` / `after_reply` around every reply (for delays and disconnects), `greeting`,
-and `on_accepted` (after a 250 to end-of-data actually went out).
+and `on_accepted` (after a 250 to end-of-data actually went out), and `on_disconnect`.
+
+Provider emulators (issue 11) throttle the way mailbox providers do, per client IP (the peer
+address): `RateLimit` (Gmail's 421 4.7.28, Outlook's 451 4.7.650, Yahoo's 421 4.7.0 [TSS04]:
+see `GMAIL_RATE`, `OUTLOOK_RATE`, `YAHOO_TSS04`), `SessionCap` (messages per connection) and
+`ConnectionCap` (concurrent connections, 421 at the greeting). Each keeps counters a test or
+bench reads (`counters()`), and takes its time from an injectable clock.
 
 `AcceptThenBounce` also plays the other half of a bounce: it builds an RFC 3464 DSN
 (`build_dsn`) and delivers it to the return path's MX (`send_dsn_via_smtp`).
@@ -15,6 +21,7 @@ and `on_accepted` (after a 250 to end-of-data actually went out).
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import email
 import email.policy
@@ -26,6 +33,7 @@ import smtplib
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
@@ -40,17 +48,23 @@ __all__ = [
     "Accept",
     "AcceptThenBounce",
     "Behaviour",
+    "ConnectionCap",
     "DataReply",
     "DisconnectInData",
     "GreetingReply",
     "Greylist",
     "MailReply",
     "MxServer",
+    "GMAIL_RATE",
+    "OUTLOOK_RATE",
+    "RateLimit",
     "RcptReply",
     "Received",
     "RejectUnknown",
+    "SessionCap",
     "Slow",
     "TlsHandshakeFailure",
+    "YAHOO_TSS04",
     "build_dsn",
     "resolve_via_dns",
     "send_dsn_via_smtp",
@@ -139,6 +153,9 @@ class Behaviour:
         return None
 
     def on_accepted(self, received: Received) -> None:
+        return None
+
+    def on_disconnect(self, server: MxSmtp) -> None:
         return None
 
 
@@ -390,6 +407,237 @@ class AcceptThenBounce(Behaviour):
             return list(self.sent)
 
 
+# -- provider emulators (issue 11) ----------------------------------------------------------
+#
+# Mailbox providers throttle by client IP across all their MX hosts, so one emulator object
+# may serve several MxServers (each on its own loop thread): its state sits behind a lock.
+
+# The replies as providers send them ("{ip}" is the client's address).
+GMAIL_RATE = (
+    "421 4.7.28 [{ip}] Our system has detected an unusual rate of unsolicited mail originating "
+    "from your IP address. To protect our users from spam, mail sent from your IP address has "
+    "been temporarily rate limited."
+)
+OUTLOOK_RATE = (
+    "451 4.7.650 The mail server [{ip}] has been temporarily rate limited due to IP reputation."
+)
+YAHOO_TSS04 = (
+    "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or user "
+    "complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"
+)
+# Postfix's own reply to a client over smtpd_client_connection_count_limit.
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections from {ip}"
+TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in this session, closing connection"
+
+
+def _client_ip(server: MxSmtp) -> str:
+    peer = server.session.peer if server.session is not None else None
+    return str(peer[0]) if peer else ""
+
+
+class _Throttling(Behaviour):
+    """Counters every provider emulator keeps: messages accepted (a 250 to end-of-data went
+    out) and throttle replies sent, in total and per client IP. Thread safe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.throttled = 0
+        self.accepted_by_ip: collections.Counter[str] = collections.Counter()
+        self.throttled_by_ip: collections.Counter[str] = collections.Counter()
+        self._closing: weakref.WeakSet[MxSmtp] = weakref.WeakSet()
+
+    def on_accepted(self, received: Received) -> None:
+        with self.lock:
+            self.accepted += 1
+            self.accepted_by_ip[received.peer] += 1
+
+    def _throttle(self, server: MxSmtp, reply: str, ip: str) -> str:
+        """Count a throttle reply; a 421 closes the connection after it (RFC 5321 §3.8)."""
+        with self.lock:
+            self.throttled += 1
+            self.throttled_by_ip[ip] += 1
+        text = reply.format(ip=ip, host=server.mx.hostname)
+        if text.startswith("421"):
+            self._closing.add(server)
+        return text
+
+    async def after_reply(self, stage: str, reply: str, server: MxSmtp) -> None:
+        if server in self._closing and reply.startswith("421"):
+            self._closing.discard(server)
+            server.drop()
+
+    def counters(self) -> dict[str, int]:
+        with self.lock:
+            return {"accepted": self.accepted, "throttled": self.throttled}
+
+
+class RateLimit(_Throttling):
+    """At most `limit` messages per `window` seconds per client IP (a sliding window; with
+    `fixed`, windows that start at multiples of `window` on the clock, like a per-calendar-
+    minute counter; None: `limit` messages ever); each message over it is answered `reply` at
+    `stage` ("MAIL", "RCPT" or END_OF_DATA). `block_for`: once over, the IP gets `reply` for
+    that many seconds whatever the window says, and then starts afresh (Yahoo's TSS04
+    deferral; Google asks for a pause of at least 10 minutes).
+
+    A message counts when it is admitted at `stage` (once per transaction: at RCPT, the first
+    recipient decides for the whole transaction), so concurrent connections cannot overshoot.
+    Messages answered `reply` do not count. E.g. Gmail, 300 a minute:
+    `RateLimit(300, 60, GMAIL_RATE, stage=END_OF_DATA)`.
+    """
+
+    def __init__(
+        self, limit: int, window: float | None, reply: str, *, stage: str = "RCPT",
+        block_for: float | None = None, fixed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if stage not in ("MAIL", "RCPT", END_OF_DATA):
+            raise ValueError(f"stage must be MAIL, RCPT or {END_OF_DATA}")
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
+        super().__init__(clock)
+        self.limit, self.window, self.reply, self.stage = limit, window, reply, stage
+        self.block_for, self.fixed = block_for, fixed
+        self._admitted: dict[str, collections.deque[float]] = {}
+        self._blocked_until: dict[str, float] = {}
+        # The decision for a transaction at RCPT, taken at its first recipient.
+        self._decided: weakref.WeakKeyDictionary[Envelope, str | None] = weakref.WeakKeyDictionary()
+
+    def admit(self, ip: str) -> bool:
+        """Count one message from `ip` if the window has room; False: it is over the limit."""
+        now = self.clock()
+        with self.lock:
+            until = self._blocked_until.get(ip)
+            if until is not None:
+                if now < until:
+                    return False
+                del self._blocked_until[ip]
+                self._admitted.pop(ip, None)
+            seen = self._admitted.setdefault(ip, collections.deque())
+            if self.window is not None:
+                start = now - now % self.window if self.fixed else now - self.window
+                while seen and (seen[0] < start if self.fixed else seen[0] <= start):
+                    seen.popleft()
+            if len(seen) >= self.limit:
+                if self.block_for is not None:
+                    self._blocked_until[ip] = now + self.block_for
+                return False
+            seen.append(now)
+            return True
+
+    def _decide(self, server: MxSmtp) -> str | None:
+        ip = _client_ip(server)
+        return None if self.admit(ip) else self._throttle(server, self.reply, ip)
+
+    async def handle_MAIL(
+        self, server: MxSmtp, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str | None:
+        return self._decide(server) if self.stage == "MAIL" else None
+
+    async def handle_RCPT(
+        self, server: MxSmtp, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str | None:
+        if self.stage != "RCPT":
+            return None
+        if envelope not in self._decided:
+            self._decided[envelope] = self._decide(server)
+            return self._decided[envelope]
+        verdict = self._decided[envelope]
+        if verdict is not None:  # the rest of a throttled transaction, counted once
+            with self.lock:
+                self.throttled += 1
+                self.throttled_by_ip[_client_ip(server)] += 1
+        return verdict
+
+    async def handle_DATA(self, server: MxSmtp, session: Session, envelope: Envelope) -> str | None:
+        return self._decide(server) if self.stage == END_OF_DATA else None
+
+
+class SessionCap(_Throttling):
+    """At most `per_connection` messages per connection: the next MAIL FROM is answered
+    `reply` (a 421 closes the connection), as providers that cap a session do."""
+
+    def __init__(self, per_connection: int, reply: str = TOO_MANY_MESSAGES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self.per_connection, self.reply = per_connection, reply
+        self._sent: weakref.WeakKeyDictionary[MxSmtp, int] = weakref.WeakKeyDictionary()
+        self.max_per_connection = 0  # the most messages accepted on one connection
+
+    async def handle_MAIL(
+        self, server: MxSmtp, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str | None:
+        if self._sent.get(server, 0) >= self.per_connection:
+            return self._throttle(server, self.reply, _client_ip(server))
+        return None
+
+    async def after_reply(self, stage: str, reply: str, server: MxSmtp) -> None:
+        if stage == END_OF_DATA and reply.startswith("2"):
+            with self.lock:
+                n = self._sent[server] = self._sent.get(server, 0) + 1
+                self.max_per_connection = max(self.max_per_connection, n)
+        await super().after_reply(stage, reply, server)
+
+    def counters(self) -> dict[str, int]:
+        out = super().counters()
+        out["max_per_connection"] = self.max_per_connection
+        return out
+
+
+class ConnectionCap(_Throttling):
+    """At most `max_connections` concurrent connections per client IP (None: no cap, only
+    counted); one more is answered `reply` at the greeting and closed. Counts every
+    connection, those refused, and the most open at once (admitted ones), per IP and in all.
+    Put it first among the behaviours: a greeting another behaviour overrides is not counted.
+    """
+
+    def __init__(self, max_connections: int | None, reply: str = TOO_MANY_CONNECTIONS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self.max_connections, self.reply = max_connections, reply
+        self.connections = 0
+        self.refused = 0
+        self.open = 0
+        self.max_concurrent = 0
+        self.open_by_ip: collections.Counter[str] = collections.Counter()
+        self.max_concurrent_by_ip: collections.Counter[str] = collections.Counter()
+        self._admitted: weakref.WeakKeyDictionary[MxSmtp, str] = weakref.WeakKeyDictionary()
+
+    def greeting(self, server: MxSmtp) -> str | None:
+        ip = _client_ip(server)
+        with self.lock:
+            self.connections += 1
+            if self.max_connections is not None and self.open_by_ip[ip] >= self.max_connections:
+                self.refused += 1
+                refuse = True
+            else:
+                refuse = False
+                self._admitted[server] = ip
+                self.open += 1
+                self.open_by_ip[ip] += 1
+                self.max_concurrent = max(self.max_concurrent, self.open)
+                self.max_concurrent_by_ip[ip] = max(self.max_concurrent_by_ip[ip], self.open_by_ip[ip])
+        return self._throttle(server, self.reply, ip) if refuse else None
+
+    def on_disconnect(self, server: MxSmtp) -> None:
+        with self.lock:
+            ip = self._admitted.pop(server, None)
+            if ip is not None:
+                self.open -= 1
+                self.open_by_ip[ip] -= 1
+
+    def counters(self) -> dict[str, int]:
+        out = super().counters()
+        with self.lock:
+            out.update(connections=self.connections, refused=self.refused, open=self.open,
+                       max_concurrent=self.max_concurrent)
+        return out
+
+
 # -- DSN construction and delivery ----------------------------------------------------------
 
 
@@ -591,6 +839,8 @@ class MxSmtp(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         self.mx._protocols.discard(self)
+        for b in self.mx.behaviours:
+            b.on_disconnect(self)
         super().connection_lost(error)
 
     def drop(self) -> None:

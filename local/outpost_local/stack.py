@@ -9,7 +9,8 @@
   DnsServer           authoritative DNS for the test zones (MX, A, PTR, TXT: DKIM, SPF, DMARC)
   TestPki             a test CA; every MX presents a certificate the sender verifies
   MX hosts            accept / reject unknown users (550 5.1.1) / greylist (451 4.7.1) /
-                      accept then send a DSN later / Postfix (when installed and root)
+                      accept then send a DSN later / Postfix (when installed and root) /
+                      (providers=True) Gmail, Outlook, Yahoo look-alikes that throttle
   InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
   SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
@@ -55,6 +56,7 @@ class StackConfig:
     max_lifetime: int | None = None
     schedule_interval: float = 60.0  # seconds between runs of each Schedule-triggered function
     postfix: bool | None = None  # None: when installed and running as root
+    providers: bool = False  # provider-like MX hosts (providers_rig.py): gmail.test, outlook.test, yahoo.test
     state_dir: Path | None = None
     outputs_file: Path | None = None  # publish describe() here while running (make dev: OUTPUTS_FILE)
     quiet: bool = True
@@ -274,6 +276,10 @@ class LocalStack(Server):
             want_postfix = root and postfix_available() is None
         if want_postfix:
             self._start_postfix()
+        if self.config.providers:
+            from .providers_rig import add_to_stack
+
+            add_to_stack(self)
 
     def _start_postfix(self) -> None:
         from .postfix import PostfixInstance
