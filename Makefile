@@ -50,6 +50,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check layers admin local functions tests bench
 	$(VENV)/bin/mypy layers/outpost/outpost admin/outpost_admin
+	$(VENV)/bin/mypy local/outpost_local
 
 bench: install
 	$(PY) bench/dkim_sign.py

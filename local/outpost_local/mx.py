@@ -772,7 +772,7 @@ def send_dsn_via_smtp(
     with smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout) as client:
         client.ehlo()
         if tls_context is not None and client.has_extn("starttls"):
-            client._host = mx_name  # verify the certificate against the MX name, not the IP
+            client._host = mx_name  # type: ignore[attr-defined]  # verify the certificate against the MX name, not the IP
             client.starttls(context=tls_context)
             client.ehlo()
         client.mail("")
