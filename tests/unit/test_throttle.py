@@ -127,8 +127,12 @@ def test_durations_follow_the_steps_capped_with_provider_minimums() -> None:
     assert duration(1, "microsoft-hourly", POLICY) == 3600
     # A shortened schedule (tests, benches) shortens the minimums too: capped by its longest step.
     short = Policy(steps=(2, 4))
-    assert duration(1, "google", short) == 4 and duration(1, "generic", short) == 2
-    assert duration(3, "generic", short) == 4
+    assert duration(1, "google", short) == 2 and duration(1, "yahoo", short) == 4  # 600/300, 7200/300 capped
+    assert duration(1, "generic", short) == 2 and duration(3, "generic", short) == 4
+    # divided by K (a bench's --time-scale): the minimums are divided by K too
+    halved = Policy(steps=(300, 900, 1800, 3600, 7200))
+    assert duration(1, "google", halved) == 300 and duration(1, "yahoo", halved) == 3600
+    assert duration(1, "microsoft-hourly", halved) == 1800
 
 
 def test_a_throttle_during_a_suspension_changes_nothing() -> None:

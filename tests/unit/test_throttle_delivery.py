@@ -53,14 +53,15 @@ class Container:
     """One sender container: its own DeliveryService, SMTP peers and queue; the store and the
     clock are shared with the other containers."""
 
-    def __init__(self, store: FakeMessages, clock: FakeClock, peers: dict[str, Peer] | None = None) -> None:
+    def __init__(self, store: FakeMessages, clock: FakeClock, peers: dict[str, Peer] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.store, self.clock, self.jobs = store, clock, FakeJobs()
         self.peers = peers or {ip: Peer() for _, ip in MX.values()}
         self.connector = CountingConnector(self.peers, timeouts=TIMEOUTS)
         self.counts: dict[str, int] = {}
         self.by_provider: dict[tuple[str, str], int] = {}
         self.service = DeliveryService(
-            settings=Settings.from_env({"OUTPOST_SENDER_IP": IP}), store=store, suppressions=FakeSuppressions(),
+            settings=Settings.from_env({"OUTPOST_SENDER_IP": IP, **(env or {})}), store=store, suppressions=FakeSuppressions(),
             queue=self.jobs, resolve_mx=lambda d: [MxHost(MX[d][0], 10, (MX[d][1],))],
             connector=self.connector, signer_for=lambda domain: FakeSigner(),
             return_path=lambda mid, i: f"b+{mid}.{i}@bounces.{SENDER}", clock=clock,
@@ -151,6 +152,22 @@ def test_a_throttle_suspends_the_provider_and_holds_its_other_recipients_without
     assert w.recipients(other)[0].state is RecipientState.DELIVERED
     assert all(r.waiting is None for r in w.recipients(mid))
     assert "waiting" not in w.queries.message(mid)["recipients"][0]
+
+
+def test_with_shaping_off_a_throttle_reply_is_an_ordinary_deferral_and_nothing_is_suspended() -> None:
+    """OUTPOST_SHAPING_ENABLED=false is the sender as before issue 11 (benches, emergencies)."""
+    w = World()
+    a = Container(w.store, w.clock, env={"OUTPOST_SHAPING_ENABLED": "false"})
+    gmail = a.peers["192.0.2.10"]
+    gmail.replies["RCPT"] = [THROTTLE]
+    mid = w.send("u1@gmail.test", "u2@gmail.test")
+    a.run(mid)
+    u1, u2 = w.recipients(mid)
+    assert (u1.state, len(u1.attempts), u1.waiting) == (RecipientState.DEFERRED, 1, None)
+    assert u1.last is not None and u1.last["scope"] != "provider"
+    assert u2.state is RecipientState.DELIVERED  # the next recipient still tried: no hold
+    assert w.store.suspensions == {} and w.store.suspension_reads == []
+    assert "Throttled" not in a.counts and "Suspended" not in a.counts
 
 
 def test_another_container_does_not_connect_to_a_suspended_provider() -> None:

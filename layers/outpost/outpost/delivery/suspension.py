@@ -6,8 +6,8 @@ asks and writes it; nothing here does I/O.
 - A throttle (trouble.judge -> Scope.PROVIDER) suspends the provider for the sending IP for
   the current step of OUTPOST_THROTTLE_BACKOFF (default 10, 30, 60, 120, 240 minutes, the last
   one repeating), but never less than the provider's own minimum (throttles.BACKOFF_MINIMUM:
-  Google 10 minutes, Yahoo 2 hours, ...; capped by the longest step, so a shortened schedule
-  shortens the minimums too).
+  Google 10 minutes, Yahoo 2 hours, ...; scaled with the first step and capped by the longest,
+  so a shortened schedule shortens the minimums too).
 - The level grows by one when a throttle comes within the quiet period (the longest step)
   after the last suspension ended, and decays by one per quiet period without one; a
   throttle during a suspension (a container that had a session open already) changes
@@ -60,10 +60,12 @@ def level_after(prev: Suspension | None, now: float, policy: Policy) -> int:
 
 def duration(level: int, backoff: str | None, policy: Policy) -> float:
     """Seconds a suspension at `level` lasts: the step, at least the class's minimum. The
-    minimum is capped by the schedule's longest step, so one setting shortens everything for
-    a test or a bench (the default schedule's 4 hours leave every minimum whole)."""
+    minimum scales with the schedule's first step (a bench that divides the schedule by K
+    divides the minimums by K) and is capped by its longest step, so one setting shortens
+    everything for a test or a bench (the default schedule leaves every minimum whole)."""
     step = policy.steps[min(max(level, 1), len(policy.steps)) - 1]
-    minimum = min(BACKOFF_MINIMUM.get(backoff or "generic", 0), max(policy.steps))
+    scale = policy.steps[0] / DEFAULT_THROTTLE_BACKOFF[0]
+    minimum = min(BACKOFF_MINIMUM.get(backoff or "generic", 0) * scale, max(policy.steps))
     return float(max(step, minimum))
 
 

@@ -185,9 +185,19 @@ def providers_of(hosts: Iterable[MxHost]) -> list[str]:
     return out
 
 
+def judged_as(svc: DeliveryService, provider: str) -> str | None:
+    """The provider `judge` is told about: none when shaping is off (OUTPOST_SHAPING_ENABLED=
+    false, the sender as before issue 11), so a throttle reply is an ordinary transient one
+    and no provider is suspended."""
+    return provider if svc.settings.shaping_enabled else None
+
+
 async def unsuspended(svc: DeliveryService, hosts: list[MxHost]) -> tuple[list[MxHost], Suspension | None]:
     """The MX hosts whose provider is not suspended (asking the store when this container has
-    no answer), and, when there are none, the suspension that ends first."""
+    no answer), and, when there are none, the suspension that ends first. Shaping off: all,
+    with no store read."""
+    if not svc.settings.shaping_enabled:
+        return hosts, None
     held: dict[str, Suspension] = {}
     for p in providers_of(hosts):
         s = await known_suspension(svc, p)
