@@ -61,7 +61,8 @@ class Container:
         self.counts: dict[str, int] = {}
         self.by_provider: dict[tuple[str, str], int] = {}
         self.service = DeliveryService(
-            settings=Settings.from_env({"OUTPOST_SENDER_IP": IP, **(env or {})}), store=store, suppressions=FakeSuppressions(),
+            settings=Settings.from_env({"OUTPOST_SENDER_IP": IP, **(env or {})}), store=store,
+            suppressions=FakeSuppressions(),
             queue=self.jobs, resolve_mx=lambda d: [MxHost(MX[d][0], 10, (MX[d][1],))],
             connector=self.connector, signer_for=lambda domain: FakeSigner(),
             return_path=lambda mid, i: f"b+{mid}.{i}@bounces.{SENDER}", clock=clock,
