@@ -262,3 +262,43 @@ def test_the_settings_name_a_bad_warm_up_date_and_read_the_switch() -> None:
     assert s.warmup_start == "2026-11-30" and s.shaping_enabled is False
     d = Settings.from_env({"OUTPOST_WARMUP_START": ""})
     assert d.warmup_start is None and d.shaping_enabled is True
+
+
+def test_sessions_the_server_closed_while_idle_free_their_slots_and_never_make_a_job_wait(monkeypatch) -> None:
+    """Review (issue 11): two shaped sessions sit idle in the batch's pool and the server
+    closes both (an idle timeout). The next job's `take` drops them; they must free their
+    fleet slots and this container's count at once, not at the end of the batch: else
+    `turn` waits TURN_WAIT for sessions that will never come back, and the fleet's cap
+    counts two dead connections for the rest of the batch."""
+    import asyncio
+    import time
+
+    from outpost.delivery import domain
+    from outpost.delivery.transport import SessionPool
+
+    monkeypatch.setattr(domain, "TURN_WAIT", 3.0)  # (the real 30 s, shortened for the test)
+    w = ShapedWorld()
+    svc = w.service
+    mids = [w.send(f"u{i}@example.test") for i in range(3)]
+    elapsed: list[float] = []
+
+    async def main() -> None:
+        pool = SessionPool()
+        deadline = w.clock() + 600
+        await asyncio.gather(svc.deliver(_job(mids[0]), pool, deadline),
+                             svc.deliver(_job(mids[1]), pool, deadline))
+        assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN
+        for s in w.connector.opened:
+            s._open = False  # the server closed them while they were idle in the pool
+        started = time.monotonic()
+        await svc.deliver(_job(mids[2]), pool, deadline)
+        elapsed.append(time.monotonic() - started)
+        leases, _ = w.slot()
+        assert len(leases) == 1  # only the new session's; the dead ones freed theirs
+        await pool.close()
+        svc.shaper.batch_done()
+
+    asyncio.run(main())
+    assert all(w.recipients(mid)[0].state is RecipientState.DELIVERED for mid in mids)
+    assert elapsed[0] < 1.0  # no wait for a turn that cannot come
+    assert w.slot()[0] == {}

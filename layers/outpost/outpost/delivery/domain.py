@@ -381,6 +381,8 @@ class DomainRun:
         for fresh in (False, *[True] * (self.svc.MX_SESSION_LIMIT + 2)):
             if self.session is None and not fresh:
                 self.session = self.pool.take(self.key)
+                if self.pool.dropped:
+                    await self.pool.close_dropped()  # their slots are free from now (shaping)
                 if self.session is None and self.svc.shaper.enabled:
                     self.session = await self.turn()
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
@@ -480,6 +482,8 @@ class DomainRun:
         while svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end:
             await asyncio.sleep(0.02)
             session = self.pool.take(self.key)
+            if self.pool.dropped:
+                await self.pool.close_dropped()
             if session is not None:
                 return session
         return None
