@@ -285,11 +285,13 @@ def test_sessions_the_server_closed_while_idle_free_their_slots_and_never_make_a
     async def main() -> None:
         pool = SessionPool()
         deadline = w.clock() + 600
+        w.peer.delays["DATA"] = 0.2  # both jobs in flight at once: two sessions
         await asyncio.gather(svc.deliver(_job(mids[0]), pool, deadline),
                              svc.deliver(_job(mids[1]), pool, deadline))
         assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN
         for s in w.connector.opened:
             s._open = False  # the server closed them while they were idle in the pool
+        w.peer.delays.clear()
         started = time.monotonic()
         await svc.deliver(_job(mids[2]), pool, deadline)
         elapsed.append(time.monotonic() - started)
@@ -302,3 +304,22 @@ def test_sessions_the_server_closed_while_idle_free_their_slots_and_never_make_a
     assert all(w.recipients(mid)[0].state is RecipientState.DELIVERED for mid in mids)
     assert elapsed[0] < 1.0  # no wait for a turn that cannot come
     assert w.slot()[0] == {}
+
+
+def test_jobs_waiting_for_a_turn_hand_off_once_the_domain_is_found_slow() -> None:
+    """Review (issue 11): on the new-mail lane, a batch's jobs beyond the domain's two sessions
+    wait in `turn`. When the two in flight find the domain slow (SLOW_TRANSACTION, abandoned
+    before the dot), the waiters must go to the slow lane, as every job would have without
+    shaping, not open a session each and pay SLOW_TRANSACTION again one after the other."""
+    w = ShapedWorld()
+    w.peer.delays["DATA"] = 0.5
+    w.service.SLOW_TRANSACTION = 0.1
+    mids = [w.send(f"u{i}@example.test") for i in range(6)]
+    _batch(w, mids)
+    abandoned = [line for line in w.peer.log if line.endswith("abandoned")]
+    assert len(abandoned) == shaping.SESSIONS_PER_DOMAIN, w.peer.log  # only the two in flight paid it
+    assert w.peer.accepted == []
+    slow_jobs = [job for job, _ in w.jobs.sent if job.slow]
+    assert sorted(j.message_id for j in slow_jobs) == sorted(mids)  # every job handed to the slow lane
+    assert all(w.recipients(mid)[0].attempts == () for mid in mids)  # no attempt counted
+    assert w.slot()[0] == {}  # every slot released

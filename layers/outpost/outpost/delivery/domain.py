@@ -385,6 +385,13 @@ class DomainRun:
                     await self.pool.close_dropped()  # their slots are free from now (shaping)
                 if self.session is None and self.svc.shaper.enabled:
                     self.session = await self.turn()
+                    if self.handoff is not None and hand_off_if_slow(self.svc, self.mid, self.domain,
+                                                                     self.rcpts[n:], self.handoff):
+                        # Found slow while this job waited for its turn: the slow lane's now.
+                        if self.session is not None:
+                            self.pool.give(self.key, self.session)
+                            self.session = None
+                        return Flow.STOP
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
                 return Flow.STOP
             if await self.shaped(n) is Flow.STOP:
@@ -474,12 +481,14 @@ class DomainRun:
         into the time it needs) for one of them to come back to the pool idle, or to close,
         rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
         sessions, and a session's two slot writes are shared by the messages it carries
-        (bench/shaping_cost.py). None: no idle session came; open one."""
+        (bench/shaping_cost.py). On the new-mail lane the wait ends when the domain is found
+        slow (the caller hands off). None: no idle session came; open one."""
         svc = self.svc
         wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
-        while svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end:
+        while (svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end
+               and not (self.handoff is not None and is_slow(svc, self.domain))):
             await asyncio.sleep(0.02)
             session = self.pool.take(self.key)
             if self.pool.dropped:
