@@ -323,3 +323,38 @@ def test_jobs_waiting_for_a_turn_hand_off_once_the_domain_is_found_slow() -> Non
     assert sorted(j.message_id for j in slow_jobs) == sorted(mids)  # every job handed to the slow lane
     assert all(w.recipients(mid)[0].attempts == () for mid in mids)  # no attempt counted
     assert w.slot()[0] == {}  # every slot released
+
+
+def test_a_store_that_hangs_in_a_slot_write_never_blocks_delivery() -> None:
+    """Review (issue 11): a store that does not answer (DynamoDB throttled or unreachable: the
+    sender's boto3 client tries 4 times with a 10 s read timeout) must not hold delivery for
+    it: each slot call is bounded by shaping.STORE_WAIT, then the session goes unshaped, as
+    for a store that fails outright (and as the slow-domain and suspension reads do)."""
+    import threading
+    import time
+
+    class HangingSlots(FakeMessages):
+        gate = threading.Event()
+
+        def take_slot(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.gate.wait(4.0)  # a request that hangs (released at the end of the test)
+            return super().take_slot(*args, **kwargs)
+
+        def finish_attempt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.recorded.append(time.monotonic())
+            return super().finish_attempt(*args, **kwargs)
+
+    store = HangingSlots()
+    store.recorded = []  # type: ignore[attr-defined]
+    w = ShapedWorld(_limits(per_minute=100), store=store)
+    mid = w.send("a@example.test", "b@example.test")
+    started = time.monotonic()
+    try:
+        assert w.run(_job(mid)) == []
+    finally:
+        store.gate.set()
+    # Delivered and recorded within the bound (asyncio.run itself still waits for the hung
+    # thread at its shutdown, after the work is done).
+    assert len(store.recorded) == 2 and max(store.recorded) - started < 3 * shaping.STORE_WAIT + 1  # type: ignore[attr-defined]
+    assert [r.state for r in w.recipients(mid)] == [RecipientState.DELIVERED] * 2
+    assert w.by[("ShapingStoreFailed", PROVIDER)] >= 1
