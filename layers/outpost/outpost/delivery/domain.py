@@ -548,9 +548,11 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
                             "command": exc.command})
             self.session = None
+            # Marked slow before the slot is freed: jobs waiting for a turn must see the mark
+            # when they see the session gone (else each opens one and pays the limit again).
+            await mark_slow(svc, self.domain)
             if isinstance(session, ShapedSession):
                 await session.abandon()  # the transport closed it: free its slot, no QUIT
-            await mark_slow(svc, self.domain)
             if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
                                                             self.handoff):
                 raise  # pragma: no cover - only the new-mail lane passes a limit
