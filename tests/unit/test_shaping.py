@@ -358,3 +358,27 @@ def test_a_store_that_hangs_in_a_slot_write_never_blocks_delivery() -> None:
     assert len(store.recorded) == 2 and max(store.recorded) - started < 3 * shaping.STORE_WAIT + 1  # type: ignore[attr-defined]
     assert [r.state for r in w.recipients(mid)] == [RecipientState.DELIVERED] * 2
     assert w.by[("ShapingStoreFailed", PROVIDER)] >= 1
+
+
+def test_a_throttle_on_a_shaped_session_frees_its_slot_and_the_next_job_waits_for_the_suspension() -> None:
+    """Review (issue 11): a throttle reply in mid-transaction on a shaped session closes the
+    session and frees its fleet slot (no lease left to expire), the recipient is charged its
+    attempt, the job's other recipients wait for the suspension with none, and the next job
+    for the provider does not connect: it waits too (the cap is 0 while suspended)."""
+    w = ShapedWorld()
+    w.peer.replies["RCPT"] = [(451, "4.7.1 Rate limit exceeded, try again later")]
+    mid = w.send("a@example.test", "b@example.test")
+    assert w.run(_job(mid)) == []
+    assert w.slot()[0] == {}  # the throttled session's lease is gone at once
+    a, b = w.recipients(mid)
+    assert a.state is RecipientState.DEFERRED and len(a.attempts) == 1
+    assert a.waiting is not None and a.waiting.reason == "suspended"
+    assert b.state is RecipientState.DEFERRED and b.attempts == ()
+    assert b.waiting is not None and b.waiting.reason == "suspended" and b.waiting.until == a.waiting.until
+    opened = len(w.connector.opened)
+    later = w.send("c@example.test")
+    assert w.run(_job(later)) == []
+    [c] = w.recipients(later)
+    assert len(w.connector.opened) == opened and c.attempts == ()  # no connection while suspended
+    assert c.waiting is not None and c.waiting.reason == "suspended"
+    assert w.slot()[0] == {}
