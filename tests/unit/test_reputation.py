@@ -387,3 +387,47 @@ def test_dsn_hard_bounces_and_complaints_are_counted_once_per_report() -> None:
     for scope in (domain_scope(SENDER), key_scope("k1")):
         w = b.rep.windows(scope)["24h"]
         assert (w.sent, w.hard, w.complaints) == (2, 1, 1), scope
+
+
+def test_mail_held_by_a_pause_expires_at_its_lifetime_end_naming_the_pause() -> None:
+    """Review (issue 11): a paused domain never resumed. Its queued mail is held recheck by
+    recheck, never past the message's lifetime, and then expires (4.4.7) saying it expired
+    while sending was paused (before: 'last reply: none', with no word of the pause)."""
+    b = Breaker()
+    store, jobs = FakeMessages(), FakeJobs()
+    peer = Peer()
+    api = SendService(store=store, suppressions=FakeSuppressions(), queue=FakeJobs(),
+                      domains=FakeDomains(SENDER), clock=b.clock, reputation=b.rep)
+    mid = api.send_one(_request(), principal=KEY)["id"]
+    b.rep.count_sent([(SENDER, None, 98)])
+    for _ in range(10):
+        b.rep.count_bounce(SENDER, None)
+    service = DeliveryService(
+        settings=Settings.from_env({"OUTPOST_REPUTATION_RECHECK": "600", "OUTPOST_MAX_LIFETIME": "1500"}),
+        store=store, suppressions=FakeSuppressions(), queue=jobs,
+        resolve_mx=lambda d: [MxHost(f"mx.{d}", 10, ("192.0.2.1",))],
+        connector=FakeConnector({"192.0.2.1": peer}), signer_for=lambda d: FakeSigner(),
+        return_path=lambda m, i: f"b+{m}.{i}@bounces.{SENDER}", clock=b.clock, rng=lambda: 0.25,
+        paused=PauseCheck(b.store, ttl=0, monotonic=b.clock), reputation=b.rep)
+    end = b.clock() + 1500
+    job: QueueJob | None = QueueJob(message_id=mid)
+    for _ in range(6):
+        assert job is not None
+        if job.not_before:
+            b.clock.now = max(b.clock(), job.not_before)
+        event = {"Records": [{"messageId": "sqs-1", "body": job.model_dump_json()}]}
+        assert service.handle_sqs_event(event, lambda: 600_000)["batchItemFailures"] == []
+        stored = store.load(mid)
+        assert stored is not None
+        if not any(r.is_open for r in stored.recipients):
+            break
+        assert all(r.next_attempt_at is not None and r.next_attempt_at <= end for r in stored.recipients)
+        job = jobs.sent.pop()[0] if jobs.sent else None
+    assert peer.accepted == []
+    stored = store.load(mid)
+    assert stored is not None
+    for r in stored.recipients:
+        assert r.state is RecipientState.EXPIRED and r.waiting is None
+        assert r.last is not None and r.last["status"] == "4.4.7"
+        assert "paused" in r.last["text"], r.last
+    assert b.clock() <= end + 2  # not a second early, nor long after

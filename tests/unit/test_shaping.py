@@ -262,3 +262,123 @@ def test_the_settings_name_a_bad_warm_up_date_and_read_the_switch() -> None:
     assert s.warmup_start == "2026-11-30" and s.shaping_enabled is False
     d = Settings.from_env({"OUTPOST_WARMUP_START": ""})
     assert d.warmup_start is None and d.shaping_enabled is True
+
+
+def test_sessions_the_server_closed_while_idle_free_their_slots_and_never_make_a_job_wait(monkeypatch) -> None:
+    """Review (issue 11): two shaped sessions sit idle in the batch's pool and the server
+    closes both (an idle timeout). The next job's `take` drops them; they must free their
+    fleet slots and this container's count at once, not at the end of the batch: else
+    `turn` waits TURN_WAIT for sessions that will never come back, and the fleet's cap
+    counts two dead connections for the rest of the batch."""
+    import asyncio
+    import time
+
+    from outpost.delivery import domain
+    from outpost.delivery.transport import SessionPool
+
+    monkeypatch.setattr(domain, "TURN_WAIT", 3.0)  # (the real 30 s, shortened for the test)
+    w = ShapedWorld()
+    svc = w.service
+    mids = [w.send(f"u{i}@example.test") for i in range(3)]
+    elapsed: list[float] = []
+
+    async def main() -> None:
+        pool = SessionPool()
+        deadline = w.clock() + 600
+        w.peer.delays["DATA"] = 0.2  # both jobs in flight at once: two sessions
+        await asyncio.gather(svc.deliver(_job(mids[0]), pool, deadline),
+                             svc.deliver(_job(mids[1]), pool, deadline))
+        assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN
+        for s in w.connector.opened:
+            s._open = False  # the server closed them while they were idle in the pool
+        w.peer.delays.clear()
+        started = time.monotonic()
+        await svc.deliver(_job(mids[2]), pool, deadline)
+        elapsed.append(time.monotonic() - started)
+        leases, _ = w.slot()
+        assert len(leases) == 1  # only the new session's; the dead ones freed theirs
+        await pool.close()
+        svc.shaper.batch_done()
+
+    asyncio.run(main())
+    assert all(w.recipients(mid)[0].state is RecipientState.DELIVERED for mid in mids)
+    assert elapsed[0] < 1.0  # no wait for a turn that cannot come
+    assert w.slot()[0] == {}
+
+
+def test_jobs_waiting_for_a_turn_hand_off_once_the_domain_is_found_slow() -> None:
+    """Review (issue 11): on the new-mail lane, a batch's jobs beyond the domain's two sessions
+    wait in `turn`. When the two in flight find the domain slow (SLOW_TRANSACTION, abandoned
+    before the dot), the waiters must go to the slow lane, as every job would have without
+    shaping, not open a session each and pay SLOW_TRANSACTION again one after the other."""
+    w = ShapedWorld()
+    w.peer.delays["DATA"] = 0.5
+    w.service.SLOW_TRANSACTION = 0.1
+    mids = [w.send(f"u{i}@example.test") for i in range(6)]
+    _batch(w, mids)
+    abandoned = [line for line in w.peer.log if line.endswith("abandoned")]
+    assert len(abandoned) == shaping.SESSIONS_PER_DOMAIN, w.peer.log  # only the two in flight paid it
+    assert w.peer.accepted == []
+    slow_jobs = [job for job, _ in w.jobs.sent if job.slow]
+    assert sorted(j.message_id for j in slow_jobs) == sorted(mids)  # every job handed to the slow lane
+    assert all(w.recipients(mid)[0].attempts == () for mid in mids)  # no attempt counted
+    assert w.slot()[0] == {}  # every slot released
+
+
+def test_a_store_that_hangs_in_a_slot_write_never_blocks_delivery() -> None:
+    """Review (issue 11): a store that does not answer (DynamoDB throttled or unreachable: the
+    sender's boto3 client tries 4 times with a 10 s read timeout) must not hold delivery for
+    it: each slot call is bounded by shaping.STORE_WAIT, then the session goes unshaped, as
+    for a store that fails outright (and as the slow-domain and suspension reads do)."""
+    import threading
+    import time
+
+    class HangingSlots(FakeMessages):
+        gate = threading.Event()
+
+        def take_slot(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.gate.wait(4.0)  # a request that hangs (released at the end of the test)
+            return super().take_slot(*args, **kwargs)
+
+        def finish_attempt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.recorded.append(time.monotonic())
+            return super().finish_attempt(*args, **kwargs)
+
+    store = HangingSlots()
+    store.recorded = []  # type: ignore[attr-defined]
+    w = ShapedWorld(_limits(per_minute=100), store=store)
+    mid = w.send("a@example.test", "b@example.test")
+    started = time.monotonic()
+    try:
+        assert w.run(_job(mid)) == []
+    finally:
+        store.gate.set()
+    # Delivered and recorded within the bound (asyncio.run itself still waits for the hung
+    # thread at its shutdown, after the work is done).
+    assert len(store.recorded) == 2 and max(store.recorded) - started < 3 * shaping.STORE_WAIT + 1  # type: ignore[attr-defined]
+    assert [r.state for r in w.recipients(mid)] == [RecipientState.DELIVERED] * 2
+    assert w.by[("ShapingStoreFailed", PROVIDER)] >= 1
+
+
+def test_a_throttle_on_a_shaped_session_frees_its_slot_and_the_next_job_waits_for_the_suspension() -> None:
+    """Review (issue 11): a throttle reply in mid-transaction on a shaped session closes the
+    session and frees its fleet slot (no lease left to expire), the recipient is charged its
+    attempt, the job's other recipients wait for the suspension with none, and the next job
+    for the provider does not connect: it waits too (the cap is 0 while suspended)."""
+    w = ShapedWorld()
+    w.peer.replies["RCPT"] = [(451, "4.7.1 Rate limit exceeded, try again later")]
+    mid = w.send("a@example.test", "b@example.test")
+    assert w.run(_job(mid)) == []
+    assert w.slot()[0] == {}  # the throttled session's lease is gone at once
+    a, b = w.recipients(mid)
+    assert a.state is RecipientState.DEFERRED and len(a.attempts) == 1
+    assert a.waiting is not None and a.waiting.reason == "suspended"
+    assert b.state is RecipientState.DEFERRED and b.attempts == ()
+    assert b.waiting is not None and b.waiting.reason == "suspended" and b.waiting.until == a.waiting.until
+    opened = len(w.connector.opened)
+    later = w.send("c@example.test")
+    assert w.run(_job(later)) == []
+    [c] = w.recipients(later)
+    assert len(w.connector.opened) == opened and c.attempts == ()  # no connection while suspended
+    assert c.waiting is not None and c.waiting.reason == "suspended"
+    assert w.slot()[0] == {}

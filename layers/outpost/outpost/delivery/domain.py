@@ -381,8 +381,17 @@ class DomainRun:
         for fresh in (False, *[True] * (self.svc.MX_SESSION_LIMIT + 2)):
             if self.session is None and not fresh:
                 self.session = self.pool.take(self.key)
+                if self.pool.dropped:
+                    await self.pool.close_dropped()  # their slots are free from now (shaping)
                 if self.session is None and self.svc.shaper.enabled:
                     self.session = await self.turn()
+                    if self.handoff is not None and hand_off_if_slow(self.svc, self.mid, self.domain,
+                                                                     self.rcpts[n:], self.handoff):
+                        # Found slow while this job waited for its turn: the slow lane's now.
+                        if self.session is not None:
+                            self.pool.give(self.key, self.session)
+                            self.session = None
+                        return Flow.STOP
             if self.session is None and await self.open_session(n, route) is Flow.STOP:
                 return Flow.STOP
             if await self.shaped(n) is Flow.STOP:
@@ -472,14 +481,18 @@ class DomainRun:
         into the time it needs) for one of them to come back to the pool idle, or to close,
         rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
         sessions, and a session's two slot writes are shared by the messages it carries
-        (bench/shaping_cost.py). None: no idle session came; open one."""
+        (bench/shaping_cost.py). On the new-mail lane the wait ends when the domain is found
+        slow (the caller hands off). None: no idle session came; open one."""
         svc = self.svc
         wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
-        while svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end:
+        while (svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end
+               and not (self.handoff is not None and is_slow(svc, self.domain))):
             await asyncio.sleep(0.02)
             session = self.pool.take(self.key)
+            if self.pool.dropped:
+                await self.pool.close_dropped()
             if session is not None:
                 return session
         return None
@@ -535,9 +548,11 @@ class DomainRun:
                      extra={"message_id": self.mid, "recipient_domain": self.domain, "mx": session.mx_name,
                             "command": exc.command})
             self.session = None
+            # Marked slow before the slot is freed: jobs waiting for a turn must see the mark
+            # when they see the session gone (else each opens one and pays the limit again).
+            await mark_slow(svc, self.domain)
             if isinstance(session, ShapedSession):
                 await session.abandon()  # the transport closed it: free its slot, no QUIT
-            await mark_slow(svc, self.domain)
             if self.handoff is None or not hand_off_if_slow(svc, self.mid, self.domain, self.rcpts[n:],
                                                             self.handoff):
                 raise  # pragma: no cover - only the new-mail lane passes a limit

@@ -267,8 +267,13 @@ def expire(ctx: Context, mid: str, r: Recipient, now: float) -> None:
     """A recipient that outlived the message's lifetime: expired (RFC 3463 4.4.7), with the
     last reply it had."""
     prev = dict(r.last or {})
-    last = dict(prev, status="4.4.7",
-                text=f"message expired; last reply: {prev.get('code', '')} {prev.get('text', 'none')}".strip())
+    text = f"message expired; last reply: {prev.get('code', '')} {prev.get('text', 'none')}".strip()
+    if r.waiting is not None:
+        # Held with no attempt (issue 11: a pause writes no reply of its own): say what it waited for.
+        w = r.waiting
+        text = f"message expired while waiting ({w.reason}: {w.detail or w.provider}); " + text.removeprefix(
+            "message expired; ")
+    last = dict(prev, status="4.4.7", text=text)
     ctx.store.finish_attempt(mid, r.index, RecipientState.EXPIRED, now, None, last=last)
     ctx.count("Expired", 1)
 

@@ -23,8 +23,8 @@ ends (a rate: the next minute or hour; the warm-up: the next UTC day). The lifet
 warm-up wait: a recipient still waiting at the end of its message's lifetime expires (4.4.7)
 with the warm-up named as its last reply (job._wait), never earlier because of it.
 
-A store that fails never blocks delivery: the session goes unshaped (counted,
-ShapingStoreFailed), as before issue 11, except for the per-connection cap, which is local.
+A store that fails, or does not answer within STORE_WAIT, never blocks delivery: the session
+goes unshaped (counted, ShapingStoreFailed), as before issue 11, except for the per-connection cap, which is local.
 OUTPOST_SHAPING_ENABLED=false turns all of it off (no store calls at all).
 """
 
@@ -36,6 +36,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from ..config import Settings
 from ..records import SlotState, Waiting
@@ -55,6 +56,10 @@ SLOT_WAIT = (5.0, 30.0)  # seconds a recipient waits for a connection slot (unif
 SESSIONS_PER_DOMAIN = 2
 TURN_WAIT = 30.0
 DEFAULT_IP = "default"  # the sending IP when settings.sender_ip is unknown (suspension.py's too)
+# The longest one store call of shaping may take (like DeliveryService.SLOW_STORE_WAIT): a store
+# that hangs counts as one that failed (unshaped); a write that lands later is a lease that
+# expires (LEASE) or messages that lapse with their window.
+STORE_WAIT = 1.0
 
 # The IP warm-up: messages per provider per UTC day, on day 1, 2, ... of OUTPOST_WARMUP_START;
 # no cap after the last day. It starts from the published plans' first days (SendGrid's
@@ -170,6 +175,11 @@ class Shaper:
     def ip(self) -> str:
         return self.settings.sender_ip or DEFAULT_IP
 
+    @staticmethod
+    async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        """One store call, bounded by STORE_WAIT (asyncio.TimeoutError counts as a failure)."""
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), STORE_WAIT)
+
     def _store_failed(self, what: str, provider: str) -> None:
         log.warning("shaping store call failed; unshaped", exc_info=True, extra={"provider": provider, "step": what})
         self.count_by("ShapingStoreFailed", 1, {"provider": provider})
@@ -187,7 +197,7 @@ class Shaper:
         lease_id, until = secrets.token_hex(6), now + LEASE
         try:
             for _ in range(4):
-                taken, state = await asyncio.to_thread(
+                taken, state = await self._call(
                     self.slots.take_slot, self.ip, provider, lease_id, until, cap,
                     {w.name: (n, w.limit) for w in wins}, now)
                 if taken:
@@ -200,7 +210,7 @@ class Shaper:
                     expired = {k: v for k, v in leases.items() if v <= now}
                     if expired and len(leases) - len(expired) < cap:
                         # A killed sender's leases: dropped (only if still expired), then again.
-                        await asyncio.to_thread(self.slots.drop_leases, self.ip, provider, expired)
+                        await self._call(self.slots.drop_leases, self.ip, provider, expired)
                         continue
                     return self._wait_slot(provider, cap, now)
                 room = _room(wins, state) if wins else n
@@ -225,7 +235,7 @@ class Shaper:
         try:
             if slot.lease_until - now < RENEW_AT:
                 until = now + LEASE
-                if await asyncio.to_thread(self.slots.renew_slot, slot.ip, slot.provider, slot.lease_id, until):
+                if await self._call(self.slots.renew_slot, slot.ip, slot.provider, slot.lease_id, until):
                     slot.lease_until = until
                 else:
                     slot.lost = True  # dropped as expired by another sender: this is its last message
@@ -242,7 +252,7 @@ class Shaper:
                 return None
             n = max(1, min(BLOCK, slot.limits.per_connection - slot.sent))
             for _ in range(2):
-                taken, state = await asyncio.to_thread(
+                taken, state = await self._call(
                     self.slots.take_tokens, slot.ip, slot.provider, {w.name: (n, w.limit) for w in wins}, now)
                 if taken:
                     slot.tokens = n
@@ -282,7 +292,7 @@ class Shaper:
         give_back = {w: slot.tokens for w in slot.taken if w in current and slot.tokens}
         forget = (slot.forget | set(slot.taken)) - current
         try:
-            await asyncio.to_thread(self.slots.release_slot, slot.ip, slot.provider, slot.lease_id,
+            await self._call(self.slots.release_slot, slot.ip, slot.provider, slot.lease_id,
                                     give_back, sorted(forget))
         except Exception:  # noqa: BLE001 - the lease expires on its own
             self._store_failed("release", slot.provider)

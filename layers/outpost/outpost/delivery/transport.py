@@ -651,6 +651,13 @@ class SessionPool:
         else:
             self.dropped.append(s)
 
+    async def close_dropped(self) -> None:
+        """Close the sessions the server closed while idle, now rather than at the end of the
+        batch: a shaped one frees its fleet slot and this container's count (shaping.py), which
+        a job waiting for a turn (domain.DomainRun.turn) would otherwise wait on in vain."""
+        dropped, self.dropped = self.dropped, []
+        await asyncio.gather(*(s.close() for s in dropped), return_exceptions=True)
+
     async def close(self) -> None:
         sessions = [s for group in self.idle.values() for s in group] + self.dropped
         self.idle.clear()
