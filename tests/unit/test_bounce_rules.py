@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from outpost.bounces import _phrases, classify, parse_bounce, status_from_text
+from outpost.bounces import _phrases, _providers, classify, parse_bounce, status_from_text
 from outpost.bounces._prefilter import PhraseRegex, Prefiltered, needles
 from outpost.bounces._vendor import host_reason, provider_of_host, vendor_reason
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
@@ -229,6 +229,26 @@ def test_a_providers_host_decides_the_reason_in_a_dsn() -> None:
         gd = parse_bounce(dsn("smtp.secureserver.net", "553 5.7.1 http://www.spamhaus.org/"
                               "query/bl?ip=192.0.2.7", "5.7.1")).recipients[0]
         assert gd.reason == "blocked"
+
+
+def test_provider_tables_name_only_sisimais_reasons() -> None:
+    # Sisimai::Reason->index (4.25) plus "undefined"; a typo in a table would be a new reason
+    vocabulary = {
+        "blocked", "contenterror", "exceedlimit", "expired", "filtered", "hasmoved",
+        "hostunknown", "mailboxfull", "mailererror", "mesgtoobig", "networkerror",
+        "notaccept", "onhold", "rejected", "norelaying", "spamdetected", "virusdetected",
+        "policyviolation", "securityerror", "suspend", "systemerror", "systemfull",
+        "toomanyconn", "userunknown", "syntaxerror", "undefined"}
+    used = {row[-1] for table in (_providers.GOOGLE, _providers.MICROSOFT, _providers.MIMECAST,
+                                  _providers.TENCENT, _providers.GODADDY_TEXTS,
+                                  _providers.KDDI_TEXTS, _providers.NTTDOCOMO_TEXTS,
+                                  _providers.SPECTRUM_AUP) for row in table}
+    for codes in (_providers.COX_AUP, _providers.FRANCE_PTT, _providers.GODADDY_CODES,
+                  _providers.IUA_CODES, _providers.NTTDOCOMO_STATUS,
+                  _providers.NTTDOCOMO_COMMAND):
+        used |= set(codes.values())
+    assert used <= vocabulary, used - vocabulary
+    assert {p for _, p in _providers.PROVIDER_HOSTS} == {"godaddy", "kddi", "nttdocomo"}
 
 
 def test_generic_phrases_for_retries_size_and_command() -> None:

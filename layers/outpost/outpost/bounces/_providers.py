@@ -244,6 +244,18 @@ COX_AUP: dict[str, str] = {
     "URLBL101": "spamdetected", "URLBL110": "spamdetected", "URLBL1001": "spamdetected",
 }
 
+# Spectrum (Charter): the number in "AUP#I-nnnn" / "AUP#O-nnnn" at the end of its refusals
+# (Spectrum's published list "Understanding email error codes"): (first, last, reason),
+# single codes as one-number ranges.  (Sisimai::Rhost::Spectrum spells 1220-1250's reason
+# "blokced": the list says blacklisted by Spamhaus, i.e. blocked.)
+SPECTRUM_AUP: tuple[tuple[int, int, str], ...] = (
+    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
+    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
+    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
+    (1560, 1560, "policyviolation"),
+)
+
 # Orange and La Poste (France): "LPN007_426", "OFR_999", "OUK_513": the last three digits
 # are the code (Orange's and La Poste's published lists).  Codes documented as "try later"
 # without a cause say nothing more: "undefined".

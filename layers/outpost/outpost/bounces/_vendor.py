@@ -79,16 +79,8 @@ VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
 )
 
 # Spectrum (Charter) ends its refusals with "AUP#I-nnnn" (incoming) or "AUP#O-nnnn"
-# (outgoing); Spectrum's published list of the numbers (as summarised in
-# Sisimai::Rhost::Spectrum): (first, last, reason), single codes as one-number ranges.
+# (outgoing): the number's reason is in _providers.SPECTRUM_AUP.
 _SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})\b")
-_SPECTRUM_RANGES: tuple[tuple[int, int, str], ...] = (
-    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
-    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
-    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
-    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
-    (1560, 1560, "policyviolation"),
-)
 
 
 def _spectrum_reason(diagnostic: str) -> str | None:
@@ -96,7 +88,7 @@ def _spectrum_reason(diagnostic: str) -> str | None:
     if m is None:
         return None
     n = int(m.group(1))
-    return next((r for lo, hi, r in _SPECTRUM_RANGES if lo <= n <= hi), None)
+    return next((r for lo, hi, r in _providers.SPECTRUM_AUP if lo <= n <= hi), None)
 
 
 # A provider's reply as it reaches us: "550-5.7.26 text 550-5.7.26 more text" (a multi-line
