@@ -11,6 +11,7 @@ import pytest
 from outpost.bounces import _phrases, _providers, classify, parse_bounce, status_from_text
 from outpost.bounces._prefilter import PhraseRegex, Prefiltered, needles
 from outpost.bounces._vendor import host_reason, provider_of_host, vendor_reason
+from outpost.bounces.classify import command_from_text
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
 from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
 
@@ -197,6 +198,8 @@ def test_host_tables_read_everybodys_words_only_from_the_providers_host() -> Non
     assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "RCPT") == "userunknown"
     assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "DATA") == "rejected"
     assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "MAIL") is None
+    # Postfix wraps "(in reply to end of DATA command)" across lines; the command still counts
+    assert command_from_text(f"said: {unknown} (in reply to\n    end of DATA command)") == "DATA"
     assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", "552 Too many recipients") == (
         "toomanyconn")
     assert host_reason("mx.example.net", "5.0.0", unknown, "DATA") is None
