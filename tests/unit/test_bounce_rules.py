@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from outpost.bounces import _phrases, classify, parse_bounce, status_from_text
+from outpost.bounces import _phrases, _providers, classify, parse_bounce, status_from_text
 from outpost.bounces._prefilter import PhraseRegex, Prefiltered, needles
-from outpost.bounces._vendor import vendor_reason
+from outpost.bounces._vendor import host_reason, provider_of_host, vendor_reason
+from outpost.bounces.classify import command_from_text
 from outpost.bounces.families import FAMILIES, ORIGINAL_MARKERS
 from outpost.bounces.textscan import FAMILY_ROWS, rows_disabled
 
@@ -171,6 +172,86 @@ def test_provider_reply_tables_need_the_provider_codes_and_name() -> None:
                         "com/docs/DOC-1369#554")[1] == "policyviolation"
         assert classify("5.0.0", "550 DMARC check failed. http://service.mail.qq.com/cgi-bin/"
                         "help?subtype=1")[1] == "blocked"
+
+
+@pytest.mark.parametrize(("host", "provider"), [
+    ("smtp.secureserver.net", "godaddy"), ("MAILSTORE1.secureserver.net.", "godaddy"),
+    ("lsean.ezweb.ne.jp [192.0.2.1]", "kddi"), ("mx.au.com", "kddi"),
+    ("mfsmax.docomo.ne.jp [203.0.113.1]", "nttdocomo"),
+    # whole names / whole-label suffixes only
+    ("relay.secureserver.net", None), ("ezweb.ne.jp", None), ("mx.nau.com", None),
+    ("docomo.ne.jp", None), ("", None), (None, None),
+])
+def test_provider_hosts_match_whole_names(host: str | None, provider: str | None) -> None:
+    assert provider_of_host(host) == provider
+
+
+def test_host_tables_read_everybodys_words_only_from_the_providers_host() -> None:
+    # KDDI: no address before "User unknown" means the recipient's filter refused the sender
+    assert host_reason("lsean.ezweb.ne.jp", "5.0.0", "550 : User unknown") == "filtered"
+    assert host_reason("mx.au.com", "5.1.1", "550 <k@au.com>: User unknown") == "userunknown"
+    assert host_reason("mx.example.net", "5.0.0", "550 : User unknown") is None
+    # NTT DOCOMO: the same "550 Unknown user" by status, then by the command it answered
+    unknown = "550 Unknown user k@docomo.ne.jp"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.2.0", unknown) == "filtered"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.1.1", unknown) == "userunknown"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "RCPT") == "userunknown"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "DATA") == "rejected"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", unknown, "MAIL") is None
+    # Postfix wraps "(in reply to end of DATA command)" across lines; the command still counts
+    assert command_from_text(f"said: {unknown} (in reply to\n    end of DATA command)") == "DATA"
+    assert host_reason("mfsmax.docomo.ne.jp", "5.0.0", "552 Too many recipients") == (
+        "toomanyconn")
+    assert host_reason("mx.example.net", "5.0.0", unknown, "DATA") is None
+    # GoDaddy: its code first, then its texts; the texts mean nothing from other hosts
+    assert host_reason("smtp.secureserver.net", "5.2.1", "550 5.2.1 Account disabled") == (
+        "suspend")
+    assert host_reason("smtp.secureserver.net", "5.0.0", "550 Account storage limit IB112") == (
+        "blocked")
+    assert host_reason("mx.example.net", "5.2.1", "550 5.2.1 Account disabled") is None
+    # I.UA's error page link names the provider wherever the reply comes from
+    assert vendor_reason("550 see http://mail.i.ua/err/4") == "mailboxfull"
+    assert vendor_reason("550 see http://mail.i.ua/err/99") is None
+
+
+def test_a_providers_host_decides_the_reason_in_a_dsn() -> None:
+    # The DSN's Remote-MTA names the provider; with every family row off, the provider's
+    # table decides over the generic reading (5.0.0 "User unknown": a filter, elsewhere).
+    def dsn(host: str, diag: str, status: str = "5.0.0") -> bytes:
+        body = DSN_BODY.replace("Status: 5.1.1\n", f"Status: {status}\nRemote-MTA: dns; {host}\n")
+        body = body.replace("550 5.1.1 <nobody@example.com>: user unknown", diag)
+        return _msg("From: MAILER-DAEMON@example.net\nSubject: Undelivered Mail\n"
+                    "Content-Type: multipart/report; report-type=delivery-status; "
+                    'boundary="REAL"\n', body)
+    with rows_disabled(FAMILY_ROWS):
+        said = "550 <nobody@example.com>: User unknown"
+        kddi = parse_bounce(dsn("lsean.ezweb.ne.jp", said)).recipients[0]
+        other = parse_bounce(dsn("mx.example.jp", said)).recipients[0]
+        assert (kddi.kind, kddi.reason) == ("hard", "userunknown")
+        assert (other.kind, other.reason) == ("soft", "filtered")
+        gd = parse_bounce(dsn("smtp.secureserver.net", "553 5.7.1 http://www.spamhaus.org/"
+                              "query/bl?ip=192.0.2.7", "5.7.1")).recipients[0]
+        assert gd.reason == "blocked"
+
+
+def test_provider_tables_name_only_sisimais_reasons() -> None:
+    # Sisimai::Reason->index (4.25) plus "undefined"; a typo in a table would be a new reason
+    vocabulary = {
+        "blocked", "contenterror", "exceedlimit", "expired", "filtered", "hasmoved",
+        "hostunknown", "mailboxfull", "mailererror", "mesgtoobig", "networkerror",
+        "notaccept", "onhold", "rejected", "norelaying", "spamdetected", "virusdetected",
+        "policyviolation", "securityerror", "suspend", "systemerror", "systemfull",
+        "toomanyconn", "userunknown", "syntaxerror", "undefined"}
+    used = {row[-1] for table in (_providers.GOOGLE, _providers.MICROSOFT, _providers.MIMECAST,
+                                  _providers.TENCENT, _providers.GODADDY_TEXTS,
+                                  _providers.KDDI_TEXTS, _providers.NTTDOCOMO_TEXTS,
+                                  _providers.SPECTRUM_AUP) for row in table}
+    for codes in (_providers.COX_AUP, _providers.FRANCE_PTT, _providers.GODADDY_CODES,
+                  _providers.IUA_CODES, _providers.NTTDOCOMO_STATUS,
+                  _providers.NTTDOCOMO_COMMAND):
+        used |= set(codes.values())
+    assert used <= vocabulary, used - vocabulary
+    assert {p for _, p in _providers.PROVIDER_HOSTS} == {"godaddy", "kddi", "nttdocomo"}
 
 
 def test_generic_phrases_for_retries_size_and_command() -> None:

@@ -1,11 +1,14 @@
 # ruff: noqa: E501  (data: providers' reply texts kept on one line each)
-"""What Google and Microsoft's own replies mean (data only): each row is a reply text the
+"""What providers' own replies mean (data only): each row is a reply text or code the
 provider documents, with the codes it comes with, and the Sisimai reason it names.
 
-Facts as collected in Sisimai 4.25's Rhost modules (GoogleApps, ExchangeOnline), Copyright
-(C) azumakuniyuki, BSD 2-Clause License.  The texts are the providers' own: they name the
+Facts as collected in Sisimai 4.25's Rhost modules (GoogleApps, ExchangeOnline, Mimecast,
+Cox, Spectrum, FrancePTT, TencentQQ, GoDaddy, IUA, KDDI, NTTDOCOMO), Copyright (C)
+azumakuniyuki, BSD 2-Clause License.  The texts are the providers' own: they name the
 reason whichever MTA relays the reply, so they live in the generic layer (_vendor.py reads
-them), not in a family row.
+them), not in a family row.  Wordings that are everybody's words ("account disabled", "550 :
+User unknown") mean the provider's documented reason only when the remote host is the
+provider's: those tables are keyed by host (PROVIDER_HOSTS) and read by _vendor.host_reason().
 """
 
 from __future__ import annotations
@@ -241,6 +244,18 @@ COX_AUP: dict[str, str] = {
     "URLBL101": "spamdetected", "URLBL110": "spamdetected", "URLBL1001": "spamdetected",
 }
 
+# Spectrum (Charter): the number in "AUP#I-nnnn" / "AUP#O-nnnn" at the end of its refusals
+# (Spectrum's published list "Understanding email error codes"): (first, last, reason),
+# single codes as one-number ranges.  (Sisimai::Rhost::Spectrum spells 1220-1250's reason
+# "blokced": the list says blacklisted by Spamhaus, i.e. blocked.)
+SPECTRUM_AUP: tuple[tuple[int, int, str], ...] = (
+    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
+    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
+    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
+    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
+    (1560, 1560, "policyviolation"),
+)
+
 # Orange and La Poste (France): "LPN007_426", "OFR_999", "OUK_513": the last three digits
 # are the code (Orange's and La Poste's published lists).  Codes documented as "try later"
 # without a cause say nothing more: "undefined".
@@ -263,4 +278,63 @@ TENCENT: tuple[tuple[str, str], ...] = (
     ("bad address syntax", "syntaxerror"), ("connection denied", "toomanyconn"),
     ("mailbox unavailable or access denied", "toomanyconn"),
     ("mailbox not found", "userunknown"),
+)
+
+# GoDaddy (smtp.secureserver.net): the "IBnnn" code that ends each of its refusals (GoDaddy's
+# help page "What does my email bounceback mean?", as listed in Sisimai::Rhost::GoDaddy).
+# The code names its own provider, so it is read in any reply.
+GODADDY_CODES: dict[str, str] = {
+    "IB103": "blocked", "IB104": "blocked", "IB105": "blocked", "IB106": "blocked",
+    "IB007": "toomanyconn", "IB101": "expired", "IB108": "blocked", "IB110": "blocked",
+    "IB111": "blocked", "IB112": "blocked", "IB113": "blocked", "IB212": "spamdetected",
+    "IB401": "securityerror", "IB501": "rejected", "IB502": "rejected",
+    "IB504": "toomanyconn", "IB506": "rejected", "IB508": "rejected",
+    "IB510": "toomanyconn", "IB607": "toomanyconn", "IB705": "virusdetected",
+}
+
+# GoDaddy's bouncebacks without a code (same page): lower-case text -> reason, in GoDaddy's
+# reply only (host "smtp.secureserver.net" / "mailstore1.secureserver.net").
+GODADDY_TEXTS: tuple[tuple[str, str], ...] = (
+    ("www.spamhaus.org/query/bl?ip=", "blocked"), ("554 rbl reject.", "blocked"),
+    ("delivery timeout", "expired"),
+    ("451 sorry, i wasn't able to establish an smtp connection.", "expired"),
+    ("account disabled", "suspend"), ("account storage limit", "mailboxfull"),
+    ("account does not exist", "userunknown"), ("550 recipient not found.", "userunknown"),
+)
+
+# I.UA (Ukraine): its refusals link "http://mail.i.ua/err/N"; N -> reason (i.ua's error
+# pages).  The link names the provider, so it is read in any reply.
+IUA_CODES: dict[str, str] = {
+    "1": "norelaying", "2": "userunknown", "3": "suspend", "4": "mailboxfull",
+    "5": "toomanyconn", "6": "norelaying", "7": "blocked", "8": "rejected", "9": "blocked",
+    "10": "filtered",
+}
+
+# KDDI (au, ezweb.ne.jp): the same "User unknown" means two things on its MX hosts: with the
+# address in the reply it is an unknown user; with no address ("550 : User unknown") the
+# recipient's own filter refused the sender.  Lower-case text -> reason, KDDI's hosts only.
+KDDI_TEXTS: tuple[tuple[str, str], ...] = (
+    (">: user unknown", "userunknown"), ("550 : user unknown", "filtered"),
+)
+
+# NTT DOCOMO (mfsmax.docomo.ne.jp) answers "550 Unknown user" both for an unknown address
+# (at RCPT) and for a recipient whose filter refuses the sender (at DATA); the status and
+# the command tell them apart.  Status -> reason; then lower-case text -> reason; then, for
+# a 5.0.0 status, the command the reply answered -> reason.  DOCOMO's hosts only.
+NTTDOCOMO_STATUS: dict[str, str] = {
+    "5.1.1": "userunknown", "5.0.911": "userunknown", "5.2.0": "filtered",
+}
+NTTDOCOMO_TEXTS: tuple[tuple[str, str], ...] = (
+    ("552 too much mail data", "mailboxfull"), ("552 too many recipients", "toomanyconn"),
+    ("503 bad sequence of commands", "syntaxerror"),
+    ("504 command parameter not implemented", "syntaxerror"),
+)
+NTTDOCOMO_COMMAND: dict[str, str] = {"RCPT": "userunknown", "DATA": "rejected"}
+
+# Whose host a remote MTA is: (lower-case host name or ".suffix", provider).  A name without
+# a leading dot must equal the host; ".suffix" matches the end of it.
+PROVIDER_HOSTS: tuple[tuple[str, str], ...] = (
+    ("smtp.secureserver.net", "godaddy"), ("mailstore1.secureserver.net", "godaddy"),
+    (".ezweb.ne.jp", "kddi"), (".au.com", "kddi"),
+    ("mfsmax.docomo.ne.jp", "nttdocomo"), (".mfsmax.docomo.ne.jp", "nttdocomo"),
 )

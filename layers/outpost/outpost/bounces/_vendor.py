@@ -63,14 +63,7 @@ VENDOR_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
 # reason).  GoDaddy (secureserver.net) ends each refusal with an "IBnnn" code documented by
 # GoDaddy (table as in Sisimai::Rhost::GoDaddy); the code is more precise than the status.
 VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
-    (re.compile(r"\s(IB\d{3})\b"), {
-        "IB103": "blocked", "IB104": "blocked", "IB105": "blocked", "IB106": "blocked",
-        "IB007": "toomanyconn", "IB101": "expired", "IB108": "blocked", "IB110": "blocked",
-        "IB111": "blocked", "IB112": "blocked", "IB113": "blocked", "IB212": "spamdetected",
-        "IB401": "securityerror", "IB501": "rejected", "IB502": "rejected",
-        "IB504": "toomanyconn", "IB506": "rejected", "IB508": "rejected",
-        "IB510": "toomanyconn", "IB607": "toomanyconn", "IB705": "virusdetected",
-    }),
+    (re.compile(r"\s(IB\d{3})\b"), _providers.GODADDY_CODES),
     # Microsoft Exchange 5.5/2000/2003's Internet Mail Service prints its own diagnostic
     # code in parentheses ("MSEXCH:IMS:... 0 (000C05A6) Unknown Recipient"); the code's
     # meaning is Microsoft's, whichever gateway relays the report (as listed in
@@ -81,19 +74,13 @@ VENDOR_CODES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
         "000D06B5": "systemerror", "00050311": "contenterror", "000502CC": "contenterror",
         "000B0981": "securityerror",
     }),
+    # I.UA links its error page, "http://mail.i.ua/err/N" (table in _providers.py)
+    (re.compile(r"\.i\.ua/err/(\d{1,2})\b"), _providers.IUA_CODES),
 )
 
 # Spectrum (Charter) ends its refusals with "AUP#I-nnnn" (incoming) or "AUP#O-nnnn"
-# (outgoing); Spectrum's published list of the numbers (as summarised in
-# Sisimai::Rhost::Spectrum): (first, last, reason), single codes as one-number ranges.
+# (outgoing): the number's reason is in _providers.SPECTRUM_AUP.
 _SPECTRUM_AUP = re.compile(r"AUP#[-A-Za-z]*(\d{4})\b")
-_SPECTRUM_RANGES: tuple[tuple[int, int, str], ...] = (
-    (1000, 1000, "blocked"), (1010, 1010, "rejected"), (1020, 1080, "rejected"),
-    (1090, 1090, "systemerror"), (1100, 1150, "blocked"), (1160, 1190, "policyviolation"),
-    (1200, 1250, "blocked"), (1260, 1260, "networkerror"), (1300, 1490, "toomanyconn"),
-    (1500, 1520, "rejected"), (1530, 1530, "mesgtoobig"), (1540, 1550, "toomanyconn"),
-    (1560, 1560, "policyviolation"),
-)
 
 
 def _spectrum_reason(diagnostic: str) -> str | None:
@@ -101,7 +88,7 @@ def _spectrum_reason(diagnostic: str) -> str | None:
     if m is None:
         return None
     n = int(m.group(1))
-    return next((r for lo, hi, r in _SPECTRUM_RANGES if lo <= n <= hi), None)
+    return next((r for lo, hi, r in _providers.SPECTRUM_AUP if lo <= n <= hi), None)
 
 
 # A provider's reply as it reaches us: "550-5.7.26 text 550-5.7.26 more text" (a multi-line
@@ -165,6 +152,44 @@ def _provider_reply(diagnostic: str) -> str | None:
     return None
 
 
+def provider_of_host(host: str | None) -> str | None:
+    """The provider whose MX host ``host`` is ("mfsmax.docomo.ne.jp [192.0.2.1]" ->
+    "nttdocomo"), by the names in _providers.PROVIDER_HOSTS, or None."""
+    if not host:
+        return None
+    words = host.split(None, 1)
+    name = words[0].rstrip(".").lower() if words else ""
+    for pattern, provider in _providers.PROVIDER_HOSTS:
+        if (name.endswith(pattern) if pattern.startswith(".") else name == pattern):
+            return provider
+    return None
+
+
+def host_reason(host: str | None, status: str | None, diagnostic: str,
+                command: str | None = None) -> str | None:
+    """The reason a provider's own reply means when it comes from the provider's host
+    (GoDaddy, KDDI, NTT DOCOMO: tables in _providers.py), or None.  Their wordings are
+    everybody's words elsewhere, so they are read only in a reply from their hosts."""
+    provider = provider_of_host(host)
+    if provider is None:
+        return None
+    low = diagnostic.lower()
+    if provider == "godaddy":
+        # (its "IBnnn" code first, as GoDaddy's page lists: the code is the more precise)
+        m = VENDOR_CODES[0][0].search(diagnostic) if "IB" in diagnostic else None
+        if m and m.group(1) in _providers.GODADDY_CODES:
+            return _providers.GODADDY_CODES[m.group(1)]
+        return next((r for text, r in _providers.GODADDY_TEXTS if text in low), None)
+    if provider == "kddi":
+        return next((r for text, r in _providers.KDDI_TEXTS if text in low), None)
+    # NTT DOCOMO: the status first, then its documented texts, then the command
+    found = _providers.NTTDOCOMO_STATUS.get(status or "")
+    found = found or next((r for text, r in _providers.NTTDOCOMO_TEXTS if text in low), None)
+    if found is None and status == "5.0.0" and command:
+        found = _providers.NTTDOCOMO_COMMAND.get(command.upper())
+    return found
+
+
 # Reasons a vendor verdict may replace: what generic status codes and phrases map to.
 OVERRIDABLE = frozenset({
     "undefined", "onhold", "systemerror", "securityerror", "networkerror", "userunknown",
@@ -175,7 +200,7 @@ OVERRIDABLE = frozenset({
 # The phrase patterns behind a literal pre-check (most replies contain none of them), and
 # the literal every code pattern's match contains.
 _PHRASES_PREFILTERED = tuple((Prefiltered(rx), reason) for rx, reason in VENDOR_PHRASES)
-_CODE_GATES = ("IB", "(000")
+_CODE_GATES = ("IB", "(000", "i.ua/err/")
 
 
 @lru_cache(maxsize=1)

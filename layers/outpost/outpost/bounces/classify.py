@@ -373,8 +373,9 @@ def classify(status: str | None, diagnostic: str | None, action: str | None = No
 # (pattern, lower-case literals one of which every match contains: the pattern runs only
 # if one occurs, as most texts name no command and these patterns are tried everywhere).
 _COMMAND_RES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (re.compile(r"in reply to (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b", re.I),
-     ("in reply to ",)),
+    # (Postfix wraps its text part at 78 columns: the words may be split across lines)
+    (re.compile(r"in reply to\s{1,8}(?:end\s{1,8}of\s{1,8})?(DATA|RCPT|MAIL|EHLO|HELO|QUIT)\b",
+                re.I), ("in reply to",)),
     (re.compile(r"\b(?:after|in response to) (?:end of )?(DATA|RCPT|MAIL|EHLO|HELO)\b", re.I),
      ("after ", "in response to ")),
     (re.compile(r"\b(RCPT|MAIL) (?:TO|FROM)\b", re.I), ("rcpt to", "mail from")),

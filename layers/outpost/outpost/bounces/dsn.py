@@ -38,7 +38,7 @@ from email.message import Message
 
 from outpost.bounces._mime import headers_from_text, message_from_bytes
 from outpost.bounces._prefilter import Prefiltered, needles
-from outpost.bounces._vendor import OVERRIDABLE, vendor_reason
+from outpost.bounces._vendor import OVERRIDABLE, host_reason, vendor_reason
 from outpost.bounces.classify import (
     classify,
     command_from_text,
@@ -365,6 +365,7 @@ def _recipient(address: str, status: str | None, diagnostic: str, action: str | 
                original: str | None = None, last_attempt: str | None = None,
                hint: str | None = None, command: str | None = None) -> BounceRecipient:
     diagnostic = diagnostic[:DIAGNOSTIC_LIMIT].strip()
+    family_hint = hint
     if diagnostic:
         hint = vendor_reason(diagnostic) or hint
     status = _final_status(status, diagnostic)
@@ -373,12 +374,19 @@ def _recipient(address: str, status: str | None, diagnostic: str, action: str | 
         reply = None
     if command is None and diagnostic:
         command = command_from_text(diagnostic)
+    # A provider's reply read by what its host documents (Sisimai's Rhost step: the remote
+    # MTA, else the recipient's domain, names the provider).  Where no family said more, it
+    # decides over the generic phrases: "550 Unknown user" at DATA is DOCOMO's filter.
+    provider = (host_reason(remote_mta, status, diagnostic, command)
+                or host_reason(address.rpartition("@")[2], status, diagnostic, command)
+                ) if diagnostic and not family_hint else None
     kind, reason = classify(status, diagnostic or None, action, reply, command=command,
                             diagnostic_type=diag_type)
-    if hint and reason in OVERRIDABLE:
+    if provider or (hint and reason in OVERRIDABLE):
         from outpost.bounces.classify import kind_for_reason
 
-        reason, kind = hint, kind_for_reason(hint, status, reply)
+        reason = provider or hint or reason
+        kind = kind_for_reason(reason, status, reply)
     if action is None and status:
         action = "delayed" if reason == "expired" and status.startswith("4") else "failed"
     return BounceRecipient(
