@@ -18,6 +18,19 @@ MIN = 4
 _LITERAL = re.compile(r"[A-Za-z0-9 ,'!@#%&=_<>/-]")
 
 
+def _class_end(pattern: str, i: int) -> int:
+    """The index just past the character class that opens at pattern[i] ("["), with a
+    leading "^" and a first "]" taken as members, and escapes skipped."""
+    j = i + 1
+    if j < len(pattern) and pattern[j] == "^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
 def _split_top(pattern: str) -> list[str] | None:
     """The top-level alternatives of a pattern (None if it has inline flags we don't model)."""
     out: list[str] = []
@@ -31,15 +44,9 @@ def _split_top(pattern: str) -> list[str] | None:
             i += 2
             continue
         if c == "[":
-            j = i + 1
-            if j < len(pattern) and pattern[j] == "^":
-                j += 1
-            if j < len(pattern) and pattern[j] == "]":
-                j += 1
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            cur.append(pattern[i : j + 1])
-            i = j + 1
+            j = _class_end(pattern, i)
+            cur.append(pattern[i:j])
+            i = j
             continue
         if c == "(":
             if pattern.startswith("(?", i) and not pattern.startswith(("(?:", "(?P<", "(?=",
@@ -136,16 +143,10 @@ def _unverbose(pattern: str) -> str:
             out.append(pattern[i : i + 2])
             i += 2
         elif c == "[":
-            j = i + 1
-            if j < len(pattern) and pattern[j] == "^":
-                j += 1
-            if j < len(pattern) and pattern[j] == "]":
-                j += 1
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            cls = pattern[i : j + 1]
+            j = _class_end(pattern, i)
+            cls = pattern[i:j]
             out.append(" " if cls == "[ ]" else cls)
-            i = j + 1
+            i = j
         elif c == "#":
             nl = pattern.find("\n", i)
             i = len(pattern) if nl < 0 else nl
@@ -396,15 +397,9 @@ def _lazy_dot_star(alt: str) -> str:
             i += 2
             continue
         if c == "[":
-            j = i + 1
-            if j < len(alt) and alt[j] == "^":
-                j += 1
-            if j < len(alt) and alt[j] == "]":
-                j += 1
-            while j < len(alt) and alt[j] != "]":
-                j += 2 if alt[j] == "\\" else 1
-            out.append(alt[i:j + 1])
-            i = j + 1
+            j = _class_end(alt, i)
+            out.append(alt[i:j])
+            i = j
             continue
         if alt.startswith(".*", i) and alt[i + 2:i + 3] not in ("?", "+"):
             out.append(".*?")
