@@ -57,6 +57,7 @@ from . import throttling
 from .job import Rcpt, Record, Result
 from .providers import provider_for
 from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession
+from .single_flight import read_once
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
 
@@ -123,14 +124,8 @@ async def known_slow(svc: DeliveryService, domain: str) -> bool:
         return True
     if svc._slow_checked.get(domain, 0.0) > svc.clock():
         return False
-    pending = svc._slow_reads.get(domain)
-    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
-        pending = asyncio.ensure_future(_read_slow(svc, domain))
-        svc._slow_reads[domain] = pending
-        pending.add_done_callback(lambda done: svc._slow_reads.pop(domain, None)
-                                  if svc._slow_reads.get(domain) is done else None)
     try:
-        return await asyncio.wait_for(asyncio.shield(pending), svc.SLOW_STORE_WAIT)
+        return await read_once(svc._slow_reads, domain, lambda: _read_slow(svc, domain), svc.SLOW_STORE_WAIT)
     except TimeoutError:
         svc.count("SlowDomainReadFailed", 1)
         log.warning("slow-domain read took too long; not slow", extra={"recipient_domain": domain})

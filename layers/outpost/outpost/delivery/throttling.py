@@ -36,6 +36,7 @@ from ..mx import MxHost
 from ..records import Suspension, Waiting
 from .job import Rcpt, Record, Result
 from .providers import limits_for, provider_for
+from .single_flight import read_once
 from .suspension import DEFAULT_IP, Policy, connection_cap, forget_at, is_suspended, next_suspension
 from .trouble import Outcome, Scope, Verdict
 
@@ -75,14 +76,8 @@ async def known_suspension(svc: DeliveryService, provider: str) -> Suspension | 
         return s
     if svc.suspensions is None or svc._suspension_checked.get(provider, 0.0) > svc.clock():
         return None
-    pending = svc._suspension_reads.get(provider)
-    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
-        pending = asyncio.ensure_future(_read(svc, provider))
-        svc._suspension_reads[provider] = pending
-        pending.add_done_callback(lambda done: svc._suspension_reads.pop(provider, None)
-                                  if svc._suspension_reads.get(provider) is done else None)
     try:
-        await asyncio.wait_for(asyncio.shield(pending), svc.SLOW_STORE_WAIT)
+        await read_once(svc._suspension_reads, provider, lambda: _read(svc, provider), svc.SLOW_STORE_WAIT)
     except TimeoutError:
         svc.count("SuspensionReadFailed", 1)
         log.warning("suspension read took too long; not suspended", extra={"provider": provider})
