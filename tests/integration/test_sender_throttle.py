@@ -65,7 +65,7 @@ def container(rig: Rig, ip: str) -> tuple[DeliveryService, dict[str, int]]:
         counts[name] = counts.get(name, 0) + n
 
     svc = DeliveryService(
-        settings=dataclasses.replace(rig.settings, sender_ip=ip, throttle_backoff=(2, 4)),
+        settings=dataclasses.replace(rig.settings, sender_ip=ip, throttle_backoff=(4, 8)),
         store=rig.store, suppressions=rig.suppressions, queue=rig.queue, resolve_mx=rig.resolver.resolve,
         connector=SmtpConnector("mta.sender.test", port=rig.smtp_port, ca_bundle=str(rig.pki.ca_bundle),
                                 timeouts=rig.timeouts),
@@ -94,7 +94,8 @@ def test_a_throttle_suspends_google_for_every_container_until_it_ends(rig: Rig) 
     assert (u1["state"], len(u1["attempts"]), u1["attempts"][0]["code"]) == ("deferred", 1, 421)
     assert (u2["state"], u2.get("attempts") or []) == ("deferred", [])  # held, no attempt
     assert gmail.connections == 1 and mx.received == []
-    # Google's 10-minute minimum, capped by the shortened schedule's longest step (2,4 s).
+    # Google's 10-minute minimum, scaled with the shortened schedule (4, 8 s: the first step is
+    # 1/150 of the default 600 s, so Google's 600 s becomes 4 s).
     until = start + 4
     suspension = rig.store.suspension(ip, "google")
     assert suspension is not None and (suspension.level, suspension.until) == (1, until)
