@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import time
 from typing import Any
 
@@ -86,6 +87,14 @@ def test_a_receiver_stalling_before_the_final_dot_does_not_hold_the_batch(rig: R
     stall = f"stall-{stage.lower()}.test"
     behaviour = StopReading(STALL) if stage == "content" else Slow(stage, STALL)
     slow = rig.mx(stall, 2, behaviour)
+    if stage == "content":
+        # The content must not fit in the socket buffers, or the dot goes out before the stall
+        # and its reply is (rightly) waited for: tcp_rmem's autotuning may reach 32 MB, and one
+        # clean-clone CI run waited the stall out. A fixed receive buffer (the kernel doubles it:
+        # 2 MB, still far from a window that cannot open by a segment) plus the sender's 4 MB
+        # at most stays under CONTENT's 8.5 MB.
+        for sock in slow._server.sockets if slow._server is not None else ():
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     fast = rig.mx("quick.test", 3)
     extra: dict[str, Any] = {"text": CONTENT} if stage == "content" else {}
     first = rig.send(f"s0@{stall}", f"s1@{stall}", "f@quick.test", **extra)
