@@ -13,6 +13,7 @@ has no run of at least ``MIN`` characters gets no pre-check at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 MIN = 4
 _LITERAL = re.compile(r"[A-Za-z0-9 ,'!@#%&=_<>/-]")
@@ -31,39 +32,47 @@ def _class_end(pattern: str, i: int) -> int:
     return j + 1
 
 
+def _atoms(pattern: str, *, verbose: bool = False) -> Iterator[tuple[int, str]]:
+    """Each atom of a pattern, with the index it starts at: an escape ("\\x"), a character
+    class ("[...]", as _class_end reads it), under ``verbose`` a comment ("#" up to the line
+    break), or one character.  Every walker below reads a pattern through it, so they agree
+    on where an escape or a class ends."""
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            j = i + 2
+        elif c == "[":
+            j = _class_end(pattern, i)
+        elif c == "#" and verbose:
+            nl = pattern.find("\n", i)
+            j = n if nl < 0 else nl
+        else:
+            j = i + 1
+        yield i, pattern[i:j]
+        i = j
+
+
 def _split_top(pattern: str) -> list[str] | None:
     """The top-level alternatives of a pattern (None if it has inline flags we don't model)."""
     out: list[str] = []
     depth = 0
     cur: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            cur.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if c == "[":
-            j = _class_end(pattern, i)
-            cur.append(pattern[i:j])
-            i = j
-            continue
-        if c == "(":
+    for i, a in _atoms(pattern):
+        if a == "(":
             if pattern.startswith("(?", i) and not pattern.startswith(("(?:", "(?P<", "(?=",
                                                                       "(?!", "(?<", "(?>"), i):
                 return None  # inline flags: leave the pattern alone
             depth += 1
-        elif c == ")":
+        elif a == ")":
             depth -= 1
             if depth < 0:
                 return None  # not one alternation: a group closes that opened before
-        elif c == "|" and depth == 0:
+        elif a == "|" and depth == 0:
             out.append("".join(cur))
             cur = []
-            i += 1
             continue
-        cur.append(c)
-        i += 1
+        cur.append(a)
     out.append("".join(cur))
     return out
 
@@ -73,24 +82,16 @@ def _longest_run(alt: str) -> str:
     best = ""
     run: list[str] = []
     tokens: list[tuple[str, bool]] = []  # (text, is_literal_char)
-    i = 0
     depth = 0
-    while i < len(alt):
-        c = alt[i]
+    for _, a in _atoms(alt):
+        c = a[0]
         if c == "\\":
-            nxt = alt[i + 1 : i + 2]
+            nxt = a[1:]
             # An escaped punctuation character is that character; \s, \d, \b... are not.
             tokens.append((nxt, depth == 0 and bool(nxt) and not nxt.isalnum()))
-            i += 2
-            continue
-        if c == "[":
-            j = i + 1
-            while j < len(alt) and alt[j] != "]":
-                j += 2 if alt[j] == "\\" else 1
+        elif c == "[":
             tokens.append(("", False))
-            i = j + 1
-            continue
-        if c == "(":
+        elif c == "(":
             depth += 1
             tokens.append(("", False))
         elif c == ")":
@@ -105,7 +106,6 @@ def _longest_run(alt: str) -> str:
             tokens.append(("", False))  # "x+" still contains one x, but keep it simple
         else:
             tokens.append((c, depth == 0 and bool(_LITERAL.fullmatch(c))))
-        i += 1
     for text, lit in tokens:
         if lit and text.isascii():
             run.append(text)
@@ -136,44 +136,21 @@ def _unverbose(pattern: str) -> str:
     """A verbose (re.X) pattern written as a plain one: whitespace and comments outside
     classes dropped, the class "[ ]" written as a space, one wrapping group unwrapped."""
     out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-        elif c == "[":
-            j = _class_end(pattern, i)
-            cls = pattern[i:j]
-            out.append(" " if cls == "[ ]" else cls)
-            i = j
-        elif c == "#":
-            nl = pattern.find("\n", i)
-            i = len(pattern) if nl < 0 else nl
-        elif c.isspace():
-            i += 1
-        else:
-            out.append(c)
-            i += 1
+    for _, a in _atoms(pattern, verbose=True):
+        if a == "[ ]":
+            out.append(" ")
+        elif not (a[0] == "#" or a.isspace()):
+            out.append(a)
     plain = "".join(out)
     if plain.startswith(("(?>", "(?:")) and plain.endswith(")"):
         depth = 0
-        k = 0
-        while k < len(plain):
-            ch = plain[k]
-            if ch == "\\":
-                k += 2
-                continue
-            if ch == "[":  # a class: its parentheses are literal
-                k = plain.find("]", k + 2) + 1 or len(plain)
-                continue
-            depth += ch == "("
-            depth -= ch == ")"
+        for k, a in _atoms(plain):
+            depth += a == "("
+            depth -= a == ")"
             if depth == 0:
                 if k == len(plain) - 1:
                     plain = plain[3:-1]
                 break
-            k += 1
     return plain
 
 
@@ -389,24 +366,15 @@ def _lazy_dot_star(alt: str) -> str:
     if "(?>" in alt or _BACKREF.search(alt) or re.search(r"[*+?}][+]", alt):
         return alt
     out: list[str] = []
-    i = 0
-    while i < len(alt):
-        c = alt[i]
-        if c == "\\":
-            out.append(alt[i:i + 2])
-            i += 2
+    star = -1  # where the "*" of a ".*" made lazy is
+    for i, a in _atoms(alt):
+        if i == star:
             continue
-        if c == "[":
-            j = _class_end(alt, i)
-            out.append(alt[i:j])
-            i = j
-            continue
-        if alt.startswith(".*", i) and alt[i + 2:i + 3] not in ("?", "+"):
+        if a == "." and alt.startswith(".*", i) and alt[i + 2:i + 3] not in ("?", "+"):
             out.append(".*?")
-            i += 2
-            continue
-        out.append(c)
-        i += 1
+            star = i + 1
+        else:
+            out.append(a)
     return "".join(out)
 
 
