@@ -122,6 +122,28 @@ class _Stamp(Behaviour):
         self.last = now
 
 
+def _submit(st: Any, bodies: list[dict], say: Any) -> list[str]:
+    """POST /v1/messages/batch, and again for the messages answered 503 ("could not be
+    queued; retry it": nothing was kept), as a client should: at most 5 tries, 2, 4, 8 s apart."""
+    from outpost_local.chaos import _http
+
+    ids: list[str] = []
+    for attempt in range(5):
+        status, res = _http(st.api.url, st.api_key, "POST", "/v1/messages/batch", {"messages": bodies})
+        if status != 200:
+            raise RuntimeError(f"batch send answered {status}: {res}")
+        ids += [r["id"] for r in res["results"] if r["status"] < 300]
+        again = [bodies[r["index"]] for r in res["results"] if r["status"] == 503]
+        if any(r["status"] >= 300 and r["status"] != 503 for r in res["results"]):
+            raise RuntimeError(f"batch send refused messages: {res}")
+        if not again:
+            return ids
+        say(f"  {len(again)} messages answered 503; sent again in {2 ** (attempt + 1)} s")
+        time.sleep(2 ** (attempt + 1))
+        bodies = again
+    raise RuntimeError(f"{len(bodies)} messages still answered 503 after 5 tries")
+
+
 def run_one(mode: str, messages: int, per_minute: int, k: float, senders: int, wait: float,
             ip_prefix: str, mx_window: str, say: Any) -> dict[str, Any]:
     import boto3
@@ -172,10 +194,7 @@ def run_one(mode: str, messages: int, per_minute: int, k: float, senders: int, w
         for start in range(0, messages, 50):
             bodies = [{"from": f"Shop <{SENDER}>", "to": [f"r{i}@{DOMAIN}"], "subject": f"Receipt {i}",
                        "text": f"Thanks for order {i}."} for i in range(start, min(messages, start + 50))]
-            status, res = _http(st.api.url, st.api_key, "POST", "/v1/messages/batch", {"messages": bodies})
-            if status != 200 or res["accepted"] != len(bodies):
-                raise RuntimeError(f"batch send answered {status}: {res}")
-            ids += [r["id"] for r in res["results"]]
+            ids += _submit(st, bodies, say)
         submitted = time.time() - t0
         say(f"[{mode}] submitted {len(ids)} in {submitted:.1f} s")
 
