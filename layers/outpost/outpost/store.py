@@ -15,6 +15,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   pk=MSG#<id>  sk=BOUNCE#<nnn>#<hash>   one bounce report for that recipient (idempotent)
   pk=INBOUND#<s3 key> sk=UNMATCHED|UNPARSED   inbound mail that matched nothing (kept, counted)
   gsi1: gsi1pk=RCPT#<address>  gsi1sk=<created>#<id>     messages to a recipient
+        (and gsi1pk=REP#key:<id> gsi1sk=H#<hour>#<domain>: an API key's reputation counts)
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
   pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
