@@ -33,7 +33,12 @@ acts): a pause is a decision to stop and look; rates that fall only because noth
 any more say nothing about the list, so resuming stays an admin's act (POST .../resume).
 
 One write per send: a message's domain and key are counted in ONE UpdateItem on the pair's
-hourly item (store.py files it under both), not one per scope.
+hourly item (store.py files it under both), not one per scope; the ADD is atomic, so no crash
+counts one scope and not the other. The price: a key's hours are read through an index
+(gsi1), which is eventually consistent, so the evaluation right after a hard bounce may not
+see that very bounce under the key for a moment (DynamoDB: usually well under a second); the
+next event's evaluation or the sweeper's, within 5 minutes, does. The domain's are read from
+its own partition, as before.
 
 Paused: the API refuses new sends (403 sending_paused, SendingPausedError); the sender holds
 queued mail (defers it with no attempt counted and `waiting: paused`) until resumed. A store
