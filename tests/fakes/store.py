@@ -538,30 +538,45 @@ class FakeSecrets:
 
 
 class FakeReputations:
-    """outpost.store.Reputations in memory: hourly counts per scope, states written only over
-    the state the writer read (the real store's conditional put)."""
+    """outpost.store.Reputations in memory: hourly counts per (domain, key) pair (one item for
+    both scopes, as the real store's), states written only over the state the writer read
+    (the real store's conditional put), the active-scope list per day."""
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], ReputationCounts] = {}
+        self.counts: dict[tuple[str | None, str | None, str], ReputationCounts] = {}
         self.states: dict[str, ReputationState] = {}
+        self.active: dict[str, set[str]] = {}  # day -> scopes
         self.adds = 0  # UpdateItems the real store would make
         self.fail = False
 
-    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
-                   complaints: int = 0) -> None:
+    def add_counts(self, domain: str | None, key: str | None, hour: str, now: float, *, sent: int = 0,
+                   hard: int = 0, complaints: int = 0) -> bool:
         if self.fail:
             raise Unavailable("the reputation store is unavailable")
-        if not (sent or hard or complaints):
-            return
+        if not (sent or hard or complaints) or not (domain or key):
+            return False
         self.adds += 1
-        c = self.counts.get((scope, hour)) or ReputationCounts(scope, hour)
-        self.counts[(scope, hour)] = c.replace(sent=c.sent + sent, hard=c.hard + hard,
-                                               complaints=c.complaints + complaints)
+        new = (domain, key, hour) not in self.counts
+        c = self.counts.get((domain, key, hour)) or ReputationCounts(domain or key or "", hour)
+        self.counts[(domain, key, hour)] = c.replace(sent=c.sent + sent, hard=c.hard + hard,
+                                                     complaints=c.complaints + complaints)
+        return new
 
     def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
         if self.fail:
             raise Unavailable("the reputation store is unavailable")
-        return sorted((c for (s, h), c in self.counts.items() if s == scope and h >= hour), key=lambda c: c.hour)
+        return sorted((c.replace(scope=scope) for (d, k, h), c in self.counts.items()
+                       if scope in (d, k) and h >= hour), key=lambda c: c.hour)
+
+    def mark_active(self, scopes: Iterable[str], day: str, now: float) -> None:
+        if self.fail:
+            raise Unavailable("the reputation store is unavailable")
+        self.active.setdefault(day, set()).update(scopes)
+
+    def active_scopes(self, days: Iterable[str]) -> list[str]:
+        if self.fail:
+            raise Unavailable("the reputation store is unavailable")
+        return sorted({s for d in days for s in self.active.get(d, ())})
 
     def rep_states(self, scopes: Iterable[str]) -> dict[str, ReputationState]:
         if self.fail:

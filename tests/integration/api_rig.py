@@ -25,8 +25,10 @@ _saved_env: dict[int, dict[str, str]] = {}
 def start_stack(prefix: str = "127.0.8", **env: str) -> LocalStack:
     saved = dict(os.environ)
     reset_caches()
+    # The test's settings from the start: functions cold-started by the stack (the sweeper,
+    # and the reputation breaker it builds) read them then.
     stack = LocalStack(StackConfig(ip_prefix=prefix, api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
-                                   smtp_port=0, postfix=False)).start()
+                                   smtp_port=0, postfix=False, env=dict(env))).start()
     # What the template gives a deployed stack and the local one cannot resolve: the sender's IP.
     os.environ.update({"OUTPOST_SENDER_IP": stack.config.ip(1), **env})
     stack.env.update({"OUTPOST_SENDER_IP": stack.config.ip(1), **env})

@@ -136,10 +136,22 @@ def test_sweeper_uses_exactly_its_grants(local_stack):
     mid = svc.send_one(SendRequest.model_validate({"from": f"shop@{SENDING_DOMAIN}", "to": "iam-sweep@accept.test",
                                                    "subject": "x", "text": "y"}), enqueue=False)["id"]
     assert message_store().load(mid).recipients[0].index == 0
+    # An API key in warn whose rates have fallen: the sweep's reputation evaluation reads the
+    # day's active scopes and the key's hours (Query, gsi1 Query), its state (BatchGetItem),
+    # and clears it (PutItem).
+    from outpost.bootstrap import reputation
+    from outpost.records import ReputationState
+    from outpost.reputation import days_back, key_scope
+
+    scope, now = key_scope(f"iam-{secrets.token_hex(3)}"), time.time()
+    reputation().store.mark_active([scope], days_back(now, 1)[0], now)
+    assert reputation().store.put_rep_state(ReputationState(scope, "warn", "2026-01-01T00:00:00Z"), None)
     with recording(local_stack) as calls:
-        local_stack.functions["SweeperFunction"].invoke(load_event("schedule.json"))
+        out = local_stack.functions["SweeperFunction"].invoke(load_event("schedule.json"))
+    assert out["reputation_moved"] >= 1 and reputation().store.rep_states([scope])[scope].state == "ok", out
     grants = _grants("SweeperFunction")
-    assert calls == grants, (calls, grants)  # Query on gsi5, UpdateItem: both used, nothing else
+    # Query on gsi5, UpdateItem; the reputation evaluation's: all used, nothing else
+    assert calls == grants, (calls, grants)
 
 
 def test_api_only_reads_and_stamps_keys(local_stack):

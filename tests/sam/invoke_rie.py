@@ -88,7 +88,9 @@ def _handled(answer: Any) -> str | None:
 def _swept_nothing(answer: Any) -> str | None:
     if err := _lambda_error(answer):
         return err
-    if answer != {"overdue": 0, "messages": 0, "failed": 0}:
+    # (and an empty reputation evaluation: no scope counted on a fresh table)
+    if answer != {"overdue": 0, "messages": 0, "failed": 0, "reputation_scopes": 0, "reputation_moved": 0,
+                  "reputation_failed": 0}:
         return f"expected an empty sweep, got {str(answer)[:300]}"
     return None
 

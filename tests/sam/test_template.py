@@ -277,6 +277,9 @@ def test_bounce_processor_writes_messages_narrowly(template: dict[str, Any]) -> 
     arn = {"Fn::GetAtt": ["MessagesTable", "Arn"]}
     assert _granted(template, "BounceProcessorFunction", arn) == {
         "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"}
+    # An API key's hourly counts are filed under it by gsi1 (one item per domain and key).
+    assert _granted(template, "BounceProcessorFunction", {"Fn::Sub": "${MessagesTable.Arn}/index/gsi1"}) == {
+        "dynamodb:Query"}
 
 
 def test_sweeper_runs_on_a_schedule_over_the_due_index(template: dict[str, Any]) -> None:
@@ -291,8 +294,12 @@ def test_sweeper_runs_on_a_schedule_over_the_due_index(template: dict[str, Any])
     assert types["due_shard"] == "S" and types["due_at"] == "N"
     assert _granted(template, "SweeperFunction", {"Fn::Sub": "${MessagesTable.Arn}/index/gsi5"}) == {
         "dynamodb:Query"}
+    # postpone_due (UpdateItem); the reputation breaker's periodic evaluation: the active
+    # scopes and their hours (Query, a key's through gsi1), states (BatchGetItem, PutItem).
     assert _granted(template, "SweeperFunction", {"Fn::GetAtt": ["MessagesTable", "Arn"]}) == {
-        "dynamodb:UpdateItem"}
+        "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem"}
+    assert _granted(template, "SweeperFunction", {"Fn::Sub": "${MessagesTable.Arn}/index/gsi1"}) == {
+        "dynamodb:Query"}
     assert fn["Timeout"] * 2 < 300  # a sweep ends well before the next one starts
     from outpost.sweeper import SWEEP_GRACE
 
@@ -302,10 +309,10 @@ def test_sweeper_runs_on_a_schedule_over_the_due_index(template: dict[str, Any])
 def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
     alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
-               if a["Namespace"] == "AWS/SQS"}
+               if a.get("Namespace") == "AWS/SQS"}
     assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue"}
     for a in alarms.values():
-        if a["Namespace"] == "AWS/SQS":
+        if a.get("Namespace") == "AWS/SQS":
             assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"
             assert a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold"
         assert a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
@@ -333,3 +340,34 @@ def test_the_admin_cli_is_not_in_the_lambda_layer() -> None:
     layer = ROOT / "layers" / "outpost"
     assert not list(layer.rglob("admin.py")) and not list(layer.rglob("outpost_admin"))
     assert not [p for p in layer.rglob("*.py") if "outpost_admin" in p.read_text()]
+
+
+def test_reputation_alarms_cover_every_domain_and_key_by_the_dimensions_the_code_publishes(
+        template: dict[str, Any]) -> None:
+    """Issue 11 review: one alarm per rate and scope kind, a Metrics Insights query over the
+    metric with the Domain (ApiKey) dimension, so every domain (key) is covered without listing
+    them; the names and dimensions are the ones reputation.evaluate and telemetry.gauge emit."""
+    from outpost.reputation import Reputation, Thresholds
+    from tests.fakes.store import FakeClock, FakeReputations
+
+    published: set[tuple[str, tuple[str, ...]]] = set()
+    rep = Reputation(FakeReputations(), thresholds=Thresholds(min_volume=1), clock=FakeClock(),
+                     gauge=lambda n, v, dims: published.add((n, (*dims, "service"))))
+    rep.count_sent([("shop.test", "k1", 10)])
+    rep.count_bounce("shop.test", "k1")
+    assert published == {(m, d) for m in ("BounceRate", "ComplaintRate")
+                         for d in (("Domain", "service"), ("ApiKey", "service"))}
+    want = {f'SELECT MAX({m}) FROM SCHEMA("Outpost", {", ".join(d)})': m for m, d in published}
+    alarms = {k: v["Properties"] for k, v in template["Resources"].items()
+              if v["Type"] == "AWS::CloudWatch::Alarm" and "Metrics" in v["Properties"]}
+    queries = {}
+    for name, a in alarms.items():
+        (q,) = a["Metrics"]
+        assert q["ReturnData"] is True and q["Period"] <= 3600 and "MetricStat" not in q
+        queries[q["Expression"]] = name
+        rate = want[q["Expression"]]
+        param = "ReputationWarnBounceRate" if rate == "BounceRate" else "ReputationWarnComplaintRate"
+        assert a["Threshold"] == {"Ref": param} and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert a["TreatMissingData"] == "notBreaching" and a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    assert set(queries) == set(want)  # four alarms: two rates, by domain and by key
+    assert "ReputationBounceRateAlarm" in alarms and "ReputationKeyComplaintRateAlarm" in alarms

@@ -31,6 +31,7 @@ from outpost.reputation import (
     key_scope,
     windows,
 )
+from outpost.sweeper import Sweeper
 from tests.fakes.store import (
     FakeApiKeys,
     FakeClock,
@@ -103,20 +104,20 @@ class Breaker:
         self.clock = FakeClock()
         self.store = FakeReputations()
         self.counts: dict[str, int] = {}
-        self.gauges: dict[str, float] = {}
+        self.gauges: dict[tuple[str, str, str], float] = {}  # (metric, dimension, value) -> rate
         self.rep = Reputation(self.store, thresholds=thresholds, clock=self.clock,
                               count=lambda n, v: self.counts.__setitem__(n, self.counts.get(n, 0) + v),
-                              gauge=self.gauges.__setitem__)
+                              gauge=lambda n, v, dims: self.gauges.update({(n, *kv): v for kv in dims.items()}))
 
     def state(self, scope: str) -> str:
         st = self.store.states.get(scope)
         return st.state if st else "ok"
 
 
-def test_a_batch_of_sends_costs_one_update_per_scope() -> None:
+def test_a_batch_of_sends_costs_one_update_for_its_domain_and_key() -> None:
     b = Breaker()
     b.rep.count_sent([(SENDER, "k1", 2)] * 500)
-    assert b.store.adds == 2  # one ADD for the domain, one for the key: not one per message
+    assert b.store.adds == 1  # one ADD on the pair's item: not one per message, nor per scope
     ws = b.rep.windows(domain_scope(SENDER))
     assert ws["24h"].sent == 1000 and b.rep.windows(key_scope("k1"))["7d"].sent == 1000
 
@@ -131,7 +132,7 @@ def test_the_breaker_moves_ok_warn_paused_and_only_an_admin_resumes() -> None:
     b.rep.count_bounce(SENDER, "k1")  # 5%
     assert b.state(d) == "warn" and b.state(k) == "warn"
     assert b.store.states[d].since is not None and "5.00%" in (b.store.states[d].reason or "")
-    assert b.gauges["BounceRate"] == 0.05
+    assert b.gauges[("BounceRate", "Domain", SENDER)] == 0.05 and b.gauges[("BounceRate", "ApiKey", "k1")] == 0.05
     for _ in range(5):
         b.rep.count_bounce(SENDER, "k1")  # 10%
     assert b.state(d) == "paused" and b.counts["ReputationPaused"] == 2
@@ -170,7 +171,7 @@ def test_a_failing_store_never_fails_a_count_or_a_send() -> None:
     b.rep.count_sent([(SENDER, "k1", 1)])
     b.rep.count_bounce(SENDER, "k1")
     b.rep.check_send(SENDER, "k1")  # no exception: the send goes through
-    assert b.counts["ReputationStoreError"] == 5  # 2 sent, 2 bounce counts, 1 read
+    assert b.counts["ReputationStoreError"] == 3  # the sent count, the bounce count (one each), 1 read
 
 
 # ---- the API -----------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def test_a_batch_reads_the_states_once_per_domain_and_key() -> None:
                       domains=FakeDomains(SENDER), clock=b.clock, reputation=b.rep)
     out = api._batch([_request().model_dump(mode="json", by_alias=True)] * 50, KEY)
     assert out["accepted"] == 50 and reads == [[domain_scope(SENDER), key_scope("k1")]]
-    assert b.store.adds == 2 and b.rep.windows(domain_scope(SENDER))["24h"].sent == 100
+    assert b.store.adds == 1 and b.rep.windows(domain_scope(SENDER))["24h"].sent == 100
 
 
 def _event(method: str, path: str, key: str) -> dict:
@@ -431,3 +432,113 @@ def test_mail_held_by_a_pause_expires_at_its_lifetime_end_naming_the_pause() -> 
         assert r.last is not None and r.last["status"] == "4.4.7"
         assert "paused" in r.last["text"], r.last
     assert b.clock() <= end + 2  # not a second early, nor long after
+
+
+# ---- the periodic evaluation (the sweeper's schedule) ------------------------------------------
+
+def _sweeper(b: Breaker) -> Sweeper:
+    return Sweeper(store=FakeMessages(), queue=FakeJobs(), clock=b.clock, reputation=b.rep,
+                   count=lambda n, v: b.counts.__setitem__(n, b.counts.get(n, 0) + v))
+
+
+def test_one_send_costs_one_update_for_both_scopes() -> None:
+    b = Breaker()
+    for _ in range(10):
+        b.rep.count_sent([(SENDER, "k1", 1)])
+    assert b.store.adds == 10  # was 20: one ADD for the domain and one for the key, per send
+    assert b.rep.windows(domain_scope(SENDER))["24h"].sent == 10 == b.rep.windows(key_scope("k1"))["24h"].sent
+    b.rep.count_sent([(SENDER, "k2", 5), ("other.test", "k1", 3)])
+    assert b.rep.windows(domain_scope(SENDER))["24h"].sent == 15
+    assert b.rep.windows(key_scope("k1"))["24h"].sent == 13 and b.rep.windows(key_scope("k2"))["24h"].sent == 5
+
+
+def test_a_warn_clears_by_itself_on_the_schedule_when_the_rates_fall() -> None:
+    b = Breaker()
+    d, k = domain_scope(SENDER), key_scope("k1")
+    b.rep.count_sent([(SENDER, "k1", 100)])
+    for _ in range(6):
+        b.rep.count_bounce(SENDER, "k1")
+    assert b.state(d) == "warn" and b.state(k) == "warn"
+    b.clock.advance(3600)
+    b.rep.count_sent([(SENDER, "k1", 900)])  # 6 of 1000: under 5%, but no bad event re-judges it
+    assert b.state(d) == "warn"
+    b.gauges.clear()
+    out = _sweeper(b).handle_schedule({"time": "2027-01-15T08:00:00Z"})
+    assert b.state(d) == "ok" and b.state(k) == "ok"
+    assert (out["reputation_scopes"], out["reputation_moved"], out["reputation_failed"]) == (2, 2, 0)
+    # The rates are published per scope, with its own dimension (the alarms' input).
+    assert b.gauges == {("BounceRate", "Domain", SENDER): 0.006, ("ComplaintRate", "Domain", SENDER): 0.0,
+                        ("BounceRate", "ApiKey", "k1"): 0.006, ("ComplaintRate", "ApiKey", "k1"): 0.0}
+
+
+def test_a_warn_clears_when_its_counts_age_out_of_the_7_day_window() -> None:
+    b = Breaker()
+    d = domain_scope(SENDER)
+    b.rep.count_sent([(SENDER, None, 100)])
+    for _ in range(6):
+        b.rep.count_bounce(SENDER, None)
+    b.clock.advance(6 * 86400)
+    _sweeper(b).handle_schedule({})
+    assert b.state(d) == "warn"  # still 6% over the 7-day window
+    b.clock.advance(86400 + 3600)  # the last count's hour has left the window
+    b.gauges.clear()
+    _sweeper(b).handle_schedule({})
+    assert b.state(d) == "ok" and b.gauges == {}  # no representative volume: nothing published
+
+
+def test_paused_never_clears_by_itself_and_stays_on_the_list_after_its_counts_age_out() -> None:
+    b = Breaker()
+    d = domain_scope(SENDER)
+    b.rep.count_sent([(SENDER, None, 100)])
+    for _ in range(10):
+        b.rep.count_bounce(SENDER, None)
+    assert b.state(d) == "paused"
+    since = b.store.states[d].since
+    sweeper = _sweeper(b)
+    for _ in range(20):  # 20 days of schedules, one a day
+        b.clock.advance(86400)
+        out = sweeper.handle_schedule({})
+        assert b.state(d) == "paused" and b.store.states[d].since == since
+        assert out["reputation_scopes"] == 1  # still found: filed again under each day
+    b.rep.resume(d, "admin")
+    b.clock.advance(86400)
+    assert sweeper.handle_schedule({})["reputation_scopes"] == 1  # one more day on the list
+    b.clock.advance(9 * 86400)
+    assert sweeper.handle_schedule({})["reputation_scopes"] == 0  # ok, no counts: off the list
+
+
+def test_a_failing_store_never_fails_the_sweep() -> None:
+    b = Breaker()
+    b.rep.count_sent([(SENDER, "k1", 100)])
+    b.store.fail = True
+    out = _sweeper(b).handle_schedule({})
+    assert out["overdue"] == 0 and "reputation_scopes" not in out
+    assert b.counts["ReputationStoreError"] == 1
+
+
+def test_a_scopes_rate_is_its_own_emf_metric_with_its_dimension(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """What CloudWatch receives from telemetry.gauge in Lambda: one EMF blob per scope and rate
+    whose dimension set is exactly {Domain|ApiKey, service}, which the template's Metrics
+    Insights alarms select with SCHEMA("Outpost", Domain, service) (tests/sam)."""
+    from outpost.telemetry import _Metrics
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "outpost-sweeper")
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    b = Breaker()
+    b.rep.gauge = _Metrics().gauge
+    b.rep.count_sent([(SENDER, "k1", 100)])
+    for _ in range(7):
+        b.rep.count_bounce(SENDER, "k1")
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    last: dict[tuple[str, str, str], float] = {}
+    for blob in blobs:
+        (spec,) = blob["_aws"]["CloudWatchMetrics"]
+        (dims,) = spec["Dimensions"]
+        (metric,) = spec["Metrics"]
+        assert spec["Namespace"] == "Outpost" and set(dims) in ({"Domain", "service"}, {"ApiKey", "service"})
+        kind = next(d for d in dims if d != "service")
+        value = blob[metric["Name"]]
+        last[(metric["Name"], kind, blob[kind])] = value[0] if isinstance(value, list) else value
+    assert last[("BounceRate", "Domain", SENDER)] == 0.07 and last[("BounceRate", "ApiKey", "k1")] == 0.07
+    assert last[("ComplaintRate", "Domain", SENDER)] == 0.0

@@ -191,7 +191,7 @@ def sweeper() -> Sweeper:
     from .telemetry import metrics
 
     return Sweeper(store=message_store(), queue=retry_queue(), grace=settings().sweep_grace,
-                   count=metrics().count)
+                   count=metrics().count, reputation=reputation())
 
 
 @cache

@@ -21,6 +21,25 @@ admin moves it down from paused (`resume`, recorded with who and when); warn goe
 when an evaluation finds the rates under the warn thresholds. A resumed scope whose rate is
 still over the pause threshold is paused again by its next hard bounce or complaint.
 
+Windows roll without events too: the sweeper (sweeper.py, every 5 minutes) runs
+`evaluate_active`, which re-evaluates every scope counted in the last ACTIVE_DAYS days or
+not ok (the store files a scope under the day of its first count of each hour, and a not-ok
+scope under each day it is evaluated, so the list is a Query per day, never a Scan). There a
+warn clears by itself once the rates fall under the warn thresholds (or the volume under
+min_volume), and each scope's 24 h rates are published as metrics with a `Domain` or `ApiKey`
+dimension, which the template's Metrics Insights alarms read for every domain and key.
+`paused` never clears by itself (decided, as SES keeps a paused account paused until a human
+acts): a pause is a decision to stop and look; rates that fall only because nothing is sent
+any more say nothing about the list, so resuming stays an admin's act (POST .../resume).
+
+One write per send: a message's domain and key are counted in ONE UpdateItem on the pair's
+hourly item (store.py files it under both), not one per scope; the ADD is atomic, so no crash
+counts one scope and not the other. The price: a key's hours are read through an index
+(gsi1), which is eventually consistent, so the evaluation right after a hard bounce may not
+see that very bounce under the key for a moment (DynamoDB: usually well under a second); the
+next event's evaluation or the sweeper's, within 5 minutes, does. The domain's are read from
+its own partition, as before.
+
 Paused: the API refuses new sends (403 sending_paused, SendingPausedError); the sender holds
 queued mail (defers it with no attempt counted and `waiting: paused`) until resumed. A store
 failure in any of this never blocks a send or a delivery (logged, counted).
@@ -30,7 +49,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -50,6 +69,7 @@ WARN_BOUNCE, WARN_COMPLAINT = 0.05, 0.001
 PAUSE_BOUNCE, PAUSE_COMPLAINT = 0.10, 0.005
 MIN_VOLUME = 200  # recipients sent in a window before its rates count
 STATE_CACHE = 10.0  # seconds the sender trusts a state it read (a pause reaches it within this)
+ACTIVE_DAYS = 8  # days of the active-scope list evaluate_active reads: the 7-day window and one
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,11 @@ def hour_of(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y%m%d%H")
 
 
+def days_back(t: float, n: int) -> list[str]:
+    """The UTC days (yyyymmdd) of `t` and the n-1 before it, newest first."""
+    return [datetime.fromtimestamp(t - i * 86400, UTC).strftime("%Y%m%d") for i in range(n)]
+
+
 def windows(buckets: Iterable[ReputationCounts], now: float, min_volume: int) -> dict[str, Window]:
     """Sum hourly buckets into the rolling windows: a window of H hours holds the current hour
     and the H-1 before it (a pure function)."""
@@ -166,22 +191,26 @@ class Reputation:
     def __init__(self, store: Reputations, *, thresholds: Thresholds | None = None,
                  clock: Callable[[], float] = time.time,
                  count: Callable[[str, int], None] = lambda name, n: None,
-                 gauge: Callable[[str, float], None] = lambda name, v: None) -> None:
+                 gauge: Callable[[str, float, Mapping[str, str]], None] = lambda name, v, dims: None) -> None:
         self.store, self.t, self.clock, self.count = store, thresholds or Thresholds(), clock, count
-        self.gauge = gauge  # BounceRate / ComplaintRate (24 h) after an evaluation: the alarms' input
+        # BounceRate / ComplaintRate (24 h) of a scope after an evaluation, with its Domain or
+        # ApiKey dimension: the alarms' input (template.yaml, Metrics Insights per dimension)
+        self.gauge = gauge
 
     # ---- counting -----------------------------------------------------------------------------
     def count_sent(self, sends: Iterable[tuple[str | None, str | None, int]]) -> None:
-        """Recipients accepted for delivery, as (From domain, key id, n): summed per scope
-        first, so a batch of 500 messages from one domain and key costs two UpdateItems."""
+        """Recipients accepted for delivery, as (From domain, key id, n): summed per (domain,
+        key) pair first, so a send, or a batch of 500 messages from one domain and key, costs
+        one UpdateItem (the pair's item counts for both scopes)."""
         now = self.clock()
-        totals: dict[str, int] = {}
+        totals: dict[tuple[str | None, str | None], int] = {}
         for domain, key_id, n in sends:
-            for scope in self._scopes(domain, key_id):
-                totals[scope] = totals.get(scope, 0) + n
-        for scope, n in totals.items():
+            pair = self._pair(domain, key_id)
+            if pair != (None, None):
+                totals[pair] = totals.get(pair, 0) + n
+        for (d, k), n in totals.items():
             if n:
-                self._add(scope, now, sent=n)
+                self._add(d, k, now, sent=n)
 
     def count_bounce(self, domain: str | None, key_id: str | None) -> None:
         """A hard bounce of a message from this domain and key: counted, then evaluated."""
@@ -191,23 +220,39 @@ class Reputation:
         self._bad(domain, key_id, complaints=1)
 
     def _bad(self, domain: str | None, key_id: str | None, *, hard: int = 0, complaints: int = 0) -> None:
-        now = self.clock()
-        for scope in self._scopes(domain, key_id):
-            if self._add(scope, now, hard=hard, complaints=complaints):
-                try:
-                    self.evaluate(scope)
-                except Exception:  # noqa: BLE001 - an evaluation is retried by the next event
-                    log.exception("reputation evaluation failed", extra={"scope": scope})
-                    self.count("ReputationStoreError", 1)
+        d, k = self._pair(domain, key_id)
+        if not self._add(d, k, self.clock(), hard=hard, complaints=complaints):
+            return
+        for scope in (d, k):
+            if scope is None:
+                continue
+            try:
+                self.evaluate(scope)
+            except Exception:  # noqa: BLE001 - an evaluation is retried by the next event
+                log.exception("reputation evaluation failed", extra={"scope": scope})
+                self.count("ReputationStoreError", 1)
 
-    def _add(self, scope: str, now: float, **counts: int) -> bool:
+    def _add(self, domain: str | None, key: str | None, now: float, **counts: int) -> bool:
+        """One UpdateItem for the pair; on the pair's first count of the hour, file both scopes
+        under today (evaluate_active's list). False if the count was lost (logged, counted)."""
         try:
-            self.store.add_counts(scope, hour_of(now), now, **counts)
-            return True
+            new = self.store.add_counts(domain, key, hour_of(now), now, **counts)
         except Exception:  # noqa: BLE001 - a lost count never fails a send or a bounce
-            log.exception("reputation count failed", extra={"scope": scope, **counts})
+            log.exception("reputation count failed", extra={"scope": domain or key, **counts})
             self.count("ReputationStoreError", 1)
             return False
+        if new:
+            try:
+                self.store.mark_active([s for s in (domain, key) if s], days_back(now, 1)[0], now)
+            except Exception:  # noqa: BLE001 - the next hour's first count files it again
+                log.exception("reputation active mark failed", extra={"scope": domain or key})
+                self.count("ReputationStoreError", 1)
+        return True
+
+    @staticmethod
+    def _pair(domain: str | None, key_id: str | None) -> tuple[str | None, str | None]:
+        d = sending_domain(domain)
+        return (domain_scope(d) if d else None, key_scope(key_id) if key_id else None)
 
     @staticmethod
     def _scopes(domain: str | None, key_id: str | None) -> list[str]:
@@ -220,16 +265,20 @@ class Reputation:
         since = hour_of(now - (WINDOWS[-1][1] - 1) * 3600)
         return windows(self.store.counts_since(scope, since), now, self.t.min_volume)
 
-    def evaluate(self, scope: str) -> ReputationState:
+    def evaluate(self, scope: str, current: ReputationState | None = None) -> ReputationState:
         """Re-judge a scope's rates and move its state: up by itself (ok -> warn -> paused),
-        warn back to ok; never out of paused (an admin resumes)."""
+        warn back to ok; never out of paused (an admin resumes). `current`: its state as just
+        read (else read here); a write conditional on it never overwrites a newer one."""
         ws = self.windows(scope)
         day = ws["24h"]
         if day.counts:
-            self.gauge("BounceRate", day.bounce_rate)
-            self.gauge("ComplaintRate", day.complaint_rate)
+            kind, name = scope.split(":", 1)
+            dims = {"Domain" if kind == "domain" else "ApiKey": name}
+            self.gauge("BounceRate", day.bounce_rate, dims)
+            self.gauge("ComplaintRate", day.complaint_rate, dims)
         found = judge_rates(ws, self.t)
-        current = self.store.rep_states([scope]).get(scope) or ReputationState(scope)
+        if current is None:
+            current = self.store.rep_states([scope]).get(scope) or ReputationState(scope)
         if current.state == "paused" or found.state == current.state:
             return current
         if found.state == "ok" and current.state != "warn":
@@ -242,6 +291,31 @@ class Reputation:
             self.count({"paused": "ReputationPaused", "warn": "ReputationWarn"}.get(new.state, "ReputationOk"), 1)
             return new
         return self.store.rep_states([scope]).get(scope) or current
+
+    def evaluate_active(self) -> dict[str, int]:
+        """The periodic evaluation (the sweeper's schedule): every scope counted in the last
+        ACTIVE_DAYS days or not ok, re-judged as its windows roll (warn clears by itself,
+        paused never; rates published). A scope that stays not ok is filed under today, so it
+        is found after its counts have aged out. One scope's failure never stops the rest."""
+        now = self.clock()
+        days = days_back(now, ACTIVE_DAYS)
+        today = self.store.active_scopes(days[:1])
+        scopes = list(dict.fromkeys([*today, *self.store.active_scopes(days[1:])]))
+        states = self.store.rep_states(scopes)  # one BatchGetItem per 100 scopes
+        moved = failed = 0
+        for scope in scopes:
+            try:
+                before = states.get(scope) or ReputationState(scope)
+                after = self.evaluate(scope, before)
+                moved += before.state != after.state
+                if after.state != "ok" and scope not in today:
+                    self.store.mark_active([scope], days[0], now)
+            except Exception:  # noqa: BLE001 - the next run retries it
+                log.exception("reputation evaluation failed", extra={"scope": scope})
+                self.count("ReputationStoreError", 1)
+                failed += 1
+        self.count("ReputationScopesEvaluated", len(scopes) - failed)
+        return {"reputation_scopes": len(scopes), "reputation_moved": moved, "reputation_failed": failed}
 
     # ---- the API ------------------------------------------------------------------------------
     def check_send(self, domain: str | None, key_id: str | None,

@@ -15,6 +15,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   pk=MSG#<id>  sk=BOUNCE#<nnn>#<hash>   one bounce report for that recipient (idempotent)
   pk=INBOUND#<s3 key> sk=UNMATCHED|UNPARSED   inbound mail that matched nothing (kept, counted)
   gsi1: gsi1pk=RCPT#<address>  gsi1sk=<created>#<id>     messages to a recipient
+        (and gsi1pk=REP#key:<id> gsi1sk=H#<hour>#<domain>: an API key's reputation counts)
   gsi2: gsi2pk=BOUNCE#<address> / UNMATCHED  gsi2sk=<time>  bounces by recipient; orphans
   pk=SUPPRESSION#<address> sk=EVENT#<time>#<rand>   suppression audit (who/when), no TTL
   pk=STS#<domain>  sk=POLICY            a cached MTA-STS policy (RFC 8461), TTL = fetched_at + max_age
@@ -26,8 +27,11 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         expiry), `w_<window>` messages taken per rate / warm-up
                                         window (m<minute>, h<hour>, d<yyyymmdd>); TTL 2 days idle
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
-  pk=REP#<domain:name|key:id> sk=H#<yyyymmddhh>   the reputation breaker's hourly counts (sent,
-                                        hard, complaints; atomic ADD), TTL 8 days
+  pk=REP#<domain:name|key:id> sk=H#<yyyymmddhh>[#key:id]   the reputation breaker's hourly counts
+                                        (sent, hard, complaints; atomic ADD), TTL 8 days; a
+                                        domain+key pair is one item, filed under the key by gsi1
+                                        (gsi1pk=REP#key:id, gsi1sk=H#<yyyymmddhh>#domain:name)
+  pk=REPDAY#<yyyymmdd> sk=<scope>       the scopes counted (or not ok) that day: the sweeper's list
   pk=REP#<domain:name|key:id> sk=STATE  its breaker state (ok|warn|paused, since, why; resumes)
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
@@ -1179,10 +1183,14 @@ class PolicyStore:
 class ReputationStore:
     """The reputation circuit breaker's counts and states (issue 11 item 6), in MessagesTable.
 
-    Counts: one item per scope and UTC hour, pk=REP#<scope> sk=H#<yyyymmddhh>, its counters
-    moved by atomic ADD (no read; concurrent senders never lose a count), removed by TTL after
-    REP_TTL; a 7-day rate is one Query over at most 168 items. State: pk=REP#<scope> sk=STATE,
-    written conditionally on the state it replaces (two evaluators never both trip it)."""
+    Counts: one item per (domain, key) pair and UTC hour, pk=REP#<domain scope>
+    sk=H#<yyyymmddhh>#<key scope>, also filed under the key by gsi1, so one send costs one
+    UpdateItem (not one per scope; issue 11 review); a message without a key (or a domain) has
+    a single-scope item pk=REP#<scope> sk=H#<yyyymmddhh>, the layout before pairs, read the same
+    way. Counters move by atomic ADD (no read; concurrent senders never lose a count), removed
+    by TTL after REP_TTL; a 7-day rate is one Query (a key: two) over its hours. State:
+    pk=REP#<scope> sk=STATE, written conditionally on the state it replaces (two evaluators
+    never both trip it). Active scopes: pk=REPDAY#<yyyymmdd> sk=<scope> (mark_active)."""
 
     REP_TTL = 8 * 86400
 
@@ -1193,32 +1201,53 @@ class ReputationStore:
     def _pk(scope: str) -> str:
         return f"REP#{scope}"
 
-    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
-                   complaints: int = 0) -> None:
-        """Add to one scope's counts for one hour: a single UpdateItem (ADD)."""
+    def add_counts(self, domain: str | None, key: str | None, hour: str, now: float, *, sent: int = 0,
+                   hard: int = 0, complaints: int = 0) -> bool:
+        """Add to the counts of a domain scope and a key scope for one hour: ONE UpdateItem (ADD)
+        on the pair's item, pk=REP#<domain> sk=H#<hour>#<key>, which gsi1 (gsi1pk=REP#<key>,
+        gsi1sk=H#<hour>#<domain>) also files under the key. True if the item is new (the
+        pair's first count this hour: the caller marks the scopes active)."""
         adds = [(n, v) for n, v in (("sent", sent), ("hard", hard), ("complaints", complaints)) if v]
-        if not adds:
-            return
+        if not adds or not (domain or key):
+            return False
         values: dict[str, Any] = {f":{n}": {"N": str(int(v))} for n, v in adds}
         values[":exp"] = {"N": str(int(now + self.REP_TTL))}
-        self.ddb.update_item(
-            TableName=self.table, Key={"pk": {"S": self._pk(scope)}, "sk": {"S": f"H#{hour}"}},
-            UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds)
-            + " SET expires_at = if_not_exists(expires_at, :exp)",
-            ExpressionAttributeValues=values)
+        sets = "expires_at = if_not_exists(expires_at, :exp)"
+        if domain and key:
+            pk, sk = self._pk(domain), f"H#{hour}#{key}"
+            values[":gp"], values[":gs"] = {"S": self._pk(key)}, {"S": f"H#{hour}#{domain}"}
+            sets += ", gsi1pk = :gp, gsi1sk = :gs"
+        else:  # one scope only: its own item (the layout before pairs; read the same way)
+            pk, sk = self._pk(domain or key or ""), f"H#{hour}"
+        r = self.ddb.update_item(
+            TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds) + " SET " + sets,
+            ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        return not r.get("Attributes")
 
     def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
-        """The scope's hourly counts from `hour` on (one Query, at most 169 small items)."""
+        """The scope's hourly counts from `hour` on: the items under its own key (a domain's
+        pair items, and single-scope items), and for a key its pair items through gsi1 (one
+        Query each, at most 169 small items per key or domain the pair names)."""
+        out = self._counts(scope, hour, None)
+        if scope.startswith("key:"):
+            out += self._counts(scope, hour, "gsi1")
+        return out
+
+    def _counts(self, scope: str, hour: str, index: str | None) -> list[ReputationCounts]:
         out: list[ReputationCounts] = []
+        pk, sk = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+            "TableName": self.table, "KeyConditionExpression": f"{pk} = :p AND {sk} BETWEEN :a AND :b",
             "ExpressionAttributeValues": {":p": {"S": self._pk(scope)}, ":a": {"S": f"H#{hour}"},
-                                          ":b": {"S": "H#9999999999"}}}
+                                          ":b": {"S": "H#9999999999~"}}}
+        if index:
+            kwargs["IndexName"] = index
         while True:
             r = self.ddb.query(**kwargs)
             for it in r.get("Items", []):
                 d = codec().plain(it)
-                out.append(ReputationCounts(scope, str(d["sk"]).removeprefix("H#"), int(d.get("sent", 0)),
+                out.append(ReputationCounts(scope, str(d[sk])[2:12], int(d.get("sent", 0)),
                                             int(d.get("hard", 0)), int(d.get("complaints", 0))))
             if "LastEvaluatedKey" not in r:
                 return out
@@ -1254,6 +1283,28 @@ class ReputationStore:
         except self.ddb.exceptions.ConditionalCheckFailedException:
             return False
 
+
+    def mark_active(self, scopes: Iterable[str], day: str, now: float) -> None:
+        """File scopes under a day, pk=REPDAY#<yyyymmdd> sk=<scope> (a PutItem each, once per
+        scope and hour at most): the periodic evaluation's list, read without a Scan."""
+        for scope in dict.fromkeys(scopes):
+            self.ddb.put_item(TableName=self.table, Item=codec().item(
+                {"pk": f"REPDAY#{day}", "sk": scope, "expires_at": int(now + self.REP_TTL)}))
+
+    def active_scopes(self, days: Iterable[str]) -> list[str]:
+        """The scopes filed under these days (one Query per day, a page of small items)."""
+        found: dict[str, None] = {}
+        for day in days:
+            kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "pk = :p",
+                                      "ExpressionAttributeValues": {":p": {"S": f"REPDAY#{day}"}},
+                                      "ProjectionExpression": "sk"}
+            while True:
+                r = self.ddb.query(**kwargs)
+                found.update((str(it["sk"]["S"]), None) for it in r.get("Items", []))
+                if "LastEvaluatedKey" not in r:
+                    break
+                kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+        return list(found)
 
 # ---- the interfaces the services depend on ---------------------------------------------------
 # The classes above implement them on DynamoDB/S3/SQS; tests/fakes/store.py in memory. A
@@ -1376,11 +1427,13 @@ class ApiKeys(Protocol):
 class Reputations(Protocol):
     """The reputation circuit breaker's hourly counts and states (issue 11 item 6)."""
 
-    def add_counts(self, scope: str, hour: str, now: float, *, sent: int = 0, hard: int = 0,
-                   complaints: int = 0) -> None: ...
+    def add_counts(self, domain: str | None, key: str | None, hour: str, now: float, *, sent: int = 0,
+                   hard: int = 0, complaints: int = 0) -> bool: ...
     def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]: ...
     def rep_states(self, scopes: Iterable[str]) -> dict[str, ReputationState]: ...
     def put_rep_state(self, state: ReputationState, expected: str | None) -> bool: ...
+    def mark_active(self, scopes: Iterable[str], day: str, now: float) -> None: ...
+    def active_scopes(self, days: Iterable[str]) -> list[str]: ...
 
 
 class Secrets(Protocol):

@@ -13,6 +13,10 @@ job queued for a recipient that turns out to be in progress or done is a no-op.
 Postfix's qmgr does the same for its deferred queue: a periodic scan, not a promise kept by
 the code path that failed. Its jobs are rescues, so they go to the retry queue
 (bootstrap.retry_queue), never behind a backlog of new mail.
+
+The same schedule re-evaluates the reputation breaker's active scopes (issue 11 review:
+reputation.Reputation.evaluate_active): rolling windows move with time, not only with events,
+so a warn clears and the published per-domain rates stay current without a new bounce.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import QueueJob
 from .records import Overdue
 from .store import Jobs, Messages
+
+if TYPE_CHECKING:
+    from .reputation import Reputation
 
 log = logging.getLogger("outpost.sweeper")
 
@@ -46,16 +53,26 @@ class SweepReport:
 class Sweeper:
     def __init__(self, *, store: Messages, queue: Jobs, clock: Callable[[], float] = time.time,
                  grace: float = SWEEP_GRACE, limit: int = SWEEP_LIMIT,
-                 count: Callable[[str, int], None] = lambda name, n: None) -> None:
+                 count: Callable[[str, int], None] = lambda name, n: None,
+                 reputation: Reputation | None = None) -> None:
         self.store, self.queue, self.clock = store, queue, clock
         self.grace, self.limit, self.count = grace, limit, count
+        self.reputation = reputation
 
     def handle_schedule(self, event: dict[str, Any]) -> dict[str, int]:
         """An EventBridge scheduled event (events/schedule.json) -> one sweep. The event carries
         nothing the sweep needs; its time is logged to tie a run to its schedule."""
         report = self.sweep()
         log.info("sweep done", extra={"scheduled_at": event.get("time"), **report.as_dict()})
-        return report.as_dict()
+        out: dict[str, int] = report.as_dict()
+        if self.reputation is not None:
+            try:
+                out.update(self.reputation.evaluate_active())
+            except Exception:  # noqa: BLE001 - the overdue sweep's work stands; the next run retries
+                log.exception("reputation evaluation failed")
+                self.count("ReputationStoreError", 1)
+            log.info("reputation evaluated", extra={k: v for k, v in out.items() if k.startswith("reputation")})
+        return out
 
     def sweep(self) -> SweepReport:
         now = self.clock()

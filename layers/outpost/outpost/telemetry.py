@@ -45,11 +45,25 @@ class _Metrics:
             m.add_dimension(name="service", value="outpost")
             for k, v in dimensions.items():
                 m.add_dimension(name=k, value=str(v))
-    def gauge(self, name: str, value: float) -> None:
-        """A level, not a count (the reputation breaker's BounceRate / ComplaintRate, 0..1)."""
-        from aws_lambda_powertools.metrics import MetricUnit
+    def gauge(self, name: str, value: float, dimensions: Mapping[str, str] | None = None) -> None:
+        """A level, not a count (the reputation breaker's BounceRate / ComplaintRate, 0..1).
+        With dimensions (a scope's Domain or ApiKey), its own EMF blob written at once with
+        exactly those dimensions and `service`, so the alarms' Metrics Insights query
+        SCHEMA("Outpost", Domain, service) covers every domain (only in Lambda, as count_by)."""
+        import os
 
-        self.m.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        if not dimensions:
+            self.m.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
+            return
+        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
+                os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+            return
+        with single_metric(name=name, unit=MetricUnit.NoUnit, value=value, namespace="Outpost") as m:
+            m.add_dimension(name="service", value="outpost")
+            for k, v in dimensions.items():
+                m.add_dimension(name=k, value=str(v))
 
 
 @cache

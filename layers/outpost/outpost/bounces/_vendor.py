@@ -120,15 +120,25 @@ def _provider_code(diagnostic: str, low: str) -> str | None:
     return None
 
 
-def _provider_reply(diagnostic: str) -> str | None:
+def _provider_reply(diagnostic: str, provider: str | None = None) -> str | None:
     """A reply text a provider documents, checked with the codes it comes with (Google,
-    Microsoft, Mimecast) or the provider's name beside it (Tencent QQ)."""
+    Microsoft, Mimecast) or the provider's name beside it (Tencent QQ).
+
+    `provider`: who runs the host that sent the reply, when the caller knows it (the sender:
+    delivery/providers.provider_for of the MX it spoke to). Then a provider's texts are read
+    only in its own host's reply, whatever the text names: a look-alike from another host
+    ("... gsmtp", "(outlook.com)") is read by the generic rules, and the provider's reply is
+    read as the provider's even when it names no mark. Without it (a DSN, whose reporting
+    MTA may relay), the marks in the text decide, as before."""
     low = diagnostic.lower()
     m = _REPLY_AND_STATUS.search(low)
     if m:
         reply, status = int(m.group(1)), m.group(2)
-        google = _GOOGLE_MARK.search(low) is not None
-        microsoft = _MICROSOFT_MARK.search(low) is not None
+        if provider is None:
+            google = _GOOGLE_MARK.search(low) is not None
+            microsoft = _MICROSOFT_MARK.search(low) is not None
+        else:
+            google, microsoft = provider == "google", provider == "microsoft"
         # (the phrases are looked up only in a provider's own reply)
         text = _CONTINUATION.sub(" ", low) if google or microsoft else ""
         for g_reply, g_status, phrase, reason in _providers.GOOGLE if google else ():
@@ -139,13 +149,13 @@ def _provider_reply(diagnostic: str) -> str | None:
             if (status == prefix if lo == hi else (
                     status.startswith(prefix) and lo <= detail <= hi)) and phrase in text:
                 return reason
-    lead = _LEADING_REPLY.search(low)
+    lead = _LEADING_REPLY.search(low) if provider in (None, "mimecast") else None
     if lead:
         code = int(lead.group(1))
         for m_reply, phrase, reason in _providers.MIMECAST:
             if m_reply == code and phrase in low:
                 return reason
-    if "qq.com" in low:
+    if ("qq.com" in low) if provider is None else provider == "tencent":
         for phrase, reason in _providers.TENCENT:
             if phrase in low:
                 return reason
@@ -204,9 +214,11 @@ _CODE_GATES = ("IB", "(000", "i.ua/err/")
 
 
 @lru_cache(maxsize=1)
-def vendor_reason(diagnostic: str) -> str | None:
+def vendor_reason(diagnostic: str, provider: str | None = None) -> str | None:
     """The reason a vendor-specific phrase or code in ``diagnostic`` names, or None.
-    (One-entry cache: the DSN parser and classify() ask about the same reply in turn.)"""
+    (One-entry cache: the DSN parser and classify() ask about the same reply in turn.)
+    `provider`: who runs the replying host, if known (_provider_reply); codes that name their
+    provider (GoDaddy's IBnnn, Cox's AUP#, ...) are read in any reply."""
     if not diagnostic:
         return None
     low = diagnostic.lower()
@@ -220,4 +232,4 @@ def vendor_reason(diagnostic: str) -> str | None:
         if m and m.group(1) in codes:
             return codes[m.group(1)]
     return (_spectrum_reason(diagnostic) or _provider_code(diagnostic, low)
-            or _provider_reply(diagnostic) or found)
+            or _provider_reply(diagnostic, provider) or found)

@@ -341,12 +341,14 @@ def kind_for_reason(reason: str, status: str | None = None, reply_code: int | No
 
 def classify(status: str | None, diagnostic: str | None, action: str | None = None,
              reply_code: int | None = None, *, command: str | None = None,
-             diagnostic_type: str | None = None) -> tuple[str, str]:
+             diagnostic_type: str | None = None, provider: str | None = None) -> tuple[str, str]:
     """Return ``(kind, reason)`` for one failed recipient or one SMTP reply.
 
     ``status`` is the RFC 3463 code if known; when it is missing or generic (x.0.0) the
     code found in ``diagnostic`` is used instead (RFC 3463 section 3.1: x.0.0 says nothing).
     ``command`` is the SMTP command the reply answered (MAIL, RCPT, DATA...), if known.
+    ``provider`` is who runs the host that replied, when known (a live reply: its MX host's
+    provider), so a provider's own texts are read only in its replies (_vendor).
     """
     st = status or ""
     if diagnostic and len(diagnostic) > DIAGNOSTIC_LIMIT:
@@ -366,7 +368,7 @@ def classify(status: str | None, diagnostic: str | None, action: str | None = No
     if reason in _vendor.OVERRIDABLE:
         # A vendor's own wording or code ("... IB607", "RESOLVER.ADR.RecipientNotFound")
         # says more than a generic status code.
-        reason = _vendor.vendor_reason(diagnostic or "") or reason
+        reason = _vendor.vendor_reason(diagnostic or "", provider) or reason
     return kind_for_reason(reason, st or None, reply_code), reason
 
 

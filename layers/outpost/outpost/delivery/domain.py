@@ -655,7 +655,7 @@ async def _open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMo
                 throttling.opened(svc, provider, session)
                 return session, None
             except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-                last = (judge(exc, throttling.judged_as(svc, provider)), host.name, ip)
+                last = (judge(exc, throttling.judged_as(svc, provider), host=host.name), host.name, ip)
                 if last[0].scope is Scope.PROVIDER:
                     # A throttle at the greeting: the provider's answer for all its hosts.
                     return None, last
@@ -681,11 +681,11 @@ async def transact(svc: DeliveryService, session: Session, mid: str, r: Rcpt, da
                                    envid=mid, utf8=r.utf8,
                                    time_left=lambda: deadline - svc.clock() - RECORD_MARGIN,
                                    dot_within=dot_within)
-        return judge(reply, throttling.judged_as(svc, provider)), remote_queue_id(reply.text)
+        return judge(reply, throttling.judged_as(svc, provider), host=session.mx_name), remote_queue_id(reply.text)
     except (StaleSessionError, NoTimeLeftError, SlowPeerError):
         raise
     except Exception as exc:  # noqa: BLE001 - every failure is judged, none dropped
-        v = judge(exc, throttling.judged_as(svc, provider))
+        v = judge(exc, throttling.judged_as(svc, provider), host=session.mx_name)
         if not isinstance(exc, OutpostError):
             log.exception("unexpected error in an SMTP transaction", extra={"message_id": mid})
         if v.after_dot:

@@ -20,6 +20,15 @@ Permanent verdicts also carry a kind (hard: the address is bad, suppress it; sof
 or content was refused) and a Sisimai reason name, from the same classifier the bounce
 processor uses, so a synchronous 550 and an asynchronous DSN say the same thing.
 
+Host-aware (issue 11 review): a provider's own wording applies only to a reply from that
+provider's MX host, which the caller names (`judge(event, provider, host=mx_host)`): the
+throttle table's provider rows by `provider` (throttles.py), the classifier's provider texts
+(Google, Microsoft, Mimecast, Tencent: bounces/_vendor.py) by providers.provider_for(host),
+and the texts keyed by host in the DSN parser (GoDaddy, KDDI, NTT DOCOMO: "550 : User unknown"
+from KDDI is the recipient's filter, not an unknown user) by the host itself. Generic
+patterns, and codes that name their provider (GoDaddy's IBnnn, Cox's AUP#), apply to any
+host. Without a host, a reply is read as a DSN's (the marks in its text decide).
+
 The exceptions judged here carry facts (errors.py: the command, the code, the text, what was
 lacking); the statuses and scopes are decided below and nowhere else.
 """
@@ -48,6 +57,7 @@ from ..errors import (
     StsMxMismatchError,
     enhanced_status,
 )
+from .providers import provider_for
 from .throttles import throttle_for
 
 
@@ -108,17 +118,24 @@ class Verdict:
 _CLASSIFIER_COMMAND = {"EOD": "DATA", "CONNECT": "CONN"}
 
 
-def _classify(status: str, diagnostic: str, code: int | None, command: str | None) -> tuple[str, str]:
-    from ..bounces.classify import classify
+def _classify(status: str, diagnostic: str, code: int | None, command: str | None,
+              host: str | None = None) -> tuple[str, str]:
+    from ..bounces._vendor import host_reason
+    from ..bounces.classify import classify, kind_for_reason
 
     # The command matters: "user unknown" text is a hard failure only as a reply to RCPT;
     # after DATA it is usually a content filter in disguise (Sisimai's rule).
     cmd = _CLASSIFIER_COMMAND.get(command or "", command)
-    return classify(status, diagnostic, "failed", code, command=cmd)
+    provider = provider_for(host) if host else None
+    kind, reason = classify(status, diagnostic, "failed", code, command=cmd, provider=provider)
+    # A reply from a host whose own texts are documented (dsn.py's Rhost step, live).
+    found = host_reason(host, status, diagnostic, cmd) if host else None
+    return (kind_for_reason(found, status, code), found) if found else (kind, reason)
 
 
-def _permanent(scope: Scope, status: str, text: str, code: int | None, command: str | None) -> Verdict:
-    kind, reason = _classify(status, f"{code} {text}" if code else text, code, command)
+def _permanent(scope: Scope, status: str, text: str, code: int | None, command: str | None,
+               host: str | None = None) -> Verdict:
+    kind, reason = _classify(status, f"{code} {text}" if code else text, code, command, host)
     return Verdict(Outcome.PERMANENT, scope, status, text, code, command, kind, reason)
 
 
@@ -139,16 +156,17 @@ _DNS: tuple[tuple[type[DnsError], str], ...] = (
 )
 
 
-def judge(event: SmtpReply | BaseException, provider: str | None = None) -> Verdict:
+def judge(event: SmtpReply | BaseException, provider: str | None = None, *, host: str | None = None) -> Verdict:
     """Turn a reply, a DNS answer or an exception into a verdict. Never raises. `provider`:
     who runs the MX host that answered (providers.provider_for), so a throttle reply becomes
-    a PROVIDER verdict (throttles.py)."""
+    a PROVIDER verdict (throttles.py); None when shaping is off. `host`: the MX host that
+    answered, so a permanent reply is read with its provider's texts and no other's."""
     if isinstance(event, SmtpReply):
-        return _judge_reply(event, provider)
+        return _judge_reply(event, provider, host)
     if isinstance(event, ReplyError):
-        return _judge_reply(SmtpReply(event.code, event.text, event.command), provider)
+        return _judge_reply(SmtpReply(event.code, event.text, event.command), provider, host)
     if isinstance(event, StageError):
-        v = replace(judge(event.cause, provider), command=event.command)
+        v = replace(judge(event.cause, provider, host=host), command=event.command)
         if event.after_dot:
             # The content was sent and no reply came; the server may have kept it (RFC 1047),
             # so a retry may deliver a second copy. Never retried on another MX at once.
@@ -215,7 +233,7 @@ def unreached(v: Verdict, note: str | None = None) -> Verdict:
     return Verdict(Outcome.TRANSIENT, Scope.RECIPIENT, v.status, text, v.code, v.command)
 
 
-def _judge_reply(r: SmtpReply, provider: str | None = None) -> Verdict:
+def _judge_reply(r: SmtpReply, provider: str | None = None, host: str | None = None) -> Verdict:
     cls = r.code // 100
     status = r.enhanced or f"{cls}.0.0"
     # Bounded: a hostile server's 30 KB reply cost 1.1 s of the event loop in the classifier.
@@ -245,4 +263,4 @@ def _judge_reply(r: SmtpReply, provider: str | None = None) -> Verdict:
     if cls == 4:
         # 452 / 4.5.3 (too many recipients) on RCPT is transient too (RFC 5321 §4.5.3.1.10).
         return Verdict(Outcome.TRANSIENT, scope, status, text, r.code, r.command)
-    return _permanent(scope, status, text, r.code, r.command)
+    return _permanent(scope, status, text, r.code, r.command, host)
