@@ -40,8 +40,10 @@ Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import collections
+import contextvars
 import io
 import json
 import math
@@ -70,7 +72,10 @@ S3_PUT_CLASS = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart"
 S3_FREE = {"DeleteObject", "DeleteObjects", "AbortMultipartUpload"}
 PLATFORM_LOG_BYTES = 260  # START, END and REPORT lines of one invocation
 HEADER_BYTES, INTERNET_MSS = 52, 1448  # IPv4 20 + TCP 20 + timestamps 12; 1500 MTU
-_current = threading.local()
+# The function whose invocation is running: a context variable, so the worker threads the sender
+# starts with asyncio.to_thread (store calls, MIME building) are attributed to it too.
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("cost_function", default=None)
+UNATTRIBUTED = "unattributed"  # a bootstrap client's call outside any invocation's context
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Meter:
     idle_receives: int = 0
     missing_capacity: int = 0
     smtp_connections: int = 0
+    units: collections.Counter = field(default_factory=collections.Counter)  # (who, op, table or index)
 
     def add(self, who: str, kind: str, n: float) -> None:
         with self.lock:
@@ -102,8 +108,8 @@ METER = Meter()
 
 
 # ---- AWS requests ----------------------------------------------------------------------------
-def _who(client_tag: str | None) -> str | None:
-    return client_tag or getattr(_current, "fn", None)
+def _who(client_tag: str | None) -> str:
+    return client_tag or _current.get() or UNATTRIBUTED
 
 
 def _sqs_payload(params: dict) -> int:
@@ -119,7 +125,7 @@ def _sqs_payload(params: dict) -> int:
 def _on_params(params: dict, model: Any, context: dict, **_: Any) -> None:
     service = model.service_model.service_name
     if service == "dynamodb" and model.name in CAPACITY_OPS:
-        params.setdefault("ReturnConsumedCapacity", "TOTAL")
+        params.setdefault("ReturnConsumedCapacity", "INDEXES")  # TOTAL, split by table and index
     elif service == "sqs" and model.name.startswith("SendMessage"):
         context["cost_payload"] = _sqs_payload(params)
     elif service == "s3" and model.name == "PutObject":
@@ -143,6 +149,18 @@ def _ddb_units(who: str, op: str, parsed: dict) -> None:
             read, write = (c.get("CapacityUnits", 0), 0) if op in READ_OPS else (0, c.get("CapacityUnits", 0))
         METER.add(who, "ddb_read_unit", read or 0)
         METER.add(who, "ddb_write_unit", write or 0)
+        _split_units(who, op, c)
+
+
+def _split_units(who: str, op: str, c: dict) -> None:
+    """Which table or index the units went to (ReturnConsumedCapacity=INDEXES)."""
+    table = str(c.get("TableName", "?")).rsplit("-", 1)[-1]
+    parts = {table: (c.get("Table") or {}).get("CapacityUnits", c.get("CapacityUnits", 0))}
+    for name, g in (c.get("GlobalSecondaryIndexes") or {}).items():
+        parts[f"{table}.{name}"] = g.get("CapacityUnits", 0)
+    with METER.lock:
+        for where, n in parts.items():
+            METER.units[(who, op, where)] += n or 0
 
 
 def _sqs_requests(who: str, op: str, parsed: dict, context: dict, tag: str | None) -> None:
@@ -160,7 +178,7 @@ def _sqs_requests(who: str, op: str, parsed: dict, context: dict, tag: str | Non
 def _on_after_call(tag: str | None, http_response: Any, parsed: dict, model: Any, context: dict,
                    **_: Any) -> None:
     who = _who(tag)
-    if not METER.on or who is None:
+    if not METER.on:
         return
     service, op = model.service_model.service_name, model.name
     with METER.lock:
@@ -207,7 +225,7 @@ class CountingStream(io.TextIOBase):
         self.real = real
 
     def write(self, s: str) -> int:
-        fn = getattr(_current, "fn", None)
+        fn = _current.get()
         if fn is None or not METER.on:
             return self.real.write(s)
         METER.add(fn, "log_byte", len(s.encode()))
@@ -242,7 +260,7 @@ def metered_invoke(self: Any, event: dict) -> Any:
         module = self._load()
         handler = getattr(module, self.fn.handler.split(".", 1)[1])
         ctx = LambdaContext(self.fn.logical_id, self.fn.timeout, time.time(), str(uuid.uuid4()))
-        _current.fn = self.fn.logical_id
+        token = _current.set(self.fn.logical_id)
         t0 = time.perf_counter()
         try:
             return handler(event, ctx)
@@ -251,7 +269,16 @@ def metered_invoke(self: Any, event: dict) -> Any:
                 with METER.lock:
                     METER.durations[self.fn.logical_id].append(time.perf_counter() - t0)
                 METER.add(self.fn.logical_id, "log_byte", PLATFORM_LOG_BYTES)
-            _current.fn = None
+            _current.reset(token)
+
+
+_real_run_in_executor = asyncio.BaseEventLoop.run_in_executor
+
+
+def _run_in_context(self: Any, executor: Any, func: Any, *args: Any) -> Any:
+    """run_in_executor carrying the caller's context (asyncio.to_thread does; this does not), so
+    the sender's MTA-STS lookups on its own pool are attributed to it."""
+    return _real_run_in_executor(self, executor, contextvars.copy_context().run, func, *args)
 
 
 # ---- SMTP bytes through the NAT --------------------------------------------------------------
@@ -565,6 +592,7 @@ def main() -> int:
 
     LocalFunction.invoke = metered_invoke  # type: ignore[method-assign]
     socket.socket.close = _counting_close  # type: ignore[method-assign]
+    asyncio.BaseEventLoop.run_in_executor = _run_in_context  # type: ignore[method-assign]
     st = start_stack(args)
     items = plan(n)
     try:
@@ -585,14 +613,20 @@ def main() -> int:
         METER.on = False
     memory = memory_sizes()
     usage, rows = variable_usage(memory, set(SCHEDULED_RUNS_PER_MONTH))
+    lost = sum(c for (who, _, _), c in METER.calls.items() if who == UNATTRIBUTED)
     print(f"SMTP connections {METER.smtp_connections}; DynamoDB calls without ConsumedCapacity "
-          f"{METER.missing_capacity}; idle event-source receives {METER.idle_receives}", file=out)
+          f"{METER.missing_capacity}; idle event-source receives {METER.idle_receives}; AWS calls outside "
+          f"any invocation's context {lost} (counted, as variable cost)", file=out)
     calls = collections.Counter()
     for (who, service, op), c in METER.calls.items():
         if who not in SCHEDULED_RUNS_PER_MONTH:
             calls[f"{service}.{op}"] += c
     print("AWS calls per 1,000 emails: " + ", ".join(
         f"{k} {cm.per_thousand(v, n):.0f}" for k, v in calls.most_common()), file=out)
+    print("DynamoDB units per 1,000 emails by function, call and table/index:", file=out)
+    for (who, op, where), u in sorted(METER.units.items(), key=lambda kv: -kv[1])[:12]:
+        if who not in SCHEDULED_RUNS_PER_MONTH:
+            print(f"  {who:<24} {op:<20} {where:<28} {cm.per_thousand(u, n):10,.1f}", file=out)
     bytes_per_k = cm.per_thousand(mail_bytes, n)
     report(usage, rows, n, bytes_per_k, memory, out)
     report_fixed(usage, n, bytes_per_k, memory, out)
