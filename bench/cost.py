@@ -422,6 +422,22 @@ def wait_done(st: Any, items: list[Plan], wait: float) -> tuple[int, int, float]
     return delivered(st, want), len(st.inbound.results), deadline - time.monotonic()
 
 
+def stored_bytes(st: Any) -> tuple[int, int]:
+    """(DynamoDB table + index bytes as DescribeTable reports them, S3 object bytes) now."""
+    import boto3
+
+    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")  # not instrumented
+    table_bytes = 0
+    for name in ddb.list_tables()["TableNames"]:
+        t = ddb.describe_table(TableName=name)["Table"]
+        table_bytes += t.get("TableSizeBytes", 0) + sum(g.get("IndexSizeBytes", 0)
+                                                        for g in t.get("GlobalSecondaryIndexes", []))
+    object_bytes = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=st.env["OUTPOST_BUCKET"]):
+        object_bytes += sum(o["Size"] for o in page.get("Contents", []))
+    return table_bytes, object_bytes
+
+
 # ---- the money -------------------------------------------------------------------------------
 def memory_sizes() -> dict[str, int]:
     from samtranslator.yaml_helper import yaml_parse
@@ -455,7 +471,8 @@ def variable_usage(memory: dict[str, int], scheduled: set[str]) -> tuple[dict[st
     api = len(METER.durations.get("SendApiFunction", []))
     usage = {**lam, "apigw_request": api, "waf_request": api}
     for kind in ("ddb_write_unit", "ddb_read_unit", "sqs_request", "s3_put", "s3_get", "secrets_call",
-                 "log_byte", "ses_inbound_mail", "ses_inbound_chunk"):
+                 "log_byte", "ses_inbound_mail", "ses_inbound_chunk", "ddb_stored_byte_month",
+                 "s3_stored_byte_month"):
         usage[kind] = float(totals[kind])
     nat = totals["smtp_wire_bytes"] + totals["nat_api_bytes"]
     usage["nat_gateway_byte"] = float(nat)
@@ -508,6 +525,7 @@ CUTS = {
     "lambda_gb_s": "less memory where the function waits (the API at 512 MB), pipelined SMTP (item 3)",
     "sqs_request": "SendMessageBatch from the API's batch route; larger event-source batches",
     "nat_gateway_byte": "NatMode=instance (no per-GB processing fee)",
+    "ddb_stored_byte_month": "bodies in S3 ($0.023/GB-month, not $0.25), GSIs projecting keys, not ALL",
     "s3_put": "keep bodies up to a few KB inline (one S3 PUT costs as much as 8 DynamoDB write units)",
     "ddb_read_unit": "eventually consistent reads, cached suppression and domain look-ups",
 }
@@ -529,7 +547,7 @@ def report(usage: dict[str, float], rows: dict[str, dict], emails: int, bytes_pe
     for kind in sorted(costs, key=costs.get, reverse=True):  # type: ignore[arg-type]
         p = cm.VARIABLE[kind]
         count = cm.per_thousand(usage[kind], emails)
-        shown = f"{count / 2**20:,.3f} MB" if kind.endswith("_byte") else f"{count:,.2f}"
+        shown = f"{count / 2**20:,.3f} MB" if kind.endswith(("_byte", "_byte_month")) else f"{count:,.2f}"
         print(_row(f"{kind} ({p.unit})"[:46], shown,
                    f"${cm.per_thousand(costs[kind], emails):.6f}  {100 * costs[kind] / gateway_total:4.1f}%"), file=out)
     print("\nLambda per function (local wall time, billed ms, template MemorySize):", file=out)
@@ -637,6 +655,7 @@ def main() -> int:
     st = start_stack(args)
     items = plan(n)
     try:
+        before = stored_bytes(st)
         METER.on = True
         t0 = time.monotonic()
         submit(st, items, args.html_bytes)
@@ -646,6 +665,12 @@ def main() -> int:
               f"{dsns} DSNs processed, in {time.monotonic() - t0:.0f} s{'' if left > 0 else ' (WAIT EXPIRED)'}",
               file=out)
         mail_bytes = sum(len(r.data) for s in st.mx.values() for r in list(getattr(s.server, "received", [])))
+        after = stored_bytes(st)
+        days = float(st.stack.functions["SenderFunction"].environment.get("OUTPOST_RETENTION_DAYS", "30"))
+        METER.add("Storage", "ddb_stored_byte_month", cm.byte_months(after[0] - before[0], days))
+        METER.add("Storage", "s3_stored_byte_month", cm.byte_months(after[1] - before[1], days))
+        print(f"stored: DynamoDB +{(after[0] - before[0]) / 2**20:.2f} MB (tables + indexes), S3 "
+              f"+{(after[1] - before[1]) / 2**20:.2f} MB, kept {days:.0f} days (RetentionDays)", file=out)
         for fn in SCHEDULED_RUNS_PER_MONTH:
             if fn in st.schedulers:
                 st.schedulers[fn].run_once()

@@ -62,6 +62,9 @@ VARIABLE: dict[str, Price] = {
     "log_byte": Price(0.50, GB, "byte of CloudWatch Logs ingested (first tier)", _CW),
     "ses_inbound_mail": Price(0.10, 1_000, "mail received by SES (the DSNs)", _SES),
     "ses_inbound_chunk": Price(0.09, 1_000, "256 KB incoming mail chunk", _SES),
+    # storage for as long as it is kept (RetentionDays): byte-months
+    "ddb_stored_byte_month": Price(0.25, GB, "DynamoDB Standard byte-month (tables + indexes)", _DDB),
+    "s3_stored_byte_month": Price(0.023, GB, "S3 Standard byte-month (first 50 TB)", _S3),
 }
 
 # Fixed: per month, whatever the volume.
@@ -102,6 +105,11 @@ def sqs_requests(payload_bytes: int) -> int:
 
 def ses_inbound_chunks(message_bytes: int) -> int:
     return max(1, math.ceil(message_bytes / SES_INBOUND_CHUNK))
+
+
+def byte_months(stored_bytes: float, retention_days: float) -> float:
+    """Byte-months of `stored_bytes` kept `retention_days` (a month is 730 hours)."""
+    return stored_bytes * retention_days * 24 / HOURS_PER_MONTH
 
 
 def cost_by_kind(usage: Mapping[str, float], prices: Mapping[str, Price] = VARIABLE) -> dict[str, float]:

@@ -49,6 +49,16 @@ def test_cost_by_kind_prices_each_kind_and_refuses_an_unpriced_one() -> None:
     assert cm.per_thousand(0.5, 200) == pytest.approx(2.5)
 
 
+def test_storage_is_priced_for_the_days_it_is_kept() -> None:
+    # 1 GB kept 30 days in DynamoDB: 30 x 24 / 730 = 0.986 GB-months at $0.25
+    months = cm.byte_months(cm.GB, 30)
+    assert months == pytest.approx(cm.GB * 720 / 730)
+    got = cm.cost_by_kind({"ddb_stored_byte_month": months})
+    assert got["ddb_stored_byte_month"] == pytest.approx(0.2466, rel=1e-3)
+    assert cm.cost_by_kind({"s3_stored_byte_month": cm.byte_months(cm.GB, 365 / 12)})[
+        "s3_stored_byte_month"] == pytest.approx(0.023, rel=1e-3)
+
+
 def test_the_fixed_network_cost_of_each_nat_mode() -> None:
     gateway = cm.network_fixed("gateway")
     assert gateway == pytest.approx({"nat_gateway": 0.045 * 730, "public_ipv4": 0.005 * 730})
