@@ -46,9 +46,9 @@ gateway, $0.0380 with the NAT instance, against SES's $0.1015 (38.2%): the goal 
 met. Fixed: $48.14 a month (gateway) or $19.20 (instance); cheaper than SES from 767,482
 (gateway) or 302,454 (instance) emails a month; than SES with a dedicated IP from 369,715
 (gateway) or at any volume (instance).
-The body's size is the lever: --quick --html-bytes 20000 (a 20 KB HTML template) costs 117,595
-write units and $0.0909 per 1,000 (88% of SES's $0.1028); the same with --inline-limit 2000
-(bodies to S3) 33,755 units + 1,020 S3 PUTs, $0.0430.
+The body's size is the lever: --quick --html-bytes 20000 (a 20 KB HTML template) costs 117,615
+write units, 22.8 MB kept in DynamoDB and $0.0965 per 1,000 (94% of SES's $0.1028); the same
+with --inline-limit 2000 (bodies to S3) 33,710 units + 1,020 S3 PUTs, $0.0439.
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [--messages N]
      [--html-bytes B]   (each message is a 0.8 KB text + 0.7 KB HTML receipt; B pads the HTML)
