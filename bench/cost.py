@@ -17,8 +17,10 @@ What is counted, and how:
                  event source mappings' SQS client and SES receiving's S3 client), attributed
                  to the function whose invocation made them.
   DynamoDB       read and write request units as DynamoDB Local reports them: the hooks add
-                 ReturnConsumedCapacity=TOTAL to every item call; a conditional write that
-                 fails is charged 1 write unit (AWS charges its item size: a floor).
+                 ReturnConsumedCapacity=INDEXES (TOTAL, split by table and index) to every
+                 item call; its transactional writes halved to AWS's 2 units per KB
+                 (cost_model.aws_units: Local reports 4); a conditional write that fails is
+                 charged 1 write unit (AWS charges its item size: a floor).
   SQS            one request per 64 KB chunk of each call's payload (bodies and attributes);
                  empty receives of the event source mappings are not mail-driven: they are in
                  the fixed costs (AWS's 5 pollers per queue, 20 s long polls).
@@ -167,7 +169,7 @@ def _ddb_units(who: str, op: str, parsed: dict) -> None:
         if read is None and write is None:
             read, write = (c.get("CapacityUnits", 0), 0) if op in READ_OPS else (0, c.get("CapacityUnits", 0))
         METER.add(who, "ddb_read_unit", read or 0)
-        METER.add(who, "ddb_write_unit", write or 0)
+        METER.add(who, "ddb_write_unit", cm.aws_units(op, write or 0))
         _split_units(who, op, c)
 
 
@@ -179,7 +181,7 @@ def _split_units(who: str, op: str, c: dict) -> None:
         parts[f"{table}.{name}"] = g.get("CapacityUnits", 0)
     with METER.lock:
         for where, n in parts.items():
-            METER.units[(who, op, where)] += n or 0
+            METER.units[(who, op, where)] += cm.aws_units(op, n or 0)
 
 
 def _sqs_requests(who: str, op: str, parsed: dict, context: dict, tag: str | None) -> None:

@@ -35,6 +35,13 @@ def test_sqs_bills_one_request_per_64_kb_chunk() -> None:
     assert cm.ses_inbound_chunks(1) == 1 and cm.ses_inbound_chunks(256 * 1024 + 1) == 2
 
 
+def test_dynamodb_local_transactional_writes_are_brought_to_aws_rate() -> None:
+    # 2 units per KB in a transaction (AWS), where DynamoDB Local reports 4
+    assert cm.aws_units("TransactWriteItems", 16.0) == 8.0
+    for op in ("PutItem", "UpdateItem", "TransactGetItems", "Query"):
+        assert cm.aws_units(op, 4.0) == 4.0
+
+
 def test_cost_by_kind_prices_each_kind_and_refuses_an_unpriced_one() -> None:
     usage = {"ddb_write_unit": 2_000_000, "sqs_request": 1_000_000, "s3_put": 1_000,
              "lambda_gb_s": 1.0, "nat_gateway_byte": cm.GB}
