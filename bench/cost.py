@@ -37,20 +37,20 @@ What is counted, and how:
 Prices: bench/cost_model.py (dated, with sources). SES's price is printed beside each total.
 
 Measured (1,000 messages, DynamoDB Local, 2 cores at load average 9-13, 2026-11-30): all 974
-deliverable recipients at their MX and 21 DSNs processed in 160 s; per 1,000 emails 37,442
-write units ($0.0234, 60%: the API's TransactWriteItems 24 units per message (a transaction
-bills 2x, and gsi1/gsi3/gsi5 each take a write), the sender's status updates 11), 4,182 read
-units, 1,003 API requests ($0.0035 REST + $0.0006 WAF), 162 Lambda GB-s ($0.0022: the API's
-mean 145 ms and the sender's 638 ms per batch are this loaded machine's wall time), 1,870 SQS
-requests, 21 DSNs received by SES ($0.0040), 14.3 MB out / 16.9 MB through the NAT, 4.1 MB in
-DynamoDB and 8.5 MB in S3 for 30 days ($0.0012). Variable $0.0388 per 1,000 with the NAT
-gateway, $0.0380 with the NAT instance, against SES's $0.1015 (38.2%): the goal ($0.005) is not
-met. Fixed: $48.14 a month (gateway) or $19.20 (instance); cheaper than SES from 767,482
-(gateway) or 302,454 (instance) emails a month; than SES with a dedicated IP from 369,715
-(gateway) or at any volume (instance).
-The body's size is the lever: --quick --html-bytes 20000 (a 20 KB HTML template) costs 117,615
-write units, 22.8 MB kept in DynamoDB and $0.0965 per 1,000 (94% of SES's $0.1028); the same
-with --inline-limit 2000 (bodies to S3) 33,710 units + 1,020 S3 PUTs, $0.0439.
+deliverable recipients at their MX and 21 DSNs processed in 165 s; per 1,000 emails 25,485
+write units ($0.0159, 51%: the API's TransactWriteItems 12 units per message (2x for a
+transaction, and gsi1/gsi3/gsi5 each take a write), its other update 2, the sender's status
+updates 11), 4,162 read units, 1,003 API requests ($0.0035 REST + $0.0006 WAF), 171 Lambda
+GB-s ($0.0023: the API's mean 149 ms and the sender's 685 ms per batch are this loaded
+machine's wall time), 1,861 SQS requests, 21 DSNs received by SES ($0.0040), 14.6 MB out /
+17.3 MB through the NAT, 4.1 MB in DynamoDB and 8.5 MB in S3 for 30 days ($0.0012). Variable
+$0.0314 per 1,000 with the NAT gateway, $0.0307 with the NAT instance, against SES's $0.1015
+(31.0%): the goal ($0.005) is not met. Fixed: $48.14 a month (gateway) or $19.20 (instance);
+cheaper than SES from 687,021 (gateway) or 271,020 (instance) emails a month; than SES with a
+dedicated IP from 330,955 (gateway) or at any volume (instance).
+The body's size is the lever: --quick --html-bytes 20000 (a 20 KB HTML template) costs 65,710
+write units, 22.8 MB kept in DynamoDB and $0.0621 per 1,000 (60% of SES's $0.1028); the same
+with --inline-limit 2000 (bodies to S3) 23,680 units + 1,020 S3 PUTs, $0.0371.
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [--messages N]
      [--html-bytes B]   (each message is a 0.8 KB text + 0.7 KB HTML receipt; B pads the HTML)
