@@ -303,7 +303,7 @@ def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
     alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
                if a["Namespace"] == "AWS/SQS"}
-    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue"}
+    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue", "EventsFailureQueue"}
     for a in alarms.values():
         if a["Namespace"] == "AWS/SQS":
             assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"
