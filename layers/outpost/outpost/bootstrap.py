@@ -233,6 +233,7 @@ def domain_service() -> DomainService:
 def api_app() -> APIGatewayRestResolver:
     """The send API (routes + services), built once per container."""
     from .api.auth import KeyRing, TokenBuckets
+    from .api.events import EventsApi
     from .api.reputation import ReputationApi
     from .api.routes import build_app
     from .api.service import QueryService, SendService
@@ -248,7 +249,8 @@ def api_app() -> APIGatewayRestResolver:
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service(),
-        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()))
+        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
+        events=EventsApi(event_log()))
 
 
 @cache
