@@ -314,3 +314,16 @@ def test_eventbridge_rule_on_the_bus_delivers_the_events_to_an_sqs_target(api, l
     assert envelope["source"] == "outpost" and envelope["detail-type"] == "message.delivered"
     logged = [e for e in _events(api, mid) if e["type"] == "message.delivered"][0]
     assert envelope["detail"] == {k: logged[k] for k in ("type", "timestamp", "data")}
+
+
+def test_the_events_function_uses_exactly_its_grants(api, local_stack):
+    from tests.integration.test_iam_least_privilege import _grants, recording
+
+    mid = _send(api, ["ev-iam@accept.test"])
+    _wait_types(api, mid, "message.delivered")
+    records = _stream_records(local_stack, mid)
+    with recording(local_stack) as calls:
+        assert local_stack.functions["EventsFunction"].invoke({"Records": records}) == {"batchItemFailures": []}
+    grants = _grants("EventsFunction")
+    # the log's conditional PutItem, the tags' BatchGetItem: both used, nothing else
+    assert calls == grants == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "BatchGetItem")}

@@ -333,3 +333,29 @@ def test_the_admin_cli_is_not_in_the_lambda_layer() -> None:
     layer = ROOT / "layers" / "outpost"
     assert not list(layer.rglob("admin.py")) and not list(layer.rglob("outpost_admin"))
     assert not [p for p in layer.rglob("*.py") if "outpost_admin" in p.read_text()]
+
+
+def test_events_come_from_the_recipients_stream_filtered_with_partial_failures(template: dict[str, Any]) -> None:
+    # Issue 12: every recipient write is a stream record with both images (a state change is
+    # read from old and new); only recipient items reach the function (the sort key's prefix
+    # store.rcpt_sk writes); a failed record is retried from itself, a poisonous batch is
+    # bisected, and what still fails is kept in a queue that raises an alarm.
+    import json
+
+    from outpost.store import rcpt_sk
+
+    assert props(template, "MessagesTable")["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    ev = props(template, "EventsFunction")["Events"]["RecipientChanges"]
+    assert ev["Type"] == "DynamoDB"
+    p = ev["Properties"]
+    assert p["Stream"] == {"Fn::GetAtt": ["MessagesTable", "StreamArn"]}
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and p["BisectBatchOnFunctionError"] is True
+    assert p["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["EventsFailureQueue", "Arn"]}
+    (f,) = p["FilterCriteria"]["Filters"]
+    prefix = json.loads(f["Pattern"])["dynamodb"]["Keys"]["sk"]["S"][0]["prefix"]
+    assert rcpt_sk(7).startswith(prefix) and not "META".startswith(prefix)
+    env = props(template, "EventsFunction")["Environment"]["Variables"]
+    assert env["OUTPOST_EVENT_BUS"] == {"Fn::If": ["EnableEventBridge", {"Ref": "EventBus"}, ""]}
+    assert Settings.from_env({"OUTPOST_EVENT_BUS": "b"}).event_bus == "b"
+    assert template["Resources"]["EventBus"]["Condition"] == "EnableEventBridge"
+    assert _param(template, "EnableEventBridge")["Default"] == "false"
