@@ -193,6 +193,7 @@ class StreamPoller(_EventSource):
         self.on_failure, self.retry_wait = on_failure, retry_wait
         self.iterators: dict[str, str | None] = {}  # shard id -> next iterator (None: shard done)
         self.last_read: dict[str, str] = {}  # shard id -> the last sequence number read
+        self.discovery_interval, self._next_discovery, self._closed_seen = 5.0, 0.0, 0
         self.failures = 0
         super().__init__(f"poller-{name}")
 
@@ -220,7 +221,12 @@ class StreamPoller(_EventSource):
     def poll_once(self) -> int:
         """Read each open shard once and invoke for what passes the filter; returns the number
         of records invoked."""
-        self._open_new_shards()
+        now, closed = time.monotonic(), sum(v is None for v in self.iterators.values())
+        if now >= self._next_discovery or closed > self._closed_seen:
+            # New shards appear when one closes (a split) or rolls over (every ~4 h in AWS):
+            # look every few seconds, and at once after a shard closed; not on every read.
+            self._open_new_shards()
+            self._next_discovery, self._closed_seen = now + self.discovery_interval, closed
         done = 0
         for sid, it in list(self.iterators.items()):
             if it is not None:
