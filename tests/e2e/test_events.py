@@ -327,3 +327,13 @@ def test_the_events_function_uses_exactly_its_grants(api, local_stack):
     grants = _grants("EventsFunction")
     # the log's conditional PutItem, the tags' BatchGetItem: both used, nothing else
     assert calls == grants == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "BatchGetItem")}
+
+
+def test_enable_eventbridge_creates_the_bus_and_names_it_to_the_events_function(local_stack):
+    from outpost_local.provision import provision
+
+    stack = provision(boto3.Session(), stack_name="evbus", parameters={"EnableEventBridge": "true"})
+    env = stack.functions["EventsFunction"].environment
+    assert env["OUTPOST_EVENT_BUS"] == "outpost-evbus" == stack.outputs["EventBusName"]
+    assert boto3.client("events").describe_event_bus(Name="outpost-evbus")["Name"] == "outpost-evbus"
+    assert local_stack.stack.functions["EventsFunction"].environment["OUTPOST_EVENT_BUS"] == ""  # default off

@@ -246,3 +246,20 @@ def test_eventbridge_entries_that_failed_are_put_again_and_only_they():
                                                                                        "r7@accept.test"}
     with pytest.raises(EventPublishError):
         EventBus(RecordedEvents(always=True), "b", sleep=lambda s: None, attempts=3).publish(many(2))
+
+
+def test_bootstrap_publishes_to_the_log_first_then_eventbridge_when_a_bus_is_named(monkeypatch):
+    from outpost import bootstrap
+    from outpost.store import EventLogStore
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for bus, kinds in (("", [EventLogStore]), ("outpost-prod", [EventLogStore, EventBus])):
+        monkeypatch.setenv("OUTPOST_EVENT_BUS", bus)
+        bootstrap.reset()
+        try:
+            sinks = bootstrap.event_sinks()
+            assert [type(s) for s in sinks] == kinds
+            assert bus == "" or sinks[1].bus == bus
+        finally:
+            monkeypatch.delenv("OUTPOST_EVENT_BUS")
+            bootstrap.reset()
