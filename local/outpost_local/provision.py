@@ -2,8 +2,8 @@
 
 The resources come from template.yaml itself, not from a second list: this module reads the
 template, resolves the intrinsic functions it uses (Ref, GetAtt, Sub, Select, Split, Join, If,
-conditions, pseudo parameters), creates every AWS::SQS::Queue, AWS::DynamoDB::Table,
-AWS::S3::Bucket and AWS::SecretsManager::Secret with its properties, and computes each
+conditions, pseudo parameters), creates every AWS::SQS::Queue, AWS::DynamoDB::Table (with its
+stream), AWS::S3::Bucket, AWS::SecretsManager::Secret and AWS::Events::EventBus with its properties, and computes each
 function's environment exactly as CloudFormation would hand it to Lambda, and the stack's
 Outputs as `describe-stacks` would list them.
 """

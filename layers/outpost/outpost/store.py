@@ -1291,7 +1291,7 @@ def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recip
     return read(change.get("OldImage")), read(change.get("NewImage"))
 
 
-def _event(item: Mapping[str, Any]) -> Any:
+def _event(item: Mapping[str, Any]) -> Event:
     from .events import Event
 
     return Event.from_dict(item, data=item.get("data") or {})
@@ -1308,7 +1308,7 @@ class EventLogStore:
                  clock: Callable[[], float] = time.time) -> None:
         self.ddb, self.table, self.messages, self.clock = ddb, table, messages, clock
 
-    def add_events(self, events: Sequence[Any], now: float) -> int:
+    def add_events(self, events: Sequence[Event], now: float) -> int:
         """Store events not stored yet; returns how many were new."""
         new = 0
         expires = self.messages.expires_for(now, None)
@@ -1320,7 +1320,7 @@ class EventLogStore:
             new += put_if_absent(self.ddb, self.table, item, "pk")
         return new
 
-    def publish(self, events: Sequence[Any]) -> None:
+    def publish(self, events: Sequence[Event]) -> None:
         self.add_events(events, self.clock())
 
     def tags_of(self, message_ids: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -1357,7 +1357,7 @@ class EventLogStore:
         return "day", days[::-1] if oldest_first else days
 
     def events(self, *, since: str | None = None, type: str | None = None, message_id: str | None = None,
-               limit: int = 50, cursor: str | None = None, oldest_first: bool = False) -> Page[Any]:
+               limit: int = 50, cursor: str | None = None, oldest_first: bool = False) -> Page[Event]:
         """Events at or after `since` (RFC 3339 as the records write it), of one `type`,
         about one message: newest first (oldest first for replay). `Page.cursor` continues
         (None: the end); a page may be short, even empty, and still have one."""
@@ -1367,7 +1367,7 @@ class EventLogStore:
         digest = hashlib.sha256(json.dumps([since, type, message_id, oldest_first]).encode()).hexdigest()[:16]
         n, key = _decode_event_cursor(cursor, parts, attrs, digest, pk_attr, prefix, (sort_attr, since))
         filters = {"type": type} if type and kind != "type" else None
-        items: list[Any] = []
+        items: list[Event] = []
         for _ in range(EVENT_LIST_QUERIES):
             if n >= len(parts) or len(items) >= limit:
                 break
