@@ -116,11 +116,32 @@ def main(argv: list[str] | None = None) -> int:
             ok &= got == want
             print(f"  {mark} {addr:<28} {got:<10} (expected {want:<9}) attempts: {path}{extra}{tls_s}")
         print(f"\nGET /v1/suppressions/nobody@reject.test -> {json.dumps(supp)}")
+        ok &= _print_events(stack, ids, results)
         dkim = _verify_dkim(stack)
         print(f"DKIM at the receiving MX (keys from the local DNS): {dkim}")
         ok &= dkim.startswith("pass")
         print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
         return 0 if ok else 1
+
+
+def _print_events(stack: LocalStack, ids: list[str], results: dict[str, dict]) -> bool:
+    """The events of the demo's messages from GET /v1/events (issue 12: from MessagesTable's
+    stream), oldest first; True when each recipient's last event is its final state."""
+    want = {(r["message_id"], a): r["state"] for a, r in results.items() if "(again)" not in a}
+    print("\nEvents (GET /v1/events?message_id=..., from the table's stream):")
+    deadline, ok = time.monotonic() + 30, False
+    while not ok and time.monotonic() < deadline:
+        events = {mid: list(reversed(http(stack, "GET", f"/v1/events?message_id={mid}&limit=100")[1]["items"]))
+                  for mid in ids}
+        last = {(mid, e["data"]["recipient"]): e["data"]["state"] for mid in ids for e in events[mid]}
+        ok = all(last.get(k) == v for k, v in want.items())
+        time.sleep(0.3)
+    for mid in ids:
+        for e in events[mid]:
+            extra = e["data"].get("attempt") or e["data"].get("bounce") or {}
+            print(f"  {e['timestamp']}  {e['type']:<18} {e['data']['recipient']:<24} {e['id']}  "
+                  f"{extra.get('code') or ''} {extra.get('status') or ''}".rstrip())
+    return ok
 
 
 def _verify_dkim(stack: LocalStack) -> str:

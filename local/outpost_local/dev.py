@@ -28,6 +28,7 @@ Try:
        -H 'Content-Type: application/json' \\
        -d '{{"from":"hello@{SENDING_DOMAIN}","to":"alice@accept.test","subject":"Hi","text":"Hello"}}'
   curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
+  curl -s '{stack.api.url}/v1/events?message_id=<id>' -H 'Authorization: Bearer {stack.api_key}'
   .venv/bin/outpost-admin --local keys create --name backend --scope send --scope read
 
 Ctrl-C stops it.""", flush=True)

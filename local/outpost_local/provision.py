@@ -2,8 +2,8 @@
 
 The resources come from template.yaml itself, not from a second list: this module reads the
 template, resolves the intrinsic functions it uses (Ref, GetAtt, Sub, Select, Split, Join, If,
-conditions, pseudo parameters), creates every AWS::SQS::Queue, AWS::DynamoDB::Table,
-AWS::S3::Bucket and AWS::SecretsManager::Secret with its properties, and computes each
+conditions, pseudo parameters), creates every AWS::SQS::Queue, AWS::DynamoDB::Table (with its
+stream), AWS::S3::Bucket, AWS::SecretsManager::Secret and AWS::Events::EventBus with its properties, and computes each
 function's environment exactly as CloudFormation would hand it to Lambda, and the stack's
 Outputs as `describe-stacks` would list them.
 """
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-PROVISIONED = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SecretsManager::Secret")
+PROVISIONED = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SecretsManager::Secret",
+               "AWS::Events::EventBus")
 
 
 class _Loader(yaml.SafeLoader):
@@ -222,7 +223,12 @@ def provision(session: Any, *, stack_name: str = "outpost", parameters: dict[str
                 kwargs["GlobalSecondaryIndexes"] = [
                     {k: v for k, v in g.items() if k in ("IndexName", "KeySchema", "Projection")}
                     for g in props["GlobalSecondaryIndexes"]]
-            ddb.create_table(**kwargs)
+            stream = props.get("StreamSpecification")
+            if stream:  # the events function's source (issue 12), as the template asks
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+            created = ddb.create_table(**kwargs)["TableDescription"]
+            if created.get("LatestStreamArn"):
+                stack.attributes[(logical, "StreamArn")] = created["LatestStreamArn"]
             ttl = props.get("TimeToLiveSpecification")
             if ttl and ttl.get("Enabled"):
                 ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
@@ -235,6 +241,12 @@ def provision(session: Any, *, stack_name: str = "outpost", parameters: dict[str
             s3.create_bucket(Bucket=name)
             stack.physical[logical] = name
             stack.attributes[(logical, "Arn")] = f"arn:aws:s3:::{name}"
+        elif kind == "AWS::Events::EventBus":  # EnableEventBridge=true (issue 12)
+            props = r.resolve(spec.get("Properties") or {})
+            arn = session.client("events").create_event_bus(Name=props["Name"])["EventBusArn"]
+            stack.physical[logical] = props["Name"]
+            stack.attributes[(logical, "Arn")] = arn
+            stack.attributes[(logical, "Name")] = props["Name"]
         elif kind == "AWS::SecretsManager::Secret":
             props = r.resolve(spec.get("Properties") or {})
             name = props.get("Name") or f"{stack_name}-{logical}"

@@ -14,6 +14,7 @@
   InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
   SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
+  StreamPoller        MessagesTable's stream -> the events function (issue 12), filtered as the template says
 
 The handlers are the template's own files, loaded with the environment the template gives
 them; only endpoints, the DNS server, the SMTP port, the CA bundle and the retry schedule are
@@ -352,6 +353,35 @@ class LocalStack(Server):
                 sched.start()
                 self.components.append(sched)
                 self.schedulers[logical] = sched
+        self._start_stream_pollers()
+
+    def _start_stream_pollers(self) -> None:
+        """The DynamoDB stream event source mappings (issue 12: MessagesTable's stream to the
+        events function), with the template's batch size, filters and failure destination."""
+        import json
+
+        import boto3
+
+        from .poller import StreamPoller
+
+        self.stream_pollers: dict[str, StreamPoller] = {}
+        streams = boto3.client("dynamodbstreams", endpoint_url=self.dynamodb_endpoint)
+        for logical, fn in self.stack.functions.items():
+            for name, ev in fn.events.items():
+                if ev.get("Type") != "DynamoDB":
+                    continue
+                props = ev["Properties"]
+                dest = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+                self.functions[logical].load()
+                poller = StreamPoller(
+                    streams, props["Stream"], self.functions[logical], batch_size=int(props.get("BatchSize", 100)),
+                    filters=[json.loads(f["Pattern"]) for f in (props.get("FilterCriteria") or {}).get("Filters", [])],
+                    max_retries=int(props.get("MaximumRetryAttempts", 20)),
+                    on_failure=(_client("sqs"), self.stack.physical[self._queue_with_arn(dest)]) if dest else None,
+                    name=f"{logical}.{name}")
+                poller.start()
+                self.components.append(poller)
+                self.stream_pollers[f"{logical}.{name}"] = poller
 
     def _queue_with_arn(self, arn: str) -> str:
         """The logical id of the template's queue with this ARN."""

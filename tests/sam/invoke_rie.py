@@ -117,6 +117,9 @@ CASES = [
     Case("BounceProcessorFunction", "ses_receipt.json", _handled),
     # The scheduled sweep on an empty table: queries the due index, queues nothing.
     Case("SweeperFunction", "schedule.json", _swept_nothing),
+    # A recipient's change from MessagesTable's stream (recorded from DynamoDB Local): its
+    # event goes to the event log; no record fails (issue 12).
+    Case("EventsFunction", "dynamodb_stream_recipient.json", _no_batch_failures),
 ]
 
 

@@ -310,7 +310,7 @@ def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
     alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
                if a.get("Namespace") == "AWS/SQS"}
-    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue"}
+    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue", "EventsFailureQueue"}
     for a in alarms.values():
         if a.get("Namespace") == "AWS/SQS":
             assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"
@@ -374,3 +374,27 @@ def test_reputation_alarms_cover_every_domain_and_key_by_the_dimensions_the_code
         assert a["TreatMissingData"] == "notBreaching" and a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert set(queries) == set(want)  # four alarms: two rates, by domain and by key
     assert "ReputationBounceRateAlarm" in alarms and "ReputationKeyComplaintRateAlarm" in alarms
+def test_events_come_from_the_recipients_stream_filtered_with_partial_failures(template: dict[str, Any]) -> None:
+    # Issue 12: every recipient write is a stream record with both images (a state change is
+    # read from old and new); only recipient items reach the function (the sort key's prefix
+    # store.rcpt_sk writes); a failed record is retried from itself, a poisonous batch is
+    # bisected, and what still fails is kept in a queue that raises an alarm.
+    import json
+
+    from outpost.store import rcpt_sk
+
+    assert props(template, "MessagesTable")["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    ev = props(template, "EventsFunction")["Events"]["RecipientChanges"]
+    assert ev["Type"] == "DynamoDB"
+    p = ev["Properties"]
+    assert p["Stream"] == {"Fn::GetAtt": ["MessagesTable", "StreamArn"]}
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and p["BisectBatchOnFunctionError"] is True
+    assert p["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["EventsFailureQueue", "Arn"]}
+    (f,) = p["FilterCriteria"]["Filters"]
+    prefix = json.loads(f["Pattern"])["dynamodb"]["Keys"]["sk"]["S"][0]["prefix"]
+    assert rcpt_sk(7).startswith(prefix) and not "META".startswith(prefix)
+    env = props(template, "EventsFunction")["Environment"]["Variables"]
+    assert env["OUTPOST_EVENT_BUS"] == {"Fn::If": ["EnableEventBridge", {"Ref": "EventBus"}, ""]}
+    assert Settings.from_env({"OUTPOST_EVENT_BUS": "b"}).event_bus == "b"
+    assert template["Resources"]["EventBus"]["Condition"] == "EnableEventBridge"
+    assert _param(template, "EnableEventBridge")["Default"] == "false"

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from outpost.api.auth import KeyRing, Principal, key_hash
+from outpost.api.events import EventsApi
 from outpost.api.routes import PUBLIC_PATHS, Requires, build_app, routes_of
 from outpost.records import ApiKey
+from tests.fakes.events import FakeEventLog
 from tests.fakes.store import FakeApiKeys
 
 SEND, READ = "op_send_key", "op_read_key"
@@ -42,7 +44,8 @@ def make_app() -> tuple[Any, FakeQueries]:
                          for key, key_id, scope in ((SEND, "sendkey", "send"), (READ, "readkey", "read"))))
     queries = FakeQueries()
     app = build_app(keys=KeyRing(keys), sender=None, queries=queries,  # type: ignore[arg-type]
-                    domains=FakeDomains())  # type: ignore[arg-type]
+                    domains=FakeDomains(),  # type: ignore[arg-type]
+                    events=EventsApi(FakeEventLog()))
     return app, queries
 
 

@@ -21,10 +21,12 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .api.domains import DomainService
     from .bounces.service import BounceService
     from .delivery.service import DeliveryService
+    from .events import EventSink
+    from .events.service import EventService
     from .net import HttpsClient
     from .reputation import Reputation
     from .signing import Signer
-    from .store import ApiKeyStore, DomainStore, JobQueue, MessageStore, SecretStore, SuppressionStore
+    from .store import ApiKeyStore, DomainStore, EventLogStore, JobQueue, MessageStore, SecretStore, SuppressionStore
     from .sweeper import Sweeper
 
 
@@ -231,6 +233,7 @@ def domain_service() -> DomainService:
 def api_app() -> APIGatewayRestResolver:
     """The send API (routes + services), built once per container."""
     from .api.auth import KeyRing, TokenBuckets
+    from .api.events import EventsApi
     from .api.reputation import ReputationApi
     from .api.routes import build_app
     from .api.service import QueryService, SendService
@@ -246,7 +249,8 @@ def api_app() -> APIGatewayRestResolver:
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service(),
-        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()))
+        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
+        events=EventsApi(event_log()))
 
 
 @cache
@@ -261,6 +265,38 @@ def bounce_service() -> BounceService:
                          reputation=reputation())
 
 
+@cache
+def event_log() -> EventLogStore:
+    """The event log (issue 12) in MessagesTable: GET /v1/events, replay, and the first sink."""
+    from .store import EventLogStore
+
+    return EventLogStore(aws("dynamodb"), settings().messages_table, message_store())
+
+
+@cache
+def event_sinks() -> list[EventSink]:
+    """Where the events function publishes, in this order: the event log first (what replay
+    reads), then EventBridge when OUTPOST_EVENT_BUS names a bus, then the webhooks."""
+    from .events.bus import EventBus
+
+    sinks: list[EventSink] = [event_log()]
+    if settings().event_bus:
+        sinks.append(EventBus(aws("events"), settings().event_bus))
+    # ---- webhooks (issue 12, outpost.webhooks): its EventSink is appended here at merge ----
+    return sinks
+
+
+@cache
+def event_service() -> EventService:
+    """The events function's service: recipient changes (the stream) -> events -> sinks."""
+    from .events.service import EventService
+    from .store import recipient_change
+    from .telemetry import metrics
+
+    return EventService(changes=recipient_change, tags=event_log().tags_of, sinks=event_sinks(),
+                        count=metrics().count)
+
+
 def reset() -> None:
     """Forget every cached client and setting (a new local stack in the same process, tests)."""
     from . import config
@@ -268,6 +304,6 @@ def reset() -> None:
     config.settings.cache_clear()
     for fn in (aws, dns_resolver, https_client, message_store, suppression_store, domains_table, api_keys_table,
                job_queue, retry_queue, secrets, verp_key, delivery_service, api_app, bounce_service,
-               idempotency_store, domain_service, sweeper, reputation):
+               idempotency_store, domain_service, sweeper, reputation, event_log, event_sinks, event_service):
         fn.cache_clear()
     _signers.clear()

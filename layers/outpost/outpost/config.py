@@ -142,6 +142,7 @@ class Settings:
     reputation_pause_complaint: float = 0.005
     reputation_min_volume: int = 200  # recipients sent in the window
     reputation_recheck: int = 300  # seconds a held (paused) recipient waits before the next check
+    event_bus: str = ""  # the EventBridge bus events also go to (issue 12); empty: none
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -195,6 +196,7 @@ class Settings:
                                              or d.reputation_pause_complaint),
             reputation_min_volume=int(e.get("OUTPOST_REPUTATION_MIN_VOLUME") or d.reputation_min_volume),
             reputation_recheck=int(e.get("OUTPOST_REPUTATION_RECHECK") or d.reputation_recheck),
+            event_bus=e.get("OUTPOST_EVENT_BUS", d.event_bus).strip(),
         )
 
 

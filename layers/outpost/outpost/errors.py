@@ -277,3 +277,13 @@ class ShapingWaitError(OutpostError):
     def __init__(self, reason: str, provider: str, detail: str) -> None:
         super().__init__(f"waiting for {provider} ({reason}): {detail}")
         self.reason, self.provider, self.detail = reason, provider, detail
+
+
+# ---- events (issue 12) ------------------------------------------------------------------------
+class EventPublishError(OutpostError):
+    """A sink could not take some events (EventBridge kept failing entries): the batch item
+    fails and Lambda retries it; `failed` is how many entries were left."""
+
+    def __init__(self, message: str, failed: int = 0) -> None:
+        super().__init__(message)
+        self.failed = failed

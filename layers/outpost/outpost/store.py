@@ -33,6 +33,9 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         (gsi1pk=REP#key:id, gsi1sk=H#<yyyymmddhh>#domain:name)
   pk=REPDAY#<yyyymmdd> sk=<scope>       the scopes counted (or not ok) that day: the sweeper's list
   pk=REP#<domain:name|key:id> sk=STATE  its breaker state (ok|warn|paused, since, why; resumes)
+  pk=EVT#<event id> sk=EVENT             one event (issue 12), put once; TTL as its message's;
+                                        listed by gsi3 (EVTDAY#<day>), gsi1 (EVTMSG#<message id>)
+                                        and gsi4 (type = message.<state>), sorted <timestamp>#<id>
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
@@ -47,17 +50,20 @@ domain). docs/dynamodb.md has the whole picture.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import hashlib
 import json
 import math
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .addresses import suppression_key
 from .clock import day_of, iso
@@ -85,6 +91,9 @@ from .records import (
 )
 from .stored_request import StoredRequest
 from .tls_policy import StsPolicy
+
+if TYPE_CHECKING:
+    from .events import Event
 
 T = TypeVar("T")
 
@@ -222,6 +231,7 @@ class Page(Generic[T]):
     items: list[T]
     last_key: dict[str, str] | None
     keys: list[dict[str, str]] = field(default_factory=list)
+    cursor: str | None = None  # the event log's opaque cursor to continue (EventLog.events)
 
 
 def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
@@ -1306,6 +1316,157 @@ class ReputationStore:
                 kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
         return list(found)
 
+
+# ---- the event log (issue 12) -------------------------------------------------------------------
+_EVT, _EVT_SK = "EVT#", "EVENT"  # pk=EVT#<event id> sk=EVENT: one item per event, put once
+_EVT_LISTINGS = {
+    # which index answers a walk, its partition attribute and prefix, its sort attribute
+    "day": ("gsi3", "gsi3pk", "EVTDAY#", "gsi3sk"),
+    "message": ("gsi1", "gsi1pk", "EVTMSG#", "gsi1sk"),
+    "type": ("gsi4", "type", "", "received_at"),
+}
+EVENT_LIST_QUERIES = 10  # DynamoDB queries per events() call at most (a partial page beyond)
+
+
+def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recipient | None] | None:
+    """The recipient before and after one stream record's change (its `dynamodb` part:
+    Keys, OldImage, NewImage in DynamoDB JSON); None when the item is not a recipient."""
+    keys = change.get("Keys") or {}
+    if not str((keys.get("sk") or {}).get("S", "")).startswith("RCPT#") or \
+            not str((keys.get("pk") or {}).get("S", "")).startswith(_MSG):
+        return None
+    c = codec()
+
+    def read(image: Mapping[str, Any] | None) -> Recipient | None:
+        return _recipient(c.plain(image)) if image else None
+
+    return read(change.get("OldImage")), read(change.get("NewImage"))
+
+
+def _event(item: Mapping[str, Any]) -> Event:
+    from .events import Event
+
+    return Event.from_dict(item, data=item.get("data") or {})
+
+
+class EventLogStore:
+    """The event log (issue 12) in MessagesTable: each event once (a conditional PutItem on
+    pk=EVT#<event id>), with the messages' TTL rule (`expires_for`), listed without a scan:
+    by day (gsi3, EVTDAY#<yyyy-mm-dd>), by message (gsi1, EVTMSG#<id>) or by type (gsi4,
+    the event type), each sorted by <timestamp>#<event id>. Lists are newest first unless
+    `oldest_first` (replay); the cursor is opaque and bound to the query. Also an EventSink."""
+
+    def __init__(self, ddb: Any, table: str, messages: MessageStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ddb, self.table, self.messages, self.clock = ddb, table, messages, clock
+
+    def add_events(self, events: Sequence[Event], now: float) -> int:
+        """Store events not stored yet; returns how many were new."""
+        new = 0
+        expires = self.messages.expires_for(now, None)
+        for e in events:
+            sort = f"{e.timestamp}#{e.event_id}"
+            item = dict(e.as_dict(), pk=_EVT + e.event_id, sk=_EVT_SK, expires_at=expires,
+                        gsi3pk=f"EVTDAY#{e.timestamp[:10]}", gsi3sk=sort,
+                        gsi1pk=f"EVTMSG#{e.message_id}", gsi1sk=sort, received_at=sort)
+            new += put_if_absent(self.ddb, self.table, item, "pk")
+        return new
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.add_events(events, self.clock())
+
+    def tags_of(self, message_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Each message's tags (one BatchGetItem of the META items per 100 messages); a
+        message that is gone (TTL) is left out."""
+        wanted = sorted(set(message_ids))
+        out: dict[str, dict[str, str]] = {}
+        for i in range(0, len(wanted), 100):
+            keys = [{"pk": {"S": _MSG + m}, "sk": {"S": _META}} for m in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ProjectionExpression": "pk, tags"}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.messages.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    d = codec().plain(it)
+                    out[_message_id(d)] = {str(k): str(v) for k, v in (d.get("tags") or {}).items()}
+        return out
+
+    def _parts(self, since: str | None, type: str | None, message_id: str | None,
+               oldest_first: bool) -> tuple[str, list[str]]:
+        if message_id:
+            return "message", [message_id]
+        if type:
+            return "type", [type]
+        now = self.clock()
+        oldest = now - self.messages.retention - 86400
+        if since:
+            from .clock import epoch_of
+
+            oldest = max(oldest, min(epoch_of(since), now))
+        days, t = [], now
+        while (day := day_of(t)) >= day_of(oldest):
+            days.append(day)
+            t -= 86400
+        return "day", days[::-1] if oldest_first else days
+
+    def events(self, *, since: str | None = None, type: str | None = None, message_id: str | None = None,
+               limit: int = 50, cursor: str | None = None, oldest_first: bool = False) -> Page[Event]:
+        """Events at or after `since` (RFC 3339 as the records write it), of one `type`,
+        about one message: newest first (oldest first for replay). `Page.cursor` continues
+        (None: the end); a page may be short, even empty, and still have one."""
+        kind, parts = self._parts(since, type, message_id, oldest_first)
+        index, pk_attr, prefix, sort_attr = _EVT_LISTINGS[kind]
+        attrs = ("pk", "sk", pk_attr, sort_attr)
+        digest = hashlib.sha256(json.dumps([since, type, message_id, oldest_first]).encode()).hexdigest()[:16]
+        n, key = _decode_event_cursor(cursor, parts, attrs, digest, pk_attr, prefix, (sort_attr, since))
+        filters = {"type": type} if type and kind != "type" else None
+        items: list[Event] = []
+        for _ in range(EVENT_LIST_QUERIES):
+            if n >= len(parts) or len(items) >= limit:
+                break
+            page = query_page(self.ddb, self.table, index=index, pk=(pk_attr, prefix + parts[n]),
+                              sk_from=(sort_attr, since) if since else None, limit=limit - len(items),
+                              start_key=key, newest_first=not oldest_first, filters=filters)
+            items.extend(_event(i) for i in page.items)
+            key = page.last_key
+            if key is None:
+                n += 1
+        nxt = None if n >= len(parts) else _encode_event_cursor(parts[n], key, digest)
+        return Page(items, None, cursor=nxt)
+
+
+def _encode_event_cursor(part: str, key: dict[str, str] | None, digest: str) -> str:
+    raw = json.dumps({"p": part, "k": key, "q": digest}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_event_cursor(cursor: str | None, parts: list[str], attrs: tuple[str, ...], digest: str,
+                         pk_attr: str, prefix: str, sort: tuple[str, str | None]) -> tuple[int, dict | None]:
+    """(partition number, start key) of a cursor checked against the query (400 naming
+    `cursor` for anything else: a forged key never reaches DynamoDB)."""
+    from .errors import InvalidRequestError
+
+    if not cursor:
+        return 0, None
+    bad = InvalidRequestError("invalid cursor: pass back next_cursor as given, with the same query",
+                              field="cursor")
+    try:
+        if len(cursor) > 2048:
+            raise ValueError
+        doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        part, key = doc["p"], doc["k"]
+        if set(doc) != {"p", "k", "q"} or doc["q"] != digest or part not in parts:
+            raise ValueError
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, RecursionError):
+        raise bad from None
+    if key is not None:
+        if not isinstance(key, dict) or set(key) != set(attrs) or \
+                not all(isinstance(v, str) and 0 < len(v) <= 1100 for v in key.values()):
+            raise bad
+        if key[pk_attr] != prefix + part or (sort[1] is not None and key[sort[0]] < sort[1]):
+            raise bad
+    return parts.index(part), key
+
+
 # ---- the interfaces the services depend on ---------------------------------------------------
 # The classes above implement them on DynamoDB/S3/SQS; tests/fakes/store.py in memory. A
 # service takes these, so a unit test builds it with fakes and an integration test with the
@@ -1457,3 +1618,19 @@ def _conforms_slots(m: MessageStore) -> Slots:
 def _conforms_reputation(r: ReputationStore) -> Reputations:
     """Never called: mypy checks the reputation breaker's adapter (issue 11 item 6)."""
     return r
+
+
+class EventLog(Protocol):
+    """The event log (issue 12): each event once (by event_id), listed newest first by default
+    (`oldest_first` for replay), filtered by `since` (RFC 3339), `type`, `message_id`; the
+    page's `cursor` continues it. Also an EventSink (`publish`)."""
+
+    def add_events(self, events: Sequence[Event], now: float) -> int: ...  # returns how many were new
+    def events(self, *, since: str | None = None, type: str | None = None, message_id: str | None = None,
+               limit: int = 50, cursor: str | None = None, oldest_first: bool = False) -> Page[Event]: ...
+    def publish(self, events: Sequence[Event]) -> None: ...
+
+
+def _conforms_event_log(e: EventLogStore) -> EventLog:
+    """Never called: mypy checks the event log's adapter (issue 12)."""
+    return e

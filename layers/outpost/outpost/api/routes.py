@@ -55,6 +55,7 @@ from ..models import (
 )
 from .auth import SCOPES, KeyRing, Principal, ThrottledError
 from .contract import ADDRESS, DOMAIN, declare
+from .events import EventList, EventsApi
 from .service import QueryService, SendService
 
 if TYPE_CHECKING:
@@ -158,7 +159,8 @@ PUBLIC_PATHS = frozenset({"/openapi.json"})
 
 def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
               domains: DomainService | None = None,
-              reputation: ReputationApi | None = None) -> APIGatewayRestResolver:
+              reputation: ReputationApi | None = None,
+              events: EventsApi | None = None) -> APIGatewayRestResolver:
     """The resolver: error handlers, the routes by resource (each naming the scope it needs),
     HEAD beside every GET, and the gate every request meets first."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -172,6 +174,8 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
         _add_domain_routes(app, needs, domains)
     if reputation is not None:
         _add_reputation_routes(app, needs, reputation)
+    if events is not None:
+        _add_event_routes(app, needs, events)
     _add_document_route(app)
     _add_head_routes(app)
     # Powertools puts its request validation first in every route's middleware stack, before
@@ -494,6 +498,22 @@ def _add_reputation_routes(app: APIGatewayRestResolver, needs: Scopes, reputatio
               responses=_errors(403, 404, 409))
     def resume_key(key_id: KeyId) -> ReputationItem:
         return ReputationItem.model_validate(reputation.resume_key(key_id, principal_of(app)))
+
+
+# ---- events (issue 12) ----------------------------------------------------------------------------
+EventTypes = Literal["message.queued", "message.deferred", "message.delivered", "message.bounced",
+                     "message.expired", "message.suppressed", "message.complained"]  # events.EVENT_TYPES
+MessageIdQ = Annotated[str | None, Query(min_length=26, max_length=26, pattern=r"^[0-9a-hjkmnp-tv-z]{26}$",
+                                         description="only this message's events")]
+
+
+def _add_event_routes(app: APIGatewayRestResolver, needs: Scopes, events: EventsApi) -> None:
+    @app.get("/v1/events", summary="The event log: one event per recipient state change, newest first",
+             middlewares=needs("read"), responses=_errors(400, 403))
+    def list_events(type: Annotated[EventTypes | None, Query()] = None, message_id: MessageIdQ = None,
+                    since: Since = None, limit: Limit = 50, cursor: CursorQ = None) -> EventList:
+        return EventList.model_validate(events.list(type=type, message_id=message_id, since=_since(since),
+                                                    limit=limit, cursor=cursor))
 
 
 # ---- the document (public) ------------------------------------------------------------------------
