@@ -14,6 +14,7 @@
   InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
   SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
+  SubmissionServer    SMTP submission (issue 13): 127.0.0.1:2587 STARTTLS, :2465 implicit TLS
 
 The handlers are the template's own files, loaded with the environment the template gives
 them; only endpoints, the DNS server, the SMTP port, the CA bundle and the retry schedule are
@@ -39,6 +40,7 @@ log = logging.getLogger("outpost_local")
 SENDING_DOMAIN = "outpost.test"
 BOUNCE_DOMAIN = "bounces.outpost.test"
 EHLO_HOSTNAME = "mta.outpost.test"
+SUBMISSION_HOSTNAME = "smtp.outpost.test"  # the submission server's certificate also names it
 STACK_NAME = "outpost"
 # Where `make dev` publishes the running stack's Outputs for `outpost-admin --local`.
 OUTPUTS_FILE = Path(__file__).resolve().parents[2] / ".local-aws" / f"{STACK_NAME}-outputs.json"
@@ -61,6 +63,8 @@ class StackConfig:
     outputs_file: Path | None = None  # publish describe() here while running (make dev: OUTPUTS_FILE)
     quiet: bool = True
     env: dict[str, str] = field(default_factory=dict)  # set last, over the template's (benches)
+    submission_port: int = 2587  # SMTP submission, STARTTLS (587 in AWS); 0: a free port
+    submission_tls_port: int = 2465  # SMTP submission, implicit TLS (465 in AWS); 0: a free port
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -183,6 +187,7 @@ class LocalStack(Server):
         self._start_mx_hosts(root)
         self._start_inbound()
         self._start_api_and_poller(host)
+        self._start_submission(host)
         from outpost.api.auth import KeyRing
         from outpost.bootstrap import api_keys_table
 
@@ -352,6 +357,24 @@ class LocalStack(Server):
                 sched.start()
                 self.components.append(sched)
                 self.schedulers[logical] = sched
+
+    def _start_submission(self, host: str) -> None:
+        """SMTP submission (issue 13) on host:2587 (STARTTLS) and host:2465 (implicit TLS), as
+        the container runs it: the certificate (from the test CA, for the host's IP, localhost
+        and smtp.outpost.test) put in Secrets Manager, and read back from there."""
+        from outpost.bootstrap import secrets, submission_server
+        from outpost.submission.settings import SubmissionSettings
+
+        cert, key = self.pki.cert_files(host, "localhost", SUBMISSION_HOSTNAME)
+        secret = f"{STACK_NAME}/submission-tls"
+        secrets().put_json(secret, {"certificate_chain": cert.read_text(), "private_key": key.read_text()})
+        cfg = self.config
+        self.submission = submission_server(SubmissionSettings(
+            host=host, starttls_port=cfg.submission_port, tls_port=cfg.submission_tls_port,
+            tls_secret=secret, hostname=SUBMISSION_HOSTNAME))
+        self.submission.start_in_thread()
+        self.components.append(self.submission)
+        self.dns.add(SUBMISSION_HOSTNAME, "A", host)
 
     def _queue_with_arn(self, arn: str) -> str:
         """The logical id of the template's queue with this ARN."""
