@@ -107,6 +107,9 @@ class _SubmissionSmtp(SMTP):
     def __init__(self, server: SubmissionServer, *, implicit_tls: bool, **kwargs: Any) -> None:
         super().__init__(_Hooks(server), **kwargs)
         self.server, self.implicit_tls = server, implicit_tls
+        # On the implicit-TLS listener the whole session is TLS: EHLO offers AUTH at once (set
+        # here, not passed: aiosmtpd warns of auth_require_tls=False, which it cannot see is safe).
+        self._auth_require_tls = not implicit_tls
         self._ip = "?"
         self._admitted = False
         self._lifetime: asyncio.TimerHandle | None = None
@@ -229,7 +232,7 @@ class SubmissionServer:
             self, implicit_tls=implicit_tls, loop=loop, hostname=s.hostname, ident="Outpost submission",
             data_size_limit=s.max_message_bytes, enable_SMTPUTF8=True, decode_data=False,
             tls_context=None if implicit_tls else self.tls, require_starttls=not implicit_tls,
-            auth_required=True, auth_require_tls=not implicit_tls, timeout=s.idle_timeout)
+            auth_required=True, auth_require_tls=True, timeout=s.idle_timeout)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
