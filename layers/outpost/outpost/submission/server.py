@@ -122,6 +122,12 @@ class _SubmissionSmtp(SMTP):
             self._lifetime = self.loop.call_later(self.server.settings.session_timeout, transport.close)
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        # Idle means no bytes: aiosmtpd restarts its timer per command only, so a 40 MB DATA
+        # on a slow link would hit idle_timeout mid-transfer. session_timeout still caps it all.
+        self._reset_timeout()
+        super().data_received(data)
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted:
             self._admitted = False

@@ -20,7 +20,7 @@ class SubmissionSettings:
     hostname: str = "outpost"  # the greeting's and EHLO's name
     max_message_bytes: int = MAX_MESSAGE_BYTES  # SIZE (RFC 1870); past it: 552 5.3.4
     max_recipients: int = MAX_RECIPIENTS  # RCPTs per transaction (the API's); past it: 452 4.5.3
-    idle_timeout: float = 300.0  # seconds without a command (RFC 5321 §4.5.3.2.7); DATA included
+    idle_timeout: float = 300.0  # seconds without a byte from the client (RFC 5321 §4.5.3.2.7)
     session_timeout: float = 1800.0  # seconds a connection may last, whatever it does
     max_connections_per_ip: int = 20  # past it: 421 4.7.0 at the greeting
     max_connections: int = 1000  # in all, per process
