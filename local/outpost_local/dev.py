@@ -32,8 +32,9 @@ Try:
        -d '{{"from":"hello@{SENDING_DOMAIN}","to":"alice@accept.test","subject":"Hi","text":"Hello"}}'
   curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
   .venv/bin/outpost-admin --local keys create --name backend --scope send --scope read
-  swaks --server {stack.config.ip(1)}:{stack.submission.ports['starttls']} --tls --tls-ca-path {stack.pki.ca_bundle} \
-        --auth PLAIN --auth-user outpost --auth-password {stack.api_key} \
+  swaks --server {stack.config.ip(1)}:{stack.submission.ports['starttls']} --tls --tls-verify \\
+        --tls-ca-path {stack.pki.ca_bundle} \\
+        --auth PLAIN --auth-user outpost --auth-password {stack.api_key} \\
         --from hello@{SENDING_DOMAIN} --to alice@accept.test
 
 Ctrl-C stops it.""", flush=True)
