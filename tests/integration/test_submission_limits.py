@@ -163,3 +163,36 @@ def test_a_slow_data_transfer_is_not_idle(rig: Any, pki: TestPki) -> None:
             s.send(b"line\r\n")
         s.send(b".\r\n")
         assert s.getreply() == (250, b"2.0.0 OK: queued as 01" + b"a" * 24)
+
+
+@pytest.fixture
+def small(pki: TestPki) -> Iterator[SubmissionServer]:
+    settings = SubmissionSettings(host=HOST, starttls_port=0, tls_port=0, hostname="smtp.test",
+                                  max_message_bytes=2_000_000, data_budget=3_500_000)
+    server = SubmissionServer(settings, sender=Sender(), keys=Keys(), tls_context=pki.server_context(HOST))
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+def test_message_bytes_in_flight_are_bounded_by_declared_size(small: SubmissionServer, pki: TestPki) -> None:
+    ok = (250, b"2.0.0 OK: queued as 01" + b"a" * 24)
+    with _client(small, pki) as a, _client(small, pki) as b:
+        a.mail("a@example.org")
+        a.rcpt("r@ok.test")
+        assert a.docmd("DATA")[0] == 354  # no SIZE: reserves max_message_bytes (2 MB of 3.5)
+        b.mail("b@example.org")
+        b.rcpt("r@ok.test")
+        assert b.docmd("DATA") == (451, b"4.3.2 Too many messages in flight; try again later")
+        b.rset()
+        b.mail("b@example.org", ["SIZE=1000"])  # declared small: fits beside A's
+        b.rcpt("r@ok.test")
+        assert b.data(b"From: b@shop.test\r\n\r\nsmall\r\n") == ok
+        b.mail("b@example.org", ["SIZE=1000"])  # declared small, sent large: refused
+        b.rcpt("r@ok.test")
+        assert b.data(b"From: b@shop.test\r\n\r\n" + (b"z" * 76 + b"\r\n") * 2000)[0] == 552
+        a.send(b"From: a@shop.test\r\n\r\nbig one\r\n.\r\n")
+        assert a.getreply() == ok
+        b.mail("b@example.org")  # A's reservation is given back
+        b.rcpt("r@ok.test")
+        assert b.data(b"From: b@shop.test\r\n\r\nnow\r\n") == ok

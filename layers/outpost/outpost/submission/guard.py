@@ -1,4 +1,5 @@
-"""Per-client-IP bounds: open connections, and the AUTH failure lockout.
+"""Per-client-IP bounds (open connections, the AUTH failure lockout) and the process's budget
+of message bytes in flight (ByteBudget).
 
 In process memory: one container's view. Behind the Network Load Balancer each container
 counts for itself, so with N containers an address may make N x `auth_failures` attempts per
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from .settings import SubmissionSettings
 
-__all__ = ["ClientGuard"]
+__all__ = ["ByteBudget", "ClientGuard"]
 
 
 class ClientGuard:
@@ -71,3 +72,19 @@ class ClientGuard:
                 for key in sorted(self._locked, key=self._locked.__getitem__)[:50_000]:
                     del self._locked[key]
             return True
+
+
+class ByteBudget:
+    """Bytes reserved by the DATA commands in flight, at most `total` (used from one event loop)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n

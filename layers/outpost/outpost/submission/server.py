@@ -31,7 +31,7 @@ from ..addresses import AddressError, parse_address
 from ..api.auth import Principal
 from ..errors import ForbiddenError, ThrottledError, UnauthorizedError
 from . import replies
-from .guard import ClientGuard
+from .guard import ByteBudget, ClientGuard
 from .settings import SubmissionSettings
 
 __all__ = ["SubmissionServer"]
@@ -150,6 +150,26 @@ class _SubmissionSmtp(SMTP):
             status = replies.enhance(status)  # not the greeting's, HELO's or EHLO's (RFC 2034 §3)
         await super().push(status)
 
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """aiosmtpd's DATA within a reservation of the process's ByteBudget: the declared SIZE
+        (RFC 1870) plus slack, or max_message_bytes; the reservation is also this DATA's limit
+        (past it: 552 5.3.4), so a client cannot declare little and send much."""
+        assert self.session is not None and self.envelope is not None
+        if arg or not self.session.authenticated or not self.envelope.rcpt_tos:
+            await super().smtp_DATA(arg)  # aiosmtpd's own refusals (501, 530, 503)
+            return
+        reserve = _reservation(self.envelope.mail_options, self.server.settings.max_message_bytes)
+        if not self.server.budget.take(reserve):
+            await self.push(replies.BUSY)
+            return
+        limit, self.data_size_limit = self.data_size_limit, reserve
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.data_size_limit = limit
+            self.server.budget.give(reserve)
+
     @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str | None) -> None:
         """RFC 4954, PLAIN (RFC 4616) and LOGIN, only over TLS; the password is the API key."""
@@ -215,6 +235,15 @@ class _SubmissionSmtp(SMTP):
         return None if got is MISSING else bytes(got)  # type: ignore[arg-type]
 
 
+def _reservation(mail_options: list[str], most: int) -> int:
+    """What a DATA may bring: MAIL's SIZE= plus 1/16 and 64 KiB (dot-stuffing, estimates)."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return min(most, int(value) + int(value) // 16 + 65536)
+    return most
+
+
 class SubmissionServer:
     """Both listeners on one event loop. `ports` holds the bound ports once started (a port
     of 0 in the settings takes a free one: tests)."""
@@ -223,6 +252,7 @@ class SubmissionServer:
                  tls_context: ssl.SSLContext, guard: ClientGuard | None = None) -> None:
         self.settings, self.sender, self.keys, self.tls = settings, sender, keys, tls_context
         self.guard = guard or ClientGuard(settings)
+        self.budget = ByteBudget(settings.data_budget)
         self.ports: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="submission")
         self._servers: list[asyncio.base_events.Server] = []

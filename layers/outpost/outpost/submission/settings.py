@@ -28,6 +28,10 @@ class SubmissionSettings:
     auth_window: float = 300.0
     lockout: float = 900.0  # ... lock that IP out of AUTH (454 4.7.0) for this long
     workers: int = 16  # threads for the store and queue calls (boto3 is blocking)
+    # Message bytes in flight in one process (each DATA reserves its declared SIZE, plus slack,
+    # or max_message_bytes when it declared none); past it: 451 4.3.2 before the 354. The
+    # process holds about 3 times this at most (aiosmtpd's lines, the finished copy, base64).
+    data_budget: int = 400 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SubmissionSettings:
