@@ -135,3 +135,41 @@ def test_postfix_relayed_message_dkim_verifies_with_mail_dkim(local_stack: Any, 
     assert msg is not None, "runs after the delivery test"
     sigs, overall = mail_dkim(local_stack.dns.host, local_stack.dns.port, msg)
     assert overall == "pass" and any(s.result == "pass" for s in sigs), sigs
+
+
+def test_the_container_entrypoint_serves_with_the_certificate_from_secrets_manager(
+        local_stack: Any, api: Any, send_key: str) -> None:
+    """`python -m outpost.submission` as the ECS task runs it: settings from the environment
+    (the send API's tables, queue and bucket; OUTPOST_SUBMISSION_*), the certificate read from
+    Secrets Manager (the secret the local stack wrote), SIGTERM ends it cleanly."""
+    import os
+    import signal
+    import ssl
+    import sys
+
+    host = local_stack.config.ip(1)
+    env = {**os.environ, **local_stack.env, "OUTPOST_SUBMISSION_HOST": host,
+           "OUTPOST_SUBMISSION_STARTTLS_PORT": str(free_port(host)), "OUTPOST_SUBMISSION_TLS_PORT": "0",
+           "OUTPOST_SUBMISSION_TLS_SECRET": "outpost/submission-tls",
+           "OUTPOST_SUBMISSION_HOSTNAME": SUBMISSION_HOSTNAME}
+    # stdout: the one "listening" line (logs go to stderr)
+    proc = subprocess.Popen([sys.executable, "-m", "outpost.submission"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"STARTTLS (\d+), TLS (\d+)", line)
+        assert m and m.group(1) == env["OUTPOST_SUBMISSION_STARTTLS_PORT"], line
+        ctx = ssl.create_default_context(cafile=str(local_stack.pki.ca_bundle))
+        with smtplib.SMTP_SSL(host, int(m.group(2)), context=ctx, timeout=60) as s:
+            s.login("outpost", send_key)
+            s.mail("app@example.org")
+            s.rcpt("kim@accept.test")
+            code, text = s.data(f"From: shop@{SENDING_DOMAIN}\r\nSubject: from the container\r\n\r\nhi\r\n".encode())
+        found = QUEUED.search(f"{code} {text.decode()}")
+        assert found, (code, text)
+        status, body = api.call("GET", f"/v1/messages/{found.group(1)}")
+        assert status == 200 and body["recipients"][0]["address"] == "kim@accept.test"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

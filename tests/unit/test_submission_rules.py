@@ -249,3 +249,25 @@ def test_connections_are_bounded_per_address_and_in_all() -> None:
     assert g.connect("b") and not g.connect("c")  # 3 in all
     g.disconnect("a")
     assert g.connect("c")
+
+
+def test_the_same_message_while_the_first_is_still_being_accepted_is_451_not_a_second_send() -> None:
+    w = World()
+    data = b"Message-ID: <m2@app>\r\n" + MSG
+    create = w.store.create
+    inner: list[BaseException] = []
+
+    def create_while_retried(*args: Any) -> None:
+        # The client's retry arrives while the first DATA is still being stored.
+        try:
+            w.send(data)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion below
+            inner.append(exc)
+        create(*args)
+
+    w.store.create = create_while_retried  # type: ignore[method-assign]
+    first = w.send(data)
+    assert len(inner) == 1 and isinstance(inner[0], InProgressError)
+    assert replies.reply_for(inner[0]).startswith("451 4.3.0 ")
+    w.store.create = create  # type: ignore[method-assign]
+    assert w.send(data) == first and len(w.jobs.sent) == 1
