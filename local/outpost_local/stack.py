@@ -63,8 +63,10 @@ class StackConfig:
     outputs_file: Path | None = None  # publish describe() here while running (make dev: OUTPUTS_FILE)
     quiet: bool = True
     env: dict[str, str] = field(default_factory=dict)  # set last, over the template's (benches)
-    submission_port: int = 2587  # SMTP submission, STARTTLS (587 in AWS); 0: a free port
-    submission_tls_port: int = 2465  # SMTP submission, implicit TLS (465 in AWS); 0: a free port
+    # SMTP submission (587 and 465 in AWS). None: 2587 and 2465 when the API has a fixed port
+    # (make dev, make demo), else free ports (tests and benches, which set every port to 0).
+    submission_port: int | None = None  # STARTTLS
+    submission_tls_port: int | None = None  # implicit TLS
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -369,9 +371,11 @@ class LocalStack(Server):
         secret = f"{STACK_NAME}/submission-tls"
         secrets().put_json(secret, {"certificate_chain": cert.read_text(), "private_key": key.read_text()})
         cfg = self.config
+        fixed = cfg.api_port != 0
+        starttls = cfg.submission_port if cfg.submission_port is not None else (2587 if fixed else 0)
+        tls = cfg.submission_tls_port if cfg.submission_tls_port is not None else (2465 if fixed else 0)
         self.submission = submission_server(SubmissionSettings(
-            host=host, starttls_port=cfg.submission_port, tls_port=cfg.submission_tls_port,
-            tls_secret=secret, hostname=SUBMISSION_HOSTNAME))
+            host=host, starttls_port=starttls, tls_port=tls, tls_secret=secret, hostname=SUBMISSION_HOSTNAME))
         self.submission.start_in_thread()
         self.components.append(self.submission)
         self.dns.add(SUBMISSION_HOSTNAME, "A", host)
