@@ -252,6 +252,13 @@ def _raw(stack: Any, key: str) -> ssl.SSLSocket:
     return tls
 
 
+def _close(tls: ssl.SSLSocket) -> None:
+    """Really close: the makefile() reader holds the socket open, and close() alone waits for it."""
+    tls.reader.close()  # type: ignore[attr-defined]
+    tls.shutdown(socket.SHUT_RDWR)
+    tls.close()
+
+
 def _replies(f: Any, n: int) -> list[bytes]:
     """The last line of each of the next `n` replies."""
     out = []
@@ -269,8 +276,11 @@ def test_dropped_connection_in_data_stores_nothing(local_stack: Any, api: Any, s
     tls.sendall(f"MAIL FROM:<a@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
     assert _replies(tls.reader, 3)[2].startswith(b"354")  # type: ignore[attr-defined]
     tls.sendall(_message("dropped", to=rcpt)[:-20])  # most of it, never the final dot
-    tls.close()
-    time.sleep(2)
+    _close(tls)
+    deadline = time.monotonic() + 30
+    while local_stack.submission.budget.used and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert local_stack.submission.budget.used == 0  # the server saw the drop and let the DATA go
     with _starttls(local_stack, send_key) as s:  # the server is fine, and took nothing
         assert s.noop() == (250, b"2.0.0 OK")
     status, body = api.call("GET", f"/v1/messages?recipient={rcpt}")
@@ -294,7 +304,7 @@ def test_message_over_size_is_552_5_3_4(local_stack: Any, send_key: str) -> None
     grown = _rss_peak() - before
     tls.sendall(b"NOOP\r\n")  # the session goes on
     assert _replies(tls.reader, 1) == [b"250 2.0.0 OK"]  # type: ignore[attr-defined]
-    tls.close()
+    _close(tls)
     print(f"peak RSS growth while refusing 41 MiB: {grown / 2**20:.0f} MiB")
     # The server keeps at most SIZE bytes of a message (then drops what is past it): the peak
     # is about SIZE plus aiosmtpd's per-line overhead, not the 41 MB plus whatever follows.
@@ -335,15 +345,17 @@ def test_a_thousand_messages_over_pipelined_connections(local_stack: Any, api: A
         tls = _raw(local_stack, key)
         ids = []
         for i in range(100):
-            tls.sendall(f"MAIL FROM:<a@example.org>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+            message = _message(f"bulk {n}-{i}", to=rcpt)
+            tls.sendall(f"MAIL FROM:<a@example.org> SIZE={len(message)}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
             r = _replies(tls.reader, 3)  # type: ignore[attr-defined]
             assert r[0].startswith(b"250") and r[1].startswith(b"250") and r[2].startswith(b"354"), r
-            tls.sendall(_message(f"bulk {n}-{i}", to=rcpt) + b".\r\n")
+            tls.sendall(message + b".\r\n")
             ids.append(QUEUED.match(_replies(tls.reader, 1)[0][4:].decode()).group(1))  # type: ignore
         tls.sendall(b"QUIT\r\n")
-        tls.close()
+        _close(tls)
         return ids
 
+    assert local_stack.submission.budget.used == 0  # every earlier DATA gave its reservation back
     started = time.monotonic()
     with ThreadPoolExecutor(10) as pool:
         ids = [i for chunk in pool.map(connection, range(10)) for i in chunk]
