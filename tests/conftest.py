@@ -64,7 +64,8 @@ def local_stack() -> Iterator[Any]:
     from outpost_local.stack import LocalStack, StackConfig
 
     stack = LocalStack(StackConfig(ip_prefix="127.0.2", api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
-                                   smtp_port=0, retry_schedule="1,2,4,8"))
+                                   smtp_port=0, retry_schedule="1,2,4,8", submission_port=0,
+                                   submission_tls_port=0))
     stack.start()
     try:
         yield stack

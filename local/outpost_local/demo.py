@@ -37,6 +37,24 @@ def send(stack: LocalStack, to: list[str], subject: str) -> str:
     return body["id"]
 
 
+def send_smtp(stack: LocalStack, to: str, subject: str) -> str:
+    """One message over SMTP submission (STARTTLS on :2587, the certificate verified against
+    the test CA, AUTH with the API key); the reply names its Outpost id."""
+    import smtplib
+    import ssl
+
+    message = (f"From: Outpost demo <hello@{SENDING_DOMAIN}>\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n"
+               "Hello from smtplib.\r\n").encode()
+    with smtplib.SMTP(stack.config.ip(1), stack.submission.ports["starttls"], timeout=30) as s:
+        s.starttls(context=ssl.create_default_context(cafile=str(stack.pki.ca_bundle)))
+        s.login("outpost", stack.api_key)
+        s.mail(f"hello@{SENDING_DOMAIN}")
+        s.rcpt(to)
+        code, text = s.data(message)
+    print(f"  SMTP submission -> {code} {text.decode()}")
+    return text.decode().rsplit(" ", 1)[-1]
+
+
 def wait(stack: LocalStack, message_id: str, until: Any, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -80,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         m3 = send(stack, ["bob@greylist.test"], "Alert: disk 91% full")
         m4 = send(stack, ["carol@bounce-later.test"], "Welcome aboard")
         ids = [m1, m2, m3, m4]
+        ids.append(send_smtp(stack, "dave@accept.test", "Sent over SMTP submission"))  # issue 13
+        expect["dave@accept.test"] = "delivered"
         if "postfix.test" in stack.mx:
             ids.append(send(stack, ["alice@postfix.test", "ghost@postfix.test"], "Via Postfix"))
         results: dict[str, dict] = {}

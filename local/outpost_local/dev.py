@@ -20,6 +20,9 @@ def main(verbose: bool = False, providers: bool = False) -> int:
   DynamoDB     {stack.dynamodb_endpoint}   ({stack.dynamodb_engine}: {stack.dynamodb_engine_reason})
   DNS          {stack.dns.host}:{stack.dns.port}   (dig @{stack.dns.host} -p {stack.dns.port} MX accept.test)
   SMTP port    {stack.smtp_port}
+  Submission   {stack.config.ip(1)}:{stack.submission.ports['starttls']} (STARTTLS), \
+{stack.config.ip(1)}:{stack.submission.ports['tls']} (implicit TLS); user: any, password: an API key with scope send
+  Test CA      {stack.pki.ca_bundle}   (the submission certificate's CA: trust it in clients)
   MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}
   Outputs      {OUTPUTS_FILE}   (outpost-admin --local reads it)
 
@@ -30,6 +33,10 @@ Try:
   curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
   curl -s '{stack.api.url}/v1/events?message_id=<id>' -H 'Authorization: Bearer {stack.api_key}'
   .venv/bin/outpost-admin --local keys create --name backend --scope send --scope read
+  swaks --server {stack.config.ip(1)}:{stack.submission.ports['starttls']} --tls --tls-verify \\
+        --tls-ca-path {stack.pki.ca_bundle} \\
+        --auth PLAIN --auth-user outpost --auth-password {stack.api_key} \\
+        --from hello@{SENDING_DOMAIN} --to alice@accept.test
 
 Ctrl-C stops it.""", flush=True)
         try:

@@ -14,7 +14,9 @@ Routing, in Postfix's own terms:
 * `capture_domains` -> catch-all mailboxes ("@domain"), e.g. the return-path domain, so the
   DSNs Postfix generates are captured as files (`delivered()`).
 * `routes` -> transport_maps "domain smtp:[host]:port" (e.g. return path -> a local MxServer).
-* `relay_to` -> relayhost [host]:port for everything else.
+* `relay_to` -> relayhost [host]:port for everything else; with `relay_auth`, over verified
+  TLS (the certificate must match `relay_cert_match`: a name, or Postfix's `nexthop`) with SASL
+  PLAIN/LOGIN (Cyrus SASL's modules).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class PostfixInstance(Server):
         capture_domains: Iterable[str] = (),
         ca_file: Path | None = None,
         mynetworks: str | None = None,
+        relay_auth: tuple[str, str] | None = None,
+        relay_cert_match: str = "nexthop",
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host
@@ -118,6 +122,9 @@ class PostfixInstance(Server):
         # A relay must accept mail from local clients for any domain; a plain MX only for its
         # own domains (so relaying to elsewhere is refused like on a real MX).
         self.mynetworks = mynetworks or ("127.0.0.0/8" if relay_to else f"{host}/32")
+        # (user, password) for relayhost with SASL over verified TLS (a submission service's
+        # AUTH: Outpost's, issue 13); needs ca_file.
+        self.relay_auth, self.relay_cert_match = relay_auth, relay_cert_match
         self.root: Path | None = None
 
     # -- paths ------------------------------------------------------------------------------
@@ -203,6 +210,10 @@ class PostfixInstance(Server):
             lines["relayhost"] = f"[{self.relay_to[0]}]:{self.relay_to[1]}"
         if self.routes:
             lines["transport_maps"] = f"texthash:{r}/etc/transport"
+        if self.relay_auth is not None:
+            lines.update({"smtp_sasl_auth_enable": "yes", "smtp_sasl_security_options": "noanonymous",
+                          "smtp_sasl_password_maps": f"texthash:{r}/etc/sasl_passwd",
+                          "smtp_tls_security_level": "secure", "smtp_tls_secure_cert_match": self.relay_cert_match})
         return "".join(f"{k} = {v}\n" for k, v in lines.items())
 
     def _write_config(self) -> None:
@@ -223,6 +234,11 @@ class PostfixInstance(Server):
         (etc / "vmailbox").write_text("".join(vmailbox))
         transport = [f"{d} smtp:[{h}]:{p}\n" for d, (h, p) in self.routes.items()]
         (etc / "transport").write_text("".join(transport))
+        if self.relay_auth is not None and self.relay_to is not None:
+            host, port = self.relay_to
+            user, password = self.relay_auth
+            (etc / "sasl_passwd").write_text(f"[{host}]:{port} {user}:{password}\n")
+            (etc / "sasl_passwd").chmod(0o600)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
   SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
   StreamPoller        MessagesTable's stream -> the events function (issue 12), filtered as the template says
+  SubmissionServer    SMTP submission (issue 13): 127.0.0.1:2587 STARTTLS, :2465 implicit TLS
 
 The handlers are the template's own files, loaded with the environment the template gives
 them; only endpoints, the DNS server, the SMTP port, the CA bundle and the retry schedule are
@@ -40,6 +41,7 @@ log = logging.getLogger("outpost_local")
 SENDING_DOMAIN = "outpost.test"
 BOUNCE_DOMAIN = "bounces.outpost.test"
 EHLO_HOSTNAME = "mta.outpost.test"
+SUBMISSION_HOSTNAME = "smtp.outpost.test"  # the submission server's certificate also names it
 STACK_NAME = "outpost"
 # Where `make dev` publishes the running stack's Outputs for `outpost-admin --local`.
 OUTPUTS_FILE = Path(__file__).resolve().parents[2] / ".local-aws" / f"{STACK_NAME}-outputs.json"
@@ -62,6 +64,10 @@ class StackConfig:
     outputs_file: Path | None = None  # publish describe() here while running (make dev: OUTPUTS_FILE)
     quiet: bool = True
     env: dict[str, str] = field(default_factory=dict)  # set last, over the template's (benches)
+    # SMTP submission (587 and 465 in AWS). None: 2587 and 2465 when the API has a fixed port
+    # (make dev, make demo), else free ports (tests and benches, which set every port to 0).
+    submission_port: int | None = None  # STARTTLS
+    submission_tls_port: int | None = None  # implicit TLS
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -184,6 +190,7 @@ class LocalStack(Server):
         self._start_mx_hosts(root)
         self._start_inbound()
         self._start_api_and_poller(host)
+        self._start_submission(host)
         from outpost.api.auth import KeyRing
         from outpost.bootstrap import api_keys_table
 
@@ -382,6 +389,26 @@ class LocalStack(Server):
                 poller.start()
                 self.components.append(poller)
                 self.stream_pollers[f"{logical}.{name}"] = poller
+
+    def _start_submission(self, host: str) -> None:
+        """SMTP submission (issue 13) on host:2587 (STARTTLS) and host:2465 (implicit TLS), as
+        the container runs it: the certificate (from the test CA, for the host's IP, localhost
+        and smtp.outpost.test) put in Secrets Manager, and read back from there."""
+        from outpost.bootstrap import secrets, submission_server
+        from outpost.submission.settings import SubmissionSettings
+
+        cert, key = self.pki.cert_files(host, "localhost", SUBMISSION_HOSTNAME)
+        secret = f"{STACK_NAME}/submission-tls"
+        secrets().put_json(secret, {"certificate_chain": cert.read_text(), "private_key": key.read_text()})
+        cfg = self.config
+        fixed = cfg.api_port != 0
+        starttls = cfg.submission_port if cfg.submission_port is not None else (2587 if fixed else 0)
+        tls = cfg.submission_tls_port if cfg.submission_tls_port is not None else (2465 if fixed else 0)
+        self.submission = submission_server(SubmissionSettings(
+            host=host, starttls_port=starttls, tls_port=tls, tls_secret=secret, hostname=SUBMISSION_HOSTNAME))
+        self.submission.start_in_thread()
+        self.components.append(self.submission)
+        self.dns.add(SUBMISSION_HOSTNAME, "A", host)
 
     def _queue_with_arn(self, arn: str) -> str:
         """The logical id of the template's queue with this ARN."""

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING, Any
 from .config import settings
 
 if TYPE_CHECKING:  # for the builders' return types only: each builder imports what it builds
+    import ssl
+
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
     from dns.resolver import Resolver
 
     from .api.domains import DomainService
+    from .api.service import SendService
     from .bounces.service import BounceService
     from .delivery.service import DeliveryService
     from .events import EventSink
@@ -27,6 +30,8 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .reputation import Reputation
     from .signing import Signer
     from .store import ApiKeyStore, DomainStore, EventLogStore, JobQueue, MessageStore, SecretStore, SuppressionStore
+    from .submission.server import SubmissionServer
+    from .submission.settings import SubmissionSettings
     from .sweeper import Sweeper
 
 
@@ -307,3 +312,33 @@ def reset() -> None:
                idempotency_store, domain_service, sweeper, reputation, event_log, event_sinks, event_service):
         fn.cache_clear()
     _signers.clear()
+    send_service.cache_clear()
+
+
+@cache
+def send_service() -> SendService:
+    """The API's SendService, built as api_app builds it (SMTP submission's raw path uses it)."""
+    from .api.service import SendService
+
+    s = settings()
+    return SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
+                       domains=domains_table(), idempotency=idempotency_store(),
+                       retention_days=s.retention_days, max_lifetime=s.max_lifetime,
+                       uploads_per_key_per_day=s.uploads_per_key_per_day, reputation=reputation())
+
+
+def submission_server(config: SubmissionSettings, tls_context: ssl.SSLContext | None = None) -> SubmissionServer:
+    """The SMTP submission server (issue 13): the API's SendService and key ring (with its
+    per-key token buckets), the certificate from Secrets Manager unless one is given."""
+    from .api.auth import KeyRing, TokenBuckets
+    from .submission.server import SubmissionServer
+    from .submission.tls import context_from_secret
+
+    s = settings()
+    if tls_context is None:
+        if not config.tls_secret:
+            raise RuntimeError("OUTPOST_SUBMISSION_TLS_SECRET names no certificate secret")
+        tls_context = context_from_secret(secrets().read_json(config.tls_secret), config.tls_secret)
+    return SubmissionServer(config, sender=send_service(),
+                            keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
+                            tls_context=tls_context)

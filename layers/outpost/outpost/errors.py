@@ -84,6 +84,10 @@ class ConflictError(ApiError):
     code = "conflict"
 
 
+class InProgressError(ConflictError):
+    """The first request with this idempotency key is still running (a 409 too; SMTP: 451)."""
+
+
 class PayloadTooLargeError(ApiError):
     status = 413
     code = "payload_too_large"

@@ -12,6 +12,10 @@ request accepted yesterday must still deliver today. So this model is
   inject (one line, a valid name, not one Outpost writes itself), bodies that are Unicode,
   attachments that are base64 or an upload. A stored request that breaks one of these cannot
   be built safely, whatever rules it was accepted under.
+
+Two kinds: "json" (the API's fields; the sender builds the MIME, mime.py) and "raw" (SMTP
+submission: `raw` holds the client's message as Outpost finished it, raw_message.py, base64;
+the sender signs and sends those bytes as they are). Both are stored inline or in S3 by size.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class StoredRequest(BaseModel):
     attachments: list[StoredAttachment] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     tls: str = "opportunistic"
+    raw: str | None = None  # kind "raw": the message bytes, base64 (from_ is its From mailbox)
 
     @field_validator("to", "cc", "bcc", "reply_to", mode="before")
     @classmethod
@@ -146,6 +151,21 @@ class StoredRequest(BaseModel):
     def from_json(cls, raw: str | bytes) -> StoredRequest:
         """A stored request read back (any version this code knows; unknown fields ignored)."""
         return cls.model_validate(json.loads(raw))
+
+    @classmethod
+    def from_raw(cls, message: bytes, sender: str) -> StoredRequest:
+        """A submitted message (raw_message.RawMessage.finish's bytes) and its From mailbox."""
+        return cls.model_validate({"from": sender, "raw": base64.b64encode(message).decode("ascii")})
+
+    @property
+    def kind(self) -> str:
+        return "json" if self.raw is None else "raw"
+
+    def raw_bytes(self) -> bytes:
+        """The stored message of a "raw" request, exactly as accepted."""
+        if self.raw is None:
+            raise ValueError("not a raw request")
+        return base64.b64decode(self.raw, validate=True)
 
     def to_json(self) -> bytes:
         body = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)

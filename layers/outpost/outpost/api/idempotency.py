@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConflictError
+from ..errors import ConflictError, InProgressError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
@@ -81,7 +81,7 @@ class Once:
             raise ConflictError("this Idempotency-Key was used with a different request body",
                            field="Idempotency-Key") from None
         except IdempotencyAlreadyInProgressError:
-            raise ConflictError("a request with this Idempotency-Key is still in progress; retry",
+            raise InProgressError("a request with this Idempotency-Key is still in progress; retry",
                            field="Idempotency-Key") from None
         return out, replayed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -12,8 +13,9 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from ..addresses import normalise, parse_address
+from ..addresses import AddressError, normalise, parse_address
 from ..clock import day_of, iso
+from ..config import DEFAULT_MAX_LIFETIME
 from ..errors import (
     ApiError,
     ForbiddenError,
@@ -27,12 +29,14 @@ from ..ids import is_message_id, new_message_id
 from ..mime import check_message
 from ..models import (
     MAX_MESSAGE_BYTES,
+    MAX_RECIPIENTS,
     QueueJob,
     RecipientState,
     SendRequest,
     UploadRequest,
     error_field,
 )
+from ..raw_message import RawMessage, inspect_raw
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
 from ..reputation import Reputation
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
@@ -104,7 +108,10 @@ class SendService:
 
     # ---- the work -------------------------------------------------------------------------------
     def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
-        sender = parse_address(req.from_)
+        return self._from_domain(req.from_, principal)
+
+    def _from_domain(self, from_: str, principal: Principal | None) -> str:
+        sender = parse_address(from_)
         if principal is not None and principal.domains is not None \
                 and sender.ascii_domain not in principal.domains:
             raise ForbiddenError(f"this API key may send only from {', '.join(sorted(principal.domains))}",
@@ -212,15 +219,7 @@ class SendService:
                        size=size, key_id=key_id)  # the sender admits large messages by a memory budget
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
-        self.store.create(meta, recipients, StoredRequest.from_request(req), now)
-        if enqueue and any(r.state is RecipientState.QUEUED for r in recipients):
-            try:
-                self.queue.send(QueueJob(message_id=message_id))
-            except Exception:
-                # Not queued means not accepted: take the message back so that no recipient is
-                # left open with no job to move it, and let the caller retry (503).
-                self.store.discard(message_id, len(recipients))
-                raise
+        self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue)
         out: dict[str, Any] = {"id": message_id, "recipients": [
             {"address": r.address, "status": r.state.value} for r in recipients]}
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
@@ -229,6 +228,63 @@ class SendService:
         elif self.reputation is not None:
             self.reputation.count_sent([(from_domain, key_id, queued)])
         return out
+
+    def _store_and_queue(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
+                         now: float, enqueue: bool = True) -> None:
+        self.store.create(meta, recipients, request, now)
+        if enqueue and any(r.state is RecipientState.QUEUED for r in recipients):
+            try:
+                self.queue.send(QueueJob(message_id=meta.message_id))
+            except Exception:
+                # Not queued means not accepted: take the message back so that no recipient is
+                # left open with no job to move it, and let the caller retry (503).
+                self.store.discard(meta.message_id, len(recipients))
+                raise
+
+    # ---- SMTP submission (issue 13): the client's own MIME -----------------------------------------
+    def send_raw(self, data: bytes, *, rcpts: list[str], principal: Principal,
+                 context: Any = None) -> tuple[dict, bool]:
+        """(response, replayed) for a message submitted over SMTP: `data` as written (DATA),
+        to the envelope's recipients (RCPT TO; the header fields name no recipient here).
+
+        Checked by raw_message.py (one From, on a domain verified and allowed for the key, else
+        ForbiddenError; lines, sizes), then stored and queued as send_one does: suppression,
+        the circuit breaker, the same records. A message with a Message-ID runs at most once per
+        (API key, Message-ID, envelope recipients) for 24 h through the API's idempotency layer:
+        a DATA retried after a timeout gets the first answer (the same Outpost id); the same
+        Message-ID to other recipients (a client splitting a long recipient list into several
+        transactions) is another message; with other bytes to the same recipients, a 409
+        (ConflictError)."""
+        msg = inspect_raw(data)
+        addresses = _envelope_addresses(rcpts)
+        from_domain = self._from_domain(msg.sender.addr, principal)
+        if msg.message_id is None:
+            return self._accept_raw(msg, addresses, from_domain, principal), False
+        key = "\n".join([msg.message_id, *sorted(a.lower() for a in addresses)])
+        return self._maybe_once("smtp", principal, key, {"sha256": hashlib.sha256(data).hexdigest()},
+                                lambda: self._accept_raw(msg, addresses, from_domain, principal), context)
+
+    def _accept_raw(self, msg: RawMessage, addresses: list[str], from_domain: str,
+                    principal: Principal) -> dict:
+        if self.reputation is not None:
+            self.reputation.check_send(from_domain, principal.key_id, None)
+        now = self.clock()
+        message_id = new_message_id(now)
+        final = msg.finish(message_id, now)
+        suppressed = self.suppressions.suppressed(addresses)
+        recipients = [Recipient(message_id, i, a, RecipientState.SUPPRESSED if a.lower() in suppressed
+                                else RecipientState.QUEUED, field="envelope", from_=msg.from_header,
+                                subject=msg.subject) for i, a in enumerate(addresses)]
+        lifetime = self.max_lifetime if self.max_lifetime is not None else DEFAULT_MAX_LIFETIME
+        meta = Message(message_id=message_id, from_=msg.from_header, from_domain=from_domain,
+                       subject=msg.subject, tags={}, tls="opportunistic", deliver_until=now + lifetime,
+                       recipient_count=len(recipients), size=len(final), key_id=principal.key_id)
+        self._store_and_queue(meta, recipients, StoredRequest.from_raw(final, msg.sender.addr), now)
+        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
+        if self.reputation is not None:
+            self.reputation.count_sent([(from_domain, principal.key_id, queued)])
+        return {"id": message_id, "recipients": [
+            {"address": r.address, "status": r.state.value} for r in recipients]}
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
@@ -514,6 +570,23 @@ def _check_builds(req: SendRequest) -> None:
     except Exception as exc:  # noqa: BLE001 - deterministic for this request: retrying cannot help
         log.warning("a request does not build", exc_info=exc)
         raise InvalidRequestError(f"the message cannot be built: {exc}", field=None) from None
+
+
+def _envelope_addresses(rcpts: list[str]) -> list[str]:
+    """RCPT TO's addresses, canonical and once each, at most MAX_RECIPIENTS (the API's limit)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for rcpt in rcpts:
+        try:
+            a = parse_address(rcpt, allow_name=False)
+        except AddressError as exc:
+            raise InvalidRequestError(f"invalid recipient {rcpt!r}: {exc}", field="recipients") from None
+        if a.addr.lower() not in seen:
+            seen.add(a.addr.lower())
+            out.append(a.addr)
+    if not out or len(out) > MAX_RECIPIENTS:
+        raise InvalidRequestError(f"1 to {MAX_RECIPIENTS} recipients, got {len(out)}", field="recipients")
+    return out
 
 
 def _address_key(address: str) -> str:

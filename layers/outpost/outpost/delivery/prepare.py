@@ -11,6 +11,7 @@ from typing import Protocol
 from ..addresses import parse_address
 from ..mime import build_message
 from ..records import Message, Recipient
+from ..signing import split_header_section
 from ..stored_request import StoredRequest
 from .job import Rcpt
 from .transport import TlsMode
@@ -52,9 +53,16 @@ async def prepare(mid: str, meta: Message, active: list[Recipient], *,
     # The stored request's own model (stored_request.py), not the API's: what was accepted
     # under older rules still builds.
     req = await asyncio.to_thread(load_request, meta)
-    # A thread: uploaded attachments are read from S3 while the message is built.
-    data, utf8_headers = await asyncio.to_thread(
-        build_message, req, mid, meta.created_ts, fetch_upload=fetch_upload)
+    if req.kind == "raw":
+        # SMTP submission: the client's message as accepted (raw_message.py), signed and sent
+        # as is. Its body may be 8-bit: the transport asks for BODY=8BITMIME, or refuses (5.6.3)
+        # an MX without it, as it does a JSON message with UTF-8 headers.
+        data = await asyncio.to_thread(req.raw_bytes)
+        utf8_headers = not split_header_section(data)[0].isascii()
+    else:
+        # A thread: uploaded attachments are read from S3 while the message is built.
+        data, utf8_headers = await asyncio.to_thread(
+            build_message, req, mid, meta.created_ts, fetch_upload=fetch_upload)
     sender_domain = parse_address(req.from_).ascii_domain
     signer = await asyncio.to_thread(signer_for, sender_domain)
     signed = (signer.sign(data), data) if signer is not None else (b"",)

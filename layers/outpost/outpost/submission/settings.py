@@ -1,0 +1,44 @@
+"""The submission server's settings, read once from the environment, with every limit named."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..models import MAX_MESSAGE_BYTES, MAX_RECIPIENTS
+
+__all__ = ["SubmissionSettings"]
+
+
+@dataclass(frozen=True)
+class SubmissionSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a container behind a Network Load Balancer
+    starttls_port: int = 587  # RFC 6409 submission, STARTTLS required before AUTH (RFC 3207)
+    tls_port: int = 465  # RFC 8314 implicit TLS
+    tls_secret: str | None = None  # Secrets Manager id: {"certificate_chain": PEM, "private_key": PEM}
+    hostname: str = "outpost"  # the greeting's and EHLO's name
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # SIZE (RFC 1870); past it: 552 5.3.4
+    max_recipients: int = MAX_RECIPIENTS  # RCPTs per transaction (the API's); past it: 452 4.5.3
+    idle_timeout: float = 300.0  # seconds without a byte from the client (RFC 5321 §4.5.3.2.7)
+    session_timeout: float = 1800.0  # seconds a connection may last, whatever it does
+    max_connections_per_ip: int = 20  # past it: 421 4.7.0 at the greeting
+    max_connections: int = 1000  # in all, per process
+    auth_failures: int = 5  # failed AUTHs from one IP within auth_window ...
+    auth_window: float = 300.0
+    lockout: float = 900.0  # ... lock that IP out of AUTH (454 4.7.0) for this long
+    workers: int = 16  # threads for the store and queue calls (boto3 is blocking)
+    # Message bytes in flight in one process (each DATA reserves its declared SIZE, plus slack,
+    # or max_message_bytes when it declared none); past it: 451 4.3.2 before the 354. The
+    # process holds about 3 times this at most (aiosmtpd's lines, the finished copy, base64).
+    data_budget: int = 400 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SubmissionSettings:
+        e = os.environ if env is None else env
+        return cls(host=e.get("OUTPOST_SUBMISSION_HOST") or cls.host,
+                   starttls_port=int(e.get("OUTPOST_SUBMISSION_STARTTLS_PORT") or cls.starttls_port),
+                   tls_port=int(e.get("OUTPOST_SUBMISSION_TLS_PORT") or cls.tls_port),
+                   tls_secret=e.get("OUTPOST_SUBMISSION_TLS_SECRET") or None,
+                   hostname=e.get("OUTPOST_SUBMISSION_HOSTNAME") or e.get("OUTPOST_EHLO_HOSTNAME")
+                   or cls.hostname)
