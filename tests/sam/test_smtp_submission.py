@@ -23,10 +23,10 @@ import pytest
 from samtranslator.policy_template_processor.processor import PolicyTemplatesProcessor
 from samtranslator.yaml_helper import yaml_parse
 
+from tests.sam.check_image import ignore_patterns, ignored, image_env, instructions
 from tests.sam.test_locks import DEV_LOCK, LAYER_LOCK, _requirements
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILE = ROOT / "functions/smtp_submission/Dockerfile"
 IMAGE_LOCK = ROOT / "functions/smtp_submission/requirements.txt"
 CONDITION = "EnableSmtpSubmission"
 ON = {
@@ -411,29 +411,10 @@ def test_autoscaling_tracks_open_connections_per_healthy_task(template: dict[str
 
 # ---- the image ---------------------------------------------------------------------------------
 
-def _instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _ignored(path: str, patterns: list[str]) -> bool:
-    """.dockerignore's rule: the last pattern matching the path or one of its parents decides."""
-    parts = path.split("/")
-    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    verdict = False
-    for p in patterns:
-        negate, pat = p.startswith("!"), p.lstrip("!")
-        if any(fnmatch.fnmatchcase(x, pat) for x in prefixes):
-            verdict = not negate
-    return verdict
-
-
 def test_the_image_copies_sources_that_exist_and_the_build_context_keeps(template: dict[str, Any]) -> None:
-    steps = _instructions()
+    steps = instructions()
     assert steps[0] == ("FROM", "python:3.12-slim")
-    ignore = [x.strip() for x in (ROOT / ".dockerignore").read_text().splitlines()
-              if x.strip() and not x.startswith("#")]
+    ignore = ignore_patterns()
     copies = [shlex.split(arg) for kind, arg in steps if kind == "COPY"]
     assert copies
     for *sources, _dest in copies:
@@ -441,12 +422,12 @@ def test_the_image_copies_sources_that_exist_and_the_build_context_keeps(templat
             files = [f for f in (ROOT / src).rglob("*") if f.is_file()] if (ROOT / src).is_dir() else [ROOT / src]
             assert files and all(f.exists() for f in files), src
             kept = [f for f in files if "__pycache__" not in f.parts]
-            lost = [str(f.relative_to(ROOT)) for f in kept if _ignored(str(f.relative_to(ROOT)), ignore)]
+            lost = [str(f.relative_to(ROOT)) for f in kept if ignored(str(f.relative_to(ROOT)), ignore)]
             assert not lost, f".dockerignore drops what the image copies: {lost[:3]}"
-    assert _ignored(".venv/bin/python", ignore) and _ignored(".local-aws/x.jar", ignore)
+    assert ignored(".venv/bin/python", ignore) and ignored(".local-aws/x.jar", ignore)
     # The library lands on PYTHONPATH as the `outpost` package, and runs as the issue says.
     (layer_copy,) = [c for c in copies if c[0] == "layers/outpost/outpost"]
-    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(arg for kind, arg in steps if kind == "ENV")))
+    env = image_env(steps)
     assert layer_copy[1] == env["PYTHONPATH"] + "/outpost"
     assert ("CMD", '["python", "-m", "outpost.submission"]') in steps
     # Non-root, on the ports the task definition maps and the NLB targets.
@@ -459,7 +440,7 @@ def test_the_image_copies_sources_that_exist_and_the_build_context_keeps(templat
 
 
 def test_the_image_installs_the_hash_locked_requirements() -> None:
-    steps = _instructions()
+    steps = instructions()
     (copy,) = [shlex.split(arg) for kind, arg in steps if kind == "COPY" and "requirements.txt" in arg]
     assert ROOT / copy[0] == IMAGE_LOCK
     (install,) = [arg for kind, arg in steps if kind == "RUN" and "pip install" in arg]
