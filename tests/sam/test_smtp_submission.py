@@ -365,7 +365,7 @@ def test_the_roles_belong_to_ecs_tasks_and_the_execution_role_only_pulls_and_log
 def test_the_task_gets_the_functions_settings_plus_the_servers_own(template: dict[str, Any]) -> None:
     env, globals_ = _env(template), template["Globals"]["Function"]["Environment"]["Variables"]
     own = {"OUTPOST_SUBMISSION_HOST", "OUTPOST_SUBMISSION_STARTTLS_PORT", "OUTPOST_SUBMISSION_TLS_PORT",
-           "OUTPOST_SUBMISSION_TLS_SECRET", "AWS_DEFAULT_REGION"}
+           "OUTPOST_SUBMISSION_TLS_SECRET", "OUTPOST_SUBMISSION_HOSTNAME", "AWS_DEFAULT_REGION"}
     # A setting added to the functions' Globals must be added to the task too (or here, with why).
     assert set(env) - own == set(globals_), (set(globals_) - set(env), set(env) - own - set(globals_))
     for name, value in globals_.items():
@@ -373,6 +373,9 @@ def test_the_task_gets_the_functions_settings_plus_the_servers_own(template: dic
             assert value["Fn::If"][0] == "CreateNetwork"
             value = value["Fn::If"][1]
         assert env[name] == value, name
+    # The greeting names the host clients connect to (the certificate's), else the sender's.
+    assert env["OUTPOST_SUBMISSION_HOSTNAME"] == {"Fn::If": [
+        "SmtpSubmissionNamed", {"Ref": "SmtpSubmissionHostname"}, {"Ref": "SendingHostname"}]}
     container = _container(template)
     assert container["Image"] == {"Ref": "SmtpSubmissionImage"} and container["Essential"] is True
     # A stopping task: the NLB drains it (deregistration delay), then SIGTERM reaches the
