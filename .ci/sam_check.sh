@@ -6,8 +6,9 @@
 #               (--parameter-overrides Architecture=x86_64, which sam build honours for the
 #               functions and for the layer's Metadata.BuildArchitecture), in parallel
 #   3. arch     every shared object in each build is an ELF for the claimed machine
-#   3b. image   the SMTP submission Dockerfile's pip step on python3.12, its CMD's module
-#               importable with its ENV, every locked package installable on aarch64
+#   3b. image   the SMTP submission Dockerfile's pip step on python3.12, every locked package
+#               installable on aarch64, then its CMD run with the task definition's environment
+#               against moto (TLS from the secret, AUTH, a refusal, SIGTERM within StopTimeout)
 #   4. invoke   the x86_64 build under the Lambda Runtime Interface Emulator shipped with
 #               aws-sam-cli, runtime awslambdaric on python3.12, against a moto server
 #               provisioned from the template (python -m outpost_local provision)

@@ -1,4 +1,5 @@
-"""Prove the SMTP submission image's Python environment without a Docker engine.
+"""Prove the SMTP submission image without a Docker engine: its Python environment, and its CMD
+running with the task definition's environment.
 
 functions/smtp_submission/Dockerfile is read, not re-typed: its COPY sources are staged as
 the image's filesystem (honouring .dockerignore, as a build context would), its `pip install`
@@ -9,19 +10,33 @@ file with a hash from the lock that installs there: a manylinux aarch64 / CPytho
 whose shared objects are all aarch64 ELFs, or an sdist that builds a pure-Python wheel (the
 slim image has no compiler).
 
+Then the smoke run: the CMD starts on that staged filesystem with the container Environment
+template.yaml gives the task (resolved for tables, queue and bucket provisioned on a local moto
+server holding the certificate secret; only the listen address and ports are moved to loopback
+and free ports). A client checks the greeting name, 530 for AUTH before STARTTLS, the
+certificate (verified against its CA), AUTH with a real key, a From on no verified domain
+refused with 550, and AUTH over implicit TLS; then SIGTERM with an idle session open must end
+the process within the task's StopTimeout (--stop-budget, 120 s), as ECS SIGKILLs it after.
+
     python tests/sam/check_image.py --python /path/to/python3.12 --work .aws-sam/ci-image
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
+import smtplib
+import ssl
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -146,7 +161,8 @@ def check_arm64(python: str, work: Path, lock: Path) -> list[str]:
         r = run([*pip, "wheel", "-q", "--no-deps", "-w", str(built), str(sdist)])
         made = sorted(p.name for p in built.glob("*.whl")) if built.exists() else []
         if r.returncode or not made or not made[-1].endswith("-none-any.whl"):
-            problems.append(f"{sdist.name}: no aarch64 wheel, and it does not build a pure-Python one")
+            problems.append(f"{sdist.name}: no aarch64 wheel, and it does not build a pure-Python one "
+                            f"(pip wheel: {r.returncode}, {r.stderr.strip()[-1500:]})")
         print(f"{sdist.name}: sdist only; builds {made[-1] if made else 'nothing'}")
         shutil.rmtree(built, ignore_errors=True)
     wheels = sorted(files.glob("*.whl"))
@@ -157,14 +173,172 @@ def check_arm64(python: str, work: Path, lock: Path) -> list[str]:
     return problems + check_elf_arch(tree, "arm64")
 
 
+# ---- smoke: the image's CMD run with the task definition's environment -------------------------
+
+def task_environment(parameters: dict[str, str], stack: object) -> dict[str, str]:
+    """The submission container's Environment from template.yaml, resolved for a provisioned
+    local stack (its physical table, queue and bucket names)."""
+    from outpost_local.provision import _Resolver, load_template
+
+    t = load_template()
+    (container,) = t["Resources"]["SmtpSubmissionTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    resolver = _Resolver(t, stack, parameters)  # type: ignore[arg-type]
+    return {e["Name"]: str(resolver.resolve(e["Value"])) for e in container["Environment"]}
+
+
+def _local_aws(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    from outpost_local.lifecycle import free_port, wait_port
+
+    port = free_port()
+    log = (work / "moto.log").open("wb")
+    moto = subprocess.Popen([sys.executable, "-m", "outpost_local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    wait_port("127.0.0.1", port, 60, moto, what="moto")
+    return moto, f"http://127.0.0.1:{port}"
+
+
+def _certificate(work: Path) -> tuple[dict[str, str], Path]:
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("smtp.outpost.test", "127.0.0.1")
+    ca_file = work / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    chain = "".join(b.bytes().decode() for b in leaf.cert_chain_pems)
+    return {"certificate_chain": chain, "private_key": leaf.private_key_pem.bytes().decode()}, ca_file
+
+
+def _api_key(env: dict[str, str]) -> str:
+    """A key of scope `send` in the stack's keys table, as `outpost-admin keys create` makes one."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("OUTPOST_", "AWS_"))})
+    from outpost import bootstrap
+    from outpost.api.auth import KeyRing
+
+    key, _ = KeyRing(bootstrap.api_keys_table()).create("image-smoke", ["send"])
+    return key
+
+
+def _converse(starttls: int, tls: int, ca_file: Path, key: str, hostname: str) -> list[str]:
+    """A client's view: greeting name, STARTTLS before AUTH, AUTH with the key, a message whose
+    From is on no verified domain refused at DATA; implicit TLS on the other port."""
+    problems, ctx = [], ssl.create_default_context(cafile=str(ca_file))
+    with smtplib.SMTP("127.0.0.1", starttls, timeout=60) as c:
+        code, text = c.ehlo("image-smoke.test")
+        if not text.decode().startswith(hostname) or not c.has_extn("starttls"):
+            problems.append(f"EHLO on the STARTTLS port: {code} {text!r}")
+        if (got := c.docmd("AUTH", "PLAIN AG91dHBvc3QAeA=="))[0] != 530:
+            problems.append(f"AUTH before STARTTLS answered {got}, not 530")
+        c.starttls(context=ctx)  # the certificate from Secrets Manager, verified against the CA
+        c.ehlo("image-smoke.test")
+        c.login("outpost", key)  # raises unless 235
+        message = "From: a@unverified.example\r\nTo: r@example.net\r\nSubject: smoke\r\n\r\nhi\r\n"
+        try:
+            c.sendmail("a@unverified.example", ["r@example.net"], message)
+            problems.append("a From on no verified domain was accepted")
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+            print(f"unverified From: {e.smtp_code} {e.smtp_error!r}")
+            if e.smtp_code != 550:
+                problems.append(f"unverified From answered {e.smtp_code}, not 550")
+    with smtplib.SMTP_SSL("127.0.0.1", tls, context=ctx, timeout=60) as c:
+        c.ehlo("image-smoke.test")
+        c.login("outpost", key)
+    return problems
+
+
+def _stop_with_an_idle_session(proc: subprocess.Popen[bytes], port: int, budget: float) -> list[str]:
+    """SIGTERM while a client sits idle after EHLO: the process must be gone within `budget`
+    (ECS's StopTimeout, after which it is SIGKILLed)."""
+    idle = smtplib.SMTP("127.0.0.1", port, timeout=budget + 30)
+    idle.ehlo("idle.test")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(budget)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.monotonic() - t0
+    print(f"SIGTERM with an idle session open: {'exit ' + str(rc) if rc is not None else 'still running'} "
+          f"after {took:.1f} s")
+    with contextlib.suppress(OSError, smtplib.SMTPException):
+        idle.close()
+    if rc is None:
+        try:  # for the report: does it end once the last client has gone?
+            rc = proc.wait(30)
+            print(f"... and exit {rc} {time.monotonic() - t0 - took:.1f} s after the idle client left")
+        except subprocess.TimeoutExpired:
+            print("... and still running 30 s after the idle client left")
+        return [f"still running {budget:.0f} s after SIGTERM with an idle session open (ECS would SIGKILL it)"]
+    return [] if rc == 0 else [f"exited {rc} after SIGTERM"]
+
+
+def smoke(work: Path, steps: list[tuple[str, str]], stop_budget: float) -> list[str]:
+    """Run the CMD on the staged image filesystem with the task definition's environment, against
+    a local AWS endpoint (moto) holding the certificate secret and the provisioned tables."""
+    saved = dict(os.environ)
+    try:
+        return _smoke(work, steps, stop_budget)
+    finally:  # the key's creation reads settings from this process's environment: put it back
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _smoke(work: Path, steps: list[tuple[str, str]], stop_budget: float) -> list[str]:
+    import boto3
+
+    from outpost_local.lifecycle import free_port, wait_port
+    from outpost_local.provision import provision
+
+    fs, venv = work / "fs", work / "venv"
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    moto, endpoint = _local_aws(work)
+    os.environ.update({**creds, "AWS_ENDPOINT_URL": endpoint})
+    proc = None
+    try:
+        secret, ca_file = _certificate(work)
+        session = boto3.Session(region_name="us-east-1")
+        arn = session.client("secretsmanager").create_secret(
+            Name="outpost/smtp-submission-tls", SecretString=json.dumps(secret))["ARN"]
+        params = {"SendingHostname": "mta.outpost.test", "BounceDomain": "bounces.outpost.test",
+                  "EnableSmtpSubmission": "true", "SmtpSubmissionTlsSecretArn": arn,
+                  "SmtpSubmissionImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/outpost-submission:smoke",
+                  "SmtpSubmissionHostname": "smtp.outpost.test"}
+        task_env = task_environment(params, provision(session, parameters=params))
+        starttls, tls = free_port(), free_port()
+        # The one change from the task definition: loopback and free ports, not 0.0.0.0:2587/2465.
+        local = {"OUTPOST_SUBMISSION_HOST": "127.0.0.1", "OUTPOST_SUBMISSION_STARTTLS_PORT": str(starttls),
+                 "OUTPOST_SUBMISSION_TLS_PORT": str(tls)}
+        image = {k: str(fs / v.lstrip("/")) if k == "PYTHONPATH" else v for k, v in image_env(steps).items()}
+        env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", **image, **task_env, **local, **creds,
+               "AWS_ENDPOINT_URL": endpoint}
+        cmd = json.loads(next(arg for kind, arg in steps if kind == "CMD"))
+        log = (work / "server.log").open("wb")
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(venv / "bin" / cmd[0]), *cmd[1:]], cwd=fs, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        wait_port("127.0.0.1", starttls, 120, proc, banner=b"220", what="the submission server")
+        print(f"`{' '.join(cmd)}` answered 220 after {time.monotonic() - t0:.1f} s")
+        problems = _converse(starttls, tls, ca_file, _api_key(task_env), params["SmtpSubmissionHostname"])
+        return problems + _stop_with_an_idle_session(proc, starttls, stop_budget)
+    finally:
+        for p in (proc, moto):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", required=True, help="a python3.12 interpreter")
     parser.add_argument("--work", required=True, type=Path, help="scratch directory (emptied)")
+    parser.add_argument("--no-smoke", action="store_true", help="skip running the CMD")
+    parser.add_argument("--stop-budget", type=float, default=120.0,
+                        help="seconds the server may take to exit on SIGTERM (the task's StopTimeout)")
     args = parser.parse_args(argv)
     steps = instructions()
     lock = ROOT / shlex.split(next(a for k, a in steps if k == "COPY" and "requirements" in a))[0]
     problems = check_install(args.python, args.work, steps)
+    if not problems and not args.no_smoke:
+        problems += smoke(args.work, steps, args.stop_budget)
     if (args.work / "venv/bin/python").exists():  # independent of the CMD probe's verdict
         problems += check_arm64(args.python, args.work, lock)
     for problem in problems:
