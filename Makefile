@@ -27,7 +27,8 @@ install: $(VENV)/.installed $(DDB_LOCAL)
 # Re-resolve both locks (after changing pyproject.toml or layers/outpost/requirements.in, or to
 # take updates): the dev environment for Python 3.11+, then the Lambda layer for python3.12 on
 # arm64 and x86_64 (--universal keeps every platform's wheels' hashes), held to the dev lock's
-# versions so the tests run what the layer ships. uv is a build tool, not a dependency.
+# versions so the tests run what the layer ships; then the SMTP submission image's lock (the
+# layer's packages plus boto3 and aiosmtpd), held the same way. uv is a build tool, not a dependency.
 UV := $(VENV)/bin/uv
 lock:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +38,9 @@ lock:
 	$(UV) pip compile layers/outpost/requirements.in --universal --python-version 3.12 \
 		--generate-hashes --custom-compile-command "make lock" -c requirements-dev.txt \
 		-o layers/outpost/requirements.txt $(LOCK_ARGS)
+	$(UV) pip compile functions/smtp_submission/requirements.in --universal --python-version 3.12 \
+		--generate-hashes --custom-compile-command "make lock" -c requirements-dev.txt \
+		-o functions/smtp_submission/requirements.txt $(LOCK_ARGS)
 
 demo: install
 	$(PY) -m outpost_local demo

@@ -6,6 +6,9 @@
 #               (--parameter-overrides Architecture=x86_64, which sam build honours for the
 #               functions and for the layer's Metadata.BuildArchitecture), in parallel
 #   3. arch     every shared object in each build is an ELF for the claimed machine
+#   3b. image   the SMTP submission Dockerfile's pip step on python3.12, every locked package
+#               installable on aarch64, then its CMD run with the task definition's environment
+#               against moto (TLS from the secret, AUTH, a refusal, SIGTERM within StopTimeout)
 #   4. invoke   the x86_64 build under the Lambda Runtime Interface Emulator shipped with
 #               aws-sam-cli, runtime awslambdaric on python3.12, against a moto server
 #               provisioned from the template (python -m outpost_local provision)
@@ -107,6 +110,9 @@ done
 # -- 3. the builds target what they claim ---------------------------------------------------
 [[ -d "$BUILD_ARM" ]] && step arch-arm64 "$PY" tests/sam/check_arch.py "$BUILD_ARM" arm64
 [[ -d "$BUILD_X86" ]] && step arch-x86_64 "$PY" tests/sam/check_arch.py "$BUILD_X86" x86_64
+
+# -- 3b. the SMTP submission image's Python environment (no Docker engine needed) -------------
+step image "$PY" tests/sam/check_image.py --python "$PY312_DIR/python3.12" --work "$WORK/ci-image"
 
 # -- 4. run the x86_64 artifacts under the emulator ------------------------------------------
 rie_venv() {
