@@ -7,11 +7,16 @@ local stack points the same code at moto, its DNS server and its MX hosts.
 
 from __future__ import annotations
 
+import datetime
+import os
+import random
 import time
+import weakref
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from .config import settings
+from .snapstart import after_restore, forget_on_restore
 
 if TYPE_CHECKING:  # for the builders' return types only: each builder imports what it builds
     import ssl
@@ -44,7 +49,9 @@ def aws(service: str) -> Any:
     # (deprecated, and refused in newer regions); v4 also signs the upload's Content-Length.
     cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
                  signature_version="s3v4" if service == "s3" else None)
-    return boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
+    client = boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
+    _clients.add(client)  # SnapStart: forget_snapshot_state() drops its connections
+    return client
 
 
 @cache
@@ -188,8 +195,8 @@ def delivery_service() -> DeliveryService:
         return_path=lambda mid, i: make_return_path(key, mid, i, s.bounce_domain),
         count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload,
         suspensions=message_store(), count_by=metrics().count_by, slots=message_store(),
-        reputation=reputation(), paused=PauseCheck(reputation().store, ttl=min(STATE_CACHE, s.reputation_recheck / 2),
-                                                   count=metrics().count))
+        reputation=reputation(), paused=forget_on_restore(PauseCheck(
+            reputation().store, ttl=min(STATE_CACHE, s.reputation_recheck / 2), count=metrics().count)))
 
 
 @cache
@@ -245,7 +252,7 @@ def api_app() -> APIGatewayRestResolver:
 
     s = settings()
     return build_app(
-        keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
+        keys=forget_on_restore(KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst))),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                            domains=domains_table(), idempotency=idempotency_store(),
                            retention_days=s.retention_days,
@@ -342,3 +349,33 @@ def submission_server(config: SubmissionSettings, tls_context: ssl.SSLContext | 
     return SubmissionServer(config, sender=send_service(),
                             keys=KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst)),
                             tls_context=tls_context)
+
+
+# ---- SnapStart (issue 15 item 2): what one snapshot must not share between its restored copies ----
+_clients: weakref.WeakSet[Any] = weakref.WeakSet()  # every boto3 client aws() built
+
+
+@after_restore
+def forget_snapshot_state() -> None:
+    """After a SnapStart restore (outpost/snapstart.py): every copy restored from one snapshot
+    starts with init's memory, so re-seed and drop what must be each copy's own. Message ids
+    and lease ids need nothing: they come from os.urandom / secrets (the kernel's, per copy)."""
+    # The random module's state: the sender's retry and release jitter (DeliveryService.rng)
+    # and the MX address shuffle; unseeded, every copy would draw the same sequence.
+    random.seed(os.urandom(32))
+    for client in list(_clients):
+        forget_connections(client)
+    # DKIM keys re-read: their times are the snapshot's monotonic clock, and a rotation made
+    # since the snapshot must reach the copy. (The DNS cache holds answers, not sockets, and
+    # expires them by wall-clock time: kept. The SMTP connector pools no sessions.)
+    _signers.clear()
+
+
+def forget_connections(client: Any) -> None:
+    """A boto3 client's pooled connections closed (client.close(): its urllib3 pools emptied;
+    the next call connects anew) and its cached credentials marked expired, so the next call
+    fetches this copy's own (refreshable credentials: SnapStart's container provider)."""
+    client.close()
+    creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    if creds is not None and hasattr(creds, "_expiry_time"):
+        creds._expiry_time = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)  # noqa: SLF001

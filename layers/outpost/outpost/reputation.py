@@ -405,3 +405,7 @@ class PauseCheck:
             if st is not None and st.state == "paused":
                 return st
         return None
+
+    def forget(self) -> None:
+        """SnapStart restore: cached states dropped (their times are the snapshot's clock)."""
+        self._cache.clear()

@@ -70,6 +70,11 @@ class TokenBuckets:
             self._state[key] = (tokens, now)
             return (1.0 - tokens) / rate
 
+    def forget(self) -> None:
+        """Every bucket full again (SnapStart: a restored copy's own rate state)."""
+        with self._lock:
+            self._state.clear()
+
 
 class KeyRing:
     def __init__(self, keys: ApiKeys, clock: Callable[[], float] = time.time,
@@ -150,3 +155,12 @@ class KeyRing:
             self._cached.clear()
         self._cached[h] = (now, found)
         return found
+
+    def forget(self) -> None:
+        """SnapStart restore: the cached keys, the last-used stamps and the token buckets
+        dropped; their monotonic times belong to the snapshot's clock, and a copy's rate
+        state is its own."""
+        self._cached.clear()
+        self._touched.clear()
+        if self.buckets is not None:
+            self.buckets.forget()
