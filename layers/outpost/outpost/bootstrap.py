@@ -378,4 +378,4 @@ def forget_connections(client: Any) -> None:
     client.close()
     creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if creds is not None and hasattr(creds, "_expiry_time"):
-        creds._expiry_time = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)  # noqa: SLF001
+        creds._expiry_time = datetime.datetime.fromtimestamp(0, datetime.UTC)  # noqa: SLF001
