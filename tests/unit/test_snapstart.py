@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -137,3 +139,19 @@ def test_after_restore_registers_a_hook_once() -> None:
         assert ran == [1]
     finally:
         snapstart._after_restore.remove(hook)  # noqa: SLF001
+
+
+def test_in_the_managed_runtime_the_hooks_are_registered_with_snapshot_restore_py(tmp_path: Any) -> None:
+    # The runtime's module (python3.12+ with SnapStart) as its documentation gives it:
+    # register_after_restore(func, *args, **kwargs). A fresh interpreter imports the layer's
+    # bootstrap with it on the path, as functions/*/app.py do at init.
+    (tmp_path / "snapshot_restore_py.py").write_text(
+        "registered = []\n"
+        "def register_after_restore(func, *args, **kwargs):\n    registered.append(func)\n    return func\n"
+        "def register_before_snapshot(func, *args, **kwargs):\n    return func\n")
+    code = ("import snapshot_restore_py, outpost.bootstrap\n"
+            "print(sorted(f.__name__ for f in snapshot_restore_py.registered))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "['_forget_all', 'forget_snapshot_state']"
