@@ -277,3 +277,9 @@ class ShapingWaitError(OutpostError):
     def __init__(self, reason: str, provider: str, detail: str) -> None:
         super().__init__(f"waiting for {provider} ({reason}): {detail}")
         self.reason, self.provider, self.detail = reason, provider, detail
+
+
+class StoreStalledError(OutpostError):
+    """Every thread kept for store calls (delivery/store_calls.py) is still busy with an
+    earlier call that has not returned: the store is stalled, and this call was not started
+    (the caller takes its "store unavailable" branch at once)."""

@@ -1,0 +1,289 @@
+"""The review of issue 11's shaping (slice s11a), with in-memory fakes: store calls bounded in
+threads (delivery/store_calls.py), slot waits that grow (shaping.py), the slot taken for the
+provider of the MX the session really opened to, sessions pooled per MX set (transport.py
+SessionPool). Real-server versions are tests/integration/test_shaping_review.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from outpost.delivery import shaping
+from outpost.delivery.store_calls import STORE_THREADS, StoreCalls
+from outpost.errors import StoreStalledError
+from outpost.models import QueueJob, RecipientState
+from outpost.mx import MxHost
+from tests.fakes.store import FakeMessages
+from tests.fakes.transport import Peer
+from tests.unit.test_delivery_service import MX_IP
+from tests.unit.test_shaping import ShapedWorld, _job, _limits
+
+
+class Stalled:
+    """A store call that hangs until `gate` is set; counts how many run at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> str:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            self.gate.wait(10.0)
+            return "late"
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _threads(prefix: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+# ---- item 4: a store call cut by STORE_WAIT keeps its thread -----------------------------------
+def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the_rest_fail_at_once() -> None:
+    calls, stalled = StoreCalls(threads=3, name="t-stalled"), Stalled()
+
+    async def one() -> str:
+        try:
+            return str(await calls.call(stalled, wait=0.3))
+        except TimeoutError:
+            return "timeout"
+        except StoreStalledError:
+            return "stalled"
+
+    async def many() -> tuple[list[str], float]:
+        started = time.monotonic()
+        out = list(await asyncio.gather(*(one() for _ in range(20))))
+        # a second wave while the first three still hang: nothing new starts either
+        out += await asyncio.gather(*(one() for _ in range(20)))
+        return out, time.monotonic() - started
+
+    try:
+        out, took = asyncio.run(many())
+        assert out.count("timeout") == 3 and out.count("stalled") == 37  # 3 threads; the rest at once
+        assert stalled.most == 3 and calls.busy == 3 and _threads("t-stalled") <= 3
+        assert took < 0.3 * 2 + 2.0  # cut by the bound (the first wave), the rest without waiting
+    finally:
+        stalled.gate.set()
+    for _ in range(200):  # the hung calls return: their threads are free again
+        if calls.busy == 0:
+            break
+        time.sleep(0.01)
+    assert calls.busy == 0
+    assert asyncio.run(calls.call(lambda: "ok", wait=1.0)) == "ok"
+
+
+def test_a_batch_against_a_stalled_slot_store_holds_at_most_the_bound_of_threads_and_delivers_unshaped() -> None:
+    stalled = Stalled()
+
+    class StalledSlots(FakeMessages):
+        def take_slot(self, *args: Any, **kwargs: Any) -> Any:
+            stalled()
+            return super().take_slot(*args, **kwargs)
+
+    w = ShapedWorld(store=StalledSlots())
+    # 12 domains (each its own MX, its own provider): 12 jobs that each want a slot at once.
+    mids = [w.send(f"u{i}@d{i}.example.test") for i in range(12)]
+    # One SQS batch of 12 jobs, each one message to the same provider.
+    event = {"Records": [{"messageId": f"sqs-{i}", "body": QueueJob(message_id=m, attempt=1).model_dump_json()}
+                         for i, m in enumerate(mids)]}
+    before = _threads("outpost-shaping")  # (earlier tests' services keep theirs until collected)
+    try:
+        started = time.monotonic()
+        out = w.service.handle_sqs_event(event, lambda: 605_000)
+        took = time.monotonic() - started
+        assert out["batchItemFailures"] == []
+        assert stalled.most <= STORE_THREADS  # never more threads than the bound, however many jobs
+        assert _threads("outpost-shaping") - before <= STORE_THREADS
+        failed = sum(n for (name, _), n in w.by.items() if name == "ShapingStoreFailed")
+        assert failed >= 12 - STORE_THREADS  # the rest failed fast
+        # not 12 jobs x STORE_WAIT: a stalled store costs a job at most one bound
+        assert took < 4 * shaping.STORE_WAIT + 5
+    finally:
+        stalled.gate.set()
+    assert all(w.recipients(m)[0].state is RecipientState.DELIVERED for m in mids)
+
+
+# ---- item 2: the slot is for the provider of the MX the session really opens to ------------------
+PRIMARY, BACKUP = "mx1.alpha-provider.test", "mx2.beta-provider.test"  # each its own provider
+
+
+def _split_world(**limits: Any) -> ShapedWorld:
+    """split.test's MX set spans two providers: the primary refuses connections (no peer at its
+    address), the backup (the World's peer) takes the mail."""
+    w = ShapedWorld(env={"OUTPOST_SHAPING": json.dumps({BACKUP: limits})})
+    w.service.resolve_mx = lambda domain: [MxHost(PRIMARY, 10, ("192.0.2.99",)), MxHost(BACKUP, 20, (MX_IP,))]
+    return w
+
+
+def test_after_the_primary_fails_the_backup_at_another_provider_is_opened_only_with_its_own_slot() -> None:
+    w = _split_world(connections=1)
+    leases = w.store._slot("default", BACKUP)[0]
+    leases["another-sender"] = w.clock() + 100  # the backup's provider: its one slot taken
+    mid = w.send("alice@split.test")
+    assert w.run(_job(mid)) == []
+    assert w.connector.opened == [] and w.peer.log == []  # no connection over the backup's cap
+    [r] = w.recipients(mid)
+    assert r.state is RecipientState.DEFERRED and r.attempts == ()  # waits, no attempt
+    assert r.waiting is not None and r.waiting.provider == BACKUP and r.waiting.waits == 1
+    assert w.store._slot("default", PRIMARY)[0] == {}  # the primary's slot given back
+    # The other sender is done: delivered on the backup, its lease counted at the backup's provider.
+    leases.clear()
+    w.clock.advance(shaping.SLOT_WAIT[1] + 61)
+    [(job, _)] = w.jobs.sent
+    assert w.run(job) == []
+    [r] = w.recipients(mid)
+    assert r.state is RecipientState.DELIVERED and len(r.attempts) == 1 and r.attempts[0].mx == BACKUP
+    # a slot at the primary in each run (given back when it refused), one at the backup
+    assert w.by[("ConnectionsInUse", BACKUP)] == 1 and w.by[("ConnectionsInUse", PRIMARY)] == 2
+    assert w.store._slot("default", BACKUP)[0] == {} and w.store._slot("default", PRIMARY)[0] == {}
+
+
+def test_a_session_on_the_backup_holds_the_backups_slot_not_the_primarys() -> None:
+    w = _split_world(connections=5)
+    held: list[tuple[int, int]] = []
+
+    class Watching(Peer):
+        def reply_to(self, command: str) -> tuple[int, str]:
+            if command == "MAIL":  # mid-session: which provider holds a lease for it
+                held.append((len(w.store._slot("default", BACKUP)[0]), len(w.store._slot("default", PRIMARY)[0])))
+            return super().reply_to(command)
+
+    w.connector.peers[MX_IP] = w.peer = Watching()
+    mids = [w.send(f"u{i}@split.test") for i in range(3)]
+    for m in mids:
+        assert w.run(_job(m)) == []
+    assert all(w.recipients(m)[0].state is RecipientState.DELIVERED for m in mids)
+    assert held == [(1, 0)] * 3, held  # while mail flows to the backup: its lease, none at the primary
+
+
+# ---- item 1: waiting for room is cheap and bounded --------------------------------------------
+class CountingMessages(FakeMessages):
+    """The fake store, counting every request the sender makes of it (public methods)."""
+
+    requests = 0
+    counting = False
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if not name.startswith("_") and callable(value) and super().__getattribute__("counting"):
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                type(self).requests += 1
+                return value(*args, **kwargs)
+            return counted
+        return value
+
+
+@dataclass
+class Figures:
+    jobs: int  # jobs the sender ran (SQS receives), the first of each message included
+    requeues: float  # jobs the sender queued again, per delivered message
+    requests: float  # store requests per delivered message
+    first: float  # seconds from room coming back to the first delivery
+    last: float  # ... to the last
+    attempts: int  # attempts counted, in all
+
+
+def simulate(messages: int, *, hold: float = 0.0, per_minute: int | None = None, seed: int = 7) -> Figures:
+    """`messages` one-recipient messages to one provider, all due at once, on a fleet where
+    another sender holds the provider's one connection slot for `hold` seconds (or where the
+    provider takes `per_minute` messages a minute); every job run as it comes due, on a fake
+    clock, until all are delivered."""
+    rnd = random.Random(seed)
+    limits = {"connections": 1} if per_minute is None else {"per_minute": per_minute}
+    store = CountingMessages()
+    type(store).requests = 0
+    w = ShapedWorld(_limits(**limits), store=store)
+    w.service.rng = rnd.random
+    mids = [w.send(f"u{i}@example.test") for i in range(messages)]
+    t0 = w.clock()
+    leases, _ = w.slot()
+    if hold:
+        leases["another-sender"] = t0 + 10 * hold  # live all along, dropped by its owner at t0 + hold
+    queue = [(t0, i, QueueJob(message_id=m, attempt=1)) for i, m in enumerate(mids)]
+    heapq.heapify(queue)
+    delivered: dict[str, float] = {}
+    jobs, seq = 0, len(queue)
+    store.counting = True
+    while queue and jobs < 50_000:
+        at, _, job = heapq.heappop(queue)
+        w.clock.now = max(w.clock.now, at)
+        if hold and w.clock() >= t0 + hold:
+            leases.pop("another-sender", None)
+        sent = len(w.jobs.sent)
+        assert w.run(job) == []
+        jobs += 1
+        if w.recipients(job.message_id)[0].state is RecipientState.DELIVERED:
+            delivered.setdefault(job.message_id, w.clock())
+        for again, delay in w.jobs.sent[sent:]:
+            seq += 1
+            heapq.heappush(queue, (w.clock() + delay, seq, again))
+    store.counting = False
+    assert len(delivered) == messages
+    room = t0 + hold
+    return Figures(jobs, len(w.jobs.sent) / messages, type(store).requests / messages,
+                   min(delivered.values()) - room, max(delivered.values()) - room,
+                   sum(len(w.recipients(m)[0].attempts) for m in mids))
+
+
+def _figures(label: str, f: Figures) -> None:
+    print(f"{label:34s} jobs {f.jobs:5d}  requeues/msg {f.requeues:5.1f}  store requests/msg {f.requests:6.1f}  "
+          f"first {f.first:5.0f} s  last {f.last:5.0f} s  attempts {f.attempts}")
+
+
+def test_waiting_for_a_slot_costs_log_requeues_not_one_every_17_s() -> None:
+    """50 waiters for a slot another sender holds for 10 minutes: each waits 5-30 s, then
+    10-60, 20-120, then 20-120 s each time (SLOT_WAIT_GROWTH), so the re-queues and store
+    requests per delivered message fall to about a third, with no attempt counted for the
+    waits, and the slot's return seen within the last wait (at most 120 s)."""
+    new = simulate(50, hold=600.0)
+    _figures("slot held 600 s, growing waits", new)
+    assert new.attempts == 50  # one attempt each: the delivery; no wait counted
+    assert new.requeues <= 12 and new.last <= 4 * shaping.SLOT_WAIT[1] + 60
+    old = _old(lambda: simulate(50, hold=600.0))
+    _figures("slot held 600 s, before (SLOT_WAIT)", old)
+    assert old.attempts == 50 and old.requeues >= 30  # one every ~17.5 s for 600 s
+    assert new.requeues <= old.requeues / 2.5 and new.requests <= old.requests / 2.5
+
+
+def test_a_rate_limited_backlog_comes_back_spread_not_all_at_each_window() -> None:
+    """200 messages at 20 a minute: before, the whole backlog came back at every minute's
+    start for 20 of it to get through (O(n^2 / rate) re-queues); now a recipient that waited
+    before comes back anywhere in the next 1, 3, 7... minutes (at most WINDOW_SPREAD)."""
+    new = simulate(200, per_minute=20)
+    _figures("200 msgs at 20/min, spread", new)
+    old = _old(lambda: simulate(200, per_minute=20))
+    _figures("200 msgs at 20/min, before", old)
+    assert new.attempts == old.attempts == 200
+    assert new.requeues <= old.requeues * 0.7 and new.requests <= old.requests * 0.8
+    # Throughput kept: the backlog takes its 10 minutes at 20 a minute, plus at most the spread.
+    assert new.last <= old.last + shaping.WINDOW_SPREAD + 60
+
+
+def _old(run: Callable[[], Figures]) -> Figures:
+    """`run` under the policy the review found: every slot wait SLOT_WAIT (5-30 s), every
+    full window's wait its end, however often the recipient waited before."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(shaping, "SLOT_WAIT_GROWTH", 1)
+        mp.setattr(shaping, "WINDOW_SPREAD", 0.0)
+        return run()
+    finally:
+        mp.undo()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(pytest.main([__file__, "-q"]))
