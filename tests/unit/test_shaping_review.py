@@ -19,9 +19,11 @@ import pytest
 
 from outpost.delivery import shaping
 from outpost.delivery.store_calls import STORE_THREADS, StoreCalls
+from outpost.delivery.transport import TlsInfo
 from outpost.errors import StoreStalledError
 from outpost.models import QueueJob, RecipientState
 from outpost.mx import MxHost
+from outpost.tls_policy import StsPolicy, TlsPolicy
 from tests.fakes.store import FakeMessages
 from tests.fakes.transport import Peer
 from tests.unit.test_delivery_service import MX_IP
@@ -168,6 +170,91 @@ def test_a_session_on_the_backup_holds_the_backups_slot_not_the_primarys() -> No
         assert w.run(_job(m)) == []
     assert all(w.recipients(m)[0].state is RecipientState.DELIVERED for m in mids)
     assert held == [(1, 0)] * 3, held  # while mail flows to the backup: its lease, none at the primary
+
+
+# ---- item 3: sessions pooled per site (the MX set), not per domain -----------------------------
+SHARED = "mx.shared-site.test"
+
+
+def _site_world(env: dict[str, str] | None = None) -> ShapedWorld:
+    """a.test, b.test and c.test all have the same MX host (like Google Workspace domains)."""
+    w = ShapedWorld(env)
+    w.service.resolve_mx = lambda domain: [MxHost(SHARED, 10, (MX_IP,))]
+    return w
+
+
+def test_domains_on_the_same_mx_set_share_sessions_instead_of_opening_their_own() -> None:
+    w = _site_world()
+    mids = [w.send(f"u{i}@{d}") for i in range(4) for d in ("a.test", "b.test", "c.test")]
+    event = {"Records": [{"messageId": f"sqs-{i}", "body": _job(m).model_dump_json()} for i, m in enumerate(mids)]}
+    assert w.service.handle_sqs_event(event, lambda: 605_000)["batchItemFailures"] == []
+    assert all(w.recipients(m)[0].state is RecipientState.DELIVERED for m in mids)
+    # 12 jobs, 3 domains, one MX set: the site's 2 sessions (per-domain pooling opened 2 per domain: 6).
+    assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN, len(w.connector.opened)
+    assert len(w.peer.accepted) == 12
+
+
+def _carried(w: ShapedWorld) -> list[set[str]]:
+    """Per session opened, in order: the recipient domains it carried."""
+    carried: list[set[str]] = []
+    opening = w.connector.open
+
+    async def open_(*args: Any, **kwargs: Any) -> Any:
+        session = await opening(*args, **kwargs)
+        domains: set[str] = set()
+        carried.append(domains)
+        send = session.send
+
+        async def sending(sender: str, rcpt: str, *rest: Any, **kw: Any) -> Any:
+            domains.add(rcpt.rpartition("@")[2])
+            return await send(sender, rcpt, *rest, **kw)
+
+        session.send = sending  # type: ignore[method-assign]
+        return session
+
+    w.connector.open = open_  # type: ignore[method-assign]
+    return carried
+
+
+def test_a_site_session_carries_several_domains_up_to_its_messages_per_connection() -> None:
+    w = _site_world({"OUTPOST_SHAPING": json.dumps({SHARED: {"per_connection": 3, "connections": 2}})})
+    carried = _carried(w)
+    # One message, six recipients over three domains on the site, the domains at once: the
+    # third domain takes a turn on the others' sessions (per domain it found the site's two
+    # slots taken, and waited for shaping).
+    mid = w.send(*(f"u{i}@{d}" for i in range(2) for d in ("a.test", "b.test", "c.test")))
+    assert w.run(_job(mid)) == []
+    assert [r.state for r in w.recipients(mid)] == [RecipientState.DELIVERED] * 6
+    assert any(len(domains) > 1 for domains in carried), carried  # one session, several domains
+    assert all(s.transactions <= 3 and s.quit_sent for s in w.connector.opened)  # per_connection held
+    assert len(w.connector.opened) <= 3
+
+
+def test_the_pool_key_is_the_mx_set_and_the_tls_mode_never_the_domain() -> None:
+    from outpost.delivery.domain import site_of
+
+    google = [MxHost("ALT1.aspmx.l.google.com.", 5, ("192.0.2.2",)), MxHost("aspmx.l.google.com", 1, ("192.0.2.1",))]
+    assert site_of(google) == site_of(list(reversed(google))) == "1:aspmx.l.google.com,5:alt1.aspmx.l.google.com"
+    assert site_of(google[1:]) != site_of(google)  # an MTA-STS "enforce" subset: another site
+    # An opportunistic session is never handed to a domain whose policy asks "verify" (the
+    # key's mode): the MX's certificate does not verify, so b.test's mail may not go there.
+    w = _site_world()
+    w.connector.peers[MX_IP] = w.peer = Peer(tls=TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", False))
+    w.service.tls_policy_for = _enforcing("b.test")
+    mids = [w.send(f"u{i}@{d}") for d in ("a.test", "b.test") for i in range(3)]
+    event = {"Records": [{"messageId": f"sqs-{i}", "body": _job(m).model_dump_json()} for i, m in enumerate(mids)]}
+    assert w.service.handle_sqs_event(event, lambda: 605_000)["batchItemFailures"] == []
+    states = [w.recipients(m)[0].state for m in mids]
+    assert states == [RecipientState.DELIVERED] * 3 + [RecipientState.DEFERRED] * 3, states
+    assert not any(d.rcpt.endswith("@b.test") for d in w.peer.accepted)
+
+
+def _enforcing(domain: str) -> Callable[[str], TlsPolicy]:
+    def policy_for(name: str) -> TlsPolicy:
+        if name != domain:
+            return TlsPolicy(name)
+        return TlsPolicy(name, StsPolicy("20240101", "enforce", (SHARED,), 86400, fetched_at=time.time()))
+    return policy_for
 
 
 # ---- item 1: waiting for room is cheap and bounded --------------------------------------------

@@ -299,6 +299,19 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
                 pool.give(run.key, run.session)
 
 
+def site_of(hosts: list[MxHost]) -> str:
+    """The pool key's MX set ("site", KumoMTA): the MX hosts by preference, so recipients of
+    different domains served by the same MX hosts (many Google Workspace domains) share an open
+    session, up to its messages per connection, where per-domain pooling opened one each. What
+    stays per domain stays out of it: the slow-lane mark and the MTA-STS policy are looked up
+    per recipient domain before a session is taken, and the TLS mode is the key's other half,
+    so a session is reused only for a domain whose policy it satisfies: one MX set, one mode
+    (an MTA-STS "enforce" domain's set is its policy's hosts only, and its mode "verify": the
+    certificate verified for the MX host's name, which is what its policy asks of a session)."""
+    return ",".join(f"{h.preference}:{h.name.lower().rstrip('.')}"
+                    for h in sorted(hosts, key=lambda h: (h.preference, h.name.lower())))
+
+
 @dataclass
 class DomainRun:
     """The session work for one domain's recipients: the session in hand, the sessions opened
@@ -321,7 +334,8 @@ class DomainRun:
     key: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = (self.domain, self.routed.tls_mode)
+        # Sessions are pooled per site (the MX set), not per domain: see site_of.
+        self.key = (site_of(self.routed.hosts), self.routed.tls_mode)
 
     async def recipient(self, n: int, r: Rcpt) -> Flow | None:
         """One recipient: whether it may start (time, slow lane, the domain's slice), its
@@ -467,7 +481,7 @@ class DomainRun:
 
     async def turn(self) -> Session | None:
         """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
-        domain open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
+        site (the pool key: one MX set, one TLS mode) open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
         into the time it needs) for one of them to come back to the pool idle, or to close,
         rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
         sessions, and a session's two slot writes are shared by the messages it carries

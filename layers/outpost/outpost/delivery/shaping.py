@@ -65,8 +65,9 @@ SLOT_WAIT = (5.0, 30.0)  # seconds a recipient waits for a connection slot (unif
 # about log2 re-queues each, not one every ~17 s (figures: tests/unit/test_shaping_review.py).
 SLOT_WAIT_GROWTH = 4
 WINDOW_SPREAD = 300.0
-# With shaping on, a container opens at most this many sessions per recipient domain at once; a
-# job beyond them waits up to TURN_WAIT seconds for one to come back idle (domain.DomainRun.turn).
+# With shaping on, a container opens at most this many sessions per site (the session pool's key:
+# an MX set and a TLS mode, domain.site_of) at once; a job beyond them waits up to TURN_WAIT
+# seconds for one to come back idle (domain.DomainRun.turn).
 SESSIONS_PER_DOMAIN = 2
 TURN_WAIT = 30.0
 DEFAULT_IP = "default"  # the sending IP when settings.sender_ip is unknown (suspension.py's too)
