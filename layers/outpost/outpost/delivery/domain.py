@@ -431,7 +431,9 @@ class DomainRun:
         # Fleet-wide shaping (shaping.py): a connection slot for the provider of each MX host
         # tried, moved when a failed host is followed by one at another provider, so the slot
         # is the provider's the session really opens to (SlotForHost).
-        holder = SlotForHost.begin(svc.shaper, self.key, min(r.waited for r in rest)) if svc.shaper.enabled else None
+        holder = None
+        if svc.shaper.enabled:
+            holder = SlotForHost.begin(svc.shaper, self.key, min(r.waited for r in rest))
         opening = open_first(svc, route, self.routed.tls_mode, self.deadline, holder)
         session: Session | None = None
         try:
@@ -481,9 +483,9 @@ class DomainRun:
 
     async def turn(self) -> Session | None:
         """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
-        site (the pool key: one MX set, one TLS mode) open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
-        into the time it needs) for one of them to come back to the pool idle, or to close,
-        rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
+        site (the pool key: one MX set, one TLS mode) open at once: beyond them, a job waits
+        (at most shaping.TURN_WAIT, and never into the time it needs) for one of them to come
+        back to the pool idle, or to close, rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
         sessions, and a session's two slot writes are shared by the messages it carries
         (bench/shaping_cost.py). On the new-mail lane the wait ends when the domain is found
         slow (the caller hands off). None: no idle session came; open one."""
