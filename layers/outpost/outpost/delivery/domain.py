@@ -485,10 +485,10 @@ class DomainRun:
         """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
         site (the pool key: one MX set, one TLS mode) open at once: beyond them, a job waits
         (at most shaping.TURN_WAIT, and never into the time it needs) for one of them to come
-        back to the pool idle, or to close, rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
-        sessions, and a session's two slot writes are shared by the messages it carries
-        (bench/shaping_cost.py). On the new-mail lane the wait ends when the domain is found
-        slow (the caller hands off). None: no idle session came; open one."""
+        back to the pool idle, or to close, rather than take one more of the fleet's slots. So
+        the concurrent jobs of a batch share sessions, and a session's two slot writes are
+        shared by the messages it carries (bench/shaping_cost.py). On the new-mail lane the
+        wait ends when the domain is found slow (the caller hands off). None: no idle session came; open one."""
         svc = self.svc
         wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
         loop = asyncio.get_running_loop()
