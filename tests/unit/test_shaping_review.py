@@ -332,30 +332,32 @@ def _figures(label: str, f: Figures) -> None:
 
 
 def test_waiting_for_a_slot_costs_log_requeues_not_one_every_17_s() -> None:
-    """50 waiters for a slot another sender holds for 10 minutes: each waits 5-30 s, then
+    """10 waiters for a slot another sender holds for 10 minutes: each waits 5-30 s, then
     10-60, 20-120, then 20-120 s each time (SLOT_WAIT_GROWTH), so the re-queues and store
     requests per delivered message fall to about a third, with no attempt counted for the
     waits, and the slot's return seen within the last wait (at most 120 s)."""
-    new = simulate(50, hold=600.0)
+    new = simulate(10, hold=600.0)
     _figures("slot held 600 s, growing waits", new)
-    assert new.attempts == 50  # one attempt each: the delivery; no wait counted
+    assert new.attempts == 10  # one attempt each: the delivery; no wait counted
     assert new.requeues <= 12 and new.last <= 4 * shaping.SLOT_WAIT[1] + 60
-    old = _old(lambda: simulate(50, hold=600.0))
+    old = _old(lambda: simulate(10, hold=600.0))
     _figures("slot held 600 s, before (SLOT_WAIT)", old)
-    assert old.attempts == 50 and old.requeues >= 30  # one every ~17.5 s for 600 s
+    assert old.attempts == 10 and old.requeues >= 30  # one every ~17.5 s for 600 s
     assert new.requeues <= old.requeues / 2.5 and new.requests <= old.requests / 2.5
 
 
 def test_a_rate_limited_backlog_comes_back_spread_not_all_at_each_window() -> None:
-    """200 messages at 20 a minute: before, the whole backlog came back at every minute's
+    """60 messages at 6 a minute: before, the whole backlog came back at every minute's
     start for 20 of it to get through (O(n^2 / rate) re-queues); now a recipient that waited
-    before comes back anywhere in the next 1, 3, 7... minutes (at most WINDOW_SPREAD)."""
-    new = simulate(200, per_minute=20)
-    _figures("200 msgs at 20/min, spread", new)
-    old = _old(lambda: simulate(200, per_minute=20))
-    _figures("200 msgs at 20/min, before", old)
-    assert new.attempts == old.attempts == 200
-    assert new.requeues <= old.requeues * 0.7 and new.requests <= old.requests * 0.8
+    before comes back anywhere in the next 1, 3... minutes (at most WINDOW_SPREAD, 2 minutes):
+    a fifth fewer re-queues, for a drain about a fifth longer (the spread leaves the last
+    windows part empty): the trade WINDOW_SPREAD sets (300 s: 38% fewer, 30-45% longer)."""
+    new = simulate(60, per_minute=6)
+    _figures("60 msgs at 6/min, spread", new)
+    old = _old(lambda: simulate(60, per_minute=6))
+    _figures("60 msgs at 6/min, before", old)
+    assert new.attempts == old.attempts == 60
+    assert new.requeues <= old.requeues * 0.85 and new.requests <= old.requests * 0.9
     # Throughput kept: the backlog takes its 10 minutes at 20 a minute, plus at most the spread.
     assert new.last <= old.last + shaping.WINDOW_SPREAD + 60
 

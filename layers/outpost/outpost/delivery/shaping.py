@@ -22,8 +22,9 @@ with no attempt counted, due again after SLOT_WAIT (a slot: with jitter) or when
 ends (a rate: the next minute or hour; the warm-up: the next UTC day). A recipient that waits
 again waits longer (Waiting.waits counts its consecutive waits): a slot wait doubles up to
 SLOT_WAIT_GROWTH times SLOT_WAIT, a rate wait is spread over the next 1, 3, 7... windows (at
-most WINDOW_SPREAD seconds), so a backlog costs each waiter about log2 re-queues instead of one
-every ~17 s (a slot) or one per window (a rate): slot_wait, window_spread. The slot is the
+most WINDOW_SPREAD seconds past the window's end), so a slot waiter costs about log2 re-queues
+instead of one every ~17 s, and a rate backlog fewer than one per window: slot_wait,
+window_spread. The slot is the
 provider's of the MX host the session is opened to (SlotForHost: moved when the primary fails
 and a backup at another provider takes over). The lifetime wins over a
 warm-up wait: a recipient still waiting at the end of its message's lifetime expires (4.4.7)
@@ -61,10 +62,12 @@ BLOCK = 10  # messages taken from the rate and warm-up windows at once (at most 
 SLOT_WAIT = (5.0, 30.0)  # seconds a recipient waits for a connection slot (uniform, jitter)
 # Consecutive waits of one recipient grow (Waiting.waits counts them): a slot wait doubles each
 # time, up to SLOT_WAIT_GROWTH times SLOT_WAIT; a full rate window's wait ends at a random time
-# in the (2^n - 1) windows after it, spread over at most WINDOW_SPREAD seconds. So N waiters cost
-# about log2 re-queues each, not one every ~17 s (figures: tests/unit/test_shaping_review.py).
+# in the (2^n - 1) windows after it, spread over at most WINDOW_SPREAD seconds. So N slot waiters
+# cost about log2 re-queues each, not one every ~17 s; a rate backlog a fifth fewer than one per
+# window, for a drain a fifth longer (a wider spread trades more of one for the other). Figures:
+# tests/unit/test_shaping_review.py, bench/shaping_cost.py.
 SLOT_WAIT_GROWTH = 4
-WINDOW_SPREAD = 300.0
+WINDOW_SPREAD = 120.0
 # With shaping on, a container opens at most this many sessions per site (the session pool's key:
 # an MX set and a TLS mode, domain.site_of) at once; a job beyond them waits up to TURN_WAIT
 # seconds for one to come back idle (domain.DomainRun.turn).
