@@ -56,7 +56,7 @@ def _threads(prefix: str) -> int:
 
 # ---- item 4: a store call cut by STORE_WAIT keeps its thread -----------------------------------
 def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the_rest_fail_at_once() -> None:
-    calls, stalled = StoreCalls(threads=3, name="t-stalled"), Stalled()
+    calls, stalled = StoreCalls(threads=3, name="t-stalled", queue=5), Stalled()
 
     async def one() -> str:
         try:
@@ -66,18 +66,21 @@ def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the
         except StoreStalledError:
             return "stalled"
 
-    async def many() -> tuple[list[str], float]:
+    async def many() -> tuple[list[str], list[str], float]:
+        # The first wave: 3 run (and hang), 5 queue behind them, 12 find the queue full.
+        first = list(await asyncio.gather(*(one() for _ in range(20))))
+        await asyncio.sleep(0.1)  # (the running three are now well past their bound)
+        # Then every thread is held by a call past its bound: the store is stalled, nothing
+        # more is queued behind them, every call fails at once.
         started = time.monotonic()
-        out = list(await asyncio.gather(*(one() for _ in range(20))))
-        # a second wave while the first three still hang: nothing new starts either
-        out += await asyncio.gather(*(one() for _ in range(20)))
-        return out, time.monotonic() - started
+        second = list(await asyncio.gather(*(one() for _ in range(20))))
+        return first, second, time.monotonic() - started
 
     try:
-        out, took = asyncio.run(many())
-        assert out.count("timeout") == 3 and out.count("stalled") == 37  # 3 threads; the rest at once
-        assert stalled.most == 3 and calls.busy == 3 and _threads("t-stalled") <= 3
-        assert took < 0.3 * 2 + 2.0  # cut by the bound (the first wave), the rest without waiting
+        first, second, took = asyncio.run(many())
+        assert first.count("timeout") == 8 and first.count("stalled") == 12, first  # 3 running + 5 queued
+        assert second == ["stalled"] * 20 and took < 0.25  # at once: no wait behind a stalled store
+        assert stalled.most == 3 and calls.busy == 3 and _threads("t-stalled") <= 3  # the queued never ran
     finally:
         stalled.gate.set()
     for _ in range(200):  # the hung calls return: their threads are free again
@@ -86,6 +89,26 @@ def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the
         time.sleep(0.01)
     assert calls.busy == 0
     assert asyncio.run(calls.call(lambda: "ok", wait=1.0)) == "ok"
+
+
+def test_a_burst_of_store_calls_on_a_healthy_store_queues_for_the_threads_and_none_fails() -> None:
+    """A batch's sessions all closing at its end (a release each): more calls than threads, all done."""
+    calls = StoreCalls(threads=2, name="t-burst")
+    running, most, lock = [0], [0], threading.Lock()
+
+    def release(n: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return n
+
+    async def burst() -> list[int]:
+        return list(await asyncio.gather(*(calls.call(release, n, wait=5.0) for n in range(30))))
+
+    assert asyncio.run(burst()) == list(range(30)) and most[0] <= 2
 
 
 def test_a_batch_against_a_stalled_slot_store_holds_at_most_the_bound_of_threads_and_delivers_unshaped() -> None:

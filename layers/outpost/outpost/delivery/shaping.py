@@ -33,7 +33,8 @@ with the warm-up named as its last reply (job._wait), never earlier because of i
 A store that fails, or does not answer within STORE_WAIT, never blocks delivery: the session
 goes unshaped (counted, ShapingStoreFailed), as before issue 11, except for the per-connection cap, which is local.
 The calls run on a few threads of their own (store_calls.py): a stalled store holds at most
-STORE_THREADS of them, and a call that finds them all busy fails at once (unshaped).
+STORE_THREADS of them, and once they are all held past STORE_WAIT (or the queue behind them is
+full) a call fails at once (unshaped); a healthy store's bursts queue.
 OUTPOST_SHAPING_ENABLED=false turns all of it off (no store calls at all).
 """
 
@@ -198,8 +199,8 @@ class Shaper:
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One store call, bounded by STORE_WAIT (asyncio.TimeoutError counts as a failure) and
-        by store_calls.STORE_THREADS threads: with all of them held by a stalled store, the
-        call fails at once (StoreStalledError), and the session goes unshaped."""
+        by store_calls.STORE_THREADS threads: with all of them held past STORE_WAIT by a stalled
+        store, the call fails at once (StoreStalledError), and the session goes unshaped."""
         return await self.calls.call(fn, *args, wait=STORE_WAIT)
 
     def _store_failed(self, what: str, provider: str) -> None:
