@@ -31,7 +31,8 @@ Measured (2-core machine shared with other work; DynamoDB Local 1.25.1), on h/s1
   growing waits 10.4 re-queues, 79.6 requests, within 97 s (first 2 s). 30 attempts, no wait
   counted as one.
   (w2) 100 messages at 10 a minute: before 4.5 re-queues, 39.3 requests per message, drained
-  515 s after the start; growing waits (WINDOW_SPREAD 120 s) 3.5 and 31.9, drained in 605 s.
+  503-515 s after the start; growing waits (WINDOW_SPREAD 120 s) 3.5 and 31.9, drained in
+  605-651 s (two runs; the second after store_calls.py's queue: the same counts).
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/shaping_cost.py [--messages 300] [--waiters 30]
 """
