@@ -12,7 +12,29 @@ operation. Three runs, the same messages each:
       never to make anyone wait): every session also takes its messages in blocks.
 Printed per run: DynamoDB requests per message, and the extra over (a).
 
-Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/shaping_cost.py [--messages 300]
+Then what waiting for room costs (the review of issue 11, s11a item 1), on a simulated clock
+(the sender's clock, its claims, leases and windows all follow it; each job it queues is run
+when due, by a driver instead of SQS, so the simulated minutes take seconds): `--waiters` W
+one-recipient messages, all due at once,
+  (w1) to a provider whose one connection slot another sender holds for --hold seconds;
+  (w2) --backlog of them to a provider that takes --rate messages a minute;
+each under the policy before the review (every slot wait 5-30 s, every rate wait to the
+window's end) and the growing waits (shaping.slot_wait, shaping.window_spread). Printed: jobs
+re-queued and DynamoDB requests per delivered message, seconds from room coming back to the
+first and the last delivery, attempts counted.
+
+Measured (2-core machine shared with other work; DynamoDB Local 1.25.1), on h/s11a, 2026-11-30:
+  (a) 4.01 DynamoDB requests per message, (b) 4.43 (+0.42), (c) 4.41 (+0.40): the same as
+  before the review (one container: the per-site pool changes nothing for one domain).
+  (w1) 30 messages, the one slot held 600 s: before the review 34.1 re-queues and 245.5
+  DynamoDB requests per delivered message, all delivered within 24 s of the slot coming back;
+  growing waits 10.4 re-queues, 79.6 requests, within 97 s (first 2 s). 30 attempts, no wait
+  counted as one.
+  (w2) 100 messages at 10 a minute: before 4.5 re-queues, 39.3 requests per message, drained
+  503-515 s after the start; growing waits (WINDOW_SPREAD 120 s) 3.5 and 31.9, drained in
+  605-651 s (two runs; the second after store_calls.py's queue: the same counts).
+
+Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/shaping_cost.py [--messages 300] [--waiters 30]
 """
 
 from __future__ import annotations
@@ -88,9 +110,107 @@ def run(aws: LocalAws, env: dict[str, str], resolver: MxResolver, port: int, sig
     return delivered, counter.calls, elapsed
 
 
+class SimClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class DrivenQueue(JobQueue):
+    """The jobs the sender queues, kept for the driver (which runs each when due) instead of SQS."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[QueueJob, float]] = []
+
+    def send(self, job: QueueJob, delay: float = 0) -> None:
+        self.sent.append((job, delay))
+
+
+def waiters(aws: LocalAws, env: dict[str, str], resolver: MxResolver, port: int, signer: Signer, n: int,
+            domain: str, provider: str, *, hold: float = 0.0, rate: int | None = None,
+            before: bool = False) -> dict[str, float]:
+    """W messages waiting for room (see the module docstring); `before`: the review's policy."""
+    import heapq
+    import random
+
+    from outpost.delivery import shaping
+
+    saved = shaping.SLOT_WAIT_GROWTH, shaping.WINDOW_SPREAD
+    if before:
+        shaping.SLOT_WAIT_GROWTH, shaping.WINDOW_SPREAD = 1, 0.0
+    limits = {"connections": 1} if rate is None else {"per_minute": rate}
+    settings = Settings.from_env({**env, "OUTPOST_SENDER_IP": f"192.0.2.{int(before) + (2 if rate else 0) + 40}",
+                                  "OUTPOST_SHAPING": json.dumps({provider: limits})})
+    clock, queue, rnd = SimClock(), DrivenQueue(), random.Random(7)
+    ddb = aws.client("dynamodb")
+    store = MessageStore(ddb, env["OUTPOST_MESSAGES_TABLE"], aws.client("s3"), env["OUTPOST_BUCKET"])
+    api = SendService(store=MessageStore(aws.client("dynamodb"), env["OUTPOST_MESSAGES_TABLE"], aws.client("s3"),
+                                         env["OUTPOST_BUCKET"]),
+                      suppressions=SuppressionStore(aws.client("dynamodb"), env["OUTPOST_SUPPRESSIONS_TABLE"]),
+                      queue=queue, domains=DomainStore(aws.client("dynamodb"), env["OUTPOST_DOMAINS_TABLE"]),
+                      clock=clock)
+    mids = [str(api.send_one(SendRequest.model_validate({
+        "from": f"Shop <news@{SENDER}>", "to": [f"user{i}@{domain}"], "subject": f"Receipt {i}",
+        "text": "Thank you for your order.\n"}))["id"]) for i in range(n)]
+    queue.sent.clear()
+    service = DeliveryService(
+        settings=settings, store=store, suppressions=SuppressionStore(ddb, env["OUTPOST_SUPPRESSIONS_TABLE"]),
+        queue=queue, resolve_mx=resolver.resolve, connector=SmtpConnector("mta.bench.test", port=port),
+        signer_for=lambda d: signer if d == SENDER else None,
+        return_path=lambda mid, i: f"b+{mid}.{i}@bounces.{SENDER}", slots=store, clock=clock, rng=rnd.random)
+    t0 = clock()
+    if hold:
+        assert store.take_slot(settings.sender_ip or "", provider, "another-sender", t0 + 10 * hold, 1, {}, t0)[0]
+    counter = Counter()
+    ddb.meta.events.register("before-call.dynamodb", counter)
+    heap = [(t0, i, QueueJob(message_id=m, attempt=1)) for i, m in enumerate(mids)]
+    delivered: dict[str, float] = {}
+    jobs, seq = 0, len(heap)
+    try:
+        while heap:
+            at, _, job = heapq.heappop(heap)
+            clock.now = max(clock.now, at)
+            if hold and clock.now >= t0 + hold:
+                store.release_slot(settings.sender_ip or "", provider, "another-sender", {})
+                hold = -hold  # released once
+            sent = len(queue.sent)
+            event = {"Records": [{"messageId": "m", "body": job.model_dump_json()}]}
+            assert service.handle_sqs_event(event, lambda: 300_000)["batchItemFailures"] == []
+            jobs += 1
+            for again, delay in queue.sent[sent:]:
+                seq += 1
+                heapq.heappush(heap, (clock.now + delay, seq, again))
+            if job.message_id not in delivered:
+                stored = store.load(job.message_id)
+                if stored is not None and stored.recipients[0].state.value == "delivered":
+                    delivered[job.message_id] = clock.now
+    finally:
+        ddb.meta.events.unregister("before-call.dynamodb", counter)
+        shaping.SLOT_WAIT_GROWTH, shaping.WINDOW_SPREAD = saved
+    room = t0 + abs(hold)
+    attempts = sum(len(r.attempts) for m in mids for r in (store.load(m) or _none()).recipients)
+    # (the driver's own store.load above is on the same client: one read per run, not the sender's)
+    requests = sum(counter.calls.values()) - jobs
+    return {"delivered": len(delivered), "jobs": jobs, "requeues": len(queue.sent) / n,
+            "requests": requests / n, "first": min(delivered.values()) - room,
+            "last": max(delivered.values()) - room, "attempts": attempts}
+
+
+def _none() -> Any:
+    class Empty:
+        recipients: list[Any] = []
+    return Empty()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=300)
+    ap.add_argument("--waiters", type=int, default=30, help="messages waiting for room (0: skip)")
+    ap.add_argument("--hold", type=float, default=600.0, help="seconds another sender holds the one slot")
+    ap.add_argument("--rate", type=int, default=10, help="messages a minute the rate-limited provider takes")
+    ap.add_argument("--backlog", type=int, default=100, help="messages waiting for the rate-limited provider")
     args = ap.parse_args()
     n = args.messages
     aws = LocalAws(HUB)
@@ -129,6 +249,19 @@ def main() -> None:
             base = per if base is None else base
             print(f"{name:40s} delivered {delivered}/{n}  DynamoDB requests/message {per:5.2f}  "
                   f"extra {per - base:+5.2f}  ({dict(sorted(calls.items()))}; {elapsed:.1f} s)")
+        if args.waiters:
+            print("waiting for room, simulated clock: messages of one recipient each, all due at once")
+        for i, (name, w, kw) in enumerate([] if not args.waiters else [
+                (f"(w1) {args.waiters}, 1 slot held {args.hold:.0f} s", args.waiters, {"hold": args.hold}),
+                (f"(w2) {args.backlog} at {args.rate} a minute", args.backlog, {"rate": args.rate})]):
+            for before in (True, False):
+                domain = f"w{i}{int(before)}.provider.test"
+                dns.add(domain, "MX", (10, "mx.provider.test"))
+                f = waiters(aws, env, resolver, port, signer, w, domain, "mx.provider.test", before=before, **kw)
+                label = "before (SLOT_WAIT, window end)" if before else "growing waits"
+                print(f"{name:30s} {label:31s} delivered {f['delivered']}/{w}  "
+                      f"re-queues/msg {f['requeues']:5.1f}  DynamoDB requests/msg {f['requests']:6.1f}  "
+                      f"room back -> first {f['first']:4.0f} s, last {f['last']:4.0f} s  attempts {f['attempts']}")
     finally:
         mx.stop()
         dns.stop()

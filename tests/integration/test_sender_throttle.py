@@ -100,7 +100,7 @@ def test_a_throttle_suspends_google_for_every_container_until_it_ends(rig: Rig) 
     suspension = rig.store.suspension(ip, "google")
     assert suspension is not None and (suspension.level, suspension.until) == (1, until)
     assert u2["waiting"] == {"reason": "suspended", "provider": "google", "until": until,
-                             "detail": f"421 {THROTTLE}"}
+                             "detail": f"421 {THROTTLE}", "waits": 0}  # (waits: shaping's count)
     assert a_counts["Throttled"] == 1 and a_counts["Suspended"] == 1
     view = queries.message(first)["recipients"][1]["waiting"]
     assert view["reason"] == "suspended" and view["provider"] == "google"

@@ -291,3 +291,9 @@ class EventPublishError(OutpostError):
     def __init__(self, message: str, failed: int = 0) -> None:
         super().__init__(message)
         self.failed = failed
+
+
+class StoreStalledError(OutpostError):
+    """Every thread kept for store calls (delivery/store_calls.py) is still busy with an
+    earlier call that has not returned: the store is stalled, and this call was not started
+    (the caller takes its "store unavailable" branch at once)."""

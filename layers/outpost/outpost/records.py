@@ -114,6 +114,7 @@ class Waiting(Record):
     provider: str
     until: float
     detail: str = ""
+    waits: int = 0  # shaping: this recipient's consecutive waits for room, this one included
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Recipient(Record):
         waiting = r.waiting
         if isinstance(waiting, Mapping):
             waiting = Waiting(str(waiting["reason"]), str(waiting["provider"]), float(waiting["until"]),
-                              str(waiting.get("detail") or ""))
+                              str(waiting.get("detail") or ""), int(waiting.get("waits") or 0))
         return dataclasses.replace(
             r, state=RecipientState(r.state), index=int(r.index), waiting=waiting,
             attempts=tuple(a if isinstance(a, Attempt) else Attempt.from_dict(a) for a in r.attempts or ()))

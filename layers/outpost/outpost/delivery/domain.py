@@ -56,7 +56,7 @@ from ..tls_policy import TlsPolicy
 from . import throttling
 from .job import Rcpt, Record, Result
 from .providers import provider_for
-from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession
+from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession, SlotForHost
 from .single_flight import read_once
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
 from .trouble import Scope, Verdict, judge, tries_next_mx, unreached
@@ -299,6 +299,19 @@ async def deliver(svc: DeliveryService, mid: str, domain: str, rcpts: list[Rcpt]
                 pool.give(run.key, run.session)
 
 
+def site_of(hosts: list[MxHost]) -> str:
+    """The pool key's MX set ("site", KumoMTA): the MX hosts by preference, so recipients of
+    different domains served by the same MX hosts (many Google Workspace domains) share an open
+    session, up to its messages per connection, where per-domain pooling opened one each. What
+    stays per domain stays out of it: the slow-lane mark and the MTA-STS policy are looked up
+    per recipient domain before a session is taken, and the TLS mode is the key's other half,
+    so a session is reused only for a domain whose policy it satisfies: one MX set, one mode
+    (an MTA-STS "enforce" domain's set is its policy's hosts only, and its mode "verify": the
+    certificate verified for the MX host's name, which is what its policy asks of a session)."""
+    return ",".join(f"{h.preference}:{h.name.lower().rstrip('.')}"
+                    for h in sorted(hosts, key=lambda h: (h.preference, h.name.lower())))
+
+
 @dataclass
 class DomainRun:
     """The session work for one domain's recipients: the session in hand, the sessions opened
@@ -321,7 +334,8 @@ class DomainRun:
     key: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = (self.domain, self.routed.tls_mode)
+        # Sessions are pooled per site (the MX set), not per domain: see site_of.
+        self.key = (site_of(self.routed.hosts), self.routed.tls_mode)
 
     async def recipient(self, n: int, r: Rcpt) -> Flow | None:
         """One recipient: whether it may start (time, slow lane, the domain's slice), its
@@ -414,18 +428,13 @@ class DomainRun:
             v = unreached(v, f"session limit of {svc.MX_SESSION_LIMIT} per attempt reached")
             await record_each(svc, rest, v, self.record, host, ip, sts=self.routed.sts)
             return Flow.STOP
-        slot = None
-        if svc.shaper.enabled and route:
-            # Fleet-wide shaping (shaping.py): a connection slot for the first MX's provider.
-            # Counted as this container's from now (turn()): concurrent jobs see it opening.
-            svc.shaper.opened(self.key)
-            got = await svc.shaper.open(route[0].name)
-            if isinstance(got, Waiting):
-                svc.shaper.closed(self.key)
-                await self.wait_rest(n, got)
-                return Flow.STOP
-            slot = got
-        opening = open_first(svc, route, self.routed.tls_mode, self.deadline)
+        # Fleet-wide shaping (shaping.py): a connection slot for the provider of each MX host
+        # tried, moved when a failed host is followed by one at another provider, so the slot
+        # is the provider's the session really opens to (SlotForHost).
+        holder = None
+        if svc.shaper.enabled:
+            holder = SlotForHost.begin(svc.shaper, self.key, min(r.waited for r in rest))
+        opening = open_first(svc, route, self.routed.tls_mode, self.deadline, holder)
         session: Session | None = None
         try:
             if self.handoff is None:
@@ -442,11 +451,13 @@ class DomainRun:
                              extra={"message_id": self.mid, "recipient_domain": self.domain, "recipients": len(rest)})
                     return Flow.STOP
         finally:
-            if slot is not None and session is None:
-                svc.shaper.closed(self.key)
-                await svc.shaper.release(slot)  # no session came of it: the slot is free again
-        if session is not None and slot is not None:
-            session = ShapedSession(session, slot, svc.shaper, self.key)
+            if holder is not None and session is None:
+                await holder.drop()  # no session came of it: the slot is free again
+        if session is not None and holder is not None and holder.slot is not None:
+            session = ShapedSession(session, holder.slot, svc.shaper, self.key)
+        if session is None and holder is not None and holder.waiting is not None:
+            await self.wait_rest(n, holder.waiting)  # no room at the provider: wait, no attempt
+            return Flow.STOP
         if session is None:
             await self.none_opened(rest, failure)
             return Flow.STOP  # (no failure: no time left to connect; released and requeued)
@@ -472,12 +483,12 @@ class DomainRun:
 
     async def turn(self) -> Session | None:
         """With shaping on, a container keeps at most shaping.SESSIONS_PER_DOMAIN sessions per
-        domain open at once: beyond them, a job waits (at most shaping.TURN_WAIT, and never
-        into the time it needs) for one of them to come back to the pool idle, or to close,
-        rather than take one more of the fleet's slots. So the concurrent jobs of a batch share
-        sessions, and a session's two slot writes are shared by the messages it carries
-        (bench/shaping_cost.py). On the new-mail lane the wait ends when the domain is found
-        slow (the caller hands off). None: no idle session came; open one."""
+        site (the pool key: one MX set, one TLS mode) open at once: beyond them, a job waits
+        (at most shaping.TURN_WAIT, and never into the time it needs) for one of them to come
+        back to the pool idle, or to close, rather than take one more of the fleet's slots. So
+        the concurrent jobs of a batch share sessions, and a session's two slot writes are
+        shared by the messages it carries (bench/shaping_cost.py). On the new-mail lane the
+        wait ends when the domain is found slow (the caller hands off). None: no idle session came; open one."""
         svc = self.svc
         wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
         loop = asyncio.get_running_loop()
@@ -499,7 +510,7 @@ class DomainRun:
         session = self.session
         if not isinstance(session, ShapedSession):
             return None
-        w = await self.svc.shaper.before_send(session.slot)
+        w = await self.svc.shaper.before_send(session.slot, min(r.waited for r in self.rcpts[n:]))
         if w is None:
             return None
         await session.close()
@@ -610,25 +621,27 @@ class DomainRun:
 
 
 # ---- sessions and transactions --------------------------------------------------------------
-async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float
-                     ) -> tuple[Session | None, Failure | None]:
+async def open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float,
+                     shaped: SlotForHost | None = None) -> tuple[Session | None, Failure | None]:
     """Try each MX host and address in order; host-level failures move on (RFC 5321 §5.1),
     for at most settings.mx_address_limit addresses in all (Postfix smtp_mx_address_limit).
 
     (None, None) when there is no time left to try the next address: no host has failed
     for the recipient then, so it is not charged an attempt; likewise when the provider is
-    ramping up after a suspension and has no connection slot free (issue 11).
+    ramping up after a suspension and has no connection slot free (issue 11), or when
+    fleet-wide shaping has no room at the provider of the next host (`shaped.waiting` says
+    until when: the recipients wait, with no attempt).
     """
     reserved: list[str] = []  # providers whose ramp slot this opening holds (throttling.ramp_slot)
     try:
-        return await _open_first(svc, hosts, tls_mode, deadline, reserved)
+        return await _open_first(svc, hosts, tls_mode, deadline, reserved, shaped)
     finally:
         for provider in reserved:
             throttling.slot_done(svc, provider)
 
 
 async def _open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMode, deadline: float,
-                      reserved: list[str]) -> tuple[Session | None, Failure | None]:
+                      reserved: list[str], shaped: SlotForHost | None = None) -> tuple[Session | None, Failure | None]:
     last: Failure | None = None
     tried = 0
     for host in hosts:
@@ -638,6 +651,8 @@ async def _open_first(svc: DeliveryService, hosts: list[MxHost], tls_mode: TlsMo
         if not await throttling.ramp_slot(svc, provider):
             return None, None  # ramping up after a suspension, no slot: released, no attempt
         reserved.append(provider)
+        if shaped is not None and not await shaped.take(host.name):
+            return None, None  # no room at this host's provider: the recipients wait (shaped.waiting)
         for ip in host.addresses:
             if tried >= svc.settings.mx_address_limit:
                 log.info("MX address limit reached", extra={"limit": svc.settings.mx_address_limit})

@@ -95,6 +95,7 @@ class Rcpt:
     domain: str
     attempts: int
     utf8: bool
+    waited: int = 0  # its consecutive waits for shaping so far (Waiting.waits): the next is longer
 
 
 @dataclass

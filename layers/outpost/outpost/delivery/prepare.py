@@ -49,7 +49,9 @@ async def prepare(mid: str, meta: Message, active: list[Recipient], *,
     rcpts: list[Rcpt] = []
     for r in active:
         a = parse_address(r.address)
-        rcpts.append(Rcpt(r.index, r.address, a.smtp_addr, a.ascii_domain, len(r.attempts), a.needs_smtputf8))
+        waited = r.waiting.waits if r.waiting is not None and r.waiting.reason == "shaping" else 0
+        rcpts.append(Rcpt(r.index, r.address, a.smtp_addr, a.ascii_domain, len(r.attempts), a.needs_smtputf8,
+                          waited))
     # The stored request's own model (stored_request.py), not the API's: what was accepted
     # under older rules still builds.
     req = await asyncio.to_thread(load_request, meta)

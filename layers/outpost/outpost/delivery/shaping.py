@@ -19,18 +19,27 @@ write), not in a container:
 
 When there is no room, the recipient waits (Waiting, reason "shaping" or "warmup"): deferred
 with no attempt counted, due again after SLOT_WAIT (a slot: with jitter) or when the window
-ends (a rate: the next minute or hour; the warm-up: the next UTC day). The lifetime wins over a
+ends (a rate: the next minute or hour; the warm-up: the next UTC day). A recipient that waits
+again waits longer (Waiting.waits counts its consecutive waits): a slot wait doubles up to
+SLOT_WAIT_GROWTH times SLOT_WAIT, a rate wait is spread over the next 1, 3, 7... windows (at
+most WINDOW_SPREAD seconds past the window's end), so a slot waiter costs about log2 re-queues
+instead of one every ~17 s, and a rate backlog fewer than one per window: slot_wait,
+window_spread. The slot is the
+provider's of the MX host the session is opened to (SlotForHost: moved when the primary fails
+and a backup at another provider takes over). The lifetime wins over a
 warm-up wait: a recipient still waiting at the end of its message's lifetime expires (4.4.7)
 with the warm-up named as its last reply (job._wait), never earlier because of it.
 
 A store that fails, or does not answer within STORE_WAIT, never blocks delivery: the session
 goes unshaped (counted, ShapingStoreFailed), as before issue 11, except for the per-connection cap, which is local.
+The calls run on a few threads of their own (store_calls.py): a stalled store holds at most
+STORE_THREADS of them, and once they are all held past STORE_WAIT (or the queue behind them is
+full) a call fails at once (unshaped); a healthy store's bursts queue.
 OUTPOST_SHAPING_ENABLED=false turns all of it off (no store calls at all).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +51,7 @@ from ..config import Settings
 from ..records import SlotState, Waiting
 from ..store import Slots
 from .providers import Limits, limits_for, provider_for
+from .store_calls import StoreCalls
 from .transport import Session, TlsInfo
 from .trouble import SmtpReply
 
@@ -51,8 +61,17 @@ LEASE = 180.0  # seconds a connection lease lives unrenewed: a killed sender's s
 RENEW_AT = 90.0  # a lease with less than this left is renewed before the next transaction
 BLOCK = 10  # messages taken from the rate and warm-up windows at once (at most per_connection)
 SLOT_WAIT = (5.0, 30.0)  # seconds a recipient waits for a connection slot (uniform, jitter)
-# With shaping on, a container opens at most this many sessions per recipient domain at once; a
-# job beyond them waits up to TURN_WAIT seconds for one to come back idle (domain.DomainRun.turn).
+# Consecutive waits of one recipient grow (Waiting.waits counts them): a slot wait doubles each
+# time, up to SLOT_WAIT_GROWTH times SLOT_WAIT; a full rate window's wait ends at a random time
+# in the (2^n - 1) windows after it, spread over at most WINDOW_SPREAD seconds. So N slot waiters
+# cost about log2 re-queues each, not one every ~17 s; a rate backlog a fifth fewer than one per
+# window, for a drain a fifth longer (a wider spread trades more of one for the other). Figures:
+# tests/unit/test_shaping_review.py, bench/shaping_cost.py.
+SLOT_WAIT_GROWTH = 4
+WINDOW_SPREAD = 120.0
+# With shaping on, a container opens at most this many sessions per site (the session pool's key:
+# an MX set and a TLS mode, domain.site_of) at once; a job beyond them waits up to TURN_WAIT
+# seconds for one to come back idle (domain.DomainRun.turn).
 SESSIONS_PER_DOMAIN = 2
 TURN_WAIT = 30.0
 DEFAULT_IP = "default"  # the sending IP when settings.sender_ip is unknown (suspension.py's too)
@@ -101,6 +120,7 @@ class Window:
     ends: float
     reason: str  # "shaping" or "warmup"
     detail: str
+    length: float = 60.0  # seconds (a minute, an hour, a day)
 
 
 def windows(provider: str, limits: Limits, warmup_start: str | None, now: float) -> list[Window]:
@@ -113,13 +133,14 @@ def windows(provider: str, limits: Limits, warmup_start: str | None, now: float)
     if limits.per_hour:
         h = int(now // 3600)
         out.append(Window(f"h{h}", limits.per_hour, (h + 1) * 3600.0, "shaping",
-                          f"{limits.per_hour} messages an hour to {provider}"))
+                          f"{limits.per_hour} messages an hour to {provider}", 3600.0))
     cap = warmup_cap(warmup_start, now)
     if cap is not None:
         today = datetime.fromtimestamp(now, UTC).date()
         midnight = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC).timestamp()
         out.append(Window(f"d{today:%Y%m%d}", cap, midnight, "warmup",
-                          f"IP warm-up day {warmup_day(warmup_start, now)}: {cap} messages to {provider} a day"))
+                          f"IP warm-up day {warmup_day(warmup_start, now)}: {cap} messages to {provider} a day",
+                          86400.0))
     return out
 
 
@@ -152,6 +173,7 @@ class Shaper:
         # (the ramp after a suspension, issue 11 item 4) plugs in here.
         self.cap_for = cap_for or (lambda ip, provider, limits, now: limits.connections)
         self._open: dict[tuple[str, str], int] = {}  # this container's shaped sessions per pool key
+        self.calls = StoreCalls(name="outpost-shaping")  # its store calls' threads (bounded)
 
     def local_open(self, key: tuple[str, str]) -> int:
         return self._open.get(key, 0)
@@ -175,19 +197,21 @@ class Shaper:
     def ip(self) -> str:
         return self.settings.sender_ip or DEFAULT_IP
 
-    @staticmethod
-    async def _call(fn: Callable[..., Any], *args: Any) -> Any:
-        """One store call, bounded by STORE_WAIT (asyncio.TimeoutError counts as a failure)."""
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args), STORE_WAIT)
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """One store call, bounded by STORE_WAIT (asyncio.TimeoutError counts as a failure) and
+        by store_calls.STORE_THREADS threads: with all of them held past STORE_WAIT by a stalled
+        store, the call fails at once (StoreStalledError), and the session goes unshaped."""
+        return await self.calls.call(fn, *args, wait=STORE_WAIT)
 
     def _store_failed(self, what: str, provider: str) -> None:
         log.warning("shaping store call failed; unshaped", exc_info=True, extra={"provider": provider, "step": what})
         self.count_by("ShapingStoreFailed", 1, {"provider": provider})
 
     # ---- a session's slot ----------------------------------------------------------------
-    async def open(self, mx_host: str) -> Slot | Waiting:
+    async def open(self, mx_host: str, waited: int = 0) -> Slot | Waiting:
         """A connection slot for the provider of `mx_host`, with a block of messages when a
-        rate or the warm-up applies; a Waiting when there is no room."""
+        rate or the warm-up applies; a Waiting when there is no room (`waited`: the waiting
+        recipients' consecutive waits so far, which make this one longer)."""
         assert self.slots is not None
         now, provider = self.clock(), provider_for(mx_host)
         limits = limits_for(provider, self.settings.shaping)
@@ -212,20 +236,20 @@ class Shaper:
                         # A killed sender's leases: dropped (only if still expired), then again.
                         await self._call(self.slots.drop_leases, self.ip, provider, expired)
                         continue
-                    return self._wait_slot(provider, cap, now)
+                    return self._wait_slot(provider, cap, now, waited)
                 room = _room(wins, state) if wins else n
                 if room >= n:
                     continue  # a slot or messages were given back meanwhile: again
                 if room >= 1:
                     n = room  # what is left of a window: take that much
                     continue
-                return self._wait_window(provider, wins, state)
+                return self._wait_window(provider, wins, state, waited)
         except Exception:  # noqa: BLE001 - a failing store never blocks delivery
             self._store_failed("open", provider)
             return Slot(self.ip, provider, limits, None)
-        return self._wait_slot(provider, cap, now)
+        return self._wait_slot(provider, cap, now, waited)
 
-    async def before_send(self, slot: Slot) -> Waiting | None:
+    async def before_send(self, slot: Slot, waited: int = 0) -> Waiting | None:
         """Before a transaction on the slot's session: the lease renewed when due, a message
         in hand (another block taken when the last is used, or when its window is over); a
         Waiting when the provider's windows are full."""
@@ -263,7 +287,7 @@ class Shaper:
                 if room < 1:
                     break
                 n = min(n, room)
-            return self._wait_window(slot.provider, wins, state)
+            return self._wait_window(slot.provider, wins, state, waited)
         except Exception:  # noqa: BLE001 - a failing store never blocks delivery
             self._store_failed("before_send", slot.provider)
             slot.tokens = None
@@ -298,16 +322,18 @@ class Shaper:
             self._store_failed("release", slot.provider)
 
     # ---- waiting ---------------------------------------------------------------------------
-    def _wait_slot(self, provider: str, cap: int, now: float) -> Waiting:
-        lo, hi = SLOT_WAIT
-        return Waiting("shaping", provider, now + lo + (hi - lo) * self.rng(),
-                       f"all {cap} connections to {provider} in use across the fleet")
+    def _wait_slot(self, provider: str, cap: int, now: float, waited: int = 0) -> Waiting:
+        return Waiting("shaping", provider, now + slot_wait(waited, self.rng()),
+                       f"all {cap} connections to {provider} in use across the fleet", waited + 1)
 
-    def _wait_window(self, provider: str, wins: list[Window], state: SlotState | None) -> Waiting:
+    def _wait_window(self, provider: str, wins: list[Window], state: SlotState | None,
+                     waited: int = 0) -> Waiting:
         used = state.used if state else {}
         full = [w for w in wins if w.limit - used.get(w.name, 0) < 1] or wins
         w = max(full, key=lambda w: w.ends)
-        return Waiting(w.reason, provider, w.ends, w.detail)
+        if w.reason != "shaping":
+            return Waiting(w.reason, provider, w.ends, w.detail)  # the warm-up: the next UTC day
+        return Waiting(w.reason, provider, w.ends + window_spread(w, waited, self.rng()), w.detail, waited + 1)
 
     @staticmethod
     def _over(state: SlotState, wins: list[Window]) -> set[str]:
@@ -315,9 +341,66 @@ class Shaper:
         return set(state.used) - {w.name for w in wins}
 
 
+def slot_wait(waited: int, rng: float) -> float:
+    """Seconds a recipient's next slot wait lasts after `waited` consecutive ones: SLOT_WAIT
+    (uniform, `rng` in [0, 1)), doubled per wait before it, at most SLOT_WAIT_GROWTH times."""
+    lo, hi = SLOT_WAIT
+    return min(2 ** min(waited, 16), SLOT_WAIT_GROWTH) * (lo + (hi - lo) * rng)
+
+
+def window_spread(w: Window, waited: int, rng: float) -> float:
+    """Seconds after a full window's end a recipient comes back after `waited` consecutive
+    waits: none the first time, then anywhere in the next 1, 3, 7... windows (at most
+    WINDOW_SPREAD seconds), so a backlog does not come back all at the next window's start
+    only for the window's limit of it to get through."""
+    return rng * min(WINDOW_SPREAD, w.length * (2 ** min(waited, 16) - 1))
+
+
 def _room(wins: list[Window], state: SlotState | None) -> int:
     used = state.used if state else {}
     return min((w.limit - used.get(w.name, 0) for w in wins), default=0)
+
+
+@dataclass
+class SlotForHost:
+    """The slot of a session being opened (domain.open_first): taken for the provider of the MX
+    host tried, and moved (released, then taken for the other) when a host that failed is
+    followed by one at another provider, so the slot counts where the session really goes.
+    `waiting`: that provider had no room (the recipients wait, with no attempt)."""
+
+    shaper: Shaper
+    key: tuple[str, str]  # the session pool's key (Shaper.opened: this container's count)
+    waited: int = 0  # the recipients' consecutive waits so far (Shaper.open)
+    slot: Slot | None = None
+    waiting: Waiting | None = None
+
+    @classmethod
+    def begin(cls, shaper: Shaper, key: tuple[str, str], waited: int = 0) -> SlotForHost:
+        """Counted as this container's session from now, before any await (domain.DomainRun.turn:
+        concurrent jobs see it opening); `drop` uncounts it when no session comes of it."""
+        shaper.opened(key)
+        return cls(shaper, key, waited)
+
+    async def take(self, mx_host: str) -> bool:
+        """A slot at the provider of `mx_host` in hand (False: no room, see `waiting`)."""
+        if self.slot is not None and self.slot.provider == provider_for(mx_host):
+            return True
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            await self.shaper.release(slot)  # the host that failed was another provider's
+        got = await self.shaper.open(mx_host, self.waited)
+        if isinstance(got, Waiting):
+            self.waiting = got
+            return False
+        self.slot = got
+        return True
+
+    async def drop(self) -> None:
+        """No session came of it: the slot given back, the count of sessions undone."""
+        slot, self.slot = self.slot, None
+        self.shaper.closed(self.key)
+        if slot is not None:
+            await self.shaper.release(slot)
 
 
 @dataclass

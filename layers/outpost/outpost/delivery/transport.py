@@ -628,8 +628,9 @@ class SmtpConnector:
 
 @dataclass
 class SessionPool:
-    """Idle sessions per (domain, TLS mode), shared by the jobs of one batch; closed (QUIT)
-    at the end of the batch."""
+    """Idle sessions per (site, TLS mode), shared by the jobs of one batch; closed (QUIT) at
+    the end of the batch. The site is the MX set (domain.site_of): domains on the same MX
+    hosts share sessions."""
 
     idle: dict[tuple[str, str], list[Session]] = field(default_factory=dict)
     # Sessions the server closed while they were idle: still closed here at the end of the
