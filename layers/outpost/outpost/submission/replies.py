@@ -21,7 +21,7 @@ from ..errors import (
     UnauthorizedError,
 )
 
-__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BUSY", "NEED_AUTH", "NEED_TLS", "TOO_BIG",
+__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BARE_LINE_END", "BUSY", "NEED_AUTH", "NEED_TLS", "TOO_BIG",
            "TOO_MANY_CONNECTIONS", "TOO_MANY_RECIPIENTS", "enhance", "queued", "reply_for"]
 
 NEED_TLS = "530 5.7.0 Must issue a STARTTLS command first"  # RFC 3207 §4
@@ -34,6 +34,7 @@ TOO_BIG = "552 5.3.4 Message too big for system"  # RFC 1870 §6, RFC 3463
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
 TEMPORARY = "451 4.3.0 Temporary failure; try again later"
+BARE_LINE_END = "550 5.5.2 Bare CR or LF in the message: lines must end with CRLF"  # RFC 5321 §2.3.8
 BUSY = "451 4.3.2 Too many messages in flight; try again later"  # RFC 3463: not accepting messages
 
 # Most specific first: SendingPausedError is a ForbiddenError, InProgressError a ConflictError,

@@ -30,6 +30,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from ..addresses import AddressError, parse_address
 from ..api.auth import Principal
 from ..errors import ForbiddenError, ThrottledError, UnauthorizedError
+from ..raw_message import bare_line_end
 from . import replies
 from .guard import ByteBudget, ClientGuard
 from .settings import SubmissionSettings
@@ -88,6 +89,8 @@ class _Hooks:
         key = session.auth_data
         data = envelope.original_content
         assert isinstance(key, str) and isinstance(data, bytes)  # AUTH and DATA came first
+        if bare_line_end(data):  # SMTP smuggling (raw_message.bare_line_end): Postfix's 5.5.2
+            return replies.BARE_LINE_END
         try:
             principal = await self.server.blocking(self.server.keys.authenticate, f"Bearer {key}", "send")
             out, _ = await self.server.blocking(lambda: self.server.sender.send_raw(
@@ -169,6 +172,14 @@ class _SubmissionSmtp(SMTP):
         finally:
             self.data_size_limit = limit
             self.server.budget.give(reserve)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207 §4: no STARTTLS inside TLS (aiosmtpd would answer 220 and nest a second
+        TLS layer in the first); Postfix's reply."""
+        if self._tls_protocol is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str | None) -> None:
