@@ -232,3 +232,23 @@ def test_auth_login_interrupted_then_mail_is_refused(rig: Any, pki: TestPki) -> 
     assert w.cmd(b"*")[:3] == b"501"  # RFC 4954 §4: the client cancels
     assert w.cmd(b"MAIL FROM:<a@shop.test>")[:3] == b"530"
     w.sock.close()
+
+
+@pytest.mark.parametrize("size", [1 << 16, 1 << 20])
+def test_an_oversized_auth_answer_is_500_5_5_6_and_leaks_nothing(rig: Any, pki: TestPki, size: int,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 4954 §6's reply; before: aiosmtpd's '500 Error: (ValueError) Separator is not
+    found...' and a logged traceback per attempt (log flooding before any AUTH)."""
+    server, _ = rig
+    ctx = ssl.create_default_context(cafile=str(pki.ca_bundle))
+    w = Wire(ctx.wrap_socket(socket.create_connection((HOST, server.ports["tls"]), timeout=30),
+                             server_hostname=HOST))
+    w.reply()
+    w.cmd(b"EHLO a.test")
+    for mechanism in (b"AUTH LOGIN", b"AUTH PLAIN"):
+        assert w.cmd(mechanism)[:3] == b"334"
+        assert w.cmd(base64.b64encode(b"u" * size)) == b"500 5.5.6 Authentication exchange line is too long"
+        assert w.cmd(b"NOOP") == b"250 2.0.0 OK"  # in step: the rest of the line was not run
+    assert w.cmd(b"MAIL FROM:<a@shop.test>")[:3] == b"530"
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    w.sock.close()

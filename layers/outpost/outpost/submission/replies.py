@@ -29,6 +29,7 @@ NEED_AUTH = "530 5.7.0 Authentication required"  # RFC 4954 §6
 AUTH_OK = "235 2.7.0 Authentication successful"
 BAD_CREDENTIALS = "535 5.7.8 Authentication credentials invalid"  # RFC 4954 §6
 AUTH_LOCKED = "454 4.7.0 Too many failed authentications from your address; try again later"
+AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication exchange line is too long"  # RFC 4954 §6
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"  # RFC 4954 §6
 TOO_BIG = "552 5.3.4 Message too big for system"  # RFC 1870 §6, RFC 3463
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10

@@ -242,8 +242,25 @@ class _SubmissionSmtp(SMTP):
             except binascii.Error:
                 await self.push("501 5.5.2 Cannot decode base64")
                 return None
-        got = await self.challenge_auth(challenge)
+        try:
+            got = await self.challenge_auth(challenge)
+        except ValueError as exc:  # asyncio's stream limit: aiosmtpd would log a traceback and echo it
+            if "not found" in str(exc):  # the rest of the line is still to come: not a command
+                await self._discard_line()
+            await self.push(replies.AUTH_LINE_TOO_LONG)
+            return None
         return None if got is MISSING else bytes(got)  # type: ignore[arg-type]
+
+    async def _discard_line(self) -> None:
+        """Read and drop up to the next LF, a buffer's worth at a time (as aiosmtpd's DATA does)."""
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.read(exc.consumed)
+            except asyncio.IncompleteReadError:
+                return
 
 
 def _reservation(mail_options: list[str], most: int) -> int:
