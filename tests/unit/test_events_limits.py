@@ -72,3 +72,39 @@ def test_small_events_still_go_ten_a_call() -> None:
     client = StrictEventBridge()
     EventBus(client, "outpost", sleep=lambda s: None).publish([_bounced(i, {"k": "v"}) for i in range(25)])
     assert [len(c) for c in client.calls] == [10, 10, 5]
+
+
+# ---- a partial failure retried record by record puts nothing twice -----------------------------
+class OneRefused(StrictEventBridge):
+    """Refuses one recipient's entry every time (a poison entry); takes the rest."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def put_events(self, Entries: list[dict]) -> dict:  # noqa: N803 - boto3's name
+        self.calls.append(Entries)
+        res = [{"ErrorCode": "InternalFailure"} if json.loads(e["Detail"])["data"]["recipient"] == self.refused
+               else {"EventId": "x"} for e in Entries]
+        return {"FailedEntryCount": sum("ErrorCode" in r for r in res), "Entries": res}
+
+
+def test_a_batch_of_50_recipients_with_one_refused_entry_puts_the_other_49_exactly_once() -> None:
+    from outpost.events.service import EventService
+    from outpost.store import recipient_change
+    from tests.fakes.events import FakeEventLog
+    from tests.unit.test_events_source import batch, image, record
+
+    client = OneRefused("r37@accept.test")
+    svc = EventService(changes=recipient_change, tags=lambda ids: {}, sinks=[FakeEventLog(),
+                       EventBus(client, "outpost", sleep=lambda s: None)])
+    records = [record(None, image("queued", index=i), sk=f"RCPT#{i:03d}") for i in range(50)]
+    out = svc.handle_stream_event(batch(*records))
+    assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == [records[37]["dynamodb"]["SequenceNumber"]]
+    taken: dict[str, int] = {}
+    for call in client.calls:
+        for e in call:
+            rcpt = json.loads(e["Detail"])["data"]["recipient"]
+            if rcpt != client.refused:
+                taken[rcpt] = taken.get(rcpt, 0) + 1
+    assert len(taken) == 49 and set(taken.values()) == {1}, taken  # all, none twice
