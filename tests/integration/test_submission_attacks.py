@@ -252,3 +252,45 @@ def test_an_oversized_auth_answer_is_500_5_5_6_and_leaks_nothing(rig: Any, pki: 
     assert w.cmd(b"MAIL FROM:<a@shop.test>")[:3] == b"530"
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     w.sock.close()
+
+
+class TwoKeys(Keys):
+    def authenticate(self, authorization: str | None, scope: str) -> Principal:
+        if authorization not in (f"Bearer {GOOD}", "Bearer op_other"):
+            raise UnauthorizedError("invalid", field="Authorization")
+        return Principal(str(authorization)[-5:], "test", frozenset({"send"}))
+
+
+def test_one_keys_slow_datas_cannot_take_the_whole_budget(pki: TestPki) -> None:
+    """Measured before: 10 connections of one key, DATA without SIZE (40 MB reserved each) and
+    a byte now and then, held the process's 400 MB for up to session_timeout; every other
+    client got 451 4.3.2. Now one key holds data_budget_share of it at most."""
+    mb = 1024 * 1024
+    settings = SubmissionSettings(host=HOST, starttls_port=0, tls_port=0, hostname="smtp.test",
+                                  max_message_bytes=mb, data_budget=4 * mb, data_budget_share=0.5)
+    server = SubmissionServer(settings, sender=Sender(), keys=TwoKeys(), tls_context=pki.server_context(HOST))
+    server.start_in_thread()
+    ctx = ssl.create_default_context(cafile=str(pki.ca_bundle))
+    opened = []
+
+    def data(key: str) -> bytes:
+        w = Wire(ctx.wrap_socket(socket.create_connection((HOST, server.ports["tls"]), timeout=30),
+                                 server_hostname=HOST))
+        w.reply()
+        w.cmd(b"EHLO a.test")
+        assert w.cmd(b"AUTH PLAIN " + base64.b64encode(b"\0u\0" + key.encode()))[:3] == b"235"
+        w.cmd(b"MAIL FROM:<a@shop.test>")
+        w.cmd(b"RCPT TO:<r@ok.test>")
+        opened.append(w)
+        return w.cmd(b"DATA")
+
+    try:
+        assert [data(GOOD)[:3] for _ in range(3)] == [b"354", b"354", b"451"]  # 2 MB: its half
+        assert [data("op_other")[:3] for _ in range(2)] == [b"354", b"354"]  # the other key still sends
+        opened[0].sock.sendall(HEAD + b"x\r\n.\r\n")
+        assert opened[0].reply().startswith(b"250 ")
+        assert data(GOOD)[:3] == b"354"  # a finished DATA gives its share back
+    finally:
+        for w in opened:
+            w.sock.close()
+        server.stop()

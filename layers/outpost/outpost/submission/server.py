@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import ssl
 import threading
@@ -163,7 +164,9 @@ class _SubmissionSmtp(SMTP):
             await super().smtp_DATA(arg)  # aiosmtpd's own refusals (501, 530, 503)
             return
         reserve = _reservation(self.envelope.mail_options, self.server.settings.max_message_bytes)
-        if not self.server.budget.take(reserve):
+        # The key (hashed: no second copy of it): one key's slow DATAs hold a share at most.
+        owner = hashlib.sha256(str(self.session.auth_data).encode()).hexdigest()
+        if not self.server.budget.take(reserve, owner):
             await self.push(replies.BUSY)
             return
         limit, self.data_size_limit = self.data_size_limit, reserve
@@ -171,7 +174,7 @@ class _SubmissionSmtp(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self.data_size_limit = limit
-            self.server.budget.give(reserve)
+            self.server.budget.give(reserve, owner)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         """RFC 3207 §4: no STARTTLS inside TLS (aiosmtpd would answer 220 and nest a second
@@ -280,7 +283,7 @@ class SubmissionServer:
                  tls_context: ssl.SSLContext, guard: ClientGuard | None = None) -> None:
         self.settings, self.sender, self.keys, self.tls = settings, sender, keys, tls_context
         self.guard = guard or ClientGuard(settings)
-        self.budget = ByteBudget(settings.data_budget)
+        self.budget = ByteBudget(settings.data_budget, settings.data_budget_share)
         self.ports: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="submission")
         self._servers: list[asyncio.base_events.Server] = []
