@@ -294,3 +294,21 @@ def test_one_keys_slow_datas_cannot_take_the_whole_budget(pki: TestPki) -> None:
         for w in opened:
             w.sock.close()
         server.stop()
+
+
+@pytest.mark.parametrize("content", [HEAD.replace(b"Subject: hi\r\n", b"no colon here\r\n") + b"x\r\n",
+                                     HEAD + b"y" * 1200 + b"\r\n",
+                                     "From: \u00e9l\u00e8ve@shop.test\r\nFrom: b@shop.test\r\n\r\nx\r\n".encode()])
+def test_every_refusal_of_a_message_is_ascii(rig: Any, pki: TestPki, content: bytes) -> None:
+    """RFC 5321 §4.2: replies are ASCII; the error texts cite 'RFC 5322 §2.2' and may hold a
+    client's UTF-8. Before: '500 5.5.2 Line too long (RFC 5321 \\xc2\\xa74.5.3.1.6)'."""
+    server, sender = rig
+    w = _tls(server, pki)
+    w.cmd(b"MAIL FROM:<a@shop.test>")
+    w.cmd(b"RCPT TO:<r@ok.test>")
+    assert w.cmd(b"DATA").startswith(b"354")
+    w.sock.sendall(content + b".\r\n")
+    reply = w.reply()
+    assert reply[:1] == b"5" and reply.isascii(), reply
+    assert sender.got == []
+    w.sock.close()

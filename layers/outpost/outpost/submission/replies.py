@@ -67,6 +67,9 @@ def queued(message_id: str) -> str:
 
 
 def _one_line(text: str) -> str:
+    """One line of ASCII: a reply is ASCII (RFC 5321 §4.2; UTF-8 only under SMTPUTF8, RFC 6531),
+    and the error texts cite RFC sections with a section sign, or hold a client's UTF-8."""
+    text = text.replace("\u00a7", "section ").encode("ascii", "replace").decode()
     return " ".join(text.split())[:400]
 
 
@@ -75,7 +78,7 @@ _STOCK = {
     "530 Must issue a STARTTLS command first": NEED_TLS,
     "552 Error: Too much mail data": TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 §4.5.3.1.6)",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)",
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
 }
 _CLASS = {"2": "2.0.0", "4": "4.0.0", "5": "5.5.0"}
