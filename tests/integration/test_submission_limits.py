@@ -168,7 +168,8 @@ def test_a_slow_data_transfer_is_not_idle(rig: Any, pki: TestPki) -> None:
 @pytest.fixture
 def small(pki: TestPki) -> Iterator[SubmissionServer]:
     settings = SubmissionSettings(host=HOST, starttls_port=0, tls_port=0, hostname="smtp.test",
-                                  max_message_bytes=2_000_000, data_budget=3_500_000)
+                                  max_message_bytes=2_000_000, data_budget=3_500_000,
+                                  data_budget_share=1.0)  # one key here (the share: test_submission_attacks)
     server = SubmissionServer(settings, sender=Sender(), keys=Keys(), tls_context=pki.server_context(HOST))
     server.start_in_thread()
     yield server

@@ -7,7 +7,8 @@ changes only what RFC 5322 and RFC 6409 (message submission) let a submission se
 - Message-ID and Date are added when missing (RFC 6409 §8.2, §8.3);
 - nothing else: the body and every other header field stay byte for byte.
 
-Checks (each a limit with a name): the whole message within MAX_MESSAGE_BYTES; every line
+Checks (each a limit with a name): the whole message within MAX_MESSAGE_BYTES; no bare CR or
+LF (`bare_line_end`: every line ends CRLF, RFC 5321 §2.3.8); every line
 within RFC 5322 §2.1.1's 998 octets; the header section within MAX_HEADER_BYTES, every field a
 valid `name: value` (RFC 5322 §2.2); exactly one From holding exactly one mailbox (§3.6.2:
 several need a Sender, which Outpost does not sign for); at most one of each field §3.6 caps at
@@ -27,7 +28,7 @@ from .errors import ForbiddenError, InvalidRequestError, PayloadTooLargeError
 from .mime import MAX_LINE, message_id_header
 from .models import MAX_MESSAGE_BYTES
 
-__all__ = ["MAX_HEADER_BYTES", "RawMessage", "inspect_raw"]
+__all__ = ["MAX_HEADER_BYTES", "RawMessage", "bare_line_end", "inspect_raw"]
 
 MAX_HEADER_BYTES = 1024 * 1024  # the header section (Postfix: header_size_limit per field, 100 KB)
 MAX_FIELDS = 1000  # header fields in one message
@@ -66,6 +67,9 @@ def inspect_raw(data: bytes) -> RawMessage:
     """Check `data` (a message as received in DATA, CRLF line ends); see the module docstring."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise PayloadTooLargeError(f"the message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    if bare_line_end(data):
+        raise InvalidRequestError("the message has a bare CR or LF: every line must end with CRLF "
+                                  "(RFC 5321 §2.3.8)", field="message")
     _check_lines(data)
     fields, body_start = _split_fields(data)
     counts: dict[str, int] = {}
@@ -88,6 +92,17 @@ def inspect_raw(data: bytes) -> RawMessage:
                       from_header=_decoded(from_value)[:998],
                       subject=_decoded(_value(raw_subject))[:200] if raw_subject is not None else "",
                       message_id=message_id or None, utf8_headers=not head.isascii())
+
+
+def bare_line_end(data: bytes) -> bool:
+    """Whether `data` has a CR or an LF that is not part of a CRLF. SMTP smuggling (SEC Consult
+    2023, CVE-2023-51766): a bare LF or CR is a line end to some MTAs and not to others, so
+    LF "." LF or CR "." CR inside DATA could end the message, and start a second one, downstream;
+    and the sender's transport writes any line end as CRLF, so a bare CR inside a header field
+    becomes a new field (a second From) after the checks here. Refused, as Postfix's
+    `smtpd_forbid_bare_newline` does. Three linear counts."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
 def _check_lines(data: bytes) -> None:

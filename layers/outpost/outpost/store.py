@@ -1401,7 +1401,10 @@ class EventLogStore:
         if since:
             from .clock import epoch_of
 
-            oldest = max(oldest, min(epoch_of(since), now))
+            try:
+                oldest = max(oldest, min(epoch_of(since), now))
+            except (ValueError, OverflowError):  # year 1 formats as "1-01-01..." (strftime): before all
+                pass
         days, t = [], now
         while (day := day_of(t)) >= day_of(oldest):
             days.append(day)

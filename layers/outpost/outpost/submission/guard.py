@@ -75,16 +75,33 @@ class ClientGuard:
 
 
 class ByteBudget:
-    """Bytes reserved by the DATA commands in flight, at most `total` (used from one event loop)."""
+    """Bytes reserved by the DATA commands in flight, at most `total` (used from one event loop);
+    with an `owner` (the API key), at most `share` of them for one owner (beyond its first DATA,
+    which may be a largest message whatever the share): ten slow DATAs of one
+    key (40 MB each without SIZE, kept up to session_timeout by a byte now and then) must not
+    hold every other client at 451 4.3.2."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, share: float = 1.0) -> None:
         self.total, self.used = total, 0
+        self.per_owner = int(total * share)
+        self._owned: dict[str, int] = {}
 
-    def take(self, n: int) -> bool:
+    def take(self, n: int, owner: str | None = None) -> bool:
         if self.used + n > self.total:
             return False
+        if owner is not None:
+            held = self._owned.get(owner, 0)
+            if held and held + n > self.per_owner:  # a key's first DATA always fits its share
+                return False
+            self._owned[owner] = self._owned.get(owner, 0) + n
         self.used += n
         return True
 
-    def give(self, n: int) -> None:
+    def give(self, n: int, owner: str | None = None) -> None:
         self.used -= n
+        if owner is not None:
+            left = self._owned.get(owner, 0) - n
+            if left > 0:
+                self._owned[owner] = left
+            else:
+                self._owned.pop(owner, None)

@@ -21,7 +21,7 @@ from ..errors import (
     UnauthorizedError,
 )
 
-__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BUSY", "NEED_AUTH", "NEED_TLS", "TOO_BIG",
+__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BARE_LINE_END", "BUSY", "NEED_AUTH", "NEED_TLS", "TOO_BIG",
            "TOO_MANY_CONNECTIONS", "TOO_MANY_RECIPIENTS", "enhance", "queued", "reply_for"]
 
 NEED_TLS = "530 5.7.0 Must issue a STARTTLS command first"  # RFC 3207 §4
@@ -29,11 +29,13 @@ NEED_AUTH = "530 5.7.0 Authentication required"  # RFC 4954 §6
 AUTH_OK = "235 2.7.0 Authentication successful"
 BAD_CREDENTIALS = "535 5.7.8 Authentication credentials invalid"  # RFC 4954 §6
 AUTH_LOCKED = "454 4.7.0 Too many failed authentications from your address; try again later"
+AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication exchange line is too long"  # RFC 4954 §6
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"  # RFC 4954 §6
 TOO_BIG = "552 5.3.4 Message too big for system"  # RFC 1870 §6, RFC 3463
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try again later"
 TEMPORARY = "451 4.3.0 Temporary failure; try again later"
+BARE_LINE_END = "550 5.5.2 Bare CR or LF in the message: lines must end with CRLF"  # RFC 5321 §2.3.8
 BUSY = "451 4.3.2 Too many messages in flight; try again later"  # RFC 3463: not accepting messages
 
 # Most specific first: SendingPausedError is a ForbiddenError, InProgressError a ConflictError,
@@ -65,6 +67,9 @@ def queued(message_id: str) -> str:
 
 
 def _one_line(text: str) -> str:
+    """One line of ASCII: a reply is ASCII (RFC 5321 §4.2; UTF-8 only under SMTPUTF8, RFC 6531),
+    and the error texts cite RFC sections with a section sign, or hold a client's UTF-8."""
+    text = text.replace("\u00a7", "section ").encode("ascii", "replace").decode()
     return " ".join(text.split())[:400]
 
 
@@ -73,7 +78,7 @@ _STOCK = {
     "530 Must issue a STARTTLS command first": NEED_TLS,
     "552 Error: Too much mail data": TOO_BIG,
     "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 §4.5.3.1.6)",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)",
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
 }
 _CLASS = {"2": "2.0.0", "4": "4.0.0", "5": "5.5.0"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
 import ssl
 import threading
@@ -30,6 +31,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from ..addresses import AddressError, parse_address
 from ..api.auth import Principal
 from ..errors import ForbiddenError, ThrottledError, UnauthorizedError
+from ..raw_message import bare_line_end
 from . import replies
 from .guard import ByteBudget, ClientGuard
 from .settings import SubmissionSettings
@@ -88,6 +90,8 @@ class _Hooks:
         key = session.auth_data
         data = envelope.original_content
         assert isinstance(key, str) and isinstance(data, bytes)  # AUTH and DATA came first
+        if bare_line_end(data):  # SMTP smuggling (raw_message.bare_line_end): Postfix's 5.5.2
+            return replies.BARE_LINE_END
         try:
             principal = await self.server.blocking(self.server.keys.authenticate, f"Bearer {key}", "send")
             out, _ = await self.server.blocking(lambda: self.server.sender.send_raw(
@@ -160,7 +164,9 @@ class _SubmissionSmtp(SMTP):
             await super().smtp_DATA(arg)  # aiosmtpd's own refusals (501, 530, 503)
             return
         reserve = _reservation(self.envelope.mail_options, self.server.settings.max_message_bytes)
-        if not self.server.budget.take(reserve):
+        # The key (hashed: no second copy of it): one key's slow DATAs hold a share at most.
+        owner = hashlib.sha256(str(self.session.auth_data).encode()).hexdigest()
+        if not self.server.budget.take(reserve, owner):
             await self.push(replies.BUSY)
             return
         limit, self.data_size_limit = self.data_size_limit, reserve
@@ -168,7 +174,15 @@ class _SubmissionSmtp(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self.data_size_limit = limit
-            self.server.budget.give(reserve)
+            self.server.budget.give(reserve, owner)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207 §4: no STARTTLS inside TLS (aiosmtpd would answer 220 and nest a second
+        TLS layer in the first); Postfix's reply."""
+        if self._tls_protocol is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("AUTH <mechanism> [initial-response]")
     async def smtp_AUTH(self, arg: str | None) -> None:
@@ -231,8 +245,25 @@ class _SubmissionSmtp(SMTP):
             except binascii.Error:
                 await self.push("501 5.5.2 Cannot decode base64")
                 return None
-        got = await self.challenge_auth(challenge)
+        try:
+            got = await self.challenge_auth(challenge)
+        except ValueError as exc:  # asyncio's stream limit: aiosmtpd would log a traceback and echo it
+            if "not found" in str(exc):  # the rest of the line is still to come: not a command
+                await self._discard_line()
+            await self.push(replies.AUTH_LINE_TOO_LONG)
+            return None
         return None if got is MISSING else bytes(got)  # type: ignore[arg-type]
+
+    async def _discard_line(self) -> None:
+        """Read and drop up to the next LF, a buffer's worth at a time (as aiosmtpd's DATA does)."""
+        while True:
+            try:
+                await self._reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.read(exc.consumed)
+            except asyncio.IncompleteReadError:
+                return
 
 
 def _reservation(mail_options: list[str], most: int) -> int:
@@ -252,7 +283,7 @@ class SubmissionServer:
                  tls_context: ssl.SSLContext, guard: ClientGuard | None = None) -> None:
         self.settings, self.sender, self.keys, self.tls = settings, sender, keys, tls_context
         self.guard = guard or ClientGuard(settings)
-        self.budget = ByteBudget(settings.data_budget)
+        self.budget = ByteBudget(settings.data_budget, settings.data_budget_share)
         self.ports: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="submission")
         self._servers: list[asyncio.base_events.Server] = []

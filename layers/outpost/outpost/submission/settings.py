@@ -32,6 +32,7 @@ class SubmissionSettings:
     # or max_message_bytes when it declared none); past it: 451 4.3.2 before the 354. The
     # process holds about 3 times this at most (aiosmtpd's lines, the finished copy, base64).
     data_budget: int = 400 * 1024 * 1024
+    data_budget_share: float = 0.25  # of data_budget, at most, for one API key's DATAs at a time
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SubmissionSettings:
