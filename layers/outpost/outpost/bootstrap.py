@@ -24,8 +24,21 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .net import HttpsClient
     from .reputation import Reputation
     from .signing import Signer
-    from .store import ApiKeyStore, DomainStore, JobQueue, MessageStore, SecretStore, SuppressionStore
+    from .store import (
+        ApiKeyStore,
+        DomainStore,
+        JobQueue,
+        MessageStore,
+        SecretStore,
+        SuppressionStore,
+        WebhookJobQueue,
+        WebhookStore,
+    )
     from .sweeper import Sweeper
+    from .webhooks.dispatch import Dispatcher
+    from .webhooks.service import WebhookService
+    from .webhooks.sink import WebhookSink
+    from .webhooks.ssrf import Resolve
 
 
 @cache
@@ -246,7 +259,8 @@ def api_app() -> APIGatewayRestResolver:
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=domain_service(),
-        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()))
+        reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
+        webhooks=webhook_service())
 
 
 @cache
@@ -271,3 +285,66 @@ def reset() -> None:
                idempotency_store, domain_service, sweeper, reputation):
         fn.cache_clear()
     _signers.clear()
+    reset_webhooks()
+
+
+# ---- webhooks (issue 12) ------------------------------------------------------------------------
+@cache
+def webhook_store() -> WebhookStore:
+    from .store import WebhookStore
+
+    s = settings()
+    return WebhookStore(aws("dynamodb"), s.webhooks_table, retention_days=s.retention_days)
+
+
+@cache
+def webhook_queue() -> WebhookJobQueue:
+    from .store import WebhookJobQueue
+
+    return WebhookJobQueue(aws("sqs"), settings().webhook_queue_url)
+
+
+def _webhook_resolve() -> Resolve:
+    from .webhooks.ssrf import dns_resolve
+
+    return dns_resolve(dns_resolver(cache=False))
+
+
+@cache
+def webhook_sink() -> WebhookSink:
+    """Where the events function hands events for webhooks (an events.EventSink)."""
+    from .webhooks.sink import WebhookSink
+
+    return WebhookSink(webhook_store(), webhook_queue())
+
+
+@cache
+def webhook_service() -> WebhookService:
+    """The webhooks API's side. `log`: the event log, for replay (issue 12: the store's
+    EventLog, wired where the events function's store is built)."""
+    from .webhooks.service import WebhookService
+
+    return WebhookService(webhook_store(), webhook_queue(), resolve=_webhook_resolve(),
+                          allow_local=settings().webhooks_local, log=event_log())
+
+
+def event_log() -> Any:
+    """The event log for replays; None until the events store is wired in (s12a's EventLog)."""
+    return None
+
+
+@cache
+def webhook_dispatcher() -> Dispatcher:
+    from .net import tls_client_context
+    from .telemetry import metrics
+    from .webhooks.dispatch import Dispatcher
+
+    s = settings()
+    return Dispatcher(webhook_store(), webhook_queue(), resolve=_webhook_resolve(),
+                      context=tls_client_context(s.ca_bundle), allow_local=s.webhooks_local,
+                      schedule=s.webhook_retry_schedule, count=metrics().count)
+
+
+def reset_webhooks() -> None:
+    for fn in (webhook_store, webhook_queue, webhook_sink, webhook_service, webhook_dispatcher):
+        fn.cache_clear()

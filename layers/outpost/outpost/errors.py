@@ -21,6 +21,7 @@ The transport maps aiosmtplib's exceptions into this tree in one place (transpor
       DnsError: NoSuchDomainError, NullMxError, RefusedAddressError, DnsLookupError
       SmtpError: ReplyError, StageError, StaleSessionError, NoTimeLeftError, SlowPeerError,
                  RequirementError
+      WebhookUrlError (also ValueError), WebhookTransportError
 """
 
 from __future__ import annotations
@@ -277,3 +278,17 @@ class ShapingWaitError(OutpostError):
     def __init__(self, reason: str, provider: str, detail: str) -> None:
         super().__init__(f"waiting for {provider} ({reason}): {detail}")
         self.reason, self.provider, self.detail = reason, provider, detail
+
+
+# ---- webhooks (issue 12) ------------------------------------------------------------------------
+class WebhookUrlError(OutpostError, ValueError):
+    """A webhook URL Outpost may not call (webhooks/ssrf.py): the message says why."""
+
+
+class WebhookTransportError(OutpostError):
+    """A webhook POST got no HTTP answer: refused, reset, TLS failed, or the 10 s ran out
+    (`timeout`)."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
