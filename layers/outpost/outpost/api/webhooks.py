@@ -89,7 +89,7 @@ def add_webhook_routes(app: APIGatewayRestResolver, needs: Scopes, webhooks: Web
     @app.get("/v1/webhooks", summary="The webhook endpoints (admin; no secrets)",
              middlewares=needs("admin"), responses=_errors(403))
     def list_webhooks() -> WebhookList:
-        return WebhookList.model_validate(webhooks.list())
+        return WebhookList.model_validate(webhooks.list_endpoints())
 
     @app.get("/v1/webhooks/<webhook_id>", summary="A webhook endpoint and its recent deliveries (admin)",
              middlewares=needs("admin"), responses=_errors(403, 404))

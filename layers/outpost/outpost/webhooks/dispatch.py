@@ -100,8 +100,9 @@ class Dispatcher:
         if not job.replay and self.store.delivered(job.endpoint_id, job.event_id):
             self.count("WebhookDuplicate", 1)
             return "duplicate"
+        started = time.monotonic()
         answer, error = self.attempt(endpoint, job)
-        return self.record(endpoint, job, answer, error)
+        return self.record(endpoint, job, answer, error, int((time.monotonic() - started) * 1000))
 
     def attempt(self, endpoint: WebhookEndpoint, job: WebhookJob) -> tuple[HttpAnswer | None, str | None]:
         """Check the URL again, sign, POST. (answer, None) or (None, why no answer)."""
@@ -119,11 +120,12 @@ class Dispatcher:
             return None, str(exc)
 
     def record(self, endpoint: WebhookEndpoint, job: WebhookJob, answer: HttpAnswer | None,
-               error: str | None) -> str:
+               error: str | None, duration_ms: int | None = None) -> str:
         now = self.clock()
+        took = answer.duration_ms if answer is not None else duration_ms
         if answer is not None and 200 <= answer.code < 300:
             self.store.mark_delivered(job.endpoint_id, job.event_id, now)
-            self._attempt_record(job, "delivered", now, answer=answer)
+            self._attempt_record(job, "delivered", now, answer=answer, took=took)
             if endpoint.failing_since is not None or endpoint.last_success_at is None:
                 self.store.update_endpoint(job.endpoint_id, failing_since=None, last_success_at=iso(now))
             self.count("WebhookDelivered", 1)
@@ -131,16 +133,16 @@ class Dispatcher:
         if answer is not None:
             error = f"HTTP {answer.code}" + (" (redirects are not followed)" if 300 <= answer.code < 400 else "")
         if self._disable_if_failing(endpoint, now):
-            self._attempt_record(job, "failed", now, answer=answer, error=f"{error}; endpoint disabled")
+            self._attempt_record(job, "failed", now, answer=answer, error=f"{error}; endpoint disabled", took=took)
             return "failed"
         delay = delay_after(job.attempt, self.schedule)
         if delay is None:
-            self._attempt_record(job, "failed", now, answer=answer, error=error)
+            self._attempt_record(job, "failed", now, answer=answer, error=error, took=took)
             self.count("WebhookFailed", 1)
             return "failed"
         # Queued before it is recorded: a crash in between repeats an attempt, never loses one.
         self.queue.send(job.model_copy(update={"attempt": job.attempt + 1, "not_before": now + delay}), delay)
-        self._attempt_record(job, "retrying", now, answer=answer, error=error, next_at=iso(now + delay))
+        self._attempt_record(job, "retrying", now, answer=answer, error=error, next_at=iso(now + delay), took=took)
         self.count("WebhookRetrying", 1)
         return "retrying"
 
@@ -161,10 +163,10 @@ class Dispatcher:
         return True
 
     def _attempt_record(self, job: WebhookJob, status: str, now: float, *, answer: HttpAnswer | None = None,
-                        error: str | None = None, next_at: str | None = None) -> None:
+                        error: str | None = None, next_at: str | None = None, took: int | None = None) -> None:
         self.store.record_attempt(WebhookAttempt(
             endpoint_id=job.endpoint_id, event_id=job.event_id, type=job.type, attempt=job.attempt,
             status=status, at=iso(now), code=answer.code if answer else None,
-            duration_ms=answer.duration_ms if answer else None, error=error,
+            duration_ms=took, error=error,
             response=answer.excerpt if answer and answer.excerpt else None, next_at=next_at,
             replay=job.replay), now)

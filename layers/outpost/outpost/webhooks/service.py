@@ -74,7 +74,7 @@ class WebhookService:
         self.store.add_endpoint(endpoint)
         return dict(endpoint.view(), secret=secret)
 
-    def list(self) -> dict[str, Any]:
+    def list_endpoints(self) -> dict[str, Any]:
         return {"items": [e.view() for e in sorted(self.store.endpoints(), key=lambda e: e.created_at)]}
 
     def get(self, endpoint_id: str) -> dict[str, Any]:
