@@ -8,7 +8,9 @@ Scriptable like the MX hosts, to play the endpoints a dispatcher meets:
   fail_ratio  answer 500 this often (a seeded RNG), at most `max_failures` times per webhook-id
   delay       seconds to wait before answering (a slow endpoint; `hang` never answers)
   redirect_to answer 302 with this Location
-  body_bytes  answer with this many bytes of body (a 100 MB answer), streamed
+  body_bytes  answer with this many bytes of body (a 100 MB answer), streamed; with
+              `stall_after`, it stops sending after that many bytes and holds the connection
+              (a client that reads the whole answer waits for ever)
 `stop()` then `start()` takes it down and brings it back on the same address and port.
 
 Secrets: `secrets` (set by a test from the 201 answer), or `secrets_for()`, a callable giving
@@ -63,6 +65,7 @@ class WebhookReceiver(Server):
     hang: bool = False
     redirect_to: str | None = None
     body_bytes: int = 0
+    stall_after: int | None = None
     secrets: list[str] = field(default_factory=list)
     secrets_for: Callable[[], list[str]] | None = None
     echo: bool = False
@@ -182,6 +185,9 @@ class WebhookReceiver(Server):
             chunk = b"x" * 65536
             left = size
             while left > 0 and not self._release.is_set():
+                if self.stall_after is not None and size - left >= self.stall_after:
+                    self._release.wait(600)
+                    return
                 n = min(left, len(chunk))
                 h.wfile.write(chunk[:n])
                 left -= n

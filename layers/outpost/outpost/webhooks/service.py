@@ -82,6 +82,7 @@ class WebhookService:
         deliveries = [a.as_dict() for a in self.store.attempts(endpoint_id, RECENT_DELIVERIES)]
         for d in deliveries:
             d.pop("endpoint_id", None)
+            d.setdefault("code", None)  # no HTTP answer (refused, timed out): said, not left out
         return dict(endpoint.view(), deliveries=deliveries)
 
     def delete(self, endpoint_id: str) -> dict[str, Any]:
