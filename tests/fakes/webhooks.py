@@ -52,14 +52,13 @@ class FakeWebhooks:
         for e in event_ids:
             self.states.setdefault((endpoint_id, e), "queued")
 
-    def mark_delivered(self, endpoint_id: str, event_id: str, now: float) -> None:
-        self.states[(endpoint_id, event_id)] = "delivered"
-
-    def delivered(self, endpoint_id: str, event_id: str) -> bool:
-        return self.states.get((endpoint_id, event_id)) == "delivered"
+    def delivered_pairs(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {p for p in pairs if self.states.get(p) == "delivered"}
 
     def record_attempt(self, attempt: WebhookAttempt, now: float) -> None:
         self.attempt_log.append(attempt)
+        if attempt.status == "delivered":
+            self.states[(attempt.endpoint_id, attempt.event_id)] = "delivered"
 
     def attempts(self, endpoint_id: str, limit: int = 25) -> list[WebhookAttempt]:
         return [a for a in reversed(self.attempt_log) if a.endpoint_id == endpoint_id][:limit]

@@ -212,13 +212,24 @@ def test_a_delivered_event_is_not_sent_again_unless_replayed() -> None:
 
 def test_an_endpoint_failing_for_five_days_is_disabled_and_its_jobs_end() -> None:
     d, store, queue, post, clock = _rig(500, failing_since=T0 - DISABLE_AFTER)
-    assert d.run(_job()) == "failed"
+    assert d.run(_job()) == "retrying"  # this attempt's retry is queued before the verdict
     e = store.endpoint("wh_1")
     assert e is not None and not e.enabled and e.disabled_at == iso(T0) and "since" in (e.disabled_reason or "")
-    assert queue.sent == [] and "WebhookEndpointDisabled" in d.counted  # type: ignore[attr-defined]
-    assert d.run(_job(attempt=3)) == "disabled" and len(post.calls) == 1
-    assert store.attempt_log[-1].error == "endpoint disabled"
+    assert "WebhookEndpointDisabled" in d.counted  # type: ignore[attr-defined]
+    (retry, _), = queue.sent
+    clock.advance(5)
+    assert d.run(retry) == "disabled" and len(post.calls) == 1
+    assert store.attempt_log[-1].status == "failed" and store.attempt_log[-1].error == "endpoint disabled"
     assert e.view()["enabled"] is False and "disabled_at" in e.view()
+
+
+def test_one_success_in_a_batch_ends_the_failing_period() -> None:
+    d, store, queue, post, clock = _rig(500, 200, failing_since=T0 - DISABLE_AFTER)
+    e1, e2 = _event(1), _event(2)
+    jobs = [WebhookJob(event_id=e.event_id, endpoint_id="wh_1", type=e.type, payload=e.payload()) for e in (e1, e2)]
+    assert sorted(d.run_batch(jobs)) == ["delivered", "retrying"]  # type: ignore[type-var]
+    e = store.endpoint("wh_1")
+    assert e is not None and e.enabled and e.failing_since is None and e.last_success_at == iso(T0)
 
 
 def test_failing_for_less_than_five_days_keeps_the_endpoint() -> None:
@@ -230,7 +241,7 @@ def test_a_batch_reports_only_the_jobs_whose_steps_raised() -> None:
     d, store, queue, _, _ = _rig()
 
     class Broken(FakeWebhooks):
-        def mark_delivered(self, endpoint_id: str, event_id: str, now: float) -> None:
+        def record_attempt(self, attempt: Any, now: float) -> None:
             raise RuntimeError("table down")
 
     broken = Broken()

@@ -1500,20 +1500,31 @@ class WebhookStore:
             retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), {self.table: items[i:i + 25]},
                               "UnprocessedItems", sleep=self.sleep)
 
-    def mark_delivered(self, endpoint_id: str, event_id: str, now: float) -> None:
-        self.ddb.put_item(TableName=self.table, Item=codec().item({
-            "pk": self._WH + endpoint_id, "sk": self._EVT + event_id, "state": "delivered",
-            "expires_at": int(now + self.retention)}))
-
-    def delivered(self, endpoint_id: str, event_id: str) -> bool:
-        r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key={
-            "pk": {"S": self._WH + endpoint_id}, "sk": {"S": self._EVT + event_id}})
-        return r.get("Item", {}).get("state", {}).get("S") == "delivered"
+    def delivered_pairs(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (endpoint id, event id) pairs were delivered already (BatchGetItem per 100)."""
+        wanted = list(dict.fromkeys(pairs))
+        out: set[tuple[str, str]] = set()
+        for i in range(0, len(wanted), 100):
+            keys = [{"pk": {"S": self._WH + w}, "sk": {"S": self._EVT + e}} for w, e in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    if it.get("state", {}).get("S") == "delivered":
+                        out.add((it["pk"]["S"].removeprefix(self._WH), it["sk"]["S"].removeprefix(self._EVT)))
+        return out
 
     def record_attempt(self, attempt: WebhookAttempt, now: float) -> None:
+        """Store one attempt; a `delivered` one also marks the event delivered to the endpoint
+        (one BatchWriteItem for both)."""
         sk = f"{self._ATT}{attempt.at}#{attempt.event_id}#{attempt.attempt:02d}#{random.randrange(1 << 30):08x}"
-        self.ddb.put_item(TableName=self.table, Item=codec().item(dict(
-            _fields(attempt), pk=self._WH + attempt.endpoint_id, sk=sk, expires_at=int(now + self.retention))))
+        expires = int(now + self.retention)
+        items = [dict(_fields(attempt), pk=self._WH + attempt.endpoint_id, sk=sk, expires_at=expires)]
+        if attempt.status == "delivered":
+            items.append({"pk": self._WH + attempt.endpoint_id, "sk": self._EVT + attempt.event_id,
+                          "state": "delivered", "expires_at": expires})
+        retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), {self.table: [
+            {"PutRequest": {"Item": codec().item(i)}} for i in items]}, "UnprocessedItems", sleep=self.sleep)
 
     def attempts(self, endpoint_id: str, limit: int = 25) -> list[WebhookAttempt]:
         """The endpoint's most recent attempts, newest first."""
@@ -1557,8 +1568,7 @@ class Webhooks(Protocol):
                         **changes: Any) -> WebhookEndpoint | None: ...
     def known_events(self, endpoint_id: str, event_ids: Iterable[str]) -> set[str]: ...
     def note_events(self, endpoint_id: str, event_ids: Iterable[str], now: float) -> None: ...
-    def mark_delivered(self, endpoint_id: str, event_id: str, now: float) -> None: ...
-    def delivered(self, endpoint_id: str, event_id: str) -> bool: ...
+    def delivered_pairs(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
     def record_attempt(self, attempt: WebhookAttempt, now: float) -> None: ...
     def attempts(self, endpoint_id: str, limit: int = 25) -> list[WebhookAttempt]: ...
 
