@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         if "postfix.test" in stack.mx:
             expect.update({"alice@postfix.test": "delivered", "ghost@postfix.test": "bounced"})
+        from . import webhook_demo
+
+        webhook_demo.register(stack, http)  # before sending: every event from here on goes to it
         m1 = send(stack, ["alice@accept.test"], "Your receipt #1001")
         m2 = send(stack, ["nobody@reject.test", "alice@reject.test"], "Password reset")
         m3 = send(stack, ["bob@greylist.test"], "Alert: disk 91% full")
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             ok &= got == want
             print(f"  {mark} {addr:<28} {got:<10} (expected {want:<9}) attempts: {path}{extra}{tls_s}")
         print(f"\nGET /v1/suppressions/nobody@reject.test -> {json.dumps(supp)}")
+        hooked = {a: w for a, w in expect.items() if " " not in a and w in ("delivered", "bounced")}
+        ok &= webhook_demo.show(stack, hooked, lambda: webhook_demo.publish_outcomes(results))
         dkim = _verify_dkim(stack)
         print(f"DKIM at the receiving MX (keys from the local DNS): {dkim}")
         ok &= dkim.startswith("pass")

@@ -12,6 +12,7 @@ def main(verbose: bool = False, providers: bool = False) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalStack(StackConfig(quiet=not verbose, outputs_file=OUTPUTS_FILE, providers=providers)) as stack:
+        stack.webhooks.echo = True
         print(f"""Outpost local stack is up.
 
   API          {stack.api.url}
@@ -22,6 +23,7 @@ def main(verbose: bool = False, providers: bool = False) -> int:
   SMTP port    {stack.smtp_port}
   MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}
   Outputs      {OUTPUTS_FILE}   (outpost-admin --local reads it)
+  Webhooks     {stack.webhooks.url}   (a local receiver: checks each signature with standardwebhooks, prints each event)
 
 Try:
   curl -s {stack.api.url}/v1/messages -H 'Authorization: Bearer {stack.api_key}' \\
@@ -29,6 +31,10 @@ Try:
        -d '{{"from":"hello@{SENDING_DOMAIN}","to":"alice@accept.test","subject":"Hi","text":"Hello"}}'
   curl -s {stack.api.url}/v1/messages/<id> -H 'Authorization: Bearer {stack.api_key}'
   .venv/bin/outpost-admin --local keys create --name backend --scope send --scope read
+  curl -s {stack.api.url}/v1/webhooks -H 'Authorization: Bearer {stack.api_key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"url":"{stack.webhooks.url}","events":["message.delivered","message.bounced"]}}'
+      (registers the local receiver: it then prints each event it gets and whether its signature verifies)
 
 Ctrl-C stops it.""", flush=True)
         try:

@@ -350,3 +350,30 @@ def test_1000_events_to_a_receiver_failing_half_the_time_arrive_exactly_once(api
     failures = sum(1 for r in rx.received if r.answered == 500)
     assert 300 < failures < 1300, failures  # it did answer 500 about half the time
     print(f"\n1000 events, {failures} answered 500 and retried, all delivered once in {elapsed:.1f} s")
+
+
+# ---- make demo's part ------------------------------------------------------------------------------
+def test_the_demo_shows_delivered_and_bounced_events_verified_and_catches_a_bad_signature(
+        local_stack: Any, api: Api, capsys: Any) -> None:
+    from outpost_local import webhook_demo
+    from outpost_local.demo import http
+
+    wh = webhook_demo.register(local_stack, http)
+    try:
+        results = {"alice@accept.test": {"state": "delivered", "message_id": "m" + secrets.token_hex(6)},
+                   "nobody@reject.test": {"state": "bounced", "message_id": "m" + secrets.token_hex(6),
+                                          "bounce": {"kind": "hard", "reason": "unknown_user", "status": "5.1.1",
+                                                     "diagnostic": "550 5.1.1 no such user"}}}
+        expected = {a: r["state"] for a, r in results.items()}
+        assert webhook_demo.show(local_stack, expected, lambda: webhook_demo.publish_outcomes(results))
+        out = capsys.readouterr().out
+        assert out.count("signature verified") == 2 and "BAD" not in out
+        bounced = next(r for r in local_stack.webhooks.accepted() if r.payload["type"] == "message.bounced")
+        assert bounced.payload["data"]["bounce"]["status"] == "5.1.1"
+        local_stack.webhooks.secrets[:] = ["whsec_" + "A" * 44]  # a receiver with the wrong secret
+        again = {a: dict(r, message_id=r["message_id"] + "x") for a, r in results.items()}
+        assert not webhook_demo.show(local_stack, expected, lambda: webhook_demo.publish_outcomes(again), timeout=5)
+        assert "NOT verified" in capsys.readouterr().out
+    finally:
+        local_stack.webhooks.secrets.clear()
+        api.call("DELETE", f"/v1/webhooks/{wh['id']}")
