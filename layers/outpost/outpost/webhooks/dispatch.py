@@ -92,7 +92,7 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - the whole batch comes back from SQS
             log.exception("reading the batch's endpoints failed")
             return [None if j is not None else "malformed" for j in jobs]
-        with ThreadPoolExecutor(max_workers=len(real)) as pool:
+        with ThreadPoolExecutor(max_workers=len(real), thread_name_prefix="webhook-dispatch") as pool:
             done = list(pool.map(lambda j: self._run_safe(j, batch) if j is not None else "malformed", jobs))
         try:
             self.settle(batch)
