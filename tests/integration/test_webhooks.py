@@ -345,8 +345,10 @@ def test_1000_events_to_a_receiver_failing_half_the_time_arrive_exactly_once(api
     elapsed = time.monotonic() - started
     time.sleep(3)  # anything late (a duplicate) would show now
     counts = rx.accepted_ids()
-    assert set(counts) == {e.event_id for e in evs} and set(counts.values()) == {1}
-    assert all(r.verified for r in rx.accepted())
+    twice = {i: [(r.answered, r.timestamp) for r in rx.received if r.webhook_id == i]
+             for i, n in counts.items() if n > 1}
+    assert set(counts) == {e.event_id for e in evs} and not twice, twice
+    assert all(r.verified for r in rx.accepted()), [r.error for r in rx.accepted() if not r.verified][:3]
     failures = sum(1 for r in rx.received if r.answered == 500)
     assert 300 < failures < 1300, failures  # it did answer 500 about half the time
     print(f"\n1000 events, {failures} answered 500 and retried, all delivered once in {elapsed:.1f} s")
