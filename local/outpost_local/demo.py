@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         if "postfix.test" in stack.mx:
             expect.update({"alice@postfix.test": "delivered", "ghost@postfix.test": "bounced"})
+        from . import webhook_demo
+
+        hooked_at = time.time()
+        webhook_demo.register(stack, http)  # before sending: every event from here on goes to it
         m1 = send(stack, ["alice@accept.test"], "Your receipt #1001")
         m2 = send(stack, ["nobody@reject.test", "alice@reject.test"], "Password reset")
         m3 = send(stack, ["bob@greylist.test"], "Alert: disk 91% full")
@@ -137,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {mark} {addr:<28} {got:<10} (expected {want:<9}) attempts: {path}{extra}{tls_s}")
         print(f"\nGET /v1/suppressions/nobody@reject.test -> {json.dumps(supp)}")
         ok &= _print_events(stack, ids, results)
+        hooked = {a: w for a, w in expect.items() if " " not in a and w in ("delivered", "bounced")}
+        # The events come from MessagesTable's stream (the events function), as in AWS.
+        ok &= webhook_demo.show(stack, hooked, None, since=hooked_at)
         dkim = _verify_dkim(stack)
         print(f"DKIM at the receiving MX (keys from the local DNS): {dkim}")
         ok &= dkim.startswith("pass")

@@ -12,6 +12,7 @@ def main(verbose: bool = False, providers: bool = False) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalStack(StackConfig(quiet=not verbose, outputs_file=OUTPUTS_FILE, providers=providers)) as stack:
+        stack.webhooks.echo = True
         print(f"""Outpost local stack is up.
 
   API          {stack.api.url}
@@ -25,6 +26,7 @@ def main(verbose: bool = False, providers: bool = False) -> int:
   Test CA      {stack.pki.ca_bundle}   (the submission certificate's CA: trust it in clients)
   MX hosts     {', '.join(f'{d} ({m.kind})' for d, m in stack.mx.items())}
   Outputs      {OUTPUTS_FILE}   (outpost-admin --local reads it)
+  Webhooks     {stack.webhooks.url}   (a local receiver: checks each signature with standardwebhooks, prints each event)
 
 Try:
   curl -s {stack.api.url}/v1/messages -H 'Authorization: Bearer {stack.api_key}' \\
@@ -37,6 +39,10 @@ Try:
         --tls-ca-path {stack.pki.ca_bundle} \\
         --auth PLAIN --auth-user outpost --auth-password {stack.api_key} \\
         --from hello@{SENDING_DOMAIN} --to alice@accept.test
+  curl -s {stack.api.url}/v1/webhooks -H 'Authorization: Bearer {stack.api_key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"url":"{stack.webhooks.url}","events":["message.delivered","message.bounced"]}}'
+      (registers the local receiver: it then prints each event it gets and whether its signature verifies)
 
 Ctrl-C stops it.""", flush=True)
         try:

@@ -68,6 +68,8 @@ class StackConfig:
     # (make dev, make demo), else free ports (tests and benches, which set every port to 0).
     submission_port: int | None = None  # STARTTLS
     submission_tls_port: int | None = None  # implicit TLS
+    webhook_port: int = 0  # the local webhook receiver on .20 (0: a free port)
+    webhook_retry_schedule: str = "1,2,4,8,15,30,60"  # seconds between webhook attempts (AWS: 5 s ... 10 h)
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -172,6 +174,9 @@ class LocalStack(Server):
             "OUTPOST_ALLOW_PRIVATE_MX": "true",  # the local MX and policy hosts live on 127.0.0.0/8
             "POWERTOOLS_DEV": "false",
         })
+        # Webhooks (issue 12): the local receivers live on 127.0.0.0/8, over http://.
+        self.env.update({"OUTPOST_WEBHOOKS_LOCAL": "true",
+                         "OUTPOST_WEBHOOK_RETRY_SCHEDULE": cfg.webhook_retry_schedule})
         if cfg.max_lifetime:
             self.env["OUTPOST_MAX_LIFETIME"] = str(cfg.max_lifetime)
         if cfg.quiet:
@@ -191,6 +196,7 @@ class LocalStack(Server):
         self._start_inbound()
         self._start_api_and_poller(host)
         self._start_submission(host)
+        self._start_webhook_receiver()
         from outpost.api.auth import KeyRing
         from outpost.bootstrap import api_keys_table
 
@@ -409,6 +415,24 @@ class LocalStack(Server):
         self.submission.start_in_thread()
         self.components.append(self.submission)
         self.dns.add(SUBMISSION_HOSTNAME, "A", host)
+
+    def _start_webhook_receiver(self) -> None:
+        """The local webhook receiver (issue 12) on .20: it verifies with the secrets of the
+        endpoints registered with its URL (read from the local webhooks table)."""
+        from outpost.bootstrap import webhook_store
+
+        from .webhook_receiver import WebhookReceiver
+
+        store = webhook_store()
+
+        def secrets_for() -> list[str]:
+            base = self.webhooks.url.rsplit("/", 1)[0]
+            return [s for e in store.endpoints() if e.url.startswith(base) for s in e.signing_secrets(time.time())]
+
+        self.webhooks = WebhookReceiver(self.config.ip(20), self.config.webhook_port, secrets_for=secrets_for,
+                                        echo=not self.config.quiet)
+        self.webhooks.start()
+        self.components.append(self.webhooks)
 
     def _queue_with_arn(self, arn: str) -> str:
         """The logical id of the template's queue with this ARN."""

@@ -68,9 +68,10 @@ def _allowed(grants: set[Grant], call: Grant) -> bool:
 
 
 @contextmanager
-def recording(local_stack: Any) -> Iterator[set[Grant]]:
-    """DynamoDB calls made by this thread through any boto3 client (the handlers keep the
-    clients they were built with): (table, index, op). The calls still go to the server."""
+def recording(local_stack: Any, threads_named: str | None = None) -> Iterator[set[Grant]]:
+    """DynamoDB calls made by this thread (and by threads whose name starts with
+    `threads_named`: a function's own worker pool) through any boto3 client (the handlers keep
+    the clients they were built with): (table, index, op). The calls still go to the server."""
     from botocore.client import BaseClient
 
     names = {v: k for k, v in local_stack.stack.physical.items()}
@@ -79,7 +80,9 @@ def recording(local_stack: Any) -> Iterator[set[Grant]]:
     real = BaseClient._make_api_call
 
     def make_api_call(client: Any, operation: str, params: dict) -> Any:
-        if threading.get_ident() == me and client.meta.service_model.service_name == "dynamodb":
+        mine = threading.get_ident() == me or (
+            threads_named is not None and threading.current_thread().name.startswith(threads_named))
+        if mine and client.meta.service_model.service_name == "dynamodb":
             record(client.meta.service_model.operation_model(operation), params)
         return real(client, operation, params)
 
@@ -189,3 +192,30 @@ def test_the_sender_may_share_slow_domains(local_stack):
     assert calls == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "GetItem")}
     grants = _grants("SenderFunction")
     assert all(_allowed(grants, c) for c in calls), {c for c in calls if not _allowed(grants, c)}
+
+
+def test_the_webhook_dispatcher_uses_exactly_its_grants(local_stack, api):
+    """Issue 12: the dispatcher's role has its table (and its queue) only; a batch with a
+    delivery and a failure uses every DynamoDB grant it has, and nothing else."""
+    from outpost.events import Event
+    from outpost.webhooks.records import WebhookEndpoint
+    from outpost.webhooks.sink import job_for
+    from outpost_local.poller import sqs_event
+    from outpost_local.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver("127.0.2.19", 0, status=lambda r: 200 if r.webhook_id.endswith("ok") else 503) as rx:
+        status, wh = api.call("POST", "/v1/webhooks", {"url": rx.url, "events": ["message.delivered"]})
+        assert status == 201, wh
+        ep = WebhookEndpoint(wh["id"], wh["url"], ("message.delivered",), "")
+        jobs = [job_for(Event(f"evt_iam_{secrets.token_hex(4)}_{n}", "message.delivered", "2026-11-30T00:00:00.000Z",
+                              "m", "r@example.org", {}), ep) for n in ("ok", "ko")]
+        messages = [{"MessageId": str(i), "ReceiptHandle": str(i), "Body": j.model_dump_json()}
+                    for i, j in enumerate(jobs)]
+        with recording(local_stack, threads_named="webhook-dispatch") as calls:
+            out = local_stack.functions["WebhookDispatcherFunction"].invoke(sqs_event(messages, "arn:aws:sqs:q"))
+        api.call("DELETE", f"/v1/webhooks/{wh['id']}")
+    assert out == {"batchItemFailures": []} and len(rx.received) == 2
+    grants = _grants("WebhookDispatcherFunction")
+    assert all(_allowed(grants, c) for c in calls), {c for c in calls if not _allowed(grants, c)}
+    assert {c for c in calls if c[0] == "WebhooksTable"} == {g for g in grants if g[0] == "WebhooksTable"}
+    assert {c[0] for c in calls} == {"WebhooksTable"}  # no other table

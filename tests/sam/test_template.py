@@ -79,7 +79,8 @@ def test_retries_have_their_own_queue_poller_and_concurrency(template: dict[str,
     assert events["Send"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "SenderMaxConcurrency"}
     assert events["Retry"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "RetryMaxConcurrency"}
     assert _param(template, "RetryMaxConcurrency")["MinValue"] >= 2  # Lambda's minimum
-    assert _queues_sent_to(template, "SendApiFunction") == {"SendQueue"}
+    # (and POST /v1/webhooks/{id}/replay queues webhook jobs, never mail)
+    assert _queues_sent_to(template, "SendApiFunction") == {"SendQueue", "WebhookQueue"}
     assert _queues_sent_to(template, "SenderFunction") == {"RetryQueue"}
     assert _queues_sent_to(template, "SweeperFunction") == {"RetryQueue"}
     env = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -310,7 +311,8 @@ def test_failure_queues_raise_alarms(template: dict[str, Any]) -> None:
     alarms = {k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
                if a.get("Namespace") == "AWS/SQS"}
-    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue", "EventsFailureQueue"}
+    assert watched == {"SendDeadLetterQueue", "RetryDeadLetterQueue", "BounceFailureQueue", "EventsFailureQueue",
+                       "WebhookDeadLetterQueue"}
     for a in alarms.values():
         if a.get("Namespace") == "AWS/SQS":
             assert a["MetricName"] == "ApproximateNumberOfMessagesVisible"

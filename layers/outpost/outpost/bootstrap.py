@@ -34,10 +34,24 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .net import HttpsClient
     from .reputation import Reputation
     from .signing import Signer
-    from .store import ApiKeyStore, DomainStore, EventLogStore, JobQueue, MessageStore, SecretStore, SuppressionStore
+    from .store import (
+        ApiKeyStore,
+        DomainStore,
+        EventLogStore,
+        JobQueue,
+        MessageStore,
+        SecretStore,
+        SuppressionStore,
+        WebhookJobQueue,
+        WebhookStore,
+    )
     from .submission.server import SubmissionServer
     from .submission.settings import SubmissionSettings
     from .sweeper import Sweeper
+    from .webhooks.dispatch import Dispatcher
+    from .webhooks.service import WebhookService
+    from .webhooks.sink import WebhookSink
+    from .webhooks.ssrf import Resolve
 
 
 @cache
@@ -262,7 +276,8 @@ def api_app() -> APIGatewayRestResolver:
                              retention_days=s.retention_days),
         domains=domain_service(),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
-        events=EventsApi(event_log()))
+        events=EventsApi(event_log()),
+        webhooks=webhook_service())
 
 
 @cache
@@ -294,7 +309,7 @@ def event_sinks() -> list[EventSink]:
     sinks: list[EventSink] = [event_log()]
     if settings().event_bus:
         sinks.append(EventBus(aws("events"), settings().event_bus))
-    # ---- webhooks (issue 12, outpost.webhooks): its EventSink is appended here at merge ----
+    sinks.append(webhook_sink())
     return sinks
 
 
@@ -320,6 +335,7 @@ def reset() -> None:
         fn.cache_clear()
     _signers.clear()
     send_service.cache_clear()
+    reset_webhooks()
 
 
 @cache
@@ -379,3 +395,59 @@ def forget_connections(client: Any) -> None:
     creds = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if creds is not None and hasattr(creds, "_expiry_time"):
         creds._expiry_time = datetime.datetime.fromtimestamp(0, datetime.UTC)  # noqa: SLF001
+
+
+# ---- webhooks (issue 12) ------------------------------------------------------------------------
+@cache
+def webhook_store() -> WebhookStore:
+    from .store import WebhookStore
+
+    s = settings()
+    return WebhookStore(aws("dynamodb"), s.webhooks_table, retention_days=s.retention_days)
+
+
+@cache
+def webhook_queue() -> WebhookJobQueue:
+    from .store import WebhookJobQueue
+
+    return WebhookJobQueue(aws("sqs"), settings().webhook_queue_url)
+
+
+def _webhook_resolve() -> Resolve:
+    from .webhooks.ssrf import dns_resolve
+
+    return dns_resolve(dns_resolver(cache=False))
+
+
+@cache
+def webhook_sink() -> WebhookSink:
+    """Where the events function hands events for webhooks (an events.EventSink)."""
+    from .webhooks.sink import WebhookSink
+
+    return WebhookSink(webhook_store(), webhook_queue())
+
+
+@cache
+def webhook_service() -> WebhookService:
+    """The webhooks API's side; `log`, the event log, is what a replay reads."""
+    from .webhooks.service import WebhookService
+
+    return WebhookService(webhook_store(), webhook_queue(), resolve=_webhook_resolve(),
+                          allow_local=settings().webhooks_local, log=event_log())
+
+
+@cache
+def webhook_dispatcher() -> Dispatcher:
+    from .net import tls_client_context
+    from .telemetry import metrics
+    from .webhooks.dispatch import Dispatcher
+
+    s = settings()
+    return Dispatcher(webhook_store(), webhook_queue(), resolve=_webhook_resolve(),
+                      context=tls_client_context(s.ca_bundle), allow_local=s.webhooks_local,
+                      schedule=s.webhook_retry_schedule, count=metrics().count)
+
+
+def reset_webhooks() -> None:
+    for fn in (webhook_store, webhook_queue, webhook_sink, webhook_service, webhook_dispatcher):
+        fn.cache_clear()

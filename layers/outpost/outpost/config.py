@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .delivery.providers import parse_overrides
+from .webhooks.jobs import DEFAULT_SCHEDULE as WEBHOOK_SCHEDULE
 
 # Retry schedule in seconds (issue 3): 1, 5, 15, 30 min, then 1, 2, 4 h, then every 4 h.
 DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
@@ -143,6 +144,15 @@ class Settings:
     reputation_min_volume: int = 200  # recipients sent in the window
     reputation_recheck: int = 300  # seconds a held (paused) recipient waits before the next check
     event_bus: str = ""  # the EventBridge bus events also go to (issue 12); empty: none
+    # ---- webhooks (issue 12) ----
+    webhooks_table: str = "outpost-webhooks"
+    webhook_queue_url: str = ""
+    # Seconds between a failed attempt and the next (webhooks/jobs.py DEFAULT_SCHEDULE: 5 s,
+    # 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); the local stack passes a short one.
+    webhook_retry_schedule: tuple[float, ...] = WEBHOOK_SCHEDULE
+    # OUTPOST_WEBHOOKS_LOCAL=true (the local stack only): http:// and https:// URLs whose every
+    # address is in 127.0.0.0/8 are accepted (webhooks/ssrf.py); never set in AWS.
+    webhooks_local: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -197,6 +207,11 @@ class Settings:
             reputation_min_volume=int(e.get("OUTPOST_REPUTATION_MIN_VOLUME") or d.reputation_min_volume),
             reputation_recheck=int(e.get("OUTPOST_REPUTATION_RECHECK") or d.reputation_recheck),
             event_bus=e.get("OUTPOST_EVENT_BUS", d.event_bus).strip(),
+            webhooks_table=e.get("OUTPOST_WEBHOOKS_TABLE", d.webhooks_table),
+            webhook_queue_url=e.get("OUTPOST_WEBHOOK_QUEUE_URL", d.webhook_queue_url),
+            webhook_retry_schedule=tuple(float(x) for x in e["OUTPOST_WEBHOOK_RETRY_SCHEDULE"].split(",") if x.strip())
+            if e.get("OUTPOST_WEBHOOK_RETRY_SCHEDULE") else WEBHOOK_SCHEDULE,
+            webhooks_local=e.get("OUTPOST_WEBHOOKS_LOCAL", "").lower() in ("1", "true", "yes"),
         )
 
 

@@ -21,6 +21,7 @@ The transport maps aiosmtplib's exceptions into this tree in one place (transpor
       DnsError: NoSuchDomainError, NullMxError, RefusedAddressError, DnsLookupError
       SmtpError: ReplyError, StageError, StaleSessionError, NoTimeLeftError, SlowPeerError,
                  RequirementError
+      WebhookUrlError (also ValueError), WebhookTransportError
 """
 
 from __future__ import annotations
@@ -297,3 +298,15 @@ class StoreStalledError(OutpostError):
     """Every thread kept for store calls (delivery/store_calls.py) is still busy with an
     earlier call that has not returned: the store is stalled, and this call was not started
     (the caller takes its "store unavailable" branch at once)."""
+# ---- webhooks (issue 12) ------------------------------------------------------------------------
+class WebhookUrlError(OutpostError, ValueError):
+    """A webhook URL Outpost may not call (webhooks/ssrf.py): the message says why."""
+
+
+class WebhookTransportError(OutpostError):
+    """A webhook POST got no HTTP answer: refused, reset, TLS failed, or the 10 s ran out
+    (`timeout`)."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout

@@ -91,6 +91,8 @@ from .records import (
 )
 from .stored_request import StoredRequest
 from .tls_policy import StsPolicy
+from .webhooks.jobs import WebhookJob
+from .webhooks.records import WebhookAttempt, WebhookEndpoint
 
 if TYPE_CHECKING:
     from .events import Event
@@ -1637,3 +1639,178 @@ class EventLog(Protocol):
 def _conforms_event_log(e: EventLogStore) -> EventLog:
     """Never called: mypy checks the event log's adapter (issue 12)."""
     return e
+# ---- webhooks (issue 12) -------------------------------------------------------------------------
+class WebhookStore:
+    """WebhooksTable: the endpoints and what happened to each event sent to them.
+
+      pk=WEBHOOKS  sk=WH#<id>                      an endpoint (webhooks.records.WebhookEndpoint),
+                                                   secrets included (the table's SSE, see template)
+      pk=WH#<id>   sk=EVT#<event id>               the event's delivery to it: state queued|delivered
+      pk=WH#<id>   sk=ATT#<time>#<event id>#<nn>   one attempt (WebhookAttempt), newest last
+    Deliveries and attempts expire with the retention (expires_at, the table's TTL); endpoints
+    never do. Endpoints are few (one partition, one Query lists them all)."""
+
+    _ALL, _WH, _EVT, _ATT = "WEBHOOKS", "WH#", "EVT#", "ATT#"
+
+    def __init__(self, ddb: Any, table: str, *, retention_days: int = 30,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ddb, self.table, self.retention, self.sleep = ddb, table, retention_days * 86400, sleep
+
+    def _endpoint_key(self, endpoint_id: str) -> dict:
+        return {"pk": {"S": self._ALL}, "sk": {"S": self._WH + endpoint_id}}
+
+    def add_endpoint(self, endpoint: WebhookEndpoint) -> bool:
+        item = dict(_fields(endpoint), pk=self._ALL, sk=self._WH + endpoint.endpoint_id)
+        return put_if_absent(self.ddb, self.table, item, "sk")
+
+    def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        r = self.ddb.get_item(TableName=self.table, Key=self._endpoint_key(endpoint_id), ConsistentRead=True)
+        return WebhookEndpoint.from_item(codec().plain(r["Item"])) if "Item" in r else None
+
+    def endpoints(self) -> list[WebhookEndpoint]:
+        out: list[WebhookEndpoint] = []
+        start: dict[str, str] | None = None
+        while True:
+            page = query_page(self.ddb, self.table, index=None, pk=("pk", self._ALL), limit=100,
+                              start_key=start, newest_first=False)
+            out.extend(WebhookEndpoint.from_item(i) for i in page.items)
+            if page.last_key is None:
+                return out
+            start = page.last_key
+
+    def delete_endpoint(self, endpoint_id: str) -> bool:
+        r = self.ddb.delete_item(TableName=self.table, Key=self._endpoint_key(endpoint_id), ReturnValues="ALL_OLD")
+        return "Attributes" in r
+
+    def update_endpoint(self, endpoint_id: str, *, only_if_enabled: bool = False,
+                        **changes: Any) -> WebhookEndpoint | None:
+        """Set fields of an existing endpoint (None removes one); None if there is no such
+        endpoint (or, with only_if_enabled, it is disabled already)."""
+        c = codec()
+        names, values, sets, removes = {"#k": "sk"}, {}, [], []
+        for i, (k, v) in enumerate(changes.items()):
+            names[f"#a{i}"] = k
+            if v is None:
+                removes.append(f"#a{i}")
+            else:
+                sets.append(f"#a{i} = :a{i}")
+                values[f":a{i}"] = c.value([s.as_dict() for s in v] if k == "secrets" else v)
+        cond = "attribute_exists(#k)"
+        if only_if_enabled:
+            names["#e"], values[":t"] = "enabled", c.value(True)
+            cond += " AND #e = :t"
+        expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._endpoint_key(endpoint_id),
+                                  "UpdateExpression": expr.strip(), "ConditionExpression": cond,
+                                  "ExpressionAttributeNames": names, "ReturnValues": "ALL_NEW"}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            return WebhookEndpoint.from_item(c.plain(self.ddb.update_item(**kwargs)["Attributes"]))
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return None
+
+    def known_events(self, endpoint_id: str, event_ids: Iterable[str]) -> set[str]:
+        """Which of these events were already queued for the endpoint (BatchGetItem per 100)."""
+        wanted = list(dict.fromkeys(event_ids))
+        out: set[str] = set()
+        for i in range(0, len(wanted), 100):
+            keys = [{"pk": {"S": self._WH + endpoint_id}, "sk": {"S": self._EVT + e}} for e in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ProjectionExpression": "sk"}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                out |= {it["sk"]["S"].removeprefix(self._EVT) for it in r.get("Responses", {}).get(self.table, [])}
+        return out
+
+    def note_events(self, endpoint_id: str, event_ids: Iterable[str], now: float) -> None:
+        """Remember that these events were queued for the endpoint (BatchWriteItem per 25)."""
+        items = [{"PutRequest": {"Item": codec().item({"pk": self._WH + endpoint_id, "sk": self._EVT + e,
+                                                       "state": "queued", "expires_at": int(now + self.retention)})}}
+                 for e in dict.fromkeys(event_ids)]
+        for i in range(0, len(items), 25):
+            retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), {self.table: items[i:i + 25]},
+                              "UnprocessedItems", sleep=self.sleep)
+
+    def delivered_pairs(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (endpoint id, event id) pairs were delivered already (BatchGetItem per 100)."""
+        wanted = list(dict.fromkeys(pairs))
+        out: set[tuple[str, str]] = set()
+        for i in range(0, len(wanted), 100):
+            keys = [{"pk": {"S": self._WH + w}, "sk": {"S": self._EVT + e}} for w, e in wanted[i:i + 100]]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    if it.get("state", {}).get("S") == "delivered":
+                        out.add((it["pk"]["S"].removeprefix(self._WH), it["sk"]["S"].removeprefix(self._EVT)))
+        return out
+
+    def record_attempt(self, attempt: WebhookAttempt, now: float) -> None:
+        """Store one attempt; a `delivered` one also marks the event delivered to the endpoint
+        (one BatchWriteItem for both)."""
+        sk = f"{self._ATT}{attempt.at}#{attempt.event_id}#{attempt.attempt:02d}#{random.randrange(1 << 30):08x}"
+        expires = int(now + self.retention)
+        items = [dict(_fields(attempt), pk=self._WH + attempt.endpoint_id, sk=sk, expires_at=expires)]
+        if attempt.status == "delivered":
+            items.append({"pk": self._WH + attempt.endpoint_id, "sk": self._EVT + attempt.event_id,
+                          "state": "delivered", "expires_at": expires})
+        retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), {self.table: [
+            {"PutRequest": {"Item": codec().item(i)}} for i in items]}, "UnprocessedItems", sleep=self.sleep)
+
+    def attempts(self, endpoint_id: str, limit: int = 25) -> list[WebhookAttempt]:
+        """The endpoint's most recent attempts, newest first."""
+        r = self.ddb.query(TableName=self.table, KeyConditionExpression="pk = :p AND begins_with(sk, :a)",
+                           ExpressionAttributeValues={":p": {"S": self._WH + endpoint_id}, ":a": {"S": self._ATT}},
+                           ScanIndexForward=False, Limit=limit)
+        return [WebhookAttempt.from_dict(codec().plain(i)) for i in r.get("Items", [])]
+
+
+class WebhookJobQueue:
+    """WebhookQueue: one message per (event, endpoint) delivery job."""
+
+    MAX_DELAY = 900
+
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs, self.url = sqs, url
+
+    def send(self, job: WebhookJob, delay: float = 0) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=job.model_dump_json(exclude_none=True),
+                              DelaySeconds=max(0, min(self.MAX_DELAY, int(delay))))
+
+    def send_many(self, jobs: Sequence[WebhookJob]) -> None:
+        """Ten per SendMessageBatch; raises StoreBusyError if any entry failed (the caller's
+        batch is retried, and the dispatcher drops what was already delivered)."""
+        for i in range(0, len(jobs), 10):
+            chunk = jobs[i:i + 10]
+            r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)} for n, j in enumerate(chunk)])
+            if r.get("Failed"):
+                raise StoreBusyError(f"{len(r['Failed'])} webhook job(s) not queued: {r['Failed'][0]}")
+
+
+class Webhooks(Protocol):
+    """The webhook endpoints, their deliveries and attempts (issue 12; WebhookStore)."""
+
+    def add_endpoint(self, endpoint: WebhookEndpoint) -> bool: ...
+    def endpoint(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+    def endpoints(self) -> list[WebhookEndpoint]: ...
+    def delete_endpoint(self, endpoint_id: str) -> bool: ...
+    def update_endpoint(self, endpoint_id: str, *, only_if_enabled: bool = False,
+                        **changes: Any) -> WebhookEndpoint | None: ...
+    def known_events(self, endpoint_id: str, event_ids: Iterable[str]) -> set[str]: ...
+    def note_events(self, endpoint_id: str, event_ids: Iterable[str], now: float) -> None: ...
+    def delivered_pairs(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
+    def record_attempt(self, attempt: WebhookAttempt, now: float) -> None: ...
+    def attempts(self, endpoint_id: str, limit: int = 25) -> list[WebhookAttempt]: ...
+
+
+class WebhookJobs(Protocol):
+    """The webhook delivery queue."""
+
+    def send(self, job: WebhookJob, delay: float = 0) -> None: ...
+    def send_many(self, jobs: Sequence[WebhookJob]) -> None: ...
+
+
+def _conforms_webhooks(w: WebhookStore, q: WebhookJobQueue) -> tuple[Webhooks, WebhookJobs]:
+    """Never called: mypy checks the webhook adapters (issue 12)."""
+    return w, q

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.api_gateway import Route
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
+    from ..webhooks.service import WebhookService
     from .domains import DomainService
     from .reputation import ReputationApi
 
@@ -160,7 +161,8 @@ PUBLIC_PATHS = frozenset({"/openapi.json"})
 def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
               domains: DomainService | None = None,
               reputation: ReputationApi | None = None,
-              events: EventsApi | None = None) -> APIGatewayRestResolver:
+              events: EventsApi | None = None,
+              webhooks: WebhookService | None = None) -> APIGatewayRestResolver:
     """The resolver: error handlers, the routes by resource (each naming the scope it needs),
     HEAD beside every GET, and the gate every request meets first."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -176,6 +178,10 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
         _add_reputation_routes(app, needs, reputation)
     if events is not None:
         _add_event_routes(app, needs, events)
+    if webhooks is not None:
+        from .webhooks import add_webhook_routes
+
+        add_webhook_routes(app, needs, webhooks)
     _add_document_route(app)
     _add_head_routes(app)
     # Powertools puts its request validation first in every route's middleware stack, before
