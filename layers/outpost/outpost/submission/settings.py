@@ -32,6 +32,9 @@ class SubmissionSettings:
     # or max_message_bytes when it declared none); past it: 451 4.3.2 before the 354. The
     # process holds about 3 times this at most (aiosmtpd's lines, the finished copy, base64).
     data_budget: int = 400 * 1024 * 1024
+    # On SIGTERM: seconds a DATA under way may still take before every session gets 421 4.3.2
+    # (drain.py); below the task's StopTimeout (120 s), after which ECS SIGKILLs the process.
+    drain_seconds: float = 100.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SubmissionSettings:
@@ -41,4 +44,5 @@ class SubmissionSettings:
                    tls_port=int(e.get("OUTPOST_SUBMISSION_TLS_PORT") or cls.tls_port),
                    tls_secret=e.get("OUTPOST_SUBMISSION_TLS_SECRET") or None,
                    hostname=e.get("OUTPOST_SUBMISSION_HOSTNAME") or e.get("OUTPOST_EHLO_HOSTNAME")
-                   or cls.hostname)
+                   or cls.hostname,
+                   drain_seconds=float(e.get("OUTPOST_SUBMISSION_DRAIN_SECONDS") or cls.drain_seconds))
