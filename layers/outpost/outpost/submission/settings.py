@@ -8,7 +8,18 @@ from dataclasses import dataclass
 
 from ..models import MAX_MESSAGE_BYTES, MAX_RECIPIENTS
 
-__all__ = ["SubmissionSettings"]
+__all__ = ["SubmissionSettings", "budget_for_memory"]
+
+# The process's memory that is not message bytes: the interpreter, boto3's clients, the worker
+# threads, and TLS and stream buffers for up to max_connections sessions.
+MEMORY_RESERVE_MB = 256
+HOLD_FACTOR = 3  # bytes held per byte reserved: aiosmtpd's lines and its joined copy, then send_raw's
+
+
+def budget_for_memory(memory_mb: int) -> int:
+    """data_budget for a process given `memory_mb` (the Fargate task's Memory): what is left
+    after the reserve, divided by what each reserved byte costs at most."""
+    return max(0, memory_mb - MEMORY_RESERVE_MB) * 1024 * 1024 // HOLD_FACTOR
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class SubmissionSettings:
     # Message bytes in flight in one process (each DATA reserves its declared SIZE, plus slack,
     # or max_message_bytes when it declared none); past it: 451 4.3.2 before the 354. The
     # process holds about 3 times this at most (aiosmtpd's lines, the finished copy, base64).
+    # From OUTPOST_SUBMISSION_MEMORY_MB (the task's Memory) when set: budget_for_memory.
     data_budget: int = 400 * 1024 * 1024
     # On SIGTERM: seconds a DATA under way may still take before every session gets 421 4.3.2
     # (drain.py); below the task's StopTimeout (120 s), after which ECS SIGKILLs the process.
@@ -45,4 +57,6 @@ class SubmissionSettings:
                    tls_secret=e.get("OUTPOST_SUBMISSION_TLS_SECRET") or None,
                    hostname=e.get("OUTPOST_SUBMISSION_HOSTNAME") or e.get("OUTPOST_EHLO_HOSTNAME")
                    or cls.hostname,
-                   drain_seconds=float(e.get("OUTPOST_SUBMISSION_DRAIN_SECONDS") or cls.drain_seconds))
+                   drain_seconds=float(e.get("OUTPOST_SUBMISSION_DRAIN_SECONDS") or cls.drain_seconds),
+                   data_budget=budget_for_memory(int(e["OUTPOST_SUBMISSION_MEMORY_MB"]))
+                   if e.get("OUTPOST_SUBMISSION_MEMORY_MB") else cls.data_budget)
