@@ -307,7 +307,9 @@ def _task_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for p in props(template, "SmtpSubmissionTaskRole")["Policies"] for s in p["PolicyDocument"]["Statement"]]
 
 
-def test_the_task_role_has_exactly_the_send_apis_sending_permissions(template: dict[str, Any]) -> None:
+def test_the_task_role_has_only_send_api_sending_permissions(template: dict[str, Any]) -> None:
+    """Within the send API's sending permissions; which of them, exactly, is decided by the calls
+    an SMTP session makes (tests/integration/test_submission_iam.py)."""
     api = _send_api_statements(template)
     assert set(NOT_SENDING) <= {s.get("Sid") for s in api}  # the exclusions still name real statements
     sending = _grants([s for s in api if s.get("Sid") not in NOT_SENDING])
@@ -316,7 +318,7 @@ def test_the_task_role_has_exactly_the_send_apis_sending_permissions(template: d
     expected |= {(a, r) for w, r in sending if w == "sqs:SendMessage*" for a in SQS_SEND}
     task = [s for s in _task_statements(template) if s["Sid"] != "ReadTlsCertificate"]
     granted = _grants(task)
-    assert granted == expected, (granted - expected, expected - granted)
+    assert granted <= expected, granted - expected
     assert not [a for a, _ in granted if "*" in a or "?" in a]
     # The sending core is really in there (the comparison above is not between two empty sets).
     assert {("dynamodb:GetItem", "ApiKeysTable.Arn"), ("sqs:SendMessage", "SendQueue.Arn"),
