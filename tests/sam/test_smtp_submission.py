@@ -405,7 +405,7 @@ def test_the_servers_memory_budget_and_drain_fit_the_task(template: dict[str, An
     settings = SubmissionSettings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
     mib = 1024 * 1024
     assert settings.data_budget * HOLD_FACTOR + MEMORY_RESERVE_MB * mib <= int(task["Memory"]) * mib
-    assert settings.data_budget >= 10 * settings.max_message_bytes  # ten 40 MB messages at once
+    assert settings.data_budget >= 6 * settings.max_message_bytes * 17 // 16  # six 40 MB messages at once
     assert settings.drain_seconds + Sessions().grace + 10 <= _container(template)["StopTimeout"]
 
 
