@@ -21,8 +21,9 @@ from ..errors import (
     UnauthorizedError,
 )
 
-__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BARE_LINE_END", "BUSY", "NEED_AUTH", "NEED_TLS", "TOO_BIG",
-           "TOO_MANY_CONNECTIONS", "TOO_MANY_RECIPIENTS", "enhance", "queued", "reply_for"]
+__all__ = ["AUTH_LOCKED", "AUTH_OK", "BAD_CREDENTIALS", "BARE_LINE_END", "BUSY", "NEED_AUTH", "NEED_TLS",
+           "SHUTTING_DOWN", "TOO_BIG", "TOO_MANY_CONNECTIONS", "TOO_MANY_RECIPIENTS", "enhance", "queued",
+           "reply_for"]
 
 NEED_TLS = "530 5.7.0 Must issue a STARTTLS command first"  # RFC 3207 §4
 NEED_AUTH = "530 5.7.0 Authentication required"  # RFC 4954 §6
@@ -37,6 +38,7 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address; try ag
 TEMPORARY = "451 4.3.0 Temporary failure; try again later"
 BARE_LINE_END = "550 5.5.2 Bare CR or LF in the message: lines must end with CRLF"  # RFC 5321 §2.3.8
 BUSY = "451 4.3.2 Too many messages in flight; try again later"  # RFC 3463: not accepting messages
+SHUTTING_DOWN = "421 4.3.2 Service shutting down"  # RFC 5321 §3.8, RFC 3463: the process is stopping
 
 # Most specific first: SendingPausedError is a ForbiddenError, InProgressError a ConflictError,
 # UploadLimitReachedError a ThrottledError.

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import logging
 import ssl
@@ -33,6 +35,7 @@ from ..api.auth import Principal
 from ..errors import ForbiddenError, ThrottledError, UnauthorizedError
 from ..raw_message import bare_line_end
 from . import replies
+from .drain import Sessions
 from .guard import ByteBudget, ClientGuard
 from .settings import SubmissionSettings
 
@@ -117,6 +120,8 @@ class _SubmissionSmtp(SMTP):
         self._ip = "?"
         self._admitted = False
         self._lifetime: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._smtp_methods = {name: self._drained(m) for name, m in self._smtp_methods.items()}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None and self.transport is None:  # not the STARTTLS re-entry
@@ -124,6 +129,7 @@ class _SubmissionSmtp(SMTP):
             self._ip = str(peer[0]) if peer else "?"
             self._admitted = self.server.guard.connect(self._ip)
             self._lifetime = self.loop.call_later(self.server.settings.session_timeout, transport.close)
+            self.server.sessions.add(self)
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +144,7 @@ class _SubmissionSmtp(SMTP):
             self.server.guard.disconnect(self._ip)
         if self._lifetime is not None:
             self._lifetime.cancel()
+        self.server.sessions.remove(self)
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
@@ -146,7 +153,42 @@ class _SubmissionSmtp(SMTP):
             assert self.transport is not None
             self.transport.close()
             return
+        if self.server.sessions.draining:  # accepted just before the listeners closed
+            self.server.sessions.hang_up(self)
+            return
         await super()._handle_client()
+
+    # ---- graceful stop (drain.py) ---------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def say_goodbye(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
+
+    def abort(self) -> None:
+        for transport in (self.transport, self._original_transport):
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
+
+    def _drained(self, method: Any) -> Any:
+        """A command, while the server drains: refused with 421 4.3.2 if it comes after the drain
+        began; if it was under way then (DATA above all), finished first, then the 421."""
+        @functools.wraps(method)
+        async def command(arg: str | None) -> None:
+            if self.server.sessions.draining:
+                self.server.sessions.hang_up(self)
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if self.server.sessions.draining:
+                self.server.sessions.hang_up(self)
+        return command
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status[3:4] == " " and not status.startswith(
@@ -284,6 +326,7 @@ class SubmissionServer:
         self.settings, self.sender, self.keys, self.tls = settings, sender, keys, tls_context
         self.guard = guard or ClientGuard(settings)
         self.budget = ByteBudget(settings.data_budget, settings.data_budget_share)
+        self.sessions = Sessions()
         self.ports: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="submission")
         self._servers: list[asyncio.base_events.Server] = []
@@ -312,11 +355,18 @@ class SubmissionServer:
             self.ports[name] = server.sockets[0].getsockname()[1]
         log.info("submission listening", extra={"host": s.host, **self.ports})
 
-    async def close(self) -> None:
+    async def close(self, drain: float | None = None) -> None:
+        """Stop accepting at once, then drain the open sessions (drain.py) for at most `drain`
+        seconds (default: the drain_seconds setting)."""
         for server in self._servers:
             server.close()
-        for server in self._servers:
-            await server.wait_closed()
+        seconds = self.settings.drain_seconds if drain is None else drain
+        log.info("submission draining", extra={"sessions": len(self.sessions), "drain_seconds": seconds})
+        cut = await self.sessions.drain(seconds)
+        for server in self._servers:  # on 3.12 it waits for connections still in a TLS handshake
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), self.sessions.grace)
+        log.info("submission stopped", extra={"sessions_cut": cut})
         self._servers.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -337,11 +387,11 @@ class SubmissionServer:
             raise TimeoutError("the submission server did not start")
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain: float = 0.0) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self.close(drain), loop).result(timeout=drain + 15)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         self._loop = self._thread = None
