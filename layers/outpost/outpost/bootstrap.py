@@ -7,9 +7,11 @@ local stack points the same code at moto, its DNS server and its MX hosts.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .config import settings
 
@@ -34,17 +36,51 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .submission.settings import SubmissionSettings
     from .sweeper import Sweeper
 
+T = TypeVar("T")
 
 @cache
 def aws(service: str) -> Any:
-    import boto3
     from botocore.config import Config
 
     # SigV4 for S3 explicitly: boto3 would presign upload URLs with SigV2 on the global endpoint
     # (deprecated, and refused in newer regions); v4 also signs the upload's Content-Length.
     cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
                  signature_version="s3v4" if service == "s3" else None)
-    return boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
+    with _client_lock:  # a boto3 Session is not thread-safe; its clients are
+        return _session().client(service, config=cfg)  # type: ignore[call-overload]
+
+
+_client_lock = threading.Lock()
+
+
+@cache
+def _session() -> Any:
+    """One boto3 Session for every client (issue 15): a second client then reuses the first's
+    loaded endpoint rules and partitions instead of parsing them again (~half a client's cost)."""
+    import boto3
+
+    return boto3.session.Session()
+
+
+def lazy(build: Callable[[], T]) -> T:
+    """A stand-in for `build()` that calls it on first use (an attribute read), once. The cold
+    start pays only for what the first request touches: the S3 and Secrets Manager clients, and
+    the services (with their imports) of routes that request does not hit."""
+    return cast(T, _Lazy(build))
+
+
+class _Lazy:
+    __slots__ = ("_build", "_lock", "_target")
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build, self._lock, self._target = build, threading.Lock(), None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._target is None:
+            with self._lock:
+                if self._target is None:
+                    self._target = self._build()
+        return getattr(self._target, name)
 
 
 @cache
@@ -78,7 +114,7 @@ def message_store() -> MessageStore:
     from .store import MessageStore
 
     s = settings()
-    return MessageStore(aws("dynamodb"), s.messages_table, aws("s3"), s.bucket,
+    return MessageStore(aws("dynamodb"), s.messages_table, lazy(lambda: aws("s3")), s.bucket,
                         inline_limit=s.inline_body_limit, retention_days=s.retention_days)
 
 
@@ -125,7 +161,7 @@ def retry_queue() -> JobQueue:
 def secrets() -> SecretStore:
     from .store import SecretStore
 
-    return SecretStore(aws("secretsmanager"))
+    return SecretStore(lazy(lambda: aws("secretsmanager")))
 
 
 @cache
@@ -253,7 +289,7 @@ def api_app() -> APIGatewayRestResolver:
                            reputation=reputation()),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
-        domains=domain_service(),
+        domains=lazy(domain_service),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
         events=EventsApi(event_log()))
 
@@ -313,6 +349,7 @@ def reset() -> None:
         fn.cache_clear()
     _signers.clear()
     send_service.cache_clear()
+    _session.cache_clear()
 
 
 @cache

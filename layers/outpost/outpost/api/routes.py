@@ -29,7 +29,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from ..errors import ApiError, ForbiddenError, InvalidRequestError
@@ -520,6 +519,9 @@ def _add_event_routes(app: APIGatewayRestResolver, needs: Scopes, events: Events
 def _add_document_route(app: APIGatewayRestResolver) -> None:
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
+        # Powertools' OpenAPI models build ~200 pydantic schemas at import: only this route needs them
+        from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
         return declare(app.get_openapi_schema(
             title="Outpost", version="1", description="Serverless transactional email",
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},
