@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -61,14 +62,21 @@ print(init, first)
 HANDLERS = {"send API": "send_api", "sender": "sender", "bounces": "bounce_processor"}
 
 
-def _best(argv: list[str], env: dict[str, str], runs: int) -> tuple[float, float]:
-    """(init, first request) in ms of the run with the smallest sum."""
-    samples = []
+def _sample(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(init, first request) in ms, in a fresh interpreter."""
+    out = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return float(out[-2]) * 1000, float(out[-1]) * 1000
+
+
+def _rounds(programs: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list]:
+    """Each program once per round, interleaved, so that the floor and the handlers see the same
+    load (on a shared machine it swings by 2x within a minute)."""
+    samples: dict[str, list] = {name: [] for name in programs}
     for _ in range(runs):
-        out = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
-        samples.append((float(out[-2]) * 1000, float(out[-1]) * 1000))
-    return min(samples, key=lambda s: s[0] + max(s[1], 0))
+        for name, (argv, env) in programs.items():
+            samples[name].append(_sample(argv, env))
+    return samples
 
 
 def _importtime(env: dict[str, str], code_dir: Path, top: int) -> list[tuple[int, str]]:
@@ -86,15 +94,29 @@ def _importtime(env: dict[str, str], code_dir: Path, top: int) -> list[tuple[int
     return sorted(rows, reverse=True)[:top]
 
 
-def _measure(label: str, code_dir: Path, env: dict[str, str], event: dict, runs: int, floor: float) -> None:
+def _programs(label: str, code_dir: Path, env: dict[str, str], event: dict) -> dict:
     env = dict(env, PYTHONPATH=f"{code_dir / 'layers/outpost'}:{ROOT / 'local'}")
+    out = {}
     for name, fn in HANDLERS.items():
         argv = ["-c", PROBE, str(code_dir / "functions" / fn)]
-        if name == "send API":
-            argv.append(json.dumps(event))
-        init, first = _best(argv, env, runs)
-        extra = f"   + first POST /v1/messages {first:5.0f} ms = {init + first:5.0f} ms" if first >= 0 else ""
-        print(f"{label:7s} {name:9s} init {init:5.0f} ms = {init / floor:4.2f}x the floor{extra}")
+        out[f"{label} {name}"] = ([*argv, json.dumps(event)] if name == "send API" else argv, env)
+    return out
+
+
+def _report(samples: dict[str, list]) -> None:
+    floors = [s[0] for s in samples.pop("floor")]
+    print(f"floor: import boto3 + one client: best {min(floors):5.0f} ms, median {statistics.median(floors):5.0f} ms "
+          f"({len(floors)} fresh interpreters)")
+    for name, runs in samples.items():
+        init = min(r[0] for r in runs)
+        # the per-round ratio: each handler beside the floor measured just before it
+        ratio = statistics.median(r[0] / f for r, f in zip(runs, floors, strict=True))
+        line = (f"{name:16s} init best {init:5.0f} ms = {init / min(floors):4.2f}x the best floor; "
+                f"median ratio {ratio:4.2f}x")
+        if runs[0][1] >= 0:
+            total = min(r[0] + r[1] for r in runs)
+            line += f"; + first POST /v1/messages best {min(r[1] for r in runs):4.0f} ms, sum best {total:5.0f} ms"
+        print(line)
 
 
 def main() -> int:
@@ -113,11 +135,11 @@ def main() -> int:
         event["headers"] = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
         event["headers"]["Authorization"] = f"Bearer {stack.api_key}"
         event["body"] = json.dumps(dict(json.loads(event["body"]), **{"from": f"Shop <orders@{SENDING_DOMAIN}>"}))
-        floor = _best(["-c", FLOOR], env, args.runs)[0]
-        print(f"floor: import boto3 + one client {floor:5.0f} ms (best of {args.runs}, fresh interpreters)")
+        programs = {"floor": (["-c", FLOOR], env)}
         if args.before:
-            _measure("before", args.before, env, event, args.runs, floor)
-        _measure("now", ROOT, env, event, args.runs, floor)
+            programs.update(_programs("before", args.before, env, event))
+        programs.update(_programs("now", ROOT, env, event))
+        _report(_rounds(programs, args.runs))
         print("slowest imports of the send API (top-level, and outpost.*), cumulative:")
         for us, name in _importtime(dict(env, PYTHONPATH=f"{ROOT / 'layers/outpost'}:{ROOT / 'local'}"), ROOT, 12):
             print(f"  {us / 1000:7.1f} ms  {name}")

@@ -27,6 +27,7 @@ LAZY_MODULES = (
     "outpost.net",
     "outpost.bounces",  # the bounce classifier compiles its patterns at import: sender, bounces
     "outpost.bounces.classify",
+    "outpost.raw_message",  # SMTP submission's raw path
 )
 
 PROBE = """
