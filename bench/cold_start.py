@@ -17,11 +17,19 @@ send API from `python -X importtime`. --before DIR measures a second copy of the
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py [--runs 5] [--before DIR]
 
-Measured (issue 15; 2-core machine shared with other jobs, load average 8-15, so absolute
-figures vary from run to run; the ratios, measured in one run, are what to compare):
-  before: `git archive 7d35068 layers functions | tar -x -C /tmp/s15a_before` then
-  `PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py --before /tmp/s15a_before`
-    see the commit message of the change that added --before for the figures
+Measured (issue 15; a 2-core machine shared with other jobs, load average 8-19: absolute
+figures swing 2x within minutes, so the floor and the handlers are interleaved per round and the
+ratios, from one run, are what to compare). Before = 7d35068 (main before the change):
+  git archive 7d35068 layers functions | tar -x -C /tmp/s15a_before
+  PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py --before /tmp/s15a_before
+  run 1 (07:14 UTC): floor best 332 ms
+    send API  before 1005 ms = 3.03x, first POST 33 ms, sum 1038 ms
+              after   523 ms = 1.58x, first POST 30 ms, sum  553 ms
+    sender    before 3.08x, after 2.13x;  bounces before 2.73x, after 1.86x
+  run 2 (07:20 UTC, with raw_message lazy too): floor best 352 ms (median 565)
+    send API  before 1321 ms = 3.75x, first POST 38 ms, sum 1362 ms
+              after   536 ms = 1.52x (median of per-round ratios 1.52x), first POST 37 ms, sum 584 ms
+    sender    before 3.75x, after 2.27x;  bounces before 2.65x, after 1.62x
 """
 
 from __future__ import annotations
