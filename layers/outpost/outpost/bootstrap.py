@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime
 import os
 import random
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .config import settings
 from .snapstart import after_restore, forget_on_restore
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from dns.resolver import Resolver
 
     from .api.domains import DomainService
+    from .api.events import EventsApi
     from .api.service import SendService
     from .bounces.service import BounceService
     from .delivery.service import DeliveryService
@@ -53,19 +56,53 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     from .webhooks.sink import WebhookSink
     from .webhooks.ssrf import Resolve
 
+T = TypeVar("T")
 
 @cache
 def aws(service: str) -> Any:
-    import boto3
     from botocore.config import Config
 
     # SigV4 for S3 explicitly: boto3 would presign upload URLs with SigV2 on the global endpoint
     # (deprecated, and refused in newer regions); v4 also signs the upload's Content-Length.
     cfg = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3, read_timeout=10,
                  signature_version="s3v4" if service == "s3" else None)
-    client = boto3.session.Session().client(service, config=cfg)  # type: ignore[call-overload]
+    with _client_lock:  # a boto3 Session is not thread-safe; its clients are
+        client = _session().client(service, config=cfg)  # type: ignore[call-overload]
     _clients.add(client)  # SnapStart: forget_snapshot_state() drops its connections
     return client
+
+
+_client_lock = threading.Lock()
+
+
+@cache
+def _session() -> Any:
+    """One boto3 Session for every client (issue 15): a second client then reuses the first's
+    loaded endpoint rules and partitions instead of parsing them again (~half a client's cost)."""
+    import boto3
+
+    return boto3.session.Session()
+
+
+def lazy(build: Callable[[], T]) -> T:
+    """A stand-in for `build()` that calls it on first use (an attribute read), once. The cold
+    start pays only for what the first request touches: the S3 and Secrets Manager clients, and
+    the services (with their imports) of routes that request does not hit."""
+    return cast(T, _Lazy(build))
+
+
+class _Lazy:
+    __slots__ = ("_build", "_lock", "_target")
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build, self._lock, self._target = build, threading.Lock(), None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._target is None:
+            with self._lock:
+                if self._target is None:
+                    self._target = self._build()
+        return getattr(self._target, name)
 
 
 @cache
@@ -99,7 +136,7 @@ def message_store() -> MessageStore:
     from .store import MessageStore
 
     s = settings()
-    return MessageStore(aws("dynamodb"), s.messages_table, aws("s3"), s.bucket,
+    return MessageStore(aws("dynamodb"), s.messages_table, lazy(lambda: aws("s3")), s.bucket,
                         inline_limit=s.inline_body_limit, retention_days=s.retention_days)
 
 
@@ -146,7 +183,7 @@ def retry_queue() -> JobQueue:
 def secrets() -> SecretStore:
     from .store import SecretStore
 
-    return SecretStore(aws("secretsmanager"))
+    return SecretStore(lazy(lambda: aws("secretsmanager")))
 
 
 @cache
@@ -259,7 +296,6 @@ def domain_service() -> DomainService:
 def api_app() -> APIGatewayRestResolver:
     """The send API (routes + services), built once per container."""
     from .api.auth import KeyRing, TokenBuckets
-    from .api.events import EventsApi
     from .api.reputation import ReputationApi
     from .api.routes import build_app
     from .api.service import QueryService, SendService
@@ -274,10 +310,17 @@ def api_app() -> APIGatewayRestResolver:
                            reputation=reputation()),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
-        domains=domain_service(),
+        domains=lazy(domain_service),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
-        events=EventsApi(event_log()),
-        webhooks=webhook_service())
+        events=lazy(events_api),
+        webhooks=lazy(webhook_service))
+
+
+def events_api() -> EventsApi:
+    """GET /v1/events' service (built on the first request that reads the event log)."""
+    from .api.events import EventsApi
+
+    return EventsApi(event_log())
 
 
 @cache
@@ -336,6 +379,7 @@ def reset() -> None:
     _signers.clear()
     send_service.cache_clear()
     reset_webhooks()
+    _session.cache_clear()
 
 
 @cache

@@ -29,8 +29,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .bounces.limits import DIAGNOSTIC_LIMIT
-
 
 class OutpostError(Exception):
     """Base of every error Outpost raises on purpose."""
@@ -203,6 +201,9 @@ _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 def enhanced_status(text: str) -> str | None:
     """The RFC 3463 enhanced status code at the start of a reply's text, if it has one."""
+    # imported here: the package's __init__ compiles the classifier, which the API never uses
+    from .bounces.limits import DIAGNOSTIC_LIMIT
+
     m = _ENHANCED.match(text, 0, DIAGNOSTIC_LIMIT)  # bounded like the text judged
     return ".".join(m.groups()) if m else None
 

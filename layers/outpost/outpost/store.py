@@ -90,12 +90,12 @@ from .records import (
     Waiting,
 )
 from .stored_request import StoredRequest
-from .tls_policy import StsPolicy
 from .webhooks.jobs import WebhookJob
 from .webhooks.records import WebhookAttempt, WebhookEndpoint
 
 if TYPE_CHECKING:
     from .events import Event
+    from .tls_policy import StsPolicy  # imported where used: it brings dnspython, which the API never needs
 
 T = TypeVar("T")
 
@@ -1165,6 +1165,8 @@ class PolicyStore:
     def get(self, domain: str) -> StsPolicy | None:
         """The stored policy, expired or not (TTL deletion lags; the caller checks expiry).
         A malformed item raises ValueError rather than passing for a policy."""
+        from .tls_policy import StsPolicy
+
         r = self.ddb.get_item(TableName=self.table, Key=self._key(domain))
         if "Item" not in r:
             return None

@@ -10,6 +10,15 @@ produce a 500: validation errors are 422 naming the field, malformed JSON is 400
 routes 404, throttling 429 with Retry-After, and anything unexpected is logged and answered 503
 (retryable) without a trace. The OpenAPI document (/openapi.json) is generated from the same
 pydantic models that validate requests and responses (models.py).
+
+Cold start (issue 15): building the app imports only what the common request needs. Routes are
+registered eagerly (routing, 404 and 405 need the whole table) but cost little: Powertools builds
+a route's validation models on its first request. A route module whose service is heavy to import
+or build (domains: dnspython) is lazy in two steps: here, import its service's type under
+TYPE_CHECKING only (and its pydantic models from models.py, which defer their schema builds);
+in bootstrap.api_app, pass `lazy(builder)`, where the builder imports the module. A new route
+module (webhooks) does the same: `_add_webhook_routes(app, needs, webhooks)` here, and
+`webhooks=lazy(webhook_api)` there. tests/unit/test_cold_start.py lists what must stay unloaded.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from ..errors import ApiError, ForbiddenError, InvalidRequestError
@@ -526,6 +534,9 @@ def _add_event_routes(app: APIGatewayRestResolver, needs: Scopes, events: Events
 def _add_document_route(app: APIGatewayRestResolver) -> None:
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:
+        # Powertools' OpenAPI models build ~200 pydantic schemas at import: only this route needs them
+        from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+
         return declare(app.get_openapi_schema(
             title="Outpost", version="1", description="Serverless transactional email",
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},

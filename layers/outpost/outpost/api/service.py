@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,7 +36,6 @@ from ..models import (
     UploadRequest,
     error_field,
 )
-from ..raw_message import RawMessage, inspect_raw
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
 from ..reputation import Reputation
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
@@ -44,6 +43,9 @@ from ..stored_request import StoredRequest
 from .auth import Principal
 from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
+
+if TYPE_CHECKING:
+    from ..raw_message import RawMessage
 
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
@@ -255,6 +257,8 @@ class SendService:
         Message-ID to other recipients (a client splitting a long recipient list into several
         transactions) is another message; with other bytes to the same recipients, a 409
         (ConflictError)."""
+        from ..raw_message import inspect_raw  # SMTP submission's path: not the API's cold start
+
         msg = inspect_raw(data)
         addresses = _envelope_addresses(rcpts)
         from_domain = self._from_domain(msg.sender.addr, principal)

@@ -1,0 +1,75 @@
+"""The send API's cold start stays lean (issue 15 item 1), checked without timing anything.
+
+A fresh interpreter imports functions/send_api/app.py (which builds the app) and reports what
+it loaded: the modules only some routes or other functions need (the OpenAPI document's models,
+dnspython and the domain checks, MTA-STS, the bounce classifier) stay unloaded, and only the
+clients the common request needs (DynamoDB, SQS) are built. bench/cold_start.py has the timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from outpost.bootstrap import lazy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Each of these cost the cold start a measurable share (bench/cold_start.py, python -X importtime).
+LAZY_MODULES = (
+    "aws_lambda_powertools.event_handler.openapi.models",  # ~200 pydantic models: /openapi.json only
+    "dns.resolver",  # dnspython: the domain routes and the sender
+    "outpost.api.domains",  # the domain routes' service
+    "outpost.tls_policy",  # MTA-STS: the sender
+    "outpost.net",
+    "outpost.bounces",  # the bounce classifier compiles its patterns at import: sender, bounces
+    "outpost.bounces.classify",
+    "outpost.raw_message",  # SMTP submission's raw path
+)
+
+PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import app
+from outpost import bootstrap
+print(json.dumps({"modules": sorted(sys.modules), "clients": bootstrap.aws.cache_info().currsize,
+                  "routes": len(app.app._static_routes) + len(app.app._dynamic_routes)}))
+"""
+
+
+def _cold_import() -> dict:
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "layers/outpost"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "functions/send_api")], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_send_api_init_leaves_the_heavy_modules_unloaded() -> None:
+    seen = _cold_import()
+    modules = set(seen["modules"])
+    assert "outpost.api.routes" in modules and "pydantic" in modules  # the probe did import the app
+    assert seen["routes"] > 20  # and built it, every route registered (domains too)
+    assert sorted(m for m in LAZY_MODULES if m in modules) == []
+    assert seen["clients"] == 2  # DynamoDB and SQS; S3 and Secrets Manager on first use
+
+
+def test_lazy_builds_on_first_use_once() -> None:
+    built: list[int] = []
+
+    class Service:
+        def answer(self) -> int:
+            return 42
+
+    def build() -> Service:
+        built.append(1)
+        return Service()
+
+    service = lazy(build)
+    assert built == []  # nothing built until used
+    assert service.answer() == 42 and service.answer() == 42
+    assert built == [1]
