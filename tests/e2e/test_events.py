@@ -337,3 +337,43 @@ def test_enable_eventbridge_creates_the_bus_and_names_it_to_the_events_function(
     assert env["OUTPOST_EVENT_BUS"] == "outpost-evbus" == stack.outputs["EventBusName"]
     assert boto3.client("events").describe_event_bus(Name="outpost-evbus")["Name"] == "outpost-evbus"
     assert local_stack.stack.functions["EventsFunction"].environment["OUTPOST_EVENT_BUS"] == ""  # default off
+
+
+def test_a_real_change_reaches_a_webhook_and_a_replay_over_the_api_resends_it_from_the_log(api, local_stack):
+    """Issue 12 end to end on the local stack: the stream's event reaches a registered endpoint
+    (webhook-id = the logged event's id, signature verified by `standardwebhooks` in the
+    receiver), and POST /v1/webhooks/{id}/replay reads the real event log (its cursor, oldest
+    first) and sends the same event again with the same webhook-id."""
+    from datetime import UTC, datetime, timedelta
+
+    from outpost_local.webhook_receiver import WebhookReceiver
+
+    rx = WebhookReceiver("127.0.2.90", 0).start()
+    status, wh = api.call("POST", "/v1/webhooks", {"url": rx.url, "events": ["message.delivered"],
+                                                   "description": "e2e"})
+    assert status == 201, wh
+    rx.secrets.append(wh["secret"])
+    try:
+        since = (datetime.now(UTC) - timedelta(seconds=2)).isoformat()
+        mid = _send(api, ["ev-hook@accept.test"])
+        got = _wait_types(api, mid, "message.delivered")
+        (delivered,) = [e for e in got if e["type"] == "message.delivered"]
+        eid = delivered["id"]
+        deadline = time.monotonic() + 60
+        while rx.accepted_ids()[eid] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = [r for r in rx.accepted() if r.webhook_id == eid]
+        assert len(first) == 1 and first[0].verified, [r.error for r in first]
+        assert first[0].payload["data"]["message_id"] == mid and first[0].payload["type"] == "message.delivered"
+
+        status, out = api.call("POST", f"/v1/webhooks/{wh['id']}/replay", {"since": since})
+        assert status == 200 and out["replayed"] >= 1, out
+        deadline = time.monotonic() + 60
+        while rx.accepted_ids()[eid] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        again = [r for r in rx.accepted() if r.webhook_id == eid]
+        assert len(again) == 2 and all(r.verified for r in again)
+        assert again[1].payload == again[0].payload
+    finally:
+        api.call("DELETE", f"/v1/webhooks/{wh['id']}")
+        rx.stop()

@@ -400,3 +400,22 @@ def test_events_come_from_the_recipients_stream_filtered_with_partial_failures(t
     assert Settings.from_env({"OUTPOST_EVENT_BUS": "b"}).event_bus == "b"
     assert template["Resources"]["EventBus"]["Condition"] == "EnableEventBridge"
     assert _param(template, "EnableEventBridge")["Default"] == "false"
+
+
+def test_a_disabled_webhook_endpoint_raises_an_alarm_on_the_metric_the_dispatcher_counts(
+        template: dict[str, Any]) -> None:
+    """Issue 12: an endpoint failing for 5 days is disabled "with an event and a metric": the
+    dispatcher counts WebhookEndpointDisabled (Powertools: namespace Outpost, dimension
+    service=outpost, flushed by the handler's log_metrics) and this alarm tells the topic."""
+    from outpost.webhooks import dispatch
+
+    assert 'self.count("WebhookEndpointDisabled", 1)' in Path(dispatch.__file__).read_text()
+    handler = (ROOT / "functions" / "webhooks" / "app.py").read_text()
+    assert "log_metrics" in handler
+    a = template["Resources"]["WebhookEndpointDisabledAlarm"]["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == ("Outpost", "WebhookEndpointDisabled")
+    assert a["Dimensions"] == [{"Name": "service", "Value": "outpost"}]
+    assert a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold"
+    assert a["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    glob = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert (glob["POWERTOOLS_METRICS_NAMESPACE"], glob["POWERTOOLS_SERVICE_NAME"]) == ("Outpost", "outpost")
