@@ -72,6 +72,20 @@ Measured (2-core machine shared with other work, load average 7-12; DynamoDB Loc
   throttles the start of a calendar minute at all decides the time (one throttle suspends
   Google for 300 s scaled), so these runs vary: 234 s with none, 468-497 s with 4-7.
 
+  --messages 5000 --time-scale 2 --mode both --ip-prefix 127.0.40, 2026-11-30, main at 0ee6236
+  (every issue-11 merge, before the review fixes of h/s11a), load average 9-17 (seven other
+  jobs on the 2 cores): without 2,315 throttle replies, 7,315 attempts, all 5,000 delivered in
+  936 s, 1,726 recipients deferred once, 7,244 connections, 72 at once; with 9 throttle
+  replies, 5,009 attempts, all delivered in 1,585 s, 9 deferred once, 1,676 connections, 9 at
+  once as the MX counted them (Google's cap is 5 leases: the MX counts a connection until its
+  own disconnect callback runs, which a loaded event loop may run after the sender has QUIT,
+  released the lease and another sender has connected; not verified); none delivered twice.
+  Accepting the 5,000 took 477 s without and 842 s with: in the "with" run batches were
+  answered 503 "could not be queued; retry it" (the API's SQS send timed out) again and
+  again and were sent again (_submit). The likely cause, not verified: the sender containers'
+  re-queues of recipients waiting for Google's 5 connections, every 5-30 s each, on moto's
+  serialised SQS; h/s11a's growing waits cut those re-queues about 3x.
+
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/shaping.py --quick
      PYTHONPATH=layers/outpost:local .venv/bin/python bench/shaping.py            # 5,000 at 300/min, real time
      ... bench/shaping.py --messages 5000 --time-scale 4 --mode without
