@@ -112,13 +112,19 @@ class PinnedHttpsConnection(http.client.HTTPSConnection):
             except OSError:
                 pass
 
-    def connect(self) -> None:
+    def _open_watched(self) -> socket.socket:
+        """A TCP connection to the chosen address, under the deadline watchdog (which cuts it
+        when the whole request's time is up)."""
         sock = socket.create_connection((self._ip, self.port), min(self._read_timeout, self._left()))
         with self._guard:
             self._live = sock
         self._watchdog = threading.Timer(self._left(), self._cut)
         self._watchdog.daemon = True
         self._watchdog.start()
+        return sock
+
+    def connect(self) -> None:
+        sock = self._open_watched()
         tls = self._context.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
         with self._guard:
             self._live = tls

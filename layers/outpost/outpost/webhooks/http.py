@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,13 +40,7 @@ class PinnedHttpConnection(PinnedHttpsConnection):
     http:// receivers on 127.0.0.0/8 only: ssrf.check_url refuses http elsewhere)."""
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), min(self._read_timeout, self._left()))
-        with self._guard:
-            self._live = sock
-        self._watchdog = threading.Timer(self._left(), self._cut)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-        self.sock = sock
+        self.sock = self._open_watched()
 
 
 def post(target: Target, body: bytes, headers: Mapping[str, str], *, context: ssl.SSLContext,
