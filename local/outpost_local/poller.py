@@ -61,7 +61,25 @@ class _EventSource:
         raise NotImplementedError
 
 
-class SqsPoller(_EventSource):
+class _Polling(_EventSource):
+    """An event source mapping that polls (SQS, a DynamoDB stream): `poll_once` until stopped,
+    a short pause when it found nothing, and on an error a log line and a longer one (the
+    mapping keeps polling, as Lambda's does)."""
+
+    def poll_once(self) -> int:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    self._stop.wait(0.2)
+            except Exception:  # noqa: BLE001 - the mapping keeps polling, as Lambda's does
+                log.exception("%s error", type(self).__name__)
+                self._stop.wait(1.0)
+
+
+class SqsPoller(_Polling):
     def __init__(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction, *,
                  batch_size: int = 10, window: float = 1.0, name: str = "sqs") -> None:
         self.sqs, self.url, self.arn, self.function = sqs, queue_url, queue_arn, function
@@ -93,15 +111,6 @@ class SqsPoller(_EventSource):
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         delete_done(self.sqs, self.url, [m for m in messages if m["MessageId"] not in failed])
         return len(messages)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(0.2)
-            except Exception:  # noqa: BLE001 - the mapping keeps polling, as Lambda's does
-                log.exception("poller error")
-                self._stop.wait(1.0)
 
 
 def scheduled_event(rule_arn: str, region: str = "us-east-1") -> dict:
@@ -177,7 +186,7 @@ def stream_event(records: list[dict], stream_arn: str, region: str = "us-east-1"
     } for r in records]}
 
 
-class StreamPoller(_EventSource):
+class StreamPoller(_Polling):
     """A DynamoDB stream event source mapping, emulated: every shard read from TRIM_HORIZON
     (a child shard after its parent is done: order per item is kept), records filtered by the
     mapping's FilterCriteria, batches of `batch_size` invoked in order; ReportBatchItemFailures
@@ -301,12 +310,3 @@ class StreamPoller(_EventSource):
             sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"DDBStreamBatchInfo": {
                 "streamArn": self.arn, "startSequenceNumber": seqs[0], "endSequenceNumber": seqs[-1],
                 "batchSize": len(records)}}))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.poll_once() == 0:
-                    self._stop.wait(0.2)
-            except Exception:  # noqa: BLE001 - the mapping keeps polling, as Lambda's does
-                log.exception("stream poller error")
-                self._stop.wait(1.0)

@@ -33,37 +33,37 @@ class _Metrics:
         written at once (Powertools' single_metric). Only in Lambda, and not when metrics are
         off (POWERTOOLS_METRICS_DISABLED, which single_metric ignores): the local stack and
         the tests call the services directly, where the other counts are never flushed."""
-        import os
+        from aws_lambda_powertools.metrics import MetricUnit
 
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+        _single(name, MetricUnit.Count, n, dimensions)
 
-        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
-                os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
-            return
-
-        with single_metric(name=name, unit=MetricUnit.Count, value=n, namespace="Outpost") as m:
-            m.add_dimension(name="service", value="outpost")
-            for k, v in dimensions.items():
-                m.add_dimension(name=k, value=str(v))
     def gauge(self, name: str, value: float, dimensions: Mapping[str, str] | None = None) -> None:
         """A level, not a count (the reputation breaker's BounceRate / ComplaintRate, 0..1).
         With dimensions (a scope's Domain or ApiKey), its own EMF blob written at once with
         exactly those dimensions and `service`, so the alarms' Metrics Insights query
         SCHEMA("Outpost", Domain, service) covers every domain (only in Lambda, as count_by)."""
-        import os
-
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+        from aws_lambda_powertools.metrics import MetricUnit
 
         if not dimensions:
             self.m.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
             return
-        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
-                os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
-            return
-        with single_metric(name=name, unit=MetricUnit.NoUnit, value=value, namespace="Outpost") as m:
-            m.add_dimension(name="service", value="outpost")
-            for k, v in dimensions.items():
-                m.add_dimension(name=k, value=str(v))
+        _single(name, MetricUnit.NoUnit, value, dimensions)
+
+
+def _single(name: str, unit: Any, value: float, dimensions: Mapping[str, str]) -> None:
+    """One metric with exactly `service` and these dimensions, written at once (count_by,
+    gauge): only in Lambda, and not when metrics are off."""
+    import os
+
+    from aws_lambda_powertools.metrics import single_metric
+
+    if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
+            os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+        return
+    with single_metric(name=name, unit=unit, value=value, namespace="Outpost") as m:
+        m.add_dimension(name="service", value="outpost")
+        for k, v in dimensions.items():
+            m.add_dimension(name=k, value=str(v))
 
 
 @cache
