@@ -322,11 +322,22 @@ def test_the_events_function_uses_exactly_its_grants(api, local_stack):
     mid = _send(api, ["ev-iam@accept.test"])
     _wait_types(api, mid, "message.delivered")
     records = _stream_records(local_stack, mid)
-    with recording(local_stack) as calls:
-        assert local_stack.functions["EventsFunction"].invoke({"Records": records}) == {"batchItemFailures": []}
+    # An endpoint subscribed to these events, so that the webhooks sink does all it may do.
+    status, wh = api.call("POST", "/v1/webhooks", {"url": "http://127.0.2.91:9/hooks",
+                                                   "events": ["message.queued", "message.delivered"]})
+    assert status == 201, wh
+    try:
+        with recording(local_stack) as calls:
+            assert local_stack.functions["EventsFunction"].invoke({"Records": records}) == {"batchItemFailures": []}
+    finally:
+        api.call("DELETE", f"/v1/webhooks/{wh['id']}")
     grants = _grants("EventsFunction")
-    # the log's conditional PutItem, the tags' BatchGetItem: both used, nothing else
-    assert calls == grants == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "BatchGetItem")}
+    # the log's conditional PutItem and the tags' BatchGetItem; the webhooks sink's endpoints
+    # (Query), the deliveries it already has (BatchGetItem) and the new ones (BatchWriteItem):
+    # all used, nothing else
+    assert calls == grants == {("MessagesTable", None, "PutItem"), ("MessagesTable", None, "BatchGetItem"),
+                               ("WebhooksTable", None, "Query"), ("WebhooksTable", None, "BatchGetItem"),
+                               ("WebhooksTable", None, "BatchWriteItem")}
 
 
 def test_enable_eventbridge_creates_the_bus_and_names_it_to_the_events_function(local_stack):

@@ -63,13 +63,16 @@ def stack():
 
 @pytest.fixture
 def queries():
-    """Counts the DynamoDB Query calls of the handler's own client."""
-    from outpost.bootstrap import aws
+    """Counts the DynamoDB Query calls on MessagesTable of the handler's own client (the one
+    client of the process: the events function's webhooks sink, fed by the stack's stream,
+    queries WebhooksTable on it too, and is not the request's)."""
+    from outpost.bootstrap import aws, settings
 
     calls: list[dict] = []
 
     def count(params, **_):
-        calls.append(params)
+        if params.get("TableName") == settings().messages_table:
+            calls.append(params)
 
     events = aws("dynamodb").meta.events
     events.register("before-parameter-build.dynamodb.Query", count)

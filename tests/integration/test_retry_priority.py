@@ -61,7 +61,8 @@ def test_the_sender_and_the_sweeper_queue_retries_on_the_retry_queue(local_stack
 
 def test_the_local_stack_polls_both_of_the_senders_queues(local_stack):
     pollers = local_stack.pollers
-    assert set(pollers) == {"SenderFunction.Send", "SenderFunction.Retry"}
+    # every SQS mapping of the template: the sender's two queues, and the webhook dispatcher's
+    assert set(pollers) == {"SenderFunction.Send", "SenderFunction.Retry", "WebhookDispatcherFunction.Deliver"}
     urls = {name: p.url for name, p in pollers.items()}
     assert urls["SenderFunction.Send"] == local_stack.env["OUTPOST_SEND_QUEUE_URL"]
     assert urls["SenderFunction.Retry"] == local_stack.env["OUTPOST_RETRY_QUEUE_URL"]
