@@ -248,12 +248,13 @@ def test_eventbridge_entries_that_failed_are_put_again_and_only_they():
         EventBus(RecordedEvents(always=True), "b", sleep=lambda s: None, attempts=3).publish(many(2))
 
 
-def test_bootstrap_publishes_to_the_log_first_then_eventbridge_when_a_bus_is_named(monkeypatch):
+def test_bootstrap_publishes_to_the_log_first_then_eventbridge_when_a_bus_is_named_then_webhooks(monkeypatch):
     from outpost import bootstrap
     from outpost.store import EventLogStore
+    from outpost.webhooks.sink import WebhookSink
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for bus, kinds in (("", [EventLogStore]), ("outpost-prod", [EventLogStore, EventBus])):
+    for bus, kinds in (("", [EventLogStore, WebhookSink]), ("outpost-prod", [EventLogStore, EventBus, WebhookSink])):
         monkeypatch.setenv("OUTPOST_EVENT_BUS", bus)
         bootstrap.reset()
         try:
