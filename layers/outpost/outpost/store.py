@@ -978,6 +978,27 @@ def _suppression(item: Mapping[str, Any]) -> Suppression:
                                  created_at=item.get("created_at") or "")
 
 
+def set_remove_update(fields: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """UpdateItem's expression arguments that set each field (None removes it), with `#k`
+    naming the key attribute for the caller's condition."""
+    c = codec()
+    names: dict[str, str] = {"#k": key}
+    values: dict[str, Any] = {}
+    sets, removes = [], []
+    for i, (k, v) in enumerate(fields.items()):
+        names[f"#a{i}"] = k
+        if v is None:
+            removes.append(f"#a{i}")
+        else:
+            sets.append(f"#a{i} = :a{i}")
+            values[f":a{i}"] = c.value(v)
+    expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+    out: dict[str, Any] = {"UpdateExpression": expr.strip(), "ExpressionAttributeNames": names}
+    if values:
+        out["ExpressionAttributeValues"] = values
+    return out
+
+
 class _KeyedTable:
     """A small hash-keyed table (API keys, domains): the DynamoDB calls behind ApiKeyStore and
     DomainStore. `key` is the table's key attribute (template.yaml), known only here."""
@@ -1016,22 +1037,9 @@ class _KeyedTable:
     def update(self, value: str, fields: Mapping[str, Any]) -> dict:
         """Set attributes of an existing item (None removes one); returns the new item."""
         c = codec()
-        names: dict[str, str] = {"#k": self.key}
-        values: dict[str, Any] = {}
-        sets, removes = [], []
-        for i, (k, v) in enumerate(fields.items()):
-            names[f"#a{i}"] = k
-            if v is None:
-                removes.append(f"#a{i}")
-            else:
-                sets.append(f"#a{i} = :a{i}")
-                values[f":a{i}"] = c.value(v)
-        expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
-        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {self.key: {"S": value}},
-                                  "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
-                                  "ReturnValues": "ALL_NEW", "ConditionExpression": "attribute_exists(#k)"}
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
+        kwargs = set_remove_update(fields, self.key)
+        kwargs.update(TableName=self.table, Key={self.key: {"S": value}}, ReturnValues="ALL_NEW",
+                      ConditionExpression="attribute_exists(#k)")
         return c.plain(self.ddb.update_item(**kwargs)["Attributes"])
 
 
@@ -1689,24 +1697,16 @@ class WebhookStore:
         """Set fields of an existing endpoint (None removes one); None if there is no such
         endpoint (or, with only_if_enabled, it is disabled already)."""
         c = codec()
-        names, values, sets, removes = {"#k": "sk"}, {}, [], []
-        for i, (k, v) in enumerate(changes.items()):
-            names[f"#a{i}"] = k
-            if v is None:
-                removes.append(f"#a{i}")
-            else:
-                sets.append(f"#a{i} = :a{i}")
-                values[f":a{i}"] = c.value([s.as_dict() for s in v] if k == "secrets" else v)
+        if "secrets" in changes and changes["secrets"] is not None:
+            changes["secrets"] = [s.as_dict() for s in changes["secrets"]]
+        kwargs = set_remove_update(changes, "sk")
         cond = "attribute_exists(#k)"
         if only_if_enabled:
-            names["#e"], values[":t"] = "enabled", c.value(True)
+            kwargs["ExpressionAttributeNames"]["#e"] = "enabled"
+            kwargs.setdefault("ExpressionAttributeValues", {})[":t"] = c.value(True)
             cond += " AND #e = :t"
-        expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
-        kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._endpoint_key(endpoint_id),
-                                  "UpdateExpression": expr.strip(), "ConditionExpression": cond,
-                                  "ExpressionAttributeNames": names, "ReturnValues": "ALL_NEW"}
-        if values:
-            kwargs["ExpressionAttributeValues"] = values
+        kwargs.update(TableName=self.table, Key=self._endpoint_key(endpoint_id), ConditionExpression=cond,
+                      ReturnValues="ALL_NEW")
         try:
             return WebhookEndpoint.from_item(c.plain(self.ddb.update_item(**kwargs)["Attributes"]))
         except self.ddb.exceptions.ConditionalCheckFailedException:
