@@ -6,6 +6,7 @@ server's own rules."""
 
 from __future__ import annotations
 
+import select
 import smtplib
 import ssl
 import time
@@ -163,6 +164,38 @@ def test_a_slow_data_transfer_is_not_idle(rig: Any, pki: TestPki) -> None:
             s.send(b"line\r\n")
         s.send(b".\r\n")
         assert s.getreply() == (250, b"2.0.0 OK: queued as 01" + b"a" * 24)
+
+
+def _trickled_until_closed(s: smtplib.SMTP, within: float) -> float:
+    """Send one byte every 0.3 s of a line that never ends; seconds until the server closes."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        readable, _, _ = select.select([s.sock], [], [], 0.3)
+        if readable:
+            try:
+                if s.sock.recv(4096) == b"":
+                    return time.monotonic() - started
+            except OSError:
+                return time.monotonic() - started
+            continue
+        try:
+            s.sock.sendall(b"x")
+        except OSError:
+            return time.monotonic() - started
+    raise AssertionError(f"still open after {within} s")
+
+
+def test_a_line_trickled_byte_by_byte_meets_a_deadline(rig: Any, pki: TestPki) -> None:
+    """Slowloris: a byte every 0.3 s never leaves the connection idle for idle_timeout's 1 s,
+    but each line must be complete within it (Postfix's per-record deadline), in a command
+    and in DATA alike, so the server closes the connection long before session_timeout's 4 s."""
+    for in_data in (False, True):
+        s = _client(rig[0], pki)
+        if in_data:
+            s.mail("a@example.org")
+            s.rcpt("r@ok.test")
+            assert s.docmd("DATA")[0] == 354
+        assert _trickled_until_closed(s, within=30) < 3.0, in_data
 
 
 @pytest.fixture

@@ -133,9 +133,12 @@ class _SubmissionSmtp(SMTP):
         super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        # Idle means no bytes: aiosmtpd restarts its timer per command only, so a 40 MB DATA
-        # on a slow link would hit idle_timeout mid-transfer. session_timeout still caps it all.
-        self._reset_timeout()
+        # A deadline per line, as Postfix's smtpd_per_record_deadline: aiosmtpd restarts its
+        # timer per command, and here each complete line restarts it as well, so a 40 MB DATA
+        # on a slow link is not idle while a client trickling one byte at a time (slowloris)
+        # still has idle_timeout to finish each line. session_timeout caps it all.
+        if b"\n" in data:
+            self._reset_timeout()
         super().data_received(data)
 
     def connection_lost(self, error: Exception | None) -> None:
