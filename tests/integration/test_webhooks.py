@@ -127,6 +127,13 @@ def test_the_routes_answer_the_contract(api: Api, local_stack: Any, receivers: A
     assert status == 200 and one["deliveries"] == [] and "secret" not in one and one["enabled"] is True
     status, rotated = api.call("POST", f"/v1/webhooks/{wid}/rotate")
     assert status == 200 and rotated["secret"].startswith("whsec_") and rotated["secret"] != body["secret"]
+    from outpost.bootstrap import webhook_store
+
+    webhook_store().update_endpoint(wid, enabled=False, disabled_at="2026-01-01T00:00:00Z",
+                                        disabled_reason="every attempt failed")
+    status, enabled = api.call("POST", f"/v1/webhooks/{wid}/enable")
+    assert status == 200 and enabled["enabled"] is True and enabled["missed_since"] == "2026-01-01T00:00:00Z"
+    assert "disabled_at" not in api.call("GET", f"/v1/webhooks/{wid}")[1]
     for bad, field in (({"url": "ftp://example.com/", "events": ["message.delivered"]}, "url"),
                        ({"url": "http://10.0.0.1/x", "events": ["message.delivered"]}, "url"),
                        ({"url": rx.url, "events": ["message.opened"]}, "events"),
@@ -143,7 +150,7 @@ def test_the_routes_answer_the_contract(api: Api, local_stack: Any, receivers: A
     assert api.call("DELETE", f"/v1/webhooks/{wid}")[0] == 404
     doc = api.call("GET", "/openapi.json", key=None)[1]
     assert {"/v1/webhooks", "/v1/webhooks/{webhook_id}", "/v1/webhooks/{webhook_id}/rotate",
-            "/v1/webhooks/{webhook_id}/replay"} <= set(doc["paths"])
+            "/v1/webhooks/{webhook_id}/replay", "/v1/webhooks/{webhook_id}/enable"} <= set(doc["paths"])
 
 
 # ---- signatures ----------------------------------------------------------------------------------

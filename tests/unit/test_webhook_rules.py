@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from outpost.clock import iso
-from outpost.errors import InvalidRequestError, WebhookTransportError, WebhookUrlError
+from outpost.errors import InvalidRequestError, NotFoundError, WebhookTransportError, WebhookUrlError
 from outpost.events import Event
 from outpost.webhooks.dispatch import Dispatcher, body_of
 from outpost.webhooks.http import HttpAnswer
@@ -221,6 +221,29 @@ def test_an_endpoint_failing_for_five_days_is_disabled_and_its_jobs_end() -> Non
     assert d.run(retry) == "disabled" and len(post.calls) == 1
     assert store.attempt_log[-1].status == "failed" and store.attempt_log[-1].error == "endpoint disabled"
     assert e.view()["enabled"] is False and "disabled_at" in e.view()
+
+
+def test_a_disabled_endpoint_enabled_again_gets_its_events_and_says_what_it_missed() -> None:
+    d, store, queue, post, clock = _rig(500, 200, failing_since=T0 - DISABLE_AFTER)
+    d.run(_job())
+    assert store.endpoint("wh_1").enabled is False  # type: ignore[union-attr]
+    svc = WebhookService(store, queue, resolve=resolve, clock=clock)
+    clock.advance(3600)
+    out = svc.enable("wh_1")
+    assert out["enabled"] is True and out["missed_since"] == iso(T0) and "disabled_at" not in out
+    e = store.endpoint("wh_1")
+    assert e is not None and e.enabled and e.failing_since is None and e.disabled_reason is None
+    assert d.run(_job(replay=True)) == "delivered"
+    assert svc.enable("wh_1")["missed_since"] is None  # enabling an enabled endpoint changes nothing
+    with pytest.raises(NotFoundError):
+        svc.enable("wh_0000000000000000")
+
+
+def test_enabling_checks_the_url_again() -> None:
+    d, store, queue, _, clock = _rig(url="https://inside.example.com/in")
+    with pytest.raises(InvalidRequestError) as exc:
+        WebhookService(store, queue, resolve=resolve, clock=clock).enable("wh_1")
+    assert exc.value.field == "url"
 
 
 def test_one_success_in_a_batch_ends_the_failing_period() -> None:

@@ -1,4 +1,4 @@
-"""Webhook routes (issue 12), all scope admin: register, list, show, delete, rotate, replay.
+"""Webhook routes (issue 12), all scope admin: register, list, show, delete, rotate, replay, enable.
 
   POST   /v1/webhooks                {"url", "events", "description"} -> 201 with the secret (once)
   GET    /v1/webhooks                the endpoints, no secrets
@@ -6,6 +6,7 @@
   DELETE /v1/webhooks/{id}
   POST   /v1/webhooks/{id}/rotate    a new secret (once); the old one signs beside it for 24 h
   POST   /v1/webhooks/{id}/replay    {"since": RFC 3339}: its events since then, sent again
+  POST   /v1/webhooks/{id}/enable    a disabled endpoint back on (then replay from missed_since)
 
 webhooks/service.py holds the rules; this module only maps HTTP to it.
 """
@@ -79,6 +80,11 @@ class WebhookReplayed(_Out):
     next_since: str | None = None
 
 
+class WebhookEnabled(WebhookView):
+    missed_since: str | None = Field(default=None, description="when it was disabled: replay from here "
+                                     "for the events it missed (null: it was not disabled)")
+
+
 WebhookId = Annotated[str, Path(min_length=19, max_length=19, pattern=r"^wh_[0-9a-f]{16}$",
                                 description="the id POST /v1/webhooks answered")]
 
@@ -119,3 +125,9 @@ def add_webhook_routes(app: APIGatewayRestResolver, needs: Scopes, webhooks: Web
         since = _since(body.since)
         assert since is not None
         return WebhookReplayed.model_validate(webhooks.replay(webhook_id, since))
+
+    @app.post("/v1/webhooks/<webhook_id>/enable", summary="Turn a disabled endpoint back on, its URL "
+              "checked again; replay from missed_since for what it missed (admin)",
+              middlewares=needs("admin"), responses=_errors(403, 404))
+    def enable_webhook(webhook_id: WebhookId) -> WebhookEnabled:
+        return WebhookEnabled.model_validate(webhooks.enable(webhook_id))

@@ -96,6 +96,21 @@ class WebhookService:
             raise NotFoundError(f"no webhook endpoint {endpoint_id!r}", field="id")
         return dict(updated.view(), secret=secret, previous_secret_expires_at=iso(until))
 
+    def enable(self, endpoint_id: str) -> dict[str, Any]:
+        """Turn a disabled endpoint back on (its URL checked again, as at registration), with
+        its failing period forgotten. The events it missed while disabled are not sent by
+        this: `replayed_since` says where POST .../replay should start (its disabled_at)."""
+        endpoint = self._endpoint(endpoint_id)
+        try:
+            check_url(endpoint.url, resolve=self.resolve, allow_local=self.allow_local)
+        except WebhookUrlError as exc:
+            raise InvalidRequestError(f"url: {exc}", field="url") from None
+        updated = self.store.update_endpoint(endpoint_id, enabled=True, disabled_at=None,
+                                             disabled_reason=None, failing_since=None)
+        if updated is None:
+            raise NotFoundError(f"no webhook endpoint {endpoint_id!r}", field="id")
+        return dict(updated.view(), missed_since=endpoint.disabled_at)
+
     def replay(self, endpoint_id: str, since: datetime) -> dict[str, Any]:
         """Queue the endpoint's subscribed events since `since` again, oldest first (at most
         REPLAY_LIMIT; `next_since` then says where to go on)."""
