@@ -82,10 +82,7 @@ def api(local_stack: Any) -> Api:
     return Api(local_stack.api.url, local_stack.api_key)
 
 
-@pytest.fixture
-def mx_factory() -> Iterator[Callable[..., Any]]:
-    """Start scriptable MX hosts (outpost_local.mx.MxServer) for a test; all are stopped when it
-    ends. Used by tests/integration and tests/local_stack."""
+def _mx_hosts() -> Iterator[Callable[..., Any]]:
     from outpost_local.mx import MxServer
 
     started: list[MxServer] = []
@@ -99,3 +96,16 @@ def mx_factory() -> Iterator[Callable[..., Any]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def mx_factory() -> Iterator[Callable[..., Any]]:
+    """Start scriptable MX hosts (outpost_local.mx.MxServer) for a test; all are stopped when it
+    ends. Used by tests/integration and tests/local_stack."""
+    yield from _mx_hosts()
+
+
+@pytest.fixture(scope="module")
+def mx_factory_module() -> Iterator[Callable[..., Any]]:
+    """mx_factory for a module's fixtures: the hosts stop when the module's tests end."""
+    yield from _mx_hosts()

@@ -91,23 +91,6 @@ def slow_mx(local_stack, mx_factory_module):
     return local_stack
 
 
-@pytest.fixture(scope="module")
-def mx_factory_module():
-    from outpost_local.mx import MxServer
-
-    started: list[MxServer] = []
-
-    def make(*args: Any, **kwargs: Any) -> MxServer:
-        server = MxServer(*args, **kwargs)
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
-
-
 # ---- every state path -------------------------------------------------------------------------
 def test_queued_then_delivered_with_the_attempt(api):
     mid = _send(api, ["ev-ok@accept.test"])
