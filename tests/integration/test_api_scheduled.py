@@ -86,3 +86,38 @@ def test_more_than_30_days_ahead_is_422_naming_send_at(api):
     status, out = api.call("POST", "/v1/messages/batch", {"messages": [
         _message("x@accept.test", send_at=iso(time.time() + 31 * 86400))]})
     assert status == 200 and out["results"][0]["error"]["field"] == "send_at", out
+
+
+def test_on_a_moved_clock_early_jobs_do_nothing_and_the_message_goes_at_its_time(api, local_stack):
+    """bootstrap's clock (bootstrap.set_clock), read by the API's services, the sender and the
+    sweeper of the running local stack: two hours pass in a few seconds, through the real
+    queue, sender handler and MX."""
+    from outpost import bootstrap
+    from outpost.models import QueueJob
+
+    shift = [0.0]
+    bootstrap.set_clock(lambda: time.time() + shift[0])
+    try:
+        at = time.time() + 2 * 3600
+        status, res = api.call("POST", "/v1/messages", _message("sched-clock@accept.test", send_at=iso(at)))
+        assert status == 202 and res["recipients"][0]["status"] == "scheduled", res
+        mid = res["id"]
+        shift[0] = 3600  # an hour before its time: a duplicate job through SQS and the sender
+        bootstrap.job_queue().send(QueueJob(message_id=mid))
+        deadline = time.monotonic() + 30
+        while bootstrap.message_store().load(mid).meta.job_token is None:  # the job ran (and requeued)
+            assert time.monotonic() < deadline, "the job never ran"
+            time.sleep(0.2)
+        assert not [o for o in bootstrap.message_store().overdue(bootstrap.now()) if o.message_id == mid]
+        status, body = api.call("GET", f"/v1/messages/{mid}")
+        assert body["recipients"][0]["state"] == "scheduled" and not body["recipients"][0]["attempts"]
+        server = local_stack.mx["accept.test"].server
+        assert not [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
+        shift[0] = 2 * 3600 + 1  # past its time: the next job delivers it
+        bootstrap.job_queue().send(QueueJob(message_id=mid))
+        body = api.wait_for(mid, lambda b: b["recipients"][0]["state"] not in ("scheduled", "queued"))
+        assert body["recipients"][0]["state"] == "delivered", body
+        assert epoch_of(body["recipients"][0]["attempts"][0]["at"]) >= at
+        assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
+    finally:
+        bootstrap.set_clock(None)
