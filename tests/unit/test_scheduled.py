@@ -319,3 +319,35 @@ def test_get_and_list_show_scheduled_and_canceled() -> None:
     assert [i["id"] for i in listed["items"]] == [sched]
     listed = q.messages(recipient=None, status="canceled", since=None, limit=10, cursor=None)
     assert [(i["id"], i["status"]) for i in listed["items"]] == [(gone, "canceled")]
+
+
+class _Counts:
+    """What the reputation breaker is told (Reputation's counting methods)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str | None, str | None, int]] = []
+
+    def check_send(self, domain: str, key_id: str | None, memo: dict | None) -> None:
+        pass
+
+    def count_sent(self, sends: object) -> None:
+        self.sent.extend(s for s in sends if s[2])  # type: ignore[attr-defined]
+
+    def count_bounce(self, domain: str | None, key_id: str | None) -> None:
+        pass
+
+
+def test_scheduled_recipients_count_as_sent_when_they_go_out_not_when_accepted() -> None:
+    w = World()
+    counts = _Counts()
+    w.api.reputation = counts  # type: ignore[assignment]
+    w.service.reputation = counts  # type: ignore[assignment]
+    mid = w.api.send_one(SendRequest.model_validate(_body(iso(w.clock() + HOUR)) | {
+        "to": ["a@example.test", "b@example.test"]}), principal=KEY)["id"]
+    gone = w.api.send_one(SendRequest.model_validate(_body(iso(w.clock() + HOUR))), principal=KEY)["id"]
+    w.api.cancel(gone, KEY)
+    assert counts.sent == []  # accepted, not sent
+    w.clock.advance(HOUR)
+    w.run(QueueJob(message_id=mid))
+    w.run(QueueJob(message_id=gone))
+    assert counts.sent == [(SENDER, "k1", 2)]  # the canceled one was never sent
