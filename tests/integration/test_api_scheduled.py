@@ -42,6 +42,14 @@ def test_scheduled_mail_waits_for_send_at_then_is_delivered(api, local_stack):
     assert epoch_of(body["recipients"][0]["attempts"][0]["at"]) >= at  # not before its time
     server = local_stack.mx["accept.test"].server
     assert [r for r in server.received if f"<{res['id']}@" in r.data.decode("ascii", "replace")]
+    # The events, from the table's stream: scheduled at acceptance, queued at send_at, delivered.
+    want = ["message.scheduled", "message.queued", "message.delivered"]
+    deadline, types = time.monotonic() + 30, []
+    while types != want and time.monotonic() < deadline:
+        status, events = api.call("GET", f"/v1/events?message_id={res['id']}")
+        types = [e["type"] for e in reversed(events["items"])] if status == 200 else []
+        time.sleep(0.3)
+    assert types == want
 
 
 def test_cancel_a_scheduled_message_over_http(api, local_stack):
@@ -64,6 +72,11 @@ def test_cancel_a_scheduled_message_over_http(api, local_stack):
     status, page = api.call("GET", "/v1/messages?recipient=sched-cancel@accept.test&status=canceled")
     assert [i["id"] for i in page["items"]] == [mid]
     assert api.call("POST", f"/v1/messages/{BLANK_ID}/cancel")[0] == 404
+    deadline, types = time.monotonic() + 30, []
+    while types != ["message.scheduled", "message.canceled"] and time.monotonic() < deadline:
+        types = [e["type"] for e in reversed(api.call("GET", f"/v1/events?message_id={mid}")[1]["items"])]
+        time.sleep(0.3)
+    assert types == ["message.scheduled", "message.canceled"]
 
 
 def test_a_delivered_message_answers_cancel_with_its_states(api):
