@@ -20,7 +20,7 @@ from typing import Any
 
 from outpost.addresses import suppression_key
 from outpost.clock import day_of, iso
-from outpost.models import OPEN_STATES, QueueJob, RecipientState
+from outpost.models import OPEN_STATES, SENDABLE_STATES, QueueJob, RecipientState
 from outpost.records import (
     ApiKey,
     Attempt,
@@ -108,7 +108,8 @@ class FakeMessages:
         m = _Msg(meta, request)
         for r in recipients:
             rec = r.replace(created_at=created, updated_at=created, attempts=())
-            m.recipients[r.index] = _Rcpt(rec, now if rec.is_open else None)
+            due = (now if rec.next_attempt_at is None else rec.next_attempt_at) if rec.is_open else None
+            m.recipients[r.index] = _Rcpt(rec, due)
         self.messages[meta.message_id] = m
 
     def load(self, message_id: str) -> StoredMessage | None:
@@ -156,7 +157,7 @@ class FakeMessages:
 
     def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
         r = self._get(message_id, index)
-        if r is None or not r.record.is_open:
+        if r is None or r.record.state not in SENDABLE_STATES:
             return False
         if r.record.lease_until is not None and r.record.lease_until >= now:
             return False
@@ -174,7 +175,7 @@ class FakeMessages:
                        next_attempt_at: float | None = None, remote_id: str | None = None,
                        bounce: Mapping[str, Any] | None = None, waiting: Waiting | None = None) -> bool:
         r = self._get(message_id, index)
-        if r is None or not r.record.is_open:
+        if r is None or r.record.state not in SENDABLE_STATES:
             return False
         rec = r.record
         changes: dict[str, Any] = {"state": state, "updated_at": iso(now), "lease_until": None,
@@ -203,7 +204,7 @@ class FakeMessages:
     def mark_bounced(self, message_id: str, index: int, state: RecipientState, now: float,
                      bounce: Mapping[str, Any]) -> bool:
         r = self._get(message_id, index)
-        if r is None or not (r.record.is_open or r.record.state is RecipientState.DELIVERED):
+        if r is None or not (r.record.state in SENDABLE_STATES or r.record.state is RecipientState.DELIVERED):
             return False
         r.record = r.record.replace(state=state, updated_at=iso(now), bounce=dict(bounce),
                                     lease_until=None, next_attempt_at=None, waiting=None)
@@ -213,7 +214,7 @@ class FakeMessages:
     # ---- the reputation breaker's hold (issue 11 item 6) -------------------------------------
     def hold(self, message_id: str, index: int, now: float, until: float, waiting: Waiting) -> bool:
         r = self._get(message_id, index)
-        if r is None or not r.record.is_open:
+        if r is None or r.record.state not in SENDABLE_STATES:
             return False
         if r.record.lease_until is not None and r.record.lease_until >= now:
             return False
@@ -233,6 +234,28 @@ class FakeMessages:
         if r is None or not r.record.is_open or r.due_at != due_at:
             return False
         r.due_at = until
+        return True
+
+    # ---- scheduled sending and cancel (issue 14) ----------------------------------------------
+    def start_scheduled(self, message_id: str, index: int, now: float) -> bool:
+        r = self._get(message_id, index)
+        if r is None or r.record.state is not RecipientState.SCHEDULED:
+            return False
+        if r.record.next_attempt_at is None or r.record.next_attempt_at > now:
+            return False
+        r.record = r.record.replace(state=RecipientState.QUEUED, updated_at=iso(now), next_attempt_at=None)
+        r.due_at = now
+        return True
+
+    def cancel(self, message_id: str, index: int, now: float) -> bool:
+        r = self._get(message_id, index)
+        if r is None or not r.record.is_open:
+            return False
+        if r.record.lease_until is not None and r.record.lease_until >= now:
+            return False
+        r.record = r.record.replace(state=RecipientState.CANCELED, updated_at=iso(now), lease_until=None,
+                                    next_attempt_at=None, waiting=None)
+        r.due_at = None
         return True
 
     # ---- slow recipient domains -------------------------------------------------------------

@@ -247,7 +247,8 @@ def delivery_service() -> DeliveryService:
         count=metrics().count, tls_policy_for=mta_sts, fetch_upload=message_store().load_upload,
         suspensions=message_store(), count_by=metrics().count_by, slots=message_store(),
         reputation=reputation(), paused=forget_on_restore(PauseCheck(
-            reputation().store, ttl=min(STATE_CACHE, s.reputation_recheck / 2), count=metrics().count)))
+            reputation().store, ttl=min(STATE_CACHE, s.reputation_recheck / 2), count=metrics().count)),
+        clock=now)
 
 
 @cache
@@ -256,7 +257,7 @@ def sweeper() -> Sweeper:
     from .telemetry import metrics
 
     return Sweeper(store=message_store(), queue=retry_queue(), grace=settings().sweep_grace,
-                   count=metrics().count, reputation=reputation())
+                   count=metrics().count, reputation=reputation(), clock=now)
 
 
 @cache
@@ -307,9 +308,9 @@ def api_app() -> APIGatewayRestResolver:
                            domains=domains_table(), idempotency=idempotency_store(),
                            retention_days=s.retention_days,
                            max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day,
-                           reputation=reputation()),
+                           reputation=reputation(), clock=now),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
-                             retention_days=s.retention_days),
+                             retention_days=s.retention_days, clock=now),
         domains=lazy(domain_service),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
         events=lazy(events_api),
@@ -391,7 +392,8 @@ def send_service() -> SendService:
     return SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
                        domains=domains_table(), idempotency=idempotency_store(),
                        retention_days=s.retention_days, max_lifetime=s.max_lifetime,
-                       uploads_per_key_per_day=s.uploads_per_key_per_day, reputation=reputation())
+                       uploads_per_key_per_day=s.uploads_per_key_per_day, reputation=reputation(),
+                       clock=now)
 
 
 def submission_server(config: SubmissionSettings, tls_context: ssl.SSLContext | None = None) -> SubmissionServer:
@@ -495,3 +497,19 @@ def webhook_dispatcher() -> Dispatcher:
 def reset_webhooks() -> None:
     for fn in (webhook_store, webhook_queue, webhook_sink, webhook_service, webhook_dispatcher):
         fn.cache_clear()
+
+
+# ---- the clock (issue 14): "now" for every service built here --------------------------------
+_clock: Callable[[], float] = time.time
+
+
+def now() -> float:
+    """The time the API's services, the sender and the sweeper read: time.time, unless the local
+    stack or a test moved it with set_clock (scheduled sending without waiting real hours)."""
+    return _clock()
+
+
+def set_clock(clock: Callable[[], float] | None) -> None:
+    """Replace the services' clock (None: back to time.time). For the local stack and tests."""
+    global _clock
+    _clock = clock if clock is not None else time.time

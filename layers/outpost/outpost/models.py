@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -69,10 +70,17 @@ class RecipientState(StrEnum):
     EXPIRED = "expired"
     SUPPRESSED = "suppressed"
     COMPLAINED = "complained"
+    SCHEDULED = "scheduled"  # issue 14: waits for its send_at (open: the sweeper still finds it)
+    CANCELED = "canceled"  # issue 14: POST /v1/messages/{id}/cancel (final)
 
 
-OPEN_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
+# The states the sender claims from: scheduled is open but is first moved to queued when due
+# (delivery/scheduling.py), so no claim can ever take a recipient before its send_at.
+SENDABLE_STATES = (RecipientState.QUEUED, RecipientState.DEFERRED)
+OPEN_STATES = (*SENDABLE_STATES, RecipientState.SCHEDULED)
 FINAL_STATES = tuple(s for s in RecipientState if s not in OPEN_STATES)
+# What POST /v1/messages/{id}/cancel may cancel (when no sender holds it in a transaction).
+CANCELABLE_STATES = OPEN_STATES
 
 
 def _address(value: Any) -> str:
@@ -124,6 +132,24 @@ AddressList = Annotated[list[AddressStr], BeforeValidator(_one_or_many)]
 
 
 UPLOAD_ID = r"^[0-9a-f]{32}$"
+# send_at (issue 14): RFC 3339 §5.6 date-time, the offset required (a naive time is ambiguous).
+SEND_AT_PATTERN = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+MAX_SCHEDULE = 30 * 86400  # seconds: send_at at most this far ahead
+
+
+def _rfc3339(value: Any) -> Any:
+    """send_at as RFC 3339 text with an offset (Z or +hh:mm), nothing else pydantic's lax
+    datetime would take (a number of seconds, a naive time)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40 or not re.fullmatch(SEND_AT_PATTERN, value):
+        raise ValueError("send_at must be an RFC 3339 date-time with an offset or Z, such as "
+                         "2026-12-01T09:00:00Z")
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"send_at {value!r} is not a valid date-time") from None
 
 
 class Attachment(_Model):
@@ -194,6 +220,11 @@ class SendRequest(_Model):
         default=DEFAULT_MAX_LIFETIME, ge=60, le=SQS_MAX_RETENTION,
         description="seconds to keep retrying before a recipient ends `expired`",
     )
+    send_at: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
+        default=None, json_schema_extra={"format": "date-time", "pattern": SEND_AT_PATTERN},
+        description="RFC 3339 with an offset or Z, at most 30 days ahead: the recipients stay "
+                    "`scheduled` until then (cancel with POST /v1/messages/{id}/cancel); "
+                    "expires_in counts from it. A time not in the future sends at once")
 
     @field_validator("headers")
     @classmethod
@@ -340,7 +371,7 @@ class ErrorResponse(_Model):
 
 class RecipientStatus(_Model):
     address: str
-    status: Literal["queued", "suppressed"]
+    status: Literal["queued", "suppressed", "scheduled"]
 
 
 class SendResponse(_Model):
@@ -417,8 +448,10 @@ class MessageView(_Model):
     expires_at: str
     tags: dict[str, str] = Field(default_factory=dict)
     tls: str | None = None
-    status: str
+    status: str = Field(description="sending (a recipient queued or deferred), scheduled (one "
+                        "waits for send_at), else the final state of all, or partial")
     recipients: list[RecipientView]
+    send_at: str | None = Field(default=None, description="RFC 3339: scheduled for (issue 14)")
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
@@ -440,6 +473,21 @@ class MessageListItem(_Model):
 class MessageList(_Model):
     items: list[MessageListItem]
     next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page")
+
+
+class CancelRecipient(_Model):
+    address: str
+    status: str = Field(description="its state after the cancel: canceled, or the state it is in")
+    in_transaction: bool = Field(default=False, description="a sender holds it in an SMTP "
+                                 "transaction now: not canceled; that transaction finishes")
+
+
+class CancelResponse(_Model):
+    """200 from POST /v1/messages/{id}/cancel, whether or not anything was left to cancel."""
+
+    id: str
+    canceled: int = Field(description="recipients now canceled (by this call or an earlier one)")
+    recipients: list[CancelRecipient]
 
 
 class BounceView(_Model):

@@ -39,7 +39,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
-        have it (queued: created; deferred: its next attempt; leased: the lease's end); it is
+        have it (queued: created; deferred: its next attempt; leased: the lease's end;
+        scheduled, issue 14: its send_at); it is
         removed when the recipient becomes final. The sweeper's index of overdue work.
   expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
@@ -375,7 +376,8 @@ class MessageStore:
             if r.is_open:
                 # Due at once: if no job ever comes (the enqueue after this write failed or
                 # never ran), the sweeper finds it here.
-                it.update(due_shard=due_shard(message_id), due_at=now)
+                it.update(due_shard=due_shard(message_id),
+                          due_at=now if r.next_attempt_at is None else r.next_attempt_at)  # scheduled: send_at
             items.append(it)
         self.ddb.transact_write_items(TransactItems=[
             {"Put": {"TableName": self.table, "Item": c.item(it),
@@ -592,6 +594,31 @@ class MessageStore:
         except self.ddb.exceptions.ConditionalCheckFailedException:
             return False
 
+    # ---- scheduled sending and cancel (issue 14) ----------------------------------------------
+    def start_scheduled(self, message_id: str, index: int, now: float) -> bool:
+        """A scheduled recipient whose send_at has come becomes queued (then claimed as any
+        other). The condition is the guarantee that nothing sends early: only `scheduled`
+        with `next_attempt_at` (its send_at) <= now moves; False otherwise (not due yet,
+        canceled, or another job started it)."""
+        return self._update(
+            message_id, index, "SET #st = :q, updated_at = :u, due_at = :now, due_shard = :ds "
+            "REMOVE next_attempt_at",
+            "#st = :sc AND next_attempt_at <= :now",
+            {":q": RecipientState.QUEUED.value, ":sc": RecipientState.SCHEDULED.value, ":u": iso(now),
+             ":now": now, ":ds": due_shard(message_id)})
+
+    def cancel(self, message_id: str, index: int, now: float) -> bool:
+        """scheduled, queued or deferred -> canceled (final, out of the sweeper's index), unless
+        a sender holds it (a lease not yet ended: it is in an SMTP transaction, which finishes).
+        False if it is final or leased. Exclusive with claim: each requires what the other
+        removes (claim: an open state; cancel: no live lease)."""
+        return self._update(
+            message_id, index, "SET #st = :c, updated_at = :u "
+            "REMOVE lease_until, next_attempt_at, due_at, due_shard, waiting",
+            "#st IN (:o0, :o1, :o2) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            {":c": RecipientState.CANCELED.value, ":u": iso(now), ":now": now,
+             ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
+
     # ---- the sweeper (issue 8, item 11) ----------------------------------------------------
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
         """Open recipients due before `before` (their job should have run by then), oldest
@@ -619,8 +646,8 @@ class MessageStore:
         """Move an overdue recipient's due time to `until` (a job was just queued for it), only
         if nothing moved it since it was read. False if it changed (claimed, finished, ...)."""
         return self._update(message_id, index, "SET due_at = :u",
-                            "#st IN (:o0, :o1) AND due_at = :d",
-                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1]})
+                            "#st IN (:o0, :o1, :o2) AND due_at = :d",
+                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
 
     # ---- slow recipient domains (the new-mail lane's shared memory) --------------------------
     def mark_slow(self, domain: str, until: float) -> None:
@@ -1512,6 +1539,8 @@ class Messages(Protocol):
                      bounce: Mapping[str, Any]) -> bool: ...
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]: ...
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool: ...
+    def start_scheduled(self, message_id: str, index: int, now: float) -> bool: ...
+    def cancel(self, message_id: str, index: int, now: float) -> bool: ...
     def mark_slow(self, domain: str, until: float) -> None: ...
     def slow_until(self, domain: str) -> float | None: ...
     # the reputation breaker's hold (issue 11 item 6)

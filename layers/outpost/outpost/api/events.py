@@ -21,7 +21,7 @@ from .paging import since_iso
 class EventView(_Model):
     id: str = Field(description="the event id (a webhook's webhook-id), stable for the change")
     type: str = Field(description="message.queued, .delivered, .deferred, .bounced, .complained, .expired, "
-                                  ".suppressed")
+                                  ".suppressed, .scheduled, .canceled")
     timestamp: str = Field(description="RFC 3339: when the recipient's state changed")
     data: dict[str, Any] = Field(description="message_id, recipient, state, tags; attempt (mx, ip, tls, code, "
                                              "status, text) for delivered and deferred; bounce (kind, reason, "

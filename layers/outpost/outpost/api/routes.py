@@ -45,6 +45,7 @@ from ..models import (
     BatchRequest,
     BatchResponse,
     BounceList,
+    CancelResponse,
     DomainCreate,
     DomainView,
     ErrorResponse,
@@ -154,7 +155,8 @@ def _since(value: str | None) -> datetime | None:
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255,
                                         pattern=r"^[\x21-\x7e]+$",
                                         description="repeat a request safely for 24 h")]
-States = Literal["queued", "deferred", "delivered", "bounced", "expired", "suppressed", "complained"]
+States = Literal["queued", "deferred", "delivered", "bounced", "expired", "suppressed", "complained",
+                 "scheduled", "canceled"]
 Kinds = Literal["hard", "soft", "undetermined", "complaint", "delay"]
 Sources = Literal["bounce", "complaint", "manual"]
 
@@ -408,6 +410,13 @@ def _add_message_routes(app: APIGatewayRestResolver, needs: Scopes, sender: Send
     def get_message(message_id: MessageId) -> MessageView:
         return MessageView.model_validate(queries.message(message_id))
 
+    @app.post("/v1/messages/<message_id>/cancel", summary="Cancel the recipients that are scheduled, "
+              "queued or deferred (one in an SMTP transaction finishes it)", middlewares=needs("send"),
+              responses=_errors(403, 404, 415, ok_text="Each recipient's status after the cancel "
+                                "(200 also when nothing was left to cancel)"))
+    def cancel_message(message_id: MessageId) -> CancelResponse:
+        return CancelResponse.model_validate(sender.cancel(message_id, principal_of(app)))
+
 
 # ---- uploads --------------------------------------------------------------------------------------
 def _add_upload_routes(app: APIGatewayRestResolver, needs: Scopes, sender: SendService) -> None:
@@ -516,7 +525,8 @@ def _add_reputation_routes(app: APIGatewayRestResolver, needs: Scopes, reputatio
 
 # ---- events (issue 12) ----------------------------------------------------------------------------
 EventTypes = Literal["message.queued", "message.deferred", "message.delivered", "message.bounced",
-                     "message.expired", "message.suppressed", "message.complained"]  # events.EVENT_TYPES
+                     "message.expired", "message.suppressed", "message.complained",
+                     "message.scheduled", "message.canceled"]  # events.EVENT_TYPES
 MessageIdQ = Annotated[str | None, Query(min_length=26, max_length=26, pattern=r"^[0-9a-hjkmnp-tv-z]{26}$",
                                          description="only this message's events")]
 

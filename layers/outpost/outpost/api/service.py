@@ -43,6 +43,7 @@ from ..stored_request import StoredRequest
 from .auth import Principal
 from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
+from .scheduled import cancel_message, scheduled_for
 
 if TYPE_CHECKING:
     from ..raw_message import RawMessage
@@ -182,7 +183,9 @@ class SendService:
         if self.retention_days is None or modified is None:
             return
         deleted_at = modified.timestamp() + self.retention_days * 86400
-        if deleted_at < self.clock() + self._lifetime(req) + TTL_MARGIN:
+        start = self.clock()
+        start = scheduled_for(req.send_at, start, lifetime=self._lifetime(req), retention_days=None) or start
+        if deleted_at < start + self._lifetime(req) + TTL_MARGIN:
             raise InvalidRequestError(
                 f"upload {upload_id!r} is deleted before this message's delivery deadline "
                 f"(uploads are kept {self.retention_days} days): upload it again, or send with a "
@@ -206,6 +209,8 @@ class SendService:
         if self.reputation is not None:
             self.reputation.check_send(from_domain, key_id, paused_memo)
         now = self.clock()
+        # issue 14: scheduled (api/scheduled.py): due then, the lifetime counted from then
+        send_at = scheduled_for(req.send_at, now, lifetime=self._lifetime(req), retention_days=self.retention_days)
         message_id = new_message_id(now)
         rcpts = req.recipients()
         suppressed = self.suppressions.suppressed(a for a, _ in rcpts)
@@ -215,10 +220,12 @@ class SendService:
             # The from/subject copies let a list page be answered from the index alone.
             recipients.append(Recipient(message_id, i, addr, state, field=kind, from_=req.from_,
                                         subject=req.subject[:200]))
+            if send_at is not None and state is RecipientState.QUEUED:
+                recipients[-1] = recipients[-1].replace(state=RecipientState.SCHEDULED, next_attempt_at=send_at)
         meta = Message(message_id=message_id, from_=req.from_, from_domain=from_domain,
                        subject=req.subject, tags=req.tags, tls=req.tls,
-                       deliver_until=now + self._lifetime(req), recipient_count=len(recipients),
-                       size=size, key_id=key_id)  # the sender admits large messages by a memory budget
+                       deliver_until=(send_at or now) + self._lifetime(req), recipient_count=len(recipients),
+                       size=size, key_id=key_id, send_at=send_at)  # size: the sender's memory budget
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
         self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue)
@@ -227,6 +234,7 @@ class SendService:
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
         if not enqueue:
             out["_sent"] = (from_domain, key_id, queued)  # the batch counts it once queued
+            out["_at"] = send_at  # the batch's job waits for it
         elif self.reputation is not None:
             self.reputation.count_sent([(from_domain, key_id, queued)])
         return out
@@ -234,9 +242,13 @@ class SendService:
     def _store_and_queue(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
                          now: float, enqueue: bool = True) -> None:
         self.store.create(meta, recipients, request, now)
-        if enqueue and any(r.state is RecipientState.QUEUED for r in recipients):
+        if enqueue and any(r.is_open for r in recipients):
             try:
-                self.queue.send(QueueJob(message_id=meta.message_id))
+                if meta.send_at is None:
+                    self.queue.send(QueueJob(message_id=meta.message_id))
+                else:  # scheduled: the job hops (delivery/job.py) to send_at past SQS's 15 minutes
+                    self.queue.send(QueueJob(message_id=meta.message_id, not_before=meta.send_at),
+                                    meta.send_at - now)
             except Exception:
                 # Not queued means not accepted: take the message back so that no recipient is
                 # left open with no job to move it, and let the caller retry (503).
@@ -317,8 +329,8 @@ class SendService:
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
             results = list(pool.map(one, range(len(messages)), messages))
-        jobs = [QueueJob(message_id=r["id"]) for r in results
-                if r["status"] == 202 and any(x["status"] == "queued" for x in r["recipients"])]
+        jobs = [QueueJob(message_id=r["id"], not_before=r.get("_at")) for r in results
+                if r["status"] == 202 and any(x["status"] in ("queued", "scheduled") for x in r["recipients"])]
         try:
             failed = set(self.queue.send_many(jobs))
         except Exception:  # noqa: BLE001
@@ -328,6 +340,7 @@ class SendService:
         for r in results:
             count = r.pop("_count", 0)
             scope = r.pop("_sent", None)
+            r.pop("_at", None)
             if r.get("id") in failed:
                 # Stored but not queued: take it back (no recipient left open without a job)
                 # and tell the caller to retry this one.
@@ -342,6 +355,11 @@ class SendService:
             self.reputation.count_sent(sent)
         accepted = sum(1 for r in results if r["status"] == 202)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+
+    # ---- scheduled sending and cancel (issue 14, api/scheduled.py) ----------------------------
+    def cancel(self, message_id: str, principal: Principal | None = None) -> dict:
+        """POST /v1/messages/{id}/cancel: scheduled, queued and deferred recipients -> canceled."""
+        return cancel_message(self.store, message_id, principal, self.clock)
 
 
 class QueryService:
@@ -368,7 +386,7 @@ class QueryService:
         recipients = []
         for r in stored.recipients:
             out = _public(r, ("address", "field", "state", "updated_at", "remote_id", "last", "bounce"))
-            if r.next_attempt_at and r.state is RecipientState.DEFERRED:
+            if r.next_attempt_at and r.state in (RecipientState.DEFERRED, RecipientState.SCHEDULED):
                 out["next_attempt_at"] = iso(r.next_attempt_at)
             if r.waiting is not None and r.state is RecipientState.DEFERRED and r.waiting.until > self.clock():
                 # Issue 11: why it waits (its provider suspended, shaping, warm-up) and until when.
@@ -380,6 +398,7 @@ class QueryService:
         states = {r["state"] for r in recipients}
         return {"id": message_id, "from": m.from_, "subject": m.subject,
                 "created_at": m.created_at, "expires_at": iso(m.deliver_until),
+                **({"send_at": iso(m.send_at)} if m.send_at is not None else {}),
                 "tags": dict(m.tags or {}), "tls": m.tls,
                 "status": _summary(states), "recipients": recipients}
 
@@ -613,9 +632,12 @@ def _public(record: Record, fields: tuple[str, ...]) -> dict:
 
 
 def _summary(states: set[str]) -> str:
-    """One word for the message: 'sending' while any recipient is open, else the final mix."""
+    """One word for the message: 'sending' while any recipient is queued or deferred,
+    'scheduled' while any waits for its send_at (and none is sending), else the final mix."""
     if states & {RecipientState.QUEUED.value, RecipientState.DEFERRED.value}:
         return "sending"
+    if RecipientState.SCHEDULED.value in states:
+        return "scheduled"
     if len(states) == 1:
         return next(iter(states))
     return "partial"

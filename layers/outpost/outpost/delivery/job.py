@@ -28,7 +28,8 @@ Nothing is lost, and every recipient reaches a final state:
 - work the invocation has no time left for (or no memory budget) is released with no attempt
   counted, and queued again after `delay_for_release` (never 0: a release records nothing, so
   at once would be a hot loop, issue 8 item 5);
-- the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation.
+- the lifetime is min(the message's expires_in, OUTPOST_MAX_LIFETIME) from its creation (from
+  its send_at when scheduled, issue 14: scheduling.py starts those recipients at their time).
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def lifetime_end(settings: Settings, meta: Message) -> float:
     """When the message's recipients expire: its own deadline, capped by the operator's
     OUTPOST_MAX_LIFETIME from its creation (Postfix maximal_queue_lifetime)."""
     until = float(meta.deliver_until)
-    created = meta.created_ts
+    created = meta.send_at if meta.send_at is not None else meta.created_ts  # scheduled: from send_at
     if created is not None and settings.max_lifetime is not None:
         until = min(until, float(created) + settings.max_lifetime)
     return until

@@ -64,7 +64,7 @@ async def prepare(mid: str, meta: Message, active: list[Recipient], *,
     else:
         # A thread: uploaded attachments are read from S3 while the message is built.
         data, utf8_headers = await asyncio.to_thread(
-            build_message, req, mid, meta.created_ts, fetch_upload=fetch_upload)
+            build_message, req, mid, meta.send_at or meta.created_ts, fetch_upload=fetch_upload)
     sender_domain = parse_address(req.from_).ascii_domain
     signer = await asyncio.to_thread(signer_for, sender_domain)
     signed = (signer.sign(data), data) if signer is not None else (b"",)

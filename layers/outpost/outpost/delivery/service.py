@@ -50,6 +50,7 @@ from .budget import MemoryBudget, memory_cost
 from .domain import RECORD_MARGIN
 from .job import JobRun, Rcpt, RecordFailed, Result
 from .prepare import DkimSigner, Prepared, prepare, unprepared
+from .scheduling import start_due
 from .shaping import Shaper
 from .suspension import connection_cap
 from .transport import Connector, SessionPool, TlsMode
@@ -225,6 +226,7 @@ class DeliveryService:
 
     async def _deliver_due(self, run: JobRun, meta: Message, due: list[Recipient], now: float,
                            pool: SessionPool, deadline: float) -> None:
+        due = await start_due(self, run, meta, due, now)  # scheduled ones at their time (issue 14)
         if not due or await step.hold_if_paused(self, run, meta, due, now):
             return
         lease = max(0.0, deadline - now) + LEASE_MARGIN

@@ -21,7 +21,7 @@ from ..models import RecipientState
 from ..records import Record
 
 # `message.<state>` for every recipient state: queued, deferred, delivered, bounced, expired,
-# suppressed, complained (the issue's contract).
+# suppressed, complained (the issue's contract); scheduled and canceled (issue 14).
 EVENT_TYPES: tuple[str, ...] = tuple(f"message.{s.value}" for s in RecipientState)
 
 

@@ -3,7 +3,9 @@ record, as the store reads them) becomes at most one Event.
 
 One event per recipient state change, and a pure function of the change:
   - a new recipient: `message.queued`, or its state when it is created final (suppressed at
-    send by the API);
+    send by the API), or `message.scheduled` when it waits for a send_at (issue 14); that one
+    gives `message.queued` when its time comes (delivery/scheduling.py), then as any other;
+  - a cancel: `message.canceled` (from scheduled, queued or deferred; final);
   - a change of state: `message.<new state>`;
   - deferred again with one more attempt: another `message.deferred` (one per attempt);
   - anything else (a lease taken or given back, a hold's `waiting`, a due time, a TTL
