@@ -90,6 +90,7 @@ READ_OPS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 S3_PUT_CLASS = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
                 "ListObjects", "ListObjectsV2", "ListObjectVersions", "PutObjectTagging"}
 S3_FREE = {"DeleteObject", "DeleteObjects", "AbortMultipartUpload"}
+STORE_FILE = os.path.join("outpost", "store.py")
 PLATFORM_LOG_BYTES = 260  # START, END and REPORT lines of one invocation
 HEADER_BYTES, INTERNET_MSS = 52, 1448  # IPv4 20 + TCP 20 + timestamps 12; 1500 MTU
 # The function whose invocation is running: a context variable, so the worker threads the sender
@@ -112,7 +113,7 @@ class Meter:
     idle_receives: int = 0
     missing_capacity: int = 0
     smtp_connections: int = 0
-    units: collections.Counter = field(default_factory=collections.Counter)  # (who, op, table or index)
+    units: collections.Counter = field(default_factory=collections.Counter)  # (who, call, op, table or index)
 
     def add(self, who: str, kind: str, n: float) -> None:
         with self.lock:
@@ -143,10 +144,22 @@ def _sqs_payload(params: dict) -> int:
     return size
 
 
+def _store_caller() -> str:
+    """The outermost store.py method on the stack (MessageStore.claim, not its _update): the
+    call a DynamoDB request's units are attributed to in the breakdown by call."""
+    name, f = "?", sys._getframe(2)
+    while f is not None:
+        if f.f_code.co_filename.endswith(STORE_FILE):
+            name = f.f_code.co_qualname
+        f = f.f_back  # type: ignore[assignment]
+    return name
+
+
 def _on_params(params: dict, model: Any, context: dict, **_: Any) -> None:
     service = model.service_model.service_name
     if service == "dynamodb" and model.name in CAPACITY_OPS:
         params.setdefault("ReturnConsumedCapacity", "INDEXES")  # TOTAL, split by table and index
+        context["cost_caller"] = _store_caller()
     elif service == "sqs" and model.name.startswith("SendMessage"):
         context["cost_payload"] = _sqs_payload(params)
     elif service == "s3" and model.name == "PutObject":
@@ -154,12 +167,14 @@ def _on_params(params: dict, model: Any, context: dict, **_: Any) -> None:
         context["cost_body"] = len(body) if isinstance(body, (bytes, str)) else 0
 
 
-def _ddb_units(who: str, op: str, parsed: dict) -> None:
+def _ddb_units(who: str, op: str, parsed: dict, call: str = "?") -> None:
     cc = parsed.get("ConsumedCapacity")
     if "Error" in parsed:
         if op not in READ_OPS and parsed["Error"].get("Code") in ("ConditionalCheckFailedException",
                                                                   "TransactionCanceledException"):
             METER.add(who, "ddb_write_unit", 1)
+            with METER.lock:
+                METER.units[(who, call, op, "(condition failed)")] += 1
         return
     if cc is None:
         METER.missing_capacity += 1
@@ -170,10 +185,11 @@ def _ddb_units(who: str, op: str, parsed: dict) -> None:
             read, write = (c.get("CapacityUnits", 0), 0) if op in READ_OPS else (0, c.get("CapacityUnits", 0))
         METER.add(who, "ddb_read_unit", read or 0)
         METER.add(who, "ddb_write_unit", cm.aws_units(op, write or 0))
-        _split_units(who, op, c)
+        if op not in READ_OPS:
+            _split_units(who, call, op, c)
 
 
-def _split_units(who: str, op: str, c: dict) -> None:
+def _split_units(who: str, call: str, op: str, c: dict) -> None:
     """Which table or index the units went to (ReturnConsumedCapacity=INDEXES)."""
     table = str(c.get("TableName", "?")).rsplit("-", 1)[-1]
     parts = {table: (c.get("Table") or {}).get("CapacityUnits", c.get("CapacityUnits", 0))}
@@ -181,7 +197,7 @@ def _split_units(who: str, op: str, c: dict) -> None:
         parts[f"{table}.{name}"] = g.get("CapacityUnits", 0)
     with METER.lock:
         for where, n in parts.items():
-            METER.units[(who, op, where)] += cm.aws_units(op, n or 0)
+            METER.units[(who, call, op, where)] += cm.aws_units(op, n or 0)
 
 
 def _sqs_requests(who: str, op: str, parsed: dict, context: dict, tag: str | None) -> None:
@@ -205,7 +221,7 @@ def _on_after_call(tag: str | None, http_response: Any, parsed: dict, model: Any
     with METER.lock:
         METER.calls[(who, service, op)] += 1
     if service == "dynamodb":
-        _ddb_units(who, op, parsed)
+        _ddb_units(who, op, parsed, context.get("cost_caller", "?"))
     elif service == "sqs":
         _sqs_requests(who, op, parsed, context, tag)
     elif service == "s3" and op not in S3_FREE:
@@ -534,6 +550,22 @@ CUTS = {
 }
 
 
+def report_write_units(emails: int, out: Any) -> None:
+    """DynamoDB write units per email by function and store call, each split by table and index
+    (as ReturnConsumedCapacity=INDEXES reports them), the biggest first."""
+    by_call: dict[tuple[str, str, str], collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (who, call, op, where), u in METER.units.items():
+        if who not in SCHEDULED_RUNS_PER_MONTH:
+            by_call[(who, call, op)][where] += u
+    total = sum(sum(c.values()) for c in by_call.values())
+    print(f"DynamoDB write units per email: {total / emails:.2f}, by function, store call and "
+          "table/index:", file=out)
+    for (who, call, op), c in sorted(by_call.items(), key=lambda kv: -sum(kv[1].values())):
+        split = ", ".join(f"{w.replace('MessagesTable', 'Msg')} {u / emails:.2f}" for w, u in c.most_common())
+        print(f"  {who.removesuffix('Function'):<16} {call:<30} {op:<18} {sum(c.values()) / emails:6.2f}  "
+              f"({split})", file=out)
+
+
 def _row(label: str, value: str, anchor: str = "") -> str:
     return f"  {label:<46} {value:>16}  {anchor}"
 
@@ -692,10 +724,7 @@ def main() -> int:
             calls[f"{service}.{op}"] += c
     print("AWS calls per 1,000 emails: " + ", ".join(
         f"{k} {cm.per_thousand(v, n):.0f}" for k, v in calls.most_common()), file=out)
-    print("DynamoDB units per 1,000 emails by function, call and table/index:", file=out)
-    for (who, op, where), u in sorted(METER.units.items(), key=lambda kv: -kv[1])[:12]:
-        if who not in SCHEDULED_RUNS_PER_MONTH:
-            print(f"  {who:<24} {op:<20} {where:<28} {cm.per_thousand(u, n):10,.1f}", file=out)
+    report_write_units(n, out)
     bytes_per_k = cm.per_thousand(mail_bytes, n)
     report(usage, rows, n, bytes_per_k, memory, out)
     report_fixed(usage, n, bytes_per_k, memory, out)
