@@ -102,6 +102,7 @@ class Message(Record):
     key_id: str | None = None  # the API key that sent it (the reputation breaker's per-key counts)
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
+    spec_z: bytes | None = None  # or, inline, its JSON deflated (zlib; store.py, issue 15 item 4)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,12 @@ _OPEN = [s.value for s in OPEN_STATES]
 # its message. RetentionDays in the template is at least the longest lifetime plus this.
 TTL_MARGIN = 86400
 
+# A stored request kept in the META item (deflated or not) is at most this long as JSON; longer
+# ones go to S3 whatever they deflate to (the inline limit is on the deflated size).
+INLINE_RAW_MAX = 200_000
+# The default inline limit (Settings.inline_body_limit): bench/cost_model.py, inline_break_even.
+INLINE_LIMIT = 6_300
+
 # Recipients with no META item (a create killed between its puts, see MessageStore.create) are
 # deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
 # at most 900 s), so a create still in progress is never taken apart.
@@ -308,7 +314,18 @@ def _message_id(item: Mapping[str, Any]) -> str:
 
 
 def _message(item: Mapping[str, Any]) -> Message:
+    if "spec_z" in item:  # a boto3 Binary
+        item = dict(item, spec_z=bytes(getattr(item["spec_z"], "value", item["spec_z"])))
     return Message.from_dict(item)
+
+
+def _inflate(packed: bytes) -> bytes:
+    """A stored request deflated by MessageStore.create: at most INLINE_RAW_MAX bytes, as written."""
+    d = zlib.decompressobj()
+    out = d.decompress(packed, INLINE_RAW_MAX + 1)
+    if len(out) > INLINE_RAW_MAX or d.unconsumed_tail or not d.eof:
+        raise ValueError("a stored request inflates beyond INLINE_RAW_MAX, or is cut short")
+    return out
 
 
 def _recipient(item: Mapping[str, Any]) -> Recipient:
@@ -340,7 +357,7 @@ def _fields(record: Record, *drop: str) -> dict[str, Any]:
 
 class MessageStore:
     def __init__(self, ddb: Any, table: str, s3: Any, bucket: str, *,
-                 inline_limit: int = 200_000, retention_days: int = 30,
+                 inline_limit: int = INLINE_LIMIT, retention_days: int = 30,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time) -> None:
         self.ddb, self.table, self.s3, self.bucket = ddb, table, s3, bucket
@@ -386,14 +403,8 @@ class MessageStore:
         body = request.to_json()
         expires = self.expires_for(now, meta.deliver_until)
         created = iso(now)
-        item = dict(_fields(meta, "spec", "spec_key"), pk=_MSG + message_id, sk=_META,
-                    expires_at=expires, created_at=created, created_ts=now)
-        if len(body) > self.inline_limit:
-            key = f"bodies/{message_id}.json"
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-            item["spec_key"] = key
-        else:
-            item["spec"] = body.decode()
+        item = dict(_fields(meta, "spec", "spec_key", "spec_z"), pk=_MSG + message_id, sk=_META,
+                    expires_at=expires, created_at=created, created_ts=now, **self._stored_body(message_id, body))
         items = [self._recipient_item(r, expires, created, now) for r in recipients] + [item]
         written: list[str] = []
         try:
@@ -404,6 +415,20 @@ class MessageStore:
         except Exception:
             self._take_back(message_id, written)
             raise
+
+    def _stored_body(self, message_id: str, body: bytes) -> dict[str, Any]:
+        """The request as the META item keeps it: deflated (`spec_z`) when that is smaller, plain
+        JSON (`spec`) otherwise, or a pointer (`spec_key`) to S3 when what DynamoDB would keep
+        is over `inline_limit` (or the JSON over INLINE_RAW_MAX, which bounds the inflating).
+        The default limit is where the bytes cost what an S3 PUT and GET cost (issue 15 item 4:
+        bench/cost_model.py, inline_break_even): each KB in DynamoDB is a write unit, 30 days
+        of storage and a share of each read."""
+        packed = zlib.compress(body, 6)
+        if len(body) <= INLINE_RAW_MAX and min(len(packed), len(body)) <= self.inline_limit:
+            return {"spec_z": packed} if len(packed) < len(body) else {"spec": body.decode()}
+        key = f"bodies/{message_id}.json"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        return {"spec_key": key}
 
     @staticmethod
     def _recipient_item(r: Recipient, expires: int, created: str, now: float) -> dict:
@@ -480,6 +505,8 @@ class MessageStore:
         """The request stored with the message (inline, or in S3 for a large one)."""
         if meta.spec is not None:
             return StoredRequest.from_json(meta.spec)
+        if meta.spec_z is not None:
+            return StoredRequest.from_json(_inflate(meta.spec_z))
         if meta.spec_key is None:
             raise ValueError(f"message {meta.message_id} has no stored request")
         obj = self.s3.get_object(Bucket=self.bucket, Key=meta.spec_key)
