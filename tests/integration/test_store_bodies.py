@@ -64,7 +64,8 @@ def test_a_deflated_body_that_inflates_past_the_cap_is_refused(rig: Rig) -> None
     mid = rig.send("b@bodies.test", text="x")
     bomb = zlib.compress(b"{" + b" " * (INLINE_RAW_MAX + 10) + b"}")
     rig.store.ddb.update_item(TableName=rig.store.table, Key={"pk": {"S": f"MSG#{mid}"}, "sk": {"S": "META"}},
-                              UpdateExpression="SET spec_z = :z REMOVE spec", ExpressionAttributeValues={":z": {"B": bomb}})
+                              UpdateExpression="SET spec_z = :z REMOVE spec",
+                              ExpressionAttributeValues={":z": {"B": bomb}})
     stored = rig.store.load(mid)
     assert stored is not None
     with pytest.raises(ValueError, match="INLINE_RAW_MAX"):
