@@ -9,7 +9,7 @@ SQS event source mappings, batch 10, window 1 s) to loopback MX hosts over START
       path: the local SES receiving (outpost_local/inbound.py) stores it in S3 and invokes the
       bounce processor, as in AWS;
    1% to greylist.test (451 4.7.1 once: a retry through the RetryQueue);
-   1% carry a 300 KB attachment inline (the body goes to S3: over the 200 KB inline limit) and
+   1% carry a 300 KB attachment inline (the body goes to S3: over the inline limit) and
    0.5% a 1 MB upload (POST /v1/uploads, a presigned S3 PUT, then the send with upload_id).
 
 What is counted, and how:
@@ -36,25 +36,26 @@ What is counted, and how:
                  Secrets Manager (S3 and DynamoDB use the free gateway endpoints).
 Prices: bench/cost_model.py (dated, with sources). SES's price is printed beside each total.
 
-Measured (1,000 messages, DynamoDB Local, 2 cores at load average 9-13, 2026-11-30): all 974
-deliverable recipients at their MX and 21 DSNs processed in 165 s; per 1,000 emails 25,485
-write units ($0.0159, 51%: the API's TransactWriteItems 12 units per message (2x for a
-transaction, and gsi1/gsi3/gsi5 each take a write), its other update 2, the sender's status
-updates 11), 4,162 read units, 1,003 API requests ($0.0035 REST + $0.0006 WAF), 171 Lambda
-GB-s ($0.0023: the API's mean 149 ms and the sender's 685 ms per batch are this loaded
-machine's wall time), 1,861 SQS requests, 21 DSNs received by SES ($0.0040), 14.6 MB out /
-17.3 MB through the NAT, 4.1 MB in DynamoDB and 8.5 MB in S3 for 30 days ($0.0012). Variable
-$0.0314 per 1,000 with the NAT gateway, $0.0307 with the NAT instance, against SES's $0.1015
-(31.0%): the goal ($0.005) is not met. Fixed: $48.14 a month (gateway) or $19.20 (instance);
-cheaper than SES from 687,021 (gateway) or 271,020 (instance) emails a month; than SES with a
-dedicated IP from 330,955 (gateway) or at any volume (instance).
-The body's size is the lever: --quick --html-bytes 20000 (a 20 KB HTML template) costs 65,710
-write units, 22.8 MB kept in DynamoDB and $0.0621 per 1,000 (60% of SES's $0.1028); the same
-with --inline-limit 2000 (bodies to S3) 23,680 units + 1,020 S3 PUTs, $0.0371.
+Measured (1,000 messages, DynamoDB Local, 2 cores at load average 8-12, 2026-11-30), before and
+after the write cuts of issue 15 item 4's second pass (the create as plain PutItems, bodies
+deflated and in S3 above the break-even, a claim that leaves the due index alone): all 974
+deliverable recipients at their MX and 21 DSNs processed in 130 s; DynamoDB write units per
+email 33.6 -> 24.6 (the create 12.0 -> 5.0, the claim 5.05 -> 3.03; unchanged: the event log
+8.13, the finish 4.13, reputation counts 2.00, shaping slots 1.89), $0.0210 -> $0.0154; 1,003 API
+requests ($0.0035 REST + $0.0006 WAF), 146 Lambda GB-s ($0.0019, this loaded machine's wall
+time), 1,853 SQS requests, 21 DSNs received by SES ($0.0040), 14.3 MB out / 16.9 MB through the
+NAT, DynamoDB 9.2 -> 7.8 MB and S3 8.5 MB kept 30 days. Variable $0.0382 -> $0.0318 per 1,000
+with the NAT gateway ($0.0374 -> $0.0311 with the NAT instance), against SES's $0.1015 (31.3%):
+the goal ($0.005) is not met; without any DynamoDB write the rest is $0.0164 (README, "What it
+costs"). Fixed: $48.65 a month (gateway) or $19.70 (instance); cheaper than SES from 697,951
+(gateway) or 279,688 (instance) emails a month; than SES with a dedicated IP from 339,974
+(gateway) or at any volume (instance).
+With a 20 KB HTML template (--quick --html-bytes 20000): 73.9 -> 24.8 write units per email,
+$0.0702 -> $0.0333 per 1,000 (the padding deflates better than a real template would).
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [--messages N]
      [--html-bytes B]   (each message is a 0.8 KB text + 0.7 KB HTML receipt; B pads the HTML)
-     [--inline-limit L] (what if bodies over L bytes went to S3; the library keeps up to 200,000)
+     [--inline-limit L] (what if bodies deflating to over L bytes went to S3; the library: 6,300)
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ READ_OPS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 S3_PUT_CLASS = {"PutObject", "CopyObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
                 "ListObjects", "ListObjectsV2", "ListObjectVersions", "PutObjectTagging"}
 S3_FREE = {"DeleteObject", "DeleteObjects", "AbortMultipartUpload"}
+STORE_FILE = os.path.join("outpost", "store.py")
 PLATFORM_LOG_BYTES = 260  # START, END and REPORT lines of one invocation
 HEADER_BYTES, INTERNET_MSS = 52, 1448  # IPv4 20 + TCP 20 + timestamps 12; 1500 MTU
 # The function whose invocation is running: a context variable, so the worker threads the sender
@@ -112,7 +114,7 @@ class Meter:
     idle_receives: int = 0
     missing_capacity: int = 0
     smtp_connections: int = 0
-    units: collections.Counter = field(default_factory=collections.Counter)  # (who, op, table or index)
+    units: collections.Counter = field(default_factory=collections.Counter)  # (who, call, op, table or index)
 
     def add(self, who: str, kind: str, n: float) -> None:
         with self.lock:
@@ -143,10 +145,22 @@ def _sqs_payload(params: dict) -> int:
     return size
 
 
+def _store_caller() -> str:
+    """The outermost store.py method on the stack (MessageStore.claim, not its _update): the
+    call a DynamoDB request's units are attributed to in the breakdown by call."""
+    name, f = "?", sys._getframe(2)
+    while f is not None:
+        if f.f_code.co_filename.endswith(STORE_FILE):
+            name = f.f_code.co_qualname
+        f = f.f_back  # type: ignore[assignment]
+    return name
+
+
 def _on_params(params: dict, model: Any, context: dict, **_: Any) -> None:
     service = model.service_model.service_name
     if service == "dynamodb" and model.name in CAPACITY_OPS:
         params.setdefault("ReturnConsumedCapacity", "INDEXES")  # TOTAL, split by table and index
+        context["cost_caller"] = _store_caller()
     elif service == "sqs" and model.name.startswith("SendMessage"):
         context["cost_payload"] = _sqs_payload(params)
     elif service == "s3" and model.name == "PutObject":
@@ -154,12 +168,14 @@ def _on_params(params: dict, model: Any, context: dict, **_: Any) -> None:
         context["cost_body"] = len(body) if isinstance(body, (bytes, str)) else 0
 
 
-def _ddb_units(who: str, op: str, parsed: dict) -> None:
+def _ddb_units(who: str, op: str, parsed: dict, call: str = "?") -> None:
     cc = parsed.get("ConsumedCapacity")
     if "Error" in parsed:
         if op not in READ_OPS and parsed["Error"].get("Code") in ("ConditionalCheckFailedException",
                                                                   "TransactionCanceledException"):
             METER.add(who, "ddb_write_unit", 1)
+            with METER.lock:
+                METER.units[(who, call, op, "(condition failed)")] += 1
         return
     if cc is None:
         METER.missing_capacity += 1
@@ -170,10 +186,11 @@ def _ddb_units(who: str, op: str, parsed: dict) -> None:
             read, write = (c.get("CapacityUnits", 0), 0) if op in READ_OPS else (0, c.get("CapacityUnits", 0))
         METER.add(who, "ddb_read_unit", read or 0)
         METER.add(who, "ddb_write_unit", cm.aws_units(op, write or 0))
-        _split_units(who, op, c)
+        if op not in READ_OPS:
+            _split_units(who, call, op, c)
 
 
-def _split_units(who: str, op: str, c: dict) -> None:
+def _split_units(who: str, call: str, op: str, c: dict) -> None:
     """Which table or index the units went to (ReturnConsumedCapacity=INDEXES)."""
     table = str(c.get("TableName", "?")).rsplit("-", 1)[-1]
     parts = {table: (c.get("Table") or {}).get("CapacityUnits", c.get("CapacityUnits", 0))}
@@ -181,7 +198,7 @@ def _split_units(who: str, op: str, c: dict) -> None:
         parts[f"{table}.{name}"] = g.get("CapacityUnits", 0)
     with METER.lock:
         for where, n in parts.items():
-            METER.units[(who, op, where)] += cm.aws_units(op, n or 0)
+            METER.units[(who, call, op, where)] += cm.aws_units(op, n or 0)
 
 
 def _sqs_requests(who: str, op: str, parsed: dict, context: dict, tag: str | None) -> None:
@@ -205,7 +222,7 @@ def _on_after_call(tag: str | None, http_response: Any, parsed: dict, model: Any
     with METER.lock:
         METER.calls[(who, service, op)] += 1
     if service == "dynamodb":
-        _ddb_units(who, op, parsed)
+        _ddb_units(who, op, parsed, context.get("cost_caller", "?"))
     elif service == "sqs":
         _sqs_requests(who, op, parsed, context, tag)
     elif service == "s3" and op not in S3_FREE:
@@ -515,9 +532,9 @@ def alarm_count(mode: str) -> int:
 
 
 CUTS = {
-    "ddb_write_unit": "bodies over a few KB to S3 (the inline limit is 200 KB, and the API's transaction bills "
-                      "each KB twice: try --inline-limit 2000 with --html-bytes 20000), plain conditional "
-                      "writes instead of the transaction, fewer GSIs written per state change",
+    "ddb_write_unit": "the event log's three index entries per event (a by-message list from the base table "
+                      "would drop one), GSIs projecting only what the lists read (the claim's two index "
+                      "copies), the reputation counts' index copy; see the breakdown by call above",
     "apigw_request": "POST /v1/messages/batch (up to 50 messages a request), or an HTTP API ($1.00/M) "
                      "instead of the REST API ($3.50/M)",
     "log_byte": "LOG_LEVEL=WARNING in production (INFO writes a JSON line per step), shorter log keys",
@@ -528,10 +545,26 @@ CUTS = {
     "lambda_gb_s": "less memory where the function waits (the API at 512 MB), pipelined SMTP (item 3)",
     "sqs_request": "SendMessageBatch from the API's batch route; larger event-source batches",
     "nat_gateway_byte": "NatMode=instance (no per-GB processing fee)",
-    "ddb_stored_byte_month": "bodies in S3 ($0.023/GB-month, not $0.25), GSIs projecting keys, not ALL",
-    "s3_put": "keep bodies up to a few KB inline (one S3 PUT costs as much as 8 DynamoDB write units)",
+    "ddb_stored_byte_month": "GSIs projecting only what the lists read, not ALL (each recipient is kept 3 times)",
+    "s3_put": "none: bodies go to S3 only above the break-even (cost_model.inline_break_even)",
     "ddb_read_unit": "eventually consistent reads, cached suppression and domain look-ups",
 }
+
+
+def report_write_units(emails: int, out: Any) -> None:
+    """DynamoDB write units per email by function and store call, each split by table and index
+    (as ReturnConsumedCapacity=INDEXES reports them), the biggest first."""
+    by_call: dict[tuple[str, str, str], collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for (who, call, op, where), u in METER.units.items():
+        if who not in SCHEDULED_RUNS_PER_MONTH:
+            by_call[(who, call, op)][where] += u
+    total = sum(sum(c.values()) for c in by_call.values())
+    print(f"DynamoDB write units per email: {total / emails:.2f}, by function, store call and "
+          "table/index:", file=out)
+    for (who, call, op), c in sorted(by_call.items(), key=lambda kv: -sum(kv[1].values())):
+        split = ", ".join(f"{w.replace('MessagesTable', 'Msg')} {u / emails:.2f}" for w, u in c.most_common())
+        print(f"  {who.removesuffix('Function'):<16} {call:<30} {op:<18} {sum(c.values()) / emails:6.2f}  "
+              f"({split})", file=out)
 
 
 def _row(label: str, value: str, anchor: str = "") -> str:
@@ -641,7 +674,7 @@ def main() -> int:
     ap.add_argument("--wait", type=float, default=900.0)
     ap.add_argument("--ip-prefix", default="127.0.15")
     ap.add_argument("--inline-limit", type=int, default=None,
-                    help="what if: bodies over this many bytes go to S3 (the library's default: 200,000)")
+                    help="what if: bodies deflating to over this many bytes go to S3 (the library's: 6,300)")
     ap.add_argument("--html-bytes", type=int, default=0,
                     help="pad each message's HTML part by this many bytes (real templates: 10-30 KB)")
     args = ap.parse_args()
@@ -692,10 +725,7 @@ def main() -> int:
             calls[f"{service}.{op}"] += c
     print("AWS calls per 1,000 emails: " + ", ".join(
         f"{k} {cm.per_thousand(v, n):.0f}" for k, v in calls.most_common()), file=out)
-    print("DynamoDB units per 1,000 emails by function, call and table/index:", file=out)
-    for (who, op, where), u in sorted(METER.units.items(), key=lambda kv: -kv[1])[:12]:
-        if who not in SCHEDULED_RUNS_PER_MONTH:
-            print(f"  {who:<24} {op:<20} {where:<28} {cm.per_thousand(u, n):10,.1f}", file=out)
+    report_write_units(n, out)
     bytes_per_k = cm.per_thousand(mail_bytes, n)
     report(usage, rows, n, bytes_per_k, memory, out)
     report_fixed(usage, n, bytes_per_k, memory, out)

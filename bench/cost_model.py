@@ -165,3 +165,18 @@ def break_even(variable_per_1000: float, fixed_month: float, anchor_per_1000: fl
     if margin <= 0:
         return None
     return extra_fixed / margin * 1000
+
+
+def inline_break_even(retention_days: float = 30, loads: float = 1.0) -> float:
+    """Bytes of a stored request at which keeping it in the META item costs what S3 does
+    (issue 15 item 4): in DynamoDB each byte is billed at the put (a write unit per KB; the
+    META item is written once), for `retention_days` of storage and in each of the sender's
+    `loads` (a consistent read unit per 4 KB); in S3 the request costs one PUT, a GET per load
+    and cheaper storage. Above this size S3 is cheaper. Latency is not priced (an S3 PUT adds
+    ~20-50 ms to the API's answer)."""
+    months = retention_days * 24 / HOURS_PER_MONTH
+    per_byte_ddb = (VARIABLE["ddb_write_unit"].of(1) / 1024 + VARIABLE["ddb_read_unit"].of(loads) / 4096
+                    + VARIABLE["ddb_stored_byte_month"].of(months))
+    per_byte_s3 = VARIABLE["s3_stored_byte_month"].of(months)
+    fixed_s3 = VARIABLE["s3_put"].of(1) + VARIABLE["s3_get"].of(loads)
+    return fixed_s3 / (per_byte_ddb - per_byte_s3)

@@ -162,7 +162,8 @@ class FakeMessages:
         if r.record.lease_until is not None and r.record.lease_until >= now:
             return False
         r.record = r.record.replace(lease_until=now + lease_seconds)
-        r.due_at = now + lease_seconds
+        if r.due_at is None:  # as store.py: the claim leaves the due time as it was
+            r.due_at = now + lease_seconds
         return True
 
     def release(self, message_id: str, index: int) -> None:
@@ -225,8 +226,10 @@ class FakeMessages:
 
     # ---- the sweeper -----------------------------------------------------------------------
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
+        # as store.py: a recipient leased until `before` or later is not overdue
         out = [Overdue(mid, i, r.due_at) for mid, m in self.messages.items()
-               for i, r in m.recipients.items() if r.due_at is not None and r.due_at < before]
+               for i, r in m.recipients.items() if r.due_at is not None and r.due_at < before
+               and (r.record.lease_until is None or r.record.lease_until < before)]
         return sorted(out, key=lambda o: o.due_at)[:limit]
 
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool:

@@ -101,3 +101,17 @@ def test_every_price_has_a_source_and_the_table_a_date() -> None:
         for kind, p in table.items():
             assert p.source.startswith("https://aws.amazon.com/"), kind
             assert p.usd > 0 and p.per > 0, kind
+
+
+def test_the_inline_body_limit_is_where_s3_becomes_cheaper() -> None:
+    """Settings.inline_body_limit (and the store's default) is the price table's break-even, not
+    a taste: $0.0054 of S3 requests against ~$0.85 per million bytes in DynamoDB (30 days)."""
+    from outpost.config import Settings
+    from outpost.store import INLINE_LIMIT
+
+    at = cm.inline_break_even()
+    assert 6_000 < at < 6_700
+    assert Settings().inline_body_limit == INLINE_LIMIT == pytest.approx(at, rel=0.02)
+    # one more GET per retry of a deferred message moves it little; a shorter retention up
+    assert cm.inline_break_even(loads=3) == pytest.approx(at, rel=0.08)
+    assert cm.inline_break_even(retention_days=1) > at

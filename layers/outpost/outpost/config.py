@@ -96,7 +96,9 @@ class Settings:
     # DEFAULT_MAX_LIFETIME unless it asks for up to 14 days (SQS retention).
     max_lifetime: int | None = None
     ipv6: bool = False
-    inline_body_limit: int = 200_000  # bytes kept in DynamoDB; larger bodies go to S3
+    # bytes of a stored request (deflated) kept in DynamoDB; larger go to S3. 6,300: where an
+    # S3 PUT + GET costs what the bytes cost in DynamoDB (bench/cost_model.py, inline_break_even)
+    inline_body_limit: int = 6_300
     retention_days: int = 30
     inbound_ses_prefix: str = "inbound/ses/"
     # ---- send API (issue 5) ----

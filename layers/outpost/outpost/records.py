@@ -103,6 +103,7 @@ class Message(Record):
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
     send_at: float | None = None  # issue 14: scheduled for this time (epoch seconds); None: at once
+    spec_z: bytes | None = None  # or, inline, its JSON deflated (zlib; store.py, issue 15 item 4)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ import binascii
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -100,12 +101,25 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger("outpost.store")
+
 _OPEN = [s.value for s in OPEN_STATES]
 
 # A message's records outlive its delivery deadline by at least this much, whatever the
 # retention: a recipient still being retried (or swept, or bounced a little late) must find
 # its message. RetentionDays in the template is at least the longest lifetime plus this.
 TTL_MARGIN = 86400
+
+# A stored request kept in the META item (deflated or not) is at most this long as JSON; longer
+# ones go to S3 whatever they deflate to (the inline limit is on the deflated size).
+INLINE_RAW_MAX = 200_000
+# The default inline limit (Settings.inline_body_limit): bench/cost_model.py, inline_break_even.
+INLINE_LIMIT = 6_300
+
+# Recipients with no META item (a create killed between its puts, see MessageStore.create) are
+# deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
+# at most 900 s), so a create still in progress is never taken apart.
+UNCOMMITTED_AGE = 960
 
 # The sweeper's index (gsi5) spreads open recipients over this many partitions, so that no
 # single partition takes every recipient write.
@@ -301,7 +315,18 @@ def _message_id(item: Mapping[str, Any]) -> str:
 
 
 def _message(item: Mapping[str, Any]) -> Message:
+    if "spec_z" in item:  # a boto3 Binary
+        item = dict(item, spec_z=bytes(getattr(item["spec_z"], "value", item["spec_z"])))
     return Message.from_dict(item)
+
+
+def _inflate(packed: bytes) -> bytes:
+    """A stored request deflated by MessageStore.create: at most INLINE_RAW_MAX bytes, as written."""
+    d = zlib.decompressobj()
+    out = d.decompress(packed, INLINE_RAW_MAX + 1)
+    if len(out) > INLINE_RAW_MAX or d.unconsumed_tail or not d.eof:
+        raise ValueError("a stored request inflates beyond INLINE_RAW_MAX, or is cut short")
+    return out
 
 
 def _recipient(item: Mapping[str, Any]) -> Recipient:
@@ -333,11 +358,12 @@ def _fields(record: Record, *drop: str) -> dict[str, Any]:
 
 class MessageStore:
     def __init__(self, ddb: Any, table: str, s3: Any, bucket: str, *,
-                 inline_limit: int = 200_000, retention_days: int = 30,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 inline_limit: int = INLINE_LIMIT, retention_days: int = 30,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
         self.ddb, self.table, self.s3, self.bucket = ddb, table, s3, bucket
         self.inline_limit, self.retention = inline_limit, retention_days * 86400
-        self.sleep = sleep
+        self.sleep, self.clock = sleep, clock
 
     def expires_for(self, now: float, deliver_until: float | None) -> int:
         """The TTL (`expires_at`) of a message's items: the retention, but never before the
@@ -351,37 +377,86 @@ class MessageStore:
     # ---- creation -------------------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
                now: float) -> None:
-        """Store a new message, its request and its recipients atomically (one transaction,
-        <= 51 items; a large request goes to S3 first, under bodies/<id>.json)."""
-        c = codec()
+        """Store a new message: its recipients, then its META item (with the request inline, or a
+        pointer to S3 for a large one, put there first under bodies/<id>.json).
+
+        Plain conditional PutItems, not a transaction (issue 15 item 4: a transactional write
+        bills 2 units per KB, and each of its items' index copies as much again). The META item,
+        written last, is the commit point: a message is whatever has a META item. Nothing may
+        treat recipients without one as a message, and nothing does: the sender loads the META
+        and the recipients together (`load`) and drops a job for a message without META, the
+        API answers 404 for it, and its recipients can never be claimed by a job that could
+        send. Where each crash leaves things (the API has not answered 202 in any of them, so
+        the client retries, under a new id):
+        - before the first put, or a put failing: nothing stored (a failing put raises after
+          this method deletes what it wrote);
+        - killed between puts (Lambda timeout, a lost container): some or all recipients, no
+          META. Nothing is sent: their jobs (the sweeper's, after its grace period) load no
+          message and are dropped, and `load` deletes such recipients once they are older than
+          UNCOMMITTED_AGE (longer than any create can take), so they leave the lists then;
+        - killed after the META put, before the job is queued: the whole message, as before
+          with the transaction: the sweeper queues its job (nothing lost; sent once, and again
+          if the client retried: the window the transaction had too).
+        So no partial recipient set is ever delivered, which the transaction guaranteed; what
+        it gave that this does not, recipients visible in GET /v1/messages for up to
+        UNCOMMITTED_AGE after a crash, is documented in the README's cost section."""
         message_id = meta.message_id
         body = request.to_json()
         expires = self.expires_for(now, meta.deliver_until)
         created = iso(now)
-        item = dict(_fields(meta, "spec", "spec_key"), pk=_MSG + message_id, sk=_META,
-                    expires_at=expires, created_at=created, created_ts=now)
-        if len(body) > self.inline_limit:
-            key = f"bodies/{message_id}.json"
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-            item["spec_key"] = key
-        else:
-            item["spec"] = body.decode()
-        items = [item]
-        for r in recipients:
-            it = dict(_fields(r, "message_id", "attempts"), pk=_MSG + message_id, sk=rcpt_sk(r.index),
-                      expires_at=expires, created_at=created, updated_at=created, attempts=[],
-                      gsi1pk=f"RCPT#{r.address.lower()}", gsi1sk=f"{created}#{message_id}",
-                      # every recipient by day (the API's list without a recipient)
-                      gsi3pk=f"DAY#{created[:10]}", gsi3sk=f"{created}#{message_id}#{r.index:03d}")
-            if r.is_open:
-                # Due at once: if no job ever comes (the enqueue after this write failed or
-                # never ran), the sweeper finds it here.
-                it.update(due_shard=due_shard(message_id),
-                          due_at=now if r.next_attempt_at is None else r.next_attempt_at)  # scheduled: send_at
-            items.append(it)
-        self.ddb.transact_write_items(TransactItems=[
-            {"Put": {"TableName": self.table, "Item": c.item(it),
-                     "ConditionExpression": "attribute_not_exists(pk)"}} for it in items])
+        item = dict(_fields(meta, "spec", "spec_key", "spec_z"), pk=_MSG + message_id, sk=_META,
+                    expires_at=expires, created_at=created, created_ts=now, **self._stored_body(message_id, body))
+        items = [self._recipient_item(r, expires, created, now) for r in recipients] + [item]
+        written: list[str] = []
+        try:
+            for it in items:
+                self.ddb.put_item(TableName=self.table, Item=codec().item(it),
+                                  ConditionExpression="attribute_not_exists(pk)")
+                written.append(it["sk"])
+        except Exception:
+            self._take_back(message_id, written)
+            raise
+
+    def _stored_body(self, message_id: str, body: bytes) -> dict[str, Any]:
+        """The request as the META item keeps it: deflated (`spec_z`) when that is smaller, plain
+        JSON (`spec`) otherwise, or a pointer (`spec_key`) to S3 when what DynamoDB would keep
+        is over `inline_limit` (or the JSON over INLINE_RAW_MAX, which bounds the inflating).
+        The default limit is where the bytes cost what an S3 PUT and GET cost (issue 15 item 4:
+        bench/cost_model.py, inline_break_even): each KB in DynamoDB is a write unit, 30 days
+        of storage and a share of each read."""
+        packed = zlib.compress(body, 6)
+        if len(body) <= INLINE_RAW_MAX and min(len(packed), len(body)) <= self.inline_limit:
+            return {"spec_z": packed} if len(packed) < len(body) else {"spec": body.decode()}
+        key = f"bodies/{message_id}.json"
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        return {"spec_key": key}
+
+    @staticmethod
+    def _recipient_item(r: Recipient, expires: int, created: str, now: float) -> dict:
+        message_id = r.message_id
+        it = dict(_fields(r, "message_id", "attempts"), pk=_MSG + message_id, sk=rcpt_sk(r.index),
+                  expires_at=expires, created_at=created, updated_at=created, attempts=[],
+                  gsi1pk=f"RCPT#{r.address.lower()}", gsi1sk=f"{created}#{message_id}",
+                  # every recipient by day (the API's list without a recipient)
+                  gsi3pk=f"DAY#{created[:10]}", gsi3sk=f"{created}#{message_id}#{r.index:03d}")
+        if r.is_open:
+            # Due at once: if no job ever comes (the enqueue after this write failed or
+            # never ran), the sweeper finds it here.
+            it.update(due_shard=due_shard(message_id),
+                      due_at=now if r.next_attempt_at is None else r.next_attempt_at)  # scheduled: send_at
+        return it
+
+    def _take_back(self, message_id: str, sks: list[str]) -> None:
+        """Delete the items a failed create wrote (best effort: what stays behind has no META
+        and is deleted by `load` later)."""
+        keys = [{"pk": {"S": _MSG + message_id}, "sk": {"S": sk}} for sk in sks]
+        try:
+            for i in range(0, len(keys), 25):
+                request = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
+                retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), request,
+                                  "UnprocessedItems", sleep=self.sleep)
+        except Exception:  # noqa: BLE001 - the create's own error is what the caller must see
+            log.warning("could not take back a failed create", extra={"message_id": message_id})
 
     # ---- reads ----------------------------------------------------------------------------
     def load(self, message_id: str) -> StoredMessage | None:
@@ -399,12 +474,25 @@ class MessageStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         meta = next((i for i in items if i["sk"] == _META), None)
         if meta is None:
+            self._drop_uncommitted(message_id, items)
             return None
         return StoredMessage(
             meta=_message(meta),
             recipients=sorted((_recipient(i) for i in items if i["sk"].startswith("RCPT#")),
                               key=lambda r: r.index),
             bounces=[_bounce(i) for i in items if i["sk"].startswith("BOUNCE#")])
+
+    def _drop_uncommitted(self, message_id: str, items: list[dict]) -> None:
+        """Delete recipients left without their META item for longer than UNCOMMITTED_AGE: a
+        create killed between its puts (never accepted: nothing may send them), or a discard
+        or TTL deletion half done. Best effort: a caller without delete rights (the bounce
+        processor) leaves them for the sender, whose swept job comes here too."""
+        cutoff = iso(self.clock() - UNCOMMITTED_AGE)
+        stale = [i["sk"] for i in items if i["sk"].startswith("RCPT#") and str(i.get("created_at", "")) < cutoff]
+        if stale:
+            log.warning("recipients without a message deleted", extra={"message_id": message_id,
+                                                                        "recipients": len(stale)})
+            self._take_back(message_id, stale)
 
     def discard(self, message_id: str, recipient_count: int) -> None:
         """Delete a message that was stored but could not be queued (the caller got an error)."""
@@ -419,6 +507,8 @@ class MessageStore:
         """The request stored with the message (inline, or in S3 for a large one)."""
         if meta.spec is not None:
             return StoredRequest.from_json(meta.spec)
+        if meta.spec_z is not None:
+            return StoredRequest.from_json(_inflate(meta.spec_z))
         if meta.spec_key is None:
             raise ValueError(f"message {meta.message_id} has no stored request")
         obj = self.s3.get_object(Bucket=self.bucket, Key=meta.spec_key)
@@ -482,10 +572,14 @@ class MessageStore:
     # ---- recipient transitions (all conditional) ------------------------------------------
     def claim(self, message_id: str, index: int, now: float, lease_seconds: float) -> bool:
         """Lease an open recipient for one attempt; False if it is final or leased elsewhere."""
-        # While leased, the recipient is due again when the lease ends: a crashed invocation
-        # leaves it for the sweeper, not for ever.
+        # One attribute written (issue 15 item 4): its due time stays, so the due index (gsi5)
+        # takes no write (moving due_at there is a delete and a put). A crashed invocation still
+        # leaves it for the sweeper, which skips a recipient until its lease has been over for
+        # the grace period (`overdue`), as it did when the claim moved due_at to the lease's
+        # end. if_not_exists: a recipient stored before the due index had neither attribute.
         return self._update(
-            message_id, index, "SET lease_until = :l, due_at = :l, due_shard = :ds",
+            message_id, index,
+            "SET lease_until = :l, due_at = if_not_exists(due_at, :l), due_shard = if_not_exists(due_shard, :ds)",
             "#st IN (:o0, :o1) AND (attribute_not_exists(lease_until) OR lease_until < :now)",
             {":l": now + lease_seconds, ":now": now, ":o0": _OPEN[0], ":o1": _OPEN[1],
              ":ds": due_shard(message_id)})
@@ -622,7 +716,29 @@ class MessageStore:
     # ---- the sweeper (issue 8, item 11) ----------------------------------------------------
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
         """Open recipients due before `before` (their job should have run by then), oldest
-        first, at most `limit` per shard: a key lookup on the sparse due index (gsi5)."""
+        first, at most `limit` per shard: a key lookup on the sparse due index (gsi5). A
+        recipient whose lease ends after `before` is not overdue: its invocation may still be
+        running (claim leaves due_at as it was, so the index alone cannot tell)."""
+        found = self._due_before(before, limit)
+        leased = self._leased_after([(o.message_id, o.index) for o in found], before)
+        return [o for o in found if (o.message_id, o.index) not in leased]
+
+    def _leased_after(self, keys: list[tuple[str, int]], before: float) -> set[tuple[str, int]]:
+        """Which of these recipients are leased until `before` or later (or gone): one
+        BatchGetItem of their lease_until per 100 (the overdue are few: stuck work)."""
+        out = set(keys)
+        for i in range(0, len(keys), 100):
+            request = {self.table: {"Keys": [{"pk": {"S": _MSG + m}, "sk": {"S": rcpt_sk(n)}}
+                                             for m, n in keys[i:i + 100]],
+                                    "ProjectionExpression": "pk, sk, lease_until"}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    if float(it.get("lease_until", {}).get("N", "0")) < before:
+                        out.discard((it["pk"]["S"].removeprefix(_MSG), int(it["sk"]["S"].removeprefix("RCPT#"))))
+        return out
+
+    def _due_before(self, before: float, limit: int) -> list[Overdue]:
         out: list[Overdue] = []
         for n in range(DUE_SHARDS):
             kwargs: dict[str, Any] = {

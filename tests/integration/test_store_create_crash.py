@@ -1,0 +1,198 @@
+"""The create without a transaction (issue 15 item 4), crash point by crash point, against
+DynamoDB Local with the real send API service, the real sender and a real MX (sender_rig).
+
+A 3-recipient message is 4 PutItems: the recipients, then the META item (the commit point,
+store.MessageStore.create). A client that fails at the Nth put plays each crash: a put that
+fails (the store takes back what it wrote; the API answers 503), and a process killed there
+(nothing runs after it: what was written stays). Whatever stays, no partial recipient set is
+ever delivered, and nothing is left behind for good; a message killed after its META put is
+delivered by the sweeper's job exactly once, as with the transaction. Also: the write units
+each call is billed (ReturnConsumedCapacity=INDEXES), so the cuts cannot silently come back."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from sender_rig import Rig
+
+from outpost.api.service import QueryService, SendService
+from outpost.errors import NotFoundError
+from outpost.models import QueueJob, SendRequest
+from outpost.store import UNCOMMITTED_AGE, MessageStore
+from outpost.sweeper import SWEEP_GRACE
+from outpost_local.dynamodb_local import ENGINE_LOCAL
+
+pytestmark = pytest.mark.timeout(120)
+
+TO = ["a@crash.test", "b@crash.test", "c@crash.test"]
+PUTS = len(TO) + 1  # 3 recipients, then META
+
+
+class Killed(BaseException):
+    """The process dying at a put: not an Exception, so no cleanup of the store's runs."""
+
+
+class FailingDdb:
+    """The rig's DynamoDB client, failing (raising `exc`) at the `at`th PutItem of the table."""
+
+    def __init__(self, real: Any, table: str, at: int, exc: BaseException) -> None:
+        self.real, self.table, self.at, self.exc = real, table, at, exc
+        self.puts: list[dict] = []
+
+    def put_item(self, **kw: Any) -> Any:
+        if kw.get("TableName") == self.table:
+            self.puts.append(kw["Item"])
+            if len(self.puts) == self.at:
+                raise self.exc
+        return self.real.put_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _throttled() -> ClientError:
+    return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                       "PutItem")
+
+
+def _send_through(rig: Rig, ddb: FailingDdb) -> str:
+    """send_one through a store on `ddb`; the message id (it raised, so the id is the puts')."""
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+    api = SendService(store=store, suppressions=rig.suppressions, queue=rig.queue, domains=rig.api.domains,
+                      clock=rig.clock)
+    req = SendRequest.model_validate({"from": "App <app@sender.test>", "to": TO, "subject": "crash",
+                                      "text": "Hello.\n"})
+    with pytest.raises((ClientError, Killed)):
+        api.send_one(req)
+    return str(ddb.puts[0]["pk"]["S"]).removeprefix("MSG#")
+
+
+def _items(rig: Rig, mid: str) -> list[str]:
+    r = rig.store.ddb.query(TableName=rig.store.table, KeyConditionExpression="pk = :p",
+                            ExpressionAttributeValues={":p": {"S": f"MSG#{mid}"}}, ConsistentRead=True)
+    return sorted(i["sk"]["S"] for i in r.get("Items", []))
+
+
+def _overdue(rig: Rig, mid: str) -> list[int]:
+    return sorted(o.index for o in rig.store.overdue(rig.clock() - SWEEP_GRACE) if o.message_id == mid)
+
+
+@pytest.fixture(name="engine")
+def engine_fixture(rig: Rig) -> Rig:
+    if shutil.which("java") is None:
+        pytest.skip("no Java: DynamoDB Local cannot run (moto reports no consumed capacity)")
+    assert rig.aws.dynamodb_engine == ENGINE_LOCAL, rig.aws.dynamodb_engine_reason
+    rig.store.clock = rig.clock  # the uncommitted age is measured on the rig's clock
+    return rig
+
+
+@pytest.mark.parametrize("at", range(1, PUTS + 1))
+def test_a_failing_put_leaves_nothing_and_queues_nothing(engine: Rig, at: int) -> None:
+    rig = engine
+    queued = len(rig.queue.sent)
+    mid = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, at, _throttled()))
+    assert _items(rig, mid) == []  # what it wrote before the failure was taken back
+    assert len(rig.queue.sent) == queued  # not accepted: no job
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert _overdue(rig, mid) == []
+
+
+@pytest.mark.parametrize("at", range(1, PUTS + 1))
+def test_a_create_killed_before_its_meta_sends_nothing_and_is_cleaned_up(engine: Rig, at: int) -> None:
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    mid = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, at, Killed()))
+    left = [f"RCPT#{i:03d}" for i in range(at - 1)]
+    assert _items(rig, mid) == left  # the recipients put before the kill; never a META
+    assert rig.store.load(mid) is None
+    query = QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock)
+    with pytest.raises(NotFoundError):  # GET /v1/messages/{id}: 404, not a message with some recipients
+        query.message(mid)
+    # The sweeper finds what was written once overdue; its job loads no message: nothing sent.
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert _overdue(rig, mid) == list(range(at - 1))
+    rig.run_jobs([QueueJob(message_id=mid)])
+    assert mx.received == []
+    assert _items(rig, mid) == left  # too young to be sure no create is still running
+    # Older than any create can run: the next load deletes them; no sweep, no list finds them.
+    rig.clock.advance(UNCOMMITTED_AGE - SWEEP_GRACE)
+    rig.run_jobs([QueueJob(message_id=mid)])
+    assert mx.received == [] and _items(rig, mid) == []
+    assert _overdue(rig, mid) == []
+    assert not [r for a in TO for r in rig.store.messages_to(a).items if r.message_id == mid]
+
+
+def test_a_create_killed_after_its_meta_is_delivered_once_by_the_sweepers_job(engine: Rig) -> None:
+    """The window the transaction had too: stored whole, killed before the job was queued."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    queued = len(rig.queue.sent)
+    ddb = FailingDdb(rig.store.ddb, rig.store.table, PUTS + 1, Killed())
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+
+    class KilledQueue:
+        def send(self, job: QueueJob, delay: float = 0) -> None:
+            raise Killed()
+
+    api = SendService(store=store, suppressions=rig.suppressions, queue=KilledQueue(),  # type: ignore[arg-type]
+                      domains=rig.api.domains, clock=rig.clock)
+    with pytest.raises(Killed):
+        api.send_one(SendRequest.model_validate({"from": "app@sender.test", "to": TO, "subject": "crash",
+                                                 "text": "Hello.\n"}))
+    mid = str(ddb.puts[0]["pk"]["S"]).removeprefix("MSG#")
+    assert _items(rig, mid) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"] and len(rig.queue.sent) == queued
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert _overdue(rig, mid) == [0, 1, 2]
+    rig.run_jobs([QueueJob(message_id=mid)])
+    rig.run_jobs([QueueJob(message_id=mid)])  # a second rescue (a doubled sweep) sends nothing more
+    got = sorted(a for r in mx.received for a in r.rcpt_tos)
+    assert got == sorted(TO)
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 3
+
+
+class Units:
+    """Write units per (operation, table or index) of the calls made while recording."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.seen = client, []  # type: ignore[var-annotated]
+        ev = client.meta.events
+        ev.register("provide-client-params.dynamodb.*", self._params, unique_id="units-params")
+        ev.register("after-call.dynamodb.*", self._after, unique_id="units-after")
+
+    def _params(self, params: dict, **_: Any) -> None:
+        params.setdefault("ReturnConsumedCapacity", "INDEXES")
+
+    def _after(self, parsed: dict, model: Any, **_: Any) -> None:
+        cc = parsed.get("ConsumedCapacity") or []
+        for c in [cc] if isinstance(cc, dict) else cc:
+            parts = {"table": (c.get("Table") or {}).get("CapacityUnits", 0)}
+            parts.update({k: v.get("CapacityUnits", 0) for k, v in (c.get("GlobalSecondaryIndexes") or {}).items()})
+            self.seen.append((model.name, {k: v for k, v in parts.items() if v}))
+
+    def close(self) -> None:
+        self.client.meta.events.unregister("provide-client-params.dynamodb.*", unique_id="units-params")
+        self.client.meta.events.unregister("after-call.dynamodb.*", unique_id="units-after")
+
+
+def test_what_the_create_and_the_claim_are_billed(engine: Rig) -> None:
+    """One small recipient: PutItems only (no transaction at 2 units per KB), one write for
+    each of its three index entries; the claim writes no due-index entry (gsi5)."""
+    rig = engine
+    units = Units(rig.store.ddb)
+    try:
+        mid = rig.send("units@crash.test")
+        create = [(op, u) for op, u in units.seen if op != "GetItem" and op != "BatchGetItem"
+                  and op != "Query"]
+        units.seen.clear()
+        assert rig.store.claim(mid, 0, rig.clock(), 60)
+        claim = list(units.seen)
+    finally:
+        units.close()
+    assert [op for op, _ in create] == ["PutItem", "PutItem"]
+    rcpt, meta = create[0][1], create[1][1]
+    assert rcpt == {"table": 1.0, "gsi1": 1.0, "gsi3": 1.0, "gsi5": 1.0}
+    assert meta == {"table": 1.0}  # the META is in no index
+    assert claim == [("UpdateItem", {"table": 1.0, "gsi1": 1.0, "gsi3": 1.0})]
