@@ -419,6 +419,7 @@ class MessageView(_Model):
     tls: str | None = None
     status: str
     recipients: list[RecipientView]
+    mode: str = Field(default="live", description="test: sent with a test-mode API key, simulated (Sandbox)")
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
@@ -433,6 +434,7 @@ class MessageListItem(_Model):
     updated_at: str | None = None
     from_: str | None = Field(default=None, alias="from")
     subject: str | None = None
+    mode: str = Field(default="live", description="test: sent with a test-mode API key, simulated (Sandbox)")
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

@@ -102,6 +102,7 @@ class Message(Record):
     key_id: str | None = None  # the API key that sent it (the reputation breaker's per-key counts)
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
+    mode: str | None = None  # "test": sent with a test-mode API key, simulated (sandbox.py); None: live
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Recipient(Record):
     next_attempt_at: float | None = None
     lease_until: float | None = None
     waiting: Waiting | None = None  # why it waits (issue 11: suspended, shaping, warm-up)
+    mode: str | None = None  # a copy of the message's (sandbox.py), for list pages
 
     @property
     def is_open(self) -> bool:
@@ -281,6 +283,7 @@ class ApiKey(Record):
     domains: tuple[str, ...] | None = None
     last_used_at: str | None = None
     revoked_at: str | None = None
+    mode: str = "live"  # "test": every message it sends is simulated (sandbox.py, issue 14)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **override: Any) -> ApiKey:
