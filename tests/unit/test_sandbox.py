@@ -257,3 +257,25 @@ def test_the_sender_may_write_only_the_simulator_s_inbound_prefix() -> None:
             if any(a.startswith("s3:Put") or a == "s3:*" for a in actions):
                 puts.append((actions, s["Resource"]))
     assert puts == [(["s3:PutObject"], {"Fn::Sub": "${MailBucket.Arn}/inbound/s3/simulator/*"})]
+
+
+def test_a_test_key_sends_only_from_a_verified_domain_like_a_live_key() -> None:
+    from outpost.errors import ForbiddenError
+
+    w = World()
+    req = SendRequest.model_validate({"from": "news@unverified.test", "to": [sim("delivered")],
+                                      "subject": "Hi", "text": "Hello"})
+    with pytest.raises(ForbiddenError, match="not a verified"):
+        w.api.send_one(req, principal=TEST)
+
+
+def test_smtp_submission_honours_the_key_s_mode_and_refuses_suppressed_at_once() -> None:
+    w = World()
+    data = (f"From: Shop <news@{SENDER}>\r\nTo: x@real.test\r\nSubject: Hi\r\n\r\nHello\r\n").encode()
+    out, _ = w.api.send_raw(data, rcpts=["alice@real.test", sim("suppressed+s1")], principal=TEST)
+    assert [r["status"] for r in out["recipients"]] == ["queued", "suppressed"]
+    stored = w.store.load(out["id"])
+    assert stored is not None and stored.meta.mode == "test"
+    w.run(QueueJob(message_id=out["id"]))
+    assert w.connector.opened == [] and w.states(out["id"])["alice@real.test"] is RecipientState.DELIVERED
+    assert w.counts(key_scope("ktest")) == (0, 0, 0)
