@@ -30,6 +30,7 @@ from ..records import Message
 from ..sandbox import AUTOREPLY, BOUNCE, COMPLAINT, SIMULATOR_DOMAIN, SOFTBOUNCE, SUPPRESSED, simulated_outcome
 from .job import JobRun, Rcpt, Record, RecordFailed, Result, write_retrying
 from .simulator_mail import build_arf, build_autoreply, build_dsn, original_message_id
+from .transport import remote_queue_id
 from .trouble import Outcome, SmtpReply, judge
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ async def _simulate(svc: DeliveryService, run: JobRun, meta: Message, rc: Rcpt, 
         return
     reply = reply_for(outcome, rc.attempts)
     v = judge(reply)
-    remote_id = reply.text.split("queued as ", 1)[1].split(" ", 1)[0] if v.outcome is Outcome.DELIVERED else None
+    remote_id = remote_queue_id(reply.text) if v.outcome is Outcome.DELIVERED else None  # as an MX's
     await record(rc, Result(v, svc._attempt(v, SIMULATOR_DOMAIN, None, None, remote_id)))
     if v.outcome is Outcome.DELIVERED and outcome in (BOUNCE, COMPLAINT, AUTOREPLY) \
             and rc.index in run.recorded:
