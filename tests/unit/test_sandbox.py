@@ -279,3 +279,24 @@ def test_smtp_submission_honours_the_key_s_mode_and_refuses_suppressed_at_once()
     w.run(QueueJob(message_id=out["id"]))
     assert w.connector.opened == [] and w.states(out["id"])["alice@real.test"] is RecipientState.DELIVERED
     assert w.counts(key_scope("ktest")) == (0, 0, 0)
+
+
+def test_a_suppressed_address_queued_before_the_acceptance_rule_ends_suppressed_unsent() -> None:
+    """The sender's own guard: a `suppressed@` recipient stored queued (before the API refused
+    it at acceptance) is finished `suppressed` with no attempt and no report."""
+    from outpost.records import Message, Recipient
+    from outpost.stored_request import StoredRequest
+
+    w = World()
+    req = SendRequest.model_validate({"from": f"news@{SENDER}", "to": [sim("suppressed")], "subject": "Hi",
+                                      "text": "Hello"})
+    meta = Message(message_id="01m8dxb0asys87tj7gka4pks5q", from_=req.from_, subject="Hi",
+                   deliver_until=w.clock() + 3600, recipient_count=1, from_domain=SENDER)
+    w.store.create(meta, [Recipient(meta.message_id, 0, sim("suppressed"), RecipientState.QUEUED)],
+                   StoredRequest.from_request(req), w.clock())
+    w.run(QueueJob(message_id=meta.message_id))
+    stored = w.store.load(meta.message_id)
+    assert stored is not None
+    [r] = stored.recipients
+    assert r.state is RecipientState.SUPPRESSED and r.attempts == () and w.store.inbound == {}
+    assert w.connector.opened == [] and w.resolved == []

@@ -11,7 +11,9 @@ written where inbound mail lands for the bounce processor (S3 inbound/s3/, whose
 notification invokes it), to be parsed and recorded by the real parser and service.
 
 A report that cannot be written (S3 failing past the retries) is logged and counted
-(`SimulatorReportFailed`); the recipient stays delivered, as when a real DSN is lost.
+(`SimulatorReportFailed`); the recipient stays delivered, as when a real DSN is lost. So does
+one whose 250 could not be recorded and is carried to the next job (the store failing: job.py),
+which records the 2xx and writes no report.
 """
 
 from __future__ import annotations
