@@ -1,6 +1,7 @@
 """`outpost-admin`: API keys and sending domains, with the deployer's AWS credentials.
 
     outpost-admin --stack-name outpost keys create --name billing --scope send --scope read
+    outpost-admin --stack-name outpost keys create --name ci --scope send --scope read --mode test
     outpost-admin --stack-name outpost keys list
     outpost-admin --stack-name outpost keys revoke 3f2a9c0d1b4e
     outpost-admin --stack-name outpost domains add example.com [--mta-sts]
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--burst", type=int, help="burst size for this key")
     c.add_argument("--domain", action="append", dest="domains",
                    help="bind the key to this sending domain (repeat for more; default: any)")
+    c.add_argument("--mode", choices=["live", "test"], default="live",
+                   help="test: every message the key sends is simulated, never delivered (the sandbox)")
     keys.add_parser("list", help="list keys (never the keys themselves)")
     r = keys.add_parser("revoke", help="revoke a key by its id")
     r.add_argument("key_id")
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None, out: Any = None) -> int:
             ring = KeyRing(bootstrap.api_keys_table())
             if args.cmd == "create":
                 key, item = ring.create(args.name, args.scope, rate=args.rate, burst=args.burst,
-                                        domains=args.domains)
+                                        domains=args.domains, mode=args.mode)
                 _print(out, dict(item, key=key, note="store this key now: it is not shown again"))
             elif args.cmd == "list":
                 _print(out, ring.list())

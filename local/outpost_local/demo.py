@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import schedule_demo
 
         ok &= schedule_demo.run(stack, http)  # issue 14: send_at, then cancel
+
+        from . import sandbox_demo
+
+        ok &= sandbox_demo.run(stack, http)  # issue 14: the simulator's addresses and a test-mode key
         print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
         return 0 if ok else 1
 

@@ -45,6 +45,12 @@ Try:
       (registers the local receiver: it then prints each event it gets and whether its signature verifies)
 
 Ctrl-C stops it.""", flush=True)
+        from outpost.sandbox import SIMULATOR_DOMAIN  # issue 14: the sandbox
+
+        print(f"Sandbox: send to delivered@, bounce@, softbounce@, complaint@, autoreply@ or suppressed@"
+              f"{SIMULATOR_DOMAIN} (README: Sandbox); a key whose mail is all simulated:\n"
+              "  .venv/bin/outpost-admin --local keys create --name test --scope send --scope read --mode test",
+              flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -12,6 +12,7 @@
                       accept then send a DSN later / Postfix (when installed and root) /
                       (providers=True) Gmail, Outlook, Yahoo look-alikes that throttle
   InboundListener     SES receiving for the bounce domain: store to S3, invoke the processor
+  S3NotificationPoller the template's S3 events: a new inbound/s3/ object invokes the processor
   ApiServer           http://127.0.0.1:3000 -> API Gateway proxy events -> the send-API handler
   SqsPoller           the sender's SQS event source mappings (new mail, retries): one each
   StreamPoller        MessagesTable's stream -> the events function (issue 12), filtered as the template says
@@ -70,6 +71,9 @@ class StackConfig:
     submission_tls_port: int | None = None  # implicit TLS
     webhook_port: int = 0  # the local webhook receiver on .20 (0: a free port)
     webhook_retry_schedule: str = "1,2,4,8,15,30,60"  # seconds between webhook attempts (AWS: 5 s ... 10 h)
+    # The template's S3 event notifications (the bounce processor on inbound/s3/, where the
+    # sandbox's simulator writes its reports). False: objects there wait for a manual invoke.
+    s3_notifications: bool = True
 
     def ip(self, n: int) -> str:
         return f"{self.ip_prefix}.{n}"
@@ -194,6 +198,7 @@ class LocalStack(Server):
         self._start_functions()
         self._start_mx_hosts(root)
         self._start_inbound()
+        self._start_s3_notifications()
         self._start_api_and_poller(host)
         self._start_submission(host)
         self._start_webhook_receiver()
@@ -323,6 +328,25 @@ class LocalStack(Server):
             function=self.functions["BounceProcessorFunction"], tls_context=self.pki.server_context(name))
         self.inbound.start()
         self.components.append(self.inbound)
+
+    def _start_s3_notifications(self) -> None:
+        """The template's `Type: S3` events (s3events.py): each function's prefix, watched."""
+        from .s3events import S3NotificationPoller
+
+        self.s3_pollers: dict[str, S3NotificationPoller] = {}
+        if not self.config.s3_notifications:
+            return
+        for logical, fn in self.stack.functions.items():
+            for name, ev in fn.events.items():
+                if ev.get("Type") != "S3":
+                    continue
+                rules = ev["Properties"].get("Filter", {}).get("S3Key", {}).get("Rules", [])
+                prefix = next((r["Value"] for r in rules if r["Name"].lower() == "prefix"), "")
+                poller = S3NotificationPoller(_client("s3"), self.env["OUTPOST_BUCKET"], prefix,
+                                              self.functions[logical], name=f"{logical}.{name}")
+                poller.start()
+                self.components.append(poller)
+                self.s3_pollers[f"{logical}.{name}"] = poller
 
     def _start_api_and_poller(self, host: str) -> None:
         from .apigw import ApiServer

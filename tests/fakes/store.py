@@ -363,6 +363,9 @@ class FakeMessages:
         raw = self.inbound.get(key)
         return None if raw is None else (raw[:limit], len(raw))
 
+    def put_inbound(self, key: str, raw: bytes) -> None:
+        self.inbound[key] = raw
+
     def add_bounce(self, bounce: Bounce, now: float) -> bool:
         m = self.messages.get(bounce.message_id)
         if m is None:

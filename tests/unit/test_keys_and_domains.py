@@ -276,6 +276,7 @@ def test_records_read_older_items_leniently() -> None:
     # shapes (lists, no tuples) reads as a record; the view never shows the hash.
     key = ApiKey.from_dict({"key_hash": "ab" * 32, "scopes": ["send"], "legacy": 1, "domains": []})
     assert (key.key_id, key.scopes, key.domains) == ("ab" * 6, ("send",), None)
-    assert key.public() == {"key_id": "ab" * 6, "name": "", "scopes": ["send"]}
+    # (a key stored before modes existed is live: issue 14's sandbox)
+    assert key.public() == {"key_id": "ab" * 6, "name": "", "scopes": ["send"], "mode": "live"}
     domain = Domain.from_dict({"domain": "shop.example", "selectors": ["s1"], "pending_selectors": []})
     assert (domain.verified, domain.selectors, domain.pending_selectors) == (False, ("s1",), None)

@@ -452,6 +452,7 @@ class MessageView(_Model):
                         "waits for send_at), else the final state of all, or partial")
     recipients: list[RecipientView]
     send_at: str | None = Field(default=None, description="RFC 3339: scheduled for (issue 14)")
+    mode: str = Field(default="live", description="test: sent with a test-mode API key, simulated (Sandbox)")
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
@@ -466,6 +467,7 @@ class MessageListItem(_Model):
     updated_at: str | None = None
     from_: str | None = Field(default=None, alias="from")
     subject: str | None = None
+    mode: str = Field(default="live", description="test: sent with a test-mode API key, simulated (Sandbox)")
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

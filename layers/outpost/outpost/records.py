@@ -104,6 +104,7 @@ class Message(Record):
     spec_key: str | None = None  # else its S3 key
     send_at: float | None = None  # issue 14: scheduled for this time (epoch seconds); None: at once
     spec_z: bytes | None = None  # or, inline, its JSON deflated (zlib; store.py, issue 15 item 4)
+    mode: str | None = None  # "test": sent with a test-mode API key, simulated (sandbox.py); None: live
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Recipient(Record):
     next_attempt_at: float | None = None
     lease_until: float | None = None
     waiting: Waiting | None = None  # why it waits (issue 11: suspended, shaping, warm-up)
+    mode: str | None = None  # a copy of the message's (sandbox.py), for list pages
 
     @property
     def is_open(self) -> bool:
@@ -283,6 +285,7 @@ class ApiKey(Record):
     domains: tuple[str, ...] | None = None
     last_used_at: str | None = None
     revoked_at: str | None = None
+    mode: str = "live"  # "test": every message it sends is simulated (sandbox.py, issue 14)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **override: Any) -> ApiKey:

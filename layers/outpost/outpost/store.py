@@ -979,6 +979,11 @@ class MessageStore:
         total = str(obj.get("ContentRange") or "").rpartition("/")[2]
         return bytes(raw), int(total) if total.isdigit() else len(raw)
 
+    def put_inbound(self, key: str, raw: bytes) -> None:
+        """Drop a mail where inbound mail lands (the simulator's reports, issue 14: inbound/s3/,
+        whose ObjectCreated notification invokes the bounce processor)."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=raw, ContentType="message/rfc822")
+
     def add_bounce(self, bounce: Bounce, now: float) -> bool:
         """Store a bounce report once (idempotent on the report's id). False if already there."""
         item = dict(_fields(bounce, "message_id", "index"), pk=_MSG + bounce.message_id,
@@ -1662,6 +1667,7 @@ class Messages(Protocol):
     # the reputation breaker's hold (issue 11 item 6)
     def hold(self, message_id: str, index: int, now: float, until: float, waiting: Waiting) -> bool: ...
     def read_inbound(self, key: str, limit: int) -> tuple[bytes, int] | None: ...
+    def put_inbound(self, key: str, raw: bytes) -> None: ...  # the sandbox's reports (issue 14)
     def add_bounce(self, bounce: Bounce, now: float) -> bool: ...
     def add_orphan(self, orphan: Orphan, now: float) -> bool: ...
     def orphans(self, kind: str, limit: int = 100) -> list[Orphan]: ...

@@ -25,6 +25,7 @@ from ..addresses import AddressError, check_domain, to_ascii_domain
 from ..clock import iso
 from ..errors import ForbiddenError, NotFoundError, ThrottledError, UnauthorizedError
 from ..records import ApiKey
+from ..sandbox import MODES
 from ..store import ApiKeys
 
 SCOPES = ("send", "read", "admin")
@@ -46,6 +47,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     domains: frozenset[str] | None = None  # the sending domains this key may use; None: any
+    mode: str = "live"  # "test": its messages are simulated (sandbox.py, issue 14)
 
 
 class TokenBuckets:
@@ -86,10 +88,14 @@ class KeyRing:
 
     # ---- admin (the CLI; never on a request path) -------------------------------------------
     def create(self, name: str, scopes: list[str], *, rate: float | None = None,
-               burst: int | None = None, domains: list[str] | None = None) -> tuple[str, dict]:
+               burst: int | None = None, domains: list[str] | None = None,
+               mode: str = "live") -> tuple[str, dict]:
         """A new key. `domains` binds it to those sending domains (the From of its messages),
         as an SES IAM policy's ses:FromAddress condition or Postmark's per-server senders do;
-        without, the key may send from any verified domain."""
+        without, the key may send from any verified domain. `mode` "test": every message it
+        sends is simulated (sandbox.py), from a verified domain like a live key's."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         bad = [s for s in scopes if s not in SCOPES]
         if bad or not scopes:
             raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
@@ -102,7 +108,7 @@ class KeyRing:
         key = new_key()
         h = key_hash(key)
         record = ApiKey(key_hash=h, key_id=h[:12], name=name, scopes=tuple(sorted(set(scopes))),
-                        created_at=iso(self.clock()), rate=rate, burst=burst, domains=bound)
+                        created_at=iso(self.clock()), rate=rate, burst=burst, domains=bound, mode=mode)
         self.keys.put_key(record)
         return key, record.as_dict()
 
@@ -141,7 +147,7 @@ class KeyRing:
             self._touched[h] = now
             self.keys.touch_key(h, iso(now))
         return Principal(found.key_id, found.name, scopes,
-                         frozenset(found.domains) if found.domains else None)
+                         frozenset(found.domains) if found.domains else None, mode=found.mode or "live")
 
     def _lookup(self, h: str) -> ApiKey | None:
         """The key's record, cached briefly: a warm request then costs no read for auth (and a

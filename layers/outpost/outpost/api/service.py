@@ -38,6 +38,7 @@ from ..models import (
 )
 from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
 from ..reputation import Reputation
+from ..sandbox import LIVE, is_simulated, message_mode, refused_at_acceptance
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
 from .auth import Principal
@@ -215,23 +216,26 @@ class SendService:
         rcpts = req.recipients()
         suppressed = self.suppressions.suppressed(a for a, _ in rcpts)
         recipients = []
+        mode = message_mode(principal.mode if principal is not None else None)
         for i, (addr, kind) in enumerate(rcpts):
-            state = RecipientState.SUPPRESSED if addr.lower() in suppressed else RecipientState.QUEUED
+            state = RecipientState.SUPPRESSED if addr.lower() in suppressed or refused_at_acceptance(addr) \
+                else RecipientState.QUEUED
             # The from/subject copies let a list page be answered from the index alone.
             recipients.append(Recipient(message_id, i, addr, state, field=kind, from_=req.from_,
-                                        subject=req.subject[:200]))
+                                        subject=req.subject[:200], mode=mode))
             if send_at is not None and state is RecipientState.QUEUED:
                 recipients[-1] = recipients[-1].replace(state=RecipientState.SCHEDULED, next_attempt_at=send_at)
         meta = Message(message_id=message_id, from_=req.from_, from_domain=from_domain,
                        subject=req.subject, tags=req.tags, tls=req.tls,
                        deliver_until=(send_at or now) + self._lifetime(req), recipient_count=len(recipients),
-                       size=size, key_id=key_id, send_at=send_at)  # size: the sender's memory budget
+                       size=size, key_id=key_id, send_at=send_at, mode=mode)  # size: the sender's memory budget
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
         self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue)
         out: dict[str, Any] = {"id": message_id, "recipients": [
             {"address": r.address, "status": r.state.value} for r in recipients]}
-        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
+        # Simulated recipients (sandbox.py) are not counted by the breaker.
+        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if not enqueue:
             out["_sent"] = (from_domain, key_id, queued)  # the batch counts it once queued
             out["_at"] = send_at  # the batch's job waits for it
@@ -288,15 +292,17 @@ class SendService:
         message_id = new_message_id(now)
         final = msg.finish(message_id, now)
         suppressed = self.suppressions.suppressed(addresses)
-        recipients = [Recipient(message_id, i, a, RecipientState.SUPPRESSED if a.lower() in suppressed
+        mode = message_mode(principal.mode)
+        recipients = [Recipient(message_id, i, a, RecipientState.SUPPRESSED
+                                if a.lower() in suppressed or refused_at_acceptance(a)
                                 else RecipientState.QUEUED, field="envelope", from_=msg.from_header,
-                                subject=msg.subject) for i, a in enumerate(addresses)]
+                                subject=msg.subject, mode=mode) for i, a in enumerate(addresses)]
         lifetime = self.max_lifetime if self.max_lifetime is not None else DEFAULT_MAX_LIFETIME
         meta = Message(message_id=message_id, from_=msg.from_header, from_domain=from_domain,
                        subject=msg.subject, tags={}, tls="opportunistic", deliver_until=now + lifetime,
-                       recipient_count=len(recipients), size=len(final), key_id=principal.key_id)
+                       recipient_count=len(recipients), size=len(final), key_id=principal.key_id, mode=mode)
         self._store_and_queue(meta, recipients, StoredRequest.from_raw(final, msg.sender.addr), now)
-        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED)
+        queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if self.reputation is not None:
             self.reputation.count_sent([(from_domain, principal.key_id, queued)])
         return {"id": message_id, "recipients": [
@@ -400,7 +406,7 @@ class QueryService:
                 "created_at": m.created_at, "expires_at": iso(m.deliver_until),
                 **({"send_at": iso(m.send_at)} if m.send_at is not None else {}),
                 "tags": dict(m.tags or {}), "tls": m.tls,
-                "status": _summary(states), "recipients": recipients}
+                "status": _summary(states), "recipients": recipients, "mode": m.mode or LIVE}
 
     # ---- lists ----------------------------------------------------------------------------------
     def messages(self, *, recipient: str | None, status: str | None, since: datetime | None,
@@ -425,7 +431,7 @@ class QueryService:
                                                              start_key=start), bool(status))
         out = [{"id": r.message_id, "recipient": r.address, "status": r.state.value,
                 "created_at": r.created_at, "updated_at": r.updated_at, "from": r.from_,
-                "subject": r.subject} for r in items]
+                "subject": r.subject, "mode": r.mode or LIVE} for r in items]
         return {"items": out, "next_cursor": encode_cursor(nxt, q)}
 
     def bounces(self, *, recipient: str | None, kind: str | None, since: datetime | None,

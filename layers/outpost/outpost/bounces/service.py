@@ -32,6 +32,7 @@ from ..clock import iso
 from ..ids import is_message_id
 from ..models import RecipientState
 from ..records import Bounce, Message, Orphan, Recipient, StoredMessage, Suppression
+from ..sandbox import is_simulated
 from ..store import Messages, Suppressions
 from .limits import MESSAGE_READ_LIMIT
 from .report import NOT_A_BOUNCE, BounceRecipient, BounceReport
@@ -219,7 +220,8 @@ class BounceService:
                     reason="complaint" if complaint else b.reason,
                     kind="complaint" if complaint else b.kind, message_id=message_id,
                     status=b.status, diagnostic=b.diagnostic, s3_key=key))
-            if new and meta is not None and self.reputation is not None and (complaint or b.kind == "hard"):
+            if new and meta is not None and self.reputation is not None and (complaint or b.kind == "hard") \
+                    and not is_simulated(rcpt.address, meta.mode):  # the sandbox's are not counted
                 # Once per report (`new`): a redelivered report is not counted again.
                 if complaint:
                     self.reputation.count_complaint(meta.from_domain, meta.key_id)

@@ -24,6 +24,7 @@ import logging
 
 from ..models import RecipientState
 from ..records import Message, Recipient
+from ..sandbox import is_simulated
 from .job import Context, JobRun
 
 log = logging.getLogger("outpost.sender")
@@ -46,16 +47,17 @@ async def start_due(ctx: Context, run: JobRun, meta: Message, due: list[Recipien
         now = ctx.clock()
     mid = run.job.message_id
     out = [r for r in due if r.state is not RecipientState.SCHEDULED]
-    started = 0
+    started = counted = 0
     for r in scheduled:
         if await asyncio.to_thread(ctx.store.start_scheduled, mid, r.index, now):
             out.append(r.replace(state=RecipientState.QUEUED, next_attempt_at=None))
             started += 1
+            counted += not is_simulated(r.address, meta.mode)  # the sandbox's feed no breaker
         elif r.next_attempt_at is not None and float(r.next_attempt_at) > now:
             run.later.append(float(r.next_attempt_at))  # not due by this clock yet: at its time
     if started:
         log.info("scheduled recipients started", extra={"message_id": mid, "recipients": started})
         ctx.count("ScheduledStarted", started)
-        if ctx.reputation is not None:
-            ctx.reputation.count_sent([(meta.from_domain, meta.key_id, started)])  # never raises
+        if ctx.reputation is not None and counted:
+            ctx.reputation.count_sent([(meta.from_domain, meta.key_id, counted)])  # never raises
     return out

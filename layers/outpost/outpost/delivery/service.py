@@ -46,6 +46,7 @@ from ..store import Jobs, Messages, Slots, Suppressions, Suspensions
 from ..tls_policy import TlsPolicy, no_policy
 from . import domain as domain_step
 from . import job as step
+from . import simulator
 from .budget import MemoryBudget, memory_cost
 from .domain import RECORD_MARGIN
 from .job import JobRun, Rcpt, RecordFailed, Result
@@ -242,6 +243,9 @@ class DeliveryService:
             return
         record = step.recorder(self, run, meta, now, lease, deadline)
         prepared = await self._prepare(run, meta, active, record)
+        if prepared is not None:
+            # The sandbox (issue 14): simulated recipients are answered without an MX.
+            prepared = await simulator.deliver_simulated(self, run, meta, prepared, record)
         if prepared is not None:
             await self._deliver_domains(run, prepared, pool, deadline, record)
 

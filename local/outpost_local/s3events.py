@@ -1,0 +1,68 @@
+"""S3 event notifications, emulated: a new object under a function's S3 event prefix invokes
+the function with S3's ObjectCreated event (the template's `Type: S3` events: the bounce
+processor's `inbound/s3/`, where the sandbox's simulator drops its DSNs and reports).
+
+moto's server mode does not deliver bucket notifications to a Lambda, so this polls
+ListObjectsV2 under the prefix and invokes once per key it has not seen. Objects that were
+there before it started are not notified (as a notification configuration added to a bucket
+does not replay old objects). Asynchronous invocation, as S3's: a failure is logged, and the
+invocation is retried twice (Lambda's MaximumRetryAttempts for async events in the template).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import quote_plus
+
+from .poller import _Polling
+from .runtime import LocalFunction
+
+log = logging.getLogger("outpost_local.s3events")
+
+ASYNC_RETRIES = 2
+
+
+def s3_event(bucket: str, key: str, size: int, config_id: str, region: str = "us-east-1") -> dict:
+    """S3's ObjectCreated:Put event for one object (keys are URL-encoded, as S3 sends them)."""
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": region,
+        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": config_id,
+               "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+               "object": {"key": quote_plus(key, safe="/"), "size": size}},
+    }]}
+
+
+class S3NotificationPoller(_Polling):
+    def __init__(self, s3: Any, bucket: str, prefix: str, function: LocalFunction, *, name: str) -> None:
+        super().__init__(f"s3-notify-{name}")
+        self.s3, self.bucket, self.prefix, self.function, self.name = s3, bucket, prefix, function, name
+        self.seen: set[str] = {key for key, _ in self._listing()}  # not replayed
+        self.results: list[Any] = []
+
+    def _listing(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = self.s3.list_objects_v2(**kwargs)
+            out += [(o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def poll_once(self) -> int:
+        new = [(k, n) for k, n in self._listing() if k not in self.seen]
+        for key, size in new:
+            self.seen.add(key)
+            event = s3_event(self.bucket, key, size, self.name)
+            for attempt in range(ASYNC_RETRIES + 1):
+                try:
+                    self.results.append(self.function.invoke(event))
+                    break
+                except Exception:  # noqa: BLE001 - Lambda retries an async invocation; log it
+                    log.exception("%s failed on %s (attempt %d)", self.name, key, attempt + 1)
+            self.invocations += 1
+        return len(new)

@@ -1,0 +1,92 @@
+"""The local stack's S3 event notifications (outpost_local/s3events.py), against moto's real S3
+server: a new object under the watched prefix invokes the function once with S3's event (the key
+URL-encoded, as S3 sends it), objects there before the start are not replayed, other prefixes
+never invoke, and a failing invocation is retried as Lambda retries an async event."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+
+from outpost_local.aws import LocalAws
+from outpost_local.s3events import ASYNC_RETRIES, S3NotificationPoller
+
+HOST = "127.0.46.1"
+BUCKET = "outpost-mail-notify"
+
+
+class Recorder:
+    """A LocalFunction stand-in: the events it was invoked with; fails its first `fail` calls."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.events: list[dict] = []
+        self.fail = fail
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def invoke(self, event: dict) -> Any:
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.fail:
+                raise RuntimeError("a failing invocation")
+            self.events.append(event)
+        return {"ok": True}
+
+    def keys(self) -> list[str]:
+        with self.lock:
+            return [unquote_plus(e["Records"][0]["s3"]["object"]["key"]) for e in self.events]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    aws = LocalAws(HOST, dynamodb_local=False)
+    aws.start()
+    try:
+        client = aws.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    finally:
+        aws.stop()
+
+
+def _until(check: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_new_objects_under_the_prefix_invoke_once_and_old_ones_are_not_replayed(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="inbound/s3/old.eml", Body=b"old")
+    fn = Recorder()
+    poller = S3NotificationPoller(s3, BUCKET, "inbound/s3/", fn, name="BounceProcessorFunction.InboundObject")  # type: ignore[arg-type]
+    poller.start()
+    try:
+        s3.put_object(Bucket=BUCKET, Key="inbound/s3/simulator/a b+c.eml", Body=b"12345")
+        s3.put_object(Bucket=BUCKET, Key="inbound/ses/not-mine.eml", Body=b"x")
+        s3.put_object(Bucket=BUCKET, Key="bodies/not-mine.json", Body=b"x")
+        _until(lambda: fn.keys() == ["inbound/s3/simulator/a b+c.eml"])
+        time.sleep(1.0)  # several more polls: nothing is invoked twice
+    finally:
+        poller.stop()
+    assert fn.keys() == ["inbound/s3/simulator/a b+c.eml"]
+    rec = fn.events[0]["Records"][0]
+    assert rec["eventSource"] == "aws:s3" and rec["eventName"] == "ObjectCreated:Put"
+    assert rec["s3"]["bucket"]["name"] == BUCKET and rec["s3"]["object"]["size"] == 5
+    assert rec["s3"]["object"]["key"] == "inbound/s3/simulator/a+b%2Bc.eml"  # S3's encoding
+
+
+def test_a_failing_invocation_is_retried_as_an_async_event(s3: Any) -> None:
+    fn = Recorder(fail=ASYNC_RETRIES)
+    poller = S3NotificationPoller(s3, BUCKET, "inbound/s3/", fn, name="retry")  # type: ignore[arg-type]
+    poller.start()
+    try:
+        s3.put_object(Bucket=BUCKET, Key="inbound/s3/retried.eml", Body=b"x")
+        _until(lambda: fn.keys() == ["inbound/s3/retried.eml"])
+    finally:
+        poller.stop()
+    assert fn.calls == ASYNC_RETRIES + 1 and fn.keys() == ["inbound/s3/retried.eml"]
