@@ -2,7 +2,7 @@
 how, the reports the simulator writes as the real parser reads them, the sender answering
 simulated recipients with no DNS, socket or shaping slot, the bounce service recording the
 reports, test-mode keys, and the reputation breaker left unfed. End to end on a real local
-stack: tests/e2e/test_sandbox.py."""
+stack: tests/e2e/test_sandbox_pipeline.py."""
 
 from __future__ import annotations
 
