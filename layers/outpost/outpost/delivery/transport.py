@@ -58,13 +58,14 @@ Every fallback is a full reconnect. `open(..., budget=s)` starts none that canno
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import ssl
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import aiosmtplib
 from aiosmtplib import SMTPStatus
@@ -83,6 +84,7 @@ from .pipelining import PipelinedGroup, command_line
 from .trouble import SmtpReply
 
 TlsMode = Literal["opportunistic", "required", "verify"]
+T = TypeVar("T")
 _DOT = re.compile(rb"(?m)^\.")
 _QUEUE_ID = re.compile(r"(?:queued as|id=|queue id)\s*<?([\w.@-]+)>?", re.I)
 
@@ -487,9 +489,7 @@ class SmtpSession:
                 if reset:
                     await self._pipelined_reset(group, limit)
                 self.dirty = True
-                replies = []
-                for stage in ("MAIL", "RCPT", "DATA"):
-                    replies.append(await group.reply(limit.timeout(self.timeouts.command, stage)))
+                replies = await self._group_replies(group, limit)
             stage = await self._judge_group(*replies)
             return await self._end_of_data(parts, time_left, limit)
         except OutpostError:
@@ -502,6 +502,22 @@ class SmtpSession:
         except Exception:
             self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
             raise
+
+    async def _group_replies(self, group: PipelinedGroup, limit: _DotLimit) -> list[aiosmtplib.SMTPResponse]:
+        """The MAIL, RCPT and DATA replies. A refusal followed by a lost connection (a 421 to
+        RCPT, then the server hangs up: RFC 5321 §3.8) is that refusal, as in the serial
+        dialogue, which would have stopped at it; the session is closed."""
+        replies: list[aiosmtplib.SMTPResponse] = []
+        for stage in ("MAIL", "RCPT", "DATA"):
+            try:
+                replies.append(await group.reply(limit.timeout(self.timeouts.command, stage)))
+            except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
+                self.smtp.close()  # below SMTP (or a reply that could not be read): not reused
+                refusal = _first_refusal(replies)
+                if refusal is not None:
+                    raise ReplyError(refusal[0].code, refusal[0].message, refusal[1]) from None
+                raise _smtp_error(exc, stage, lane_limit=limit.lane_limit) from exc
+        return replies
 
     async def _pipelined_reset(self, group: PipelinedGroup, limit: _DotLimit) -> None:
         """The RSET that leads a reused session's group, judged as reset() judges it: a session
@@ -528,11 +544,7 @@ class SmtpSession:
         anyway gets a lone dot (an empty message the server has nobody to deliver to); one that
         was refused needs nothing (the next transaction starts with RSET). Returns the stage
         that comes next ("EOD")."""
-        refused: tuple[aiosmtplib.SMTPResponse, str] | None = None
-        if mail.code != SMTPStatus.completed:
-            refused = (mail, "MAIL")
-        elif rcpt.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-            refused = (rcpt, "RCPT")
+        refused = _first_refusal([mail, rcpt])
         if refused is not None:
             if data.code == SMTPStatus.start_input:
                 proto = self.smtp.protocol
@@ -570,6 +582,15 @@ def legacy_tls_context() -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.TLSv1
     ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx
+
+
+def _first_refusal(replies: Sequence[aiosmtplib.SMTPResponse]) -> tuple[aiosmtplib.SMTPResponse, str] | None:
+    """The first refusal among a pipelined group's MAIL and RCPT replies, and its command, as
+    aiosmtplib's mail() (not 250) and rcpt() (not 250 or 251) judge them."""
+    for reply, command, good in zip(replies, ("MAIL", "RCPT"), ((250,), (250, 251)), strict=False):
+        if reply.code not in good:
+            return reply, command
+    return None
 
 
 class SmtpConnector:
@@ -738,6 +759,26 @@ class SessionPool:
     # Sessions the server closed while they were idle: still closed here at the end of the
     # batch, because closing a shaped one also releases its connection slot (shaping.py).
     dropped: list[Session] = field(default_factory=list)
+    # The most domain deliveries (each holds at most one session at a time) in flight at once in
+    # the batch (issue 15 item 3): DeliveryService.DOMAINS_IN_FLIGHT. Bounds the invocation's
+    # sockets whatever its jobs' recipients, where shaping bounds each site's.
+    in_flight: int = 100
+    _gate: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """Run `work` (one domain's delivery) once fewer than `in_flight` others are running."""
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.in_flight)
+        try:
+            await self._gate.acquire()
+        except BaseException:
+            if inspect.iscoroutine(work):
+                work.close()  # cancelled while waiting: never started
+            raise
+        try:
+            return await work
+        finally:
+            self._gate.release()
 
     def take(self, key: tuple[str, str]) -> Session | None:
         sessions = self.idle.get(key) or []
