@@ -760,8 +760,8 @@ class SessionPool:
     # batch, because closing a shaped one also releases its connection slot (shaping.py).
     dropped: list[Session] = field(default_factory=list)
     # The most domain deliveries (each holds at most one session at a time) in flight at once in
-    # the batch (issue 15 item 3): DeliveryService.DOMAINS_IN_FLIGHT. Bounds the invocation's
-    # sockets whatever its jobs' recipients, where shaping bounds each site's.
+    # the batch, and the most sessions idle (issue 15 item 3): DeliveryService.DOMAINS_IN_FLIGHT.
+    # Bounds the invocation's sockets whatever its jobs' recipients, where shaping bounds each site's.
     in_flight: int = 100
     _gate: asyncio.Semaphore | None = field(default=None, repr=False)
 
@@ -792,6 +792,12 @@ class SessionPool:
     def give(self, key: tuple[str, str], s: Session) -> None:
         if s.is_open:
             self.idle.setdefault(key, []).append(s)
+            # At most `in_flight` sessions idle (the oldest site's first to go beyond): with as
+            # many in use, the batch never holds more than twice `in_flight` open. An evicted
+            # session is closed with the dropped ones (the next take, or the end of the batch).
+            while sum(len(group) for group in self.idle.values()) > self.in_flight:
+                oldest = next(group for group in self.idle.values() if group)
+                self.dropped.append(oldest.pop(0))
         else:
             self.dropped.append(s)
 
