@@ -22,6 +22,12 @@ answered per message, and this process's CPU time per message (a 1,024 MB Lambda
 plus, with --sweep, the batch sizes the choice was made from. The anchor runs on
 `--anchor-messages` (it is slow by design; a rate does not need the full N).
 
+Measured (2-core machine shared with other work, load 4; h/s15d, 2026-11-30), 200 ms, 1,000
+messages: anchor 4.2 msg/s per container, 238.7 GB-s per 1,000; batches of 400 without
+PIPELINING 34.6 msg/s, 28.9 GB-s; with it 62.4 msg/s, 16.0 GB-s (3.0 round trips per message,
+10.6 for the anchor). 100 ms (800): 8.2 -> 100.0 msg/s; 300 ms (800): 2.9 -> 45.0 msg/s.
+Under load 8 the 200 ms run gave 44.8 msg/s (the sender waits for a CPU).
+
 Run: PYTHONPATH=layers/outpost:local:. .venv/bin/python bench/latency.py [--messages 1000]
      [--rtt 200] [--domains 10] [--quick] [--sweep 10,50,100,200]
 """
