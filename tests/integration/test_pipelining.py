@@ -186,3 +186,52 @@ def test_postfix_takes_pipelined_mail_over_verified_tls(pki: TestPki, postfix: P
     # bob: RSET+MAIL+RCPT+DATA, content.
     assert flights == [2, 1, 2]
     assert len(postfix.wait_delivered(2, timeout=30)) == 2
+
+
+def test_a_data_accepted_with_no_recipient_gets_a_lone_dot_and_the_session_goes_on() -> None:
+    """RFC 2920 §3.1: the client cannot assume DATA is refused when every RCPT was; a server
+    that answers 354 anyway gets a lone dot (an empty message with no recipient), then RSET."""
+    lines: list[bytes] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 odd.test ESMTP\r\n")
+        replies = {b"EHLO": b"250-odd.test\r\n250 PIPELINING\r\n", b"MAIL": b"250 2.1.0 Ok\r\n",
+                   b"RSET": b"250 2.0.0 Ok\r\n", b"DATA": b"354 Go ahead\r\n", b"QUIT": b"221 Bye\r\n"}
+        rcpts = 0
+        while line := await reader.readline():
+            lines.append(line.rstrip())
+            verb = line[:4].upper()
+            if verb == b"RCPT":
+                rcpts += 1
+                writer.write(b"550 5.1.1 No such user\r\n" if rcpts == 1 else b"250 2.1.5 Ok\r\n")
+            elif verb == b"DATA":
+                writer.write(replies[verb])
+                while (body := await reader.readline()) != b".\r\n":
+                    lines.append(body.rstrip())
+                lines.append(b".")
+                writer.write(b"554 5.5.1 No valid recipients\r\n" if rcpts == 1 else b"250 2.0.0 Ok: queued as X1\r\n")
+            else:
+                writer.write(replies.get(verb, b"500 5.5.2 What?\r\n"))
+        writer.close()
+
+    async def run() -> list[tuple[int, str]]:
+        server = await asyncio.start_server(peer, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        s = await SmtpConnector("mta.sender.test", port=port).open("odd.test", HOST)
+        out = []
+        for rcpt in ("gone@odd.test", "ok@odd.test"):
+            try:
+                reply = await s.send("bounce@sender.test", rcpt, BODY)
+                out.append((reply.code, reply.command))
+            except ReplyError as exc:
+                out.append((exc.code, exc.command))
+        await s.close()
+        server.close()
+        return out
+
+    assert asyncio.run(run()) == [(550, "RCPT"), (250, "EOD")]
+    # The first transaction's DATA was answered 354: a lone dot, no content; the second group
+    # starts with RSET and carries the message.
+    first_dot = lines.index(b".")
+    assert lines[first_dot - 1] == b"DATA" and b"Hello." not in lines[:first_dot]
+    assert lines[first_dot + 1] == b"RSET" and b"Hello." in lines[first_dot:]
