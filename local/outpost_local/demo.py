@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .latency_mx import show_pipelining
 from .stack import SENDING_DOMAIN, LocalStack, StackConfig
 
 FINAL = {"delivered", "bounced", "expired", "suppressed", "complained"}
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         dkim = _verify_dkim(stack)
         print(f"DKIM at the receiving MX (keys from the local DNS): {dkim}")
         ok &= dkim.startswith("pass")
+        ok &= show_pipelining(stack.pki)  # issue 15: MAIL, RCPT and DATA in one round trip
         print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
         return 0 if ok else 1
 
