@@ -65,6 +65,13 @@ def test_the_relay_delays_each_round_trip(pki: TestPki) -> None:
         assert measure_rtt(HOST, mx.port) >= 0.3
 
 
+def test_a_jittered_relay_varies_each_round_trip_within_its_bounds(pki: TestPki) -> None:
+    with LatencyMx(HOST, 0, None, pki.server_context(NAME), NAME, delay=0.1, jitter=0.05, seed=7) as mx:
+        waits = [measure_rtt(HOST, mx.port, tries=1) for _ in range(6)]
+    assert all(w >= 2 * 0.05 for w in waits)  # two round trips of at least delay - jitter each
+    assert max(waits) - min(waits) > 0.01  # drawn per round trip, not one fixed delay
+
+
 def test_pipelined_mail_rcpt_data_cost_one_round_trip_instead_of_four(pki: TestPki) -> None:
     delay = 0.1
     with LatencyMx(HOST, 0, None, pki.server_context(NAME), NAME, delay=delay) as mx:
