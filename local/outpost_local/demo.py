@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .latency_mx import show_pipelining
 from .stack import SENDING_DOMAIN, LocalStack, StackConfig
 
 FINAL = {"delivered", "bounced", "expired", "suppressed", "complained"}
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import sandbox_demo
 
         ok &= sandbox_demo.run(stack, http)  # issue 14: the simulator's addresses and a test-mode key
+        ok &= show_pipelining(stack.pki)  # issue 15: MAIL, RCPT and DATA in one round trip
         print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
         return 0 if ok else 1
 

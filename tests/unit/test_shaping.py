@@ -288,7 +288,7 @@ def test_sessions_the_server_closed_while_idle_free_their_slots_and_never_make_a
         w.peer.delays["DATA"] = 0.2  # both jobs in flight at once: two sessions
         await asyncio.gather(svc.deliver(_job(mids[0]), pool, deadline),
                              svc.deliver(_job(mids[1]), pool, deadline))
-        assert len(w.connector.opened) == shaping.SESSIONS_PER_DOMAIN
+        assert len(w.connector.opened) == 2  # (within shaping.SESSIONS_PER_DOMAIN)
         for s in w.connector.opened:
             s._open = False  # the server closed them while they were idle in the pool
         w.peer.delays.clear()

@@ -55,7 +55,7 @@ from ..records import Waiting
 from ..tls_policy import TlsPolicy
 from . import throttling
 from .job import Rcpt, Record, Result
-from .providers import provider_for
+from .providers import limits_for, provider_for
 from .shaping import SESSIONS_PER_DOMAIN, TURN_WAIT, ShapedSession, SlotForHost
 from .single_flight import read_once
 from .transport import Session, SessionPool, TlsMode, remote_queue_id
@@ -493,7 +493,7 @@ class DomainRun:
         wait = min(TURN_WAIT, self.deadline - svc.clock() - svc._needs(session=True))
         loop = asyncio.get_running_loop()
         end = loop.time() + wait
-        while (svc.shaper.local_open(self.key) >= SESSIONS_PER_DOMAIN and loop.time() < end
+        while (svc.shaper.local_open(self.key) >= self.site_cap() and loop.time() < end
                and not (self.handoff is not None and is_slow(svc, self.domain))):
             await asyncio.sleep(0.02)
             session = self.pool.take(self.key)
@@ -618,6 +618,14 @@ class DomainRun:
             await session.close()
             self.session = None
         await self.record(r, Result(verdict, attempt, wait=wait))
+
+    def site_cap(self) -> int:
+        """This container's sessions per site with shaping on (turn): SESSIONS_PER_DOMAIN, or the
+        fleet's connection cap for the site's provider (its primary MX host's) when that is lower,
+        so a job waits for one of its container's sessions rather than be deferred by its own
+        fleet's cap (issue 15 item 3)."""
+        provider = provider_for(self.routed.hosts[0].name) if self.routed.hosts else ""
+        return max(1, min(SESSIONS_PER_DOMAIN, limits_for(provider, self.svc.settings.shaping).connections))
 
 
 # ---- sessions and transactions --------------------------------------------------------------

@@ -160,6 +160,12 @@ class DeliveryService:
     # store whether it is suspended (throttling.known_suspension); "not suspended" holds this
     # many seconds. Short for the same reason as SLOW_RECHECK.
     SUSPENSION_RECHECK = 5.0
+    # Issue 15 item 3: at most this many domain deliveries (one session each at a time) in flight
+    # at once in one invocation, whatever its jobs' recipients (SessionPool.bounded): a batch of
+    # SenderBatchSize jobs to many domains stays well under Lambda's 1,024 file descriptors.
+    # Per site, shaping's SESSIONS_PER_DOMAIN bounds it further.
+    DOMAINS_IN_FLIGHT = 100
+    STORE_THREADS = 32  # threads for the store's blocking calls in one invocation (_run_batch)
 
 
     # ---- the SQS batch --------------------------------------------------------------------
@@ -171,7 +177,12 @@ class DeliveryService:
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
 
     async def _run_batch(self, records: list[dict], deadline: float) -> list[str]:
-        pool = SessionPool()
+        # The store's calls (asyncio.to_thread) on STORE_THREADS threads, not the default
+        # executor's min(32, cpus + 4): 6 in a 1 GB Lambda, too few for a batch's jobs waiting on
+        # DynamoDB at once (issue 15 item 3). asyncio.run shuts it down with the batch.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(self.STORE_THREADS, thread_name_prefix="store"))
+        pool = SessionPool(in_flight=self.DOMAINS_IN_FLIGHT)
         budget = MemoryBudget(self.settings.sender_memory_budget)
         try:
             outcomes = await asyncio.gather(
@@ -283,9 +294,9 @@ class DeliveryService:
         groups: dict[str, list[Rcpt]] = {}
         for rc in p.rcpts:
             groups.setdefault(rc.domain, []).append(rc)
-        parts = await asyncio.gather(*(
+        parts = await asyncio.gather(*(pool.bounded(
             self._deliver_domain(mid, domain, group, p.data, p.tls_mode, pool, deadline, record,
-                                 handoff=run.handed_off if self._new_mail_lane(run.job) else None)
+                                 handoff=run.handed_off if self._new_mail_lane(run.job) else None))
             for domain, group in groups.items()), return_exceptions=True)
         for (domain, group), part in zip(groups.items(), parts, strict=True):
             if not isinstance(part, BaseException):
