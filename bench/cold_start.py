@@ -142,9 +142,10 @@ def _bytecode_note(env: dict[str, str]) -> str:
     and /opt is read-only, so a cold start compiles every module of the layer it imports."""
     cached = any((ROOT / "layers/outpost/outpost").rglob("*.pyc"))
     if env.get("PYTHONDONTWRITEBYTECODE") and not cached:
-        return "outpost's modules: compiled from source at each import (no .pyc), as in the Lambda layer"
-    return ("outpost's modules: read from .pyc files (unlike the Lambda layer, which has none; "
-            "set PYTHONDONTWRITEBYTECODE=1 and remove __pycache__ to measure as in Lambda)")
+        return ("outpost's modules: compiled from source at each import (no .pyc), as in Lambda, where "
+                "the layer's dependencies compile too (here they have .pyc in .venv)")
+    return ("outpost's modules: read from .pyc files, unlike in Lambda's layer (none there); "
+            "PYTHONDONTWRITEBYTECODE=1 and no __pycache__ under layers/ measure as in Lambda")
 
 
 def main() -> int:
