@@ -30,6 +30,27 @@ ratios, from one run, are what to compare). Before = 7d35068 (main before the ch
     send API  before 1321 ms = 3.75x, first POST 38 ms, sum 1362 ms
               after   536 ms = 1.52x (median of per-round ratios 1.52x), first POST 37 ms, sum 584 ms
     sender    before 3.75x, after 2.27x;  bounces before 2.65x, after 1.62x
+Slice s15f (Powertools' package __inits__ deferred, webhook models' builds deferred, the
+idempotency layer on first use), before = e49a7e5 (git archive e49a7e5 layers functions | tar -x -C /tmp/s15f_before),
+`... bench/cold_start.py --before /tmp/s15f_before --idempotency-key`, load average 5-8, the
+layer's code compiled from source (PYTHONDONTWRITEBYTECODE=1, no __pycache__). Init, best wall
+= ratio to the best floor / median per-round ratio / best CPU time ratio; first POST; sum:
+  run 1 (09:28): floor 698 ms wall, 293 ms CPU
+    send API before 1344 ms = 1.93x / 1.93x / 1.82x, first POST 57 ms, sum 1401 ms
+             after  1113 ms = 1.60x / 2.06x / 1.71x, first POST 88 ms, sum 1204 ms
+             (Idempotency-Key: before sum 1200 ms, after 1119 ms)
+  run 2 (09:33): floor 301 ms wall, 270 ms CPU
+    send API before  532 ms = 1.77x / 1.61x / 1.81x, first POST 30 ms, sum 563 ms
+             after   495 ms = 1.64x / 1.58x / 1.72x, first POST 37 ms, sum 534 ms
+             (Idempotency-Key: before sum 618 ms, after 513 ms)
+    sender before 2.23x, after 1.95x; bounces before 2.06x, after 1.79x (unchanged code: noise)
+  run 3 (09:37): floor 360 ms wall, 272 ms CPU
+    send API before  566 ms = 1.57x / 1.77x / 1.87x, first POST 31 ms, sum 619 ms
+             after   521 ms = 1.45x / 1.66x / 1.81x, first POST 34 ms, sum 556 ms
+    sender before 1.84x, after 2.13x; bounces before 1.67x, after 2.15x
+With outpost's modules read from .pyc (a copy compiled with compileall; 10 interleaved fresh
+interpreters, best of each): floor 422 ms wall / 278 ms CPU; send API before 880 ms = 2.09x
+(CPU 1.84x), after 708 ms = 1.68x (CPU 1.77x), after with .pyc 562 ms = 1.33x (CPU 1.55x).
 """
 
 from __future__ import annotations
