@@ -73,18 +73,20 @@ def _loader(module: ModuleType, exports: dict[str, tuple[str, str]]) -> Any:
     package = module.__name__
 
     def __getattr__(name: str) -> Any:  # noqa: N807  (PEP 562's name)
-        with _lock:
-            if name in exports:
-                source, attr = exports[name]
-                target = importlib.import_module(source)
-                value = getattr(target, attr) if attr else target
-                setattr(module, name, value)
-                return value
-            if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
-                # a submodule not re-exported (`from package import content_types`): the import
-                # system imports it when the attribute is missing
-                raise AttributeError(name)
-            if "__getattr__" in module.__dict__:  # anything else: the real __init__, once
+        if name in exports:
+            # No lock of ours around an import: the import system's per-module locks make this
+            # thread-safe, and a second lock could deadlock against them. Binding twice is harmless.
+            source, attr = exports[name]
+            target = importlib.import_module(source)
+            value = getattr(target, attr) if attr else target
+            setattr(module, name, value)
+            return value
+        if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            # a submodule not re-exported (`from package import content_types`): the import
+            # system imports it when the attribute is missing
+            raise AttributeError(name)
+        with _lock:  # anything else: the real __init__, once (never on the API's path)
+            if "__getattr__" in module.__dict__:
                 del module.__getattr__
                 module.__spec__.loader.exec_module(module)  # type: ignore[union-attr]
         return getattr(module, name)
