@@ -31,26 +31,31 @@ ratios, from one run, are what to compare). Before = 7d35068 (main before the ch
               after   536 ms = 1.52x (median of per-round ratios 1.52x), first POST 37 ms, sum 584 ms
     sender    before 3.75x, after 2.27x;  bounces before 2.65x, after 1.62x
 Slice s15f (Powertools' package __inits__ deferred, webhook models' builds deferred, the
-idempotency layer on first use), before = e49a7e5 (git archive e49a7e5 layers functions | tar -x -C /tmp/s15f_before),
-`... bench/cold_start.py --before /tmp/s15f_before --idempotency-key`, load average 5-8, the
-layer's code compiled from source (PYTHONDONTWRITEBYTECODE=1, no __pycache__). Init, best wall
-= ratio to the best floor / median per-round ratio / best CPU time ratio; first POST; sum:
-  run 1 (09:28): floor 698 ms wall, 293 ms CPU
-    send API before 1344 ms = 1.93x / 1.93x / 1.82x, first POST 57 ms, sum 1401 ms
-             after  1113 ms = 1.60x / 2.06x / 1.71x, first POST 88 ms, sum 1204 ms
-             (Idempotency-Key: before sum 1200 ms, after 1119 ms)
-  run 2 (09:33): floor 301 ms wall, 270 ms CPU
-    send API before  532 ms = 1.77x / 1.61x / 1.81x, first POST 30 ms, sum 563 ms
-             after   495 ms = 1.64x / 1.58x / 1.72x, first POST 37 ms, sum 534 ms
-             (Idempotency-Key: before sum 618 ms, after 513 ms)
-    sender before 2.23x, after 1.95x; bounces before 2.06x, after 1.79x (unchanged code: noise)
-  run 3 (09:37): floor 360 ms wall, 272 ms CPU
-    send API before  566 ms = 1.57x / 1.77x / 1.87x, first POST 31 ms, sum 619 ms
-             after   521 ms = 1.45x / 1.66x / 1.81x, first POST 34 ms, sum 556 ms
-    sender before 1.84x, after 2.13x; bounces before 1.67x, after 2.15x
-With outpost's modules read from .pyc (a copy compiled with compileall; 10 interleaved fresh
-interpreters, best of each): floor 422 ms wall / 278 ms CPU; send API before 880 ms = 2.09x
-(CPU 1.84x), after 708 ms = 1.68x (CPU 1.77x), after with .pyc 562 ms = 1.33x (CPU 1.55x).
+idempotency layer on first use), before = e49a7e5 (git archive e49a7e5 layers functions | tar -x
+-C /tmp/s15f_before), `... bench/cold_start.py --before /tmp/s15f_before --idempotency-key`, load
+average 5-8, outpost's code compiled from source (PYTHONDONTWRITEBYTECODE=1, no __pycache__).
+Until this slice the event kept its Idempotency-Key in multiValueHeaders (Powertools reads it
+there), so every first POST after the first sample was a replay; fixed, hence the larger figures.
+Init, best wall = ratio to the best floor / median per-round ratio / best-CPU ratio; first POST:
+  run 4 (09:43 UTC): floor 316 ms wall, 297 ms CPU
+    send API before 789 ms = 2.50x / 1.67x / 1.92x, first POST  98 ms, sum 887 ms
+             after  682 ms = 2.16x / 1.68x / 1.76x, first POST  76 ms, sum 758 ms
+             with an Idempotency-Key: sum before 732 ms, after 636 ms
+    sender before 2.66x / CPU 2.16x, after 2.30x / 2.22x; bounces 1.84x / 1.86x, 2.07x / 1.96x
+  run 5 (09:47 UTC): floor 352 ms wall, 289 ms CPU
+    send API before 650 ms = 1.85x / 1.96x / 1.85x, first POST  97 ms, sum 747 ms
+             after  530 ms = 1.50x / 1.21x / 1.83x, first POST  77 ms, sum 607 ms
+             with an Idempotency-Key: sum before 796 ms, after 687 ms
+    sender before 1.94x / 2.28x, after 2.03x / 2.22x; bounces 1.91x / 2.00x, 1.68x / 2.03x
+  run 6 (09:51 UTC; a load spike: the unchanged sender went 2.70x -> 3.48x within the run):
+    floor 305 ms wall, 300 ms CPU
+    send API before 529 ms = 1.73x / 1.79x / 1.72x, first POST  63 ms, sum 591 ms
+             after  700 ms = 2.29x / 2.04x / 1.64x, first POST 110 ms, sum 820 ms
+    sender before 2.70x / 2.15x, after 3.48x / 2.57x; bounces 2.70x / 1.98x, 1.88x / 1.86x
+Bytecode (09:31 UTC, /tmp/s15f_ab.sh-style loop: 10 interleaved rounds of fresh interpreters
+importing the app, best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
+880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
+modules read from .pyc (a copy compiled with compileall), 562 ms = 1.33x (CPU 1.55x).
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ if len(sys.argv) > 2:
     event = json.loads(sys.argv[2])
     if len(sys.argv) > 3:  # a fresh Idempotency-Key: the first request then uses the idempotency layer
         import uuid
-        event["headers"]["Idempotency-Key"] = uuid.uuid4().hex
+        key = uuid.uuid4().hex  # never a replay of an earlier sample's
+        event["headers"]["Idempotency-Key"], event["multiValueHeaders"]["Idempotency-Key"] = key, [key]
     t = time.perf_counter()
     out = app.lambda_handler(event, Context())
     first = time.perf_counter() - t
@@ -184,8 +190,12 @@ def main() -> int:
             poller.stop()
         env = dict(os.environ, **stack.env)
         event = json.loads((ROOT / "events/api_post_message.json").read_text())
-        event["headers"] = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
+        # Without the sample's Idempotency-Key in either header map (Powertools reads a header
+        # parameter from multiValueHeaders): with it, every sample after the first was a replay.
+        for headers in ("headers", "multiValueHeaders"):
+            event[headers] = {k: v for k, v in event[headers].items() if k != "Idempotency-Key"}
         event["headers"]["Authorization"] = f"Bearer {stack.api_key}"
+        event["multiValueHeaders"]["Authorization"] = [f"Bearer {stack.api_key}"]
         event["body"] = json.dumps(dict(json.loads(event["body"]), **{"from": f"Shop <orders@{SENDING_DOMAIN}>"}))
         programs = {"floor": (["-c", FLOOR], env)}
         if args.before:
