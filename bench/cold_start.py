@@ -52,8 +52,8 @@ Init, best wall = ratio to the best floor / median per-round ratio / best-CPU ra
     send API before 529 ms = 1.73x / 1.79x / 1.72x, first POST  63 ms, sum 591 ms
              after  700 ms = 2.29x / 2.04x / 1.64x, first POST 110 ms, sum 820 ms
     sender before 2.70x / 2.15x, after 3.48x / 2.57x; bounces 2.70x / 1.98x, 1.88x / 1.86x
-Bytecode (09:31 UTC, /tmp/s15f_ab.sh-style loop: 10 interleaved rounds of fresh interpreters
-importing the app, best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
+Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
+import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
 modules read from .pyc (a copy compiled with compileall), 562 ms = 1.33x (CPU 1.55x).
 """
