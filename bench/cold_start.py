@@ -30,6 +30,32 @@ ratios, from one run, are what to compare). Before = 7d35068 (main before the ch
     send API  before 1321 ms = 3.75x, first POST 38 ms, sum 1362 ms
               after   536 ms = 1.52x (median of per-round ratios 1.52x), first POST 37 ms, sum 584 ms
     sender    before 3.75x, after 2.27x;  bounces before 2.65x, after 1.62x
+Slice s15f (Powertools' package __inits__ deferred, webhook models' builds deferred, the
+idempotency layer on first use), before = e49a7e5 (git archive e49a7e5 layers functions | tar -x
+-C /tmp/s15f_before), `... bench/cold_start.py --before /tmp/s15f_before --idempotency-key`, load
+average 5-8, outpost's code compiled from source (PYTHONDONTWRITEBYTECODE=1, no __pycache__).
+Until this slice the event kept its Idempotency-Key in multiValueHeaders (Powertools reads it
+there), so every first POST after the first sample was a replay; fixed, hence the larger figures.
+Init, best wall = ratio to the best floor / median per-round ratio / best-CPU ratio; first POST:
+  run 4 (09:43 UTC): floor 316 ms wall, 297 ms CPU
+    send API before 789 ms = 2.50x / 1.67x / 1.92x, first POST  98 ms, sum 887 ms
+             after  682 ms = 2.16x / 1.68x / 1.76x, first POST  76 ms, sum 758 ms
+             with an Idempotency-Key: sum before 732 ms, after 636 ms
+    sender before 2.66x / CPU 2.16x, after 2.30x / 2.22x; bounces 1.84x / 1.86x, 2.07x / 1.96x
+  run 5 (09:47 UTC): floor 352 ms wall, 289 ms CPU
+    send API before 650 ms = 1.85x / 1.96x / 1.85x, first POST  97 ms, sum 747 ms
+             after  530 ms = 1.50x / 1.21x / 1.83x, first POST  77 ms, sum 607 ms
+             with an Idempotency-Key: sum before 796 ms, after 687 ms
+    sender before 1.94x / 2.28x, after 2.03x / 2.22x; bounces 1.91x / 2.00x, 1.68x / 2.03x
+  run 6 (09:51 UTC; a load spike: the unchanged sender went 2.70x -> 3.48x within the run):
+    floor 305 ms wall, 300 ms CPU
+    send API before 529 ms = 1.73x / 1.79x / 1.72x, first POST  63 ms, sum 591 ms
+             after  700 ms = 2.29x / 2.04x / 1.64x, first POST 110 ms, sum 820 ms
+    sender before 2.70x / 2.15x, after 3.48x / 2.57x; bounces 2.70x / 1.98x, 1.88x / 1.86x
+Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
+import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
+880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
+modules read from .pyc (a copy compiled with compileall), 562 ms = 1.33x (CPU 1.55x).
 """
 
 from __future__ import annotations
@@ -44,37 +70,42 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FLOOR = ("import time; t = time.perf_counter(); import boto3; "
-         "boto3.session.Session().client('sqs'); print(time.perf_counter() - t, -1)")
+FLOOR = ("import time; t, c = time.perf_counter(), time.process_time(); import boto3; "
+         "boto3.session.Session().client('sqs'); print(time.perf_counter() - t, -1, time.process_time() - c)")
 
 # argv: the function's directory, then (optional) the event of a first request to time.
 PROBE = r"""
 import json, sys, time
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 sys.path.insert(0, sys.argv[1])
 import app
-init = time.perf_counter() - t
+init, init_cpu = time.perf_counter() - t, time.process_time() - c
 first = -1.0
 if len(sys.argv) > 2:
     class Context:
         function_name, memory_limit_in_mb, aws_request_id = "bench", 1024, "bench-1"
         invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
         def get_remaining_time_in_millis(self): return 30000
+    event = json.loads(sys.argv[2])
+    if len(sys.argv) > 3:  # a fresh Idempotency-Key: the first request then uses the idempotency layer
+        import uuid
+        key = uuid.uuid4().hex  # never a replay of an earlier sample's
+        event["headers"]["Idempotency-Key"], event["multiValueHeaders"]["Idempotency-Key"] = key, [key]
     t = time.perf_counter()
-    out = app.lambda_handler(json.loads(sys.argv[2]), Context())
+    out = app.lambda_handler(event, Context())
     first = time.perf_counter() - t
     assert out["statusCode"] == 202, out
-print(init, first)
+print(init, first, init_cpu)
 """
 
 HANDLERS = {"send API": "send_api", "sender": "sender", "bounces": "bounce_processor"}
 
 
-def _sample(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(init, first request) in ms, in a fresh interpreter."""
+def _sample(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(init, first request, init's CPU time) in ms, in a fresh interpreter."""
     out = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
-    return float(out[-2]) * 1000, float(out[-1]) * 1000
+    return float(out[-3]) * 1000, float(out[-2]) * 1000, float(out[-1]) * 1000
 
 
 def _rounds(programs: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list]:
@@ -102,35 +133,54 @@ def _importtime(env: dict[str, str], code_dir: Path, top: int) -> list[tuple[int
     return sorted(rows, reverse=True)[:top]
 
 
-def _programs(label: str, code_dir: Path, env: dict[str, str], event: dict) -> dict:
+def _programs(label: str, code_dir: Path, env: dict[str, str], event: dict, keyed: bool) -> dict:
     env = dict(env, PYTHONPATH=f"{code_dir / 'layers/outpost'}:{ROOT / 'local'}")
     out = {}
     for name, fn in HANDLERS.items():
         argv = ["-c", PROBE, str(code_dir / "functions" / fn)]
         out[f"{label} {name}"] = ([*argv, json.dumps(event)] if name == "send API" else argv, env)
+        if name == "send API" and keyed:
+            out[f"{label} send API+key"] = ([*argv, json.dumps(event), "key"], env)
     return out
 
 
 def _report(samples: dict[str, list]) -> None:
-    floors = [s[0] for s in samples.pop("floor")]
+    floor_runs = samples.pop("floor")
+    floors, floor_cpu = [s[0] for s in floor_runs], min(s[2] for s in floor_runs)
     print(f"floor: import boto3 + one client: best {min(floors):5.0f} ms, median {statistics.median(floors):5.0f} ms "
-          f"({len(floors)} fresh interpreters)")
+          f"({len(floors)} fresh interpreters); CPU time best {floor_cpu:5.0f} ms")
     for name, runs in samples.items():
         init = min(r[0] for r in runs)
         # the per-round ratio: each handler beside the floor measured just before it
         ratio = statistics.median(r[0] / f for r, f in zip(runs, floors, strict=True))
+        # CPU time (the process's own) swings less than wall time with the machine's load
+        cpu = min(r[2] for r in runs)
         line = (f"{name:16s} init best {init:5.0f} ms = {init / min(floors):4.2f}x the best floor; "
-                f"median ratio {ratio:4.2f}x")
+                f"median ratio {ratio:4.2f}x; CPU {cpu:4.0f} ms = {cpu / floor_cpu:4.2f}x")
         if runs[0][1] >= 0:
             total = min(r[0] + r[1] for r in runs)
             line += f"; + first POST /v1/messages best {min(r[1] for r in runs):4.0f} ms, sum best {total:5.0f} ms"
         print(line)
 
 
+def _bytecode_note(env: dict[str, str]) -> str:
+    """Whether the handlers' own code was compiled at each import, as in Lambda: sam build's
+    python_pip workflow ships the layer without .pyc files (it excludes *.pyc and __pycache__),
+    and /opt is read-only, so a cold start compiles every module of the layer it imports."""
+    cached = any((ROOT / "layers/outpost/outpost").rglob("*.pyc"))
+    if env.get("PYTHONDONTWRITEBYTECODE") and not cached:
+        return ("outpost's modules: compiled from source at each import (no .pyc), as in Lambda, where "
+                "the layer's dependencies compile too (here they have .pyc in .venv)")
+    return ("outpost's modules: read from .pyc files, unlike in Lambda's layer (none there); "
+            "PYTHONDONTWRITEBYTECODE=1 and no __pycache__ under layers/ measure as in Lambda")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--before", type=Path, help="another copy of layers/ and functions/ to measure too")
+    ap.add_argument("--idempotency-key", action="store_true",
+                    help="also time the send API whose first POST carries an Idempotency-Key")
     args = ap.parse_args()
     from outpost_local.stack import SENDING_DOMAIN, LocalStack, StackConfig
 
@@ -140,14 +190,19 @@ def main() -> int:
             poller.stop()
         env = dict(os.environ, **stack.env)
         event = json.loads((ROOT / "events/api_post_message.json").read_text())
-        event["headers"] = {k: v for k, v in event["headers"].items() if k != "Idempotency-Key"}
+        # Without the sample's Idempotency-Key in either header map (Powertools reads a header
+        # parameter from multiValueHeaders): with it, every sample after the first was a replay.
+        for headers in ("headers", "multiValueHeaders"):
+            event[headers] = {k: v for k, v in event[headers].items() if k != "Idempotency-Key"}
         event["headers"]["Authorization"] = f"Bearer {stack.api_key}"
+        event["multiValueHeaders"]["Authorization"] = [f"Bearer {stack.api_key}"]
         event["body"] = json.dumps(dict(json.loads(event["body"]), **{"from": f"Shop <orders@{SENDING_DOMAIN}>"}))
         programs = {"floor": (["-c", FLOOR], env)}
         if args.before:
-            programs.update(_programs("before", args.before, env, event))
-        programs.update(_programs("now", ROOT, env, event))
+            programs.update(_programs("before", args.before, env, event, args.idempotency_key))
+        programs.update(_programs("now", ROOT, env, event, args.idempotency_key))
         _report(_rounds(programs, args.runs))
+        print(_bytecode_note(env))
         print("slowest imports of the send API (top-level, and outpost.*), cumulative:")
         for us, name in _importtime(dict(env, PYTHONPATH=f"{ROOT / 'layers/outpost'}:{ROOT / 'local'}"), ROOT, 12):
             print(f"  {us / 1000:7.1f} ms  {name}")

@@ -28,6 +28,15 @@ LAZY_MODULES = (
     "outpost.bounces",  # the bounce classifier compiles its patterns at import: sender, bounces
     "outpost.bounces.classify",
     "outpost.raw_message",  # SMTP submission's raw path
+    # Powertools' package __init__s, deferred (outpost/lazy_imports.py): the other resolvers
+    # (AppSync's imports asyncio) and the other event types' data classes
+    "asyncio",
+    "aws_lambda_powertools.event_handler.appsync",
+    "aws_lambda_powertools.event_handler.bedrock_agent",
+    "aws_lambda_powertools.event_handler.vpc_lattice",
+    "aws_lambda_powertools.utilities.data_classes.sqs_event",
+    "aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event",
+    "aws_lambda_powertools.utilities.idempotency",  # the idempotency layer: a request with Idempotency-Key
 )
 
 PROBE = """
@@ -35,8 +44,15 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import app
 from outpost import bootstrap
+from pydantic import BaseModel
+def models(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from models(sub)
+built = sorted(f"{m.__module__}.{m.__qualname__}" for m in set(models(BaseModel))
+               if m.__module__.startswith("outpost") and m.__dict__.get("__pydantic_complete__"))
 print(json.dumps({"modules": sorted(sys.modules), "clients": bootstrap.aws.cache_info().currsize,
-                  "routes": len(app.app._static_routes) + len(app.app._dynamic_routes)}))
+                  "routes": len(app.app._static_routes) + len(app.app._dynamic_routes), "built": built}))
 """
 
 
@@ -56,6 +72,52 @@ def test_send_api_init_leaves_the_heavy_modules_unloaded() -> None:
     assert seen["routes"] > 20  # and built it, every route registered (domains too)
     assert sorted(m for m in LAZY_MODULES if m in modules) == []
     assert seen["clients"] == 2  # DynamoDB and SQS; S3 and Secrets Manager on first use
+
+
+def test_send_api_init_builds_no_pydantic_model() -> None:
+    """Every model of ours defers its schema build to first use (defer_build): init builds none."""
+    assert _cold_import()["built"] == []
+
+
+# The same requests answered by an app whose Powertools packages were deferred (the Lambda's
+# path: outpost.api is imported first) and by one imported after Powertools' event_handler was
+# imported whole: the same status, headers and body, the OpenAPI document included.
+ANSWERS = """
+import json, sys
+if sys.argv[2] == "plain":
+    import aws_lambda_powertools.event_handler, aws_lambda_powertools.utilities.data_classes
+sys.path.insert(0, sys.argv[1])
+import app
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+deferred = "aws_lambda_powertools.event_handler.appsync" not in sys.modules
+def event(method, path, headers=None, body=None):
+    return {"httpMethod": method, "path": path, "resource": "/{proxy+}", "headers": headers or {},
+            "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
+            "pathParameters": {"proxy": path.lstrip("/")}, "requestContext": {"requestId": "r1", "stage": "v1"},
+            "body": body, "isBase64Encoded": False}
+out = [app.app.resolve(e, None) for e in (
+    event("GET", "/openapi.json"), event("HEAD", "/openapi.json"), event("GET", "/nowhere"),
+    event("DELETE", "/openapi.json"), event("OPTIONS", "/openapi.json"), event("POST", "/v1/messages"))]
+print(json.dumps({"deferred": deferred, "isinstance": isinstance(app.app, APIGatewayRestResolver), "out": out}))
+"""
+
+
+def _answers(mode: str) -> dict:
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "layers/outpost"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", ANSWERS, str(ROOT / "functions/send_api"), mode], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_the_deferred_powertools_answer_as_the_whole_package_does() -> None:
+    deferred, plain = _answers("deferred"), _answers("plain")
+    assert deferred["deferred"] and not plain["deferred"]  # the two paths were taken
+    assert deferred["isinstance"] and plain["isinstance"]
+    assert [a["statusCode"] for a in deferred["out"]] == [200, 200, 404, 405, 204, 401]
+    assert json.loads(deferred["out"][0]["body"])["paths"]["/v1/messages"]["post"]  # the document
+    assert deferred["out"] == plain["out"]
 
 
 def test_lazy_builds_on_first_use_once() -> None:

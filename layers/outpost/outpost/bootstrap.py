@@ -305,7 +305,7 @@ def api_app() -> APIGatewayRestResolver:
     return build_app(
         keys=forget_on_restore(KeyRing(api_keys_table(), buckets=TokenBuckets(s.api_rate, s.api_burst))),
         sender=SendService(store=message_store(), suppressions=suppression_store(), queue=job_queue(),
-                           domains=domains_table(), idempotency=idempotency_store(),
+                           domains=domains_table(), idempotency=lazy(idempotency_store),
                            retention_days=s.retention_days,
                            max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day,
                            reputation=reputation(), clock=now),

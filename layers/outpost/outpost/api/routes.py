@@ -19,6 +19,8 @@ TYPE_CHECKING only (and its pydantic models from models.py, which defer their sc
 in bootstrap.api_app, pass `lazy(builder)`, where the builder imports the module. A new route
 module (webhooks) does the same: `_add_webhook_routes(app, needs, webhooks)` here, and
 `webhooks=lazy(webhook_api)` there. tests/unit/test_cold_start.py lists what must stay unloaded.
+Powertools' event_handler and data_classes packages are imported name by name (api/__init__.py,
+lazy_imports.py), and a pydantic model of a route module sets defer_build (init builds none).
 """
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ if TYPE_CHECKING:
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)  # built on first use (cold start)
 
 
 class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # Declared, not enforced by pydantic: the service checks both and answers 422 naming the
     # field (`url`, `events`) in the one error shape, as the contract says.
@@ -43,7 +43,7 @@ class WebhookCreate(BaseModel):
 
 
 class WebhookReplay(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     since: str = Field(max_length=40, pattern=SINCE_PATTERN, json_schema_extra={"format": "date-time"})
 

@@ -23,7 +23,7 @@ DISABLE_AFTER = 5 * 86400
 
 
 class WebhookJob(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # config.py imports this module
 
     event_id: str = Field(min_length=1, max_length=128)
     endpoint_id: str = Field(min_length=1, max_length=64)
