@@ -460,6 +460,11 @@ class SmtpSession:
             proto.write(piece)
             last = piece[-2:]
             await asyncio.wait_for(proto._drain_helper(), before_dot(self.timeouts.data_transfer))
+        if _answered_before_dot(proto):
+            # A 2xx before the dot answers nothing we sent: the dot is withheld (the server
+            # discards the transaction, RFC 5321 §4.1.1.4) and the session closed by the caller.
+            raise aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response,
+                                                   "a positive reply came before the end of data")
         proto.write(b".\r\n" if last == b"\r\n" else b"\r\n.\r\n")
         self.dot_sent = True
         return await proto.read_response(timeout=timeout)
@@ -565,6 +570,16 @@ class SmtpSession:
                 await self.smtp.quit(timeout=5)
         except Exception:  # noqa: BLE001 - closing is best effort
             self.smtp.close()
+
+
+def _answered_before_dot(proto: aiosmtplib.protocol.SMTPProtocol) -> bool:
+    """A positive reply (or the start of one) already received while the content was written:
+    it cannot be the end-of-data reply, so it must never count as a delivery. A refusal
+    mid-content (4xx/5xx) stays what it is: the reply read after the dot."""
+    waiter = proto._response_waiter
+    if waiter is not None and waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+        return waiter.result().code // 100 == 2
+    return bytes(proto._buffer[:1]) == b"2"
 
 
 def legacy_tls_context() -> ssl.SSLContext:

@@ -1,0 +1,145 @@
+"""A hostile MX against the pipelined client (review of issue 15 item 3): real sockets on
+127.0.0.x, a scripted server that breaks the dialogue on purpose. Nothing may count as delivered
+unless a 2xx came after the end of data, and a dot that never left must not be reported as
+"the server may have the message" (RFC 1047's window, counted and retried as a possible
+duplicate)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from outpost.delivery.transport import SmtpConnector, Timeouts
+from outpost.errors import ReplyError, StageError
+
+pytestmark = pytest.mark.timeout(60)
+
+HOST = "127.0.14.7"
+BODY = b"From: a@sender.test\r\nTo: b@hostile.test\r\nSubject: hi\r\n\r\nHello.\r\n"
+EHLO = b"250-mx.hostile.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+
+
+class Conn:
+    """The server's side of one connection: read lines, write raw bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf, self.seen = sock, b"", []
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        self.seen.append(line.rstrip(b"\r"))
+        return line.rstrip(b"\r")
+
+    def until_dot(self) -> None:
+        while self.line() != b".":
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+@contextmanager
+def hostile_mx(script: Callable[[Conn], None]) -> Iterator[tuple[int, list[Conn]]]:
+    """One scripted connection at a time; the greeting and EHLO are answered before `script`."""
+    srv = socket.create_server((HOST, 0))
+    srv.settimeout(0.2)
+    conns: list[Conn] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                sock, _ = srv.accept()
+            except TimeoutError:
+                continue
+            c = Conn(sock)
+            conns.append(c)
+            try:
+                c.send(b"220 mx.hostile.test ESMTP\r\n")
+                c.line()
+                c.send(EHLO)
+                script(c)
+                while c.line():  # drain until the client hangs up
+                    pass
+            except (EOFError, OSError):
+                pass
+            finally:
+                sock.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], conns
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+
+
+def send_one(port: int, body: bytes = BODY, *, pipelining: bool = True) -> object:
+    """One transaction (pipelined unless told otherwise): the reply, or the exception it raised."""
+    async def run() -> object:
+        c = SmtpConnector("mta.sender.test", port=port, pipelining=pipelining,
+                          timeouts=Timeouts(command=5, end_of_data=10, end_of_data_min=5))
+        s = await c.open("mx.hostile.test", HOST, "opportunistic")
+        assert s.supports("pipelining")
+        try:
+            return await s.send("bounce@sender.test", "b@hostile.test", body)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            return exc
+        finally:
+            await s.close()
+    return asyncio.run(run())
+
+
+def test_a_250_sent_with_the_group_before_the_content_is_not_a_delivery() -> None:
+    """The server answers MAIL, RCPT, DATA and, in the same write, the end of data it has not
+    seen; the real answer to the dot would be 554. The extra reply closes the session (RFC 2920:
+    one reply per command) before any content: the dot never leaves, so the failure is a plain
+    transient one, not "no reply to the end of data" (after_dot)."""
+    def script(c: Conn) -> None:
+        c.line(), c.line(), c.line()  # MAIL, RCPT, DATA
+        c.send(b"250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 queued early\r\n")
+        c.until_dot()
+        c.send(b"554 5.7.1 refused\r\n")
+
+    with hostile_mx(script) as (port, conns):
+        out = send_one(port)
+    assert isinstance(out, StageError), out
+    assert not out.after_dot  # the dot was not sent: no possible duplicate to count
+    assert b"." not in conns[0].seen
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "serial"])
+def test_a_250_that_arrives_during_the_content_is_not_the_end_of_data_reply(pipelining: bool) -> None:
+    """The group is answered properly; a 250 arrives while the content is still being written
+    (before the dot), and the server's answer to the dot is 554. The early 250 is not the
+    end-of-data reply: the message is not recorded delivered."""
+    big = BODY + (b"y" * 998 + b"\r\n") * 4000  # 4 MB: still being written when the 250 comes
+
+    def script(c: Conn) -> None:
+        for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):  # MAIL, RCPT, DATA
+            c.line()
+            if not pipelining:
+                c.send(reply)
+        if pipelining:
+            c.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        c.line()  # the first line of content
+        c.send(b"250 2.0.0 queued before the dot\r\n")
+        c.until_dot()
+        c.send(b"554 5.7.1 refused after the dot\r\n")
+
+    with hostile_mx(script) as (port, _):
+        out = send_one(port, big, pipelining=pipelining)
+    assert not (hasattr(out, "code") and 200 <= out.code < 300), out  # type: ignore[attr-defined]
+    assert isinstance(out, (ReplyError, StageError)), out
