@@ -143,3 +143,46 @@ def test_a_250_that_arrives_during_the_content_is_not_the_end_of_data_reply(pipe
         out = send_one(port, big, pipelining=pipelining)
     assert not (hasattr(out, "code") and 200 <= out.code < 300), out  # type: ignore[attr-defined]
     assert isinstance(out, (ReplyError, StageError)), out
+
+
+def test_a_reply_sent_before_any_command_never_answers_the_end_of_data() -> None:
+    """An unsolicited 250 right after the EHLO reply (before MAIL was sent): whatever it
+    pairs with, it must not stand for the end-of-data reply when the dot is answered 554."""
+    def script(c: Conn) -> None:
+        c.send(b"250 2.0.0 unsolicited\r\n")
+        c.line(), c.line(), c.line()
+        c.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        c.until_dot()
+        c.send(b"554 5.7.1 refused after the dot\r\n")
+
+    with hostile_mx(script) as (port, _):
+        out = send_one(port)
+    assert isinstance(out, (ReplyError, StageError)), out
+
+
+def test_a_server_that_hangs_up_mid_group_is_a_failure_before_the_dot() -> None:
+    def script(c: Conn) -> None:
+        c.line(), c.line(), c.line()
+        c.send(b"250 ok\r\n25")
+        raise EOFError  # the connection closes half-way through the RCPT reply
+
+    with hostile_mx(script) as (port, _):
+        out = send_one(port)
+    assert isinstance(out, StageError) and out.command == "RCPT" and not out.after_dot, out
+
+
+def test_a_server_answering_one_by_one_slowly_still_delivers() -> None:
+    """PIPELINING advertised, each reply a second apart: each within its own command timeout."""
+    import time
+
+    def script(c: Conn) -> None:
+        c.line(), c.line(), c.line()
+        for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+            time.sleep(1.0)
+            c.send(reply)
+        c.until_dot()
+        c.send(b"250 2.0.0 queued as ABC\r\n")
+
+    with hostile_mx(script) as (port, _):
+        out = send_one(port)
+    assert getattr(out, "code", None) == 250, out
