@@ -5,10 +5,10 @@ second copy. The answer is the accepted one (202), single send and batch alike (
 
 from __future__ import annotations
 
+from outpost.api.service import SendService
 from outpost.models import RecipientState, SendRequest
 from outpost.sweeper import Sweeper
 from tests.fakes.store import FakeClock, FakeDomains, FakeJobs, FakeMessages, FakeSuppressions, Unavailable
-from outpost.api.service import SendService
 
 SENDER = "shop.test"
 

@@ -4,11 +4,12 @@ bytes are split, multi-line replies kept whole, and the same bounds as aiosmtpli
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiosmtplib
 import pytest
 
-from outpost.delivery.pipelining import MAX_LINE, _Replies, command_line
+from outpost.delivery.pipelining import MAX_LINE, MAX_REPLY, _Replies, command_line
 
 
 class Inner(asyncio.Protocol):
@@ -72,7 +73,6 @@ def test_a_long_multi_line_reply_split_at_every_byte_is_read_in_linear_time() ->
     """A hostile MX trickling a 28 KB, 4,000-line reply a byte at a time: each byte used to
     re-parse every line already received (32 s of CPU on the event loop, measured); now each
     line is parsed once."""
-    import time
     c, _ = collector()
     wire = b"250-a\r\n" * 4000 + b"250 z\r\n"
     start = time.process_time()
@@ -87,8 +87,6 @@ def test_a_huge_multi_line_reply_fails_once_past_the_bound_and_keeps_nothing_mor
     """100,000 lines, or 10 MB with bare LFs, in 64 KiB reads: a failure as soon as the reply
     passes MAX_REPLY, no larger reply accepted for arriving in one read, and the bytes after
     the failure are not kept (memory stays bounded, no re-parse of a growing buffer)."""
-    import time
-    from outpost.delivery.pipelining import MAX_REPLY
     c, _ = collector()
     wire = line * (10_000_000 // len(line) if len(line) > 100 else 100_000)
     start = time.process_time()
