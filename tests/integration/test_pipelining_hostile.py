@@ -186,3 +186,21 @@ def test_a_server_answering_one_by_one_slowly_still_delivers() -> None:
     with hostile_mx(script) as (port, _):
         out = send_one(port)
     assert getattr(out, "code", None) == 250, out
+
+
+@pytest.mark.parametrize("after_dot", ["hang_up", "garbage"])
+def test_a_refused_rcpt_stays_the_outcome_when_the_lone_dot_goes_unanswered(after_dot: str) -> None:
+    """RCPT refused 550 yet DATA accepted (354): the client ends the empty message with a lone
+    dot (RFC 2920 §3.1). A server that then hangs up or answers garbage must not turn the 550
+    into a transient failure (retried for days instead of bounced)."""
+    def script(c: Conn) -> None:
+        c.line(), c.line(), c.line()
+        c.send(b"250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n")
+        assert c.line() == b"."
+        if after_dot == "hang_up":
+            raise EOFError
+        c.send(b"garbage\r\n")
+
+    with hostile_mx(script) as (port, _):
+        out = send_one(port)
+    assert isinstance(out, ReplyError) and (out.code, out.command) == (550, "RCPT"), out

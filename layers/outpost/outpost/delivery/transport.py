@@ -552,16 +552,25 @@ class SmtpSession:
         refused = _first_refusal([mail, rcpt])
         if refused is not None:
             if data.code == SMTPStatus.start_input:
-                proto = self.smtp.protocol
-                if proto is None:
-                    raise aiosmtplib.SMTPServerDisconnected("connection lost before the dot")
-                proto._response_pending = True
-                proto.write(b".\r\n")
-                await proto.read_response(timeout=self.timeouts.command)
+                await self._lone_dot()
             raise ReplyError(refused[0].code, refused[0].message, refused[1])
         if data.code != SMTPStatus.start_input:
             raise ReplyError(data.code, data.message, "DATA")
         return "EOD"
+
+    async def _lone_dot(self) -> None:
+        """End the empty message a DATA accepted with no recipient (RFC 2920 §3.1). However the
+        server answers (or not), the refusal stays the outcome: a session whose lone dot went
+        unanswered is closed, never reused."""
+        proto = self.smtp.protocol
+        try:
+            if proto is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the dot")
+            proto._response_pending = True
+            proto.write(b".\r\n")
+            await proto.read_response(timeout=self.timeouts.command)
+        except (aiosmtplib.SMTPException, *_WIRE_ERRORS):
+            self.smtp.close()
 
     async def close(self) -> None:
         """QUIT and close; best effort."""
