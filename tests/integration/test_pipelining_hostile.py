@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -173,7 +174,6 @@ def test_a_server_that_hangs_up_mid_group_is_a_failure_before_the_dot() -> None:
 
 def test_a_server_answering_one_by_one_slowly_still_delivers() -> None:
     """PIPELINING advertised, each reply a second apart: each within its own command timeout."""
-    import time
 
     def script(c: Conn) -> None:
         c.line(), c.line(), c.line()
@@ -204,3 +204,25 @@ def test_a_refused_rcpt_stays_the_outcome_when_the_lone_dot_goes_unanswered(afte
     with hostile_mx(script) as (port, _):
         out = send_one(port)
     assert isinstance(out, ReplyError) and (out.code, out.command) == (550, "RCPT"), out
+
+
+@pytest.mark.parametrize("wire", [b"250-x\r\n" * 100_000, b"250-" + b"y" * 1000 + b"\n"],
+                         ids=["100k_lines", "10mb_bare_lf"])
+def test_an_endless_multi_line_reply_fails_fast_and_bounded(wire: bytes) -> None:
+    """100,000 continuation lines, or 10 MB of 1 KB lines with bare LFs, as the MAIL reply: a
+    transient failure before the dot within seconds, never a delivery."""
+
+    def script(c: Conn) -> None:
+        c.line(), c.line(), c.line()
+        data = wire if len(wire) > 10_000 else wire * 10_000
+        try:
+            c.send(data)
+        except OSError:
+            pass  # the client hung up once the reply was too long
+
+    with hostile_mx(script) as (port, _):
+        start = time.monotonic()
+        out = send_one(port)
+        took = time.monotonic() - start
+    assert isinstance(out, StageError) and out.command == "MAIL" and not out.after_dot, out
+    assert took < 10, took
