@@ -317,3 +317,15 @@ def test_a_subject_with_line_breaks_cannot_forge_headers_or_a_report_in_the_auto
     report = parse_bounce(raw, strict=True)
     assert report.kind == "autoreply" and [r.address for r in report.recipients] == [sim("autoreply")]
     assert b"In-Reply-To" not in raw  # a Message-ID that is not one is not quoted
+
+
+def test_the_reports_of_a_40_mb_message_quote_its_headers_only() -> None:
+    """Review r14: a report's size is bounded by the header section, whatever the body's."""
+    big = (SIGNED[0], SIGNED[1].replace(b"Body that must not be quoted.\r\n", b"x" * 76 + b"\r\n") * 1
+           + (b"y" * 998 + b"\r\n") * 40_000)
+    for raw in (build_dsn(big, address=sim("bounce"), return_path="b-tok@bounces.shop.test", envelope_id="m"),
+                build_arf(big, address=sim("complaint"), return_path="b-tok@bounces.shop.test",
+                          sending_domain="shop.test", bounce_domain="bounces.shop.test"),
+                build_autoreply(big, address=sim("autoreply"), return_path="b-tok@bounces.shop.test",
+                                subject="Hi", message_id="<m1@shop.test>")):
+        assert len(raw) < 5_000 and b"yyyy" not in raw
