@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -22,6 +23,7 @@ from .runtime import LocalFunction
 log = logging.getLogger("outpost_local.s3events")
 
 ASYNC_RETRIES = 2
+KEPT_RESULTS = 100  # the last invocations' results (for a look in a debugger); `make dev` runs for hours
 
 
 def s3_event(bucket: str, key: str, size: int, config_id: str, region: str = "us-east-1") -> dict:
@@ -41,7 +43,7 @@ class S3NotificationPoller(_Polling):
         super().__init__(f"s3-notify-{name}")
         self.s3, self.bucket, self.prefix, self.function, self.name = s3, bucket, prefix, function, name
         self.seen: set[str] = {key for key, _ in self._listing()}  # not replayed
-        self.results: list[Any] = []
+        self.results: deque[Any] = deque(maxlen=KEPT_RESULTS)
 
     def _listing(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []

@@ -90,3 +90,23 @@ def test_a_failing_invocation_is_retried_as_an_async_event(s3: Any) -> None:
     finally:
         poller.stop()
     assert fn.calls == ASYNC_RETRIES + 1 and fn.keys() == ["inbound/s3/retried.eml"]
+
+
+def test_the_poller_keeps_a_bounded_number_of_results() -> None:
+    """Review r14: `make dev` runs for hours; each invocation's result used to be kept forever."""
+    from outpost_local.s3events import KEPT_RESULTS
+
+    class Listing:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def list_objects_v2(self, **_: Any) -> dict:
+            self.n += 50
+            return {"Contents": [{"Key": f"inbound/s3/{i}.eml", "Size": 1} for i in range(self.n)]}
+
+    fn = Recorder()
+    poller = S3NotificationPoller(Listing(), BUCKET, "inbound/s3/", fn, name="bounded")  # type: ignore[arg-type]
+    for _ in range(3 * KEPT_RESULTS // 50):
+        poller.poll_once()
+    assert len(fn.events) > 2 * KEPT_RESULTS  # every new object invoked once
+    assert len(poller.results) == KEPT_RESULTS

@@ -4,11 +4,12 @@ bytes are split, multi-line replies kept whole, and the same bounds as aiosmtpli
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiosmtplib
 import pytest
 
-from outpost.delivery.pipelining import MAX_LINE, _Replies, command_line
+from outpost.delivery.pipelining import MAX_LINE, MAX_REPLY, _Replies, command_line
 
 
 class Inner(asyncio.Protocol):
@@ -66,3 +67,31 @@ def test_a_command_line_refuses_control_characters() -> None:
     assert command_line(b"RCPT", b"TO:<a@b.test>", b"NOTIFY=FAILURE") == b"RCPT TO:<a@b.test> NOTIFY=FAILURE\r\n"
     with pytest.raises(ValueError):
         command_line(b"MAIL", b"FROM:<a@b.test>\r\nRCPT TO:<victim@c.test>")
+
+
+def test_a_long_multi_line_reply_split_at_every_byte_is_read_in_linear_time() -> None:
+    """A hostile MX trickling a 28 KB, 4,000-line reply a byte at a time: each byte used to
+    re-parse every line already received (32 s of CPU on the event loop, measured); now each
+    line is parsed once."""
+    c, _ = collector()
+    wire = b"250-a\r\n" * 4000 + b"250 z\r\n"
+    start = time.process_time()
+    for i in range(len(wire)):
+        c.data_received(wire[i:i + 1])
+    assert time.process_time() - start < 3.0  # about 0.1 s; 32 s before
+    assert [r.code for r in c.replies] == [250] and c.replies[0].message.count("\n") == 4000
+
+
+@pytest.mark.parametrize("line", [b"250-x\r\n", b"250-" + b"y" * 1000 + b"\n"], ids=["100k_lines", "10mb"])
+def test_a_huge_multi_line_reply_fails_once_past_the_bound_and_keeps_nothing_more(line: bytes) -> None:
+    """100,000 lines, or 10 MB with bare LFs, in 64 KiB reads: a failure as soon as the reply
+    passes MAX_REPLY, no larger reply accepted for arriving in one read, and the bytes after
+    the failure are not kept (memory stays bounded, no re-parse of a growing buffer)."""
+    c, _ = collector()
+    wire = line * (10_000_000 // len(line) if len(line) > 100 else 100_000)
+    start = time.process_time()
+    for i in range(0, len(wire), 65536):
+        c.data_received(wire[i:i + 65536])
+    assert time.process_time() - start < 3.0
+    assert not c.replies and isinstance(c.failure, aiosmtplib.SMTPResponseException)
+    assert len(c.buffer) <= 2 * 65536 + MAX_REPLY

@@ -300,3 +300,32 @@ def test_a_suppressed_address_queued_before_the_acceptance_rule_ends_suppressed_
     [r] = stored.recipients
     assert r.state is RecipientState.SUPPRESSED and r.attempts == () and w.store.inbound == {}
     assert w.connector.opened == [] and w.resolved == []
+
+
+def test_a_subject_with_line_breaks_cannot_forge_headers_or_a_report_in_the_auto_reply() -> None:
+    """Review r14: SMTP submission keeps the client's Subject as decoded (an RFC 2047 word may
+    carry CR LF), and the auto-reply copies it. It must stay one header field: no injected
+    field, no early end of the header section turning the auto-reply into a forged DSN."""
+    forged = ("a\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; "
+              "victim@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n")
+    evil = SIGNED[1].replace(b"Message-ID: <m1@shop.test>", b"Message-ID: <m1@shop.test>\r\nBcc: x@y.test")
+    raw = build_autoreply((SIGNED[0], evil), address=sim("autoreply"), return_path="b-tok@bounces.shop.test",
+                          subject=forged, message_id="<m1@shop.test>\r\nBcc: victim@example.com")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"Auto-Submitted: auto-replied" in head and b"\r\nContent-Type: message/delivery-status" not in head
+    assert b"\r\nBcc:" not in head and b"\r\nAction:" not in raw
+    report = parse_bounce(raw, strict=True)
+    assert report.kind == "autoreply" and [r.address for r in report.recipients] == [sim("autoreply")]
+    assert b"In-Reply-To" not in raw  # a Message-ID that is not one is not quoted
+
+
+def test_the_reports_of_a_40_mb_message_quote_its_headers_only() -> None:
+    """Review r14: a report's size is bounded by the header section, whatever the body's."""
+    big = (SIGNED[0], SIGNED[1].replace(b"Body that must not be quoted.\r\n", b"x" * 76 + b"\r\n") * 1
+           + (b"y" * 998 + b"\r\n") * 40_000)
+    for raw in (build_dsn(big, address=sim("bounce"), return_path="b-tok@bounces.shop.test", envelope_id="m"),
+                build_arf(big, address=sim("complaint"), return_path="b-tok@bounces.shop.test",
+                          sending_domain="shop.test", bounce_domain="bounces.shop.test"),
+                build_autoreply(big, address=sim("autoreply"), return_path="b-tok@bounces.shop.test",
+                                subject="Hi", message_id="<m1@shop.test>")):
+        assert len(raw) < 5_000 and b"yyyy" not in raw

@@ -351,3 +351,33 @@ def test_scheduled_recipients_count_as_sent_when_they_go_out_not_when_accepted()
     w.run(QueueJob(message_id=mid))
     w.run(QueueJob(message_id=gone))
     assert counts.sent == [(SENDER, "k1", 2)]  # the canceled one was never sent
+
+
+# ---- review (r14): RFC 3339's edges, each accepted correctly or a 422 naming send_at, never a 500 ----
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2026-12-01T23:00:00+14:00", 1_796_115_600.0),  # the largest offset in use (Kiribati)
+    ("2026-12-01T09:00:00-00:00", 1_796_115_600.0),  # RFC 3339 §4.3: UTC, local offset unknown
+    ("2026-12-01t09:00:00.123456789z", 1_796_115_600.123456),  # nanoseconds (to microseconds), t and z
+    ("0001-01-01T00:00:00+23:59", -62_135_683_140.0),  # before year 1 in UTC: the past, sent at once
+    ("9999-12-31T23:59:59-23:59", 422),  # after year 9999 in UTC: too far ahead
+    ("2026-12-31T23:59:60Z", 422),  # a leap second: Python has none; refused, not misread
+    ("2026-12-01T09:00:00+24:00", 422), ("2026-12-01T09:00:00-23:60", 422),
+    ("0000-01-01T00:00:00Z", 422), ("2026-02-29T09:00:00Z", 422),
+    ("2026-12-01T09:00:00.1234567890Z", 422),  # more than nanoseconds
+])
+def test_send_at_edges_are_accepted_correctly_or_a_422_naming_send_at(value: str, expected: float) -> None:
+    """Each a 422 naming send_at or the right instant (in the past here: sent at once)."""
+    clock = FakeClock()
+    api, _ = _api(clock)
+    try:
+        req = SendRequest.model_validate(_body(value))
+        out = api.send_one(req)
+    except ValidationError as exc:
+        assert expected == 422 and error_field(exc)[0] == "send_at"
+        return
+    except InvalidRequestError as exc:
+        assert expected == 422 and exc.field == "send_at"
+        return
+    assert req.send_at is not None and req.send_at.timestamp() == pytest.approx(expected, abs=1e-6)
+    assert out["recipients"][0]["status"] == "queued"  # FakeClock is in 2027

@@ -256,8 +256,22 @@ class SendService:
             except Exception:
                 # Not queued means not accepted: take the message back so that no recipient is
                 # left open with no job to move it, and let the caller retry (503).
-                self.store.discard(meta.message_id, len(recipients))
-                raise
+                if self._take_back(meta.message_id, len(recipients)):
+                    raise
+                # Kept (see _take_back): accepted, as the sweeper will send it.
+
+    def _take_back(self, message_id: str, recipient_count: int) -> bool:
+        """Discard a message that could not be queued; False when that fails too. The message
+        is then committed with its open recipients in the due index, so the sweeper queues it
+        (sweeper.py): the caller must get the accepted answer, as a 503 would make its retry a
+        second copy."""
+        try:
+            self.store.discard(message_id, recipient_count)
+        except Exception:  # noqa: BLE001 - kept for the sweeper; answered as accepted
+            log.exception("a message not queued could not be taken back; the sweeper will queue it",
+                          extra={"message_id": message_id})
+            return False
+        return True
 
     # ---- SMTP submission (issue 13): the client's own MIME -----------------------------------------
     def send_raw(self, data: bytes, *, rcpts: list[str], principal: Principal,
@@ -347,10 +361,12 @@ class SendService:
             count = r.pop("_count", 0)
             scope = r.pop("_sent", None)
             r.pop("_at", None)
+            if r.get("id") in failed and not self._take_back(r["id"], count):
+                failed.discard(r["id"])  # kept for the sweeper: accepted (_take_back)
             if r.get("id") in failed:
-                # Stored but not queued: take it back (no recipient left open without a job)
-                # and tell the caller to retry this one.
-                self.store.discard(r.pop("id"), count)
+                # Stored but not queued: taken back (no recipient left open without a job):
+                # tell the caller to retry this one.
+                r.pop("id")
                 r.pop("recipients", None)
                 r.update(status=503, error={"code": "temporarily_unavailable",
                                             "message": "the message could not be queued; retry it",

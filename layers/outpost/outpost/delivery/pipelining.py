@@ -50,8 +50,12 @@ class _Replies(asyncio.Protocol):
         self.replies: list[aiosmtplib.SMTPResponse] = []
         self.failure: BaseException | None = None
         self.changed = asyncio.Event()
+        self._lines: list[bytes] = []  # the complete lines of the reply still arriving
+        self._offset = 0  # where they end in `buffer`
 
     def data_received(self, data: bytes) -> None:
+        if self.failure is not None:
+            return  # the group is over (the session will be closed): nothing more is kept
         self.buffer.extend(data)
         try:
             while (reply := self._parse()) is not None:
@@ -61,11 +65,12 @@ class _Replies(asyncio.Protocol):
         self.changed.set()
 
     def _parse(self) -> aiosmtplib.SMTPResponse | None:
-        """The first complete reply in the buffer (removed from it), or None."""
-        offset, code, lines = 0, -1, []
-        while (end := self.buffer.find(b"\n", offset)) >= 0:
-            line = bytes(self.buffer[offset:end + 1])
-            if len(line) > MAX_LINE:
+        """The first complete reply in the buffer (removed from it), or None. The lines of a
+        reply still arriving are kept (`_lines`, `_offset`), so every byte is scanned once
+        however the reply is split, and the reply is bounded as a whole (MAX_REPLY)."""
+        while (end := self.buffer.find(b"\n", self._offset)) >= 0:
+            line = bytes(self.buffer[self._offset:end + 1])
+            if len(line) > MAX_LINE or end + 1 > MAX_REPLY:
                 raise aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, "Response too long")
             try:
                 code = int(line[:3])
@@ -73,12 +78,14 @@ class _Replies(asyncio.Protocol):
                 raise aiosmtplib.SMTPResponseException(
                     SMTPStatus.invalid_response,
                     f"Malformed SMTP response line: {line.decode('utf-8', 'ignore')}") from None
-            offset = end + 1
-            lines.append(line[4:].strip(b" \t\r\n"))
+            self._offset = end + 1
+            self._lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] != b"-":
-                del self.buffer[:offset]
+                lines, self._lines = self._lines, []
+                del self.buffer[:self._offset]
+                self._offset = 0
                 return aiosmtplib.SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
-        if len(self.buffer) > MAX_REPLY:
+        if len(self.buffer) > MAX_REPLY or len(self.buffer) - self._offset > MAX_LINE:
             raise aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response, "Response too long")
         return None
 

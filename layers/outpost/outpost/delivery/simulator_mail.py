@@ -10,9 +10,11 @@ feedback loop sends it, to the bounce domain's abuse mailbox, quoting the origin
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from datetime import UTC, datetime
+from email.header import Header
 from email.utils import format_datetime, formatdate, make_msgid
 
 from ..sandbox import SIMULATOR_DOMAIN
@@ -20,6 +22,8 @@ from ..signing import split_header_section
 
 MTA = SIMULATOR_DOMAIN
 DSN_STATUS = "5.1.1"
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_MSG_ID = re.compile(r"<[^<>\s]{1,250}>")  # the original's Message-ID, quoted only when it is one
 DSN_DIAGNOSTIC = "smtp; 550 5.1.1 <{addr}>: Recipient address rejected: User unknown (Outpost simulator)"
 
 
@@ -104,14 +108,23 @@ def build_autoreply(data: tuple[bytes, ...], *, address: str, return_path: str, 
     """An out-of-office reply from `address` to the return path (RFC 3834: Auto-Submitted:
     auto-replied, In-Reply-To the original)."""
     now = time.time() if now is None else now
+    message_id = message_id if message_id and _MSG_ID.fullmatch(message_id) else None
     refs = f"In-Reply-To: {message_id}\r\nReferences: {message_id}\r\n" if message_id else ""
     return (f"From: <{address}>\r\nTo: <{return_path}>\r\n"
-            f"Subject: Auto: {subject[:200]}\r\n"
+            f"Subject: {_header_text('Auto: ' + subject[:200])}\r\n"
             f"Date: {formatdate(now, usegmt=True)}\r\n"
             f"Message-ID: {make_msgid(domain=MTA)}\r\n" + refs +
             "Auto-Submitted: auto-replied\r\n"
             "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
             "I am out of the office until further notice (Outpost simulator auto-reply).\r\n").encode()
+
+
+def _header_text(text: str) -> str:
+    """User-written text as one header field's value: control characters (CR and LF above
+    all: an injected field, or an early end of the header section) become spaces, and
+    non-ASCII is RFC 2047-encoded, as the auto-reply is us-ascii."""
+    text = " ".join(_CONTROLS.sub(" ", text).split())
+    return text if text.isascii() else Header(text, "utf-8").encode(linesep="\r\n")
 
 
 def original_message_id(data: tuple[bytes, ...]) -> str | None:

@@ -460,6 +460,11 @@ class SmtpSession:
             proto.write(piece)
             last = piece[-2:]
             await asyncio.wait_for(proto._drain_helper(), before_dot(self.timeouts.data_transfer))
+        if _answered_before_dot(proto):
+            # A 2xx before the dot answers nothing we sent: the dot is withheld (the server
+            # discards the transaction, RFC 5321 §4.1.1.4) and the session closed by the caller.
+            raise aiosmtplib.SMTPResponseException(SMTPStatus.invalid_response,
+                                                   "a positive reply came before the end of data")
         proto.write(b".\r\n" if last == b"\r\n" else b"\r\n.\r\n")
         self.dot_sent = True
         return await proto.read_response(timeout=timeout)
@@ -547,16 +552,25 @@ class SmtpSession:
         refused = _first_refusal([mail, rcpt])
         if refused is not None:
             if data.code == SMTPStatus.start_input:
-                proto = self.smtp.protocol
-                if proto is None:
-                    raise aiosmtplib.SMTPServerDisconnected("connection lost before the dot")
-                proto._response_pending = True
-                proto.write(b".\r\n")
-                await proto.read_response(timeout=self.timeouts.command)
+                await self._lone_dot()
             raise ReplyError(refused[0].code, refused[0].message, refused[1])
         if data.code != SMTPStatus.start_input:
             raise ReplyError(data.code, data.message, "DATA")
         return "EOD"
+
+    async def _lone_dot(self) -> None:
+        """End the empty message a DATA accepted with no recipient (RFC 2920 §3.1). However the
+        server answers (or not), the refusal stays the outcome: a session whose lone dot went
+        unanswered is closed, never reused."""
+        proto = self.smtp.protocol
+        try:
+            if proto is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the dot")
+            proto._response_pending = True
+            proto.write(b".\r\n")
+            await proto.read_response(timeout=self.timeouts.command)
+        except (aiosmtplib.SMTPException, *_WIRE_ERRORS):
+            self.smtp.close()
 
     async def close(self) -> None:
         """QUIT and close; best effort."""
@@ -565,6 +579,16 @@ class SmtpSession:
                 await self.smtp.quit(timeout=5)
         except Exception:  # noqa: BLE001 - closing is best effort
             self.smtp.close()
+
+
+def _answered_before_dot(proto: aiosmtplib.protocol.SMTPProtocol) -> bool:
+    """A positive reply (or the start of one) already received while the content was written:
+    it cannot be the end-of-data reply, so it must never count as a delivery. A refusal
+    mid-content (4xx/5xx) stays what it is: the reply read after the dot."""
+    waiter = proto._response_waiter
+    if waiter is not None and waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+        return waiter.result().code // 100 == 2
+    return bytes(proto._buffer[:1]) == b"2"
 
 
 def legacy_tls_context() -> ssl.SSLContext:
