@@ -255,6 +255,10 @@ def test_cancel_refuses_unknown_ids_and_messages_from_domains_the_key_may_not_se
     with pytest.raises(ForbiddenError) as err:
         w.api.cancel(mid, other)
     assert err.value.field == "id" and w.recipients(mid)[0].state is RecipientState.SCHEDULED
+    tester = Principal(key_id="k4", name="test", scopes=frozenset({"send"}), mode="test")
+    with pytest.raises(ForbiddenError) as err:
+        w.api.cancel(mid, tester)  # a live message: a test key's actions are simulated, not real
+    assert err.value.field == "id" and w.recipients(mid)[0].state is RecipientState.SCHEDULED
     mine = Principal(key_id="k3", name="mine", scopes=frozenset({"send"}), domains=frozenset({SENDER}))
     assert w.api.cancel(mid, mine)["canceled"] == 1
 

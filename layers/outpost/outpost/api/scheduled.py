@@ -18,7 +18,8 @@ running: an SMTP transaction) is not touched: that transaction finishes and is r
 the answer shows its state with `in_transaction: true`. The answer is 200 with each
 recipient's status whether or not anything was left to cancel (not a 409): cancel is
 idempotent, and a second call answers as the first did. A key bound to sending domains may
-cancel only messages sent from those domains (403 naming `id`), as it may only send from them.
+cancel only messages sent from those domains (403 naming `id`), as it may only send from them;
+a test-mode key (sandbox.py) only messages sent in test mode (403 naming `id`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def _leased(r: Recipient, now: float) -> bool:
 
 
 def _check_domain(meta: Message, principal: Principal | None) -> None:
+    if principal is not None and principal.mode == "test" and meta.mode != "test":
+        # A test key's mail is simulated: it must not reach real mail, canceling included.
+        raise ForbiddenError("a test-mode API key may cancel only messages sent in test mode", field="id")
     if principal is None or principal.domains is None:
         return
     try:
