@@ -172,7 +172,7 @@ class SendRequest(_Model):
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
     reply_to: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": MAX_REPLY_TO})
-    subject: OneLine = Field(max_length=998)
+    subject: OneLine = Field(default="", max_length=998, description="required unless `template` is given")
     text: Annotated[str | None, AfterValidator(_unicode)] = None
     html: Annotated[str | None, AfterValidator(_unicode)] = None
     headers: dict[str, str] = Field(
@@ -194,6 +194,18 @@ class SendRequest(_Model):
         default=DEFAULT_MAX_LIFETIME, ge=60, le=SQS_MAX_RETENTION,
         description="seconds to keep retrying before a recipient ends `expired`",
     )
+    # Issue 14: a stored template in place of subject/html/text, rendered when the API accepts
+    # the message (api/service.py; templates/). Checked in _whole and _variables.
+    template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                                 description="a stored template's alias, in place of subject, html and text")
+    template_version: int | None = Field(default=None, ge=1, description="a version of it (default: the latest)")
+    variables: dict[str, Any] | None = Field(default=None, description="the template's variables "
+                                             "(at most 64 KiB as JSON, nested at most 10 deep)")
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_variables(v)
 
     @field_validator("headers")
     @classmethod
@@ -238,7 +250,8 @@ class SendRequest(_Model):
 
     @model_validator(mode="after")
     def _whole(self) -> SendRequest:
-        if self.text is None and self.html is None:
+        _template_or_body(self)
+        if self.template is None and self.text is None and self.html is None:
             raise ValueError("at least one of text or html is required")
         n = len(self.to) + len(self.cc) + len(self.bcc)
         if n == 0:
@@ -273,6 +286,51 @@ class SendRequest(_Model):
                     seen.add(addr.lower())
                     out.append((addr, field))
         return out
+
+
+MAX_VARIABLES_BYTES = 65_536  # a template's variables document, as JSON (issue 14)
+MAX_VARIABLES_DEPTH = 10
+
+
+def check_variables(v: dict[str, Any]) -> dict[str, Any]:
+    """A template's variables: bounded in size (as compact JSON) and nesting, before any use."""
+    import json
+
+    def depth(x: Any, d: int) -> None:
+        if d > MAX_VARIABLES_DEPTH:
+            raise ValueError(f"nested more than {MAX_VARIABLES_DEPTH} deep")
+        for y in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()):
+            depth(y, d + 1)
+
+    depth(v, 1)
+    if len(json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")) \
+            > MAX_VARIABLES_BYTES:
+        raise ValueError(f"at most {MAX_VARIABLES_BYTES} bytes as JSON")
+    return v
+
+
+def _field_error(field: str, message: str, value: Any) -> ValidationError:
+    """A 422 naming `field` from a model validator (a ValueError there names no field)."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    return ValidationError.from_exception_data("SendRequest", [InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=(field,), input=value)])
+
+
+def _template_or_body(req: SendRequest) -> None:
+    """Issue 14: `template` (with `variables`, `template_version`) or subject/html/text."""
+    given = req.model_fields_set
+    if req.template is None:
+        for name in ("template_version", "variables"):
+            if getattr(req, name) is not None:
+                raise _field_error(name, f"{name} goes with template", getattr(req, name))
+        if "subject" not in given:
+            raise _field_error("subject", "subject is required (or give template)", None)
+        return
+    for name in ("subject", "html", "text"):
+        if name in given:
+            raise _field_error(name, f"give either template or {name} (the template has its own)",
+                               getattr(req, name))
 
 
 class QueueJob(_Model):

@@ -102,6 +102,8 @@ class Message(Record):
     key_id: str | None = None  # the API key that sent it (the reputation breaker's per-key counts)
     spec: str | None = None  # the stored request's JSON, when small enough to keep inline
     spec_key: str | None = None  # else its S3 key
+    template: str | None = None  # the template it was rendered from (issue 14), and its version
+    template_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -367,3 +369,33 @@ class ReputationState(Record):
     threshold: float | None = None
     resumed_by: str | None = None
     resumed_at: str | None = None
+
+
+# ---- templates (issue 14) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateVersion(Record):
+    """One version of a stored template, immutable once written: `kind` standard | layout;
+    `layout`, a standard template's layout (its alias); `text` None: derived from the HTML."""
+
+    alias: str
+    version: int
+    name: str
+    kind: str = "standard"
+    subject: str | None = None  # None for a layout
+    html: str = ""
+    text: str | None = None
+    layout: str | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateHead(Record):
+    """A template alias as listed: its latest version, and when it was created and changed."""
+
+    alias: str
+    latest: int
+    name: str
+    kind: str = "standard"
+    layout: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
