@@ -50,7 +50,9 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     )
     from .submission.server import SubmissionServer
     from .submission.settings import SubmissionSettings
+    from .store import TemplateStore
     from .sweeper import Sweeper
+    from .templates.service import TemplateService
     from .webhooks.dispatch import Dispatcher
     from .webhooks.service import WebhookService
     from .webhooks.sink import WebhookSink
@@ -307,13 +309,14 @@ def api_app() -> APIGatewayRestResolver:
                            domains=domains_table(), idempotency=idempotency_store(),
                            retention_days=s.retention_days,
                            max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day,
-                           reputation=reputation()),
+                           reputation=reputation(), templates=lazy(template_service)),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days),
         domains=lazy(domain_service),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
         events=lazy(events_api),
-        webhooks=lazy(webhook_service))
+        webhooks=lazy(webhook_service),
+        templates=lazy(template_service))
 
 
 def events_api() -> EventsApi:
@@ -379,6 +382,7 @@ def reset() -> None:
     _signers.clear()
     send_service.cache_clear()
     reset_webhooks()
+    reset_templates()
     _session.cache_clear()
 
 
@@ -494,4 +498,25 @@ def webhook_dispatcher() -> Dispatcher:
 
 def reset_webhooks() -> None:
     for fn in (webhook_store, webhook_queue, webhook_sink, webhook_service, webhook_dispatcher):
+        fn.cache_clear()
+
+
+# ---- templates (issue 14) -----------------------------------------------------------------------
+@cache
+def template_store() -> TemplateStore:
+    from .store import TemplateStore
+
+    return TemplateStore(aws("dynamodb"), settings().templates_table)
+
+
+@cache
+def template_service() -> TemplateService:
+    """The templates' routes and `template` sends (built on the first request that uses one)."""
+    from .templates.service import TemplateService
+
+    return TemplateService(template_store())
+
+
+def reset_templates() -> None:
+    for fn in (template_store, template_service):
         fn.cache_clear()

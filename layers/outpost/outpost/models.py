@@ -477,6 +477,8 @@ class MessageView(_Model):
     tls: str | None = None
     status: str
     recipients: list[RecipientView]
+    template: str | None = Field(default=None, description="the template it was rendered from (issue 14)")
+    template_version: int | None = None
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
