@@ -55,6 +55,8 @@ from ..addresses import line_trouble
 from ..errors import InvalidRequestError
 
 MAX_SECTION_PASSES = 10_000  # section passes in one render (all sections, all depths)
+MAX_TAG_CHARS = 256  # from a tag's {{ to its }}
+MAX_SECTION_DEPTH = 16  # sections inside sections
 _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 
 
@@ -76,6 +78,7 @@ class MissingVariableError(InvalidRequestError):
 def compile_part(text: str, field_name: str) -> CompiledPart:
     """Parse `text` (one part of a template) and walk it; a ParsingError or a partial is a
     422 naming the part."""
+    check_tags(text, field_name)
     try:
         parsed = parse(text, raise_on_mismatch=True)
     except ParsingError as exc:
@@ -86,6 +89,40 @@ def compile_part(text: str, field_name: str) -> CompiledPart:
     per_pass: dict[str, int] = {}
     top = _walk(parsed, field_name, required, per_pass, in_section=False)
     return CompiledPart(field_name, parsed, tuple(required), per_pass, top)
+
+
+def check_tags(text: str, field_name: str) -> None:
+    """One linear pass before pystache's parser sees the text: every `{{` is closed by `}}`
+    within MAX_TAG_CHARS, no delimiter change (`{{=`), sections nested at most
+    MAX_SECTION_DEPTH. The parser's tag pattern is tried at each `{{` and scans to the next
+    `}}`: with many openers and no closer that is quadratic (16 KB of "{{" took 9 s); with a
+    closer always near, each try is bounded. The depth bounds the parser's and the walk's
+    recursion."""
+    depth, i = 0, 0
+    while (start := text.find("{{", i)) != -1:
+        end = text.find("}}", start + 2, start + MAX_TAG_CHARS)
+        if end == -1:
+            raise InvalidRequestError(f"{field_name}: the tag opened at character {start} is not closed by }}}} "
+                                      f"within {MAX_TAG_CHARS} characters", field=field_name)
+        tag = text[start + 2:end].lstrip()
+        if tag.startswith("{"):
+            # pystache's raw form ends at "}" "}}" and scans the rest of the line for it: a
+            # "{{{" must have its "}}}" within reach too.
+            if text.find("}}}", start, start + MAX_TAG_CHARS) == -1:
+                raise InvalidRequestError(f"{field_name}: the tag opened at character {start} is not closed by }}}}}} "
+                                          f"within {MAX_TAG_CHARS} characters", field=field_name)
+            tag = tag.lstrip("{ \t")
+        if tag.startswith("="):
+            raise InvalidRequestError(f"{field_name}: changing the delimiters ({{{{= ... =}}}}) is not supported",
+                                      field=field_name)
+        if tag[:1] in ("#", "^"):
+            depth += 1
+            if depth > MAX_SECTION_DEPTH:
+                raise InvalidRequestError(f"{field_name}: sections nest more than {MAX_SECTION_DEPTH} deep",
+                                          field=field_name)
+        elif tag[:1] == "/":
+            depth = max(0, depth - 1)
+        i = end + 2
 
 
 def _walk(parsed: Any, field_name: str, required: dict[str, None], per_pass: dict[str, int],
