@@ -116,8 +116,8 @@ class _Writer:
         elif tag == "li":
             self.flush()
         elif tag in _BLOCKS:
-            self.pre = max(0, self.pre - (tag == "pre"))
             self.paragraph()
+            self.pre = max(0, self.pre - (tag == "pre"))
 
     def text(self) -> str:
         self.flush()
