@@ -184,7 +184,7 @@ def test_css_inlining_never_fetches_a_remote_stylesheet(api: Api, template: Call
     assert hits == []
 
 
-def test_concurrent_puts_get_distinct_versions(api: Api, template: Callable[..., dict]) -> None:
+def test_parallel_puts_through_the_api_get_distinct_versions(api: Api, template: Callable[..., dict]) -> None:
     t = template(subject="s", html="v1")
     alias = t["alias"]
 
@@ -202,6 +202,44 @@ def test_concurrent_puts_get_distinct_versions(api: Api, template: Callable[...,
         assert status == 200, v
         writers.add(v["html"])
     assert writers == {f"writer {i}" for i in range(12)}
+
+
+def test_concurrent_writers_on_dynamodb_local_never_share_a_version(local_stack: Any, api: Api,
+                                                                     template: Callable[..., dict]) -> None:
+    """The race itself, without the HTTP server in between: 16 threads, each with its own
+    DynamoDB client, released together by a barrier, each adding 3 versions to one alias."""
+    import boto3
+
+    from outpost.records import TemplateVersion
+    from outpost.store import TemplateStore
+
+    alias = template(subject="s", html="v1")["alias"]
+    table = local_stack.stack.physical["TemplatesTable"]
+    endpoint = local_stack.dynamodb_endpoint
+    gate = threading.Barrier(16)
+
+    def writer(w: int) -> list[int]:
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=local_stack.env.get("AWS_DEFAULT_REGION",
+                                                                                           "us-east-1"),
+                           aws_access_key_id=local_stack.env["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=local_stack.env["AWS_SECRET_ACCESS_KEY"])
+        store = TemplateStore(ddb, table)
+        gate.wait()
+        got = []
+        for k in range(3):
+            v = store.add_version(alias, lambda n: TemplateVersion(alias, n, "n", html=f"w{w}k{k}", subject="s",
+                                                                created_at="2026-11-30T09:00:00.000Z"))
+            assert v is not None
+            got.append(v.version)
+        return got
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        versions = [n for got in pool.map(writer, range(16)) for n in got]
+    assert sorted(versions) == list(range(2, 50))  # 48 writes: 48 distinct versions, none lost
+    status, latest = api.call("GET", f"/v1/templates/{alias}")
+    assert status == 200 and latest["version"] == 49
+    bodies = {api.call("GET", f"/v1/templates/{alias}?version={n}")[1]["html"] for n in range(2, 50)}
+    assert bodies == {f"w{w}k{k}" for w in range(16) for k in range(3)}
 
 
 def test_send_stores_the_rendering_so_a_later_edit_changes_nothing(
