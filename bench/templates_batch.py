@@ -78,7 +78,8 @@ def main() -> None:
         domains.put_domain(Domain(domain="bench.test", verified=True))
         templates = TemplateService(TemplateStore(ddb, env["OUTPOST_TEMPLATES_TABLE"]))
         templates.create("sign-in", {"name": "Sign-in code", "subject": "Your code, {{first_name}}", "html": HTML})
-        api = SendService(store=MessageStore(ddb, env["OUTPOST_MESSAGES_TABLE"], aws.client("s3"), env["OUTPOST_BUCKET"]),
+        messages = MessageStore(ddb, env["OUTPOST_MESSAGES_TABLE"], aws.client("s3"), env["OUTPOST_BUCKET"])
+        api = SendService(store=messages,
                           suppressions=SuppressionStore(ddb, env["OUTPOST_SUPPRESSIONS_TABLE"]), queue=_Jobs(),
                           domains=domains, templates=templates)
         key = Principal(key_id="k1", name="bench", scopes=frozenset({"send"}), domains=None)

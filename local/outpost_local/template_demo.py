@@ -28,7 +28,8 @@ def _put(stack: LocalStack, call: Callable[..., tuple[int, Any]], body: dict) ->
 def run(stack: LocalStack, call: Callable[..., tuple[int, Any]], timeout: float = 90) -> bool:
     print("\nTemplates (POST /v1/templates, preview, send with {\"template\": ...}):")
     _put(stack, call, {"alias": "demo-frame", "name": "Demo frame", "kind": "layout",
-                       "html": "<div style='font-family: sans-serif'>{{{@content}}}<hr><small>Outpost demo</small></div>"})
+                       "html": "<div style='font-family: sans-serif'>{{{@content}}}<hr>"
+                               "<small>Outpost demo</small></div>"})
     _put(stack, call, {"alias": "demo-receipt", "name": "Receipt", "layout": "demo-frame",
                        "subject": "Receipt #{{order}} for {{first_name}} ✓",
                        "html": "<style>li { color: #333 }</style><p>Thanks, {{first_name}}!</p>"

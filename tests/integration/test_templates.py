@@ -227,8 +227,8 @@ def test_concurrent_writers_on_dynamodb_local_never_share_a_version(local_stack:
         gate.wait()
         got = []
         for k in range(3):
-            v = store.add_version(alias, lambda n: TemplateVersion(alias, n, "n", html=f"w{w}k{k}", subject="s",
-                                                                created_at="2026-11-30T09:00:00.000Z"))
+            v = store.add_version(alias, lambda n, k=k: TemplateVersion(alias, n, "n", html=f"w{w}k{k}", subject="s",
+                                                                     created_at="2026-11-30T09:00:00.000Z"))
             assert v is not None
             got.append(v.version)
         return got

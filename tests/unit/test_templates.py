@@ -73,7 +73,8 @@ def test_mustache_cases(template: str, data: dict, expected: str) -> None:
 def test_html_is_escaped_raw_forms_are_not_and_subject_and_text_never_are() -> None:
     v = "<a href=\"x\">Tom & 'Jerry'</a>"
     out = _render({"v": v}, subject="S: {{v}}", html="<p>{{v}}|{{{v}}}|{{& v}}</p>", text="T: {{v}}")
-    assert out["html"] == ("<p>&lt;a href=&quot;x&quot;&gt;Tom &amp; &#x27;Jerry&#x27;&lt;/a&gt;|" + v + "|" + v + "</p>")
+    escaped = "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#x27;Jerry&#x27;&lt;/a&gt;"
+    assert out["html"] == f"<p>{escaped}|{v}|{v}</p>"
     assert out["subject"] == "S: " + v and out["text"] == "T: " + v
 
 

@@ -50,9 +50,7 @@ if TYPE_CHECKING:  # for the builders' return types only: each builder imports w
     )
     from .submission.server import SubmissionServer
     from .submission.settings import SubmissionSettings
-    from .store import TemplateStore
     from .sweeper import Sweeper
-    from .templates.service import TemplateService
     from .webhooks.dispatch import Dispatcher
     from .webhooks.service import WebhookService
     from .webhooks.sink import WebhookSink
@@ -502,6 +500,11 @@ def reset_webhooks() -> None:
 
 
 # ---- templates (issue 14) -----------------------------------------------------------------------
+if TYPE_CHECKING:
+    from .store import TemplateStore
+    from .templates.service import TemplateService
+
+
 @cache
 def template_store() -> TemplateStore:
     from .store import TemplateStore

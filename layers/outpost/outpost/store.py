@@ -1858,7 +1858,8 @@ class TemplateStore:
         head = TemplateHead(first.alias, 1, first.name, first.kind, first.layout, first.created_at, first.created_at)
         try:
             self.ddb.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.table, "Item": codec().item(dict(_fields(head), pk=self._ALL, sk=first.alias)),
+                {"Put": {"TableName": self.table,
+                         "Item": codec().item(dict(_fields(head), pk=self._ALL, sk=first.alias)),
                          "ConditionExpression": "attribute_not_exists(sk)"}},
                 {"Put": {"TableName": self.table, "Item": self._version_item(first),
                          "ConditionExpression": "attribute_not_exists(sk)"}}])
