@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
@@ -23,6 +24,16 @@ FINAL = {"delivered", "bounced", "expired", "suppressed", "complained"}
 FROM = f"Shop <shop@{SENDING_DOMAIN}>"
 
 
+def _call(api: Api, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    """api.call, waiting out the session key's token bucket (other test files share the key)."""
+    for _ in range(30):
+        status, out = api.call(method, path, body, **kw)
+        if status != 429:
+            return status, out
+        time.sleep(1)
+    return status, out
+
+
 @pytest.fixture
 def template(api: Api) -> Iterator[Callable[..., dict]]:
     """Create templates through the API (a unique alias each); all deleted when the test ends."""
@@ -30,14 +41,14 @@ def template(api: Api) -> Iterator[Callable[..., dict]]:
 
     def create(prefix: str = "t", **fields: Any) -> dict:
         alias = f"{prefix}-{secrets.token_hex(4)}"
-        status, body = api.call("POST", "/v1/templates", {"alias": alias, "name": alias, **fields})
+        status, body = _call(api, "POST", "/v1/templates", {"alias": alias, "name": alias, **fields})
         assert status == 201, body
         made.append(alias)
         return body
 
     yield create
     for alias in made:
-        api.call("DELETE", f"/v1/templates/{alias}")
+        _call(api, "DELETE", f"/v1/templates/{alias}")
 
 
 def _delivered(api: Api, local_stack: Any, message_id: str, rcpt: str) -> Message:
@@ -59,17 +70,17 @@ def test_create_get_versions_list_and_conflict(api: Api, template: Callable[...,
     t = template(subject="Hi {{name}}", html="<p>v1 {{name}}</p>")
     alias = t["alias"]
     assert (t["version"], t["kind"], t["text"]) == (1, "standard", None)
-    status, err = api.call("POST", "/v1/templates", {"alias": alias, "name": "x", "subject": "s", "html": "h"})
+    status, err = _call(api, "POST", "/v1/templates", {"alias": alias, "name": "x", "subject": "s", "html": "h"})
     assert status == 409 and err["error"]["field"] == "alias", err
-    status, v2 = api.call("PUT", f"/v1/templates/{alias}", {"html": "<p>v2 {{name}}</p>"})
+    status, v2 = _call(api, "PUT", f"/v1/templates/{alias}", {"html": "<p>v2 {{name}}</p>"})
     assert status == 200 and v2["version"] == 2 and v2["subject"] == "Hi {{name}}", v2  # the rest kept
-    status, latest = api.call("GET", f"/v1/templates/{alias}")
+    status, latest = _call(api, "GET", f"/v1/templates/{alias}")
     assert status == 200 and (latest["version"], latest["latest"], latest["html"]) == (2, 2, "<p>v2 {{name}}</p>")
-    status, first = api.call("GET", f"/v1/templates/{alias}?version=1")
+    status, first = _call(api, "GET", f"/v1/templates/{alias}?version=1")
     assert status == 200 and (first["version"], first["latest"], first["html"]) == (1, 2, "<p>v1 {{name}}</p>")
-    status, err = api.call("GET", f"/v1/templates/{alias}?version=9")
+    status, err = _call(api, "GET", f"/v1/templates/{alias}?version=9")
     assert status == 404, err
-    status, err = api.call("PUT", "/v1/templates/no-such-template", {"html": "x"})
+    status, err = _call(api, "PUT", "/v1/templates/no-such-template", {"html": "x"})
     assert status == 404, err
 
 
@@ -79,14 +90,14 @@ def test_list_is_paged_with_a_cursor(api: Api, template: Callable[..., dict]) ->
     seen: list[str] = []
     cursor = None
     for _ in range(100):
-        status, page = api.call("GET", "/v1/templates?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        status, page = _call(api, "GET", "/v1/templates?limit=2" + (f"&cursor={cursor}" if cursor else ""))
         assert status == 200 and len(page["items"]) <= 2, page
         seen += [i["alias"] for i in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert mine <= set(seen) and len(seen) == len(set(seen)) and seen == sorted(seen)
-    status, err = api.call("GET", "/v1/templates?cursor=QUJD")  # "ABC": no alias
+    status, err = _call(api, "GET", "/v1/templates?cursor=QUJD")  # "ABC": no alias
     assert status == 400 and err["error"]["field"] == "cursor", err
 
 
@@ -102,7 +113,7 @@ def test_validation_names_the_field(api: Api, template: Callable[..., dict]) -> 
         ({"alias": "ok-alias-x", "name": "n", "subject": "s", "html": "x" * 256_001}, "html"),
     ]
     for body, field in cases:
-        status, err = api.call("POST", "/v1/templates", body)
+        status, err = _call(api, "POST", "/v1/templates", body)
         assert status == 422 and err["error"]["field"] == field, (body["alias"], err)
 
 
@@ -111,7 +122,7 @@ def test_render_preview_escapes_html_only_and_inlines_css(api: Api, template: Ca
                  html="<style>p { color: #c00 }</style><p>Dear {{name}}, {{{raw}}} {{& raw}}</p>"
                       "{{#items}}<li>{{title}} x{{qty}}</li>{{/items}}{{^coupon}}<i>no coupon</i>{{/coupon}}"
                       '<a href="https://shop.test/o/{{number}}">your order</a>')
-    status, out = api.call("POST", f"/v1/templates/{t['alias']}/render", {"variables": {
+    status, out = _call(api, "POST", f"/v1/templates/{t['alias']}/render", {"variables": {
         "number": 42, "name": "Ann & <Bob>", "raw": "<b>bold</b>", "unused": "ignored",
         "items": [{"title": "Tea", "qty": 2}, {"title": "Cups", "qty": 6}]}})
     assert status == 200, out
@@ -128,18 +139,18 @@ def test_render_refuses_missing_and_injected_variables(api: Api, template: Calla
     t = template(subject="Hello {{first_name}}", html="<p>{{first_name}} {{last_name}}</p>"
                  "{{#rows}}{{cell}}{{/rows}}", text="{{first_name}}")
     path = f"/v1/templates/{t['alias']}/render"
-    status, err = api.call("POST", path, {"variables": {"last_name": "X"}})
+    status, err = _call(api, "POST", path, {"variables": {"last_name": "X"}})
     assert status == 422 and err["error"]["field"] == "variables.first_name", err
-    status, err = api.call("POST", path, {"variables": {"first_name": "A", "last_name": "B", "rows": [{"x": 1}]}})
+    status, err = _call(api, "POST", path, {"variables": {"first_name": "A", "last_name": "B", "rows": [{"x": 1}]}})
     assert status == 422 and err["error"]["field"] == "variables.cell", err  # missing inside a section
-    status, err = api.call("POST", path, {"variables": {"first_name": "A\r\nBcc: evil@x.test", "last_name": "B"}})
+    status, err = _call(api, "POST", path, {"variables": {"first_name": "A\r\nBcc: evil@x.test", "last_name": "B"}})
     assert status == 422 and err["error"]["field"] == "variables.first_name", err
-    status, err = api.call("POST", path, {"variables": {"first_name": "A", "last_name": "B"}, "version": 7})
+    status, err = _call(api, "POST", path, {"variables": {"first_name": "A", "last_name": "B"}, "version": 7})
     assert status == 404, err
     nested: dict[str, Any] = {"v": 1}
     for _ in range(12):
         nested = {"n": nested}
-    status, err = api.call("POST", path, {"variables": nested})
+    status, err = _call(api, "POST", path, {"variables": nested})
     assert status == 422 and err["error"]["field"] == "variables", err
 
 
@@ -147,12 +158,12 @@ def test_layout_wraps_html_and_text(api: Api, template: Callable[..., dict]) -> 
     layout = template(prefix="layout", kind="layout", html="<div class=frame>{{company}}: {{{@content}}}</div>",
                       text="{{company}}\n{{{@content}}}\n-- the team")
     t = template(subject="s", html="<p>Hi {{name}}</p>", text="Hi {{name}}", layout=layout["alias"])
-    status, out = api.call("POST", f"/v1/templates/{t['alias']}/render",
+    status, out = _call(api, "POST", f"/v1/templates/{t['alias']}/render",
                            {"variables": {"company": "ACME", "name": "<Zoe>"}})
     assert status == 200, out
     assert out["html"] == "<div class=frame>ACME: <p>Hi &lt;Zoe&gt;</p></div>"
     assert out["text"] == "ACME\nHi <Zoe>\n-- the team"
-    status, err = api.call("POST", f"/v1/templates/{layout['alias']}/render", {"variables": {}})
+    status, err = _call(api, "POST", f"/v1/templates/{layout['alias']}/render", {"variables": {}})
     assert status == 422 and err["error"]["field"] == "alias", err  # a layout is rendered through a template
 
 
@@ -175,7 +186,7 @@ def test_css_inlining_never_fetches_a_remote_stylesheet(api: Api, template: Call
     try:
         url = f"http://127.0.2.61:{server.server_address[1]}/evil.css"
         t = template(subject="s", html=f'<link rel="stylesheet" href="{url}"><style>p{{margin:0}}</style><p>x</p>')
-        status, out = api.call("POST", f"/v1/templates/{t['alias']}/render", {"variables": {}})
+        status, out = _call(api, "POST", f"/v1/templates/{t['alias']}/render", {"variables": {}})
         assert status == 200, out
         assert '<p style="margin: 0;">x</p>' in out["html"] and "color: blue" not in out["html"]
     finally:
@@ -189,19 +200,19 @@ def test_parallel_puts_through_the_api_get_distinct_versions(api: Api, template:
     alias = t["alias"]
 
     def put(i: int) -> int:
-        status, body = api.call("PUT", f"/v1/templates/{alias}", {"html": f"writer {i}"})
+        status, body = _call(api, "PUT", f"/v1/templates/{alias}", {"html": f"writer {i}"})
         assert status == 200, body
         return int(body["version"])
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        versions = list(pool.map(put, range(12)))
-    assert sorted(versions) == list(range(2, 14))  # distinct, none lost
+        versions = list(pool.map(put, range(8)))
+    assert sorted(versions) == list(range(2, 10))  # distinct, none lost
     writers = set()
-    for n in range(2, 14):
-        status, v = api.call("GET", f"/v1/templates/{alias}?version={n}")
+    for n in range(2, 10):
+        status, v = _call(api, "GET", f"/v1/templates/{alias}?version={n}")
         assert status == 200, v
         writers.add(v["html"])
-    assert writers == {f"writer {i}" for i in range(12)}
+    assert writers == {f"writer {i}" for i in range(8)}
 
 
 def test_concurrent_writers_on_dynamodb_local_never_share_a_version(local_stack: Any, api: Api,
@@ -217,13 +228,12 @@ def test_concurrent_writers_on_dynamodb_local_never_share_a_version(local_stack:
     table = local_stack.stack.physical["TemplatesTable"]
     endpoint = local_stack.dynamodb_endpoint
     gate = threading.Barrier(16)
+    region = local_stack.env.get("AWS_DEFAULT_REGION", "us-east-1")
+    keys = {"aws_access_key_id": local_stack.env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": local_stack.env["AWS_SECRET_ACCESS_KEY"]}
 
     def writer(w: int) -> list[int]:
-        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=local_stack.env.get("AWS_DEFAULT_REGION",
-                                                                                           "us-east-1"),
-                           aws_access_key_id=local_stack.env["AWS_ACCESS_KEY_ID"],
-                           aws_secret_access_key=local_stack.env["AWS_SECRET_ACCESS_KEY"])
-        store = TemplateStore(ddb, table)
+        store = TemplateStore(boto3.client("dynamodb", endpoint_url=endpoint, region_name=region, **keys), table)
         gate.wait()
         got = []
         for k in range(3):
@@ -236,20 +246,21 @@ def test_concurrent_writers_on_dynamodb_local_never_share_a_version(local_stack:
     with ThreadPoolExecutor(max_workers=16) as pool:
         versions = [n for got in pool.map(writer, range(16)) for n in got]
     assert sorted(versions) == list(range(2, 50))  # 48 writes: 48 distinct versions, none lost
-    status, latest = api.call("GET", f"/v1/templates/{alias}")
+    status, latest = _call(api, "GET", f"/v1/templates/{alias}")
     assert status == 200 and latest["version"] == 49
-    bodies = {api.call("GET", f"/v1/templates/{alias}?version={n}")[1]["html"] for n in range(2, 50)}
-    assert bodies == {f"w{w}k{k}" for w in range(16) for k in range(3)}
+    reader = TemplateStore(boto3.client("dynamodb", endpoint_url=endpoint, region_name=region, **keys), table)
+    bodies = {v.html for n in range(2, 50) if (v := reader.version(alias, n)) is not None}
+    assert bodies == {f"w{w}k{k}" for w in range(16) for k in range(3)}  # every write kept, once
 
 
 def test_send_stores_the_rendering_so_a_later_edit_changes_nothing(
         api: Api, local_stack: Any, template: Callable[..., dict]) -> None:
     t = template(subject="Grüße, {{name}} ✓", html="<p>Version one for {{name}}</p>")
     rcpt = f"tpl-{secrets.token_hex(3)}@accept.test"
-    status, res = api.call("POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
+    status, res = _call(api, "POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
                                                      "variables": {"name": "Zoë"}})
     assert status == 202, res
-    status, v2 = api.call("PUT", f"/v1/templates/{t['alias']}", {"subject": "Changed", "html": "<p>Version two</p>"})
+    status, v2 = _call(api, "PUT", f"/v1/templates/{t['alias']}", {"subject": "Changed", "html": "<p>Version two</p>"})
     assert status == 200 and v2["version"] == 2
     msg = _delivered(api, local_stack, res["id"], rcpt)
     assert msg["Subject"] == "Grüße, Zoë ✓"  # decoded from the RFC 2047 encoded header
@@ -257,16 +268,16 @@ def test_send_stores_the_rendering_so_a_later_edit_changes_nothing(
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert head.isascii() and b"subject: =?utf-8?" in head.lower()  # encoded words, not 8-bit bytes
     assert "Version one for Zoë" in _part(msg, "html") and "Version one for Zoë" in _part(msg, "plain")
-    status, view = api.call("GET", f"/v1/messages/{res['id']}")
+    status, view = _call(api, "GET", f"/v1/messages/{res['id']}")
     assert status == 200 and (view["template"], view["template_version"], view["subject"]) == \
         (t["alias"], 1, "Grüße, Zoë ✓"), view
 
 
 def test_send_pins_a_version_and_refuses_bad_forms(api: Api, local_stack: Any, template: Callable[..., dict]) -> None:
     t = template(subject="v1 {{x}}", text="first {{x}}")
-    api.call("PUT", f"/v1/templates/{t['alias']}", {"subject": "v2 {{x}}", "text": "second {{x}}"})
+    _call(api, "PUT", f"/v1/templates/{t['alias']}", {"subject": "v2 {{x}}", "text": "second {{x}}"})
     rcpt = f"pin-{secrets.token_hex(3)}@accept.test"
-    status, res = api.call("POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
+    status, res = _call(api, "POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
                                                      "template_version": 1, "variables": {"x": "ok"}})
     assert status == 202, res
     msg = _delivered(api, local_stack, res["id"], rcpt)
@@ -278,7 +289,7 @@ def test_send_pins_a_version_and_refuses_bad_forms(api: Api, local_stack: Any, t
                         ({"template": t["alias"], "template_version": 9, "variables": {"x": 1}}, "template_version"),
                         ({"template": t["alias"]}, "variables.x"),
                         ({"subject": "s", "text": "t", "variables": {"x": 1}}, "variables")]:
-        status, err = api.call("POST", "/v1/messages", {**base, **body})
+        status, err = _call(api, "POST", "/v1/messages", {**base, **body})
         assert status == 422 and err["error"]["field"] == field, (body, err)
 
 
@@ -290,7 +301,7 @@ def test_batch_renders_per_message_and_reports_each_index(
         {"from": FROM, "to": f"b{i}-{run}@accept.test", "template": t["alias"],
          "variables": {"first_name": f"N{i}", "code": f"C{i}"}} for i in range(3)]
     messages.append({"from": FROM, "to": f"b3-{run}@accept.test", "template": t["alias"], "variables": {"code": 1}})
-    status, out = api.call("POST", "/v1/messages/batch", {"messages": messages})
+    status, out = _call(api, "POST", "/v1/messages/batch", {"messages": messages})
     assert status == 200 and (out["accepted"], out["rejected"]) == (3, 1), out
     bad = out["results"][3]
     assert bad["status"] == 422 and bad["error"]["field"] == "variables.first_name", bad
@@ -302,14 +313,14 @@ def test_batch_renders_per_message_and_reports_each_index(
 def test_delete_removes_the_alias_for_new_sends_only(api: Api, local_stack: Any, template: Callable[..., dict]) -> None:
     t = template(subject="Bye {{x}}", text="gone soon {{x}}")
     rcpt = f"del-{secrets.token_hex(3)}@accept.test"
-    status, res = api.call("POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
+    status, res = _call(api, "POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
                                                      "variables": {"x": "now"}})
     assert status == 202, res
-    status, out = api.call("DELETE", f"/v1/templates/{t['alias']}")
+    status, out = _call(api, "DELETE", f"/v1/templates/{t['alias']}")
     assert status == 200 and out == {"alias": t["alias"], "deleted": True}, out
-    assert api.call("GET", f"/v1/templates/{t['alias']}")[0] == 404
-    assert api.call("DELETE", f"/v1/templates/{t['alias']}")[0] == 404
-    status, err = api.call("POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
+    assert _call(api, "GET", f"/v1/templates/{t['alias']}")[0] == 404
+    assert _call(api, "DELETE", f"/v1/templates/{t['alias']}")[0] == 404
+    status, err = _call(api, "POST", "/v1/messages", {"from": FROM, "to": rcpt, "template": t["alias"],
                                                      "variables": {"x": 1}})
     assert status == 422 and err["error"]["field"] == "template", err
     assert _delivered(api, local_stack, res["id"], rcpt)["Subject"] == "Bye now"  # accepted before: unaffected
@@ -322,8 +333,8 @@ def test_scopes_read_may_preview_only_admin_may_write(api: Api, local_stack: Any
 
     reader, _ = KeyRing(api_keys_table()).create("template reader", ["read"])
     t = template(subject="s", html="<p>{{x}}</p>")
-    assert api.call("GET", f"/v1/templates/{t['alias']}", key=reader)[0] == 200
-    assert api.call("POST", f"/v1/templates/{t['alias']}/render", {"variables": {"x": 1}}, key=reader)[0] == 200
-    status, err = api.call("PUT", f"/v1/templates/{t['alias']}", {"html": "x"}, key=reader)
+    assert _call(api, "GET", f"/v1/templates/{t['alias']}", key=reader)[0] == 200
+    assert _call(api, "POST", f"/v1/templates/{t['alias']}/render", {"variables": {"x": 1}}, key=reader)[0] == 200
+    status, err = _call(api, "PUT", f"/v1/templates/{t['alias']}", {"html": "x"}, key=reader)
     assert status == 403, err
-    assert api.call("DELETE", f"/v1/templates/{t['alias']}", key=reader)[0] == 403
+    assert _call(api, "DELETE", f"/v1/templates/{t['alias']}", key=reader)[0] == 403

@@ -320,9 +320,12 @@ def _field_error(field: str, message: str, value: Any) -> ValidationError:
 def _template_or_body(req: SendRequest) -> None:
     """Issue 14: `template` (with `variables`, `template_version`) or subject/html/text."""
     given = req.model_fields_set
+    for name in ("template", "template_version", "variables"):
+        if name in given and getattr(req, name) is None:
+            raise _field_error(name, f"{name} cannot be null (leave it out)", None)
     if req.template is None:
         for name in ("template_version", "variables"):
-            if getattr(req, name) is not None:
+            if name in given:
                 raise _field_error(name, f"{name} goes with template", getattr(req, name))
         if "subject" not in given:
             raise _field_error("subject", "subject is required (or give template)", None)

@@ -198,13 +198,15 @@ class SendService:
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
                  paused_memo: dict | None = None, templates: TemplateCache | None = None) -> dict:
+        # A template send is authorised before it is rendered (the From domain: 403 first)
+        template_domain = self._sender_domain(req, principal) if req.template is not None else None
         req, rendered = self._from_template(req, templates)
         _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLargeError(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
-        from_domain = self._sender_domain(req, principal)
+        from_domain = template_domain or self._sender_domain(req, principal)
         key_id = principal.key_id if principal is not None else None
         if self.reputation is not None:
             self.reputation.check_send(from_domain, key_id, paused_memo)
