@@ -285,6 +285,7 @@ def test_variables_are_capped_in_size_and_depth() -> None:
     ({"subject": "s", "text": "t", "variables": {}}, "variables"),
     ({"text": "t"}, "subject"),
     ({"template": "Not An Alias"}, "template"),
+    ({"template": "t", "subject": "s", "html": None}, "subject"),
 ])
 def test_template_or_body_names_the_field(extra: dict, field: str) -> None:
     with pytest.raises(ValidationError) as exc:
@@ -314,3 +315,10 @@ TEXT_CASES = [
 @pytest.mark.parametrize(("html", "text"), TEXT_CASES)
 def test_html_to_text(html: str, text: str) -> None:
     assert html_to_text(html) == text
+
+
+def test_a_request_dumped_with_its_defaults_reads_back() -> None:
+    for body in ({"from": "a@b.test", "to": "c@d.test", "subject": "s", "text": "t"},
+                 {"from": "a@b.test", "to": "c@d.test", "template": "t", "variables": {"x": 1}}):
+        req = SendRequest.model_validate(body)
+        assert SendRequest.model_validate(req.model_dump(mode="json", by_alias=True)) == req

@@ -318,20 +318,18 @@ def _field_error(field: str, message: str, value: Any) -> ValidationError:
 
 
 def _template_or_body(req: SendRequest) -> None:
-    """Issue 14: `template` (with `variables`, `template_version`) or subject/html/text."""
-    given = req.model_fields_set
-    for name in ("template", "template_version", "variables"):
-        if name in given and getattr(req, name) is None:
-            raise _field_error(name, f"{name} cannot be null (leave it out)", None)
+    """Issue 14: `template` (with `variables`, `template_version`) or subject/html/text. A field
+    of the other form may be there empty (null, or "" for the subject): a request dumped with
+    its defaults (model_dump) reads back as it was."""
     if req.template is None:
         for name in ("template_version", "variables"):
-            if name in given:
+            if getattr(req, name) is not None:
                 raise _field_error(name, f"{name} goes with template", getattr(req, name))
-        if "subject" not in given:
+        if "subject" not in req.model_fields_set:
             raise _field_error("subject", "subject is required (or give template)", None)
         return
     for name in ("subject", "html", "text"):
-        if name in given:
+        if getattr(req, name):
             raise _field_error(name, f"give either template or {name} (the template has its own)",
                                getattr(req, name))
 

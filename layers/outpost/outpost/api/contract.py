@@ -77,20 +77,13 @@ def _nonempty(field: str) -> dict[str, Any]:
 
 def _template_form(send: dict[str, Any]) -> None:
     """Issue 14 (SendRequest._template_or_body): subject with text or html, or a template (with
-    its variables and version) in their place; never both, and the template fields not null."""
-    p = send["properties"]
-    for name in ("template", "template_version", "variables"):
-        prop = p[name]
-        typed = next((s for s in prop.pop("anyOf", []) if s.get("type") != "null"), None)
-        if typed is not None:
-            prop.update(typed)
-        prop.pop("default", None)
-
-    def absent(*names: str) -> dict[str, Any]:
-        return {"not": {"anyOf": [{"required": [n]} for n in names]}}
-
-    body = {"required": ["subject"], "allOf": [send["allOf"][0], absent("template", "template_version", "variables")]}
-    send["allOf"][0] = {"oneOf": [body, {"required": ["template"], **absent("subject", "html", "text")}]}
+    its variables and version) in their place, the other form's fields absent or empty."""
+    null = {"type": "null"}
+    body = {"required": ["subject"], "allOf": [send["allOf"][0]],
+            "properties": {"template": null, "template_version": null, "variables": null}}
+    template = {"required": ["template"], "properties": {
+        "template": {"type": "string"}, "subject": {"maxLength": 0}, "html": null, "text": null}}
+    send["allOf"][0] = {"oneOf": [body, template]}
 
 
 def declare(doc: dict[str, Any]) -> dict[str, Any]:
