@@ -1909,15 +1909,19 @@ class TemplateStore:
     def delete_template(self, alias: str) -> bool:
         """The head, then every version (so the alias is gone for new sends at once; a POST of
         the same alias afterwards starts again at version 1). False if there was none."""
-        head = self.head(alias)
-        if head is None:
-            return False
-        try:
-            self.ddb.delete_item(TableName=self.table, Key=self._head_key(alias),
-                                 ConditionExpression="latest = :n",
-                                 ExpressionAttributeValues={":n": codec().value(head.latest)})
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return self.delete_template(alias)  # a version was added meanwhile: delete that one too
+        for attempt in range(self.ATTEMPTS):
+            head = self.head(alias)
+            if head is None:
+                return False
+            try:
+                self.ddb.delete_item(TableName=self.table, Key=self._head_key(alias),
+                                     ConditionExpression="latest = :n",
+                                     ExpressionAttributeValues={":n": codec().value(head.latest)})
+                break
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                self.sleep(batch_backoff(attempt))  # a version was added meanwhile: delete it too
+        else:
+            raise StoreBusyError(f"template {alias!r}: versions kept being added; retry the delete")
         keys = [{"pk": {"S": self._TPL + alias}, "sk": {"S": f"{self._V}{n:010d}"}} for n in range(1, head.latest + 1)]
         for i in range(0, len(keys), 25):
             retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq),
