@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         hooked = {a: w for a, w in expect.items() if " " not in a and w in ("delivered", "bounced")}
         # The events come from MessagesTable's stream (the events function), as in AWS.
         ok &= webhook_demo.show(stack, hooked, None, since=hooked_at)
+        from . import template_demo
+
+        ok &= template_demo.run(stack, http)  # issue 14: a stored template, previewed and sent
         dkim = _verify_dkim(stack)
         print(f"DKIM at the receiving MX (keys from the local DNS): {dkim}")
         ok &= dkim.startswith("pass")

@@ -37,6 +37,11 @@ LAZY_MODULES = (
     "aws_lambda_powertools.utilities.data_classes.sqs_event",
     "aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event",
     "aws_lambda_powertools.utilities.idempotency",  # the idempotency layer: a request with Idempotency-Key
+    "pystache",  # templates (issue 14): only a request that uses one
+    "css_inline",
+    "outpost.templates.mustache",
+    "outpost.templates.text",
+    "outpost.templates.service",
 )
 
 PROBE = """
@@ -135,3 +140,44 @@ def test_lazy_builds_on_first_use_once() -> None:
     assert built == []  # nothing built until used
     assert service.answer() == 42 and service.answer() == 42
     assert built == [1]
+
+
+# Issue 14: sends without a template never load the template modules; the first one with a
+# template does. SendService with the in-memory fakes, in a fresh interpreter.
+SENDS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from outpost.api.service import SendService
+from tests.fakes.store import FakeDomains, FakeJobs, FakeMessages, FakeSuppressions
+from tests.fakes.templates import FakeTemplates
+from outpost.bootstrap import lazy
+
+def templates():
+    from outpost.templates.service import TemplateService
+    t = TemplateService(FakeTemplates())
+    t.create("hello", {"name": "h", "subject": "Hi {{n}}", "html": "<style>p{margin:0}</style><p>{{n}}</p>"})
+    return t
+
+api = SendService(store=FakeMessages(), suppressions=FakeSuppressions(), queue=FakeJobs(),
+                  domains=FakeDomains("shop.test"), templates=lazy(templates))
+from outpost.models import SendRequest
+plain = {"from": "a@shop.test", "to": "b@x.test", "subject": "s", "html": "<p>x</p>"}
+api.send_one(SendRequest.model_validate(plain))
+api.send_batch([plain, plain])
+wanted = ("pystache", "css_inline", "outpost.templates.mustache", "outpost.templates.text")
+before = [m for m in wanted if m in sys.modules]
+api.send_one(SendRequest.model_validate({"from": "a@shop.test", "to": "b@x.test", "template": "hello",
+                                         "variables": {"n": 1}}))
+after = [m for m in wanted if m in sys.modules]
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+def test_templates_load_only_for_a_send_that_uses_one() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", SENDS, str(ROOT)], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen == {"before": [], "after": ["pystache", "css_inline", "outpost.templates.mustache",
+                                            "outpost.templates.text"]}

@@ -385,3 +385,23 @@ def test_send_at_edges_are_accepted_correctly_or_a_422_naming_send_at(value: str
         return
     assert req.send_at is not None and req.send_at.timestamp() == pytest.approx(expected, abs=1e-6)
     assert out["recipients"][0]["status"] == "queued"  # FakeClock is in 2027
+
+
+def test_a_template_send_with_send_at_is_scheduled_with_the_rendered_bodies() -> None:
+    """The two issue-14 forms together: the request rebuilt from the rendered template keeps
+    its (already read) send_at."""
+    from outpost.templates.service import TemplateService
+    from tests.fakes.templates import FakeTemplates
+
+    clock = FakeClock(1_800_000_000.0)
+    templates = TemplateService(FakeTemplates(), clock=clock)
+    templates.create("reset", {"name": "Reset", "subject": "Hi {{name}}", "html": "<p>Hi {{name}}</p>"})
+    store = FakeMessages()
+    api, jobs = _api(clock, store, templates=templates)
+    body = {"from": f"Shop <news@{SENDER}>", "to": ["alice@example.test"], "template": "reset",
+            "variables": {"name": "Alice"}, "send_at": iso(clock() + HOUR)}
+    out = api.send_one(SendRequest.model_validate(body))
+    assert out["recipients"][0]["status"] == "scheduled"
+    stored = store.load(out["id"])
+    assert stored is not None and stored.meta.send_at == clock() + HOUR
+    assert stored.meta.template == "reset" and stored.meta.subject == "Hi Alice"

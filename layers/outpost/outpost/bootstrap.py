@@ -308,13 +308,14 @@ def api_app() -> APIGatewayRestResolver:
                            domains=domains_table(), idempotency=lazy(idempotency_store),
                            retention_days=s.retention_days,
                            max_lifetime=s.max_lifetime, uploads_per_key_per_day=s.uploads_per_key_per_day,
-                           reputation=reputation(), clock=now),
+                           reputation=reputation(), templates=lazy(template_service), clock=now),
         queries=QueryService(store=message_store(), suppressions=suppression_store(),
                              retention_days=s.retention_days, clock=now),
         domains=lazy(domain_service),
         reputation=ReputationApi(reputation(), domains=domains_table(), keys=api_keys_table()),
         events=lazy(events_api),
-        webhooks=lazy(webhook_service))
+        webhooks=lazy(webhook_service),
+        templates=lazy(template_service))
 
 
 def events_api() -> EventsApi:
@@ -380,6 +381,7 @@ def reset() -> None:
     _signers.clear()
     send_service.cache_clear()
     reset_webhooks()
+    reset_templates()
     _session.cache_clear()
 
 
@@ -513,3 +515,29 @@ def set_clock(clock: Callable[[], float] | None) -> None:
     """Replace the services' clock (None: back to time.time). For the local stack and tests."""
     global _clock
     _clock = clock if clock is not None else time.time
+
+
+# ---- templates (issue 14) -----------------------------------------------------------------------
+if TYPE_CHECKING:
+    from .store import TemplateStore
+    from .templates.service import TemplateService
+
+
+@cache
+def template_store() -> TemplateStore:
+    from .store import TemplateStore
+
+    return TemplateStore(aws("dynamodb"), settings().templates_table)
+
+
+@cache
+def template_service() -> TemplateService:
+    """The templates' routes and `template` sends (built on the first request that uses one)."""
+    from .templates.service import TemplateService
+
+    return TemplateService(template_store())
+
+
+def reset_templates() -> None:
+    for fn in (template_store, template_service):
+        fn.cache_clear()

@@ -155,6 +155,7 @@ class Settings:
     # OUTPOST_WEBHOOKS_LOCAL=true (the local stack only): http:// and https:// URLs whose every
     # address is in 127.0.0.0/8 are accepted (webhooks/ssrf.py); never set in AWS.
     webhooks_local: bool = False
+    templates_table: str = "outpost-templates"  # stored templates (issue 14; template TemplatesTable)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -214,6 +215,7 @@ class Settings:
             webhook_retry_schedule=tuple(float(x) for x in e["OUTPOST_WEBHOOK_RETRY_SCHEDULE"].split(",") if x.strip())
             if e.get("OUTPOST_WEBHOOK_RETRY_SCHEDULE") else WEBHOOK_SCHEDULE,
             webhooks_local=e.get("OUTPOST_WEBHOOKS_LOCAL", "").lower() in ("1", "true", "yes"),
+            templates_table=e.get("OUTPOST_TEMPLATES_TABLE", d.templates_table),
         )
 
 

@@ -143,6 +143,8 @@ def _rfc3339(value: Any) -> Any:
     datetime would take (a number of seconds, a naive time)."""
     if value is None:
         return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value  # already read (a request built again from a validated one: a template send)
     if not isinstance(value, str) or len(value) > 40 or not re.fullmatch(SEND_AT_PATTERN, value):
         raise ValueError("send_at must be an RFC 3339 date-time with an offset or Z, such as "
                          "2026-12-01T09:00:00Z")
@@ -198,7 +200,7 @@ class SendRequest(_Model):
     cc: AddressList = Field(default_factory=list)
     bcc: AddressList = Field(default_factory=list)
     reply_to: AddressList = Field(default_factory=list, json_schema_extra={"maxItems": MAX_REPLY_TO})
-    subject: OneLine = Field(max_length=998)
+    subject: OneLine = Field(default="", max_length=998, description="required unless `template` is given")
     text: Annotated[str | None, AfterValidator(_unicode)] = None
     html: Annotated[str | None, AfterValidator(_unicode)] = None
     headers: dict[str, str] = Field(
@@ -225,6 +227,18 @@ class SendRequest(_Model):
         description="RFC 3339 with an offset or Z, at most 30 days ahead: the recipients stay "
                     "`scheduled` until then (cancel with POST /v1/messages/{id}/cancel); "
                     "expires_in counts from it. A time not in the future sends at once")
+    # Issue 14: a stored template in place of subject/html/text, rendered when the API accepts
+    # the message (api/service.py; templates/). Checked in _whole and _variables.
+    template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                                 description="a stored template's alias, in place of subject, html and text")
+    template_version: int | None = Field(default=None, ge=1, description="a version of it (default: the latest)")
+    variables: dict[str, Any] | None = Field(default=None, description="the template's variables "
+                                             "(at most 64 KiB as JSON, nested at most 10 deep)")
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_variables(v)
 
     @field_validator("headers")
     @classmethod
@@ -269,7 +283,8 @@ class SendRequest(_Model):
 
     @model_validator(mode="after")
     def _whole(self) -> SendRequest:
-        if self.text is None and self.html is None:
+        _template_or_body(self)
+        if self.template is None and self.text is None and self.html is None:
             raise ValueError("at least one of text or html is required")
         n = len(self.to) + len(self.cc) + len(self.bcc)
         if n == 0:
@@ -304,6 +319,52 @@ class SendRequest(_Model):
                     seen.add(addr.lower())
                     out.append((addr, field))
         return out
+
+
+MAX_VARIABLES_BYTES = 65_536  # a template's variables document, as JSON (issue 14)
+MAX_VARIABLES_DEPTH = 10
+
+
+def check_variables(v: dict[str, Any]) -> dict[str, Any]:
+    """A template's variables: bounded in size (as compact JSON) and nesting, before any use."""
+    import json
+
+    def depth(x: Any, d: int) -> None:
+        if d > MAX_VARIABLES_DEPTH:
+            raise ValueError(f"nested more than {MAX_VARIABLES_DEPTH} deep")
+        for y in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()):
+            depth(y, d + 1)
+
+    depth(v, 1)
+    if len(json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")) \
+            > MAX_VARIABLES_BYTES:
+        raise ValueError(f"at most {MAX_VARIABLES_BYTES} bytes as JSON")
+    return v
+
+
+def _field_error(field: str, message: str, value: Any) -> ValidationError:
+    """A 422 naming `field` from a model validator (a ValueError there names no field)."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    return ValidationError.from_exception_data("SendRequest", [InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=(field,), input=value)])
+
+
+def _template_or_body(req: SendRequest) -> None:
+    """Issue 14: `template` (with `variables`, `template_version`) or subject/html/text. A field
+    of the other form may be there empty (null, or "" for the subject): a request dumped with
+    its defaults (model_dump) reads back as it was."""
+    if req.template is None:
+        for name in ("template_version", "variables"):
+            if getattr(req, name) is not None:
+                raise _field_error(name, f"{name} goes with template", getattr(req, name))
+        if "subject" not in req.model_fields_set:
+            raise _field_error("subject", "subject is required (or give template)", None)
+        return
+    for name in ("subject", "html", "text"):
+        if getattr(req, name):
+            raise _field_error(name, f"give either template or {name} (the template has its own)",
+                               getattr(req, name))
 
 
 class QueueJob(_Model):
@@ -453,6 +514,8 @@ class MessageView(_Model):
     recipients: list[RecipientView]
     send_at: str | None = Field(default=None, description="RFC 3339: scheduled for (issue 14)")
     mode: str = Field(default="live", description="test: sent with a test-mode API key, simulated (Sandbox)")
+    template: str | None = Field(default=None, description="the template it was rendered from (issue 14)")
+    template_version: int | None = None
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

@@ -105,6 +105,8 @@ class Message(Record):
     send_at: float | None = None  # issue 14: scheduled for this time (epoch seconds); None: at once
     spec_z: bytes | None = None  # or, inline, its JSON deflated (zlib; store.py, issue 15 item 4)
     mode: str | None = None  # "test": sent with a test-mode API key, simulated (sandbox.py); None: live
+    template: str | None = None  # the template it was rendered from (issue 14), and its version
+    template_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -372,3 +374,33 @@ class ReputationState(Record):
     threshold: float | None = None
     resumed_by: str | None = None
     resumed_at: str | None = None
+
+
+# ---- templates (issue 14) ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateVersion(Record):
+    """One version of a stored template, immutable once written: `kind` standard | layout;
+    `layout`, a standard template's layout (its alias); `text` None: derived from the HTML."""
+
+    alias: str
+    version: int
+    name: str
+    kind: str = "standard"
+    subject: str | None = None  # None for a layout
+    html: str = ""
+    text: str | None = None
+    layout: str | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateHead(Record):
+    """A template alias as listed: its latest version, and when it was created and changed."""
+
+    alias: str
+    latest: int
+    name: str
+    kind: str = "standard"
+    layout: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None

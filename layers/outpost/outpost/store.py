@@ -88,6 +88,8 @@ from .records import (
     Suppression,
     SuppressionEvent,
     Suspension,
+    TemplateHead,
+    TemplateVersion,
     Upload,
     Waiting,
 )
@@ -1967,3 +1969,129 @@ class WebhookJobs(Protocol):
 def _conforms_webhooks(w: WebhookStore, q: WebhookJobQueue) -> tuple[Webhooks, WebhookJobs]:
     """Never called: mypy checks the webhook adapters (issue 12)."""
     return w, q
+
+
+# ---- templates (issue 14) -----------------------------------------------------------------------
+class TemplateStore:
+    """TemplatesTable: stored templates, one item per version, and one head per alias.
+
+      pk=TEMPLATES    sk=<alias>                 the head (records.TemplateHead): latest version,
+                                                 name, kind; the list of aliases is this partition
+      pk=TPL#<alias>  sk=V#<version, 10 digits>  one version (records.TemplateVersion), immutable
+    A new version is one transaction: the head's `latest` moves from n to n+1 on the condition
+    that it is still n, and version n+1 is put on the condition that it does not exist; a
+    writer that loses the race reads the head again and tries n+2 (distinct versions, none
+    lost). Reading the latest is two GetItems (head, then the version); a pinned one is one."""
+
+    _ALL, _TPL, _V = "TEMPLATES", "TPL#", "V#"
+    ATTEMPTS = 20  # a PUT retried this often under contention before it answers 503
+
+    def __init__(self, ddb: Any, table: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ddb, self.table, self.sleep = ddb, table, sleep
+
+    def _head_key(self, alias: str) -> dict:
+        return {"pk": {"S": self._ALL}, "sk": {"S": alias}}
+
+    def _version_item(self, v: TemplateVersion) -> dict:
+        return codec().item(dict(_fields(v), pk=self._TPL + v.alias, sk=f"{self._V}{v.version:010d}"))
+
+    def head(self, alias: str) -> TemplateHead | None:
+        r = self.ddb.get_item(TableName=self.table, Key=self._head_key(alias), ConsistentRead=True)
+        return TemplateHead.from_dict(codec().plain(r["Item"])) if "Item" in r else None
+
+    def version(self, alias: str, version: int) -> TemplateVersion | None:
+        r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key={
+            "pk": {"S": self._TPL + alias}, "sk": {"S": f"{self._V}{version:010d}"}})
+        return TemplateVersion.from_dict(codec().plain(r["Item"])) if "Item" in r else None
+
+    def create_template(self, first: TemplateVersion) -> bool:
+        """Version 1 and the head, together; False if the alias exists."""
+        head = TemplateHead(first.alias, 1, first.name, first.kind, first.layout, first.created_at, first.created_at)
+        try:
+            self.ddb.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.table,
+                         "Item": codec().item(dict(_fields(head), pk=self._ALL, sk=first.alias)),
+                         "ConditionExpression": "attribute_not_exists(sk)"}},
+                {"Put": {"TableName": self.table, "Item": self._version_item(first),
+                         "ConditionExpression": "attribute_not_exists(sk)"}}])
+            return True
+        except self.ddb.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:
+                return False
+            raise StoreBusyError(f"template {first.alias!r}: a concurrent write; retry") from None
+
+    def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None:
+        """The next version, `make(n)`, written as n = latest + 1 (see the class docstring);
+        None if the alias does not exist. StoreBusyError after ATTEMPTS lost races."""
+        c = codec()
+        for attempt in range(self.ATTEMPTS):
+            head = self.head(alias)
+            if head is None:
+                return None
+            v = make(head.latest + 1)
+            try:
+                self.ddb.transact_write_items(TransactItems=[
+                    {"Update": {"TableName": self.table, "Key": self._head_key(alias),
+                                "UpdateExpression": "SET latest = :n, #name = :name, kind = :kind, "
+                                                    "updated_at = :at" + (", layout = :layout" if v.layout else
+                                                                          " REMOVE layout"),
+                                "ConditionExpression": "latest = :prev",
+                                "ExpressionAttributeNames": {"#name": "name"},
+                                "ExpressionAttributeValues": {
+                                    ":n": c.value(v.version), ":prev": c.value(head.latest), ":name": c.value(v.name),
+                                    ":kind": c.value(v.kind), ":at": c.value(v.created_at),
+                                    **({":layout": c.value(v.layout)} if v.layout else {})}}},
+                    {"Put": {"TableName": self.table, "Item": self._version_item(v),
+                             "ConditionExpression": "attribute_not_exists(sk)"}}])
+                return v
+            except self.ddb.exceptions.TransactionCanceledException:
+                self.sleep(batch_backoff(attempt))
+        raise StoreBusyError(f"template {alias!r}: {self.ATTEMPTS} concurrent writers won the race; retry")
+
+    def templates(self, *, limit: int, after: str | None = None) -> Page[TemplateHead]:
+        """The aliases in order, a page at a time: those after `after`; the page's `cursor` is
+        the alias to pass as `after` for the next (None: the end)."""
+        page = query_page(self.ddb, self.table, index=None, pk=("pk", self._ALL), limit=limit,
+                          start_key={"pk": self._ALL, "sk": after} if after else None, newest_first=False)
+        return Page([TemplateHead.from_dict(i) for i in page.items], page.last_key,
+                    cursor=page.last_key["sk"] if page.last_key else None)
+
+    def delete_template(self, alias: str) -> bool:
+        """The head, then every version (so the alias is gone for new sends at once; a POST of
+        the same alias afterwards starts again at version 1). False if there was none."""
+        for attempt in range(self.ATTEMPTS):
+            head = self.head(alias)
+            if head is None:
+                return False
+            try:
+                self.ddb.delete_item(TableName=self.table, Key=self._head_key(alias),
+                                     ConditionExpression="latest = :n",
+                                     ExpressionAttributeValues={":n": codec().value(head.latest)})
+                break
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                self.sleep(batch_backoff(attempt))  # a version was added meanwhile: delete it too
+        else:
+            raise StoreBusyError(f"template {alias!r}: versions kept being added; retry the delete")
+        keys = [{"pk": {"S": self._TPL + alias}, "sk": {"S": f"{self._V}{n:010d}"}} for n in range(1, head.latest + 1)]
+        for i in range(0, len(keys), 25):
+            retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq),
+                              {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]},
+                              "UnprocessedItems", sleep=self.sleep)
+        return True
+
+
+class Templates(Protocol):
+    """Stored templates (issue 14; TemplateStore)."""
+
+    def head(self, alias: str) -> TemplateHead | None: ...
+    def version(self, alias: str, version: int) -> TemplateVersion | None: ...
+    def create_template(self, first: TemplateVersion) -> bool: ...
+    def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None: ...
+    def templates(self, *, limit: int, after: str | None = None) -> Page[TemplateHead]: ...
+    def delete_template(self, alias: str) -> bool: ...
+
+
+def _conforms_templates(t: TemplateStore) -> Templates:
+    """Never called: mypy checks the templates' adapter (issue 14)."""
+    return t

@@ -12,7 +12,8 @@ document, in one place, each next to the validator it mirrors:
     accepted; the parser also accepts what no simple pattern describes (a display name,
     an internationalised address, a quoted local part), so the pattern is the portable subset;
   - SendRequest._whole: text or html, and at least one recipient; at most 50 recipients per
-    field (50 in all is the server's rule, which JSON Schema cannot sum);
+    field (50 in all is the server's rule, which JSON Schema cannot sum); or, in place of
+    subject/text/html, a template (issue 14, _template_form);
   - SendRequest._headers: header names are RFC 5322 ftext and not one Outpost sets itself;
   - SendRequest._tags: names up to 128 characters, values up to 256;
   - Attachment: content is base64, and exactly one of content or upload_id;
@@ -74,6 +75,17 @@ def _nonempty(field: str) -> dict[str, Any]:
         {"type": "string"}, {"type": "array", "minItems": 1}]}}}
 
 
+def _template_form(send: dict[str, Any]) -> None:
+    """Issue 14 (SendRequest._template_or_body): subject with text or html, or a template (with
+    its variables and version) in their place, the other form's fields absent or empty."""
+    null = {"type": "null"}
+    body = {"required": ["subject"], "allOf": [send["allOf"][0]],
+            "properties": {"template": null, "template_version": null, "variables": null}}
+    template = {"required": ["template"], "properties": {
+        "template": {"type": "string"}, "subject": {"maxLength": 0}, "html": null, "text": null}}
+    send["allOf"][0] = {"oneOf": [body, template]}
+
+
 def declare(doc: dict[str, Any]) -> dict[str, Any]:
     schemas = doc.get("components", {}).get("schemas", {})
     send = schemas.get("SendRequest")
@@ -95,6 +107,7 @@ def declare(doc: dict[str, Any]) -> dict[str, Any]:
                        {"required": ["html"], "properties": {"html": {"type": "string"}}}]},
             {"anyOf": [_nonempty("to"), _nonempty("cc"), _nonempty("bcc")]},
         ]
+        _template_form(send)
     att = schemas.get("Attachment")
     if att:
         p = att["properties"]

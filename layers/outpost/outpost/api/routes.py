@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.api_gateway import Route
     from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
+    from ..templates.service import TemplateService
     from ..webhooks.service import WebhookService
     from .domains import DomainService
     from .reputation import ReputationApi
@@ -174,7 +175,8 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
               domains: DomainService | None = None,
               reputation: ReputationApi | None = None,
               events: EventsApi | None = None,
-              webhooks: WebhookService | None = None) -> APIGatewayRestResolver:
+              webhooks: WebhookService | None = None,
+              templates: TemplateService | None = None) -> APIGatewayRestResolver:
     """The resolver: error handlers, the routes by resource (each naming the scope it needs),
     HEAD beside every GET, and the gate every request meets first."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -194,6 +196,10 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
         from .webhooks import add_webhook_routes
 
         add_webhook_routes(app, needs, webhooks)
+    if templates is not None:  # issue 14 (api/templates.py)
+        from .templates import add_template_routes
+
+        add_template_routes(app, needs, templates)
     _add_document_route(app)
     _add_head_routes(app)
     # Powertools puts its request validation first in every route's middleware stack, before

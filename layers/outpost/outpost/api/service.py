@@ -48,6 +48,7 @@ from .scheduled import cancel_message, scheduled_for
 
 if TYPE_CHECKING:
     from ..raw_message import RawMessage
+    from ..templates.service import Rendered, TemplateCache, TemplateService
 
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
@@ -75,8 +76,9 @@ class SendService:
                  domains: DomainLookup, clock: Callable[[], float] = time.time,
                  idempotency: Any = None, retention_days: int | None = None, max_lifetime: int | None = None,
                  uploads_per_key_per_day: int = UPLOADS_PER_KEY_PER_DAY,
-                 reputation: Reputation | None = None) -> None:
+                 reputation: Reputation | None = None, templates: TemplateService | None = None) -> None:
         self.store, self.suppressions, self.queue, self.domains = store, suppressions, queue, domains
+        self.templates = templates  # issue 14: `template` sends render here (None: refused)
         # The circuit breaker (issue 11 item 6): a paused domain or key is refused (403
         # sending_paused); accepted recipients are counted as sent (the rates' denominator).
         self.reputation = reputation
@@ -199,13 +201,16 @@ class SendService:
         return min(asked, self.max_lifetime)
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
-                 paused_memo: dict | None = None) -> dict:
+                 paused_memo: dict | None = None, templates: TemplateCache | None = None) -> dict:
+        # A template send is authorised before it is rendered (the From domain: 403 first)
+        template_domain = self._sender_domain(req, principal) if req.template is not None else None
+        req, rendered = self._from_template(req, templates)
         _check_builds(req)
         size = req.encoded_size(self._uploaded_size(req, principal))
         if size > MAX_MESSAGE_BYTES:
             raise PayloadTooLargeError(f"the message would be about {size} bytes; the limit is "
                                   f"{MAX_MESSAGE_BYTES} (40 MB)", field="attachments")
-        from_domain = self._sender_domain(req, principal)
+        from_domain = template_domain or self._sender_domain(req, principal)
         key_id = principal.key_id if principal is not None else None
         if self.reputation is not None:
             self.reputation.check_send(from_domain, key_id, paused_memo)
@@ -229,6 +234,8 @@ class SendService:
                        subject=req.subject, tags=req.tags, tls=req.tls,
                        deliver_until=(send_at or now) + self._lifetime(req), recipient_count=len(recipients),
                        size=size, key_id=key_id, send_at=send_at, mode=mode)  # size: the sender's memory budget
+        if rendered is not None:  # issue 14: which template (and version) the bodies came from
+            meta = meta.replace(template=rendered.alias, template_version=rendered.version)
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
         self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue)
@@ -242,6 +249,23 @@ class SendService:
         elif self.reputation is not None:
             self.reputation.count_sent([(from_domain, key_id, queued)])
         return out
+
+    def _from_template(self, req: SendRequest, cache: TemplateCache | None) -> tuple[SendRequest, Rendered | None]:
+        """Issue 14: a request naming a template becomes the request it renders to, with the
+        rendered subject, html and text (what is stored: a later edit of the template cannot
+        change it). Every other field stays as given; the API's limits then apply as usual."""
+        if req.template is None:
+            return req, None
+        if self.templates is None:
+            raise InvalidRequestError("templates are not available here", field="template")
+        rendered = self.templates.for_send(req.template, req.template_version, req.variables or {}, cache)
+        body = req.model_dump(by_alias=True, exclude_unset=True, exclude={"template", "template_version", "variables"})
+        body.update(subject=rendered.subject, html=rendered.html, text=rendered.text)
+        try:
+            return SendRequest.model_validate(body), rendered
+        except ValidationError as exc:
+            field, msg = error_field(exc)
+            raise InvalidRequestError(f"the rendered {field or 'message'}: {msg}", field="variables") from None
 
     def _store_and_queue(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
                          now: float, enqueue: bool = True) -> None:
@@ -272,6 +296,14 @@ class SendService:
                           extra={"message_id": message_id})
             return False
         return True
+
+    @staticmethod
+    def _template_cache(messages: list[Any]) -> TemplateCache | None:
+        if not any(isinstance(m, dict) and m.get("template") is not None for m in messages):
+            return None
+        from ..templates.service import TemplateCache  # light (no Mustache, no css-inline)
+
+        return TemplateCache()
 
     # ---- SMTP submission (issue 13): the client's own MIME -----------------------------------------
     def send_raw(self, data: bytes, *, rcpts: list[str], principal: Principal,
@@ -324,6 +356,7 @@ class SendService:
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
+        templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
         def one(i: int, body: Any) -> dict:
             try:
@@ -334,7 +367,7 @@ class SendService:
                         "error": {"code": "validation_error", "message": msg,
                                   "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
             try:
-                out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo)
+                out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates)
             except ApiError as exc:
                 # As the single send answers it (routes.py): a InvalidRequestError is a 422.
                 status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
@@ -422,7 +455,8 @@ class QueryService:
                 "created_at": m.created_at, "expires_at": iso(m.deliver_until),
                 **({"send_at": iso(m.send_at)} if m.send_at is not None else {}),
                 "tags": dict(m.tags or {}), "tls": m.tls,
-                "status": _summary(states), "recipients": recipients, "mode": m.mode or LIVE}
+                "status": _summary(states), "recipients": recipients, "mode": m.mode or LIVE,
+                **({"template": m.template, "template_version": m.template_version} if m.template else {})}
 
     # ---- lists ----------------------------------------------------------------------------------
     def messages(self, *, recipient: str | None, status: str | None, since: datetime | None,
