@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .lifecycle import Server
-from .mx import Behaviour, MxServer, MxSmtp
+from .mx import Behaviour, MxServer, MxSmtp, serve_in_thread
 
 __all__ = ["LatencyMx", "LatencyProxy"]
 
@@ -153,32 +153,10 @@ class LatencyProxy(Server):
                 self.active -= 1
 
     def _start(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._serve, self.host, self.port, backlog=1024))
-                self.port = self._server.sockets[0].getsockname()[1]
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
-                errors.append(exc)
-                ready.set()
-                return
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"latency-{self.host}", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            raise errors[0]
+        self._loop, server, self._thread = serve_in_thread(
+            lambda _: asyncio.start_server(self._serve, self.host, self.port, backlog=1024),
+            f"latency-{self.host}")
+        self._server, self.port = server, server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
         if self._thread is None or self._loop is None:

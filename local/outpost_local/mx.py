@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import format_datetime, make_msgid
@@ -1054,6 +1054,45 @@ class _Dispatch:
         return f"451 4.3.0 Error: ({error.__class__.__name__}) {error}"
 
 
+def serve_in_thread(open_server: Callable[[asyncio.AbstractEventLoop], Awaitable[asyncio.Server]],
+                    name: str) -> tuple[asyncio.AbstractEventLoop, asyncio.Server, threading.Thread]:
+    """An asyncio server on its own event loop in a daemon thread: (loop, server, thread) once
+    it listens, or the error that kept it from listening. Stopping the loop (loop.stop, from
+    the thread-safe side) cancels what still runs on it and closes it."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    errors: list[BaseException] = []
+    servers: list[asyncio.Server] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            servers.append(loop.run_until_complete(open_server(loop)))
+        except BaseException as error:  # noqa: BLE001 - raised in the starting thread
+            errors.append(error)
+            ready.set()
+            loop.close()
+            return
+        loop.call_soon(ready.set)
+        loop.run_forever()
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    ready.wait(10)
+    if errors:
+        thread.join()
+        raise errors[0]
+    if not servers:
+        raise TimeoutError(f"{name}: not listening after 10 s")
+    return loop, servers[0], thread
+
+
 class MxServer(Server):
     """A scriptable MX host on `host:port` (port 0: pick a free one; see `.port` after start).
 
@@ -1152,38 +1191,9 @@ class MxServer(Server):
     def start(self) -> MxServer:
         if self._thread is not None:
             raise RuntimeError("MxServer already started")
-        loop = self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                self._server = loop.run_until_complete(
-                    loop.create_server(self._factory, host=self.host, port=self.port)
-                )
-            except BaseException as error:
-                errors.append(error)
-                ready.set()
-                loop.close()
-                return
-            self.port = self._server.sockets[0].getsockname()[1]
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"mx-{self.host}", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            self._thread.join()
-            self._thread = None
-            raise errors[0]
+        self._loop, server, self._thread = serve_in_thread(
+            lambda loop: loop.create_server(self._factory, host=self.host, port=self.port), f"mx-{self.host}")
+        self._server, self.port = server, server.sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
