@@ -63,9 +63,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +105,7 @@ HANDLERS = {"send API": "send_api", "sender": "sender", "bounces": "bounce_proce
 
 def _sample(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(init, first request, init's CPU time) in ms, in a fresh interpreter."""
-    out = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True,
+    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
     return float(out[-3]) * 1000, float(out[-2]) * 1000, float(out[-1]) * 1000
 
@@ -137,7 +139,7 @@ def _programs(label: str, code_dir: Path, env: dict[str, str], event: dict, keye
     env = dict(env, PYTHONPATH=f"{code_dir / 'layers/outpost'}:{ROOT / 'local'}")
     out = {}
     for name, fn in HANDLERS.items():
-        argv = ["-c", PROBE, str(code_dir / "functions" / fn)]
+        argv = [sys.executable, "-c", PROBE, str(code_dir / "functions" / fn)]
         out[f"{label} {name}"] = ([*argv, json.dumps(event)] if name == "send API" else argv, env)
         if name == "send API" and keyed:
             out[f"{label} send API+key"] = ([*argv, json.dumps(event), "key"], env)
@@ -175,12 +177,55 @@ def _bytecode_note(env: dict[str, str]) -> str:
             "PYTHONDONTWRITEBYTECODE=1 and no __pycache__ under layers/ measure as in Lambda")
 
 
+def _layer_copy(dest: Path, *layers: Path) -> Path:
+    """The layers merged as Lambda merges them into /opt (later ones add files, here __pycache__)."""
+    for layer in layers:
+        shutil.copytree(layer / "python", dest, dirs_exist_ok=True)
+    return dest
+
+
+def _built_programs(args: argparse.Namespace, env: dict[str, str], event: dict, work: Path) -> dict:
+    """The send API, the sender and the bounce processor of a `sam build` output, on python3.12,
+    with each way of shipping the layer: as sam's python3.12 workflow builds OutpostLayer (no
+    .pyc: every module compiled at each import, as on Lambda's read-only /opt), merged with
+    OutpostBytecodeLayer (layers/Makefile: checked-hash .pyc), and, for the send API, a copy
+    compiled here with unchecked-hash (what the hash check costs)."""
+    build, layer = args.built, args.built / "OutpostLayer"
+    env = dict(env, PYTHONDONTWRITEBYTECODE="1")  # nothing cached between samples
+    variants = {"source": _layer_copy(work / "source", layer)}
+    if (build / "OutpostBytecodeLayer/python").is_dir():
+        variants["+bytecode layer"] = _layer_copy(work / "bytecode", layer, build / "OutpostBytecodeLayer")
+    unchecked = _layer_copy(work / "unchecked", layer)
+    subprocess.run([args.python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(unchecked)],
+                   check=True, capture_output=True)
+    fns = {"send API": "SendApiFunction", "sender": "SenderFunction", "bounces": "BounceProcessorFunction"}
+    programs = {"floor": ([args.python, "-c", FLOOR], env)}
+    for name, fn in fns.items():
+        for label, path in [*variants.items(), *([("unchecked-hash", unchecked)] if name == "send API" else [])]:
+            argv = [args.python, "-c", PROBE, str(build / fn), *([json.dumps(event)] if name == "send API" else [])]
+            programs[f"{name} {label}"] = (argv, dict(env, PYTHONPATH=str(path)))
+    return programs
+
+
+def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -> int:
+    version = subprocess.run([args.python, "-c", "import sys, boto3; print(sys.version.split()[0], boto3.__version__)"],
+                             check=True, capture_output=True, text=True).stdout.split()
+    print(f"{args.built} on python {version[0]} ({args.python}), boto3 {version[1]} (with its .pyc, as in the runtime)")
+    with tempfile.TemporaryDirectory() as tmp:
+        _report(_rounds(_built_programs(args, env, event, Path(tmp)), args.runs))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--before", type=Path, help="another copy of layers/ and functions/ to measure too")
     ap.add_argument("--idempotency-key", action="store_true",
                     help="also time the send API whose first POST carries an Idempotency-Key")
+    ap.add_argument("--built", type=Path, help="a `sam build` output directory: measure it instead "
+                    "(the layer as built, with the bytecode layer, and compiled here unchecked-hash)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="with --built: the python3.12 to run it with (a venv with boto3, as the runtime has it)")
     args = ap.parse_args()
     from outpost_local.stack import SENDING_DOMAIN, LocalStack, StackConfig
 
@@ -197,7 +242,9 @@ def main() -> int:
         event["headers"]["Authorization"] = f"Bearer {stack.api_key}"
         event["multiValueHeaders"]["Authorization"] = [f"Bearer {stack.api_key}"]
         event["body"] = json.dumps(dict(json.loads(event["body"]), **{"from": f"Shop <orders@{SENDING_DOMAIN}>"}))
-        programs = {"floor": (["-c", FLOOR], env)}
+        if args.built:
+            return _measure_built(args, env, event)
+        programs = {"floor": ([sys.executable, "-c", FLOOR], env)}
         if args.before:
             programs.update(_programs("before", args.before, env, event, args.idempotency_key))
         programs.update(_programs("now", ROOT, env, event, args.idempotency_key))
