@@ -179,8 +179,9 @@ def _bytecode_note(env: dict[str, str]) -> str:
 
 def _layer_copy(dest: Path, *layers: Path) -> Path:
     """The layers merged as Lambda merges them into /opt (later ones add files, here __pycache__)."""
-    for layer in layers:
-        shutil.copytree(layer / "python", dest, dirs_exist_ok=True)
+    for layer in layers:  # without any __pycache__ a run of the build (tests/sam/invoke_rie.py) wrote
+        shutil.copytree(layer / "python", dest, dirs_exist_ok=True,
+                        ignore=None if layer.name == "OutpostBytecodeLayer" else shutil.ignore_patterns("__pycache__"))
     return dest
 
 
