@@ -17,6 +17,17 @@ send API from `python -X importtime`. --before DIR measures a second copy of the
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py [--runs 5] [--before DIR]
 
+--built DIR --python PY312 measures a `sam build` output the way Lambda runs it instead: on
+python3.12 (PY312: a venv with boto3 installed normally, so precompiled as the runtime has it;
+the floor runs there too), each handler's function directory first on sys.path and the layers
+on PYTHONPATH with PYTHONDONTWRITEBYTECODE=1 (Lambda's /opt is read-only), in three ways:
+OutpostLayer as sam's python3.12 workflow builds it (no .pyc: every module of Outpost AND of
+its dependencies compiled at each cold start), merged with OutpostBytecodeLayer (layers/Makefile:
+checked-hash .pyc), and (send API) a copy compiled here with unchecked-hash. E.g.:
+  .ci/sam_check.sh (or its sam build for x86_64), then
+  PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py --runs 5 \
+      --built .aws-sam/ci-x86_64/build --python .aws-sam/rie-venv/bin/python
+
 Measured (issue 15; a 2-core machine shared with other jobs, load average 8-19: absolute
 figures swing 2x within minutes, so the floor and the handlers are interleaved per round and the
 ratios, from one run, are what to compare). Before = 7d35068 (main before the change):
@@ -52,6 +63,18 @@ Init, best wall = ratio to the best floor / median per-round ratio / best-CPU ra
     send API before 529 ms = 1.73x / 1.79x / 1.72x, first POST  63 ms, sum 591 ms
              after  700 ms = 2.29x / 2.04x / 1.64x, first POST 110 ms, sum 820 ms
     sender before 2.70x / 2.15x, after 3.48x / 2.57x; bounces 2.70x / 1.98x, 1.88x / 1.86x
+Slice s15g (the bytecode layer), --built of an x86_64 build, python 3.12.1, 3 runs of --runs 5
+(10:19-10:21 UTC, load average 1.4-3.2); init best = ratio to the best floor / median per-round
+ratio; sum = init + first POST:
+  floor 237 / 209 / 210 ms (CPU 225 / 209 / 210 ms)
+  send API  as sam builds it  823 / 687 / 702 ms = 3.48x / 3.28x / 3.33x (median 3.48x / 3.35x / 3.09x),
+                              sum 913 / 747 / 796 ms
+            + bytecode layer  397 / 383 / 389 ms = 1.68x / 1.83x / 1.85x (median 1.73x / 1.74x / 1.78x),
+                              sum 508 / 471 / 508 ms
+            unchecked-hash    526 / 387 / 386 ms = 2.22x / 1.85x / 1.84x: no measurable gain over checked
+  sender    5.13x / 4.51x / 4.39x -> 2.45x / 2.57x / 2.34x;  bounces 3.19x / 3.18x / 3.23x -> 1.98x / 2.04x / 2.24x
+  The first POST is 30-45 ms slower after the bytecode layer in every run (61-80 ms -> 89-111 ms;
+  not explained yet); the sum still drops by 280-400 ms.
 Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
 import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
