@@ -73,8 +73,12 @@ ratio; sum = init + first POST:
                               sum 508 / 471 / 508 ms
             unchecked-hash    526 / 387 / 386 ms = 2.22x / 1.85x / 1.84x: no measurable gain over checked
   sender    5.13x / 4.51x / 4.39x -> 2.45x / 2.57x / 2.34x;  bounces 3.19x / 3.18x / 3.23x -> 1.98x / 2.04x / 2.24x
-  The first POST is 30-45 ms slower after the bytecode layer in every run (61-80 ms -> 89-111 ms;
-  not explained yet); the sum still drops by 280-400 ms.
+  The first POST is 30-45 ms slower after the bytecode layer in every run (61-80 ms -> 89-111 ms),
+  the sum still drops by 280-400 ms: the first full (generation 2) garbage collection, which
+  compiling from source triggered during init, now falls in the first request (gc.get_stats()
+  around it: collections [121, 11, 0] -> [127, 11, 1]). A gc.freeze() at the end of init (in the
+  probe, 10:28 UTC) made it 54-68 ms, the sum 473-484 ms: not applied (functions/*/app.py are
+  outside this slice); a candidate for the handlers, SnapStart or not.
 Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
 import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
