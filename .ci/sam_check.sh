@@ -6,6 +6,8 @@
 #               (--parameter-overrides Architecture=x86_64, which sam build honours for the
 #               functions and for the layer's Metadata.BuildArchitecture), in parallel
 #   3. arch     every shared object in each build is an ELF for the claimed machine
+#   3a. bytecode each build's OutpostBytecodeLayer holds a valid checked-hash .cpython-312.pyc for
+#               every module of OutpostLayer (python3.12), and on x86_64 the imports read them
 #   3b. image   the SMTP submission Dockerfile's pip step on python3.12, every locked package
 #               installable on aarch64, then its CMD run with the task definition's environment
 #               against moto (TLS from the secret, AUTH, a refusal, SIGTERM within StopTimeout)
@@ -110,6 +112,10 @@ done
 # -- 3. the builds target what they claim ---------------------------------------------------
 [[ -d "$BUILD_ARM" ]] && step arch-arm64 "$PY" tests/sam/check_arch.py "$BUILD_ARM" arm64
 [[ -d "$BUILD_X86" ]] && step arch-x86_64 "$PY" tests/sam/check_arch.py "$BUILD_X86" x86_64
+
+# -- 3a. the bytecode layer matches the code layer (python3.12's magic number and source hash) --
+[[ -d "$BUILD_ARM" ]] && step bytecode-arm64 "$PY312_DIR/python3.12" tests/sam/check_bytecode.py "$BUILD_ARM"
+[[ -d "$BUILD_X86" ]] && step bytecode-x86_64 "$PY312_DIR/python3.12" tests/sam/check_bytecode.py "$BUILD_X86" --import
 
 # -- 3b. the SMTP submission image's Python environment (no Docker engine needed) -------------
 step image "$PY" tests/sam/check_image.py --python "$PY312_DIR/python3.12" --work "$WORK/ci-image"

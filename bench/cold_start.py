@@ -17,6 +17,17 @@ send API from `python -X importtime`. --before DIR measures a second copy of the
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py [--runs 5] [--before DIR]
 
+--built DIR --python PY312 measures a `sam build` output the way Lambda runs it instead: on
+python3.12 (PY312: a venv with boto3 installed normally, so precompiled as the runtime has it;
+the floor runs there too), each handler's function directory first on sys.path and the layers
+on PYTHONPATH with PYTHONDONTWRITEBYTECODE=1 (Lambda's /opt is read-only), in three ways:
+OutpostLayer as sam's python3.12 workflow builds it (no .pyc: every module of Outpost AND of
+its dependencies compiled at each cold start), merged with OutpostBytecodeLayer (layers/Makefile:
+checked-hash .pyc), and (send API) a copy compiled here with unchecked-hash. E.g.:
+  .ci/sam_check.sh (or its sam build for x86_64), then
+  PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py --runs 5 \
+      --built .aws-sam/ci-x86_64/build --python .aws-sam/rie-venv/bin/python
+
 Measured (issue 15; a 2-core machine shared with other jobs, load average 8-19: absolute
 figures swing 2x within minutes, so the floor and the handlers are interleaved per round and the
 ratios, from one run, are what to compare). Before = 7d35068 (main before the change):
@@ -52,6 +63,22 @@ Init, best wall = ratio to the best floor / median per-round ratio / best-CPU ra
     send API before 529 ms = 1.73x / 1.79x / 1.72x, first POST  63 ms, sum 591 ms
              after  700 ms = 2.29x / 2.04x / 1.64x, first POST 110 ms, sum 820 ms
     sender before 2.70x / 2.15x, after 3.48x / 2.57x; bounces 2.70x / 1.98x, 1.88x / 1.86x
+Slice s15g (the bytecode layer), --built of an x86_64 build, python 3.12.1, 3 runs of --runs 5
+(10:19-10:21 UTC, load average 1.4-3.2); init best = ratio to the best floor / median per-round
+ratio; sum = init + first POST:
+  floor 237 / 209 / 210 ms (CPU 225 / 209 / 210 ms)
+  send API  as sam builds it  823 / 687 / 702 ms = 3.48x / 3.28x / 3.33x (median 3.48x / 3.35x / 3.09x),
+                              sum 913 / 747 / 796 ms
+            + bytecode layer  397 / 383 / 389 ms = 1.68x / 1.83x / 1.85x (median 1.73x / 1.74x / 1.78x),
+                              sum 508 / 471 / 508 ms
+            unchecked-hash    526 / 387 / 386 ms = 2.22x / 1.85x / 1.84x: no measurable gain over checked
+  sender    5.13x / 4.51x / 4.39x -> 2.45x / 2.57x / 2.34x;  bounces 3.19x / 3.18x / 3.23x -> 1.98x / 2.04x / 2.24x
+  The first POST is 30-45 ms slower after the bytecode layer in every run (61-80 ms -> 89-111 ms),
+  the sum still drops by 280-400 ms: the first full (generation 2) garbage collection, which
+  compiling from source triggered during init, now falls in the first request (gc.get_stats()
+  around it: collections [121, 11, 0] -> [127, 11, 1]). A gc.freeze() at the end of init (in the
+  probe, 10:28 UTC) made it 54-68 ms, the sum 473-484 ms: not applied (functions/*/app.py are
+  outside this slice); a candidate for the handlers, SnapStart or not.
 Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
 import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
@@ -63,9 +90,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +132,7 @@ HANDLERS = {"send API": "send_api", "sender": "sender", "bounces": "bounce_proce
 
 def _sample(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(init, first request, init's CPU time) in ms, in a fresh interpreter."""
-    out = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True,
+    out = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split()
     return float(out[-3]) * 1000, float(out[-2]) * 1000, float(out[-1]) * 1000
 
@@ -137,7 +166,7 @@ def _programs(label: str, code_dir: Path, env: dict[str, str], event: dict, keye
     env = dict(env, PYTHONPATH=f"{code_dir / 'layers/outpost'}:{ROOT / 'local'}")
     out = {}
     for name, fn in HANDLERS.items():
-        argv = ["-c", PROBE, str(code_dir / "functions" / fn)]
+        argv = [sys.executable, "-c", PROBE, str(code_dir / "functions" / fn)]
         out[f"{label} {name}"] = ([*argv, json.dumps(event)] if name == "send API" else argv, env)
         if name == "send API" and keyed:
             out[f"{label} send API+key"] = ([*argv, json.dumps(event), "key"], env)
@@ -175,12 +204,56 @@ def _bytecode_note(env: dict[str, str]) -> str:
             "PYTHONDONTWRITEBYTECODE=1 and no __pycache__ under layers/ measure as in Lambda")
 
 
+def _layer_copy(dest: Path, *layers: Path) -> Path:
+    """The layers merged as Lambda merges them into /opt (later ones add files, here __pycache__)."""
+    for layer in layers:  # without any __pycache__ a run of the build (tests/sam/invoke_rie.py) wrote
+        shutil.copytree(layer / "python", dest, dirs_exist_ok=True,
+                        ignore=None if layer.name == "OutpostBytecodeLayer" else shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _built_programs(args: argparse.Namespace, env: dict[str, str], event: dict, work: Path) -> dict:
+    """The send API, the sender and the bounce processor of a `sam build` output, on python3.12,
+    with each way of shipping the layer: as sam's python3.12 workflow builds OutpostLayer (no
+    .pyc: every module compiled at each import, as on Lambda's read-only /opt), merged with
+    OutpostBytecodeLayer (layers/Makefile: checked-hash .pyc), and, for the send API, a copy
+    compiled here with unchecked-hash (what the hash check costs)."""
+    build, layer = args.built, args.built / "OutpostLayer"
+    env = dict(env, PYTHONDONTWRITEBYTECODE="1")  # nothing cached between samples
+    variants = {"source": _layer_copy(work / "source", layer)}
+    if (build / "OutpostBytecodeLayer/python").is_dir():
+        variants["+bytecode layer"] = _layer_copy(work / "bytecode", layer, build / "OutpostBytecodeLayer")
+    unchecked = _layer_copy(work / "unchecked", layer)
+    subprocess.run([args.python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(unchecked)],
+                   check=True, capture_output=True)
+    fns = {"send API": "SendApiFunction", "sender": "SenderFunction", "bounces": "BounceProcessorFunction"}
+    programs = {"floor": ([args.python, "-c", FLOOR], env)}
+    for name, fn in fns.items():
+        for label, path in [*variants.items(), *([("unchecked-hash", unchecked)] if name == "send API" else [])]:
+            argv = [args.python, "-c", PROBE, str(build / fn), *([json.dumps(event)] if name == "send API" else [])]
+            programs[f"{name} {label}"] = (argv, dict(env, PYTHONPATH=str(path)))
+    return programs
+
+
+def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -> int:
+    version = subprocess.run([args.python, "-c", "import sys, boto3; print(sys.version.split()[0], boto3.__version__)"],
+                             check=True, capture_output=True, text=True).stdout.split()
+    print(f"{args.built} on python {version[0]} ({args.python}), boto3 {version[1]} (with its .pyc, as in the runtime)")
+    with tempfile.TemporaryDirectory() as tmp:
+        _report(_rounds(_built_programs(args, env, event, Path(tmp)), args.runs))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--before", type=Path, help="another copy of layers/ and functions/ to measure too")
     ap.add_argument("--idempotency-key", action="store_true",
                     help="also time the send API whose first POST carries an Idempotency-Key")
+    ap.add_argument("--built", type=Path, help="a `sam build` output directory: measure it instead "
+                    "(the layer as built, with the bytecode layer, and compiled here unchecked-hash)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="with --built: the python3.12 to run it with (a venv with boto3, as the runtime has it)")
     args = ap.parse_args()
     from outpost_local.stack import SENDING_DOMAIN, LocalStack, StackConfig
 
@@ -197,7 +270,9 @@ def main() -> int:
         event["headers"]["Authorization"] = f"Bearer {stack.api_key}"
         event["multiValueHeaders"]["Authorization"] = [f"Bearer {stack.api_key}"]
         event["body"] = json.dumps(dict(json.loads(event["body"]), **{"from": f"Shop <orders@{SENDING_DOMAIN}>"}))
-        programs = {"floor": (["-c", FLOOR], env)}
+        if args.built:
+            return _measure_built(args, env, event)
+        programs = {"floor": ([sys.executable, "-c", FLOOR], env)}
         if args.before:
             programs.update(_programs("before", args.before, env, event, args.idempotency_key))
         programs.update(_programs("now", ROOT, env, event, args.idempotency_key))

@@ -2,8 +2,9 @@
 
 This is what `sam local invoke` does minus Docker: for every function in the built template,
 start AWS's emulator (shipped inside aws-sam-cli) on loopback with `python -m awslambdaric`
-as the runtime, the function's build directory as the task root (/var/task) and the layer's
-build output on PYTHONPATH (/opt/python), then POST the sample events from events/ and check
+as the runtime, the function's build directory as the task root (/var/task) and the layers'
+build outputs merged as Lambda merges them into /opt (OutpostLayer, then OutpostBytecodeLayer's
+__pycache__ directories) on PYTHONPATH (/opt/python), then POST the sample events from events/ and check
 that each answer is the handler's own, not Runtime.ImportModuleError or a crash.
 
 The functions' environment is the template's (Globals merged with the function's own
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +41,17 @@ from outpost_local.lifecycle import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
-LAYER = "OutpostLayer"
+OPT = "opt-python"  # beside the build directory: the functions' layers merged, as /opt/python
+
+
+def assemble_opt(build_dir: Path, template: dict[str, Any]) -> Path:
+    """/opt/python as Lambda assembles it: each layer of Globals.Function.Layers, in order."""
+    opt = build_dir.parent / OPT
+    shutil.rmtree(opt, ignore_errors=True)
+    for ref in template["Globals"]["Function"]["Layers"]:
+        layer = build_dir / template["Resources"][ref["Ref"]]["Properties"]["ContentUri"] / "python"
+        shutil.copytree(layer, opt, dirs_exist_ok=True)
+    return opt
 
 
 @dataclass(frozen=True)
@@ -181,7 +193,7 @@ class Emulator:
         props = template["Resources"][logical_id]["Properties"]
         globals_fn = template.get("Globals", {}).get("Function", {})
         task_root = build_dir / props["CodeUri"]
-        layer_root = build_dir / template["Resources"][LAYER]["Properties"]["ContentUri"] / "python"
+        layer_root = build_dir.parent / OPT  # assemble_opt's
         handler = props.get("Handler", globals_fn.get("Handler"))
         timeout = props.get("Timeout", globals_fn.get("Timeout", 3))
         memory = props.get("MemorySize", globals_fn.get("MemorySize", 128))
@@ -273,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
     build_dir = args.build_dir.resolve()
     template = yaml_parse((build_dir / "template.yaml").read_text())
     provisioned = read_env_file(args.env_file)
+    assemble_opt(build_dir, template)
     failures = 0
     emulators: dict[str, Emulator] = {}
     try:
