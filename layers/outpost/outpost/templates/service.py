@@ -230,6 +230,8 @@ class TemplateService:
                     out[name] = _wrap(p.layout[name], variables, budget, out[name], html=name == "html")
         html = out.get("html")
         if html:
+            from .css import inline_css
+
             html = inline_css(html)
         text = out.get("text")
         if text is None and html:
@@ -244,18 +246,6 @@ def _wrap(layout: CompiledPart, variables: Mapping[str, Any], budget: Budget, co
 
     budget.bytes_left += len(content.encode("utf-8"))  # written once already: counted once
     return render_part(layout, variables, budget, html=html, extra={CONTENT: content})
-
-
-def inline_css(html: str) -> str:
-    """<style> rules into style attributes (css-inline); <link> stylesheets are dropped, never
-    fetched (remote loading off: no request leaves for a URL a template names). HTML without
-    <style> or <link> is returned as it is."""
-    lowered = html.lower()
-    if "<style" not in lowered and "<link" not in lowered:
-        return html
-    import css_inline
-
-    return str(css_inline.CSSInliner(load_remote_stylesheets=False).inline(html))
 
 
 def _view(v: TemplateVersion) -> dict[str, Any]:
