@@ -1,0 +1,67 @@
+"""Hostile requests to the template routes and to template sends, through the real resolver
+(api/routes.py build_app) with in-memory fakes: each is answered 4xx naming what is wrong,
+never 503 (the catch-all for an exception nobody anticipated)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from outpost.api.auth import KeyRing, key_hash
+from outpost.api.routes import build_app
+from outpost.api.service import QueryService, SendService
+from outpost.records import ApiKey
+from outpost.templates.service import TemplateService
+from tests.fakes.store import FakeApiKeys, FakeDomains, FakeJobs, FakeMessages, FakeSuppressions
+from tests.fakes.templates import FakeTemplates
+
+FROM = "Shop <shop@shop.test>"
+FINE = '{"x": "fine"}'
+
+
+@pytest.fixture
+def hit() -> Any:
+    keys = FakeApiKeys(ApiKey(key_hash=key_hash("op_all"), key_id="k1", scopes=("admin", "read", "send"), name="t"))
+    templates = TemplateService(FakeTemplates(), clock=lambda: 1_800_000_000.0)
+    sender = SendService(store=FakeMessages(), suppressions=FakeSuppressions(), queue=FakeJobs(),  # type: ignore[arg-type]
+                         domains=FakeDomains("shop.test"), templates=templates, clock=lambda: 1_800_000_000.0)
+    app = build_app(keys=KeyRing(keys), sender=sender, queries=QueryService(store=None, suppressions=None),  # type: ignore[arg-type]
+                    templates=templates)
+
+    def call(method: str, path: str, raw: str | None = None) -> tuple[int, dict]:
+        ev = {"httpMethod": method, "path": path, "resource": "/{proxy+}",
+              "headers": {"Authorization": "Bearer op_all", "Content-Type": "application/json"},
+              "body": raw, "isBase64Encoded": False, "requestContext": {"stage": "prod"},
+              "queryStringParameters": None, "multiValueQueryStringParameters": None}
+        res = app.resolve(ev, None)
+        return res["statusCode"], json.loads(res["body"])
+
+    status, body = call("POST", "/v1/templates", json.dumps(
+        {"alias": "t", "name": "t", "subject": "Hi {{x}}", "html": "<p>{{x}}</p>", "text": "{{x}}"}))
+    assert status == 201, body
+    return call
+
+
+def _send(variables: str) -> str:
+    return f'{{"from": "{FROM}", "to": "a@b.test", "template": "t", "variables": {variables}}}'
+
+
+@pytest.mark.parametrize("number", ["1" * 4301, "-" + "9" * 5000, "NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+def test_a_number_json_cannot_carry_is_invalid_json(hit: Any, number: str) -> None:
+    """Python's json.loads accepts NaN and Infinity (not JSON: RFC 8259 §6), reads 1e400 as
+    infinity, and raises a plain ValueError for an integer of more than 4,300 digits (the
+    interpreter's int/str limit), which reached the catch-all (503)."""
+    for method, path, raw in (("POST", "/v1/templates/t/render", f'{{"variables": {{"x": {number}}}}}'),
+                              ("POST", "/v1/templates/t/render", f'{{"variables": {{"x": 1}}, "version": {number}}}'),
+                              ("POST", "/v1/messages", _send(f'{{"x": {number}}}'))):
+        status, out = hit(method, path, raw)
+        assert (status, out["error"]["code"], out["error"]["field"]) == (400, "invalid_json", "body"), (path, out)
+
+
+def test_large_but_finite_numbers_still_render(hit: Any) -> None:
+    status, out = hit("POST", "/v1/templates/t/render", f'{{"variables": {{"x": {"9" * 4300}}}}}')
+    assert status == 200 and out["text"] == "9" * 4300, out
+    status, out = hit("POST", "/v1/templates/t/render", '{"variables": {"x": -1.5e308}}')
+    assert status == 200 and out["text"] == "-1.5e+308", out
