@@ -48,6 +48,26 @@ def _send(variables: str) -> str:
     return f'{{"from": "{FROM}", "to": "a@b.test", "template": "t", "variables": {variables}}}'
 
 
+@pytest.mark.parametrize("value", ['"\\ud800"', '"a\\udfffb"', '["\\ud83d"]'])
+def test_a_lone_surrogate_in_a_value_is_a_422_naming_it(hit: Any, value: str) -> None:
+    """JSON's \\uD800 escape decodes to a lone surrogate, which has no UTF-8 form: counting the
+    bytes written raised UnicodeEncodeError (503)."""
+    body = f'{{"x": {value}}}' if not value.startswith("[") else f'{{"x": "ok", "l": {value}}}'
+    template = "/v1/templates/t/render"
+    if value.startswith("["):  # written through a section's {{.}}
+        assert hit("PUT", "/v1/templates/t", '{"html": "{{#l}}{{.}}{{/l}}", "text": null}')[0] == 200
+    status, out = hit("POST", template, f'{{"variables": {body}}}')
+    assert status == 422 and out["error"]["field"] in ("variables.x", "variables.."), out
+    assert "surrogate" in out["error"]["message"]
+    status, out = hit("POST", "/v1/messages", _send(body))
+    assert status == 422 and "surrogate" in out["error"]["message"], out
+    status, out = hit("POST", "/v1/messages/batch", f'{{"messages": [{_send(body)}, {_send(FINE)}]}}')
+    assert status == 200, out
+    first, second = out["results"] if "results" in out else out["messages"]
+    assert first["error"]["code"] == "validation_error" and "surrogate" in first["error"]["message"], first
+    assert "id" in second, second
+
+
 @pytest.mark.parametrize("number", ["1" * 4301, "-" + "9" * 5000, "NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
 def test_a_number_json_cannot_carry_is_invalid_json(hit: Any, number: str) -> None:
     """Python's json.loads accepts NaN and Infinity (not JSON: RFC 8259 §6), reads 1e400 as

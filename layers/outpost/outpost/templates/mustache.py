@@ -35,6 +35,7 @@ Rules (README, "Templates"):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ from ..errors import InvalidRequestError
 MAX_SECTION_PASSES = 10_000  # section passes in one render (all sections, all depths)
 MAX_TAG_CHARS = 256  # from a tag's {{ to its }}
 MAX_SECTION_DEPTH = 16  # sections inside sections
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 
 
@@ -183,6 +185,9 @@ def _text_of(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if _SURROGATE.search(value):  # JSON's \uD800 escape: no UTF-8 form, nothing can write it
+            raise InvalidRequestError(f"variables.{name}: contains a lone surrogate, which is not valid "
+                                      "Unicode", field=f"variables.{name}")
         return value
     if isinstance(value, int | float):
         return json.dumps(value)
