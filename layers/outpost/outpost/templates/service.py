@@ -230,9 +230,7 @@ class TemplateService:
                     out[name] = _wrap(p.layout[name], variables, budget, out[name], html=name == "html")
         html = out.get("html")
         if html:
-            from .css import inline_css
-
-            html = inline_css(html)
+            html = _inline_css(html, budget)
         text = out.get("text")
         if text is None and html:
             from .text import html_to_text
@@ -246,6 +244,19 @@ def _wrap(layout: CompiledPart, variables: Mapping[str, Any], budget: Budget, co
 
     budget.bytes_left += len(content.encode("utf-8"))  # written once already: counted once
     return render_part(layout, variables, budget, html=html, extra={CONTENT: content})
+
+
+def _inline_css(html: str, budget: Budget) -> str:
+    """css-inline, once the bytes it can add are known to fit the message's budget: its time
+    and output grow with rules times the elements they match (css.py inlined_bytes_bound)."""
+    from .css import inline_css, inlined_bytes_bound
+
+    added = inlined_bytes_bound(html)
+    if added > budget.bytes_left:
+        raise InvalidRequestError(f"variables: inlining the template's CSS could add {added} bytes to the html; "
+                                  f"the rendered message would exceed {budget.max_bytes} bytes", field="variables")
+    budget.spend(added)
+    return inline_css(html)
 
 
 def _view(v: TemplateVersion) -> dict[str, Any]:
