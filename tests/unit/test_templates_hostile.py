@@ -81,6 +81,7 @@ def test_a_number_json_cannot_carry_is_invalid_json(hit: Any, number: str) -> No
 
 
 def test_large_but_finite_numbers_still_render(hit: Any) -> None:
+    assert hit("PUT", "/v1/templates/t", '{"subject": "Hi"}')[0] == 200  # 4,300 digits: not a subject
     status, out = hit("POST", "/v1/templates/t/render", f'{{"variables": {{"x": {"9" * 4300}}}}}')
     assert status == 200 and out["text"] == "9" * 4300, out
     status, out = hit("POST", "/v1/templates/t/render", '{"variables": {"x": -1.5e308}}')
@@ -142,3 +143,14 @@ def test_the_css_passes_are_linear_on_hostile_html(shape: str) -> None:
     without_double_quotes_in_css(html)
     inlined_bytes_bound(html + "<style>p{a:b}</style>")
     assert time.perf_counter() - t < 10.0
+
+
+def test_the_preview_refuses_a_subject_the_send_refuses(hit: Any) -> None:
+    """The preview showed a 2,003-character subject (200) that the send then refused (422)."""
+    for path, body in (("/v1/templates/t/render", '{"variables": {"x": "%s"}}'),
+                       ("/v1/messages", _send('{"x": "%s"}'))):
+        status, out = hit("POST", path, body.replace("%s", "a" * 2000))
+        assert (status, out["error"]["field"]) == (422, "variables"), out
+        assert "998" in out["error"]["message"], out
+    status, out = hit("POST", "/v1/templates/t/render", '{"variables": {"x": "%s"}}'.replace("%s", "a" * 995))
+    assert status == 200 and len(out["subject"]) == 998, out

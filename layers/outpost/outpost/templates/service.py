@@ -236,7 +236,11 @@ class TemplateService:
             from .text import html_to_text
 
             text = html_to_text(html)
-        return Rendered(out.get("subject", ""), html or None, text, p.version.alias, p.version.version)
+        subject = out.get("subject", "")
+        if len(subject) > MAX_SUBJECT:  # what a send refuses, the preview refuses too
+            raise InvalidRequestError(f"variables: the rendered subject would be {len(subject)} characters; at "
+                                      f"most {MAX_SUBJECT}", field="variables")
+        return Rendered(subject, html or None, text, p.version.alias, p.version.version)
 
 
 def _wrap(layout: CompiledPart, variables: Mapping[str, Any], budget: Budget, content: str, *, html: bool) -> str:
