@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from outpost.errors import InvalidRequestError, NotFoundError
 from outpost.models import SendRequest, error_field
 from outpost.templates import mustache
+from outpost.templates.css import css_without_double_quotes
 from outpost.templates.mustache import Budget, compile_part, render_part
 from outpost.templates.service import MAX_RENDERED_BYTES, TemplateCache, TemplateService
 from outpost.templates.text import html_to_text
@@ -150,6 +152,46 @@ def test_css_is_inlined_and_link_tags_dropped() -> None:
     assert '<p class="b" style="margin: 0;font-weight: bold;">x</p>' in out["html"]  # specificity order
     assert "<style" not in out["html"] and "<link" not in out["html"]
     assert _render({}, html="<p>no style</p>")["html"] == "<p>no style</p>"  # untouched without <style>
+
+
+class _Attrs(HTMLParser):
+    """Every start tag's attributes, as a browser's tokenizer reads them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+HOSTILE = 'x" onmouseover="alert(1)" y=\'a\' z="'
+
+
+@pytest.mark.parametrize("html", [
+    '<style>.h { background-image: url("{{v}}") }</style><div class="h">x</div>',  # a CSS string
+    "<style>.h { color: red }</style><div class=\"h\" style='background: url({{v}})'>x</div>",  # merged
+    "<style>.h { content: '{{v}}' }</style><div class=\"h\">x</div>",
+    '<style>.h { color: red }</style><div class="h" style="content: \'{{v}}\'">x</div>',
+])
+def test_an_escaped_value_in_css_cannot_break_out_of_the_inlined_style_attribute(html: str) -> None:
+    """css-inline 0.11 writes the declarations it inlines into style="..." as they are: a `"` in
+    CSS (a url("..."), a string, or an HTML-escaped value decoded from a style attribute) ended
+    the attribute, and a variable's spaces then wrote attributes of their own."""
+    out = _render({"v": HOSTILE}, html=html)["html"]
+    (tag, attrs), = [t for t in _Attrs(out).tags if t[0] == "div"]
+    assert set(attrs) == {"class", "style"}, out  # no onmouseover, y or z
+    assert "alert(1)" in (attrs["style"] or ""), out  # the value stays inside the style
+
+
+@pytest.mark.parametrize(("css", "expected"), [
+    ('a:"x"', "a:'x'"), ('a:"it\'s"', r"a:'it\27 s'"), (r'a:"q\"q"', r"a:'q\22 q'"), (r'a:"x\\"', r"a:'x\\'"),
+    ('a:"open', "a:'open"), (r"a:'x\"y'", r"a:'x\22 y'"), ("a:'x\"y'", r"a:'x\22 y'"),
+    ('/* " */b:"c"', "/* ' */b:'c'"), (r'a\"b', r"a\22 b"), ("a:'b'", "a:'b'"),
+])
+def test_css_is_rewritten_without_a_double_quote_and_reads_the_same(css: str, expected: str) -> None:
+    assert css_without_double_quotes(css) == expected
 
 
 # ---- versions and the batch cache ------------------------------------------------------------------

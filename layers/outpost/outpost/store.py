@@ -2000,6 +2000,8 @@ class TemplateStore:
         return TemplateHead.from_dict(codec().plain(r["Item"])) if "Item" in r else None
 
     def version(self, alias: str, version: int) -> TemplateVersion | None:
+        if not 0 < version < 10**10:  # the key holds 10 digits: none such (a longer key is a 400)
+            return None
         r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key={
             "pk": {"S": self._TPL + alias}, "sk": {"S": f"{self._V}{version:010d}"}})
         return TemplateVersion.from_dict(codec().plain(r["Item"])) if "Item" in r else None

@@ -67,6 +67,7 @@ from ..models import (
 from .auth import SCOPES, KeyRing, Principal, ThrottledError
 from .contract import ADDRESS, DOMAIN, declare
 from .events import EventList, EventsApi
+from .jsonbody import loads_body
 from .service import QueryService, SendService
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
               templates: TemplateService | None = None) -> APIGatewayRestResolver:
     """The resolver: error handlers, the routes by resource (each naming the scope it needs),
     HEAD beside every GET, and the gate every request meets first."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=loads_body)  # api/jsonbody.py
     needs = Scopes(keys)
     _add_error_handlers(app)
     _add_message_routes(app, needs, sender, queries)

@@ -230,13 +230,17 @@ class TemplateService:
                     out[name] = _wrap(p.layout[name], variables, budget, out[name], html=name == "html")
         html = out.get("html")
         if html:
-            html = inline_css(html)
+            html = _inline_css(html, budget)
         text = out.get("text")
         if text is None and html:
             from .text import html_to_text
 
             text = html_to_text(html)
-        return Rendered(out.get("subject", ""), html or None, text, p.version.alias, p.version.version)
+        subject = out.get("subject", "")
+        if len(subject) > MAX_SUBJECT:  # what a send refuses, the preview refuses too
+            raise InvalidRequestError(f"variables: the rendered subject would be {len(subject)} characters; at "
+                                      f"most {MAX_SUBJECT}", field="variables")
+        return Rendered(subject, html or None, text, p.version.alias, p.version.version)
 
 
 def _wrap(layout: CompiledPart, variables: Mapping[str, Any], budget: Budget, content: str, *, html: bool) -> str:
@@ -246,16 +250,17 @@ def _wrap(layout: CompiledPart, variables: Mapping[str, Any], budget: Budget, co
     return render_part(layout, variables, budget, html=html, extra={CONTENT: content})
 
 
-def inline_css(html: str) -> str:
-    """<style> rules into style attributes (css-inline); <link> stylesheets are dropped, never
-    fetched (remote loading off: no request leaves for a URL a template names). HTML without
-    <style> or <link> is returned as it is."""
-    lowered = html.lower()
-    if "<style" not in lowered and "<link" not in lowered:
-        return html
-    import css_inline
+def _inline_css(html: str, budget: Budget) -> str:
+    """css-inline, once the bytes it can add are known to fit the message's budget: its time
+    and output grow with rules times the elements they match (css.py inlined_bytes_bound)."""
+    from .css import inline_css, inlined_bytes_bound
 
-    return str(css_inline.CSSInliner(load_remote_stylesheets=False).inline(html))
+    added = inlined_bytes_bound(html)
+    if added > budget.bytes_left:
+        raise InvalidRequestError(f"variables: inlining the template's CSS could add {added} bytes to the html; "
+                                  f"the rendered message would exceed {budget.max_bytes} bytes", field="variables")
+    budget.spend(added)
+    return inline_css(html)
 
 
 def _view(v: TemplateVersion) -> dict[str, Any]:
