@@ -69,3 +69,42 @@ def test_a_batch_whose_take_back_fails_answers_every_item_and_sends_each_once() 
     assert [r["status"] for r in out["results"]] == [202, 202]
     ids = sorted(r["id"] for r in out["results"])
     assert sorted(_rescued(store, clock)) == ids
+
+
+class _Invocation:
+    """Lambda's context for a batch: the time left falls by `per_call` ms at each reading."""
+
+    def __init__(self, left_ms: int, per_call: int) -> None:
+        self.left, self.per_call = left_ms, per_call
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.left -= self.per_call
+        return self.left
+
+
+def test_a_batch_running_out_of_time_answers_the_rest_503_and_queues_what_it_stored() -> None:
+    """Past BATCH_RESERVE seconds left, no message is started: each is answered 503 at its index
+    (send it again), never half-done by the function's timeout, which would answer the caller a
+    504 after storing and queueing part of the batch (a retry then sends those twice)."""
+    from outpost.api.service import BATCH_RESERVE
+
+    clock, store = FakeClock(), FakeMessages()
+    api, jobs = _api(store, clock)
+    # 30 messages; the time left crosses the reserve after about 10 readings.
+    context = _Invocation(int(BATCH_RESERVE * 1000) + 10_000, 1_000)
+    out, _ = api.send_batch([_body(i) for i in range(30)], context=context)
+    statuses = [r["status"] for r in out["results"]]
+    accepted = [r for r in out["results"] if r["status"] == 202]
+    assert 0 < len(accepted) < 30 and set(statuses) == {202, 503}, statuses
+    late = [r for r in out["results"] if r["status"] == 503]
+    assert all(r["error"]["code"] == "temporarily_unavailable" and "time" in r["error"]["message"] for r in late)
+    assert sorted(j.message_id for j, _ in jobs.sent) == sorted(r["id"] for r in accepted)  # queued, once
+    assert len(store.messages) == len(accepted)  # nothing stored for the late ones
+    assert (out["accepted"], out["rejected"]) == (len(accepted), 30 - len(accepted))
+
+
+def test_a_batch_with_time_to_spare_is_not_cut() -> None:
+    clock, store = FakeClock(), FakeMessages()
+    api, _ = _api(store, clock)
+    out, _ = api.send_batch([_body(i) for i in range(30)], context=_Invocation(60_000, 1))
+    assert [r["status"] for r in out["results"]] == [202] * 30

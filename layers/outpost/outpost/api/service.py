@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
 BATCH_WORKERS = 16
+BATCH_RESERVE = 3.0  # seconds a batch keeps to queue what it stored, and take back what it could not
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
 # A list request's budget (GET /v1/messages, /v1/bounces, /v1/suppressions): DynamoDB queries,
@@ -103,7 +104,7 @@ class SendService:
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda: self._batch(messages, principal), context)
+                                lambda: self._batch(messages, principal, _out_of_time(context)), context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
                     body: Any, work: Callable[[], dict], context: Any) -> tuple[dict, bool]:
@@ -354,31 +355,40 @@ class SendService:
         return {"id": message_id, "recipients": [
             {"address": r.address, "status": r.state.value} for r in recipients]}
 
-    def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None) -> dict:
+    def _batch_item(self, i: int, body: Any, principal: Principal | None, memo: dict,
+                    templates: TemplateCache | None) -> dict:
+        try:
+            req = SendRequest.model_validate(body)
+        except ValidationError as exc:
+            field, msg = error_field(exc)
+            return {"index": i, "status": 422,
+                    "error": {"code": "validation_error", "message": msg,
+                              "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
+        try:
+            out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates)
+        except ApiError as exc:
+            # As the single send answers it (routes.py): a InvalidRequestError is a 422.
+            status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
+            return {"index": i, "status": status,
+                    "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
+        except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
+            log.exception("batch item failed", extra={"index": i})
+            return {"index": i, "status": 503,
+                    "error": {"code": "temporarily_unavailable",
+                              "message": "the message could not be stored; retry it", "field": None}}
+        return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
+
+    def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
+               out_of_time: Callable[[], bool] = lambda: False) -> dict:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
         templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
         def one(i: int, body: Any) -> dict:
-            try:
-                req = SendRequest.model_validate(body)
-            except ValidationError as exc:
-                field, msg = error_field(exc)
-                return {"index": i, "status": 422,
-                        "error": {"code": "validation_error", "message": msg,
-                                  "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
-            try:
-                out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates)
-            except ApiError as exc:
-                # As the single send answers it (routes.py): a InvalidRequestError is a 422.
-                status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
-                return {"index": i, "status": status,
-                        "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
-            except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
-                log.exception("batch item failed", extra={"index": i})
-                return {"index": i, "status": 503,
-                        "error": {"code": "temporarily_unavailable",
-                                  "message": "the message could not be stored; retry it", "field": None}}
-            return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
+            if out_of_time():  # not started: never half-done by a timeout (see _out_of_time)
+                return {"index": i, "status": 503, "error": {
+                    "code": "temporarily_unavailable", "field": None,
+                    "message": "the batch ran out of time before this message; send it again"}}
+            return self._batch_item(i, body, principal, memo, templates)
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
             results = list(pool.map(one, range(len(messages)), messages))
@@ -415,6 +425,18 @@ class SendService:
     def cancel(self, message_id: str, principal: Principal | None = None) -> dict:
         """POST /v1/messages/{id}/cancel: scheduled, queued and deferred recipients -> canceled."""
         return cancel_message(self.store, message_id, principal, self.clock)
+
+
+def _out_of_time(context: Any) -> Callable[[], bool]:
+    """True once the invocation has less than BATCH_RESERVE seconds left. A batch that ran into
+    the function's timeout would have stored and queued some messages while its caller got a
+    504 and sent them all again; instead, the messages not started by then are answered 503 at
+    their index (as a store failure is), and the time left queues what was stored. Outside
+    Lambda (no context), never."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return lambda: False
+    return lambda: remaining() < BATCH_RESERVE * 1000
 
 
 class QueryService:
