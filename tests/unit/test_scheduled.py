@@ -405,3 +405,15 @@ def test_a_template_send_with_send_at_is_scheduled_with_the_rendered_bodies() ->
     stored = store.load(out["id"])
     assert stored is not None and stored.meta.send_at == clock() + HOUR
     assert stored.meta.template == "reset" and stored.meta.subject == "Hi Alice"
+
+
+def test_the_default_retention_keeps_a_30_day_schedule_with_the_longest_lifetime() -> None:
+    """The issue's 30 days ahead, with the deployment's defaults (RetentionDays 45)."""
+    from outpost.config import SQS_MAX_RETENTION, Settings
+
+    clock = FakeClock()
+    api, _ = _api(clock, retention_days=Settings().retention_days)
+    for lifetime in (None, SQS_MAX_RETENTION):
+        extra = {} if lifetime is None else {"expires_in": lifetime}
+        out = api.send_one(SendRequest.model_validate(_body(iso(clock() + MAX_SCHEDULE), **extra)))
+        assert out["recipients"][0]["status"] == "scheduled", lifetime

@@ -99,7 +99,7 @@ class Settings:
     # bytes of a stored request (deflated) kept in DynamoDB; larger go to S3. 6,300: where an
     # S3 PUT + GET costs what the bytes cost in DynamoDB (bench/cost_model.py, inline_break_even)
     inline_body_limit: int = 6_300
-    retention_days: int = 30
+    retention_days: int = 45  # template.yaml RetentionDays
     inbound_ses_prefix: str = "inbound/ses/"
     # ---- send API (issue 5) ----
     idempotency_table: str = "outpost-idempotency"
