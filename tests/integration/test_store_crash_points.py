@@ -9,6 +9,7 @@ only copy."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from typing import Any
 
@@ -16,11 +17,14 @@ import pytest
 from sender_rig import Rig
 
 from outpost.api.service import QueryService, SendService
+from outpost.clock import iso
+from outpost.delivery.service import DeliveryService
 from outpost.errors import NotFoundError
 from outpost.models import QueueJob, SendRequest
 from outpost.store import UNCOMMITTED_AGE, MessageStore
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.dynamodb_local import ENGINE_LOCAL
+from outpost_local.mx import Behaviour
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -162,3 +166,106 @@ def test_a_take_back_that_deletes_the_meta_is_a_503_and_its_recipients_go(engine
         QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(left.pop())
     _sweep_and_deliver(rig)
     _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
+
+
+# ---- the claim without moving due_at (issue 15 item 4), start_scheduled and cancel -------------------
+
+
+class SweepAndRedeliverDuringData(Behaviour):
+    """While the first transaction's DATA is in progress (its lease running): a sweeper whose
+    clock runs `skew` seconds ahead sweeps, and a second sender container runs every job it
+    queued plus a redelivery of the API's job, in their own thread and event loop. What they
+    delivered shows at the same MX."""
+
+    def __init__(self, rig: Rig, other: DeliveryService, job: QueueJob, skew: float) -> None:
+        self.rig, self.other, self.job, self.skew, self.done = rig, other, job, skew, False
+        self.overdue = 0
+
+    def _meanwhile(self) -> None:
+        rig = self.rig
+        skewed = Sweeper(store=rig.store, queue=rig.queue, clock=lambda: rig.clock() + self.skew)
+        before = len(rig.queue.sent)
+        self.overdue = skewed.sweep().overdue
+        jobs = [j for j, _ in rig.queue.sent[before:]] + [self.job]
+        self.other.handle_sqs_event({"Records": [{"messageId": f"x{i}", "body": j.model_dump_json(exclude_none=True)}
+                                                 for i, j in enumerate(jobs)]}, lambda: 300_000)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | None:
+        if not self.done:
+            self.done = True
+            await asyncio.to_thread(self._meanwhile)
+        return None
+
+
+def test_a_skewed_sweeper_and_a_redelivery_during_a_transaction_send_nothing_more(engine: Rig) -> None:
+    """The claim leaves due_at at the creation time, so the due index says "overdue" for a
+    recipient in a transaction; a sweeper 2,000 s ahead of the sender's clock (past the grace
+    and past the lease) queues a rescue job, and a redelivered copy of the API's job runs in
+    another container at the same time. Only the claim decides (its condition is read on the
+    claimer's clock, in the store): the MX gets one copy. (Checked: with pick_due's lease
+    check and the claim's lease condition both removed, the MX gets two; either alone holds.)"""
+    rig = engine
+    mid = rig.send("one@skew.test")
+    api_job = rig.queue.sent[-1][0]
+    first = rig.service
+    other = rig.build()
+    rig.service = first
+    meanwhile = SweepAndRedeliverDuringData(rig, other, api_job, skew=2000.0)
+    mx = rig.mx("skew.test", 3, meanwhile)
+    rig.run_jobs([api_job])
+    assert meanwhile.done and meanwhile.overdue == 1  # the skewed sweeper did queue a rescue
+    assert [r.rcpt_tos for r in mx.received] == [["one@skew.test"]]
+    assert rig.rcpt(mid)["state"] == "delivered"
+
+
+def test_a_run_killed_after_its_claim_is_sent_once_when_the_lease_is_over(engine: Rig) -> None:
+    """Killed after the claim (the lease written, due_at left at creation): the sweeper leaves
+    it while the lease runs, a redelivery meanwhile sends nothing, and after the lease the
+    rescue sends it once."""
+    rig = engine
+    mx = rig.mx("claim.test", 4)
+    mid = rig.send("a@claim.test", "b@claim.test")
+    api_job = rig.queue.sent[-1][0]
+    lease = 930.0  # the API function's longest invocation plus LEASE_MARGIN
+    assert rig.store.claim(mid, 0, rig.clock(), lease) and rig.store.claim(mid, 1, rig.clock(), lease)
+    sweeper = Sweeper(store=rig.store, queue=rig.queue, clock=rig.clock)
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert sweeper.sweep().overdue == 0  # the lease is still running
+    rig.run_jobs([api_job])  # SQS redelivers the killed run's job: leased elsewhere, nothing sent
+    assert mx.received == []
+    rig.clock.advance(lease)
+    rig.run_jobs([j for j, _ in rig.queue.sent if j.message_id == mid][-1:])
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == ["a@claim.test", "b@claim.test"]
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered", "delivered"]
+
+
+def test_a_run_killed_after_starting_scheduled_recipients_sends_them_once(engine: Rig) -> None:
+    rig = engine
+    mx = rig.mx("sched.test", 5)
+    at = rig.clock() + 120
+    mid = rig.send("a@sched.test", "b@sched.test", send_at=iso(at))
+    job = rig.queue.sent[-1][0]
+    rig.clock.advance(121)
+    assert rig.store.start_scheduled(mid, 0, rig.clock())  # killed here: one started, no claim
+    rig.run_jobs([job])  # redelivered
+    rig.run_jobs([job])  # and again
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == ["a@sched.test", "b@sched.test"]
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered", "delivered"]
+
+
+def test_a_cancel_killed_part_way_then_retried_cancels_all_and_sends_nothing(engine: Rig) -> None:
+    rig = engine
+    mx = rig.mx("cancel.test", 6)
+    at = rig.clock() + 120
+    mid = rig.send("a@cancel.test", "b@cancel.test", "c@cancel.test", send_at=iso(at))
+    job = rig.queue.sent[-1][0]
+    assert rig.store.cancel(mid, 1, rig.clock())  # killed after its first write
+    out = rig.api.cancel(mid)
+    assert [r["status"] for r in out["recipients"]] == ["canceled"] * 3
+    rig.clock.advance(121)
+    rig.run_jobs([job])
+    _sweep_and_deliver(rig)
+    assert mx.received == []
+    assert [r["state"] for r in rig.rcpts(mid)] == ["canceled"] * 3
