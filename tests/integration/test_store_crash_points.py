@@ -21,7 +21,7 @@ from outpost.clock import iso
 from outpost.delivery.service import DeliveryService
 from outpost.errors import NotFoundError
 from outpost.models import QueueJob, SendRequest
-from outpost.store import UNCOMMITTED_AGE, MessageStore
+from outpost.store import UNCOMMITTED_AGE, JobQueue, MessageStore
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.dynamodb_local import ENGINE_LOCAL
 from outpost_local.mx import Behaviour
@@ -269,3 +269,52 @@ def test_a_cancel_killed_part_way_then_retried_cancels_all_and_sends_nothing(eng
     _sweep_and_deliver(rig)
     assert mx.received == []
     assert [r["state"] for r in rig.rcpts(mid)] == ["canceled"] * 3
+
+
+# ---- a batch whose enqueue fails part way ---------------------------------------------------------------
+
+
+class SqsFailingAtCall:
+    """The rig's SQS client; the `at`th SendMessageBatch raises (SQS throttling past botocore's
+    retries), after `meanwhile` ran the jobs already queued, as a sender picks them up within
+    its batching window while the API is still queueing the rest."""
+
+    def __init__(self, real: Any, at: int, meanwhile: Any) -> None:
+        self.real, self.at, self.meanwhile, self.calls = real, at, meanwhile, 0
+        self.queued: list[QueueJob] = []
+
+    def send_message_batch(self, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.at:
+            self.meanwhile(list(self.queued))
+            raise RuntimeError("ThrottlingException: too many requests")
+        r = self.real.send_message_batch(**kw)
+        self.queued += [QueueJob.model_validate_json(e["MessageBody"]) for e in kw["Entries"]]
+        return r
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_batch_whose_enqueue_fails_part_way_answers_what_was_queued(engine: Rig) -> None:
+    """15 messages are two SendMessageBatch calls; the second fails. The first ten jobs are
+    on the queue, and a sender runs them at once. Before s16e, send_many raised and the API
+    took back all 15 (503 each), deleting ten messages the MX had already received: the
+    client's retry sent them twice, and their delivered records were gone."""
+    rig = engine
+    mx = rig.mx("batch.test", 7)
+    sqs = SqsFailingAtCall(rig.queue.sqs, 2, lambda jobs: rig.run_jobs(jobs))
+    api = SendService(store=rig.store, suppressions=rig.suppressions, queue=JobQueue(sqs, rig.queue.url),
+                      domains=rig.api.domains, clock=rig.clock)
+    to = [f"b{i}@batch.test" for i in range(15)]
+    out, _ = api.send_batch([{"from": "app@sender.test", "to": a, "subject": "batch", "text": "Hi.\n"} for a in to])
+    assert sqs.calls == 2 and len(sqs.queued) == 10
+    _sweep_and_deliver(rig)
+    got = [a for r in mx.received for a in r.rcpt_tos]
+    for a, r in zip(to, out["results"], strict=True):
+        if r["status"] == 202:
+            assert got.count(a) == 1, (a, r)  # accepted: delivered exactly once
+            assert rig.rcpt(r["id"])["state"] == "delivered"
+        else:
+            assert r["status"] == 503 and got.count(a) == 0, (a, r)  # the retry is the only copy
+    assert [r["status"] for r in out["results"]] == [202] * 10 + [503] * 5
