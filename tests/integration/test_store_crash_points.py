@@ -20,8 +20,9 @@ from outpost.api.service import QueryService, SendService
 from outpost.clock import iso
 from outpost.delivery.service import DeliveryService
 from outpost.errors import NotFoundError
+from outpost.events.service import EventService
 from outpost.models import QueueJob, SendRequest
-from outpost.store import UNCOMMITTED_AGE, JobQueue, MessageStore
+from outpost.store import UNCOMMITTED_AGE, EventLogStore, JobQueue, MessageStore, recipient_change
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.dynamodb_local import ENGINE_LOCAL
 from outpost_local.mx import Behaviour
@@ -318,3 +319,67 @@ def test_a_batch_whose_enqueue_fails_part_way_answers_what_was_queued(engine: Ri
         else:
             assert r["status"] == 503 and got.count(a) == 0, (a, r)  # the retry is the only copy
     assert [r["status"] for r in out["results"]] == [202] * 10 + [503] * 5
+
+
+# ---- events of a create that never committed ------------------------------------------------------------
+
+
+def _stream_records(rig: Rig, mid: str) -> list[dict]:
+    """MessagesTable's real stream (DynamoDB Local), this message's records, in order."""
+    import boto3
+
+    arn = rig.store.ddb.describe_table(TableName=rig.store.table)["Table"]["LatestStreamArn"]
+    streams = boto3.client("dynamodbstreams", endpoint_url=rig.aws.dynamodb_endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    out: list[dict] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            page = streams.get_records(ShardIterator=it, Limit=1000)
+            out += [r for r in page["Records"] if f"MSG#{mid}" in str(r["dynamodb"]["Keys"])]
+            it = page.get("NextShardIterator") if page["Records"] else None
+    return out
+
+
+def _events(rig: Rig, records: list[dict]) -> list[tuple[str, str]]:
+    """What the events function publishes for these records, built as bootstrap builds it."""
+    log = EventLogStore(rig.store.ddb, rig.store.table, rig.store)
+    svc = EventService(changes=recipient_change, tags=log.tags_of, sinks=[], gone=rig.store.recipients_gone)
+    return [(e.type, e.recipient) for _, e in svc.events_of(records)]
+
+
+def test_a_create_taken_back_publishes_no_event(engine: Rig) -> None:
+    """The META put fails (throttled): the API answers 503 and the create takes its
+    recipients back. Before s16e the events function still published `message.queued` for
+    each (to the event log, EventBridge and every webhook) for a message that 404s."""
+    from test_store_create_crash import FailingDdb, _send_through, _throttled
+
+    rig = engine
+    mid = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, 4, _throttled()))
+    records = _stream_records(rig, mid)
+    assert [r["eventName"] for r in records] == ["INSERT"] * 3 + ["REMOVE"] * 3
+    assert _events(rig, records) == []
+
+
+def test_a_take_back_after_a_failed_enqueue_publishes_no_event(engine: Rig) -> None:
+    rig = engine
+    status, _ = _answer(_api(rig, rig.store.ddb), ["e0@events.test", "e1@events.test"])
+    assert status == 503
+    mid = next(iter(str(r["dynamodb"]["Keys"]["pk"]["S"]).removeprefix("MSG#") for r in _stream_records(rig, "")
+                    if "e0@events.test" in str(r["dynamodb"].get("NewImage", {}))))
+    assert _events(rig, _stream_records(rig, mid)) == []
+
+
+def test_a_committed_create_and_one_whose_meta_is_late_keep_their_events(engine: Rig) -> None:
+    """The events of a message the API accepted are all there; so are those of a create
+    still running (its recipients put, its META not yet: the stream can be read in between)."""
+    rig = engine
+    mid = rig.send("q0@events.test", "q1@events.test")
+    assert _events(rig, _stream_records(rig, mid)) == [("message.queued", "q0@events.test"),
+                                                       ("message.queued", "q1@events.test")]
+    from test_store_create_crash import FailingDdb, Killed, _send_through
+
+    late = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, 4, Killed()))
+    assert _events(rig, _stream_records(rig, late)) == [("message.queued", a)
+                                                        for a in ("a@crash.test", "b@crash.test", "c@crash.test")]

@@ -1072,6 +1072,22 @@ class MessageStore:
                            sk_from=("sk", "EVENT#"), limit=limit).items
         return [SuppressionEvent.from_dict(i, address=address) for i in items]
 
+    def recipients_gone(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (message id, index) recipients no longer exist: one consistent
+        BatchGetItem of their keys per 100. The events function asks it about new recipients
+        whose message has no META item (events/service.py)."""
+        wanted = sorted(set(keys))
+        out = set(wanted)
+        for i in range(0, len(wanted), 100):
+            request = {self.table: {"Keys": [{"pk": {"S": _MSG + m}, "sk": {"S": rcpt_sk(n)}}
+                                             for m, n in wanted[i:i + 100]],
+                                    "ProjectionExpression": "pk, sk", "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    out.discard((_message_id(codec().plain(it)), int(it["sk"]["S"].removeprefix("RCPT#"))))
+        return out
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
