@@ -366,7 +366,7 @@ def event_service() -> EventService:
     from .telemetry import metrics
 
     return EventService(changes=recipient_change, tags=event_log().tags_of, sinks=event_sinks(),
-                        count=metrics().count)
+                        count=metrics().count, gone=message_store().recipients_gone)
 
 
 def reset() -> None:

@@ -497,13 +497,17 @@ class MessageStore:
             self._take_back(message_id, stale)
 
     def discard(self, message_id: str, recipient_count: int) -> None:
-        """Delete a message that was stored but could not be queued (the caller got an error)."""
-        keys = [{"pk": {"S": _MSG + message_id}, "sk": {"S": sk}}
-                for sk in [_META, *(rcpt_sk(i) for i in range(recipient_count))]]
-        for i in range(0, len(keys), 25):
-            request = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]}
-            retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), request,
-                              "UnprocessedItems", sleep=self.sleep)
+        """Delete a message that was stored but could not be queued (the caller got an error).
+        The META item goes first, alone: it is the commit point (`create`), so this raises only
+        while the message is still whole, and the caller's "kept for the sweeper" is then true.
+        Its recipients follow, best effort: any left have no META, and `load` deletes them
+        later (s16e: in one batch with them, a META deleted beside a recipient left behind was
+        answered 202 and never sent). BatchWriteItem, as the rest: SMTP submission's role has
+        no DeleteItem."""
+        meta = {self.table: [{"DeleteRequest": {"Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": _META}}}}]}
+        retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), meta, "UnprocessedItems",
+                          sleep=self.sleep)
+        self._take_back(message_id, [rcpt_sk(i) for i in range(recipient_count)])
 
     def load_request(self, meta: Message) -> StoredRequest:
         """The request stored with the message (inline, or in S3 for a large one)."""
@@ -1068,6 +1072,22 @@ class MessageStore:
                            sk_from=("sk", "EVENT#"), limit=limit).items
         return [SuppressionEvent.from_dict(i, address=address) for i in items]
 
+    def recipients_gone(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (message id, index) recipients no longer exist: one consistent
+        BatchGetItem of their keys per 100. The events function asks it about new recipients
+        whose message has no META item (events/service.py)."""
+        wanted = sorted(set(keys))
+        out = set(wanted)
+        for i in range(0, len(wanted), 100):
+            request = {self.table: {"Keys": [{"pk": {"S": _MSG + m}, "sk": {"S": rcpt_sk(n)}}
+                                             for m, n in wanted[i:i + 100]],
+                                    "ProjectionExpression": "pk, sk", "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    out.discard((_message_id(codec().plain(it)), int(it["sk"]["S"].removeprefix("RCPT#"))))
+        return out
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
@@ -1260,13 +1280,20 @@ class JobQueue:
                               DelaySeconds=max(0, min(self.MAX_DELAY, int(delay))))
 
     def send_many(self, jobs: list[QueueJob]) -> list[str]:
-        """Enqueue jobs ten per SendMessageBatch call; returns the message ids that failed."""
+        """Enqueue jobs ten per SendMessageBatch call; returns the message ids that failed. A
+        call that raises fails its chunk and every later one (not tried: the queue is refusing,
+        and the caller's time is short), never the chunks already queued: a sender may have
+        run those already, so taking them back would answer 503 for mail sent (s16e)."""
         failed: list[str] = []
         for i in range(0, len(jobs), 10):
             chunk = jobs[i:i + 10]
-            r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)}
-                for n, j in enumerate(chunk)])
+            try:
+                r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
+                    {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)}
+                    for n, j in enumerate(chunk)])
+            except Exception:  # noqa: BLE001 - reported as failed ids, taken back by the caller
+                log.exception("enqueue failed", extra={"jobs": len(jobs) - i})
+                return failed + [j.message_id for j in jobs[i:]]
             failed.extend(chunk[int(f["Id"])].message_id for f in r.get("Failed", []))
         return failed
 

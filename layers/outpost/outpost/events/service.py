@@ -30,13 +30,16 @@ Change = tuple[Recipient | None, Recipient | None]
 
 class EventService:
     """Stream records to events to sinks. `changes` reads a record's `dynamodb` part (None:
-    not a recipient item), `tags` the tags of messages by id (both the store's)."""
+    not a recipient item), `tags` the tags of messages by id, `gone` which recipients no
+    longer exist (all three the store's; without `gone`, nothing is left out)."""
 
     def __init__(self, *, changes: Callable[[Mapping[str, Any]], Change | None],
                  tags: Callable[[Iterable[str]], Mapping[str, Mapping[str, str]]],
-                 sinks: Sequence[EventSink], count: Callable[[str, int], None] | None = None) -> None:
+                 sinks: Sequence[EventSink], count: Callable[[str, int], None] | None = None,
+                 gone: Callable[[Iterable[tuple[str, int]]], set[tuple[str, int]]] | None = None) -> None:
         self.changes, self.tags, self.sinks = changes, tags, list(sinks)
         self.count = count or (lambda name, n: None)
+        self.gone = gone
 
     def events_of(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Event]]:
         """(sequence number, event) for each record that is a recipient state change, in order."""
@@ -47,12 +50,28 @@ class EventService:
             if change is not None and is_event(*change):
                 found.append((str(ddb.get("SequenceNumber", "")), change))
         tags = self.tags({new.message_id for _, (_, new) in found if new is not None}) if found else {}
+        found = self._committed(found, tags)
         out = []
         for seq, (old, new) in found:
             ev = event_for(old, new, tags.get(new.message_id) if new is not None else None)
             if ev is not None:
                 out.append((seq, ev))
         return out
+
+    def _committed(self, found: list[tuple[str, Change]], tags: Mapping[str, Any]) -> list[tuple[str, Change]]:
+        """Leave out new recipients of a create that never committed (s16e): no META item (no
+        tags read) and the recipient already deleted, by the create's take-back after a failed
+        put or the API's discard after a failed enqueue (the client got a 503). Their
+        `message.queued` went to every sink for a message that 404s and never ends. One whose
+        META is only late (the create still running) still exists, so it keeps its event; one
+        killed between its puts keeps it until deleted (store.UNCOMMITTED_AGE): see README."""
+        new = {(n.message_id, n.index) for _, (o, n) in found if o is None and n is not None
+               and n.message_id not in tags}
+        if not new or self.gone is None:
+            return found
+        gone = self.gone(new)
+        return [(seq, (o, n)) for seq, (o, n) in found
+                if not (o is None and n is not None and (n.message_id, n.index) in gone)]
 
     def publish(self, events: Sequence[Event]) -> None:
         """Every sink in order (the log first); the first failure raises."""

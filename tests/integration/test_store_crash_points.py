@@ -1,0 +1,385 @@
+"""An attacker's pass over the store's durability (s16e): crash and failure points after the
+create (the take-back of a message that could not be queued), against DynamoDB Local with the
+real send API service, the real sender, the sweeper and a real MX (sender_rig).
+
+The promise checked: whatever the API answers is true. A 202 means every recipient reaches a
+final state and the MX receives the message exactly once (the sweeper's job sends it when the
+API's job was never queued); a 503 means nothing is ever sent, so the client's retry is the
+only copy."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any
+
+import pytest
+from sender_rig import Rig
+
+from outpost.api.service import QueryService, SendService
+from outpost.clock import iso
+from outpost.delivery.service import DeliveryService
+from outpost.errors import NotFoundError
+from outpost.events.service import EventService
+from outpost.models import QueueJob, SendRequest
+from outpost.store import UNCOMMITTED_AGE, EventLogStore, JobQueue, MessageStore, recipient_change
+from outpost.sweeper import SWEEP_GRACE, Sweeper
+from outpost_local.dynamodb_local import ENGINE_LOCAL
+from outpost_local.mx import Behaviour
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class RefusingQueue:
+    """SQS refusing the API's job (the enqueue after the create fails)."""
+
+    def send(self, job: QueueJob, delay: float = 0) -> None:
+        raise RuntimeError("SQS is unavailable")
+
+    def send_many(self, jobs: list[QueueJob]) -> list[str]:
+        raise RuntimeError("SQS is unavailable")
+
+
+class PartialDeletes:
+    """The rig's DynamoDB client; its deletes of the table's items fail part way: `keep`
+    names the sort keys DynamoDB never processes (left in UnprocessedItems, as under
+    throttling), and `fail_call` the BatchWriteItem call (1-based) that raises instead."""
+
+    def __init__(self, real: Any, table: str, *, keep: tuple[str, ...] = (), fail_call: int = 0) -> None:
+        self.real, self.table, self.keep = real, table, keep
+        self.fail_call, self.calls = fail_call, 0
+
+    def batch_write_item(self, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_call:
+            raise RuntimeError("connection reset")
+        reqs = kw["RequestItems"].get(self.table, [])
+        kept = [r for r in reqs if "DeleteRequest" in r and r["DeleteRequest"]["Key"]["sk"]["S"] in self.keep]
+        done = [r for r in reqs if r not in kept]
+        if done:
+            self.real.batch_write_item(RequestItems={self.table: done})
+        return {"UnprocessedItems": {self.table: kept} if kept else {}}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.fixture(name="engine")
+def engine_fixture(rig: Rig) -> Rig:
+    if shutil.which("java") is None:
+        pytest.skip("no Java: DynamoDB Local cannot run")
+    assert rig.aws.dynamodb_engine == ENGINE_LOCAL, rig.aws.dynamodb_engine_reason
+    rig.store.clock = rig.clock  # the uncommitted age is measured on the rig's clock
+    return rig
+
+
+def _api(rig: Rig, ddb: Any) -> SendService:
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock,
+                         sleep=lambda s: None)
+    return SendService(store=store, suppressions=rig.suppressions, queue=RefusingQueue(),  # type: ignore[arg-type]
+                       domains=rig.api.domains, clock=rig.clock)
+
+
+def _request(to: list[str]) -> SendRequest:
+    return SendRequest.model_validate({"from": "App <app@sender.test>", "to": to, "subject": "take back",
+                                       "text": "Hello.\n"})
+
+
+def _sweep_and_deliver(rig: Rig, rounds: int = 2) -> None:
+    """What runs after the API answered: the sweeper past its grace (twice, as after
+    UNCOMMITTED_AGE), each job it queues run by the real sender."""
+    sweeper = Sweeper(store=rig.store, queue=rig.queue, clock=rig.clock)
+    for _ in range(rounds):
+        rig.clock.advance(max(SWEEP_GRACE, UNCOMMITTED_AGE) + 1)
+        before = len(rig.queue.sent)
+        sweeper.sweep()
+        jobs = [job for job, _ in rig.queue.sent[before:]]
+        if jobs:
+            rig.run_jobs(jobs)
+
+
+def _answer(api: SendService, to: list[str]) -> tuple[int, str | None]:
+    try:
+        return 202, str(api.send_one(_request(to))["id"])
+    except Exception:  # noqa: BLE001 - the route answers any other failure 503
+        return 503, None
+
+
+def _mids(rig: Rig, to: list[str]) -> set[str]:
+    return {r.message_id for a in to for r in rig.store.messages_to(a).items}
+
+
+def _check_the_answer_holds(rig: Rig, status: int, mid: str | None, to: list[str], got: list[str]) -> None:
+    if status == 202:
+        assert mid is not None
+        assert sorted(got) == sorted(to)  # every recipient, exactly once
+        view = QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(mid)
+        assert {r["state"] for r in view["recipients"]} == {"delivered"}
+    else:
+        assert got == []  # not accepted: never sent (the client's retry is the only copy)
+        assert _mids(rig, to) == set()  # and nothing is left in the lists
+
+
+@pytest.mark.parametrize("case", ["second-batch-raises", "recipients-unprocessed"])
+def test_a_take_back_that_fails_part_way_answers_what_happens(engine: Rig, case: str) -> None:
+    """The enqueue fails, so the API takes the message back (store.discard); that fails part
+    way. Before s16e the META item went in the first delete batch: with it gone and some
+    recipients left, the API answered 202 (take-back failed: kept for the sweeper), yet no job
+    could ever load the message: an accepted message never sent, 404 for its id."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    if case == "second-batch-raises":  # more than one delete batch of 25
+        to = [f"r{i}@crash.test" for i in range(30)]
+        ddb = PartialDeletes(rig.store.ddb, rig.store.table, fail_call=2)
+    else:
+        to = [f"u{i}@crash.test" for i in range(3)]
+        ddb = PartialDeletes(rig.store.ddb, rig.store.table, keep=("RCPT#001", "RCPT#002"))
+    status, mid = _answer(_api(rig, ddb), to)
+    _sweep_and_deliver(rig)
+    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
+
+
+def test_a_take_back_that_cannot_delete_the_meta_is_accepted_and_sent_once(engine: Rig) -> None:
+    """The take-back fails before anything is deleted: still committed, answered 202, and the
+    sweeper's job delivers it once."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    to = [f"k{i}@crash.test" for i in range(3)]
+    ddb = PartialDeletes(rig.store.ddb, rig.store.table, fail_call=1)
+    status, mid = _answer(_api(rig, ddb), to)
+    assert status == 202
+    _sweep_and_deliver(rig)
+    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
+
+
+def test_a_take_back_that_deletes_the_meta_is_a_503_and_its_recipients_go(engine: Rig) -> None:
+    """Recipients left behind by a take-back whose META delete succeeded: uncommitted, never
+    sent, 404 for the id, deleted by `load` after UNCOMMITTED_AGE."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    to = [f"m{i}@crash.test" for i in range(3)]
+    ddb = PartialDeletes(rig.store.ddb, rig.store.table, keep=("RCPT#000", "RCPT#001", "RCPT#002"))
+    status, mid = _answer(_api(rig, ddb), to)
+    assert status == 503 and mid is None
+    left = _mids(rig, to)
+    assert len(left) == 1  # listed (as queued) until cleaned up: the documented window
+    with pytest.raises(NotFoundError):
+        QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(left.pop())
+    _sweep_and_deliver(rig)
+    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
+
+
+# ---- the claim without moving due_at (issue 15 item 4), start_scheduled and cancel -------------------
+
+
+class SweepAndRedeliverDuringData(Behaviour):
+    """While the first transaction's DATA is in progress (its lease running): a sweeper whose
+    clock runs `skew` seconds ahead sweeps, and a second sender container runs every job it
+    queued plus a redelivery of the API's job, in their own thread and event loop. What they
+    delivered shows at the same MX."""
+
+    def __init__(self, rig: Rig, other: DeliveryService, job: QueueJob, skew: float) -> None:
+        self.rig, self.other, self.job, self.skew, self.done = rig, other, job, skew, False
+        self.overdue = 0
+
+    def _meanwhile(self) -> None:
+        rig = self.rig
+        skewed = Sweeper(store=rig.store, queue=rig.queue, clock=lambda: rig.clock() + self.skew)
+        before = len(rig.queue.sent)
+        self.overdue = skewed.sweep().overdue
+        jobs = [j for j, _ in rig.queue.sent[before:]] + [self.job]
+        self.other.handle_sqs_event({"Records": [{"messageId": f"x{i}", "body": j.model_dump_json(exclude_none=True)}
+                                                 for i, j in enumerate(jobs)]}, lambda: 300_000)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str | None:
+        if not self.done:
+            self.done = True
+            await asyncio.to_thread(self._meanwhile)
+        return None
+
+
+def test_a_skewed_sweeper_and_a_redelivery_during_a_transaction_send_nothing_more(engine: Rig) -> None:
+    """The claim leaves due_at at the creation time, so the due index says "overdue" for a
+    recipient in a transaction; a sweeper 2,000 s ahead of the sender's clock (past the grace
+    and past the lease) queues a rescue job, and a redelivered copy of the API's job runs in
+    another container at the same time. Only the claim decides (its condition is read on the
+    claimer's clock, in the store): the MX gets one copy. (Checked: with pick_due's lease
+    check and the claim's lease condition both removed, the MX gets two; either alone holds.)"""
+    rig = engine
+    mid = rig.send("one@skew.test")
+    api_job = rig.queue.sent[-1][0]
+    first = rig.service
+    other = rig.build()
+    rig.service = first
+    meanwhile = SweepAndRedeliverDuringData(rig, other, api_job, skew=2000.0)
+    mx = rig.mx("skew.test", 3, meanwhile)
+    rig.run_jobs([api_job])
+    assert meanwhile.done and meanwhile.overdue == 1  # the skewed sweeper did queue a rescue
+    assert [r.rcpt_tos for r in mx.received] == [["one@skew.test"]]
+    assert rig.rcpt(mid)["state"] == "delivered"
+
+
+def test_a_run_killed_after_its_claim_is_sent_once_when_the_lease_is_over(engine: Rig) -> None:
+    """Killed after the claim (the lease written, due_at left at creation): the sweeper leaves
+    it while the lease runs, a redelivery meanwhile sends nothing, and after the lease the
+    rescue sends it once."""
+    rig = engine
+    mx = rig.mx("claim.test", 4)
+    mid = rig.send("a@claim.test", "b@claim.test")
+    api_job = rig.queue.sent[-1][0]
+    lease = 930.0  # the API function's longest invocation plus LEASE_MARGIN
+    assert rig.store.claim(mid, 0, rig.clock(), lease) and rig.store.claim(mid, 1, rig.clock(), lease)
+    sweeper = Sweeper(store=rig.store, queue=rig.queue, clock=rig.clock)
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert sweeper.sweep().overdue == 0  # the lease is still running
+    rig.run_jobs([api_job])  # SQS redelivers the killed run's job: leased elsewhere, nothing sent
+    assert mx.received == []
+    rig.clock.advance(lease)
+    rig.run_jobs([j for j, _ in rig.queue.sent if j.message_id == mid][-1:])
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == ["a@claim.test", "b@claim.test"]
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered", "delivered"]
+
+
+def test_a_run_killed_after_starting_scheduled_recipients_sends_them_once(engine: Rig) -> None:
+    rig = engine
+    mx = rig.mx("sched.test", 5)
+    at = rig.clock() + 120
+    mid = rig.send("a@sched.test", "b@sched.test", send_at=iso(at))
+    job = rig.queue.sent[-1][0]
+    rig.clock.advance(121)
+    assert rig.store.start_scheduled(mid, 0, rig.clock())  # killed here: one started, no claim
+    rig.run_jobs([job])  # redelivered
+    rig.run_jobs([job])  # and again
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == ["a@sched.test", "b@sched.test"]
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered", "delivered"]
+
+
+def test_a_cancel_killed_part_way_then_retried_cancels_all_and_sends_nothing(engine: Rig) -> None:
+    rig = engine
+    mx = rig.mx("cancel.test", 6)
+    at = rig.clock() + 120
+    mid = rig.send("a@cancel.test", "b@cancel.test", "c@cancel.test", send_at=iso(at))
+    job = rig.queue.sent[-1][0]
+    assert rig.store.cancel(mid, 1, rig.clock())  # killed after its first write
+    out = rig.api.cancel(mid)
+    assert [r["status"] for r in out["recipients"]] == ["canceled"] * 3
+    rig.clock.advance(121)
+    rig.run_jobs([job])
+    _sweep_and_deliver(rig)
+    assert mx.received == []
+    assert [r["state"] for r in rig.rcpts(mid)] == ["canceled"] * 3
+
+
+# ---- a batch whose enqueue fails part way ---------------------------------------------------------------
+
+
+class SqsFailingAtCall:
+    """The rig's SQS client; the `at`th SendMessageBatch raises (SQS throttling past botocore's
+    retries), after `meanwhile` ran the jobs already queued, as a sender picks them up within
+    its batching window while the API is still queueing the rest."""
+
+    def __init__(self, real: Any, at: int, meanwhile: Any) -> None:
+        self.real, self.at, self.meanwhile, self.calls = real, at, meanwhile, 0
+        self.queued: list[QueueJob] = []
+
+    def send_message_batch(self, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.at:
+            self.meanwhile(list(self.queued))
+            raise RuntimeError("ThrottlingException: too many requests")
+        r = self.real.send_message_batch(**kw)
+        self.queued += [QueueJob.model_validate_json(e["MessageBody"]) for e in kw["Entries"]]
+        return r
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_batch_whose_enqueue_fails_part_way_answers_what_was_queued(engine: Rig) -> None:
+    """15 messages are two SendMessageBatch calls; the second fails. The first ten jobs are
+    on the queue, and a sender runs them at once. Before s16e, send_many raised and the API
+    took back all 15 (503 each), deleting ten messages the MX had already received: the
+    client's retry sent them twice, and their delivered records were gone."""
+    rig = engine
+    mx = rig.mx("batch.test", 7)
+    sqs = SqsFailingAtCall(rig.queue.sqs, 2, lambda jobs: rig.run_jobs(jobs))
+    api = SendService(store=rig.store, suppressions=rig.suppressions, queue=JobQueue(sqs, rig.queue.url),
+                      domains=rig.api.domains, clock=rig.clock)
+    to = [f"b{i}@batch.test" for i in range(15)]
+    out, _ = api.send_batch([{"from": "app@sender.test", "to": a, "subject": "batch", "text": "Hi.\n"} for a in to])
+    assert sqs.calls == 2 and len(sqs.queued) == 10
+    _sweep_and_deliver(rig)
+    got = [a for r in mx.received for a in r.rcpt_tos]
+    for a, r in zip(to, out["results"], strict=True):
+        if r["status"] == 202:
+            assert got.count(a) == 1, (a, r)  # accepted: delivered exactly once
+            assert rig.rcpt(r["id"])["state"] == "delivered"
+        else:
+            assert r["status"] == 503 and got.count(a) == 0, (a, r)  # the retry is the only copy
+    assert [r["status"] for r in out["results"]] == [202] * 10 + [503] * 5
+
+
+# ---- events of a create that never committed ------------------------------------------------------------
+
+
+def _stream_records(rig: Rig, mid: str) -> list[dict]:
+    """MessagesTable's real stream (DynamoDB Local), this message's records, in order."""
+    import boto3
+
+    arn = rig.store.ddb.describe_table(TableName=rig.store.table)["Table"]["LatestStreamArn"]
+    streams = boto3.client("dynamodbstreams", endpoint_url=rig.aws.dynamodb_endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    out: list[dict] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            page = streams.get_records(ShardIterator=it, Limit=1000)
+            out += [r for r in page["Records"] if f"MSG#{mid}" in str(r["dynamodb"]["Keys"])]
+            it = page.get("NextShardIterator") if page["Records"] else None
+    return out
+
+
+def _events(rig: Rig, records: list[dict]) -> list[tuple[str, str]]:
+    """What the events function publishes for these records, built as bootstrap builds it."""
+    log = EventLogStore(rig.store.ddb, rig.store.table, rig.store)
+    svc = EventService(changes=recipient_change, tags=log.tags_of, sinks=[], gone=rig.store.recipients_gone)
+    return [(e.type, e.recipient) for _, e in svc.events_of(records)]
+
+
+def test_a_create_taken_back_publishes_no_event(engine: Rig) -> None:
+    """The META put fails (throttled): the API answers 503 and the create takes its
+    recipients back. Before s16e the events function still published `message.queued` for
+    each (to the event log, EventBridge and every webhook) for a message that 404s."""
+    from test_store_create_crash import FailingDdb, _send_through, _throttled
+
+    rig = engine
+    mid = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, 4, _throttled()))
+    records = _stream_records(rig, mid)
+    assert [r["eventName"] for r in records] == ["INSERT"] * 3 + ["REMOVE"] * 3
+    assert _events(rig, records) == []
+
+
+def test_a_take_back_after_a_failed_enqueue_publishes_no_event(engine: Rig) -> None:
+    rig = engine
+    status, _ = _answer(_api(rig, rig.store.ddb), ["e0@events.test", "e1@events.test"])
+    assert status == 503
+    mid = next(iter(str(r["dynamodb"]["Keys"]["pk"]["S"]).removeprefix("MSG#") for r in _stream_records(rig, "")
+                    if "e0@events.test" in str(r["dynamodb"].get("NewImage", {}))))
+    assert _events(rig, _stream_records(rig, mid)) == []
+
+
+def test_a_committed_create_and_one_whose_meta_is_late_keep_their_events(engine: Rig) -> None:
+    """The events of a message the API accepted are all there; so are those of a create
+    still running (its recipients put, its META not yet: the stream can be read in between)."""
+    rig = engine
+    mid = rig.send("q0@events.test", "q1@events.test")
+    assert _events(rig, _stream_records(rig, mid)) == [("message.queued", "q0@events.test"),
+                                                       ("message.queued", "q1@events.test")]
+    from test_store_create_crash import FailingDdb, Killed, _send_through
+
+    late = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, 4, Killed()))
+    assert _events(rig, _stream_records(rig, late)) == [("message.queued", a)
+                                                        for a in ("a@crash.test", "b@crash.test", "c@crash.test")]
