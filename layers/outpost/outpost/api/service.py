@@ -36,6 +36,7 @@ from ..models import (
     SendRequest,
     UploadRequest,
     error_field,
+    rendered_trouble,
 )
 from ..records import (
     Bounce,
@@ -277,13 +278,12 @@ class SendService:
         if self.templates is None:
             raise InvalidRequestError("templates are not available here", field="template")
         rendered = self.templates.for_send(req.template, req.template_version, req.variables or {}, cache)
-        body = req.model_dump(by_alias=True, exclude_unset=True, exclude={"template", "template_version", "variables"})
-        body.update(subject=rendered.subject, html=rendered.html, text=rendered.text)
-        try:
-            return SendRequest.model_validate(body), rendered
-        except ValidationError as exc:
-            field, msg = error_field(exc)
-            raise InvalidRequestError(f"the rendered {field or 'message'}: {msg}", field="variables") from None
+        trouble = rendered_trouble(rendered.subject, rendered.text, rendered.html)
+        if trouble is not None:  # only what the rendering made is checked: the rest was, as sent
+            field, msg = trouble
+            raise InvalidRequestError(f"the rendered {field or 'message'}: {msg}", field="variables")
+        return req.model_copy(update={"subject": rendered.subject, "html": rendered.html, "text": rendered.text,
+                                      "template": None, "template_version": None, "variables": None}), rendered
 
     def _store_and_queue(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
                          now: float, enqueue: bool = True, once: CreateKey | None = None) -> EarlierCreate | None:
