@@ -759,14 +759,43 @@ class MessageStore:
              ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
 
     # ---- the sweeper (issue 8, item 11) ----------------------------------------------------
+    # The sweeper reads at most this many due-index entries per shard and sweep, leased or not.
+    OVERDUE_READ_PER_SHARD = 10_000
+
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
         """Open recipients due before `before` (their job should have run by then), oldest
         first, at most `limit` per shard: a key lookup on the sparse due index (gsi5). A
         recipient whose lease ends after `before` is not overdue: its invocation may still be
-        running (claim leaves due_at as it was, so the index alone cannot tell)."""
-        found = self._due_before(before, limit)
-        leased = self._leased_after([(o.message_id, o.index) for o in found], before)
-        return [o for o in found if (o.message_id, o.index) not in leased]
+        running (claim leaves due_at as it was, so the index alone cannot tell). The limit
+        counts only the recipients returned: a shard is read on past leased ones (many
+        recipients in long transactions could otherwise hide a due one until their leases
+        end), up to OVERDUE_READ_PER_SHARD entries."""
+        out: list[Overdue] = []
+        for n in range(DUE_SHARDS):
+            out.extend(self._overdue_in(n, before, limit))
+        return out
+
+    def _overdue_in(self, shard: int, before: float, limit: int) -> list[Overdue]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "gsi5",
+            "KeyConditionExpression": "due_shard = :s AND due_at < :b",
+            "ExpressionAttributeValues": {":s": {"S": f"DUE#{shard}"}, ":b": {"N": repr(float(before))}}}
+        found: list[Overdue] = []
+        read = 0
+        while len(found) < limit and read < self.OVERDUE_READ_PER_SHARD:
+            # the first page asks for exactly the limit (nothing leased: one query, as before)
+            want = limit - len(found) if read == 0 else max(100, limit - len(found))
+            kwargs["Limit"] = min(want, 1000, self.OVERDUE_READ_PER_SHARD - read)
+            page = self.ddb.query(**kwargs)
+            items = [Overdue(it["pk"]["S"].removeprefix(_MSG), int(it["sk"]["S"].removeprefix("RCPT#")),
+                             float(it["due_at"]["N"])) for it in page.get("Items", [])]
+            read += len(items)
+            leased = self._leased_after([(o.message_id, o.index) for o in items], before)
+            found.extend(o for o in items if (o.message_id, o.index) not in leased)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
     def _leased_after(self, keys: list[tuple[str, int]], before: float) -> set[tuple[str, int]]:
         """Which of these recipients are leased until `before` or later (or gone): one
@@ -781,26 +810,6 @@ class MessageStore:
                 for it in r.get("Responses", {}).get(self.table, []):
                     if float(it.get("lease_until", {}).get("N", "0")) < before:
                         out.discard((it["pk"]["S"].removeprefix(_MSG), int(it["sk"]["S"].removeprefix("RCPT#"))))
-        return out
-
-    def _due_before(self, before: float, limit: int) -> list[Overdue]:
-        out: list[Overdue] = []
-        for n in range(DUE_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self.table, "IndexName": "gsi5",
-                "KeyConditionExpression": "due_shard = :s AND due_at < :b",
-                "ExpressionAttributeValues": {":s": {"S": f"DUE#{n}"}, ":b": {"N": repr(float(before))}},
-                "Limit": min(limit, 1000)}
-            got = 0
-            while got < limit:
-                page = self.ddb.query(**kwargs)
-                for it in page.get("Items", []):
-                    out.append(Overdue(it["pk"]["S"].removeprefix(_MSG),
-                                       int(it["sk"]["S"].removeprefix("RCPT#")), float(it["due_at"]["N"])))
-                    got += 1
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return out
 
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool:
