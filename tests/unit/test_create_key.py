@@ -11,6 +11,9 @@ from outpost.api.idempotency import Once
 from outpost.errors import ConflictError
 from tests.fakes.idempotency import MemoryPersistence
 from tests.unit.test_services_with_fakes import KEY, SENDER, World
+from tests.unit.test_submission_rules import KEY as SMTP_KEY
+from tests.unit.test_submission_rules import MSG
+from tests.unit.test_submission_rules import World as SmtpWorld
 
 
 def _batch(*to: str) -> list[dict]:
@@ -44,3 +47,17 @@ def test_a_single_send_retried_past_its_lost_record_is_a_replay_and_another_body
     w.clock.advance(86400 + 1)
     fresh, replayed = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="s1")
     assert fresh["id"] != out["id"] and not replayed
+
+
+def test_an_smtp_data_retried_past_its_lost_record_is_the_first_message() -> None:
+    """SMTP submission's key (Message-ID and envelope recipients) claims its create too."""
+    w = SmtpWorld()
+    data = b"Message-ID: <m1@app>\r\n" + MSG
+    first = w.send(data)
+    w.api._once = Once(MemoryPersistence())  # the task died past the commit; its record expired
+    out, replayed = w.api.send_raw(data, rcpts=["a@ok.test"], principal=SMTP_KEY)
+    assert out["id"] == first and replayed and list(w.store.messages) == [first]
+    w.api._once = Once(MemoryPersistence())
+    with pytest.raises(ConflictError):
+        w.api.send_raw(data.replace(b"body line", b"other body"), rcpts=["a@ok.test"], principal=SMTP_KEY)
+

@@ -372,10 +372,11 @@ class SendService:
             return self._accept_raw(msg, addresses, from_domain, principal), False
         key = "\n".join([msg.message_id, *sorted(a.lower() for a in addresses)])
         return self._maybe_once("smtp", principal, key, {"sha256": hashlib.sha256(data).hexdigest()},
-                                lambda _: self._accept_raw(msg, addresses, from_domain, principal), context)
+                                lambda once: self._accept_raw(msg, addresses, from_domain, principal,
+                                                              None if once is None else once.create_key()), context)
 
     def _accept_raw(self, msg: RawMessage, addresses: list[str], from_domain: str,
-                    principal: Principal) -> dict:
+                    principal: Principal, once: CreateKey | None = None) -> dict:
         if self.reputation is not None:
             self.reputation.check_send(from_domain, principal.key_id, None)
         now = self.clock()
@@ -391,7 +392,9 @@ class SendService:
         meta = Message(message_id=message_id, from_=msg.from_header, from_domain=from_domain,
                        subject=msg.subject, tags={}, tls="opportunistic", deliver_until=now + lifetime,
                        recipient_count=len(recipients), size=len(final), key_id=principal.key_id, mode=mode)
-        self._store_and_queue(meta, recipients, StoredRequest.from_raw(final, msg.sender.addr), now)
+        request = StoredRequest.from_raw(final, msg.sender.addr)
+        if (earlier := self._store_and_queue(meta, recipients, request, now, once=once)) is not None:
+            return self._earlier(earlier, once)
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if self.reputation is not None:
             self.reputation.count_sent([(from_domain, principal.key_id, queued)])
