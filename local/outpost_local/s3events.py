@@ -3,10 +3,12 @@ the function with S3's ObjectCreated event (the template's `Type: S3` events: th
 processor's `inbound/s3/`, where the sandbox's simulator drops its DSNs and reports).
 
 moto's server mode does not deliver bucket notifications to a Lambda, so this polls
-ListObjectsV2 under the prefix and invokes once per key it has not seen. Objects that were
-there before it started are not notified (as a notification configuration added to a bucket
-does not replay old objects). Asynchronous invocation, as S3's: a failure is logged, and the
-invocation is retried twice (Lambda's MaximumRetryAttempts for async events in the template).
+ListObjectsV2 under the prefix and invokes once per key it has not seen, and again for a key
+whose object was overwritten (its ETag or LastModified changed: S3 notifies every PUT, and a
+PUT over a key is a new object). Objects that were there before it started are not notified
+(as a notification configuration added to a bucket does not replay old objects). Asynchronous
+invocation, as S3's: a failure is logged, and the invocation is retried twice (Lambda's
+MaximumRetryAttempts for async events in the template).
 """
 
 from __future__ import annotations
@@ -42,23 +44,27 @@ class S3NotificationPoller(_Polling):
     def __init__(self, s3: Any, bucket: str, prefix: str, function: LocalFunction, *, name: str) -> None:
         super().__init__(f"s3-notify-{name}")
         self.s3, self.bucket, self.prefix, self.function, self.name = s3, bucket, prefix, function, name
-        self.seen: set[str] = {key for key, _ in self._listing()}  # not replayed
+        self.seen: dict[str, tuple[str, str]] = {key: v for key, _, v in self._listing()}  # not replayed
         self.results: deque[Any] = deque(maxlen=KEPT_RESULTS)
 
-    def _listing(self) -> list[tuple[str, int]]:
-        out: list[tuple[str, int]] = []
+    def _listing(self) -> list[tuple[str, int, tuple[str, str]]]:
+        """(key, size, version) of each object under the prefix; the version is (ETag,
+        LastModified), which an overwrite changes."""
+        out: list[tuple[str, int, tuple[str, str]]] = []
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
         while True:
             page = self.s3.list_objects_v2(**kwargs)
-            out += [(o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", [])]
+            out += [(o["Key"], int(o.get("Size", 0)), (str(o.get("ETag", "")), str(o.get("LastModified", ""))))
+                    for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return out
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def poll_once(self) -> int:
-        new = [(k, n) for k, n in self._listing() if k not in self.seen]
+        listing = self._listing()
+        new = [(k, n) for k, n, v in listing if self.seen.get(k) != v]
+        self.seen = {k: v for k, _, v in listing}  # deleted keys forgotten: a PUT again is new
         for key, size in new:
-            self.seen.add(key)
             event = s3_event(self.bucket, key, size, self.name)
             for attempt in range(ASYNC_RETRIES + 1):
                 try:

@@ -25,7 +25,9 @@ from outpost.records import (
     ApiKey,
     Attempt,
     Bounce,
+    CreateKey,
     Domain,
+    EarlierCreate,
     Message,
     Orphan,
     Overdue,
@@ -95,12 +97,18 @@ class FakeMessages:
         self.suspension_reads: list[str] = []  # providers asked about, in order
         self.fail_suspension_reads = False
         self.fail_suspension_writes = False
+        self.claims: dict[str, tuple[str, str, float]] = {}  # create keys: (message id, digest, hold until)
 
     # ---- creation and reads ----------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
-               now: float) -> None:
+               now: float, once: CreateKey | None = None) -> EarlierCreate | None:
         if self.fail_create:
             raise Unavailable("the message store is unavailable")
+        if once is not None:  # as MessageStore._claim_key: a committed earlier create wins
+            held = self.claims.get(once.key)
+            if held is not None and held[2] >= now and held[0] in self.messages:
+                return EarlierCreate(held[0], held[1])
+            self.claims[once.key] = (meta.message_id, once.digest, now + once.ttl)
         if meta.message_id in self.messages:
             raise ValueError(f"message {meta.message_id} exists")
         created = iso(now)
@@ -111,6 +119,7 @@ class FakeMessages:
             due = (now if rec.next_attempt_at is None else rec.next_attempt_at) if rec.is_open else None
             m.recipients[r.index] = _Rcpt(rec, due)
         self.messages[meta.message_id] = m
+        return None
 
     def load(self, message_id: str) -> StoredMessage | None:
         m = self.messages.get(message_id)

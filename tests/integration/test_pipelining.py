@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postfix_rig import running_postfix
 
 from outpost.delivery.transport import SmtpConnector, Timeouts
 from outpost.delivery.trouble import judge
@@ -22,7 +23,7 @@ from outpost_local.latency_mx import LatencyMx, LatencyProxy, measure_rtt
 from outpost_local.lifecycle import free_port
 from outpost_local.mx import RcptReply, Slow
 from outpost_local.pki import TestPki
-from outpost_local.postfix import PostfixInstance, postfix_available
+from outpost_local.postfix import PostfixInstance
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,17 +154,10 @@ def test_a_server_that_stalls_mid_pipeline_is_bounded_by_the_command_timeout(pki
 
 @pytest.fixture
 def postfix(pki: TestPki, tmp_path: Path) -> Iterator[PostfixInstance]:
-    reason = postfix_available()
-    if reason:
-        pytest.skip(f"Postfix cannot run here: {reason}")
     host = "127.0.15.7"
-    pf = PostfixInstance(tmp_path / "postfix", host, free_port(host), "lat.test", {"alice", "bob"},
-                         pki.cert_files(NAME), hostname=NAME)
-    pf.start()
-    try:
+    with running_postfix(tmp_path / "postfix", host, free_port(host), "lat.test", {"alice", "bob"},
+                         pki.cert_files(NAME), hostname=NAME) as pf:
         yield pf
-    finally:
-        pf.stop()
 
 
 def test_postfix_takes_pipelined_mail_over_verified_tls(pki: TestPki, postfix: PostfixInstance) -> None:

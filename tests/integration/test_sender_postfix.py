@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postfix_rig import running_postfix
 from sender_rig import PREFIX, Rig
 
 from outpost_local.mx import (
     GreetingReply,
 )
-from outpost_local.postfix import PostfixInstance, postfix_available
+from outpost_local.postfix import PostfixInstance
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,17 +22,10 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 def postfix_mx(rig: Rig, tmp_path: Path) -> Iterator[PostfixInstance]:
-    reason = postfix_available()
-    if reason:
-        pytest.skip(f"Postfix cannot run here: {reason}")
     name = "mx.postfix.test"
-    pf = PostfixInstance(tmp_path / "postfix", f"{PREFIX}.7", rig.smtp_port, "postfix.test", {"alice"},
-                         rig.pki.cert_files(name), hostname=name)
-    pf.start()
-    try:
+    with running_postfix(tmp_path / "postfix", f"{PREFIX}.7", rig.smtp_port, "postfix.test", {"alice"},
+                         rig.pki.cert_files(name), hostname=name) as pf:
         yield pf
-    finally:
-        pf.stop()
 
 
 def test_postfix_as_a_second_mx_accepts_and_rejects_unknown_users(rig: Rig, postfix_mx: PostfixInstance) -> None:

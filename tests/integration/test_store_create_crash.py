@@ -12,6 +12,7 @@ each call is billed (ReturnConsumedCapacity=INDEXES), so the cuts cannot silentl
 from __future__ import annotations
 
 import shutil
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from botocore.exceptions import ClientError
 from sender_rig import Rig
 
 from outpost.api.service import QueryService, SendService
-from outpost.errors import NotFoundError
+from outpost.errors import ConflictError, NotFoundError
 from outpost.models import QueueJob, SendRequest
 from outpost.store import UNCOMMITTED_AGE, MessageStore
 from outpost.sweeper import SWEEP_GRACE
@@ -196,3 +197,86 @@ def test_what_the_create_and_the_claim_are_billed(engine: Rig) -> None:
     assert rcpt == {"table": 1.0, "gsi1": 1.0, "gsi3": 1.0, "gsi5": 1.0}
     assert meta == {"table": 1.0}  # the META is in no index
     assert claim == [("UpdateItem", {"table": 1.0, "gsi1": 1.0, "gsi3": 1.0})]
+
+
+# -- a retry with the same Idempotency-Key after a kill past the META put ------------------------------
+
+
+class ShortContext:
+    """A Lambda context with 1 ms left: the idempotency record's in-progress mark expires with it,
+    as it does when Lambda kills an invocation at its timeout."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1
+
+
+def _keyed_api(rig: Rig, store: MessageStore, queue: Any) -> SendService:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    persistence = DynamoDBPersistenceLayer(table_name=rig.aws.env["OUTPOST_IDEMPOTENCY_TABLE"],
+                                           boto3_client=rig.aws.client("dynamodb"))
+    return SendService(store=store, suppressions=rig.suppressions, queue=queue, domains=rig.api.domains,
+                       clock=rig.clock, idempotency=persistence)
+
+
+def test_a_keyed_retry_after_a_kill_past_the_meta_finds_the_first_message(engine: Rig) -> None:
+    """The first request is killed after its META put (before its job is queued) and leaves its
+    idempotency record in progress; once that mark has expired, the client's retry with the same
+    Idempotency-Key and body gets the first message's id (replayed), not a second copy; the real
+    MX receives each recipient once. The same key with another body is the 409."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    ddb = FailingDdb(rig.store.ddb, rig.store.table, 0, Killed())
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+
+    class KilledQueue:
+        def send(self, job: QueueJob, delay: float = 0) -> None:
+            raise Killed()
+
+    body = {"from": "app@sender.test", "to": TO, "subject": "once", "text": "Hello once.\n"}
+    key = f"signup-{rig.clock():.0f}"
+    with pytest.raises(Killed):
+        _keyed_api(rig, store, KilledQueue()).send(SendRequest.model_validate(body), idempotency_key=key,
+                                                   raw=body, context=ShortContext())
+    first = str(ddb.puts[-1]["pk"]["S"]).removeprefix("MSG#")
+    assert _items(rig, first) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"]
+    time.sleep(0.05)  # the in-progress mark (1 ms) is over: the idempotency layer lets the retry run
+    api = _keyed_api(rig, rig.store, rig.queue)
+    queued = len(rig.queue.sent)
+    out, replayed = api.send(SendRequest.model_validate(body), idempotency_key=key, raw=body)
+    assert out["id"] == first and replayed
+    assert [r["status"] for r in out["recipients"]] == ["queued"] * 3
+    # A replay of that answer (now the idempotency record's) is the same again.
+    assert api.send(SendRequest.model_validate(body), idempotency_key=key, raw=body) == (out, True)
+    other = dict(body, subject="another")
+    time.sleep(0.01)
+    with pytest.raises(ConflictError):
+        api.send(SendRequest.model_validate(other), idempotency_key=key, raw=other)
+    jobs = [job for job, _ in rig.queue.sent[queued:]]
+    assert [j.message_id for j in jobs] == [first]  # queued for the first message (its own never was)
+    rig.run_jobs(jobs)
+    rig.clock.advance(SWEEP_GRACE + 1)
+    rig.run_jobs([QueueJob(message_id=o.message_id) for o in rig.store.overdue(rig.clock() - SWEEP_GRACE)])
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == sorted(TO)  # one copy each
+    assert [r["state"] for r in rig.rcpts(first)] == ["delivered"] * 3
+
+
+def test_a_keyed_create_that_never_committed_is_taken_over_by_the_retry(engine: Rig) -> None:
+    """Killed before its META: the key's claim points at a message that never was; the retry
+    with the same key claims it for a new message, which is delivered once."""
+    rig = engine
+    mx = rig.mx("crash.test", 2)
+    ddb = FailingDdb(rig.store.ddb, rig.store.table, 3, Killed())  # the claim, one recipient, killed
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+    body = {"from": "app@sender.test", "to": TO, "subject": "taken over", "text": "Hello.\n"}
+    key = f"takeover-{rig.clock():.0f}"
+    with pytest.raises(Killed):
+        _keyed_api(rig, store, rig.queue).send(SendRequest.model_validate(body), idempotency_key=key,
+                                               raw=body, context=ShortContext())
+    first = str(ddb.puts[1]["pk"]["S"]).removeprefix("MSG#")
+    time.sleep(0.05)
+    out, replayed = _keyed_api(rig, rig.store, rig.queue).send(SendRequest.model_validate(body),
+                                                               idempotency_key=key, raw=body)
+    assert out["id"] != first and not replayed
+    rig.run_jobs([QueueJob(message_id=out["id"]), QueueJob(message_id=first)])
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == sorted(TO)

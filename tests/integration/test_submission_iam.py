@@ -42,6 +42,10 @@ KEPT: dict[Grant, str] = {
     ("dynamodb:GetItem", "IdempotencyTable", ""):
         "Powertools' idempotency reads the record when a conditional put fails without returning "
         "it (its fallback; DynamoDB returns it, so a retry here uses none)",
+    ("dynamodb:Query", "MessagesTable", ""):
+        "the message an earlier create with the same Message-ID committed, loaded for the answer "
+        "(SendService._earlier): only a retry after a task died past the commit, its in-progress "
+        "record expired, reads it",
 }
 
 

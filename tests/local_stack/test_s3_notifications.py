@@ -110,3 +110,28 @@ def test_the_poller_keeps_a_bounded_number_of_results() -> None:
         poller.poll_once()
     assert len(fn.events) > 2 * KEPT_RESULTS  # every new object invoked once
     assert len(poller.results) == KEPT_RESULTS
+
+
+def test_an_overwritten_key_is_notified_again_and_an_unchanged_one_is_not(s3: Any) -> None:
+    """S3 notifies every PUT: a key written again (another ETag or LastModified) is a new object,
+    and a key deleted and written again too."""
+    fn = Recorder()
+    poller = S3NotificationPoller(s3, BUCKET, "inbound/s3/again/", fn, name="again")  # type: ignore[arg-type]
+    poller.start()
+    key = "inbound/s3/again/report.eml"
+    try:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"first")
+        _until(lambda: len(fn.keys()) == 1)
+        time.sleep(1.0)  # several polls of the unchanged object: no second event
+        assert fn.keys() == [key]
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"second, longer")
+        _until(lambda: len(fn.keys()) == 2)
+        s3.delete_object(Bucket=BUCKET, Key=key)
+        time.sleep(0.5)
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"third")
+        _until(lambda: len(fn.keys()) == 3)
+        time.sleep(1.0)
+    finally:
+        poller.stop()
+    assert fn.keys() == [key] * 3
+    assert [e["Records"][0]["s3"]["object"]["size"] for e in fn.events] == [5, 14, 5]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -696,3 +697,24 @@ class ReputationItem(_Model):
 class ReputationList(_Model):
     thresholds: ReputationThresholdsView
     items: list[ReputationItem]
+
+
+def rendered_trouble(subject: str, text: str | None, html: str | None) -> tuple[str | None, str] | None:
+    """What SendRequest's validation would say of a template's rendering, as (field, message), or
+    None: the only fields a rendering changes (the rest of the request was validated as sent),
+    checked in the model's order with its messages, without validating the whole request again
+    (issue 14's template sends did: ~1 ms a message)."""
+    limit = next(m.max_length for m in SendRequest.model_fields["subject"].metadata
+                 if getattr(m, "max_length", None) is not None)
+    if len(subject) > limit:
+        return "subject", f"String should have at most {limit} characters"
+    checks: tuple[tuple[str, Callable[[], Any]], ...] = (
+        ("subject", lambda: _one_line(subject)), ("text", lambda: _unicode(text)), ("html", lambda: _unicode(html)))
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            return name, str(exc)
+    if text is None and html is None:
+        return None, "at least one of text or html is required"
+    return None

@@ -404,3 +404,23 @@ class TemplateHead(Record):
     layout: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+
+
+# ---- an Idempotency-Key's hold on what its create made (store.MessageStore.create) ---------------
+@dataclass(frozen=True)
+class CreateKey(Record):
+    """What a create keyed by an Idempotency-Key claims: `key`, a hash of (operation, API key id,
+    Idempotency-Key[, batch index]); `digest`, the request body's hash (another body is a 409);
+    `ttl`, the seconds the claim holds (the idempotency record's 24 h)."""
+
+    key: str
+    digest: str
+    ttl: int = 86400
+
+
+@dataclass(frozen=True)
+class EarlierCreate(Record):
+    """The committed message an earlier create with the same CreateKey made, and its digest."""
+
+    message_id: str
+    digest: str

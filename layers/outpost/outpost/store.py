@@ -27,6 +27,7 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         expiry), `w_<window>` messages taken per rate / warm-up
                                         window (m<minute>, h<hour>, d<yyyymmdd>); TTL 2 days idle
   pk=UPLOAD#<id> sk=META; pk=UPLOADS#<key id> sk=DAY#<yyyy-mm-dd>   an upload; uploads per key a day
+  pk=ONCE#<hash> sk=META                 an Idempotency-Key's create: message_id, digest, hold_until
   pk=REP#<domain:name|key:id> sk=H#<yyyymmddhh>[#key:id]   the reputation breaker's hourly counts
                                         (sent, hard, complaints; atomic ADD), TTL 8 days; a
                                         domain+key pair is one item, filed under the key by gsi1
@@ -75,7 +76,9 @@ from .records import (
     ApiKey,
     Attempt,
     Bounce,
+    CreateKey,
     Domain,
+    EarlierCreate,
     Message,
     Orphan,
     Overdue,
@@ -295,6 +298,7 @@ def query_page(ddb: Any, table: str, *, index: str | None, pk: tuple[str, str],
 # ---- records <-> items (the only place that knows both) ---------------------------------------
 _MSG = "MSG#"
 _META = "META"
+_ONCE = "ONCE#"  # an Idempotency-Key's create (MessageStore._claim_key)
 _SLOW, _SLOW_SK = "SLOW#", "MX"  # a slow recipient domain (mark_slow, slow_until)
 _SUSP, _SUSP_SK = "SUSP#", "SUSPENSION"  # a suspended provider for a sending IP (suspend, suspension)
 _SHAPE, _SHAPE_SK, _WINDOW = "SHAPE#", "SLOTS", "w_"  # connection slots and windows (take_slot, ...)
@@ -378,7 +382,7 @@ class MessageStore:
 
     # ---- creation -------------------------------------------------------------------------
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
-               now: float) -> None:
+               now: float, once: CreateKey | None = None) -> EarlierCreate | None:
         """Store a new message: its recipients, then its META item (with the request inline, or a
         pointer to S3 for a large one, put there first under bodies/<id>.json).
 
@@ -401,8 +405,15 @@ class MessageStore:
           if the client retried: the window the transaction had too).
         So no partial recipient set is ever delivered, which the transaction guaranteed; what
         it gave that this does not, recipients visible in GET /v1/messages for up to
-        UNCOMMITTED_AGE after a crash, is documented in the README's cost section."""
+        UNCOMMITTED_AGE after a crash, is documented in the README's cost section.
+
+        With `once` (a request with an Idempotency-Key), the key is claimed first (`_claim_key`):
+        if an earlier create with it committed its META, nothing is written and that message
+        is returned (its id and digest), so a retry after a crash past the META cannot make a
+        second copy once the idempotency record's in-progress mark has expired."""
         message_id = meta.message_id
+        if once is not None and (earlier := self._claim_key(once, message_id, now)) is not None:
+            return earlier
         body = request.to_json()
         expires = self.expires_for(now, meta.deliver_until)
         created = iso(now)
@@ -418,6 +429,38 @@ class MessageStore:
         except Exception:
             self._take_back(message_id, written)
             raise
+        return None
+
+    def _claim_key(self, once: CreateKey, message_id: str, now: float) -> EarlierCreate | None:
+        """Point the key's ONCE# item at `message_id`, unless it points at a committed message
+        (one with a META item), which is returned. A claim past its hold (`ttl`: the key means a
+        new request again) is taken over, and so is one whose message never committed (killed
+        before its META, or taken back after a 503): its creator is gone, as the idempotency
+        layer only lets a retry through once the first request's run is over."""
+        key = {"pk": {"S": _ONCE + once.key}, "sk": {"S": _META}}
+        item = codec().item({"pk": _ONCE + once.key, "sk": _META, "message_id": message_id,
+                             "digest": once.digest, "hold_until": now + once.ttl,
+                             "expires_at": math.ceil(now + once.ttl + TTL_MARGIN)})
+        cond = "attribute_not_exists(pk) OR hold_until < :now"
+        values: dict[str, Any] = {":now": {"N": repr(float(now))}}
+        for _ in range(4):  # bounded: each lost race means another create claimed it meanwhile
+            try:
+                self.ddb.put_item(TableName=self.table, Item=item, ConditionExpression=cond,
+                                  **({"ExpressionAttributeValues": values} if values else {}))
+                return None
+            except self.ddb.exceptions.ConditionalCheckFailedException:
+                pass
+            held = self.ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+            if held is None:
+                cond, values = "attribute_not_exists(pk)", {}
+                continue
+            earlier = held["message_id"]["S"]
+            if float(held["hold_until"]["N"]) >= now and self.ddb.get_item(
+                    TableName=self.table, Key={"pk": {"S": _MSG + earlier}, "sk": {"S": _META}},
+                    ConsistentRead=True, ProjectionExpression="pk").get("Item"):
+                return EarlierCreate(earlier, held["digest"]["S"])
+            cond, values = "message_id = :m", {":m": {"S": earlier}}
+        raise StoreBusyError("the Idempotency-Key's create kept changing hands")
 
     def _stored_body(self, message_id: str, body: bytes) -> dict[str, Any]:
         """The request as the META item keeps it: deflated (`spec_z`) when that is smaller, plain
@@ -720,14 +763,43 @@ class MessageStore:
              ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
 
     # ---- the sweeper (issue 8, item 11) ----------------------------------------------------
+    # The sweeper reads at most this many due-index entries per shard and sweep, leased or not.
+    OVERDUE_READ_PER_SHARD = 10_000
+
     def overdue(self, before: float, limit: int = 1000) -> list[Overdue]:
         """Open recipients due before `before` (their job should have run by then), oldest
         first, at most `limit` per shard: a key lookup on the sparse due index (gsi5). A
         recipient whose lease ends after `before` is not overdue: its invocation may still be
-        running (claim leaves due_at as it was, so the index alone cannot tell)."""
-        found = self._due_before(before, limit)
-        leased = self._leased_after([(o.message_id, o.index) for o in found], before)
-        return [o for o in found if (o.message_id, o.index) not in leased]
+        running (claim leaves due_at as it was, so the index alone cannot tell). The limit
+        counts only the recipients returned: a shard is read on past leased ones (many
+        recipients in long transactions could otherwise hide a due one until their leases
+        end), up to OVERDUE_READ_PER_SHARD entries."""
+        out: list[Overdue] = []
+        for n in range(DUE_SHARDS):
+            out.extend(self._overdue_in(n, before, limit))
+        return out
+
+    def _overdue_in(self, shard: int, before: float, limit: int) -> list[Overdue]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "gsi5",
+            "KeyConditionExpression": "due_shard = :s AND due_at < :b",
+            "ExpressionAttributeValues": {":s": {"S": f"DUE#{shard}"}, ":b": {"N": repr(float(before))}}}
+        found: list[Overdue] = []
+        read = 0
+        while len(found) < limit and read < self.OVERDUE_READ_PER_SHARD:
+            # the first page asks for exactly the limit (nothing leased: one query, as before)
+            want = limit - len(found) if read == 0 else max(100, limit - len(found))
+            kwargs["Limit"] = min(want, 1000, self.OVERDUE_READ_PER_SHARD - read)
+            page = self.ddb.query(**kwargs)
+            items = [Overdue(it["pk"]["S"].removeprefix(_MSG), int(it["sk"]["S"].removeprefix("RCPT#")),
+                             float(it["due_at"]["N"])) for it in page.get("Items", [])]
+            read += len(items)
+            leased = self._leased_after([(o.message_id, o.index) for o in items], before)
+            found.extend(o for o in items if (o.message_id, o.index) not in leased)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
     def _leased_after(self, keys: list[tuple[str, int]], before: float) -> set[tuple[str, int]]:
         """Which of these recipients are leased until `before` or later (or gone): one
@@ -742,26 +814,6 @@ class MessageStore:
                 for it in r.get("Responses", {}).get(self.table, []):
                     if float(it.get("lease_until", {}).get("N", "0")) < before:
                         out.discard((it["pk"]["S"].removeprefix(_MSG), int(it["sk"]["S"].removeprefix("RCPT#"))))
-        return out
-
-    def _due_before(self, before: float, limit: int) -> list[Overdue]:
-        out: list[Overdue] = []
-        for n in range(DUE_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self.table, "IndexName": "gsi5",
-                "KeyConditionExpression": "due_shard = :s AND due_at < :b",
-                "ExpressionAttributeValues": {":s": {"S": f"DUE#{n}"}, ":b": {"N": repr(float(before))}},
-                "Limit": min(limit, 1000)}
-            got = 0
-            while got < limit:
-                page = self.ddb.query(**kwargs)
-                for it in page.get("Items", []):
-                    out.append(Overdue(it["pk"]["S"].removeprefix(_MSG),
-                                       int(it["sk"]["S"].removeprefix("RCPT#")), float(it["due_at"]["N"])))
-                    got += 1
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return out
 
     def postpone_due(self, message_id: str, index: int, due_at: float, until: float) -> bool:
@@ -1668,7 +1720,7 @@ class Messages(Protocol):
     """Messages, recipients, their transitions, bounce reports, orphans, uploads, the audit log."""
 
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
-               now: float) -> None: ...
+               now: float, once: CreateKey | None = None) -> EarlierCreate | None: ...
     def load(self, message_id: str) -> StoredMessage | None: ...
     def discard(self, message_id: str, recipient_count: int) -> None: ...
     def load_request(self, meta: Message) -> StoredRequest: ...

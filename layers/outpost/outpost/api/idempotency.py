@@ -10,12 +10,15 @@ persistence layer Powertools is given (DynamoDB's IdempotencyTable in production
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, InProgressError
+from ..records import CreateKey
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
@@ -42,6 +45,16 @@ class IdempotentRequest:
         """What Powertools hashes: the record's key from the first three, the body for the 409."""
         return {"key_id": self.key_id, "idempotency_key": self.idempotency_key,
                 "operation": self.operation, "body": self.body}
+
+    def create_key(self, index: int | None = None) -> CreateKey:
+        """What the message this request creates (the batch's `index`th) is keyed by in the store
+        (store.MessageStore.create): a retry that gets past the idempotency record (the first
+        run was killed after its create committed, and its in-progress mark has expired) finds
+        that message instead of making a second copy. The digest is the body's, as the 409's."""
+        parts = [self.operation, self.key_id, self.idempotency_key, *([] if index is None else [index])]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+        body = json.dumps(self.body, sort_keys=True, separators=(",", ":"), default=str)
+        return CreateKey(key, hashlib.sha256(body.encode()).hexdigest(), IDEMPOTENCY_TTL)
 
 
 class Once:

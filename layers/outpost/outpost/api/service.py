@@ -18,6 +18,7 @@ from ..clock import day_of, iso
 from ..config import DEFAULT_MAX_LIFETIME
 from ..errors import (
     ApiError,
+    ConflictError,
     ForbiddenError,
     InvalidRequestError,
     MessageBuildError,
@@ -35,8 +36,19 @@ from ..models import (
     SendRequest,
     UploadRequest,
     error_field,
+    rendered_trouble,
 )
-from ..records import Bounce, Message, Recipient, Record, Suppression, SuppressionEvent, Upload
+from ..records import (
+    Bounce,
+    CreateKey,
+    EarlierCreate,
+    Message,
+    Recipient,
+    Record,
+    Suppression,
+    SuppressionEvent,
+    Upload,
+)
 from ..reputation import Reputation
 from ..sandbox import LIVE, is_simulated, message_mode, refused_at_acceptance
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
@@ -99,19 +111,22 @@ class SendService:
         `context` is the invocation's (an in-progress idempotency record expires with it)."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda: self.send_one(body, principal=principal), context)
+                                lambda once: self.send_one(body, principal=principal,
+                                                           once=None if once is None else once.create_key()), context)
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda: self._batch(messages, principal, _out_of_time(context)), context)
+                                lambda once: self._batch(messages, principal, _out_of_time(context), once),
+                                context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
-                    body: Any, work: Callable[[], dict], context: Any) -> tuple[dict, bool]:
+                    body: Any, work: Callable[[IdempotentRequest | None], dict], context: Any) -> tuple[dict, bool]:
         if key is None or self._once is None:
-            return work(), False
+            return work(None), False
         request = IdempotentRequest(operation, principal.key_id if principal else "", key, body)
-        return self._once.run(request, work, context)
+        out, replayed = self._once.run(request, lambda: work(request), context)
+        return out, bool(out.pop("_replayed", False)) or replayed  # found by the create's key
 
     # ---- the work -------------------------------------------------------------------------------
     def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
@@ -202,7 +217,8 @@ class SendService:
         return min(asked, self.max_lifetime)
 
     def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
-                 paused_memo: dict | None = None, templates: TemplateCache | None = None) -> dict:
+                 paused_memo: dict | None = None, templates: TemplateCache | None = None,
+                 once: CreateKey | None = None) -> dict:
         # A template send is authorised before it is rendered (the From domain: 403 first)
         template_domain = self._sender_domain(req, principal) if req.template is not None else None
         req, rendered = self._from_template(req, templates)
@@ -239,7 +255,9 @@ class SendService:
             meta = meta.replace(template=rendered.alias, template_version=rendered.version)
         # What the sender will read: the stored request's own model (stored_request.py), not
         # the API's. Large ones go to S3 inside create(); the queue only ever carries the id.
-        self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue)
+        earlier = self._store_and_queue(meta, recipients, StoredRequest.from_request(req), now, enqueue, once)
+        if earlier is not None:
+            return self._earlier(earlier, once)
         out: dict[str, Any] = {"id": message_id, "recipients": [
             {"address": r.address, "status": r.state.value} for r in recipients]}
         # Simulated recipients (sandbox.py) are not counted by the breaker.
@@ -260,17 +278,17 @@ class SendService:
         if self.templates is None:
             raise InvalidRequestError("templates are not available here", field="template")
         rendered = self.templates.for_send(req.template, req.template_version, req.variables or {}, cache)
-        body = req.model_dump(by_alias=True, exclude_unset=True, exclude={"template", "template_version", "variables"})
-        body.update(subject=rendered.subject, html=rendered.html, text=rendered.text)
-        try:
-            return SendRequest.model_validate(body), rendered
-        except ValidationError as exc:
-            field, msg = error_field(exc)
-            raise InvalidRequestError(f"the rendered {field or 'message'}: {msg}", field="variables") from None
+        trouble = rendered_trouble(rendered.subject, rendered.text, rendered.html)
+        if trouble is not None:  # only what the rendering made is checked: the rest was, as sent
+            field, msg = trouble
+            raise InvalidRequestError(f"the rendered {field or 'message'}: {msg}", field="variables")
+        return req.model_copy(update={"subject": rendered.subject, "html": rendered.html, "text": rendered.text,
+                                      "template": None, "template_version": None, "variables": None}), rendered
 
     def _store_and_queue(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
-                         now: float, enqueue: bool = True) -> None:
-        self.store.create(meta, recipients, request, now)
+                         now: float, enqueue: bool = True, once: CreateKey | None = None) -> EarlierCreate | None:
+        if (earlier := self.store.create(meta, recipients, request, now, once)) is not None:
+            return earlier
         if enqueue and any(r.is_open for r in recipients):
             try:
                 if meta.send_at is None:
@@ -284,6 +302,31 @@ class SendService:
                 if self._take_back(meta.message_id, len(recipients)):
                     raise
                 # Kept (see _take_back): accepted, as the sweeper will send it.
+        return None
+
+    def _earlier(self, earlier: EarlierCreate, once: CreateKey | None) -> dict:
+        """The answer to a request whose Idempotency-Key an earlier, committed create holds (its
+        run was killed after the commit; the idempotency record let this retry through): that
+        message's id and its recipients as accepted, marked replayed; another body is the 409
+        the idempotency layer gives. A job is queued for it (best effort: a job without a token
+        always runs and a duplicate sends nothing twice), as its own may never have been."""
+        if once is None or earlier.digest != once.digest:
+            raise ConflictError("this Idempotency-Key was used with a different request body",
+                                field="Idempotency-Key")
+        stored = self.store.load(earlier.message_id)
+        if stored is None:  # deleted since (its retention is far longer than the key's 24 h)
+            raise ConflictError("this Idempotency-Key's message no longer exists", field="Idempotency-Key")
+        meta = stored.meta
+        if any(r.is_open for r in stored.recipients):
+            try:
+                self.queue.send(QueueJob(message_id=meta.message_id, not_before=meta.send_at),
+                                max(0.0, (meta.send_at or 0) - self.clock()))
+            except Exception:  # noqa: BLE001 - the sweeper queues it anyway
+                log.warning("no job for an earlier create", extra={"message_id": meta.message_id})
+        accepted = RecipientState.SCHEDULED if meta.send_at is not None else RecipientState.QUEUED
+        return {"id": meta.message_id, "_replayed": True, "recipients": [
+            {"address": r.address, "status": (r.state if r.state is RecipientState.SUPPRESSED else accepted).value}
+            for r in stored.recipients]}
 
     def _take_back(self, message_id: str, recipient_count: int) -> bool:
         """Discard a message that could not be queued; False when that fails too. The message
@@ -329,10 +372,11 @@ class SendService:
             return self._accept_raw(msg, addresses, from_domain, principal), False
         key = "\n".join([msg.message_id, *sorted(a.lower() for a in addresses)])
         return self._maybe_once("smtp", principal, key, {"sha256": hashlib.sha256(data).hexdigest()},
-                                lambda: self._accept_raw(msg, addresses, from_domain, principal), context)
+                                lambda once: self._accept_raw(msg, addresses, from_domain, principal,
+                                                              None if once is None else once.create_key()), context)
 
     def _accept_raw(self, msg: RawMessage, addresses: list[str], from_domain: str,
-                    principal: Principal) -> dict:
+                    principal: Principal, once: CreateKey | None = None) -> dict:
         if self.reputation is not None:
             self.reputation.check_send(from_domain, principal.key_id, None)
         now = self.clock()
@@ -348,7 +392,9 @@ class SendService:
         meta = Message(message_id=message_id, from_=msg.from_header, from_domain=from_domain,
                        subject=msg.subject, tags={}, tls="opportunistic", deliver_until=now + lifetime,
                        recipient_count=len(recipients), size=len(final), key_id=principal.key_id, mode=mode)
-        self._store_and_queue(meta, recipients, StoredRequest.from_raw(final, msg.sender.addr), now)
+        request = StoredRequest.from_raw(final, msg.sender.addr)
+        if (earlier := self._store_and_queue(meta, recipients, request, now, once=once)) is not None:
+            return self._earlier(earlier, once)
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if self.reputation is not None:
             self.reputation.count_sent([(from_domain, principal.key_id, queued)])
@@ -356,7 +402,7 @@ class SendService:
             {"address": r.address, "status": r.state.value} for r in recipients]}
 
     def _batch_item(self, i: int, body: Any, principal: Principal | None, memo: dict,
-                    templates: TemplateCache | None) -> dict:
+                    templates: TemplateCache | None, once: CreateKey | None = None) -> dict:
         try:
             req = SendRequest.model_validate(body)
         except ValidationError as exc:
@@ -365,7 +411,8 @@ class SendService:
                     "error": {"code": "validation_error", "message": msg,
                               "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
         try:
-            out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates)
+            out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates,
+                                once=once)
         except ApiError as exc:
             # As the single send answers it (routes.py): a InvalidRequestError is a 422.
             status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
@@ -379,7 +426,7 @@ class SendService:
         return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
-               out_of_time: Callable[[], bool] = lambda: False) -> dict:
+               out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None) -> dict:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
         templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
@@ -388,12 +435,15 @@ class SendService:
                 return {"index": i, "status": 503, "error": {
                     "code": "temporarily_unavailable", "field": None,
                     "message": "the batch ran out of time before this message; send it again"}}
-            return self._batch_item(i, body, principal, memo, templates)
+            return self._batch_item(i, body, principal, memo, templates,
+                                    None if once is None else once.create_key(i))
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
             results = list(pool.map(one, range(len(messages)), messages))
+        earlier = {r["id"] for r in results if r.pop("_replayed", False)}  # queued by _earlier
         jobs = [QueueJob(message_id=r["id"], not_before=r.get("_at")) for r in results
-                if r["status"] == 202 and any(x["status"] in ("queued", "scheduled") for x in r["recipients"])]
+                if r["status"] == 202 and r["id"] not in earlier
+                and any(x["status"] in ("queued", "scheduled") for x in r["recipients"])]
         try:
             failed = set(self.queue.send_many(jobs))
         except Exception:  # noqa: BLE001

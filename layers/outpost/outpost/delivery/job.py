@@ -178,13 +178,26 @@ async def record_carried(ctx: Context, run: JobRun) -> None:
 
 
 async def hop(ctx: Context, run: JobRun, now: float) -> bool:
-    """SQS delays stop at 15 minutes; a job due later hops through the queue. True if it did."""
+    """SQS delays stop at 15 minutes; a job due later hops through the queue. True if it did, or
+    if it ended instead: a message with no open recipient left (a canceled schedule) has nothing
+    for the job to do at its time, so it stops hopping (it hopped every 15 minutes until send_at)."""
     job = run.job
     if not (job.not_before and job.not_before > now + 1):
         return False
+    if not run.carried and not await _anything_open(ctx, job.message_id):
+        log.info("a job with nothing open ends its hops", extra={"message_id": job.message_id})
+        ctx.count("HopEnded", 1)
+        return True
     again = job.model_copy(update={"delivered": run.carried or None})
     await asyncio.to_thread(ctx.queue.send, again, job.not_before - now)
     return True
+
+
+async def _anything_open(ctx: Context, message_id: str) -> bool:
+    """Whether the message has a recipient left open (scheduled, queued or deferred). A message
+    that is gone (or never committed) has none: the job would drop it at its time anyway."""
+    stored = await asyncio.to_thread(ctx.store.load, message_id)
+    return stored is not None and any(r.is_open for r in stored.recipients)
 
 
 async def load(ctx: Context, run: JobRun) -> StoredMessage | None:

@@ -410,14 +410,20 @@ class SmtpSession:
         except OutpostError:
             raise
         except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
-            fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=limit.lane_limit)
-            if not isinstance(fact, ReplyError):
-                # Below SMTP: the session is in an unknown state and is not reused.
-                self.smtp.close()
-            raise fact from (exc if isinstance(fact, StageError) else None)
+            fact, cause = self._failed(exc, stage, limit)
+            raise fact from cause
         except Exception:
             self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
             raise
+
+    def _failed(self, exc: BaseException, stage: str, limit: _DotLimit) -> tuple[OutpostError, BaseException | None]:
+        """A transaction's (serial or pipelined) wire or SMTP failure at `stage`: the fact to raise
+        (_smtp_error) and its cause. Below SMTP, the session is in an unknown state and is closed
+        (not reused)."""
+        fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=limit.lane_limit)
+        if not isinstance(fact, ReplyError):
+            self.smtp.close()
+        return fact, (exc if isinstance(fact, StageError) else None)
 
     async def _end_of_data(self, parts: tuple[bytes, ...], time_left: Callable[[], float] | None,
                            limit: _DotLimit) -> aiosmtplib.SMTPResponse:
@@ -500,10 +506,8 @@ class SmtpSession:
         except OutpostError:
             raise
         except (aiosmtplib.SMTPException, *_WIRE_ERRORS) as exc:
-            fact = _smtp_error(exc, stage, after_dot=self.dot_sent, lane_limit=limit.lane_limit)
-            if not isinstance(fact, ReplyError):
-                self.smtp.close()  # below SMTP: the session's state is unknown
-            raise fact from (exc if isinstance(fact, StageError) else None)
+            fact, cause = self._failed(exc, stage, limit)
+            raise fact from cause
         except Exception:
             self.smtp.close()  # a bug: judged by the caller (unanticipated means transient)
             raise

@@ -1,0 +1,63 @@
+"""A create keyed by its Idempotency-Key (store.MessageStore.create's `once`): a retry that the
+idempotency layer lets through (the first run's record is gone: killed past its commit, with the
+in-progress mark expired) finds the message the first run committed, in the fake store.
+tests/integration/test_store_create_crash.py plays the crash itself on DynamoDB Local."""
+
+from __future__ import annotations
+
+import pytest
+
+from outpost.api.idempotency import Once
+from outpost.errors import ConflictError
+from tests.fakes.idempotency import MemoryPersistence
+from tests.unit.test_services_with_fakes import KEY, SENDER, World
+from tests.unit.test_submission_rules import KEY as SMTP_KEY
+from tests.unit.test_submission_rules import MSG
+from tests.unit.test_submission_rules import World as SmtpWorld
+
+
+def _batch(*to: str) -> list[dict]:
+    return [{"from": f"news@{SENDER}", "to": a, "subject": "Hi", "text": "Hi."} for a in to]
+
+
+def test_a_batch_retried_past_its_lost_record_answers_the_first_ids_and_makes_no_copy() -> None:
+    w = World(idempotent=True)
+    first, _ = w.api.send_batch(_batch("a@ok.test", "b@ok.test"), principal=KEY, idempotency_key="b1")
+    w.api._once = Once(MemoryPersistence())  # the idempotency record is gone (in-progress mark expired)
+    again, replayed = w.api.send_batch(_batch("a@ok.test", "b@ok.test"), principal=KEY, idempotency_key="b1")
+    assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
+    assert again["results"] == first["results"] and not replayed  # the batch as a whole ran again
+    assert sorted(w.store.messages) == sorted(r["id"] for r in first["results"])  # no second copy
+    # Another API key's same Idempotency-Key is another request: new messages.
+    other = KEY.__class__(key_id="k2", name="other", scopes=KEY.scopes, domains=None)
+    third, _ = w.api.send_batch(_batch("a@ok.test", "b@ok.test"), principal=other, idempotency_key="b1")
+    assert not {r["id"] for r in third["results"]} & set(r["id"] for r in first["results"])
+
+
+def test_a_single_send_retried_past_its_lost_record_is_a_replay_and_another_body_a_409() -> None:
+    w = World(idempotent=True)
+    out, _ = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="s1")
+    w.api._once = Once(MemoryPersistence())
+    assert w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="s1") == (out, True)
+    w.api._once = Once(MemoryPersistence())
+    with pytest.raises(ConflictError):
+        w.api.send(w.request("b@ok.test"), principal=KEY, idempotency_key="s1")
+    # Past the key's 24 h the key means a new request, as with the idempotency record.
+    w.api._once = Once(MemoryPersistence())
+    w.clock.advance(86400 + 1)
+    fresh, replayed = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="s1")
+    assert fresh["id"] != out["id"] and not replayed
+
+
+def test_an_smtp_data_retried_past_its_lost_record_is_the_first_message() -> None:
+    """SMTP submission's key (Message-ID and envelope recipients) claims its create too."""
+    w = SmtpWorld()
+    data = b"Message-ID: <m1@app>\r\n" + MSG
+    first = w.send(data)
+    w.api._once = Once(MemoryPersistence())  # the task died past the commit; its record expired
+    out, replayed = w.api.send_raw(data, rcpts=["a@ok.test"], principal=SMTP_KEY)
+    assert out["id"] == first and replayed and list(w.store.messages) == [first]
+    w.api._once = Once(MemoryPersistence())
+    with pytest.raises(ConflictError):
+        w.api.send_raw(data.replace(b"body line", b"other body"), rcpts=["a@ok.test"], principal=SMTP_KEY)
+
