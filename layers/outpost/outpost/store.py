@@ -1514,11 +1514,7 @@ def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recip
 def _event(item: Mapping[str, Any]) -> Event:
     from .events import Event
 
-    if "event_id" in item:  # the first layout kept every field
-        return Event.from_dict(item, data=item.get("data") or {})
-    timestamp, event_id = str(item["sk"]).split("#", 1)  # RFC 3339 has no '#'
-    return Event.from_dict(item, event_id=event_id, timestamp=timestamp, data=item.get("data") or {},
-                           message_id=str(item["pk"]).removeprefix(_EVT_MSG))
+    return Event.from_dict(item, data=item.get("data") or {})
 
 
 def _event_listing(kind: str, part: str) -> tuple[str | None, str, str, str, str]:
@@ -1554,9 +1550,9 @@ class EventLogStore:
         expires = self.messages.expires_for(now, None)
         for e in events:
             sort = f"{e.timestamp}#{e.event_id}"
-            item = {k: v for k, v in e.as_dict().items() if k not in ("event_id", "timestamp", "message_id")}
-            item.update(pk=_EVT_MSG + e.message_id, sk=sort, gsi3pk=_EVT_DAY + e.timestamp[:10], gsi3sk=sort,
-                        expires_at=expires)  # event_id, timestamp and message_id are in the key
+            # Every field kept (not only in the key): code of the first layout, rolled back to, reads these too.
+            item = dict(e.as_dict(), pk=_EVT_MSG + e.message_id, sk=sort, gsi3pk=_EVT_DAY + e.timestamp[:10],
+                        gsi3sk=sort, expires_at=expires)
             new += put_if_absent(self.ddb, self.table, item, "pk")
         return new
 
