@@ -189,3 +189,30 @@ def test_a_cursor_of_another_query_or_a_forged_one_is_refused(past):
     for bad in ("x", "eyJwIjoxfQ", page.cursor[:-4]):
         with pytest.raises(InvalidRequestError):
             log.events(since=iso(start - 1), cursor=bad)
+
+
+def test_a_by_message_cursor_stays_in_its_message(past):
+    """Both parts of the walk by message (the table's key, then the first layout's gsi1)
+    refuse a key of another message or of the other part's shape."""
+    import base64
+    import hashlib
+    import json
+
+    log, mid, events, start = past
+    digest = hashlib.sha256(json.dumps([None, None, mid, False]).encode()).hexdigest()[:16]
+
+    def cursor(part: str, key: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps({"p": part, "k": key, "q": digest}).encode()).decode()
+
+    sk = f"{events[0].timestamp}#{events[0].event_id}"
+    forged = [cursor(mid, {"pk": "EVTMSG#other", "sk": sk}),
+              cursor(mid, {"pk": f"EVTMSG#{mid}", "sk": sk, "gsi1pk": f"EVTMSG#{mid}", "gsi1sk": sk}),
+              cursor(f"v1:{mid}", {"pk": f"EVTMSG#{mid}", "sk": sk}),
+              cursor(f"v1:{mid}", {"pk": "x", "sk": "x", "gsi1pk": "EVTMSG#other", "gsi1sk": sk}),
+              cursor("v1:other", None)]
+    for bad in forged:
+        with pytest.raises(InvalidRequestError):
+            log.events(message_id=mid, cursor=bad)
+    page = log.events(message_id=mid, limit=4)  # a real one continues where it stopped
+    assert [e.event_id for e in log.events(message_id=mid, limit=100, cursor=page.cursor).items] == \
+        [e.event_id for e in events][::-1][4:]
