@@ -1,8 +1,9 @@
 """Benchmark: what 1,000 emails cost on AWS, counted request by request (issue 15 item 4).
 
 N messages (default 1,000; --quick 200) go through the embedded local stack's real API (one
-POST /v1/messages per message, as a signup form sends) and its real sender (the template's
-SQS event source mappings, batch 10, window 1 s) to loopback MX hosts over STARTTLS:
+POST /v1/messages per message, as a signup form sends; --batch N: one POST /v1/messages/batch
+per N) and its real sender (the template's SQS event source mappings, batch 10, window 1 s) to
+loopback MX hosts over STARTTLS:
   ~93% to eight accepting domains;
    3% to unknown users at reject.test (550 5.1.1 at RCPT: a hard bounce the sender records);
    2% to bounce-later.test, which accepts and then mails an RFC 3464 DSN to the VERP return
@@ -36,24 +37,31 @@ What is counted, and how:
                  Secrets Manager (S3 and DynamoDB use the free gateway endpoints).
 Prices: bench/cost_model.py (dated, with sources). SES's price is printed beside each total.
 
-Measured (1,000 messages, DynamoDB Local, 2 cores at load average 8-12, 2026-11-30), before and
-after the write cuts of issue 15 item 4's second pass (the create as plain PutItems, bodies
-deflated and in S3 above the break-even, a claim that leaves the due index alone): all 974
-deliverable recipients at their MX and 21 DSNs processed in 130 s; DynamoDB write units per
-email 33.6 -> 24.6 (the create 12.0 -> 5.0, the claim 5.05 -> 3.03; unchanged: the event log
-8.13, the finish 4.13, reputation counts 2.00, shaping slots 1.89), $0.0210 -> $0.0154; 1,003 API
-requests ($0.0035 REST + $0.0006 WAF), 146 Lambda GB-s ($0.0019, this loaded machine's wall
-time), 1,853 SQS requests, 21 DSNs received by SES ($0.0040), 14.3 MB out / 16.9 MB through the
-NAT, DynamoDB 9.2 -> 7.8 MB and S3 8.5 MB kept 30 days. Variable $0.0382 -> $0.0318 per 1,000
-with the NAT gateway ($0.0374 -> $0.0311 with the NAT instance), against SES's $0.1015 (31.3%):
-the goal ($0.005) is not met; without any DynamoDB write the rest is $0.0164 (README, "What it
-costs"). Fixed: $48.65 a month (gateway) or $19.70 (instance); cheaper than SES from 697,951
-(gateway) or 279,688 (instance) emails a month; than SES with a dedicated IP from 339,974
-(gateway) or at any volume (instance).
+Measured (1,000 messages, DynamoDB Local, 2 cores at load average 7-17, 2026-11-30, RetentionDays
+45), before and after the event log's new layout (an item and one index entry per event, issue
+15 item 4's fourth cut): all 974 deliverable recipients at their MX and 21 DSNs processed in
+135-145 s; DynamoDB write units per email 24.75 -> 20.68 (the event log 8.13 -> 4.06; unchanged:
+the create 5.00, the finish 4.13, the claim 3.03, reputation counts 2.00, shaping slots 2.05),
+$0.0155 -> $0.0129; DynamoDB kept 7.95 -> 5.90 MB; 1,003 API requests ($0.0035 REST + $0.0006
+WAF), 165 Lambda GB-s ($0.0022, this loaded machine's wall time), 1,898 SQS requests, 21 DSNs
+received by SES ($0.0040), 14.5 MB out / 17.3 MB through the NAT, S3 8.7 MB kept. Variable
+$0.0331 -> $0.0300 per 1,000 with the NAT gateway ($0.0323 -> $0.0292 with the NAT instance),
+against SES's $0.1015 in each run (29.6%): the goal ($0.005) is not met; without any DynamoDB
+write the rest is $0.0171 (README, "What it costs"). Fixed: $48.65 a month (gateway) or $19.70
+(instance); cheaper than SES from 680,458 (gateway) or 272,683 (instance) emails a month; than
+SES with a dedicated IP from 331,456 (gateway) or at any volume (instance).
+With --batch 50 (20 POST /v1/messages/batch requests + 3 uploads instead of 1,003 requests):
+18.61 write units per email (reputation counts once per batch and pair: 2.00 -> 0.04), API
+Gateway + WAF $0.0001, $0.0229 per 1,000 (gateway) / $0.0221 (instance), SES $0.1015 (22.5%);
+cheaper than SES from 611,023 / 240,598 emails a month.
+The earlier pass (the create as plain PutItems, bodies deflated and in S3 above the break-even,
+a claim that leaves the due index alone; RetentionDays 30): 33.6 -> 24.6 write units per email,
+$0.0382 -> $0.0318 per 1,000.
 With a 20 KB HTML template (--quick --html-bytes 20000): 73.9 -> 24.8 write units per email,
 $0.0702 -> $0.0333 per 1,000 (the padding deflates better than a real template would).
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [--messages N]
+     [--batch 50]       (POST /v1/messages/batch, 50 messages a request; default one POST each)
      [--html-bytes B]   (each message is a 0.8 KB text + 0.7 KB HTML receipt; B pads the HTML)
      [--inline-limit L] (what if bodies deflating to over L bytes went to S3; the library: 6,300)
 """
