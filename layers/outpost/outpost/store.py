@@ -34,9 +34,11 @@ MessagesTable layout (single-table; every access is a key or index lookup):
                                         (gsi1pk=REP#key:id, gsi1sk=H#<yyyymmddhh>#domain:name)
   pk=REPDAY#<yyyymmdd> sk=<scope>       the scopes counted (or not ok) that day: the sweeper's list
   pk=REP#<domain:name|key:id> sk=STATE  its breaker state (ok|warn|paused, since, why; resumes)
-  pk=EVT#<event id> sk=EVENT             one event (issue 12), put once; TTL as its message's;
-                                        listed by gsi3 (EVTDAY#<day>), gsi1 (EVTMSG#<message id>)
-                                        and gsi4 (type = message.<state>), sorted <timestamp>#<id>
+  pk=EVTMSG#<message id> sk=<timestamp>#<event id>   one event (issue 12), put once; TTL as its
+                                        message's; listed by message (the key) and by day (gsi3,
+                                        EVTDAY#<day> / <timestamp>#<id>); by type: the day walk,
+                                        filtered. The first layout (pk=EVT#<event id> sk=EVENT, also
+                                        in gsi1 and gsi4) is still read until its items expire
   gsi3: gsi3pk=DAY#<yyyy-mm-dd> gsi3sk=<created>#<id>#<nnn>  recipients by day (API list)
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
@@ -1559,14 +1561,18 @@ class ReputationStore:
 
 
 # ---- the event log (issue 12) -------------------------------------------------------------------
-_EVT, _EVT_SK = "EVT#", "EVENT"  # pk=EVT#<event id> sk=EVENT: one item per event, put once
+# Issue 15 item 4: an event is one item and ONE index entry (2 write units, not 4): the table's key
+# serves the walk by message, gsi3 the walk by day, and the day walk with a filter the walk by type.
+_EVT_MSG, _EVT_DAY = "EVTMSG#", "EVTDAY#"  # pk=EVTMSG#<message id> sk=<timestamp>#<event id>
+_EVT_V1 = "v1:"  # a walk part over the first layout's items (pk=EVT#<event id>, until they expire)
 _EVT_LISTINGS = {
-    # which index answers a walk, its partition attribute and prefix, its sort attribute
-    "day": ("gsi3", "gsi3pk", "EVTDAY#", "gsi3sk"),
-    "message": ("gsi1", "gsi1pk", "EVTMSG#", "gsi1sk"),
-    "type": ("gsi4", "type", "", "received_at"),
+    # which index answers a walk (None: the table), its partition attribute and prefix, its sort attribute
+    "day": ("gsi3", "gsi3pk", _EVT_DAY, "gsi3sk"),
+    "message": (None, "pk", _EVT_MSG, "sk"),
+    "message_v1": ("gsi1", "gsi1pk", _EVT_MSG, "gsi1sk"),  # the first layout's index entries
 }
 EVENT_LIST_QUERIES = 10  # DynamoDB queries per events() call at most (a partial page beyond)
+EVENT_FILTER_READ = 500  # events read per query when filtering by type (a page is cut after `limit`)
 
 
 def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recipient | None] | None:
@@ -1590,12 +1596,28 @@ def _event(item: Mapping[str, Any]) -> Event:
     return Event.from_dict(item, data=item.get("data") or {})
 
 
+def _event_listing(kind: str, part: str) -> tuple[str | None, str, str, str, str]:
+    """(index, partition attribute, its prefix, sort attribute, partition value) of one walk part."""
+    if kind == "message" and part.startswith(_EVT_V1):
+        return (*_EVT_LISTINGS["message_v1"], part.removeprefix(_EVT_V1))
+    return (*_EVT_LISTINGS[kind], part)
+
+
+def _listing_attrs(index: str | None, pk_attr: str, sort_attr: str) -> tuple[str, ...]:
+    return ("pk", "sk") if index is None else ("pk", "sk", pk_attr, sort_attr)
+
+
 class EventLogStore:
     """The event log (issue 12) in MessagesTable: each event once (a conditional PutItem on
-    pk=EVT#<event id>), with the messages' TTL rule (`expires_for`), listed without a scan:
-    by day (gsi3, EVTDAY#<yyyy-mm-dd>), by message (gsi1, EVTMSG#<id>) or by type (gsi4,
-    the event type), each sorted by <timestamp>#<event id>. Lists are newest first unless
-    `oldest_first` (replay); the cursor is opaque and bound to the query. Also an EventSink."""
+    pk=EVTMSG#<message id> sk=<timestamp>#<event id>: both are functions of the change, so a
+    change read twice hits the same key), with the messages' TTL rule (`expires_for`), one
+    index entry each (gsi3, EVTDAY#<yyyy-mm-dd>, sorted by <timestamp>#<event id>). Listed
+    without a scan: by day (gsi3), by message (the table's key), by type (the day walk with a
+    filter, reading ahead EVENT_FILTER_READ events per query). Items of the first layout
+    (pk=EVT#<event id>, also in gsi1 and gsi4) stay listed until their TTL: by day and type
+    through gsi3 as before, by message through gsi1 after the new items (`_EVT_V1` parts).
+    Lists are newest first unless `oldest_first` (replay); the cursor is opaque and bound to
+    the query. Also an EventSink."""
 
     def __init__(self, ddb: Any, table: str, messages: MessageStore, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -1607,9 +1629,9 @@ class EventLogStore:
         expires = self.messages.expires_for(now, None)
         for e in events:
             sort = f"{e.timestamp}#{e.event_id}"
-            item = dict(e.as_dict(), pk=_EVT + e.event_id, sk=_EVT_SK, expires_at=expires,
-                        gsi3pk=f"EVTDAY#{e.timestamp[:10]}", gsi3sk=sort,
-                        gsi1pk=f"EVTMSG#{e.message_id}", gsi1sk=sort, received_at=sort)
+            # Every field kept (not only in the key): code of the first layout, rolled back to, reads these too.
+            item = dict(e.as_dict(), pk=_EVT_MSG + e.message_id, sk=sort, gsi3pk=_EVT_DAY + e.timestamp[:10],
+                        gsi3sk=sort, expires_at=expires)
             new += put_if_absent(self.ddb, self.table, item, "pk")
         return new
 
@@ -1631,12 +1653,10 @@ class EventLogStore:
                     out[_message_id(d)] = {str(k): str(v) for k, v in (d.get("tags") or {}).items()}
         return out
 
-    def _parts(self, since: str | None, type: str | None, message_id: str | None,
-               oldest_first: bool) -> tuple[str, list[str]]:
-        if message_id:
-            return "message", [message_id]
-        if type:
-            return "type", [type]
+    def _parts(self, since: str | None, message_id: str | None, oldest_first: bool) -> tuple[str, list[str]]:
+        if message_id:  # the new items are all newer than the first layout's
+            parts = [message_id, _EVT_V1 + message_id]
+            return "message", parts[::-1] if oldest_first else parts
         now = self.clock()
         oldest = now - self.messages.retention - 86400
         if since:
@@ -1657,21 +1677,23 @@ class EventLogStore:
         """Events at or after `since` (RFC 3339 as the records write it), of one `type`,
         about one message: newest first (oldest first for replay). `Page.cursor` continues
         (None: the end); a page may be short, even empty, and still have one."""
-        kind, parts = self._parts(since, type, message_id, oldest_first)
-        index, pk_attr, prefix, sort_attr = _EVT_LISTINGS[kind]
-        attrs = ("pk", "sk", pk_attr, sort_attr)
+        kind, parts = self._parts(since, message_id, oldest_first)
         digest = hashlib.sha256(json.dumps([since, type, message_id, oldest_first]).encode()).hexdigest()[:16]
-        n, key = _decode_event_cursor(cursor, parts, attrs, digest, pk_attr, prefix, (sort_attr, since))
-        filters = {"type": type} if type and kind != "type" else None
+        n, key = _decode_event_cursor(cursor, kind, parts, digest, since)
+        filters = {"type": type} if type else None
         items: list[Event] = []
         for _ in range(EVENT_LIST_QUERIES):
             if n >= len(parts) or len(items) >= limit:
                 break
-            page = query_page(self.ddb, self.table, index=index, pk=(pk_attr, prefix + parts[n]),
-                              sk_from=(sort_attr, since) if since else None, limit=limit - len(items),
+            index, pk_attr, prefix, sort_attr, value = _event_listing(kind, parts[n])
+            want = limit - len(items)
+            page = query_page(self.ddb, self.table, index=index, pk=(pk_attr, prefix + value),
+                              sk_from=(sort_attr, since) if since else None,
+                              limit=max(want, EVENT_FILTER_READ) if filters else want,
                               start_key=key, newest_first=not oldest_first, filters=filters)
-            items.extend(_event(i) for i in page.items)
-            key = page.last_key
+            items.extend(_event(i) for i in page.items[:want])
+            key = page.last_key if len(page.items) <= want else \
+                _keys_of(page.items[want - 1], _listing_attrs(index, pk_attr, sort_attr))  # cut: after the last kept
             if key is None:
                 n += 1
         nxt = None if n >= len(parts) else _encode_event_cursor(parts[n], key, digest)
@@ -1683,8 +1705,8 @@ def _encode_event_cursor(part: str, key: dict[str, str] | None, digest: str) -> 
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_event_cursor(cursor: str | None, parts: list[str], attrs: tuple[str, ...], digest: str,
-                         pk_attr: str, prefix: str, sort: tuple[str, str | None]) -> tuple[int, dict | None]:
+def _decode_event_cursor(cursor: str | None, kind: str, parts: list[str], digest: str,
+                         since: str | None) -> tuple[int, dict | None]:
     """(partition number, start key) of a cursor checked against the query (400 naming
     `cursor` for anything else: a forged key never reaches DynamoDB)."""
     from .errors import InvalidRequestError
@@ -1703,10 +1725,11 @@ def _decode_event_cursor(cursor: str | None, parts: list[str], attrs: tuple[str,
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise bad from None
     if key is not None:
-        if not isinstance(key, dict) or set(key) != set(attrs) or \
+        index, pk_attr, prefix, sort_attr, value = _event_listing(kind, part)
+        if not isinstance(key, dict) or set(key) != set(_listing_attrs(index, pk_attr, sort_attr)) or \
                 not all(isinstance(v, str) and 0 < len(v) <= 1100 for v in key.values()):
             raise bad
-        if key[pk_attr] != prefix + part or (sort[1] is not None and key[sort[0]] < sort[1]):
+        if key[pk_attr] != prefix + value or (since is not None and key[sort_attr] < since):
             raise bad
     return parts.index(part), key
 
