@@ -171,7 +171,11 @@ def test_a_domain_one_sender_found_slow_is_handed_off_by_another_without_connect
     # A greeting slower than the rig's connect timeout (3 s) would fail the slow lane too.
     behaviour = CountedSlow(stage, 2.0 if stage == GREETING else STALL)
     slow = rig.mx(domain, 2, behaviour)
-    fast = rig.mx("quick.test", 3)
+    # Its own healthy domain: the store is module-wide and every rig's fake clock starts at T0,
+    # so a mark an earlier test left on quick.test (its 8.5 MB transaction slower than LIMIT on a
+    # loaded machine: marked slow, though delivered) would hand f@ to the slow lane here.
+    healthy = f"quick-{stage.lower()}.test"
+    fast = rig.mx(healthy, 3)
     first_sender = rig.service
     first_sender.SLOW_OPEN = LIMIT
     first = rig.send(f"a@{domain}")
@@ -182,10 +186,10 @@ def test_a_domain_one_sender_found_slow_is_handed_off_by_another_without_connect
     second_sender = rig.build()  # another container: its own connector, nothing remembered
     # The second keeps the lane's real limits (8 s): it must not connect to the slow domain at
     # all (counted below), and its healthy domain's first session (a cold container: DNS,
-    # STARTTLS) must not be taken for slow. With LIMIT (0.8 s) here, a loaded machine (and one
-    # clean-clone CI run) handed quick.test to the slow lane too.
+    # STARTTLS) must not be taken for slow.
     assert second_sender is not first_sender and not second_sender._slow_domains
-    mid = rig.send(f"b@{domain}", "f@quick.test")
+    assert rig.store.slow_until(healthy) is None
+    mid = rig.send(f"b@{domain}", f"f@{healthy}")
     sent_before = len(rig.queue.sent)
     started = time.monotonic()
     rig.run_jobs([QueueJob(message_id=mid)])
