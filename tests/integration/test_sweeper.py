@@ -50,7 +50,27 @@ def _state(mid: str) -> str:
     return str(_item(mid, rcpt_sk(0))["state"]["S"])
 
 
-def test_a_stored_but_unqueued_message_is_delivered_after_a_scheduled_sweep(local_stack):
+@pytest.fixture
+def no_background_sweeps(local_stack):
+    """The session stack runs the sweeper on its own every 60 s (StackConfig.schedule_interval).
+    A run inside the next test's window (its 3 s wait plus the writes around it: about one
+    session in 15) would rescue the overdue message that the test must find untouched before its
+    own sweep, so that test failed by chance. The timer is stopped for the test and a fresh one
+    started after it, for the tests that follow."""
+    from outpost_local.poller import Scheduler
+
+    timer = local_stack.schedulers["SweeperFunction"]
+    timer.stop()
+    try:
+        yield
+    finally:
+        fresh = Scheduler(timer.function, timer.rule_arn, timer.interval)
+        fresh.start()
+        local_stack.schedulers["SweeperFunction"] = fresh
+        local_stack.components[local_stack.components.index(timer)] = fresh
+
+
+def test_a_stored_but_unqueued_message_is_delivered_after_a_scheduled_sweep(local_stack, no_background_sweeps):
     # Stored long enough ago that its job is overdue by more than the grace period.
     mid = _store_without_queueing("swept-1@accept.test", clock=time.time() - SWEEP_GRACE - 120)
     time.sleep(3)

@@ -29,6 +29,9 @@ classify_mod = importlib.import_module("outpost.bounces.classify")
 HERE = Path(__file__).resolve().parent
 SIZES = (100_000, 400_000, 1_600_000, 20_000_000)
 TIME_LIMIT = 1.0  # seconds per message: the issue's target
+# Every time here is the measuring thread's CPU time (time.thread_time): the work a parse costs,
+# which a loaded machine (CI: 2 cores, the suite's own servers) does not stretch as it does the
+# wall clock, and which the session's server threads in this process do not add to.
 MEMORY_LIMIT = 200  # MB peak RSS of a process that parsed every size (the input included)
 
 _RUNNER = r"""
@@ -46,9 +49,9 @@ for size in map(int, sys.argv[3:]):
     raw = SHAPES[sys.argv[2]](size)
     best = 1e9
     for _ in range(2):
-        t = time.perf_counter()
+        t = time.thread_time()
         parse_bounce(raw)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.thread_time() - t)
     del raw
     out.append((size, best))
 print(json.dumps({"times": out, "rss_mb": peak_rss_mb()}))
@@ -88,9 +91,9 @@ def test_a_report_returning_a_20_mb_original_is_still_read() -> None:
            b"Content-Type: multipart/mixed; boundary=\"m\"\n\n--m\nContent-Type: text/plain\n\nhi\n"
            b"--m\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n"
            + attachment + b"--m--\n\n--r--\n")
-    t = time.perf_counter()
+    t = time.thread_time()
     report = dsn.parse_bounce(raw)
-    assert time.perf_counter() - t < TIME_LIMIT
+    assert time.thread_time() - t < TIME_LIMIT
     assert report.kind == "dsn"
     assert [(r.address, r.status, r.kind, r.reason) for r in report.recipients] == [
         ("bob@example.com", "5.1.1", "hard", "userunknown")]
@@ -154,9 +157,9 @@ _UNITS = ([chr(c) for c in range(32, 127)]
 def _best(rx: re.Pattern, text: str | bytes) -> float:
     best = 1e9
     for _ in range(3):
-        t = time.perf_counter()
+        t = time.thread_time()
         rx.search(text)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.thread_time() - t)
     return best
 
 
@@ -170,9 +173,9 @@ def test_every_bounce_pattern_is_linear() -> None:
             small, big = unit * (n // len(unit)), unit * (4 * n // len(unit))
             if isinstance(rx.pattern, bytes):
                 small, big = small.encode(), big.encode()  # type: ignore[assignment]
-            t = time.perf_counter()
+            t = time.thread_time()
             rx.search(big)
-            if time.perf_counter() - t < 0.002:
+            if time.thread_time() - t < 0.002:
                 continue  # fast whatever its growth
             t_small, t_big = _best(rx, small), _best(rx, big)
             # x4 input: linear is x4, quadratic x16.  A suspect is confirmed by one more x4
@@ -194,10 +197,10 @@ def test_hostile_smtp_reply_is_judged_in_bounded_time(index: int) -> None:
         text = smtp_reply(size)[index]
         best = 1e9
         for _ in range(2):
-            t = time.perf_counter()
+            t = time.thread_time()
             verdict = judge(SmtpReply(550, text, "RCPT"))
             classify_mod.classify("5.0.0", text, "failed", 550, command="RCPT")
-            best = min(best, time.perf_counter() - t)
+            best = min(best, time.thread_time() - t)
         times[size] = best
         assert verdict.outcome == "permanent"
         assert len(verdict.text) <= DIAGNOSTIC_LIMIT

@@ -79,9 +79,9 @@ def test_a_field_rfc_5322_allows_once_is_not_given_twice(headers: dict, extra: d
 
 @pytest.mark.parametrize("size", [999, 10_000, 1_000_000])
 def test_a_header_value_is_at_most_998_characters(size: int) -> None:
-    t = time.perf_counter()
+    t = time.thread_time()  # CPU time (here and below): what the work costs, not the machine's load
     assert refused_field(headers={"X-Long": "v" * size}) == "headers"
-    assert time.perf_counter() - t < 0.5
+    assert time.thread_time() - t < 0.5
 
 
 # == item 16: every line-breaking character, in every one-line field ============================
@@ -218,16 +218,16 @@ def test_hostile_sizes_are_refused_or_built_in_bounded_time(n: int) -> None:
     body = {**BASE, "from": f"{s[:128]} <app@example.com>", "subject": s[:998],
             "to": [f'"{s[:128]}" <b{i}@example.org>' for i in range(50)],
             "headers": {f"X-H{i}": s[:998] for i in range(50)}}
-    t = time.perf_counter()
+    t = time.thread_time()
     check_message(SendRequest.model_validate(body))
-    built = time.perf_counter() - t
+    built = time.thread_time() - t
     assert built < 15, built  # ~2 s on an idle core; the API's timeout is 10 s on Lambda
     for over in ({"subject": s + "é" * 998}, {"headers": {"X-A": s + "é" * 998}},
                  {"to": [f'"{s + "é" * 128}" <b@example.org>']}):
-        t = time.perf_counter()
+        t = time.thread_time()
         with pytest.raises(ValidationError):
             SendRequest.model_validate({**body, **over})
-        assert time.perf_counter() - t < 1.0
+        assert time.thread_time() - t < 1.0
 
 
 # == item 17: SMTPUTF8 from the headers actually sent ===========================================

@@ -40,10 +40,11 @@ def test_huge_cursors_are_refused_before_decoding(size):
     import time
 
     value = "A" * size
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(InvalidRequestError):
         decode_cursor(value, parts=["d"], key_attrs=ATTRS)
-    assert time.perf_counter() - started < 0.05  # refused on length, not decoded
+    # CPU time of this thread: a preempted test on a loaded machine is not a decoded cursor
+    assert time.thread_time() - started < 0.05  # refused on length, not decoded
 
 
 @pytest.mark.parametrize("depth", [10, 1000, 100_000])

@@ -58,9 +58,9 @@ def _threads(prefix: str) -> int:
 def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the_rest_fail_at_once() -> None:
     calls, stalled = StoreCalls(threads=3, name="t-stalled", queue=5), Stalled()
 
-    async def one() -> str:
+    async def one(wait: float = 0.3) -> str:
         try:
-            return str(await calls.call(stalled, wait=0.3))
+            return str(await calls.call(stalled, wait=wait))
         except TimeoutError:
             return "timeout"
         except StoreStalledError:
@@ -71,15 +71,16 @@ def test_n_stalled_store_calls_never_hold_more_than_the_bound_of_threads_and_the
         first = list(await asyncio.gather(*(one() for _ in range(20))))
         await asyncio.sleep(0.1)  # (the running three are now well past their bound)
         # Then every thread is held by a call past its bound: the store is stalled, nothing
-        # more is queued behind them, every call fails at once.
+        # more is queued behind them, every call fails at once. Each would wait 5 s if it were
+        # queued, so "at once" has a margin a loaded machine cannot eat (it was 0.25 s of 0.3).
         started = time.monotonic()
-        second = list(await asyncio.gather(*(one() for _ in range(20))))
+        second = list(await asyncio.gather(*(one(wait=5.0) for _ in range(20))))
         return first, second, time.monotonic() - started
 
     try:
         first, second, took = asyncio.run(many())
         assert first.count("timeout") == 8 and first.count("stalled") == 12, first  # 3 running + 5 queued
-        assert second == ["stalled"] * 20 and took < 0.25  # at once: no wait behind a stalled store
+        assert second == ["stalled"] * 20 and took < 2.5  # at once: no wait behind a stalled store
         assert stalled.most == 3 and calls.busy == 3 and _threads("t-stalled") <= 3  # the queued never ran
     finally:
         stalled.gate.set()

@@ -273,9 +273,9 @@ for shape, body in _adversarial(int(sys.argv[1])).items():
     message = b"From: a@example.com\\r\\n\\r\\n" + body
     want = hashlib.sha256(relaxed_body(body.replace(b"\\r\\n", b"\\n").replace(b"\\n", b"\\r\\n"))).digest()
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.thread_time()
     got = relaxed_body_hash(message, split_header_section(message)[1])
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     out[shape] = [got == want, peak, elapsed]
@@ -302,7 +302,7 @@ def test_streamed_body_hash_on_large_bodies_is_linear_and_small(size: int) -> No
     for shape, (same, peak, elapsed) in json.loads(proc.stdout).items():
         assert same, shape
         assert peak < 3_000_000, (shape, peak)  # a few 64 KiB pieces, whatever the size
-        assert elapsed < 0.5 + size / 4e6, (shape, elapsed)  # >= 4 MB/s even under load
+        assert elapsed < 0.5 + size / 4e6, (shape, elapsed)  # >= 4 MB/s of CPU time (time.thread_time)
 
 
 def test_signing_a_large_message_makes_no_copy_of_it(signer: Signer, zone: dict[str, bytes]) -> None:

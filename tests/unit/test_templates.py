@@ -240,13 +240,13 @@ def test_nested_sections_stop_at_the_pass_cap_however_little_they_write() -> Non
     budget = Budget(MAX_RENDERED_BYTES)
     render_part(t, {"a": list(range(21))}, budget)  # 21 + 441 + 9261 passes
     assert mustache.MAX_SECTION_PASSES - budget.passes_left == 21 + 21 ** 2 + 21 ** 3
-    started = time.monotonic()
+    started = time.thread_time()
     for n in (22, 100, 1000):  # 10^9 passes unbounded
         budget = Budget(MAX_RENDERED_BYTES)
         with pytest.raises(InvalidRequestError) as exc:
             render_part(t, {"a": list(range(n))}, budget)
         assert exc.value.field == "variables" and budget.passes_left == -1
-    assert time.monotonic() - started < 30  # a ceiling only: ~0.1 s each
+    assert time.thread_time() - started < 30  # a ceiling only: ~0.1 s each
 
 
 def test_rendered_size_stops_at_the_cap_before_the_memory_is_spent() -> None:
@@ -267,7 +267,11 @@ def test_rendered_size_stops_at_the_cap_before_the_memory_is_spent() -> None:
 def test_rendering_grows_linearly_with_the_input() -> None:
     t = compile_part("{{#items}}<li>{{name}} x{{qty}}</li>{{/items}}", "html")
     sizes, peaks = [], []
-    for n in (500, 1000, 2000, 4000):
+    # From 1,000 items (a ~100 KB peak), not 500 (~50 KB): tracemalloc also counts what other
+    # threads of this process allocate meanwhile, and in the full suite the session's local
+    # stack polls in threads (~100 KB within a second, measured); the smallest peak is the
+    # ratio's base, so it must be well above that noise.
+    for n in (1000, 2000, 4000, 8000):
         items = [{"name": f"item{i:05d}", "qty": 1} for i in range(n)]
         budget = Budget(MAX_RENDERED_BYTES)
         tracemalloc.start()
@@ -286,7 +290,7 @@ HOSTILE_TEMPLATES = ["{{" * 128_000, "{{{" * 85_000, ("{{ " * 80 + "}}") * 1000,
 
 
 def test_hostile_template_sources_are_parsed_or_refused_in_linear_time() -> None:
-    started = time.monotonic()
+    started = time.thread_time()
     outcomes = []
     for text in HOSTILE_TEMPLATES:  # each ~240 KB, the size cap
         try:
@@ -296,15 +300,16 @@ def test_hostile_template_sources_are_parsed_or_refused_in_linear_time() -> None
             assert exc.field == "html"
             outcomes.append("422")
     assert outcomes == ["422", "422", "422", "422", "ok", "422", "ok"]
-    assert time.monotonic() - started < 30  # a ceiling only: ~1 s in all (16 KB of "{{" took 9 s before)
+    assert time.thread_time() - started < 30  # a ceiling only: ~1 s in all (16 KB of "{{" took 9 s before)
 
 
 def test_text_derivation_is_linear_on_hostile_html() -> None:
-    started = time.monotonic()
+    started = time.thread_time()
     for piece in ("<a", "<!--", "</", "<a b='", "<![CDATA[", "<!", "<?", "<" + "a" * 1000, "<style>"):
         out = html_to_text(piece * (1_000_000 // len(piece)))  # 1 MB each
         assert len(out) <= 1_000_001
-    assert time.monotonic() - started < 60  # a ceiling only: 200 KB of "<a" took 74 s with html.parser
+    # CPU time (as the other ceilings here): 10 s of wall clock at a load of 12, ~2 s idle
+    assert time.thread_time() - started < 60  # a ceiling only: 200 KB of "<a" took 74 s with html.parser
 
 
 def test_variables_are_capped_in_size_and_depth() -> None:

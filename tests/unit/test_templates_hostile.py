@@ -96,12 +96,12 @@ def _timed_render(html: str, variables: dict[str, Any], **fields: Any) -> tuple[
 
     s = TemplateService(FakeTemplates(), clock=lambda: 1_800_000_000.0)
     s.create("w", {"name": "w", "subject": "s", "html": html, **fields})
-    t = time.perf_counter()
+    t = time.thread_time()  # CPU time: the work, which a loaded machine does not stretch
     try:
         out: Any = s.render("w", variables)
     except InvalidRequestError as exc:
         out = exc
-    return time.perf_counter() - t, out
+    return time.thread_time() - t, out
 
 
 @pytest.mark.parametrize("tag", ["{{x}}", "{{! c }}", "{{^x}}{{/x}}"])
@@ -139,10 +139,10 @@ def test_the_css_passes_are_linear_on_hostile_html(shape: str) -> None:
     from outpost.templates.css import inlined_bytes_bound, without_double_quotes_in_css
 
     html = shape * (1_600_000 // len(shape))
-    t = time.perf_counter()
+    t = time.thread_time()
     without_double_quotes_in_css(html)
     inlined_bytes_bound(html + "<style>p{a:b}</style>")
-    assert time.perf_counter() - t < 10.0
+    assert time.thread_time() - t < 10.0
 
 
 def test_the_preview_refuses_a_subject_the_send_refuses(hit: Any) -> None:
