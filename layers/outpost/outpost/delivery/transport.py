@@ -465,7 +465,8 @@ class SmtpSession:
             piece = _DOT.sub(b"..", _CRLF.sub(b"\r\n", piece))
             proto.write(piece)
             last = piece[-2:]
-            await asyncio.wait_for(proto._drain_helper(), before_dot(self.timeouts.data_transfer))
+            wait = before_dot(self.timeouts.data_transfer)  # may raise: before the coroutine exists
+            await asyncio.wait_for(proto._drain_helper(), wait)
         if _answered_before_dot(proto):
             # A 2xx before the dot answers nothing we sent: the dot is withheld (the server
             # discards the transaction, RFC 5321 §4.1.1.4) and the session closed by the caller.
