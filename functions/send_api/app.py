@@ -20,6 +20,7 @@ try:
     from outpost.telemetry import logger, metrics
 
     app = api_app()
+    logger(), metrics()  # built here (cached) for the decorators below, before the freeze
     gc.freeze()
 finally:
     gc.enable()
