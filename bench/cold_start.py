@@ -95,6 +95,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,13 +227,41 @@ def _built_programs(args: argparse.Namespace, env: dict[str, str], event: dict, 
     unchecked = _layer_copy(work / "unchecked", layer)
     subprocess.run([args.python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(unchecked)],
                    check=True, capture_output=True)
+    for cache in (build / "OutpostBytecodeLayer/python/outpost/__pycache__").glob("compiled-text.*"):
+        shutil.copy(cache, unchecked / "outpost/__pycache__")  # outpost/code_cache.py's file, as shipped
     fns = {"send API": "SendApiFunction", "sender": "SenderFunction", "bounces": "BounceProcessorFunction"}
     programs = {"floor": ([args.python, "-c", FLOOR], env)}
     for name, fn in fns.items():
         for label, path in [*variants.items(), *([("unchecked-hash", unchecked)] if name == "send API" else [])]:
             argv = [args.python, "-c", PROBE, str(build / fn), *([json.dumps(event)] if name == "send API" else [])]
             programs[f"{name} {label}"] = (argv, dict(env, PYTHONPATH=str(path)))
+    if args.built_before:  # another build's layers and functions, with its bytecode layer, in the same rounds
+        old = args.built_before
+        before = _layer_copy(work / "before", old / "OutpostLayer", old / "OutpostBytecodeLayer")
+        for name, fn in fns.items():
+            argv = [args.python, "-c", PROBE, str(args.built_before / fn),
+                    *([json.dumps(event)] if name == "send API" else [])]
+            programs[f"{name} before"] = (argv, dict(env, PYTHONPATH=str(before)))
     return programs
+
+
+def _instructions(argv: list[str], env: dict[str, str]) -> float:
+    """Millions of instructions the program runs (valgrind's callgrind; no first request): unlike
+    time, the same under any load, so a 2-core machine shared with other jobs measures it too."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *argv[:4]],
+                             env=dict(env, PYTHONHASHSEED="0"), cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(out.stderr.rsplit("Collected : ", 1)[1].split()[0]) / 1e6
+
+
+def _report_instructions(programs: dict[str, tuple[list[str], dict[str, str]]]) -> None:
+    wanted = [name for name in programs if name == "floor" or name.endswith(("+bytecode layer", "before"))]
+    with ThreadPoolExecutor(2) as pool:
+        counts = dict(zip(wanted, pool.map(lambda n: _instructions(*programs[n]), wanted), strict=True))
+    print("instructions (valgrind --tool=callgrind, init only):")
+    for name, count in counts.items():
+        ratio = f" = {count / counts['floor']:.2f}x the floor" if name != "floor" else ""
+        print(f"  {name:24s} {count:6.0f} M{ratio}")
 
 
 def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -> int:
@@ -240,7 +269,10 @@ def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -
                              check=True, capture_output=True, text=True).stdout.split()
     print(f"{args.built} on python {version[0]} ({args.python}), boto3 {version[1]} (with its .pyc, as in the runtime)")
     with tempfile.TemporaryDirectory() as tmp:
-        _report(_rounds(_built_programs(args, env, event, Path(tmp)), args.runs))
+        programs = _built_programs(args, env, event, Path(tmp))
+        _report(_rounds(programs, args.runs))
+        if args.instructions:
+            _report_instructions(programs)
     return 0
 
 
@@ -252,6 +284,10 @@ def main() -> int:
                     help="also time the send API whose first POST carries an Idempotency-Key")
     ap.add_argument("--built", type=Path, help="a `sam build` output directory: measure it instead "
                     "(the layer as built, with the bytecode layer, and compiled here unchecked-hash)")
+    ap.add_argument("--built-before", type=Path, help="with --built: another `sam build` output (e.g. of the "
+                    "commit before a change) measured with its bytecode layer in the same rounds")
+    ap.add_argument("--instructions", action="store_true", help="with --built: also count each init's "
+                    "instructions under valgrind (the floor, the bytecode layer, the build before)")
     ap.add_argument("--python", default=sys.executable,
                     help="with --built: the python3.12 to run it with (a venv with boto3, as the runtime has it)")
     args = ap.parse_args()

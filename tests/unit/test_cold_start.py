@@ -90,8 +90,9 @@ def test_send_api_init_leaves_the_heavy_modules_unloaded() -> None:
 
 
 def test_send_api_init_runs_no_garbage_collection_and_freezes_what_it_built() -> None:
-    """Init's ~130 collections freed almost nothing (about 500 objects of 120,000): app.py turns
-    collection off for init, freezes what init built, and turns it back on for the requests."""
+    """Init's ~130 collections freed almost nothing (about 500 objects of 120,000): app.py's
+    handler_init (outpost/cold_start.py) turns collection off for init, freezes what init built,
+    and turns it back on for the requests."""
     seen = _cold_import()["gc"]
     assert seen["collections"] == 0
     assert seen["enabled"] is True
@@ -237,3 +238,29 @@ def test_send_api_init_reads_the_compiled_texts_where_the_bytecode_layer_puts_th
     where, stats = json.loads(out.stdout.splitlines()[-1])
     assert where.startswith(str(layer))
     assert stats["hits"] > 1000 and stats["misses"] < stats["hits"] / 20
+
+
+HANDLER_INIT = """
+import gc, json
+from outpost.cold_start import handler_init
+seen = []
+with handler_init():
+    seen.append(gc.isenabled())
+seen += [gc.isenabled(), gc.get_freeze_count() > 0]
+gc.unfreeze()
+try:
+    with handler_init():
+        raise ValueError("init failed")
+except ValueError:
+    seen += [gc.isenabled(), gc.get_freeze_count()]
+print(json.dumps(seen))
+"""
+
+
+def test_handler_init_turns_collection_back_on_also_when_init_fails() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "layers/outpost"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", HANDLER_INIT], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    # off inside; on and frozen after; after a failed init on again and nothing frozen
+    assert json.loads(out.stdout) == [False, True, True, True, 0]
