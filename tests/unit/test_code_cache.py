@@ -135,3 +135,14 @@ def test_a_missing_file_or_another_interpreters_hooks_nothing(tmp_path: Path) ->
     seen = _new_class(other)
     assert seen["loaded"] == 0 and seen["after"] == {"hits": 0, "misses": 0}
     assert seen["repr"] == "Point(x=1, y=None)" and seen["frozen"]
+
+
+def test_every_module_the_layer_build_records_imports() -> None:
+    """layers/Makefile builds the file from MODULES: a module renamed or gone would only print a
+    warning there (and leave its texts to be compiled at run time), so it is caught here."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "layers/outpost"), os.environ.get("PYTHONPATH", "")]))
+    code = ("import sys, tempfile, pathlib; from outpost import code_cache; "
+            "print(code_cache.build(pathlib.Path(tempfile.mkdtemp()) / 'c.marshal'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "not imported" not in out.stderr, out.stderr
+    assert int(out.stdout) > 500
