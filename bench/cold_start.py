@@ -98,9 +98,12 @@ ratio; sum = init + first POST, best:
                    sum 377 / 387 / 381 ms (first POST 71 / 69 / 68 ms, before 66 / 54 / 57)
   sender    before 2.34x / 2.41x / 2.19x -> after 1.91x / 1.92x / 1.73x
   bounces   before 2.05x / 2.10x / 1.99x -> after 1.75x / 1.81x / 1.59x
-  --instructions (run 1; callgrind, init only, the same under any load): floor 1,114 M; send API
-  1,974 -> 1,576 M = 1.77x -> 1.41x; sender 2,962 -> 2,285 M = 2.66x -> 2.05x; bounces 2,836 ->
-  2,328 M = 2.55x -> 2.09x.
+  run 4 (13:03 UTC, load average 6-8: the floor's median 370 ms against its best 230 ms):
+    send API before 440 ms = 1.91x (median 2.62x, CPU 1.82x), sum 533 ms;
+             after  372 ms = 1.62x (median 2.04x, CPU 1.47x), sum 454 ms
+  --instructions (runs 1 and 4, the same counts; callgrind, init only, the same under any load):
+  floor 1,114 M; send API 1,974 -> 1,576 M = 1.77x -> 1.41x; sender 2,962 -> 2,286 M = 2.66x ->
+  2.05x; bounces 2,836 -> 2,328 M = 2.55x -> 2.09x.
   Where the send API's init went over the floor before (callgrind by C function, python -X
   importtime best of 7, cProfile): of ~860 M instructions over the floor, 384 M parsing and
   compiling source text at run time (dataclasses' ~430 exec()s of 178 KB of generated methods,
