@@ -16,6 +16,7 @@ send API from `python -X importtime`. --before DIR measures a second copy of the
 `git archive main layers functions | tar -x -C DIR`) against the same stack, in the same run.
 
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py [--runs 5] [--before DIR]
+(--built DIR [--built-before DIR] [--instructions] --python PY312: see below)
 
 --built DIR --python PY312 measures a `sam build` output the way Lambda runs it instead: on
 python3.12 (PY312: a venv with boto3 installed normally, so precompiled as the runtime has it;
@@ -27,6 +28,9 @@ checked-hash .pyc), and (send API) a copy compiled here with unchecked-hash. E.g
   .ci/sam_check.sh (or its sam build for x86_64), then
   PYTHONPATH=layers/outpost:local .venv/bin/python bench/cold_start.py --runs 5 \
       --built .aws-sam/ci-x86_64/build --python .aws-sam/rie-venv/bin/python
+--built-before DIR2 measures another build (of the commit before a change) in the same rounds;
+--instructions also counts each init's instructions under valgrind's callgrind (apt-get install
+valgrind; a few minutes): a figure the machine's load does not move.
 
 Measured (issue 15; a 2-core machine shared with other jobs, load average 8-19: absolute
 figures swing 2x within minutes, so the floor and the handlers are interleaved per round and the
@@ -79,6 +83,38 @@ ratio; sum = init + first POST:
   around it: collections [121, 11, 0] -> [127, 11, 1]). A gc.freeze() at the end of init (in the
   probe, 10:28 UTC) made it 54-68 ms, the sum 473-484 ms: not applied (functions/*/app.py are
   outside this slice); a candidate for the handlers, SnapStart or not.
+Slice s16a (issue 15 item 1, the send API's init to at most 1.5x the floor): functions/*/app.py
+run init inside outpost/cold_start.py's handler_init: no garbage collection during init (then
+gc.freeze(), collection back on), and outpost/code_cache.py: the code of the texts dataclasses
+and typing compile at import, built by layers/Makefile into the bytecode layer and looked up
+first. --built of an x86_64 build, --built-before the x86_64 build of 229af07 (main before the
+change; git archive 229af07 | tar -x, then the same sam build), python 3.12.1, --runs 5, three
+runs (12:51-12:57 UTC, load average 2-8). Init best = ratio to the best floor / median per-round
+ratio; sum = init + first POST, best:
+  floor 209 / 206 / 220 ms
+  send API  before 386 / 373 / 363 ms = 1.84x / 1.81x / 1.64x (median 2.28x / 1.73x / 1.62x),
+                   sum 451 / 427 / 438 ms
+            after  303 / 314 / 305 ms = 1.45x / 1.52x / 1.38x (median 1.40x / 1.48x / 1.31x),
+                   sum 377 / 387 / 381 ms (first POST 71 / 69 / 68 ms, before 66 / 54 / 57)
+  sender    before 2.34x / 2.41x / 2.19x -> after 1.91x / 1.92x / 1.73x
+  bounces   before 2.05x / 2.10x / 1.99x -> after 1.75x / 1.81x / 1.59x
+  run 4 (13:03 UTC, load average 6-8: the floor's median 370 ms against its best 230 ms):
+    send API before 440 ms = 1.91x (median 2.62x, CPU 1.82x), sum 533 ms;
+             after  372 ms = 1.62x (median 2.04x, CPU 1.47x), sum 454 ms
+  --instructions (runs 1 and 4, the same counts; callgrind, init only, the same under any load):
+  floor 1,114 M; send API 1,974 -> 1,576 M = 1.77x -> 1.41x; sender 2,962 -> 2,286 M = 2.66x ->
+  2.05x; bounces 2,836 -> 2,328 M = 2.55x -> 2.09x.
+  Where the send API's init went over the floor before (callgrind by C function, python -X
+  importtime best of 7, cProfile): of ~860 M instructions over the floor, 384 M parsing and
+  compiling source text at run time (dataclasses' ~430 exec()s of 178 KB of generated methods,
+  65% of them ours: records.py 62 KB, config.py's Settings 21 KB, webhooks/records.py 10 KB;
+  and ~1,000 ForwardRef compiles: pydantic_core's TypedDicts 536, our models' fields 261); 127
+  collections freeing ~500 objects (60 M; 8-14% of init's CPU time under load); unmarshalling
+  the larger set of .pyc +64 M; DynamoDB's service model +38 M of JSON (the second client costs
+  5-20 ms, the first, as in the floor, 80-200 ms under load). By module (importtime, best of 7
+  at load 11, self): pydantic and its parts 55 ms, records.py 19, models.py 12, api/ 18,
+  Powertools 17 (logging, metrics, event_handler; jmespath etc. are the floor's), webhooks/ 8,
+  store.py 4.8 (its own body; best of 7 after the change 2.3 ms, cumulative ~5 ms).
 Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
 import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
@@ -95,6 +131,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,13 +263,41 @@ def _built_programs(args: argparse.Namespace, env: dict[str, str], event: dict, 
     unchecked = _layer_copy(work / "unchecked", layer)
     subprocess.run([args.python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(unchecked)],
                    check=True, capture_output=True)
+    for cache in (build / "OutpostBytecodeLayer/python/outpost/__pycache__").glob("compiled-text.*"):
+        shutil.copy(cache, unchecked / "outpost/__pycache__")  # outpost/code_cache.py's file, as shipped
     fns = {"send API": "SendApiFunction", "sender": "SenderFunction", "bounces": "BounceProcessorFunction"}
     programs = {"floor": ([args.python, "-c", FLOOR], env)}
     for name, fn in fns.items():
         for label, path in [*variants.items(), *([("unchecked-hash", unchecked)] if name == "send API" else [])]:
             argv = [args.python, "-c", PROBE, str(build / fn), *([json.dumps(event)] if name == "send API" else [])]
             programs[f"{name} {label}"] = (argv, dict(env, PYTHONPATH=str(path)))
+    if args.built_before:  # another build's layers and functions, with its bytecode layer, in the same rounds
+        old = args.built_before
+        before = _layer_copy(work / "before", old / "OutpostLayer", old / "OutpostBytecodeLayer")
+        for name, fn in fns.items():
+            argv = [args.python, "-c", PROBE, str(args.built_before / fn),
+                    *([json.dumps(event)] if name == "send API" else [])]
+            programs[f"{name} before"] = (argv, dict(env, PYTHONPATH=str(before)))
     return programs
+
+
+def _instructions(argv: list[str], env: dict[str, str]) -> float:
+    """Millions of instructions the program runs (valgrind's callgrind; no first request): unlike
+    time, the same under any load, so a 2-core machine shared with other jobs measures it too."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *argv[:4]],
+                             env=dict(env, PYTHONHASHSEED="0"), cwd=ROOT, capture_output=True, text=True, check=True)
+    return int(out.stderr.rsplit("Collected : ", 1)[1].split()[0]) / 1e6
+
+
+def _report_instructions(programs: dict[str, tuple[list[str], dict[str, str]]]) -> None:
+    wanted = [name for name in programs if name == "floor" or name.endswith(("+bytecode layer", "before"))]
+    with ThreadPoolExecutor(2) as pool:
+        counts = dict(zip(wanted, pool.map(lambda n: _instructions(*programs[n]), wanted), strict=True))
+    print("instructions (valgrind --tool=callgrind, init only):")
+    for name, count in counts.items():
+        ratio = f" = {count / counts['floor']:.2f}x the floor" if name != "floor" else ""
+        print(f"  {name:24s} {count:6.0f} M{ratio}")
 
 
 def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -> int:
@@ -240,7 +305,10 @@ def _measure_built(args: argparse.Namespace, env: dict[str, str], event: dict) -
                              check=True, capture_output=True, text=True).stdout.split()
     print(f"{args.built} on python {version[0]} ({args.python}), boto3 {version[1]} (with its .pyc, as in the runtime)")
     with tempfile.TemporaryDirectory() as tmp:
-        _report(_rounds(_built_programs(args, env, event, Path(tmp)), args.runs))
+        programs = _built_programs(args, env, event, Path(tmp))
+        _report(_rounds(programs, args.runs))
+        if args.instructions:
+            _report_instructions(programs)
     return 0
 
 
@@ -252,6 +320,10 @@ def main() -> int:
                     help="also time the send API whose first POST carries an Idempotency-Key")
     ap.add_argument("--built", type=Path, help="a `sam build` output directory: measure it instead "
                     "(the layer as built, with the bytecode layer, and compiled here unchecked-hash)")
+    ap.add_argument("--built-before", type=Path, help="with --built: another `sam build` output (e.g. of the "
+                    "commit before a change) measured with its bytecode layer in the same rounds")
+    ap.add_argument("--instructions", action="store_true", help="with --built: also count each init's "
+                    "instructions under valgrind (the floor, the bytecode layer, the build before)")
     ap.add_argument("--python", default=sys.executable,
                     help="with --built: the python3.12 to run it with (a venv with boto3, as the runtime has it)")
     args = ap.parse_args()

@@ -12,7 +12,8 @@ Fails unless:
      (outpost/ and pydantic/ are counted and must not be empty);
   2. each .pyc has this interpreter's magic number, is hash-based, carries the hash of the very
      source file beside it (importlib.util.source_hash), and names /opt/python/<path> as its file;
-  3. the bytecode layer holds nothing else (no source, no shared object, no orphan .pyc);
+  3. the bytecode layer holds nothing else (no source, no shared object, no orphan .pyc) but
+     outpost/code_cache.py's file of compiled texts, which this interpreter must have written;
   4. with --import (a build for this machine's architecture, whose .so files load): a fresh
      interpreter with both layers merged as in /opt, with PYTHONDONTWRITEBYTECODE=1, imports
      pydantic, outpost.models and outpost.api.routes reading every one of the layer's modules
@@ -33,6 +34,7 @@ from pathlib import Path
 
 TAG = sys.implementation.cache_tag  # cpython-312 under python3.12
 IMPORTS = "import pydantic, outpost.models, outpost.api.routes"
+CODE_CACHE = Path("outpost/__pycache__") / f"compiled-text.{TAG}.marshal"  # outpost/code_cache.py CACHE
 
 
 def pyc_for(rel: Path) -> Path:
@@ -54,6 +56,17 @@ def check_pyc(pyc: Path, source: Path, opt_path: str) -> str | None:
     return None
 
 
+def check_code_cache(path: Path) -> str | None:
+    """None when `path` is a code_cache.py file this interpreter wrote, with code in it."""
+    data, header = path.read_bytes(), importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize])
+    if not data.startswith(header):
+        return "written by another interpreter"
+    codes = marshal.loads(data[len(header):])
+    if not codes or not all(type(code).__name__ == "code" for code in codes.values()):
+        return "holds no compiled text"
+    return None
+
+
 def check_files(layer: Path, bytecode: Path) -> list[str]:
     # Not modules: a wheel's *.data/ directory (scripts sam's workflow leaves unpacked) is no package.
     sources = sorted(rel for p in layer.rglob("*.py") if not (rel := p.relative_to(layer)).parts[0].endswith(".data"))
@@ -68,6 +81,11 @@ def check_files(layer: Path, bytecode: Path) -> list[str]:
             problems.append(f"{rel}: no {pyc} in the bytecode layer")
         elif why := check_pyc(bytecode / pyc, layer / rel, f"/opt/python/{rel}"):
             problems.append(f"{pyc}: {why}")
+    expected.add(CODE_CACHE)
+    if not (bytecode / CODE_CACHE).is_file():
+        problems.append(f"no {CODE_CACHE} (outpost/code_cache.py) in the bytecode layer")
+    elif why := check_code_cache(bytecode / CODE_CACHE):
+        problems.append(f"{CODE_CACHE}: {why}")
     shipped = {p.relative_to(bytecode) for p in bytecode.rglob("*") if p.is_file()}
     problems += [f"{extra}: in the bytecode layer without a source beside it" for extra in sorted(shipped - expected)]
     print(f"{bytecode}: {len(shipped)} files, {len(shipped & expected)} of them the expected .pyc")

@@ -7,6 +7,8 @@ it passes a right one and names each kind of wrong one.
 
 from __future__ import annotations
 
+import importlib.util
+import marshal
 import py_compile
 import shutil
 import sys
@@ -44,6 +46,7 @@ def test_the_bytecode_layer_is_built_by_layers_makefile_for_both_architectures(t
     makefile = (ROOT / "layers/Makefile").read_text()
     assert "\nbuild-OutpostBytecodeLayer:\n" in makefile
     assert "-r outpost/requirements.txt" in makefile and "--invalidation-mode checked-hash" in makefile
+    assert "outpost.code_cache import CACHE, build" in makefile and "compiled-text.cpython-312.marshal" in makefile
 
 
 def _build(root: Path, mode: py_compile.PycInvalidationMode = py_compile.PycInvalidationMode.CHECKED_HASH) -> Path:
@@ -58,6 +61,9 @@ def _build(root: Path, mode: py_compile.PycInvalidationMode = py_compile.PycInva
         pyc.parent.mkdir(parents=True, exist_ok=True)
         py_compile.compile(str(layer / rel), cfile=str(pyc), dfile=f"/opt/python/{rel}", invalidation_mode=mode,
                            doraise=True)
+    cache = bytecode / check_bytecode.CODE_CACHE  # outpost/code_cache.py's file, as build() writes it
+    cache.write_bytes(importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize])
+                      + marshal.dumps({("eval", "int"): compile("int", "<string>", "eval")}))
     (layer / "pkg-1.0.data/scripts").mkdir(parents=True)
     (layer / "pkg-1.0.data/scripts/tool.py").write_text("print('a script, not a module')\n")
     return root
@@ -102,3 +108,17 @@ def test_the_checker_refuses_timestamp_pycs_strays_and_a_build_without_the_layer
         "outpost/models.py: in the bytecode layer without a source beside it"]
     shutil.rmtree(build / "OutpostBytecodeLayer")
     assert check_bytecode.main(["check_bytecode.py", str(build)]) == 1
+
+
+def test_the_checker_wants_the_code_cache_of_this_interpreter(tmp_path: Path) -> None:
+    build = _build(tmp_path)
+    layer, bytecode = build / "OutpostLayer/python", build / "OutpostBytecodeLayer/python"
+    cache = bytecode / check_bytecode.CODE_CACHE
+    cache.write_bytes(b"\0\0\r\n\0" + cache.read_bytes()[5:])
+    assert check_bytecode.check_files(layer, bytecode) == [
+        f"{check_bytecode.CODE_CACHE}: written by another interpreter"]
+    cache.write_bytes(importlib.util.MAGIC_NUMBER + bytes([sys.flags.optimize]) + marshal.dumps({}))
+    assert check_bytecode.check_files(layer, bytecode) == [f"{check_bytecode.CODE_CACHE}: holds no compiled text"]
+    cache.unlink()
+    assert check_bytecode.check_files(layer, bytecode) == [
+        f"no {check_bytecode.CODE_CACHE} (outpost/code_cache.py) in the bytecode layer"]
