@@ -121,6 +121,10 @@ class FakeMessages:
         self.messages[meta.message_id] = m
         return None
 
+    def release_key(self, once: CreateKey, message_id: str) -> None:
+        if self.claims.get(once.key, ("",))[0] == message_id:
+            del self.claims[once.key]
+
     def load(self, message_id: str) -> StoredMessage | None:
         m = self.messages.get(message_id)
         if m is None:

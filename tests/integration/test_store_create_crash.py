@@ -275,8 +275,111 @@ def test_a_keyed_create_that_never_committed_is_taken_over_by_the_retry(engine: 
                                                raw=body, context=ShortContext())
     first = str(ddb.puts[1]["pk"]["S"]).removeprefix("MSG#")
     time.sleep(0.05)
+    rig.clock.advance(1)  # the claim's own deadline (the invocation's 1 ms) is over too, on the store's clock
     out, replayed = _keyed_api(rig, rig.store, rig.queue).send(SendRequest.model_validate(body),
                                                                idempotency_key=key, raw=body)
     assert out["id"] != first and not replayed
     rig.run_jobs([QueueJob(message_id=out["id"]), QueueJob(message_id=first)])
     assert sorted(a for r in mx.received for a in r.rcpt_tos) == sorted(TO)
+
+
+# -- r16: a take-over must not race a create that is still running --------------------------------
+
+
+class SlowDdb:
+    """The rig's client; the first recipient PutItem waits for `go` (a create that is slow, not dead)."""
+
+    def __init__(self, real: Any, table: str) -> None:
+        import threading
+
+        self.real, self.table = real, table
+        self.at_recipient, self.go = threading.Event(), threading.Event()
+
+    def put_item(self, **kw: Any) -> Any:
+        if kw.get("TableName") == self.table and kw["Item"]["sk"]["S"].startswith("RCPT#") \
+                and not self.at_recipient.is_set():
+            self.at_recipient.set()
+            assert self.go.wait(30)
+        return self.real.put_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _create(rig: Rig, store: MessageStore, once: Any) -> tuple[str, Any]:
+    from outpost.ids import new_message_id
+    from outpost.records import Message, Recipient, RecipientState
+    from outpost.stored_request import StoredRequest
+
+    mid = new_message_id()
+    now = rig.clock()
+    meta = Message(message_id=mid, from_="app@sender.test", from_domain="sender.test", subject="race",
+                   tags={}, tls="opportunistic", deliver_until=now + 3600, recipient_count=1, size=10)
+    rcpt = Recipient(message_id=mid, index=0, address="a@crash.test", state=RecipientState.QUEUED)
+    req = StoredRequest.from_request(SendRequest.model_validate(
+        {"from": "app@sender.test", "to": ["a@crash.test"], "subject": "race", "text": "Hi.\n"}))
+    return mid, store.create(meta, [rcpt], req, now, once)
+
+
+def test_a_claim_whose_create_is_still_running_is_not_taken_over(engine: Rig) -> None:
+    """Two requests with one key past the idempotency layer (SMTP submission's in-progress mark
+    expires after 120 s; its accept is not stopped then): the second finds the first's claim
+    not yet committed while the first is still writing. It must not take the claim over (both
+    would commit: two messages for one key); it is told to retry (InProgressError), and its
+    retry after the first committed finds that message."""
+    import threading
+
+    from outpost.errors import InProgressError
+    from outpost.records import CreateKey
+
+    rig = engine
+    once = CreateKey(f"race-{time.time_ns()}", "d1")  # no deadline: as SMTP submission's
+    slow = SlowDdb(rig.store.ddb, rig.store.table)
+    first: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: first.update(
+        out=_create(rig, MessageStore(slow, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock), once)))
+    t.start()
+    try:
+        assert slow.at_recipient.wait(30)  # claimed, writing its recipients
+        with pytest.raises(InProgressError):
+            _create(rig, rig.store, once)
+    finally:
+        slow.go.set()
+        t.join(30)
+    mid, earlier = first["out"]
+    assert earlier is None and _items(rig, mid) == ["META", "RCPT#000"]
+    second, found = _create(rig, rig.store, once)
+    assert found is not None and found.message_id == mid and _items(rig, second) == []
+
+
+def test_a_create_that_failed_releases_its_claim_for_an_immediate_retry(engine: Rig) -> None:
+    """A create whose put failed took itself back (the client got a 503): its claim is released,
+    so the client's retry at once creates (not a 409 until the claim's deadline)."""
+    from outpost.records import CreateKey
+
+    rig = engine
+    once = CreateKey(f"release-{time.time_ns()}", "d1")
+    failing = FailingDdb(rig.store.ddb, rig.store.table, 2, _throttled())  # the claim, then the recipient fails
+    with pytest.raises(ClientError):
+        _create(rig, MessageStore(failing, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock), once)
+    mid, earlier = _create(rig, rig.store, once)
+    assert earlier is None and _items(rig, mid) == ["META", "RCPT#000"]
+
+
+def test_a_keyed_send_whose_job_was_refused_can_be_retried_at_once(engine: Rig) -> None:
+    """The queue refuses the job: the message is taken back and the client gets the error; the
+    idempotency record is dropped, and so is the key's claim, so the retry at once is sent
+    (without the release it would be told "in progress" for UNCOMMITTED_AGE)."""
+    rig = engine
+
+    class RefusingQueue:
+        def send(self, job: QueueJob, delay: float = 0) -> None:
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "no"}}, "SendMessage")
+
+    body = {"from": "app@sender.test", "to": TO, "subject": "refused", "text": "Hello.\n"}
+    key = f"refused-{time.time_ns()}"
+    req = SendRequest.model_validate(body)
+    with pytest.raises(ClientError):
+        _keyed_api(rig, rig.store, RefusingQueue()).send(req, idempotency_key=key, raw=body)
+    out, replayed = _keyed_api(rig, rig.store, rig.queue).send(req, idempotency_key=key, raw=body)
+    assert not replayed and _items(rig, out["id"]) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"]

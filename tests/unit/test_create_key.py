@@ -5,6 +5,8 @@ tests/integration/test_store_create_crash.py plays the crash itself on DynamoDB 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from outpost.api.idempotency import Once
@@ -61,3 +63,29 @@ def test_an_smtp_data_retried_past_its_lost_record_is_the_first_message() -> Non
     with pytest.raises(ConflictError):
         w.api.send_raw(data.replace(b"body line", b"other body"), rcpts=["a@ok.test"], principal=SMTP_KEY)
 
+
+
+def test_the_claims_deadline_is_the_invocations_time_left_and_none_for_smtp() -> None:
+    """r16: an API create's claim may be taken over once its Lambda invocation is over (Lambda
+    stops it then); SMTP submission's accept has no such stop, so its claim gives no deadline
+    (the store then holds it UNCOMMITTED_AGE, while a retry is told to wait)."""
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 5000
+
+    seen: list = []
+
+    def spy(store: Any) -> None:
+        create = store.create
+        store.create = lambda *a, **kw: (seen.append(a[4] if len(a) > 4 else kw.get("once")), create(*a, **kw))[1]
+
+    w = World(idempotent=True)
+    spy(w.store)
+    w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="d1", context=Context())
+    w.api.send_batch(_batch("b@ok.test"), principal=KEY, idempotency_key="d2", context=Context())
+    s = SmtpWorld()
+    spy(s.store)
+    s.send(b"Message-ID: <d3@app>\r\n" + MSG)
+    assert [o.busy is not None and 4 < o.busy <= 5 for o in seen[:2]] == [True, True]
+    assert seen[2] is not None and seen[2].busy is None

@@ -411,11 +411,13 @@ class TemplateHead(Record):
 class CreateKey(Record):
     """What a create keyed by an Idempotency-Key claims: `key`, a hash of (operation, API key id,
     Idempotency-Key[, batch index]); `digest`, the request body's hash (another body is a 409);
-    `ttl`, the seconds the claim holds (the idempotency record's 24 h)."""
+    `ttl`, the seconds the claim holds (the idempotency record's 24 h); `busy`, the seconds its
+    create may still be running (the Lambda invocation's time left; None: store.UNCOMMITTED_AGE)."""
 
     key: str
     digest: str
     ttl: int = 86400
+    busy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .addresses import suppression_key
 from .clock import day_of, iso
-from .errors import StoreBusyError
+from .errors import InProgressError, StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .records import (
     ApiKey,
@@ -430,6 +430,8 @@ class MessageStore:
                 written.append(it["sk"])
         except Exception:
             self._take_back(message_id, written)
+            if once is not None:
+                self.release_key(once, message_id)
             raise
         return None
 
@@ -438,10 +440,14 @@ class MessageStore:
         (one with a META item), which is returned. A claim past its hold (`ttl`: the key means a
         new request again) is taken over, and so is one whose message never committed (killed
         before its META, or taken back after a 503): its creator is gone, as the idempotency
-        layer only lets a retry through once the first request's run is over."""
+        layer only lets a retry through once the first request's run is over. r16: that layer
+        can let one through while the first still runs (SMTP submission's in-progress mark ends
+        after 120 s, its accept does not), so a claim is taken over only once its creator's
+        time (`busy_until`, CreateKey.busy) is over or it was released; before, InProgressError."""
         key = {"pk": {"S": _ONCE + once.key}, "sk": {"S": _META}}
+        busy = UNCOMMITTED_AGE if once.busy is None else once.busy
         item = codec().item({"pk": _ONCE + once.key, "sk": _META, "message_id": message_id,
-                             "digest": once.digest, "hold_until": now + once.ttl,
+                             "digest": once.digest, "hold_until": now + once.ttl, "busy_until": now + busy,
                              "expires_at": math.ceil(now + once.ttl + TTL_MARGIN)})
         cond = "attribute_not_exists(pk) OR hold_until < :now"
         values: dict[str, Any] = {":now": {"N": repr(float(now))}}
@@ -461,8 +467,22 @@ class MessageStore:
                     TableName=self.table, Key={"pk": {"S": _MSG + earlier}, "sk": {"S": _META}},
                     ConsistentRead=True, ProjectionExpression="pk").get("Item"):
                 return EarlierCreate(earlier, held["digest"]["S"])
+            if float(held["hold_until"]["N"]) >= now and float(held.get("busy_until", {"N": "0"})["N"]) >= now:
+                raise InProgressError("a request with this Idempotency-Key is still in progress; retry",
+                                      field="Idempotency-Key")
             cond, values = "message_id = :m", {":m": {"S": earlier}}
         raise StoreBusyError("the Idempotency-Key's create kept changing hands")
+
+    def release_key(self, once: CreateKey, message_id: str) -> None:
+        """Free the key's claim held by `message_id`, a create taken back (its client got an
+        error): the retry may take it over at once. Best effort: a claim left is free at its
+        `busy_until` (r16). An UpdateItem (its busy_until ended): SMTP submission's role has no DeleteItem."""
+        try:
+            self.ddb.update_item(TableName=self.table, Key={"pk": {"S": _ONCE + once.key}, "sk": {"S": _META}},
+                                 UpdateExpression="SET busy_until = :z", ConditionExpression="message_id = :m",
+                                 ExpressionAttributeValues={":m": {"S": message_id}, ":z": {"N": "0"}})
+        except Exception:  # noqa: BLE001 - taken over, or the table refusing: free at busy_until
+            log.warning("an Idempotency-Key's claim was not released", extra={"message_id": message_id})
 
     def _stored_body(self, message_id: str, body: bytes) -> dict[str, Any]:
         """The request as the META item keeps it: deflated (`spec_z`) when that is smaller, plain
@@ -1744,6 +1764,7 @@ class Messages(Protocol):
 
     def create(self, meta: Message, recipients: list[Recipient], request: StoredRequest,
                now: float, once: CreateKey | None = None) -> EarlierCreate | None: ...
+    def release_key(self, once: CreateKey, message_id: str) -> None: ...
     def load(self, message_id: str) -> StoredMessage | None: ...
     def discard(self, message_id: str, recipient_count: int) -> None: ...
     def load_request(self, meta: Message) -> StoredRequest: ...

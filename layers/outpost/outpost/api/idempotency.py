@@ -46,15 +46,16 @@ class IdempotentRequest:
         return {"key_id": self.key_id, "idempotency_key": self.idempotency_key,
                 "operation": self.operation, "body": self.body}
 
-    def create_key(self, index: int | None = None) -> CreateKey:
+    def create_key(self, index: int | None = None, busy: float | None = None) -> CreateKey:
         """What the message this request creates (the batch's `index`th) is keyed by in the store
         (store.MessageStore.create): a retry that gets past the idempotency record (the first
         run was killed after its create committed, and its in-progress mark has expired) finds
-        that message instead of making a second copy. The digest is the body's, as the 409's."""
+        that message instead of making a second copy. The digest is the body's, as the 409's.
+        `busy`: the seconds this run may go on (None: no deadline that stops it; r16)."""
         parts = [self.operation, self.key_id, self.idempotency_key, *([] if index is None else [index])]
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
         body = json.dumps(self.body, sort_keys=True, separators=(",", ":"), default=str)
-        return CreateKey(key, hashlib.sha256(body.encode()).hexdigest(), IDEMPOTENCY_TTL)
+        return CreateKey(key, hashlib.sha256(body.encode()).hexdigest(), IDEMPOTENCY_TTL, busy)
 
 
 class Once:

@@ -111,13 +111,14 @@ class SendService:
         `context` is the invocation's (an in-progress idempotency record expires with it)."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda once: self.send_one(body, principal=principal,
-                                                           once=None if once is None else once.create_key()), context)
+                                lambda once: self.send_one(body, principal=principal, once=None if once is None
+                                                           else once.create_key(busy=_time_left(context))), context)
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda once: self._batch(messages, principal, _out_of_time(context), once),
+                                lambda once: self._batch(messages, principal, _out_of_time(context), once,
+                                                         _time_left(context)),
                                 context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
@@ -300,6 +301,8 @@ class SendService:
                 # Not queued means not accepted: take the message back so that no recipient is
                 # left open with no job to move it, and let the caller retry (503).
                 if self._take_back(meta.message_id, len(recipients)):
+                    if once is not None:  # the retry may claim the key at once (r16)
+                        self.store.release_key(once, meta.message_id)
                     raise
                 # Kept (see _take_back): accepted, as the sweeper will send it.
         return None
@@ -426,7 +429,8 @@ class SendService:
         return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
-               out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None) -> dict:
+               out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
+               busy: float | None = None) -> dict:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
         templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
@@ -436,7 +440,7 @@ class SendService:
                     "code": "temporarily_unavailable", "field": None,
                     "message": "the batch ran out of time before this message; send it again"}}
             return self._batch_item(i, body, principal, memo, templates,
-                                    None if once is None else once.create_key(i))
+                                    None if once is None else once.create_key(i, busy))
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
             results = list(pool.map(one, range(len(messages)), messages))
@@ -459,6 +463,8 @@ class SendService:
             if r.get("id") in failed:
                 # Stored but not queued: taken back (no recipient left open without a job):
                 # tell the caller to retry this one.
+                if once is not None:  # and its key's claim is free for that retry (r16)
+                    self.store.release_key(once.create_key(r["index"]), r["id"])
                 r.pop("id")
                 r.pop("recipients", None)
                 r.update(status=503, error={"code": "temporarily_unavailable",
@@ -475,6 +481,13 @@ class SendService:
     def cancel(self, message_id: str, principal: Principal | None = None) -> dict:
         """POST /v1/messages/{id}/cancel: scheduled, queued and deferred recipients -> canceled."""
         return cancel_message(self.store, message_id, principal, self.clock)
+
+
+def _time_left(context: Any) -> float | None:
+    """Seconds the Lambda invocation has left (it is stopped then), for a create's claim
+    (CreateKey.busy); None outside Lambda."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return None if remaining is None else remaining() / 1000
 
 
 def _out_of_time(context: Any) -> Callable[[], bool]:
