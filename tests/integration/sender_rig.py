@@ -16,6 +16,7 @@ hosts, all on one high port (the connector has one SMTP port, as in production w
 from __future__ import annotations
 
 import http.server
+import shutil
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from outpost.store import DomainStore, JobQueue, MessageStore, SuppressionStore
 from outpost.tls_policy import HttpsPolicyFetcher, MtaSts
 from outpost_local.aws import LocalAws
 from outpost_local.dns import DnsServer
+from outpost_local.dynamodb_local import ENGINE_LOCAL
 from outpost_local.lifecycle import free_port
 from outpost_local.mx import (
     Behaviour,
@@ -312,3 +314,12 @@ def commands(server: MxServer, prefix: str) -> list[str]:
     return [c for c, _ in server.log if c.upper().startswith(prefix)]
 
 
+@pytest.fixture(name="engine")
+def engine_fixture(rig: Rig) -> Rig:
+    """The rig on DynamoDB Local (moto reports no consumed capacity, and its conditional writes
+    are not atomic), with the store's clock the rig's: the uncommitted age is measured on it."""
+    if shutil.which("java") is None:
+        pytest.skip("no Java: DynamoDB Local cannot run")
+    assert rig.aws.dynamodb_engine == ENGINE_LOCAL, rig.aws.dynamodb_engine_reason
+    rig.store.clock = rig.clock
+    return rig

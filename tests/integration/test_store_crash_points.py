@@ -10,7 +10,6 @@ only copy."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from outpost.events.service import EventService
 from outpost.models import QueueJob, SendRequest
 from outpost.store import UNCOMMITTED_AGE, EventLogStore, JobQueue, MessageStore, recipient_change
 from outpost.sweeper import SWEEP_GRACE, Sweeper
-from outpost_local.dynamodb_local import ENGINE_LOCAL
 from outpost_local.mx import Behaviour
 
 pytestmark = pytest.mark.timeout(180)
@@ -63,14 +61,6 @@ class PartialDeletes:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
-
-@pytest.fixture(name="engine")
-def engine_fixture(rig: Rig) -> Rig:
-    if shutil.which("java") is None:
-        pytest.skip("no Java: DynamoDB Local cannot run")
-    assert rig.aws.dynamodb_engine == ENGINE_LOCAL, rig.aws.dynamodb_engine_reason
-    rig.store.clock = rig.clock  # the uncommitted age is measured on the rig's clock
-    return rig
 
 
 def _api(rig: Rig, ddb: Any) -> SendService:

@@ -11,7 +11,6 @@ each call is billed (ReturnConsumedCapacity=INDEXES), so the cuts cannot silentl
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any
 
@@ -24,7 +23,6 @@ from outpost.errors import ConflictError, NotFoundError
 from outpost.models import QueueJob, SendRequest
 from outpost.store import UNCOMMITTED_AGE, MessageStore
 from outpost.sweeper import SWEEP_GRACE
-from outpost_local.dynamodb_local import ENGINE_LOCAL
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,14 +78,6 @@ def _items(rig: Rig, mid: str) -> list[str]:
 def _overdue(rig: Rig, mid: str) -> list[int]:
     return sorted(o.index for o in rig.store.overdue(rig.clock() - SWEEP_GRACE) if o.message_id == mid)
 
-
-@pytest.fixture(name="engine")
-def engine_fixture(rig: Rig) -> Rig:
-    if shutil.which("java") is None:
-        pytest.skip("no Java: DynamoDB Local cannot run (moto reports no consumed capacity)")
-    assert rig.aws.dynamodb_engine == ENGINE_LOCAL, rig.aws.dynamodb_engine_reason
-    rig.store.clock = rig.clock  # the uncommitted age is measured on the rig's clock
-    return rig
 
 
 @pytest.mark.parametrize("at", range(1, PUTS + 1))
