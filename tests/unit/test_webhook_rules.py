@@ -338,3 +338,30 @@ def test_replay_queues_the_subscribed_events_since_a_time_oldest_first_as_replay
     assert [j.event_id for j in jobs] == want and out["replayed"] == len(want) and out["next_since"] is None
     assert all(j.replay and j.endpoint_id == wh["id"] for j in jobs)
     assert log.queries >= 2  # more than one page of the log
+
+
+
+def test_replay_reads_a_bounded_number_of_pages_and_says_where_to_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint of a rare type over a large log: one request reads REPLAY_READS pages, then
+    answers with `next_since` at the last event read; following it reaches the rare events."""
+    import outpost.webhooks.service as wsvc
+
+    monkeypatch.setattr(wsvc, "REPLAY_READS", 3)
+    monkeypatch.setattr(wsvc, "REPLAY_PAGE", 10)
+    log = FakeEventLog([_event(n, "message.bounced" if n in (95, 96) else "message.delivered")
+                        for n in range(1, 100)])
+    svc, _, queue, _ = _service(log)
+    wh = svc.create("https://hooks.example.com/", ["message.bounced"])
+    since, last, calls, got = datetime.fromtimestamp(T0, UTC), iso(T0), 0, []
+    while True:
+        before = log.queries
+        out = svc.replay(wh["id"], since)
+        calls += 1
+        assert log.queries - before <= 3  # bounded per request
+        got += [j.event_id for j in queue.take()]
+        if out["next_since"] is None:
+            break
+        assert out["replayed"] == 0 and out["next_since"] > last  # progress, nothing skipped
+        last = out["next_since"]
+        since = datetime.fromisoformat(last)
+    assert got == [e.event_id for e in log.items if e.type == "message.bounced"] and calls == 4

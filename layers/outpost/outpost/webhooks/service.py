@@ -29,6 +29,8 @@ from .ssrf import Resolve, check_url
 MAX_DESCRIPTION = 500
 REPLAY_LIMIT = 1000  # events queued by one replay request; the answer says where to go on
 REPLAY_PAGE = 200
+REPLAY_READS = 50  # log pages one replay request reads (10,000 events): an endpoint of rare types
+#                    over a large log is answered in bounded time, `next_since` where it stopped
 RECENT_DELIVERIES = 25
 
 
@@ -117,22 +119,28 @@ class WebhookService:
         endpoint = self._endpoint(endpoint_id)
         if self.log is None:
             raise NotFoundError("there is no event log on this stack", field="since")
-        events = self._events_since(iso_of(since), set(endpoint.events))
+        events, next_since = self._events_since(iso_of(since), set(endpoint.events))
         for i in range(0, len(events), 100):
             self.queue.send_many([job_for(e, endpoint, replay=True) for e in events[i:i + 100]])
-        more = len(events) >= REPLAY_LIMIT
-        return {"id": endpoint_id, "replayed": len(events),
-                "next_since": events[-1].timestamp if more else None}
+        return {"id": endpoint_id, "replayed": len(events), "next_since": next_since}
 
-    def _events_since(self, since: str, types: set[str]) -> list[Event]:
-        """The log forward from `since`, page by page (its cursor), the endpoint's types only."""
+    def _events_since(self, since: str, types: set[str]) -> tuple[list[Event], str | None]:
+        """The log forward from `since`, page by page (its cursor), the endpoint's types only,
+        and where to go on (None: the end): after REPLAY_LIMIT events, or REPLAY_READS pages,
+        the timestamp of the last one taken or read (inclusive: that event may come twice)."""
         assert self.log is not None
         out: list[Event] = []
         cursor: str | None = None
-        while len(out) < REPLAY_LIMIT:
+        read = since
+        for _ in range(REPLAY_READS):
             page = self.log.events(since=since, limit=REPLAY_PAGE, cursor=cursor, oldest_first=True)
-            out += [e for e in page.items if e.type in types][:REPLAY_LIMIT - len(out)]
+            for e in page.items:
+                read = e.timestamp
+                if e.type in types:
+                    out.append(e)
+                    if len(out) >= REPLAY_LIMIT:
+                        return out, e.timestamp
             if page.cursor is None:
-                break
+                return out, None
             cursor = page.cursor
-        return out
+        return out, read
