@@ -127,6 +127,11 @@ INLINE_LIMIT = 6_300
 # deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
 # at most 900 s), so a create still in progress is never taken apart.
 UNCOMMITTED_AGE = 960
+# A create still short of its META put this long after it began (by the store's clock) takes
+# back what it wrote and fails instead (s16f): SMTP submission runs outside Lambda, and under a
+# DynamoDB stall each put can take ~55 s with retries. The margin covers the META put itself,
+# the caller's reads between its `now` and the create, and clock skew between machines.
+COMMIT_WITHIN = UNCOMMITTED_AGE - 300
 
 # The sweeper's index (gsi5) spreads open recipients over this many partitions, so that no
 # single partition takes every recipient write.
@@ -397,7 +402,8 @@ class MessageStore:
         send. Where each crash leaves things (the API has not answered 202 in any of them, so
         the client retries, under a new id):
         - before the first put, or a put failing: nothing stored (a failing put raises after
-          this method deletes what it wrote);
+          this method deletes what it wrote); so for a create still short of its META put
+          COMMIT_WITHIN after it began: StoreBusyError (503 / 451), as `load` may soon take it apart;
         - killed between puts (Lambda timeout, a lost container): some or all recipients, no
           META. Nothing is sent: their jobs (the sweeper's, after its grace period) load no
           message and are dropped, and `load` deletes such recipients once they are older than
@@ -413,7 +419,7 @@ class MessageStore:
         if an earlier create with it committed its META, nothing is written and that message
         is returned (its id and digest), so a retry after a crash past the META cannot make a
         second copy once the idempotency record's in-progress mark has expired."""
-        message_id = meta.message_id
+        started, message_id = self.clock(), meta.message_id
         if once is not None and (earlier := self._claim_key(once, message_id, now)) is not None:
             return earlier
         body = request.to_json()
@@ -425,6 +431,9 @@ class MessageStore:
         written: list[str] = []
         try:
             for it in items:
+                if it is item and (ran := self.clock() - started) > COMMIT_WITHIN:  # see COMMIT_WITHIN
+                    raise StoreBusyError(f"the create ran {ran:.0f} s: too late to commit before "
+                                         f"its recipients count as uncommitted ({UNCOMMITTED_AGE} s)")
                 self.ddb.put_item(TableName=self.table, Item=codec().item(it),
                                   ConditionExpression="attribute_not_exists(pk)")
                 written.append(it["sk"])
