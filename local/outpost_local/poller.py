@@ -88,6 +88,8 @@ class SqsPoller(_Polling):
 
     def poll_once(self) -> int:
         """Receive one batch (waiting up to the batching window) and invoke. Returns its size."""
+        if not self.function.gate.is_open:  # paused (runtime.Gate): receive nothing meanwhile
+            return 0
         messages: list[dict] = []
         deadline = time.monotonic() + self.window
         while len(messages) < self.batch_size and not self._stop.is_set():
@@ -137,6 +139,8 @@ class Scheduler(_EventSource):
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if not self.function.gate.is_open:  # paused (runtime.Gate): this tick is skipped
+                continue
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
@@ -230,6 +234,8 @@ class StreamPoller(_Polling):
     def poll_once(self) -> int:
         """Read each open shard once and invoke for what passes the filter; returns the number
         of records invoked."""
+        if not self.function.gate.is_open:  # paused (runtime.Gate): read nothing meanwhile
+            return 0
         now, closed = time.monotonic(), sum(v is None for v in self.iterators.values())
         if now >= self._next_discovery or closed > self._closed_seen:
             # New shards appear when one closes (a split) or rolls over (every ~4 h in AWS):
