@@ -1151,6 +1151,23 @@ class MessageStore:
                     out.discard((_message_id(codec().plain(it)), int(it["sk"]["S"].removeprefix("RCPT#"))))
         return out
 
+    def recipients_created(self, message_id: str, count: int) -> list[Recipient] | None:
+        """A committed message's recipients as they are now, for the events function at its META's
+        INSERT (s16f): one consistent BatchGetItem per 100 keys (its recipients were written
+        before the META); None when its META is gone (discarded: the client got a 503)."""
+        keys = [_META] + [rcpt_sk(i) for i in range(count)]
+        found: dict[str, dict] = {}
+        for i in range(0, len(keys), 100):
+            request = {self.table: {"Keys": [{"pk": {"S": _MSG + message_id}, "sk": {"S": sk}} for sk in keys[i:i + 100]],
+                                    "ConsistentRead": True}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    found[it["sk"]["S"]] = codec().plain(it)
+        if _META not in found:
+            return None
+        return sorted((_recipient(v) for k, v in found.items() if k != _META), key=lambda x: x.index)
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
@@ -1597,6 +1614,18 @@ def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recip
         return _recipient(c.plain(image)) if image else None
 
     return read(change.get("OldImage")), read(change.get("NewImage"))
+
+
+def committed_message(change: Mapping[str, Any]) -> Message | None:
+    """The message a stream record commits (s16f): the INSERT of its META item, the create's
+    last put and commit point (MessageStore.create), read from the NewImage without its stored
+    request; None for any other record (a recipient, a META's update, another item)."""
+    keys = change.get("Keys") or {}
+    image = change.get("NewImage")
+    if (keys.get("sk") or {}).get("S") != _META or not str((keys.get("pk") or {}).get("S", "")).startswith(_MSG) \
+            or change.get("OldImage") or not image:
+        return None
+    return _message(codec().plain({k: v for k, v in image.items() if k not in ("spec", "spec_z")}))
 
 
 def _event(item: Mapping[str, Any]) -> Event:
