@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from sender_rig import Rig
-from test_store_create_crash import FailingDdb, Killed, _send_through
 from test_store_crash_points import _stream_records
+from test_store_create_crash import FailingDdb, Killed, _send_through
 
 from outpost.events.service import EventService
 from outpost.events.source import event_id

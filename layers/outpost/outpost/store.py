@@ -1158,8 +1158,8 @@ class MessageStore:
         keys = [_META] + [rcpt_sk(i) for i in range(count)]
         found: dict[str, dict] = {}
         for i in range(0, len(keys), 100):
-            request = {self.table: {"Keys": [{"pk": {"S": _MSG + message_id}, "sk": {"S": sk}} for sk in keys[i:i + 100]],
-                                    "ConsistentRead": True}}
+            request = {self.table: {"ConsistentRead": True, "Keys": [
+                {"pk": {"S": _MSG + message_id}, "sk": {"S": sk}} for sk in keys[i:i + 100]]}}
             for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
                                        "UnprocessedKeys", sleep=self.sleep):
                 for it in r.get("Responses", {}).get(self.table, []):

@@ -99,7 +99,8 @@ class EventService:
         out = [event_for(None, as_created(r, meta.send_at is not None), meta.tags) for r in recipients]
         return [e for e in out if e is not None]
 
-    def _in_order(self, found: list[tuple[str, Change]], by_commit: Mapping[str, list[Event]]) -> list[tuple[str, Event]]:
+    def _in_order(self, found: list[tuple[str, Change]],
+                  by_commit: Mapping[str, list[Event]]) -> list[tuple[str, Event]]:
         """The batch's events in record order: a commit's where its META's INSERT was."""
         changes = [(seq, c) for seq, c in found if seq not in by_commit]
         tags = self.tags({n.message_id for _, (_, n) in changes if n is not None}) if changes else {}
