@@ -42,6 +42,12 @@ def delete_done(sqs: Any, url: str, done: list[dict]) -> None:
             {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done[i:i + 10])])
 
 
+def _paused(function: Any) -> bool:
+    """Whether the function's stack is paused (runtime.Gate; a test's stand-in has no gate)."""
+    gate = getattr(function, "gate", None)
+    return gate is not None and not gate.is_open
+
+
 class _EventSource:
     """An event source emulated by a daemon thread running `_run` until stopped."""
 
@@ -88,6 +94,8 @@ class SqsPoller(_Polling):
 
     def poll_once(self) -> int:
         """Receive one batch (waiting up to the batching window) and invoke. Returns its size."""
+        if _paused(self.function):  # paused (runtime.Gate): receive nothing meanwhile
+            return 0
         messages: list[dict] = []
         deadline = time.monotonic() + self.window
         while len(messages) < self.batch_size and not self._stop.is_set():
@@ -137,6 +145,8 @@ class Scheduler(_EventSource):
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if _paused(self.function):  # paused (runtime.Gate): this tick is skipped
+                continue
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - a failed run is logged; the schedule goes on
@@ -230,6 +240,8 @@ class StreamPoller(_Polling):
     def poll_once(self) -> int:
         """Read each open shard once and invoke for what passes the filter; returns the number
         of records invoked."""
+        if _paused(self.function):  # paused (runtime.Gate): read nothing meanwhile
+            return 0
         now, closed = time.monotonic(), sum(v is None for v in self.iterators.values())
         if now >= self._next_discovery or closed > self._closed_seen:
             # New shards appear when one closes (a split) or rolls over (every ~4 h in AWS):

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,60 @@ class LambdaContext:
         return max(0, int((self.started + self.timeout - time.time()) * 1000))
 
 
+class Gate:
+    """Whether a function may run now. Every stack in a process shares `os.environ` and
+    bootstrap's cached clients and settings; while another stack holds them (a test's own
+    stack, tests/integration/api_rig.py), this stack's functions would read and write that
+    stack's tables and queues. `close` waits for the invocations running to end and holds new
+    ones until `open` (their event sources poll nothing meanwhile: events wait where they are)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open, self._running = True, 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def enter(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._open)
+            self._running += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._open = False
+            self._cond.wait_for(lambda: self._running == 0)
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+
+_functions: weakref.WeakSet[LocalFunction] = weakref.WeakSet()  # every LocalFunction made here
+
+
+def pause_functions() -> list[LocalFunction]:
+    """Close the gate of every function of every stack in this process (before another stack
+    takes os.environ and bootstrap's caches); returns those closed here, for `resume_functions`."""
+    paused = [f for f in list(_functions) if f.gate.is_open]
+    for f in paused:
+        f.gate.close()
+    return paused
+
+
+def resume_functions(paused: list[LocalFunction]) -> None:
+    """Open the gates `pause_functions` closed (once their stack's environment is back)."""
+    for f in paused:
+        f.gate.open()
+
+
 class LocalFunction:
     """One 'container': the module is imported once (cold start), invocations are serialised."""
 
@@ -49,6 +104,8 @@ class LocalFunction:
         self.fn = fn
         self._module: Any = None
         self._lock = threading.Lock()
+        self.gate = Gate()
+        _functions.add(self)
 
     def _load(self) -> Any:
         if self._module is None:
@@ -68,8 +125,12 @@ class LocalFunction:
             self._load()
 
     def invoke(self, event: dict) -> Any:
-        with self._lock:
-            module = self._load()
-            handler = getattr(module, self.fn.handler.split(".", 1)[1])
-            ctx = LambdaContext(self.fn.logical_id, self.fn.timeout, time.time(), str(uuid.uuid4()))
-            return handler(event, ctx)
+        self.gate.enter()  # held while another stack has the process's environment (Gate)
+        try:
+            with self._lock:
+                module = self._load()
+                handler = getattr(module, self.fn.handler.split(".", 1)[1])
+                ctx = LambdaContext(self.fn.logical_id, self.fn.timeout, time.time(), str(uuid.uuid4()))
+                return handler(event, ctx)
+        finally:
+            self.gate.leave()

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from outpost_local.runtime import LocalFunction, pause_functions, resume_functions
 from outpost_local.stack import LocalStack, StackConfig
 
 
@@ -20,15 +21,27 @@ def reset_caches() -> None:
 
 
 _saved_env: dict[int, dict[str, str]] = {}
+_paused: dict[int, list[LocalFunction]] = {}
 
 
 def start_stack(prefix: str = "127.0.8", **env: str) -> LocalStack:
+    # The stacks already up in this process (the session's) run nothing while this one holds
+    # os.environ and bootstrap's caches: their sweeper timer, pollers and listeners would
+    # otherwise invoke their functions on this stack's tables and queues (runtime.Gate).
+    paused = pause_functions()
     saved = dict(os.environ)
     reset_caches()
     # The test's settings from the start: functions cold-started by the stack (the sweeper,
     # and the reputation breaker it builds) read them then.
-    stack = LocalStack(StackConfig(ip_prefix=prefix, api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
-                                   smtp_port=0, postfix=False, env=dict(env))).start()
+    try:
+        stack = LocalStack(StackConfig(ip_prefix=prefix, api_port=0, moto_port=0, dynamodb_port=0, dns_port=0,
+                                       smtp_port=0, postfix=False, env=dict(env))).start()
+    except BaseException:
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_caches()
+        resume_functions(paused)
+        raise
     # What the template gives a deployed stack and the local one cannot resolve: the sender's IP.
     os.environ.update({"OUTPOST_SENDER_IP": stack.config.ip(1), **env})
     stack.env.update({"OUTPOST_SENDER_IP": stack.config.ip(1), **env})
@@ -36,6 +49,7 @@ def start_stack(prefix: str = "127.0.8", **env: str) -> LocalStack:
 
     config.settings.cache_clear()
     _saved_env[id(stack)] = saved
+    _paused[id(stack)] = paused
     return stack
 
 
@@ -48,6 +62,7 @@ def stop_stack(stack: LocalStack) -> None:
         os.environ.clear()
         os.environ.update(saved)
     reset_caches()
+    resume_functions(_paused.pop(id(stack), []))  # their environment is back
 
 
 def call(stack: LocalStack, method: str, path: str, body: Any = None, *, key: str | None = None,

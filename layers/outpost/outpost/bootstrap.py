@@ -362,11 +362,12 @@ def event_sinks() -> list[EventSink]:
 def event_service() -> EventService:
     """The events function's service: recipient changes (the stream) -> events -> sinks."""
     from .events.service import EventService
-    from .store import recipient_change
+    from .store import committed_message, recipient_change
     from .telemetry import metrics
 
     return EventService(changes=recipient_change, tags=event_log().tags_of, sinks=event_sinks(),
-                        count=metrics().count, gone=message_store().recipients_gone)
+                        count=metrics().count, gone=message_store().recipients_gone,
+                        commits=committed_message, created=message_store().recipients_created)
 
 
 def reset() -> None:

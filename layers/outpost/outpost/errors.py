@@ -167,7 +167,8 @@ class StsMxMismatchError(OutpostError):
 
 class StoreBusyError(OutpostError):
     """DynamoDB kept answering part of a batch request with UnprocessedItems/UnprocessedKeys
-    (throttling) after the store's backoff: the caller's request did not complete."""
+    (throttling) after the store's backoff: the caller's request did not complete. Also a
+    create too slow to commit safely (store.COMMIT_WITHIN)."""
 
 
 # ---- DNS: what the lookup found, not what it means for delivery ----------------------------

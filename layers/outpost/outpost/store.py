@@ -127,6 +127,11 @@ INLINE_LIMIT = 6_300
 # deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
 # at most 900 s), so a create still in progress is never taken apart.
 UNCOMMITTED_AGE = 960
+# A create still short of its META put this long after it began (by the store's clock) takes
+# back what it wrote and fails instead (s16f): SMTP submission runs outside Lambda, and under a
+# DynamoDB stall each put can take ~55 s with retries. The margin covers the META put itself,
+# the caller's reads between its `now` and the create, and clock skew between machines.
+COMMIT_WITHIN = UNCOMMITTED_AGE - 300
 
 # The sweeper's index (gsi5) spreads open recipients over this many partitions, so that no
 # single partition takes every recipient write.
@@ -397,7 +402,8 @@ class MessageStore:
         send. Where each crash leaves things (the API has not answered 202 in any of them, so
         the client retries, under a new id):
         - before the first put, or a put failing: nothing stored (a failing put raises after
-          this method deletes what it wrote);
+          this method deletes what it wrote); so for a create still short of its META put
+          COMMIT_WITHIN after it began: StoreBusyError (503 / 451), as `load` may soon take it apart;
         - killed between puts (Lambda timeout, a lost container): some or all recipients, no
           META. Nothing is sent: their jobs (the sweeper's, after its grace period) load no
           message and are dropped, and `load` deletes such recipients once they are older than
@@ -413,7 +419,7 @@ class MessageStore:
         if an earlier create with it committed its META, nothing is written and that message
         is returned (its id and digest), so a retry after a crash past the META cannot make a
         second copy once the idempotency record's in-progress mark has expired."""
-        message_id = meta.message_id
+        started, message_id = self.clock(), meta.message_id
         if once is not None and (earlier := self._claim_key(once, message_id, now)) is not None:
             return earlier
         body = request.to_json()
@@ -425,6 +431,9 @@ class MessageStore:
         written: list[str] = []
         try:
             for it in items:
+                if it is item and (ran := self.clock() - started) > COMMIT_WITHIN:  # see COMMIT_WITHIN
+                    raise StoreBusyError(f"the create ran {ran:.0f} s: too late to commit before "
+                                         f"its recipients count as uncommitted ({UNCOMMITTED_AGE} s)")
                 self.ddb.put_item(TableName=self.table, Item=codec().item(it),
                                   ConditionExpression="attribute_not_exists(pk)")
                 written.append(it["sk"])
@@ -1162,6 +1171,23 @@ class MessageStore:
                     out.discard((_message_id(codec().plain(it)), int(it["sk"]["S"].removeprefix("RCPT#"))))
         return out
 
+    def recipients_created(self, message_id: str, count: int) -> list[Recipient] | None:
+        """A committed message's recipients as they are now, for the events function at its META's
+        INSERT (s16f): one consistent BatchGetItem per 100 keys (its recipients were written
+        before the META); None when its META is gone (discarded: the client got a 503)."""
+        keys = [_META] + [rcpt_sk(i) for i in range(count)]
+        found: dict[str, dict] = {}
+        for i in range(0, len(keys), 100):
+            request = {self.table: {"ConsistentRead": True, "Keys": [
+                {"pk": {"S": _MSG + message_id}, "sk": {"S": sk}} for sk in keys[i:i + 100]]}}
+            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
+                                       "UnprocessedKeys", sleep=self.sleep):
+                for it in r.get("Responses", {}).get(self.table, []):
+                    found[it["sk"]["S"]] = codec().plain(it)
+        if _META not in found:
+            return None
+        return sorted((_recipient(v) for k, v in found.items() if k != _META), key=lambda x: x.index)
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
@@ -1608,6 +1634,18 @@ def recipient_change(change: Mapping[str, Any]) -> tuple[Recipient | None, Recip
         return _recipient(c.plain(image)) if image else None
 
     return read(change.get("OldImage")), read(change.get("NewImage"))
+
+
+def committed_message(change: Mapping[str, Any]) -> Message | None:
+    """The message a stream record commits (s16f): the INSERT of its META item, the create's
+    last put and commit point (MessageStore.create), read from the NewImage without its stored
+    request; None for any other record (a recipient, a META's update, another item)."""
+    keys = change.get("Keys") or {}
+    image = change.get("NewImage")
+    if (keys.get("sk") or {}).get("S") != _META or not str((keys.get("pk") or {}).get("S", "")).startswith(_MSG) \
+            or change.get("OldImage") or not image:
+        return None
+    return _message(codec().plain({k: v for k, v in image.items() if k not in ("spec", "spec_z")}))
 
 
 def _event(item: Mapping[str, Any]) -> Event:

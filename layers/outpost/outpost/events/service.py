@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..records import Recipient
+from ..records import Message, Recipient
 from . import Event, EventSink
-from .source import event_for, is_event
+from .source import as_created, event_for, is_event
 
 log = logging.getLogger("outpost.events")
 
@@ -36,19 +36,34 @@ class EventService:
     def __init__(self, *, changes: Callable[[Mapping[str, Any]], Change | None],
                  tags: Callable[[Iterable[str]], Mapping[str, Mapping[str, str]]],
                  sinks: Sequence[EventSink], count: Callable[[str, int], None] | None = None,
-                 gone: Callable[[Iterable[tuple[str, int]]], set[tuple[str, int]]] | None = None) -> None:
+                 gone: Callable[[Iterable[tuple[str, int]]], set[tuple[str, int]]] | None = None,
+                 commits: Callable[[Mapping[str, Any]], Message | None] | None = None,
+                 created: Callable[[str, int], list[Recipient] | None] | None = None) -> None:
         self.changes, self.tags, self.sinks = changes, tags, list(sinks)
         self.count = count or (lambda name, n: None)
         self.gone = gone
+        # s16f: with both, a message's creation events come from its commit (`commits`: the META
+        # item's INSERT; `created`: its recipients then), never from its recipients' INSERTs.
+        self.commits, self.created = commits, created
 
     def events_of(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Event]]:
-        """(sequence number, event) for each record that is a recipient state change, in order."""
+        """(sequence number, event) for each record that is a recipient state change, in order;
+        with `commits`, a META's INSERT gives the creation event of each of its recipients (see
+        `_created_events`) and a recipient's INSERT none."""
         found: list[tuple[str, Change]] = []
+        by_commit: dict[str, list[Event]] = {}
         for rec in records:
             ddb = rec.get("dynamodb") or {}
+            seq = str(ddb.get("SequenceNumber", ""))
+            if self.commits is not None and self.created is not None and (meta := self.commits(ddb)) is not None:
+                by_commit[seq] = self._created_events(meta)
+                found.append((seq, (None, None)))  # its place in the order
+                continue
             change = self.changes(ddb)
-            if change is not None and is_event(*change):
-                found.append((str(ddb.get("SequenceNumber", "")), change))
+            if change is not None and is_event(*change) and not (self.commits is not None and change[0] is None):
+                found.append((seq, change))
+        if by_commit:
+            return self._in_order(found, by_commit)
         tags = self.tags({new.message_id for _, (_, new) in found if new is not None}) if found else {}
         found = self._committed(found, tags)
         out = []
@@ -73,6 +88,30 @@ class EventService:
         return [(seq, (o, n)) for seq, (o, n) in found
                 if not (o is None and n is not None and (n.message_id, n.index) in gone)]
 
+    def _created_events(self, meta: Message) -> list[Event]:
+        """A committed message's creation events (`message.queued`, `.scheduled` or
+        `.suppressed`), one per recipient, as its recipients' INSERTs gave them: the same ids.
+        From the commit, because a create killed between its puts leaves recipients (and their
+        INSERTs) without a META until store.UNCOMMITTED_AGE, for a message that answers 404 and
+        never ends; a message discarded since (its META gone) gives none."""
+        assert self.created is not None
+        recipients = self.created(meta.message_id, meta.recipient_count) or []
+        out = [event_for(None, as_created(r, meta.send_at is not None), meta.tags) for r in recipients]
+        return [e for e in out if e is not None]
+
+    def _in_order(self, found: list[tuple[str, Change]],
+                  by_commit: Mapping[str, list[Event]]) -> list[tuple[str, Event]]:
+        """The batch's events in record order: a commit's where its META's INSERT was."""
+        changes = [(seq, c) for seq, c in found if seq not in by_commit]
+        tags = self.tags({n.message_id for _, (_, n) in changes if n is not None}) if changes else {}
+        out: list[tuple[str, Event]] = []
+        for seq, (old, new) in found:
+            if seq in by_commit:
+                out.extend((seq, e) for e in by_commit[seq])
+            elif (ev := event_for(old, new, tags.get(new.message_id) if new is not None else None)) is not None:
+                out.append((seq, ev))
+        return out
+
     def publish(self, events: Sequence[Event]) -> None:
         """Every sink in order (the log first); the first failure raises."""
         if not events:
@@ -91,15 +130,18 @@ class EventService:
         except Exception:  # noqa: BLE001 - retried record by record below
             log.warning("a sink failed for the batch; retrying record by record", exc_info=True)
             self.count("EventSinkFailed", 1)
-        return self._one_by_one(dict(event), dict(pairs), context)
+        by_seq: dict[str, list[Event]] = {}
+        for seq, e in pairs:  # a commit's record gives one event per recipient
+            by_seq.setdefault(seq, []).append(e)
+        return self._one_by_one(dict(event), by_seq, context)
 
-    def _one_by_one(self, event: dict, by_seq: Mapping[str, Event], context: Any) -> dict:
+    def _one_by_one(self, event: dict, by_seq: Mapping[str, list[Event]], context: Any) -> dict:
         from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
         def one(record: Any) -> None:
-            ev = by_seq.get(str(record.dynamodb.sequence_number if record.dynamodb else ""))
-            if ev is not None:
-                self.publish([ev])
+            evs = by_seq.get(str(record.dynamodb.sequence_number if record.dynamodb else ""))
+            if evs:
+                self.publish(evs)
 
         # Every record failing raises BatchProcessingError: the invocation fails, and Lambda
         # retries the batch (bisecting it, BisectBatchOnFunctionError).

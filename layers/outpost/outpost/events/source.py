@@ -63,3 +63,16 @@ def event_for(old: Recipient | None, new: Recipient | None,
     return Event(event_id=event_id(new.message_id, new.index, state.value, len(new.attempts)),
                  type=f"message.{state.value}", timestamp=new.updated_at or new.created_at or "",
                  message_id=new.message_id, recipient=new.address, data=data)
+
+
+def as_created(r: Recipient, scheduled: bool) -> Recipient:
+    """The recipient as the API created it, from how it is now (s16f: its creation event comes
+    from the message's commit, read after the sender may have moved it): created suppressed
+    when it is suppressed with no verdict (the sender's suppression at send records `last`),
+    else scheduled for a message with a send_at, else queued; no attempts yet."""
+    if r.state == RecipientState.SUPPRESSED and r.last is None and not r.attempts:
+        state = RecipientState.SUPPRESSED
+    else:
+        state = RecipientState.SCHEDULED if scheduled else RecipientState.QUEUED
+    return r.replace(state=state, attempts=(), updated_at=r.created_at, last=None, bounce=None)
+

@@ -1,0 +1,55 @@
+"""Two local stacks in one process (s16f item 3): while a test module's own stack is up
+(api_rig.start_stack), it holds os.environ and bootstrap's cached clients and settings, and the
+session stack's background work (its SQS pollers, stream poller, sweeper timer, inbound
+listener) must not run: its functions would read and write the module stack's tables and
+queues. They wait (outpost_local.runtime.Gate) and run on their own stack once it is back.
+
+The proof uses the session sender's SQS poller: a job put on the session's queue while the other
+stack is up. Before the gate, the poller took it at once and the sender, built from the other
+stack's environment, found no such message and dropped the job: never delivered."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from api_rig import start_stack, stop_stack
+
+from outpost.api.service import SendService
+from outpost.models import QueueJob, SendRequest
+from outpost_local.stack import SENDING_DOMAIN
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _state(store, mid: str) -> str:  # type: ignore[no-untyped-def]
+    stored = store.load(mid)
+    assert stored is not None
+    return str(stored.recipients[0].state.value)
+
+
+def test_the_session_stacks_pollers_wait_while_another_stack_holds_the_environment(local_stack) -> None:  # type: ignore[no-untyped-def]
+    from outpost.bootstrap import domains_table, job_queue, message_store, suppression_store
+
+    # The session stack's own objects, built now with its environment (their clients keep its endpoints).
+    store, queue = message_store(), job_queue()
+    svc = SendService(store=store, suppressions=suppression_store(), queue=queue, domains=domains_table())
+    mid = str(svc.send_one(SendRequest.model_validate({
+        "from": f"shop@{SENDING_DOMAIN}", "to": "isolated@accept.test", "subject": "isolation",
+        "text": "hello"}), enqueue=False)["id"])
+    poller = local_stack.pollers["SenderFunction.Send"]
+    other = start_stack("127.0.47")
+    try:
+        before = poller.invocations
+        queue.send(QueueJob(message_id=mid))  # on the session's queue
+        time.sleep(5)  # the poller's receive waits up to 1 s: five rounds, even on a loaded machine
+        assert poller.invocations == before  # nothing ran on the other stack's environment
+        assert _state(store, mid) == "queued"
+    finally:
+        stop_stack(other)
+    deadline = time.time() + 90
+    while _state(store, mid) in ("queued", "deferred") and time.time() < deadline:
+        time.sleep(0.5)
+    assert _state(store, mid) == "delivered"  # the job waited on its queue and ran on its own stack
+    server = local_stack.mx["accept.test"].server
+    assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
