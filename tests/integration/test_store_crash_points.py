@@ -362,8 +362,11 @@ def test_a_take_back_after_a_failed_enqueue_publishes_no_event(engine: Rig) -> N
 
 
 def test_a_committed_create_and_one_whose_meta_is_late_keep_their_events(engine: Rig) -> None:
-    """The events of a message the API accepted are all there; so are those of a create
-    still running (its recipients put, its META not yet: the stream can be read in between)."""
+    """The per-recipient mode (a service built without `commits=`, as the unit tests' fakes
+    build it; bootstrap publishes creation events from the META's INSERT instead, s16f:
+    tests/integration/test_events_commit_stream.py): the events of a message the API accepted
+    are all there; so are those of a create still running (its recipients put, its META not
+    yet: the stream can be read in between)."""
     rig = engine
     mid = rig.send("q0@events.test", "q1@events.test")
     assert _events(rig, _stream_records(rig, mid)) == [("message.queued", "q0@events.test"),

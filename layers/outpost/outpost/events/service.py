@@ -30,8 +30,13 @@ Change = tuple[Recipient | None, Recipient | None]
 
 class EventService:
     """Stream records to events to sinks. `changes` reads a record's `dynamodb` part (None:
-    not a recipient item), `tags` the tags of messages by id, `gone` which recipients no
-    longer exist (all three the store's; without `gone`, nothing is left out)."""
+    not a recipient item), `tags` the tags of messages by id (both the store's).
+
+    Creation events come from one of two places. With `commits` and `created` (bootstrap, so
+    every deployment): from the META item's INSERT, the commit point, for all its recipients.
+    Without them (the unit tests' fakes, which have no stream of META items): from each
+    recipient's INSERT, where `gone` (which recipients no longer exist) leaves out a create
+    taken back before its commit; without `gone`, nothing is left out."""
 
     def __init__(self, *, changes: Callable[[Mapping[str, Any]], Change | None],
                  tags: Callable[[Iterable[str]], Mapping[str, Mapping[str, str]]],
