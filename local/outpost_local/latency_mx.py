@@ -148,6 +148,11 @@ class LatencyProxy(Server):
         relay = _Relay(self, (reader, writer), server)
         try:
             await asyncio.gather(relay.up(), relay.down(), relay.deliver())
+        except asyncio.CancelledError:
+            # The relay stopping under a live connection. Ending the task normally: Python
+            # 3.11's start_server callback asks a cancelled task for its exception, which
+            # raises, and asyncio logged that as an error with a traceback (3.12 checks first).
+            writer.close()
         finally:
             with self._lock:
                 self.active -= 1
