@@ -112,3 +112,14 @@ def mx_factory() -> Iterator[Callable[..., Any]]:
 def mx_factory_module() -> Iterator[Callable[..., Any]]:
     """mx_factory for a module's fixtures: the hosts stop when the module's tests end."""
     yield from _mx_hosts()
+
+
+@pytest.fixture
+def stacks_paused() -> Iterator[None]:
+    """For a test that changes os.environ and drops bootstrap's caches without a stack of its own:
+    every local stack in the process runs nothing meanwhile (outpost_local.runtime.functions_paused).
+    Ask for it before monkeypatch, so that it ends after monkeypatch has put the environment back."""
+    from outpost_local.runtime import functions_paused
+
+    with functions_paused():
+        yield

@@ -6,12 +6,14 @@ so they get distinct module names), with a context object that has Lambda's meth
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,23 @@ def resume_functions(paused: list[LocalFunction]) -> None:
     """Open the gates `pause_functions` closed (once their stack's environment is back)."""
     for f in paused:
         f.gate.open()
+
+
+@contextlib.contextmanager
+def functions_paused() -> Iterator[None]:
+    """Every stack's functions paused while a test changes os.environ and drops bootstrap's
+    caches without a stack of its own (r17: tests/unit's environment fixtures did so while the
+    session stack ran, whose background invocations then built clients and settings from that
+    environment and kept them). bootstrap's caches are dropped again before they resume, once
+    the caller has put the environment back."""
+    from outpost import bootstrap
+
+    paused = pause_functions()
+    try:
+        yield
+    finally:
+        bootstrap.reset()
+        resume_functions(paused)
 
 
 class LocalFunction:

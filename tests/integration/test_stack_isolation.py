@@ -53,3 +53,35 @@ def test_the_session_stacks_pollers_wait_while_another_stack_holds_the_environme
     assert _state(store, mid) == "delivered"  # the job waited on its queue and ran on its own stack
     server = local_stack.mx["accept.test"].server
     assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
+
+
+def test_an_environment_changed_without_a_stack_of_its_own_holds_the_session_stack(local_stack, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """r17: a test that changes os.environ and drops bootstrap's caches with no stack of its own
+    (tests/unit/test_net.py's fixture: DNS servers that answer nothing) ran while the session
+    stack's pollers were live, so its sender ran on that environment, and kept the resolver it
+    built from it once the environment was put back. With runtime.functions_paused (the
+    stacks_paused fixture) the job waits, then runs on the session's own environment."""
+    from outpost import bootstrap
+    from outpost.bootstrap import domains_table, job_queue, message_store, suppression_store
+    from outpost_local.runtime import functions_paused
+
+    store, queue = message_store(), job_queue()
+    svc = SendService(store=store, suppressions=suppression_store(), queue=queue, domains=domains_table())
+    mid = str(svc.send_one(SendRequest.model_validate({
+        "from": f"shop@{SENDING_DOMAIN}", "to": "held@accept.test", "subject": "held", "text": "hello"}),
+        enqueue=False)["id"])
+    server = local_stack.mx["accept.test"].server
+    with functions_paused():
+        monkeypatch.setenv("OUTPOST_DNS_SERVERS", "127.0.0.53:5353,127.0.0.54")  # as test_net.py's fixture
+        bootstrap.reset()
+        queue.send(QueueJob(message_id=mid))
+        time.sleep(5)  # the poller's receive waits up to 1 s: five rounds, even on a loaded machine
+        # (a receive already in flight may take the job: its invocation waits at the gate)
+        assert _state(store, mid) == "queued" and not [r for r in server.received if f"<{mid}@" in
+                                                       r.data.decode("ascii", "replace")]
+        monkeypatch.undo()
+    deadline = time.time() + 90
+    while _state(store, mid) in ("queued", "deferred") and time.time() < deadline:
+        time.sleep(0.5)
+    assert _state(store, mid) == "delivered"
+    assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]

@@ -248,7 +248,8 @@ def test_eventbridge_entries_that_failed_are_put_again_and_only_they():
         EventBus(RecordedEvents(always=True), "b", sleep=lambda s: None, attempts=3).publish(many(2))
 
 
-def test_bootstrap_publishes_to_the_log_first_then_eventbridge_when_a_bus_is_named_then_webhooks(monkeypatch):
+def test_bootstrap_publishes_to_the_log_first_then_eventbridge_when_a_bus_is_named_then_webhooks(
+        stacks_paused, monkeypatch):  # stacks_paused: the session stack runs nothing on this environment
     from outpost import bootstrap
     from outpost.store import EventLogStore
     from outpost.webhooks.sink import WebhookSink

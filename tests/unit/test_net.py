@@ -18,7 +18,7 @@ from outpost.tls_policy import FETCH_TIMEOUT, HttpsPolicyFetcher
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+def env(stacks_paused: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     ca = trustme.CA()
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))

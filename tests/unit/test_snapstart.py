@@ -32,7 +32,7 @@ KEY_HASH = "k" * 64
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def app_env(stacks_paused: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # The API's settings as a deployed stack has them, with one token a key and a slow refill,
     # so a bucket drained at init stays drained in a copy that inherits it.
     for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",

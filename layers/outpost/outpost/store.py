@@ -434,8 +434,7 @@ class MessageStore:
                 if it is item and (ran := self.clock() - started) > COMMIT_WITHIN:  # see COMMIT_WITHIN
                     raise StoreBusyError(f"the create ran {ran:.0f} s: too late to commit before "
                                          f"its recipients count as uncommitted ({UNCOMMITTED_AGE} s)")
-                self.ddb.put_item(TableName=self.table, Item=codec().item(it),
-                                  ConditionExpression="attribute_not_exists(pk)")
+                self._put_new(it)
                 written.append(it["sk"])
         except Exception:
             self._take_back(message_id, written)
@@ -443,6 +442,17 @@ class MessageStore:
                 self.release_key(once, message_id)
             raise
         return None
+
+    def _put_new(self, item: dict) -> None:
+        """One of a create's puts. Its key is new (the message id has 80 random bits), so when the
+        condition fails the item is this put's own: a try DynamoDB applied whose answer was lost
+        (botocore retries a read timeout), and the retry refused by the first try's item (r17:
+        a META put so refused made the create take back its recipients, leaving a META with none)."""
+        try:
+            self.ddb.put_item(TableName=self.table, Item=codec().item(item),
+                              ConditionExpression="attribute_not_exists(pk)")
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            log.warning("a create's put was refused by its own earlier try", extra={"sk": item["sk"]})
 
     def _claim_key(self, once: CreateKey, message_id: str, now: float) -> EarlierCreate | None:
         """Point the key's ONCE# item at `message_id`, unless it points at a committed message
@@ -472,6 +482,8 @@ class MessageStore:
                 cond, values = "attribute_not_exists(pk)", {}
                 continue
             earlier = held["message_id"]["S"]
+            if earlier == message_id:  # this put's own, its answer lost (r17: see _put_new)
+                return None
             if float(held["hold_until"]["N"]) >= now and self.ddb.get_item(
                     TableName=self.table, Key={"pk": {"S": _MSG + earlier}, "sk": {"S": _META}},
                     ConsistentRead=True, ProjectionExpression="pk").get("Item"):
