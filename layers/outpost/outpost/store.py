@@ -452,12 +452,14 @@ class MessageStore:
         layer only lets a retry through once the first request's run is over. r16: that layer
         can let one through while the first still runs (SMTP submission's in-progress mark ends
         after 120 s, its accept does not), so a claim is taken over only once its creator's
-        time (`busy_until`, CreateKey.busy) is over or it was released; before, InProgressError."""
+        time (`busy_until`, CreateKey.busy) is over or it was released; before, InProgressError.
+        The item's TTL is the hold plus UNCOMMITTED_AGE (s17b; it was the hold plus a day): the
+        idempotency record's 24 h count from its create's end, which is at most that late."""
         key = {"pk": {"S": _ONCE + once.key}, "sk": {"S": _META}}
         busy = UNCOMMITTED_AGE if once.busy is None else once.busy
         item = codec().item({"pk": _ONCE + once.key, "sk": _META, "message_id": message_id,
                              "digest": once.digest, "hold_until": now + once.ttl, "busy_until": now + busy,
-                             "expires_at": math.ceil(now + once.ttl + TTL_MARGIN)})
+                             "expires_at": math.ceil(now + once.ttl + UNCOMMITTED_AGE)})
         cond = "attribute_not_exists(pk) OR hold_until < :now"
         values: dict[str, Any] = {":now": {"N": repr(float(now))}}
         for _ in range(4):  # bounded: each lost race means another create claimed it meanwhile
