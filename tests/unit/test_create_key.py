@@ -77,6 +77,22 @@ def test_an_answer_found_through_the_creates_key_has_exactly_the_documented_keys
     assert thrice == (out, True) and set(thrice[0]) == single
 
 
+def test_a_record_stored_before_the_typed_result_is_replayed_without_its_private_key() -> None:
+    """Records written before s17b (the idempotency layer keeps them 24 h) hold `_replayed`:
+    the replay answers without it."""
+    from outpost.api.idempotency import IdempotentRequest
+
+    w = World(idempotent=True)
+    req = w.request("a@ok.test")
+    legacy = {"id": "01kx0000000000000000000000", "_replayed": True,
+              "recipients": [{"address": "a@ok.test", "status": "queued"}]}
+    assert w.persistence is not None
+    key = IdempotentRequest("send", KEY.key_id, "old1", req.model_dump(mode="json", by_alias=True))
+    Once(w.persistence).run(key, lambda: legacy)
+    out, replayed = w.api.send(req, principal=KEY, idempotency_key="old1")
+    assert replayed and out == {k: v for k, v in legacy.items() if k != "_replayed"}
+
+
 def test_an_smtp_data_retried_past_its_lost_record_is_the_first_message() -> None:
     """SMTP submission's key (Message-ID and envelope recipients) claims its create too."""
     w = SmtpWorld()

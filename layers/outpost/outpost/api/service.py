@@ -152,6 +152,8 @@ class SendService:
             return ran[-1].answer
 
         out, replayed = self._once.run(request, run, context)
+        if not ran:  # a record stored before s17b (they live 24 h) may hold a private `_replayed`
+            out = {k: v for k, v in out.items() if not k.startswith("_")}
         return out, replayed or any(c.replayed for c in ran)
 
     # ---- the work -------------------------------------------------------------------------------
