@@ -23,7 +23,7 @@ from outpost.events.bus import EventBus
 from outpost.events.service import EventService
 from outpost.models import RecipientState
 from outpost.records import Attempt
-from outpost.store import recipient_change
+from outpost.store import committed_message, recipient_change
 from outpost_local.mx import Greylist, RcptReply
 from outpost_local.stack import SENDING_DOMAIN
 from tests.fakes.events import RecordingSink
@@ -199,7 +199,8 @@ def test_a_record_read_twice_and_a_batch_retried_after_a_sink_failure_duplicate_
     # A batch whose second sink fails on one event: that record fails, the log keeps all; the
     # retry (Lambda resumes at the failed record) duplicates nothing.
     sink = RecordingSink()
-    svc = EventService(changes=recipient_change, tags=event_log().tags_of, sinks=[event_log(), sink])
+    svc = EventService(changes=recipient_change, tags=event_log().tags_of, sinks=[event_log(), sink],
+                       commits=committed_message, created=message_store().recipients_created)
     refused = svc.events_of(records)[-1][1]
     sink.fail_ids = {refused.event_id}
     out = svc.handle_stream_event({"Records": records})
@@ -287,7 +288,8 @@ def test_eventbridge_rule_on_the_bus_delivers_the_events_to_an_sqs_target(api, l
                     EventPattern=json.dumps({"source": ["outpost"], "detail-type": ["message.delivered"]}))
     events.put_targets(Rule="outpost-delivered", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
     records = _stream_records(local_stack, mid)
-    svc = EventService(changes=recipient_change, tags=event_log().tags_of, sinks=[EventBus(events, bus)])
+    svc = EventService(changes=recipient_change, tags=event_log().tags_of, sinks=[EventBus(events, bus)],
+                       commits=committed_message, created=message_store().recipients_created)
     assert svc.handle_stream_event({"Records": records}) == {"batchItemFailures": []}
     got: list[dict] = []
     deadline = time.monotonic() + 20

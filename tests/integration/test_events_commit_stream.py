@@ -22,7 +22,7 @@ from outpost.events.service import EventService
 from outpost.events.source import event_id
 from outpost.models import QueueJob
 from outpost.records import Suppression
-from outpost.store import EventLogStore, committed_message, recipient_change
+from outpost.store import EventLogStore, MessageStore, committed_message, recipient_change
 from outpost_local.dynamodb_local import ENGINE_LOCAL
 from tests.fakes.events import RecordingSink
 
@@ -37,31 +37,56 @@ def engine_fixture(rig: Rig) -> Rig:
     return rig
 
 
-def _service(rig: Rig, sink: RecordingSink) -> EventService:
-    """As bootstrap.event_service: the event log first, then (here) a recording sink."""
-    log = EventLogStore(rig.store.ddb, rig.store.table, rig.store)
+class CountingDdb:
+    """The rig's DynamoDB client, recording the keys (sort keys) of every BatchGetItem and every
+    other read call made through it: what the events function reads."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.keys, self.other = real, [], []
+
+    def batch_get_item(self, **kw: Any) -> Any:
+        self.keys += [k["sk"]["S"] for req in kw["RequestItems"].values() for k in req["Keys"]]
+        return self.real.batch_get_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("get_item", "query", "scan"):
+            self.other.append(name)
+        return getattr(self.real, name)
+
+
+def _service(rig: Rig, sink: RecordingSink, ddb: Any = None) -> EventService:
+    """As bootstrap.event_service: the event log first, then (here) a recording sink; every read
+    through `ddb` (the rig's client by default)."""
+    ddb = ddb or rig.store.ddb
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+    log = EventLogStore(ddb, rig.store.table, store)
     return EventService(changes=recipient_change, tags=log.tags_of, sinks=[log, sink],
-                        gone=rig.store.recipients_gone, commits=committed_message,
-                        created=rig.store.recipients_created)
+                        commits=committed_message, created=store.recipients_created)
 
 
-def _publish(rig: Rig, records: list[dict[str, Any]], *, batch: int = 100) -> RecordingSink:
+def _publish(rig: Rig, records: list[dict[str, Any]], *, batch: int = 100, ddb: Any = None) -> RecordingSink:
     sink = RecordingSink()
-    svc = _service(rig, sink)
+    svc = _service(rig, sink, ddb)
     for i in range(0, len(records), batch):
         assert svc.handle_stream_event({"Records": records[i:i + batch]}) == {"batchItemFailures": []}
     return sink
 
 
-@pytest.mark.parametrize("batch", [100, 1])  # all in one batch; each record alone (META last)
-def test_a_committed_create_publishes_each_creation_event_once_with_the_ids_it_had(engine: Rig, batch: int) -> None:
+# All in one batch (the usual case): the recipients' INSERT images are used, and only the META is
+# read (s17b: was the META and every recipient, ~n+1 read units); each record alone (META last):
+# the recipients came in earlier batches, so they are read, as before.
+@pytest.mark.parametrize(("batch", "reads"), [(100, ["META"]), (1, ["META", "RCPT#000", "RCPT#001", "RCPT#002"])])
+def test_a_committed_create_publishes_each_creation_event_once_with_the_ids_it_had(engine: Rig, batch: int,
+                                                                                   reads: list[str]) -> None:
     rig = engine
     mid = rig.send("q0@events.test", "q1@events.test", "q2@events.test")
     records = _stream_records(rig, mid)
     assert [r["eventName"] for r in records][:4] == ["INSERT"] * 4  # 3 recipients, then the META
-    sink = _publish(rig, records, batch=batch)
+    counting = CountingDdb(rig.store.ddb)
+    sink = _publish(rig, records, batch=batch, ddb=counting)
     got = [(e.type, e.recipient, e.event_id) for call in sink.calls for e in call]
     assert got == [("message.queued", f"q{i}@events.test", event_id(mid, i, "queued", 0)) for i in range(3)]
+    assert counting.keys == reads and counting.other == []
 
 
 def test_a_create_killed_after_its_recipient_puts_publishes_nothing(engine: Rig) -> None:

@@ -21,7 +21,14 @@ from outpost.delivery.service import DeliveryService
 from outpost.errors import NotFoundError
 from outpost.events.service import EventService
 from outpost.models import QueueJob, SendRequest
-from outpost.store import UNCOMMITTED_AGE, EventLogStore, JobQueue, MessageStore, recipient_change
+from outpost.store import (
+    UNCOMMITTED_AGE,
+    EventLogStore,
+    JobQueue,
+    MessageStore,
+    committed_message,
+    recipient_change,
+)
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.mx import Behaviour
 
@@ -335,7 +342,8 @@ def _stream_records(rig: Rig, mid: str) -> list[dict]:
 def _events(rig: Rig, records: list[dict]) -> list[tuple[str, str]]:
     """What the events function publishes for these records, built as bootstrap builds it."""
     log = EventLogStore(rig.store.ddb, rig.store.table, rig.store)
-    svc = EventService(changes=recipient_change, tags=log.tags_of, sinks=[], gone=rig.store.recipients_gone)
+    svc = EventService(changes=recipient_change, tags=log.tags_of, sinks=[], commits=committed_message,
+                       created=rig.store.recipients_created)
     return [(e.type, e.recipient) for _, e in svc.events_of(records)]
 
 
@@ -361,18 +369,46 @@ def test_a_take_back_after_a_failed_enqueue_publishes_no_event(engine: Rig) -> N
     assert _events(rig, _stream_records(rig, mid)) == []
 
 
+class LateMeta:
+    """The rig's DynamoDB client; right before a create's META put, `between(message id)` runs:
+    the stream read while the create is still running."""
+
+    def __init__(self, real: Any, table: str, between: Any) -> None:
+        self.real, self.table, self.between = real, table, between
+
+    def put_item(self, **kw: Any) -> Any:
+        key = kw["Item"]
+        if kw.get("TableName") == self.table and key["sk"]["S"] == "META" and key["pk"]["S"].startswith("MSG#"):
+            self.between(key["pk"]["S"].removeprefix("MSG#"))
+        return self.real.put_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 def test_a_committed_create_and_one_whose_meta_is_late_keep_their_events(engine: Rig) -> None:
-    """The per-recipient mode (a service built without `commits=`, as the unit tests' fakes
-    build it; bootstrap publishes creation events from the META's INSERT instead, s16f:
-    tests/integration/test_events_commit_stream.py): the events of a message the API accepted
-    are all there; so are those of a create still running (its recipients put, its META not
-    yet: the stream can be read in between)."""
+    """The events of a message the API accepted are all there; so are those of a create whose
+    META is late: the stream read in between (its recipients put, its META not yet) gives
+    nothing yet, and the META's INSERT, in a later batch, gives each recipient's creation event
+    (s17b: from the commit, the per-recipient source is gone; its recipients are read then)."""
     rig = engine
     mid = rig.send("q0@events.test", "q1@events.test")
     assert _events(rig, _stream_records(rig, mid)) == [("message.queued", "q0@events.test"),
                                                        ("message.queued", "q1@events.test")]
-    from test_store_create_crash import FailingDdb, Killed, _send_through
+    from test_store_create_crash import TO
 
-    late = _send_through(rig, FailingDdb(rig.store.ddb, rig.store.table, 4, Killed()))
-    assert _events(rig, _stream_records(rig, late)) == [("message.queued", a)
-                                                        for a in ("a@crash.test", "b@crash.test", "c@crash.test")]
+    early: list[dict] = []
+
+    def between(late: str) -> None:
+        early.extend(_stream_records(rig, late))
+        assert [r["eventName"] for r in early] == ["INSERT"] * len(TO) and _events(rig, early) == []
+
+    ddb = LateMeta(rig.store.ddb, rig.store.table, between)
+    api = SendService(store=MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock),
+                      suppressions=rig.suppressions, queue=rig.queue, domains=rig.api.domains, clock=rig.clock)
+    late = api.send_one(SendRequest.model_validate({"from": "app@sender.test", "to": TO, "subject": "late",
+                                                    "text": "Hi.\n"}))["id"]
+    assert early and str(early[0]["dynamodb"]["Keys"]["pk"]["S"]) == f"MSG#{late}"
+    rest = _stream_records(rig, late)[len(early):]
+    assert rest[0]["dynamodb"]["Keys"]["sk"]["S"] == "META"
+    assert _events(rig, rest) == [("message.queued", a) for a in TO]

@@ -11,6 +11,7 @@ each call is billed (ReturnConsumedCapacity=INDEXES), so the cuts cannot silentl
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -354,6 +355,23 @@ def test_a_create_that_failed_releases_its_claim_for_an_immediate_retry(engine: 
         _create(rig, MessageStore(failing, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock), once)
     mid, earlier = _create(rig, rig.store, once)
     assert earlier is None and _items(rig, mid) == ["META", "RCPT#000"]
+
+
+def test_a_claim_lives_its_hold_plus_the_time_a_create_can_run_not_a_day_more(engine: Rig) -> None:
+    """s17b: the ONCE# item's TTL (`expires_at`, read from the table) is the claim's hold (the
+    idempotency record's 24 h) plus UNCOMMITTED_AGE, the longest a create can run; it was the
+    hold plus a day (48 h)."""
+    from outpost.records import CreateKey
+
+    rig = engine
+    once = CreateKey(f"ttl-{time.time_ns()}", "d1")
+    now = rig.clock()
+    _create(rig, rig.store, once)
+    item = rig.store.ddb.get_item(TableName=rig.store.table, Key={"pk": {"S": f"ONCE#{once.key}"},
+                                                                  "sk": {"S": "META"}}, ConsistentRead=True)["Item"]
+    expires, hold = int(item["expires_at"]["N"]), float(item["hold_until"]["N"])
+    assert once.ttl == 86400 and hold == now + 86400
+    assert expires == math.ceil(now + 86400 + UNCOMMITTED_AGE) and expires >= hold
 
 
 def test_a_keyed_send_whose_job_was_refused_can_be_retried_at_once(engine: Rig) -> None:

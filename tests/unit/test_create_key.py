@@ -5,12 +5,14 @@ tests/integration/test_store_create_crash.py plays the crash itself on DynamoDB 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from outpost.api.idempotency import Once
 from outpost.errors import ConflictError
+from outpost.models import BatchResult, SendResponse
 from tests.fakes.idempotency import MemoryPersistence
 from tests.unit.test_services_with_fakes import KEY, SENDER, World
 from tests.unit.test_submission_rules import KEY as SMTP_KEY
@@ -49,6 +51,46 @@ def test_a_single_send_retried_past_its_lost_record_is_a_replay_and_another_body
     w.clock.advance(86400 + 1)
     fresh, replayed = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="s1")
     assert fresh["id"] != out["id"] and not replayed
+
+
+def test_an_answer_found_through_the_creates_key_has_exactly_the_documented_keys() -> None:
+    """s17b: a replay found through the create's claim (SendService._earlier) is marked beside
+    its answer (api.service.Created), not by a private key in it: the answer, the idempotency
+    record that stores it, and that record's replay carry only what SendResponse and BatchResult
+    document (before, the single send's record stored a `_replayed` key)."""
+    single, item = set(SendResponse.model_fields), {"index", "status", "id", "recipients"}
+    assert item <= set(BatchResult.model_fields)
+    w = World(idempotent=True)
+    out, _ = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="k1")
+    batch, _ = w.api.send_batch(_batch("b@ok.test", "c@ok.test"), principal=KEY, idempotency_key="k2")
+    fresh = MemoryPersistence()
+    w.api._once = Once(fresh)  # both records gone: the retries find the messages through their claims
+    again, replayed = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="k1")
+    assert replayed and again == out and set(again) == single
+    b_again, _ = w.api.send_batch(_batch("b@ok.test", "c@ok.test"), principal=KEY, idempotency_key="k2")
+    assert b_again == batch and set(b_again) == {"accepted", "rejected", "results"}
+    assert [set(r) for r in b_again["results"]] == [item, item]
+    stored = [json.loads(r.response_data) for r in fresh.records.values()]
+    assert sorted(map(set, stored), key=len) == [single, {"accepted", "rejected", "results"}]
+    assert [set(r) for d in stored if "results" in d for r in d["results"]] == [item, item]
+    thrice = w.api.send(w.request("a@ok.test"), principal=KEY, idempotency_key="k1")  # from the record
+    assert thrice == (out, True) and set(thrice[0]) == single
+
+
+def test_a_record_stored_before_the_typed_result_is_replayed_without_its_private_key() -> None:
+    """Records written before s17b (the idempotency layer keeps them 24 h) hold `_replayed`:
+    the replay answers without it."""
+    from outpost.api.idempotency import IdempotentRequest
+
+    w = World(idempotent=True)
+    req = w.request("a@ok.test")
+    legacy = {"id": "01kx0000000000000000000000", "_replayed": True,
+              "recipients": [{"address": "a@ok.test", "status": "queued"}]}
+    assert w.persistence is not None
+    key = IdempotentRequest("send", KEY.key_id, "old1", req.model_dump(mode="json", by_alias=True))
+    Once(w.persistence).run(key, lambda: legacy)
+    out, replayed = w.api.send(req, principal=KEY, idempotency_key="old1")
+    assert replayed and out == {k: v for k, v in legacy.items() if k != "_replayed"}
 
 
 def test_an_smtp_data_retried_past_its_lost_record_is_the_first_message() -> None:

@@ -6,9 +6,8 @@ for the commit fails (and retries) its one record."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-from boto3.dynamodb.types import TypeSerializer
 
 from outpost.events.service import EventService
 from outpost.events.source import as_created, event_id
@@ -16,18 +15,7 @@ from outpost.models import RecipientState
 from outpost.records import Recipient
 from outpost.store import committed_message, recipient_change
 from tests.fakes.events import FakeEventLog, RecordingSink
-from tests.unit.test_events_source import MID, image, record
-
-_ser = TypeSerializer()
-CREATED = "2026-11-30T06:04:41.766Z"
-
-
-def meta_image(count: int, *, send_at: float | None = None, **extra: Any) -> dict:
-    item = {"pk": f"MSG#{MID}", "sk": "META", "message_id": MID, "from_": "a@shop.test", "from_domain": "shop.test",
-            "subject": "s", "tags": {"k": "v"}, "tls": "opportunistic", "deliver_until": 1_900_000_000,
-            "recipient_count": count, "size": 10, "created_at": CREATED, "spec_z": b"x\x9c\x03\x00",
-            **({"send_at": int(send_at)} if send_at is not None else {}), **extra}
-    return {k: _ser.serialize(v) for k, v in item.items()}
+from tests.unit.test_events_source import CREATED, MID, image, meta_image, record
 
 
 def rcpt(index: int, state: RecipientState, **kw: Any) -> Recipient:
@@ -36,9 +24,9 @@ def rcpt(index: int, state: RecipientState, **kw: Any) -> Recipient:
 
 
 def service(recipients: list[Recipient] | None, *sinks: Any, asked: list | None = None) -> EventService:
-    def created(mid: str, count: int) -> list[Recipient] | None:
+    def created(mid: str, count: int, known: Mapping[int, Recipient]) -> list[Recipient] | None:
         if asked is not None:
-            asked.append((mid, count))
+            asked.append((mid, count, sorted(known)))
         return recipients
 
     return EventService(changes=recipient_change, tags=lambda ids: {MID: {"k": "v"}}, sinks=list(sinks),
@@ -75,7 +63,7 @@ def test_recipient_inserts_give_nothing_and_the_commit_gives_each_creation_event
                record(None, meta_image(2), sk="META"),
                record(image("queued"), image("delivered", attempts=1), sk="RCPT#000")]
     out = service(recipients, FakeEventLog(), sink, asked=asked).handle_stream_event({"Records": records})
-    assert out == {"batchItemFailures": []} and asked == [(MID, 2)]
+    assert out == {"batchItemFailures": []} and asked == [(MID, 2, [0, 1])]  # both INSERTs given, not read
     got = [(e.type, e.recipient, e.event_id, e.data["tags"]) for e in sink.calls[0]]
     assert got[:2] == [("message.queued", "r0@accept.test", event_id(MID, 0, "queued", 0), {"k": "v"}),
                        ("message.suppressed", "r1@accept.test", event_id(MID, 1, "suppressed", 0), {"k": "v"})]

@@ -91,16 +91,18 @@ class OneRefused(StrictEventBridge):
 
 def test_a_batch_of_50_recipients_with_one_refused_entry_puts_the_other_49_exactly_once() -> None:
     from outpost.events.service import EventService
-    from outpost.store import recipient_change
+    from outpost.store import committed_message, recipient_change
     from tests.fakes.events import FakeEventLog
-    from tests.unit.test_events_source import batch, image, record
+    from tests.unit.test_events_source import batch, commit, image, reader, record
 
     client = OneRefused("r37@accept.test")
     svc = EventService(changes=recipient_change, tags=lambda ids: {}, sinks=[FakeEventLog(),
-                       EventBus(client, "outpost", sleep=lambda s: None)])
-    records = [record(None, image("queued", index=i), sk=f"RCPT#{i:03d}") for i in range(50)]
+                       EventBus(client, "outpost", sleep=lambda s: None)], commits=committed_message,
+                       created=reader())
+    records = [record(None, image("queued", index=i), sk=f"RCPT#{i:03d}") for i in range(50)] + [commit(50)]
     out = svc.handle_stream_event(batch(*records))
-    assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == [records[37]["dynamodb"]["SequenceNumber"]]
+    # the 50 creation events are the commit's (its META's INSERT): that record fails, and only it
+    assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == [records[50]["dynamodb"]["SequenceNumber"]]
     taken: dict[str, int] = {}
     for call in client.calls:
         for e in call:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -15,13 +16,15 @@ from outpost.events import EVENT_TYPES
 from outpost.events.bus import EventBus
 from outpost.events.service import EventService
 from outpost.events.source import event_for, event_id
-from outpost.store import recipient_change
+from outpost.records import Recipient
+from outpost.store import committed_message, recipient_change
 from tests.conftest import load_event
 from tests.fakes.events import FakeEventLog, RecordingSink
 
 MID = "01m8ngwdx6psa79srjw73gvp2e"
 _ser = TypeSerializer()
 _seq = iter(range(1, 10**6))
+CREATED = "2026-11-30T06:04:41.766Z"
 
 
 def image(state: str, *, index: int = 0, attempts: int = 0, updated: str = "2026-11-30T06:04:42.276Z",
@@ -33,6 +36,32 @@ def image(state: str, *, index: int = 0, attempts: int = 0, updated: str = "2026
                           "tls": {"version": "TLSv1.3", "verified": True}, "command": "RCPT", "code": 451 + n,
                           "status": "4.7.1", "text": f"try {n}"} for n in range(attempts)], **extra}
     return {k: _ser.serialize(v) for k, v in item.items()}
+
+
+def meta_image(count: int, *, send_at: float | None = None, **extra: Any) -> dict:
+    """A message's META item as the store writes it (its commit), in DynamoDB JSON."""
+    item = {"pk": f"MSG#{MID}", "sk": "META", "message_id": MID, "from_": "a@shop.test", "from_domain": "shop.test",
+            "subject": "s", "tags": {"k": "v"}, "tls": "opportunistic", "deliver_until": 1_900_000_000,
+            "recipient_count": count, "size": 10, "created_at": CREATED, "spec_z": b"x\x9c\x03\x00",
+            **({"send_at": int(send_at)} if send_at is not None else {}), **extra}
+    return {k: _ser.serialize(v) for k, v in item.items()}
+
+
+def commit(count: int = 1) -> dict:
+    """The stream record of a create's commit: its META's INSERT (after its recipients')."""
+    return record(None, meta_image(count), sk="META")
+
+
+def reader(stored: Sequence[Recipient] = (), asked: list | None = None) -> Callable:
+    """MessageStore.recipients_created as a fake: the batch's INSERT images (`known`), then
+    `stored` (the table's recipients now) for the others."""
+    def created(mid: str, count: int, known: Mapping[int, Recipient]) -> list[Recipient] | None:
+        if asked is not None:
+            asked.append((mid, count, sorted(known)))
+        have = {r.index: r for r in stored if r.message_id == mid} | dict(known)
+        return [have[i] for i in sorted(have) if i < count]
+
+    return created
 
 
 def record(old: dict | None, new: dict | None, *, sk: str = "RCPT#000", seq: int | None = None) -> dict:
@@ -132,13 +161,14 @@ def test_the_sample_event_from_dynamodb_local_has_lambdas_shape_and_gives_one_ev
 
 
 # ---- the service: sinks in order, partial failures, no duplicates -------------------------------
-def service(*sinks: Any, tags_calls: list | None = None) -> EventService:
+def service(*sinks: Any, tags_calls: list | None = None, stored: Sequence[Recipient] = ()) -> EventService:
     def tags(ids):
         if tags_calls is not None:
             tags_calls.append(sorted(ids))
         return {MID: {"k": "v"}}
 
-    return EventService(changes=recipient_change, tags=tags, sinks=list(sinks))
+    return EventService(changes=recipient_change, tags=tags, sinks=list(sinks), commits=committed_message,
+                        created=reader(stored))
 
 
 def batch(*records: dict) -> dict:
@@ -147,7 +177,7 @@ def batch(*records: dict) -> dict:
 
 def path_records() -> list[dict]:
     q, d1, d2 = image("queued"), image("deferred", attempts=1), image("deferred", attempts=2)
-    return [record(None, q), record(q, image("queued", lease_until=5)), record(q, d1), record(d1, d2),
+    return [record(None, q), commit(), record(q, image("queued", lease_until=5)), record(q, d1), record(d1, d2),
             record(d2, image("delivered", attempts=3))]
 
 
@@ -166,7 +196,7 @@ def test_a_record_read_twice_and_a_batch_retried_store_each_event_once():
     svc = service(log)
     records = path_records()
     svc.handle_stream_event(batch(*records))
-    svc.handle_stream_event(batch(*records[2:], records[2]))  # a retry, and one record twice
+    svc.handle_stream_event(batch(*records[3:], records[3]))  # a retry, and one record twice
     assert len(log.stored) == 4 and log.puts == 4 + 4
 
 
@@ -174,11 +204,11 @@ def test_a_failing_sink_fails_only_the_records_whose_events_it_refused_and_a_ret
     log, sink = FakeEventLog(), RecordingSink()
     records = path_records()
     svc = service(log, sink)
-    refused = svc.events_of(records)[2][1]  # the second deferred (records[3])
+    refused = svc.events_of(records)[2][1]  # the second deferred (records[4])
     sink.fail_ids = {refused.event_id}
     out = svc.handle_stream_event(batch(*records))
     failed = [f["itemIdentifier"] for f in out["batchItemFailures"]]
-    assert failed == [records[3]["dynamodb"]["SequenceNumber"]]
+    assert failed == [records[4]["dynamodb"]["SequenceNumber"]]
     assert refused.event_id in log.stored and refused.event_id not in sink.ids  # log first
     sink.fail_ids = set()
     first = min(failed)
@@ -192,9 +222,9 @@ def test_every_record_failing_fails_the_invocation():
 
     sink = RecordingSink()
     sink.failing = True
-    q = image("queued")
-    with pytest.raises(BatchProcessingError):
-        service(FakeEventLog(), sink).handle_stream_event(batch(record(None, q)))
+    q = record(None, image("queued"))
+    with pytest.raises(BatchProcessingError):  # the commit, its recipient's INSERT in an earlier batch
+        service(FakeEventLog(), sink, stored=[recipient_change(q["dynamodb"])[1]]).handle_stream_event(batch(commit()))
 
 
 # ---- EventBridge ------------------------------------------------------------------------------

@@ -366,8 +366,7 @@ def event_service() -> EventService:
     from .telemetry import metrics
 
     return EventService(changes=recipient_change, tags=event_log().tags_of, sinks=event_sinks(),
-                        count=metrics().count, gone=message_store().recipients_gone,
-                        commits=committed_message, created=message_store().recipients_created)
+                        count=metrics().count, commits=committed_message, created=message_store().recipients_created)
 
 
 def reset() -> None:

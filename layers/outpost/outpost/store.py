@@ -462,12 +462,14 @@ class MessageStore:
         layer only lets a retry through once the first request's run is over. r16: that layer
         can let one through while the first still runs (SMTP submission's in-progress mark ends
         after 120 s, its accept does not), so a claim is taken over only once its creator's
-        time (`busy_until`, CreateKey.busy) is over or it was released; before, InProgressError."""
+        time (`busy_until`, CreateKey.busy) is over or it was released; before, InProgressError.
+        The item's TTL is the hold plus UNCOMMITTED_AGE (s17b; it was the hold plus a day): the
+        idempotency record's 24 h count from its create's end, which is at most that late."""
         key = {"pk": {"S": _ONCE + once.key}, "sk": {"S": _META}}
         busy = UNCOMMITTED_AGE if once.busy is None else once.busy
         item = codec().item({"pk": _ONCE + once.key, "sk": _META, "message_id": message_id,
                              "digest": once.digest, "hold_until": now + once.ttl, "busy_until": now + busy,
-                             "expires_at": math.ceil(now + once.ttl + TTL_MARGIN)})
+                             "expires_at": math.ceil(now + once.ttl + UNCOMMITTED_AGE)})
         cond = "attribute_not_exists(pk) OR hold_until < :now"
         values: dict[str, Any] = {":now": {"N": repr(float(now))}}
         for _ in range(4):  # bounded: each lost race means another create claimed it meanwhile
@@ -1167,27 +1169,15 @@ class MessageStore:
                            sk_from=("sk", "EVENT#"), limit=limit).items
         return [SuppressionEvent.from_dict(i, address=address) for i in items]
 
-    def recipients_gone(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Which of these (message id, index) recipients no longer exist: one consistent
-        BatchGetItem of their keys per 100. The events function asks it about new recipients
-        whose message has no META item (events/service.py)."""
-        wanted = sorted(set(keys))
-        out = set(wanted)
-        for i in range(0, len(wanted), 100):
-            request = {self.table: {"Keys": [{"pk": {"S": _MSG + m}, "sk": {"S": rcpt_sk(n)}}
-                                             for m, n in wanted[i:i + 100]],
-                                    "ProjectionExpression": "pk, sk", "ConsistentRead": True}}
-            for r in retry_unprocessed(lambda rq: self.ddb.batch_get_item(RequestItems=rq), request,
-                                       "UnprocessedKeys", sleep=self.sleep):
-                for it in r.get("Responses", {}).get(self.table, []):
-                    out.discard((_message_id(codec().plain(it)), int(it["sk"]["S"].removeprefix("RCPT#"))))
-        return out
-
-    def recipients_created(self, message_id: str, count: int) -> list[Recipient] | None:
-        """A committed message's recipients as they are now, for the events function at its META's
-        INSERT (s16f): one consistent BatchGetItem per 100 keys (its recipients were written
-        before the META); None when its META is gone (discarded: the client got a 503)."""
-        keys = [_META] + [rcpt_sk(i) for i in range(count)]
+    def recipients_created(self, message_id: str, count: int,
+                           known: Mapping[int, Recipient] | None = None) -> list[Recipient] | None:
+        """A committed message's recipients, for the events function at its META's INSERT (s16f):
+        `known` (those whose INSERT images the stream batch had, s17b), and the others as they
+        are now, with one consistent BatchGetItem per 100 keys of the META and those others (its
+        recipients were written before the META); None when its META is gone (discarded: the
+        client got a 503). The META is always read: a message discarded since gives no events."""
+        known = {i: r for i, r in (known or {}).items() if i < count}
+        keys = [_META] + [rcpt_sk(i) for i in range(count) if i not in known]
         found: dict[str, dict] = {}
         for i in range(0, len(keys), 100):
             request = {self.table: {"ConsistentRead": True, "Keys": [
@@ -1198,7 +1188,8 @@ class MessageStore:
                     found[it["sk"]["S"]] = codec().plain(it)
         if _META not in found:
             return None
-        return sorted((_recipient(v) for k, v in found.items() if k != _META), key=lambda x: x.index)
+        read = [_recipient(v) for k, v in found.items() if k != _META]
+        return sorted([*known.values(), *read], key=lambda x: x.index)
 
 
 class SuppressionStore:

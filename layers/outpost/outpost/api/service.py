@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,6 +78,21 @@ log = logging.getLogger("outpost.api")
 R = TypeVar("R", bound=Record)
 
 
+@dataclass(frozen=True)
+class Created:
+    """A create's outcome (s17b: beside the answer, never as private keys inside it, so that no
+    answer, nor the idempotency record that stores it, can carry one to a client). `answer`: the
+    body the client gets (SendResponse, or a BatchResult); `replayed`: found through the create's
+    Idempotency-Key claim (an earlier committed create, `_earlier`, which queued its job); for a
+    batch's message, stored but not queued yet: `sent`, the (From domain, key id, queued count)
+    the breaker counts once it is queued, and `send_at`, when its job is due."""
+
+    answer: dict[str, Any]
+    replayed: bool = False
+    sent: tuple[str, str | None, int] | None = None
+    send_at: float | None = None
+
+
 class SendService:
     """POST /v1/messages and /v1/messages/batch: check, store, enqueue.
 
@@ -111,23 +127,34 @@ class SendService:
         `context` is the invocation's (an in-progress idempotency record expires with it)."""
         return self._maybe_once("send", principal, idempotency_key,
                                 raw if raw is not None else body.model_dump(mode="json", by_alias=True),
-                                lambda once: self.send_one(body, principal=principal, once=None if once is None
-                                                           else once.create_key(busy=_time_left(context))), context)
+                                lambda once: self.create_one(body, principal=principal, once=None if once is None
+                                                             else once.create_key(busy=_time_left(context))), context)
 
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda once: self._batch(messages, principal, _out_of_time(context), once,
-                                                         _time_left(context)),
+                                lambda once: Created(self._batch(messages, principal, _out_of_time(context), once,
+                                                                 _time_left(context))),
                                 context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
-                    body: Any, work: Callable[[IdempotentRequest | None], dict], context: Any) -> tuple[dict, bool]:
+                    body: Any, work: Callable[[IdempotentRequest | None], Created], context: Any) -> tuple[dict, bool]:
+        """(answer, replayed): replayed by the idempotency layer (its record), or found through
+        the create's key (`Created.replayed`); only the answer is what the record stores."""
         if key is None or self._once is None:
-            return work(None), False
+            done = work(None)
+            return done.answer, done.replayed
         request = IdempotentRequest(operation, principal.key_id if principal else "", key, body)
-        out, replayed = self._once.run(request, lambda: work(request), context)
-        return out, bool(out.pop("_replayed", False)) or replayed  # found by the create's key
+        ran: list[Created] = []  # empty when the layer answered from its record
+
+        def run() -> dict:
+            ran.append(work(request))
+            return ran[-1].answer
+
+        out, replayed = self._once.run(request, run, context)
+        if not ran:  # a record stored before s17b (they live 24 h) may hold a private `_replayed`
+            out = {k: v for k, v in out.items() if not k.startswith("_")}
+        return out, replayed or any(c.replayed for c in ran)
 
     # ---- the work -------------------------------------------------------------------------------
     def _sender_domain(self, req: SendRequest, principal: Principal | None) -> str:
@@ -220,6 +247,13 @@ class SendService:
     def send_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
                  paused_memo: dict | None = None, templates: TemplateCache | None = None,
                  once: CreateKey | None = None) -> dict:
+        """POST /v1/messages without HTTP nor idempotency: its answer (`create_one` has the rest)."""
+        return self.create_one(req, enqueue=enqueue, principal=principal, paused_memo=paused_memo,
+                               templates=templates, once=once).answer
+
+    def create_one(self, req: SendRequest, *, enqueue: bool = True, principal: Principal | None = None,
+                   paused_memo: dict | None = None, templates: TemplateCache | None = None,
+                   once: CreateKey | None = None) -> Created:
         # A template send is authorised before it is rendered (the From domain: 403 first)
         template_domain = self._sender_domain(req, principal) if req.template is not None else None
         req, rendered = self._from_template(req, templates)
@@ -263,12 +297,11 @@ class SendService:
             {"address": r.address, "status": r.state.value} for r in recipients]}
         # Simulated recipients (sandbox.py) are not counted by the breaker.
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
-        if not enqueue:
-            out["_sent"] = (from_domain, key_id, queued)  # the batch counts it once queued
-            out["_at"] = send_at  # the batch's job waits for it
-        elif self.reputation is not None:
+        if not enqueue:  # the batch counts it once queued, and its job waits for send_at
+            return Created(out, sent=(from_domain, key_id, queued), send_at=send_at)
+        if self.reputation is not None:
             self.reputation.count_sent([(from_domain, key_id, queued)])
-        return out
+        return Created(out)
 
     def _from_template(self, req: SendRequest, cache: TemplateCache | None) -> tuple[SendRequest, Rendered | None]:
         """Issue 14: a request naming a template becomes the request it renders to, with the
@@ -307,7 +340,7 @@ class SendService:
                 # Kept (see _take_back): accepted, as the sweeper will send it.
         return None
 
-    def _earlier(self, earlier: EarlierCreate, once: CreateKey | None) -> dict:
+    def _earlier(self, earlier: EarlierCreate, once: CreateKey | None) -> Created:
         """The answer to a request whose Idempotency-Key an earlier, committed create holds (its
         run was killed after the commit; the idempotency record let this retry through): that
         message's id and its recipients as accepted, marked replayed; another body is the 409
@@ -327,9 +360,9 @@ class SendService:
             except Exception:  # noqa: BLE001 - the sweeper queues it anyway
                 log.warning("no job for an earlier create", extra={"message_id": meta.message_id})
         accepted = RecipientState.SCHEDULED if meta.send_at is not None else RecipientState.QUEUED
-        return {"id": meta.message_id, "_replayed": True, "recipients": [
+        return Created({"id": meta.message_id, "recipients": [
             {"address": r.address, "status": (r.state if r.state is RecipientState.SUPPRESSED else accepted).value}
-            for r in stored.recipients]}
+            for r in stored.recipients]}, replayed=True)
 
     def _take_back(self, message_id: str, recipient_count: int) -> bool:
         """Discard a message that could not be queued; False when that fails too. The message
@@ -372,14 +405,14 @@ class SendService:
         addresses = _envelope_addresses(rcpts)
         from_domain = self._from_domain(msg.sender.addr, principal)
         if msg.message_id is None:
-            return self._accept_raw(msg, addresses, from_domain, principal), False
+            return self._accept_raw(msg, addresses, from_domain, principal).answer, False
         key = "\n".join([msg.message_id, *sorted(a.lower() for a in addresses)])
         return self._maybe_once("smtp", principal, key, {"sha256": hashlib.sha256(data).hexdigest()},
                                 lambda once: self._accept_raw(msg, addresses, from_domain, principal,
                                                               None if once is None else once.create_key()), context)
 
     def _accept_raw(self, msg: RawMessage, addresses: list[str], from_domain: str,
-                    principal: Principal, once: CreateKey | None = None) -> dict:
+                    principal: Principal, once: CreateKey | None = None) -> Created:
         if self.reputation is not None:
             self.reputation.check_send(from_domain, principal.key_id, None)
         now = self.clock()
@@ -401,32 +434,32 @@ class SendService:
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if self.reputation is not None:
             self.reputation.count_sent([(from_domain, principal.key_id, queued)])
-        return {"id": message_id, "recipients": [
-            {"address": r.address, "status": r.state.value} for r in recipients]}
+        return Created({"id": message_id, "recipients": [
+            {"address": r.address, "status": r.state.value} for r in recipients]})
 
     def _batch_item(self, i: int, body: Any, principal: Principal | None, memo: dict,
-                    templates: TemplateCache | None, once: CreateKey | None = None) -> dict:
+                    templates: TemplateCache | None, once: CreateKey | None = None) -> Created:
         try:
             req = SendRequest.model_validate(body)
         except ValidationError as exc:
             field, msg = error_field(exc)
-            return {"index": i, "status": 422,
-                    "error": {"code": "validation_error", "message": msg,
-                              "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}}
+            return Created({"index": i, "status": 422,
+                            "error": {"code": "validation_error", "message": msg,
+                                      "field": f"messages[{i}].{field}" if field else f"messages[{i}]"}})
         try:
-            out = self.send_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates,
-                                once=once)
+            out = self.create_one(req, enqueue=False, principal=principal, paused_memo=memo, templates=templates,
+                                  once=once)
         except ApiError as exc:
             # As the single send answers it (routes.py): a InvalidRequestError is a 422.
             status = 422 if isinstance(exc, InvalidRequestError) and exc.field != "cursor" else exc.status
-            return {"index": i, "status": status,
-                    "error": {"code": exc.code, "message": exc.message, "field": exc.field}}
+            return Created({"index": i, "status": status,
+                            "error": {"code": exc.code, "message": exc.message, "field": exc.field}})
         except Exception:  # noqa: BLE001 - one message's trouble must not sink the batch
             log.exception("batch item failed", extra={"index": i})
-            return {"index": i, "status": 503,
-                    "error": {"code": "temporarily_unavailable",
-                              "message": "the message could not be stored; retry it", "field": None}}
-        return {"index": i, "status": 202, **out, "_count": len(out["recipients"])}
+            return Created({"index": i, "status": 503,
+                            "error": {"code": "temporarily_unavailable",
+                                      "message": "the message could not be stored; retry it", "field": None}})
+        return Created({"index": i, "status": 202, **out.answer}, out.replayed, out.sent, out.send_at)
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
                out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
@@ -434,31 +467,28 @@ class SendService:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
         templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
-        def one(i: int, body: Any) -> dict:
+        def one(i: int, body: Any) -> Created:
             if out_of_time():  # not started: never half-done by a timeout (see _out_of_time)
-                return {"index": i, "status": 503, "error": {
+                return Created({"index": i, "status": 503, "error": {
                     "code": "temporarily_unavailable", "field": None,
-                    "message": "the batch ran out of time before this message; send it again"}}
+                    "message": "the batch ran out of time before this message; send it again"}})
             return self._batch_item(i, body, principal, memo, templates,
                                     None if once is None else once.create_key(i, busy))
 
         with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(messages))) as pool:
-            results = list(pool.map(one, range(len(messages)), messages))
-        earlier = {r["id"] for r in results if r.pop("_replayed", False)}  # queued by _earlier
-        jobs = [QueueJob(message_id=r["id"], not_before=r.get("_at")) for r in results
-                if r["status"] == 202 and r["id"] not in earlier
-                and any(x["status"] in ("queued", "scheduled") for x in r["recipients"])]
+            done = list(pool.map(one, range(len(messages)), messages))
+        results = [c.answer for c in done]
+        jobs = [QueueJob(message_id=c.answer["id"], not_before=c.send_at) for c in done
+                if c.answer["status"] == 202 and not c.replayed  # a replayed one's job: queued by _earlier
+                and any(x["status"] in ("queued", "scheduled") for x in c.answer["recipients"])]
         try:
             failed = set(self.queue.send_many(jobs))
         except Exception:  # noqa: BLE001
             log.exception("batch enqueue failed")
             failed = {j.message_id for j in jobs}
         sent: list[tuple[str | None, str | None, int]] = []  # (From domain, key id, queued)
-        for r in results:
-            count = r.pop("_count", 0)
-            scope = r.pop("_sent", None)
-            r.pop("_at", None)
-            if r.get("id") in failed and not self._take_back(r["id"], count):
+        for r, scope in ((c.answer, c.sent) for c in done):
+            if r.get("id") in failed and not self._take_back(r["id"], len(r["recipients"])):
                 failed.discard(r["id"])  # kept for the sweeper: accepted (_take_back)
             if r.get("id") in failed:
                 # Stored but not queued: taken back (no recipient left open without a job):

@@ -68,11 +68,20 @@ class EventBus:
         self._put_ids: dict[str, None] = {}  # insertion-ordered: the oldest first
 
     def publish(self, events: Sequence[Event]) -> None:
+        """Every call is made, even after one failed (s17b: a commit's record carries the creation
+        events of all its recipients, and one poison entry must not hold back those after it);
+        then the first failure raises."""
         fresh = [e for e in events if e.event_id not in self._put_ids]
         done = 0
+        failure: EventPublishError | None = None
         for call in batches([entry(e, self.bus) for e in fresh]):  # in order: fresh[done:done + len]
-            self._put(list(zip([e.event_id for e in fresh[done:done + len(call)]], call, strict=True)))
+            try:
+                self._put(list(zip([e.event_id for e in fresh[done:done + len(call)]], call, strict=True)))
+            except EventPublishError as exc:
+                failure = failure or exc
             done += len(call)
+        if failure is not None:
+            raise failure
 
     def _remember(self, ids: list[str]) -> None:
         for i in ids:

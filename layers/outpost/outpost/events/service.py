@@ -32,75 +32,54 @@ class EventService:
     """Stream records to events to sinks. `changes` reads a record's `dynamodb` part (None:
     not a recipient item), `tags` the tags of messages by id (both the store's).
 
-    Creation events come from one of two places. With `commits` and `created` (bootstrap, so
-    every deployment): from the META item's INSERT, the commit point, for all its recipients.
-    Without them (the unit tests' fakes, which have no stream of META items): from each
-    recipient's INSERT, where `gone` (which recipients no longer exist) leaves out a create
-    taken back before its commit; without `gone`, nothing is left out."""
+    Creation events come from one place (s16f; s17b removed the second): the META item's
+    INSERT, the commit point (`commits`), gives the creation event of each of its recipients
+    (`created` reads them); a recipient's INSERT gives none. `created` is given the recipients
+    whose INSERTs came earlier in the same batch (the usual case: a create puts its recipients,
+    then its META, within milliseconds), so it reads only the others and the META (whose absence
+    means the message was discarded since: no events)."""
 
     def __init__(self, *, changes: Callable[[Mapping[str, Any]], Change | None],
                  tags: Callable[[Iterable[str]], Mapping[str, Mapping[str, str]]],
                  sinks: Sequence[EventSink], count: Callable[[str, int], None] | None = None,
-                 gone: Callable[[Iterable[tuple[str, int]]], set[tuple[str, int]]] | None = None,
-                 commits: Callable[[Mapping[str, Any]], Message | None] | None = None,
-                 created: Callable[[str, int], list[Recipient] | None] | None = None) -> None:
+                 commits: Callable[[Mapping[str, Any]], Message | None],
+                 created: Callable[[str, int, Mapping[int, Recipient]], list[Recipient] | None]) -> None:
         self.changes, self.tags, self.sinks = changes, tags, list(sinks)
         self.count = count or (lambda name, n: None)
-        self.gone = gone
-        # s16f: with both, a message's creation events come from its commit (`commits`: the META
-        # item's INSERT; `created`: its recipients then), never from its recipients' INSERTs.
         self.commits, self.created = commits, created
 
     def events_of(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Event]]:
         """(sequence number, event) for each record that is a recipient state change, in order;
-        with `commits`, a META's INSERT gives the creation event of each of its recipients (see
+        a META's INSERT gives the creation event of each of its recipients (see
         `_created_events`) and a recipient's INSERT none."""
         found: list[tuple[str, Change]] = []
         by_commit: dict[str, list[Event]] = {}
+        inserted: dict[str, dict[int, Recipient]] = {}  # this batch's recipient INSERT images
         for rec in records:
             ddb = rec.get("dynamodb") or {}
             seq = str(ddb.get("SequenceNumber", ""))
-            if self.commits is not None and self.created is not None and (meta := self.commits(ddb)) is not None:
-                by_commit[seq] = self._created_events(meta)
+            if (meta := self.commits(ddb)) is not None:
+                by_commit[seq] = self._created_events(meta, inserted.get(meta.message_id, {}))
                 found.append((seq, (None, None)))  # its place in the order
                 continue
             change = self.changes(ddb)
-            if change is not None and is_event(*change) and not (self.commits is not None and change[0] is None):
+            if change is None:
+                continue
+            old, new = change
+            if old is None and new is not None:  # put once, by the create: its creation state
+                inserted.setdefault(new.message_id, {})[new.index] = new
+            elif is_event(old, new):
                 found.append((seq, change))
-        if by_commit:
-            return self._in_order(found, by_commit)
-        tags = self.tags({new.message_id for _, (_, new) in found if new is not None}) if found else {}
-        found = self._committed(found, tags)
-        out = []
-        for seq, (old, new) in found:
-            ev = event_for(old, new, tags.get(new.message_id) if new is not None else None)
-            if ev is not None:
-                out.append((seq, ev))
-        return out
+        return self._in_order(found, by_commit)
 
-    def _committed(self, found: list[tuple[str, Change]], tags: Mapping[str, Any]) -> list[tuple[str, Change]]:
-        """Leave out new recipients of a create that never committed (s16e): no META item (no
-        tags read) and the recipient already deleted, by the create's take-back after a failed
-        put or the API's discard after a failed enqueue (the client got a 503). Their
-        `message.queued` went to every sink for a message that 404s and never ends. One whose
-        META is only late (the create still running) still exists, so it keeps its event; one
-        killed between its puts keeps it until deleted (store.UNCOMMITTED_AGE): see README."""
-        new = {(n.message_id, n.index) for _, (o, n) in found if o is None and n is not None
-               and n.message_id not in tags}
-        if not new or self.gone is None:
-            return found
-        gone = self.gone(new)
-        return [(seq, (o, n)) for seq, (o, n) in found
-                if not (o is None and n is not None and (n.message_id, n.index) in gone)]
-
-    def _created_events(self, meta: Message) -> list[Event]:
+    def _created_events(self, meta: Message, known: Mapping[int, Recipient]) -> list[Event]:
         """A committed message's creation events (`message.queued`, `.scheduled` or
         `.suppressed`), one per recipient, as its recipients' INSERTs gave them: the same ids.
         From the commit, because a create killed between its puts leaves recipients (and their
         INSERTs) without a META until store.UNCOMMITTED_AGE, for a message that answers 404 and
-        never ends; a message discarded since (its META gone) gives none."""
-        assert self.created is not None
-        recipients = self.created(meta.message_id, meta.recipient_count) or []
+        never ends; a message discarded since (its META gone) gives none. `known`: the
+        recipients whose INSERT images this batch had (not read again)."""
+        recipients = self.created(meta.message_id, meta.recipient_count, known) or []
         out = [event_for(None, as_created(r, meta.send_at is not None), meta.tags) for r in recipients]
         return [e for e in out if e is not None]
 
