@@ -101,6 +101,6 @@ def test_a_claim_put_whose_answer_was_lost_is_the_creates_own(engine: Rig) -> No
     assert ddb.replayed == 1
     mid = str(out["id"])
     assert _items(rig, mid) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"]
-    again = _api(rig, rig.store).send_one(_request("lost claim"), once=once)
-    assert again == {"id": mid, "_replayed": True, "recipients": out["recipients"]}
+    again = _api(rig, rig.store).create_one(_request("lost claim"), once=once)
+    assert again.replayed and again.answer == {"id": mid, "recipients": out["recipients"]}
     _delivered(rig, mid, mx)
