@@ -11,6 +11,7 @@ handler answers them on a local stack as it answers the REST samples, and the ma
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from pathlib import Path
@@ -96,3 +97,60 @@ def test_a_send_over_an_http_api_event_is_delivered(stack: Any) -> None:
     assert m["recipients"][0]["state"] == "delivered", m
     got = [r for r in stack.mx["accept.test"].server.received if rcpt in r.rcpt_tos]
     assert len(got) == 1 and b"Subject: Over an HTTP API" in got[0].data
+
+
+@pytest.fixture(scope="module")
+def http_api(stack: Any):
+    """The local API server sending the handler HTTP API events (outpost_local.apigw, api_type HTTP)."""
+    from outpost_local.apigw import ApiServer
+
+    server = ApiServer(stack.functions["SendApiFunction"], "127.0.0.1", 0, api_type="HTTP")
+    server.start()
+    yield server
+    server.stop()
+
+
+def request(server: Any, key: str, method: str, path: str, body: Any = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    data = json.dumps(body) if body is not None else None
+    conn.request(method, path, body=data, headers={"Authorization": f"Bearer {key}",
+                                                   "Content-Type": "application/json", **(headers or {})})
+    r = conn.getresponse()
+    out = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    conn.close()
+    return out
+
+
+def test_the_api_over_http_api_events_answers_as_over_rest_events(stack: Any, http_api: Any) -> None:
+    seen: list[dict] = []
+    fn = stack.functions["SendApiFunction"]
+    real = fn.invoke
+    fn.invoke = lambda event: (seen.append(event), real(event))[1]  # type: ignore[method-assign]
+    try:
+        msg = {"from": "hello@outpost.test", "to": ["over-http@accept.test"], "subject": "Hi", "text": "x"}
+        status, headers, data = request(http_api, stack.api_key, "POST", "/v1/messages", msg,
+                                        {"Idempotency-Key": "over-http-api"})
+        assert status == 202, data
+        mid = json.loads(data)["id"]
+        status, headers, data = request(http_api, stack.api_key, "POST", "/v1/messages", msg,
+                                        {"Idempotency-Key": "over-http-api"})
+        assert (status, json.loads(data)["id"], headers.get("idempotent-replayed")) == (202, mid, "true")
+        status, _, data = request(http_api, stack.api_key, "GET", f"/v1/messages/{mid}?x=1")
+        assert status == 200 and json.loads(data)["id"] == mid
+        status, headers, data = request(http_api, stack.api_key, "PATCH", "/v1/messages")
+        assert (status, headers["allow"]) == (405, "GET, HEAD, POST, OPTIONS")
+        status, headers, data = request(http_api, stack.api_key, "HEAD", "/v1/messages?limit=1")
+        assert status == 200 and data == b""
+        status, _, data = request(http_api, "", "GET", "/openapi.json")
+        assert status == 200 and "/v1/messages" in json.loads(data)["paths"]
+        assert request(http_api, "op_never_issued", "GET", "/v1/messages")[0] == 401
+    finally:
+        del fn.invoke
+    # ... and what the handler got were HTTP API events.
+    assert seen and all(e["version"] == "1.0" and e["requestContext"]["stage"] == "$default" for e in seen)
+    assert all(k == k.lower() for e in seen for k in e["headers"])
+    assert seen[0]["headers"]["idempotency-key"] == "over-http-api"
+    sample = json.loads((ROOT / "events" / "api_http_post_message.json").read_text())
+    assert set(seen[0]) == set(sample) and set(seen[0]["requestContext"]) == set(sample["requestContext"])
+    assert set(seen[0]["requestContext"]["identity"]) == set(sample["requestContext"]["identity"])
