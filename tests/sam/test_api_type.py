@@ -10,15 +10,13 @@ as the default, which is what `sam validate --lint` in .ci/sam_check.sh sees.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
-from test_nat import conditions_for
+from test_nat import cfn_lint_with_default, conditions_for
 from test_smtp_submission import _references
 from test_template_snapstart import _ManagedPolicies
 
@@ -155,10 +153,5 @@ def test_the_url_and_throttle_are_the_types_and_nothing_refers_to_an_absent_reso
 
 @pytest.mark.parametrize("api_type", TYPES)
 def test_cfn_lint_is_clean_with_either_type_as_the_default(api_type: str, tmp_path: Path) -> None:
-    text = (ROOT / "template.yaml").read_text()
-    marker = "  ApiType:\n    Type: String\n    Default: REST\n"
-    assert text.count(marker) == 1
-    path = tmp_path / "template.yaml"
-    path.write_text(text.replace(marker, marker.replace("REST", api_type)))
-    out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(path)], capture_output=True, text=True)
+    out = cfn_lint_with_default(tmp_path, "ApiType", "REST", api_type)
     assert out.returncode == 0, out.stdout + out.stderr
