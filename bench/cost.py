@@ -60,6 +60,15 @@ $0.0382 -> $0.0318 per 1,000.
 With a 20 KB HTML template (--quick --html-bytes 20000): 73.9 -> 24.8 write units per email,
 $0.0702 -> $0.0333 per 1,000 (the padding deflates better than a real template would).
 
+ApiType (issue 15 item 4): the API's requests are priced both ways, REST API + WAF (the default,
+in every total above) and HTTP API (per 512 KB of request, no WAF), with the totals and the
+break-even an HTTP API gives. --quick, 2026-11-30, load 3-6, --ip-prefix 127.0.147: single sends
+(1,000 requests per 1,000 emails) $0.00410 REST + WAF vs $0.00100 HTTP; variable $0.02921 ->
+$0.02611 per 1,000 (gateway; SES $0.1006), fixed $48.37 -> $42.37 a month (no web ACL), cheaper
+than SES from 677,741 -> 568,955 emails a month (instance: 270,685 -> 179,326). --batch 50 (20
+requests per 1,000): $0.00008 vs $0.00002; $0.02186 -> $0.02180; from 614,157 -> 537,511
+(instance 245,224 -> 169,250): the fixed WAF, not the requests, is then the difference.
+
 Run: PYTHONPATH=layers/outpost:local .venv/bin/python bench/cost.py [--quick] [--messages N]
      [--batch 50]       (POST /v1/messages/batch, 50 messages a request; default one POST each)
      [--html-bytes B]   (each message is a 0.8 KB text + 0.7 KB HTML receipt; B pads the HTML)
@@ -316,7 +325,14 @@ def metered_invoke(self: Any, event: dict) -> Any:
                 with METER.lock:
                     METER.durations[self.fn.logical_id].append(time.perf_counter() - t0)
                 METER.add(self.fn.logical_id, "log_byte", PLATFORM_LOG_BYTES)
+                if self.fn.logical_id == "SendApiFunction":  # ApiType=HTTP bills per 512 KB
+                    METER.add(self.fn.logical_id, "http_api_request", cm.http_api_requests(_request_bytes(event)))
             _current.reset(token)
+
+
+def _request_bytes(event: dict) -> int:
+    body = event.get("body") or ""
+    return len(base64.b64decode(body)) if event.get("isBase64Encoded") else len(body.encode())
 
 
 _real_run_in_executor = asyncio.BaseEventLoop.run_in_executor
@@ -666,6 +682,32 @@ def report_cuts(usage: dict[str, float], emails: int, out: Any) -> None:
         print(f"  {kind} ({share:.0f}%): {CUTS.get(kind, '-')}", file=out)
 
 
+def report_api_types(usage: dict[str, float], emails: int, bytes_per_k: float, memory: dict[str, int],
+                     out: Any) -> None:
+    """The send API's requests priced with each ApiType (issue 15 item 4) beside SES, and the
+    totals with an HTTP API in place of the REST API and its WAF (variable and fixed)."""
+    costs = cm.cost_by_kind(usage)
+    ses_k = cm.ses_per_thousand(bytes_per_k)
+    units = METER.totals()["http_api_request"]
+    api = cm.api_per_thousand(usage["apigw_request"], units, emails)
+    rest, waf, http = (cm.VARIABLE[k] for k in ("apigw_request", "waf_request", "http_api_request"))
+    print(f"\nThe send API's {cm.per_thousand(usage['apigw_request'], emails):,.1f} requests per 1,000 emails "
+          f"({cm.per_thousand(units, emails):,.1f} HTTP API units of 512 KB), priced each way:", file=out)
+    for t, label in (("REST", f"REST API ${rest.usd:.2f}/M + WAF ${waf.usd:.2f}/M"),
+                     ("HTTP", f"HTTP API ${http.usd:.2f}/M, no WAF")):
+        print(_row(f"ApiType={t}: {label}", f"${api[t]:.5f}", f"SES ${ses_k:.4f}: {100 * api[t] / ses_k:.2f}%"),
+              file=out)
+    for mode in ("gateway", "instance"):
+        v = cm.per_thousand(sum(costs.values()) - (costs["nat_gateway_byte"] if mode == "instance" else 0),
+                            emails) - api["REST"] + api["HTTP"]
+        fixed = fixed_monthly(mode, memory, alarm_count(mode))
+        total = sum(fixed.values()) - fixed["WAF web ACL + 1 rule"]
+        be = cm.break_even(v, total, ses_k)
+        print(_row(f"ApiType=HTTP, NatMode={mode}: / 1,000", f"${v:.5f}",
+                   f"SES {100 * v / ses_k:.1f}%; fixed ${total:,.2f}/month (no WAF); cheaper than SES from "
+                   + ("never" if be is None else f"{be:,.0f} emails/month")), file=out)
+
+
 def start_stack(args: argparse.Namespace) -> Any:
     from outpost_local.mx import Accept
     from outpost_local.stack import LocalStack, StackConfig
@@ -771,6 +813,7 @@ def main() -> int:
     bytes_per_k = cm.per_thousand(mail_bytes, n)
     report(usage, rows, n, bytes_per_k, memory, out)
     report_fixed(usage, n, bytes_per_k, memory, out)
+    report_api_types(usage, n, bytes_per_k, memory, out)
     report_cuts(usage, n, out)
     return 0
 

@@ -18,6 +18,7 @@ HOURS_PER_MONTH = 730  # AWS's own monthly estimates use 730 hours
 GB = 2**30
 SQS_CHUNK = 64 * 1024  # "each 64 KB chunk of a payload is billed as 1 request"
 SES_INBOUND_CHUNK = 256 * 1024  # SES receiving: "incoming mail chunk" of 256 KB
+HTTP_API_CHUNK = 512 * 1024  # HTTP APIs: "requests are metered in 512 KB increments"
 NAT_INSTANCE_DISK_GB = 8  # the AL2023 AMI's root volume (gp3)
 
 _LAMBDA = "https://aws.amazon.com/lambda/pricing/"
@@ -65,6 +66,9 @@ VARIABLE: dict[str, Price] = {
     # storage for as long as it is kept (RetentionDays): byte-months
     "ddb_stored_byte_month": Price(0.25, GB, "DynamoDB Standard byte-month (tables + indexes)", _DDB),
     "s3_stored_byte_month": Price(0.023, GB, "S3 Standard byte-month (first 50 TB)", _S3),
+    # ApiType=HTTP instead of apigw_request + waf_request (issue 15 item 4): priced beside them
+    # by api_per_thousand, never added to the REST total ($0.90/M above 300 M a month).
+    "http_api_request": Price(1.00, 1_000_000, "HTTP API request per 512 KB (first 300 M)", _APIGW),
 }
 
 # Fixed: per month, whatever the volume.
@@ -180,3 +184,16 @@ def inline_break_even(retention_days: float = 30, loads: float = 1.0) -> float:
     per_byte_s3 = VARIABLE["s3_stored_byte_month"].of(months)
     fixed_s3 = VARIABLE["s3_put"].of(1) + VARIABLE["s3_get"].of(loads)
     return fixed_s3 / (per_byte_ddb - per_byte_s3)
+
+
+def http_api_requests(payload_bytes: int) -> int:
+    """Billed HTTP API requests for one request carrying `payload_bytes`: one per 512 KB."""
+    return max(1, math.ceil(payload_bytes / HTTP_API_CHUNK))
+
+
+def api_per_thousand(requests: float, http_api_units: float, emails: int) -> dict[str, float]:
+    """What the send API's requests cost per 1,000 emails with each ApiType: REST (the REST API
+    and the WAF in front of it, both per request) and HTTP (per 512 KB unit, no WAF)."""
+    rest = VARIABLE["apigw_request"].of(requests) + VARIABLE["waf_request"].of(requests)
+    return {"REST": per_thousand(rest, emails),
+            "HTTP": per_thousand(VARIABLE["http_api_request"].of(http_api_units), emails)}

@@ -3,7 +3,8 @@
 The event is the shape API Gateway sends for the template's `/{proxy+}` ANY route (payload
 format 1.0), and the handler's answer is turned back into HTTP the same way. Every method
 goes to the handler (TRACE, PATCH, QUERY...), as ANY does, so the app's 405 with Allow is
-what a client sees here and in AWS; http.server would answer an HTML 501 itself.
+what a client sees here and in AWS; http.server would answer an HTML 501 itself. With
+`api_type="HTTP"` the event is the one an HTTP API sends instead (the template's ApiType=HTTP).
 """
 
 from __future__ import annotations
@@ -62,10 +63,25 @@ def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: bytes
     }
 
 
+def http_api_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str) -> dict:
+    """The event an HTTP API sends with payload format 1.0 (the template's ApiType=HTTP; AWS's
+    "Working with AWS Lambda proxy integrations for HTTP APIs"): the REST proxy event's shape with
+    a `version`, header names in lower case, the `$default` stage (no stage in any path), the
+    route key as `resourceId` and an empty authorizer (events/api_http_post_message.json)."""
+    event = proxy_event(method, raw_path, {k.lower(): v for k, v in headers.items()}, body, source_ip)
+    ctx = event["requestContext"]
+    ctx.update(path=event["path"], stage="$default", resourceId="ANY /{proxy+}", domainPrefix="local",
+               authorizer={"claims": None, "scopes": None}, requestId=ctx["extendedRequestId"])
+    ctx["identity"].update(principalOrgId=None, userAgent=headers.get("User-Agent"))
+    return {"version": "1.0", **event}
+
+
 class ApiServer:
-    def __init__(self, function: LocalFunction, host: str = "127.0.0.1", port: int = 3000) -> None:
+    def __init__(self, function: LocalFunction, host: str = "127.0.0.1", port: int = 3000,
+                 api_type: str = "REST") -> None:
         self.function = function
         fn = function
+        make_event = http_api_event if api_type == "HTTP" else proxy_event
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -84,8 +100,8 @@ class ApiServer:
                                                       "message": "request body over 6 MB", "field": "body"}}).encode())
                     return
                 body = self.rfile.read(length) if length else b""
-                event = proxy_event(self.command, self.path, dict(self.headers.items()), body,
-                                    self.client_address[0])
+                event = make_event(self.command, self.path, dict(self.headers.items()), body,
+                                   self.client_address[0])
                 try:
                     res = fn.invoke(event)
                 except Exception:  # noqa: BLE001 - API Gateway answers 502 for a crashed function

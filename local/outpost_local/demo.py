@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
 
         ok &= sandbox_demo.run(stack, http)  # issue 14: the simulator's addresses and a test-mode key
         ok &= show_pipelining(stack.pki)  # issue 15: MAIL, RCPT and DATA in one round trip
+        from . import http_api_demo
+
+        ok &= http_api_demo.run(stack, wait)  # issue 15 item 4: ApiType=HTTP's event, 202 and delivered
         print("\nDEMO PASSED" if ok else "\nDEMO FAILED")
         return 0 if ok else 1
 

@@ -120,6 +120,8 @@ CASES = [
     Case("SendApiFunction", "api_get_message.json", _http_status(401)),
     # A well-formed request with a key that was never issued.
     Case("SendApiFunction", "api_post_message.json", _http_status(401, 403)),
+    # The same as an HTTP API sends it (ApiType=HTTP: payload format 1.0, lower-case headers).
+    Case("SendApiFunction", "api_http_post_message.json", _http_status(401, 403)),
     # A job for a message id nobody stored: nothing can be delivered, so it is dropped (logged),
     # not reported as a failure that SQS would redeliver five times.
     Case("SenderFunction", "sqs_send.json", _no_batch_failures),

@@ -162,12 +162,17 @@ def test_the_user_data_forwards_masquerades_and_is_valid_bash(template: dict[str
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_cfn_lint_is_clean_with_either_mode_as_the_default(mode: str, tmp_path: Path) -> None:
+def cfn_lint_with_default(tmp_path: Path, parameter: str, default: str, value: str) -> subprocess.CompletedProcess:
+    """cfn-lint on template.yaml with `parameter`'s Default `value` instead of `default`."""
     text = (ROOT / "template.yaml").read_text()
-    marker = "  NatMode:\n    Type: String\n    Default: gateway\n"
+    marker = f"  {parameter}:\n    Type: String\n    Default: {default}\n"
     assert text.count(marker) == 1
     path = tmp_path / "template.yaml"
-    path.write_text(text.replace(marker, marker.replace("gateway", mode)))
-    out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(path)], capture_output=True, text=True)
+    path.write_text(text.replace(marker, marker.replace(f"Default: {default}", f"Default: {value}")))
+    return subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(path)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cfn_lint_is_clean_with_either_mode_as_the_default(mode: str, tmp_path: Path) -> None:
+    out = cfn_lint_with_default(tmp_path, "NatMode", "gateway", mode)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -107,7 +107,7 @@ def _references(x: Any, conds: dict[str, bool]) -> set[str]:
         if fn == "Fn::If":
             return _references(arg[1] if conds[arg[0]] else arg[2], conds)
         if fn == "Ref":
-            return {arg}
+            return {arg.split(".")[0]}  # SAM's `Function.Alias` is the function's alias
         if fn == "Fn::GetAtt":
             return {arg[0] if isinstance(arg, list) else arg.split(".")[0]}
         if fn == "Fn::Sub":
@@ -123,6 +123,9 @@ def _render(template: dict[str, Any], overrides: dict[str, str]) -> tuple[set[st
     present = {k for k, r in template["Resources"].items() if conds.get(r.get("Condition", ""), True)}
     outputs = {k for k, o in template["Outputs"].items() if conds.get(o.get("Condition", ""), True)}
     known = present | set(template["Parameters"])
+    # What SAM generates that the template names directly: a function's AutoPublishAlias.
+    known |= {f"{k}Alias{template['Resources'][k]['Properties']['AutoPublishAlias']}" for k in present
+              if "AutoPublishAlias" in template["Resources"][k].get("Properties", {})}
     dangling = set()
     for kind, ids in (("Resources", present), ("Outputs", outputs)):
         for k in ids:

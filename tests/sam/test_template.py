@@ -231,8 +231,9 @@ def test_a_per_ip_waf_rate_limit_guards_the_api_stage(template: dict[str, Any]) 
     assert p["Default"] >= 10 and p["MinValue"] == 0
     acl = template["Resources"]["ApiWebAcl"]
     assert acl["Condition"] == "EnableWaf"
-    assert template["Conditions"]["EnableWaf"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiRateLimitPerIp"}, "0"]}]}
+    # ... in front of the REST API only (ApiType=HTTP has no WAF: tests/sam/test_api_type.py).
+    assert template["Conditions"]["EnableWaf"] == {"Fn::And": [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiRateLimitPerIp"}, "0"]}]}, {"Condition": "UseRestApi"}]}
     (rule,) = acl["Properties"]["Rules"]
     rate = rule["Statement"]["RateBasedStatement"]
     assert rate["AggregateKeyType"] == "IP" and rate["Limit"] == {"Ref": "ApiRateLimitPerIp"}

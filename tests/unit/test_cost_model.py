@@ -115,3 +115,16 @@ def test_the_inline_body_limit_is_where_s3_becomes_cheaper() -> None:
     # one more GET per retry of a deferred message moves it little; a shorter retention up
     assert cm.inline_break_even(loads=3) == pytest.approx(at, rel=0.08)
     assert cm.inline_break_even(retention_days=1) > at
+
+
+def test_the_api_is_priced_both_ways_rest_with_its_waf_and_http_per_512_kb() -> None:
+    # HTTP APIs meter requests in 512 KB increments; REST APIs and WAF per request.
+    assert cm.http_api_requests(0) == 1 and cm.http_api_requests(512 * 1024) == 1
+    assert cm.http_api_requests(512 * 1024 + 1) == 2
+    # 1,003 requests for 1,000 emails (one POST each, 3 uploads): $3.50 + $0.60 vs $1.00 per million
+    got = cm.api_per_thousand(1003, 1003, 1000)
+    assert got["REST"] == pytest.approx(1003 * 4.10 / 1e6)
+    assert got["HTTP"] == pytest.approx(1003 * 1.00 / 1e6)
+    # The HTTP price is beside the REST one, never in a REST run's total.
+    assert cm.VARIABLE["http_api_request"].source == "https://aws.amazon.com/api-gateway/pricing/"
+    assert cm.cost_by_kind({"apigw_request": 1e6})["apigw_request"] == pytest.approx(3.50)
