@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .addresses import suppression_key
 from .clock import day_of, iso
-from .errors import InProgressError, StoreBusyError
+from .errors import InProgressError, LayoutInUseError, StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .records import (
     ApiKey,
@@ -81,6 +81,7 @@ from .records import (
     CreateKey,
     Domain,
     EarlierCreate,
+    LayoutUsers,
     Message,
     Orphan,
     Overdue,
@@ -2139,6 +2140,14 @@ class TemplateStore:
       pk=TEMPLATES    sk=<alias>                 the head (records.TemplateHead): latest version,
                                                  name, kind; the list of aliases is this partition
       pk=TPL#<alias>  sk=V#<version, 10 digits>  one version (records.TemplateVersion), immutable
+      pk=USES#<layout> sk=#count                 a layout's users (`users`, the templates whose
+                                                 latest version names it; `exact`: counted since
+                                                 the layout was created)
+      pk=USES#<layout> sk=<alias>                one user of the layout (names a few in the 409)
+    A template's create, new version or delete moves its layout's count and use item in the
+    same transaction, with a ConditionCheck that the layout's head is a layout; a layout's
+    delete is conditioned on its count being 0, so the two serialise on the count item (a
+    template cannot start using a layout that is being deleted, nor the reverse).
     A new version is one transaction: the head's `latest` moves from n to n+1 on the condition
     that it is still n, and version n+1 is put on the condition that it does not exist; a
     writer that loses the race reads the head again and tries n+2 (distinct versions, none
@@ -2168,20 +2177,23 @@ class TemplateStore:
         return TemplateVersion.from_dict(codec().plain(r["Item"])) if "Item" in r else None
 
     def create_template(self, first: TemplateVersion) -> bool:
-        """Version 1 and the head, together; False if the alias exists."""
+        """Version 1 and the head, together, with its layout's use (class docstring); False if
+        the alias exists; InvalidRequestError (`layout`) if its layout is gone meanwhile."""
         head = TemplateHead(first.alias, 1, first.name, first.kind, first.layout, first.created_at, first.created_at)
+        uses = self._use_ops(first.alias, None, first.layout, became_layout=first.kind == "layout")
         try:
             self.ddb.transact_write_items(TransactItems=[
                 {"Put": {"TableName": self.table,
                          "Item": codec().item(dict(_fields(head), pk=self._ALL, sk=first.alias)),
                          "ConditionExpression": "attribute_not_exists(sk)"}},
                 {"Put": {"TableName": self.table, "Item": self._version_item(first),
-                         "ConditionExpression": "attribute_not_exists(sk)"}}])
+                         "ConditionExpression": "attribute_not_exists(sk)"}}, *uses])
             return True
         except self.ddb.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if "ConditionalCheckFailed" in reasons:
+            if "ConditionalCheckFailed" in reasons[:2]:
                 return False
+            self._check_layout_reason(reasons, 2, first.layout)
             raise StoreBusyError(f"template {first.alias!r}: a concurrent write; retry") from None
 
     def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None:
@@ -2206,9 +2218,13 @@ class TemplateStore:
                                     ":kind": c.value(v.kind), ":at": c.value(v.created_at),
                                     **({":layout": c.value(v.layout)} if v.layout else {})}}},
                     {"Put": {"TableName": self.table, "Item": self._version_item(v),
-                             "ConditionExpression": "attribute_not_exists(sk)"}}])
+                             "ConditionExpression": "attribute_not_exists(sk)"}},
+                    *self._use_ops(alias, head.layout, v.layout,
+                                   became_layout=v.kind == "layout" and head.kind != "layout")])
                 return v
-            except self.ddb.exceptions.TransactionCanceledException:
+            except self.ddb.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                self._check_layout_reason(reasons, 2, v.layout if v.layout != head.layout else None)
                 self.sleep(batch_backoff(attempt))
         raise StoreBusyError(f"template {alias!r}: {self.ATTEMPTS} concurrent writers won the race; retry")
 
@@ -2228,11 +2244,16 @@ class TemplateStore:
             if head is None:
                 return False
             try:
-                self.ddb.delete_item(TableName=self.table, Key=self._head_key(alias),
-                                     ConditionExpression="latest = :n",
-                                     ExpressionAttributeValues={":n": codec().value(head.latest)})
+                self.ddb.transact_write_items(TransactItems=[
+                    {"Delete": {"TableName": self.table, "Key": self._head_key(alias),
+                                "ConditionExpression": "latest = :n",
+                                "ExpressionAttributeValues": {":n": codec().value(head.latest)}}},
+                    *self._use_ops(alias, head.layout, None, gone_layout=head.kind == "layout")])
                 break
-            except self.ddb.exceptions.ConditionalCheckFailedException:
+            except self.ddb.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if head.kind == "layout" and reasons[1:2] == ["ConditionalCheckFailed"]:
+                    raise LayoutInUseError(f"layout {alias!r}: templates use it") from None
                 self.sleep(batch_backoff(attempt))  # a version was added meanwhile: delete it too
         else:
             raise StoreBusyError(f"template {alias!r}: versions kept being added; retry the delete")
@@ -2242,6 +2263,75 @@ class TemplateStore:
                               {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]},
                               "UnprocessedItems", sleep=self.sleep)
         return True
+
+    # ---- a layout's users (slice s17d: a layout in use is not deleted) ----------------------------
+    _USES, _COUNT = "USES#", "#count"
+
+    def _count_key(self, layout: str) -> dict:
+        return {"pk": {"S": self._USES + layout}, "sk": {"S": self._COUNT}}
+
+    def _use_ops(self, alias: str, old: str | None, new: str | None, *, became_layout: bool = False,
+                 gone_layout: bool = False) -> list[dict]:
+        """The transaction items that move `alias` from using layout `old` to `new` (either None).
+        `became_layout`: `alias` is now a layout (its count starts at an exact 0); `gone_layout`:
+        the layout `alias` is deleted, on the condition that nothing uses it (LAST item)."""
+        t, c = self.table, codec()
+        ops: list[dict] = []
+        if new is not None and new != old:  # the ConditionCheck comes first (_check_layout_reason)
+            ops += [{"ConditionCheck": {"TableName": t, "Key": self._head_key(new),
+                                        "ConditionExpression": "kind = :layout",
+                                        "ExpressionAttributeValues": {":layout": c.value("layout")}}},
+                    {"Update": {"TableName": t, "Key": self._count_key(new), "UpdateExpression": "ADD #u :one",
+                                "ExpressionAttributeNames": {"#u": "users"},
+                                "ExpressionAttributeValues": {":one": c.value(1)}}},
+                    {"Put": {"TableName": t, "Item": c.item({"pk": self._USES + new, "sk": alias})}}]
+        if old is not None and old != new:
+            ops += [{"Update": {"TableName": t, "Key": self._count_key(old), "UpdateExpression": "ADD #u :minus",
+                                "ExpressionAttributeNames": {"#u": "users"},
+                                "ExpressionAttributeValues": {":minus": c.value(-1)}}},
+                    {"Delete": {"TableName": t, "Key": {"pk": {"S": self._USES + old}, "sk": {"S": alias}}}}]
+        if became_layout:
+            ops.append({"Put": {"TableName": t, "Item": c.item({"pk": self._USES + alias, "sk": self._COUNT,
+                                                                "users": 0, "exact": True})}})
+        if gone_layout:
+            ops.append({"Delete": {"TableName": t, "Key": self._count_key(alias),
+                                   "ConditionExpression": "attribute_not_exists(#u) OR #u <= :zero",
+                                   "ExpressionAttributeNames": {"#u": "users"},
+                                   "ExpressionAttributeValues": {":zero": c.value(0)}}})
+        return ops
+
+    @staticmethod
+    def _check_layout_reason(reasons: Sequence[str | None], at: int, layout: str | None) -> None:
+        if layout is not None and reasons[at:at + 1] == ["ConditionalCheckFailed"]:
+            from .errors import InvalidRequestError
+
+            raise InvalidRequestError(f"layout: no layout template {layout!r}", field="layout")
+
+    def layout_users(self, layout: str, *, limit: int = 5) -> LayoutUsers:
+        """The templates whose latest version uses `layout`: how many, and the first `limit`
+        aliases. A layout counted since its creation: one GetItem and one Query of at most
+        `limit` use items. One created before the count existed (no `exact`): the heads'
+        partition read page by page (a Query projected to two attributes, bounded by the number
+        of templates, never a table Scan)."""
+        r = self.ddb.get_item(TableName=self.table, Key=self._count_key(layout), ConsistentRead=True)
+        count = codec().plain(r.get("Item") or {})
+        if count.get("exact"):
+            q = self.ddb.query(TableName=self.table, ConsistentRead=True, Limit=limit,
+                               KeyConditionExpression="pk = :pk AND sk > :count",
+                               ExpressionAttributeValues={":pk": {"S": self._USES + layout},
+                                                          ":count": {"S": self._COUNT}})
+            return LayoutUsers(layout, max(int(count.get("users") or 0), 0),
+                               tuple(i["sk"]["S"] for i in q.get("Items", [])))
+        users: list[str] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True, "KeyConditionExpression": "pk = :pk",
+                                  "FilterExpression": "layout = :layout", "ProjectionExpression": "sk, layout",
+                                  "ExpressionAttributeValues": {":pk": {"S": self._ALL}, ":layout": {"S": layout}}}
+        while True:
+            q = self.ddb.query(**kwargs)
+            users += [i["sk"]["S"] for i in q.get("Items", [])]
+            if "LastEvaluatedKey" not in q:
+                return LayoutUsers(layout, len(users), tuple(users[:limit]))
+            kwargs["ExclusiveStartKey"] = q["LastEvaluatedKey"]
 
 
 class Templates(Protocol):
@@ -2253,6 +2343,7 @@ class Templates(Protocol):
     def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None: ...
     def templates(self, *, limit: int, after: str | None = None) -> Page[TemplateHead]: ...
     def delete_template(self, alias: str) -> bool: ...
+    def layout_users(self, layout: str, *, limit: int = 5) -> LayoutUsers: ...
 
 
 def _conforms_templates(t: TemplateStore) -> Templates:
