@@ -123,6 +123,7 @@ TTL_MARGIN = 86400
 INLINE_RAW_MAX = 200_000
 # The default inline limit (Settings.inline_body_limit): bench/cost_model.py, inline_break_even.
 INLINE_LIMIT = 6_300
+OPEN_PAGE = 8  # items per query of MessageStore.any_open: the META and 7 recipients
 
 # Recipients with no META item (a create killed between its puts, see MessageStore.create) are
 # deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
@@ -1189,6 +1190,33 @@ class MessageStore:
             return None
         return sorted((_recipient(v) for k, v in found.items() if k != _META), key=lambda x: x.index)
 
+    def any_open(self, message_id: str, *, page: int = OPEN_PAGE) -> bool:
+        """Whether the message has a recipient left open (scheduled, queued or deferred): the
+        scheduled job's hop (delivery/job.py), every 15 minutes until send_at. Reads the META
+        and the recipients in key order, `page` items a query, and stops at the first open one
+        (one query when the first recipients are open; `load` read them all, every hop). A
+        message without its META (gone, or never committed) has none: then `load`, which
+        deletes recipients left without it (as the hop did before, through `load`)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :p AND sk >= :meta",
+            "ExpressionAttributeValues": {":p": {"S": _MSG + message_id}, ":meta": {"S": _META}},
+            "ExpressionAttributeNames": {"#st": "state"}, "ProjectionExpression": "sk, #st",
+            "ConsistentRead": True, "Limit": page}
+        opened = {str(s) for s in OPEN_STATES}
+        first = True
+        while True:
+            r = self.ddb.query(**kwargs)
+            items = r.get("Items", [])
+            if first and (not items or items[0]["sk"]["S"] != _META):
+                self.load(message_id)
+                return False
+            first = False
+            if any(i["sk"]["S"].startswith("RCPT#") and i.get("state", {}).get("S") in opened for i in items):
+                return True
+            if "LastEvaluatedKey" not in r:
+                return False
+            kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
@@ -1847,6 +1875,7 @@ class Messages(Protocol):
                         limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
+    def any_open(self, message_id: str, *, page: int = ...) -> bool: ...  # the scheduled hop's question
 
 
 class Suspensions(Protocol):
