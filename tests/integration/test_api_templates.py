@@ -257,6 +257,25 @@ def test_a_layout_delete_racing_new_users_never_leaves_a_template_without_its_la
         assert store.layout_users(frame).count == 0
 
 
+def test_the_store_refuses_to_make_a_layout_in_use_a_standard_template(
+        local_stack: Any, template: Callable[..., dict]) -> None:
+    """The service checks first (409); the store's own condition holds without it (a template
+    that starts using the layout between the check and the write)."""
+    from outpost.errors import LayoutInUseError
+    from outpost.records import TemplateVersion
+
+    store = _template_store(local_stack)
+    frame = template(prefix="layout", kind="layout", html="{{{@content}}}")["alias"]
+    user = template(subject="s", html="x", layout=frame)["alias"]
+    with pytest.raises(LayoutInUseError):
+        store.add_version(frame, lambda n: TemplateVersion(frame, n, "n", subject="s", html="plain"))
+    head = store.head(frame)
+    assert head is not None and (head.kind, head.latest) == ("layout", 1)
+    store.delete_template(user)
+    v = store.add_version(frame, lambda n: TemplateVersion(frame, n, "n", subject="s", html="plain"))
+    assert v is not None and v.version == 2 and store.head(frame).kind == "standard"  # type: ignore[union-attr]
+
+
 def test_layout_users_of_a_layout_made_before_the_count_reads_the_heads_partition(
         local_stack: Any, template: Callable[..., dict]) -> None:
     """A layout created before its uses were counted (no count item): the users are found by a

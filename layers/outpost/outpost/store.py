@@ -2249,11 +2249,14 @@ class TemplateStore:
                     {"Put": {"TableName": self.table, "Item": self._version_item(v),
                              "ConditionExpression": "attribute_not_exists(sk)"}},
                     *self._use_ops(alias, head.layout, v.layout,
-                                   became_layout=v.kind == "layout" and head.kind != "layout")])
+                                   became_layout=v.kind == "layout" and head.kind != "layout",
+                                   gone_layout=head.kind == "layout" and v.kind != "layout")])
                 return v
             except self.ddb.exceptions.TransactionCanceledException as exc:
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 self._check_layout_reason(reasons, 2, v.layout if v.layout != head.layout else None)
+                if head.kind == "layout" and v.kind != "layout" and reasons[-1:] == ["ConditionalCheckFailed"]:
+                    raise LayoutInUseError(f"layout {alias!r}: templates use it") from None
                 self.sleep(batch_backoff(attempt))
         raise StoreBusyError(f"template {alias!r}: {self.ATTEMPTS} concurrent writers won the race; retry")
 
@@ -2303,7 +2306,8 @@ class TemplateStore:
                  gone_layout: bool = False) -> list[dict]:
         """The transaction items that move `alias` from using layout `old` to `new` (either None).
         `became_layout`: `alias` is now a layout (its count starts at an exact 0); `gone_layout`:
-        the layout `alias` is deleted, on the condition that nothing uses it (LAST item)."""
+        the layout `alias` is deleted or becomes a standard template, on the condition that
+        nothing uses it (the LAST item)."""
         t, c = self.table, codec()
         ops: list[dict] = []
         if new is not None and new != old:  # the ConditionCheck comes first (_check_layout_reason)

@@ -144,7 +144,12 @@ class TemplateService:
             self._refuse_if_used(alias, "make it a standard template")
         now = iso(self.clock())
         self._check(TemplateVersion(alias=alias, version=latest.version + 1, created_at=now, **base))
-        v = self.store.add_version(alias, lambda n: TemplateVersion(alias=alias, version=n, created_at=now, **base))
+        try:
+            v = self.store.add_version(alias, lambda n: TemplateVersion(alias=alias, version=n, created_at=now,
+                                                                        **base))
+        except LayoutInUseError:  # a template started using it meanwhile (the store's condition)
+            self._refuse_if_used(alias, "make it a standard template")
+            raise
         if v is None:
             raise NotFoundError(f"no template {alias!r}", field="alias")
         return _view(v)
