@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import schedule_demo
 
         ok &= schedule_demo.run(stack, http)  # issue 14: send_at, then cancel
+        ok &= schedule_demo.run_smtp(stack, http)  # s17d: Outpost-Send-At over SMTP submission
 
         from . import sandbox_demo
 

@@ -11,6 +11,9 @@ unlocked. The server runs threaded (werkzeug), so every concurrent client can hi
 (a `threading.Condition` over an `RLock`, so re-entry is fine and a long poll's wait still
 releases it). It changes no behaviour other than the interleaving; the local stack and the
 test rigs start moto through this module, never the stock `moto.server`.
+
+`patch_s3()` gives each S3 object its own LastModified, listed to the microsecond (the local S3
+notifications tell an overwrite with the same bytes by it).
 """
 
 from __future__ import annotations
@@ -57,8 +60,43 @@ def patch_sqs() -> None:
     setattr(models.Queue, _PATCHED, True)
 
 
+def patch_s3() -> None:
+    """Each S3 object moto makes (a PUT, a copy, a completed upload) gets its own LastModified,
+    listed to the microsecond (idempotent). Stock moto lists it to the second (`.000Z`), so an
+    object overwritten with the same bytes within one second listed exactly as before, and the
+    local S3 notifications (s3events.py: a new ETag or LastModified is a new PUT) missed it
+    (s17d). The stamp only moves forward: two PUTs never share one, even within a microsecond.
+    HeadObject's Last-Modified (RFC 1123, seconds) and conditional reads are unchanged."""
+    import datetime
+    import threading
+
+    from moto.core import serialize
+    from moto.s3 import models
+
+    if getattr(models.FakeKey, _PATCHED, False):
+        return
+    lock = threading.Lock()
+    last = [datetime.datetime.min]
+    init = models.FakeKey.__init__
+
+    @functools.wraps(init)
+    def stamped(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        with lock:
+            last[0] = max(self.last_modified, last[0] + datetime.timedelta(microseconds=1))
+            self.last_modified = last[0]
+
+    models.FakeKey.__init__ = stamped  # type: ignore[method-assign]
+    models.FakeKey.last_modified_ISO8601 = property(  # type: ignore[method-assign, assignment]
+        lambda self: self.last_modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    # S3's XML answers wrote every time as `.000Z`; ISO 8601 keeps the microseconds given.
+    serialize.S3Serializer.DEFAULT_TIMESTAMP_FORMAT = serialize.TimestampSerializer.TIMESTAMP_FORMAT_ISO8601
+    setattr(models.FakeKey, _PATCHED, True)
+
+
 def main(argv: list[str] | None = None) -> None:
     patch_sqs()
+    patch_s3()
     from moto.server import main as moto_main
 
     moto_main(argv if argv is not None else sys.argv[1:])

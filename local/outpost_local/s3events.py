@@ -5,10 +5,13 @@ processor's `inbound/s3/`, where the sandbox's simulator drops its DSNs and repo
 moto's server mode does not deliver bucket notifications to a Lambda, so this polls
 ListObjectsV2 under the prefix and invokes once per key it has not seen, and again for a key
 whose object was overwritten (its ETag or LastModified changed: S3 notifies every PUT, and a
-PUT over a key is a new object). Objects that were there before it started are not notified
-(as a notification configuration added to a bucket does not replay old objects). Asynchronous
-invocation, as S3's: a failure is logged, and the invocation is retried twice (Lambda's
-MaximumRetryAttempts for async events in the template).
+PUT over a key is a new object). The local moto stamps every object with its own LastModified,
+listed to the microsecond (moto_server.patch_s3), so an overwrite with the same bytes within a
+second is seen too; PUTs over one key between two polls (0.2 s) are one event, for the last
+object (which is what a function reading the key gets either way). Objects that were there
+before it started are not notified (as a notification configuration added to a bucket does not
+replay old objects). Asynchronous invocation, as S3's: a failure is logged, and the invocation
+is retried twice (Lambda's MaximumRetryAttempts for async events in the template).
 """
 
 from __future__ import annotations

@@ -50,3 +50,29 @@ def run(stack: LocalStack, http: Http, timeout: float = 60.0) -> bool:
     print(f"  {'ok ' if ok_cancel else 'BAD'} frank@accept.test         {got_cancel:<10} (expected canceled) "
           f"POST /v1/messages/{second['id']}/cancel")
     return on_time and ok_cancel
+
+
+def run_smtp(stack: LocalStack, http: Http) -> bool:
+    """s17d: the same over SMTP submission, with the `Outpost-Send-At` header field: the message
+    is `scheduled` (the field itself removed), then canceled through the API."""
+    import smtplib
+    import ssl
+
+    at = time.time() + 3600
+    message = (f"Outpost-Send-At: {iso(at)}\r\nFrom: Outpost demo <hello@{SENDING_DOMAIN}>\r\n"
+               "To: gina@accept.test\r\nSubject: Scheduled over SMTP\r\n\r\nSee you in an hour.\r\n").encode()
+    with smtplib.SMTP(stack.config.ip(1), stack.submission.ports["starttls"], timeout=30) as s:
+        s.starttls(context=ssl.create_default_context(cafile=str(stack.pki.ca_bundle)))
+        s.login("outpost", stack.api_key)
+        s.mail(f"hello@{SENDING_DOMAIN}")
+        s.rcpt("gina@accept.test")
+        code, text = s.data(message)
+    mid = text.decode().rsplit(" ", 1)[-1]
+    _, body = http(stack, "GET", f"/v1/messages/{mid}")
+    state = body.get("status") if code == 250 else f"SMTP {code}"
+    _, canceled = http(stack, "POST", f"/v1/messages/{mid}/cancel")
+    after = (canceled.get("recipients") or [{}])[0].get("status")
+    ok = state == "scheduled" and after == "canceled"
+    print(f"  {'ok ' if ok else 'BAD'} gina@accept.test          {state} then {after} (SMTP with Outpost-Send-At: "
+          f"{iso(at)}; {code} {text.decode()})")
+    return ok

@@ -423,7 +423,9 @@ class LocalStack(Server):
     def _start_submission(self, host: str) -> None:
         """SMTP submission (issue 13) on host:2587 (STARTTLS) and host:2465 (implicit TLS), as
         the container runs it: the certificate (from the test CA, for the host's IP, localhost
-        and smtp.outpost.test) put in Secrets Manager, and read back from there."""
+        and smtp.outpost.test) put in Secrets Manager, and read back from there. Its SendService
+        and key ring are built here, once, with this stack's clients: it needs no gate while a
+        test's own stack holds the environment (tests/integration/test_stack_isolation.py)."""
         from outpost.bootstrap import secrets, submission_server
         from outpost.submission.settings import SubmissionSettings
 

@@ -54,4 +54,8 @@ def run(stack: LocalStack, call: Callable[..., tuple[int, Any]], timeout: float 
         time.sleep(0.3)
     ok = subject == preview["subject"]
     print(f"  {'ok ' if ok else 'BAD'} {RECIPIENT} got Subject: {subject!r} (message {sent['id']})")
-    return ok
+    status, refused = call(stack, "DELETE", "/v1/templates/demo-frame")  # s17d: a layout in use stays
+    why = refused["error"]["message"] if status == 409 else refused
+    in_use = status == 409 and "'demo-receipt'" in why
+    print(f"  {'ok ' if in_use else 'BAD'} DELETE /v1/templates/demo-frame -> {status}: {why}")
+    return ok and in_use

@@ -447,6 +447,20 @@ class FakeMessages:
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]:
         return [e for e in reversed(self.events) if e.address == address][:limit]
 
+    open_pages = 0  # the queries any_open made (pages of `page` items, the META first), as the real store
+
+    def any_open(self, message_id: str, *, page: int = 8) -> bool:
+        m = self.messages.get(message_id)
+        if m is None:
+            self.open_pages += 1
+            return False
+        items = [None, *(m.recipients[i].record for i in sorted(m.recipients))]  # None: the META
+        for start in range(0, len(items), page):
+            self.open_pages += 1
+            if any(r is not None and r.is_open for r in items[start:start + page]):
+                return True
+        return False
+
 
 class FakeSuppressions:
     """outpost.store.Suppressions in memory, keyed like the real one (suppression_key)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from outpost.records import TemplateHead, TemplateVersion
+from outpost.records import LayoutUsers, TemplateHead, TemplateVersion
 from outpost.store import Page
 
 
@@ -59,3 +59,8 @@ class FakeTemplates:
             for n in range(1, head.latest + 1):
                 self.versions.pop((alias, n), None)
             return True
+
+    def layout_users(self, layout: str, *, limit: int = 5) -> LayoutUsers:
+        self.reads += 1
+        users = sorted(a for a, h in self.heads.items() if h.layout == layout)
+        return LayoutUsers(layout, len(users), tuple(users[:limit]))

@@ -47,7 +47,7 @@ def template(api: Api) -> Iterator[Callable[..., dict]]:
         return body
 
     yield create
-    for alias in made:
+    for alias in reversed(made):  # the templates before the layouts they use (a layout in use: 409)
         _call(api, "DELETE", f"/v1/templates/{alias}")
 
 
@@ -165,6 +165,135 @@ def test_layout_wraps_html_and_text(api: Api, template: Callable[..., dict]) -> 
     assert out["text"] == "ACME\nHi <Zoe>\n-- the team"
     status, err = _call(api, "POST", f"/v1/templates/{layout['alias']}/render", {"variables": {}})
     assert status == 422 and err["error"]["field"] == "alias", err  # a layout is rendered through a template
+
+
+def test_a_layout_in_use_is_not_deleted(api: Api, template: Callable[..., dict]) -> None:
+    """DELETE of a layout that a template's latest version uses: 409 naming them and how many;
+    once none does (moved to another layout, or deleted), the DELETE goes through."""
+    frame = template(prefix="layout", kind="layout", html="<div>{{{@content}}}</div>")["alias"]
+    other = template(prefix="layout", kind="layout", html="<main>{{{@content}}}</main>")["alias"]
+    users = [template(subject="s", html=f"<p>{i}</p>", layout=frame)["alias"] for i in range(3)]
+    status, err = _call(api, "DELETE", f"/v1/templates/{frame}")
+    assert status == 409 and err["error"]["code"] == "conflict" and err["error"]["field"] == "alias", err
+    assert "used by 3 template(s)" in err["error"]["message"]
+    assert all(repr(u) in err["error"]["message"] for u in users), err
+    status, out = _call(api, "POST", f"/v1/templates/{users[0]}/render", {"variables": {}})
+    assert status == 200 and out["html"] == "<div><p>0</p></div>", out  # the layout is still there
+    status, _ = _call(api, "PUT", f"/v1/templates/{users[0]}", {"layout": other})
+    assert status == 200
+    status, _ = _call(api, "PUT", f"/v1/templates/{users[1]}", {"layout": None})
+    assert status == 200
+    status, err = _call(api, "DELETE", f"/v1/templates/{frame}")
+    assert status == 409 and f"used by 1 template(s) ({users[2]!r})" in err["error"]["message"], err
+    assert _call(api, "DELETE", f"/v1/templates/{users[2]}")[0] == 200
+    status, out = _call(api, "DELETE", f"/v1/templates/{frame}")
+    assert status == 200 and out == {"alias": frame, "deleted": True}, out
+    status, err = _call(api, "DELETE", f"/v1/templates/{other}")
+    assert status == 409 and f"({users[0]!r})" in err["error"]["message"], err
+
+
+def _template_store(local_stack: Any) -> Any:
+    import boto3
+
+    from outpost.store import TemplateStore
+
+    keys = {"aws_access_key_id": local_stack.env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": local_stack.env["AWS_SECRET_ACCESS_KEY"]}
+    ddb = boto3.client("dynamodb", endpoint_url=local_stack.dynamodb_endpoint,
+                       region_name=local_stack.env.get("AWS_DEFAULT_REGION", "us-east-1"), **keys)
+    return TemplateStore(ddb, local_stack.stack.physical["TemplatesTable"])
+
+
+def _race(local_stack: Any, frame: str, tag: str) -> tuple[bool, list[str]]:
+    """12 threads create templates using `frame` while one deletes it, released together."""
+    from outpost.errors import InvalidRequestError, LayoutInUseError
+    from outpost.records import TemplateVersion
+
+    gate = threading.Barrier(13)
+    made: list[str] = []
+
+    def create(i: int) -> None:
+        store = _template_store(local_stack)
+        alias = f"race-{tag}-{i}-{secrets.token_hex(3)}"
+        gate.wait()
+        try:
+            if store.create_template(TemplateVersion(alias, 1, "n", subject="s", html="x", layout=frame)):
+                made.append(alias)
+        except InvalidRequestError:
+            pass  # the layout was gone
+
+    def delete() -> bool:
+        store = _template_store(local_stack)
+        gate.wait()
+        try:
+            return bool(store.delete_template(frame))
+        except LayoutInUseError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=13) as pool:
+        writers = [pool.submit(create, i) for i in range(12)]
+        deleted = pool.submit(delete).result()
+        for w in writers:
+            w.result()
+    return deleted, made
+
+
+def test_a_layout_delete_racing_new_users_never_leaves_a_template_without_its_layout(
+        local_stack: Any, template: Callable[..., dict]) -> None:
+    """On DynamoDB Local, without the API's check in between: 12 threads create templates
+    using a layout while another deletes it. Either the delete is refused, or every template
+    that names the layout failed to be created (the count item serialises the two)."""
+    store = _template_store(local_stack)
+    for round_ in range(3):
+        frame = template(prefix="layout", kind="layout", html="{{{@content}}}")["alias"]
+        deleted, made = _race(local_stack, frame, str(round_))
+        assert all((h := store.head(a)) is not None and h.layout == frame for a in made)
+        if deleted:
+            assert made == [], made  # a template was created on a layout that was deleted
+        else:
+            assert store.layout_users(frame, limit=20).count == len(made) > 0
+        for alias in made:
+            store.delete_template(alias)
+        assert store.layout_users(frame).count == 0
+
+
+def test_the_store_refuses_to_make_a_layout_in_use_a_standard_template(
+        local_stack: Any, template: Callable[..., dict]) -> None:
+    """The service checks first (409); the store's own condition holds without it (a template
+    that starts using the layout between the check and the write)."""
+    from outpost.errors import LayoutInUseError
+    from outpost.records import TemplateVersion
+
+    store = _template_store(local_stack)
+    frame = template(prefix="layout", kind="layout", html="{{{@content}}}")["alias"]
+    user = template(subject="s", html="x", layout=frame)["alias"]
+    with pytest.raises(LayoutInUseError):
+        store.add_version(frame, lambda n: TemplateVersion(frame, n, "n", subject="s", html="plain"))
+    head = store.head(frame)
+    assert head is not None and (head.kind, head.latest) == ("layout", 1)
+    store.delete_template(user)
+    v = store.add_version(frame, lambda n: TemplateVersion(frame, n, "n", subject="s", html="plain"))
+    assert v is not None and v.version == 2 and store.head(frame).kind == "standard"  # type: ignore[union-attr]
+
+
+def test_layout_users_of_a_layout_made_before_the_count_reads_the_heads_partition(
+        local_stack: Any, template: Callable[..., dict]) -> None:
+    """A layout created before its uses were counted (no count item): the users are found by a
+    Query of the heads' partition (here: a head written directly, as the old code wrote it)."""
+    from outpost.store import codec
+
+    store = _template_store(local_stack)
+    frame = template(prefix="layout", kind="layout", html="{{{@content}}}")["alias"]
+    store.ddb.delete_item(TableName=store.table, Key=store._count_key(frame))  # as before the count
+    old = f"old-user-{secrets.token_hex(3)}"
+    store.ddb.put_item(TableName=store.table, Item=codec().item(
+        {"pk": "TEMPLATES", "sk": old, "alias": old, "latest": 1, "name": "n", "kind": "standard", "layout": frame}))
+    try:
+        users = store.layout_users(frame)
+        assert (users.count, users.aliases) == (1, (old,))
+    finally:
+        store.ddb.delete_item(TableName=store.table, Key=store._head_key(old))
+    assert store.layout_users(frame).count == 0
 
 
 def test_css_inlining_never_fetches_a_remote_stylesheet(api: Api, template: Callable[..., dict]) -> None:

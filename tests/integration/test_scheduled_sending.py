@@ -209,3 +209,61 @@ def test_cancel_racing_the_real_sender_ends_each_recipient_canceled_or_delivered
         mixed += len(set(states)) > 1
     print("race totals", totals, "rounds with both outcomes", mixed)
     assert totals["canceled"] and totals["delivered"], totals  # both sides won some
+
+
+class _CountingDdb:
+    """The store's DynamoDB client, with every call counted by name and each query's consumed
+    read capacity (ReturnConsumedCapacity, as AWS bills it) summed."""
+
+    def __init__(self, ddb: Any) -> None:
+        self._ddb, self.calls, self.read_units = ddb, [], 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._ddb, name)
+        if not callable(attr) or name == "exceptions":
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name in ("query", "get_item"):
+                kwargs["ReturnConsumedCapacity"] = "TOTAL"
+            out = attr(*args, **kwargs)
+            self.read_units += float((out.get("ConsumedCapacity") or {}).get("CapacityUnits") or 0)
+            return out
+
+        return call
+
+
+def test_a_hop_reads_one_page_of_a_50_recipient_message_and_a_canceled_one_ends(rig: Rig) -> None:
+    """On DynamoDB Local: the hop of a scheduled 50-recipient message whose first recipient is
+    open makes one query (8 items) where it read the whole message; once every recipient is
+    canceled, the next hop ends the job (nothing queued) and nothing is sent."""
+    _dynamodb_local(rig)
+    mx = rig.mx("sched.test", 2)
+    mid = rig.send(*[f"r{i}@sched.test" for i in range(50)], send_at=iso(T0 + 3 * HOUR))
+    [(job, _)] = rig.queue.sent
+    real = rig.store.ddb
+    whole = _CountingDdb(real)
+    rig.store.ddb = whole
+    try:
+        assert rig.store.load(mid) is not None  # what each hop read before: the whole message
+        rig.store.ddb = counted = _CountingDdb(real)
+        rig.run_jobs([job])
+    finally:
+        rig.store.ddb = real
+    hop, delay = rig.queue.sent[-1]
+    assert len(rig.queue.sent) == 2 and hop.not_before == T0 + 3 * HOUR and delay == 3 * HOUR
+    assert counted.calls == ["query"], counted.calls  # one page, and nothing else read or written
+    print(f"\nhop of 50 recipients: {counted.read_units} read units (the whole message: {whole.read_units}, "
+          f"{whole.calls.count('query')} queries)")
+    assert counted.read_units <= 1.0 < whole.read_units
+    for i in range(50):
+        assert rig.store.cancel(mid, i, rig.clock())
+    rig.run_jobs([hop])
+    assert len(rig.queue.sent) == 2  # the hop ended: no job queued
+    rig.clock.advance(3 * HOUR)
+    rig.run_jobs([hop, job])
+    assert mx.received == [] and {r["state"] for r in rig.rcpts(mid)} == {"canceled"}
+    gone = rig.send("g@sched.test", send_at=iso(T0 + 6 * HOUR))  # its META gone (a discard): none open
+    real.delete_item(TableName=rig.store.table, Key={"pk": {"S": f"MSG#{gone}"}, "sk": {"S": "META"}})
+    assert rig.store.any_open(gone) is False

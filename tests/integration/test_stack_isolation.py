@@ -85,3 +85,42 @@ def test_an_environment_changed_without_a_stack_of_its_own_holds_the_session_sta
         time.sleep(0.5)
     assert _state(store, mid) == "delivered"
     assert [r for r in server.received if f"<{mid}@" in r.data.decode("ascii", "replace")]
+
+
+def test_the_session_submission_server_keeps_its_own_stack_while_another_holds_the_environment(  # type: ignore[no-untyped-def]
+        local_stack) -> None:
+    """The session stack's SMTP submission server (s17d item 3) is not a function behind a gate:
+    it keeps serving while a module stack holds os.environ and bootstrap's caches, so it must
+    not read them per request. Its SendService and key ring are built once, at the session
+    stack's start, with that stack's clients (bootstrap.submission_server): AUTH with the
+    session's key, the message and its Message-ID claim land in the session's tables and
+    queue, none in the other stack's; the job waits on the session's queue (its poller paused)
+    and is delivered once the other stack is gone."""
+    import smtplib
+    import ssl
+    import uuid
+
+    from outpost.bootstrap import message_store
+
+    store = message_store()  # the session's (built with its environment)
+    other = start_stack("127.0.47")
+    try:
+        other_store = message_store()  # the other stack's (bootstrap's caches now point at it)
+        s = smtplib.SMTP(local_stack.config.ip(1), local_stack.submission.ports["starttls"], timeout=60)
+        s.starttls(context=ssl.create_default_context(cafile=str(local_stack.pki.ca_bundle)))
+        s.login("outpost", local_stack.api_key)  # a key of the session's ApiKeysTable only
+        data = (f"From: Shop <shop@{SENDING_DOMAIN}>\r\nTo: sub-isolated@accept.test\r\nSubject: isolation\r\n"
+                f"Message-ID: <{uuid.uuid4().hex}@app.example>\r\n\r\nhello\r\n").encode()
+        s.mail("app@example.org")
+        s.rcpt("sub-isolated@accept.test")
+        code, text = s.data(data)
+        s.quit()
+        assert code == 250, text
+        mid = text.decode().rsplit(" ", 1)[-1]
+        assert _state(store, mid) == "queued" and other_store.load(mid) is None
+    finally:
+        stop_stack(other)
+    deadline = time.time() + 90
+    while _state(store, mid) in ("queued", "deferred") and time.time() < deadline:
+        time.sleep(0.5)
+    assert _state(store, mid) == "delivered"

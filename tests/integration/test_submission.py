@@ -373,3 +373,31 @@ def test_a_thousand_messages_over_pipelined_connections(local_stack: Any, api: A
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(status, ids)) == {"suppressed"}
+
+
+def test_outpost_send_at_schedules_a_submitted_message_and_a_bad_one_is_550(  # s17d
+        local_stack: Any, api: Any, send_key: str) -> None:
+    """Over STARTTLS on the local stack: `Outpost-Send-At` an hour ahead is accepted (250) as a
+    scheduled message (the API shows it scheduled, with its send_at) and can be canceled; the
+    field is not in the stored message. A bad value is 550 5.6.0 naming the field, nothing stored."""
+    from datetime import UTC, datetime, timedelta
+
+    at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    data = b"Outpost-Send-At: " + at.isoformat().encode() + b"\r\n" + _message("scheduled over SMTP")
+    with _starttls(local_stack, send_key) as s:
+        mid = _send(s, data, ["later@accept.test"])
+        s.mail("app@example.org")
+        s.rcpt("never@accept.test")
+        code, text = s.data(b"Outpost-Send-At: next tuesday\r\n" + _message("bad schedule"))
+    assert code == 550 and text.decode().startswith("5.6.0 Outpost-Send-At must be an RFC 3339"), (code, text)
+    status, body = api.call("GET", f"/v1/messages/{mid}")
+    assert status == 200 and body["status"] == "scheduled", body
+    assert datetime.fromisoformat(body["send_at"].replace("Z", "+00:00")) == at, body
+    assert [r["state"] for r in body["recipients"]] == ["scheduled"]
+    from outpost.bootstrap import message_store
+
+    store = message_store()
+    stored = store.load(mid)
+    assert stored is not None and b"Outpost-Send-At" not in store.load_request(stored.meta).raw_bytes()
+    status, out = api.call("POST", f"/v1/messages/{mid}/cancel")
+    assert status == 200 and [r["status"] for r in out["recipients"]] == ["canceled"], out

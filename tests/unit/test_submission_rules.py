@@ -173,6 +173,68 @@ def test_a_raw_message_whose_job_cannot_be_queued_is_taken_back() -> None:
     assert len(w.store.discarded) == 1 and w.store.messages == {}
 
 
+# ---- Outpost-Send-At: a scheduled submission (s17d) ------------------------------------------------
+
+def _at(seconds: float) -> bytes:
+    from outpost.clock import iso
+
+    return iso(FakeClock()() + seconds).encode()
+
+
+def test_outpost_send_at_schedules_the_message_and_is_removed_from_it() -> None:
+    from email.utils import formatdate
+
+    w = World()
+    at = w.clock() + 7200
+    mid = w.send(b"Outpost-Send-At: " + _at(7200) + b"\r\n" + MSG)
+    stored = w.store.load(mid)
+    assert stored is not None and stored.meta.send_at == at and stored.meta.deliver_until > at
+    assert [(r.state, r.next_attempt_at) for r in stored.recipients] == [(RecipientState.SCHEDULED, at)]
+    sent = w.store.load_request(stored.meta).raw_bytes()
+    assert b"Outpost-Send-At" not in sent and b"outpost-send-at" not in sent.lower()
+    assert f"Date: {formatdate(at, usegmt=True)}".encode() in sent  # a Date it lacks: the send time
+    [(job, delay)] = w.jobs.sent
+    assert job.not_before == at and delay == 7200
+
+
+def test_outpost_send_at_in_the_past_sends_at_once_and_is_removed() -> None:
+    w = World()
+    mid = w.send(b"Outpost-Send-At: " + _at(-60) + b"\r\n" + MSG)
+    stored = w.store.load(mid)
+    assert stored is not None and stored.meta.send_at is None
+    assert [r.state for r in stored.recipients] == [RecipientState.QUEUED]
+    assert b"Outpost-Send-At" not in w.store.load_request(stored.meta).raw_bytes()
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"tomorrow", "must be an RFC 3339 date-time with an offset or Z"),
+    (b"2026-12-01T09:00:00", "must be an RFC 3339 date-time with an offset or Z"),  # no offset
+    (b"2026-02-29T09:00:00Z", "is not a valid date-time"),
+    (None, "is more than 30 days ahead"),
+    (b"twice", "the field appears more than once"),
+])
+def test_a_bad_outpost_send_at_is_550_naming_the_field_with_the_apis_reason(value: bytes | None, reason: str) -> None:
+    w = World()
+    if value == b"twice":
+        head = b"Outpost-Send-At: " + _at(60) + b"\r\nOutpost-Send-At: " + _at(120) + b"\r\n"
+    else:
+        head = b"Outpost-Send-At: " + (value if value is not None else _at(31 * 86400)) + b"\r\n"
+    with pytest.raises(InvalidRequestError) as err:
+        w.send(head + MSG)
+    assert err.value.field == "Outpost-Send-At" and reason in err.value.message, err.value.message
+    assert "send_at" not in err.value.message
+    reply = replies.reply_for(err.value)
+    assert reply.startswith("550 5.6.0 Outpost-Send-At") and reason in reply, reply
+    assert w.store.messages == {} and w.jobs.sent == []
+
+
+def test_outpost_send_at_past_the_retention_is_refused_as_the_apis_send_at() -> None:
+    w = World(retention_days=10)
+    with pytest.raises(InvalidRequestError, match="RetentionDays") as err:
+        w.send(b"Outpost-Send-At: " + _at(9 * 86400) + b"\r\n" + MSG)
+    assert err.value.field == "Outpost-Send-At"
+
+
 # ---- the sender's prepare step --------------------------------------------------------------------
 
 def test_prepare_signs_and_sends_a_raw_request_as_stored() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from outpost.errors import InvalidRequestError, NotFoundError
+from outpost.errors import ConflictError, InvalidRequestError, NotFoundError
 from outpost.models import SendRequest, error_field
 from outpost.templates import mustache
 from outpost.templates.css import css_without_double_quotes
@@ -142,8 +142,35 @@ def test_layout_rules() -> None:
     assert _field(lambda: s.create("t2", {"name": "n", "subject": "s", "html": "x", "layout": "plain"})) == "layout"
     s.create("frame", {"name": "f", "kind": "layout", "html": "[{{{@content}}}]"})
     s.create("uses", {"name": "u", "subject": "s", "html": "x", "layout": "frame"})
-    s.delete("frame")  # deleting a layout: the templates that use it cannot render any more
+    with pytest.raises(ConflictError):
+        s.delete("frame")  # a layout in use is not deleted (test_a_layout_in_use_is_not_deleted)
+    s.store.heads.pop("frame")  # a layout gone anyway (deleted before its uses were counted)
     assert _field(lambda: s.for_send("uses", None, {})) == "template"
+
+
+def test_a_layout_in_use_is_not_deleted_and_the_409_names_a_few_and_the_count() -> None:
+    s = _service()
+    s.create("frame", {"name": "f", "kind": "layout", "html": "[{{{@content}}}]"})
+    s.create("other", {"name": "o", "kind": "layout", "html": "({{{@content}}})"})
+    for i in range(7):
+        s.create(f"user-{i}", {"name": "u", "subject": "s", "html": "x", "layout": "frame"})
+    with pytest.raises(ConflictError) as err:
+        s.delete("frame")
+    assert err.value.status == 409 and err.value.field == "alias"
+    assert "used by 7 template(s) ('user-0', 'user-1', 'user-2', 'user-3', 'user-4' and 2 more)" in err.value.message
+    assert s.render("user-6", {})["html"] == "[x]"  # still there, still wrapping
+    with pytest.raises(ConflictError):  # a layout in use does not become a standard template either
+        s.update("frame", {"kind": "standard", "subject": "s", "html": "x"})
+    for i in range(5):  # only the latest version counts: moved to another layout, or to none
+        s.update(f"user-{i}", {"layout": "other" if i % 2 else None})
+    s.delete("user-5")
+    with pytest.raises(ConflictError) as err:
+        s.delete("frame")
+    assert "used by 1 template(s) ('user-6')" in err.value.message
+    s.delete("user-6")
+    assert s.delete("frame") == {"alias": "frame", "deleted": True}
+    with pytest.raises(ConflictError, match="used by 2 template"):
+        s.delete("other")  # user-1, user-3
 
 
 def test_css_is_inlined_and_link_tags_dropped() -> None:

@@ -87,6 +87,10 @@ class InProgressError(ConflictError):
     """The first request with this idempotency key is still running (a 409 too; SMTP: 451)."""
 
 
+class LayoutInUseError(ConflictError):
+    """A layout's delete lost to a template that started using it (store.TemplateStore)."""
+
+
 class PayloadTooLargeError(ApiError):
     status = 413
     code = "payload_too_large"

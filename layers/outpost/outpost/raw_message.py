@@ -5,6 +5,9 @@ changes only what RFC 5322 and RFC 6409 (message submission) let a submission se
 
 - Bcc fields are removed (RFC 5322 §3.6.3: the recipients come from the envelope);
 - Message-ID and Date are added when missing (RFC 6409 §8.2, §8.3);
+- Outpost's own control field, `Outpost-Send-At` (a scheduled send: the API's `send_at`), is
+  read and removed: it is an instruction to Outpost, not part of the message (a missing Date
+  is then the send time, as the API's);
 - nothing else: the body and every other header field stay byte for byte.
 
 Checks (each a limit with a name): the whole message within MAX_MESSAGE_BYTES; no bare CR or
@@ -28,7 +31,7 @@ from .errors import ForbiddenError, InvalidRequestError, PayloadTooLargeError
 from .mime import MAX_LINE, message_id_header
 from .models import MAX_MESSAGE_BYTES
 
-__all__ = ["MAX_HEADER_BYTES", "RawMessage", "bare_line_end", "inspect_raw"]
+__all__ = ["MAX_HEADER_BYTES", "SEND_AT_FIELD", "RawMessage", "bare_line_end", "inspect_raw"]
 
 MAX_HEADER_BYTES = 1024 * 1024  # the header section (Postfix: header_size_limit per field, 100 KB)
 MAX_FIELDS = 1000  # header fields in one message
@@ -36,6 +39,8 @@ MAX_FIELDS = 1000  # header fields in one message
 ONCE = frozenset({"date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id",
                   "in-reply-to", "references", "subject"})
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 §3.6.8 ftext: printable ASCII but ':'
+SEND_AT_FIELD = "Outpost-Send-At"  # RFC 3339, as the API's send_at (api/scheduled.py header_send_at)
+CONTROL = frozenset({SEND_AT_FIELD.lower()})  # Outpost's own fields: read, never sent
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,13 @@ class RawMessage:
     subject: str  # decoded, unfolded, at most 200 characters (for listings)
     message_id: str | None  # the client's Message-ID value, stripped; None when it has none
     utf8_headers: bool  # the header section is not ASCII: it needs SMTPUTF8 (RFC 6532)
+    send_at: str | None = None  # the Outpost-Send-At field's value (unchecked: header_send_at reads it)
 
     def finish(self, outpost_id: str, now: float) -> bytes:
-        """The bytes to store and sign: Bcc removed, Message-ID and Date added if missing."""
+        """The bytes to store and sign: Bcc and Outpost's control fields removed, Message-ID and
+        Date added if missing (`now`: the acceptance, or the scheduled send time)."""
         names = {name for name, _ in self.fields}
-        head = [raw for name, raw in self.fields if name != "bcc"]
+        head = [raw for name, raw in self.fields if name != "bcc" and name not in CONTROL]
         if "message-id" not in names:
             head.append(f"Message-ID: {message_id_header(outpost_id, self.sender.ascii_domain)}\r\n".encode())
         if "date" not in names:
@@ -75,6 +82,8 @@ def inspect_raw(data: bytes) -> RawMessage:
     counts: dict[str, int] = {}
     for name, _ in fields:
         counts[name] = counts.get(name, 0) + 1
+    if counts.get(SEND_AT_FIELD.lower(), 0) > 1:
+        raise InvalidRequestError(f"{SEND_AT_FIELD}: the field appears more than once", field=SEND_AT_FIELD)
     twice = sorted(n for n in ONCE if counts.get(n, 0) > 1)
     if twice and twice != ["from"]:
         raise InvalidRequestError(f"the {twice[0]!r} header field appears more than once "
@@ -88,10 +97,12 @@ def inspect_raw(data: bytes) -> RawMessage:
     raw_id = next((raw for name, raw in fields if name == "message-id"), None)
     message_id = _value(raw_id).strip() if raw_id is not None else None
     raw_subject = next((raw for name, raw in fields if name == "subject"), None)
+    raw_send_at = next((raw for name, raw in fields if name == SEND_AT_FIELD.lower()), None)
     return RawMessage(data=data, fields=tuple(fields), body_start=body_start, sender=sender,
                       from_header=_decoded(from_value)[:998],
                       subject=_decoded(_value(raw_subject))[:200] if raw_subject is not None else "",
-                      message_id=message_id or None, utf8_headers=not head.isascii())
+                      message_id=message_id or None, utf8_headers=not head.isascii(),
+                      send_at=_value(raw_send_at) if raw_send_at is not None else None)
 
 
 def bare_line_end(data: bytes) -> bool:

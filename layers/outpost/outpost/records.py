@@ -426,3 +426,13 @@ class EarlierCreate(Record):
 
     message_id: str
     digest: str
+
+
+# ---- the templates that use a layout (store.TemplateStore.layout_users; slice s17d) -------------
+@dataclass(frozen=True)
+class LayoutUsers(Record):
+    """How many templates' latest versions use `layout`, and a few of their aliases."""
+
+    layout: str
+    count: int
+    aliases: tuple[str, ...] = ()

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .addresses import suppression_key
 from .clock import day_of, iso
-from .errors import InProgressError, StoreBusyError
+from .errors import InProgressError, LayoutInUseError, StoreBusyError
 from .models import OPEN_STATES, QueueJob, RecipientState
 from .records import (
     ApiKey,
@@ -81,6 +81,7 @@ from .records import (
     CreateKey,
     Domain,
     EarlierCreate,
+    LayoutUsers,
     Message,
     Orphan,
     Overdue,
@@ -122,6 +123,7 @@ TTL_MARGIN = 86400
 INLINE_RAW_MAX = 200_000
 # The default inline limit (Settings.inline_body_limit): bench/cost_model.py, inline_break_even.
 INLINE_LIMIT = 6_300
+OPEN_PAGE = 8  # items per query of MessageStore.any_open: the META and 7 recipients
 
 # Recipients with no META item (a create killed between its puts, see MessageStore.create) are
 # deleted by `load` once they are this old: longer than any create can run (a Lambda runs for
@@ -1191,6 +1193,33 @@ class MessageStore:
         read = [_recipient(v) for k, v in found.items() if k != _META]
         return sorted([*known.values(), *read], key=lambda x: x.index)
 
+    def any_open(self, message_id: str, *, page: int = OPEN_PAGE) -> bool:
+        """Whether the message has a recipient left open (scheduled, queued or deferred): the
+        scheduled job's hop (delivery/job.py), every 15 minutes until send_at. Reads the META
+        and the recipients in key order, `page` items a query, and stops at the first open one
+        (one query when the first recipients are open; `load` read them all, every hop). A
+        message without its META (gone, or never committed) has none: then `load`, which
+        deletes recipients left without it (as the hop did before, through `load`)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :p AND sk >= :meta",
+            "ExpressionAttributeValues": {":p": {"S": _MSG + message_id}, ":meta": {"S": _META}},
+            "ExpressionAttributeNames": {"#st": "state"}, "ProjectionExpression": "sk, #st",
+            "ConsistentRead": True, "Limit": page}
+        opened = {str(s) for s in OPEN_STATES}
+        first = True
+        while True:
+            r = self.ddb.query(**kwargs)
+            items = r.get("Items", [])
+            if first and (not items or items[0]["sk"]["S"] != _META):
+                self.load(message_id)
+                return False
+            first = False
+            if any(i["sk"]["S"].startswith("RCPT#") and i.get("state", {}).get("S") in opened for i in items):
+                return True
+            if "LastEvaluatedKey" not in r:
+                return False
+            kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
 
 class SuppressionStore:
     """Suppressions keyed by `addresses.suppression_key`: every spelling of one mailbox (A-label
@@ -1849,6 +1878,7 @@ class Messages(Protocol):
                         limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
+    def any_open(self, message_id: str, *, page: int = ...) -> bool: ...  # the scheduled hop's question
 
 
 class Suspensions(Protocol):
@@ -2142,6 +2172,14 @@ class TemplateStore:
       pk=TEMPLATES    sk=<alias>                 the head (records.TemplateHead): latest version,
                                                  name, kind; the list of aliases is this partition
       pk=TPL#<alias>  sk=V#<version, 10 digits>  one version (records.TemplateVersion), immutable
+      pk=USES#<layout> sk=#count                 a layout's users (`users`, the templates whose
+                                                 latest version names it; `exact`: counted since
+                                                 the layout was created)
+      pk=USES#<layout> sk=<alias>                one user of the layout (names a few in the 409)
+    A template's create, new version or delete moves its layout's count and use item in the
+    same transaction, with a ConditionCheck that the layout's head is a layout; a layout's
+    delete is conditioned on its count being 0, so the two serialise on the count item (a
+    template cannot start using a layout that is being deleted, nor the reverse).
     A new version is one transaction: the head's `latest` moves from n to n+1 on the condition
     that it is still n, and version n+1 is put on the condition that it does not exist; a
     writer that loses the race reads the head again and tries n+2 (distinct versions, none
@@ -2171,20 +2209,23 @@ class TemplateStore:
         return TemplateVersion.from_dict(codec().plain(r["Item"])) if "Item" in r else None
 
     def create_template(self, first: TemplateVersion) -> bool:
-        """Version 1 and the head, together; False if the alias exists."""
+        """Version 1 and the head, together, with its layout's use (class docstring); False if
+        the alias exists; InvalidRequestError (`layout`) if its layout is gone meanwhile."""
         head = TemplateHead(first.alias, 1, first.name, first.kind, first.layout, first.created_at, first.created_at)
+        uses = self._use_ops(first.alias, None, first.layout, became_layout=first.kind == "layout")
         try:
             self.ddb.transact_write_items(TransactItems=[
                 {"Put": {"TableName": self.table,
                          "Item": codec().item(dict(_fields(head), pk=self._ALL, sk=first.alias)),
                          "ConditionExpression": "attribute_not_exists(sk)"}},
                 {"Put": {"TableName": self.table, "Item": self._version_item(first),
-                         "ConditionExpression": "attribute_not_exists(sk)"}}])
+                         "ConditionExpression": "attribute_not_exists(sk)"}}, *uses])
             return True
         except self.ddb.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if "ConditionalCheckFailed" in reasons:
+            if "ConditionalCheckFailed" in reasons[:2]:
                 return False
+            self._check_layout_reason(reasons, 2, first.layout)
             raise StoreBusyError(f"template {first.alias!r}: a concurrent write; retry") from None
 
     def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None:
@@ -2209,9 +2250,16 @@ class TemplateStore:
                                     ":kind": c.value(v.kind), ":at": c.value(v.created_at),
                                     **({":layout": c.value(v.layout)} if v.layout else {})}}},
                     {"Put": {"TableName": self.table, "Item": self._version_item(v),
-                             "ConditionExpression": "attribute_not_exists(sk)"}}])
+                             "ConditionExpression": "attribute_not_exists(sk)"}},
+                    *self._use_ops(alias, head.layout, v.layout,
+                                   became_layout=v.kind == "layout" and head.kind != "layout",
+                                   gone_layout=head.kind == "layout" and v.kind != "layout")])
                 return v
-            except self.ddb.exceptions.TransactionCanceledException:
+            except self.ddb.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                self._check_layout_reason(reasons, 2, v.layout if v.layout != head.layout else None)
+                if head.kind == "layout" and v.kind != "layout" and reasons[-1:] == ["ConditionalCheckFailed"]:
+                    raise LayoutInUseError(f"layout {alias!r}: templates use it") from None
                 self.sleep(batch_backoff(attempt))
         raise StoreBusyError(f"template {alias!r}: {self.ATTEMPTS} concurrent writers won the race; retry")
 
@@ -2231,11 +2279,16 @@ class TemplateStore:
             if head is None:
                 return False
             try:
-                self.ddb.delete_item(TableName=self.table, Key=self._head_key(alias),
-                                     ConditionExpression="latest = :n",
-                                     ExpressionAttributeValues={":n": codec().value(head.latest)})
+                self.ddb.transact_write_items(TransactItems=[
+                    {"Delete": {"TableName": self.table, "Key": self._head_key(alias),
+                                "ConditionExpression": "latest = :n",
+                                "ExpressionAttributeValues": {":n": codec().value(head.latest)}}},
+                    *self._use_ops(alias, head.layout, None, gone_layout=head.kind == "layout")])
                 break
-            except self.ddb.exceptions.ConditionalCheckFailedException:
+            except self.ddb.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if head.kind == "layout" and reasons[1:2] == ["ConditionalCheckFailed"]:
+                    raise LayoutInUseError(f"layout {alias!r}: templates use it") from None
                 self.sleep(batch_backoff(attempt))  # a version was added meanwhile: delete it too
         else:
             raise StoreBusyError(f"template {alias!r}: versions kept being added; retry the delete")
@@ -2245,6 +2298,76 @@ class TemplateStore:
                               {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[i:i + 25]]},
                               "UnprocessedItems", sleep=self.sleep)
         return True
+
+    # ---- a layout's users (slice s17d: a layout in use is not deleted) ----------------------------
+    _USES, _COUNT = "USES#", "#count"
+
+    def _count_key(self, layout: str) -> dict:
+        return {"pk": {"S": self._USES + layout}, "sk": {"S": self._COUNT}}
+
+    def _use_ops(self, alias: str, old: str | None, new: str | None, *, became_layout: bool = False,
+                 gone_layout: bool = False) -> list[dict]:
+        """The transaction items that move `alias` from using layout `old` to `new` (either None).
+        `became_layout`: `alias` is now a layout (its count starts at an exact 0); `gone_layout`:
+        the layout `alias` is deleted or becomes a standard template, on the condition that
+        nothing uses it (the LAST item)."""
+        t, c = self.table, codec()
+        ops: list[dict] = []
+        if new is not None and new != old:  # the ConditionCheck comes first (_check_layout_reason)
+            ops += [{"ConditionCheck": {"TableName": t, "Key": self._head_key(new),
+                                        "ConditionExpression": "kind = :layout",
+                                        "ExpressionAttributeValues": {":layout": c.value("layout")}}},
+                    {"Update": {"TableName": t, "Key": self._count_key(new), "UpdateExpression": "ADD #u :one",
+                                "ExpressionAttributeNames": {"#u": "users"},
+                                "ExpressionAttributeValues": {":one": c.value(1)}}},
+                    {"Put": {"TableName": t, "Item": c.item({"pk": self._USES + new, "sk": alias})}}]
+        if old is not None and old != new:
+            ops += [{"Update": {"TableName": t, "Key": self._count_key(old), "UpdateExpression": "ADD #u :minus",
+                                "ExpressionAttributeNames": {"#u": "users"},
+                                "ExpressionAttributeValues": {":minus": c.value(-1)}}},
+                    {"Delete": {"TableName": t, "Key": {"pk": {"S": self._USES + old}, "sk": {"S": alias}}}}]
+        if became_layout:
+            ops.append({"Put": {"TableName": t, "Item": c.item({"pk": self._USES + alias, "sk": self._COUNT,
+                                                                "users": 0, "exact": True})}})
+        if gone_layout:
+            ops.append({"Delete": {"TableName": t, "Key": self._count_key(alias),
+                                   "ConditionExpression": "attribute_not_exists(#u) OR #u <= :zero",
+                                   "ExpressionAttributeNames": {"#u": "users"},
+                                   "ExpressionAttributeValues": {":zero": c.value(0)}}})
+        return ops
+
+    @staticmethod
+    def _check_layout_reason(reasons: Sequence[str | None], at: int, layout: str | None) -> None:
+        if layout is not None and reasons[at:at + 1] == ["ConditionalCheckFailed"]:
+            from .errors import InvalidRequestError
+
+            raise InvalidRequestError(f"layout: no layout template {layout!r}", field="layout")
+
+    def layout_users(self, layout: str, *, limit: int = 5) -> LayoutUsers:
+        """The templates whose latest version uses `layout`: how many, and the first `limit`
+        aliases. A layout counted since its creation: one GetItem and one Query of at most
+        `limit` use items. One created before the count existed (no `exact`): the heads'
+        partition read page by page (a Query projected to two attributes, bounded by the number
+        of templates, never a table Scan)."""
+        r = self.ddb.get_item(TableName=self.table, Key=self._count_key(layout), ConsistentRead=True)
+        count = codec().plain(r.get("Item") or {})
+        if count.get("exact"):
+            q = self.ddb.query(TableName=self.table, ConsistentRead=True, Limit=limit,
+                               KeyConditionExpression="pk = :pk AND sk > :count",
+                               ExpressionAttributeValues={":pk": {"S": self._USES + layout},
+                                                          ":count": {"S": self._COUNT}})
+            return LayoutUsers(layout, max(int(count.get("users") or 0), 0),
+                               tuple(i["sk"]["S"] for i in q.get("Items", [])))
+        users: list[str] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True, "KeyConditionExpression": "pk = :pk",
+                                  "FilterExpression": "layout = :layout", "ProjectionExpression": "sk, layout",
+                                  "ExpressionAttributeValues": {":pk": {"S": self._ALL}, ":layout": {"S": layout}}}
+        while True:
+            q = self.ddb.query(**kwargs)
+            users += [i["sk"]["S"] for i in q.get("Items", [])]
+            if "LastEvaluatedKey" not in q:
+                return LayoutUsers(layout, len(users), tuple(users[:limit]))
+            kwargs["ExclusiveStartKey"] = q["LastEvaluatedKey"]
 
 
 class Templates(Protocol):
@@ -2256,6 +2379,7 @@ class Templates(Protocol):
     def add_version(self, alias: str, make: Callable[[int], TemplateVersion]) -> TemplateVersion | None: ...
     def templates(self, *, limit: int, after: str | None = None) -> Page[TemplateHead]: ...
     def delete_template(self, alias: str) -> bool: ...
+    def layout_users(self, layout: str, *, limit: int = 5) -> LayoutUsers: ...
 
 
 def _conforms_templates(t: TemplateStore) -> Templates:

@@ -55,6 +55,22 @@ def scheduled_for(send_at: datetime | None, now: float, *, lifetime: int,
     return at
 
 
+def header_send_at(value: str | None, now: float, *, lifetime: int, retention_days: int | None,
+                   field: str = "Outpost-Send-At") -> float | None:
+    """SMTP submission's send_at (raw_message.SEND_AT_FIELD): the API's rules and reasons,
+    naming the header field instead of `send_at` (the reply: 550 5.6.0 and the reason)."""
+    if value is None:
+        return None
+    from ..models import _rfc3339
+
+    try:
+        when = _rfc3339(value)
+        return scheduled_for(when, now, lifetime=lifetime, retention_days=retention_days)
+    except (ValueError, InvalidRequestError) as exc:
+        reason = (exc.message if isinstance(exc, InvalidRequestError) else str(exc)).replace("send_at", field)
+        raise InvalidRequestError(reason if reason.startswith(field) else f"{field}: {reason}", field=field) from None
+
+
 def cancel_message(store: Messages, message_id: str, principal: Principal | None,
                    clock: Callable[[], float]) -> dict:
     """POST /v1/messages/{id}/cancel: the answer (see the module docstring)."""

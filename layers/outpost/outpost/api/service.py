@@ -57,7 +57,7 @@ from ..stored_request import StoredRequest
 from .auth import Principal
 from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
-from .scheduled import cancel_message, scheduled_for
+from .scheduled import cancel_message, header_send_at, scheduled_for
 
 if TYPE_CHECKING:
     from ..raw_message import RawMessage
@@ -416,18 +416,23 @@ class SendService:
         if self.reputation is not None:
             self.reputation.check_send(from_domain, principal.key_id, None)
         now = self.clock()
+        lifetime = self.max_lifetime if self.max_lifetime is not None else DEFAULT_MAX_LIFETIME
+        send_at = header_send_at(msg.send_at, now, lifetime=lifetime, retention_days=self.retention_days)
         message_id = new_message_id(now)
-        final = msg.finish(message_id, now)
+        final = msg.finish(message_id, send_at or now)  # a Date it lacks: when it is sent, as the API's
         suppressed = self.suppressions.suppressed(addresses)
         mode = message_mode(principal.mode)
         recipients = [Recipient(message_id, i, a, RecipientState.SUPPRESSED
                                 if a.lower() in suppressed or refused_at_acceptance(a)
                                 else RecipientState.QUEUED, field="envelope", from_=msg.from_header,
                                 subject=msg.subject, mode=mode) for i, a in enumerate(addresses)]
-        lifetime = self.max_lifetime if self.max_lifetime is not None else DEFAULT_MAX_LIFETIME
+        if send_at is not None:  # s17d: Outpost-Send-At, scheduled as the API's send_at
+            recipients = [r.replace(state=RecipientState.SCHEDULED, next_attempt_at=send_at)
+                          if r.state is RecipientState.QUEUED else r for r in recipients]
         meta = Message(message_id=message_id, from_=msg.from_header, from_domain=from_domain,
-                       subject=msg.subject, tags={}, tls="opportunistic", deliver_until=now + lifetime,
-                       recipient_count=len(recipients), size=len(final), key_id=principal.key_id, mode=mode)
+                       subject=msg.subject, tags={}, tls="opportunistic", deliver_until=(send_at or now) + lifetime,
+                       recipient_count=len(recipients), size=len(final), key_id=principal.key_id, mode=mode,
+                       send_at=send_at)
         request = StoredRequest.from_raw(final, msg.sender.addr)
         if (earlier := self._store_and_queue(meta, recipients, request, now, once=once)) is not None:
             return self._earlier(earlier, once)

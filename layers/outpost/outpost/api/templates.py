@@ -145,7 +145,8 @@ def add_template_routes(app: APIGatewayRestResolver, needs: Scopes, templates: T
         return TemplateView.model_validate(templates.update(alias, changes))
 
     @app.delete("/v1/templates/<alias>", summary="Delete a template and all its versions (admin); mail "
-                "accepted before is unaffected", middlewares=needs("admin"), responses=_errors(403, 404))
+                "accepted before is unaffected; a layout that templates use: 409 naming them",
+                middlewares=needs("admin"), responses=_errors(403, 404, 409))
     def delete_template(alias: Alias) -> TemplateDeleted:
         return TemplateDeleted.model_validate(templates.delete(alias))
 

@@ -195,9 +195,9 @@ async def hop(ctx: Context, run: JobRun, now: float) -> bool:
 
 async def _anything_open(ctx: Context, message_id: str) -> bool:
     """Whether the message has a recipient left open (scheduled, queued or deferred). A message
-    that is gone (or never committed) has none: the job would drop it at its time anyway."""
-    stored = await asyncio.to_thread(ctx.store.load, message_id)
-    return stored is not None and any(r.is_open for r in stored.recipients)
+    that is gone (or never committed) has none: the job would drop it at its time anyway. The
+    store stops at the first open recipient (a page, not the whole message, each hop)."""
+    return await asyncio.to_thread(ctx.store.any_open, message_id)
 
 
 async def load(ctx: Context, run: JobRun) -> StoredMessage | None:

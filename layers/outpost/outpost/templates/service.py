@@ -4,7 +4,8 @@ versions, delete, preview; and the rendering a send uses (api/service.py).
   create    alias + version 1 (409 if the alias exists)
   update    a new version: the fields given replace the latest's, the others are kept
   delete    the alias and all its versions: new sends naming it are a 422 (`template`);
-            messages accepted before are unaffected (they hold their rendered bodies)
+            messages accepted before are unaffected (they hold their rendered bodies); a
+            layout that a template's latest version uses is not deleted: 409 naming them
   render    subject, html and text as a send would have them; nothing is stored
   for_send  the same, through a per-request cache (TemplateCache): a batch loads and
             parses each (alias, version) once, and renders it per message
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
-from ..errors import ConflictError, InvalidRequestError, NotFoundError
+from ..errors import ConflictError, InvalidRequestError, LayoutInUseError, NotFoundError
 from ..records import TemplateHead, TemplateVersion
 from ..store import Templates
 
@@ -45,6 +46,7 @@ MAX_TEXT_BYTES = 100_000
 MAX_RENDERED_BYTES = 2_000_000  # subject + html + text of one rendered message
 MAX_VARIABLES_BYTES = 65_536  # the variables document, as JSON
 MAX_VARIABLES_DEPTH = 10
+LAYOUT_USERS_NAMED = 5  # a layout's 409 names this many of the templates using it
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,16 @@ class TemplateService:
         latest = self._version(alias, None)
         base = {k: getattr(latest, k) for k in ("name", "kind", "subject", "html", "text", "layout")}
         base.update(changes)
+        if latest.kind == "layout" and base["kind"] != "layout":
+            self._refuse_if_used(alias, "make it a standard template")
         now = iso(self.clock())
         self._check(TemplateVersion(alias=alias, version=latest.version + 1, created_at=now, **base))
-        v = self.store.add_version(alias, lambda n: TemplateVersion(alias=alias, version=n, created_at=now, **base))
+        try:
+            v = self.store.add_version(alias, lambda n: TemplateVersion(alias=alias, version=n, created_at=now,
+                                                                        **base))
+        except LayoutInUseError:  # a template started using it meanwhile (the store's condition)
+            self._refuse_if_used(alias, "make it a standard template")
+            raise
         if v is None:
             raise NotFoundError(f"no template {alias!r}", field="alias")
         return _view(v)
@@ -157,9 +166,28 @@ class TemplateService:
 
     def delete(self, alias: str) -> dict[str, Any]:
         check_alias(alias)
-        if not self.store.delete_template(alias):
+        head = self.store.head(alias)
+        if head is not None and head.kind == "layout":
+            self._refuse_if_used(alias, "delete it")
+        try:
+            deleted = self.store.delete_template(alias)
+        except LayoutInUseError:  # a template started using it meanwhile (the store's condition)
+            self._refuse_if_used(alias, "delete it")
+            raise
+        if not deleted:
             raise NotFoundError(f"no template {alias!r}", field="alias")
         return {"alias": alias, "deleted": True}
+
+    def _refuse_if_used(self, alias: str, what: str) -> None:
+        """409 naming a few of the templates whose latest version uses the layout, and how many
+        (as Postmark refuses to delete a layout in use: their next send would fail)."""
+        users = self.store.layout_users(alias, limit=LAYOUT_USERS_NAMED)
+        if users.count:
+            named = ", ".join(repr(a) for a in users.aliases)
+            more = f" and {users.count - len(users.aliases)} more" if users.count > len(users.aliases) else ""
+            raise LayoutInUseError(f"layout {alias!r} is used by {users.count} template(s) ({named}{more}): give "
+                                   f"them another layout or none (PUT), or delete them, before you {what}",
+                                   field="alias")
 
     def _check(self, v: TemplateVersion) -> None:
         check_content(v)
