@@ -46,6 +46,7 @@ LAZY_MODULES = (
     # Route modules imported on the first request that reaches one of their routes (api/lazy_routes.py)
     "outpost.api.templates",
     "outpost.api.webhooks",
+    "outpost.webhooks.jobs",  # the webhook job's model: config.py reads only the schedule (webhooks/schedule.py)
 )
 
 PROBE = """
