@@ -115,6 +115,29 @@ ratio; sum = init + first POST, best:
   at load 11, self): pydantic and its parts 55 ms, records.py 19, models.py 12, api/ 18,
   Powertools 17 (logging, metrics, event_handler; jmespath etc. are the floor's), webhooks/ 8,
   store.py 4.8 (its own body; best of 7 after the change 2.3 ms, cumulative ~5 ms).
+Slice s17a (2026-11-30; the template and webhook route modules imported on the first request to
+one (api/lazy_routes.py), the SQS client on first use, the webhook job's model out of config.py's
+and store.py's imports). The rounds now sample a floor just before each handler: each handler's
+best is against the best of its own floor samples (as many), the median per-round ratio beside
+it, and PASS/FAIL against GOAL. --built of x86_64 builds (sam build), python 3.12.1, --built-before
+the build of c7f2f69 (main before the slice), --only "send API +bytecode" --only "send API before":
+  the bench as it was, before the slice (14:46-14:50 UTC, load 3.8-4.1), 3 runs:
+    send API init 1.09x / 2.31x / 1.33x the best floor (median per round 1.30x / 2.10x / 1.81x;
+    CPU 1.25x / 1.37x / 1.38x), sum 398 / 784 / 445 ms
+  after, the new rounds (15:00-15:02 UTC, load 4.2-6.5), 3 runs, after vs before in the same rounds:
+    after  1.20x / 1.11x / 1.20x (median 1.23x / 1.21x / 1.12x; CPU 1.33x / 1.39x / 1.39x),
+           sum 392 / 764 / 1190 ms (first POST 66 / 108 / 208 ms)
+    before 1.41x / 1.27x / 1.32x (median 1.23x / 1.34x / 1.66x; CPU 1.37x / 1.32x / 1.37x),
+           sum 375 / 983 / 1154 ms
+  at load 10-16 (15:17-15:25 UTC, 6 runs) wall time is mostly waiting for a CPU (the floor's
+  median 500-1,300 ms against 220-250 ms of CPU): after 0.87x-1.81x (median 1.18x-1.61x), before
+  1.01x-2.04x (median 1.06x-1.96x); CPU 1.35x-1.47x for both. Not a measurement of the code.
+  --instructions (15:03-15:07 UTC): floor 1,114 M; send API before 1,578 M = 1.42x, after
+  1,521 M = 1.37x (-57 M). Left over the floor, by import (python -X importtime, best of 7,
+  self, modules the floor does not import): pydantic and its parts ~30 ms, the DynamoDB client
+  (the floor's one client), outpost/models.py 10-14 ms (the read routes' 22 response models are
+  44 M instructions of it: callgrind of `import outpost.models` with and without them), api/
+  8.8 ms, Powertools' event_handler 7.6 ms, logging and metrics 4 ms, the email package 2.8 ms.
 Bytecode (09:31 UTC, a shell loop: 10 interleaved rounds of fresh interpreters (the PROBE's
 import only), best of each): floor 422 ms wall / 278 ms CPU; before, compiled from source,
 880 ms = 2.09x (CPU 1.84x); after, from source, 708 ms = 1.68x (CPU 1.77x); after, outpost's
@@ -223,6 +246,8 @@ GOAL = 1.5  # issue 15 item 1: the send API's init at most 1.5x the floor, best 
 def _report(samples: dict[str, list]) -> None:
     floor_runs = samples.pop("floor")
     floors = [s[0] for s in floor_runs]
+    print(f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])} (wall time waits for the CPU "
+          "under load: compare the CPU ratios and --instructions)")
     print(f"floor: import boto3 + one client: best {min(floors):5.0f} ms, median {statistics.median(floors):5.0f} ms "
           f"({len(floors)} fresh interpreters, one just before each handler's sample); CPU time best "
           f"{min(s[2] for s in floor_runs):5.0f} ms")
