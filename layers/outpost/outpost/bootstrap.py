@@ -167,7 +167,8 @@ def api_keys_table() -> ApiKeyStore:
 def job_queue() -> JobQueue:
     from .store import JobQueue
 
-    return JobQueue(aws("sqs"), settings().send_queue_url)
+    # The client on first use (issue 15 item 1): the send API's init builds one client, DynamoDB's
+    return JobQueue(lazy(lambda: aws("sqs")), settings().send_queue_url)
 
 
 @cache

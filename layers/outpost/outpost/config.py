@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .delivery.providers import parse_overrides
-from .webhooks.jobs import DEFAULT_SCHEDULE as WEBHOOK_SCHEDULE
+from .webhooks.schedule import DEFAULT_SCHEDULE as WEBHOOK_SCHEDULE
 
 # Retry schedule in seconds (issue 3): 1, 5, 15, 30 min, then 1, 2, 4 h, then every 4 h.
 DEFAULT_RETRY_SCHEDULE: tuple[int, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
@@ -149,7 +149,7 @@ class Settings:
     # ---- webhooks (issue 12) ----
     webhooks_table: str = "outpost-webhooks"
     webhook_queue_url: str = ""
-    # Seconds between a failed attempt and the next (webhooks/jobs.py DEFAULT_SCHEDULE: 5 s,
+    # Seconds between a failed attempt and the next (webhooks/schedule.py DEFAULT_SCHEDULE: 5 s,
     # 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); the local stack passes a short one.
     webhook_retry_schedule: tuple[float, ...] = WEBHOOK_SCHEDULE
     # OUTPOST_WEBHOOKS_LOCAL=true (the local stack only): http:// and https:// URLs whose every

@@ -100,12 +100,12 @@ from .records import (
     Waiting,
 )
 from .stored_request import StoredRequest
-from .webhooks.jobs import WebhookJob
 from .webhooks.records import WebhookAttempt, WebhookEndpoint
 
 if TYPE_CHECKING:
     from .events import Event
     from .tls_policy import StsPolicy  # imported where used: it brings dnspython, which the API never needs
+    from .webhooks.jobs import WebhookJob  # a pydantic model: the send API's init does not need it
 
 T = TypeVar("T")
 

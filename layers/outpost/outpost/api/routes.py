@@ -17,8 +17,9 @@ a route's validation models on its first request. A route module whose service i
 or build (domains: dnspython) is lazy in two steps: here, import its service's type under
 TYPE_CHECKING only (and its pydantic models from models.py, which defer their schema builds);
 in bootstrap.api_app, pass `lazy(builder)`, where the builder imports the module. A new route
-module (webhooks) does the same: `_add_webhook_routes(app, needs, webhooks)` here, and
-`webhooks=lazy(webhook_api)` there. tests/unit/test_cold_start.py lists what must stay unloaded.
+module (webhooks, templates) goes further: its table in api/lazy_routes.py registers its routes
+here and the module is imported on the first request that reaches one (`add_lazy_routes`), with
+`webhooks=lazy(webhook_api)` in bootstrap. tests/unit/test_cold_start.py lists what must stay unloaded.
 Powertools' event_handler and data_classes packages are imported name by name (api/__init__.py,
 lazy_imports.py), and a pydantic model of a route module sets defer_build (init builds none).
 """
@@ -68,6 +69,7 @@ from .auth import SCOPES, KeyRing, Principal, ThrottledError
 from .contract import ADDRESS, DOMAIN, declare
 from .events import EventList, EventsApi
 from .jsonbody import loads_body
+from .lazy_routes import TEMPLATES, WEBHOOKS, add_lazy_routes, bind, bind_all
 from .service import QueryService, SendService
 
 if TYPE_CHECKING:
@@ -193,14 +195,10 @@ def build_app(*, keys: KeyRing, sender: SendService, queries: QueryService,
         _add_reputation_routes(app, needs, reputation)
     if events is not None:
         _add_event_routes(app, needs, events)
-    if webhooks is not None:
-        from .webhooks import add_webhook_routes
-
-        add_webhook_routes(app, needs, webhooks)
-    if templates is not None:  # issue 14 (api/templates.py)
-        from .templates import add_template_routes
-
-        add_template_routes(app, needs, templates)
+    if webhooks is not None:  # api/webhooks.py, imported on first use (api/lazy_routes.py)
+        add_lazy_routes(app, needs, webhooks, WEBHOOKS)
+    if templates is not None:  # issue 14 (api/templates.py), the same
+        add_lazy_routes(app, needs, templates, TEMPLATES)
     _add_document_route(app)
     _add_head_routes(app)
     # Powertools puts its request validation first in every route's middleware stack, before
@@ -272,6 +270,7 @@ class Gate(OpenAPIRequestValidationMiddleware):
         refused = answer_method(app, method, path) or answer_media_type(event)
         if refused is not None:
             return refused
+        bind(app.context.get("_route"))  # a lazy route module's handler, before validation
         if method != "HEAD":
             return super().handler(app, next_middleware)
         try:
@@ -556,6 +555,7 @@ def _add_document_route(app: APIGatewayRestResolver) -> None:
         # Powertools' OpenAPI models build ~200 pydantic schemas at import: only this route needs them
         from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 
+        bind_all(routes_of(app))  # every lazy route module (api/lazy_routes.py)
         return declare(app.get_openapi_schema(
             title="Outpost", version="1", description="Serverless transactional email",
             security_schemes={"bearer": HTTPBearer(scheme="bearer", bearerFormat="op_...")},

@@ -5,7 +5,7 @@
   ssrf.py      which URLs and addresses may be called (check_url -> Target), at registration
                and again before every attempt
   http.py      one bounded POST to a checked address (no redirects, capped read, 10 s total)
-  jobs.py      the delivery job (the queue body) and the retry schedule
+  jobs.py      the delivery job (the queue body) and the retry schedule (schedule.py)
   sink.py      WebhookSink (an events.EventSink): one job per (event, subscribed endpoint)
   dispatch.py  the dispatcher: a batch of jobs, each POSTed concurrently, recorded, retried
   service.py   the API's side: create, list, show, delete, rotate, replay

@@ -15,15 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Seconds between attempt n and n+1: after the first attempt (at once), 5 s, 5 min, 30 min,
-# 2 h, 5 h, 10 h, 10 h. The local stack passes a shorter one (OUTPOST_WEBHOOK_RETRY_SCHEDULE).
-DEFAULT_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+from .schedule import DEFAULT_SCHEDULE
+
 # An endpoint whose attempts have all failed for this long is disabled (its jobs then end).
 DISABLE_AFTER = 5 * 86400
 
 
 class WebhookJob(BaseModel):
-    model_config = ConfigDict(extra="ignore", defer_build=True)  # config.py imports this module
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built on first use
 
     event_id: str = Field(min_length=1, max_length=128)
     endpoint_id: str = Field(min_length=1, max_length=64)
