@@ -574,8 +574,8 @@ class MessageStore:
 
     def _drop_uncommitted(self, message_id: str, items: list[dict]) -> None:
         """Delete recipients left without their META item for longer than UNCOMMITTED_AGE: a
-        create killed between its puts (never accepted: nothing may send them), or a discard
-        or TTL deletion half done. Best effort: a caller without delete rights (the bounce
+        create killed between its puts (never accepted: nothing may send them), or a TTL
+        deletion half done. Best effort: a caller without delete rights (the bounce
         processor) leaves them for the sender, whose swept job comes here too."""
         cutoff = iso(self.clock() - UNCOMMITTED_AGE)
         stale = [i["sk"] for i in items if i["sk"].startswith("RCPT#") and str(i.get("created_at", "")) < cutoff]
@@ -583,19 +583,6 @@ class MessageStore:
             log.warning("recipients without a message deleted", extra={"message_id": message_id,
                                                                         "recipients": len(stale)})
             self._take_back(message_id, stale)
-
-    def discard(self, message_id: str, recipient_count: int) -> None:
-        """Delete a message that was stored but could not be queued (the caller got an error).
-        The META item goes first, alone: it is the commit point (`create`), so this raises only
-        while the message is still whole, and the caller's "kept for the sweeper" is then true.
-        Its recipients follow, best effort: any left have no META, and `load` deletes them
-        later (s16e: in one batch with them, a META deleted beside a recipient left behind was
-        answered 202 and never sent). BatchWriteItem, as the rest: SMTP submission's role has
-        no DeleteItem."""
-        meta = {self.table: [{"DeleteRequest": {"Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": _META}}}}]}
-        retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), meta, "UnprocessedItems",
-                          sleep=self.sleep)
-        self._take_back(message_id, [rcpt_sk(i) for i in range(recipient_count)])
 
     def load_request(self, meta: Message) -> StoredRequest:
         """The request stored with the message (inline, or in S3 for a large one)."""
@@ -1174,8 +1161,8 @@ class MessageStore:
         """A committed message's recipients, for the events function at its META's INSERT (s16f):
         `known` (those whose INSERT images the stream batch had, s17b), and the others as they
         are now, with one consistent BatchGetItem per 100 keys of the META and those others (its
-        recipients were written before the META); None when its META is gone (discarded: the
-        client got a 503). The META is always read: a message discarded since gives no events."""
+        recipients were written before the META); None when its META is gone (expired). The
+        META is always read: a message deleted since gives no events."""
         known = {i: r for i, r in (known or {}).items() if i < count}
         keys = [_META] + [rcpt_sk(i) for i in range(count) if i not in known]
         found: dict[str, dict] = {}
@@ -1190,6 +1177,24 @@ class MessageStore:
             return None
         read = [_recipient(v) for k, v in found.items() if k != _META]
         return sorted([*known.values(), *read], key=lambda x: x.index)
+
+    # ---- a committed message whose job was not queued (s17f) -----------------------------------
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int:
+        """Move the due time (gsi5) of a message's open recipients, as `create` wrote it at
+        `created` (then, or a scheduled one's send_at), `by` seconds earlier: with `by` the
+        sweeper's grace, its next run queues the message's job (a scheduled one's: its first run
+        after send_at). For a committed message whose job SQS refused (api/service.py: it is
+        accepted, never taken back). Each move is one UpdateItem on the condition that the
+        recipient is open and still due when `create` put it, so it only ever lowers that time
+        and never moves a recipient a job has deferred, leased or finished since. How many moved."""
+        moved = 0
+        for r in recipients:
+            if not r.is_open:
+                continue
+            due = created if r.next_attempt_at is None else float(r.next_attempt_at)
+            moved += self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
+                                  {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
+        return moved
 
 
 class SuppressionStore:
@@ -1807,7 +1812,6 @@ class Messages(Protocol):
                now: float, once: CreateKey | None = None) -> EarlierCreate | None: ...
     def release_key(self, once: CreateKey, message_id: str) -> None: ...
     def load(self, message_id: str) -> StoredMessage | None: ...
-    def discard(self, message_id: str, recipient_count: int) -> None: ...
     def load_request(self, meta: Message) -> StoredRequest: ...
     def load_upload(self, upload_id: str) -> bytes: ...
     def upload_url(self, upload_id: str, content_type: str, size: int, expires_in: int) -> str: ...
@@ -1849,6 +1853,7 @@ class Messages(Protocol):
                         limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int: ...
 
 
 class Suspensions(Protocol):
