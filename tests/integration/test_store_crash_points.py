@@ -241,6 +241,27 @@ def _sweep_next_run(rig: Rig) -> list[QueueJob]:
     return jobs
 
 
+def test_a_scheduled_send_whose_hop_is_refused_is_started_after_send_at_by_the_sweeper_once(engine: Rig) -> None:
+    """s17f: a scheduled message whose hop job SQS refused is accepted (scheduled); the sweeper
+    queues nothing before send_at, and its first run after send_at queues a job that the real
+    sender runs: the recipients are started (store.start_scheduled) and delivered once."""
+    rig = engine
+    mx = rig.mx("later.test", 2)
+    to = ["s0@later.test", "s1@later.test"]
+    send_at = rig.clock() + 3600
+    out = _api(rig, rig.store.ddb).send_one(SendRequest.model_validate({
+        "from": "App <app@sender.test>", "to": to, "subject": "later", "text": "Hello.\n", "send_at": iso(send_at)}))
+    assert [r["status"] for r in out["recipients"]] == ["scheduled"] * 2
+    rig.clock.advance(3600 - 2)
+    assert _sweep_next_run(rig) == [] and mx.received == []  # a second before send_at: nothing
+    rig.clock.advance(1)
+    assert [j.message_id for j in _sweep_next_run(rig)] == [out["id"]]  # a second after it
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to
+    assert {rig.rcpt(out["id"], i)["state"] for i in range(2)} == {"delivered"}
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to  # once
+
+
 # ---- events of a create that never committed ------------------------------------------------------------
 
 
