@@ -43,7 +43,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
         have it (queued: created; deferred: its next attempt; leased: the lease's end;
-        scheduled, issue 14: its send_at); it is
+        scheduled, issue 14: its send_at; either moved SWEEP_GRACE earlier when the API's
+        job was refused after the commit, s17f: `mark_overdue`); it is
         removed when the recipient becomes final. The sweeper's index of overdue work.
   expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
