@@ -443,14 +443,15 @@ class FakeMessages:
         return [e for e in reversed(self.events) if e.address == address][:limit]
 
     # ---- a committed message whose job was not queued (s17f) -----------------------------------
-    def mark_overdue(self, message_id: str, recipients: Iterable[Recipient], created: float, by: float) -> int:
-        moved = 0
-        for rec in recipients:
+    def mark_overdue(self, message_id: str, recipients: Iterable[Recipient], created: float,
+                     by: float) -> int | None:
+        for rec in recipients:  # as store.py: the first open one still due as created
             r = self._get(message_id, rec.index)
             due = created if rec.next_attempt_at is None else float(rec.next_attempt_at)
             if rec.is_open and r is not None and r.record.is_open and r.due_at == due:
-                r.due_at, moved = due - by, moved + 1
-        return moved
+                r.due_at = due - by
+                return rec.index
+        return None
 
 
 class FakeSuppressions:

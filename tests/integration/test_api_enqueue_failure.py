@@ -63,6 +63,11 @@ def test_a_single_send_whose_job_is_refused_is_accepted_and_due_at_the_next_swee
     assert len(_rows_for("lost-one@accept.test")) == 1
     due = _swept_next(out["id"], time.time() + 1)
     assert len(due) == 1 and before - SWEEP_GRACE <= due[0] <= time.time() - SWEEP_GRACE  # marked: created - grace
+    stored = message_store().load(out["id"])
+    assert stored is not None and stored.meta.created_ts is not None
+    assert due == [stored.meta.created_ts - SWEEP_GRACE]
+    # The mark's condition on DynamoDB: a recipient no longer due as created is not moved again.
+    assert message_store().mark_overdue(out["id"], stored.recipients, stored.meta.created_ts, SWEEP_GRACE) is None
 
 
 def test_a_batch_whose_jobs_are_refused_answers_each_accepted(local_stack: Any) -> None:

@@ -74,17 +74,24 @@ def test_a_scheduled_send_whose_hop_is_refused_is_swept_at_the_first_run_after_s
     assert _swept(store, clock, 2) == [out["id"]]
 
 
-def test_the_mark_moves_only_the_due_time_the_create_wrote() -> None:
-    """A recipient a job has moved since (deferred, finished) keeps its due time."""
+def test_the_mark_is_one_recipient_still_due_as_the_create_wrote_it() -> None:
+    """One recipient is enough (the sweeper's job takes every due recipient of the message); one
+    a job has moved since (deferred, finished) keeps its due time, and the next one is marked."""
     clock, store = FakeClock(), FakeMessages()
     api, _ = _api(store, clock)
     now = clock()
     out = api.send_one(SendRequest.model_validate({**_body(), "to": ["a@example.test", "b@example.test"]}))
     stored = store.load(out["id"])
     assert stored is not None
-    store.messages[out["id"]].recipients[1].due_at = now + 600  # deferred by its job meanwhile
+    rcpts = store.messages[out["id"]].recipients
+    assert store.mark_overdue(out["id"], stored.recipients, now, SWEEP_GRACE) == 0
+    assert [r.due_at for r in rcpts.values()] == [now - SWEEP_GRACE, now]
+    rcpts[0].due_at = now + 600  # deferred by its job meanwhile
+    rcpts[1].due_at = now
     assert store.mark_overdue(out["id"], stored.recipients, now, SWEEP_GRACE) == 1
-    assert [r.due_at for r in store.messages[out["id"]].recipients.values()] == [now - SWEEP_GRACE, now + 600]
+    assert [r.due_at for r in rcpts.values()] == [now + 600, now - SWEEP_GRACE]
+    rcpts[1].due_at = None  # final
+    assert store.mark_overdue(out["id"], stored.recipients, now, SWEEP_GRACE) is None
 
 
 class _Invocation:

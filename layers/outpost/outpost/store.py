@@ -1180,22 +1180,24 @@ class MessageStore:
         return sorted([*known.values(), *read], key=lambda x: x.index)
 
     # ---- a committed message whose job was not queued (s17f) -----------------------------------
-    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int:
-        """Move the due time (gsi5) of a message's open recipients, as `create` wrote it at
-        `created` (then, or a scheduled one's send_at), `by` seconds earlier: with `by` the
-        sweeper's grace, its next run queues the message's job (a scheduled one's: its first run
-        after send_at). For a committed message whose job SQS refused (api/service.py: it is
-        accepted, never taken back). Each move is one UpdateItem on the condition that the
-        recipient is open and still due when `create` put it, so it only ever lowers that time
-        and never moves a recipient a job has deferred, leased or finished since. How many moved."""
-        moved = 0
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int | None:
+        """Mark a committed message whose job SQS refused (api/service.py: accepted all the same,
+        never taken back) overdue: move the due time (gsi5) of its first open recipient, as
+        `create` wrote it at `created` (then, or a scheduled one's send_at), `by` seconds earlier.
+        With `by` the sweeper's grace, its next run queues the message's job (a scheduled one's:
+        its first run after send_at), and that job takes every open recipient of the message
+        that is due (delivery/job.py pick_due), so one recipient is enough: one UpdateItem. Its
+        condition, open and still due as `create` put it, makes the move only ever lower that
+        time and never touch a recipient a job has deferred, leased or finished since; then the
+        next one is tried. The index moved, or None (every open one moved by a job already)."""
         for r in recipients:
             if not r.is_open:
                 continue
             due = created if r.next_attempt_at is None else float(r.next_attempt_at)
-            moved += self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
-                                  {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
-        return moved
+            if self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
+                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]}):
+                return r.index
+        return None
 
 
 class SuppressionStore:
@@ -1854,7 +1856,8 @@ class Messages(Protocol):
                         limit: int = 50, start_key: dict[str, str] | None = None) -> Page[Bounce]: ...
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
-    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int: ...
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float,
+                     by: float) -> int | None: ...
 
 
 class Suspensions(Protocol):

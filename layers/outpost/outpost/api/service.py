@@ -334,6 +334,8 @@ class SendService:
                     self.queue.send(QueueJob(message_id=meta.message_id, not_before=meta.send_at),
                                     meta.send_at - now)
             except Exception:  # noqa: BLE001 - committed is accepted (s17f): the sweeper queues it
+                log.exception("a committed message's job was not queued: the sweeper's next run queues it",
+                              extra={"message_id": meta.message_id})
                 self._not_queued(meta.message_id, recipients, now)
         return None
 
@@ -341,12 +343,10 @@ class SendService:
         """A committed message (its META put) whose job SQS refused is accepted all the same, as
         Postfix's mail is once its queue file is written (s17f). Taking it back raced the events
         function, which may already have published `message.queued` from the META's INSERT for a
-        message then answered 404 and never final. Instead its open recipients are marked overdue
-        (store.mark_overdue), so the sweeper's next run (every 5 minutes) queues its job, not one
-        after SWEEP_GRACE; a scheduled one's at the first run after its send_at. Best effort: a
-        recipient not marked is swept after the grace all the same (its due time is in gsi5)."""
-        log.exception("a committed message's job was not queued: the sweeper queues it",
-                      extra={"message_id": message_id})
+        message then answered 404 and never final. Instead it is marked overdue (store.mark_overdue:
+        one recipient's due time), so the sweeper's next run (every 5 minutes) queues its job, not
+        one after SWEEP_GRACE; a scheduled one's at the first run after its send_at. Best effort:
+        a message not marked is swept after the grace all the same (its due times are in gsi5)."""
         try:
             self.store.mark_overdue(message_id, recipients, now, SWEEP_GRACE)
         except Exception:  # noqa: BLE001 - swept after the grace instead
@@ -490,9 +490,19 @@ class SendService:
         except Exception:  # noqa: BLE001
             log.exception("batch enqueue failed")
             failed = {j.message_id for j in jobs}
-        for c in done:  # committed, so accepted (s17f): the sweeper's next run queues its job
-            if c.answer.get("id") in failed and c.stored is not None:
-                self._not_queued(c.answer["id"], *c.stored)
+        # Committed, so accepted (s17f): the sweeper's next run queues their jobs. One UpdateItem
+        # each, on the batch's pool; with no time left, the rest are swept after the grace instead.
+        unqueued = [(c.answer["id"], *c.stored) for c in done if c.answer.get("id") in failed and c.stored]
+        if unqueued:
+            log.warning("batch messages not queued: the sweeper's next run queues them",
+                        extra={"message_ids": [u[0] for u in unqueued]})
+
+            def mark(u: tuple[str, tuple[Recipient, ...], float]) -> None:
+                if not out_of_time():
+                    self._not_queued(*u)
+
+            with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(unqueued))) as pool:
+                list(pool.map(mark, unqueued))
         if self.reputation is not None:
             self.reputation.count_sent([c.sent for c in done if c.sent is not None])
         accepted = sum(1 for r in results if r["status"] == 202)
