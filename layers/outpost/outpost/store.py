@@ -1394,7 +1394,7 @@ class JobQueue:
         """Enqueue jobs ten per SendMessageBatch call; returns the message ids that failed. A
         call that raises fails its chunk and every later one (not tried: the queue is refusing,
         and the caller's time is short), never the chunks already queued: a sender may have
-        run those already, so taking them back would answer 503 for mail sent (s16e)."""
+        run those already (s16e). The caller marks the failed ones overdue (s17f)."""
         failed: list[str] = []
         for i in range(0, len(jobs), 10):
             chunk = jobs[i:i + 10]
@@ -1402,7 +1402,7 @@ class JobQueue:
                 r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
                     {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)}
                     for n, j in enumerate(chunk)])
-            except Exception:  # noqa: BLE001 - reported as failed ids, taken back by the caller
+            except Exception:  # noqa: BLE001 - reported as failed ids, marked overdue by the caller
                 log.exception("enqueue failed", extra={"jobs": len(jobs) - i})
                 return failed + [j.message_id for j in jobs[i:]]
             failed.extend(chunk[int(f["Id"])].message_id for f in r.get("Failed", []))
