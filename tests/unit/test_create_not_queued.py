@@ -131,3 +131,19 @@ def test_a_batch_with_time_to_spare_is_not_cut() -> None:
     api, _ = _api(store, clock)
     out, _ = api.send_batch([_body(i) for i in range(30)], context=_Invocation(60_000, 1))
     assert [r["status"] for r in out["results"]] == [202] * 30
+
+
+def test_a_batch_out_of_time_skips_the_marks_and_its_messages_are_swept_after_the_grace() -> None:
+    """The marks (one UpdateItem a message) run within the batch's time left: past
+    BATCH_RESERVE none is started, and the messages are still swept, after SWEEP_GRACE."""
+    from outpost.api.service import BATCH_RESERVE
+
+    clock, store = FakeClock(), FakeMessages()
+    api, jobs = _api(store, clock)
+    jobs.fail = True
+    # Four readings (the time left, then one a message) leave 0.5 s above the reserve; the marks' is below.
+    out, _ = api.send_batch([_body(i) for i in range(3)],
+                            context=_Invocation(int(BATCH_RESERVE * 1000) + 4_500, 1_000))
+    assert [r["status"] for r in out["results"]] == [202] * 3
+    assert _swept(store, clock, 1) == []  # not marked
+    assert sorted(_swept(store, clock, SWEEP_GRACE)) == sorted(r["id"] for r in out["results"])
