@@ -86,8 +86,9 @@ class Created:
     body the client gets (SendResponse, or a BatchResult); `replayed`: found through the create's
     Idempotency-Key claim (an earlier committed create, `_earlier`, which queued its job); for a
     batch's message, stored but not queued yet: `sent`, the (From domain, key id, queued count)
-    the breaker counts once it is queued, and `send_at`, when its job is due; `stored` (s17f):
-    its recipients and create time, for the overdue mark should its job not be queued."""
+    the breaker counts once the batch has queued (or marked, s17f) its jobs, and `send_at`, when
+    its job is due; `stored` (s17f): its recipients and create time, for the overdue mark should
+    its job not be queued."""
 
     answer: dict[str, Any]
     replayed: bool = False
