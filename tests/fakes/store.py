@@ -88,7 +88,6 @@ class FakeMessages:
         self.upload_counts: dict[tuple[str, str], int] = {}
         self.inbound: dict[str, bytes] = {}  # raw mail at the bounce domain, by S3 key
         self.events: list[SuppressionEvent] = []
-        self.discarded: list[str] = []
         self.fail_create = False
         self.slow: dict[str, float] = {}  # recipient domain -> until (mark_slow)
         self.slow_reads: list[str] = []  # the domains slow_until was asked about, in order
@@ -131,10 +130,6 @@ class FakeMessages:
             return None
         return StoredMessage(m.meta, [m.recipients[i].record for i in sorted(m.recipients)],
                              list(m.bounces.values()))
-
-    def discard(self, message_id: str, recipient_count: int) -> None:
-        self.discarded.append(message_id)
-        self.messages.pop(message_id, None)
 
     def load_request(self, meta: Message) -> StoredRequest:
         return self.messages[meta.message_id].request
@@ -460,6 +455,17 @@ class FakeMessages:
             if any(r is not None and r.is_open for r in items[start:start + page]):
                 return True
         return False
+
+    # ---- a committed message whose job was not queued (s17f) -----------------------------------
+    def mark_overdue(self, message_id: str, recipients: Iterable[Recipient], created: float,
+                     by: float) -> int | None:
+        for rec in recipients:  # as store.py: the first open one still due as created
+            r = self._get(message_id, rec.index)
+            due = created if rec.next_attempt_at is None else float(rec.next_attempt_at)
+            if rec.is_open and r is not None and r.record.is_open and r.due_at == due:
+                r.due_at = due - by
+                return rec.index
+        return None
 
 
 class FakeSuppressions:

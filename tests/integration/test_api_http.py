@@ -166,6 +166,29 @@ def test_batch_answers_each_message_on_its_own(stack):
     assert status == 422 and out["error"]["field"] == "messages"
 
 
+def test_a_batch_whose_items_are_all_found_through_their_claims_is_a_replay(stack):
+    """s17f: the batch's idempotency record is gone (a run killed past its commits, its
+    in-progress mark expired), so the retry runs again and finds each message through its item's
+    Idempotency-Key claim: the first answer, now with Idempotent-Replayed: true (before: none)."""
+    from outpost.bootstrap import aws
+    from outpost.config import settings
+
+    body = {"messages": [msg(to=["rb1@accept.test"]), msg(to=["nope"]), msg(to=["rb2@accept.test"])]}
+    h = {"Idempotency-Key": f"batch-{time.time()}"}
+    s1, h1, b1 = call(stack, "POST", "/v1/messages/batch", body, headers=h)
+    assert s1 == 200 and [r["status"] for r in b1["results"]] == [202, 422, 202] and "Idempotent-Replayed" not in h1
+    ddb, table = aws("dynamodb"), settings().idempotency_table
+    records = [i for i in ddb.scan(TableName=table, ConsistentRead=True)["Items"]
+               if b1["results"][0]["id"] in str(i.get("data", {}))]
+    assert len(records) == 1
+    ddb.delete_item(TableName=table, Key={"id": records[0]["id"]})
+    s2, h2, b2 = call(stack, "POST", "/v1/messages/batch", body, headers=h)
+    assert (s2, b2, h2.get("Idempotent-Replayed")) == (200, b1, "true")
+    for to in ("rb1@accept.test", "rb2@accept.test"):  # no second copy
+        _, _, listed = call(stack, "GET", f"/v1/messages?recipient={to}")
+        assert len(listed["items"]) == 1
+
+
 def test_large_bodies_go_to_s3_and_the_queue_carries_a_pointer(stack):
     import boto3
 

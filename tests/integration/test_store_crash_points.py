@@ -1,11 +1,11 @@
 """An attacker's pass over the store's durability (s16e): crash and failure points after the
-create (the take-back of a message that could not be queued), against DynamoDB Local with the
-real send API service, the real sender, the sweeper and a real MX (sender_rig).
+create, against DynamoDB Local with the real send API service, the real sender, the sweeper and
+a real MX (sender_rig).
 
 The promise checked: whatever the API answers is true. A 202 means every recipient reaches a
 final state and the MX receives the message exactly once (the sweeper's job sends it when the
-API's job was never queued); a 503 means nothing is ever sent, so the client's retry is the
-only copy."""
+API's job was never queued: s17f, a committed message is never taken back); a 503 means nothing
+is ever sent, so the client's retry is the only copy."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from sender_rig import Rig
 
-from outpost.api.service import QueryService, SendService
+from outpost.api.service import SendService
 from outpost.clock import iso
 from outpost.delivery.service import DeliveryService
-from outpost.errors import NotFoundError
 from outpost.events.service import EventService
 from outpost.models import QueueJob, SendRequest
 from outpost.store import (
@@ -43,31 +42,6 @@ class RefusingQueue:
 
     def send_many(self, jobs: list[QueueJob]) -> list[str]:
         raise RuntimeError("SQS is unavailable")
-
-
-class PartialDeletes:
-    """The rig's DynamoDB client; its deletes of the table's items fail part way: `keep`
-    names the sort keys DynamoDB never processes (left in UnprocessedItems, as under
-    throttling), and `fail_call` the BatchWriteItem call (1-based) that raises instead."""
-
-    def __init__(self, real: Any, table: str, *, keep: tuple[str, ...] = (), fail_call: int = 0) -> None:
-        self.real, self.table, self.keep = real, table, keep
-        self.fail_call, self.calls = fail_call, 0
-
-    def batch_write_item(self, **kw: Any) -> Any:
-        self.calls += 1
-        if self.calls == self.fail_call:
-            raise RuntimeError("connection reset")
-        reqs = kw["RequestItems"].get(self.table, [])
-        kept = [r for r in reqs if "DeleteRequest" in r and r["DeleteRequest"]["Key"]["sk"]["S"] in self.keep]
-        done = [r for r in reqs if r not in kept]
-        if done:
-            self.real.batch_write_item(RequestItems={self.table: done})
-        return {"UnprocessedItems": {self.table: kept} if kept else {}}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
 
 
 def _api(rig: Rig, ddb: Any) -> SendService:
@@ -100,70 +74,6 @@ def _answer(api: SendService, to: list[str]) -> tuple[int, str | None]:
         return 202, str(api.send_one(_request(to))["id"])
     except Exception:  # noqa: BLE001 - the route answers any other failure 503
         return 503, None
-
-
-def _mids(rig: Rig, to: list[str]) -> set[str]:
-    return {r.message_id for a in to for r in rig.store.messages_to(a).items}
-
-
-def _check_the_answer_holds(rig: Rig, status: int, mid: str | None, to: list[str], got: list[str]) -> None:
-    if status == 202:
-        assert mid is not None
-        assert sorted(got) == sorted(to)  # every recipient, exactly once
-        view = QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(mid)
-        assert {r["state"] for r in view["recipients"]} == {"delivered"}
-    else:
-        assert got == []  # not accepted: never sent (the client's retry is the only copy)
-        assert _mids(rig, to) == set()  # and nothing is left in the lists
-
-
-@pytest.mark.parametrize("case", ["second-batch-raises", "recipients-unprocessed"])
-def test_a_take_back_that_fails_part_way_answers_what_happens(engine: Rig, case: str) -> None:
-    """The enqueue fails, so the API takes the message back (store.discard); that fails part
-    way. Before s16e the META item went in the first delete batch: with it gone and some
-    recipients left, the API answered 202 (take-back failed: kept for the sweeper), yet no job
-    could ever load the message: an accepted message never sent, 404 for its id."""
-    rig = engine
-    mx = rig.mx("crash.test", 2)
-    if case == "second-batch-raises":  # more than one delete batch of 25
-        to = [f"r{i}@crash.test" for i in range(30)]
-        ddb = PartialDeletes(rig.store.ddb, rig.store.table, fail_call=2)
-    else:
-        to = [f"u{i}@crash.test" for i in range(3)]
-        ddb = PartialDeletes(rig.store.ddb, rig.store.table, keep=("RCPT#001", "RCPT#002"))
-    status, mid = _answer(_api(rig, ddb), to)
-    _sweep_and_deliver(rig)
-    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
-
-
-def test_a_take_back_that_cannot_delete_the_meta_is_accepted_and_sent_once(engine: Rig) -> None:
-    """The take-back fails before anything is deleted: still committed, answered 202, and the
-    sweeper's job delivers it once."""
-    rig = engine
-    mx = rig.mx("crash.test", 2)
-    to = [f"k{i}@crash.test" for i in range(3)]
-    ddb = PartialDeletes(rig.store.ddb, rig.store.table, fail_call=1)
-    status, mid = _answer(_api(rig, ddb), to)
-    assert status == 202
-    _sweep_and_deliver(rig)
-    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
-
-
-def test_a_take_back_that_deletes_the_meta_is_a_503_and_its_recipients_go(engine: Rig) -> None:
-    """Recipients left behind by a take-back whose META delete succeeded: uncommitted, never
-    sent, 404 for the id, deleted by `load` after UNCOMMITTED_AGE."""
-    rig = engine
-    mx = rig.mx("crash.test", 2)
-    to = [f"m{i}@crash.test" for i in range(3)]
-    ddb = PartialDeletes(rig.store.ddb, rig.store.table, keep=("RCPT#000", "RCPT#001", "RCPT#002"))
-    status, mid = _answer(_api(rig, ddb), to)
-    assert status == 503 and mid is None
-    left = _mids(rig, to)
-    assert len(left) == 1  # listed (as queued) until cleaned up: the documented window
-    with pytest.raises(NotFoundError):
-        QueryService(store=rig.store, suppressions=rig.suppressions, clock=rig.clock).message(left.pop())
-    _sweep_and_deliver(rig)
-    _check_the_answer_holds(rig, status, mid, to, [a for r in mx.received for a in r.rcpt_tos])
 
 
 # ---- the claim without moving due_at (issue 15 item 4), start_scheduled and cancel -------------------
@@ -294,11 +204,13 @@ class SqsFailingAtCall:
         return getattr(self.real, name)
 
 
-def test_a_batch_whose_enqueue_fails_part_way_answers_what_was_queued(engine: Rig) -> None:
+def test_a_batch_whose_enqueue_fails_part_way_accepts_every_message_and_sends_each_once(engine: Rig) -> None:
     """15 messages are two SendMessageBatch calls; the second fails. The first ten jobs are
     on the queue, and a sender runs them at once. Before s16e, send_many raised and the API
-    took back all 15 (503 each), deleting ten messages the MX had already received: the
-    client's retry sent them twice, and their delivered records were gone."""
+    took back all 15 (503 each), deleting ten messages the MX had already received; before
+    s17f, the last five were taken back (503) after their META's INSERT (message.queued) was
+    in the stream. Now all 15 are accepted: the five not queued are marked overdue, so the
+    sweeper's next run (not one after SWEEP_GRACE) queues them, and each is delivered once."""
     rig = engine
     mx = rig.mx("batch.test", 7)
     sqs = SqsFailingAtCall(rig.queue.sqs, 2, lambda jobs: rig.run_jobs(jobs))
@@ -307,15 +219,47 @@ def test_a_batch_whose_enqueue_fails_part_way_answers_what_was_queued(engine: Ri
     to = [f"b{i}@batch.test" for i in range(15)]
     out, _ = api.send_batch([{"from": "app@sender.test", "to": a, "subject": "batch", "text": "Hi.\n"} for a in to])
     assert sqs.calls == 2 and len(sqs.queued) == 10
-    _sweep_and_deliver(rig)
+    assert [r["status"] for r in out["results"]] == [202] * 15
+    assert len(_sweep_next_run(rig)) == 5  # the five not queued, at the next run
     got = [a for r in mx.received for a in r.rcpt_tos]
     for a, r in zip(to, out["results"], strict=True):
-        if r["status"] == 202:
-            assert got.count(a) == 1, (a, r)  # accepted: delivered exactly once
-            assert rig.rcpt(r["id"])["state"] == "delivered"
-        else:
-            assert r["status"] == 503 and got.count(a) == 0, (a, r)  # the retry is the only copy
-    assert [r["status"] for r in out["results"]] == [202] * 10 + [503] * 5
+        assert got.count(a) == 1, (a, r)  # accepted: delivered exactly once
+        assert rig.rcpt(r["id"])["state"] == "delivered"
+    _sweep_and_deliver(rig)  # and nothing more, ever
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == sorted(to)
+
+
+def _sweep_next_run(rig: Rig) -> list[QueueJob]:
+    """The sweeper's next scheduled run (a second later; its grace as deployed), each job it
+    queues run by the real sender: the jobs."""
+    rig.clock.advance(1)
+    before = len(rig.queue.sent)
+    Sweeper(store=rig.store, queue=rig.queue, clock=rig.clock).sweep()
+    jobs = [job for job, _ in rig.queue.sent[before:]]
+    if jobs:
+        rig.run_jobs(jobs)
+    return jobs
+
+
+def test_a_scheduled_send_whose_hop_is_refused_is_started_after_send_at_by_the_sweeper_once(engine: Rig) -> None:
+    """s17f: a scheduled message whose hop job SQS refused is accepted (scheduled); the sweeper
+    queues nothing before send_at, and its first run after send_at queues a job that the real
+    sender runs: the recipients are started (store.start_scheduled) and delivered once."""
+    rig = engine
+    mx = rig.mx("later.test", 2)
+    to = ["s0@later.test", "s1@later.test"]
+    send_at = rig.clock() + 3600
+    out = _api(rig, rig.store.ddb).send_one(SendRequest.model_validate({
+        "from": "App <app@sender.test>", "to": to, "subject": "later", "text": "Hello.\n", "send_at": iso(send_at)}))
+    assert [r["status"] for r in out["recipients"]] == ["scheduled"] * 2
+    rig.clock.advance(3600 - 2)
+    assert _sweep_next_run(rig) == [] and mx.received == []  # a second before send_at: nothing
+    rig.clock.advance(1)
+    assert [j.message_id for j in _sweep_next_run(rig)] == [out["id"]]  # a second after it
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to
+    assert {rig.rcpt(out["id"], i)["state"] for i in range(2)} == {"delivered"}
+    _sweep_and_deliver(rig)
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to  # once
 
 
 # ---- events of a create that never committed ------------------------------------------------------------
@@ -360,13 +304,25 @@ def test_a_create_taken_back_publishes_no_event(engine: Rig) -> None:
     assert _events(rig, records) == []
 
 
-def test_a_take_back_after_a_failed_enqueue_publishes_no_event(engine: Rig) -> None:
+def test_a_send_whose_job_is_refused_publishes_queued_once_and_the_next_sweep_delivers_it_once(engine: Rig) -> None:
+    """s17f: the API's job is refused after the commit. Before, the API took the message back
+    (503, then 404 for its id) after the META's INSERT was in the stream: message.queued was
+    published for a message that never reached a final state. Now: 202; the real stream gives
+    message.queued once per recipient; the sweeper's next run queues its job and the real
+    sender delivers it to the MX exactly once, and the stream then gives message.delivered."""
     rig = engine
-    status, _ = _answer(_api(rig, rig.store.ddb), ["e0@events.test", "e1@events.test"])
-    assert status == 503
-    mid = next(iter(str(r["dynamodb"]["Keys"]["pk"]["S"]).removeprefix("MSG#") for r in _stream_records(rig, "")
-                    if "e0@events.test" in str(r["dynamodb"].get("NewImage", {}))))
-    assert _events(rig, _stream_records(rig, mid)) == []
+    mx = rig.mx("events.test", 2)
+    to = ["e0@events.test", "e1@events.test"]
+    status, mid = _answer(_api(rig, rig.store.ddb), to)
+    assert status == 202 and mid is not None
+    assert _events(rig, _stream_records(rig, mid)) == [("message.queued", a) for a in to]
+    assert [j.message_id for j in _sweep_next_run(rig)] == [mid]
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to
+    _sweep_and_deliver(rig)  # later runs: nothing more
+    assert sorted(a for r in mx.received for a in r.rcpt_tos) == to
+    events = _events(rig, _stream_records(rig, mid))
+    assert sorted(e for e in events if e[0] == "message.queued") == [("message.queued", a) for a in to]
+    assert sorted(e for e in events if e[0] == "message.delivered") == [("message.delivered", a) for a in to]
 
 
 class LateMeta:

@@ -374,10 +374,10 @@ def test_a_claim_lives_its_hold_plus_the_time_a_create_can_run_not_a_day_more(en
     assert expires == math.ceil(now + 86400 + UNCOMMITTED_AGE) and expires >= hold
 
 
-def test_a_keyed_send_whose_job_was_refused_can_be_retried_at_once(engine: Rig) -> None:
-    """The queue refuses the job: the message is taken back and the client gets the error; the
-    idempotency record is dropped, and so is the key's claim, so the retry at once is sent
-    (without the release it would be told "in progress" for UNCOMMITTED_AGE)."""
+def test_a_keyed_send_whose_job_was_refused_is_accepted_and_its_retry_replayed(engine: Rig) -> None:
+    """The queue refuses the job after the commit: the message is accepted all the same (s17f:
+    never taken back; the sweeper's next run queues it), the idempotency record stores that
+    answer, and the retry at once is its replay: the same id, no second message."""
     rig = engine
 
     class RefusingQueue:
@@ -387,7 +387,7 @@ def test_a_keyed_send_whose_job_was_refused_can_be_retried_at_once(engine: Rig) 
     body = {"from": "app@sender.test", "to": TO, "subject": "refused", "text": "Hello.\n"}
     key = f"refused-{time.time_ns()}"
     req = SendRequest.model_validate(body)
-    with pytest.raises(ClientError):
-        _keyed_api(rig, rig.store, RefusingQueue()).send(req, idempotency_key=key, raw=body)
+    first, replayed = _keyed_api(rig, rig.store, RefusingQueue()).send(req, idempotency_key=key, raw=body)
+    assert not replayed and _items(rig, first["id"]) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"]
     out, replayed = _keyed_api(rig, rig.store, rig.queue).send(req, idempotency_key=key, raw=body)
-    assert not replayed and _items(rig, out["id"]) == ["META", "RCPT#000", "RCPT#001", "RCPT#002"]
+    assert replayed and out == first and not [j for j, _ in rig.queue.sent if j.message_id != first["id"]]

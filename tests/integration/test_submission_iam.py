@@ -1,9 +1,11 @@
 """Least privilege for SMTP submission (issue 13): every AWS call the submission server makes
 (the certificate at start, then AUTH, a message to a verified domain, its idempotent retry, a
 large message whose body goes to S3, one to 30 recipients, the refusals: a wrong key, an
-unverified From, a suppressed recipient; and a queue that fails, after which the message and
-its idempotency record are taken back) is granted by SmtpSubmissionTaskRole in template.yaml, and the role grants
-nothing else but the grants listed in KEPT, each with the reason it stays.
+unverified From, a suppressed recipient; a queue that fails, after which the message is accepted
+all the same and marked overdue for the sweeper, s17f; and a commit that fails, after which the
+create and its idempotency record are taken back) is granted by SmtpSubmissionTaskRole in
+template.yaml, and the role grants nothing else but the grants listed in KEPT, each with the
+reason it stays.
 
 The calls are recorded from botocore (every client, every service) on the threads that make
 them for the server: this one while it is built (bootstrap), its pool's while it serves.
@@ -92,6 +94,7 @@ class Recorder:
         self.calls: set[Grant] = set()
         self.threads: set[int] = {threading.get_ident()}
         self.fail_next_send = False  # the next sqs:SendMessage raises, as a failing queue would
+        self.fail_next_commit = False  # the next create's META put raises, as a throttled table would
 
     def wanted(self) -> bool:
         return threading.get_ident() in self.threads or threading.current_thread().name.startswith("submission")
@@ -136,6 +139,10 @@ def recording(local_stack: Any) -> Iterator[Recorder]:
             rec.record(client.meta.service_model.service_name, operation, params)
             if rec.fail_next_send and operation == "SendMessage":
                 rec.fail_next_send = False
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, operation)
+            if rec.fail_next_commit and operation == "PutItem" and params["Item"].get("sk") == {"S": "META"} \
+                    and params["Item"]["pk"]["S"].startswith("MSG#"):
+                rec.fail_next_commit = False
                 raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, operation)
         return real(client, operation, params)
 
@@ -184,9 +191,16 @@ def _session_calls(local_stack: Any, server: Any, key: str, rec: Recorder, tag: 
         assert _submit(c, _message("iam many", many[0], f"m-{tag}@app.example"), *many)[0] == 250
         rec.fail_next_send = True
         failed = _submit(c, _message("iam", "ann@accept.test", f"f-{tag}@app.example"), "ann@accept.test")
-        assert failed[0] == 451 and not rec.fail_next_send, failed  # temporary: the client retries
+        assert failed[0] == 250 and not rec.fail_next_send, failed  # committed: accepted (s17f)
         retried = _submit(c, _message("iam", "ann@accept.test", f"f-{tag}@app.example"), "ann@accept.test")
-        assert retried[0] == 250, retried  # the failed accept left no record behind
+        assert retried == failed, retried  # its idempotency record: the same answer
+        # A commit that fails: the create takes back what it wrote, its idempotency record and its
+        # key's claim are dropped, 451; the retry takes the claim over and is accepted.
+        rec.fail_next_commit = True
+        lost = _submit(c, _message("iam", "ann@accept.test", f"c-{tag}@app.example"), "ann@accept.test")
+        assert lost[0] == 451 and not rec.fail_next_commit, lost  # temporary: the client retries
+        retried = _submit(c, _message("iam", "ann@accept.test", f"c-{tag}@app.example"), "ann@accept.test")
+        assert retried[0] == 250, retried  # the failed create left no record behind
 
 
 @pytest.fixture(scope="module")

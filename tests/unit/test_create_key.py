@@ -30,12 +30,32 @@ def test_a_batch_retried_past_its_lost_record_answers_the_first_ids_and_makes_no
     w.api._once = Once(MemoryPersistence())  # the idempotency record is gone (in-progress mark expired)
     again, replayed = w.api.send_batch(_batch("a@ok.test", "b@ok.test"), principal=KEY, idempotency_key="b1")
     assert [r["id"] for r in again["results"]] == [r["id"] for r in first["results"]]
-    assert again["results"] == first["results"] and not replayed  # the batch as a whole ran again
+    # s17f: every item found through its claim, so the batch is a replay (Idempotent-Replayed)
+    assert again["results"] == first["results"] and replayed
     assert sorted(w.store.messages) == sorted(r["id"] for r in first["results"])  # no second copy
     # Another API key's same Idempotency-Key is another request: new messages.
     other = KEY.__class__(key_id="k2", name="other", scopes=KEY.scopes, domains=None)
     third, _ = w.api.send_batch(_batch("a@ok.test", "b@ok.test"), principal=other, idempotency_key="b1")
     assert not {r["id"] for r in third["results"]} & set(r["id"] for r in first["results"])
+
+
+def test_a_batch_is_a_replay_only_when_it_created_no_message() -> None:
+    """s17f: Idempotent-Replayed on a batch means this request created no message: each accepted
+    item was found through its claim (refused items, answered as they are now, do not count);
+    one new message among them, or none replayed, and the header is absent."""
+    w = World(idempotent=True)
+    invalid = {"from": f"news@{SENDER}", "to": "not an address", "subject": "Hi", "text": "Hi."}
+    first, _ = w.api.send_batch([*_batch("a@ok.test"), invalid], principal=KEY, idempotency_key="m1")
+    assert [r["status"] for r in first["results"]] == [202, 422]
+    w.api._once = Once(MemoryPersistence())  # the idempotency records are gone
+    again, replayed = w.api.send_batch([*_batch("a@ok.test"), invalid], principal=KEY, idempotency_key="m1")
+    assert again["results"] == first["results"] and replayed  # the 422 is refused again; nothing new
+    w.api._once = Once(MemoryPersistence())
+    w.store.claims.pop(next(iter(w.store.claims)))  # item 0's claim gone: a new message now
+    mixed, replayed = w.api.send_batch([*_batch("a@ok.test"), invalid], principal=KEY, idempotency_key="m1")
+    assert mixed["results"][0]["id"] != first["results"][0]["id"] and not replayed
+    none, replayed = w.api.send_batch([invalid], principal=KEY, idempotency_key="m2")
+    assert none["accepted"] == 0 and not replayed
 
 
 def test_a_single_send_retried_past_its_lost_record_is_a_replay_and_another_body_a_409() -> None:

@@ -24,7 +24,6 @@ from tests.fakes.store import (
     FakeJobs,
     FakeMessages,
     FakeSuppressions,
-    Unavailable,
 )
 
 SENDER = "shop.test"
@@ -68,13 +67,15 @@ def _dsn(rcpt: str, status: str, diagnostic: str, *, action: str = "failed") -> 
 
 # ---- SendService --------------------------------------------------------------------------------
 
-def test_a_message_whose_job_cannot_be_queued_is_taken_back() -> None:
+def test_a_message_whose_job_cannot_be_queued_is_accepted_and_marked_overdue() -> None:
+    """s17f: committed is accepted (never taken back); due for the sweeper's next run."""
+    from outpost.sweeper import SWEEP_GRACE
+
     w = World()
     w.jobs.fail = True
-    with pytest.raises(Unavailable):
-        w.api.send_one(w.request("alice@ok.test"), principal=KEY)
-    [mid] = w.store.discarded
-    assert w.store.load(mid) is None  # no recipient left open without a job
+    out = w.api.send_one(w.request("alice@ok.test"), principal=KEY)
+    assert out["recipients"] == [{"address": "alice@ok.test", "status": "queued"}]
+    assert [r.due_at for r in w.store.messages[out["id"]].recipients.values()] == [w.clock() - SWEEP_GRACE]
     assert w.jobs.sent == []
 
 

@@ -43,7 +43,8 @@ MessagesTable layout (single-table; every access is a key or index lookup):
   gsi4: type (bounce|complaint|delay|notice) / received_at     bounce reports by type and time
   gsi5: due_shard=DUE#<0-7> / due_at (epoch seconds), KEYS_ONLY, sparse: only open recipients
         have it (queued: created; deferred: its next attempt; leased: the lease's end;
-        scheduled, issue 14: its send_at); it is
+        scheduled, issue 14: its send_at; either moved SWEEP_GRACE earlier when the API's
+        job was refused after the commit, s17f: `mark_overdue`); it is
         removed when the recipient becomes final. The sweeper's index of overdue work.
   expires_at: TTL (retention), never before the delivery deadline plus TTL_MARGIN
 SuppressionsTable: address; GSI by_source: source / created_at (API list, never a Scan).
@@ -576,8 +577,8 @@ class MessageStore:
 
     def _drop_uncommitted(self, message_id: str, items: list[dict]) -> None:
         """Delete recipients left without their META item for longer than UNCOMMITTED_AGE: a
-        create killed between its puts (never accepted: nothing may send them), or a discard
-        or TTL deletion half done. Best effort: a caller without delete rights (the bounce
+        create killed between its puts (never accepted: nothing may send them), or a TTL
+        deletion half done. Best effort: a caller without delete rights (the bounce
         processor) leaves them for the sender, whose swept job comes here too."""
         cutoff = iso(self.clock() - UNCOMMITTED_AGE)
         stale = [i["sk"] for i in items if i["sk"].startswith("RCPT#") and str(i.get("created_at", "")) < cutoff]
@@ -585,19 +586,6 @@ class MessageStore:
             log.warning("recipients without a message deleted", extra={"message_id": message_id,
                                                                         "recipients": len(stale)})
             self._take_back(message_id, stale)
-
-    def discard(self, message_id: str, recipient_count: int) -> None:
-        """Delete a message that was stored but could not be queued (the caller got an error).
-        The META item goes first, alone: it is the commit point (`create`), so this raises only
-        while the message is still whole, and the caller's "kept for the sweeper" is then true.
-        Its recipients follow, best effort: any left have no META, and `load` deletes them
-        later (s16e: in one batch with them, a META deleted beside a recipient left behind was
-        answered 202 and never sent). BatchWriteItem, as the rest: SMTP submission's role has
-        no DeleteItem."""
-        meta = {self.table: [{"DeleteRequest": {"Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": _META}}}}]}
-        retry_unprocessed(lambda rq: self.ddb.batch_write_item(RequestItems=rq), meta, "UnprocessedItems",
-                          sleep=self.sleep)
-        self._take_back(message_id, [rcpt_sk(i) for i in range(recipient_count)])
 
     def load_request(self, meta: Message) -> StoredRequest:
         """The request stored with the message (inline, or in S3 for a large one)."""
@@ -1176,8 +1164,8 @@ class MessageStore:
         """A committed message's recipients, for the events function at its META's INSERT (s16f):
         `known` (those whose INSERT images the stream batch had, s17b), and the others as they
         are now, with one consistent BatchGetItem per 100 keys of the META and those others (its
-        recipients were written before the META); None when its META is gone (discarded: the
-        client got a 503). The META is always read: a message discarded since gives no events."""
+        recipients were written before the META); None when its META is gone (expired). The
+        META is always read: a message deleted since gives no events."""
         known = {i: r for i, r in (known or {}).items() if i < count}
         keys = [_META] + [rcpt_sk(i) for i in range(count) if i not in known]
         found: dict[str, dict] = {}
@@ -1219,6 +1207,26 @@ class MessageStore:
             if "LastEvaluatedKey" not in r:
                 return False
             kwargs["ExclusiveStartKey"] = r["LastEvaluatedKey"]
+
+    # ---- a committed message whose job was not queued (s17f) -----------------------------------
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float, by: float) -> int | None:
+        """Mark a committed message whose job SQS refused (api/service.py: accepted all the same,
+        never taken back) overdue: move the due time (gsi5) of its first open recipient, as
+        `create` wrote it at `created` (then, or a scheduled one's send_at), `by` seconds earlier.
+        With `by` the sweeper's grace, its next run queues the message's job (a scheduled one's:
+        its first run after send_at), and that job takes every open recipient of the message
+        that is due (delivery/job.py pick_due), so one recipient is enough: one UpdateItem. Its
+        condition, open and still due as `create` put it, makes the move only ever lower that
+        time and never touch a recipient a job has deferred, leased or finished since; then the
+        next one is tried. The index moved, or None (every open one moved by a job already)."""
+        for r in recipients:
+            if not r.is_open:
+                continue
+            due = created if r.next_attempt_at is None else float(r.next_attempt_at)
+            if self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
+                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]}):
+                return r.index
+        return None
 
 
 class SuppressionStore:
@@ -1415,7 +1423,7 @@ class JobQueue:
         """Enqueue jobs ten per SendMessageBatch call; returns the message ids that failed. A
         call that raises fails its chunk and every later one (not tried: the queue is refusing,
         and the caller's time is short), never the chunks already queued: a sender may have
-        run those already, so taking them back would answer 503 for mail sent (s16e)."""
+        run those already (s16e). The caller marks the failed ones overdue (s17f)."""
         failed: list[str] = []
         for i in range(0, len(jobs), 10):
             chunk = jobs[i:i + 10]
@@ -1423,7 +1431,7 @@ class JobQueue:
                 r = self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
                     {"Id": str(n), "MessageBody": j.model_dump_json(exclude_none=True)}
                     for n, j in enumerate(chunk)])
-            except Exception:  # noqa: BLE001 - reported as failed ids, taken back by the caller
+            except Exception:  # noqa: BLE001 - reported as failed ids, marked overdue by the caller
                 log.exception("enqueue failed", extra={"jobs": len(jobs) - i})
                 return failed + [j.message_id for j in jobs[i:]]
             failed.extend(chunk[int(f["Id"])].message_id for f in r.get("Failed", []))
@@ -1836,7 +1844,6 @@ class Messages(Protocol):
                now: float, once: CreateKey | None = None) -> EarlierCreate | None: ...
     def release_key(self, once: CreateKey, message_id: str) -> None: ...
     def load(self, message_id: str) -> StoredMessage | None: ...
-    def discard(self, message_id: str, recipient_count: int) -> None: ...
     def load_request(self, meta: Message) -> StoredRequest: ...
     def load_upload(self, upload_id: str) -> bytes: ...
     def upload_url(self, upload_id: str, content_type: str, size: int, expires_in: int) -> str: ...
@@ -1879,6 +1886,8 @@ class Messages(Protocol):
     def add_suppression_event(self, event: SuppressionEvent) -> None: ...
     def suppression_history(self, address: str, limit: int = 20) -> list[SuppressionEvent]: ...
     def any_open(self, message_id: str, *, page: int = ...) -> bool: ...  # the scheduled hop's question
+    def mark_overdue(self, message_id: str, recipients: Sequence[Recipient], created: float,
+                     by: float) -> int | None: ...
 
 
 class Suspensions(Protocol):

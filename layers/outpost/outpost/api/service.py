@@ -6,7 +6,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +54,7 @@ from ..reputation import Reputation
 from ..sandbox import LIVE, is_simulated, message_mode, refused_at_acceptance
 from ..store import TTL_MARGIN, DomainLookup, Jobs, Listing, Messages, Page, Suppressions
 from ..stored_request import StoredRequest
+from ..sweeper import SWEEP_GRACE
 from .auth import Principal
 from .idempotency import IdempotentRequest, Once
 from .paging import Cursor, check_key, decode_cursor, encode_cursor, query_digest, since_iso
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
 UPLOAD_URL_TTL = 900  # seconds a presigned upload URL stays valid
 UPLOADS_PER_KEY_PER_DAY = 1000  # POST /v1/uploads per API key per UTC day (429 past it)
 BATCH_WORKERS = 16
-BATCH_RESERVE = 3.0  # seconds a batch keeps to queue what it stored, and take back what it could not
+BATCH_RESERVE = 3.0  # seconds a batch keeps to queue what it stored (or mark overdue what it could not)
 BOUNCE_TYPES = ("bounce", "complaint", "delay", "notice")
 SUPPRESSION_SOURCES = ("bounce", "complaint", "manual")
 # A list request's budget (GET /v1/messages, /v1/bounces, /v1/suppressions): DynamoDB queries,
@@ -85,12 +86,15 @@ class Created:
     body the client gets (SendResponse, or a BatchResult); `replayed`: found through the create's
     Idempotency-Key claim (an earlier committed create, `_earlier`, which queued its job); for a
     batch's message, stored but not queued yet: `sent`, the (From domain, key id, queued count)
-    the breaker counts once it is queued, and `send_at`, when its job is due."""
+    the breaker counts once the batch has queued (or marked, s17f) its jobs, and `send_at`, when
+    its job is due; `stored` (s17f): its recipients and create time, for the overdue mark should
+    its job not be queued."""
 
     answer: dict[str, Any]
     replayed: bool = False
     sent: tuple[str, str | None, int] | None = None
     send_at: float | None = None
+    stored: tuple[tuple[Recipient, ...], float] | None = None
 
 
 class SendService:
@@ -133,8 +137,8 @@ class SendService:
     def send_batch(self, messages: list[dict[str, Any]], *, principal: Principal | None = None,
                    idempotency_key: str | None = None, context: Any = None) -> tuple[dict, bool]:
         return self._maybe_once("batch", principal, idempotency_key, messages,
-                                lambda once: Created(self._batch(messages, principal, _out_of_time(context), once,
-                                                                 _time_left(context))),
+                                lambda once: self._run_batch(messages, principal, _out_of_time(context), once,
+                                                             _time_left(context)),
                                 context)
 
     def _maybe_once(self, operation: str, principal: Principal | None, key: str | None,
@@ -298,7 +302,7 @@ class SendService:
         # Simulated recipients (sandbox.py) are not counted by the breaker.
         queued = sum(1 for r in recipients if r.state is RecipientState.QUEUED and not is_simulated(r.address, mode))
         if not enqueue:  # the batch counts it once queued, and its job waits for send_at
-            return Created(out, sent=(from_domain, key_id, queued), send_at=send_at)
+            return Created(out, sent=(from_domain, key_id, queued), send_at=send_at, stored=(tuple(recipients), now))
         if self.reputation is not None:
             self.reputation.count_sent([(from_domain, key_id, queued)])
         return Created(out)
@@ -330,15 +334,24 @@ class SendService:
                 else:  # scheduled: the job hops (delivery/job.py) to send_at past SQS's 15 minutes
                     self.queue.send(QueueJob(message_id=meta.message_id, not_before=meta.send_at),
                                     meta.send_at - now)
-            except Exception:
-                # Not queued means not accepted: take the message back so that no recipient is
-                # left open with no job to move it, and let the caller retry (503).
-                if self._take_back(meta.message_id, len(recipients)):
-                    if once is not None:  # the retry may claim the key at once (r16)
-                        self.store.release_key(once, meta.message_id)
-                    raise
-                # Kept (see _take_back): accepted, as the sweeper will send it.
+            except Exception:  # noqa: BLE001 - committed is accepted (s17f): the sweeper queues it
+                log.exception("a committed message's job was not queued: the sweeper's next run queues it",
+                              extra={"message_id": meta.message_id})
+                self._not_queued(meta.message_id, recipients, now)
         return None
+
+    def _not_queued(self, message_id: str, recipients: Sequence[Recipient], now: float) -> None:
+        """A committed message (its META put) whose job SQS refused is accepted all the same, as
+        Postfix's mail is once its queue file is written (s17f). Taking it back raced the events
+        function, which may already have published `message.queued` from the META's INSERT for a
+        message then answered 404 and never final. Instead it is marked overdue (store.mark_overdue:
+        one recipient's due time), so the sweeper's next run (every 5 minutes) queues its job, not
+        one after SWEEP_GRACE; a scheduled one's at the first run after its send_at. Best effort:
+        a message not marked is swept after the grace all the same (its due times are in gsi5)."""
+        try:
+            self.store.mark_overdue(message_id, recipients, now, SWEEP_GRACE)
+        except Exception:  # noqa: BLE001 - swept after the grace instead
+            log.exception("a message not queued could not be marked overdue", extra={"message_id": message_id})
 
     def _earlier(self, earlier: EarlierCreate, once: CreateKey | None) -> Created:
         """The answer to a request whose Idempotency-Key an earlier, committed create holds (its
@@ -363,19 +376,6 @@ class SendService:
         return Created({"id": meta.message_id, "recipients": [
             {"address": r.address, "status": (r.state if r.state is RecipientState.SUPPRESSED else accepted).value}
             for r in stored.recipients]}, replayed=True)
-
-    def _take_back(self, message_id: str, recipient_count: int) -> bool:
-        """Discard a message that could not be queued; False when that fails too. The message
-        is then committed with its open recipients in the due index, so the sweeper queues it
-        (sweeper.py): the caller must get the accepted answer, as a 503 would make its retry a
-        second copy."""
-        try:
-            self.store.discard(message_id, recipient_count)
-        except Exception:  # noqa: BLE001 - kept for the sweeper; answered as accepted
-            log.exception("a message not queued could not be taken back; the sweeper will queue it",
-                          extra={"message_id": message_id})
-            return False
-        return True
 
     @staticmethod
     def _template_cache(messages: list[Any]) -> TemplateCache | None:
@@ -464,11 +464,16 @@ class SendService:
             return Created({"index": i, "status": 503,
                             "error": {"code": "temporarily_unavailable",
                                       "message": "the message could not be stored; retry it", "field": None}})
-        return Created({"index": i, "status": 202, **out.answer}, out.replayed, out.sent, out.send_at)
+        return Created({"index": i, "status": 202, **out.answer}, out.replayed, out.sent, out.send_at, out.stored)
 
     def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
                out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
                busy: float | None = None) -> dict:
+        return self._run_batch(messages, principal, out_of_time, once, busy).answer
+
+    def _run_batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
+                   out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
+                   busy: float | None = None) -> Created:
         memo: dict = {}  # the reputation states read once per domain and key for the batch
         templates = self._template_cache(messages)  # each (template, version) loaded and parsed once (issue 14)
 
@@ -491,26 +496,26 @@ class SendService:
         except Exception:  # noqa: BLE001
             log.exception("batch enqueue failed")
             failed = {j.message_id for j in jobs}
-        sent: list[tuple[str | None, str | None, int]] = []  # (From domain, key id, queued)
-        for r, scope in ((c.answer, c.sent) for c in done):
-            if r.get("id") in failed and not self._take_back(r["id"], len(r["recipients"])):
-                failed.discard(r["id"])  # kept for the sweeper: accepted (_take_back)
-            if r.get("id") in failed:
-                # Stored but not queued: taken back (no recipient left open without a job):
-                # tell the caller to retry this one.
-                if once is not None:  # and its key's claim is free for that retry (r16)
-                    self.store.release_key(once.create_key(r["index"]), r["id"])
-                r.pop("id")
-                r.pop("recipients", None)
-                r.update(status=503, error={"code": "temporarily_unavailable",
-                                            "message": "the message could not be queued; retry it",
-                                            "field": None})
-            elif scope is not None:
-                sent.append(scope)
+        # Committed, so accepted (s17f): the sweeper's next run queues their jobs. One UpdateItem
+        # each, on the batch's pool; with no time left, the rest are swept after the grace instead.
+        unqueued = [(c.answer["id"], *c.stored) for c in done if c.answer.get("id") in failed and c.stored]
+        if unqueued:
+            log.warning("batch messages not queued: the sweeper's next run queues them",
+                        extra={"message_ids": [u[0] for u in unqueued]})
+
+            def mark(u: tuple[str, tuple[Recipient, ...], float]) -> None:
+                if not out_of_time():
+                    self._not_queued(*u)
+
+            with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(unqueued))) as pool:
+                list(pool.map(mark, unqueued))
         if self.reputation is not None:
-            self.reputation.count_sent(sent)
+            self.reputation.count_sent([c.sent for c in done if c.sent is not None])
         accepted = sum(1 for r in results if r["status"] == 202)
-        return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
+        # Idempotent-Replayed (s17f): this request created no message, and its accepted ones
+        # (at least one) were all found through their items' Idempotency-Key claims.
+        replayed = any(c.replayed for c in done) and all(c.replayed for c in done if c.answer["status"] == 202)
+        return Created({"accepted": accepted, "rejected": len(results) - accepted, "results": results}, replayed)
 
     # ---- scheduled sending and cancel (issue 14, api/scheduled.py) ----------------------------
     def cancel(self, message_id: str, principal: Principal | None = None) -> dict:

@@ -2,7 +2,8 @@
 (RFC 2034, RFC 3463) on every reply the server sends.
 
 Temporary (4xx: the client keeps the message and retries) for what may pass: a rate limit,
-the same message still being accepted, a store or queue that failed. Permanent (5xx) for what
+the same message still being accepted, a store that failed before the commit (a queue failing
+after it is no error: the message is accepted, api/service.py, s17f). Permanent (5xx) for what
 the same message from the same key will always meet.
 """
 
