@@ -38,6 +38,7 @@ import pstats
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +84,6 @@ def _form(name: str) -> tuple[dict[str, str], Any]:
     return {"name": "Sign-in code", "subject": "Your code, {{first_name}}", "html": HTML}, _variables
 
 
-# Where a template batch's time goes (--profile): each phase is the cumulative time of the
-# functions named (file suffix, function name), summed over the batch's threads.
-PHASES = (
-    ("rendering (Mustache)", "templates/mustache.py", "render_part"),
-    ("CSS inlining bound", "templates/css.py", "inlined_bytes_bound"),
-    ("CSS inlining (css-inline)", "templates/css.py", "inline_css"),
-    ("CSS inlining, cached", "templates/inlined.py", "inline"),
-    ("HTML to text", "templates/text.py", "html_to_text"),
-    ("rendered parts checked", "outpost/models.py", "rendered_trouble"),
-    ("request validated (pydantic)", "pydantic/main.py", "model_validate"),
-    ("body deflated (zlib)", "~", "<built-in method zlib.compress>"),
-    ("store: create (DynamoDB, S3)", "outpost/store.py", "create"),
-    ("  of which S3 PutObject", "outpost/store.py", "_stored_body"),
-    ("template send: render + checks", "api/service.py", "_from_template"),
-    ("one message, all of it", "api/service.py", "_batch_item"),
-)
-
-
 def _profiled(api: SendService) -> list[pstats.Stats]:
     """Wrap the batch's per-message step in a cProfile per call (the batch runs messages on a
     thread pool, which a profiler enabled on the calling thread would not see), timing each
@@ -123,13 +106,8 @@ def _print_profile(profiles: list[pstats.Stats], n: int) -> None:
     stats = profiles[0]
     for p in profiles[1:]:
         stats.add(p)
-    table: dict[tuple[str, int, str], Any] = stats.stats  # type: ignore[attr-defined]
-    print(f"where one message's CPU goes (cProfile on thread CPU time, cumulative ms per message, {n} "
-          "messages; profiling inflates Python code ~1.5-2x):")
-    for label, path, func in PHASES:
-        total = sum(v[3] for (f, _, name), v in table.items() if f.endswith(path) and name == func)
-        if total:
-            print(f"  {label:34}{total / n * 1000:>10.2f}")
+    print(f"one template batch of {n} under cProfile (thread CPU time; the profiler's own cost inflates "
+          "Python code several times over: read it for the ranking, the steps above for the figures):")
     stats.sort_stats("tottime").print_stats(15)
 
 
@@ -168,12 +146,67 @@ def _print(results: dict[str, list[Round]], n: int, rounds: int) -> None:
     print(f"{'fit one call (10 s - 3 s)':30}{int(usable / (t / n)):>16}{int(usable / (i_ / n)):>18}")
 
 
+def _stages(fields: dict[str, str], variables: Any, n: int) -> None:
+    """Each step of one message's rendering alone, on one thread (CPU ms per message, no profiler):
+    what the per-message path runs, what a batch's shape path runs instead, and the stored body's
+    JSON and deflate (store.py's _stored_body)."""
+    import json
+    import zlib
+
+    import css_inline
+
+    from outpost.models import rendered_trouble
+    from outpost.templates import css, text
+    from outpost.templates.mustache import Budget, compile_part, render_part
+
+    part = compile_part(fields["html"], "html")
+    htmls = [render_part(part, variables(i), Budget(2_000_000), html=True) for i in range(n)]
+    inlined = [css.inline_css(h) for h in htmls]
+    steps: list[tuple[str, Callable[[int], Any]]] = [
+        ("Mustache render (html)", lambda i: render_part(part, variables(i), Budget(2_000_000), html=True)),
+        ("CSS: bound on what it adds", lambda i: css.inlined_bytes_bound(htmls[i])),
+        ("CSS: no \" in CSS (rewrite)", lambda i: css.without_double_quotes_in_css(htmls[i])),
+        ("CSS: css-inline itself", lambda i: css_inline.CSSInliner(load_remote_stylesheets=False).inline(htmls[i])),
+        ("HTML to text", lambda i: text.html_to_text(inlined[i])),
+        ("rendered parts checked", lambda i: rendered_trouble("s", None, inlined[i])),
+        ("body JSON + deflate", lambda i: zlib.compress(json.dumps({"html": inlined[i]}).encode(), 6)),
+    ]
+    try:
+        from outpost.templates.inlined import build_shape, unmarked
+        from outpost.templates.mustache import render_marked
+
+        values: list[list[str]] = [[] for _ in range(n)]
+        skeletons = [render_marked(part, variables(i), values[i]) for i in range(n)]
+        shapes = {sk: build_shape(sk, len(values[i])) for i, sk in enumerate(skeletons) if sk is not None}
+        steps += [("shape: marked render", lambda i: render_marked(part, variables(i), [])),
+                  ("shape: skeleton checked", lambda i: unmarked(skeletons[i] or "", values[i]) == htmls[i]),
+                  ("shape: values filled in", lambda i: (shapes[skeletons[i] or ""] or _none).fill(values[i]))]
+    except ImportError:  # the library before shapes
+        pass
+    print(f"one message's steps alone (CPU ms per message, {n} messages, one thread):")
+    for label, step in steps:
+        started = time.process_time()
+        for i in range(n):
+            step(i)
+        print(f"  {label:34}{(time.process_time() - started) / n * 1000:>10.3f}")
+
+
+class _NoShape:
+    @staticmethod
+    def fill(values: Any) -> str:
+        return ""
+
+
+_none = _NoShape()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--template", choices=("sign-in", "realistic"), default="sign-in")
-    ap.add_argument("--profile", action="store_true", help="then one template batch under cProfile, by phase")
+    ap.add_argument("--profile", action="store_true", help="then each rendering step alone, and one template "
+                    "batch under cProfile, by phase")
     args = ap.parse_args()
     fields, variables = _form(args.template)
     aws = LocalAws("127.0.78.1")
@@ -217,6 +250,7 @@ def main() -> None:
         for k in kinds:
             print(f"{k:30}{results['template'][-1][2].get(k, 0):>16}{results['inline'][-1][2].get(k, 0):>18}")
         if args.profile:
+            _stages(fields, variables, min(n, 100))
             profiles = _profiled(api)
             out, _ = api.send_batch(with_template, principal=key)
             assert out["accepted"] == n

@@ -163,3 +163,11 @@ def test_generated_variables_through_a_layout_give_the_per_message_bytes(batch: 
 def test_generated_corpus_variables_give_the_per_message_bytes(seeds: list[int], name: str) -> None:
     s = _service(corpus.realistic_html())
     _same_as_per_message(s, [dict(corpus.realistic_variables(i), first_name=name) for i in seeds])
+
+
+def test_a_batch_of_more_shapes_than_kept_builds_at_most_max_shapes_and_stays_exact() -> None:
+    from outpost.templates.inlined import MAX_SHAPES
+
+    s = _service(TEMPLATES["loop"])
+    batch = [{"v": "a", "w": f"w{n}", "items": [{"n": str(k)} for k in range(n)]} for n in range(MAX_SHAPES + 4)]
+    assert _same_as_per_message(s, batch) == MAX_SHAPES  # one shape per loop length, the first 8 kept

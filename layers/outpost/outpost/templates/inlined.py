@@ -28,7 +28,7 @@ CSS rules match. What makes it so, each checked (anything else takes the per-mes
 - a probe (a value holding a space, a no-break space and & < > " ') is substituted and inlined
   once per shape, and must give exactly what substitution gives.
 A shape is built the second time it is seen (a single send pays nothing), at most MAX_SHAPES per
-template and batch.
+template and batch, for skeletons of at most MAX_SKELETON characters.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 from .css import _ATTR, _START_TAG, _STYLE_TEXT, inline_css, inlined_bytes_bound
 
-MAX_SHAPES = 16  # skeletons kept per template and batch (a loop of varying length: one per length)
+MAX_SHAPES = 8  # shapes kept per template and batch (a loop of varying length: one per length)
+MAX_SKELETON = 300_000  # characters: a larger html takes the per-message path (memory: ~8 x 2.3 MB at most)
 OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters around a marker's number
 _MARKER = re.compile("\ue000([0-9]+)\ue001")
 _HTML_SPACE = "\t\n\f\r "
@@ -189,16 +190,18 @@ class Shapes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: set[str] = set()
+        self._seen: set[int] = set()  # hashes: a collision only builds a shape early (still exact)
         self._built: dict[str, Shape | None] = {}
 
     def get(self, skeleton: str, count: int) -> Shape | None:
+        if len(skeleton) > MAX_SKELETON:
+            return None
         with self._lock:
             if skeleton in self._built:
                 return self._built[skeleton]
-            if skeleton not in self._seen or len(self._built) >= MAX_SHAPES:
-                if len(self._seen) < 4 * MAX_SHAPES:
-                    self._seen.add(skeleton)
+            if hash(skeleton) not in self._seen or len(self._built) >= MAX_SHAPES:
+                if len(self._seen) < 1000:
+                    self._seen.add(hash(skeleton))
                 return None
         shape = build_shape(skeleton, count)  # outside the lock: others may build it too, the same
         with self._lock:
