@@ -46,6 +46,19 @@ def test_the_realistic_corpus_inlined_reads_the_same() -> None:
         assert html_to_text(html) == reference(html)
 
 
+CASES = [
+    "x<head><p>in head</p></head>y", "x<title><div></title>y", "<a href=https://x.test><p></p>text</a>",
+    "<a href=https://x.test>t<br></a>", "<pre>a\n b</pre><p>c</p>", "<pre><pre>a</pre>b\n c</pre>",
+    "<td>a<td>b", "<li>a<li>b", "<head/>x<p>y", "<SCRIPT>x</script>y<STYLE>p{}</Style >z",
+    "<img alt=' a  b '>", "<a href='https://x.test'>https://x.test</a>", "<a href='#x'>y</a>",
+]
+
+
+def test_each_rule_reads_the_same() -> None:
+    for html in CASES:
+        assert html_to_text(html) == reference(html), html
+
+
 def test_hostile_shapes_read_the_same() -> None:
     for piece in ("<a", "<!--", "</", "<a b='", "<![CDATA[", "<!", "<?", "<" + "a" * 100, "<style>", "<script>",
                   "<script></scrip", "<head>", "</head>"):

@@ -203,7 +203,10 @@ class Shapes:
                 if len(self._seen) < 1000:
                     self._seen.add(hash(skeleton))
                 return None
-        shape = build_shape(skeleton, count)  # outside the lock: others may build it too, the same
+        try:  # outside the lock: others may build it too, the same
+            shape = build_shape(skeleton, count)
+        except Exception:  # noqa: BLE001 - css-inline refusing the skeleton: the per-message path decides
+            shape = None
         with self._lock:
             self._built[skeleton] = shape
         return shape

@@ -7,7 +7,8 @@ versions, delete, preview; and the rendering a send uses (api/service.py).
             messages accepted before are unaffected (they hold their rendered bodies)
   render    subject, html and text as a send would have them; nothing is stored
   for_send  the same, through a per-request cache (TemplateCache): a batch loads and
-            parses each (alias, version) once, and renders it per message
+            parses each (alias, version) once, and renders it per message; its CSS is
+            inlined once per shape of the html (inlined.py), the same bytes
 
 Rendering (mustache.py has the Mustache rules): the template's parts are rendered against
 the variables; a standard template with a layout is wrapped by the layout's latest version at
