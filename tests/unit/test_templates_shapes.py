@@ -171,3 +171,18 @@ def test_a_batch_of_more_shapes_than_kept_builds_at_most_max_shapes_and_stays_ex
     s = _service(TEMPLATES["loop"])
     batch = [{"v": "a", "w": f"w{n}", "items": [{"n": str(k)} for k in range(n)]} for n in range(MAX_SHAPES + 4)]
     assert _same_as_per_message(s, batch) == MAX_SHAPES  # one shape per loop length, the first 8 kept
+
+
+def test_reading_a_hostile_skeleton_is_linear() -> None:
+    # An attribute name holding a quote ends css-inline's tag early for the reader; 40,000 "<a z"
+    # inside the value that follows were each read to its end by a tag expression that required
+    # the closing ">" (8,000 took 8 s, quadratic). Now: about 0.1 s for 200 KB.
+    import time
+
+    body = '<p x"y title="' + "<a z " * 40_000 + '">{{v}}</p>'
+    values: list[str] = []
+    skeleton = render_marked(compile_part("<style>p { color: red }</style>" + body, "html"), {"v": "a"}, values)
+    assert skeleton is not None
+    started = time.thread_time()
+    build_shape(skeleton, len(values))
+    assert time.thread_time() - started < 10  # a ceiling only (CPU time, as the other ceilings)

@@ -46,8 +46,10 @@ OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters around a marker's num
 _MARKER = re.compile("\ue000([0-9]+)\ue001")
 _HTML_SPACE = "\t\n\f\r "
 _OPENS = re.compile(r"<[!/?]?-?\Z")  # a tag, end tag, comment or declaration a value could go on
-# css-inline's (html5ever's) output: a start tag, and one attribute in it (always double-quoted).
-_OUT_TAG = re.compile(r"""<[A-Za-z][^\s/>]*(?:\s+[^\s"'>/=]+(?:="[^"]*")?)*\s*/?>""")
+# css-inline's (html5ever's) output: a start tag's name and attributes (values always double-quoted),
+# with nothing required after them, so a match never backtracks (a name holding a quote ends it
+# early: the probe then disagrees), and one attribute in it.
+_OUT_TAG = re.compile(r"""<[A-Za-z][^\s/>]*(?:\s+[^\s"'>/=]+(?:="[^"]*")?)*""")
 _OUT_ATTR = re.compile(r'\s([^\s"\'>/=]+)="([^"]*)"')
 _RAW = re.compile(r"<(script|style|xmp|iframe|noembed|noframes|plaintext|noscript|textarea|title)\b[^>]*>"
                   r"[\s\S]*?(?:</\1\s*>|\Z)|<!--[\s\S]*?(?:-->|\Z)", re.IGNORECASE)
