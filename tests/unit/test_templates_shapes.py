@@ -186,3 +186,25 @@ def test_reading_a_hostile_skeleton_is_linear() -> None:
     started = time.thread_time()
     build_shape(skeleton, len(values))
     assert time.thread_time() - started < 10  # a ceiling only (CPU time, as the other ceilings)
+
+
+def test_a_batch_refuses_css_that_would_inline_too_much_before_inlining_it() -> None:
+    # test_templates_hostile's case (css-inline wrote 70 MB in 7 s) within MAX_SKELETON: 39,204 <p>
+    # (274 KB) and 200 `p` rules. A shape is never built for what the per-message path refuses
+    # before inlining, so each message is refused as fast as alone.
+    import time
+
+    from outpost.errors import InvalidRequestError
+
+    html = ("<style>" + "".join(f"p{{c{i}:1}}" for i in range(200)) + "</style>{{#a}}{{#a}}" + "<p></p>" * 4
+            + "{{/a}}{{/a}}")
+    s, cache = _service(html), TemplateCache()
+    started = time.thread_time()
+    for _ in range(3):
+        try:
+            s.for_send("t", None, {"a": list(range(99))}, cache)
+        except InvalidRequestError as exc:
+            assert exc.field == "variables" and "CSS" in exc.message
+        else:
+            raise AssertionError("not refused")
+    assert time.thread_time() - started < 2.5  # CPU: 0.15 s here to refuse all three; 5.1 s when inlined

@@ -173,15 +173,20 @@ def _joins(skeleton: str, at: int, since: int) -> bool:
     return _OPENS.search(skeleton, max(0, at - 3), at) is not None
 
 
-def build_shape(skeleton: str, count: int) -> Shape | None:
+def build_shape(skeleton: str, count: int, limit: int | None = None) -> Shape | None:
     """The shape of `skeleton` (its `count` markers numbered 0..count-1), or None when
-    substitution would not be exact (module docstring)."""
+    substitution would not be exact (module docstring), or when what inlining can add is over
+    `limit` (the message's budget left: css-inline never runs on what the per-message path
+    refuses before running it)."""
     if not _skeleton_ok(skeleton):
+        return None
+    bound = inlined_bytes_bound(skeleton)
+    if limit is not None and bound > limit:
         return None
     placed = _place(inline_css(skeleton), count)
     if placed is None:
         return None
-    shape = Shape(tuple(placed[0]), tuple(placed[1]), tuple(placed[2]), inlined_bytes_bound(skeleton))
+    shape = Shape(tuple(placed[0]), tuple(placed[1]), tuple(placed[2]), bound)
     probes = [_PROBE.format(n) for n in range(count)]
     return shape if inline_css(unmarked(skeleton, probes)) == shape.fill(probes) else None
 
@@ -195,7 +200,7 @@ class Shapes:
         self._seen: set[int] = set()  # hashes: a collision only builds a shape early (still exact)
         self._built: dict[str, Shape | None] = {}
 
-    def get(self, skeleton: str, count: int) -> Shape | None:
+    def get(self, skeleton: str, count: int, limit: int) -> Shape | None:
         if len(skeleton) > MAX_SKELETON:
             return None
         with self._lock:
@@ -206,7 +211,7 @@ class Shapes:
                     self._seen.add(hash(skeleton))
                 return None
         try:  # outside the lock: others may build it too, the same
-            shape = build_shape(skeleton, count)
+            shape = build_shape(skeleton, count, limit)
         except Exception:  # noqa: BLE001 - css-inline refusing the skeleton: the per-message path decides
             shape = None
         with self._lock:

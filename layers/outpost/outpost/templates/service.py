@@ -285,7 +285,7 @@ def _inline_shaped(p: Prepared, variables: Mapping[str, Any], html: str, budget:
     if skeleton is None or not all(plain(v) for v in values) or unmarked(skeleton, values) != html:
         return _inline_css(html, budget)
     shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
-    shape = shapes.get(skeleton, len(values))
+    shape = shapes.get(skeleton, len(values), budget.bytes_left)
     if shape is None:
         return _inline_css(html, budget)
     _charge_inlining(shape.bound, budget)
