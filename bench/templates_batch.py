@@ -40,6 +40,9 @@ DynamoDB Local and moto are other processes), the steady measure at this load; w
   rendering alone (CPU ms/msg)       9.8        -                3.4        -
   per message, wall (ms)            26.0      14.9              22.6      15.6
   fit one call (10 s - 3 s)          268       470               310       448
+At lower load (15:36, load 4.4, --rounds 1, the final library; before run right after): before
+26.95 / 12.27 ms wall and 23.47 / 10.25 ms CPU, rendering 9.57; after 19.84 / 12.73 ms wall and
+16.16 / 10.34 ms CPU, rendering 2.93 (3.3x); fit one call 259 -> 352 (inline bodies 549-570).
 Earlier pairs the same way (load 7.5-15.6): before 21.9 / 11.2 ms CPU (rendering 10.1); after, with
 the text pass not yet at 1.7 ms, 14.0 / 9.6 and 16.7 / 12.2 (rendering 3.3 and 4.3). The small
 sign-in template (the default): rendering 0.16 -> 0.11 ms; both forms within noise.
