@@ -286,3 +286,36 @@ def render_part(part: CompiledPart, variables: Mapping[str, Any], budget: Budget
         stack.push(dict(extra))
     engine = _Engine(part, budget, html=html, one_line=part.name == "subject")
     return str(part.parsed.render(engine, stack))
+
+
+class _Marking(_Engine):
+    """The html rendered as a skeleton (templates/inlined.py): each `{{name}}` value written as a
+    marker (U+E000 n U+E001) and kept in `values`; a raw value other than `content` (a layout's
+    `@content`, itself a skeleton) makes the skeleton `unsafe`. Nothing is counted: it runs after
+    the same render succeeded within its budget."""
+
+    def __init__(self, part: CompiledPart, values: list[str], content: str | None) -> None:
+        super().__init__(part, Budget(1 << 62, 1 << 62, 1 << 62), html=True, one_line=False)
+        self.values, self.content, self.unsafe = values, content, False
+
+    def _raw(self, s: str) -> str:
+        self.unsafe = self.unsafe or s is not self.content
+        return s
+
+    def _escaped(self, s: str) -> str:
+        self.values.append(s)
+        return f"\ue000{len(self.values) - 1}\ue001"
+
+
+def render_marked(part: CompiledPart, variables: Mapping[str, Any], values: list[str],
+                  content: str | None = None) -> str | None:
+    """`part` (html) rendered with markers for its escaped values (appended to `values`, numbered
+    on from what it holds), or None when a raw value would write HTML of its own."""
+    stack = ContextStack(dict(variables))
+    if content is not None:
+        from .service import CONTENT
+
+        stack.push({CONTENT: content})
+    engine = _Marking(part, values, content)
+    out = str(part.parsed.render(engine, stack))
+    return None if engine.unsafe else out

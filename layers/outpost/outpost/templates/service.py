@@ -8,7 +8,8 @@ versions, delete, preview; and the rendering a send uses (api/service.py).
             layout that a template's latest version uses is not deleted: 409 naming them
   render    subject, html and text as a send would have them; nothing is stored
   for_send  the same, through a per-request cache (TemplateCache): a batch loads and
-            parses each (alias, version) once, and renders it per message
+            parses each (alias, version) once, and renders it per message; its CSS is
+            inlined once per shape of the html (inlined.py), the same bytes
 
 Rendering (mustache.py has the Mustache rules): the template's parts are rendered against
 the variables; a standard template with a layout is wrapped by the layout's latest version at
@@ -25,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
@@ -65,6 +66,7 @@ class Prepared:
     version: TemplateVersion
     parts: Mapping[str, CompiledPart]
     layout: Mapping[str, CompiledPart] | None = None
+    batch: dict[str, Any] = field(default_factory=dict, compare=False)  # per batch: the html's Shapes (inlined.py)
 
 
 def check_alias(alias: str, field: str = "alias") -> str:
@@ -220,13 +222,13 @@ class TemplateService:
                  cache: TemplateCache | None = None) -> Rendered:
         """What a send with `template` stores; unknown alias or version: 422 naming `template`
         (or `template_version`): the request names something that is not there."""
-        cache = cache or TemplateCache()
+        batch, cache = cache is not None, cache or TemplateCache()
         try:
             prepared = cache.get((alias, version), lambda: self._prepare(alias, version, "template"))
         except NotFoundError as exc:
             raise InvalidRequestError(exc.message, field="template_version" if exc.field == "version"
                                       else "template") from None
-        return self._render(prepared, variables)
+        return self._render(prepared, variables, batch=batch)
 
     def _prepare(self, alias: str, version: int | None, field: str) -> Prepared:
         v = self._version(alias, version, field)
@@ -243,7 +245,7 @@ class TemplateService:
             layout = compile_version(lv)
         return Prepared(v, compile_version(v), layout)
 
-    def _render(self, p: Prepared, variables: Mapping[str, Any]) -> Rendered:
+    def _render(self, p: Prepared, variables: Mapping[str, Any], *, batch: bool = False) -> Rendered:
         from .mustache import Budget, missing_names, render_part
 
         names = [n for n in missing_names([*p.parts.values(), *(p.layout or {}).values()], variables) if n != CONTENT]
@@ -258,7 +260,7 @@ class TemplateService:
                     out[name] = _wrap(p.layout[name], variables, budget, out[name], html=name == "html")
         html = out.get("html")
         if html:
-            html = _inline_css(html, budget)
+            html = _inline_shaped(p, variables, html, budget) if batch else _inline_css(html, budget)
         text = out.get("text")
         if text is None and html:
             from .text import html_to_text
@@ -283,12 +285,39 @@ def _inline_css(html: str, budget: Budget) -> str:
     and output grow with rules times the elements they match (css.py inlined_bytes_bound)."""
     from .css import inline_css, inlined_bytes_bound
 
-    added = inlined_bytes_bound(html)
+    _charge_inlining(inlined_bytes_bound(html), budget)
+    return inline_css(html)
+
+
+def _charge_inlining(added: int, budget: Budget) -> None:
     if added > budget.bytes_left:
         raise InvalidRequestError(f"variables: inlining the template's CSS could add {added} bytes to the html; "
                                   f"the rendered message would exceed {budget.max_bytes} bytes", field="variables")
     budget.spend(added)
-    return inline_css(html)
+
+
+def _inline_shaped(p: Prepared, variables: Mapping[str, Any], html: str, budget: Budget) -> str:
+    """_inline_css's result, byte for byte, through the batch's shapes of this template's html
+    (templates/inlined.py: CSS inlined once per shape, then each message's values substituted);
+    _inline_css itself whenever that would not be exact."""
+    from .inlined import CLOSE, OPEN, Shapes, plain, unmarked
+    from .mustache import render_marked
+
+    lowered = html.lower()
+    if ("<style" not in lowered and "<link" not in lowered) or OPEN in html or CLOSE in html:
+        return _inline_css(html, budget)
+    values: list[str] = []
+    skeleton = render_marked(p.parts["html"], variables, values)
+    if skeleton is not None and p.layout is not None and "html" in p.layout:
+        skeleton = render_marked(p.layout["html"], variables, values, content=skeleton)
+    if skeleton is None or not all(plain(v) for v in values) or unmarked(skeleton, values) != html:
+        return _inline_css(html, budget)
+    shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
+    shape = shapes.get(skeleton, len(values), budget.bytes_left)
+    if shape is None:
+        return _inline_css(html, budget)
+    _charge_inlining(shape.bound, budget)
+    return shape.fill(values)
 
 
 def _view(v: TemplateVersion) -> dict[str, Any]:
