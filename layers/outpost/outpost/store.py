@@ -62,6 +62,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -234,6 +235,21 @@ def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
         return True
     except ddb.exceptions.ConditionalCheckFailedException:
         return False
+
+
+def _write_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _wrote_own(ddb: Any, table: str, key: dict, wid: str) -> bool:
+    """A refused conditional write that finds its own write id was applied: botocore retried it
+    (standard mode) after its answer was lost, and the retry failed the condition the first try
+    changed (r17b). Each write to a recipient carries a fresh `wid` and requires another one, so
+    such a retry is refused rather than applied twice (an attempt appended twice) and read back
+    here: only refusals pay this read."""
+    got = ddb.get_item(TableName=table, Key=key, ConsistentRead=True, ProjectionExpression="#w",
+                       ExpressionAttributeNames={"#w": "wid"})
+    return got.get("Item", {}).get("wid", {}).get("S") == wid
 
 
 def rcpt_sk(index: int) -> str:
@@ -764,11 +780,13 @@ class MessageStore:
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
                 names: dict[str, str] | None = None) -> bool:
         c = codec()
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}},
-            "UpdateExpression": expr, "ConditionExpression": cond,
-        }
+        key = {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}}
+        wid = _write_id() if expr.startswith("SET ") else None
+        if wid is not None:  # its own lost answer's retry is refused, then found (_wrote_own)
+            expr, cond = "SET #wid = :wid, " + expr[4:], f"({cond}) AND (attribute_not_exists(#wid) OR #wid <> :wid)"
+            values, names = dict(values, **{":wid": wid}), dict(names or {}, **{"#wid": "wid"})
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": key, "UpdateExpression": expr,
+                                  "ConditionExpression": cond}
         names = dict(names or {})
         if "#st" in expr or "#st" in cond:
             names["#st"] = "state"
@@ -780,7 +798,7 @@ class MessageStore:
             self.ddb.update_item(**kwargs)
             return True
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+            return wid is not None and _wrote_own(self.ddb, self.table, key, wid)
 
     # ---- scheduled sending and cancel (issue 14) ----------------------------------------------
     def start_scheduled(self, message_id: str, index: int, now: float) -> bool:

@@ -1,0 +1,159 @@
+"""The sender's writes when DynamoDB's answer is lost (r17b), against DynamoDB Local with the real
+sender and a real MX over verified TLS (sender_rig).
+
+bootstrap's clients retry (botocore standard mode, 4 attempts) a call whose answer timed out
+(read_timeout 10 s). A conditional write DynamoDB applied but whose answer was lost is sent
+again, and the retry meets the state the first try made. LostUpdate plays that exactly: the real
+UpdateItem, then the same request again, whose real answer from DynamoDB Local (applied again,
+or a real ConditionalCheckFailedException) is what the caller sees. Before the write id
+(store._update: each recipient write carries a fresh `wid` and requires another one; a refusal
+that finds its own counts as written):
+- the claim's retry was refused (its own lease is live): the recipient was not sent, and sat
+  leased and untouched until its lease ended (the invocation's time + 30 s, up to 15 min);
+- finish_attempt to deferred was applied twice (deferred is open): the attempt was recorded
+  twice, so the stream gave a second `message.deferred` event and the retry schedule skipped
+  a step;
+- finish_attempt to bounced was refused (final): the sender took its own bounce for a duplicate
+  job's and did not count the hard bounce toward the reputation breaker;
+- start_scheduled's retry was refused (no longer scheduled): the due recipient was left queued,
+  with no job, for the sweeper (minutes late)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sender_rig import AlwaysDefer, Rig
+
+from outpost.clock import iso
+from outpost_local.mx import RcptReply
+
+pytestmark = pytest.mark.timeout(120)
+
+HOUR = 3600.0
+
+
+class LostUpdate:
+    """The rig's DynamoDB client; the first UpdateItem that `match` picks is applied, then sent
+    again (botocore's retry after its answer was lost), and the second try's answer (success or
+    DynamoDB Local's real ConditionalCheckFailedException) is the caller's."""
+
+    def __init__(self, real: Any, match: Callable[[dict], bool]) -> None:
+        self.real, self.match, self.replayed = real, match, 0
+
+    def update_item(self, **kw: Any) -> Any:
+        if not self.replayed and self.match(kw):
+            self.replayed += 1
+            self.real.update_item(**kw)  # applied; its answer never arrives
+        return self.real.update_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class Counted:
+    """The reputation breaker's counters, recorded (the sender calls them; they never raise)."""
+
+    def __init__(self) -> None:
+        self.bounces: list[tuple[str, str | None]] = []
+        self.sent: list[Any] = []
+
+    def count_bounce(self, domain: str, key: str | None) -> None:
+        self.bounces.append((domain, key))
+
+    def count_sent(self, counts: Any) -> None:
+        self.sent.append(counts)
+
+
+def _state(value: str) -> Callable[[dict], bool]:
+    """Pick the write that moves a recipient to `value` (its :s)."""
+    return lambda kw: kw["ExpressionAttributeValues"].get(":s") == {"S": value}
+
+
+def _lose(rig: Rig, match: Callable[[dict], bool]) -> LostUpdate:
+    ddb = LostUpdate(rig.store.ddb, match)
+    rig.store.ddb = ddb
+    return ddb
+
+
+def _items(rig: Rig, mid: str) -> dict[str, Any]:
+    got = rig.store.ddb.get_item(TableName=rig.store.table, ConsistentRead=True,
+                                 Key={"pk": {"S": f"MSG#{mid}"}, "sk": {"S": "RCPT#000"}})
+    return dict(got["Item"])
+
+
+@pytest.fixture(name="lost")
+def lost_fixture(engine: Rig) -> Any:
+    real = engine.store.ddb
+    yield engine
+    engine.store.ddb = real
+
+
+def test_a_claim_whose_answer_was_lost_still_sends_now(lost: Rig) -> None:
+    """The claim applied, its answer lost, the retry refused by the lease it had just set: the
+    recipient is this run's, delivered now, once. Before: not sent; leased with no sender until
+    the lease ended (here 300 s + 30 s), the job back only then."""
+    rig = lost
+    mx = rig.mx("claim.test", 2)
+    mid = rig.send("ann@claim.test")
+    ddb = _lose(rig, lambda kw: kw["UpdateExpression"].startswith("SET #wid = :wid, lease_until")
+                or kw["UpdateExpression"].startswith("SET lease_until"))
+    rig.run(mid, token=None)
+    assert ddb.replayed == 1
+    r = rig.rcpt(mid)
+    assert r["state"] == "delivered" and len(r["attempts"]) == 1
+    assert [m.rcpt_tos for m in mx.received] == [["ann@claim.test"]]
+
+
+def test_a_deferral_whose_answer_was_lost_is_one_attempt(lost: Rig) -> None:
+    """finish_attempt to deferred applied, its answer lost, the retry sent again: one attempt
+    recorded (one `message.deferred` event: the stream's (state, attempts) pair changes once)
+    and the next try at the schedule's first step. Before: the retry was applied too (deferred
+    is open): two attempts from one transaction."""
+    rig = lost
+    mx = rig.mx("defer.test", 2, AlwaysDefer())
+    mid = rig.send("bo@defer.test")
+    ddb = _lose(rig, _state("deferred"))
+    rig.run(mid, token=None)
+    assert ddb.replayed == 1
+    r = rig.rcpt(mid)
+    assert r["state"] == "deferred" and len(r["attempts"]) == 1, r["attempts"]
+    assert len([c for c, _ in mx.log if c.upper().startswith("RCPT")]) == 1
+    assert r["next_attempt_at"] == pytest.approx(rig.clock() + rig.settings.retry_schedule[0], abs=120)
+
+
+def test_a_bounce_whose_answer_was_lost_is_counted_for_the_breaker(lost: Rig) -> None:
+    """finish_attempt to bounced applied, its answer lost, the retry refused (bounced is final):
+    the write is the sender's own, so the hard bounce is counted toward the reputation breaker.
+    Before: taken for a duplicate job's write, not counted."""
+    rig = lost
+    rig.mx("hard.test", 2, RcptReply(550, "5.1.1 No such user"))
+    counted = Counted()
+    rig.service.reputation = counted  # type: ignore[assignment]
+    mid = rig.send("cy@hard.test")
+    ddb = _lose(rig, _state("bounced"))
+    rig.run(mid, token=None)
+    assert ddb.replayed == 1
+    r = rig.rcpt(mid)
+    assert r["state"] == "bounced" and len(r["attempts"]) == 1
+    assert counted.bounces == [("sender.test", None)]
+
+
+def test_a_schedule_start_whose_answer_was_lost_sends_at_its_time(lost: Rig) -> None:
+    """start_scheduled applied, its answer lost, the retry refused (no longer scheduled): the
+    job that started it claims and sends it at its time. Before: left queued with no job until
+    the sweeper found it (its grace later)."""
+    rig = lost
+    mx = rig.mx("start.test", 2)
+    counted = Counted()
+    rig.service.reputation = counted  # type: ignore[assignment]
+    at = rig.clock() + HOUR
+    mid = rig.send("di@start.test", send_at=iso(at))
+    rig.clock.advance(HOUR + 1)
+    ddb = _lose(rig, lambda kw: kw["ExpressionAttributeValues"].get(":sc") == {"S": "scheduled"})
+    rig.run(mid, token=None)
+    assert ddb.replayed == 1
+    assert rig.rcpt(mid)["state"] == "delivered"
+    assert [m.rcpt_tos for m in mx.received] == [["di@start.test"]]
+    assert counted.sent == [[("sender.test", None, 1)]]  # counted as sent when it went out
