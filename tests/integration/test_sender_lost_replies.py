@@ -20,6 +20,7 @@ that finds its own counts as written):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -157,3 +158,38 @@ def test_a_schedule_start_whose_answer_was_lost_sends_at_its_time(lost: Rig) -> 
     assert rig.rcpt(mid)["state"] == "delivered"
     assert [m.rcpt_tos for m in mx.received] == [["di@start.test"]]
     assert counted.sent == [[("sender.test", None, 1)]]  # counted as sent when it went out
+
+
+# ---- shaping slots (delivery/shaping.py through the real store) ---------------------------------
+@pytest.mark.parametrize("cap", [1, 3])
+def test_a_slot_take_whose_answer_was_lost_holds_one_lease_and_counts_once(lost: Rig, cap: int) -> None:
+    """take_slot applied, its answer lost, retried: the sender has its slot and the window counts
+    its 2 messages once. Before: at the cap (1) the retry was refused by the sender's own lease,
+    so it waited (DeferredByShaping) while its lease blocked the slot for LEASE seconds; under the
+    cap (3) the retry was applied again and the window counted 4."""
+    rig = lost
+    provider, now = f"lost-{cap}-{time.time_ns()}", time.time()
+    assert rig.store.take_slot("192.0.2.7", provider, "before", now + 60, cap, {}, now)[0]  # the item exists
+    rig.store.release_slot("192.0.2.7", provider, "before", {})
+    ddb = _lose(rig, lambda kw: kw["Key"]["pk"]["S"].startswith("SHAPE#") and "leases.#l = :until"
+                in kw["UpdateExpression"])
+    ok, state = rig.store.take_slot("192.0.2.7", provider, "lease-a", now + 60, cap, {"m": (2, 10)}, now)
+    assert ddb.replayed == 1
+    assert ok and state is not None
+    assert rig.store.slot_state("192.0.2.7", provider) == state
+    assert list(state.leases) == ["lease-a"] and state.used == {"m": 2}
+
+
+def test_a_slot_release_whose_answer_was_lost_gives_back_once(lost: Rig) -> None:
+    """release_slot applied (lease dropped, 3 unsent messages given back), its answer lost,
+    retried: refused, the lease being gone, so the window counts the 2 sent. Before: given back
+    twice, the window counted -1 and admitted 3 more messages than its limit."""
+    rig = lost
+    provider, now = f"lost-rel-{time.time_ns()}", time.time()
+    ok, _ = rig.store.take_slot("192.0.2.7", provider, "lease-b", now + 60, 2, {"m": (5, 10)}, now)
+    assert ok
+    ddb = _lose(rig, lambda kw: kw["Key"]["pk"]["S"].startswith("SHAPE#") and "REMOVE" in kw["UpdateExpression"])
+    rig.store.release_slot("192.0.2.7", provider, "lease-b", {"m": 3})
+    assert ddb.replayed == 1
+    state = rig.store.slot_state("192.0.2.7", provider)
+    assert state is not None and state.leases == {} and state.used == {"m": 2}

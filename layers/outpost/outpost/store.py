@@ -252,6 +252,15 @@ def _wrote_own(ddb: Any, table: str, key: dict, wid: str) -> bool:
     return got.get("Item", {}).get("wid", {}).get("S") == wid
 
 
+def _own_lease(item: Mapping[str, Any] | None, lease: tuple[str, float, int] | None) -> bool:
+    """A slot take refused because its own lease is there: the take was applied and botocore
+    retried it after its answer was lost (r17b). The lease id is this take's alone."""
+    if item is None or lease is None:
+        return False
+    held = item.get("leases", {}).get("M", {}).get(lease[0], {}).get("N")
+    return held is not None and float(held) == float(lease[1])
+
+
 def rcpt_sk(index: int) -> str:
     return f"RCPT#{index:03d}"
 
@@ -972,7 +981,7 @@ class MessageStore:
             lease_id, until, cap = lease
             names["#l"] = lease_id
             sets.append("leases.#l = :until")
-            conds.append("size(leases) < :cap")
+            conds.append("size(leases) < :cap AND attribute_not_exists(leases.#l)")  # once: _own_lease
             values[":until"], values[":cap"] = c.value(until), c.value(cap)
         for i, (window, (n, limit)) in enumerate(take.items()):
             names[f"#w{i}"] = _WINDOW + window
@@ -993,6 +1002,8 @@ class MessageStore:
                 pass
             r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key=self._slot_key(ip, provider))
             item = r.get("Item")
+            if _own_lease(item, lease):
+                return True, self._slot_state(item)  # type: ignore[arg-type]
             if not first or lease is None or (item is not None and "leases" in item):
                 return False, self._slot_state(item) if item is not None else None
             # The first lease for this IP and provider: the lease map is created (once, by
@@ -1052,9 +1063,12 @@ class MessageStore:
         if not sets and not removes:
             return
         expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+        # With a lease, only while it is held: a retry of a release whose answer was lost (r17b)
+        # must not give the messages back twice (a window then admits more than its limit).
         kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._slot_key(ip, provider),
                                   "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
-                                  "ConditionExpression": "attribute_exists(pk)"}
+                                  "ConditionExpression": "attribute_exists(leases.#l)" if lease_id is not None
+                                  else "attribute_exists(pk)"}
         if values:
             kwargs["ExpressionAttributeValues"] = values
         try:
