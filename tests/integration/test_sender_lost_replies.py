@@ -25,10 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sender_rig import AlwaysDefer, Rig
+from sender_rig import BOUNCE_DOMAIN, VERP_KEY, AlwaysDefer, Rig
 
+from outpost.bounces.service import BounceService
 from outpost.clock import iso
-from outpost_local.mx import RcptReply
+from outpost.store import MessageStore
+from outpost_local.mx import RcptReply, build_dsn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -193,3 +195,56 @@ def test_a_slot_release_whose_answer_was_lost_gives_back_once(lost: Rig) -> None
     assert ddb.replayed == 1
     state = rig.store.slot_state("192.0.2.7", provider)
     assert state is not None and state.leases == {} and state.used == {"m": 2}
+
+
+# ---- the bounce processor ---------------------------------------------------------------------
+class LostPut:
+    """As LostUpdate, for the first PutItem whose sort key `match` picks."""
+
+    def __init__(self, real: Any, match: Callable[[dict], bool]) -> None:
+        self.real, self.match, self.replayed = real, match, 0
+
+    def put_item(self, **kw: Any) -> Any:
+        if not self.replayed and self.match(kw):
+            self.replayed += 1
+            self.real.put_item(**kw)  # applied; its answer never arrives
+        return self.real.put_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class CountedBounces(Counted):
+    def __init__(self) -> None:
+        super().__init__()
+        self.complaints: list[tuple[str, str | None]] = []
+
+    def count_complaint(self, domain: str, key: str | None) -> None:
+        self.complaints.append((domain, key))
+
+
+def test_a_bounce_record_whose_answer_was_lost_is_counted_once(lost: Rig) -> None:
+    """A real DSN for mail the real MX accepted; the bounce record's put applied, its answer lost,
+    the retry refused: the record is this processing's own, so the hard bounce counts toward the
+    breaker and the Bounce metric; the recipient is bounced and suppressed. The same report
+    processed again counts nothing more. Before: taken for a redelivered report, not counted."""
+    rig = lost
+    mx = rig.mx("dsn.test", 2)
+    mid = rig.send("ed@dsn.test")
+    rig.run(mid, token=None)
+    [received] = mx.received
+    ddb = LostPut(rig.store.ddb, lambda kw: kw["Item"]["sk"]["S"].startswith("BOUNCE#"))
+    counted, metrics = CountedBounces(), []
+    service = BounceService(
+        store=MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock),
+        suppressions=rig.suppressions, verp_key=VERP_KEY, bounce_domain=BOUNCE_DOMAIN, clock=rig.clock,
+        count=lambda name, n: metrics.append(name), reputation=counted)  # type: ignore[arg-type]
+    raw = build_dsn(received, "ed@dsn.test")
+    out = service.process_raw(f"inbound/s3/{mid}", raw, [received.mail_from])
+    assert ddb.replayed == 1
+    assert out["recipients"][0]["new"] is True, out
+    assert counted.bounces == [("sender.test", None)] and metrics.count("Bounce") == 1
+    assert rig.rcpt(mid)["state"] == "bounced" and rig.suppressions.get("ed@dsn.test") is not None
+    again = service.process_raw(f"inbound/s3/{mid}", raw, [received.mail_from])
+    assert again["recipients"][0]["new"] is False
+    assert counted.bounces == [("sender.test", None)] and metrics.count("Bounce") == 1

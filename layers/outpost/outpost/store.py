@@ -8,6 +8,10 @@ Domains, DomainLookup, ApiKeys, Secrets, Suspensions), built in bootstrap.py; un
 of tests/fakes/store.py.
 Every state transition of a recipient is a conditional write, so two copies of a job
 (SQS redelivery, a crash and retry) can never both move the same recipient.
+A write whose answer is lost is retried by botocore (standard mode) and may meet its own
+first try (r17b): each recipient transition writes a fresh `wid` and requires another one, as
+do bounce records, orphans and suppressions; a refusal that reads back its own `wid` counts as
+written (`_wrote_own`). Slot takes carry their own lease id; a slot release needs its lease.
 
 MessagesTable layout (single-table; every access is a key or index lookup):
   pk=MSG#<id>  sk=META                  the message: sender, subject, request spec or S3 pointer
@@ -226,15 +230,20 @@ def codec() -> _Codec:
     return _codec
 
 
-def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
+def put_if_absent(ddb: Any, table: str, item: dict, key: str, *, keys: tuple[str, ...] = ()) -> bool:
     """A conditional PutItem: True if written, False if an item with that key already exists.
-    The one idempotent write behind bounce records, orphans, suppressions and new keys."""
+    The one idempotent write behind bounce records, orphans, suppressions and new keys.
+    `keys` (the table's key attributes): the item carries a fresh write id, and a refusal that
+    finds it is this put's own, applied before botocore retried it after its answer was lost
+    (r17b): True, where a caller acting once per new item (a bounce counted) would skip it."""
+    if keys:
+        item = dict(item, wid=_write_id())
     try:
         ddb.put_item(TableName=table, Item=codec().item(item),
                      ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": key})
         return True
     except ddb.exceptions.ConditionalCheckFailedException:
-        return False
+        return bool(keys) and _wrote_own(ddb, table, {k: codec().value(item[k]) for k in keys}, item["wid"])
 
 
 def _write_id() -> str:
@@ -1125,14 +1134,14 @@ class MessageStore:
                     sk=f"BOUNCE#{bounce.index:03d}#{bounce.bounce_id}",
                     expires_at=int(now + self.retention),
                     gsi2pk=f"BOUNCE#{bounce.address.lower()}", gsi2sk=f"{iso(now)}#{bounce.message_id}")
-        return put_if_absent(self.ddb, self.table, item, "pk")
+        return put_if_absent(self.ddb, self.table, item, "pk", keys=("pk", "sk"))
 
     def add_orphan(self, orphan: Orphan, now: float) -> bool:
         """Keep inbound mail that changed nothing, once per (S3 key, kind)."""
         kind = orphan.kind.upper()
         item = dict(_fields(orphan), pk=f"INBOUND#{orphan.s3_key}", sk=kind,
                     expires_at=int(now + self.retention), gsi2pk=kind, gsi2sk=iso(now))
-        return put_if_absent(self.ddb, self.table, item, "pk")
+        return put_if_absent(self.ddb, self.table, item, "pk", keys=("pk", "sk"))
 
     def orphans(self, kind: str, limit: int = 100) -> list[Orphan]:
         """The newest orphans of one kind (unparsed, unmatched, unverified, autoreply)."""
@@ -1257,7 +1266,7 @@ class SuppressionStore:
     def add(self, suppression: Suppression) -> bool:
         """Add a suppression; an existing one is kept (first reason wins). True if new."""
         item = dict(_fields(suppression), address=suppression_key(suppression.address))
-        return put_if_absent(self.ddb, self.table, item, "address")
+        return put_if_absent(self.ddb, self.table, item, "address", keys=("address",))
 
     def remove(self, address: str) -> bool:
         r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": suppression_key(address)}},
