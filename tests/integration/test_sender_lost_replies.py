@@ -248,3 +248,23 @@ def test_a_bounce_record_whose_answer_was_lost_is_counted_once(lost: Rig) -> Non
     again = service.process_raw(f"inbound/s3/{mid}", raw, [received.mail_from])
     assert again["recipients"][0]["new"] is False
     assert counted.bounces == [("sender.test", None)] and metrics.count("Bounce") == 1
+
+
+def test_a_job_swap_whose_answer_was_lost_keeps_its_job_current(lost: Rig) -> None:
+    """The run's reschedule queued its job and made it current (replace_job), the answer lost and
+    retried: its own token is current, so the run does not report it superseded (the
+    JobSuperseded metric); the job then runs as the current one and delivers. Before: the retry
+    was refused by its own token, False."""
+    rig = lost
+    mx = rig.mx("swap.test", 2, RcptReply(451, "4.3.0 later", times=1))
+    mid = rig.send("fi@swap.test")
+    counts: list[str] = []
+    rig.service.count = lambda name, n: counts.append(name)
+    ddb = _lose(rig, lambda kw: kw["UpdateExpression"] == "SET job_token = :t")
+    rig.run(mid, token=None)
+    assert ddb.replayed == 1
+    assert "JobSuperseded" not in counts, counts
+    job, _ = rig.queue.sent[-1]
+    assert job.token == rig.current_token(mid)
+    rig.retry()
+    assert rig.rcpt(mid)["state"] == "delivered" and len(mx.received) == 1

@@ -765,6 +765,7 @@ class MessageStore:
         else:
             cond = "job_token = :e"
             values = {":t": c.value(token), ":e": c.value(expected)}
+        cond = f"({cond}) OR job_token = :t"  # a retry after its answer was lost (r17b): it is current
         try:
             self.ddb.update_item(TableName=self.table, Key=key, UpdateExpression="SET job_token = :t",
                                  ConditionExpression=cond, ExpressionAttributeValues=values)
