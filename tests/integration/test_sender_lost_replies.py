@@ -29,7 +29,8 @@ from sender_rig import BOUNCE_DOMAIN, VERP_KEY, AlwaysDefer, Rig
 
 from outpost.bounces.service import BounceService
 from outpost.clock import iso
-from outpost.store import MessageStore
+from outpost.reputation import Reputation, Thresholds
+from outpost.store import MessageStore, ReputationStore
 from outpost_local.mx import RcptReply, build_dsn
 
 pytestmark = pytest.mark.timeout(120)
@@ -268,3 +269,23 @@ def test_a_job_swap_whose_answer_was_lost_keeps_its_job_current(lost: Rig) -> No
     assert job.token == rig.current_token(mid)
     rig.retry()
     assert rig.rcpt(mid)["state"] == "delivered" and len(mx.received) == 1
+
+
+# ---- the reputation breaker's state ----------------------------------------------------------
+def test_a_state_change_whose_answer_was_lost_is_reported_once(lost: Rig) -> None:
+    """The breaker moves a domain to warn, then paused (40 hard bounces of 200 sent: 20%); the first
+    state put's answer is lost, its retry refused (the state is no longer ok): the write is its
+    own, so the change is logged and counted once (ReputationWarn; ReputationPaused follows).
+    Before: False, the state read back as another writer's, no ReputationWarn."""
+    rig = lost
+    ddb = LostPut(rig.store.ddb, lambda kw: kw["Item"]["sk"]["S"] == "STATE")
+    metrics: list[str] = []
+    rep = Reputation(ReputationStore(ddb, rig.store.table), thresholds=Thresholds(min_volume=100),
+                     clock=rig.clock, count=lambda name, n: metrics.append(name))
+    domain = f"rep-{time.time_ns()}.test"
+    rep.count_sent([(domain, None, 200)])
+    for _ in range(40):
+        rep.count_bounce(domain, None)
+    assert ddb.replayed == 1
+    assert rep.store.rep_states([f"domain:{domain}"])[f"domain:{domain}"].state == "paused"
+    assert metrics.count("ReputationWarn") == 1 and metrics.count("ReputationPaused") == 1, metrics

@@ -1615,7 +1615,7 @@ class ReputationStore:
     def put_rep_state(self, state: ReputationState, expected: str | None) -> bool:
         """Write a scope's state if its stored state is still `expected` (None: none stored,
         or "ok"); False if another writer moved it first."""
-        item = dict(_fields(state, "scope"), pk=self._pk(state.scope), sk="STATE")
+        item = dict(_fields(state, "scope"), pk=self._pk(state.scope), sk="STATE", wid=_write_id())
         if expected is None or expected == "ok":
             cond, values = "attribute_not_exists(pk) OR #s = :e", {":e": {"S": "ok"}}
         else:
@@ -1624,9 +1624,8 @@ class ReputationStore:
             self.ddb.put_item(TableName=self.table, Item=codec().item(item), ConditionExpression=cond,
                               ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
             return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
-
+        except self.ddb.exceptions.ConditionalCheckFailedException:  # its own, retried (r17b)?
+            return _wrote_own(self.ddb, self.table, {"pk": {"S": item["pk"]}, "sk": {"S": "STATE"}}, item["wid"])
 
     def mark_active(self, scopes: Iterable[str], day: str, now: float) -> None:
         """File scopes under a day, pk=REPDAY#<yyyymmdd> sk=<scope> (a PutItem each, once per
