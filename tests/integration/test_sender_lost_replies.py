@@ -289,3 +289,22 @@ def test_a_state_change_whose_answer_was_lost_is_reported_once(lost: Rig) -> Non
     assert ddb.replayed == 1
     assert rep.store.rep_states([f"domain:{domain}"])[f"domain:{domain}"].state == "paused"
     assert metrics.count("ReputationWarn") == 1 and metrics.count("ReputationPaused") == 1, metrics
+
+
+@pytest.mark.parametrize("key", [None, "k1"])
+def test_a_count_whose_answer_was_lost_is_added_once(lost: Rig, key: str | None) -> None:
+    """The breaker's hourly ADD (not conditional before) applied, its answer lost, retried: 400
+    sent are counted 400, for the domain and (a pair's item, through gsi1) the key; the next
+    call adds as usual. Before: 800, a diluted bounce rate (or, for a bounce, a doubled one).
+    Left: a count by another writer between the first try and its retry lets the retry add again
+    (a busy scope, where one call's counts weigh least)."""
+    rig = lost
+    ddb = _lose(rig, lambda kw: kw["UpdateExpression"].startswith("ADD "))
+    store = ReputationStore(ddb, rig.store.table)
+    domain, hour = f"count-{time.time_ns()}.test", "2027011508"
+    assert store.add_counts(f"domain:{domain}", key and f"key:{key}", hour, rig.clock(), sent=400)
+    assert ddb.replayed == 1
+    store.add_counts(f"domain:{domain}", key and f"key:{key}", hour, rig.clock(), sent=1, hard=1)
+    scopes = [f"domain:{domain}"] + ([f"key:{key}"] if key else [])
+    for scope in scopes:
+        assert [(c.sent, c.hard) for c in store.counts_since(scope, "2027011500")] == [(401, 1)], scope

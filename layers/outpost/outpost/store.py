@@ -1563,10 +1563,20 @@ class ReputationStore:
             sets += ", gsi1pk = :gp, gsi1sk = :gs"
         else:  # one scope only: its own item (the layout before pairs; read the same way)
             pk, sk = self._pk(domain or key or ""), f"H#{hour}"
-        r = self.ddb.update_item(
-            TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds) + " SET " + sets,
-            ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        # An ADD applied whose answer was lost would be added again by botocore's retry (r17b):
+        # each call writes a fresh `wid` and requires another, so the retry is refused unless
+        # another count came in between (then one call's counts are added twice: a busy
+        # scope's, where one call weighs least). A refusal can only be that retry: True (the
+        # item may be new; marking the scopes active again is harmless).
+        values[":wid"] = {"S": _write_id()}
+        try:
+            r = self.ddb.update_item(
+                TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds) + " SET " + sets + ", wid = :wid",
+                ConditionExpression="attribute_not_exists(wid) OR wid <> :wid",
+                ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return True
         return not r.get("Attributes")
 
     def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
