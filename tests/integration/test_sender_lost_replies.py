@@ -29,6 +29,7 @@ from sender_rig import BOUNCE_DOMAIN, VERP_KEY, AlwaysDefer, Rig
 
 from outpost.bounces.service import BounceService
 from outpost.clock import iso
+from outpost.records import Suspension
 from outpost.reputation import Reputation, Thresholds
 from outpost.store import MessageStore, ReputationStore
 from outpost_local.mx import RcptReply, build_dsn
@@ -308,3 +309,21 @@ def test_a_count_whose_answer_was_lost_is_added_once(lost: Rig, key: str | None)
     scopes = [f"domain:{domain}"] + ([f"key:{key}"] if key else [])
     for scope in scopes:
         assert [(c.sent, c.hard) for c in store.counts_since(scope, "2027011500")] == [(401, 1)], scope
+
+
+def test_a_suspension_whose_answer_was_lost_is_the_senders_own(lost: Rig) -> None:
+    """A provider's suspension put (a throttle reply) applied, its answer lost, its retry refused
+    (the record is there): True, so the sender logs the suspension it made (throttling.suspend
+    then reads no winner). Before: False, taken for another container's; state unchanged either
+    way (the read-back found the same record), only the warning was lost."""
+    rig = lost
+    ddb = LostPut(rig.store.ddb, lambda kw: kw["Item"]["pk"]["S"].startswith("SUSP#"))
+    store = MessageStore(ddb, rig.store.table, rig.store.s3, rig.store.bucket, clock=rig.clock)
+    provider = f"prov-{time.time_ns()}"
+    s = Suspension("192.0.2.8", provider, rig.clock() + 600, 1, "421 4.7.0 slow down", rig.clock())
+    assert store.suspend(s, replaces=None, forget_at=rig.clock() + 3600)
+    assert ddb.replayed == 1
+    assert store.suspension("192.0.2.8", provider) == s
+    s2 = s.replace(until=rig.clock() + 1200, level=2)
+    assert store.suspend(s2, replaces=s, forget_at=rig.clock() + 3600)  # the next level, as before
+    assert not store.suspend(s2.replace(level=3), replaces=s, forget_at=rig.clock() + 3600)  # a stale one loses

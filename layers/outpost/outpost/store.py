@@ -943,7 +943,8 @@ class MessageStore:
         item = dict(self._susp_key(s.ip, s.provider))
         c = codec()
         item.update(c.item({"ip": s.ip, "provider": s.provider, "until": s.until, "level": s.level,
-                            "reply": s.reply, "since": s.since, "expires_at": math.ceil(forget_at)}))
+                            "reply": s.reply, "since": s.since, "expires_at": math.ceil(forget_at),
+                            "wid": _write_id()}))
         if replaces is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
         else:
@@ -953,8 +954,8 @@ class MessageStore:
         try:
             self.ddb.put_item(TableName=self.table, Item=item, **cond)
             return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        except self.ddb.exceptions.ConditionalCheckFailedException:  # its own, retried (r17b)?
+            return _wrote_own(self.ddb, self.table, self._susp_key(s.ip, s.provider), item["wid"]["S"])
 
     def suspension(self, ip: str, provider: str) -> Suspension | None:
         """The provider's last suspension for the sending IP (possibly over: the caller compares
