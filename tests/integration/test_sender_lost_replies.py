@@ -31,7 +31,8 @@ from outpost.bounces.service import BounceService
 from outpost.clock import iso
 from outpost.records import Suspension
 from outpost.reputation import Reputation, Thresholds
-from outpost.store import MessageStore, ReputationStore
+from outpost.store import MessageStore, ReputationStore, WebhookStore
+from outpost.webhooks.records import WebhookEndpoint
 from outpost_local.mx import RcptReply, build_dsn
 
 pytestmark = pytest.mark.timeout(120)
@@ -327,3 +328,21 @@ def test_a_suspension_whose_answer_was_lost_is_the_senders_own(lost: Rig) -> Non
     s2 = s.replace(until=rig.clock() + 1200, level=2)
     assert store.suspend(s2, replaces=s, forget_at=rig.clock() + 3600)  # the next level, as before
     assert not store.suspend(s2.replace(level=3), replaces=s, forget_at=rig.clock() + 3600)  # a stale one loses
+
+
+def test_a_webhook_disable_whose_answer_was_lost_is_reported(lost: Rig) -> None:
+    """The dispatcher's disable (only if enabled) applied, its answer lost, its retry refused (now
+    disabled): the endpoint is answered, so the dispatcher logs and counts the disable
+    (WebhookEndpointDisabled). Before: None, as for an endpoint disabled by someone else. A
+    second disable is still refused."""
+    rig = lost
+    real = rig.store.ddb
+    ddb = LostUpdate(real, lambda kw: "#e = :t" in kw.get("ConditionExpression", ""))
+    hooks = WebhookStore(ddb, rig.aws.env["OUTPOST_WEBHOOKS_TABLE"])
+    wid = f"wh{time.time_ns()}"
+    assert hooks.add_endpoint(WebhookEndpoint(wid, "https://hooks.test/x", ("message.delivered",), iso(rig.clock())))
+    got = hooks.update_endpoint(wid, only_if_enabled=True, enabled=False, disabled_at=iso(rig.clock()),
+                                disabled_reason="every attempt failed")
+    assert ddb.replayed == 1
+    assert got is not None and got.enabled is False and got.disabled_reason == "every attempt failed"
+    assert hooks.update_endpoint(wid, only_if_enabled=True, enabled=False) is None

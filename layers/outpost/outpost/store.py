@@ -2068,6 +2068,9 @@ class WebhookStore:
         c = codec()
         if "secrets" in changes and changes["secrets"] is not None:
             changes["secrets"] = [s.as_dict() for s in changes["secrets"]]
+        wid = _write_id() if only_if_enabled else None  # the disable: once, even if retried (r17b)
+        if wid is not None:
+            changes["wid"] = wid
         kwargs = set_remove_update(changes, "sk")
         cond = "attribute_exists(#k)"
         if only_if_enabled:
@@ -2079,7 +2082,8 @@ class WebhookStore:
         try:
             return WebhookEndpoint.from_item(c.plain(self.ddb.update_item(**kwargs)["Attributes"]))
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            return None
+            own = wid is not None and _wrote_own(self.ddb, self.table, self._endpoint_key(endpoint_id), wid)
+            return self.endpoint(endpoint_id) if own else None
 
     def known_events(self, endpoint_id: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these events were already queued for the endpoint (BatchGetItem per 100)."""
