@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from sender_rig import BOUNCE_DOMAIN, VERP_KEY, AlwaysDefer, Rig
+from test_store_crash_points import _events, _stream_records
 
 from outpost.bounces.service import BounceService
 from outpost.clock import iso
@@ -127,6 +128,9 @@ def test_a_deferral_whose_answer_was_lost_is_one_attempt(lost: Rig) -> None:
     assert r["state"] == "deferred" and len(r["attempts"]) == 1, r["attempts"]
     assert len([c for c, _ in mx.log if c.upper().startswith("RCPT")]) == 1
     assert r["next_attempt_at"] == pytest.approx(rig.clock() + rig.settings.retry_schedule[0], abs=120)
+    # What the events function publishes from DynamoDB Local's real stream of this message.
+    assert _events(rig, _stream_records(rig, mid)) == [("message.queued", "bo@defer.test"),
+                                                        ("message.deferred", "bo@defer.test")]
 
 
 def test_a_bounce_whose_answer_was_lost_is_counted_for_the_breaker(lost: Rig) -> None:
