@@ -8,6 +8,10 @@ Domains, DomainLookup, ApiKeys, Secrets, Suspensions), built in bootstrap.py; un
 of tests/fakes/store.py.
 Every state transition of a recipient is a conditional write, so two copies of a job
 (SQS redelivery, a crash and retry) can never both move the same recipient.
+A write whose answer is lost is retried by botocore (standard mode) and may meet its own
+first try (r17b): each recipient transition writes a fresh `wid` and requires another one, as
+do bounce records, orphans and suppressions; a refusal that reads back its own `wid` counts as
+written (`_wrote_own`). Slot takes carry their own lease id; a slot release needs its lease.
 
 MessagesTable layout (single-table; every access is a key or index lookup):
   pk=MSG#<id>  sk=META                  the message: sender, subject, request spec or S3 pointer
@@ -63,6 +67,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -228,15 +233,44 @@ def codec() -> _Codec:
     return _codec
 
 
-def put_if_absent(ddb: Any, table: str, item: dict, key: str) -> bool:
+def put_if_absent(ddb: Any, table: str, item: dict, key: str, *, keys: tuple[str, ...] = ()) -> bool:
     """A conditional PutItem: True if written, False if an item with that key already exists.
-    The one idempotent write behind bounce records, orphans, suppressions and new keys."""
+    The one idempotent write behind bounce records, orphans, suppressions and new keys.
+    `keys` (the table's key attributes): the item carries a fresh write id, and a refusal that
+    finds it is this put's own, applied before botocore retried it after its answer was lost
+    (r17b): True, where a caller acting once per new item (a bounce counted) would skip it."""
+    if keys:
+        item = dict(item, wid=_write_id())
     try:
         ddb.put_item(TableName=table, Item=codec().item(item),
                      ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": key})
         return True
     except ddb.exceptions.ConditionalCheckFailedException:
+        return bool(keys) and _wrote_own(ddb, table, {k: codec().value(item[k]) for k in keys}, item["wid"])
+
+
+def _write_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _wrote_own(ddb: Any, table: str, key: dict, wid: str) -> bool:
+    """A refused conditional write that finds its own write id was applied: botocore retried it
+    (standard mode) after its answer was lost, and the retry failed the condition the first try
+    changed (r17b). Each write to a recipient carries a fresh `wid` and requires another one, so
+    such a retry is refused rather than applied twice (an attempt appended twice) and read back
+    here: only refusals pay this read."""
+    got = ddb.get_item(TableName=table, Key=key, ConsistentRead=True, ProjectionExpression="#w",
+                       ExpressionAttributeNames={"#w": "wid"})
+    return got.get("Item", {}).get("wid", {}).get("S") == wid
+
+
+def _own_lease(item: Mapping[str, Any] | None, lease: tuple[str, float, int] | None) -> bool:
+    """A slot take refused because its own lease is there: the take was applied and botocore
+    retried it after its answer was lost (r17b). The lease id is this take's alone."""
+    if item is None or lease is None:
         return False
+    held = item.get("leases", {}).get("M", {}).get(lease[0], {}).get("N")
+    return held is not None and float(held) == float(lease[1])
 
 
 def rcpt_sk(index: int) -> str:
@@ -721,6 +755,7 @@ class MessageStore:
         else:
             cond = "job_token = :e"
             values = {":t": c.value(token), ":e": c.value(expected)}
+        cond = f"({cond}) OR job_token = :t"  # a retry after its answer was lost (r17b): it is current
         try:
             self.ddb.update_item(TableName=self.table, Key=key, UpdateExpression="SET job_token = :t",
                                  ConditionExpression=cond, ExpressionAttributeValues=values)
@@ -754,11 +789,13 @@ class MessageStore:
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
                 names: dict[str, str] | None = None) -> bool:
         c = codec()
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}},
-            "UpdateExpression": expr, "ConditionExpression": cond,
-        }
+        key = {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}}
+        wid = _write_id() if expr.startswith("SET ") else None
+        if wid is not None:  # its own lost answer's retry is refused, then found (_wrote_own)
+            expr, cond = "SET #wid = :wid, " + expr[4:], f"({cond}) AND (attribute_not_exists(#wid) OR #wid <> :wid)"
+            values, names = dict(values, **{":wid": wid}), dict(names or {}, **{"#wid": "wid"})
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": key, "UpdateExpression": expr,
+                                  "ConditionExpression": cond}
         names = dict(names or {})
         if "#st" in expr or "#st" in cond:
             names["#st"] = "state"
@@ -770,7 +807,7 @@ class MessageStore:
             self.ddb.update_item(**kwargs)
             return True
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+            return wid is not None and _wrote_own(self.ddb, self.table, key, wid)
 
     # ---- scheduled sending and cancel (issue 14) ----------------------------------------------
     def start_scheduled(self, message_id: str, index: int, now: float) -> bool:
@@ -896,7 +933,8 @@ class MessageStore:
         item = dict(self._susp_key(s.ip, s.provider))
         c = codec()
         item.update(c.item({"ip": s.ip, "provider": s.provider, "until": s.until, "level": s.level,
-                            "reply": s.reply, "since": s.since, "expires_at": math.ceil(forget_at)}))
+                            "reply": s.reply, "since": s.since, "expires_at": math.ceil(forget_at),
+                            "wid": _write_id()}))
         if replaces is None:
             cond: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
         else:
@@ -906,8 +944,8 @@ class MessageStore:
         try:
             self.ddb.put_item(TableName=self.table, Item=item, **cond)
             return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
+        except self.ddb.exceptions.ConditionalCheckFailedException:  # its own, retried (r17b)?
+            return _wrote_own(self.ddb, self.table, self._susp_key(s.ip, s.provider), item["wid"]["S"])
 
     def suspension(self, ip: str, provider: str) -> Suspension | None:
         """The provider's last suspension for the sending IP (possibly over: the caller compares
@@ -944,7 +982,7 @@ class MessageStore:
             lease_id, until, cap = lease
             names["#l"] = lease_id
             sets.append("leases.#l = :until")
-            conds.append("size(leases) < :cap")
+            conds.append("size(leases) < :cap AND attribute_not_exists(leases.#l)")  # once: _own_lease
             values[":until"], values[":cap"] = c.value(until), c.value(cap)
         for i, (window, (n, limit)) in enumerate(take.items()):
             names[f"#w{i}"] = _WINDOW + window
@@ -965,6 +1003,8 @@ class MessageStore:
                 pass
             r = self.ddb.get_item(TableName=self.table, ConsistentRead=True, Key=self._slot_key(ip, provider))
             item = r.get("Item")
+            if _own_lease(item, lease):
+                return True, self._slot_state(item)  # type: ignore[arg-type]
             if not first or lease is None or (item is not None and "leases" in item):
                 return False, self._slot_state(item) if item is not None else None
             # The first lease for this IP and provider: the lease map is created (once, by
@@ -1024,9 +1064,12 @@ class MessageStore:
         if not sets and not removes:
             return
         expr = (("SET " + ", ".join(sets)) if sets else "") + ((" REMOVE " + ", ".join(removes)) if removes else "")
+        # With a lease, only while it is held: a retry of a release whose answer was lost (r17b)
+        # must not give the messages back twice (a window then admits more than its limit).
         kwargs: dict[str, Any] = {"TableName": self.table, "Key": self._slot_key(ip, provider),
                                   "UpdateExpression": expr.strip(), "ExpressionAttributeNames": names,
-                                  "ConditionExpression": "attribute_exists(pk)"}
+                                  "ConditionExpression": "attribute_exists(leases.#l)" if lease_id is not None
+                                  else "attribute_exists(pk)"}
         if values:
             kwargs["ExpressionAttributeValues"] = values
         try:
@@ -1083,14 +1126,14 @@ class MessageStore:
                     sk=f"BOUNCE#{bounce.index:03d}#{bounce.bounce_id}",
                     expires_at=int(now + self.retention),
                     gsi2pk=f"BOUNCE#{bounce.address.lower()}", gsi2sk=f"{iso(now)}#{bounce.message_id}")
-        return put_if_absent(self.ddb, self.table, item, "pk")
+        return put_if_absent(self.ddb, self.table, item, "pk", keys=("pk", "sk"))
 
     def add_orphan(self, orphan: Orphan, now: float) -> bool:
         """Keep inbound mail that changed nothing, once per (S3 key, kind)."""
         kind = orphan.kind.upper()
         item = dict(_fields(orphan), pk=f"INBOUND#{orphan.s3_key}", sk=kind,
                     expires_at=int(now + self.retention), gsi2pk=kind, gsi2sk=iso(now))
-        return put_if_absent(self.ddb, self.table, item, "pk")
+        return put_if_absent(self.ddb, self.table, item, "pk", keys=("pk", "sk"))
 
     def orphans(self, kind: str, limit: int = 100) -> list[Orphan]:
         """The newest orphans of one kind (unparsed, unmatched, unverified, autoreply)."""
@@ -1262,7 +1305,7 @@ class SuppressionStore:
     def add(self, suppression: Suppression) -> bool:
         """Add a suppression; an existing one is kept (first reason wins). True if new."""
         item = dict(_fields(suppression), address=suppression_key(suppression.address))
-        return put_if_absent(self.ddb, self.table, item, "address")
+        return put_if_absent(self.ddb, self.table, item, "address", keys=("address",))
 
     def remove(self, address: str) -> bool:
         r = self.ddb.delete_item(TableName=self.table, Key={"address": {"S": suppression_key(address)}},
@@ -1558,10 +1601,20 @@ class ReputationStore:
             sets += ", gsi1pk = :gp, gsi1sk = :gs"
         else:  # one scope only: its own item (the layout before pairs; read the same way)
             pk, sk = self._pk(domain or key or ""), f"H#{hour}"
-        r = self.ddb.update_item(
-            TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds) + " SET " + sets,
-            ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        # An ADD applied whose answer was lost would be added again by botocore's retry (r17b):
+        # each call writes a fresh `wid` and requires another, so the retry is refused unless
+        # another count came in between (then one call's counts are added twice: a busy
+        # scope's, where one call weighs least). A refusal can only be that retry: True (the
+        # item may be new; marking the scopes active again is harmless).
+        values[":wid"] = {"S": _write_id()}
+        try:
+            r = self.ddb.update_item(
+                TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                UpdateExpression="ADD " + ", ".join(f"{n} :{n}" for n, _ in adds) + " SET " + sets + ", wid = :wid",
+                ConditionExpression="attribute_not_exists(wid) OR wid <> :wid",
+                ExpressionAttributeValues=values, ReturnValues="ALL_OLD")
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return True
         return not r.get("Attributes")
 
     def counts_since(self, scope: str, hour: str) -> list[ReputationCounts]:
@@ -1610,7 +1663,7 @@ class ReputationStore:
     def put_rep_state(self, state: ReputationState, expected: str | None) -> bool:
         """Write a scope's state if its stored state is still `expected` (None: none stored,
         or "ok"); False if another writer moved it first."""
-        item = dict(_fields(state, "scope"), pk=self._pk(state.scope), sk="STATE")
+        item = dict(_fields(state, "scope"), pk=self._pk(state.scope), sk="STATE", wid=_write_id())
         if expected is None or expected == "ok":
             cond, values = "attribute_not_exists(pk) OR #s = :e", {":e": {"S": "ok"}}
         else:
@@ -1619,9 +1672,8 @@ class ReputationStore:
             self.ddb.put_item(TableName=self.table, Item=codec().item(item), ConditionExpression=cond,
                               ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues=values)
             return True
-        except self.ddb.exceptions.ConditionalCheckFailedException:
-            return False
-
+        except self.ddb.exceptions.ConditionalCheckFailedException:  # its own, retried (r17b)?
+            return _wrote_own(self.ddb, self.table, {"pk": {"S": item["pk"]}, "sk": {"S": "STATE"}}, item["wid"])
 
     def mark_active(self, scopes: Iterable[str], day: str, now: float) -> None:
         """File scopes under a day, pk=REPDAY#<yyyymmdd> sk=<scope> (a PutItem each, once per
@@ -2055,6 +2107,9 @@ class WebhookStore:
         c = codec()
         if "secrets" in changes and changes["secrets"] is not None:
             changes["secrets"] = [s.as_dict() for s in changes["secrets"]]
+        wid = _write_id() if only_if_enabled else None  # the disable: once, even if retried (r17b)
+        if wid is not None:
+            changes["wid"] = wid
         kwargs = set_remove_update(changes, "sk")
         cond = "attribute_exists(#k)"
         if only_if_enabled:
@@ -2066,7 +2121,8 @@ class WebhookStore:
         try:
             return WebhookEndpoint.from_item(c.plain(self.ddb.update_item(**kwargs)["Attributes"]))
         except self.ddb.exceptions.ConditionalCheckFailedException:
-            return None
+            own = wid is not None and _wrote_own(self.ddb, self.table, self._endpoint_key(endpoint_id), wid)
+            return self.endpoint(endpoint_id) if own else None
 
     def known_events(self, endpoint_id: str, event_ids: Iterable[str]) -> set[str]:
         """Which of these events were already queued for the endpoint (BatchGetItem per 100)."""
