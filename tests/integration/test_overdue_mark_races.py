@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from sender_rig import SENDER_DOMAIN, T0, Rig, engine_fixture  # noqa: F401 - the engine fixture
 from test_store_crash_points import _stream_records
 
@@ -257,3 +258,48 @@ def test_a_batch_whose_second_chunk_sqs_refuses_is_swept_at_small_per_shard_limi
             break
     swept = [j.message_id for j, _ in rig.queue.sent]
     assert sorted(swept) == sorted(marked), swept
+
+
+class MetaAppliedAnswerLost:
+    """The store's DynamoDB client: the META's PutItem is applied, and then the call fails as
+    botocore fails it when the answer to every one of its tries was lost (read timeouts)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.lost = real, 0
+
+    def put_item(self, **kw: Any) -> Any:
+        out = self.real.put_item(**kw)
+        if kw["Item"].get("sk", {}).get("S") == "META" and str(kw["Item"]["pk"]["S"]).startswith("MSG#"):
+            self.lost += 1
+            raise ReadTimeoutError(endpoint_url="http://dynamodb.local")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_meta_put_applied_whose_answers_were_lost_is_a_committed_message(engine: Rig) -> None:
+    """The META put (the commit point) is applied but the call raises: the message is
+    committed. Before r18b the create took its recipients back and answered 503, leaving a
+    META with no recipients: a message the events function announced (message.queued from the
+    META's INSERT) that never ended, and which an Idempotency-Key's retry found through its
+    claim and answered 202 with nothing to deliver. Now the create reads the META back: 202,
+    every recipient kept, the job queued and each recipient delivered once."""
+    rig = engine
+    mx = rig.mx("commit.test", 7)
+    ddb = rig.store.ddb
+    rig.store.ddb = lossy = MetaAppliedAnswerLost(ddb)  # type: ignore[assignment]
+    try:
+        out = rig.api.send_one(SendRequest.model_validate({
+            "from": f"App <app@{SENDER_DOMAIN}>", "to": ["a@commit.test", "b@commit.test"],
+            "subject": "s", "text": "t\n"}))
+    finally:
+        rig.store.ddb = ddb
+    assert lossy.lost == 1
+    mid = str(out["id"])
+    assert [r["status"] for r in out["recipients"]] == ["queued", "queued"]
+    assert [r["state"] for r in rig.rcpts(mid)] == ["queued", "queued"]
+    [(job, _)] = rig.queue.sent
+    rig.run_jobs([job])
+    assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 2
+    assert sorted(a for m in mx.received for a in m.rcpt_tos) == ["a@commit.test", "b@commit.test"]

@@ -439,7 +439,8 @@ class MessageStore:
         send. Where each crash leaves things (the API has not answered 202 in any of them, so
         the client retries, under a new id):
         - before the first put, or a put failing: nothing stored (a failing put raises after
-          this method deletes what it wrote); so for a create still short of its META put
+          this method deletes what it wrote; a META put failing but applied is a commit,
+          `_failed_create`); so for a create still short of its META put
           COMMIT_WITHIN after it began: StoreBusyError (503 / 451), as `load` may soon take it apart;
         - killed between puts (Lambda timeout, a lost container): some or all recipients, no
           META. Nothing is sent: their jobs (the sweeper's, after its grace period) load no
@@ -473,12 +474,39 @@ class MessageStore:
                                          f"its recipients count as uncommitted ({UNCOMMITTED_AGE} s)")
                 self._put_new(it)
                 written.append(it["sk"])
-        except Exception:
-            self._take_back(message_id, written)
-            if once is not None:
-                self.release_key(once, message_id)
+        except Exception as exc:
+            if self._failed_create(message_id, written, len(items) - 1, once, exc):
+                return None
             raise
         return None
+
+    def _failed_create(self, message_id: str, written: list[str], recipients: int,
+                       once: CreateKey | None, exc: Exception) -> bool:
+        """A create's put failed: take back what it wrote and free its key, unless the failing
+        put was the META's and the META is there all the same (r18b): DynamoDB applied it and
+        the answers to botocore's every try were lost (read timeouts). Then the message is
+        committed, as any with a META item: True, the create succeeded. (Taken back, it left a
+        META with no recipients: announced by the events function, never final, and answered
+        202 with nothing to deliver to its Idempotency-Key's retry.) When the META cannot be
+        read, nothing is taken back: recipients without one are deleted by `load` later."""
+        if len(written) == recipients and not isinstance(exc, StoreBusyError):
+            try:
+                committed = "Item" in self.ddb.get_item(
+                    TableName=self.table, Key={"pk": {"S": _MSG + message_id}, "sk": {"S": _META}},
+                    ConsistentRead=True, ProjectionExpression="pk")
+            except Exception:  # noqa: BLE001 - unknown: leave the recipients, the create's error stands
+                log.warning("a create's META put failed; whether it was applied is unknown",
+                            extra={"message_id": message_id})
+                written = []
+            else:
+                if committed:
+                    log.warning("a create's META put failed but was applied: committed",
+                                extra={"message_id": message_id})
+                    return True
+        self._take_back(message_id, written)
+        if once is not None:
+            self.release_key(once, message_id)
+        return False
 
     def _put_new(self, item: dict) -> None:
         """One of a create's puts. Its key is new (the message id has 80 random bits), so when the
