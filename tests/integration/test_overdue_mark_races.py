@@ -22,10 +22,10 @@ from sender_rig import SENDER_DOMAIN, T0, Rig, engine_fixture  # noqa: F401 - th
 from test_store_crash_points import _stream_records
 
 from outpost.api.service import QueryService
-from outpost.events.service import EventService
 from outpost.clock import iso
+from outpost.events.service import EventService
 from outpost.models import MAX_RECIPIENTS, QueueJob, SendRequest
-from outpost.store import EventLogStore, committed_message, recipient_change
+from outpost.store import UNCOMMITTED_AGE, EventLogStore, committed_message, recipient_change
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.mx import Behaviour
 
@@ -303,3 +303,55 @@ def test_a_meta_put_applied_whose_answers_were_lost_is_a_committed_message(engin
     rig.run_jobs([job])
     assert [r["state"] for r in rig.rcpts(mid)] == ["delivered"] * 2
     assert sorted(a for m in mx.received for a in m.rcpt_tos) == ["a@commit.test", "b@commit.test"]
+
+
+class MetaRefusedUnreadable:
+    """The store's DynamoDB client: the META's PutItem fails unapplied, and so does the read
+    that would tell whether it was applied (DynamoDB unreachable)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.down = real, False
+
+    def put_item(self, **kw: Any) -> Any:
+        if kw["Item"].get("sk", {}).get("S") == "META" and str(kw["Item"]["pk"]["S"]).startswith("MSG#"):
+            self.down = True
+            raise ReadTimeoutError(endpoint_url="http://dynamodb.local")
+        return self.real.put_item(**kw)
+
+    def get_item(self, **kw: Any) -> Any:
+        if self.down:
+            raise ReadTimeoutError(endpoint_url="http://dynamodb.local")
+        return self.real.get_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_meta_put_failed_whose_outcome_cannot_be_read_leaves_its_recipients_for_load(engine: Rig) -> None:
+    """The META put fails and the read-back fails too: the create's error stands (503 to the
+    client), its recipients are left (it may have committed: not taken from under a META),
+    nothing sends them (no META: the sweeper's job loads no message), and `load` deletes them
+    once they are older than UNCOMMITTED_AGE."""
+    rig = engine
+    mx = rig.mx("unknown.test", 8)
+    ddb = rig.store.ddb
+    rig.store.ddb = MetaRefusedUnreadable(ddb)  # type: ignore[assignment]
+    try:
+        with pytest.raises(ReadTimeoutError):
+            rig.api.send_one(SendRequest.model_validate({
+                "from": f"App <app@{SENDER_DOMAIN}>", "to": ["a@unknown.test"], "subject": "s", "text": "t\n"}))
+    finally:
+        rig.store.ddb = ddb
+    assert rig.queue.sent == []
+    left = ddb.scan(TableName=rig.store.table, FilterExpression="begins_with(sk, :r) AND contains(address, :a)",
+                    ExpressionAttributeValues={":r": {"S": "RCPT#"}, ":a": {"S": "@unknown.test"}})["Items"]
+    [item] = left
+    mid = item["pk"]["S"].removeprefix("MSG#")
+    rig.clock.advance(SWEEP_GRACE + 1)
+    assert Sweeper(store=rig.store, queue=rig.queue, clock=rig.clock).sweep().messages == 1
+    rig.run_jobs([j for j, _ in rig.queue.sent])
+    assert mx.received == [] and rig.store.load(mid) is None
+    rig.clock.advance(UNCOMMITTED_AGE)
+    assert rig.store.load(mid) is None
+    assert "Item" not in ddb.get_item(TableName=rig.store.table, Key={"pk": {"S": f"MSG#{mid}"},
+                                                                      "sk": {"S": "RCPT#000"}})
