@@ -1288,8 +1288,10 @@ class MessageStore:
         its first run after send_at), and that job takes every open recipient of the message
         that is due (delivery/job.py pick_due), so one recipient is enough: one UpdateItem. Its
         condition, open and still due as `create` put it, makes the move only ever lower that
-        time and never touch a recipient a job has deferred, leased or finished since; then the
-        next one is tried. The index moved, or None (every open one moved by a job already)."""
+        time and never touch a recipient a job has deferred or finished since; then the next one
+        is tried. A leased one is moved (the claim leaves due_at, r18b): the sweeper skips it
+        until its lease ends (`overdue`), and the claim keeps a duplicate job from sending it.
+        The index moved, or None (every open one moved by a job already)."""
         for r in recipients:
             if not r.is_open:
                 continue
