@@ -25,7 +25,7 @@ from outpost.api.service import QueryService
 from outpost.clock import iso
 from outpost.events.service import EventService
 from outpost.models import MAX_RECIPIENTS, QueueJob, SendRequest
-from outpost.store import UNCOMMITTED_AGE, EventLogStore, committed_message, recipient_change
+from outpost.store import UNCOMMITTED_AGE, EventLogStore, MessageStore, committed_message, recipient_change
 from outpost.sweeper import SWEEP_GRACE, Sweeper
 from outpost_local.mx import Behaviour
 
@@ -367,3 +367,44 @@ def test_a_meta_put_failed_whose_outcome_cannot_be_read_leaves_its_recipients_fo
     assert rig.store.load(mid) is None
     assert "Item" not in ddb.get_item(TableName=rig.store.table, Key={"pk": {"S": f"MSG#{mid}"},
                                                                       "sk": {"S": "RCPT#000"}})
+
+
+class ClaimLostThenMarked:
+    """The store's DynamoDB client: the first claim is applied, then (its answer lost; botocore
+    waits out its 10 s read timeout) another writer moves the recipient's due time, as the API's
+    overdue mark or the sweeper's postpone_due do without looking at leases, storing its own
+    write id (before r18b); then botocore's retry of the claim, refused by its first try's lease."""
+
+    def __init__(self, real: Any, table: str) -> None:
+        self.real, self.table, self.replayed, self.moved = real, table, 0, False
+
+    def update_item(self, **kw: Any) -> Any:
+        if not self.replayed and kw["UpdateExpression"].startswith("SET #wid = :wid, lease_until"):
+            self.replayed += 1
+            self.real.update_item(**kw)  # applied; its answer never arrives
+            mid, index = kw["Key"]["pk"]["S"].removeprefix("MSG#"), int(kw["Key"]["sk"]["S"].removeprefix("RCPT#"))
+            self.moved = MessageStore(self.real, self.table, None, "").postpone_due(mid, index, T0, T0 + 1)
+        return self.real.update_item(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_claim_whose_answer_was_lost_and_whose_wid_another_writer_replaced_still_sends_now(engine: Rig) -> None:
+    """r17b's read-back finds another writer's `wid` when a due-time write (the overdue mark,
+    the sweeper's postpone_due: neither checks the lease) landed between the claim and its
+    refused retry: before r18b the claim was reported refused although applied, and the
+    recipient sat leased with no sender until its lease ended plus the sweeper's grace. A
+    due-time move now stores no `wid`: the claim finds its own; sent now, once."""
+    rig = engine
+    mx = rig.mx("lease.test", 9)
+    mid = rig.send("a@lease.test")
+    real = rig.store.ddb
+    rig.store.ddb = lossy = ClaimLostThenMarked(real, rig.store.table)  # type: ignore[assignment]
+    try:
+        rig.run(mid, token=None)
+    finally:
+        rig.store.ddb = real
+    assert lossy.replayed == 1 and lossy.moved
+    assert rig.rcpt(mid)["state"] == "delivered"
+    assert [m.rcpt_tos for m in mx.received] == [["a@lease.test"]]

@@ -815,10 +815,14 @@ class MessageStore:
              ":ds": due_shard(message_id), ":w": waiting.as_dict(), ":o0": _OPEN[0], ":o1": _OPEN[1]})
 
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
-                names: dict[str, str] | None = None) -> bool:
+                names: dict[str, str] | None = None, *, due_only: bool = False) -> bool:
+        """`due_only`: a due-time move (mark_overdue, postpone_due) stores no `wid` (r18b): it
+        does not look at leases, and replacing a claim's `wid` while that claim's lost answer
+        is retried made the claim's read-back report it refused (the recipient then sat leased
+        with no sender until its lease ended). Its own refused retry answers False (harmless)."""
         c = codec()
         key = {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}}
-        wid = _write_id() if expr.startswith("SET ") else None
+        wid = _write_id() if expr.startswith("SET ") and not due_only else None
         if wid is not None:  # its own lost answer's retry is refused, then found (_wrote_own)
             expr, cond = "SET #wid = :wid, " + expr[4:], f"({cond}) AND (attribute_not_exists(#wid) OR #wid <> :wid)"
             values, names = dict(values, **{":wid": wid}), dict(names or {}, **{"#wid": "wid"})
@@ -921,7 +925,8 @@ class MessageStore:
         if nothing moved it since it was read. False if it changed (claimed, finished, ...)."""
         return self._update(message_id, index, "SET due_at = :u",
                             "#st IN (:o0, :o1, :o2) AND due_at = :d",
-                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
+                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]},
+                            due_only=True)
 
     # ---- slow recipient domains (the new-mail lane's shared memory) --------------------------
     def mark_slow(self, domain: str, until: float) -> None:
@@ -1297,7 +1302,8 @@ class MessageStore:
                 continue
             due = created if r.next_attempt_at is None else float(r.next_attempt_at)
             if self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
-                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]}):
+                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]},
+                            due_only=True):
                 return r.index
         return None
 
