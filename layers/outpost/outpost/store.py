@@ -439,7 +439,8 @@ class MessageStore:
         send. Where each crash leaves things (the API has not answered 202 in any of them, so
         the client retries, under a new id):
         - before the first put, or a put failing: nothing stored (a failing put raises after
-          this method deletes what it wrote); so for a create still short of its META put
+          this method deletes what it wrote; a META put failing but applied is a commit,
+          `_failed_create`); so for a create still short of its META put
           COMMIT_WITHIN after it began: StoreBusyError (503 / 451), as `load` may soon take it apart;
         - killed between puts (Lambda timeout, a lost container): some or all recipients, no
           META. Nothing is sent: their jobs (the sweeper's, after its grace period) load no
@@ -473,12 +474,39 @@ class MessageStore:
                                          f"its recipients count as uncommitted ({UNCOMMITTED_AGE} s)")
                 self._put_new(it)
                 written.append(it["sk"])
-        except Exception:
-            self._take_back(message_id, written)
-            if once is not None:
-                self.release_key(once, message_id)
+        except Exception as exc:
+            if self._failed_create(message_id, written, len(items) - 1, once, exc):
+                return None
             raise
         return None
+
+    def _failed_create(self, message_id: str, written: list[str], recipients: int,
+                       once: CreateKey | None, exc: Exception) -> bool:
+        """A create's put failed: take back what it wrote and free its key, unless the failing
+        put was the META's and the META is there all the same (r18b): DynamoDB applied it and
+        the answers to botocore's every try were lost (read timeouts). Then the message is
+        committed, as any with a META item: True, the create succeeded. (Taken back, it left a
+        META with no recipients: announced by the events function, never final, and answered
+        202 with nothing to deliver to its Idempotency-Key's retry.) When the META cannot be
+        read, nothing is taken back: recipients without one are deleted by `load` later."""
+        if len(written) == recipients and not isinstance(exc, StoreBusyError):
+            try:
+                committed = "Item" in self.ddb.get_item(
+                    TableName=self.table, Key={"pk": {"S": _MSG + message_id}, "sk": {"S": _META}},
+                    ConsistentRead=True, ProjectionExpression="pk")
+            except Exception:  # noqa: BLE001 - unknown: leave the recipients, the create's error stands
+                log.warning("a create's META put failed; whether it was applied is unknown",
+                            extra={"message_id": message_id})
+                written = []
+            else:
+                if committed:
+                    log.warning("a create's META put failed but was applied: committed",
+                                extra={"message_id": message_id})
+                    return True
+        self._take_back(message_id, written)
+        if once is not None:
+            self.release_key(once, message_id)
+        return False
 
     def _put_new(self, item: dict) -> None:
         """One of a create's puts. Its key is new (the message id has 80 random bits), so when the
@@ -787,10 +815,14 @@ class MessageStore:
              ":ds": due_shard(message_id), ":w": waiting.as_dict(), ":o0": _OPEN[0], ":o1": _OPEN[1]})
 
     def _update(self, message_id: str, index: int, expr: str, cond: str, values: dict,
-                names: dict[str, str] | None = None) -> bool:
+                names: dict[str, str] | None = None, *, due_only: bool = False) -> bool:
+        """`due_only`: a due-time move (mark_overdue, postpone_due) stores no `wid` (r18b): it
+        does not look at leases, and replacing a claim's `wid` while that claim's lost answer
+        is retried made the claim's read-back report it refused (the recipient then sat leased
+        with no sender until its lease ended). Its own refused retry answers False (harmless)."""
         c = codec()
         key = {"pk": {"S": _MSG + message_id}, "sk": {"S": rcpt_sk(index)}}
-        wid = _write_id() if expr.startswith("SET ") else None
+        wid = _write_id() if expr.startswith("SET ") and not due_only else None
         if wid is not None:  # its own lost answer's retry is refused, then found (_wrote_own)
             expr, cond = "SET #wid = :wid, " + expr[4:], f"({cond}) AND (attribute_not_exists(#wid) OR #wid <> :wid)"
             values, names = dict(values, **{":wid": wid}), dict(names or {}, **{"#wid": "wid"})
@@ -893,7 +925,8 @@ class MessageStore:
         if nothing moved it since it was read. False if it changed (claimed, finished, ...)."""
         return self._update(message_id, index, "SET due_at = :u",
                             "#st IN (:o0, :o1, :o2) AND due_at = :d",
-                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]})
+                            {":u": until, ":d": due_at, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]},
+                            due_only=True)
 
     # ---- slow recipient domains (the new-mail lane's shared memory) --------------------------
     def mark_slow(self, domain: str, until: float) -> None:
@@ -1260,14 +1293,17 @@ class MessageStore:
         its first run after send_at), and that job takes every open recipient of the message
         that is due (delivery/job.py pick_due), so one recipient is enough: one UpdateItem. Its
         condition, open and still due as `create` put it, makes the move only ever lower that
-        time and never touch a recipient a job has deferred, leased or finished since; then the
-        next one is tried. The index moved, or None (every open one moved by a job already)."""
+        time and never touch a recipient a job has deferred or finished since; then the next one
+        is tried. A leased one is moved (the claim leaves due_at, r18b): the sweeper skips it
+        until its lease ends (`overdue`), and the claim keeps a duplicate job from sending it.
+        The index moved, or None (every open one moved by a job already)."""
         for r in recipients:
             if not r.is_open:
                 continue
             due = created if r.next_attempt_at is None else float(r.next_attempt_at)
             if self._update(message_id, r.index, "SET due_at = :n", "#st IN (:o0, :o1, :o2) AND due_at = :d",
-                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]}):
+                            {":n": due - by, ":d": due, ":o0": _OPEN[0], ":o1": _OPEN[1], ":o2": _OPEN[2]},
+                            due_only=True):
                 return r.index
         return None
 
