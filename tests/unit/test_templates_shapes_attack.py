@@ -115,3 +115,30 @@ def test_generated_templates_and_values_give_the_single_send_bytes(parts: list[s
                                                                    batch: list[dict[str, Any]]) -> None:
     html = ("{{v}}" if first else "") + CSS + "".join(parts)
     assert _differences(_service(html), batch) == []
+
+
+
+def test_a_batch_of_many_templates_holds_at_most_max_shapes_in_all() -> None:
+    # Shapes were kept per template: a batch over T templates, each seen in 8 pairs of loop lengths,
+    # held T x 8 shapes of inlined html (measured: 1,400 <p> x 90 declarations, 11.6 MB of Python
+    # heap per template: 31 templates in a 500-message batch, ~360 MB against the API function's
+    # 512 MB), where a message sent alone holds nothing after it. The skeleton alone decides a
+    # shape, so the batch keeps one set of at most MAX_SHAPES for all its templates.
+    import sys
+
+    from outpost.templates.inlined import MAX_SHAPES
+
+    declarations = "".join(f"--v{i}:{i};" for i in range(90))  # distinct: css-inline keeps each one
+    html = "<style>p{" + declarations + "}</style><div>{{#items}}<p>{{n}}</p>{{/items}}</div>"
+    s = TemplateService(FakeTemplates(), clock=lambda: 1_800_000_000.0)
+    for t in range(4):
+        s.create(f"t{t}", {"name": "t", "subject": "s", "html": html})
+    cache = TemplateCache()
+    for t in range(4):
+        for i in range(16):  # 8 loop lengths, each twice: a shape built for each
+            s.for_send(f"t{t}", None, {"items": [{"n": "x"}] * (200 + i // 2)}, cache)
+    kept = {id(p.batch["shapes"]): p.batch["shapes"] for p in cache._by_key.values()}  # noqa: SLF001
+    shapes = [x for k in kept.values() for x in k._built.values() if x is not None]  # noqa: SLF001
+    held = sum(sys.getsizeof(piece) for x in shapes for piece in x.pieces)
+    assert len(shapes) == MAX_SHAPES, len(shapes)  # 32 before: 8 per template
+    assert held < 2_000_000, held  # ~170 KB a shape here: 5.4 MB before

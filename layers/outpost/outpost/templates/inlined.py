@@ -31,7 +31,7 @@ CSS rules match. What makes it so, each checked (anything else takes the per-mes
 - a probe (a value holding a space, a no-break space and & < > " ') is substituted and inlined
   once per shape, and must give exactly what substitution gives.
 A shape is built the second time it is seen (a single send pays nothing), at most MAX_SHAPES per
-template and batch, for skeletons of at most MAX_SKELETON characters.
+batch (shared by its templates: a skeleton alone decides its shape), for skeletons of at most MAX_SKELETON characters.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
@@ -67,6 +67,8 @@ class Prepared:
     parts: Mapping[str, CompiledPart]
     layout: Mapping[str, CompiledPart] | None = None
     batch: dict[str, Any] = field(default_factory=dict, compare=False)  # per batch: the html's Shapes (inlined.py)
+    # (one dict for all the batch's templates, TemplateCache: a skeleton alone decides its shape, and
+    # MAX_SHAPES then bounds the batch's memory and wasted builds, not each template's)
 
 
 def check_alias(alias: str, field: str = "alias") -> str:
@@ -116,11 +118,12 @@ class TemplateCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[tuple[str, int | None], Prepared] = {}
+        self._batch: dict[str, Any] = {}
 
     def get(self, key: tuple[str, int | None], load: Callable[[], Prepared]) -> Prepared:
         with self._lock:  # a batch's threads wait for the first load instead of repeating it
             if key not in self._by_key:
-                self._by_key[key] = load()
+                self._by_key[key] = replace(load(), batch=self._batch)
             return self._by_key[key]
 
 
