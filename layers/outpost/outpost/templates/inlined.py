@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from .css import _ATTR, _START_TAG, _STYLE_TEXT, inline_css, inlined_bytes_bound
 
 MAX_SHAPES = 8  # shapes kept per template and batch (a loop of varying length: one per length)
+MAX_MISSES = 64  # messages without a shape (beyond 8 per message with one) before a batch stops marking
 MAX_SKELETON = 300_000  # characters: a larger html takes the per-message path (memory: ~8 x 2.3 MB at most)
 OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters around a marker's number
 _MARKER = re.compile("\ue000([0-9]+)\ue001")
@@ -198,13 +199,24 @@ def build_shape(skeleton: str, count: int, limit: int | None = None) -> Shape | 
 
 
 class Shapes:
-    """The shapes of one template version's html in one batch (thread-safe): a skeleton seen once
-    is remembered, built the second time, and then reused."""
+    """The shapes of a batch's html (thread-safe; one set for all its templates): a skeleton seen
+    once is remembered, built the second time, and then reused."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: set[int] = set()  # hashes: a collision only builds a shape early (still exact)
         self._built: dict[str, Shape | None] = {}
+        self.used = self.missed = 0
+
+    def worth_marking(self) -> bool:
+        """False once far more messages found no shape than used one (skeletons that all differ, as
+        a batch built to defeat the shapes): marking would only render each message's html twice."""
+        return self.missed < MAX_MISSES + 8 * self.used
+
+    def tally(self, shape: Shape | None) -> None:
+        """Count a message that used a shape, or marked its html for none."""
+        with self._lock:
+            self.used, self.missed = self.used + (shape is not None), self.missed + (shape is None)
 
     def get(self, skeleton: str, count: int, limit: int) -> Shape | None:
         if len(skeleton) > MAX_SKELETON:

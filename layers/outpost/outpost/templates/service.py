@@ -309,14 +309,16 @@ def _inline_shaped(p: Prepared, variables: Mapping[str, Any], html: str, budget:
     lowered = html.lower()
     if ("<style" not in lowered and "<link" not in lowered) or OPEN in html or CLOSE in html:
         return _inline_css(html, budget)
+    shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
+    if not shapes.worth_marking():
+        return _inline_css(html, budget)
     values: list[str] = []
     skeleton = render_marked(p.parts["html"], variables, values)
     if skeleton is not None and p.layout is not None and "html" in p.layout:
         skeleton = render_marked(p.layout["html"], variables, values, content=skeleton)
-    if skeleton is None or not all(plain(v) for v in values) or unmarked(skeleton, values) != html:
-        return _inline_css(html, budget)
-    shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
-    shape = shapes.get(skeleton, len(values), budget.bytes_left)
+    exact = skeleton is not None and all(plain(v) for v in values) and unmarked(skeleton, values) == html
+    shape = shapes.get(skeleton, len(values), budget.bytes_left) if exact and skeleton is not None else None
+    shapes.tally(shape)  # a batch whose skeletons never repeat stops marking (Shapes.worth_marking)
     if shape is None:
         return _inline_css(html, budget)
     _charge_inlining(shape.bound, budget)
