@@ -16,11 +16,14 @@ CSS rules match. What makes it so, each checked (anything else takes the per-mes
   `@content`, itself marked) makes the message take the per-message path;
 - its tokenizing and tree building then depend only on NUL and CR (the input stream's
   normalisation), on being whitespace or not (table text, the head, `<pre>`'s first newline)
-  and on being empty (`:empty`): a value with NUL or CR, empty, or starting with whitespace
-  takes the per-message path (a marker is none of these);
+  and on being empty (`:empty`), and a byte order mark (U+FEFF) first in the document is dropped:
+  a value with NUL or CR, empty, or starting with whitespace or U+FEFF takes the per-message path
+  (a marker is none of these);
 - the text before a marker cannot join it into a reference or a tag (`&no` + `t;`, `<` + `b>`);
 - a marker is never in a tag or attribute name, an unquoted attribute value (a space would end
-  it), a `class`, `id`, `style`, `lang`, `dir` or `type` attribute, any attribute when the CSS
+  it), a `class`, `id`, `style`, `lang`, `dir`, `type` or `data-css-inline` attribute (`ignore`
+  keeps css-inline off the element), any attribute of a <link> or <style> (css-inline drops a
+  <link rel="stylesheet"> and keeps any other), any attribute when the CSS
   has attribute selectors (`[`), a <style> element's text, a comment or a raw-text element:
   the skeleton is read with the same expressions css.py reads it with (so the bound on the
   bytes inlining adds is the same for every message of the shape), and css-inline's output is
@@ -28,7 +31,7 @@ CSS rules match. What makes it so, each checked (anything else takes the per-mes
 - a probe (a value holding a space, a no-break space and & < > " ') is substituted and inlined
   once per shape, and must give exactly what substitution gives.
 A shape is built the second time it is seen (a single send pays nothing), at most MAX_SHAPES per
-template and batch, for skeletons of at most MAX_SKELETON characters.
+batch (shared by its templates: a skeleton alone decides its shape), for skeletons of at most MAX_SKELETON characters.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from .css import _ATTR, _START_TAG, _STYLE_TEXT, inline_css, inlined_bytes_bound
 
 MAX_SHAPES = 8  # shapes kept per template and batch (a loop of varying length: one per length)
+MAX_MISSES = 64  # messages without a shape (beyond 8 per message with one) before a batch stops marking
 MAX_SKELETON = 300_000  # characters: a larger html takes the per-message path (memory: ~8 x 2.3 MB at most)
 OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters around a marker's number
 _MARKER = re.compile("\ue000([0-9]+)\ue001")
@@ -53,7 +57,9 @@ _OUT_TAG = re.compile(r"""<[A-Za-z][^\s/>]*(?:\s+[^\s"'>/=]+(?:="[^"]*")?)*""")
 _OUT_ATTR = re.compile(r'\s([^\s"\'>/=]+)="([^"]*)"')
 _RAW = re.compile(r"<(script|style|xmp|iframe|noembed|noframes|plaintext|noscript|textarea|title)\b[^>]*>"
                   r"[\s\S]*?(?:</\1\s*>|\Z)|<!--[\s\S]*?(?:-->|\Z)", re.IGNORECASE)
-_NOT_IN = frozenset({"class", "id", "style", "lang", "dir", "type", "xml:lang"})
+# data-css-inline="ignore" keeps css-inline off an element (or a <style>): its value decides the output.
+_NOT_IN = frozenset({"class", "id", "style", "lang", "dir", "type", "xml:lang", "data-css-inline"})
+_READ_BY_INLINER = frozenset({"link", "style"})  # rel="stylesheet" drops a <link>: no marker in their attributes
 _PROBE = "\ue002{}\ue003 &<>\"'\u00a0x"
 
 
@@ -82,8 +88,9 @@ def _as_attribute(s: str) -> str:
 
 
 def plain(value: str) -> bool:
-    """A value whose parsing is the marker's: not empty, no NUL or CR, no leading whitespace."""
-    return value != "" and value[0] not in _HTML_SPACE and "\x00" not in value and "\r" not in value
+    """A value whose parsing is the marker's: not empty, no NUL or CR, no leading whitespace or
+    U+FEFF (the parser drops a byte order mark that starts the document)."""
+    return value != "" and value[0] not in _HTML_SPACE + "\ufeff" and "\x00" not in value and "\r" not in value
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def _skeleton_ok(skeleton: str) -> bool:
     for m in _START_TAG.finditer(skeleton):
         if OPEN not in m.group():
             continue
-        if OPEN in m.group(1) or attribute_selectors:
+        if OPEN in m.group(1) or attribute_selectors or m.group(1).lower() in _READ_BY_INLINER:
             return False
         for a in _ATTR.finditer(m.group(2)):
             value = a.group(3) or ""
@@ -192,13 +199,24 @@ def build_shape(skeleton: str, count: int, limit: int | None = None) -> Shape | 
 
 
 class Shapes:
-    """The shapes of one template version's html in one batch (thread-safe): a skeleton seen once
-    is remembered, built the second time, and then reused."""
+    """The shapes of a batch's html (thread-safe; one set for all its templates): a skeleton seen
+    once is remembered, built the second time, and then reused."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: set[int] = set()  # hashes: a collision only builds a shape early (still exact)
         self._built: dict[str, Shape | None] = {}
+        self.used = self.missed = 0
+
+    def worth_marking(self) -> bool:
+        """False once far more messages found no shape than used one (skeletons that all differ, as
+        a batch built to defeat the shapes): marking would only render each message's html twice."""
+        return self.missed < MAX_MISSES + 8 * self.used
+
+    def tally(self, shape: Shape | None) -> None:
+        """Count a message that used a shape, or marked its html for none."""
+        with self._lock:
+            self.used, self.missed = self.used + (shape is not None), self.missed + (shape is None)
 
     def get(self, skeleton: str, count: int, limit: int) -> Shape | None:
         if len(skeleton) > MAX_SKELETON:

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..clock import iso
@@ -67,6 +67,8 @@ class Prepared:
     parts: Mapping[str, CompiledPart]
     layout: Mapping[str, CompiledPart] | None = None
     batch: dict[str, Any] = field(default_factory=dict, compare=False)  # per batch: the html's Shapes (inlined.py)
+    # (one dict for all the batch's templates, TemplateCache: a skeleton alone decides its shape, and
+    # MAX_SHAPES then bounds the batch's memory and wasted builds, not each template's)
 
 
 def check_alias(alias: str, field: str = "alias") -> str:
@@ -116,11 +118,12 @@ class TemplateCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[tuple[str, int | None], Prepared] = {}
+        self._batch: dict[str, Any] = {}
 
     def get(self, key: tuple[str, int | None], load: Callable[[], Prepared]) -> Prepared:
         with self._lock:  # a batch's threads wait for the first load instead of repeating it
             if key not in self._by_key:
-                self._by_key[key] = load()
+                self._by_key[key] = replace(load(), batch=self._batch)
             return self._by_key[key]
 
 
@@ -306,14 +309,16 @@ def _inline_shaped(p: Prepared, variables: Mapping[str, Any], html: str, budget:
     lowered = html.lower()
     if ("<style" not in lowered and "<link" not in lowered) or OPEN in html or CLOSE in html:
         return _inline_css(html, budget)
+    shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
+    if not shapes.worth_marking():
+        return _inline_css(html, budget)
     values: list[str] = []
     skeleton = render_marked(p.parts["html"], variables, values)
     if skeleton is not None and p.layout is not None and "html" in p.layout:
         skeleton = render_marked(p.layout["html"], variables, values, content=skeleton)
-    if skeleton is None or not all(plain(v) for v in values) or unmarked(skeleton, values) != html:
-        return _inline_css(html, budget)
-    shapes = p.batch.get("shapes") or p.batch.setdefault("shapes", Shapes())
-    shape = shapes.get(skeleton, len(values), budget.bytes_left)
+    exact = skeleton is not None and all(plain(v) for v in values) and unmarked(skeleton, values) == html
+    shape = shapes.get(skeleton, len(values), budget.bytes_left) if exact and skeleton is not None else None
+    shapes.tally(shape)  # a batch whose skeletons never repeat stops marking (Shapes.worth_marking)
     if shape is None:
         return _inline_css(html, budget)
     _charge_inlining(shape.bound, budget)
