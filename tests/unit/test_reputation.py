@@ -209,7 +209,7 @@ def test_sends_are_counted_with_their_key_and_a_paused_domain_is_refused() -> No
 
 def test_a_paused_domain_in_a_batch_is_a_403_item() -> None:
     _, api, _ = _paused_world()
-    out = api._batch([_request().model_dump(mode="json", by_alias=True)], KEY)
+    out = api._run_batch([_request().model_dump(mode="json", by_alias=True)], KEY).answer
     assert out["accepted"] == 0 and out["results"][0]["status"] == 403
     assert out["results"][0]["error"]["code"] == "sending_paused"
 
@@ -221,7 +221,7 @@ def test_a_batch_reads_the_states_once_per_domain_and_key() -> None:
     b.store.rep_states = lambda scopes: reads.append(list(scopes)) or real(scopes)  # type: ignore[method-assign]
     api = SendService(store=FakeMessages(), suppressions=FakeSuppressions(), queue=FakeJobs(),
                       domains=FakeDomains(SENDER), clock=b.clock, reputation=b.rep)
-    out = api._batch([_request().model_dump(mode="json", by_alias=True)] * 50, KEY)
+    out = api._run_batch([_request().model_dump(mode="json", by_alias=True)] * 50, KEY).answer
     assert out["accepted"] == 50 and reads == [[domain_scope(SENDER), key_scope("k1")]]
     assert b.store.adds == 1 and b.rep.windows(domain_scope(SENDER))["24h"].sent == 100
 

@@ -135,7 +135,7 @@ def test_a_batch_item_with_send_at_gets_a_job_that_waits_for_it() -> None:
     store = FakeMessages()
     api, jobs = _api(clock, store)
     at = clock() + HOUR
-    out = api._batch([_body(iso(at)), _body(None), _body("2026-12-01T09:00:00")])
+    out = api._run_batch([_body(iso(at)), _body(None), _body("2026-12-01T09:00:00")]).answer
     assert [r["status"] for r in out["results"]] == [202, 202, 422]
     assert out["results"][2]["error"]["field"] == "messages[2].send_at"
     assert out["results"][0]["recipients"][0]["status"] == "scheduled" and "_at" not in out["results"][0]

@@ -466,11 +466,6 @@ class SendService:
                                       "message": "the message could not be stored; retry it", "field": None}})
         return Created({"index": i, "status": 202, **out.answer}, out.replayed, out.sent, out.send_at, out.stored)
 
-    def _batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
-               out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
-               busy: float | None = None) -> dict:
-        return self._run_batch(messages, principal, out_of_time, once, busy).answer
-
     def _run_batch(self, messages: list[dict[str, Any]], principal: Principal | None = None,
                    out_of_time: Callable[[], bool] = lambda: False, once: IdempotentRequest | None = None,
                    busy: float | None = None) -> Created:
